@@ -1,0 +1,174 @@
+"""Versioned schema of the civicgrid store and its migrations."""
+
+from __future__ import annotations
+
+#: Schema version written by this civicgrid. Older files are migrated on open,
+#: newer ones are refused.
+SCHEMA_VERSION = 2
+
+#: Fine H3 resolution stored for every event, site and inspection; coarser
+#: resolutions are derived in SQL with :func:`h3_parent` (bit arithmetic).
+H3_RES = 12
+
+# Version 1: the layers themselves.
+_V1 = [
+    """
+    CREATE TABLE IF NOT EXISTS meta (
+        key VARCHAR PRIMARY KEY,
+        value VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS areas (
+        code VARCHAR PRIMARY KEY,
+        name VARCHAR NOT NULL,
+        name_en VARCHAR,
+        level VARCHAR NOT NULL CHECK (level IN ('district', 'street', 'community')),
+        parent_code VARCHAR,
+        area_km2 DOUBLE,
+        geom GEOMETRY
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS grids (
+        code VARCHAR PRIMARY KEY,
+        name VARCHAR,
+        community_code VARCHAR,
+        street_code VARCHAR,
+        district_code VARCHAR,
+        leader_name VARCHAR,
+        leader_phone VARCHAR,
+        households INTEGER,
+        area_km2 DOUBLE,
+        geom GEOMETRY
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS site_categories (
+        code VARCHAR PRIMARY KEY,
+        name_zh VARCHAR NOT NULL,
+        name_en VARCHAR NOT NULL,
+        group_code VARCHAR,
+        group_zh VARCHAR,
+        group_en VARCHAR,
+        geom_kind VARCHAR NOT NULL CHECK (geom_kind IN ('point', 'line', 'area')),
+        service_minutes DOUBLE DEFAULT 12
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS problem_types (
+        code VARCHAR PRIMARY KEY,
+        major_code VARCHAR NOT NULL,
+        major_zh VARCHAR,
+        major_en VARCHAR,
+        name_zh VARCHAR NOT NULL,
+        name_en VARCHAR,
+        deadline_value DOUBLE,
+        deadline_unit VARCHAR CHECK (deadline_unit IN ('working_days', 'working_hours'))
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS sites (
+        site_id BIGINT PRIMARY KEY,
+        external_id VARCHAR,
+        name VARCHAR NOT NULL,
+        address VARCHAR,
+        category_code VARCHAR NOT NULL,
+        responsible_unit VARCHAR,
+        contact VARCHAR,
+        phone VARCHAR,
+        active BOOLEAN DEFAULT TRUE,
+        lng DOUBLE,
+        lat DOUBLE,
+        h3 UBIGINT,
+        grid_code VARCHAR,
+        community_code VARCHAR,
+        street_code VARCHAR,
+        district_code VARCHAR,
+        dedup_key VARCHAR,
+        import_id INTEGER,
+        geom GEOMETRY
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS inspections (
+        inspection_id BIGINT PRIMARY KEY,
+        external_id VARCHAR,
+        site_id BIGINT,
+        time TIMESTAMP NOT NULL,
+        inspector VARCHAR,
+        conforming BOOLEAN,
+        problems_found INTEGER,
+        lng DOUBLE,
+        lat DOUBLE,
+        h3 UBIGINT,
+        grid_code VARCHAR,
+        community_code VARCHAR,
+        street_code VARCHAR,
+        district_code VARCHAR,
+        dedup_key VARCHAR,
+        import_id INTEGER
+    )
+    """,
+    # events is the large table (up to 10M rows): no PK/unique index, ids are
+    # assigned by the importer and duplicates are removed by anti-join.
+    """
+    CREATE TABLE IF NOT EXISTS events (
+        event_id BIGINT NOT NULL,
+        source VARCHAR NOT NULL,
+        external_id VARCHAR,
+        problem_type VARCHAR,
+        time TIMESTAMP NOT NULL,
+        status VARCHAR,
+        site_id BIGINT,
+        inspection_id BIGINT,
+        text VARCHAR,
+        lng DOUBLE,
+        lat DOUBLE,
+        h3 UBIGINT,
+        grid_code VARCHAR,
+        community_code VARCHAR,
+        street_code VARCHAR,
+        district_code VARCHAR,
+        deadline TIMESTAMP,
+        rectified_at TIMESTAMP,
+        closed_at TIMESTAMP,
+        reopened INTEGER DEFAULT 0,
+        dedup_key VARCHAR,
+        import_id INTEGER
+    )
+    """,
+    # h3_parent: coarser cell of a stored cell id, by bit arithmetic on the
+    # H3 index layout (resolution in bits 52-55; digit r in bits 3*(15-r)..+2;
+    # unused digits are all ones).
+    """
+    CREATE OR REPLACE MACRO h3_parent(cell, res) AS
+        (cell & ~(CAST(15 AS UBIGINT) << 52))
+        | (CAST(res AS UBIGINT) << 52)
+        | ((CAST(1 AS UBIGINT) << (3 * (15 - res))) - 1)
+    """,
+    "CREATE OR REPLACE MACRO h3_hex(cell) AS lower(hex(cell))",
+]
+
+# Version 2: an import log, and the link from a rebound case to the case it repeats.
+_V2 = [
+    """
+    CREATE TABLE IF NOT EXISTS imports (
+        import_id INTEGER PRIMARY KEY,
+        layer VARCHAR NOT NULL,
+        file VARCHAR,
+        started_at TIMESTAMP,
+        finished_at TIMESTAMP,
+        rows_read BIGINT,
+        loaded BIGINT,
+        duplicates BIGINT,
+        rejected BIGINT,
+        outside_grids BIGINT,
+        report_json VARCHAR
+    )
+    """,
+    "ALTER TABLE events ADD COLUMN IF NOT EXISTS rebound_of BIGINT",
+]
+
+#: Statements that bring a file from version ``v - 1`` to version ``v``.
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
