@@ -4,7 +4,7 @@ from __future__ import annotations
 
 #: Schema version written by this civicgrid. Older files are migrated on open,
 #: newer ones are refused.
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 4
 
 #: Fine H3 resolution stored for every event, site and inspection; coarser
 #: resolutions are derived in SQL with :func:`h3_parent` (bit arithmetic).
@@ -170,5 +170,11 @@ _V2 = [
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS rebound_of BIGINT",
 ]
 
+# Version 3: problem cases (lifecycle, audit trail), users and settings (sites/cases.py owns these).
+_V3: list[str] = []
+
+# Version 4: stored patrol plans (sites/patrol.py owns these).
+_V4: list[str] = []
+
 #: Statements that bring a file from version ``v - 1`` to version ``v``.
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2}
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}

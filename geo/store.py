@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import contextlib
 import fcntl
+import itertools
 import os
 import shutil
 import threading
@@ -38,6 +39,7 @@ from geo.schema import MIGRATIONS, SCHEMA_VERSION
 #: the ``CIVICGRID_DB`` environment variable.
 DEFAULT_DB = "civicgrid.duckdb"
 
+_WRITE_SERIAL = itertools.count()
 _DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
@@ -73,6 +75,9 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
     """Open a DuckDB connection with the spatial extension loaded from its file.
 
     Extension autoinstall and autoload are off: nothing is fetched from the network.
+    A read-only connection is a fresh in-memory instance with the file attached
+    read-only as catalog ``city`` (and selected with ``USE``), so each one sees
+    the file as it is now rather than an instance DuckDB cached for the path.
 
     Parameters
     ----------
@@ -82,7 +87,14 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
         Open the file read-only (any number of processes may do so at once).
     """
     config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-    con = duckdb.connect(str(path) if path is not None else ":memory:", read_only=read_only, config=config)
+    if read_only and path is not None:
+        con = duckdb.connect(":memory:", config=config)
+        con.load_extension(str(spatial_extension_path()))
+        quoted = str(path).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS city (READ_ONLY)")
+        con.execute("USE city")
+        return con
+    con = duckdb.connect(str(path) if path is not None else ":memory:", config=config)
     con.load_extension(str(spatial_extension_path()))
     return con
 
@@ -90,7 +102,8 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """Return the schema version of an open database (0 for an empty one)."""
     has_meta = con.execute(
-        "SELECT count(*) FROM information_schema.tables WHERE table_name = 'meta' AND table_schema = 'main'"
+        "SELECT count(*) FROM information_schema.tables "
+        "WHERE table_name = 'meta' AND table_schema = 'main' AND table_catalog = current_database()"
     ).fetchone()[0]
     if not has_meta:
         return 0
@@ -159,7 +172,7 @@ def writing(path: str | os.PathLike, *, memory_limit: str | None = None) -> Iter
     live = Path(path)
     live.parent.mkdir(parents=True, exist_ok=True)
     lock_path = live.with_name(live.name + ".lock")
-    tmp = live.with_name(f"{live.name}.tmp-{os.getpid()}-{threading.get_ident()}")
+    tmp = live.with_name(f"{live.name}.tmp-{os.getpid()}-{threading.get_ident()}-{next(_WRITE_SERIAL)}")
     with open(lock_path, "a+") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         try:
@@ -265,7 +278,9 @@ class Store:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor on the newest version, for use from one thread."""
-        return self.con.cursor()
+        cur = self.con.cursor()
+        cur.execute("USE city")
+        return cur
 
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run a read-only SQL query and return a DataFrame."""

@@ -1,0 +1,31 @@
+# The two commands of the README:
+#   make demo   set up a fresh machine and run civicgrid on the built-in demo city
+#   make test   set up and run the whole test suite
+PYTHON ?= python3
+VENV   ?= .venv
+DB     ?= demo.duckdb
+PY      = $(VENV)/bin/python
+
+.PHONY: setup demo test bench clean
+
+setup: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet -e ".[dev]"
+	touch $@
+
+demo: setup
+	$(VENV)/bin/civicgrid demo --db $(DB) --force
+	$(VENV)/bin/civicgrid info --db $(DB)
+
+test: setup
+	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
+	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+bench: setup
+	$(PY) bench/import_bench.py
+
+clean:
+	rm -rf $(VENV) *.duckdb *.duckdb.lock

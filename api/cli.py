@@ -1,0 +1,264 @@
+"""The ``civicgrid`` command line: the main group, import, demo and info; other commands live in ``api/commands/``."""
+
+from __future__ import annotations
+
+import functools
+import sys
+from pathlib import Path
+
+import click
+
+from geo.store import DEFAULT_DB, default_db_path
+
+_DB_HELP = f"database file (default: $CIVICGRID_DB or ./{DEFAULT_DB})"
+
+
+def _db_option(func):
+    return click.option("--db", type=click.Path(dir_okay=False), default=default_db_path,
+                        show_default=False, help=_DB_HELP)(func)
+
+
+def _parse_maps(values: tuple[str, ...]) -> dict[str, str]:
+    out = {}
+    for item in values:
+        if "=" not in item:
+            msg = f"--map takes FIELD=COLUMN, got {item!r}"
+            raise click.BadParameter(msg)
+        key, col = item.split("=", 1)
+        out[key.strip()] = col.strip()
+    return out
+
+
+def _import_options(fields: tuple[str, ...], *, coordinates: bool = True, times: bool = False):
+    """Decorate an import command with the shared options and the column flags it takes."""
+
+    def deco(func):
+        opts = [
+            click.argument("file", type=click.Path(exists=False, dir_okay=False)),
+            _db_option,
+            click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
+                         help="map any field to a column, e.g. --map address=详细地址 (repeatable)"),
+            click.option("--encoding", help="text encoding of CSV / shapefile attributes (default: detected)"),
+            click.option("--layer", "layer_name", help="layer name inside a GeoPackage"),
+            click.option("--report", "report_path", type=click.Path(dir_okay=False),
+                         help="also write the import report as JSON to this file"),
+            click.option("--quiet", is_flag=True, help="no progress bar"),
+        ]
+        if coordinates:
+            opts += [
+                click.option("--crs", help="coordinates' system: wgs84, gcj02, bd09, cgcs2000 or EPSG:NNNN "
+                                           "(default: the file's .prj, else WGS84 with a warning)"),
+            ]
+        if times:
+            opts.append(click.option("--tz", default="Asia/Shanghai", show_default=True,
+                                     help="time zone of times written without an offset"))
+        for name in fields:
+            opts.append(click.option(f"--{name}", f"col_{name}", metavar="COLUMN", help=f"column holding the {name}"))
+        for opt in reversed(opts):
+            func = opt(func)
+        return func
+
+    return deco
+
+
+def _mapping(kwargs: dict, maps: tuple[str, ...]) -> dict[str, str]:
+    mapping = {k[4:]: v for k, v in kwargs.items() if k.startswith("col_") and v}
+    mapping.update(_parse_maps(maps))
+    return mapping
+
+
+def _finish(report, report_path) -> None:
+    click.echo(report.summary())
+    if report_path:
+        report.write_json(report_path)
+        click.echo(f"report written to {report_path}")
+
+
+def _user_errors(func):
+    """Print domain errors as one clear line and exit with status 2."""
+
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        from geo.importing import ImportFileError
+        from geo.store import StoreError
+
+        try:
+            return func(*args, **kwargs)
+        except (ImportFileError, StoreError, ValueError, FileNotFoundError) as exc:
+            click.echo(f"error: {exc}", err=True)
+            sys.exit(2)
+
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
+@click.version_option(package_name="civicgrid")
+def main() -> None:
+    """civicgrid: geospatial analytics for civilized-city inspection campaigns.
+
+    One DuckDB file holds the areas, micro-grids, the 38 site categories, the
+    sample frame, complaints, inspections and hits. Start with `civicgrid demo`
+    for a ready demo city, or load your own files with `civicgrid import`.
+    """
+
+
+@main.group(name="import")
+def import_() -> None:
+    """Load a city's files (CSV, XLSX, GeoJSON, GeoPackage, Shapefile, GeoParquet, Parquet).
+
+    Each import runs in one transaction, skips rows already loaded, and prints
+    a report: rows read = loaded + duplicates + rejected, with the row, field
+    and reason of every rejected row.
+    """
+
+
+@import_.command(name="areas")
+@_import_options(("code", "name", "parent"))
+@click.option("--level", type=click.Choice(["district", "street", "community"]), required=True,
+              help="level of the areas in FILE")
+@_user_errors
+def import_areas_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, level, **cols):
+    """Import district, street (街道) or community (社区) polygons."""
+    from grids.areas import import_areas
+
+    report = import_areas(file, db=db, level=level, mapping=_mapping(cols, maps), crs=crs, encoding=encoding,
+                          layer=layer_name, progress=not quiet)
+    _finish(report, report_path)
+
+
+@import_.command(name="grids")
+@_import_options(("code", "name", "parent"))
+@_user_errors
+def import_grids_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, **cols):
+    """Import micro-grid (微网格) polygons.
+
+    --parent names the community code column; without it the containing
+    community is used. Leader and households: --map leader=网格长
+    --map leader_phone=电话 --map households=户数.
+    """
+    from grids.areas import import_grids
+
+    report = import_grids(file, db=db, mapping=_mapping(cols, maps), crs=crs, encoding=encoding,
+                          layer=layer_name, progress=not quiet)
+    _finish(report, report_path)
+
+
+@import_.command(name="sites")
+@_import_options(("id", "name", "category", "lat", "lng"))
+@click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
+@click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
+@_user_errors
+def import_sites_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, point, sheet, **cols):
+    """Import the sample frame (样本框 / 点位信息表).
+
+    Fields: --name, --category (code, Chinese or English name), --id, and
+    --map address=… unit=… contact=… phone=… active=….
+    """
+    from sites.frame import import_sites
+
+    report = import_sites(file, db=db, mapping=_mapping(cols, maps), point=point, crs=crs, encoding=encoding,
+                          layer=layer_name, sheet=sheet, progress=not quiet)
+    _finish(report, report_path)
+
+
+@import_.command(name="events")
+@_import_options(("id", "lat", "lng", "time", "type", "site", "text"), times=True)
+@click.option("--source", type=click.Choice(["complaint", "inspection"]), default="complaint", show_default=True,
+              help="complaints (e.g. the 12345 hotline) or inspection hits")
+@click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
+@click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
+@_user_errors
+def import_events_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, tz, source, point, sheet,
+                      **cols):
+    """Import complaints or inspection hits.
+
+    Fields: --time (required), --lat/--lng or --point, --id, --type (problem
+    type code or name, 大类 or 小类), --site, --text, and --map status=…
+    inspection=….
+    """
+    from geo.events import import_events
+
+    report = import_events(file, db=db, source=source, mapping=_mapping(cols, maps), point=point, crs=crs, tz=tz,
+                           encoding=encoding, layer=layer_name, sheet=sheet, progress=not quiet)
+    _finish(report, report_path)
+
+
+@import_.command(name="inspections")
+@_import_options(("id", "site", "time", "result", "lat", "lng"), times=True)
+@click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
+@click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
+@_user_errors
+def import_inspections_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, tz, point, sheet, **cols):
+    """Import inspection visits: --site, --time, --result (符合/不符合 or a number of problems).
+
+    The inspector: --map inspector=检查人. Visits without coordinates take their site's location.
+    """
+    from sites.inspections import import_inspections
+
+    report = import_inspections(file, db=db, mapping=_mapping(cols, maps), point=point, crs=crs, tz=tz,
+                                encoding=encoding, layer=layer_name, sheet=sheet, progress=not quiet)
+    _finish(report, report_path)
+
+
+@main.command()
+@_db_option
+@click.option("--events", "n_events", type=click.IntRange(min=0), default=200_000, show_default=True,
+              help="number of complaints and inspection hits to generate (up to 10,000,000 for benchmarks)")
+@click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same city)")
+@click.option("--force", is_flag=True, help="replace an existing database file")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@_user_errors
+def demo(db, n_events, seed, force, quiet):
+    """Build the built-in demo city (示范市): areas, micro-grids, sample frame, two years of events."""
+    from data.demo import build_demo
+
+    path = Path(db)
+    if path.exists():
+        if not force:
+            msg = f"{path} exists; use --force to replace it with the demo city"
+            raise click.UsageError(msg)
+        path.unlink()
+    summary = build_demo(path, events=n_events, seed=seed, progress=not quiet)
+    click.echo(f"demo city written to {path}")
+    for key, value in summary.items():
+        click.echo(f"  {key:<16} {value:>12,}" if isinstance(value, int) else f"  {key:<16} {value}")
+
+
+@main.command()
+@_db_option
+@_user_errors
+def info(db):
+    """Show what a database holds: schema version, layers and row counts."""
+    from geo.store import Store
+
+    store = Store(db)
+    click.echo(f"{store.path}  (schema version {store.meta('schema_version')}, time zone {store.meta('timezone')})")
+    for table in ("areas", "grids", "site_categories", "problem_types", "sites", "inspections", "events", "imports"):
+        n = store.sql(f"SELECT count(*) AS n FROM {table}")["n"].iloc[0]
+        click.echo(f"  {table:<16} {n:>12,}")
+    levels = store.sql("SELECT level, count(*) AS n FROM areas GROUP BY level ORDER BY n")
+    if not levels.empty:
+        click.echo("  areas by level: " + ", ".join(f"{r.level} {r.n}" for r in levels.itertuples()))
+
+
+#: Modules under ``api.commands`` that add their commands to :func:`main` (one per capability).
+#: A module missing from the checkout is skipped.
+COMMAND_MODULES = ("serve", "risk", "patrol", "cases", "report", "simulate")
+
+
+def _load_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        try:
+            importlib.import_module(f"api.commands.{name}")
+        except ModuleNotFoundError as exc:
+            if exc.name != f"api.commands.{name}":
+                raise
+            continue
+
+
+_load_commands()
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

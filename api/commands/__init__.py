@@ -1,0 +1,1 @@
+"""CLI commands, one module per capability; each registers on ``api.cli.main``."""

@@ -1,0 +1,31 @@
+"""Domain errors shared by the Python API, the CLI and the service (mapped to HTTP statuses in ``api/errors.py``)."""
+
+from __future__ import annotations
+
+
+class CivicgridError(Exception):
+    """Base class of civicgrid's domain errors."""
+
+
+class NotFoundError(CivicgridError, LookupError):
+    """A code, id or name that does not exist (HTTP 404). The message names the closest known values."""
+
+
+class InvalidParameterError(CivicgridError, ValueError):
+    """A parameter that cannot be used as given (HTTP 422). The message says what would work."""
+
+
+class TooManyCellsError(InvalidParameterError):
+    """A request that would return more cells than allowed (HTTP 422); the message names a resolution that fits."""
+
+
+class ConflictError(CivicgridError):
+    """An operation refused in the current state, e.g. an illegal case transition (HTTP 409)."""
+
+
+class AuthenticationError(CivicgridError):
+    """No valid token (HTTP 401)."""
+
+
+class PermissionDeniedError(CivicgridError, PermissionError):
+    """A valid token whose role is too weak for the operation (HTTP 403)."""

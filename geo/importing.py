@@ -1,0 +1,568 @@
+"""The import pipeline shared by every layer: map columns, validate, locate, deduplicate, report."""
+
+from __future__ import annotations
+
+import difflib
+import json
+import os
+import sys
+from collections import Counter
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import shapely
+
+from geo import coords
+from geo.readers import ReadError, ReadResult, read_table
+
+#: Column names recognised without a flag, per field (compared case-insensitively,
+#: ignoring spaces, dots and underscores). A flag always wins over these.
+FIELD_ALIASES: dict[str, tuple[str, ...]] = {
+    "id": ("id", "external_id", "编号", "案件编号", "工单编号", "事件编号", "caseid", "unique_key", "objectid"),
+    "lat": ("lat", "latitude", "纬度", "wgs84纬度", "y坐标"),
+    "lng": ("lng", "lon", "long", "longitude", "经度", "wgs84经度", "x坐标"),
+    "time": ("time", "datetime", "时间", "发现时间", "受理时间", "上报时间", "检查时间", "created_date", "opened"),
+    "type": ("type", "problem_type", "问题类型", "问题小类", "小类", "事件类型"),
+    "name": ("name", "名称", "点位名称", "区域名称", "网格名称", "site_name"),
+    "code": ("code", "编码", "代码", "区域编码", "网格编码"),
+    "category": ("category", "类别", "点位类别", "点位类型"),
+    "parent": ("parent", "parent_code", "上级编码", "所属社区编码"),
+    "site": ("site", "site_id", "点位编号", "点位"),
+    "result": ("result", "结果", "检查结果"),
+    "text": ("text", "description", "描述", "内容", "问题描述", "诉求内容"),
+    "address": ("address", "地址", "详细地址", "点位地址"),
+    "unit": ("responsible_unit", "unit", "责任单位"),
+    "contact": ("contact", "联系人", "责任人"),
+    "phone": ("phone", "电话", "联系电话", "手机"),
+    "inspector": ("inspector", "检查人", "督查员", "巡查员"),
+    "status": ("status", "状态", "办理状态"),
+    "leader": ("leader", "leader_name", "网格长"),
+    "leader_phone": ("leader_phone", "网格长电话"),
+    "households": ("households", "户数"),
+    "active": ("active", "是否有效"),
+    "inspection": ("inspection", "inspection_id", "检查编号"),
+}
+
+#: Margin around the areas' bounding box inside which points count as "in the city".
+EXTENT_MARGIN_DEG = 0.05
+
+
+class ImportFileError(ValueError):
+    """The file cannot be imported at all (nothing was changed)."""
+
+
+@dataclass
+class ImportReport:
+    """What an import did: counts, and every rejected row with its field and reason."""
+
+    layer: str
+    file: str
+    format: str = ""
+    encoding: str | None = None
+    crs: str | None = None
+    columns: dict[str, str] = field(default_factory=dict)
+    rows_read: int = 0
+    loaded: int = 0
+    duplicates: int = 0
+    rejected: int = 0
+    outside_grids: int = 0
+    rejects: list[dict] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    import_id: int | None = None
+
+    def to_dict(self) -> dict:
+        """Return the report as a JSON-ready dict."""
+        return asdict(self)
+
+    def write_json(self, path: str | os.PathLike) -> None:
+        """Write the report as JSON (UTF-8)."""
+        Path(path).write_text(json.dumps(self.to_dict(), ensure_ascii=False, indent=2, default=str), encoding="utf-8")
+
+    def summary(self, *, max_rejects: int = 10) -> str:
+        """Return a readable multi-line summary."""
+        lines = [
+            f"import {self.layer} from {self.file} ({self.format}"
+            + (f", {self.encoding}" if self.encoding else "")
+            + (f", {self.crs}" if self.crs else "")
+            + ")",
+            f"  rows read      {self.rows_read:>10,}",
+            f"  loaded         {self.loaded:>10,}",
+            f"  duplicates     {self.duplicates:>10,}",
+            f"  rejected       {self.rejected:>10,}",
+        ]
+        if self.layer in {"events", "sites", "inspections"}:
+            lines.append(f"  outside grids  {self.outside_grids:>10,}  (kept, marked with no grid)")
+        if self.columns:
+            lines.append("  columns used: " + ", ".join(f"{k}={v}" for k, v in self.columns.items()))
+        for w in self.warnings:
+            lines.append(f"  warning: {w}")
+        if self.rejects:
+            reasons = Counter(r["reason"].split(" (")[0].split(":")[0] for r in self.rejects)
+            lines.append("  rejected rows by reason:")
+            lines.extend(f"    {n:>8,}  {reason}" for reason, n in reasons.most_common())
+            lines.append(f"  first {min(max_rejects, len(self.rejects))} rejected rows:")
+            lines.extend(
+                f"    row {r['row']}: {r['field']}: {r['reason']}" for r in self.rejects[:max_rejects]
+            )
+        return "\n".join(lines)
+
+
+class Rejects:
+    """Collects rejected rows (one reason per row: the first problem found)."""
+
+    def __init__(self, rows: np.ndarray) -> None:
+        self.rows = np.asarray(rows)
+        self.bad = np.zeros(len(rows), dtype=bool)
+        self._items: list[tuple[np.ndarray, str, np.ndarray]] = []
+
+    def add(self, mask: np.ndarray, field_name: str, reasons: str | np.ndarray) -> None:
+        """Reject rows where ``mask`` is true and that are not rejected yet."""
+        new = np.asarray(mask, dtype=bool) & ~self.bad
+        if not new.any():
+            return
+        idx = np.flatnonzero(new)
+        if isinstance(reasons, str):
+            why = np.full(len(idx), reasons, dtype=object)
+        else:
+            why = np.asarray(reasons, dtype=object)[idx]
+        self._items.append((idx, field_name, why))
+        self.bad |= new
+
+    @property
+    def ok(self) -> np.ndarray:
+        """Mask of rows not rejected."""
+        return ~self.bad
+
+    def to_list(self) -> list[dict]:
+        """Return ``{row, field, reason}`` dicts in row order."""
+        if not self._items:
+            return []
+        idx = np.concatenate([i for i, _, _ in self._items])
+        fields = np.concatenate([np.full(len(i), f, dtype=object) for i, f, _ in self._items])
+        why = np.concatenate([w for _, _, w in self._items])
+        order = np.argsort(idx, kind="stable")
+        rows = self.rows[idx[order]]
+        return [
+            {"row": int(r), "field": f, "reason": str(w)}
+            for r, f, w in zip(rows, fields[order], why[order], strict=True)
+        ]
+
+
+def _norm(name: str) -> str:
+    return "".join(ch for ch in str(name).lower() if ch not in " ._-")
+
+
+def read_input(path: str | os.PathLike, *, encoding: str | None = None, layer: str | None = None,
+               sheet: str | int | None = None) -> ReadResult:
+    """Read an input file, turning reader errors into :class:`ImportFileError`."""
+    try:
+        return read_table(path, encoding=encoding, layer=layer, sheet=sheet)
+    except ReadError as exc:
+        raise ImportFileError(str(exc)) from exc
+
+
+def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[str],
+                    required: list[str] = ()) -> dict[str, str]:
+    """Return ``{field: column}`` from explicit flags and recognised column names.
+
+    Raises
+    ------
+    ImportFileError
+        A flag names a column that is not in the file, or a required field has no column.
+    """
+    names = [c for c in table.column_names if c not in ("geometry", "__row__")]
+    by_norm = {_norm(c): c for c in names}
+    out: dict[str, str] = {}
+    for key, col in mapping.items():
+        if col is None:
+            continue
+        if col not in names:
+            close = difflib.get_close_matches(col, names, n=3)
+            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            msg = f"column {col!r} (given for {key}) is not in the file{hint} Columns are: {', '.join(names)}"
+            raise ImportFileError(msg)
+        out[key] = col
+    taken = set(out.values())
+    for key in fields:
+        if key in out:
+            continue
+        for alias in FIELD_ALIASES.get(key, (key,)):
+            col = by_norm.get(_norm(alias))
+            if col is not None and col not in taken:
+                out[key] = col
+                taken.add(col)
+                break
+    missing = [k for k in required if k not in out]
+    if missing:
+        flags = ", ".join(f"--{k}" if k in _FLAG_FIELDS else f"--map {k}=COLUMN" for k in missing)
+        msg = f"no column for {', '.join(missing)}: name it with {flags}. Columns are: {', '.join(names)}"
+        raise ImportFileError(msg)
+    return out
+
+
+_FLAG_FIELDS = {"id", "lat", "lng", "time", "type", "name", "code", "category", "parent", "site", "result", "text"}
+
+
+def strings(table: pa.Table, column: str | None) -> np.ndarray:
+    """Return a column as an object array of stripped strings (None for empty)."""
+    n = table.num_rows
+    if column is None:
+        return np.full(n, None, dtype=object)
+    arr = table.column(column)
+    if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
+        arr = arr.cast(pa.string())
+    values = arr.to_pandas().str.strip()
+    values = values.where(values.str.len() > 0, None)
+    return values.to_numpy(dtype=object)
+
+
+def numbers(values: np.ndarray) -> np.ndarray:
+    """Parse strings to floats (NaN where empty or not a number); accepts a comma decimal-free form."""
+    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64")
+
+
+def city_extent(con: duckdb.DuckDBPyConnection) -> tuple[float, float, float, float] | None:
+    """Return the bounding box of the loaded areas and grids with a margin, or None when none are loaded."""
+    row = con.execute(
+        """
+        SELECT min(ST_XMin(geom)), min(ST_YMin(geom)), max(ST_XMax(geom)), max(ST_YMax(geom))
+        FROM (SELECT geom FROM areas UNION ALL SELECT geom FROM grids)
+        """
+    ).fetchone()
+    if row is None or row[0] is None:
+        return None
+    m = EXTENT_MARGIN_DEG
+    return (row[0] - m, row[1] - m, row[2] + m, row[3] + m)
+
+
+def _inside(lng, lat, box) -> np.ndarray:
+    return (lng >= box[0]) & (lng <= box[2]) & (lat >= box[1]) & (lat <= box[3])
+
+
+def check_coordinates(lng: np.ndarray, lat: np.ndarray, rej: Rejects, *, extent) -> None:
+    """Reject swapped, out-of-range and placeholder geographic coordinates (before conversion)."""
+    finite = np.isfinite(lng) & np.isfinite(lat)
+    out_range = finite & ((np.abs(lat) > 90) | (np.abs(lng) > 180))
+    swapped = out_range & (np.abs(lng) <= 90) & (np.abs(lat) <= 180)
+    if extent is not None:
+        swapped |= finite & ~_inside(lng, lat, extent) & _inside(lat, lng, extent)
+    if swapped.any():
+        reasons = np.full(len(lng), None, dtype=object)
+        idx = np.flatnonzero(swapped)
+        reasons[idx] = [f"coordinates look swapped (lat={lat[i]:.6f}, lng={lng[i]:.6f}): "
+                        "the latitude column holds longitudes" for i in idx]
+        rej.add(swapped, "lat/lng", reasons)
+    rej.add(out_range, "lat/lng", "coordinates out of range (|lat| must be ≤ 90 and |lng| ≤ 180)")
+    rej.add(finite & (lat == 0) & (lng == 0), "lat/lng", "coordinates are 0,0 (a placeholder for missing)")
+
+
+def check_extent(lng: np.ndarray, lat: np.ndarray, rej: Rejects, *, extent) -> None:
+    """Reject WGS84 points outside the city's extent (when areas or grids are loaded)."""
+    if extent is None:
+        return
+    outside = np.isfinite(lng) & np.isfinite(lat) & ~_inside(lng, lat, extent)
+    if outside.any():
+        box = ", ".join(f"{v:.3f}" for v in extent)
+        rej.add(outside, "lat/lng", f"outside the city's extent (lng/lat box {box})")
+
+
+def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: ImportReport, *,
+                   con: duckdb.DuckDBPyConnection, point: str | None = None, crs: str | None = None,
+                   required: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+    """Return WGS84 (lng, lat) per row and the WGS84 geometries (if the file has any).
+
+    Coordinates come from ``--point``, else ``--lat``/``--lng``, else the file's
+    geometry (its representative point). Rows with missing, non-numeric,
+    swapped, out-of-range or out-of-city coordinates are rejected.
+    """
+    n = src.table.num_rows
+    table = src.table
+    geoms = geometries(src)
+    if point is not None:
+        if point not in table.column_names:
+            msg = f"column {point!r} (given for --point) is not in the file. Columns are: " + ", ".join(
+                c for c in table.column_names if c != "__row__")
+            raise ImportFileError(msg)
+        raw = strings(table, point)
+        lng, lat = parse_point_column(raw)
+        rej.add(pd.isna(raw), "point", "missing coordinates")
+        bad = np.isnan(lng) & ~pd.isna(raw)
+        if bad.any():
+            reasons = np.full(n, None, dtype=object)
+            reasons[bad] = [f"unparseable point {v!r} (expected '(lat, lon)' or 'lat,lon')" for v in raw[bad]]
+            rej.add(bad, "point", reasons)
+        report.columns["point"] = point
+        source = "text"
+    elif "lat" in cols and "lng" in cols:
+        raw_lat, raw_lng = strings(table, cols["lat"]), strings(table, cols["lng"])
+        lat, lng = numbers(raw_lat), numbers(raw_lng)
+        empty = pd.isna(raw_lat) | pd.isna(raw_lng)
+        rej.add(empty, "lat/lng", "missing coordinates")
+        for values, raw, name, label in ((lat, raw_lat, "lat", "latitude"), (lng, raw_lng, "lng", "longitude")):
+            bad = np.isnan(values) & ~empty
+            if bad.any():
+                reasons = np.full(n, None, dtype=object)
+                reasons[bad] = [f"non-numeric {label} {v!r}" for v in raw[bad]]
+                rej.add(bad, name, reasons)
+        source = "columns"
+    elif geoms is not None:
+        lng, lat = representative_points(geoms)
+        rej.add(np.isnan(lng), "geometry", "missing or empty geometry")
+        source = "geometry"
+    elif required:
+        msg = "no coordinates: give --lat and --lng columns, --point COLUMN, or a spatial file (GeoJSON, Shapefile…)"
+        raise ImportFileError(msg)
+    else:
+        nan = np.full(n, np.nan)
+        return nan, nan.copy(), None
+    the_crs = resolve_crs(src if source == "geometry" else _no_crs(src), crs, report.warnings)
+    report.crs = crs_label(the_crs)
+    extent = city_extent(con)
+    if is_geographic(the_crs):
+        check_coordinates(lng, lat, rej, extent=extent)
+    ok = rej.ok & np.isfinite(lng) & np.isfinite(lat)
+    out_lng = np.full(n, np.nan)
+    out_lat = np.full(n, np.nan)
+    if ok.any():
+        out_lng[ok], out_lat[ok] = coords.to_wgs84(lng[ok], lat[ok], the_crs)
+    if not is_geographic(the_crs):
+        check_coordinates(out_lng, out_lat, rej, extent=None)
+    check_extent(out_lng, out_lat, rej, extent=extent)
+    out_geoms = None
+    if geoms is not None and source == "geometry":
+        out_geoms = np.full(n, None, dtype=object)
+        keep = rej.ok & ~shapely.is_missing(geoms)
+        if keep.any():
+            out_geoms[keep] = to_wgs84_geometries(geoms[keep], the_crs)
+    return out_lng, out_lat, out_geoms
+
+
+def _no_crs(src: ReadResult) -> ReadResult:
+    """The same read result seen as text columns, whose coordinates carry no CRS of their own."""
+    if src.crs is None:
+        return src
+    return ReadResult(table=src.table, format=src.format, crs=None, encoding=src.encoding, warnings=src.warnings)
+
+
+def parse_point_column(values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Parse "(lat, lon)" or "lat,lon" text into (lng, lat) arrays (NaN where unparseable)."""
+    s = pd.Series(values, dtype=object).astype("string")
+    parts = s.str.extract(r"^\s*\(?\s*(-?\d+(?:\.\d+)?)\s*[,，\s]\s*(-?\d+(?:\.\d+)?)\s*\)?\s*$")
+    lat = pd.to_numeric(parts[0], errors="coerce").to_numpy(dtype="float64")
+    lng = pd.to_numeric(parts[1], errors="coerce").to_numpy(dtype="float64")
+    return lng, lat
+
+
+def resolve_crs(src: ReadResult, crs: str | None, warnings: list[str]):
+    """Return the CRS to read coordinates in: ``--crs`` wins, then the file's, else WGS84 with a warning."""
+    if crs is not None:
+        parsed = coords.parse_crs(crs)
+        if src.crs is not None and not src.crs.equals(4326) and isinstance(parsed, str) and parsed == "wgs84":
+            warnings.append(f"--crs {crs} overrides the file's own CRS ({src.crs.to_string()})")
+        return parsed
+    if src.crs is not None:
+        return src.crs
+    warnings.append("the file does not say its coordinate system; assumed WGS84 (give --crs gcj02, bd09, "
+                    "cgcs2000 or EPSG:NNNN if it is not)")
+    return "wgs84"
+
+
+def crs_label(crs) -> str:
+    """Return a short text for a CRS value from :func:`resolve_crs`."""
+    if isinstance(crs, str):
+        return crs
+    epsg = crs.to_epsg()
+    return f"EPSG:{epsg}" if epsg else crs.name
+
+
+def is_geographic(crs) -> bool:
+    """True when coordinates in ``crs`` are degrees."""
+    return isinstance(crs, str) or crs.is_geographic
+
+
+def geometries(src: ReadResult) -> np.ndarray | None:
+    """Return the file's geometries as a shapely array (None when the file has none)."""
+    if "geometry" not in src.table.column_names:
+        return None
+    wkb = src.table.column("geometry").to_numpy(zero_copy_only=False)
+    return shapely.from_wkb(wkb, on_invalid="ignore")
+
+
+def representative_points(geoms: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Return (lng, lat) of a representative point: points as is, line midpoints, polygon interior points."""
+    n = len(geoms)
+    lng = np.full(n, np.nan)
+    lat = np.full(n, np.nan)
+    ok = ~(shapely.is_missing(geoms) | shapely.is_empty(geoms))
+    if not ok.any():
+        return lng, lat
+    g = geoms[ok]
+    kind = shapely.get_type_id(g)
+    pts = np.empty(len(g), dtype=object)
+    is_line = np.isin(kind, [1, 2, 5])
+    is_poly = np.isin(kind, [3, 6])
+    other = ~(is_line | is_poly)
+    if is_line.any():
+        pts[is_line] = shapely.line_interpolate_point(shapely.line_merge(g[is_line]), 0.5, normalized=True)
+        # line_merge of a MultiLineString may stay multi; interpolate handles the first part.
+    if is_poly.any():
+        pts[is_poly] = shapely.point_on_surface(g[is_poly])
+    if other.any():
+        pts[other] = shapely.point_on_surface(g[other])
+    lng[ok] = shapely.get_x(pts.astype(object))
+    lat[ok] = shapely.get_y(pts.astype(object))
+    return lng, lat
+
+
+def to_wgs84_geometries(geoms: np.ndarray, crs) -> np.ndarray:
+    """Convert shapely geometries from ``crs`` to WGS84 lon/lat."""
+    if isinstance(crs, str) and crs == "wgs84":
+        return geoms
+    if not isinstance(crs, str) and crs.equals(4326):
+        return geoms
+    return coords.transform_geometries(geoms, crs, to_wgs84=True)
+
+
+def match_names(values: np.ndarray, choices: pd.DataFrame, *, key: str, names: list[str],
+                what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Match free-text values to codes of a reference table by code or any name column.
+
+    Returns
+    -------
+    codes, unknown, reasons
+        The matched codes (None if unknown or empty), a mask of non-empty
+        values that matched nothing, and a reason per row naming the closest
+        known names.
+    """
+    lookup: dict[str, str] = {}
+    for col in [key, *names]:
+        for code, name in zip(choices[key], choices[col], strict=True):
+            if isinstance(name, str) and name:
+                lookup.setdefault(_norm(name), code)
+    s = pd.Series(values, dtype=object)
+    uniq = pd.unique(s.dropna())
+    mapped = {v: lookup.get(_norm(v)) for v in uniq}
+    codes = s.map(mapped).to_numpy(dtype=object)
+    unknown = s.notna().to_numpy() & pd.isna(codes)
+    reasons = np.full(len(s), None, dtype=object)
+    if unknown.any():
+        candidates = [str(n) for col in names for n in choices[col] if isinstance(n, str)]
+        why = {}
+        for v in pd.unique(s[unknown]):
+            close = difflib.get_close_matches(str(v), candidates, n=3, cutoff=0.3)
+            hint = f" (closest: {', '.join(close)})" if close else ""
+            why[v] = f"unknown {what} {v!r}{hint}"
+        reasons[unknown] = s[unknown].map(why).to_numpy(dtype=object)
+    return codes, unknown, reasons
+
+
+def content_keys(table: pa.Table, columns: list[str], prefix: str) -> np.ndarray:
+    """Return a content hash per row over ``columns`` (the dedup key of files without ids)."""
+    frame = table.select(columns).to_pandas().astype("string").fillna("")
+    text = frame.iloc[:, 0]
+    for col in frame.columns[1:]:
+        text = text + "\x1f" + frame[col]
+    hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
+    return np.char.add(prefix, np.char.mod("%016x", hashed)).astype(object)
+
+
+def existing_keys(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray) -> np.ndarray:
+    """Return a mask of ``keys`` already present in ``table.dedup_key``."""
+    if len(keys) == 0:
+        return np.zeros(0, dtype=bool)
+    con.register("_keys", pa.table({"i": np.arange(len(keys)), "k": pa.array(keys, type=pa.string())}))
+    try:
+        hit = con.execute(f"SELECT k.i FROM _keys k SEMI JOIN {table} t ON t.dedup_key = k.k").fetchnumpy()["i"]
+    finally:
+        con.unregister("_keys")
+    mask = np.zeros(len(keys), dtype=bool)
+    mask[np.asarray(hit, dtype=int)] = True
+    return mask
+
+
+def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
+    """Return the next free integer id of a table."""
+    return int(con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchone()[0])
+
+
+def start_report(layer: str, path, src: ReadResult) -> ImportReport:
+    """Create a report for a file that was read."""
+    return ImportReport(layer=layer, file=str(path), format=src.format, encoding=src.encoding,
+                        rows_read=src.table.num_rows, warnings=list(src.warnings))
+
+
+def record_import(con: duckdb.DuckDBPyConnection, report: ImportReport, started: datetime) -> None:
+    """Log the import in the ``imports`` table (assigning ``report.import_id`` if not yet set)."""
+    if report.import_id is None:
+        report.import_id = next_id(con, "imports", "import_id")
+    con.execute(
+        "INSERT INTO imports VALUES (?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?)",
+        [report.import_id, report.layer, report.file, started, report.rows_read, report.loaded,
+         report.duplicates, report.rejected, report.outside_grids,
+         json.dumps({k: v for k, v in report.to_dict().items() if k != "rejects"}, ensure_ascii=False)],
+    )
+
+
+def finish_report(report: ImportReport, rej: Rejects, *, loaded: int, duplicates: int) -> ImportReport:
+    """Fill the counts; checks ``rows_read == loaded + duplicates + rejected``."""
+    report.rejects = rej.to_list()
+    report.rejected = len(report.rejects)
+    report.loaded = int(loaded)
+    report.duplicates = int(duplicates)
+    total = report.loaded + report.duplicates + report.rejected
+    if total != report.rows_read:  # pragma: no cover - an invariant, not an input error
+        msg = f"internal error: {report.rows_read} rows read but {total} accounted for"
+        raise RuntimeError(msg)
+    return report
+
+
+def progress_bar(total: int, *, desc: str, enabled: bool = True):
+    """Return a tqdm progress bar on stderr (disabled when not wanted or not a terminal)."""
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, desc=desc, unit="row", unit_scale=True, disable=not enabled,
+                file=sys.stderr, leave=False)
+
+
+def find_duplicates(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray, ok: np.ndarray) -> np.ndarray:
+    """Mask of valid rows that repeat an earlier row of the file or a row already stored."""
+    dup = np.zeros(len(keys), dtype=bool)
+    idx = np.flatnonzero(ok)
+    if len(idx) == 0:
+        return dup
+    dup[idx[pd.Series(keys[idx]).duplicated().to_numpy()]] = True
+    fresh = idx[~dup[idx]]
+    dup[fresh] |= existing_keys(con, table, keys[fresh])
+    return dup
+
+
+def dedup_keys(table: pa.Table, cols: dict[str, str], *, prefix: str) -> np.ndarray:
+    """Return ``prefix:id`` keys from the id column, or content hashes when the file has no ids.
+
+    Rows with an empty id fall back to their content hash.
+    """
+    content_cols = [c for c in table.column_names if c not in ("__row__",)]
+    hashed = content_keys(table, content_cols, f"{prefix}#")
+    if "id" not in cols:
+        return hashed
+    ids = strings(table, cols["id"])
+    keyed = np.where(pd.isna(ids), hashed, np.char.add(f"{prefix}:", ids.astype(str)).astype(object))
+    return keyed.astype(object)
+
+
+def insert_arrow(con: duckdb.DuckDBPyConnection, table_name: str, data: pa.Table, *,
+                 geometry: str | None = None) -> None:
+    """Insert an Arrow table into a store table (``geometry`` names a WKB column to convert)."""
+    con.register("_insert", data)
+    try:
+        cols = [c for c in data.column_names]
+        select = ", ".join(f"ST_GeomFromWKB({c})" if c == geometry else c for c in cols)
+        target = ", ".join("geom" if c == geometry else c for c in cols)
+        con.execute(f"INSERT INTO {table_name} ({target}) SELECT {select} FROM _insert")
+    finally:
+        con.unregister("_insert")

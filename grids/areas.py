@@ -1,0 +1,240 @@
+"""The area hierarchy (district → street → community) and micro-grids: import and relocation."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import shapely
+
+from geo import importing as imp
+from geo.store import writing
+from grids.locate import LOCATION_COLUMNS, locate_points
+
+#: Area levels, top down, with the level each one's parent belongs to.
+LEVELS = {"district": None, "street": "district", "community": "street"}
+
+AREA_FIELDS = ["code", "name", "parent"]
+GRID_FIELDS = ["code", "name", "parent", "leader", "leader_phone", "households"]
+
+
+def _polygons(src, rej: imp.Rejects, report: imp.ImportReport, crs: str | None) -> np.ndarray:
+    """Return valid WGS84 (multi)polygons per row; rejects rows without a polygon."""
+    geoms = imp.geometries(src)
+    if geoms is None:
+        msg = f"{src.format} file has no geometry: areas and grids need polygons (GeoJSON, Shapefile, GeoPackage…)"
+        raise imp.ImportFileError(msg)
+    empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
+    rej.add(empty, "geometry", "missing or empty geometry")
+    kind = shapely.get_type_id(geoms)
+    not_poly = ~empty & ~np.isin(kind, [3, 6])
+    if not_poly.any():
+        names = np.full(len(geoms), None, dtype=object)
+        names[not_poly] = [f"geometry is a {g.geom_type}, expected a polygon"
+                           for g in geoms[not_poly]]
+        rej.add(not_poly, "geometry", names)
+    the_crs = imp.resolve_crs(src, crs, report.warnings)
+    report.crs = imp.crs_label(the_crs)
+    out = np.full(len(geoms), None, dtype=object)
+    ok = rej.ok
+    if ok.any():
+        fixed = shapely.make_valid(geoms[ok])
+        out[ok] = imp.to_wgs84_geometries(fixed, the_crs)
+    return out
+
+
+def _area_km2(geoms: np.ndarray) -> np.ndarray:
+    """Area of WGS84 polygons in km², in a local UTM projection."""
+    if len(geoms) == 0:
+        return np.zeros(0)
+    series = gpd.GeoSeries(geoms, crs=4326)
+    return series.to_crs(series.estimate_utm_crs()).area.to_numpy() / 1e6
+
+
+def _parents_by_containment(con, geoms: np.ndarray, level: str) -> np.ndarray:
+    """Code of the ``level`` area containing each polygon's interior point (None if none)."""
+    pts = shapely.point_on_surface(geoms)
+    frame = pa.table({"i": np.arange(len(pts)), "x": shapely.get_x(pts), "y": shapely.get_y(pts)})
+    con.register("_pp", frame)
+    try:
+        hits = con.execute(
+            "SELECT p.i, min(a.code) AS code FROM _pp p JOIN areas a "
+            "ON a.level = ? AND ST_Intersects(a.geom, ST_Point(p.x, p.y)) GROUP BY p.i",
+            [level],
+        ).df()
+    finally:
+        con.unregister("_pp")
+    out = np.full(len(geoms), None, dtype=object)
+    out[hits["i"].to_numpy()] = hits["code"].to_numpy(dtype=object)
+    return out
+
+
+def _check_parents(con, given: np.ndarray, level: str, rej: imp.Rejects) -> None:
+    known = con.execute("SELECT code, name FROM areas WHERE level = ?", [level]).df()
+    _, unknown, reasons = imp.match_names(given, known, key="code", names=["code"], what=f"parent {level} code")
+    rej.add(unknown, "parent", reasons)
+
+
+def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
+                 mapping: dict[str, str] | None = None, crs: str | None = None, encoding: str | None = None,
+                 layer: str | None = None, progress: bool = True) -> imp.ImportReport:
+    """Import district, street or community polygons.
+
+    A street's or community's parent comes from ``--parent`` (a code of the
+    level above, which must be loaded) or, when not given, from the area of
+    the level above that contains it. Existing events, sites and inspections
+    are relocated afterwards.
+
+    Parameters
+    ----------
+    path
+        A polygon file (GeoJSON, Shapefile, GeoPackage, GeoParquet, or XLSX/CSV with WKT is not supported).
+    db
+        The civicgrid database.
+    level
+        ``district``, ``street`` or ``community``.
+    mapping
+        ``{field: column}`` for ``code``, ``name``, ``parent``.
+    """
+    if level not in LEVELS:
+        msg = f"--level must be one of {', '.join(LEVELS)}, got {level!r}"
+        raise ValueError(msg)
+    started = datetime.now()
+    src = imp.read_input(path, encoding=encoding, layer=layer)
+    cols = imp.resolve_columns(src.table, mapping or {}, fields=AREA_FIELDS, required=["code", "name"])
+    report = imp.start_report("areas", path, src)
+    report.columns = dict(cols)
+    table = src.table
+    rej = imp.Rejects(table.column("__row__").to_numpy())
+    code = imp.strings(table, cols["code"])
+    name = imp.strings(table, cols["name"])
+    rej.add(pd.isna(code), "code", "missing code")
+    rej.add(pd.isna(name), "name", "missing name")
+    geoms = _polygons(src, rej, report, crs)
+    with writing(db) as con:
+        parent_level = LEVELS[level]
+        parent = np.full(len(code), None, dtype=object)
+        if parent_level is not None:
+            if "parent" in cols:
+                parent = imp.strings(table, cols["parent"])
+                _check_parents(con, parent, parent_level, rej)
+            missing = rej.ok & pd.isna(parent)
+            if missing.any():
+                parent[missing] = _parents_by_containment(con, geoms[missing], parent_level)
+                orphans = int((rej.ok & pd.isna(parent)).sum())
+                if orphans:
+                    report.warnings.append(f"{orphans} {level} areas lie in no loaded {parent_level}: parent left empty")
+        keys = np.array([f"{c}" for c in code], dtype=object)
+        dup = imp.find_duplicates(con, "(SELECT code AS dedup_key FROM areas)", keys, rej.ok)
+        new = np.flatnonzero(rej.ok & ~dup)
+        data = pa.table({
+            "code": pa.array(code[new], pa.string()),
+            "name": pa.array(name[new], pa.string()),
+            "level": pa.array([level] * len(new), pa.string()),
+            "parent_code": pa.array(parent[new], pa.string()),
+            "area_km2": pa.array(_area_km2(geoms[new])),
+            "wkb": pa.array(shapely.to_wkb(geoms[new]) if len(new) else [], pa.binary()),
+        })
+        imp.insert_arrow(con, "areas", data, geometry="wkb")
+        imp.finish_report(report, rej, loaded=len(new), duplicates=int(dup.sum()))
+        imp.record_import(con, report, started)
+        if len(new):
+            relocate(con, progress=progress)
+    return report
+
+
+def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dict[str, str] | None = None,
+                 crs: str | None = None, encoding: str | None = None, layer: str | None = None,
+                 progress: bool = True) -> imp.ImportReport:
+    """Import micro-grid polygons with their leaders and households.
+
+    The parent community comes from ``--parent`` or from the community that
+    contains the grid; street and district follow from the hierarchy. A file
+    without a code column gets codes from a hash of each grid's geometry (a
+    warning says so), which keeps re-imports idempotent.
+    """
+    started = datetime.now()
+    src = imp.read_input(path, encoding=encoding, layer=layer)
+    cols = imp.resolve_columns(src.table, mapping or {}, fields=GRID_FIELDS)
+    report = imp.start_report("grids", path, src)
+    report.columns = dict(cols)
+    table = src.table
+    rej = imp.Rejects(table.column("__row__").to_numpy())
+    geoms = _polygons(src, rej, report, crs)
+    if "code" in cols:
+        code = imp.strings(table, cols["code"])
+        rej.add(pd.isna(code), "code", "missing code")
+    else:
+        wkb = np.array([shapely.to_wkb(g, rounding_precision=7) if g is not None else b"" for g in geoms], dtype=object)
+        hashed = pd.util.hash_pandas_object(pd.Series(wkb), index=False).to_numpy()
+        code = np.char.add("G", np.char.mod("%016x", hashed)).astype(object)
+        report.warnings.append("no grid code column (--code): codes were made from each grid's geometry")
+    name = imp.strings(table, cols.get("name"))
+    households = imp.numbers(imp.strings(table, cols.get("households")))
+    bad_hh = ~np.isnan(households) & ((households < 0) | (households != np.round(households)))
+    rej.add(bad_hh, "households", "households must be a whole number ≥ 0")
+    raw_hh = imp.strings(table, cols.get("households"))
+    rej.add(np.isnan(households) & ~pd.isna(raw_hh), "households", "households is not a number")
+    with writing(db) as con:
+        community = np.full(len(code), None, dtype=object)
+        if "parent" in cols:
+            community = imp.strings(table, cols["parent"])
+            _check_parents(con, community, "community", rej)
+        missing = rej.ok & pd.isna(community)
+        if missing.any():
+            community[missing] = _parents_by_containment(con, geoms[missing], "community")
+        dup = imp.find_duplicates(con, "(SELECT code AS dedup_key FROM grids)", code, rej.ok)
+        new = np.flatnonzero(rej.ok & ~dup)
+        hier = con.execute(
+            "SELECT c.code AS community_code, s.code AS street_code, s.parent_code AS district_code "
+            "FROM areas c LEFT JOIN areas s ON s.code = c.parent_code WHERE c.level = 'community'"
+        ).df().set_index("community_code")
+        comm = pd.Series(community[new], dtype=object)
+        street = comm.map(hier["street_code"]).to_numpy(dtype=object)
+        district = comm.map(hier["district_code"]).to_numpy(dtype=object)
+        if comm.isna().any():
+            # Grids outside any community: take street and district by containment.
+            lost = np.flatnonzero(comm.isna().to_numpy())
+            street[lost] = _parents_by_containment(con, geoms[new][lost], "street")
+            district[lost] = _parents_by_containment(con, geoms[new][lost], "district")
+            if con.execute("SELECT count(*) FROM areas WHERE level = 'community'").fetchone()[0]:
+                report.warnings.append(f"{len(lost)} grids lie in no loaded community")
+        data = pa.table({
+            "code": pa.array(code[new], pa.string()),
+            "name": pa.array(name[new], pa.string()),
+            "community_code": pa.array(community[new], pa.string()),
+            "street_code": pa.array(street, pa.string()),
+            "district_code": pa.array(district, pa.string()),
+            "leader_name": pa.array(imp.strings(table, cols.get("leader"))[new], pa.string()),
+            "leader_phone": pa.array(imp.strings(table, cols.get("leader_phone"))[new], pa.string()),
+            "households": pa.array(households[new], pa.float64()).cast(pa.int32(), safe=False),
+            "area_km2": pa.array(_area_km2(geoms[new])),
+            "wkb": pa.array(shapely.to_wkb(geoms[new]) if len(new) else [], pa.binary()),
+        })
+        imp.insert_arrow(con, "grids", data, geometry="wkb")
+        imp.finish_report(report, rej, loaded=len(new), duplicates=int(dup.sum()))
+        imp.record_import(con, report, started)
+        if len(new):
+            relocate(con, progress=progress)
+    return report
+
+
+def relocate(con, *, progress: bool = True) -> None:
+    """Recompute grid and area codes of every stored event, site and inspection (after areas change)."""
+    for table, key in (("sites", "site_id"), ("inspections", "inspection_id"), ("events", "event_id")):
+        n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        if not n:
+            continue
+        pts = con.execute(f"SELECT {key} AS k, lng, lat FROM {table}").fetchnumpy()
+        located = locate_points(con, pts["lng"], pts["lat"])
+        located["k"] = pts["k"]
+        con.register("_relocated", pa.Table.from_pandas(located[["k", *LOCATION_COLUMNS[1:]]], preserve_index=False))
+        try:
+            sets = ", ".join(f"{c} = r.{c}" for c in LOCATION_COLUMNS[1:])
+            con.execute(f"UPDATE {table} SET {sets} FROM _relocated r WHERE {table}.{key} = r.k")
+        finally:
+            con.unregister("_relocated")

@@ -1,0 +1,109 @@
+"""The sample frame (样本框): the field sites assessors may draw, by category."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+import shapely
+
+from geo import importing as imp
+from geo.store import writing
+from grids.locate import location_arrays, locate_points
+
+SITE_FIELDS = ["id", "lat", "lng", "name", "address", "category", "unit", "contact", "phone", "active"]
+
+#: Words read as "inactive" in an active column (anything else non-empty is active).
+INACTIVE_WORDS = {"0", "false", "no", "n", "否", "无效", "停用", "inactive", "撤销"}
+
+
+def import_sites(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dict[str, str] | None = None,
+                 point: str | None = None, crs: str | None = None, encoding: str | None = None,
+                 layer: str | None = None, sheet: str | int | None = None,
+                 progress: bool = True) -> imp.ImportReport:
+    """Import sample-frame sites (点位信息表) with any geometry.
+
+    Sites take their geometry from a spatial file (points, lines or polygons)
+    or from ``--lat``/``--lng`` or ``--point`` columns. The category is matched
+    by code, Chinese or English name; unknown categories are rejected with the
+    closest known names.
+
+    Parameters
+    ----------
+    mapping
+        ``{field: column}`` for ``id, name, address, category, unit, contact, phone, active, lat, lng``.
+    """
+    started = datetime.now()
+    src = imp.read_input(path, encoding=encoding, layer=layer, sheet=sheet)
+    table = src.table
+    cols = imp.resolve_columns(table, mapping or {}, fields=SITE_FIELDS, required=["name", "category"])
+    report = imp.start_report("sites", path, src)
+    report.columns = dict(cols)
+    n = table.num_rows
+    rej = imp.Rejects(table.column("__row__").to_numpy())
+    name = imp.strings(table, cols["name"])
+    rej.add(pd.isna(name), "name", "missing name")
+    with writing(db) as con:
+        cats = con.execute("SELECT code, name_zh, name_en, geom_kind FROM site_categories").df()
+        raw_cat = imp.strings(table, cols["category"])
+        category, unknown, reasons = imp.match_names(raw_cat, cats, key="code", names=["name_zh", "name_en"],
+                                                     what="category")
+        rej.add(pd.isna(raw_cat), "category", "missing category")
+        rej.add(unknown, "category", reasons)
+        lng, lat, geoms = imp.read_locations(src, cols, rej, report, con=con, point=point, crs=crs)
+        if geoms is None:
+            geoms = np.full(n, None, dtype=object)
+            ok = rej.ok
+            geoms[ok] = shapely.points(lng[ok], lat[ok])
+        _warn_kinds(geoms, category, cats, rej.ok, report)
+        active = np.ones(n, dtype=bool)
+        if "active" in cols:
+            raw = pd.Series(imp.strings(table, cols["active"]), dtype=object)
+            active = ~raw.str.lower().isin(INACTIVE_WORDS).to_numpy()
+        keys = imp.dedup_keys(table, cols, prefix="site")
+        dup = imp.find_duplicates(con, "sites", keys, rej.ok)
+        idx = np.flatnonzero(rej.ok & ~dup)
+        located = locate_points(con, lng[idx], lat[idx])
+        first = imp.next_id(con, "sites", "site_id")
+        report.import_id = imp.next_id(con, "imports", "import_id")
+        data = pa.table({
+            "site_id": pa.array(np.arange(first, first + len(idx)), pa.int64()),
+            "external_id": pa.array(imp.strings(table, cols.get("id"))[idx], pa.string()),
+            "name": pa.array(name[idx], pa.string()),
+            "address": pa.array(imp.strings(table, cols.get("address"))[idx], pa.string()),
+            "category_code": pa.array(category[idx], pa.string()),
+            "responsible_unit": pa.array(imp.strings(table, cols.get("unit"))[idx], pa.string()),
+            "contact": pa.array(imp.strings(table, cols.get("contact"))[idx], pa.string()),
+            "phone": pa.array(imp.strings(table, cols.get("phone"))[idx], pa.string()),
+            "active": pa.array(active[idx]),
+            "lng": pa.array(lng[idx]),
+            "lat": pa.array(lat[idx]),
+            **location_arrays(located),
+            "dedup_key": pa.array(keys[idx], pa.string()),
+            "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
+            "wkb": pa.array(shapely.to_wkb(geoms[idx]) if len(idx) else [], pa.binary()),
+        })
+        imp.insert_arrow(con, "sites", data, geometry="wkb")
+        report.outside_grids = int(located["grid_code"].isna().sum())
+        imp.finish_report(report, rej, loaded=len(idx), duplicates=int(dup.sum()))
+        imp.record_import(con, report, started)
+    return report
+
+
+def _warn_kinds(geoms: np.ndarray, category: np.ndarray, cats: pd.DataFrame, ok: np.ndarray,
+                report: imp.ImportReport) -> None:
+    """Warn (not reject) when a site's geometry kind differs from its category's usual kind."""
+    if not ok.any():
+        return
+    kind_of = dict(zip(cats["code"], cats["geom_kind"], strict=True))
+    type_id = shapely.get_type_id(geoms[ok])
+    have = np.select([np.isin(type_id, [0, 4]), np.isin(type_id, [1, 2, 5])], ["point", "line"], "area")
+    want = pd.Series(category[ok]).map(kind_of).to_numpy()
+    differ = int((have != want).sum())
+    if differ:
+        report.warnings.append(
+            f"{differ} sites have a geometry kind other than their category's (e.g. a point for an area "
+            "category); they are kept as given")

@@ -1,0 +1,454 @@
+"""Road networks and travel times for patrols."""
+
+from __future__ import annotations
+
+import os
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from scipy import sparse
+from scipy.sparse import csgraph
+from scipy.spatial import cKDTree
+
+#: Average door-to-door speeds in a Chinese city centre, km/h. These are planning assumptions, not measurements:
+#: walk 4.5 km/h is the usual 1.3-1.4 m/s free walking speed (5 km/h, the OSMnx/OpenTripPlanner default) slowed by
+#: signalised crossings; bike 12 km/h is urban cycling including stops (free-flow commuter cycling is ~15-18 km/h);
+#: car 25 km/h is a daytime average in congested central districts (Amap/Gaode city traffic reports put Shenzhen
+#: peak-hour speeds in the mid-20s km/h). Override per call with ``speed_kmh=`` when local figures are known.
+SPEEDS_KMH: dict[str, float] = {"walk": 4.5, "bike": 12.0, "car": 25.0}
+
+#: Straight-line to network distance ratio (route circuity). Urban road networks typically measure 1.2-1.4
+#: (e.g. Ballou, Rahardja & Sakai 2002; Giacomin & Levinson 2015, "Road network circuity in metropolitan areas");
+#: 1.3 is an assumption, not calibrated for any one city.
+DETOUR_FACTOR: float = 1.3
+
+EARTH_RADIUS_M = 6_371_008.8
+
+#: OSM highway values that are never routable (not built, not a road, or not a way to travel along).
+NON_ROUTABLE = frozenset({
+    "proposed", "construction", "abandoned", "disused", "razed", "planned", "platform", "raceway", "bus_stop",
+    "elevator", "escalator", "rest_area", "services", "emergency_bay", "via_ferrata", "bus_guideway", "no",
+})
+
+#: OSM highway values open to walkers and cyclists only (not to cars).
+NON_DRIVABLE = frozenset({
+    "footway", "path", "pedestrian", "steps", "cycleway", "bridleway", "track", "corridor", "trail", "crossing",
+    "sidewalk", "busway",
+})
+
+#: ``service=*`` values excluded from car routing (as in OSMnx's ``drive`` network).
+NON_DRIVABLE_SERVICE = frozenset({"parking", "parking_aisle", "driveway", "private", "emergency_access"})
+
+ONEWAY_YES = frozenset({"yes", "true", "1"})
+ONEWAY_REVERSE = frozenset({"-1", "reverse"})
+
+
+def _check_mode(mode: str) -> float:
+    if mode not in SPEEDS_KMH:
+        msg = f"unknown mode {mode!r}; expected one of {sorted(SPEEDS_KMH)}"
+        raise ValueError(msg)
+    return SPEEDS_KMH[mode]
+
+
+def haversine_m(lng1: np.ndarray, lat1: np.ndarray, lng2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
+    """Great-circle distance in metres between points (broadcasting)."""
+    lng1, lat1, lng2, lat2 = (np.radians(np.asarray(a, dtype="float64")) for a in (lng1, lat1, lng2, lat2))
+    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lng2 - lng1) / 2) ** 2
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
+
+
+def straight_line_minutes(lng: np.ndarray, lat: np.ndarray, *, mode: str = "walk",
+                          detour: float = DETOUR_FACTOR, speed_kmh: float | None = None) -> np.ndarray:
+    """Travel minutes between all pairs of points along the straight line times a detour factor.
+
+    Parameters
+    ----------
+    lng, lat
+        WGS84 coordinates of the n points.
+    mode
+        ``walk``, ``bike`` or ``car`` (speed from :data:`SPEEDS_KMH`).
+    detour
+        Network-to-straight-line distance ratio, :data:`DETOUR_FACTOR` by default.
+    speed_kmh
+        Override the speed of the mode.
+
+    Returns
+    -------
+    numpy.ndarray
+        n × n matrix of minutes, zero on the diagonal.
+    """
+    speed = speed_kmh if speed_kmh is not None else _check_mode(mode)
+    lng = np.asarray(lng, dtype="float64")
+    lat = np.asarray(lat, dtype="float64")
+    if lng.shape != lat.shape or lng.ndim != 1:
+        msg = "lng and lat must be 1-D arrays of the same length"
+        raise ValueError(msg)
+    d = haversine_m(lng[:, None], lat[:, None], lng[None, :], lat[None, :])
+    return d * detour / (speed * 1000.0 / 60.0)
+
+
+@dataclass
+class TravelReport:
+    """What the last :meth:`RoadNetwork.travel_minutes` call did: snapping distances and fallbacks."""
+
+    mode: str
+    snap_m: np.ndarray
+    fallback_pairs: int
+    far_points: int
+
+    def __str__(self) -> str:
+        return (f"{self.mode}: snapped {len(self.snap_m)} points (median {np.median(self.snap_m):.0f} m, "
+                f"max {self.snap_m.max():.0f} m); {self.fallback_pairs} unreachable pairs fell back to straight "
+                f"line × {DETOUR_FACTOR}; {self.far_points} points more than 1 km from the network")
+
+
+@dataclass
+class RoadNetwork:
+    """A road network: nodes in WGS84 and edges with lengths in metres.
+
+    Attributes
+    ----------
+    lng, lat
+        Node coordinates.
+    u, v, length_m
+        Edges from node ``u`` to node ``v`` (indices into the node arrays).
+    oneway
+        Edge may only be driven from ``u`` to ``v`` (walkers and cyclists use it both ways).
+    drivable
+        Edge is open to cars.
+    source
+        ``"road network: <file name>"``, used as a plan's ``travel_source``.
+    """
+
+    lng: np.ndarray
+    lat: np.ndarray
+    u: np.ndarray
+    v: np.ndarray
+    length_m: np.ndarray
+    oneway: np.ndarray
+    drivable: np.ndarray
+    source: str = "road network"
+    last_report: TravelReport | None = None
+    _graphs: dict = field(default_factory=dict, repr=False)
+    _trees: dict = field(default_factory=dict, repr=False)
+
+    @property
+    def n_nodes(self) -> int:
+        """Number of nodes."""
+        return len(self.lng)
+
+    @property
+    def n_edges(self) -> int:
+        """Number of edges as loaded (a two-way road loaded from a directed graph counts twice)."""
+        return len(self.u)
+
+    @property
+    def graph(self) -> sparse.csr_matrix:
+        """The walking graph: all routable edges, both directions (scipy CSR matrix of metres)."""
+        return self.graph_for("walk")
+
+    def graph_for(self, mode: str) -> sparse.csr_matrix:
+        """Sparse graph (metres) for a travel mode.
+
+        Walkers and cyclists use every routable edge in both directions; cars use drivable edges and
+        respect ``oneway``.
+        """
+        _check_mode(mode)
+        key = "car" if mode == "car" else "walk"
+        if key not in self._graphs:
+            if key == "car":
+                keep = self.drivable
+                u, v, w = self.u[keep], self.v[keep], self.length_m[keep]
+                two = ~self.oneway[keep]
+                u, v, w = np.r_[u, v[two]], np.r_[v, u[two]], np.r_[w, w[two]]
+            else:
+                u, v, w = np.r_[self.u, self.v], np.r_[self.v, self.u], np.r_[self.length_m, self.length_m]
+            # keep the shortest of parallel edges (a CSR matrix would sum them); explicit zeros are no edge
+            order = np.lexsort((w, v, u))
+            u, v, w = u[order], v[order], w[order]
+            first = np.r_[True, (u[1:] != u[:-1]) | (v[1:] != v[:-1])]
+            w = np.maximum(w[first], 1e-3)
+            n = self.n_nodes
+            self._graphs[key] = sparse.csr_matrix((w, (u[first], v[first])), shape=(n, n))
+        return self._graphs[key]
+
+    def routable_nodes(self, mode: str = "walk") -> np.ndarray:
+        """Indices of the nodes in the largest connected component of the graph for ``mode``.
+
+        Cars use the largest strongly connected component (one-way streets), walkers and cyclists the largest
+        connected component of the undirected graph.
+        """
+        g = self.graph_for(mode)
+        _, labels = csgraph.connected_components(g, directed=True, connection="strong")
+        has_edge = np.zeros(self.n_nodes, dtype=bool)
+        has_edge[g.tocoo().row] = True
+        counts = np.bincount(labels[has_edge], minlength=labels.max() + 1)
+        return np.flatnonzero(labels == counts.argmax())
+
+    def _xy(self, lng: np.ndarray, lat: np.ndarray) -> np.ndarray:
+        lat0 = np.radians(np.nanmean(self.lat))
+        return np.column_stack([np.radians(lng) * np.cos(lat0) * EARTH_RADIUS_M, np.radians(lat) * EARTH_RADIUS_M])
+
+    def nearest_nodes(self, lng: np.ndarray, lat: np.ndarray, *, mode: str = "walk"
+                      ) -> tuple[np.ndarray, np.ndarray]:
+        """Nearest network node of each point.
+
+        Parameters
+        ----------
+        lng, lat
+            WGS84 coordinates.
+        mode
+            Travel mode: points snap to the largest connected part of that mode's graph (strongly connected
+            for cars, so that every snapped pair has a route both ways).
+
+        Returns
+        -------
+        nodes, distance_m
+            Node indices and great-circle snapping distances in metres.
+        """
+        lng = np.atleast_1d(np.asarray(lng, dtype="float64"))
+        lat = np.atleast_1d(np.asarray(lat, dtype="float64"))
+        key = "car" if mode == "car" else "walk"
+        if key not in self._trees:
+            idx = self.routable_nodes(key)
+            self._trees[key] = (idx, cKDTree(self._xy(self.lng[idx], self.lat[idx])))
+        idx, tree = self._trees[key]
+        _, j = tree.query(self._xy(lng, lat))
+        nodes = idx[j]
+        return nodes, haversine_m(lng, lat, self.lng[nodes], self.lat[nodes])
+
+    def travel_minutes(self, lng: np.ndarray, lat: np.ndarray, *, mode: str = "walk",
+                       speed_kmh: float | None = None, detour: float = DETOUR_FACTOR) -> np.ndarray:
+        """Network travel minutes between all pairs of points.
+
+        Each point is snapped to its nearest node; the snapping distance is added at both ends at the same
+        speed. Pairs with no network path fall back to straight line × ``detour`` and are counted in
+        :attr:`last_report` (a warning is issued).
+
+        Parameters
+        ----------
+        lng, lat
+            WGS84 coordinates of the n points.
+        mode
+            ``walk``, ``bike`` or ``car``.
+        speed_kmh
+            Override the speed of the mode.
+        detour
+            Detour factor for the straight-line fallback.
+
+        Returns
+        -------
+        numpy.ndarray
+            n × n matrix of minutes, zero on the diagonal.
+        """
+        speed = speed_kmh if speed_kmh is not None else _check_mode(mode)
+        _check_mode(mode)
+        lng = np.asarray(lng, dtype="float64")
+        lat = np.asarray(lat, dtype="float64")
+        if lng.shape != lat.shape or lng.ndim != 1:
+            msg = "lng and lat must be 1-D arrays of the same length"
+            raise ValueError(msg)
+        nodes, snap = self.nearest_nodes(lng, lat, mode=mode)
+        uniq, inv = np.unique(nodes, return_inverse=True)
+        dist = csgraph.dijkstra(self.graph_for(mode), directed=True, indices=uniq)[:, uniq]
+        metres = dist[inv][:, inv] + snap[:, None] + snap[None, :]
+        bad = ~np.isfinite(metres)
+        if bad.any():
+            straight = haversine_m(lng[:, None], lat[:, None], lng[None, :], lat[None, :]) * detour
+            metres[bad] = straight[bad]
+        np.fill_diagonal(metres, 0.0)
+        n_bad = int(bad.sum())
+        self.last_report = TravelReport(mode=mode, snap_m=snap, fallback_pairs=n_bad,
+                                        far_points=int((snap > 1000).sum()))
+        if n_bad:
+            warnings.warn(f"{n_bad} of {bad.size} point pairs are not connected on the {mode} network "
+                          f"({self.source}); used straight line × {detour}", stacklevel=2)
+        return metres / (speed * 1000.0 / 60.0)
+
+
+def _from_edges(lng: np.ndarray, lat: np.ndarray, u: np.ndarray, v: np.ndarray, *, oneway: np.ndarray | None = None,
+                drivable: np.ndarray | None = None, length_m: np.ndarray | None = None,
+                source: str) -> RoadNetwork:
+    lng = np.asarray(lng, dtype="float64")
+    lat = np.asarray(lat, dtype="float64")
+    u = np.asarray(u, dtype=np.int64)
+    v = np.asarray(v, dtype=np.int64)
+    if length_m is None:
+        length_m = haversine_m(lng[u], lat[u], lng[v], lat[v])
+    length_m = np.asarray(length_m, dtype="float64")
+    missing = ~np.isfinite(length_m)
+    if missing.any():
+        length_m[missing] = haversine_m(lng[u[missing]], lat[u[missing]], lng[v[missing]], lat[v[missing]])
+    n = len(u)
+    return RoadNetwork(lng=lng, lat=lat, u=u, v=v, length_m=length_m,
+                       oneway=np.zeros(n, bool) if oneway is None else np.asarray(oneway, dtype=bool),
+                       drivable=np.ones(n, bool) if drivable is None else np.asarray(drivable, dtype=bool),
+                       source=source)
+
+
+def _truthy(value: object) -> bool:
+    return str(value).strip().lower() in ONEWAY_YES
+
+
+def _load_graphml(path: Path) -> RoadNetwork:
+    import networkx as nx
+
+    g = nx.read_graphml(path)
+    ids = list(g.nodes)
+    index = {k: i for i, k in enumerate(ids)}
+    try:
+        lng = np.array([float(g.nodes[k]["x"]) for k in ids])
+        lat = np.array([float(g.nodes[k]["y"]) for k in ids])
+    except KeyError as e:
+        msg = f"{path.name}: nodes need 'x' and 'y' attributes (OSMnx GraphML); missing {e}"
+        raise ValueError(msg) from None
+    edges = list(g.edges(data=True))
+    u = np.array([index[a] for a, _, _ in edges], dtype=np.int64)
+    v = np.array([index[b] for _, b, _ in edges], dtype=np.int64)
+    length = np.array([float(d.get("length", "nan") or "nan") for _, _, d in edges])
+    if g.is_directed():
+        # OSMnx stores a two-way street as two directed edges, so every directed edge is one-way as given
+        oneway = np.ones(len(edges), dtype=bool)
+    else:
+        oneway = np.array([_truthy(d.get("oneway", False)) for _, _, d in edges], dtype=bool)
+
+    def drive(d: dict) -> bool:
+        hw = str(d.get("highway", "")).strip("[]").replace("'", "").split(", ")
+        return not all(h in NON_DRIVABLE or h in NON_ROUTABLE for h in hw if h)
+
+    drivable = np.array([drive(d) for _, _, d in edges], dtype=bool)
+    return _from_edges(lng, lat, u, v, oneway=oneway, drivable=drivable, length_m=length,
+                       source=f"road network: {path.name}")
+
+
+def _load_pbf(path: Path) -> RoadNetwork:
+    import osmium
+
+    node_index: dict[int, int] = {}
+    lng: list[float] = []
+    lat: list[float] = []
+    u: list[int] = []
+    v: list[int] = []
+    oneway: list[bool] = []
+    drivable: list[bool] = []
+
+    def node(ref: osmium.osm.NodeRef) -> int | None:
+        if not ref.location.valid():
+            return None
+        i = node_index.get(ref.ref)
+        if i is None:
+            i = node_index[ref.ref] = len(lng)
+            lng.append(ref.location.lon)
+            lat.append(ref.location.lat)
+        return i
+
+    fp = osmium.FileProcessor(str(path), osmium.osm.NODE | osmium.osm.WAY).with_locations()
+    for obj in fp:
+        if not obj.is_way():
+            continue
+        tags = obj.tags
+        hw = tags.get("highway")
+        if hw is None or hw in NON_ROUTABLE or tags.get("area") == "yes":
+            continue
+        access = tags.get("access", "")
+        if access in ("no", "private"):
+            continue
+        drive = (hw not in NON_DRIVABLE and tags.get("service", "") not in NON_DRIVABLE_SERVICE
+                 and tags.get("motor_vehicle", "") != "no" and tags.get("motorcar", "") != "no")
+        ow = tags.get("oneway", "")
+        one = ow in ONEWAY_YES or (ow == "" and (tags.get("junction") in ("roundabout", "circular")
+                                                 or hw in ("motorway",)))
+        rev = ow in ONEWAY_REVERSE
+        refs = [node(r) for r in obj.nodes]
+        for a, b in zip(refs[:-1], refs[1:]):
+            if a is None or b is None or a == b:
+                continue
+            if rev:
+                a, b = b, a
+            u.append(a)
+            v.append(b)
+            oneway.append(one or rev)
+            drivable.append(drive)
+    if not u:
+        msg = f"{path.name}: no routable highway ways found"
+        raise ValueError(msg)
+    return _from_edges(np.array(lng), np.array(lat), np.array(u), np.array(v), oneway=np.array(oneway),
+                       drivable=np.array(drivable), source=f"road network: {path.name}")
+
+
+def _load_lines(path: Path, *, layer: str | None = None) -> RoadNetwork:
+    import geopandas as gpd
+    import shapely
+
+    gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
+    if gdf.crs is not None and not gdf.crs.equals("EPSG:4326"):
+        gdf = gdf.to_crs("EPSG:4326")
+    gdf = gdf[gdf.geometry.notna()].explode(index_parts=False)
+    gdf = gdf[gdf.geom_type == "LineString"]
+    if gdf.empty:
+        msg = f"{path.name}: no line geometries found"
+        raise ValueError(msg)
+    cols = {c.lower(): c for c in gdf.columns}
+    coords, parts = shapely.get_coordinates(gdf.geometry.values, return_index=True)
+    key = np.round(coords / 1e-7).astype(np.int64)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    same = parts[1:] == parts[:-1]
+    u, v, row = inv[:-1][same], inv[1:][same], parts[:-1][same]
+    keep = u != v
+    u, v, row = u[keep], v[keep], row[keep]
+    n = len(gdf)
+    oneway_row = np.zeros(n, dtype=bool)
+    reverse_row = np.zeros(n, dtype=bool)
+    if "oneway" in cols:
+        ow = gdf[cols["oneway"]].astype(str).str.strip().str.lower().to_numpy()
+        oneway_row = np.isin(ow, list(ONEWAY_YES | ONEWAY_REVERSE))
+        reverse_row = np.isin(ow, list(ONEWAY_REVERSE))
+    drive_row = np.ones(n, dtype=bool)
+    if "highway" in cols:
+        hw = gdf[cols["highway"]].astype(str).to_numpy()
+        drive_row = ~np.isin(hw, list(NON_DRIVABLE | NON_ROUTABLE))
+        routable = ~np.isin(hw, list(NON_ROUTABLE))
+        keep = routable[row]
+        u, v, row = u[keep], v[keep], row[keep]
+    rev = reverse_row[row]
+    u, v = np.where(rev, v, u), np.where(rev, u, v)
+    lng, lat = uniq[:, 0] * 1e-7, uniq[:, 1] * 1e-7
+    return _from_edges(lng, lat, u, v, oneway=oneway_row[row], drivable=drive_row[row],
+                       source=f"road network: {path.name}")
+
+
+def load_network(path: str | os.PathLike, *, layer: str | None = None) -> RoadNetwork:
+    """Load a road network from OSM PBF, OSMnx GraphML or a line layer.
+
+    Parameters
+    ----------
+    path
+        ``.osm.pbf``/``.pbf`` (ways with ``highway=*`` except non-routable ones such as ``proposed`` and
+        ``construction``; one edge between each pair of consecutive way nodes, haversine length; ``oneway``,
+        ``junction=roundabout`` and car access tags are kept for car routing), ``.graphml`` (OSMnx: node ``x``/``y``,
+        edge ``length``, directed edges as given), or a line layer ``.geojson``/``.json``/``.shp``/``.gpkg`` (lines
+        split at every vertex; vertices within ~1e-7° are merged into one node; optional ``oneway`` and ``highway``
+        columns are honoured).
+    layer
+        Layer name for multi-layer files such as GeoPackage.
+
+    Returns
+    -------
+    RoadNetwork
+    """
+    path = Path(path)
+    if not path.exists():
+        msg = f"road network file not found: {path}"
+        raise ValueError(msg)
+    name = path.name.lower()
+    if name.endswith(".pbf") or name.endswith(".osm"):
+        return _load_pbf(path)
+    if name.endswith(".graphml"):
+        return _load_graphml(path)
+    if name.endswith((".geojson", ".json", ".shp", ".gpkg", ".fgb")):
+        return _load_lines(path, layer=layer)
+    msg = f"unsupported road network format: {path.name} (use .osm.pbf, .graphml, .geojson, .shp or .gpkg)"
+    raise ValueError(msg)

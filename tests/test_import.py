@@ -1,0 +1,406 @@
+"""Importers on real public files and on generated bad input: counts, rejects, CRS, idempotence."""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from click.testing import CliRunner
+
+from api.cli import main
+from geo.events import import_events
+from geo.importing import ImportFileError
+from geo.store import Store, writing
+from grids.areas import import_areas, import_grids
+from sites.frame import import_sites
+from sites.inspections import import_inspections
+
+
+def _digest(path):
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def _balanced(report):
+    assert report.rows_read == report.loaded + report.duplicates + report.rejected
+    assert report.rejected == len(report.rejects)
+
+
+# --- Shenzhen: districts, the no-.prj grid, GCJ-02 districts, taxi events -------------------------------
+
+
+@pytest.fixture(scope="module")
+def shenzhen(tmp_path_factory, shared):
+    """A store with the 10 real Shenzhen districts and the real ~500 m grid (no .prj) as micro-grids."""
+    db = tmp_path_factory.mktemp("sz") / "sz.duckdb"
+    sz = shared / "cn_shenzhen"
+    districts = import_areas(sz / "shenzhen_districts_transbigdata_sz.json", db=db, level="district",
+                             mapping={"code": "qh", "name": "qh"}, progress=False)
+    grids = import_grids(sz / "grid.shp", db=db, progress=False)
+    return db, districts, grids
+
+
+def test_districts_and_grid_without_prj(shenzhen):
+    db, districts, grids = shenzhen
+    assert (districts.rows_read, districts.loaded, districts.rejected) == (10, 10, 0)
+    assert districts.crs == "EPSG:4326"
+    assert grids.rows_read == 9005 and grids.loaded + grids.duplicates == 9005
+    _balanced(grids)
+    assert any("assumed WGS84" in w for w in grids.warnings)
+    assert any("codes were made" in w for w in grids.warnings)
+    store = Store(db)
+    areas = store.sql("SELECT name, area_km2 FROM areas ORDER BY area_km2 DESC")
+    assert set(areas["name"]) >= {"福田", "南山", "罗湖", "宝安", "龙岗"}
+    # Shenzhen's land area is about 1,997 km²; the district polygons should sum close to it.
+    assert 1800 < areas["area_km2"].sum() < 2200
+    # Grid cells are ~500 m squares.
+    med = store.sql("SELECT median(area_km2) AS m FROM grids")["m"][0]
+    assert 0.2 < med < 0.35
+    # Each grid got its district from containment, checked independently with geopandas.
+    g = store.sql("SELECT code, district_code, ST_AsWKB(geom) AS wkb FROM grids")
+    pts = gpd.GeoDataFrame(g, geometry=shapely.point_on_surface(shapely.from_wkb(g["wkb"])), crs=4326)
+    dist = store.sql("SELECT code, ST_AsWKB(geom) AS wkb FROM areas")
+    dist = gpd.GeoDataFrame(dist[["code"]], geometry=shapely.from_wkb(dist["wkb"]), crs=4326)
+    joined = gpd.sjoin(pts, dist, predicate="within", how="left")
+    joined = joined[~joined.index.duplicated()]
+    assert (joined["code"].fillna("-") == joined["district_code"].fillna("-")).mean() > 0.999
+
+
+def test_grid_reimport_is_idempotent(shenzhen, shared):
+    db, _, first = shenzhen
+    before = Store(db).sql("SELECT count(*) AS n FROM grids")["n"][0]
+    again = import_grids(shared / "cn_shenzhen" / "grid.shp", db=db, progress=False)
+    assert again.loaded == 0 and again.duplicates == 9005
+    assert Store(db).sql("SELECT count(*) AS n FROM grids")["n"][0] == before == first.loaded
+
+
+def test_taxi_trips_as_events(shenzhen, shared):
+    db, _, _ = shenzhen
+    path = shared / "cn_shenzhen" / "shenzhen_taxi_trips_2020-01.csv"
+    rep = import_events(path, db=db, mapping={"lat": "Lat", "lng": "Lng", "time": "Stime", "id": "orderid"},
+                        progress=False)
+    raw = pd.read_csv(path)
+    _balanced(rep)
+    assert rep.rows_read == len(raw) == 10619
+    assert rep.loaded > 10000
+    store = Store(db)
+    ev = store.sql("SELECT * FROM events")
+    assert len(ev) == rep.loaded
+    assert ev["h3"].notna().all() and (ev["h3"] > 0).all()
+    assert (ev["time"].min(), ev["time"].max()) == (pd.Timestamp(raw.Stime.min()), pd.Timestamp(raw.Stime.max()))
+    # Coarser cells come from the stored fine cell by the SQL macro; check with the h3 library.
+    import h3
+
+    sample = store.sql("SELECT h3, h3_hex(h3_parent(h3, 8)) AS p8 FROM events LIMIT 200")
+    for cell, p8 in zip(sample["h3"], sample["p8"], strict=True):
+        assert h3.cell_to_parent(h3.int_to_str(int(cell)), 8) == p8
+    # Exact point-in-polygon grid assignment, checked with geopandas on the same points.
+    grids = store.sql("SELECT code, ST_AsWKB(geom) AS wkb FROM grids")
+    grids = gpd.GeoDataFrame(grids[["code"]], geometry=shapely.from_wkb(grids["wkb"]), crs=4326)
+    pts = gpd.GeoDataFrame(ev[["event_id", "grid_code"]], geometry=gpd.points_from_xy(ev.lng, ev.lat), crs=4326)
+    joined = gpd.sjoin(pts, grids, predicate="intersects", how="left").groupby("event_id")["code"].min()
+    expected = joined.reindex(ev["event_id"]).to_numpy()
+    assert (pd.Series(expected).fillna("-").to_numpy() == ev["grid_code"].fillna("-").to_numpy()).all()
+    assert rep.outside_grids == int(ev["grid_code"].isna().sum())
+    again = import_events(path, db=db, mapping={"lat": "Lat", "lng": "Lng", "time": "Stime", "id": "orderid"},
+                          progress=False)
+    assert again.loaded == 0 and again.duplicates == rep.loaded
+
+
+def test_gcj02_districts_align_after_conversion(tmp_path, shared):
+    wgs = gpd.read_file(shared / "cn_shenzhen" / "shenzhen_districts_transbigdata_sz.json")
+    db = tmp_path / "gcj.duckdb"
+    raw_db = tmp_path / "raw.duckdb"
+    gcj = shared / "cn_gcj02" / "深圳市.shp"
+    cols = gpd.read_file(gcj, encoding="gb18030").columns
+    name_col = next(c for c in cols if c != "geometry" and gpd.read_file(gcj, encoding="gb18030")[c].astype(str)
+                    .str.contains("区").all())
+    rep = import_areas(gcj, db=db, level="district", mapping={"code": name_col, "name": name_col}, crs="gcj02",
+                       progress=False)
+    assert rep.loaded == 10 and rep.crs == "gcj02"
+    import_areas(gcj, db=raw_db, level="district", mapping={"code": name_col, "name": name_col}, progress=False)
+
+    def offsets(path):
+        a = Store(path).sql("SELECT name, ST_AsWKB(geom) AS wkb FROM areas")
+        a = gpd.GeoDataFrame(a[["name"]], geometry=shapely.from_wkb(a["wkb"]), crs=4326).to_crs(32650)
+        ref = wgs.to_crs(32650)
+        out = []
+        for geom in a.geometry:
+            match = ref.geometry[ref.geometry.intersection(geom).area.idxmax()]
+            out.append(geom.centroid.distance(match.centroid))
+        return np.array(out)
+
+    converted, raw = offsets(db), offsets(raw_db)
+    assert np.median(raw) > 300  # read raw, the GCJ-02 polygons sit hundreds of metres off
+    assert np.median(converted) < 60  # converted, they agree to tens of metres
+
+
+# --- San Francisco and New York 311 -----------------------------------------------------------------------
+
+
+def test_sf311_point_column_and_duplicate_case_ids(tmp_path, shared):
+    db = tmp_path / "sf.duckdb"
+    a = shared / "us_sf311" / "sf311_cases_sample_10000.csv"
+    b = shared / "us_sf311" / "sf311_cases_sample_geo_4984.csv"
+    first = import_events(a, db=db, point="Point", mapping={"time": "Opened", "id": "CaseID"},
+                          tz="America/Los_Angeles", progress=False)
+    _balanced(first)
+    assert first.rows_read == 10000
+    assert first.rejected == 24 and {r["reason"] for r in first.rejects} == {"missing coordinates"}
+    assert first.loaded == 10000 - 24
+    second = import_events(b, db=db, mapping={"lat": "Lat", "lng": "Long", "time": "Opened", "id": "CaseID"},
+                           tz="America/Los_Angeles", progress=False)
+    _balanced(second)
+    da, dbb = pd.read_csv(a, dtype=str), pd.read_csv(b, dtype=str)
+    assert len(set(da.CaseID) & set(dbb.CaseID)) == 672
+    loaded_ids = set(da.CaseID[da.Point.notna()])
+    expected_dups = int(dbb.CaseID.isin(loaded_ids).sum())
+    assert second.duplicates == expected_dups
+    times = Store(db).sql("SELECT min(time) AS lo, max(time) AS hi FROM events")
+    # Opened runs 2008-07-01 .. 2016-01-27 in San Francisco time; stored in the store's zone (+15/16 h).
+    assert times["lo"][0] >= pd.Timestamp("2008-07-01") and times["hi"][0] <= pd.Timestamp("2016-01-29")
+
+
+@pytest.mark.parametrize(("name", "rows", "missing"), [("nyc311_2023-12_sample.csv", 1000, 23),
+                                                       ("nyc311_2024-04_sample.csv", 500, 68)])
+def test_nyc311_quoted_newlines_and_missing_coordinates(tmp_path, shared, name, rows, missing):
+    path = shared / "us_nyc311_small" / name
+    with open(path, newline="", encoding="utf-8") as fh:
+        assert sum(1 for _ in csv.reader(fh)) - 1 == rows
+    rep = import_events(path, db=tmp_path / "nyc.duckdb", tz="America/New_York", progress=False,
+                        mapping={"lat": "latitude", "lng": "longitude", "time": "created_date", "id": "unique_key",
+                                 "text": "descriptor"})
+    _balanced(rep)
+    assert rep.rows_read == rows and rep.rejected == missing and rep.loaded == rows - missing
+    assert all(r["field"] == "lat/lng" and r["reason"] == "missing coordinates" for r in rep.rejects)
+    # Reported rows are spreadsheet rows: they point at the records that really lack coordinates.
+    frame = pd.read_csv(path, dtype=str)
+    expected_rows = (np.flatnonzero(frame.latitude.isna() | frame.longitude.isna()) + 2).tolist()
+    assert [r["row"] for r in rep.rejects] == expected_rows
+
+
+def test_nyc_zip_polygons_in_us_feet(tmp_path, shared):
+    db = tmp_path / "nyc.duckdb"
+    rep = import_areas(shared / "us_nyc311_small" / "nyc_zipcodes.shp", db=db, level="district",
+                       mapping={"code": "ZIPCODE", "name": "PO_NAME"}, progress=False)
+    _balanced(rep)
+    zips = gpd.read_file(shared / "us_nyc311_small" / "nyc_zipcodes.shp")
+    assert rep.crs == "EPSG:2263"
+    assert rep.duplicates == int(zips.ZIPCODE.duplicated().sum())
+    box = Store(db).sql("SELECT min(ST_XMin(geom)) x0, max(ST_XMax(geom)) x1, min(ST_YMin(geom)) y0, "
+                        "max(ST_YMax(geom)) y1 FROM areas").iloc[0]
+    ref = zips.to_crs(4326).total_bounds
+    assert np.allclose([box.x0, box.y0, box.x1, box.y1], ref, atol=1e-6)
+
+
+# --- generated bad input ----------------------------------------------------------------------------------
+
+
+@pytest.fixture()
+def small_city(tmp_path):
+    """A tiny city: one district, one street, one community, four 1 km grids near Changsha."""
+    db = tmp_path / "city.duckdb"
+    x0, y0, d = 112.90, 28.20, 0.01
+    cells = [shapely.box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d) for i in range(2) for j in range(2)]
+    whole = shapely.box(x0, y0, x0 + 2 * d, y0 + 2 * d)
+    for level, code, parent in (("district", "430102", None), ("street", "430102001", "430102"),
+                                ("community", "430102001001", "430102001")):
+        f = tmp_path / f"{level}.geojson"
+        gpd.GeoDataFrame({"code": [code], "name": [f"测试{level}"], "parent": [parent]}, geometry=[whole],
+                         crs=4326).to_file(f)
+        import_areas(f, db=db, level=level, progress=False)
+    f = tmp_path / "grids.geojson"
+    gpd.GeoDataFrame({"code": [f"430102001001{k:03d}" for k in range(1, 5)], "name": [f"第{k}网格" for k in range(1, 5)],
+                      "网格长": ["张三", "李四", "王五", "赵六"], "户数": ["300", "420", "250", "510"]},
+                     geometry=cells, crs=4326).to_file(f)
+    rep = import_grids(f, db=db, mapping={"leader": "网格长"}, progress=False)
+    assert rep.loaded == 4
+    return db
+
+
+def test_grid_hierarchy_and_leaders(small_city):
+    g = Store(small_city).sql("SELECT * FROM grids ORDER BY code")
+    assert g["community_code"].unique().tolist() == ["430102001001"]
+    assert g["street_code"].unique().tolist() == ["430102001"]
+    assert g["district_code"].unique().tolist() == ["430102"]
+    assert g["leader_name"].tolist() == ["张三", "李四", "王五", "赵六"]
+    assert g["households"].tolist() == [300, 420, 250, 510]
+    assert np.allclose(g["area_km2"], 0.98 * 1.11, rtol=0.03)  # 0.01° × 0.01° at 28.2°N
+
+
+def test_gbk_csv_with_chinese_headers_and_bad_rows(small_city, tmp_path):
+    rows = [
+        ("东风农贸市场", "农贸（集贸）市场", "人民路1号", "112.905", "28.205"),
+        ("芙蓉银行网点", "03", "解放路2号", "112.915", "28.215"),
+        ("书店", "Bookshop", "五一路3号", "112.905", "28.215"),
+        ("颠倒的点", "公园", "八一路4号", "28.205", "112.905"),          # swapped
+        ("未知类别", "菜市场", "韶山路5号", "112.906", "28.206"),        # unknown category
+        ("远处", "网吧", "远处路6号", "116.40", "39.90"),                # Beijing: outside the city
+        ("缺坐标", "网吧", "无坐标路7号", "", ""),
+        ("坏坐标", "网吧", "坏坐标路8号", "abc", "28.2"),
+    ]
+    f = tmp_path / "样本框.csv"
+    f.write_bytes(("名称,类别,地址,经度,纬度\n" + "\n".join(",".join(r) for r in rows) + "\n").encode("gbk"))
+    rep = import_sites(f, db=small_city, progress=False)
+    _balanced(rep)
+    assert rep.encoding.lower() in {"gb18030", "gbk"}
+    assert rep.columns["name"] == "名称" and rep.columns["lat"] == "纬度"
+    assert rep.loaded == 3 and rep.rejected == 5
+    why = {r["row"]: r for r in rep.rejects}
+    assert "swapped" in why[5]["reason"]
+    assert why[6]["field"] == "category" and "菜市场" in why[6]["reason"] and "农贸（集贸）市场" in why[6]["reason"]
+    assert "outside the city's extent" in why[7]["reason"]
+    assert why[8]["reason"] == "missing coordinates"
+    assert why[9] == {"row": 9, "field": "lng", "reason": "non-numeric longitude 'abc'"}
+    sites = Store(small_city).sql("SELECT name, category_code, grid_code FROM sites ORDER BY site_id")
+    assert sites.values.tolist() == [["东风农贸市场", "16", "430102001001001"],
+                                     ["芙蓉银行网点", "03", "430102001001004"],
+                                     ["书店", "20", "430102001001002"]]
+
+
+def test_excel_with_merged_header_rows(small_city, tmp_path):
+    from openpyxl import Workbook
+
+    wb = Workbook()
+    ws = wb.active
+    ws.append(["2024年示范区样本框点位信息表"])
+    ws.merge_cells("A1:F1")
+    ws.append(["点位名称", "点位类别", "位置", None, "责任单位", "联系电话"])
+    ws.merge_cells("C2:D2")
+    ws.append([None, None, "经度", "纬度", None, None])
+    ws.append(["人民公园", "公园", 112.905, 28.205, "园林局", "13800000000"])
+    ws.append(["第一小学", "中小学校、幼儿园（校内）", 112.915, 28.205, "教育局", "13900000000"])
+    f = tmp_path / "frame.xlsx"
+    wb.save(f)
+    rep = import_sites(f, db=small_city, progress=False, mapping={"unit": _col(f, "责任单位"),
+                                                               "phone": _col(f, "联系电话")})
+    assert rep.loaded == 2, rep.summary()
+    s = Store(small_city).sql("SELECT name, category_code, responsible_unit, phone FROM sites ORDER BY site_id")
+    assert s.values.tolist() == [["人民公园", "11", "园林局", "13800000000"], ["第一小学", "24", "教育局", "13900000000"]]
+
+
+def _col(path, contains):
+    from geo.readers import read_table
+
+    return next(c for c in read_table(path).table.column_names if contains in c)
+
+
+def test_times_in_chinese_forms(small_city, tmp_path):
+    f = tmp_path / "events.csv"
+    pd.DataFrame({
+        "编号": ["a", "b", "c", "d", "e"],
+        "时间": ["2024年3月5日 14:30", "2024/3/5 14:30", "2024-03-05", "2024-03-05T06:30:00Z", "下周"],
+        "经度": ["112.905"] * 5, "纬度": ["28.205"] * 5, "问题类型": ["暴露垃圾", "0101", "环境卫生", "Hawkers", "0101"],
+    }).to_csv(f, index=False)
+    rep = import_events(f, db=small_city, progress=False)
+    assert rep.loaded == 4 and rep.rejects == [{"row": 6, "field": "time", "reason": "unparseable time '下周'"}]
+    ev = Store(small_city).sql("SELECT external_id, time, problem_type FROM events ORDER BY external_id")
+    assert ev["time"].tolist() == [pd.Timestamp("2024-03-05 14:30")] * 2 + [pd.Timestamp("2024-03-05"),
+                                                                            pd.Timestamp("2024-03-05 14:30")]
+    assert ev["problem_type"].tolist() == ["0101", "0101", "01", "0203"]
+
+
+def test_unknown_problem_type_names_the_closest(small_city, tmp_path):
+    f = tmp_path / "e.csv"
+    f.write_text("id,time,lat,lng,type\n1,2024-03-05 10:00,28.205,112.905,占道经营啊\n", encoding="utf-8")
+    rep = import_events(f, db=small_city, progress=False)
+    assert rep.rejected == 1 and "占道经营" in rep.rejects[0]["reason"] and rep.rejects[0]["field"] == "type"
+
+
+@pytest.mark.parametrize("content", [b"", b"id,time,lat,lng\n"])
+def test_empty_file_fails_and_changes_nothing(small_city, tmp_path, content):
+    f = tmp_path / "empty.csv"
+    f.write_bytes(content)
+    before = _digest(small_city)
+    with pytest.raises(ImportFileError, match="empty"):
+        import_events(f, db=small_city, progress=False)
+    assert _digest(small_city) == before
+
+
+def test_wrong_extension_and_missing_column(small_city, tmp_path):
+    f = tmp_path / "events.txt"
+    f.write_text("id,time,lat,lng\n1,2024-03-05,28.205,112.905\n")
+    before = _digest(small_city)
+    with pytest.raises(ImportFileError, match="unknown format"):
+        import_events(f, db=small_city, progress=False)
+    g = tmp_path / "events.csv"
+    g.write_text("id,time,lat,lng\n1,2024-03-05,28.205,112.905\n")
+    with pytest.raises(ImportFileError, match="'when'.*not in the file"):
+        import_events(g, db=small_city, mapping={"time": "when"}, progress=False)
+    assert _digest(small_city) == before
+
+
+def test_events_before_grids_are_relocated(tmp_path):
+    db = tmp_path / "late.duckdb"
+    f = tmp_path / "e.csv"
+    f.write_text("id,time,lat,lng\n1,2024-03-05 10:00,28.205,112.905\n2,2024-03-05 11:00,28.215,112.915\n")
+    rep = import_events(f, db=db, progress=False)
+    assert rep.loaded == 2 and rep.outside_grids == 2
+    g = tmp_path / "g.geojson"
+    gpd.GeoDataFrame({"code": ["G1"]}, geometry=[shapely.box(112.90, 28.20, 112.91, 28.21)], crs=4326).to_file(g)
+    import_grids(g, db=db, progress=False)
+    assert Store(db).sql("SELECT grid_code FROM events ORDER BY event_id")["grid_code"].tolist() == ["G1", None]
+
+
+def test_inspections_and_linked_hits(small_city, tmp_path):
+    sites = tmp_path / "s.csv"
+    sites.write_text("编号,名称,类别,经度,纬度\nS1,东风农贸市场,16,112.905,28.205\nS2,人民路公交站,05,112.915,28.215\n",
+                     encoding="utf-8")
+    import_sites(sites, db=small_city, progress=False)
+    insp = tmp_path / "i.csv"
+    insp.write_text("编号,点位编号,检查时间,检查人,检查结果\nI1,S1,2024-03-05 09:00,王督查,2\nI2,东风农贸市场,"
+                    "2024-03-12 09:00,李督查,符合\nI3,S9,2024-03-12 09:00,李督查,符合\nI4,S2,2024-03-13 09:00,"
+                    "李督查,也许\n", encoding="utf-8")
+    rep = import_inspections(insp, db=small_city, mapping={"inspector": "检查人"}, progress=False)
+    assert rep.loaded == 2 and [r["row"] for r in rep.rejects] == [4, 5]
+    assert "unknown site 'S9'" in rep.rejects[0]["reason"] and "unknown result" in rep.rejects[1]["reason"]
+    got = Store(small_city).sql("SELECT external_id, site_id, conforming, problems_found, inspector, grid_code "
+                                "FROM inspections ORDER BY external_id")
+    assert got.values.tolist() == [["I1", 1, False, 2, "王督查", "430102001001001"],
+                                   ["I2", 1, True, 0, "李督查", "430102001001001"]]
+    hits = tmp_path / "h.csv"
+    hits.write_text("id,time,lat,lng,type,site,inspection\nH1,2024-03-05 09:10,28.2051,112.9051,占道经营,S1,I1\n"
+                    "H2,2024-03-05 09:15,28.2052,112.9052,暴露垃圾,S1,I1\n", encoding="utf-8")
+    rep = import_events(hits, db=small_city, source="inspection", progress=False)
+    assert rep.loaded == 2
+    ev = Store(small_city).sql("SELECT source, site_id, inspection_id, dedup_key FROM events ORDER BY external_id")
+    assert ev.values.tolist() == [["inspection", 1, 1, "inspection:H1"], ["inspection", 1, 1, "inspection:H2"]]
+
+
+def test_content_hash_dedup_without_ids(small_city, tmp_path):
+    f = tmp_path / "noid.csv"
+    f.write_text("time,lat,lng\n2024-03-05 10:00,28.205,112.905\n2024-03-05 10:00,28.205,112.905\n"
+                 "2024-03-05 11:00,28.205,112.905\n")
+    first = import_events(f, db=small_city, progress=False)
+    assert (first.loaded, first.duplicates) == (2, 1)
+    again = import_events(f, db=small_city, progress=False)
+    assert (again.loaded, again.duplicates) == (0, 3)
+
+
+def test_cli_import_report_json(small_city, tmp_path):
+    f = tmp_path / "e.csv"
+    f.write_text("单号,上报时间,经度,纬度\n1,2024-03-05 10:00,112.905,28.205\n2,2024-03-05 10:00,,\n")
+    out = tmp_path / "report.json"
+    res = CliRunner().invoke(main, ["import", "events", str(f), "--db", str(small_city), "--id", "单号",
+                                    "--report", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "rows read" in res.output and "missing coordinates" in res.output
+    data = json.loads(out.read_text(encoding="utf-8"))
+    assert {k: data[k] for k in ("rows_read", "loaded", "duplicates", "rejected", "outside_grids")} == {
+        "rows_read": 2, "loaded": 1, "duplicates": 0, "rejected": 1, "outside_grids": 0}
+    assert data["rejects"] == [{"row": 3, "field": "lat/lng", "reason": "missing coordinates"}]
+    bad = CliRunner().invoke(main, ["import", "events", str(tmp_path / "nothing.csv"), "--db", str(small_city)])
+    assert bad.exit_code == 2 and "error:" in bad.output
+
+
+def test_every_command_has_help():
+    runner = CliRunner()
+    for args in ([], ["import"], ["import", "areas"], ["import", "grids"], ["import", "sites"],
+                 ["import", "events"], ["import", "inspections"], ["demo"], ["info"]):
+        res = runner.invoke(main, [*args, "--help"])
+        assert res.exit_code == 0 and "Usage:" in res.output, args
