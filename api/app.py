@@ -8,6 +8,7 @@ import os
 from fastapi import FastAPI
 
 from api.errors import add_exception_handlers
+from api.offline import mount_assets
 from geo.store import Store, default_db_path
 
 #: Router modules under ``api.routers`` included by :func:`create_app`, in order.
@@ -35,6 +36,7 @@ def create_app(db: str | os.PathLike | None = None, *, settings: dict | None = N
     app.state.store = Store(db if db is not None else default_db_path())
     app.state.settings = {"max_cells": 50_000, **(settings or {})}
     add_exception_handlers(app)
+    mount_assets(app)
     for name in ROUTERS:
         try:
             module = importlib.import_module(f"api.routers.{name}")

@@ -28,6 +28,13 @@ STATUS_WORDS = {
 EVENT_FIELDS = ["id", "lat", "lng", "time", "type", "site", "text", "status", "inspection"]
 
 
+def _column(table: pa.Table, column: str | None, idx: np.ndarray) -> pa.Array:
+    """The trimmed strings of ``column`` at rows ``idx`` (nulls when there is no such column)."""
+    if column is None:
+        return pa.nulls(len(idx), pa.string())
+    return imp._trimmed(table, column).take(pa.array(idx))
+
+
 def problem_type_choices(con) -> pd.DataFrame:
     """Problem types and their major classes as one matching table (code, name_zh, name_en)."""
     return con.execute(
@@ -86,18 +93,19 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         lng, lat, _ = imp.read_locations(src, cols, rej, report, con=con, point=point, crs=crs)
         bar.update(n // 4)
 
-        raw_time = imp.strings(table, cols["time"])
+        raw_time = imp._trimmed(table, cols["time"])
         times, bad_time = parse_times(raw_time, tz=tz, store_tz=store_tz)
-        rej.add(pd.isna(raw_time), "time", "missing time")
+        rej.add(raw_time.is_null().to_numpy(zero_copy_only=False), "time", "missing time")
         if bad_time.any():
             reasons = np.full(n, None, dtype=object)
-            reasons[bad_time] = [f"unparseable time {v!r}" for v in raw_time[bad_time]]
+            bad_idx = np.flatnonzero(bad_time)
+            reasons[bad_idx] = [f"unparseable time {v!r}" for v in raw_time.take(pa.array(bad_idx)).to_pylist()]
             rej.add(bad_time, "time", reasons)
 
         ptype = np.full(n, None, dtype=object)
         if "type" in cols:
             ptype, unknown, reasons = imp.match_names(
-                imp.strings(table, cols["type"]), problem_type_choices(con), key="code",
+                imp._trimmed(table, cols["type"]), problem_type_choices(con), key="code",
                 names=["name_zh", "name_en"], what="problem type")
             rej.add(unknown, "type", reasons)
 
@@ -118,14 +126,20 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
 
         status = np.full(n, "open", dtype=object)
         if "status" in cols:
-            raw = pd.Series(imp.strings(table, cols["status"]), dtype=object)
-            norm = raw.str.lower().map(STATUS_WORDS)
-            unknown = raw.notna() & norm.isna()
-            status = norm.fillna("open").to_numpy(dtype=object)
+            enc = imp._trimmed(table, cols["status"]).dictionary_encode()
+            words = pd.Series(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+            norm = words.str.lower().map(STATUS_WORDS).to_numpy(dtype=object)
+            codes = enc.indices.to_numpy(zero_copy_only=False)
+            present = ~enc.indices.is_null().to_numpy(zero_copy_only=False)
+            codes = np.where(present, codes, 0).astype(np.int64)
+            status = np.where(present, norm[codes] if len(norm) else None, "open")
+            unknown = present & pd.isna(status)
+            status = np.where(pd.isna(status), "open", status).astype(object)
             if unknown.any():
-                words = ", ".join(sorted(set(STATUS_WORDS)))
-                reasons = np.where(unknown, "unknown status " + raw.astype(str) + f" (known: {words})", None)
-                rej.add(unknown.to_numpy(), "status", reasons)
+                known = ", ".join(sorted(set(STATUS_WORDS)))
+                reasons = np.full(n, None, dtype=object)
+                reasons[unknown] = [f"unknown status {words[c]!r} (known: {known})" for c in codes[unknown]]
+                rej.add(unknown, "status", reasons)
         bar.update(n // 4)
 
         keys = imp.dedup_keys(table, cols, prefix=source)
@@ -139,14 +153,14 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         data = pa.table({
             "event_id": pa.array(np.arange(first, first + len(idx)), pa.int64()),
             "source": pa.array(np.full(len(idx), source, dtype=object), pa.string()),
-            "external_id": pa.array(imp.strings(table, cols.get("id"))[idx], pa.string()),
+            "external_id": _column(table, cols.get("id"), idx),
             "problem_type": pa.array(ptype[idx], pa.string()),
             "time": pa.array(times[idx]),
             "status": pa.array(status[idx], pa.string()),
             "site_id": pa.array(pd.to_numeric(pd.Series(site_id[idx], dtype=object)), pa.int64(), from_pandas=True),
             "inspection_id": pa.array(pd.to_numeric(pd.Series(inspection_id[idx], dtype=object)), pa.int64(),
                                       from_pandas=True),
-            "text": pa.array(imp.strings(table, cols.get("text"))[idx], pa.string()),
+            "text": _column(table, cols.get("text"), idx),
             "lng": pa.array(lng[idx]),
             "lat": pa.array(lat[idx]),
             **location_arrays(located),

@@ -15,6 +15,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import shapely
 
 from geo import coords
@@ -208,22 +209,38 @@ def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[st
 _FLAG_FIELDS = {"id", "lat", "lng", "time", "type", "name", "code", "category", "parent", "site", "result", "text"}
 
 
+def _trimmed(table: pa.Table, column: str) -> pa.Array:
+    """A column as one Arrow string array, trimmed, with nulls for empty cells."""
+    arr = table.column(column)
+    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if not pa.types.is_string(arr.type):
+        arr = arr.cast(pa.string())
+    arr = pc.utf8_trim_whitespace(arr)
+    return pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
+
+
 def strings(table: pa.Table, column: str | None) -> np.ndarray:
     """Return a column as an object array of stripped strings (None for empty)."""
-    n = table.num_rows
     if column is None:
-        return np.full(n, None, dtype=object)
-    arr = table.column(column)
-    if not pa.types.is_string(arr.type) and not pa.types.is_large_string(arr.type):
-        arr = arr.cast(pa.string())
-    values = arr.to_pandas().str.strip()
-    values = values.where(values.str.len() > 0, None)
-    return values.to_numpy(dtype=object)
+        return np.full(table.num_rows, None, dtype=object)
+    return _trimmed(table, column).to_numpy(zero_copy_only=False)
 
 
-def numbers(values: np.ndarray) -> np.ndarray:
-    """Parse strings to floats (NaN where empty or not a number); accepts a comma decimal-free form."""
-    return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").to_numpy(dtype="float64")
+#: A decimal number as city files write it (optional sign, decimals, exponent).
+_NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
+
+
+def numbers(values) -> np.ndarray:
+    """Parse strings to floats (NaN where empty or not a number).
+
+    ``values`` is an object array of strings or an Arrow string array.
+    """
+    arr = values if isinstance(values, pa.Array) else pa.array(np.asarray(values, dtype=object), pa.string(),
+                                                                from_pandas=True)
+    arr = pc.utf8_trim_whitespace(arr)
+    good = pc.match_substring_regex(arr, _NUMBER)
+    num = pc.cast(pc.if_else(good, arr, pa.scalar(None, pa.string())), pa.float64())
+    return num.to_numpy(zero_copy_only=False).astype("float64")
 
 
 def city_extent(con: duckdb.DuckDBPyConnection) -> tuple[float, float, float, float] | None:
@@ -299,15 +316,16 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
         report.columns["point"] = point
         source = "text"
     elif "lat" in cols and "lng" in cols:
-        raw_lat, raw_lng = strings(table, cols["lat"]), strings(table, cols["lng"])
+        raw_lat, raw_lng = _trimmed(table, cols["lat"]), _trimmed(table, cols["lng"])
         lat, lng = numbers(raw_lat), numbers(raw_lng)
-        empty = pd.isna(raw_lat) | pd.isna(raw_lng)
+        empty = (raw_lat.is_null().to_numpy(zero_copy_only=False)
+                 | raw_lng.is_null().to_numpy(zero_copy_only=False))
         rej.add(empty, "lat/lng", "missing coordinates")
         for values, raw, name, label in ((lat, raw_lat, "lat", "latitude"), (lng, raw_lng, "lng", "longitude")):
             bad = np.isnan(values) & ~empty
             if bad.any():
                 reasons = np.full(n, None, dtype=object)
-                reasons[bad] = [f"non-numeric {label} {v!r}" for v in raw[bad]]
+                reasons[bad] = [f"non-numeric {label} {v!r}" for v in raw.take(pa.array(np.flatnonzero(bad))).to_pylist()]
                 rej.add(bad, name, reasons)
         source = "columns"
     elif geoms is not None:
@@ -444,30 +462,35 @@ def match_names(values: np.ndarray, choices: pd.DataFrame, *, key: str, names: l
         for code, name in zip(choices[key], choices[col], strict=True):
             if isinstance(name, str) and name:
                 lookup.setdefault(_norm(name), code)
-    s = pd.Series(values, dtype=object)
-    uniq = pd.unique(s.dropna())
-    mapped = {v: lookup.get(_norm(v)) for v in uniq}
-    codes = s.map(mapped).to_numpy(dtype=object)
-    unknown = s.notna().to_numpy() & pd.isna(codes)
-    reasons = np.full(len(s), None, dtype=object)
+    arr = values if isinstance(values, pa.Array) else pa.array(np.asarray(values, dtype=object), pa.string(),
+                                                                from_pandas=True)
+    enc = arr.dictionary_encode()  # each distinct value is matched once
+    uniq = enc.dictionary.to_pylist()
+    present = ~enc.indices.is_null().to_numpy(zero_copy_only=False)
+    idx = np.where(present, enc.indices.fill_null(0).to_numpy(zero_copy_only=False), 0).astype(np.int64)
+    mapped = np.array([lookup.get(_norm(v)) for v in uniq] + [None], dtype=object)
+    codes = np.where(present, mapped[np.where(present, idx, len(uniq))], None).astype(object)
+    unknown = present & pd.isna(codes)
+    reasons = np.full(len(arr), None, dtype=object)
     if unknown.any():
         candidates = [str(n) for col in names for n in choices[col] if isinstance(n, str)]
-        why = {}
-        for v in pd.unique(s[unknown]):
+        why = np.full(len(uniq), None, dtype=object)
+        for k in np.unique(idx[unknown]):
+            v = uniq[k]
             close = difflib.get_close_matches(str(v), candidates, n=3, cutoff=0.3)
             hint = f" (closest: {', '.join(close)})" if close else ""
-            why[v] = f"unknown {what} {v!r}{hint}"
-        reasons[unknown] = s[unknown].map(why).to_numpy(dtype=object)
+            why[k] = f"unknown {what} {v!r}{hint}"
+        reasons[unknown] = why[idx[unknown]]
     return codes, unknown, reasons
 
 
 def content_keys(table: pa.Table, columns: list[str], prefix: str) -> np.ndarray:
     """Return a content hash per row over ``columns`` (the dedup key of files without ids)."""
-    frame = table.select(columns).to_pandas().astype("string").fillna("")
-    text = frame.iloc[:, 0]
-    for col in frame.columns[1:]:
-        text = text + "\x1f" + frame[col]
-    hashed = pd.util.hash_pandas_object(text, index=False).to_numpy()
+    if table.num_rows == 0:
+        return np.zeros(0, dtype=object)
+    parts = [pc.fill_null(table.column(c).cast(pa.string()), "") for c in columns]
+    text = pc.binary_join_element_wise(*parts, "\x1f") if len(parts) > 1 else parts[0]
+    hashed = pd.util.hash_array(text.to_numpy(zero_copy_only=False).astype(object), categorize=False)
     return np.char.add(prefix, np.char.mod("%016x", hashed)).astype(object)
 
 
@@ -547,12 +570,14 @@ def dedup_keys(table: pa.Table, cols: dict[str, str], *, prefix: str) -> np.ndar
     Rows with an empty id fall back to their content hash.
     """
     content_cols = [c for c in table.column_names if c not in ("__row__",)]
-    hashed = content_keys(table, content_cols, f"{prefix}#")
     if "id" not in cols:
-        return hashed
-    ids = strings(table, cols["id"])
-    keyed = np.where(pd.isna(ids), hashed, np.char.add(f"{prefix}:", ids.astype(str)).astype(object))
-    return keyed.astype(object)
+        return content_keys(table, content_cols, f"{prefix}#")
+    ids = _trimmed(table, cols["id"])
+    keyed = pc.binary_join_element_wise(pa.scalar(f"{prefix}:"), ids, "").to_numpy(zero_copy_only=False)
+    missing = np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))
+    if len(missing):
+        keyed[missing] = content_keys(table.take(pa.array(missing)), content_cols, f"{prefix}#")
+    return keyed
 
 
 def insert_arrow(con: duckdb.DuckDBPyConnection, table_name: str, data: pa.Table, *,

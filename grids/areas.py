@@ -13,7 +13,7 @@ import shapely
 
 from geo import importing as imp
 from geo.store import writing
-from grids.locate import LOCATION_COLUMNS, locate_points
+from grids.locate import LOCATION_COLUMNS, location_arrays, locate_points
 
 #: Area levels, top down, with the level each one's parent belongs to.
 LEVELS = {"district": None, "street": "district", "community": "street"}
@@ -169,8 +169,8 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
         code = imp.strings(table, cols["code"])
         rej.add(pd.isna(code), "code", "missing code")
     else:
-        wkb = np.array([shapely.to_wkb(g, rounding_precision=7) if g is not None else b"" for g in geoms], dtype=object)
-        hashed = pd.util.hash_pandas_object(pd.Series(wkb), index=False).to_numpy()
+        wkt = shapely.to_wkt(geoms, rounding_precision=7, trim=True)  # None for rejected rows
+        hashed = pd.util.hash_pandas_object(pd.Series(wkt, dtype=object).fillna(""), index=False).to_numpy()
         code = np.char.add("G", np.char.mod("%016x", hashed)).astype(object)
         report.warnings.append("no grid code column (--code): codes were made from each grid's geometry")
     name = imp.strings(table, cols.get("name"))
@@ -230,9 +230,9 @@ def relocate(con, *, progress: bool = True) -> None:
         if not n:
             continue
         pts = con.execute(f"SELECT {key} AS k, lng, lat FROM {table}").fetchnumpy()
-        located = locate_points(con, pts["lng"], pts["lat"])
-        located["k"] = pts["k"]
-        con.register("_relocated", pa.Table.from_pandas(located[["k", *LOCATION_COLUMNS[1:]]], preserve_index=False))
+        located = location_arrays(locate_points(con, pts["lng"], pts["lat"]))
+        frame = pa.table({"k": pa.array(pts["k"]), **{c: located[c] for c in LOCATION_COLUMNS[1:]}})
+        con.register("_relocated", frame)
         try:
             sets = ", ".join(f"{c} = r.{c}" for c in LOCATION_COLUMNS[1:])
             con.execute(f"UPDATE {table} SET {sets} FROM _relocated r WHERE {table}.{key} = r.k")

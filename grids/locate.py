@@ -1,4 +1,4 @@
-"""Locate points in the micro-grid and area hierarchy (exact point-in-polygon)."""
+"""Locate points in the micro-grid and area hierarchy (exact point-in-polygon, through a lattice lookup)."""
 
 from __future__ import annotations
 
@@ -6,11 +6,162 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import shapely
 
 from geo import h3cells
 
 #: Columns :func:`locate_points` returns, in order.
 LOCATION_COLUMNS = ["h3", "grid_code", "community_code", "street_code", "district_code"]
+
+#: Lattice cells of a :class:`PolygonIndex` at most (int32 labels: 16 MB at this size).
+MAX_LATTICE_CELLS = 4_000_000
+#: Below this many points the index is not worth building: points are tested directly with an STR-tree.
+LATTICE_MIN_POINTS = 200_000
+
+
+class PolygonIndex:
+    """Exact point-in-polygon lookup for a set of polygons (e.g. micro-grids) through a regular lon/lat lattice.
+
+    Every lattice cell that no polygon boundary crosses lies wholly inside one
+    polygon (or outside all), so its label — the polygon containing its centre —
+    holds for every point in it: one array read per point. Cells a boundary
+    crosses are found by walking each boundary at half-cell steps and marking
+    the cells around every step; points falling there are tested exactly
+    (``shapely.intersects_xy``) against the polygons whose boundary passes
+    there and the one containing the cell's centre. A point on a shared
+    boundary goes to the polygon listed first (callers sort by code).
+
+    Parameters
+    ----------
+    geoms
+        Polygons in WGS84 lon/lat, in priority order.
+    max_cells
+        Size cap of the lattice.
+    """
+
+    def __init__(self, geoms: np.ndarray, *, max_cells: int = MAX_LATTICE_CELLS) -> None:
+        self.geoms = np.asarray(geoms, dtype=object)
+        shapely.prepare(self.geoms)
+        self.tree = shapely.STRtree(self.geoms)
+        self._lattice: tuple | None = None
+        self.max_cells = max_cells
+
+    def __len__(self) -> int:
+        return len(self.geoms)
+
+    def locate(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """Return the index of the first polygon containing each point (-1 if none; NaN coordinates give -1)."""
+        x = np.asarray(x, dtype="float64")
+        y = np.asarray(y, dtype="float64")
+        out = np.full(len(x), -1, dtype=np.int64)
+        ok = np.flatnonzero(np.isfinite(x) & np.isfinite(y))
+        if not len(ok) or not len(self.geoms):
+            return out
+        if len(ok) < LATTICE_MIN_POINTS and self._lattice is None:
+            out[ok] = self._exact(x[ok], y[ok])
+            return out
+        lat = self._build()
+        x0, y0, dx, dy, nx, ny, labels, pair_cell, pair_poly = lat
+        xs, ys = x[ok], y[ok]
+        ix = np.floor((xs - x0) / dx).astype(np.int64)
+        iy = np.floor((ys - y0) / dy).astype(np.int64)
+        inside = (ix >= 0) & (ix < nx) & (iy >= 0) & (iy < ny)
+        cell = np.where(inside, iy * nx + ix, 0)
+        lab = np.where(inside, labels[cell], -1)
+        out[ok] = lab
+        edge = np.flatnonzero(lab == -2)
+        if len(edge):
+            out[ok[edge]] = self._edge(xs[edge], ys[edge], cell[edge], labels, pair_cell, pair_poly)
+        return out
+
+    def _exact(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
+        """First polygon intersecting each point, by STR-tree query (exact)."""
+        res = np.full(len(x), -1, dtype=np.int64)
+        pt, poly = self.tree.query(shapely.points(x, y), predicate="intersects")
+        if len(pt):
+            best = np.full(len(x), np.iinfo(np.int64).max)
+            np.minimum.at(best, pt, poly)
+            hit = best != np.iinfo(np.int64).max
+            res[hit] = best[hit]
+        return res
+
+    def _build(self):
+        if self._lattice is not None:
+            return self._lattice
+        g = self.geoms
+        bounds = shapely.bounds(g)
+        x0, y0 = np.nanmin(bounds[:, 0]), np.nanmin(bounds[:, 1])
+        x1, y1 = np.nanmax(bounds[:, 2]), np.nanmax(bounds[:, 3])
+        # Square cells on the ground: a degree of longitude is cos(lat) of a degree of latitude.
+        k = max(np.cos(np.radians((y0 + y1) / 2)), 0.05)
+        w, h = (x1 - x0) * k, (y1 - y0)
+        side = max(np.sqrt(max(w * h, 1e-18) / self.max_cells), 1e-7)
+        dy, dx = side, side / k
+        nx, ny = int(np.ceil((x1 - x0) / dx)) + 1, int(np.ceil((y1 - y0) / dy)) + 1
+        labels = np.full(nx * ny, -1, dtype=np.int32)
+        # Cell centres, polygon by polygon over its bounding box (last written = first in priority order).
+        for j in range(len(g) - 1, -1, -1):
+            bx0, by0, bx1, by1 = bounds[j]
+            if not np.isfinite(bx0):
+                continue
+            i0, i1 = int((bx0 - x0) / dx), min(int((bx1 - x0) / dx) + 1, nx)
+            j0, j1 = int((by0 - y0) / dy), min(int((by1 - y0) / dy) + 1, ny)
+            cx = x0 + (np.arange(i0, i1) + 0.5) * dx
+            cy = y0 + (np.arange(j0, j1) + 0.5) * dy
+            gx, gy = np.meshgrid(cx, cy)
+            inside = shapely.intersects_xy(g[j], gx.ravel(), gy.ravel())
+            if inside.any():
+                ii, jj = np.meshgrid(np.arange(i0, i1), np.arange(j0, j1))
+                labels[(jj.ravel() * nx + ii.ravel())[inside]] = j
+        # Cells a boundary crosses: boundary points every half cell, with their 8 neighbours.
+        rings = shapely.segmentize(shapely.boundary(g), min(dx, dy) / 2)
+        xy, part = shapely.get_coordinates(rings, return_index=True)
+        bx = np.floor((xy[:, 0] - x0) / dx).astype(np.int64)
+        by = np.floor((xy[:, 1] - y0) / dy).astype(np.int64)
+        cells, polys = [], []
+        for ox in (-1, 0, 1):
+            for oy in (-1, 0, 1):
+                cx, cy = bx + ox, by + oy
+                keep = (cx >= 0) & (cx < nx) & (cy >= 0) & (cy < ny)
+                cells.append(cy[keep] * nx + cx[keep])
+                polys.append(part[keep])
+        m = np.int64(len(g) + 1)
+        key = np.unique(np.concatenate(cells) * m + np.concatenate(polys))  # (cell, polygon) pairs, sorted
+        edge_cells = np.unique(key // m)
+        centre = labels[edge_cells].astype(np.int64)
+        labels[edge_cells] = -2
+        # The polygon containing the centre of an edge cell is a candidate there too.
+        key = np.unique(np.concatenate([key, (edge_cells * m + centre)[centre >= 0]]))
+        self._lattice = (x0, y0, dx, dy, nx, ny, labels, key // m, key % m)
+        return self._lattice
+
+    def _edge(self, x, y, cell, labels, pair_cell, pair_poly) -> np.ndarray:
+        """Exact test of points in edge cells against their cells' candidate polygons."""
+        lo = np.searchsorted(pair_cell, cell, side="left")
+        hi = np.searchsorted(pair_cell, cell, side="right")
+        count = hi - lo
+        pt = np.repeat(np.arange(len(x)), count)
+        start = np.repeat(lo - np.concatenate([[0], np.cumsum(count)[:-1]]), count)
+        cand = pair_poly[start + np.arange(len(pt))]
+        order = np.argsort(cand, kind="stable")
+        pt, cand = pt[order], cand[order]
+        hit = np.zeros(len(pt), dtype=bool)
+        bounds = np.flatnonzero(np.diff(cand)) + 1
+        for a, b in zip(np.concatenate([[0], bounds]), np.concatenate([bounds, [len(cand)]]), strict=True):
+            if b > a:
+                p = pt[a:b]
+                hit[a:b] = shapely.intersects_xy(self.geoms[cand[a]], x[p], y[p])
+        best = np.full(len(x), np.iinfo(np.int64).max)
+        np.minimum.at(best, pt[hit], cand[hit])
+        out = np.where(best == np.iinfo(np.int64).max, -1, best)
+        return out
+
+
+def _polygons(con: duckdb.DuckDBPyConnection, query: str) -> tuple[pd.DataFrame, np.ndarray]:
+    frame = con.execute(query).df()
+    wkb = frame.pop("wkb")
+    geoms = shapely.from_wkb([bytes(b) if b is not None else None for b in wkb])
+    return frame, geoms
 
 
 def locate_points(con: duckdb.DuckDBPyConnection, lng: np.ndarray, lat: np.ndarray) -> pd.DataFrame:
@@ -19,8 +170,8 @@ def locate_points(con: duckdb.DuckDBPyConnection, lng: np.ndarray, lat: np.ndarr
     A point inside a micro-grid takes the grid and the grid's parent areas; a
     point outside every grid takes the smallest area polygon that contains it
     (community, then street, then district); a point outside everything gets
-    nulls. The test is exact (DuckDB spatial join on the stored polygons); a
-    point on a shared boundary goes to the smaller code.
+    nulls. The test is exact (see :class:`PolygonIndex`); a point on a shared
+    boundary goes to the smaller code.
 
     Parameters
     ----------
@@ -32,69 +183,88 @@ def locate_points(con: duckdb.DuckDBPyConnection, lng: np.ndarray, lat: np.ndarr
     Returns
     -------
     pandas.DataFrame
-        One row per input point, columns :data:`LOCATION_COLUMNS`.
+        One row per input point, columns :data:`LOCATION_COLUMNS` (codes as
+        categoricals, missing where unknown).
     """
     lng = np.asarray(lng, dtype="float64")
     lat = np.asarray(lat, dtype="float64")
     n = len(lng)
-    out = pd.DataFrame({"h3": h3cells.cells(lng, lat)})
+    out = {"h3": h3cells.cells(lng, lat)}
+    codes = {c: np.full(n, -1, dtype=np.int64) for c in LOCATION_COLUMNS[1:]}
+    cats: dict[str, list] = {c: [] for c in LOCATION_COLUMNS[1:]}
+    if n:
+        grids, geoms = _polygons(con, "SELECT code, community_code, street_code, district_code, ST_AsWKB(geom) AS wkb "
+                                      "FROM grids WHERE geom IS NOT NULL ORDER BY code")
+        rest = np.arange(n)
+        if len(grids):
+            which = PolygonIndex(geoms).locate(lng, lat)
+            found = which >= 0
+            for col in LOCATION_COLUMNS[1:]:
+                values = grids["code" if col == "grid_code" else col].to_numpy(dtype=object)
+                cats[col], inv = _factorize(values)
+                codes[col][found] = inv[which[found]]
+            rest = np.flatnonzero(~found)
+        if len(rest):
+            _locate_in_areas(con, codes, cats, rest, lng, lat)
     for col in LOCATION_COLUMNS[1:]:
-        out[col] = pd.Series([None] * n, dtype="object")
-    if n == 0:
-        return out
-    ok = np.isfinite(lng) & np.isfinite(lat)
-    idx = np.flatnonzero(ok)
-    con.register("_locate_pts", pa.table({"i": idx, "lng": lng[idx], "lat": lat[idx]}))
-    try:
-        in_grid = con.execute(
-            """
-            SELECT p.i, min(g.code) AS grid_code, min(g.community_code) AS community_code,
-                   min(g.street_code) AS street_code, min(g.district_code) AS district_code
-            FROM _locate_pts p JOIN grids g ON ST_Intersects(g.geom, ST_Point(p.lng, p.lat))
-            GROUP BY p.i
-            """
-        ).to_arrow_table()
-        rows = np.asarray(in_grid.column("i"))
-        for col in LOCATION_COLUMNS[1:]:
-            out.loc[rows, col] = in_grid.column(col).to_numpy(zero_copy_only=False)
-        rest = np.setdiff1d(idx, rows, assume_unique=True)
-        if len(rest) and con.execute("SELECT count(*) FROM areas").fetchone()[0]:
-            _locate_in_areas(con, out, rest, lng, lat)
-    finally:
-        con.unregister("_locate_pts")
-    return out
+        out[col] = pd.Categorical.from_codes(codes[col], categories=pd.Index(cats[col], dtype=object)) \
+            if len(cats[col]) else pd.Categorical(np.full(n, None, dtype=object))
+    return pd.DataFrame(out)
 
 
-def _locate_in_areas(con, out: pd.DataFrame, rest: np.ndarray, lng: np.ndarray, lat: np.ndarray) -> None:
-    """Fill area codes for points outside every grid from the area polygons."""
-    con.register("_locate_rest", pa.table({"i": rest, "lng": lng[rest], "lat": lat[rest]}))
-    try:
-        hits = con.execute(
-            """
-            SELECT p.i, a.level, min(a.code) AS code
-            FROM _locate_rest p JOIN areas a ON ST_Intersects(a.geom, ST_Point(p.lng, p.lat))
-            GROUP BY p.i, a.level
-            """
-        ).df()
-        parents = con.execute("SELECT code, level, parent_code FROM areas").df().set_index("code")
-    finally:
-        con.unregister("_locate_rest")
-    if hits.empty:
+def _factorize(values: np.ndarray) -> tuple[list, np.ndarray]:
+    """Categories (non-null, unique) and the code of each value (-1 for null)."""
+    s = pd.Series(values, dtype=object)
+    inv, uniq = pd.factorize(s, use_na_sentinel=True)
+    return list(uniq), inv.astype(np.int64)
+
+
+def _locate_in_areas(con, codes: dict, cats: dict, rest: np.ndarray, lng: np.ndarray, lat: np.ndarray) -> None:
+    """Fill area codes for points outside every grid from the area polygons (community, street, district)."""
+    areas, geoms = _polygons(con, "SELECT code, level, parent_code, ST_AsWKB(geom) AS wkb FROM areas "
+                                  "WHERE geom IS NOT NULL ORDER BY code")
+    if not len(areas):
         return
-    wide = hits.pivot(index="i", columns="level", values="code")
-    for level in ("district", "street", "community"):
-        if level in wide:
-            out.loc[wide.index, f"{level}_code"] = wide[level].to_numpy()
+    parent_of = dict(zip(areas["code"], areas["parent_code"], strict=True))
+    found: dict[str, np.ndarray] = {}
+    for level in ("community", "street", "district"):
+        sel = (areas["level"] == level).to_numpy()
+        if not sel.any():
+            continue
+        which = PolygonIndex(geoms[sel]).locate(lng[rest], lat[rest])
+        names = areas["code"].to_numpy(dtype=object)[sel]
+        got = np.full(len(rest), None, dtype=object)
+        got[which >= 0] = names[which[which >= 0]]
+        found[level] = got
     # Fill missing upper levels from the hierarchy (a community knows its street and district).
-    parent_of = parents["parent_code"].to_dict()
-    for child, upper in (("community_code", "street_code"), ("street_code", "district_code")):
-        missing = out[upper].isna() & out[child].notna()
-        out.loc[missing, upper] = out.loc[missing, child].map(parent_of)
+    for child, upper in (("community", "street"), ("street", "district")):
+        if child not in found:
+            continue
+        up = found.get(upper, np.full(len(rest), None, dtype=object))
+        missing = pd.isna(up) & ~pd.isna(found[child])
+        up[missing] = pd.Series(found[child][missing], dtype=object).map(parent_of).to_numpy(dtype=object)
+        found[upper] = up
+    for level, values in found.items():
+        col = f"{level}_code"
+        known = {c: i for i, c in enumerate(cats[col])}
+        extra = [v for v in pd.unique(values[~pd.isna(values)]) if v not in known]
+        for v in extra:
+            known[v] = len(cats[col])
+            cats[col].append(v)
+        have = ~pd.isna(values)
+        codes[col][rest[have]] = pd.Index(cats[col], dtype=object).get_indexer(values[have])
 
 
 def location_arrays(located: pd.DataFrame) -> dict[str, pa.Array]:
     """Return the columns of :func:`locate_points` as Arrow arrays for insertion."""
     out = {"h3": pa.array(located["h3"].to_numpy(dtype="uint64"), pa.uint64())}
     for col in LOCATION_COLUMNS[1:]:
-        out[col] = pa.array(located[col].to_numpy(dtype=object), pa.string())
+        s = located[col]
+        if isinstance(s.dtype, pd.CategoricalDtype):
+            cats = pa.array(s.cat.categories.to_numpy(dtype=object), pa.string())
+            idx = pa.array(s.cat.codes.to_numpy(), pa.int32(), mask=s.cat.codes.to_numpy() < 0)
+            out[col] = pa.DictionaryArray.from_arrays(idx, cats).cast(pa.string()) if len(cats) else \
+                pa.nulls(len(s), pa.string())
+        else:
+            out[col] = pa.array(s.to_numpy(dtype=object), pa.string(), from_pandas=True)
     return out

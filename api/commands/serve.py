@@ -1,0 +1,41 @@
+"""``civicgrid serve``: the web service (API, map pages and offline docs) under uvicorn."""
+
+from __future__ import annotations
+
+import click
+
+from api.cli import _db_option, _user_errors, main
+
+
+@main.command()
+@_db_option
+@click.option("--host", default="127.0.0.1", show_default=True,
+              help="address to listen on (0.0.0.0: every interface of the machine)")
+@click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port")
+@click.option("--max-cells", type=click.IntRange(min=1), default=50_000, show_default=True,
+              help="most H3 cells one heatmap, hotspot or map request may return (finer views get 422 with the "
+                   "resolution that fits)")
+@click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
+              show_default=True, help="uvicorn log level")
+@_user_errors
+def serve(db, host, port, max_cells, log_level):
+    """Start the web service on a database: the API under /api, the map at /map, API docs at /docs.
+
+    The database is opened read-only and followed: imports published while the
+    service runs are seen by the next request. Every page works without
+    internet (Leaflet, plugins and swagger-ui are served by the app).
+
+    \b
+    Examples:
+      civicgrid serve --db demo.duckdb
+      civicgrid serve --db city.duckdb --host 0.0.0.0 --port 8080
+    then open http://127.0.0.1:8000/map (or /map?lang=en) and /docs.
+    """
+    import uvicorn
+
+    from api.app import create_app
+
+    app = create_app(db, settings={"max_cells": max_cells})
+    app.state.store.sql("SELECT 1")  # open the file now: a wrong --db fails here, not on the first request
+    click.echo(f"civicgrid serving {db} on http://{host}:{port}  (map: /map, API docs: /docs)")
+    uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -1,0 +1,275 @@
+"""Reference layers as GeoJSON (areas, micro-grids, sample-frame sites) and JSON lists (categories, problem types)."""
+
+from __future__ import annotations
+
+import json
+
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from api.deps import crs_param, get_store, lang_param
+from geo.aggregate import area_level
+from geo.coords import to_crs_frame, to_wgs84
+from geo.errors import InvalidParameterError, NotFoundError
+from geo.store import Store
+
+router = APIRouter(prefix="/api/layers", tags=["layers"])
+
+#: Decimal places of coordinates in GeoJSON output (1e-6° ≈ 0.1 m).
+COORD_DECIMALS = 6
+#: Area levels accepted by ``/api/layers/areas``.
+AREA_LEVELS = ("district", "street", "community")
+
+
+def json_response(payload) -> Response:
+    """Compact UTF-8 JSON (Chinese kept as characters)."""
+    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default)
+    return Response(body, media_type="application/json")
+
+
+def _default(o):
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating):
+        return None if not np.isfinite(o) else float(o)
+    if isinstance(o, np.ndarray):
+        return o.tolist()
+    if isinstance(o, pd.Timestamp):
+        return o.isoformat()
+    if o is pd.NA or o is pd.NaT:
+        return None
+    msg = f"cannot serialise {type(o).__name__}"
+    raise TypeError(msg)
+
+
+def geojson_text(gdf: gpd.GeoDataFrame, *, crs: str = "wgs84", drop: tuple[str, ...] = ("h3",),
+                 extra: dict | None = None) -> str:
+    """A GeoDataFrame as GeoJSON FeatureCollection text, vectorized (no per-feature geometry loop in Python).
+
+    Parameters
+    ----------
+    gdf
+        WGS84 features.
+    crs
+        ``wgs84`` or ``gcj02`` (converted with :func:`geo.coords.to_crs_frame`, for AMap tiles).
+    drop
+        Columns left out of the properties (``h3`` uint64 ids do not survive JavaScript numbers;
+        ``h3_hex`` carries them).
+    extra
+        Top-level members added to the FeatureCollection.
+    """
+    if crs != "wgs84" and len(gdf):
+        gdf = to_crs_frame(gdf, crs)
+    geoms = gdf.geometry.to_numpy()
+    geoms = shapely.transform(geoms, lambda xy: np.round(xy, COORD_DECIMALS))
+    geo_txt = shapely.to_geojson(geoms)
+    props = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name, *[c for c in drop if c in gdf.columns]]))
+    for c in props.columns:
+        if pd.api.types.is_datetime64_any_dtype(props[c]):
+            props[c] = props[c].dt.strftime("%Y-%m-%dT%H:%M:%S")
+        elif pd.api.types.is_float_dtype(props[c]):
+            props[c] = props[c].round(6)
+    prop_txt = (props.to_json(orient="records", lines=True, force_ascii=False, double_precision=10).splitlines()
+                if len(props) else [])
+    if len(props.columns) == 0:
+        prop_txt = ["{}"] * len(gdf)
+    feats = ",".join(f'{{"type":"Feature","geometry":{g if g is not None else "null"},"properties":{p}}}'
+                     for g, p in zip(geo_txt, prop_txt, strict=True))
+    head = {"type": "FeatureCollection", **(extra or {})}
+    if crs != "wgs84":
+        head["crs_note"] = f"coordinates in {crs.upper()} (for tiles in that system)"
+    head_txt = json.dumps(head, ensure_ascii=False, separators=(",", ":"), default=_default)[:-1]
+    return f'{head_txt},"features":[{feats}]}}'
+
+
+def geojson_response(gdf: gpd.GeoDataFrame, *, crs: str = "wgs84", extra: dict | None = None) -> Response:
+    """:func:`geojson_text` as an ``application/geo+json`` response."""
+    return Response(geojson_text(gdf, crs=crs, extra=extra), media_type="application/geo+json")
+
+
+def bbox_param(bbox: str | None = Query(None, description="minLng,minLat,maxLng,maxLat in the output crs"),
+               crs: str = Depends(crs_param)) -> tuple[float, float, float, float] | None:
+    """Parse ``bbox`` and return it in WGS84."""
+    if bbox is None or not bbox.strip():
+        return None
+    try:
+        x0, y0, x1, y1 = (float(v) for v in bbox.split(","))
+    except ValueError as exc:
+        msg = f"bbox must be minLng,minLat,maxLng,maxLat (four numbers), got {bbox!r}"
+        raise InvalidParameterError(msg) from exc
+    if not (x0 < x1 and y0 < y1):
+        msg = f"bbox must have minLng < maxLng and minLat < maxLat, got {bbox!r}"
+        raise InvalidParameterError(msg)
+    xs, ys = to_wgs84(np.array([x0, x1]), np.array([y0, y1]), crs)
+    return float(xs[0]), float(ys[0]), float(xs[1]), float(ys[1])
+
+
+def _bbox_sql(bbox, col: str = "geom") -> tuple[str, list]:
+    if bbox is None:
+        return "TRUE", []
+    return f"ST_Intersects({col}, ST_MakeEnvelope(?, ?, ?, ?))", list(bbox)
+
+
+def _frame(df: pd.DataFrame, col: str = "wkb") -> gpd.GeoDataFrame:
+    geoms = shapely.from_wkb(df[col].map(lambda b: bytes(b) if b is not None else None).to_numpy()) \
+        if len(df) else np.array([], dtype=object)
+    return gpd.GeoDataFrame(df.drop(columns=[col]), geometry=geoms, crs="EPSG:4326")
+
+
+def _codes(value: str | None) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()] if value else []
+
+
+def _area_column(store: Store, area: str) -> str:
+    level = area_level(store, area)
+    return {"district": "district_code", "street": "street_code", "community": "community_code",
+            "grid": "grid_code"}[level]
+
+
+@router.get("/areas", summary="Districts, streets and communities (GeoJSON)")
+def areas(store: Store = Depends(get_store),
+          level: str | None = Query(None, description="district, street or community"),
+          parent: str | None = Query(None, description="only the children of this area code"),
+          code: str | None = Query(None, description="comma-separated area codes"),
+          bbox=Depends(bbox_param), lang: str = Depends(lang_param), crs: str = Depends(crs_param)) -> Response:
+    """Area polygons with ``code``, ``name`` (in ``lang``), ``name_zh``, ``name_en``, ``level``, ``parent_code``,
+    ``area_km2``."""
+    where, params = [], []
+    if level is not None:
+        if level not in AREA_LEVELS:
+            msg = f"unknown level {level!r}; use one of {', '.join(AREA_LEVELS)}"
+            raise InvalidParameterError(msg)
+        where.append("level = ?")
+        params.append(level)
+    if parent:
+        area_level(store, parent)
+        where.append("parent_code = ?")
+        params.append(parent)
+    codes = _codes(code)
+    for c in codes:
+        area_level(store, c)
+    if codes:
+        where.append(f"code IN ({', '.join('?' * len(codes))})")
+        params.extend(codes)
+    bsql, bparams = _bbox_sql(bbox)
+    where.append(bsql)
+    params.extend(bparams)
+    df = store.sql(f"SELECT code, name AS name_zh, name_en, level, parent_code, area_km2, ST_AsWKB(geom) AS wkb "
+                   f"FROM areas WHERE {' AND '.join(where)} ORDER BY code", params)
+    df.insert(1, "name", df["name_en"].fillna(df["name_zh"]) if lang == "en" else df["name_zh"])
+    return geojson_response(_frame(df), crs=crs)
+
+
+@router.get("/grids", summary="Micro-grids with their leaders (GeoJSON)")
+def grids(store: Store = Depends(get_store),
+          area: str | None = Query(None, description="district, street or community code"),
+          code: str | None = Query(None, description="comma-separated grid codes"),
+          bbox=Depends(bbox_param), crs: str = Depends(crs_param)) -> Response:
+    """Micro-grid polygons with ``code``, ``name``, ``community_code``, ``street_code``, ``district_code``,
+    ``leader_name``, ``leader_phone``, ``households``, ``area_km2``."""
+    where, params = [], []
+    if area:
+        where.append(f"{_area_column(store, area)} = ?")
+        params.append(area)
+    codes = _codes(code)
+    if codes:
+        known = set(store.sql("SELECT code FROM grids")["code"])
+        for c in codes:
+            if c not in known:
+                area_level(store, c)
+        where.append(f"code IN ({', '.join('?' * len(codes))})")
+        params.extend(codes)
+    bsql, bparams = _bbox_sql(bbox)
+    where.append(bsql)
+    params.extend(bparams)
+    df = store.sql("SELECT code, name, community_code, street_code, district_code, leader_name, leader_phone, "
+                   f"households, area_km2, ST_AsWKB(geom) AS wkb FROM grids WHERE {' AND '.join(where)} "
+                   "ORDER BY code", params)
+    return geojson_response(_frame(df), crs=crs)
+
+
+def _category_codes(store: Store, value: str | None) -> list[str]:
+    from geo.aggregate import EventFilter
+
+    cats = _codes(value)
+    if not cats:
+        return []
+    return list(EventFilter(categories=cats).validate(store).categories)
+
+
+@router.get("/sites", summary="Sample-frame sites (GeoJSON)")
+def sites(store: Store = Depends(get_store),
+          category: str | None = Query(None, description="comma-separated category codes or names"),
+          area: str | None = Query(None, description="district, street, community or grid code"),
+          active: bool | None = Query(True, description="only active sites (default); false: only inactive"),
+          geometry: str = Query("point", description="point (representative point) or full (point, line or "
+                                                     "polygon as stored)"),
+          bbox=Depends(bbox_param), lang: str = Depends(lang_param), crs: str = Depends(crs_param)) -> Response:
+    """Sites with ``site_id``, ``name``, ``category_code``, ``category``, ``group_code``, ``group``, ``address``,
+    ``responsible_unit``, ``contact``, ``phone``, ``grid_code``, ``active``."""
+    if geometry not in ("point", "full"):
+        msg = f"geometry must be point or full, got {geometry!r}"
+        raise InvalidParameterError(msg)
+    where, params = [], []
+    cats = _category_codes(store, category)
+    if cats:
+        where.append(f"s.category_code IN ({', '.join('?' * len(cats))})")
+        params.extend(cats)
+    if area:
+        where.append(f"s.{_area_column(store, area)} = ?")
+        params.append(area)
+    if active is not None:
+        where.append("s.active = ?")
+        params.append(active)
+    bsql, bparams = _bbox_sql(bbox, "s.geom")
+    where.append(bsql)
+    params.extend(bparams)
+    geom_sql = "ST_AsWKB(ST_Point(s.lng, s.lat))" if geometry == "point" else "ST_AsWKB(s.geom)"
+    suffix = "en" if lang == "en" else "zh"
+    df = store.sql(
+        f"SELECT s.site_id, s.name, s.category_code, c.name_{suffix} AS category, c.group_code, "
+        f"c.group_{suffix} AS \"group\", s.address, s.responsible_unit, s.contact, s.phone, s.grid_code, s.active, "
+        f"{geom_sql} AS wkb FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code "
+        f"WHERE {' AND '.join(where)} ORDER BY s.site_id", params)
+    return geojson_response(_frame(df), crs=crs)
+
+
+@router.get("/categories", summary="The site categories (JSON list)")
+def categories(store: Store = Depends(get_store), lang: str = Depends(lang_param)) -> Response:
+    """Every site category with ``code``, ``name`` (in ``lang``), ``name_zh``, ``name_en``, ``group_code``,
+    ``group``, ``geom_kind``, ``service_minutes`` and ``sites`` (active sample-frame sites)."""
+    suffix = "en" if lang == "en" else "zh"
+    df = store.sql(
+        f"SELECT c.code, c.name_{suffix} AS name, c.name_zh, c.name_en, c.group_code, c.group_{suffix} AS \"group\", "
+        "c.geom_kind, c.service_minutes, count(s.site_id) AS sites "
+        "FROM site_categories c LEFT JOIN sites s ON s.category_code = c.code AND s.active "
+        "GROUP BY ALL ORDER BY c.code")
+    return json_response(_records(df))
+
+
+@router.get("/problem-types", summary="The problem taxonomy, 大类/小类 (JSON list)")
+def problem_types(store: Store = Depends(get_store), lang: str = Depends(lang_param),
+                  major: str | None = Query(None, description="only this 大类 code")) -> Response:
+    """Every problem type (小类) with ``code``, ``name``, ``major_code``, ``major``, both languages' names,
+    ``deadline_value`` and ``deadline_unit``."""
+    suffix = "en" if lang == "en" else "zh"
+    params, where = [], "TRUE"
+    if major:
+        known = store.sql("SELECT DISTINCT major_code, major_zh FROM problem_types")
+        if major not in set(known.major_code):
+            opts = ", ".join(f"{r.major_code} {r.major_zh}" for r in known.sort_values("major_code").itertuples())
+            msg = f"unknown 大类 {major!r}; known: {opts}"
+            raise NotFoundError(msg)
+        where, params = "major_code = ?", [major]
+    df = store.sql(
+        f"SELECT code, name_{suffix} AS name, major_code, major_{suffix} AS major, name_zh, name_en, major_zh, "
+        f"major_en, deadline_value, deadline_unit FROM problem_types WHERE {where} ORDER BY code", params)
+    return json_response(_records(df))
+
+
+def _records(df: pd.DataFrame) -> list[dict]:
+    return json.loads(df.to_json(orient="records", force_ascii=False))

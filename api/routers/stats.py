@@ -1,0 +1,24 @@
+"""GET /api/stats/areas: event counts per district, street, community or micro-grid."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from api.deps import event_filters, get_store, lang_param
+from api.routers.layers import _records, json_response
+from geo.aggregate import EventFilter, area_stats
+from geo.store import Store
+
+router = APIRouter(prefix="/api/stats", tags=["stats"])
+
+
+@router.get("/areas", summary="Event counts per area")
+def stats_areas(store: Store = Depends(get_store), filters: EventFilter = Depends(event_filters),
+                level: str = Query("district", description="district, street, community or grid"),
+                lang: str = Depends(lang_param)) -> Response:
+    """Every unit of ``level`` with ``count``, ``complaints``, ``hits``, ``open``, ``sites``, ``density``
+    (per km²) and ``share`` for the same filters as the heatmap, by count descending."""
+    df = area_stats(store, level=level, filters=filters)
+    df.insert(1, "label", df["name_en"].fillna(df["name"]) if lang == "en" else df["name"])
+    return json_response({"level": level, "total_events": int(df["count"].sum()), "areas": _records(df)})

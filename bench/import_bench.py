@@ -1,0 +1,174 @@
+"""Benchmark: end-to-end CSV import of demo events against raw H3 indexing of the same points, and demo build times.
+
+For each size (default 1M and 10M events) the script builds a demo city with
+that many events (cached under --work), exports its events to a 12345-style
+CSV (id, time, problem type, lng, lat, status, text), and imports the CSV into
+a fresh store holding only the city's areas and micro-grids, in a child
+process so its peak RSS is measured alone. In the same run it times the raw
+h3ronpy indexing of the same points (the fastest vectorized H3 library,
+``h3ronpy.vector.coordinates_to_cells`` on all cores), and reports
+events/s, the ratio import/raw-H3 and peak memory.
+
+Usage::
+
+    .venv/bin/python bench/import_bench.py [--sizes 1000000 10000000] [--work /tmp/civicgrid-bench]
+    .venv/bin/python bench/import_bench.py --demo-only --sizes 200000 10000000
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+#: Targets from issue 2 (on the 2-core benchmark machine).
+TARGET_EVENTS_PER_S = 1_000_000
+TARGET_RATIO_TO_H3 = 3.0
+TARGET_PEAK_GB = 4.0
+
+
+def _child(code: str) -> dict:
+    """Run Python code in a child process; return its JSON result plus wall time and peak RSS (GB)."""
+    t0 = time.perf_counter()
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    wall = time.perf_counter() - t0
+    if out.returncode:
+        sys.stderr.write(out.stderr)
+        msg = f"child failed with status {out.returncode}"
+        raise RuntimeError(msg)
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    result = json.loads(out.stdout.strip().splitlines()[-1])
+    result["wall_s"] = wall
+    result["peak_gb_so_far"] = usage.ru_maxrss / 1024 / 1024  # the largest child so far (Linux: KB)
+    return result
+
+
+def build_demo(path: Path, events: int, seed: int = 0) -> dict:
+    """Build a demo city in a child process; return its summary, seconds and peak RSS."""
+    code = (f"import json, time; from data.demo import build_demo; t=time.perf_counter(); "
+            f"s=build_demo({str(path)!r}, events={events}, seed={seed}, progress=False); "
+            f"s['seconds']=time.perf_counter()-t; "
+            f"import resource; s['rss_gb']=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1048576; "
+            f"print(json.dumps(s))")
+    return _child(code)
+
+
+def export_csv(demo: Path, csv_path: Path) -> int:
+    """Write the demo's events as a 12345-style CSV (UTF-8, Chinese headers); return the row count."""
+    from geo.store import connect
+
+    con = connect(demo, read_only=True)
+    try:
+        n = con.execute("SELECT count(*) FROM events").fetchone()[0]
+        quoted = str(csv_path).replace("'", "''")
+        con.execute(
+            f"""
+            COPY (
+                SELECT source || '-' || event_id AS 工单编号, strftime(time, '%Y-%m-%d %H:%M:%S') AS 受理时间,
+                       problem_type AS 问题小类, round(lng, 6) AS 经度, round(lat, 6) AS 纬度,
+                       CASE status WHEN 'closed' THEN '已办结' ELSE '处理中' END AS 办理状态, text AS 诉求内容
+                FROM events ORDER BY event_id
+            ) TO '{quoted}' (HEADER, DELIMITER ',')
+            """
+        )
+    finally:
+        con.close()
+    return int(n)
+
+
+def city_only(demo: Path, target: Path) -> None:
+    """Create ``target`` holding only the demo city's areas and micro-grids (no sites, no events)."""
+    from geo.store import writing
+
+    for p in (target, target.with_name(target.name + ".lock")):
+        p.unlink(missing_ok=True)
+    with writing(target) as con:
+        quoted = str(demo).replace("'", "''")
+        con.execute(f"ATTACH '{quoted}' AS demo (READ_ONLY)")
+        con.execute("INSERT INTO areas SELECT * FROM demo.areas")
+        con.execute("INSERT INTO grids SELECT * FROM demo.grids")
+    # (the attachment ends with the connection)
+
+
+def import_csv(csv_path: Path, db: Path) -> dict:
+    """Import the CSV in a child process; return the report counts, seconds and the child's peak RSS."""
+    code = (
+        "import json, time, resource; from geo.events import import_events; t=time.perf_counter(); "
+        f"r=import_events({str(csv_path)!r}, db={str(db)!r}, progress=False); "
+        "d={k: getattr(r, k) for k in ('rows_read','loaded','duplicates','rejected','outside_grids')}; "
+        "d['seconds']=time.perf_counter()-t; "
+        "d['rss_gb']=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1048576; print(json.dumps(d))"
+    )
+    return _child(code)
+
+
+def raw_h3(csv_path: Path) -> dict:
+    """Time raw h3ronpy indexing (all cores) of the CSV's points, after reading them (read time excluded)."""
+    code = (
+        "import json, time, os; import numpy as np; import pyarrow.csv as c; import pyarrow as pa; "
+        "from concurrent.futures import ThreadPoolExecutor; from h3ronpy import vector as v; "
+        f"t=c.read_csv({str(csv_path)!r}, convert_options=c.ConvertOptions(include_columns=['经度','纬度'], "
+        "column_types={'经度': pa.float64(), '纬度': pa.float64()})); "
+        "lng=t.column('经度').to_numpy(); lat=t.column('纬度').to_numpy(); n=len(lng); w=os.cpu_count() or 1; "
+        "b=np.linspace(0,n,w+1).astype(int); "
+        "f=lambda ab: np.asarray(v.coordinates_to_cells(lat[ab[0]:ab[1]], lng[ab[0]:ab[1]], 12)); "
+        "best=1e9\n"
+        "for _ in range(3):\n"
+        "    t0=time.perf_counter()\n"
+        "    with ThreadPoolExecutor(w) as p: cells=np.concatenate(list(p.map(f, zip(b[:-1], b[1:]))))\n"
+        "    best=min(best, time.perf_counter()-t0)\n"
+        "print(json.dumps({'seconds': best, 'n': n, 'cells': int(len(np.unique(cells)))}))"
+    )
+    return _child(code)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
+    parser.add_argument("--work", type=Path, default=Path("/tmp/civicgrid-bench"))
+    parser.add_argument("--demo-only", action="store_true", help="only time demo-city builds at --sizes")
+    parser.add_argument("--rebuild", action="store_true", help="rebuild cached demo cities and CSVs")
+    args = parser.parse_args()
+    args.work.mkdir(parents=True, exist_ok=True)
+    print(f"machine: {os.cpu_count()} cores; python {sys.version.split()[0]}")
+    for n in args.sizes:
+        demo = args.work / f"demo_{n}.duckdb"
+        if args.demo_only or args.rebuild or not demo.exists():
+            demo.unlink(missing_ok=True)
+            d = build_demo(demo, n)
+            print(f"demo city, {n:,} events: {d['seconds']:.1f} s (peak RSS {d['rss_gb']:.2f} GB); "
+                  f"{d['grids']} grids, {d['sites']:,} sites, {d['inspections']:,} inspections")
+        if args.demo_only:
+            continue
+        csv_path = args.work / f"events_{n}.csv"
+        if args.rebuild or not csv_path.exists():
+            export_csv(demo, csv_path)
+        size_mb = csv_path.stat().st_size / 1e6
+        target = args.work / f"import_{n}.duckdb"
+        city_only(demo, target)
+        h3 = raw_h3(csv_path)
+        imp = import_csv(csv_path, target)
+        target.unlink(missing_ok=True)
+        rate = imp["rows_read"] / imp["seconds"]
+        ratio = imp["seconds"] / h3["seconds"]
+        ok = (rate >= TARGET_EVENTS_PER_S, ratio <= TARGET_RATIO_TO_H3, imp["rss_gb"] <= TARGET_PEAK_GB)
+        print(f"import {n:,} events from CSV ({size_mb:,.0f} MB): {imp['seconds']:.2f} s = {rate / 1e6:.2f} M events/s "
+              f"[target ≥ 1.0: {'ok' if ok[0] else 'MISSED'}]")
+        print(f"  raw h3ronpy (res 12, {os.cpu_count()} threads) on the same {h3['n']:,} points: {h3['seconds']:.2f} s "
+              f"= {h3['n'] / h3['seconds'] / 1e6:.1f} M points/s; import / raw H3 = {ratio:.2f}× "
+              f"[target ≤ {TARGET_RATIO_TO_H3:.0f}×: {'ok' if ok[1] else 'MISSED'}]")
+        print(f"  peak RSS of the import process: {imp['rss_gb']:.2f} GB [target ≤ {TARGET_PEAK_GB:.0f}: "
+              f"{'ok' if ok[2] else 'MISSED'}]; loaded {imp['loaded']:,}, rejected {imp['rejected']:,}, "
+              f"outside grids {imp['outside_grids']:,}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,352 @@
+"""The /map page and offline assets: vendored files, CDN rewriting, packed hexagons, filters, GCJ-02, languages."""
+
+from __future__ import annotations
+
+import base64
+import json
+import re
+from pathlib import Path
+from urllib.parse import urlparse
+
+import eviltransform
+import folium
+import folium.plugins
+import h3
+import numpy as np
+import pandas as pd
+import pytest
+import shapely
+from click.testing import CliRunner
+from fastapi.testclient import TestClient
+
+from api.app import create_app
+from api.offline import VENDOR_FILES, OfflineAssetError, external_urls, render_offline, vendor_path
+from api.routers.pages import HEAT_COLORS, TILES, HexagonLayer, class_breaks, class_colors
+from geo.aggregate import EventFilter, heatmap
+from geo.hotspots import hotspot_clusters
+from geo.store import Store
+
+URL_RE = re.compile(r"https?://[^\s\"'<>)\\]+")
+
+
+@pytest.fixture(scope="module")
+def store(demo_db) -> Store:
+    return Store(demo_db)
+
+
+@pytest.fixture(scope="module")
+def client(demo_db) -> TestClient:
+    return TestClient(create_app(demo_db))
+
+
+@pytest.fixture(scope="module")
+def events(store) -> pd.DataFrame:
+    """Raw events for independent counts (lng/lat re-indexed with the h3 library, not the stored cells)."""
+    return store.sql("SELECT e.event_id, e.source, e.problem_type, e.time, e.lng, e.lat, e.district_code "
+                     "FROM events e WHERE e.h3 IS NOT NULL")
+
+
+def _page(client, query: str = "") -> str:
+    r = client.get("/map" + (f"?{query}" if query else ""))
+    assert r.status_code == 200, r.text
+    assert r.headers["content-type"].startswith("text/html")
+    return r.text
+
+
+def _hex_data(html: str) -> dict:
+    m = re.search(r"var d = (\{\"n\":.*?\});\n", html)
+    assert m, "packed hexagon data not found in the page"
+    return json.loads(m.group(1))
+
+
+def _arr(b64: str, dtype: str) -> np.ndarray:
+    return np.frombuffer(base64.b64decode(b64), dtype=dtype)
+
+
+def _decode_hexagons(d: dict) -> list[np.ndarray]:
+    """Rebuild each hexagon's (lng, lat) vertices from the page's packed arrays, as the page's JS does."""
+    ref, off = _arr(d["ref"], "<i4").reshape(-1, 2), _arr(d["off"], "<i2").reshape(-1, 2)
+    nv = _arr(d["nv"], "u1").astype(int)
+    out, k = [], 0
+    for i in range(d["n"]):
+        x0, y0 = ref[i] / 1e6
+        pts = [(x0, y0)] + [(x0 + off[k + j, 0] * d["scale"], y0 + off[k + j, 1] * d["scale"])
+                            for j in range(nv[i] - 1)]
+        k += nv[i] - 1
+        out.append(np.array(pts))
+    return out
+
+
+def _geojson_layers(html: str) -> list[dict]:
+    return [json.loads(m.group(1)) for m in re.finditer(r"geo_json_\w+_add\((\{.*?\})\);\n", html)]
+
+
+def _grid_layer(html: str) -> dict:
+    layers = [g for g in _geojson_layers(html) if g["features"] and "leader_name" in g["features"][0]["properties"]]
+    assert len(layers) == 1
+    return layers[0]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# Offline assets
+# ---------------------------------------------------------------------------------------------------------
+
+def test_vendored_files_served_from_installed_packages(client):
+    for name in VENDOR_FILES:
+        r = client.get(f"/static/vendor/{name}")
+        assert r.status_code == 200, name
+        assert r.content == vendor_path(name).read_bytes()
+    assert b"Leaflet 1.9.3" in client.get("/static/vendor/leaflet.js").content
+    assert b"markerClusterGroup" in client.get("/static/vendor/leaflet.markercluster.js").content
+    assert client.get("/static/vendor/nothing.js").status_code == 404
+    assert client.get("/static/vendor/../offline.py").status_code == 404
+    assert client.get("/favicon.ico").status_code == 200
+
+
+def test_render_offline_rewrites_cdn_links():
+    m = folium.Map(tiles=None)
+    folium.plugins.MarkerCluster().add_to(m)
+    folium.plugins.HeatMap([[28.2, 112.9, 1.0]]).add_to(m)
+    folium.CircleMarker([28.2, 112.9]).add_to(m)
+    raw = m.get_root().render()
+    assert "cdn.jsdelivr.net" in raw and "cdnjs.cloudflare.com" in raw  # what folium would load
+    html = render_offline(m)
+    assert URL_RE.findall(html) == []
+    srcs = re.findall(r"<script src=\"([^\"]+)\"", html)
+    links = re.findall(r"<link rel=\"stylesheet\" href=\"([^\"]+)\"", html)
+    assert set(srcs) == {"/static/vendor/leaflet.js", "/static/vendor/jquery.min.js",
+                         "/static/vendor/leaflet.markercluster.js", "/static/vendor/leaflet_heat.min.js"}
+    assert set(links) == {"/static/vendor/leaflet.css", "/static/vendor/MarkerCluster.css",
+                          "/static/vendor/MarkerCluster.Default.css"}
+    assert external_urls(html) == []
+
+
+def test_render_offline_fails_loudly_on_unvendored_assets():
+    m = folium.Map(tiles=None)
+    folium.Marker([28.2, 112.9], icon=folium.Icon(color="red")).add_to(m)
+    with pytest.raises(OfflineAssetError, match="awesome-markers"):
+        render_offline(m)
+    m = folium.Map(tiles=None)
+    folium.plugins.Fullscreen().add_to(m)
+    with pytest.raises(OfflineAssetError, match=r"https://.*fullscreen"):
+        render_offline(m)
+
+
+def test_docs_pages_need_no_cdn(client):
+    for path in ("/docs", "/redoc"):
+        html = client.get(path).text
+        assert URL_RE.findall(html) == [], path
+        for url in re.findall(r"(?:src|href)=['\"]([^'\"]+)", html):
+            assert url.startswith("/"), (path, url)
+            assert client.get(url).status_code == 200, url
+    assert "/static/vendor/swagger-ui-bundle.js" in client.get("/docs").text
+    assert client.get("/openapi.json").json()["paths"]["/map"]["get"]
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The map page
+# ---------------------------------------------------------------------------------------------------------
+
+def test_map_page_loads_nothing_from_outside(client):
+    html = _page(client)
+    assert URL_RE.findall(html) == [], "basemap=none must reference no internet URL at all"
+    for url in re.findall(r"<(?:script|link)[^>]+(?:src|href)=\"([^\"]+)\"", html):
+        assert url.startswith("/static/vendor/"), url
+        assert client.get(url).status_code == 200
+
+
+@pytest.mark.parametrize("basemap", ["osm", "tianditu", "amap"])
+def test_map_page_only_reaches_the_chosen_tiles(client, basemap):
+    html = _page(client, f"basemap={basemap}")
+    allowed = {urlparse(u.replace("{s}", "a")).hostname for u, _, _ in TILES[basemap]}
+    allowed |= {"www.openstreetmap.org"} if basemap == "osm" else set()
+    hosts = {urlparse(u.replace("{s}", "a")).hostname for u in URL_RE.findall(html)}
+    hosts = {h.replace("t{s}", "ta").replace("webrd0{s}", "webrd0a") if h else h for h in hosts}
+    allowed = {h.replace("t{s}", "ta").replace("webrd0{s}", "webrd0a") for h in allowed}
+    assert hosts and hosts <= allowed, hosts - allowed
+    for url in re.findall(r"<(?:script|link)[^>]+(?:src|href)=\"([^\"]+)\"", html):
+        assert url.startswith("/static/vendor/"), url
+
+
+def test_heat_hexagons_match_h3_and_independent_counts(client, store, events):
+    html = _page(client)
+    d = _hex_data(html)
+    want = heatmap(store, res=9)
+    assert d["n"] == len(want)
+    # every hexagon as h3 (the C library's bindings) draws it, to 0.2 m
+    cells = want["h3"].to_numpy()
+    ours = shapely.polygons(_decode_hexagons(d))
+    theirs = shapely.polygons([[(lng, lat) for lat, lng in h3.cell_to_boundary(h3.int_to_str(int(c)))]
+                               for c in cells])
+    assert float(shapely.hausdorff_distance(ours, theirs).max()) < 2e-6
+    # counts per cell: the events re-indexed from their coordinates with h3 (resolution-12 cell, then its
+    # parent: the stored semantics), counted by pandas
+    ids = [h3.str_to_int(h3.cell_to_parent(h3.latlng_to_cell(lat, lng, 12), 9))
+           for lat, lng in zip(events.lat, events.lng, strict=True)]
+    brute = pd.Series(1, index=np.array(ids, dtype="uint64")).groupby(level=0).sum()
+    labels = [label for label, _ in d["info"]]
+    counts = _arr(d["info"][labels.index("事件数")][1], "<f4")
+    np.testing.assert_array_equal(counts.astype("int64"), brute.reindex(cells).to_numpy())
+    # colour classes: quantile breaks, darker for more events
+    cls = _arr(d["cls"], "u1")
+    breaks = class_breaks(counts)
+    np.testing.assert_array_equal(cls, np.searchsorted(breaks, counts, side="left"))
+    assert d["colors"] == class_colors(len(breaks))
+    assert d["colors"][0] == HEAT_COLORS[0]
+    assert d["colors"][cls[np.argmax(counts)]] == HEAT_COLORS[-1]
+    summary = re.search(r'id="cg-summary">([^<]*)<', html).group(1)
+    assert f"{len(events):,} 件事件" in summary and f"{len(want):,} 个单元" in summary
+
+
+def test_filters_change_the_page(client, events):
+    html = _page(client, "source=complaint&type=02&start=2024-03-01&end=2024-08-31&res=8")
+    sel = events[(events.source == "complaint") & events.problem_type.str.startswith("02")
+                 & (events.time >= "2024-03-01") & (events.time < "2024-09-01")]
+    counts = _arr(_hex_data(html)["info"][0][1], "<f4")
+    assert int(counts.sum()) == len(sel) > 100
+    ids = {h3.cell_to_parent(h3.latlng_to_cell(lat, lng, 12), 8) for lat, lng in zip(sel.lat, sel.lng, strict=True)}
+    assert _hex_data(html)["n"] == len(ids)
+    # the form shows the current filters
+    assert re.search(r'<option value="complaint"\s+selected', html)
+    assert re.search(r'<option value="02"\s+selected', html)
+    assert 'name="start" value="2024-03-01"' in html
+    assert re.search(r'<option value="8"\s+selected>H3 8', html)
+
+
+def test_area_filter_limits_grids_and_cells(client, store, events):
+    district = "430103"
+    html = _page(client, f"area={district}")
+    grids = _grid_layer(html)
+    want = set(store.sql("SELECT code FROM grids WHERE district_code = ?", [district])["code"])
+    assert {f["properties"]["code"] for f in grids["features"]} == want
+    counts = _arr(_hex_data(html)["info"][0][1], "<f4")
+    assert int(counts.sum()) == int((events.district_code == district).sum())
+    # grid popups: name, code, leader and this grid's events for the filters
+    per_grid = store.sql("SELECT grid_code, count(*) AS n FROM events WHERE district_code = ? GROUP BY 1",
+                         [district]).set_index("grid_code")["n"]
+    for f in grids["features"]:
+        p = f["properties"]
+        assert p["leader_name"] and p["name"]
+        assert p["events"] == int(per_grid.get(p["code"], 0))
+
+
+def test_hotspot_clusters_outlined_and_listed(client, store):
+    html = _page(client)
+    clusters = hotspot_clusters(store, res=9)
+    assert len(clusters) > 0
+    items = re.findall(r"<li data-bounds=\"([^\"]+)\"[^>]*>\s*<b>热点 #(\d+)</b> · ([\d,]+) 件", html)
+    assert [int(r) for _, r, _ in items] == clusters["rank"].tolist()
+    assert [int(e.replace(",", "")) for _, _, e in items] == clusters["events"].tolist()
+    outlined = [g for g in _geojson_layers(html) if g["features"] and "label" in g["features"][0]["properties"]]
+    assert len(outlined) == 1 and len(outlined[0]["features"]) == len(clusters)
+    first = shapely.geometry.shape(outlined[0]["features"][0]["geometry"])
+    assert first.equals_exact(clusters.geometry.iloc[0], 1e-6) or \
+        first.symmetric_difference(clusters.geometry.iloc[0]).area < 1e-9
+    assert clusters["top_type_names"].iloc[0][0] in html
+
+
+def test_amap_basemap_shifts_every_overlay_to_gcj02(client, store):
+    plain, amap = _page(client), _page(client, "basemap=amap")
+    hex_w, hex_g = _decode_hexagons(_hex_data(plain)), _decode_hexagons(_hex_data(amap))
+    for w, g in zip(hex_w[:50], hex_g[:50], strict=True):
+        want = np.array([eviltransform.wgs2gcj(lat, lng)[::-1] for lng, lat in w])
+        np.testing.assert_allclose(g, want, atol=2e-6)
+        assert np.abs(g - w).max() > 1e-3  # a few hundred metres
+    gw, gg = _grid_layer(plain)["features"][0], _grid_layer(amap)["features"][0]
+    lng, lat = gw["geometry"]["coordinates"][0][0]
+    glat, glng = eviltransform.wgs2gcj(lat, lng)
+    np.testing.assert_allclose(gg["geometry"]["coordinates"][0][0], [glng, glat], atol=2e-6)
+    bounds = [json.loads(b.replace("&#34;", '"')) for b in re.findall(r'data-bounds="([^"]+)"', amap)]
+    wb = [json.loads(b.replace("&#34;", '"')) for b in re.findall(r'data-bounds="([^"]+)"', plain)]
+    assert bounds and bounds != wb
+
+
+def test_languages(client):
+    zh, en = _page(client), _page(client, "lang=en")
+    assert "微网格" in zh and "热点区域" in zh and "<title>示范市 问题热点地图</title>" in zh
+    assert "Micro-grids" in en and "Hotspot clusters" in en and "<title>Demo City problem hotspot map</title>" in en
+    for label in ("微网格", "热点区域", "筛选", "图例", "应用"):
+        assert label not in en
+    assert "Furong District" in en and "芙蓉区" in zh
+
+
+def test_tianditu_key_from_settings(demo_db):
+    html = TestClient(create_app(demo_db, settings={"tianditu_key": "abc123"})).get("/map?basemap=tianditu").text
+    assert "tk=abc123" in html and "CIVICGRID_TIANDITU_KEY" not in html
+    html = TestClient(create_app(demo_db)).get("/map?basemap=tianditu").text
+    assert "CIVICGRID_TIANDITU_KEY" in html  # the page says a key is missing
+
+
+@pytest.mark.parametrize(("query", "status", "words"), [
+    ("basemap=google", 422, ["none, osm, tianditu, amap"]),
+    ("metric=mean", 422, ["count, density, sites"]),
+    ("type=占道经", 404, ["占道经营"]),
+    ("area=4301", 404, ["closest"]),
+    ("res=12", 422, ["res=11"]),
+    ("lang=fr", 422, ["zh or en"]),
+])
+def test_bad_parameters(client, query, status, words):
+    r = client.get(f"/map?{query}")
+    assert r.status_code == status, r.text
+    for w in words:
+        assert w in r.json()["detail"]
+
+
+def test_class_colors_span_the_palette():
+    assert class_colors(7) == list(HEAT_COLORS)
+    assert class_colors(3) == [HEAT_COLORS[0], HEAT_COLORS[3], HEAT_COLORS[6]]
+    assert class_colors(1) == [HEAT_COLORS[-1]] and class_colors(0) == []
+
+
+def test_empty_view(client):
+    html = _page(client, "start=2030-01-01")
+    assert _hex_data(html)["n"] == 0
+    assert 'id="cg-empty"' in html
+
+
+def test_twenty_thousand_cells_fit_in_two_megabytes():
+    """The packed heat layer keeps a 20k-cell page small (bench/map_bench.py compares with folium's way)."""
+    base = h3.latlng_to_cell(28.23, 112.94, 9)
+    cells = np.array([h3.str_to_int(c) for c in h3.grid_disk(base, 82)][:20_000], dtype="uint64")
+    assert len(cells) == 20_000
+    rng = np.random.default_rng(0)
+    values = rng.pareto(1.5, len(cells)) * 10
+    m = folium.Map(tiles=None, prefer_canvas=True)
+    breaks = class_breaks(values)
+    HexagonLayer(cells, np.searchsorted(breaks, values), HEAT_COLORS, {"n": values}).add_to(m)
+    html = render_offline(m)
+    assert len(html.encode()) < 1_200_000
+    d = _hex_data(html)
+    assert d["n"] == 20_000
+    ours = shapely.polygons(_decode_hexagons({**d, "n": 200}))
+    theirs = shapely.polygons([[(lng, lat) for lat, lng in h3.cell_to_boundary(h3.int_to_str(int(c)))]
+                               for c in cells[:200]])
+    assert float(shapely.hausdorff_distance(ours, theirs).max()) < 2e-6
+
+
+# ---------------------------------------------------------------------------------------------------------
+# civicgrid serve
+# ---------------------------------------------------------------------------------------------------------
+
+def test_serve_command_help_and_bad_database(tmp_path):
+    from api.cli import main
+
+    r = CliRunner().invoke(main, ["serve", "--help"])
+    assert r.exit_code == 0 and "--port" in r.output and "/map" in r.output
+    r = CliRunner().invoke(main, ["serve", "--db", str(tmp_path / "missing.duckdb")])
+    assert r.exit_code == 2
+    assert "no civicgrid database" in r.output
+
+
+def test_serve_runs_uvicorn_on_the_app(monkeypatch, demo_db):
+    import uvicorn
+
+    from api.cli import main
+
+    seen = {}
+    monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
+    r = CliRunner().invoke(main, ["serve", "--db", str(demo_db), "--port", "8799", "--max-cells", "1234"])
+    assert r.exit_code == 0, r.output
+    assert seen["port"] == 8799 and seen["host"] == "127.0.0.1"
+    assert seen["app"].state.settings["max_cells"] == 1234
+    assert Path(seen["app"].state.store.path) == Path(demo_db)
