@@ -1,5 +1,5 @@
 # The two commands of the README:
-#   make demo   set up a fresh machine and run civicgrid on the built-in demo city
+#   make demo   set up a fresh machine, build the demo city and serve it (map at http://127.0.0.1:8000/map)
 #   make test   set up and run the whole test suite
 PYTHON ?= python3
 VENV   ?= .venv
@@ -16,9 +16,14 @@ $(VENV)/.installed: pyproject.toml
 	$(PY) -m pip install --quiet -e ".[dev]"
 	touch $@
 
+HOST   ?= 127.0.0.1
+PORT   ?= 8000
+
 demo: setup
 	$(VENV)/bin/civicgrid demo --db $(DB) --force
 	$(VENV)/bin/civicgrid info --db $(DB)
+	@echo "civicgrid on the demo city: http://$(HOST):$(PORT)/map  (API docs: /docs; Ctrl-C stops)"
+	$(VENV)/bin/civicgrid serve --db $(DB) --host $(HOST) --port $(PORT)
 
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \

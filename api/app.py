@@ -13,7 +13,7 @@ from geo.store import Store, default_db_path
 
 #: Router modules under ``api.routers`` included by :func:`create_app`, in order.
 #: A module missing from the checkout is skipped (capabilities land one by one).
-ROUTERS = ("layers", "heatmap", "hotspots", "stats", "risk", "patrols", "cases", "kpis", "simulator",
+ROUTERS = ("layers", "heatmap", "hotspots", "stats", "events", "risk", "patrols", "cases", "kpis", "simulator",
            "users", "reports", "pages")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import sys
+import unicodedata
 from pathlib import Path
 
 import click
@@ -74,17 +75,29 @@ def _finish(report, report_path) -> None:
         click.echo(f"report written to {report_path}")
 
 
+def pad(text: str, width: int) -> str:
+    """Left-align ``text`` in ``width`` terminal columns (Chinese characters take two), cut when longer."""
+    out, used = "", 0
+    for ch in str(text):
+        w = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
+        if used + w > width:
+            break
+        out, used = out + ch, used + w
+    return out + " " * (width - used)
+
+
 def _user_errors(func):
-    """Print domain errors as one clear line and exit with status 2."""
+    """Print bad input and civicgrid's domain errors (unknown code, illegal transition) as one line; exit 2."""
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
+        from geo.errors import CivicgridError
         from geo.importing import ImportFileError
         from geo.store import StoreError
 
         try:
             return func(*args, **kwargs)
-        except (ImportFileError, StoreError, ValueError, FileNotFoundError) as exc:
+        except (CivicgridError, ImportFileError, StoreError, ValueError, FileNotFoundError) as exc:
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 

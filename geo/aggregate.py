@@ -468,16 +468,48 @@ def cell_polygons(cells: np.ndarray) -> np.ndarray:
 
 
 def cells_frame(df: pd.DataFrame) -> gpd.GeoDataFrame:
-    """Turn a frame with an ``h3`` column into a GeoDataFrame of hexagons with ``h3_hex`` (EPSG:4326)."""
+    """Turn a frame with an ``h3`` column into a GeoDataFrame of hexagons with ``h3_hex`` (EPSG:4326).
+
+    Parameters
+    ----------
+    df
+        Any per-cell result, e.g. of :func:`heatmap`, :func:`geo.hotspots.hotspots` or
+        :func:`geo.hotspots.emerging_hotspots`.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        ``df``'s rows and columns (``h3_hex`` inserted after ``h3`` when missing) with hexagon geometry.
+    """
     cells = df["h3"].to_numpy(dtype="uint64")
     out = df.copy()
-    out.insert(1, "h3_hex", to_hex(cells))
+    if "h3_hex" not in out.columns:
+        out.insert(out.columns.get_loc("h3") + 1, "h3_hex", to_hex(cells))
     return gpd.GeoDataFrame(out, geometry=cell_polygons(cells), crs="EPSG:4326")
 
 
 def heatmap_frame(store: Store, *, res: int = 9, filters: EventFilter | None = None, metric: str = "count",
                   max_cells: int | None = None) -> gpd.GeoDataFrame:
-    """:func:`heatmap` as hexagon polygons (EPSG:4326) with ``h3``, ``h3_hex``, ``value``, ``count``, ``sites``."""
+    """Events per H3 cell as hexagon polygons: :func:`heatmap` with geometry.
+
+    Parameters
+    ----------
+    store
+        The database.
+    res, filters, metric, max_cells
+        As for :func:`heatmap`.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One hexagon per non-empty cell (EPSG:4326): ``h3`` (uint64), ``h3_hex``, ``value`` (the metric),
+        ``count``, ``sites``, ``area_km2``.
+
+    Examples
+    --------
+    >>> hm = heatmap_frame(store, res=9, filters=EventFilter(start="2025-01-01", types="02"))  # doctest: +SKIP
+    >>> hm.plot(column="count")  # doctest: +SKIP
+    """
     return cells_frame(heatmap(store, res=res, filters=filters, metric=metric, max_cells=max_cells))
 
 

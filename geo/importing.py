@@ -5,11 +5,15 @@ from __future__ import annotations
 import difflib
 import json
 import os
+import queue
 import sys
+import threading
 from collections import Counter
+from collections.abc import Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -19,7 +23,7 @@ import pyarrow.compute as pc
 import shapely
 
 from geo import coords
-from geo.readers import ReadError, ReadResult, read_table
+from geo.readers import BatchReader, ReadError, ReadResult, read_batches, read_table
 
 #: Column names recognised without a flag, per field (compared case-insensitively,
 #: ignoring spaces, dots and underscores). A flag always wins over these.
@@ -49,6 +53,8 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "inspection": ("inspection", "inspection_id", "检查编号"),
 }
 
+T = TypeVar("T")
+
 #: Margin around the areas' bounding box inside which points count as "in the city".
 EXTENT_MARGIN_DEG = 0.05
 
@@ -75,6 +81,9 @@ class ImportReport:
     rejects: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     import_id: int | None = None
+    #: Events only: cases created in the import's transaction (``sites.cases.backfill``), rebounds linked.
+    cases_created: int | None = None
+    rebounds_linked: int | None = None
 
     def to_dict(self) -> dict:
         """Return the report as a JSON-ready dict."""
@@ -98,6 +107,8 @@ class ImportReport:
         ]
         if self.layer in {"events", "sites", "inspections"}:
             lines.append(f"  outside grids  {self.outside_grids:>10,}  (kept, marked with no grid)")
+        if self.cases_created is not None:
+            lines.append(f"  cases created  {self.cases_created:>10,}  (rebounds linked: {self.rebounds_linked or 0:,})")
         if self.columns:
             lines.append("  columns used: " + ", ".join(f"{k}={v}" for k, v in self.columns.items()))
         for w in self.warnings:
@@ -167,6 +178,68 @@ def read_input(path: str | os.PathLike, *, encoding: str | None = None, layer: s
         raise ImportFileError(str(exc)) from exc
 
 
+def prefetch(items: Iterable[T]) -> Iterator[T]:
+    """Yield ``items``, producing each next one on a background thread while the caller works on the current.
+
+    An error of the producer is raised in the caller; a caller that stops early stops the producer.
+    """
+    q: queue.Queue = queue.Queue(maxsize=1)
+    stop = threading.Event()
+    end = object()
+
+    def put(item) -> bool:
+        while not stop.is_set():
+            try:
+                q.put(item, timeout=0.1)
+            except queue.Full:
+                continue
+            return True
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((item, None)):
+                    return
+            put((end, None))
+        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+            put((end, exc))
+
+    thread = threading.Thread(target=produce, name="civicgrid-read", daemon=True)
+    thread.start()
+    try:
+        while True:
+            item, exc = q.get()
+            if item is end:
+                if exc is not None:
+                    raise exc
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join()
+
+
+def read_input_batches(path: str | os.PathLike, *, encoding: str | None = None, layer: str | None = None,
+                       sheet: str | int | None = None, rows: int | None = None) -> BatchReader:
+    """Read an input file batch by batch (:func:`geo.readers.read_batches`), reader errors — also those found
+    in a later batch — raised as :class:`ImportFileError`."""
+    try:
+        reader = read_batches(path, encoding=encoding, layer=layer, sheet=sheet,
+                              **({"rows": rows} if rows else {}))
+    except ReadError as exc:
+        raise ImportFileError(str(exc)) from exc
+
+    def batches(it):
+        try:
+            yield from it
+        except ReadError as exc:
+            raise ImportFileError(str(exc)) from exc
+
+    reader.batches = batches(reader.batches)
+    return reader
+
+
 def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[str],
                     required: list[str] = ()) -> dict[str, str]:
     """Return ``{field: column}`` from explicit flags and recognised column names.
@@ -209,13 +282,29 @@ def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[st
 _FLAG_FIELDS = {"id", "lat", "lng", "time", "type", "name", "code", "category", "parent", "site", "result", "text"}
 
 
+#: Field metadata marking a column :func:`trim_columns` already trimmed.
+_TRIMMED = {b"civicgrid": b"trimmed"}
+
+
+def trim_columns(table: pa.Table, columns) -> pa.Table:
+    """Return ``table`` with ``columns`` trimmed once (empty cells null); :func:`_trimmed` then reads them as is."""
+    for name in dict.fromkeys(c for c in columns if c is not None and c in table.column_names):
+        i = table.column_names.index(name)
+        table = table.set_column(i, pa.field(name, pa.string(), metadata=_TRIMMED), _trimmed(table, name))
+    return table
+
+
 def _trimmed(table: pa.Table, column: str) -> pa.Array:
     """A column as one Arrow string array, trimmed, with nulls for empty cells."""
     arr = table.column(column)
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if table.schema.field(column).metadata == _TRIMMED:
+        return arr
     if not pa.types.is_string(arr.type):
         arr = arr.cast(pa.string())
     arr = pc.utf8_trim_whitespace(arr)
+    if not pc.any(pc.equal(pc.binary_length(arr), 0)).as_py():  # usually none: no copy
+        return arr
     return pc.if_else(pc.equal(arr, ""), pa.scalar(None, pa.string()), arr)
 
 
@@ -230,14 +319,23 @@ def strings(table: pa.Table, column: str | None) -> np.ndarray:
 _NUMBER = r"^[-+]?(\d+\.?\d*|\.\d+)([eE][-+]?\d+)?$"
 
 
-def numbers(values) -> np.ndarray:
+def numbers(values, *, trimmed: bool = False) -> np.ndarray:
     """Parse strings to floats (NaN where empty or not a number).
 
-    ``values`` is an object array of strings or an Arrow string array.
+    ``values`` is an object array of strings or an Arrow string array
+    (``trimmed``: already without surrounding spaces).
     """
     arr = values if isinstance(values, pa.Array) else pa.array(np.asarray(values, dtype=object), pa.string(),
                                                                 from_pandas=True)
-    arr = pc.utf8_trim_whitespace(arr)
+    if not trimmed:
+        arr = pc.utf8_trim_whitespace(arr)
+    try:  # the usual case, every value a plain number: one strict cast
+        num = pc.cast(arr, pa.float64()).to_numpy(zero_copy_only=False).astype("float64")
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        num = None
+    if num is not None and np.isfinite(num[~np.isnan(num)]).all() and \
+            np.isnan(num).sum() == arr.null_count:  # "nan"/"inf" text is not a number: the checked path says so
+        return num
     good = pc.match_substring_regex(arr, _NUMBER)
     num = pc.cast(pc.if_else(good, arr, pa.scalar(None, pa.string())), pa.float64())
     return num.to_numpy(zero_copy_only=False).astype("float64")
@@ -289,13 +387,15 @@ def check_extent(lng: np.ndarray, lat: np.ndarray, rej: Rejects, *, extent) -> N
 
 
 def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: ImportReport, *,
-                   con: duckdb.DuckDBPyConnection, point: str | None = None, crs: str | None = None,
-                   required: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
+                   con: duckdb.DuckDBPyConnection | None, point: str | None = None, crs: str | None = None,
+                   required: bool = True, extent=...) -> tuple[np.ndarray, np.ndarray, np.ndarray | None]:
     """Return WGS84 (lng, lat) per row and the WGS84 geometries (if the file has any).
 
     Coordinates come from ``--point``, else ``--lat``/``--lng``, else the file's
     geometry (its representative point). Rows with missing, non-numeric,
-    swapped, out-of-range or out-of-city coordinates are rejected.
+    swapped, out-of-range or out-of-city coordinates are rejected. ``extent``
+    is the city's box (:func:`city_extent`, None for none); when not given it
+    is read through ``con``.
     """
     n = src.table.num_rows
     table = src.table
@@ -317,7 +417,7 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
         source = "text"
     elif "lat" in cols and "lng" in cols:
         raw_lat, raw_lng = _trimmed(table, cols["lat"]), _trimmed(table, cols["lng"])
-        lat, lng = numbers(raw_lat), numbers(raw_lng)
+        lat, lng = numbers(raw_lat, trimmed=True), numbers(raw_lng, trimmed=True)
         empty = (raw_lat.is_null().to_numpy(zero_copy_only=False)
                  | raw_lng.is_null().to_numpy(zero_copy_only=False))
         rej.add(empty, "lat/lng", "missing coordinates")
@@ -340,7 +440,8 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
         return nan, nan.copy(), None
     the_crs = resolve_crs(src if source == "geometry" else _no_crs(src), crs, report.warnings)
     report.crs = crs_label(the_crs)
-    extent = city_extent(con)
+    if extent is ...:
+        extent = city_extent(con)
     if is_geographic(the_crs):
         check_coordinates(lng, lat, rej, extent=extent)
     ok = rej.ok & np.isfinite(lng) & np.isfinite(lat)
@@ -447,8 +548,11 @@ def to_wgs84_geometries(geoms: np.ndarray, crs) -> np.ndarray:
 
 
 def match_names(values: np.ndarray, choices: pd.DataFrame, *, key: str, names: list[str],
-                what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                what: str, arrow: bool = False) -> tuple[np.ndarray | pa.DictionaryArray, np.ndarray, np.ndarray]:
     """Match free-text values to codes of a reference table by code or any name column.
+
+    With ``arrow=True`` the codes come as an Arrow dictionary array (no Python
+    string per row).
 
     Returns
     -------
@@ -469,8 +573,15 @@ def match_names(values: np.ndarray, choices: pd.DataFrame, *, key: str, names: l
     present = ~enc.indices.is_null().to_numpy(zero_copy_only=False)
     idx = np.where(present, enc.indices.fill_null(0).to_numpy(zero_copy_only=False), 0).astype(np.int64)
     mapped = np.array([lookup.get(_norm(v)) for v in uniq] + [None], dtype=object)
-    codes = np.where(present, mapped[np.where(present, idx, len(uniq))], None).astype(object)
-    unknown = present & pd.isna(codes)
+    if arrow:
+        known, slot = pd.factorize(pd.Series(mapped[:-1], dtype=object))[::-1]
+        slot = np.append(slot, -1).astype(np.int32)[np.where(present, idx, len(uniq))]
+        codes = pa.DictionaryArray.from_arrays(pa.array(slot, pa.int32(), mask=slot < 0),
+                                               pa.array(np.asarray(known, dtype=object), pa.string()))
+        unknown = present & (slot < 0)
+    else:
+        codes = np.where(present, mapped[np.where(present, idx, len(uniq))], None).astype(object)
+        unknown = present & pd.isna(codes)
     reasons = np.full(len(arr), None, dtype=object)
     if unknown.any():
         candidates = [str(n) for col in names for n in choices[col] if isinstance(n, str)]
@@ -488,17 +599,30 @@ def content_keys(table: pa.Table, columns: list[str], prefix: str) -> np.ndarray
     """Return a content hash per row over ``columns`` (the dedup key of files without ids)."""
     if table.num_rows == 0:
         return np.zeros(0, dtype=object)
+    return content_key_array(table, columns, prefix).to_numpy(zero_copy_only=False)
+
+
+_HEX_BYTES = np.array([f"{i:02x}".encode() for i in range(256)], dtype="S2")
+
+
+def content_key_array(table: pa.Table, columns: list[str], prefix: str) -> pa.Array:
+    """:func:`content_keys` as an Arrow string array (``prefix`` + 16 hex digits of the row's hash)."""
+    if table.num_rows == 0:
+        return pa.array([], pa.string())
     parts = [pc.fill_null(table.column(c).cast(pa.string()), "") for c in columns]
     text = pc.binary_join_element_wise(*parts, "\x1f") if len(parts) > 1 else parts[0]
     hashed = pd.util.hash_array(text.to_numpy(zero_copy_only=False).astype(object), categorize=False)
-    return np.char.add(prefix, np.char.mod("%016x", hashed)).astype(object)
+    digits = _HEX_BYTES[np.ascontiguousarray(hashed.astype(">u8")).view(np.uint8).reshape(-1, 8)]
+    hexes = pa.array(np.ascontiguousarray(digits).view("S16").ravel(), pa.binary(16)).cast(pa.string())
+    return pc.binary_join_element_wise(pa.scalar(prefix), hexes, "")
 
 
-def existing_keys(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray) -> np.ndarray:
+def existing_keys(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray | pa.Array) -> np.ndarray:
     """Return a mask of ``keys`` already present in ``table.dedup_key``."""
     if len(keys) == 0:
         return np.zeros(0, dtype=bool)
-    con.register("_keys", pa.table({"i": np.arange(len(keys)), "k": pa.array(keys, type=pa.string())}))
+    arr = keys if isinstance(keys, pa.Array) else pa.array(keys, type=pa.string())
+    con.register("_keys", pa.table({"i": np.arange(len(keys)), "k": arr}))
     try:
         hit = con.execute(f"SELECT k.i FROM _keys k SEMI JOIN {table} t ON t.dedup_key = k.k").fetchnumpy()["i"]
     finally:
@@ -531,9 +655,13 @@ def record_import(con: duckdb.DuckDBPyConnection, report: ImportReport, started:
     )
 
 
-def finish_report(report: ImportReport, rej: Rejects, *, loaded: int, duplicates: int) -> ImportReport:
-    """Fill the counts; checks ``rows_read == loaded + duplicates + rejected``."""
-    report.rejects = rej.to_list()
+def finish_report(report: ImportReport, rej: Rejects | list[dict], *, loaded: int, duplicates: int) -> ImportReport:
+    """Fill the counts; checks ``rows_read == loaded + duplicates + rejected``.
+
+    ``rej`` is the import's :class:`Rejects`, or the ``{row, field, reason}``
+    list of an import read in batches.
+    """
+    report.rejects = rej if isinstance(rej, list) else rej.to_list()
     report.rejected = len(report.rejects)
     report.loaded = int(loaded)
     report.duplicates = int(duplicates)
@@ -569,21 +697,141 @@ def dedup_keys(table: pa.Table, cols: dict[str, str], *, prefix: str) -> np.ndar
 
     Rows with an empty id fall back to their content hash.
     """
+    return dedup_key_array(table, cols, prefix=prefix).to_numpy(zero_copy_only=False)
+
+
+def dedup_key_array(table: pa.Table, cols: dict[str, str], *, prefix: str, ids: pa.Array | None = None) -> pa.Array:
+    """:func:`dedup_keys` as an Arrow string array (``ids``: the id column already trimmed).
+
+    Content hashes are taken over the cells as read (``table`` untrimmed), as they always were.
+    """
     content_cols = [c for c in table.column_names if c not in ("__row__",)]
     if "id" not in cols:
-        return content_keys(table, content_cols, f"{prefix}#")
-    ids = _trimmed(table, cols["id"])
-    keyed = pc.binary_join_element_wise(pa.scalar(f"{prefix}:"), ids, "").to_numpy(zero_copy_only=False)
-    missing = np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))
-    if len(missing):
-        keyed[missing] = content_keys(table.take(pa.array(missing)), content_cols, f"{prefix}#")
+        return content_key_array(table, content_cols, f"{prefix}#")
+    ids = _trimmed(table, cols["id"]) if ids is None else ids
+    keyed = pc.binary_join_element_wise(pa.scalar(f"{prefix}:"), ids, "")
+    if ids.null_count:
+        missing = np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))
+        hashed = content_key_array(table.take(pa.array(missing)), content_cols, f"{prefix}#")
+        slot = np.full(len(ids), -1, dtype=np.int64)
+        slot[missing] = np.arange(len(missing))
+        keyed = pc.if_else(ids.is_null(), pc.take(hashed, pa.array(slot, mask=slot < 0)), keyed)
     return keyed
+
+
+class KeyIndex:
+    """Exact duplicate detection across the batches of one import (and against the rows already stored).
+
+    Keeps the 64-bit hash of every stored key and of every key loaded so far:
+    a Bloom filter of 2^28 bits (32 MB, two bits per key) answers "surely new"
+    for almost every new row, and sorted arrays of the hashes settle the rest. A row whose
+    hash was seen is a candidate, checked exactly against ``table.dedup_key``
+    — so a hash collision never drops a row. Keys of the same batch are
+    compared exactly among the rows that share a hash.
+
+    Parameters
+    ----------
+    con
+        The import's connection (read once here, and for exact checks).
+    table
+        Table holding ``dedup_key``.
+    """
+
+    BITMAP_BITS = 28
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
+        self.table = table
+        # A private in-memory instance hashes keys while the import's connection may be busy writing.
+        self._hasher = duckdb.connect(config={"threads": 1})
+        self.bits = np.zeros(1 << (self.BITMAP_BITS - 6), dtype=np.uint64)
+        self.runs: list[np.ndarray] = []  # sorted hashes: the stored keys, then one run per batch
+        stored = con.execute(f"SELECT hash(dedup_key) AS h FROM {table} WHERE dedup_key IS NOT NULL").fetchnumpy()
+        self._add(np.sort(np.asarray(stored["h"], dtype=np.uint64)))
+
+    def hashes(self, keys: pa.Array) -> np.ndarray:
+        """DuckDB's ``hash`` of each key (the function used on the stored keys)."""
+        self._hasher.register("_k", pa.table({"k": keys}))
+        try:
+            h = self._hasher.execute("SELECT hash(k) AS h FROM _k").fetchnumpy()["h"]
+        finally:
+            self._hasher.unregister("_k")
+        return np.asarray(h, dtype=np.uint64)
+
+    def _slots(self, h: np.ndarray):
+        """Two (word, bit) places of each hash in the bitmap, from disjoint bits of the hash."""
+        mask = np.uint64(len(self.bits) - 1)
+        for shift in (0, 32):
+            part = h >> np.uint64(shift)
+            yield ((part >> np.uint64(6)) & mask).astype(np.int64), np.left_shift(np.uint64(1), part & np.uint64(63))
+
+    def _add(self, run: np.ndarray) -> None:
+        if not len(run):
+            return
+        for word, bit in self._slots(run):
+            self.bits[word] |= bit  # a word twice in ``word`` keeps one of its bits: the others are set next
+            lost = (self.bits[word] & bit) == 0
+            if lost.any():
+                np.bitwise_or.at(self.bits, word[lost], bit[lost])
+        self.runs.append(run)
+
+    def seen(self, h: np.ndarray) -> np.ndarray:
+        """Mask of hashes seen before (exact on hashes)."""
+        maybe = np.ones(len(h), dtype=bool)
+        for word, bit in self._slots(h):
+            maybe &= (self.bits[word] & bit) != 0
+        maybe = np.flatnonzero(maybe)
+        out = np.zeros(len(h), dtype=bool)
+        if len(maybe):
+            hm = h[maybe]
+            for run in self.runs:
+                pos = np.minimum(np.searchsorted(run, hm), len(run) - 1)
+                out[maybe] |= run[pos] == hm
+        return out
+
+    def duplicates(self, con: duckdb.DuckDBPyConnection, keys: pa.Array, ok: np.ndarray, *,
+                   before_query=None) -> np.ndarray:
+        """Mask of rows (among ``ok``) repeating an earlier row of the import or a stored row.
+
+        The other valid rows count as loaded from now on. ``before_query`` is
+        called before ``con`` is queried (to wait for a pending write).
+        """
+        dup = np.zeros(len(keys), dtype=bool)
+        idx = np.flatnonzero(ok)
+        if not len(idx):
+            return dup
+        k = keys.take(pa.array(idx)) if len(idx) < len(keys) else keys
+        h = self.hashes(k)
+        hs = np.sort(h)
+        fresh = np.ones(len(idx), dtype=bool)
+        if (hs[1:] == hs[:-1]).any():  # rows sharing a hash: compared exactly, in row order
+            order = np.argsort(h, kind="stable")
+            same = np.flatnonzero(h[order][1:] == h[order][:-1])
+            grp = np.unique(np.concatenate([order[same], order[same + 1]]))
+            again = pd.Series(k.take(pa.array(grp)).to_numpy(zero_copy_only=False)).duplicated().to_numpy()
+            fresh[grp[again]] = False
+        cand = np.flatnonzero(fresh & self.seen(h))
+        if len(cand):  # hash hits: checked exactly against the stored keys
+            if before_query is not None:
+                before_query()
+            stored = existing_keys(con, self.table, k.take(pa.array(cand)))
+            fresh[cand[stored]] = False
+        dup[idx[~fresh]] = True
+        self._add(hs if fresh.all() else np.sort(h[fresh]))
+        return dup
+
+    def close(self) -> None:
+        """Release the hashing instance."""
+        self._hasher.close()
 
 
 def insert_arrow(con: duckdb.DuckDBPyConnection, table_name: str, data: pa.Table, *,
                  geometry: str | None = None) -> None:
-    """Insert an Arrow table into a store table (``geometry`` names a WKB column to convert)."""
-    con.register("_insert", data)
+    """Insert an Arrow table into a store table (``geometry`` names a WKB column to convert).
+
+    The table goes in as a one-shot batch stream: DuckDB copies it, where a registered table would be kept
+    alive until the transaction ends (an import of many batches would hold all of them in memory).
+    """
+    con.register("_insert", pa.RecordBatchReader.from_batches(data.schema, data.to_batches()))
     try:
         cols = [c for c in data.column_names]
         select = ", ".join(f"ST_GeomFromWKB({c})" if c == geometry else c for c in cols)

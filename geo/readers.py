@@ -5,17 +5,21 @@ empty cells), a ``geometry`` column of WKB for spatial formats, and ``__row__``,
 the row number a user sees (CSV and XLSX: the spreadsheet row, header = row 1;
 spatial files and Parquet: the feature number, from 1). Encodings of CSV files
 and shapefile attribute tables are detected (UTF-8, UTF-8 with BOM,
-GB18030/GBK) unless given.
+GB18030/GBK) unless given. :func:`read_batches` reads the same tables in
+batches (CSV files streamed, so memory stays bounded for files of millions of
+rows).
 """
 
 from __future__ import annotations
 
 import codecs
 import datetime as _dt
+import itertools
 import json
 import os
 import struct
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -42,7 +46,14 @@ CANDIDATE_ENCODINGS = ("utf-8", "gb18030")
 #: Rows scanned from the top of a sheet to find the header row below any title rows.
 _HEADER_SCAN_ROWS = 30
 
-_BLOCK = 1 << 24
+_BLOCK = 1 << 22  # CSV block: the streaming reader holds a few dozen of them at once
+
+#: Rows per batch of :func:`read_batches`.
+BATCH_ROWS = 1 << 20
+
+#: Bytes from the top of a text file that decide its encoding when they hold non-ASCII text (the rest is
+#: checked while it is read).
+_HEAD_BYTES = 1 << 22
 
 
 class ReadError(ValueError):
@@ -92,6 +103,65 @@ def read_table(path: str | os.PathLike, *, encoding: str | None = None, layer: s
         not match the extension, or an ambiguous GeoPackage layer.
     """
     p = Path(path)
+    fmt = _check_file(p)
+    if fmt == "csv":
+        result = _read_csv(p, encoding)
+    elif fmt == "xlsx":
+        result = _read_xlsx(p, sheet)
+    elif fmt in ("geoparquet", "parquet"):
+        result = _read_parquet(p)
+    else:
+        result = _read_ogr(p, fmt, encoding=encoding, layer=layer)
+    if result.table.num_rows == 0:
+        msg = f"{p.name} is empty: it has no data rows"
+        raise ReadError(msg)
+    return result
+
+
+@dataclass
+class BatchReader:
+    """A file read as a sequence of Arrow tables of the same columns (see :func:`read_batches`)."""
+
+    batches: Iterator[pa.Table]
+    format: str
+    columns: list[str]
+    crs: pyproj.CRS | None = None
+    encoding: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    #: Bytes of the file (for a progress estimate), and bytes per row seen in the first batch.
+    size: int = 0
+    rows_hint: int | None = None
+
+
+def read_batches(path: str | os.PathLike, *, encoding: str | None = None, layer: str | None = None,
+                 sheet: str | int | None = None, rows: int = BATCH_ROWS) -> BatchReader:
+    """Read a file batch by batch: CSV files are streamed (bounded memory), other formats read whole and sliced.
+
+    Every batch has the columns of :func:`read_table` (strings, ``geometry``,
+    ``__row__``); the row numbers run on across batches. Parameters and errors
+    are those of :func:`read_table`; an error found later in a streamed file
+    (a malformed row, bytes that are not valid in the encoding) is raised as
+    :class:`ReadError` when the batch holding it is read.
+
+    Parameters
+    ----------
+    rows
+        Rows per batch (about).
+    """
+    p = Path(path)
+    fmt = _check_file(p)
+    if fmt == "csv":
+        return _stream_csv(p, encoding, rows)
+    result = read_table(p, encoding=encoding, layer=layer, sheet=sheet)
+    table = result.table
+    slices = (table.slice(lo, rows) for lo in range(0, table.num_rows, rows))
+    return BatchReader(batches=slices, format=result.format, columns=table.column_names, crs=result.crs,
+                       encoding=result.encoding, warnings=result.warnings, size=p.stat().st_size,
+                       rows_hint=table.num_rows)
+
+
+def _check_file(p: Path) -> str:
+    """Return the format of an existing, non-empty file whose content matches its extension."""
     if not p.exists():
         msg = f"file not found: {p}"
         raise ReadError(msg)
@@ -107,18 +177,7 @@ def read_table(path: str | os.PathLike, *, encoding: str | None = None, layer: s
         msg = f"{p.name} is empty (0 bytes)"
         raise ReadError(msg)
     _check_content(p, fmt)
-    if fmt == "csv":
-        result = _read_csv(p, encoding)
-    elif fmt == "xlsx":
-        result = _read_xlsx(p, sheet)
-    elif fmt in ("geoparquet", "parquet"):
-        result = _read_parquet(p)
-    else:
-        result = _read_ogr(p, fmt, encoding=encoding, layer=layer)
-    if result.table.num_rows == 0:
-        msg = f"{p.name} is empty: it has no data rows"
-        raise ReadError(msg)
-    return result
+    return fmt
 
 
 # --- content sniffing -------------------------------------------------------------------------------------
@@ -169,13 +228,14 @@ def _check_content(p: Path, fmt: str) -> None:
 # --- encodings --------------------------------------------------------------------------------------------
 
 
-def _decodes(chunks, encoding: str) -> bool:
-    """True when the byte chunks decode strictly in ``encoding``."""
+def _decodes(chunks, encoding: str, *, final: bool = True) -> bool:
+    """True when the byte chunks decode strictly in ``encoding`` (``final=False``: they may end mid-character)."""
     dec = codecs.getincrementaldecoder(encoding)("strict")
     try:
         for chunk in chunks:
             dec.decode(chunk)
-        dec.decode(b"", final=True)
+        if final:
+            dec.decode(b"", final=True)
     except UnicodeDecodeError:
         return False
     return True
@@ -192,7 +252,10 @@ def detect_encoding(p: Path) -> str:
     """Return the encoding of a text file: ``utf-8-sig``, ``utf-8``, ``gb18030``, or charset-normalizer's guess.
 
     Strict decoding is tried first (UTF-8, then GB18030): it is exact where a
-    statistical guess can confuse GBK with other East-Asian encodings.
+    statistical guess can confuse GBK with other East-Asian encodings. When the
+    first 4 MB hold non-ASCII text they decide (the CSV reader then checks
+    every later byte and fails with a clear message on one that does not
+    decode); an all-ASCII head is followed by a scan of the whole file.
     """
     with open(p, "rb") as fh:
         head = fh.read(4)
@@ -200,9 +263,17 @@ def detect_encoding(p: Path) -> str:
         return "utf-8-sig"
     if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)):
         return "utf-16"
-    for enc in CANDIDATE_ENCODINGS:
-        if _decodes(_file_chunks(p), enc):
-            return enc
+    with open(p, "rb") as fh:
+        head = fh.read(_HEAD_BYTES)
+    if not head.isascii():
+        # Non-ASCII text in the first MBs decides (the reader checks every later byte in that encoding).
+        for enc in CANDIDATE_ENCODINGS:
+            if _decodes([head], enc, final=len(head) < _HEAD_BYTES):
+                return enc
+    else:
+        for enc in CANDIDATE_ENCODINGS:
+            if _decodes(_file_chunks(p), enc):
+                return enc
     from charset_normalizer import from_path
 
     best = from_path(p).best()
@@ -224,13 +295,28 @@ def _check_encoding(name: str) -> str:
 
 
 def _read_csv(p: Path, encoding: str | None) -> ReadResult:
+    stream = _stream_csv(p, encoding, BATCH_ROWS)
+    parts = list(stream.batches)
+    table = pa.concat_tables(parts) if len(parts) > 1 else parts[0]
+    return ReadResult(table=table, format="csv", crs=None, encoding=stream.encoding, warnings=stream.warnings)
+
+
+def _csv_encoding(p: Path, encoding: str | None) -> str:
+    """The encoding to read a CSV file in: ``encoding`` (checked; BOM-aware for UTF-8), else detected."""
+    if encoding is None:
+        return detect_encoding(p)
+    enc = _check_encoding(encoding)
+    if enc == "utf-8":
+        with open(p, "rb") as fh:
+            if fh.read(3) == codecs.BOM_UTF8:
+                enc = "utf-8-sig"
+    return enc
+
+
+def _stream_csv(p: Path, encoding: str | None, rows: int) -> BatchReader:
+    """Stream a CSV file as string tables of about ``rows`` rows (the first one is read before returning)."""
     warnings: list[str] = []
-    if encoding is not None:
-        enc = _check_encoding(encoding)
-        if enc == "utf-8" and open(p, "rb").read(3) == codecs.BOM_UTF8:  # noqa: SIM115
-            enc = "utf-8-sig"
-    else:
-        enc = detect_encoding(p)
+    enc = _csv_encoding(p, encoding)
     arrow_enc = "utf8" if enc in ("utf-8", "utf-8-sig") else enc
     bad_line: list[str] = []
 
@@ -240,6 +326,17 @@ def _read_csv(p: Path, encoding: str | None) -> ReadResult:
                         f"a row has {row.actual_columns} columns where {row.expected_columns} were expected")
         return "error"
 
+    def failure(exc: Exception) -> ReadError:
+        if isinstance(exc, UnicodeDecodeError):
+            msg = f"{p.name} is not valid {enc} text ({exc.reason} at byte {exc.start}); give the right --encoding"
+        elif "invalid UTF8" in str(exc) and not bad_line:
+            msg = (f"{p.name} is not valid {enc} text (it starts as UTF-8 but holds bytes further on that are "
+                   "not UTF-8); give the right --encoding")
+        else:
+            detail = bad_line[0] if bad_line else str(exc).split("\n")[0]
+            msg = f"{p.name} is not a well-formed CSV file ({detail}); check its delimiter and quoting"
+        return ReadError(msg)
+
     parse = pacsv.ParseOptions(newlines_in_values=True, invalid_row_handler=invalid)
     try:
         names = _csv_header(p, arrow_enc, parse)
@@ -248,19 +345,48 @@ def _read_csv(p: Path, encoding: str | None) -> ReadResult:
             raise ReadError(msg)
         convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True,
                                        null_values=[""], quoted_strings_can_be_null=True)
-        table = pacsv.read_csv(p, read_options=pacsv.ReadOptions(encoding=arrow_enc, block_size=_BLOCK),
-                               parse_options=parse, convert_options=convert)
-    except pa.ArrowInvalid as exc:
-        detail = bad_line[0] if bad_line else str(exc).split("\n")[0]
-        msg = f"{p.name} is not a well-formed CSV file ({detail}); check its delimiter and quoting"
-        raise ReadError(msg) from exc
-    except UnicodeDecodeError as exc:
-        msg = f"{p.name} is not valid {enc} text ({exc.reason} at byte {exc.start}); give the right --encoding"
-        raise ReadError(msg) from exc
-    table = _dedupe_names(table, warnings)  # (cells of only spaces are nulled by the importer's trimming)
-    rows = pa.array(np.arange(2, table.num_rows + 2, dtype="int64"))
-    table = table.append_column("__row__", rows)
-    return ReadResult(table=table, format="csv", crs=None, encoding=enc, warnings=warnings)
+        reader = pacsv.open_csv(p, read_options=pacsv.ReadOptions(encoding=arrow_enc, block_size=_BLOCK),
+                                parse_options=parse, convert_options=convert)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        raise failure(exc) from exc
+    empty = pa.Table.from_arrays([pa.array([], pa.string())] * len(reader.schema.names), names=reader.schema.names)
+    columns = _dedupe_names(empty, warnings).column_names  # (cells of only spaces are nulled by the importer)
+
+    def batches() -> Iterator[pa.Table]:
+        first_row, buf, count = 2, [], 0
+        with reader:
+            while True:
+                try:
+                    batch = reader.read_next_batch()
+                except StopIteration:
+                    break
+                except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+                    raise failure(exc) from exc
+                buf.append(batch)
+                count += batch.num_rows
+                if count >= rows:
+                    yield _numbered(buf, columns, first_row)
+                    first_row, buf, count = first_row + count, [], 0
+        if count:
+            yield _numbered(buf, columns, first_row)
+
+    it = batches()
+    first = next(it, None)
+    if first is None:
+        msg = f"{p.name} is empty: it has no data rows"
+        raise ReadError(msg)
+    size = p.stat().st_size
+    text_bytes = sum(b.size for c in first.columns[:-1] for chunk in c.chunks for b in chunk.buffers()[2:] if b)
+    per_row = (text_bytes + len(columns) * first.num_rows) / max(first.num_rows, 1)
+    hint = first.num_rows if first.num_rows < rows else int(size / max(per_row, 1))
+    return BatchReader(batches=itertools.chain([first], it), format="csv", columns=[*columns, "__row__"],
+                       encoding=enc, warnings=warnings, size=size, rows_hint=hint)
+
+
+def _numbered(batches: list[pa.RecordBatch], columns: list[str], first_row: int) -> pa.Table:
+    """One table of record batches, renamed, with ``__row__`` (the spreadsheet row, from ``first_row``)."""
+    table = pa.Table.from_batches(batches).rename_columns(columns)
+    return table.append_column("__row__", pa.array(np.arange(first_row, first_row + table.num_rows, dtype="int64")))
 
 
 def _csv_header(p: Path, arrow_enc: str, parse: pacsv.ParseOptions) -> list[str]:

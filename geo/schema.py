@@ -4,7 +4,7 @@ from __future__ import annotations
 
 #: Schema version written by this civicgrid. Older files are migrated on open,
 #: newer ones are refused.
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 #: Fine H3 resolution stored for every event, site and inspection; coarser
 #: resolutions are derived in SQL with :func:`h3_parent` (bit arithmetic).
@@ -142,10 +142,10 @@ _V1 = [
     # H3 index layout (resolution in bits 52-55; digit r in bits 3*(15-r)..+2;
     # unused digits are all ones).
     """
-    CREATE OR REPLACE MACRO h3_parent(cell, res) AS
-        (cell & ~(CAST(15 AS UBIGINT) << 52))
+    CREATE OR REPLACE MACRO h3_parent(cell, res) AS CAST(
+        (CAST(cell AS UBIGINT) & ~(CAST(15 AS UBIGINT) << 52))
         | (CAST(res AS UBIGINT) << 52)
-        | ((CAST(1 AS UBIGINT) << (3 * (15 - res))) - 1)
+        | ((CAST(1 AS UBIGINT) << (3 * (15 - res))) - 1) AS UBIGINT)
     """,
     "CREATE OR REPLACE MACRO h3_hex(cell) AS lower(hex(cell))",
 ]
@@ -170,11 +170,115 @@ _V2 = [
     "ALTER TABLE events ADD COLUMN IF NOT EXISTS rebound_of BIGINT",
 ]
 
-# Version 3: problem cases (lifecycle, audit trail), users and settings (sites/cases.py owns these).
-_V3: list[str] = []
+# Version 3: problem cases (lifecycle, audit trail), users and settings (sites/cases.py, geo/users.py own these).
+# Like events, cases and case_log carry no index (they grow with events); ids are assigned by the writer.
+_V3: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS cases (
+        case_id BIGINT NOT NULL,
+        event_id BIGINT NOT NULL,
+        source VARCHAR,
+        problem_type VARCHAR,
+        site_id BIGINT,
+        category_code VARCHAR,
+        grid_code VARCHAR,
+        community_code VARCHAR,
+        street_code VARCHAR,
+        district_code VARCHAR,
+        state VARCHAR NOT NULL CHECK (state IN ('found', 'registered', 'dispatched', 'rectified', 'closed')),
+        found_at TIMESTAMP NOT NULL,
+        deadline TIMESTAMP,
+        unit VARCHAR,
+        unit_code VARCHAR,
+        dispatched_at TIMESTAMP,
+        rectified_at TIMESTAMP,
+        closed_at TIMESTAMP,
+        reworks INTEGER NOT NULL DEFAULT 0,
+        rebound_of BIGINT,
+        photo VARCHAR,
+        updated_at TIMESTAMP
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS case_log (
+        log_id BIGINT NOT NULL,
+        case_id BIGINT NOT NULL,
+        changed_at TIMESTAMP NOT NULL,
+        actor VARCHAR NOT NULL,
+        from_state VARCHAR,
+        to_state VARCHAR NOT NULL,
+        note VARCHAR,
+        unit VARCHAR,
+        photo VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS users (
+        user_id INTEGER PRIMARY KEY,
+        name VARCHAR NOT NULL UNIQUE,
+        role VARCHAR NOT NULL CHECK (role IN ('viewer', 'inspector', 'admin')),
+        token_hash VARCHAR NOT NULL UNIQUE,
+        created_at TIMESTAMP NOT NULL,
+        active BOOLEAN NOT NULL DEFAULT TRUE
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS holidays (
+        date DATE PRIMARY KEY,
+        kind VARCHAR NOT NULL CHECK (kind IN ('holiday', 'workday')),
+        name VARCHAR,
+        source VARCHAR
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS settings (
+        key VARCHAR PRIMARY KEY,
+        value VARCHAR NOT NULL
+    )
+    """,
+]
 
-# Version 4: stored patrol plans (sites/patrol.py owns these).
-_V4: list[str] = []
+
+def _holiday_seed() -> str:
+    """The statement seeding ``holidays`` from the editable ``data/holidays.csv`` (official 调休 calendar)."""
+    import csv
+    from pathlib import Path
+
+    path = Path(__file__).resolve().parent.parent / "data" / "holidays.csv"
+    with open(path, encoding="utf-8", newline="") as f:
+        rows = list(csv.DictReader(f))
+
+    def q(text: str) -> str:
+        return "'" + text.replace("'", "''") + "'"
+
+    values = ", ".join(f"(DATE {q(r['date'])}, {q(r['kind'])}, {q(r['name'])}, {q(r['source'])})" for r in rows)
+    return f"INSERT OR IGNORE INTO holidays VALUES {values}"
+
+
+_V3.append(_holiday_seed())
+
+# Version 4: stored patrol plans (sites/patrol.py owns these): one row per plan, the whole plan document as JSON
+# so that a plan made by one process (the CLI, one service worker) is shown and exported by any other.
+_V4: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS patrol_plans (
+        plan_id VARCHAR PRIMARY KEY,
+        created_at TIMESTAMP NOT NULL,
+        plan_date DATE,
+        solver VARCHAR,
+        travel_source VARCHAR,
+        inspectors INTEGER,
+        stops INTEGER,
+        total_risk DOUBLE,
+        params_json VARCHAR NOT NULL,
+        plan_json VARCHAR NOT NULL
+    )
+    """,
+]
+
+# Version 5: files written while versions 3 and 4 were still empty get their case, user and patrol tables
+# (every statement above is idempotent), and ``h3_parent`` is re-created to return UBIGINT in every case.
+_V5: list[str] = [*_V3, *_V4, *[s for s in _V1 if "MACRO" in s]]
 
 #: Statements that bring a file from version ``v - 1`` to version ``v``.
-MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4}
+MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}

@@ -308,5 +308,36 @@ class Store:
 
 
 def open_store(path: str | os.PathLike | None = None, *, create: bool = False) -> Store:
-    """Open a civicgrid database for reading (see :class:`Store`)."""
+    """Open a civicgrid database for reading: the entry point of notebooks and scripts.
+
+    The store is read-only and follows the versions writers publish (see the module docstring), so it
+    can be opened while ``civicgrid serve`` runs on the same file and while imports or case updates
+    write it: no lock error, never half a write. Every analysis function of ``geo``, ``grids`` and
+    ``sites`` takes this store as its first argument.
+
+    Parameters
+    ----------
+    path
+        Database file (default: ``$CIVICGRID_DB``, else ``civicgrid.duckdb`` in the working directory).
+    create
+        Create an empty, seeded database when the file does not exist (otherwise that is an error).
+
+    Returns
+    -------
+    Store
+        ``store.sql(query, params)`` runs read-only SQL and returns a pandas DataFrame;
+        ``store.cursor()`` gives a DuckDB cursor (e.g. to ``register`` a DataFrame as a table).
+
+    Raises
+    ------
+    StoreError
+        No database at ``path`` (and ``create`` is false).
+    StoreVersionError
+        The file was written by a newer civicgrid.
+
+    Examples
+    --------
+    >>> store = open_store("demo.duckdb")  # doctest: +SKIP
+    >>> store.sql("SELECT source, count(*) AS n FROM events GROUP BY ALL")  # doctest: +SKIP
+    """
     return Store(path, create=create)

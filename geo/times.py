@@ -69,7 +69,11 @@ def parse_times(values, *, tz: str = "Asia/Shanghai", store_tz: str = "Asia/Shan
         return local, np.zeros(0, dtype=bool)
     arr = pc.utf8_trim_whitespace(arr)
     present = pc.fill_null(pc.greater(pc.binary_length(arr), 0), False).to_numpy(zero_copy_only=False)
-    done = _fast_iso(arr, present, local)
+    whole = _arrow_iso(arr)
+    if whole is not None:
+        local, done = whole, present
+    else:
+        done = _fast_iso(arr, present, local)
     rest = np.flatnonzero(present & ~done)
     if len(rest):
         _parse_distinct(arr.take(pa.array(rest)), rest, local, offset)
@@ -97,7 +101,31 @@ def _as_arrow(values) -> pa.Array:
     return pa.array(np.asarray(values, dtype=object), pa.string(), from_pandas=True)
 
 
-# --- fast path: YYYY-MM-DD[( |T)HH:MM[:SS]] of fixed width ------------------------------------------------
+# --- fast paths: YYYY-MM-DD[( |T)HH:MM[:SS]] of fixed width ----------------------------------------------
+
+_ISO_WIDTHS = pa.array([10, 16, 19], pa.int32())
+_YEARS = (np.datetime64("1900-01-01", "us"), np.datetime64("2201-01-01", "us"))
+
+
+def _arrow_iso(arr: pa.Array) -> np.ndarray | None:
+    """All values at once when every one is a fixed-width ISO form (Arrow's strict cast); else None.
+
+    Arrow's ISO 8601 cast checks each field (month 13, 31 April, 24:00, an
+    offset all fail it); the widths exclude its laxer forms (``2024-03-05 14``),
+    and years outside those :func:`assemble` accepts send the column to the
+    row-by-row paths.
+    """
+    lengths = pc.binary_length(arr)
+    if lengths.null_count == len(arr) or not pc.all(pc.is_in(pc.fill_null(lengths, 19), value_set=_ISO_WIDTHS)).as_py():
+        return None
+    try:
+        t = pc.cast(arr, pa.timestamp("us"))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+    lo, hi = pc.min_max(t).values()
+    if lo.value < _YEARS[0].astype(np.int64) or hi.value >= _YEARS[1].astype(np.int64):
+        return None
+    return t.to_numpy(zero_copy_only=False).astype("datetime64[us]")
 
 
 def _fast_iso(arr: pa.Array, present: np.ndarray, out: np.ndarray) -> np.ndarray:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -116,8 +118,12 @@ class PolygonIndex:
         # Cells a boundary crosses: boundary points every half cell, with their 8 neighbours.
         rings = shapely.segmentize(shapely.boundary(g), min(dx, dy) / 2)
         xy, part = shapely.get_coordinates(rings, return_index=True)
-        bx = np.floor((xy[:, 0] - x0) / dx).astype(np.int64)
-        by = np.floor((xy[:, 1] - y0) / dy).astype(np.int64)
+        m = np.int64(len(g) + 1)
+        # (cell, polygon) pairs of the boundary points, each once (consecutive points share cells).
+        pairs = _unique_sorted((np.floor((xy[:, 1] - y0) / dy).astype(np.int64) * nx
+                                + np.floor((xy[:, 0] - x0) / dx).astype(np.int64)) * m + part)
+        base, part = pairs // m, pairs % m
+        bx, by = base % nx, base // nx
         cells, polys = [], []
         for ox in (-1, 0, 1):
             for oy in (-1, 0, 1):
@@ -125,13 +131,12 @@ class PolygonIndex:
                 keep = (cx >= 0) & (cx < nx) & (cy >= 0) & (cy < ny)
                 cells.append(cy[keep] * nx + cx[keep])
                 polys.append(part[keep])
-        m = np.int64(len(g) + 1)
-        key = np.unique(np.concatenate(cells) * m + np.concatenate(polys))  # (cell, polygon) pairs, sorted
-        edge_cells = np.unique(key // m)
+        key = _unique_sorted(np.concatenate(cells) * m + np.concatenate(polys))  # (cell, polygon) pairs
+        edge_cells = _unique_sorted(key // m)
         centre = labels[edge_cells].astype(np.int64)
         labels[edge_cells] = -2
         # The polygon containing the centre of an edge cell is a candidate there too.
-        key = np.unique(np.concatenate([key, (edge_cells * m + centre)[centre >= 0]]))
+        key = _unique_sorted(np.concatenate([key, (edge_cells * m + centre)[centre >= 0]]))
         self._lattice = (x0, y0, dx, dy, nx, ny, labels, key // m, key % m)
         return self._lattice
 
@@ -155,6 +160,31 @@ class PolygonIndex:
         np.minimum.at(best, pt[hit], cand[hit])
         out = np.where(best == np.iinfo(np.int64).max, -1, best)
         return out
+
+
+def _unique_sorted(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an integer array (by sorting: faster than hashing for these sizes)."""
+    a = np.sort(a)
+    return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
+
+
+#: Polygon indexes of recently seen polygon sets (a lattice takes ~1 s to build; imports reuse it).
+_INDEX_CACHE: dict[bytes, PolygonIndex] = {}
+_INDEX_CACHE_SIZE = 4
+
+
+def polygon_index(wkb: list[bytes | None], geoms: np.ndarray) -> PolygonIndex:
+    """A :class:`PolygonIndex` of ``geoms`` (whose WKB is ``wkb``), reused while the polygons are the same."""
+    digest = hashlib.blake2b(digest_size=16)
+    for b in wkb:
+        digest.update(len(b).to_bytes(8, "little") if b is not None else b"\xff" * 8)
+        digest.update(b or b"")
+    key = digest.digest()
+    index = _INDEX_CACHE.pop(key, None) or PolygonIndex(geoms)
+    _INDEX_CACHE[key] = index  # most recent last
+    while len(_INDEX_CACHE) > _INDEX_CACHE_SIZE:
+        _INDEX_CACHE.pop(next(iter(_INDEX_CACHE)))
+    return index
 
 
 def _polygons(con: duckdb.DuckDBPyConnection, query: str) -> tuple[pd.DataFrame, np.ndarray]:
@@ -186,30 +216,93 @@ def locate_points(con: duckdb.DuckDBPyConnection, lng: np.ndarray, lat: np.ndarr
         One row per input point, columns :data:`LOCATION_COLUMNS` (codes as
         categoricals, missing where unknown).
     """
-    lng = np.asarray(lng, dtype="float64")
-    lat = np.asarray(lat, dtype="float64")
-    n = len(lng)
-    out = {"h3": h3cells.cells(lng, lat)}
-    codes = {c: np.full(n, -1, dtype=np.int64) for c in LOCATION_COLUMNS[1:]}
-    cats: dict[str, list] = {c: [] for c in LOCATION_COLUMNS[1:]}
-    if n:
-        grids, geoms = _polygons(con, "SELECT code, community_code, street_code, district_code, ST_AsWKB(geom) AS wkb "
-                                      "FROM grids WHERE geom IS NOT NULL ORDER BY code")
-        rest = np.arange(n)
-        if len(grids):
-            which = PolygonIndex(geoms).locate(lng, lat)
-            found = which >= 0
-            for col in LOCATION_COLUMNS[1:]:
-                values = grids["code" if col == "grid_code" else col].to_numpy(dtype=object)
-                cats[col], inv = _factorize(values)
-                codes[col][found] = inv[which[found]]
-            rest = np.flatnonzero(~found)
-        if len(rest):
-            _locate_in_areas(con, codes, cats, rest, lng, lat)
-    for col in LOCATION_COLUMNS[1:]:
-        out[col] = pd.Categorical.from_codes(codes[col], categories=pd.Index(cats[col], dtype=object)) \
-            if len(cats[col]) else pd.Categorical(np.full(n, None, dtype=object))
-    return pd.DataFrame(out)
+    return Locator(con).locate(lng, lat)
+
+
+class Locator:
+    """The grids and areas of a store, read and indexed once to locate many batches of points.
+
+    :meth:`locate` does what :func:`locate_points` does, without touching the
+    connection again (an import can write through it meanwhile).
+
+    Parameters
+    ----------
+    con
+        Connection on a civicgrid database (reads ``grids`` and ``areas``).
+    """
+
+    def __init__(self, con: duckdb.DuckDBPyConnection) -> None:
+        frame = con.execute("SELECT code, community_code, street_code, district_code, ST_AsWKB(geom) AS wkb "
+                            "FROM grids WHERE geom IS NOT NULL ORDER BY code").df()
+        wkb = [bytes(b) if b is not None else None for b in frame.pop("wkb")]
+        self.index = polygon_index(wkb, shapely.from_wkb(wkb)) if len(frame) else None
+        self.cats: dict[str, list] = {}
+        self.inv: dict[str, np.ndarray] = {}
+        for col in LOCATION_COLUMNS[1:]:
+            values = frame["code" if col == "grid_code" else col].to_numpy(dtype=object)
+            self.cats[col], self.inv[col] = _factorize(values)
+        self.areas, self.area_geoms = _polygons(con, "SELECT code, level, parent_code, ST_AsWKB(geom) AS wkb "
+                                                     "FROM areas WHERE geom IS NOT NULL ORDER BY code")
+        self._area_index: dict[str, PolygonIndex] = {}
+
+    def locate(self, lng: np.ndarray, lat: np.ndarray) -> pd.DataFrame:
+        """Return the H3 cell, grid, community, street and district of each point (see :func:`locate_points`)."""
+        lng = np.asarray(lng, dtype="float64")
+        lat = np.asarray(lat, dtype="float64")
+        n = len(lng)
+        out = {"h3": h3cells.cells(lng, lat)}
+        codes = {c: np.full(n, -1, dtype=np.int64) for c in LOCATION_COLUMNS[1:]}
+        cats: dict[str, list] = {c: list(self.cats[c]) for c in LOCATION_COLUMNS[1:]}
+        if n:
+            rest = np.arange(n)
+            if self.index is not None:
+                which = self.index.locate(lng, lat)
+                found = which >= 0
+                for col in LOCATION_COLUMNS[1:]:
+                    codes[col][found] = self.inv[col][which[found]]
+                rest = np.flatnonzero(~found)
+            if len(rest):
+                self._locate_in_areas(codes, cats, rest, lng, lat)
+        for col in LOCATION_COLUMNS[1:]:
+            out[col] = pd.Categorical.from_codes(codes[col], categories=pd.Index(cats[col], dtype=object)) \
+                if len(cats[col]) else pd.Categorical(np.full(n, None, dtype=object))
+        return pd.DataFrame(out)
+
+    def _locate_in_areas(self, codes: dict, cats: dict, rest: np.ndarray, lng: np.ndarray, lat: np.ndarray) -> None:
+        """Fill area codes for points outside every grid from the area polygons (community, street, district)."""
+        areas = self.areas
+        if not len(areas):
+            return
+        parent_of = dict(zip(areas["code"], areas["parent_code"], strict=True))
+        found: dict[str, np.ndarray] = {}
+        for level in ("community", "street", "district"):
+            sel = (areas["level"] == level).to_numpy()
+            if not sel.any():
+                continue
+            if level not in self._area_index:
+                self._area_index[level] = PolygonIndex(self.area_geoms[sel])
+            which = self._area_index[level].locate(lng[rest], lat[rest])
+            names = areas["code"].to_numpy(dtype=object)[sel]
+            got = np.full(len(rest), None, dtype=object)
+            got[which >= 0] = names[which[which >= 0]]
+            found[level] = got
+        # Fill missing upper levels from the hierarchy (a community knows its street and district).
+        for child, upper in (("community", "street"), ("street", "district")):
+            if child not in found:
+                continue
+            up = found.get(upper, np.full(len(rest), None, dtype=object))
+            missing = pd.isna(up) & ~pd.isna(found[child])
+            up[missing] = pd.Series(found[child][missing], dtype=object).map(parent_of).to_numpy(dtype=object)
+            found[upper] = up
+        for level, values in found.items():
+            col = f"{level}_code"
+            known = {c: i for i, c in enumerate(cats[col])}
+            extra = [v for v in pd.unique(values[~pd.isna(values)]) if v not in known]
+            for v in extra:
+                known[v] = len(cats[col])
+                cats[col].append(v)
+            have = ~pd.isna(values)
+            codes[col][rest[have]] = pd.Index(cats[col], dtype=object).get_indexer(values[have])
 
 
 def _factorize(values: np.ndarray) -> tuple[list, np.ndarray]:
@@ -219,52 +312,23 @@ def _factorize(values: np.ndarray) -> tuple[list, np.ndarray]:
     return list(uniq), inv.astype(np.int64)
 
 
-def _locate_in_areas(con, codes: dict, cats: dict, rest: np.ndarray, lng: np.ndarray, lat: np.ndarray) -> None:
-    """Fill area codes for points outside every grid from the area polygons (community, street, district)."""
-    areas, geoms = _polygons(con, "SELECT code, level, parent_code, ST_AsWKB(geom) AS wkb FROM areas "
-                                  "WHERE geom IS NOT NULL ORDER BY code")
-    if not len(areas):
-        return
-    parent_of = dict(zip(areas["code"], areas["parent_code"], strict=True))
-    found: dict[str, np.ndarray] = {}
-    for level in ("community", "street", "district"):
-        sel = (areas["level"] == level).to_numpy()
-        if not sel.any():
-            continue
-        which = PolygonIndex(geoms[sel]).locate(lng[rest], lat[rest])
-        names = areas["code"].to_numpy(dtype=object)[sel]
-        got = np.full(len(rest), None, dtype=object)
-        got[which >= 0] = names[which[which >= 0]]
-        found[level] = got
-    # Fill missing upper levels from the hierarchy (a community knows its street and district).
-    for child, upper in (("community", "street"), ("street", "district")):
-        if child not in found:
-            continue
-        up = found.get(upper, np.full(len(rest), None, dtype=object))
-        missing = pd.isna(up) & ~pd.isna(found[child])
-        up[missing] = pd.Series(found[child][missing], dtype=object).map(parent_of).to_numpy(dtype=object)
-        found[upper] = up
-    for level, values in found.items():
-        col = f"{level}_code"
-        known = {c: i for i, c in enumerate(cats[col])}
-        extra = [v for v in pd.unique(values[~pd.isna(values)]) if v not in known]
-        for v in extra:
-            known[v] = len(cats[col])
-            cats[col].append(v)
-        have = ~pd.isna(values)
-        codes[col][rest[have]] = pd.Index(cats[col], dtype=object).get_indexer(values[have])
+def location_arrays(located: pd.DataFrame, *, dictionary: bool = False) -> dict[str, pa.Array]:
+    """Return the columns of :func:`locate_points` as Arrow arrays for insertion.
 
-
-def location_arrays(located: pd.DataFrame) -> dict[str, pa.Array]:
-    """Return the columns of :func:`locate_points` as Arrow arrays for insertion."""
+    With ``dictionary=True`` the codes stay dictionary-encoded (DuckDB inserts them into VARCHAR columns
+    without a string per row).
+    """
     out = {"h3": pa.array(located["h3"].to_numpy(dtype="uint64"), pa.uint64())}
     for col in LOCATION_COLUMNS[1:]:
         s = located[col]
         if isinstance(s.dtype, pd.CategoricalDtype):
             cats = pa.array(s.cat.categories.to_numpy(dtype=object), pa.string())
             idx = pa.array(s.cat.codes.to_numpy(), pa.int32(), mask=s.cat.codes.to_numpy() < 0)
-            out[col] = pa.DictionaryArray.from_arrays(idx, cats).cast(pa.string()) if len(cats) else \
-                pa.nulls(len(s), pa.string())
+            if not len(cats):
+                out[col] = pa.nulls(len(s), pa.string())
+            else:
+                arr = pa.DictionaryArray.from_arrays(idx, cats)
+                out[col] = arr if dictionary else arr.cast(pa.string())
         else:
             out[col] = pa.array(s.to_numpy(dtype=object), pa.string(), from_pandas=True)
     return out

@@ -26,6 +26,7 @@ and the reference for the shares).
 from __future__ import annotations
 
 import math
+from collections.abc import Sequence
 from datetime import timedelta
 
 import numpy as np
@@ -33,7 +34,7 @@ import pandas as pd
 
 from geo.errors import InvalidParameterError
 from geo.store import Store
-from sites.risk import TRAIN_DAYS, parse_as_of, site_risk
+from sites.risk import TRAIN_DAYS, AsOf, parse_as_of, site_risk
 
 #: Orderings compared, in report order.
 ORDERINGS = ("risk", "historical", "random", "round_robin", "actual")
@@ -116,9 +117,16 @@ GROUP BY site_id
 """
 
 
-def window_scores(store: Store, *, as_of, horizon_days: float, seed: int = 0, model: str = "auto",
+def window_scores(store: Store, *, as_of: AsOf, horizon_days: float, seed: int = 0, model: str = "auto",
                   train_days: int = TRAIN_DAYS) -> pd.DataFrame:
     """The window's inspections with the score of every ordering (random: the first seed).
+
+    Parameters
+    ----------
+    store, as_of, horizon_days, model, train_days
+        As for :func:`backtest`.
+    seed
+        Seed of the ``random`` column.
 
     Returns
     -------
@@ -156,7 +164,7 @@ def window_scores(store: Store, *, as_of, horizon_days: float, seed: int = 0, mo
     return win
 
 
-def backtest(store: Store, *, as_of, horizon_days: float, k: int | None = None, seed: int = 0,
+def backtest(store: Store, *, as_of: AsOf, horizon_days: float, k: int | None = None, seed: int = 0,
              n_random: int = N_RANDOM, model: str = "auto", train_days: int = TRAIN_DAYS) -> dict:
     """Replay history: rank sites with the data before ``as_of`` and evaluate on the inspections after it.
 
@@ -226,3 +234,55 @@ def backtest(store: Store, *, as_of, horizon_days: float, k: int | None = None, 
         "model": {key: info.get(key) for key in ("kind", "n_train", "n_positive", "train_auc", "weights",
                                                  "inspector_weight", "C", "reason")},
     }
+
+
+def rolling_backtest(store: Store, *, windows: Sequence[AsOf], horizon_days: float, k: int | None = None, seed: int = 0,
+                     n_random: int = N_RANDOM, model: str = "auto", train_days: int = TRAIN_DAYS) -> pd.DataFrame:
+    """:func:`backtest` over several windows, as one table (one row per window and ordering).
+
+    Each window is scored only with the data before its start, and the model is re-learnt per window:
+    this is the same :func:`backtest` the service's ``GET /api/backtest`` runs, once per window.
+
+    Parameters
+    ----------
+    store
+        The database.
+    windows
+        Window starts (dates, date-times or ISO strings; a date means its midnight).
+    horizon_days
+        Length of every window in days.
+    k, seed, n_random, model, train_days
+        As for :func:`backtest`.
+
+    Returns
+    -------
+    pandas.DataFrame
+        ``window`` (start, as a Timestamp), ``end``, ``ordering`` (:data:`ORDERINGS`), ``precision_at_k``,
+        ``first_half_share``, ``mean_days_earlier``, ``auc`` (NaN for ``actual``), ``random_sd_precision``
+        (spread of the random baseline over its seeds, on the ``random`` rows), ``k``, ``n_inspections``,
+        ``n_found``, ``base_rate`` and ``model`` (learnt or default), in window then ordering order.
+
+    Examples
+    --------
+    >>> rolling_backtest(store, windows=["2025-03-01", "2025-06-01"], horizon_days=30)  # doctest: +SKIP
+    """
+    starts = list(windows)
+    if not starts:
+        msg = "windows must name at least one window start"
+        raise InvalidParameterError(msg)
+    rows = []
+    for w in starts:
+        b = backtest(store, as_of=w, horizon_days=horizon_days, k=k, seed=seed, n_random=n_random, model=model,
+                     train_days=train_days)
+        for name in ORDERINGS:
+            rows.append({
+                "window": pd.Timestamp(b["as_of"]), "end": pd.Timestamp(b["end"]), "ordering": name,
+                "precision_at_k": b["precision_at_k"][name], "first_half_share": b["first_half_share"][name],
+                "mean_days_earlier": b["mean_days_earlier"][name], "auc": b["auc"].get(name, np.nan),
+                "random_sd_precision": b["random_sd"]["precision_at_k"] if name == "random" else np.nan,
+                "k": b["k"], "n_inspections": b["n_inspections"], "n_found": b["n_found"],
+                "base_rate": b["base_rate"], "model": b["model"]["kind"],
+            })
+    out = pd.DataFrame(rows)
+    out["auc"] = out["auc"].astype(float)
+    return out

@@ -12,6 +12,8 @@ from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
 
+from geo.errors import InvalidParameterError
+
 #: Average door-to-door speeds in a Chinese city centre, km/h. These are planning assumptions, not measurements:
 #: walk 4.5 km/h is the usual 1.3-1.4 m/s free walking speed (5 km/h, the OSMnx/OpenTripPlanner default) slowed by
 #: signalised crossings; bike 12 km/h is urban cycling including stops (free-flow commuter cycling is ~15-18 km/h);
@@ -25,6 +27,10 @@ SPEEDS_KMH: dict[str, float] = {"walk": 4.5, "bike": 12.0, "car": 25.0}
 DETOUR_FACTOR: float = 1.3
 
 EARTH_RADIUS_M = 6_371_008.8
+
+#: Points farther than this from every node of a road network are treated as off the network: their travel
+#: times use straight line × detour (a network that does not cover a point says nothing about reaching it).
+MAX_SNAP_M: float = 500.0
 
 #: OSM highway values that are never routable (not built, not a road, or not a way to travel along).
 NON_ROUTABLE = frozenset({
@@ -48,7 +54,7 @@ ONEWAY_REVERSE = frozenset({"-1", "reverse"})
 def _check_mode(mode: str) -> float:
     if mode not in SPEEDS_KMH:
         msg = f"unknown mode {mode!r}; expected one of {sorted(SPEEDS_KMH)}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     return SPEEDS_KMH[mode]
 
 
@@ -84,7 +90,7 @@ def straight_line_minutes(lng: np.ndarray, lat: np.ndarray, *, mode: str = "walk
     lat = np.asarray(lat, dtype="float64")
     if lng.shape != lat.shape or lng.ndim != 1:
         msg = "lng and lat must be 1-D arrays of the same length"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     d = haversine_m(lng[:, None], lat[:, None], lng[None, :], lat[None, :])
     return d * detour / (speed * 1000.0 / 60.0)
 
@@ -97,11 +103,13 @@ class TravelReport:
     snap_m: np.ndarray
     fallback_pairs: int
     far_points: int
+    detour: float = DETOUR_FACTOR
+    max_snap_m: float = MAX_SNAP_M
 
     def __str__(self) -> str:
         return (f"{self.mode}: snapped {len(self.snap_m)} points (median {np.median(self.snap_m):.0f} m, "
-                f"max {self.snap_m.max():.0f} m); {self.fallback_pairs} unreachable pairs fell back to straight "
-                f"line × {DETOUR_FACTOR}; {self.far_points} points more than 1 km from the network")
+                f"max {self.snap_m.max():.0f} m); {self.far_points} points more than {self.max_snap_m:g} m from "
+                f"the network and {self.fallback_pairs} pairs in all used straight line × {self.detour:g}")
 
 
 @dataclass
@@ -220,12 +228,14 @@ class RoadNetwork:
         return nodes, haversine_m(lng, lat, self.lng[nodes], self.lat[nodes])
 
     def travel_minutes(self, lng: np.ndarray, lat: np.ndarray, *, mode: str = "walk",
-                       speed_kmh: float | None = None, detour: float = DETOUR_FACTOR) -> np.ndarray:
+                       speed_kmh: float | None = None, detour: float = DETOUR_FACTOR,
+                       max_snap_m: float = MAX_SNAP_M) -> np.ndarray:
         """Network travel minutes between all pairs of points.
 
-        Each point is snapped to its nearest node; the snapping distance is added at both ends at the same
-        speed. Pairs with no network path fall back to straight line × ``detour`` and are counted in
-        :attr:`last_report` (a warning is issued).
+        Each point is snapped to its nearest node of the mode's graph; the snapping distance is added at both
+        ends at the same speed. Two points snapped to the same node are at most straight line × ``detour`` apart
+        (identical points: 0). Pairs with no network path, and every pair involving a point more than
+        ``max_snap_m`` from the network, use straight line × ``detour`` instead; :attr:`last_report` counts them.
 
         Parameters
         ----------
@@ -237,11 +247,18 @@ class RoadNetwork:
             Override the speed of the mode.
         detour
             Detour factor for the straight-line fallback.
+        max_snap_m
+            Points farther than this from every node are off the network.
 
         Returns
         -------
         numpy.ndarray
             n × n matrix of minutes, zero on the diagonal.
+
+        Raises
+        ------
+        InvalidParameterError
+            When no point is within ``max_snap_m`` of the network (the file covers another place).
         """
         speed = speed_kmh if speed_kmh is not None else _check_mode(mode)
         _check_mode(mode)
@@ -249,21 +266,39 @@ class RoadNetwork:
         lat = np.asarray(lat, dtype="float64")
         if lng.shape != lat.shape or lng.ndim != 1:
             msg = "lng and lat must be 1-D arrays of the same length"
-            raise ValueError(msg)
+            raise InvalidParameterError(msg)
         nodes, snap = self.nearest_nodes(lng, lat, mode=mode)
-        uniq, inv = np.unique(nodes, return_inverse=True)
-        dist = csgraph.dijkstra(self.graph_for(mode), directed=True, indices=uniq)[:, uniq]
-        metres = dist[inv][:, inv] + snap[:, None] + snap[None, :]
+        far = snap > max_snap_m
+        if len(lng) and far.all():
+            msg = (f"{self.source} does not cover the points: the nearest is {snap.min() / 1000:.1f} km from it "
+                   f"(network extent lng {self.lng.min():.3f}..{self.lng.max():.3f}, lat {self.lat.min():.3f}.."
+                   f"{self.lat.max():.3f}); use a network of this city or none (straight line × {detour:g})")
+            raise InvalidParameterError(msg)
+        uniq, inv = np.unique(nodes[~far], return_inverse=True)
+        metres = np.full((len(lng), len(lng)), np.inf)
+        if len(uniq):
+            dist = csgraph.dijkstra(self.graph_for(mode), directed=True, indices=uniq)[:, uniq]
+            near = np.flatnonzero(~far)
+            metres[np.ix_(near, near)] = dist[inv][:, inv] + snap[near, None] + snap[None, near]
+            # points snapped to one node: the network says nothing about the way between them, and going to the
+            # node and back would put two sites of one building (or a start equal to the end) minutes apart
+            ia, ib = np.nonzero(inv[:, None] == inv[None, :])
+            if len(ia) > len(near):
+                a, b = near[ia], near[ib]
+                direct = haversine_m(lng[a], lat[a], lng[b], lat[b]) * detour
+                metres[a, b] = np.minimum(metres[a, b], direct)
         bad = ~np.isfinite(metres)
+        np.fill_diagonal(bad, False)
         if bad.any():
             straight = haversine_m(lng[:, None], lat[:, None], lng[None, :], lat[None, :]) * detour
             metres[bad] = straight[bad]
         np.fill_diagonal(metres, 0.0)
         n_bad = int(bad.sum())
-        self.last_report = TravelReport(mode=mode, snap_m=snap, fallback_pairs=n_bad,
-                                        far_points=int((snap > 1000).sum()))
-        if n_bad:
-            warnings.warn(f"{n_bad} of {bad.size} point pairs are not connected on the {mode} network "
+        unconnected = int(bad[np.ix_(~far, ~far)].sum())
+        self.last_report = TravelReport(mode=mode, snap_m=snap, fallback_pairs=n_bad, far_points=int(far.sum()),
+                                        detour=detour, max_snap_m=max_snap_m)
+        if unconnected:
+            warnings.warn(f"{unconnected} of {bad.size} point pairs are not connected on the {mode} network "
                           f"({self.source}); used straight line × {detour}", stacklevel=2)
         return metres / (speed * 1000.0 / 60.0)
 
@@ -303,7 +338,7 @@ def _load_graphml(path: Path) -> RoadNetwork:
         lat = np.array([float(g.nodes[k]["y"]) for k in ids])
     except KeyError as e:
         msg = f"{path.name}: nodes need 'x' and 'y' attributes (OSMnx GraphML); missing {e}"
-        raise ValueError(msg) from None
+        raise InvalidParameterError(msg) from None
     edges = list(g.edges(data=True))
     u = np.array([index[a] for a, _, _ in edges], dtype=np.int64)
     v = np.array([index[b] for _, b, _ in edges], dtype=np.int64)
@@ -373,7 +408,7 @@ def _load_pbf(path: Path) -> RoadNetwork:
             drivable.append(drive)
     if not u:
         msg = f"{path.name}: no routable highway ways found"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     return _from_edges(np.array(lng), np.array(lat), np.array(u), np.array(v), oneway=np.array(oneway),
                        drivable=np.array(drivable), source=f"road network: {path.name}")
 
@@ -389,7 +424,7 @@ def _load_lines(path: Path, *, layer: str | None = None) -> RoadNetwork:
     gdf = gdf[gdf.geom_type == "LineString"]
     if gdf.empty:
         msg = f"{path.name}: no line geometries found"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     cols = {c.lower(): c for c in gdf.columns}
     coords, parts = shapely.get_coordinates(gdf.geometry.values, return_index=True)
     key = np.round(coords / 1e-7).astype(np.int64)
@@ -442,7 +477,7 @@ def load_network(path: str | os.PathLike, *, layer: str | None = None) -> RoadNe
     path = Path(path)
     if not path.exists():
         msg = f"road network file not found: {path}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     name = path.name.lower()
     if name.endswith(".pbf") or name.endswith(".osm"):
         return _load_pbf(path)
@@ -451,4 +486,4 @@ def load_network(path: str | os.PathLike, *, layer: str | None = None) -> RoadNe
     if name.endswith((".geojson", ".json", ".shp", ".gpkg", ".fgb")):
         return _load_lines(path, layer=layer)
     msg = f"unsupported road network format: {path.name} (use .osm.pbf, .graphml, .geojson, .shp or .gpkg)"
-    raise ValueError(msg)
+    raise InvalidParameterError(msg)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 
+from geo.errors import InvalidParameterError
 from sites.network import DETOUR_FACTOR, SPEEDS_KMH, RoadNetwork, straight_line_minutes
 
 #: Default minutes on site when ``service_min`` is missing.
@@ -23,6 +24,9 @@ UNIT_PER_MIN = 60
 
 SOLVERS = ("pyvrp", "ortools")
 _ORTOOLS_EXTRA: dict = {}
+
+#: Largest share of the time limit spent first on the must-visits alone (see :func:`plan_patrols`).
+MUST_PHASE_SHARE = 0.3
 
 #: Tolerance (minutes) of :func:`check_plan`.
 TOLERANCE_MIN = 1e-6
@@ -51,10 +55,10 @@ class Inspector:
             self.end_lng, self.end_lat = self.start_lng, self.start_lat
         if self.mode not in SPEEDS_KMH:
             msg = f"inspector {self.name!r}: unknown mode {self.mode!r}; expected one of {sorted(SPEEDS_KMH)}"
-            raise ValueError(msg)
+            raise InvalidParameterError(msg)
         if not self.shift_minutes > 0:
             msg = f"inspector {self.name!r}: shift_minutes must be positive, got {self.shift_minutes}"
-            raise ValueError(msg)
+            raise InvalidParameterError(msg)
 
 
 @dataclass
@@ -117,10 +121,11 @@ class Route:
 
 @dataclass
 class UnvisitedMust:
-    """A must-visit site left out of the plan, with the reason."""
+    """A must-visit site left out of the plan, with the reason (English and Chinese)."""
 
     site_id: object
     reason: str
+    reason_zh: str = ""
 
 
 @dataclass
@@ -203,11 +208,11 @@ def as_inspectors(inspectors: Sequence[Inspector | Mapping]) -> list[Inspector]:
     out = [i if isinstance(i, Inspector) else Inspector(**dict(i)) for i in inspectors]
     if not out:
         msg = "at least one inspector is needed"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     names = [i.name for i in out]
     if len(set(names)) != len(names):
         msg = f"inspector names must be unique, got {names}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     return out
 
 
@@ -219,19 +224,19 @@ def prepare_candidates(candidates: pd.DataFrame) -> pd.DataFrame:
     missing = [c for c in ("site_id", "lng", "lat", "prize") if c not in candidates.columns]
     if missing:
         msg = f"candidates need columns {missing}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     df = candidates.reset_index(drop=True).copy()
     if df["site_id"].duplicated().any():
         msg = f"duplicate site_id in candidates: {df.loc[df['site_id'].duplicated(), 'site_id'].tolist()[:5]}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     for col in ("lng", "lat", "prize"):
         df[col] = pd.to_numeric(df[col], errors="raise").astype("float64")
     if df[["lng", "lat"]].isna().any().any():
         msg = "candidates with missing lng/lat"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     if (df["prize"].isna() | (df["prize"] < 0)).any():
         msg = "prize must be a number >= 0"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     df["service_min"] = (pd.to_numeric(df["service_min"], errors="raise").fillna(DEFAULT_SERVICE_MIN)
                          if "service_min" in df else DEFAULT_SERVICE_MIN)
     df["must_visit"] = df["must_visit"].fillna(False).astype(bool) if "must_visit" in df else False
@@ -239,11 +244,11 @@ def prepare_candidates(candidates: pd.DataFrame) -> pd.DataFrame:
         df[col] = pd.to_numeric(df[col], errors="raise").astype("float64") if col in df else np.nan
     if (df["service_min"] < 0).any():
         msg = "service_min must be >= 0"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     bad = df["tw_start_min"] > df["tw_end_min"]
     if bad.any():
         msg = f"time window starts after it ends for sites {df.loc[bad, 'site_id'].tolist()[:5]}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     return df
 
 
@@ -267,10 +272,18 @@ def travel_matrices(candidates: pd.DataFrame, inspectors: Sequence[Inspector | M
     insp = as_inspectors(inspectors)
     lng, lat = patrol_points(candidates, insp)
     modes = sorted({i.mode for i in insp})
-    if network is not None:
-        return {m: network.travel_minutes(lng, lat, mode=m) for m in modes}, network.source
-    return ({m: straight_line_minutes(lng, lat, mode=m, detour=detour) for m in modes},
-            f"straight line × {detour:g}")
+    if network is None:
+        return ({m: straight_line_minutes(lng, lat, mode=m, detour=detour) for m in modes},
+                f"straight line × {detour:g}")
+    mats, far = {}, 0
+    for m in modes:
+        mats[m] = network.travel_minutes(lng, lat, mode=m, detour=detour)
+        far = max(far, network.last_report.far_points)
+    source = network.source
+    if far:
+        source += (f" ({far} of {len(lng)} points more than {network.last_report.max_snap_m:g} m from it: "
+                   f"straight line × {detour:g})")
+    return mats, source
 
 
 def _as_matrices(travel: TravelInput, candidates: pd.DataFrame, insp: list[Inspector]) -> dict[str, np.ndarray]:
@@ -284,7 +297,7 @@ def _as_matrices(travel: TravelInput, candidates: pd.DataFrame, insp: list[Inspe
         lost = modes - set(out)
         if lost:
             msg = f"travel_minutes has no matrix for modes {sorted(lost)}"
-            raise ValueError(msg)
+            raise InvalidParameterError(msg)
     else:
         mat = np.asarray(travel, dtype="float64")
         out = {m: mat for m in modes}
@@ -292,10 +305,10 @@ def _as_matrices(travel: TravelInput, candidates: pd.DataFrame, insp: list[Inspe
         if mat.shape != (n, n):
             msg = (f"travel matrix for {m} has shape {mat.shape}; expected ({n}, {n}) over [start_0, end_0, ..., "
                    f"sites...] for {len(insp)} inspectors and {len(candidates)} sites")
-            raise ValueError(msg)
+            raise InvalidParameterError(msg)
         if not np.isfinite(mat).all() or (mat < 0).any():
             msg = f"travel matrix for {m} has negative, NaN or infinite minutes"
-            raise ValueError(msg)
+            raise InvalidParameterError(msg)
     return out
 
 
@@ -327,7 +340,8 @@ def _schedule(order: list[int], k: int, cand: pd.DataFrame, insp: list[Inspector
         tws = row["tw_start_min"]
         begin = max(arrival, tws) if not np.isnan(tws) else arrival
         stops.append(Stop(site_id=row["site_id"], arrival_min=float(arrival - off), travel_min=travel,
-                          wait_min=float(begin - arrival), start_min=float(begin - off), service_min=float(row["service_min"]),
+                          wait_min=float(begin - arrival), start_min=float(begin - off),
+                          service_min=float(row["service_min"]),
                           prize=float(row["prize"]), must_visit=bool(row["must_visit"]),
                           arrival=None if ins.shift_start is None else ins.shift_start + timedelta(
                               minutes=arrival - off)))
@@ -339,9 +353,33 @@ def _schedule(order: list[int], k: int, cand: pd.DataFrame, insp: list[Inspector
                  shift_start=ins.shift_start)
 
 
+_MODE_ZH = {"walk": "步行", "bike": "骑行", "car": "驾车"}
+
+
+def _when(minute: float, insp: list[Inspector]) -> tuple[str, str]:
+    """A minute from the earliest shift start as (en, zh) text: ``16:00`` when shift starts are known."""
+    starts = [i.shift_start for i in insp]
+    if any(s is None for s in starts):
+        return f"minute {minute:g}", f"第 {minute:g} 分钟"
+    clock = (min(starts) + timedelta(minutes=float(minute))).strftime("%H:%M")
+    return clock, clock
+
+
+def _shift_text(ins: Inspector) -> tuple[str, str]:
+    """An inspector's shift as (en, zh) text: ``08:30–11:30 (180 min)`` when its start is known."""
+    if ins.shift_start is None:
+        return f"{ins.shift_minutes:.0f} min", f"{ins.shift_minutes:.0f} 分钟"
+    a, b = ins.shift_start, ins.shift_start + timedelta(minutes=ins.shift_minutes)
+    span = f"{a:%H:%M}–{b:%H:%M}"
+    return f"{span} ({ins.shift_minutes:.0f} min)", f"{span}（{ins.shift_minutes:.0f} 分钟）"
+
+
 def _solo_fit(j: int, cand: pd.DataFrame, insp: list[Inspector], mats: dict[str, np.ndarray],
-              offsets: np.ndarray) -> tuple[bool, str]:
-    """Whether some inspector can visit site j alone (start → j → end); if not, why, for the closest one."""
+              offsets: np.ndarray) -> tuple[bool, tuple[str, str]]:
+    """Whether some inspector can visit site j alone (start → j → end); if not, why (en, zh), for the closest.
+
+    Times are clock times when the inspectors' shift starts are known, else minutes from the earliest start.
+    """
     m2 = 2 * len(insp)
     row = cand.iloc[j]
     tws = 0.0 if np.isnan(row["tw_start_min"]) else row["tw_start_min"]
@@ -356,25 +394,89 @@ def _solo_fit(j: int, cand: pd.DataFrame, insp: list[Inspector], mats: dict[str,
         end = begin + serv + back
         limit = offsets[k] + ins.shift_minutes
         if begin <= twe + TOLERANCE_MIN and end <= limit + TOLERANCE_MIN:
-            return True, ""
+            return True, ("", "")
         key = (go, k)
         if best is None or key < best[0]:
+            shift_en, shift_zh = _shift_text(ins)
             if begin > twe + TOLERANCE_MIN:
-                why = (f"cannot fit: its time window closes at minute {twe:g} but the nearest inspector "
-                       f"{ins.name} ({ins.mode}) needs {go:.0f} min travel and arrives at minute {arrival:.0f} "
-                       f"at the earliest")
+                close_en, close_zh = _when(twe, insp)
+                arr_en, arr_zh = _when(round(arrival), insp)
+                why = (f"cannot fit: its time window closes at {close_en} but the nearest inspector "
+                       f"{ins.name} ({ins.mode}) needs {go:.0f} min travel and arrives at {arr_en} at the earliest")
+                zh = (f"无法安排：时间窗 {close_zh} 关闭，最近的巡查员 {ins.name}（{_MODE_ZH.get(ins.mode, ins.mode)}）路程 {go:.0f} 分钟，"
+                      f"最早 {arr_zh} 到达")
             else:
+                waits = begin > arrival + TOLERANCE_MIN
+                open_en, open_zh = _when(tws, insp)
                 why = (f"cannot fit: nearest inspector {ins.name} ({ins.mode}) needs {go:.0f} min travel + "
                        f"{serv:.0f} min service + {back:.0f} min back"
-                       + (f" (after waiting until minute {tws:g})" if begin > arrival + TOLERANCE_MIN else "")
-                       + f", shift has {ins.shift_minutes:.0f} min")
-            best = (key, why)
+                       + (f" (after waiting until its window opens at {open_en})" if waits else "")
+                       + f", shift is {shift_en}")
+                zh = (f"无法安排：最近的巡查员 {ins.name}（{_MODE_ZH.get(ins.mode, ins.mode)}）需路程 {go:.0f} 分钟 + "
+                      f"检查 {serv:.0f} 分钟 + 返回 {back:.0f} 分钟" + (f"（需等到 {open_zh} 时间窗开始）" if waits else "")
+                      + f"，班次为 {shift_zh}")
+            best = (key, (why, zh))
     return False, best[1]
 
 
+def _fits_alone(cand: pd.DataFrame, insp: list[Inspector], mats: dict[str, np.ndarray],
+                offsets: np.ndarray) -> np.ndarray:
+    """Per site: can some inspector go start → site → end within the shift and the site's window."""
+    m2 = 2 * len(insp)
+    tws = np.nan_to_num(cand["tw_start_min"].to_numpy(float), nan=-np.inf)
+    twe = np.nan_to_num(cand["tw_end_min"].to_numpy(float), nan=np.inf)
+    serv = cand["service_min"].to_numpy(float)
+    ok = np.zeros(len(cand), dtype=bool)
+    for k, ins in enumerate(insp):
+        mat = mats[ins.mode]
+        arrival = offsets[k] + mat[2 * k, m2:]
+        begin = np.maximum(arrival, tws)
+        end = begin + serv + mat[m2:, 2 * k + 1]
+        ok |= (begin <= twe + TOLERANCE_MIN) & (end <= offsets[k] + ins.shift_minutes + TOLERANCE_MIN)
+    return ok
+
+
+def _greedy(mod: _Model) -> list[list[int]]:
+    """Feasible plan by best-ratio insertion (prize per extra second), used when a solver returns nothing."""
+    m = len(mod.insp)
+    routes: list[list[int]] = [[] for _ in range(m)]
+    value = mod.prize_int + np.where(mod.required, mod.big_prize, 0)
+    left = set(range(len(mod.sites)))
+
+    def times(k: int, seq: list[int]) -> int | None:
+        dur = mod.dur[mod.insp[k].mode]
+        t, prev = int(mod.shift_start[k]), 2 * k
+        for i in seq:
+            t = max(t + int(dur[prev, 2 * m + i]), int(mod.tw_early[i]))
+            if t > mod.tw_late[i]:
+                return None
+            t += int(mod.service[i])
+            prev = 2 * m + i
+        t += int(dur[prev, 2 * k + 1])
+        return t if t <= mod.shift_end[k] else None
+
+    while left:
+        best = None
+        for k in range(m):
+            base = times(k, routes[k])
+            for i in left:
+                for pos in range(len(routes[k]) + 1):
+                    seq = routes[k][:pos] + [i] + routes[k][pos:]
+                    t = times(k, seq)
+                    if t is not None:
+                        ratio = value[i] / max(t - base, 1)
+                        if best is None or ratio > best[0]:
+                            best = (ratio, k, seq, i)
+        if best is None:
+            break
+        _, k, routes[k], i = best
+        left.discard(i)
+    return routes
+
+
 def _dropped_reason(j: int, routes: list[Route], cand: pd.DataFrame, insp: list[Inspector],
-                    mats: dict[str, np.ndarray]) -> str:
-    """Why a must-visit that fits alone was left out: cheapest extra time against the time left per route."""
+                    mats: dict[str, np.ndarray]) -> tuple[str, str]:
+    """Why a must-visit that fits alone was left out (en, zh): cheapest extra time against the time left."""
     m2 = 2 * len(insp)
     serv = float(cand.iloc[j]["service_min"])
     sid_pos = {sid: i for i, sid in enumerate(cand["site_id"])}
@@ -387,8 +489,10 @@ def _dropped_reason(j: int, routes: list[Route], cand: pd.DataFrame, insp: list[
         if best is None or extra - left < best[0]:
             best = (extra - left, f"does not fit together with the other must-visit sites: the cheapest insertion "
                                   f"(into {ins.name}'s route) needs {extra:.0f} min more travel + service, the "
-                                  f"route has {left:.0f} min of shift left")
-    return best[1]
+                                  f"route has {left:.0f} min of shift left",
+                                  f"与其他必查点位无法同时安排：插入 {ins.name} 的路线最少需多用 {extra:.0f} 分钟（路程 + 检查），"
+                                  f"该路线班次只剩 {left:.0f} 分钟")
+    return best[1], best[2]
 
 
 # ---------------------------------------------------------------------------------------------- solvers
@@ -436,26 +540,44 @@ def _build(cand: pd.DataFrame, insp: list[Inspector], mats: dict[str, np.ndarray
         positive = prize[(prize > 0) & ~required]
         pmin = positive.min() if len(positive) else 1.0
         # all travel together costs at most 1% of the smallest prize, capped to keep sums far below 2**63
-        scale = min(100.0 * travel_bound / pmin, 1e14 / max(prize.sum(), 1e-9) / max(len(prize), 1))
+        scale = min(100.0 * travel_bound / pmin, 1e12 / max(prize.sum(), 1e-9))
         travel_weight = UNIT_PER_MIN / scale
     else:
         if travel_weight <= 0:
             msg = f"travel_weight must be positive, got {travel_weight}"
-            raise ValueError(msg)
+            raise InvalidParameterError(msg)
         scale = UNIT_PER_MIN / travel_weight
     prize_int = np.round(prize * scale).astype(np.int64)
-    big = int(prize_int[~required].sum()) + travel_bound + 1
+    # a must-visit is worth more than every other prize (must-visits included) and all travel together: a plan
+    # with more must-visits always beats one with fewer, whatever their risk
+    big = int(prize_int.sum()) + travel_bound + 1
     return _Model(cand=cand, insp=insp, mats=mats, offsets=offsets, sites=sites, required=required,
                   prize_int=prize_int, big_prize=big, dur=dur, service=service, tw_early=tw_early,
                   tw_late=tw_late, shift_start=shift_start, shift_end=shift_end, travel_weight=travel_weight)
 
 
-def _solve_pyvrp(mod: _Model, *, time_limit_s: float, seed: int, soft_must: bool) -> list[list[int]] | None:
+class _Stop:
+    """Stop at a CPU or wall-clock deadline, or as soon as the best cost is below ``done_below`` (PyVRP calls it
+    with the best cost; its cost is travel plus the prizes left out, so a cost below one must-visit's prize means
+    that every site is planned)."""
+
+    def __init__(self, seconds: float, *, cpu_time: bool, done_below: float | None = None) -> None:
+        self.clock = time.process_time if cpu_time else time.perf_counter
+        self.end = self.clock() + seconds
+        self.done_below = done_below
+
+    def __call__(self, best_cost: float | None = None) -> bool:
+        if self.done_below is not None and best_cost is not None and best_cost < self.done_below:
+            return True
+        return self.clock() >= self.end
+
+
+def _solve_pyvrp(mod: _Model, *, time_limit_s: float, seed: int, soft_must: bool, cpu_time: bool = False,
+                 initial: list[list[int]] | None = None, until_all: bool = False) -> list[list[int]] | None:
     import pyvrp
     from pyvrp import Client, Depot, Location, ProblemData, VehicleType
     from pyvrp.exceptions import PenaltyBoundWarning
     from pyvrp.PenaltyManager import PenaltyParams
-    from pyvrp.stop import MaxRuntime
 
     insp = mod.insp
     m2 = 2 * len(insp)
@@ -467,7 +589,7 @@ def _solve_pyvrp(mod: _Model, *, time_limit_s: float, seed: int, soft_must: bool
     clients = []
     for i in range(len(mod.sites)):
         req = bool(mod.required[i]) and not soft_must
-        prize = mod.big_prize if (mod.required[i] and soft_must) else int(mod.prize_int[i])
+        prize = int(mod.prize_int[i]) + (mod.big_prize if (mod.required[i] and soft_must) else 0)
         clients.append(Client(location=m2 + i, service_duration=int(mod.service[i]), tw_early=int(mod.tw_early[i]),
                               tw_late=int(mod.tw_late[i]), prize=prize, required=req))
     vtypes = [VehicleType(num_available=1, start_depot=2 * k, end_depot=2 * k + 1, tw_early=int(mod.shift_start[k]),
@@ -480,8 +602,12 @@ def _solve_pyvrp(mod: _Model, *, time_limit_s: float, seed: int, soft_must: bool
     with warnings.catch_warnings():
         # PyVRP warns when required clients cannot all fit; the caller then retries with them optional
         warnings.simplefilter("ignore", PenaltyBoundWarning)
-        res = pyvrp.solve(data, stop=MaxRuntime(time_limit_s), seed=seed, display=False, collect_stats=False,
-                          params=params)
+        stop = _Stop(time_limit_s, cpu_time=cpu_time, done_below=mod.big_prize if until_all else None)
+        init = None
+        if initial is not None and any(initial):
+            init = pyvrp.Solution(data, [pyvrp.Route(data, visits, k) for k, visits in enumerate(initial) if visits])
+        res = pyvrp.solve(data, stop=stop, seed=seed, display=False, collect_stats=False,
+                          params=params, initial_solution=init)
     best = res.best
     if not best.is_feasible():
         return None
@@ -491,8 +617,10 @@ def _solve_pyvrp(mod: _Model, *, time_limit_s: float, seed: int, soft_must: bool
     return routes
 
 
-def _solve_ortools(mod: _Model, *, time_limit_s: float, seed: int, soft_must: bool) -> list[list[int]] | None:
+def _solve_ortools(mod: _Model, *, time_limit_s: float, seed: int, soft_must: bool, cpu_time: bool = False,
+                   initial: list[list[int]] | None = None, until_all: bool = False) -> list[list[int]] | None:
     from ortools.constraint_solver import pywrapcp, routing_enums_pb2
+    from ortools.util import optional_boolean_pb2
 
     insp = mod.insp
     m = len(insp)
@@ -518,16 +646,42 @@ def _solve_ortools(mod: _Model, *, time_limit_s: float, seed: int, soft_must: bo
         tdim.CumulVar(idx).SetRange(int(mod.tw_early[i]), int(mod.tw_late[i]))
         if mod.required[i]:
             if soft_must:
-                routing.AddDisjunction([idx], mod.big_prize)
+                routing.AddDisjunction([idx], mod.big_prize + int(mod.prize_int[i]))
         else:
             routing.AddDisjunction([idx], int(mod.prize_int[i]))
     params = pywrapcp.DefaultRoutingSearchParameters()
     params.first_solution_strategy = routing_enums_pb2.FirstSolutionStrategy.PARALLEL_CHEAPEST_INSERTION
     params.local_search_metaheuristic = routing_enums_pb2.LocalSearchMetaheuristic.GUIDED_LOCAL_SEARCH
-    params.time_limit.FromMilliseconds(max(1, int(time_limit_s * 1000)))
+    # large-neighbourhood moves that re-insert left-out sites: without them guided local search can stay on a plan
+    # that swapping two sites for two others would beat (a 9-site instance of tests/test_patrol.py shows it)
+    params.local_search_operators.use_inactive_lns = optional_boolean_pb2.BOOL_TRUE
+    done = [False]
+    if until_all:
+        # every site planned: nothing left to gain in this phase (its cost is then travel only)
+        def seen() -> None:
+            done[0] = done[0] or routing.CostVar().Max() < mod.big_prize
+
+        routing.AddAtSolutionCallback(seen)
+    if cpu_time or until_all:
+        deadline = _Stop(time_limit_s, cpu_time=cpu_time)
+        routing.AddSearchMonitor(routing.solver().CustomLimit(lambda: done[0] or deadline()))
+    if cpu_time:
+        params.time_limit.FromSeconds(int(100 * time_limit_s) + 60)   # a wall-clock backstop only
+    else:
+        params.time_limit.FromMilliseconds(max(1, int(time_limit_s * 1000)))
     for k, v in _ORTOOLS_EXTRA.items():
-        setattr(params, k, v)
-    sol = routing.SolveWithParameters(params)
+        if k.startswith("use_"):
+            setattr(params.local_search_operators, k, v)
+        else:
+            setattr(params, k, v)
+    start = None
+    if initial is not None and any(initial):
+        routing.CloseModelWithParameters(params)
+        start = routing.ReadAssignmentFromRoutes([[manager.NodeToIndex(m2 + i) for i in r] for r in initial], True)
+    if start is not None:
+        sol = routing.SolveFromAssignmentWithParameters(start, params)
+    else:
+        sol = routing.SolveWithParameters(params)
     if sol is None:
         return None
     routes = []
@@ -540,9 +694,15 @@ def _solve_ortools(mod: _Model, *, time_limit_s: float, seed: int, soft_must: bo
     return routes
 
 
+def _must_and_prize(mod: _Model, routes: list[list[int]]) -> tuple[int, int]:
+    """The planner's order of plans: must-visits planned, then prize."""
+    visited = [i for order in routes for i in order]
+    return int(mod.required[visited].sum()), int(mod.prize_int[visited].sum())
+
+
 def plan_patrols(candidates: pd.DataFrame, inspectors: Sequence[Inspector | Mapping], *,
                  travel_minutes: TravelInput | None = None, network: RoadNetwork | None = None,
-                 time_limit_s: float = 5.0, solver: str = "pyvrp", seed: int = 0,
+                 time_limit_s: float = 5.0, solver: str = "pyvrp", seed: int = 0, cpu_time: bool = False,
                  travel_weight: float | None = None, travel_source: str | None = None) -> PatrolPlan:
     """Choose and order the sites each inspector visits to collect the most risk within the shifts.
 
@@ -568,10 +728,13 @@ def plan_patrols(candidates: pd.DataFrame, inspectors: Sequence[Inspector | Mapp
     time_limit_s
         Solver time limit in seconds.
     solver
-        ``"pyvrp"`` (hybrid genetic search / iterated local search) or ``"ortools"`` (routing library, parallel
+        ``"pyvrp"`` (PyVRP's iterated local search) or ``"ortools"`` (routing library, parallel
         cheapest insertion then guided local search).
     seed
         Random seed (PyVRP; OR-Tools' routing search is deterministic).
+    cpu_time
+        Count ``time_limit_s`` in CPU seconds of this process instead of wall-clock seconds (for benchmarks on a
+        busy machine, where wall time says little about the solver).
     travel_weight
         Prize units lost per minute of travel. None (default): travel only breaks ties — all travel together
         costs less than 1% of the smallest positive prize.
@@ -585,14 +748,22 @@ def plan_patrols(candidates: pd.DataFrame, inspectors: Sequence[Inspector | Mapp
     Notes
     -----
     Must-visit sites that no inspector can reach, serve and return from within the shift (and window) are left
-    out and reported in ``unvisited_must`` with the numbers. PyVRP gets the others as required clients; when
-    they cannot all fit together, and always with OR-Tools, they are optional with a prize larger than all other
-    prizes and travel together, so the solver leaves out as few as it can; those left out are reported.
-    Optional sites with prize 0, and sites no inspector can fit alone, are not given to the solver.
+    out and reported in ``unvisited_must`` with the numbers. Both solvers get the others as optional sites whose
+    prize (their risk plus a bonus larger than all prizes and all travel together) makes the solver keep as many
+    as fit — and the higher-risk ones first — while it always has a feasible plan to return within the time
+    limit; those left out are reported with the cheapest insertion they would need. When there are both
+    must-visit and other sites, the solver first plans the must-visits alone (until all fit, or for
+    :data:`MUST_PHASE_SHARE` of the time limit), then the whole problem from that plan. Optional sites with
+    prize 0, and sites no inspector can fit alone, are not given to the solver. Should a solver return no
+    feasible plan at all, a greedy insertion plan is returned with a note.
+
+    Prizes are scaled to integers so that all travel together costs less than 1 % of the smallest positive
+    prize (with ``travel_weight=None``); times are whole seconds, rounded so that a plan feasible for the solver
+    is feasible in exact minutes (see :data:`UNIT_PER_MIN`).
     """
     if solver not in SOLVERS:
         msg = f"unknown solver {solver!r}; expected one of {SOLVERS}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     started = time.perf_counter()
     cand = prepare_candidates(candidates)
     insp = as_inspectors(inspectors)
@@ -603,32 +774,44 @@ def plan_patrols(candidates: pd.DataFrame, inspectors: Sequence[Inspector | Mapp
     offsets = _offsets(insp)
     notes: list[str] = []
     unvisited: dict[int, str] = {}
-    usable = []
-    for j in range(len(cand)):
-        must = bool(cand.at[j, "must_visit"])
-        if not must and cand.at[j, "prize"] <= 0:
-            continue
-        ok, why = _solo_fit(j, cand, insp, mats, offsets)
-        if ok:
-            usable.append(j)
-        elif must:
-            unvisited[j] = why
-    sites = np.array(usable, dtype=np.int64)
+    must = cand["must_visit"].to_numpy(bool)
+    fits = _fits_alone(cand, insp, mats, offsets)
+    for j in np.flatnonzero(must & ~fits):
+        unvisited[int(j)] = _solo_fit(int(j), cand, insp, mats, offsets)[1]
+    sites = np.flatnonzero(fits & (must | (cand["prize"].to_numpy() > 0))).astype(np.int64)
     orders: list[list[int]] = [[] for _ in insp]
     travel_weight_used = travel_weight if travel_weight is not None else 0.0
     if len(sites):
         mod = _build(cand, insp, mats, offsets, sites, travel_weight)
         travel_weight_used = mod.travel_weight
         run = _solve_pyvrp if solver == "pyvrp" else _solve_ortools
-        soft = solver == "ortools"
-        found = run(mod, time_limit_s=time_limit_s, seed=seed, soft_must=soft)
-        if found is None and not soft:
-            notes.append("the must-visit sites do not all fit together; solved again with them optional "
-                         "(each worth more than all other sites)")
-            found = run(mod, time_limit_s=time_limit_s, seed=seed, soft_must=True)
+        # must-visits are optional with a prize above all other prizes and all travel together, so the solver
+        # keeps as many as fit and always has a feasible plan (possibly without some must-visits, reported)
+        initial, left = None, time_limit_s
+        if MUST_PHASE_SHARE > 0 and mod.required.any() and not mod.required.all():
+            # phase 1: the must-visits alone, to fit as many as possible (in a short time the whole problem's search
+            # can settle for fewer: other sites crowd them out), until all fit or MUST_PHASE_SHARE of the time is
+            # used. When they do not all fit, phase 2 starts from that plan, which it can only improve; when they
+            # do, the solver builds its own start (a warm start from a sparse plan costs risk), and the phase-1
+            # plan is kept should phase 2 end with fewer must-visits.
+            clock = time.process_time if cpu_time else time.perf_counter
+            t1 = clock()
+            sub = np.flatnonzero(mod.required)
+            first = run(_build(cand, insp, mats, offsets, sites[sub], travel_weight),
+                        time_limit_s=MUST_PHASE_SHARE * time_limit_s, seed=seed, soft_must=True, cpu_time=cpu_time,
+                        until_all=True)
+            if first is not None:
+                initial = [[int(sub[i]) for i in order] for order in first]
+            left = max(time_limit_s - (clock() - t1), 0.1 * time_limit_s)
+        all_fit = initial is not None and sum(map(len, initial)) == int(mod.required.sum())
+        found = run(mod, time_limit_s=left, seed=seed, soft_must=True, cpu_time=cpu_time,
+                    initial=None if all_fit else initial)
+        if initial is not None and (found is None or _must_and_prize(mod, found) < _must_and_prize(mod, initial)):
+            found = initial
         if found is None:
-            msg = f"{solver} found no feasible plan in {time_limit_s} s; raise time_limit_s"
-            raise RuntimeError(msg)
+            notes.append(f"{solver} found no feasible plan within {time_limit_s:g} s; the plan is a greedy "
+                         "insertion instead (raise the time limit)")
+            found = _greedy(mod)
         orders = [[int(sites[i]) for i in order] for order in found]
     routes = [_schedule(order, k, cand, insp, mats, offsets) for k, order in enumerate(orders)]
     planned = {j for order in orders for j in order}
@@ -638,7 +821,8 @@ def plan_patrols(candidates: pd.DataFrame, inspectors: Sequence[Inspector | Mapp
     prize = sum(r.prize for r in routes)
     travel = sum(r.travel_min for r in routes)
     return PatrolPlan(routes=routes,
-                      unvisited_must=[UnvisitedMust(cand.at[j, "site_id"], why) for j, why in sorted(unvisited.items())],
+                      unvisited_must=[UnvisitedMust(cand.at[j, "site_id"], *why)
+                                      for j, why in sorted(unvisited.items())],
                       solver=solver, travel_source=source, objective=float(prize - travel_weight_used * travel),
                       travel_weight=float(travel_weight_used), solve_seconds=time.perf_counter() - started,
                       travel_minutes=mats, notes=notes)
@@ -759,10 +943,10 @@ def apply_coverage(candidates: pd.DataFrame, last_visit_days_by_grid: Mapping[st
     """
     if "grid_code" not in candidates.columns:
         msg = "apply_coverage needs a grid_code column in candidates"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     if max_days < 0:
         msg = f"max_days must be >= 0, got {max_days}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     df = candidates.copy()
     df["must_visit"] = df["must_visit"].fillna(False).astype(bool) if "must_visit" in df else False
     df["coverage"] = False
@@ -771,7 +955,7 @@ def apply_coverage(candidates: pd.DataFrame, last_visit_days_by_grid: Mapping[st
     if boost is not None:
         if boost <= 1:
             msg = f"boost must be > 1, got {boost}"
-            raise ValueError(msg)
+            raise InvalidParameterError(msg)
         df.loc[stale, "prize"] = df.loc[stale, "prize"] * boost
     covered = set(df.loc[df["must_visit"], "grid_code"])
     pick = (df[stale & ~df["grid_code"].isin(covered)]
@@ -780,3 +964,588 @@ def apply_coverage(candidates: pd.DataFrame, last_visit_days_by_grid: Mapping[st
     df.loc[pick.index, "must_visit"] = True
     df.loc[pick.index, "coverage"] = True
     return df
+
+
+# ---------------------------------------------------------------------------------------------- from the store
+
+#: Visiting windows by site category code (``data/site_categories.csv``): ``(from, to, label_zh, label_en)`` in
+#: local wall-clock time, bounding the *start* of the visit. Planning assumptions for the default taxonomy, not
+#: rules from an assessment manual; a city edits them here (or passes ``windows=`` to :func:`patrol_candidates`):
+#: school surroundings are judged at dismissal, when hawkers and traffic gather (most Chinese primary schools let
+#: out between 16:00 and 17:30); campuses are visited in school hours, when staff can receive an inspector; farmers'
+#: markets trade mostly in the morning; service halls, banks and counters are seen open (office hours).
+CATEGORY_WINDOWS: dict[str, tuple[str, str, str, str]] = {
+    "25": ("16:00", "17:30", "放学时段", "school dismissal"),
+    "24": ("08:00", "16:00", "在校时段", "school hours"),
+    "16": ("06:30", "11:00", "早市时段", "morning market"),
+    "02": ("09:00", "17:00", "办公时间", "office hours"),
+    "03": ("09:00", "17:00", "营业时间", "opening hours"),
+    "04": ("09:00", "17:00", "营业时间", "opening hours"),
+}
+
+#: A closed problem at a site is due for its re-check (回头看) from this many days after closing, when the site
+#: has not been inspected since it closed ...
+RECHECK_AFTER_DAYS = 7
+#: ... and stays due until this many days after closing (older closures are left to the risk score).
+RECHECK_WITHIN_DAYS = 30
+
+#: Highest-risk sites offered to the solver besides the must-visits (a day's patrol visits a few dozen).
+MAX_CANDIDATES = 300
+
+#: Solver used when none is named (see bench/RESULTS.md, "Patrol planning").
+DEFAULT_SOLVER = "pyvrp"
+
+_CANDIDATES_SQL = """
+SELECT s.site_id, s.name, s.address, s.category_code, c.name_zh AS category_zh, c.name_en AS category_en,
+       coalesce(c.service_minutes, $default_service) AS service_min, s.grid_code, s.community_code, s.street_code,
+       s.district_code, s.lng, s.lat
+FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code
+WHERE coalesce(s.active, TRUE) AND s.lng IS NOT NULL AND s.lat IS NOT NULL
+  AND ($area IS NULL OR $area IN (s.grid_code, s.community_code, s.street_code, s.district_code))
+ORDER BY s.site_id
+"""
+
+_MUST_SQL = """
+WITH overdue AS (
+    SELECT e.site_id, e.event_id, e.problem_type, e.deadline, NULL::TIMESTAMP AS closed_at, 'overdue' AS kind
+    FROM events e
+    WHERE e.site_id IS NOT NULL AND e.time < $day AND e.deadline < $day
+      AND (e.closed_at IS NULL OR e.closed_at >= $day) AND coalesce(e.status, 'open') <> 'cancelled'
+),
+recheck AS (
+    SELECT e.site_id, e.event_id, e.problem_type, e.deadline, e.closed_at, 'recheck' AS kind
+    FROM events e
+    WHERE e.site_id IS NOT NULL AND e.closed_at < $day - to_days($after)
+      AND e.closed_at >= $day - to_days($within)
+      AND NOT EXISTS (SELECT 1 FROM inspections i
+                      WHERE i.site_id = e.site_id AND i.time > e.closed_at AND i.time < $day)
+)
+SELECT m.*, p.name_zh AS type_zh, p.name_en AS type_en
+FROM (SELECT * FROM overdue UNION ALL SELECT * FROM recheck) m
+LEFT JOIN problem_types p ON p.code = m.problem_type
+ORDER BY m.site_id, m.kind, m.event_id
+"""
+
+_GRID_VISITS_SQL = """
+SELECT g.code AS grid_code, date_diff('day', max(i.time)::DATE, $day::DATE) AS days
+FROM grids g LEFT JOIN inspections i ON i.grid_code = g.code AND i.time < $day
+GROUP BY g.code
+"""
+
+
+def _hhmm(text: str) -> float:
+    h, m = str(text).split(":")
+    return int(h) * 60 + int(m)
+
+
+def _day(date) -> datetime:
+    try:
+        d = pd.Timestamp(date)
+    except (ValueError, TypeError):
+        d = pd.NaT
+    if pd.isna(d):
+        msg = f"date must be a day like 2026-01-05, got {date!r}"
+        raise InvalidParameterError(msg)
+    return d.normalize().to_pydatetime()
+
+
+def check_area(store, area: str | None) -> str | None:
+    """The area code as given when it names a district, street, community or grid; else NotFoundError."""
+    from difflib import get_close_matches
+
+    from geo.errors import NotFoundError
+
+    if area is None or not str(area).strip():
+        return None
+    code = str(area).strip()
+    known = store.sql("SELECT code, name FROM areas UNION ALL SELECT code, coalesce(name, code) FROM grids")
+    if code in set(known["code"]):
+        return code
+    hit = known.loc[known["name"] == code, "code"]
+    if len(hit):
+        return str(hit.iloc[0])
+    close = get_close_matches(code, known["code"].tolist() + known["name"].tolist(), n=5, cutoff=0.5)
+    msg = f"unknown area {code!r}; closest: {', '.join(close) if close else 'none'}"
+    raise NotFoundError(msg)
+
+
+def site_risk_frame(store, *, as_of: datetime, sites: Sequence | None = None) -> tuple[pd.DataFrame, str]:
+    """Risk in [0, 1] per active site with its components and reason, and which model made it.
+
+    Uses :func:`sites.risk.site_risk` when it is installed (its numeric columns other than ids, coordinates,
+    rank and base become the components, with their logit contributions), else the documented rule of
+    :func:`sites.simulator.nonconformity_probability` (a site's chance of being found non-conforming from its last
+    year of inspections, its open and overdue problems, recent hits and complaints around it).
+
+    Parameters
+    ----------
+    store
+        The database.
+    as_of
+        Only data before this moment is used.
+    sites
+        Site ids to score (default all active sites).
+
+    Returns
+    -------
+    frame, model
+        ``site_id, risk, components (dict), reason_zh, reason_en``; ``"sites.risk (<model>)"`` or ``"rule"``.
+    """
+    import inspect
+
+    try:
+        from sites.risk import site_risk
+    except ImportError:
+        site_risk = None
+    if site_risk is not None:
+        accepts = inspect.signature(site_risk).parameters
+        kw = {"sites": list(sites)} if sites is not None and "sites" in accepts else {}
+        frames = {}
+        for lang in ("zh", "en"):
+            frames[lang] = pd.DataFrame(site_risk(store, as_of=as_of, **kw, **({"lang": lang} if "lang" in accepts
+                                                                                else {})))
+            if "lang" not in accepts:
+                frames["en"] = frames["zh"]
+                break
+        frame = frames["zh"]
+        out = pd.DataFrame({"site_id": frame["site_id"].to_numpy(),
+                            "risk": pd.to_numeric(frame["risk"], errors="coerce").fillna(0.0).clip(0, 1)})
+        if "components" in frame:
+            out["components"] = [_as_dict(c) for c in frame["components"]]
+        else:
+            skip = {"site_id", "lng", "lat", "risk", "rank", "base"}
+            num = [c for c in frame.columns if c not in skip and pd.api.types.is_numeric_dtype(frame[c])]
+            vals = frame[num].astype(float).round(4)
+            out["components"] = [{k: (None if pd.isna(v) else v) for k, v in r.items()}
+                                 for r in vals.to_dict("records")]
+        reason = frame["reason"].astype(str) if "reason" in frame else pd.Series([""] * len(frame))
+        out["reason_zh"] = reason.to_numpy()
+        en = frames["en"].set_index("site_id")["reason"].astype(str) if "reason" in frames["en"] else reason
+        out["reason_en"] = out["site_id"].map(en).fillna("").to_numpy()
+        model = frame["model"].iloc[0] if "model" in frame and len(frame) else None
+        return out, f"sites.risk ({model})" if model else "sites.risk"
+    from sites.simulator import nonconformity_probability, site_state
+
+    state = site_state(store, as_of=as_of)
+    risk = nonconformity_probability(state)
+    cols = ["open", "overdue", "hits", "complaints", "inspections", "nonconforming"]
+    comps = state[cols].astype(int).to_dict("records")
+    zh, en = [], []
+    for c in comps:
+        zh.append(f"近一年巡查{c['inspections']}次、不符合{c['nonconforming']}次；未结问题{c['open']}个（超期"
+                  f"{c['overdue']}个）；近90天问题{c['hits']}个，周边投诉{c['complaints']}件")
+        en.append(f"{c['nonconforming']} of {c['inspections']} checks non-conforming in a year; {c['open']} open "
+                  f"problems ({c['overdue']} overdue); {c['hits']} hits in 90 days, {c['complaints']} complaints "
+                  "nearby")
+    out = pd.DataFrame({"site_id": state["site_id"].to_numpy(), "risk": risk, "components": comps,
+                        "reason_zh": zh, "reason_en": en})
+    if sites is not None:
+        out = out[out["site_id"].isin(list(sites))]
+    return out, "rule"
+
+
+def _as_dict(value) -> dict:
+    import json
+
+    if isinstance(value, Mapping):
+        return {str(k): (v.item() if hasattr(v, "item") else v) for k, v in value.items()}
+    if isinstance(value, str) and value.strip().startswith("{"):
+        try:
+            return json.loads(value)
+        except ValueError:
+            return {}
+    return {}
+
+
+def patrol_candidates(store, *, date, area: str | None = None, coverage_days: int | None = None,
+                      rechecks: bool = True, max_candidates: int = MAX_CANDIDATES,
+                      windows: Mapping[str, tuple[str, str, str, str]] | None = None,
+                      must_visit: Sequence = (), exclude: Sequence = ()):
+    """The sites worth visiting on ``date``, with their risk, must-visit status, window and reasons.
+
+    Parameters
+    ----------
+    store
+        The database (:class:`geo.store.Store`).
+    date
+        The patrol day; only data before it is used.
+    area
+        District, street, community or grid code (or name) to plan in; default the whole city.
+    coverage_days
+        Coverage rule: no grid goes unvisited longer than this. Grids of the area whose last inspection is this
+        many days old or more (or that were never inspected) get their highest-risk site as a must-visit.
+    rechecks
+        Make overdue re-checks must-visits: sites with a problem open past its deadline, and sites with a problem
+        closed :data:`RECHECK_AFTER_DAYS`–:data:`RECHECK_WITHIN_DAYS` days ago and not inspected since (回头看).
+    max_candidates
+        The highest-risk sites offered besides the must-visits.
+    windows
+        Visiting windows by category code; default :data:`CATEGORY_WINDOWS`.
+    must_visit, exclude
+        Site ids to visit for certain, or to leave out.
+
+    Returns
+    -------
+    geopandas.GeoDataFrame
+        One row per candidate: ``site_id, name, address, category_code, category_zh, category_en, grid_code,
+        lng, lat, risk, prize`` (= risk), ``components``, ``service_min`` (the category's ``service_minutes``),
+        ``must_visit``, ``coverage``, ``tw_from``/``tw_to`` (``"16:00"`` or None), ``reasons`` (a list of
+        ``{kind, zh, en}``: ``risk``, ``overdue``, ``recheck``, ``coverage``, ``window``, ``requested``), and the
+        frame's ``attrs["risk_model"]``.
+    """
+    import geopandas as gpd
+
+    day = _day(date)
+    area = check_area(store, area)
+    if max_candidates < 0:
+        msg = f"max_candidates must be >= 0, got {max_candidates}"
+        raise InvalidParameterError(msg)
+    sites = store.sql(_CANDIDATES_SQL, {"area": area, "default_service": DEFAULT_SERVICE_MIN})
+    risk, model = site_risk_frame(store, as_of=day, sites=sites["site_id"].tolist() if area else None)
+    df = sites.merge(risk, on="site_id", how="left")
+    df["risk"] = df["risk"].fillna(0.0).astype(float)
+    df["components"] = [c if isinstance(c, dict) else {} for c in df["components"]]
+    df["reasons"] = [[{"kind": "risk", "zh": f"风险 {r:.2f}：{z}", "en": f"risk {r:.2f}: {e}"}]
+                     for r, z, e in zip(df["risk"], df["reason_zh"].fillna(""), df["reason_en"].fillna(""),
+                                        strict=True)]
+    df["must_visit"] = False
+    ids = set(df["site_id"])
+    for sid in must_visit:
+        if sid not in ids:
+            msg = f"must-visit site {sid!r} is not an active site{' of area ' + area if area else ''}"
+            raise InvalidParameterError(msg)
+    req = df["site_id"].isin(list(must_visit))
+    df.loc[req, "must_visit"] = True
+    for i in np.flatnonzero(req.to_numpy()):
+        df.at[i, "reasons"].append({"kind": "requested", "zh": "指定必查", "en": "requested must-visit"})
+    if rechecks:
+        must = store.sql(_MUST_SQL, {"day": day, "after": RECHECK_AFTER_DAYS, "within": RECHECK_WITHIN_DAYS})
+        pos = {sid: i for i, sid in enumerate(df["site_id"])}
+        for row in must.itertuples(index=False):
+            i = pos.get(row.site_id)
+            if i is None:
+                continue
+            df.at[i, "must_visit"] = True
+            tz, te = row.type_zh or row.problem_type or "", row.type_en or row.problem_type or ""
+            if row.kind == "overdue":
+                d = pd.Timestamp(row.deadline).strftime("%Y-%m-%d %H:%M")
+                df.at[i, "reasons"].append({"kind": "overdue", "zh": f"超期未整改：问题 #{row.event_id}（{tz}）期限 {d}",
+                                            "en": f"overdue: problem #{row.event_id} ({te}) due {d}"})
+            else:
+                d = pd.Timestamp(row.closed_at).strftime("%Y-%m-%d")
+                df.at[i, "reasons"].append({"kind": "recheck",
+                                            "zh": f"回头看：问题 #{row.event_id}（{tz}）{d} 结案后未复查",
+                                            "en": f"re-check (回头看): problem #{row.event_id} ({te}) closed {d}, "
+                                                  "not inspected since"})
+    df["coverage"] = False
+    if coverage_days is not None:
+        visits = store.sql(_GRID_VISITS_SQL, {"day": day})
+        last = {g: (np.inf if pd.isna(d) else float(d)) for g, d in zip(visits["grid_code"], visits["days"],
+                                                                         strict=True)}
+        df["prize"] = df["risk"]
+        df = apply_coverage(df, last, max_days=int(coverage_days))
+        for i in np.flatnonzero(df["coverage"].to_numpy()):
+            d = last.get(df.at[i, "grid_code"], np.inf)
+            zh = "从未巡查" if np.isinf(d) else f"已 {d:.0f} 天未巡查"
+            en = "never inspected" if np.isinf(d) else f"last inspected {d:.0f} days ago"
+            df.at[i, "reasons"].append({"kind": "coverage",
+                                        "zh": f"网格覆盖：网格 {df.at[i, 'grid_code']} {zh}（规则：不超过 {coverage_days} 天）",
+                                        "en": f"coverage: grid {df.at[i, 'grid_code']} {en} (rule: at most "
+                                              f"{coverage_days} days)"})
+    if len(exclude):
+        df = df[~df["site_id"].isin(list(exclude))]
+    top = df[~df["must_visit"] & (df["risk"] > 0)].sort_values("risk", ascending=False, kind="stable")
+    keep = df["must_visit"] | df.index.isin(top.index[:max_candidates])
+    df = df[keep].reset_index(drop=True)
+    df["prize"] = df["risk"]
+    rules = CATEGORY_WINDOWS if windows is None else windows
+    win = [rules.get(c) for c in df["category_code"]]
+    df["tw_from"] = [w[0] if w else None for w in win]
+    df["tw_to"] = [w[1] if w else None for w in win]
+    for i, w in enumerate(win):
+        if w:
+            df.at[i, "reasons"].append({"kind": "window", "zh": f"时间窗 {w[0]}–{w[1]}（{w[2]}）",
+                                        "en": f"time window {w[0]}–{w[1]} ({w[3]})"})
+    df = df.drop(columns=["reason_zh", "reason_en"])
+    out = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df["lng"], df["lat"]), crs="EPSG:4326")
+    out.attrs["risk_model"] = model
+    return out
+
+
+# ---------------------------------------------------------------------------------------------- a day's plan
+
+
+def parse_inspectors(inspectors: Sequence[Mapping | Inspector], *, date, crs: str | None = None
+                     ) -> list[Inspector]:
+    """Inspectors from request or file rows, their shift starts placed on ``date``.
+
+    Each row has ``name``, the start as ``start_lng``/``start_lat`` or ``start: [lng, lat]``, optionally the end
+    (default the start), ``shift_start`` (``"08:30"`` on ``date``, or a full date-time; default 09:00),
+    ``shift_minutes`` (or ``shift_hours``; default 240) and ``mode`` (walk, bike or car; default walk).
+    Coordinates in ``crs`` (``gcj02``, ``bd09``, …) are converted to WGS84 with :func:`geo.coords.to_wgs84`.
+    """
+    from geo.coords import to_wgs84
+
+    day = _day(date)
+    out: list[Inspector] = []
+    for n, row in enumerate(inspectors, start=1):
+        if isinstance(row, Inspector):
+            out.append(row)
+            continue
+        r = {k: v for k, v in dict(row).items() if v is not None and not (isinstance(v, float) and math.isnan(v))
+             and not (isinstance(v, str) and not v.strip())}
+        where = f"inspector {n} ({r.get('name', 'no name')})"
+        if "name" not in r:
+            msg = f"{where}: name is missing"
+            raise InvalidParameterError(msg)
+        pts = {}
+        for end in ("start", "end"):
+            if end in r:
+                try:
+                    pts[end] = (float(r[end][0]), float(r[end][1]))
+                except (TypeError, ValueError, IndexError, KeyError):
+                    msg = f"{where}: {end} must be [lng, lat], got {r[end]!r}"
+                    raise InvalidParameterError(msg) from None
+            elif f"{end}_lng" in r and f"{end}_lat" in r:
+                try:
+                    pts[end] = (float(r[f"{end}_lng"]), float(r[f"{end}_lat"]))
+                except (TypeError, ValueError):
+                    msg = f"{where}: {end}_lng/{end}_lat must be numbers"
+                    raise InvalidParameterError(msg) from None
+        if "start" not in pts:
+            msg = f"{where}: start is missing (start_lng and start_lat, or start: [lng, lat])"
+            raise InvalidParameterError(msg)
+        pts.setdefault("end", pts["start"])
+        for end, (x, y) in pts.items():
+            if not (-180 <= x <= 180 and -90 <= y <= 90) or abs(y) > abs(x) > 0 and abs(x) <= 90 < abs(y):
+                msg = f"{where}: {end} ({x}, {y}) is not a lng, lat pair"
+                raise InvalidParameterError(msg)
+        if crs and crs.lower() not in ("wgs84", "epsg:4326", "4326"):
+            xs, ys = to_wgs84([pts["start"][0], pts["end"][0]], [pts["start"][1], pts["end"][1]], crs)
+            pts = {"start": (float(xs[0]), float(ys[0])), "end": (float(xs[1]), float(ys[1]))}
+        start = r.get("shift_start", "09:00")
+        try:
+            if isinstance(start, datetime):
+                begin = start
+            elif isinstance(start, str) and len(start.strip()) <= 5 and ":" in start:
+                begin = day + timedelta(minutes=_hhmm(start.strip()))
+            else:
+                begin = pd.Timestamp(start).to_pydatetime()
+        except (ValueError, TypeError):
+            msg = f"{where}: shift_start must be HH:MM or a date-time, got {start!r}"
+            raise InvalidParameterError(msg) from None
+        try:
+            minutes = (float(r["shift_minutes"]) if "shift_minutes" in r
+                       else float(r["shift_hours"]) * 60 if "shift_hours" in r else 240.0)
+        except (TypeError, ValueError):
+            msg = f"{where}: shift_minutes must be a number"
+            raise InvalidParameterError(msg) from None
+        out.append(Inspector(name=str(r["name"]), start_lng=pts["start"][0], start_lat=pts["start"][1],
+                             end_lng=pts["end"][0], end_lat=pts["end"][1], shift_start=begin,
+                             shift_minutes=minutes, mode=str(r.get("mode", "walk")).strip().lower()))
+    return as_inspectors(out)
+
+
+def _iso(t: datetime | None) -> str | None:
+    return None if t is None else t.replace(microsecond=0).isoformat(timespec="minutes")
+
+
+def _clean(v):
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if hasattr(v, "item"):
+        return v.item()
+    return v
+
+
+def plan_day(store, inspectors: Sequence[Mapping | Inspector], *, date, area: str | None = None,
+             coverage_days: int | None = None, rechecks: bool = True, max_candidates: int = MAX_CANDIDATES,
+             network: RoadNetwork | None = None, solver: str | None = None, time_limit_s: float = 10.0,
+             seed: int = 0, must_visit: Sequence = (), exclude: Sequence = (), crs: str | None = None,
+             lang: str = "zh") -> dict:
+    """Plan a day's patrols from the store: candidates, must-visits, windows, routes, reasons.
+
+    Parameters
+    ----------
+    store
+        The database.
+    inspectors
+        Rows for :func:`parse_inspectors` (or :class:`Inspector` objects).
+    date
+        The patrol day (data before it is used for risk, re-checks and coverage).
+    area, coverage_days, rechecks, max_candidates, must_visit, exclude
+        See :func:`patrol_candidates`.
+    network
+        Road network for travel times; default straight line × :data:`~sites.network.DETOUR_FACTOR`.
+    solver
+        ``"pyvrp"`` or ``"ortools"`` (default :data:`DEFAULT_SOLVER`).
+    time_limit_s
+        Solver time limit; the best plan found by then is returned.
+    seed
+        Solver seed.
+    crs
+        System of the inspectors' coordinates (``wgs84`` default, ``gcj02``, ``bd09``).
+    lang
+        Language of each stop's ``reason`` text (``zh`` or ``en``; both are kept in ``reasons``).
+
+    Returns
+    -------
+    dict
+        The plan document (JSON-ready): ``date, created_at, solver, travel_source, risk_model, params, totals,
+        routes`` (per inspector: ``inspector, mode, shift_start, shift_minutes, start, end, stops`` with ``seq,
+        site_id, name, category_code, category, lng, lat, grid_code, arrival, start_time, departure,
+        arrival_min, travel_min, wait_min, service_min, risk, must_visit, reason, reasons, components``, and the
+        route totals), ``unvisited_must`` (site, reason) and ``notes``.
+    """
+    solver = solver or DEFAULT_SOLVER
+    if lang not in ("zh", "en"):
+        msg = f"lang must be zh or en, got {lang!r}"
+        raise InvalidParameterError(msg)
+    day = _day(date)
+    insp = parse_inspectors(inspectors, date=day, crs=crs)
+    cand = patrol_candidates(store, date=day, area=area, coverage_days=coverage_days, rechecks=rechecks,
+                             max_candidates=max_candidates, must_visit=must_visit, exclude=exclude)
+    t0 = min(i.shift_start for i in insp)
+    base = (t0 - day).total_seconds() / 60
+    frame = pd.DataFrame(cand.drop(columns="geometry"))
+    frame["tw_start_min"] = [np.nan if not isinstance(a, str) else _hhmm(a) - base for a in frame["tw_from"]]
+    frame["tw_end_min"] = [np.nan if not isinstance(b, str) else _hhmm(b) - base for b in frame["tw_to"]]
+    plan = plan_patrols(frame, insp, network=network, solver=solver, time_limit_s=time_limit_s, seed=seed)
+    params = {"date": day.date().isoformat(), "area": area, "coverage_days": coverage_days, "rechecks": rechecks,
+              "max_candidates": max_candidates, "solver": solver, "time_limit_s": time_limit_s, "seed": seed,
+              "must_visit": [_clean(s) for s in must_visit], "exclude": [_clean(s) for s in exclude],
+              "lang": lang, "inspectors": [{"name": i.name, "start": [i.start_lng, i.start_lat],
+                                            "end": [i.end_lng, i.end_lat], "shift_start": _iso(i.shift_start),
+                                            "shift_minutes": i.shift_minutes, "mode": i.mode} for i in insp]}
+    doc = plan_document(plan, frame, insp, params=params, lang=lang)
+    doc["risk_model"] = cand.attrs.get("risk_model")
+    doc["timezone"] = store.meta("timezone") or "Asia/Shanghai"
+    doc["candidates"] = {"sites": len(frame), "must_visit": int(frame["must_visit"].sum()),
+                         "coverage": int(frame["coverage"].sum()) if "coverage" in frame else 0}
+    return doc
+
+
+def plan_document(plan: PatrolPlan, candidates: pd.DataFrame, inspectors: Sequence[Inspector], *,
+                  params: Mapping | None = None, lang: str = "zh") -> dict:
+    """The JSON-ready document of a plan (see :func:`plan_day`), stops joined with their candidate rows."""
+    cand = candidates.reset_index(drop=True)
+    pos = {sid: i for i, sid in enumerate(cand["site_id"])}
+    insp = {i.name: i for i in inspectors}
+
+    def col(i: int, name: str, default=None):
+        return _clean(cand.at[i, name]) if name in cand.columns else default
+
+    routes = []
+    for r in plan.routes:
+        ins = insp[r.inspector]
+        stops = []
+        for seq, s in enumerate(r.stops, start=1):
+            i = pos[s.site_id]
+            reasons = list(col(i, "reasons", None) or [])
+            if not reasons:
+                reasons = [{"kind": "risk", "zh": f"风险 {s.prize:.2f}", "en": f"risk {s.prize:.2f}"}]
+            begin = None if ins.shift_start is None else ins.shift_start + timedelta(minutes=s.start_min)
+            stops.append({
+                "seq": seq, "site_id": _clean(s.site_id), "name": col(i, "name"), "address": col(i, "address"),
+                "category_code": col(i, "category_code"),
+                "category": col(i, "category_zh" if lang == "zh" else "category_en"),
+                "category_zh": col(i, "category_zh"), "category_en": col(i, "category_en"),
+                "grid_code": col(i, "grid_code"), "lng": float(cand.at[i, "lng"]), "lat": float(cand.at[i, "lat"]),
+                "arrival": _iso(s.arrival), "start_time": _iso(begin),
+                "departure": _iso(None if begin is None else begin + timedelta(minutes=s.service_min)),
+                "arrival_min": round(s.arrival_min, 2), "travel_min": round(s.travel_min, 2),
+                "wait_min": round(s.wait_min, 2), "service_min": round(s.service_min, 2),
+                "risk": round(float(col(i, "risk", s.prize)), 4), "must_visit": bool(s.must_visit),
+                "tw_from": col(i, "tw_from"), "tw_to": col(i, "tw_to"),
+                "reason": "；".join(x[lang] for x in reasons) if lang == "zh" else "; ".join(x[lang] for x in reasons),
+                "reasons": reasons, "components": col(i, "components", None) or {},
+            })
+        routes.append({
+            "inspector": r.inspector, "mode": r.mode, "shift_start": _iso(r.shift_start),
+            "shift_minutes": r.shift_minutes, "start": [ins.start_lng, ins.start_lat],
+            "end": [ins.end_lng, ins.end_lat], "end_time": _iso(r.end_time), "stops": stops,
+            "return_travel_min": round(r.return_travel_min, 2),
+            "totals": {"stops": len(stops), "risk": round(sum(x["risk"] for x in stops), 4),
+                       "travel_min": round(r.travel_min, 1), "service_min": round(r.service_min, 1),
+                       "wait_min": round(r.wait_min, 1), "shift_used_min": round(r.shift_used_min, 1)},
+        })
+    unvisited = []
+    for u in plan.unvisited_must:
+        i = pos[u.site_id]
+        unvisited.append({"site_id": _clean(u.site_id), "name": col(i, "name"),
+                          "reason": u.reason_zh if lang == "zh" and u.reason_zh else u.reason,
+                          "reason_en": u.reason, "reason_zh": u.reason_zh or u.reason,
+                          "must_reasons": [x for x in (col(i, "reasons", None) or []) if x["kind"] != "risk"]})
+    return {
+        "plan_id": None, "created_at": datetime.now().replace(microsecond=0).isoformat(),
+        "date": (params or {}).get("date"),
+        "solver": plan.solver, "travel_source": plan.travel_source, "solve_seconds": round(plan.solve_seconds, 3),
+        "objective": plan.objective, "params": dict(params or {}),
+        "totals": {"inspectors": len(routes), "stops": sum(len(r["stops"]) for r in routes),
+                   "risk": round(sum(r["totals"]["risk"] for r in routes), 4),
+                   "must_visits": sum(s["must_visit"] for r in routes for s in r["stops"]),
+                   "travel_min": round(plan.total_travel_min, 1),
+                   "service_min": round(sum(r.service_min for r in plan.routes), 1),
+                   "shift_used_min": round(plan.total_shift_used_min, 1)},
+        "routes": routes, "unvisited_must": unvisited, "notes": list(plan.notes),
+    }
+
+
+# ---------------------------------------------------------------------------------------------- stored plans
+
+
+def save_plan(db, doc: dict) -> str:
+    """Store a plan document in the database (one atomic write) and return its new ``plan_id``.
+
+    Parameters
+    ----------
+    db
+        Database file path (or a :class:`geo.store.Store`).
+    doc
+        A document of :func:`plan_day`; its ``plan_id`` is set.
+    """
+    import json
+    import uuid
+
+    from geo.schema import _V4
+    from geo.store import writing
+
+    path = getattr(db, "path", db)
+    plan_id = uuid.uuid4().hex[:12]
+    doc["plan_id"] = plan_id
+    created = pd.Timestamp(doc.get("created_at") or datetime.now()).to_pydatetime()
+    with writing(path) as con:
+        for statement in _V4:          # a file already at version 4 from before the table existed
+            con.execute(statement)
+        con.execute("INSERT INTO patrol_plans VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                    [plan_id, created, doc.get("date"), doc.get("solver"), doc.get("travel_source"),
+                     doc["totals"]["inspectors"], doc["totals"]["stops"], doc["totals"]["risk"],
+                     json.dumps(doc.get("params", {}), ensure_ascii=False), json.dumps(doc, ensure_ascii=False)])
+    return plan_id
+
+
+def load_plan(store, plan_id: str) -> dict:
+    """A stored plan document by id; :class:`~geo.errors.NotFoundError` naming the latest ids otherwise."""
+    import json
+
+    from geo.errors import NotFoundError
+
+    has = store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'patrol_plans' "
+                    "AND table_catalog = current_database()")["n"].iloc[0]
+    row = store.sql("SELECT plan_json FROM patrol_plans WHERE plan_id = ?", [str(plan_id)]) if has else None
+    if row is None or row.empty:
+        latest = list_plans(store, limit=5)["plan_id"].tolist() if has else []
+        msg = f"no patrol plan {plan_id!r}; latest: {', '.join(latest) if latest else 'none stored'}"
+        raise NotFoundError(msg)
+    return json.loads(row["plan_json"].iloc[0])
+
+
+def list_plans(store, *, limit: int = 50) -> pd.DataFrame:
+    """Stored plans, newest first: ``plan_id, created_at, plan_date, solver, travel_source, inspectors, stops,
+    total_risk``."""
+    has = store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'patrol_plans' "
+                    "AND table_catalog = current_database()")["n"].iloc[0]
+    cols = "plan_id, created_at, plan_date, solver, travel_source, inspectors, stops, total_risk"
+    if not has:
+        return pd.DataFrame(columns=cols.split(", "))
+    return store.sql(f"SELECT {cols} FROM patrol_plans ORDER BY created_at DESC, plan_id LIMIT ?", [int(limit)])

@@ -73,6 +73,9 @@ from geo.h3cells import parent
 from geo.hotspots import hotspots
 from geo.store import Store
 
+#: What ``as_of`` may be: a datetime, a date (its midnight) or an ISO string.
+AsOf = datetime | date | str
+
 #: H3 resolution and rings of the neighbourhood of a site (res 10, 1 ring: 7 cells, about 200 m across).
 NEAR_RES = 10
 NEAR_K = 1
@@ -144,7 +147,7 @@ _US_PER_DAY = 86_400_000_000
 # Time and prefix sums
 # ---------------------------------------------------------------------------------------------------------
 
-def parse_as_of(as_of) -> datetime:
+def parse_as_of(as_of: AsOf | pd.Timestamp) -> datetime:
     """Read ``as_of``: a datetime, a date or ``YYYY-MM-DD`` (midnight: data of that day is not used) or a
     date-time string; everything strictly before it is used."""
     if isinstance(as_of, datetime):
@@ -336,13 +339,20 @@ def _inspector_table(d: _Data) -> pd.DataFrame:
     return out
 
 
-def inspector_effects(store: Store, *, as_of) -> pd.DataFrame:
+def inspector_effects(store: Store, *, as_of: AsOf) -> pd.DataFrame:
     """Each inspector's detection ratio from the labelled inspections before ``as_of``.
 
     ``detection = (found + a·r) / (expected + a·r)`` where ``found`` counts the inspector's problem-finding
     visits, ``expected`` sums each visit's category problem rate, ``r = expected / visits`` and ``a`` is
     :data:`INSPECTOR_PRIOR` (shrinkage toward 1 for inspectors with few visits). 1.5 means the inspector
     finds problems on 1.5 times as many visits as an average inspector would at the same sites' categories.
+
+    Parameters
+    ----------
+    store
+        The database.
+    as_of
+        Moment; only the inspections strictly before it are used.
 
     Returns
     -------
@@ -467,7 +477,7 @@ def _month_start(t_us: np.ndarray) -> np.ndarray:
 # Fitting
 # ---------------------------------------------------------------------------------------------------------
 
-def fit_model(store: Store, *, as_of, model: str = "auto", train_days: int = TRAIN_DAYS) -> dict:
+def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int = TRAIN_DAYS) -> dict:
     """Learn (or choose) the weights of the risk score from the data before ``as_of``.
 
     Parameters
@@ -605,7 +615,7 @@ def _site_index(d: _Data, sites: Sequence[int] | None, include_inactive: bool) -
     return pos
 
 
-def site_risk(store: Store, *, as_of, sites: Sequence[int] | None = None, model: str = "auto", lang: str = "zh",
+def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, model: str = "auto", lang: str = "zh",
               include_inactive: bool = False, train_days: int = TRAIN_DAYS) -> gpd.GeoDataFrame:
     """Score sites: the probability-like risk that the next inspection finds a problem, with its components.
 
@@ -706,7 +716,29 @@ def risk_records(frame: pd.DataFrame, *, lang: str = "zh") -> list[dict]:
 
 
 def explain(frame: pd.DataFrame, site_id: int, *, lang: str = "zh") -> dict:
-    """One site's row of a :func:`site_risk` frame as a dict with its components (see :func:`risk_records`)."""
+    """One site's row of a :func:`site_risk` frame as a dict with its components (see :func:`risk_records`).
+
+    Parameters
+    ----------
+    frame
+        A :func:`site_risk` result.
+    site_id
+        The site.
+    lang
+        ``zh`` (default) or ``en``: the components' labels.
+
+    Returns
+    -------
+    dict
+        The site's columns (``site_id``, ``name``, ``risk``, ``rank``, ``base``, ``reason``...) and
+        ``components``: per component its ``label``, ``value``, ``transform``, ``weight`` and
+        ``contribution`` (logit units), largest contribution first.
+
+    Raises
+    ------
+    NotFoundError
+        The site is not in ``frame``.
+    """
     row = frame[frame["site_id"] == int(site_id)]
     if row.empty:
         msg = (f"site {site_id} is not among the scored sites (ids {frame['site_id'].min()}.."

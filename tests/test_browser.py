@@ -251,3 +251,47 @@ def test_docs_offline_in_browser(server, browser):
     assert not _external(urls), f"/docs requested outside the machine: {_external(urls)}"
     assert any(u.endswith("/static/vendor/swagger-ui-bundle.js") for u in urls)
     assert any(u.endswith("/openapi.json") for u in urls)
+
+
+_CLICK_TARGET = """
+const map = window[arguments[0]], L_ = window.cgLayers, size = map.getSize();
+[L_.sites, L_.clusters].forEach(l => l && map.removeLayer(l));  // markers would sit above the shapes
+if (arguments[1] === 'grid') { map.removeLayer(L_.hex); }
+const shapes = arguments[1] === 'grid' ? L_.grids.getLayers() : L_.hex.getLayers();
+for (const s of shapes) {
+    const p = map.latLngToContainerPoint(s.getCenter());
+    if (p.x > 340 && p.y > 60 && p.x < size.x - 220 && p.y < size.y - 60) {
+        return {x: p.x, y: p.y, w: size.x, h: size.y};
+    }
+}
+return null;
+"""
+
+
+@pytest.mark.parametrize("target", ["hex", "grid"])
+def test_click_opens_the_popup_of_what_is_under_the_pointer(server, browser, target):
+    """A click on a heat hexagon opens the hexagon's numbers; where no hexagon is, the micro-grid's card."""
+    from selenium.webdriver.common.action_chains import ActionChains
+    from selenium.webdriver.common.by import By
+
+    _load(browser, server + "/map?lang=en", _MAP_READY)
+    name = _map_name(browser)
+    spot = browser.execute_script(_CLICK_TARGET, name, target)
+    assert spot, "no shape inside the visible map"
+    el = browser.find_element(By.ID, name)
+    ActionChains(browser).move_to_element_with_offset(el, spot["x"] - spot["w"] / 2,
+                                                      spot["y"] - spot["h"] / 2).click().perform()
+    deadline = time.monotonic() + 10
+    text = ""
+    while time.monotonic() < deadline:
+        text = browser.execute_script(
+            "const p = document.querySelector('.leaflet-popup-content'); return p ? p.textContent : ''")
+        if text:
+            break
+        time.sleep(0.2)
+    _screenshot(browser, f"popup_{target}.png")
+    if target == "hex":
+        assert "Events" in text and "Sites affected" in text and "Grid leader" not in text, text
+    else:
+        assert "Grid leader" in text and "Households" in text, text
+    assert not _console_errors(browser)

@@ -184,7 +184,7 @@ def test_hotspots_markets_schools_and_episodes(demo):
     assert len(school) > 100
     minutes = school["time"].dt.hour * 60 + school["time"].dt.minute
     assert ((minutes >= 16 * 60) & (minutes < 17 * 60 + 45)).mean() > 0.6
-    assert (school["time"].dt.dayofweek < 5).mean() > 0.95
+    assert (school["time"].dt.day_of_week < 5).mean() > 0.95
     assert ((school["time"].dt.month == 8)).mean() < 0.01  # summer vacation
     # The summer 2025 night market.
     night = ev[ev["text"].str.contains("夜市")]
@@ -218,12 +218,12 @@ def test_weekly_seasonal_and_campaign_cycles(demo):
     _, store = demo
     ev = store.sql("SELECT source, problem_type, time FROM events")
     days = pd.DataFrame({"day": pd.date_range("2024-01-01", "2025-12-31")})
-    weekend_days = (days["day"].dt.dayofweek >= 5).sum()
+    weekend_days = (days["day"].dt.day_of_week >= 5).sum()
     weekday_days = len(days) - weekend_days
 
     def ratio(frame):
-        we = (frame["time"].dt.dayofweek >= 5).sum() / weekend_days
-        wd = (frame["time"].dt.dayofweek < 5).sum() / weekday_days
+        we = (frame["time"].dt.day_of_week >= 5).sum() / weekend_days
+        wd = (frame["time"].dt.day_of_week < 5).sum() / weekday_days
         return wd / we
 
     assert ratio(ev[ev["source"] == "inspection"]) > 5
@@ -277,7 +277,7 @@ def test_lifecycles(demo):
     count = np.busday_count(start_day[days], due_day[days], holidays=HOLIDAYS)
     assert (count == ev.loc[days, "deadline_value"].to_numpy()).all()  # exactly N working days later
     one = (ev["deadline_unit"] == "working_days") & (ev["deadline_value"] == 1)
-    friday = one & (ev["time"].dt.dayofweek == 4) & ev["time"].dt.month.isin([3, 11])
+    friday = one & (ev["time"].dt.day_of_week == 4) & ev["time"].dt.month.isin([3, 11])
     assert span[friday].between(3, 4).all()  # Friday + 1 working day = Monday
 
 
@@ -326,7 +326,7 @@ def test_inspections_and_linked_hits(demo):
     per = store.sql("SELECT s.category_code AS c, count(i.inspection_id) / count(DISTINCT s.site_id) AS v "
                     "FROM sites s LEFT JOIN inspections i USING (site_id) GROUP BY 1").set_index("c")["v"]
     assert per["16"] > 4 * per["03"] and per["38"] > 3 * per["14"]
-    assert ins["time"].dt.dayofweek.lt(5).mean() > 0.9
+    assert ins["time"].dt.day_of_week.lt(5).mean() > 0.9
 
 
 def _tables(db):

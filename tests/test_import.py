@@ -433,3 +433,116 @@ def test_lattice_lookup_matches_geopandas_on_the_shenzhen_grid(shenzhen):
     expected = joined.reindex(np.arange(len(x))).fillna(-1).to_numpy().astype(int)
     assert (got == expected).all(), int((got != expected).sum())
     assert (got >= 0).mean() > 0.4
+
+
+# --- batched events import (the path large files take) ---------------------------------------------------
+
+
+def _batch_file(tmp_path, n=3000, seed=5):
+    """Events with duplicate ids (within and across batches), rows without ids, and bad rows spread out."""
+    rng = np.random.default_rng(seed)
+    ids = [f"E{i}" for i in range(n)]
+    for a, b in ((2500, 10), (2900, 2899), (1700, 1200), (40, 39)):
+        ids[a] = ids[b]
+    for i in (300, 301, 2200):
+        ids[i] = ""
+    frame = pd.DataFrame({
+        "id": ids,
+        "time": [f"2024-03-{1 + i % 28:02d} {i % 24:02d}:{i % 60:02d}:00" for i in range(n)],
+        "lng": np.round(rng.uniform(112.9005, 112.9195, n), 6).astype(str),
+        "lat": np.round(rng.uniform(28.2005, 28.2195, n), 6).astype(str),
+        "type": rng.choice(["暴露垃圾", "0101", "占道经营"], n),
+        "status": rng.choice(["已办结", "处理中", ""], n),
+    })
+    frame.loc[301, ["time", "lng", "lat", "type", "status"]] = frame.loc[300, ["time", "lng", "lat", "type", "status"]]
+    frame.loc[700, "lat"] = "北纬28度"
+    frame.loc[1500, "time"] = "下周"
+    frame.loc[2600, ["lng", "lat"]] = ""
+    frame.loc[2750, "status"] = "不知道"
+    f = tmp_path / "batched.csv"
+    frame.to_csv(f, index=False)
+    return f, frame
+
+
+def test_batched_import_equals_one_batch(small_city, tmp_path, monkeypatch):
+    import shutil
+
+    import geo.events
+    import geo.readers
+
+    f, frame = _batch_file(tmp_path)
+    one = tmp_path / "one.duckdb"
+    shutil.copy(small_city, one)
+    whole = import_events(f, db=one, progress=False)
+    monkeypatch.setattr(geo.readers, "_BLOCK", 4096)  # the CSV streams in blocks of ~60 rows
+    monkeypatch.setattr(geo.events, "IMPORT_BATCH_ROWS", 250)
+    parts = import_events(f, db=small_city, progress=False)
+    _balanced(parts)
+    keys = frame["id"].mask(frame["id"] == "", None)
+    bad_rows = {702, 1502, 2602, 2752}
+    valid = ~frame.index.isin([r - 2 for r in bad_rows])
+    expected_dups = int(keys[valid].dropna().duplicated().sum()) + 1  # + the repeated row without an id
+    assert (parts.rows_read, parts.rejected, parts.duplicates) == (3000, 4, expected_dups)
+    assert {r["row"] for r in parts.rejects} == bad_rows
+    assert [r["field"] for r in parts.rejects] == ["lat", "time", "lat/lng", "status"]
+    assert parts.to_dict() | {"import_id": None, "file": None} == whole.to_dict() | {"import_id": None, "file": None}
+    cols = "external_id, problem_type, time, status, lng, lat, h3, grid_code, community_code, dedup_key"
+    a = Store(one).sql(f"SELECT {cols} FROM events ORDER BY event_id")
+    b = Store(small_city).sql(f"SELECT {cols} FROM events ORDER BY event_id")
+    pd.testing.assert_frame_equal(a, b)
+    assert len(b) == parts.loaded and b["dedup_key"].is_unique
+    again = import_events(f, db=small_city, progress=False)
+    assert (again.loaded, again.duplicates, again.rejected) == (0, 2996, 4)
+
+
+def test_duplicates_exact_under_hash_collisions(small_city, tmp_path, monkeypatch):
+    """Keys are deduplicated by hash, then compared exactly: colliding hashes never drop a distinct row."""
+    import geo.events
+    import geo.readers
+    from geo.importing import KeyIndex
+
+    f, frame = _batch_file(tmp_path)
+    real = KeyIndex.hashes
+    monkeypatch.setattr(KeyIndex, "hashes", lambda self, keys: real(self, keys) % np.uint64(7))
+    monkeypatch.setattr(geo.readers, "_BLOCK", 4096)
+    monkeypatch.setattr(geo.events, "IMPORT_BATCH_ROWS", 250)
+    rep = import_events(f, db=small_city, progress=False)
+    _balanced(rep)
+    stored = Store(small_city).sql("SELECT dedup_key, external_id FROM events")
+    assert stored["dedup_key"].is_unique
+    ids = frame["id"][frame["id"] != ""]
+    bad = {"E700", "E1500", "E2600", "E2750"}
+    assert set(stored["external_id"].dropna()) == set(ids) - bad
+    assert rep.duplicates == 5 and rep.loaded == 3000 - 5 - 4
+
+
+def test_bad_row_in_a_later_batch_changes_nothing(small_city, tmp_path, monkeypatch):
+    import geo.events
+    import geo.readers
+
+    f = tmp_path / "late_error.csv"
+    rows = [f"{i},2024-03-05 10:00,28.205,112.905" for i in range(2000)]
+    rows[1800] = '1800,2024-03-05 10:00,28.205,112.905,"extra"'
+    f.write_text("id,time,lat,lng\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    monkeypatch.setattr(geo.readers, "_BLOCK", 4096)
+    monkeypatch.setattr(geo.events, "IMPORT_BATCH_ROWS", 250)
+    before = _digest(small_city)
+    with pytest.raises(ImportFileError, match="not a well-formed CSV"):
+        import_events(f, db=small_city, progress=False)
+    assert _digest(small_city) == before
+
+
+def test_content_keys_keep_their_stored_form():
+    """Keys of rows without ids stay ``prefix#`` + 16 hex digits of pandas' row hash (idempotent across versions)."""
+    import pyarrow as pa
+
+    from geo.importing import content_keys
+
+    rng = np.random.default_rng(11)
+    values = [None if v < 0.1 else f" {v:.6f}" for v in rng.random(5000)]
+    table = pa.table({"a": values, "b": [str(i) for i in range(5000)]})
+    text = [f"{'' if a is None else a}\x1f{b}" for a, b in zip(values, table.column("b").to_pylist(), strict=True)]
+    hashed = pd.util.hash_array(np.array(text, dtype=object), categorize=False)
+    expected = [f"events#{h:016x}" for h in hashed]
+    assert content_keys(table, ["a", "b"], "events#").tolist() == expected
+    assert any(k[7] == "0" for k in expected)  # leading zeros kept

@@ -63,6 +63,35 @@ def test_old_file_is_migrated_on_open(tmp_path):
     assert store.sql("SELECT event_id FROM events")["event_id"].tolist() == [7]
 
 
+def test_file_with_empty_early_v3_v4_gets_case_and_patrol_tables(tmp_path):
+    """Files written while versions 3 and 4 were still empty are repaired by version 5."""
+    db = tmp_path / "v4.duckdb"
+    con = connect(db)
+    for statement in MIGRATIONS[1] + MIGRATIONS[2]:
+        con.execute(statement)
+    con.execute("INSERT INTO meta VALUES ('schema_version', '4')")
+    con.close()
+    store = Store(db)
+    assert store.meta("schema_version") == str(SCHEMA_VERSION)
+    tables = set(store.sql("SELECT table_name FROM information_schema.tables")["table_name"])
+    assert {"cases", "case_log", "users", "holidays", "settings", "patrol_plans"} <= tables
+    assert store.sql("SELECT count(*) AS n FROM holidays WHERE kind = 'holiday'")["n"][0] > 20
+
+
+def test_h3_parent_macro_matches_h3(tmp_path):
+    h3 = pytest.importorskip("h3")
+    db = tmp_path / "h3.duckdb"
+    with writing(db):
+        pass
+    store = Store(db)
+    cells = [h3.latlng_to_cell(22.54 + i * 0.013, 114.05 + i * 0.017, 12) for i in range(40)]
+    values = ", ".join(f"({h3.str_to_int(c)}::UBIGINT)" for c in cells)
+    for res in (5, 7, 9, 11, 12):
+        got = store.sql(f"SELECT h3_parent(c, {res}) AS p FROM (VALUES {values}) t(c)")
+        assert str(got["p"].dtype) == "uint64"  # not HUGEINT read back as float64
+        assert [h3.int_to_str(int(v)) for v in got["p"]] == [h3.cell_to_parent(c, res) for c in cells]
+
+
 def test_newer_file_is_refused(tmp_path):
     db = tmp_path / "future.duckdb"
     with writing(db) as con:

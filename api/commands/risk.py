@@ -2,43 +2,15 @@
 
 from __future__ import annotations
 
-import functools
 import json
 import math
-import sys
-import unicodedata
 from pathlib import Path
 
 import click
 
-from api.cli import _db_option, _user_errors, main
+from api.cli import _db_option, _user_errors, main, pad
 
 
-def _domain_errors(func):
-    """Print civicgrid's domain errors (unknown category, bad date) as one line and exit with status 2."""
-
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from geo.errors import CivicgridError
-
-        try:
-            return func(*args, **kwargs)
-        except CivicgridError as exc:
-            click.echo(f"error: {exc}", err=True)
-            sys.exit(2)
-
-    return wrapper
-
-
-def _pad(text: str, width: int) -> str:
-    """Left-align ``text`` in ``width`` terminal columns (Chinese characters take two), cut when longer."""
-    out, used = "", 0
-    for ch in str(text):
-        w = 2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1
-        if used + w > width:
-            break
-        out, used = out + ch, used + w
-    return out + " " * (width - used)
 
 
 def _write_json(path: str, payload) -> None:
@@ -62,7 +34,7 @@ def _write_json(path: str, payload) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="also write the listed sites with every component, and the model, as JSON")
 @_user_errors
-@_domain_errors
+@_user_errors
 def risk(db, as_of, top, category, area, model, lang, json_path):
     """List sample-frame sites by risk: the chance the next inspection finds a problem.
 
@@ -95,12 +67,12 @@ def risk(db, as_of, top, category, area, model, lang, json_path):
     else:
         head += f" ({info['reason']})"
     click.echo(head)
-    click.echo(f"{'rank':>5} {'site':>6}  {_pad('name', 22)} {_pad('category', 16)} {'risk':>6}  top components")
+    click.echo(f"{'rank':>5} {'site':>6}  {pad('name', 22)} {pad('category', 16)} {'risk':>6}  top components")
     i = 0 if zh else 1
     for r in shown.itertuples(index=False):
         contrib = sorted(((getattr(r, f"{c}_contrib"), c) for c in COMPONENTS), reverse=True)[:3]
         parts = ", ".join(f"{LABELS[c][i]} {v:+.2f}" for v, c in contrib)
-        click.echo(f"{r.rank:>5} {r.site_id:>6}  {_pad(r.name, 22)} {_pad(r.category_name or '', 16)} "
+        click.echo(f"{r.rank:>5} {r.site_id:>6}  {pad(r.name, 22)} {pad(r.category_name or '', 16)} "
                    f"{r.risk:6.3f}  {parts}")
         click.echo(f"{'':>14}{r.reason}")
     if shown.empty:
@@ -131,7 +103,7 @@ def _fmt(value, kind: str) -> str:
               help="risk model to evaluate")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the result as JSON")
 @_user_errors
-@_domain_errors
+@_user_errors
 def backtest(db, as_of, horizon, k, seed, model, json_path):
     """Replay history: rank sites with data before --as-of, then score the orderings on the real inspections.
 

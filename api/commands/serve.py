@@ -15,10 +15,13 @@ from api.cli import _db_option, _user_errors, main
 @click.option("--max-cells", type=click.IntRange(min=1), default=50_000, show_default=True,
               help="most H3 cells one heatmap, hotspot or map request may return (finer views get 422 with the "
                    "resolution that fits)")
+@click.option("--network", type=click.Path(exists=True, dir_okay=False),
+              help="road network for patrol plans: a local OpenStreetMap extract (.osm.pbf) or a line layer "
+                   "(GeoJSON, Shapefile, GeoPackage); default: $CIVICGRID_NETWORK, else straight-line times")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn log level")
 @_user_errors
-def serve(db, host, port, max_cells, log_level):
+def serve(db, host, port, max_cells, network, log_level):
     """Start the web service on a database: the API under /api, the map at /map, API docs at /docs.
 
     The database is opened read-only and followed: imports published while the
@@ -29,13 +32,17 @@ def serve(db, host, port, max_cells, log_level):
     Examples:
       civicgrid serve --db demo.duckdb
       civicgrid serve --db city.duckdb --host 0.0.0.0 --port 8080
+      civicgrid serve --db city.duckdb --network city-roads.osm.pbf
     then open http://127.0.0.1:8000/map (or /map?lang=en) and /docs.
     """
     import uvicorn
 
     from api.app import create_app
 
-    app = create_app(db, settings={"max_cells": max_cells})
+    settings = {"max_cells": max_cells}
+    if network:
+        settings["patrol_network"] = network
+    app = create_app(db, settings=settings)
     app.state.store.sql("SELECT 1")  # open the file now: a wrong --db fails here, not on the first request
     click.echo(f"civicgrid serving {db} on http://{host}:{port}  (map: /map, API docs: /docs)")
     uvicorn.run(app, host=host, port=port, log_level=log_level)

@@ -22,7 +22,6 @@ import folium.plugins
 import geopandas as gpd
 import jinja2
 import numpy as np
-import pandas as pd
 import shapely
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
@@ -298,6 +297,30 @@ class CompactMarkers(branca.element.MacroElement):
         self.key = key
 
 
+class OutlineLayer(folium.map.Layer):
+    """Outlines of another GeoJSON layer's shapes, drawn again above everything added in between.
+
+    The shapes come from the source layer in the browser (``toGeoJSON``), so the page carries them once.
+    The outlines take no clicks: the source layer, drawn lower, keeps its popups where nothing covers it.
+    """
+
+    _template = jinja2.Template("""
+        {% macro script(this, kwargs) %}
+        var {{ this.get_name() }} = L.geoJson({{ this.source.get_name() }}.toGeoJSON(), {
+            interactive: false, smoothFactor: 0.5, style: function () { return {{ this.style|tojson }}; }
+        });
+        {% if this.show %}{{ this.get_name() }}.addTo({{ this._parent.get_name() }});{% endif %}
+        window.cgLayers = window.cgLayers || {};
+        window.cgLayers[{{ this.key|tojson }}] = {{ this.get_name() }};
+        {% endmacro %}
+    """)
+
+    def __init__(self, source, style: dict, *, name: str | None = None, show: bool = True, key: str):
+        super().__init__(name=name, overlay=True, control=True, show=show)
+        self._name = "OutlineLayer"
+        self.source, self.style, self.key = source, style, key
+
+
 class ExposeLayer(branca.element.MacroElement):
     """Publish a folium layer as ``window.cgLayers[key]`` (for page scripts and browser tests)."""
 
@@ -439,6 +462,20 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
                        interactive=False, smooth_factor=0.5,
                        style_function=lambda _: {"stroke": False, "fillColor": "#ecebe6", "fillOpacity": 1},
                        ).add_to(m)
+    # micro-grid popups: an invisible fill drawn *below* the heat hexagons, so a click on a hexagon opens the
+    # hexagon's popup and a click where there is none opens the grid's (Leaflet picks the topmost shape)
+    per_grid = area_stats(store, level="grid", filters=filters).set_index("code")["count"]
+    grids["events"] = grids["code"].map(per_grid).fillna(0).astype("int64")
+    grid_fields = ["name", "code", "leader_name", "leader_phone", "households", "events"]
+    grid_geojson = _rounded_geojson(grids[[*grid_fields, "geometry"]])
+    grid_popups = folium.GeoJson(
+        grid_geojson, name="grid-popups", control=False,
+        style_function=lambda _: {"stroke": False, "fill": True, "fillOpacity": 0},
+        popup=folium.GeoJsonPopup(grid_fields, aliases=[t["name"], t["code"], t["leader"], t["phone"],
+                                                        t["households"], t["grid_events"]]),
+        smooth_factor=0.5,
+    )
+    grid_popups.add_to(m)
     # heat layer
     values = cells["value"].to_numpy()
     breaks = class_breaks(values)
@@ -450,21 +487,9 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     HexagonLayer(cells["h3"].to_numpy(), classes, colors, info, crs=crs, name=t["heat"].format(res=res),
                  key="hex").add_to(m)
 
-    # micro-grid outlines with popups
-    per_grid = area_stats(store, level="grid", filters=filters).set_index("code")["count"]
-    grids["events"] = grids["code"].map(per_grid).fillna(0).astype("int64")
-    grid_fields = ["name", "code", "leader_name", "leader_phone", "households", "events"]
-    grid_layer = folium.GeoJson(
-        _rounded_geojson(grids[[*grid_fields, "geometry"]]), name=t["grids"],
-        style_function=lambda _: {"color": "#2b5797", "weight": 1, "opacity": 0.7, "fill": True,
-                                  "fillOpacity": 0},
-        highlight_function=lambda _: {"weight": 3, "color": "#0b3d91"},
-        popup=folium.GeoJsonPopup(grid_fields, aliases=[t["name"], t["code"], t["leader"], t["phone"],
-                                                        t["households"], t["grid_events"]]),
-        smooth_factor=0.5,
-    )
-    grid_layer.add_to(m)
-    ExposeLayer(grid_layer, "grids").add_to(m)
+    # micro-grid outlines above the heat layer (drawn only; their popups are the layer below the hexagons)
+    OutlineLayer(grid_popups, {"color": "#2b5797", "weight": 1, "opacity": 0.7, "fill": False},
+                 name=t["grids"], key="grids").add_to(m)
 
     district_layer = folium.FeatureGroup(name=t["districts"], show=True)
     folium.GeoJson(_rounded_geojson(districts[["code", "name", "geometry"]]), interactive=False, smooth_factor=0.5,

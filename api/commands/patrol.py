@@ -1,0 +1,149 @@
+"""``civicgrid patrol``: plan a day's risk-ranked patrol routes and write every export."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import click
+
+from api.cli import _db_option, _user_errors, main
+
+
+def read_inspectors(path: str | Path) -> list[dict]:
+    """Inspector rows from a JSON file (a list, or ``{"inspectors": [...]}``) or a CSV file (UTF-8 or GB18030)
+    with columns ``name, start_lng, start_lat[, end_lng, end_lat, shift_start, shift_minutes | shift_hours,
+    mode]``."""
+    import pandas as pd
+
+    from geo.errors import InvalidParameterError
+
+    path = Path(path)
+    if path.suffix.lower() == ".json":
+        try:
+            data = json.loads(path.read_text(encoding="utf-8-sig"))
+        except ValueError as exc:
+            msg = f"{path.name}: not valid JSON ({exc})"
+            raise InvalidParameterError(msg) from None
+        rows = data.get("inspectors") if isinstance(data, dict) else data
+        if not isinstance(rows, list) or not all(isinstance(r, dict) for r in rows):
+            msg = f'{path.name}: expected a list of inspectors or {{"inspectors": [...]}}'
+            raise InvalidParameterError(msg)
+        return rows
+    if path.suffix.lower() in (".csv", ".txt"):
+        raw = path.read_bytes()
+        for enc in ("utf-8-sig", "gb18030"):
+            try:
+                text = raw.decode(enc)
+                break
+            except UnicodeDecodeError:
+                continue
+        import io
+
+        frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
+        frame.columns = [c.strip() for c in frame.columns]
+        if "name" not in frame.columns:
+            msg = f"{path.name}: needs a name column (and start_lng, start_lat); has {list(frame.columns)}"
+            raise InvalidParameterError(msg)
+        return frame.to_dict("records")
+    msg = f"{path.name}: inspectors file must be .json or .csv"
+    raise InvalidParameterError(msg)
+
+
+@main.command()
+@_db_option
+@click.option("--inspectors", "inspectors_file", type=click.Path(exists=True, dir_okay=False), required=True,
+              help="JSON or CSV: name, start_lng, start_lat, [end_lng, end_lat,] shift_start (HH:MM), "
+                   "shift_minutes, mode (walk/bike/car)")
+@click.option("--date", "day", required=True, help="the patrol day, e.g. 2025-12-20 (data before it is used)")
+@click.option("--network", "network_file", type=click.Path(exists=True, dir_okay=False),
+              help="road network for travel times: .osm.pbf, OSMnx .graphml, or a line layer (.geojson, .shp, "
+                   ".gpkg); default straight line × 1.3")
+@click.option("--solver", type=click.Choice(["pyvrp", "ortools"]), default=None,
+              help="routing solver (default: the one measured best, see bench/RESULTS.md)")
+@click.option("--time-limit", "time_limit", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
+              help="solver time limit in seconds; the best plan found by then is used")
+@click.option("--area", help="district, street, community or grid code (or name) to plan in (default: the city)")
+@click.option("--coverage-days", type=click.IntRange(min=0),
+              help="coverage rule: every grid of the area whose last inspection is this many days old gets a "
+                   "must-visit")
+@click.option("--no-rechecks", is_flag=True, help="do not make overdue problems and due re-checks (回头看) "
+                                                  "must-visits")
+@click.option("--max-candidates", type=click.IntRange(min=0), default=300, show_default=True,
+              help="highest-risk sites offered to the solver besides the must-visits")
+@click.option("--crs", type=click.Choice(["wgs84", "gcj02", "bd09"]), default="wgs84", show_default=True,
+              help="system of the inspectors' coordinates")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="export labels")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="write JSON, GeoJSON, GPX, HTML and "
+                                                                          "XLSX here")
+@click.option("--no-save", is_flag=True, help="do not store the plan in the database (no plan id)")
+@_user_errors
+def patrol(db, inspectors_file, day, network_file, solver, time_limit, area, coverage_days, no_rechecks,
+           max_candidates, crs, lang, out_dir, no_save):
+    """Plan a day's patrol routes: which sites each inspector visits, in which order.
+
+    Maximises the risk reached within every shift (a prize-collecting vehicle
+    routing problem), with must-visits (overdue problems and re-checks, 回头看),
+    visiting windows per site category, service minutes per category and an
+    optional grid coverage rule. Prints a summary per inspector; with --out,
+    writes the plan as JSON, GeoJSON, GPX (phones), HTML and XLSX stop lists.
+    The plan is stored in the database (see GET /map/patrol/PLAN_ID).
+
+    \b
+    Example:
+      civicgrid patrol --db demo.duckdb --inspectors team.csv --date 2025-12-20 \\
+          --area 430105001 --coverage-days 30 --out plans/
+    """
+    from geo.errors import CivicgridError
+    from geo.store import Store
+    from sites.network import load_network
+    from sites.patrol import plan_day, save_plan
+    from sites.patrol_export import write_exports
+
+    try:
+        store = Store(db)
+        rows = read_inspectors(inspectors_file)
+        network = load_network(network_file) if network_file else None
+        doc = plan_day(store, rows, date=day, area=area, coverage_days=coverage_days, rechecks=not no_rechecks,
+                       max_candidates=max_candidates, network=network, solver=solver, time_limit_s=time_limit,
+                       crs=crs, lang=lang)
+        if not no_save:
+            save_plan(store.path, doc)
+    except CivicgridError as exc:
+        click.echo(f"error: {exc}", err=True)
+        sys.exit(2)
+    click.echo(summary(doc, lang=lang))
+    if out_dir:
+        files = write_exports(doc, out_dir, lang=lang)
+        click.echo(f"written to {out_dir}: " + ", ".join(p.name for p in files))
+
+
+def summary(doc: dict, *, lang: str = "zh") -> str:
+    """A few lines: the plan, each inspector's stops and totals, and must-visits left out."""
+    tot = doc["totals"]
+    lines = [f"plan {doc.get('plan_id') or '(not saved)'} for {doc['date']}: {tot['stops']} stops, risk "
+             f"{tot['risk']:.2f}, {tot['must_visits']} must-visits, travel {tot['travel_min']:.0f} min "
+             f"[{doc['solver']}, {doc['solve_seconds']:.1f} s; travel: {doc['travel_source']}; risk: "
+             f"{doc.get('risk_model')}]"]
+    cands = doc.get("candidates")
+    if cands:
+        lines.append(f"  candidates: {cands['sites']} sites, {cands['must_visit']} must-visits "
+                     f"({cands['coverage']} for grid coverage)")
+    for r in doc["routes"]:
+        t = r["totals"]
+        lines.append(f"  {r['inspector']} ({r['mode']}, {r['shift_start'][11:16] if r['shift_start'] else ''}, "
+                     f"{r['shift_minutes']:.0f} min): {t['stops']} stops, risk {t['risk']:.2f}, travel "
+                     f"{t['travel_min']:.0f} min, on site {t['service_min']:.0f} min, back "
+                     f"{(r['end_time'] or '')[11:16]}")
+        for s in r["stops"]:
+            must = " *" if s["must_visit"] else ""
+            lines.append(f"    {s['seq']:>2}. {s['arrival'][11:16] if s['arrival'] else '':>5}  "
+                         f"{s['name'] or s['site_id']}  ({s['category']}, risk {s['risk']:.2f}){must}")
+    if doc["unvisited_must"]:
+        lines.append(f"  {len(doc['unvisited_must'])} must-visit sites not planned:")
+        lines += [f"    {u['site_id']} {u.get('name') or ''}: {u['reason']}" for u in doc["unvisited_must"][:20]]
+        if len(doc["unvisited_must"]) > 20:
+            lines.append(f"    … and {len(doc['unvisited_must']) - 20} more (see the JSON or HTML export)")
+    lines += [f"  note: {n}" for n in doc.get("notes", [])]
+    return "\n".join(lines)

@@ -1,0 +1,126 @@
+"""Problem cases: create (POST /api/cases), move (POST /api/cases/{id}/transitions), list, show, audit trail."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import date, datetime
+
+import numpy as np
+import pandas as pd
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+from pydantic import BaseModel, Field
+
+from api.auth import require_role
+from api.deps import get_store
+from geo.store import Store
+from sites import cases as cs
+
+router = APIRouter(prefix="/api/cases", tags=["cases"])
+
+
+def _plain(o):
+    if isinstance(o, dict):
+        return {k: _plain(v) for k, v in o.items()}
+    if isinstance(o, list | tuple):
+        return [_plain(v) for v in o]
+    if isinstance(o, datetime | pd.Timestamp):
+        return None if pd.isna(o) else o.isoformat(timespec="seconds")
+    if isinstance(o, date):
+        return o.isoformat()
+    if isinstance(o, np.integer):
+        return int(o)
+    if isinstance(o, np.floating | float):
+        return None if not math.isfinite(float(o)) else float(o)
+    if isinstance(o, np.bool_):
+        return bool(o)
+    if o is pd.NA or o is pd.NaT:
+        return None
+    return o
+
+
+def frame_records(df: pd.DataFrame) -> list[dict]:
+    """DataFrame rows as JSON-ready dicts (ISO times, NaN -> null)."""
+    return [_plain(r) for r in df.astype(object).where(df.notna(), None).to_dict("records")]
+
+
+def json_body(payload, status_code: int = 200) -> Response:
+    """Compact UTF-8 JSON of ``payload`` (dates as ISO text, NaN as null)."""
+    body = json.dumps(_plain(payload), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    return Response(body, media_type="application/json", status_code=status_code)
+
+
+class CaseIn(BaseModel):
+    """A new case: for an existing event (``event_id``), or a new event at a place (``lng``/``lat`` or
+    ``site_id``) with a problem type."""
+
+    event_id: int | None = Field(None, description="an existing event without a case")
+    problem_type: str | None = Field(None, description="小类 code or name (new event)", examples=["0201"])
+    lng: float | None = Field(None, examples=[112.94])
+    lat: float | None = Field(None, examples=[28.23])
+    crs: str = Field("wgs84", description="wgs84, gcj02 (AMap) or bd09 (Baidu)")
+    site_id: int | None = Field(None, description="sample-frame site of the problem")
+    time: str | None = Field(None, description="when found (default now), local time")
+    text: str | None = None
+    source: str = Field("inspection", description="inspection (a hit) or complaint")
+    note: str | None = Field(None, description="note for the audit trail")
+    dispatch: bool = Field(False, description="also register and dispatch at once")
+    unit: str | None = Field(None, description="dispatch to this unit instead of the automatic one")
+
+
+class TransitionIn(BaseModel):
+    """A move of a case."""
+
+    to: str = Field(..., description="target state (registered, dispatched, rectified, closed) or action "
+                                     "(register, dispatch, rectify, close, rework)", examples=["dispatch"])
+    note: str | None = None
+    unit: str | None = Field(None, description="with dispatch: this unit instead of the automatic one")
+    photo: str | None = Field(None, description="photo reference, e.g. a file name, with rectified")
+    at: str | None = Field(None, description="when (default now), not before the previous step")
+
+
+@router.get("", summary="List cases")
+def list_cases(store: Store = Depends(get_store), _user: dict = Depends(require_role("viewer")),
+               state: str | None = Query(None, description="found, registered, dispatched, rectified or closed"),
+               area: str | None = Query(None, description="district, street, community or grid code"),
+               site: int | None = Query(None, description="site id"),
+               overdue: bool | None = Query(None, description="true: open past the deadline at as_of"),
+               as_of: str | None = Query(None, description="moment for overdue (default now)"),
+               limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0)) -> Response:
+    """Cases, newest first (viewer role)."""
+    df = cs.list_cases(store, state=state, area=area, site_id=site, overdue=overdue, as_of=as_of, limit=limit,
+                       offset=offset)
+    return json_body({"count": len(df), "cases": frame_records(df)})
+
+
+@router.post("", summary="Create a case", status_code=201)
+def create_case(body: CaseIn, store: Store = Depends(get_store),
+                user: dict = Depends(require_role("inspector"))) -> Response:
+    """Open a case (inspector role); the deadline comes from the problem type on the working clock."""
+    case = cs.create_case(store.path, actor=user["name"], **body.model_dump())
+    return json_body(case, status_code=201)
+
+
+@router.get("/{case_id}", summary="One case with its audit trail")
+def get_case(case_id: int, store: Store = Depends(get_store),
+             _user: dict = Depends(require_role("viewer"))) -> Response:
+    """The case, its audit trail (``log``) and its legal next states (``next``) (viewer role)."""
+    return json_body(cs.get_case(store, case_id))
+
+
+@router.get("/{case_id}/log", summary="The audit trail of a case")
+def get_log(case_id: int, store: Store = Depends(get_store),
+            _user: dict = Depends(require_role("viewer"))) -> Response:
+    """Who moved the case when, from which state to which, with notes (viewer role)."""
+    return json_body({"case_id": case_id, "log": frame_records(cs.case_log(store, case_id))})
+
+
+@router.post("/{case_id}/transitions", summary="Move a case")
+def move_case(case_id: int, body: TransitionIn, store: Store = Depends(get_store),
+              user: dict = Depends(require_role("inspector"))) -> Response:
+    """Register, dispatch, rectify, close or send back (rework) a case (inspector role). An illegal move
+    answers 409 and changes nothing."""
+    case = cs.transition(store.path, case_id, body.to, actor=user["name"], at=body.at, note=body.note,
+                         unit=body.unit, photo=body.photo)
+    return json_body(case)

@@ -1,0 +1,47 @@
+"""GET /api/events: the events behind a heatmap or statistics view, as points (GeoJSON), one page at a time."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from api.auth import require_role
+from api.deps import crs_param, event_filters, get_store, lang_param
+from api.routers.heatmap import check_choice
+from api.routers.layers import geojson_response
+from geo.aggregate import EventFilter
+from geo.errors import InvalidParameterError
+from geo.events import query_events
+from geo.store import Store
+
+router = APIRouter(prefix="/api", tags=["events"])
+
+#: Most events one request may return (page with ``offset`` for more).
+MAX_LIMIT = 10_000
+#: Orders of the rows.
+ORDERS = ("newest", "oldest")
+
+
+@router.get("/events", summary="The filtered events (GeoJSON points, paged)")
+def get_events(store: Store = Depends(get_store), _user: dict = Depends(require_role("viewer")),
+               filters: EventFilter = Depends(event_filters),
+               limit: int = Query(1000, description=f"events per page, 1..{MAX_LIMIT}"),
+               offset: int = Query(0, description="events skipped before this page"),
+               order: str = Query("newest", description="newest (default) or oldest first"),
+               lang: str = Depends(lang_param), crs: str = Depends(crs_param)) -> Response:
+    """The events matching the same filters as ``/api/heatmap``, ``/api/hotspots`` and ``/api/stats/areas``
+    (computed by :func:`geo.events.query_events`): ``event_id``, ``source``, ``time``, ``problem_type``,
+    ``type_name``, ``status``, ``deadline``, the site and its category, ``text``, area codes and ``h3_hex``.
+    ``total`` is the number of matching events; page through them with ``offset``. Viewer role: the rows carry
+    the complaints' free text, unlike the aggregated views."""
+    if not 1 <= limit <= MAX_LIMIT:
+        msg = f"limit must be 1..{MAX_LIMIT}, got {limit}; page with offset for more"
+        raise InvalidParameterError(msg)
+    if offset < 0:
+        msg = f"offset must be 0 or more, got {offset}"
+        raise InvalidParameterError(msg)
+    check_choice("order", order, ORDERS)
+    gdf = query_events(store, filters=filters, limit=limit, offset=offset, newest_first=order == "newest",
+                       lang=lang)
+    extra = {"total": gdf.attrs["total"], "limit": limit, "offset": offset, "order": order}
+    return geojson_response(gdf.drop(columns=["lng", "lat"]), crs=crs, extra=extra)

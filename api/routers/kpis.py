@@ -1,0 +1,64 @@
+"""GET /api/kpis (rectification KPIs per unit with totals) and GET /api/kpis/flags (red / white flags of sites)."""
+
+from __future__ import annotations
+
+from datetime import date, timedelta
+
+from fastapi import APIRouter, Depends, Query
+from fastapi.responses import Response
+
+from api.deps import get_store, lang_param
+from api.routers.cases import frame_records, json_body
+from geo.errors import InvalidParameterError
+from geo.store import Store
+from sites.kpis import FLAG_WINDOW_DAYS, kpi_table, kpi_totals, site_flags
+
+router = APIRouter(prefix="/api/kpis", tags=["kpis"])
+
+
+def _end(value: str) -> str | date:
+    """A date-only ``end`` includes that day."""
+    text = value.strip()
+    if len(text) == 10:
+        try:
+            return date.fromisoformat(text) + timedelta(days=1)
+        except ValueError:
+            pass
+    return text
+
+
+@router.get("", summary="Rectification KPIs per unit")
+def kpis(store: Store = Depends(get_store),
+         start: str = Query(..., description="first day (or date-time) of the period", examples=["2025-03-01"]),
+         end: str = Query(..., description="last day (inclusive) or exclusive end time", examples=["2025-03-31"]),
+         level: str = Query("street", description="district, street, community, grid or category"),
+         as_of: str | None = Query(None, description="read the record as it stood then (default: end of "
+                                                     "period, or now)"),
+         lang: str = Depends(lang_param)) -> Response:
+    """Found, rectified, due, closed (on time), reworked, rebounds, hours to rectify, open and overdue per unit,
+    with the rates and a ``totals`` row over the units (definitions in the README, "Cases and KPIs")."""
+    end_v = _end(end)
+    df = kpi_table(store, start=start, end=end_v, level=level, as_of=as_of, lang=lang)
+    totals = kpi_totals(store, start=start, end=end_v, level=level, as_of=as_of, lang=lang)
+    return json_body({"level": level, "start": start, "end": end, "columns": list(df.columns),
+                      "rows": frame_records(df), "totals": totals})
+
+
+@router.get("/flags", summary="Red and white flags of sites")
+def flags(store: Store = Depends(get_store),
+          as_of: str | None = Query(None, description="day or moment of the assessment (default now)"),
+          window_days: int = Query(FLAG_WINDOW_DAYS, ge=1, le=3650, description="look-back window in days"),
+          flag: str | None = Query(None, description="only red, white or none"),
+          area: str | None = Query(None, description="only sites in this district, street, community or grid"),
+          lang: str = Depends(lang_param)) -> Response:
+    """The flag (红旗 good / 白旗 lagging) of every active site with its counts and reason."""
+    if flag is not None and flag not in ("red", "white", "none"):
+        msg = f"flag must be red, white or none, got {flag!r}"
+        raise InvalidParameterError(msg)
+    df = site_flags(store, as_of=as_of, window_days=window_days, lang=lang)
+    counts = df["flag"].value_counts().to_dict()
+    if flag:
+        df = df[df["flag"] == flag]
+    if area:
+        df = df[(df[["grid_code", "community_code", "street_code", "district_code"]] == area).any(axis=1)]
+    return json_body({"as_of": as_of, "window_days": window_days, "counts": counts, "sites": frame_records(df)})

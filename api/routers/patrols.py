@@ -1,0 +1,163 @@
+"""Patrol plans: POST /api/patrols/plan, GET /api/patrols/{plan_id}[/export], GET /map/patrol/{plan_id}."""
+
+from __future__ import annotations
+
+import os
+import threading
+from typing import Literal
+
+from fastapi import APIRouter, Depends, Query, Request
+from fastapi.responses import HTMLResponse, Response
+from pydantic import BaseModel, Field
+
+from api.deps import get_settings, get_store, lang_param
+from geo.errors import InvalidParameterError
+from geo.store import Store
+from sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list_plans, load_plan, plan_day, save_plan
+from sites.patrol_export import FORMATS, export_bytes, plan_map
+
+router = APIRouter(tags=["patrols"])
+
+#: Longest solver time limit a request may ask for, seconds.
+MAX_TIME_LIMIT_S = 120.0
+
+
+def _writer_dependencies() -> list:
+    """The inspector role check of ``api/auth.py`` when the service has one."""
+    try:
+        from api.auth import require_role
+    except ImportError:
+        return []
+    return [Depends(require_role("inspector"))]
+
+
+class InspectorIn(BaseModel):
+    """One inspector's shift."""
+
+    name: str = Field(..., examples=["王伟"])
+    start: tuple[float, float] = Field(..., description="start point [lng, lat]", examples=[[112.93, 28.22]])
+    end: tuple[float, float] | None = Field(None, description="end point [lng, lat] (default: the start)")
+    shift_start: str = Field("09:00", description="HH:MM on the plan date, or a date-time", examples=["14:00"])
+    shift_minutes: float = Field(240, gt=0, le=24 * 60, description="shift length in minutes")
+    mode: Literal["walk", "bike", "car"] = Field("walk", description="travel mode")
+
+
+class PlanOptions(BaseModel):
+    """Solver and candidate options."""
+
+    solver: Literal["pyvrp", "ortools"] = Field(DEFAULT_SOLVER, description=f"one of {SOLVERS}")
+    time_limit_s: float = Field(10.0, gt=0, le=MAX_TIME_LIMIT_S, description="solver time limit (s)")
+    area: str | None = Field(None, description="district, street, community or grid code (or name) to plan in")
+    coverage_days: int | None = Field(None, ge=0, description="no grid of the area unvisited longer than this")
+    rechecks: bool = Field(True, description="overdue problems and due re-checks (回头看) are must-visits")
+    max_candidates: int = Field(MAX_CANDIDATES, ge=0, le=2000, description="highest-risk sites offered")
+    must_visit: list[int] = Field(default_factory=list, description="site ids to visit for certain")
+    exclude: list[int] = Field(default_factory=list, description="site ids to leave out")
+    road_network: bool = Field(True, description="use the service's road network (setting patrol_network or "
+                                                 "$CIVICGRID_NETWORK) when one is configured")
+    seed: int = 0
+
+
+class PlanRequest(BaseModel):
+    """A patrol planning request."""
+
+    date: str = Field(..., description="the patrol day", examples=["2025-12-20"])
+    inspectors: list[InspectorIn] = Field(..., min_length=1, max_length=50)
+    crs: Literal["wgs84", "gcj02", "bd09"] = Field("wgs84", description="system of the inspectors' coordinates")
+    lang: Literal["zh", "en"] = "zh"
+    options: PlanOptions = Field(default_factory=PlanOptions)
+
+
+_NETWORK_LOCK = threading.Lock()
+
+
+def _network(request: Request, settings: dict):
+    """The configured road network, loaded once per service (None when none is configured)."""
+    path = settings.get("patrol_network") or os.environ.get("CIVICGRID_NETWORK")
+    if not path:
+        return None
+    with _NETWORK_LOCK:
+        cached = getattr(request.app.state, "patrol_network", None)
+        if cached is None or cached[0] != path:
+            from sites.network import load_network
+
+            cached = (path, load_network(path))
+            request.app.state.patrol_network = cached
+    return cached[1]
+
+
+@router.post("/api/patrols/plan", summary="Plan patrol routes", dependencies=_writer_dependencies())
+def create_plan(body: PlanRequest, request: Request, store: Store = Depends(get_store),
+                settings: dict = Depends(get_settings)) -> dict:
+    """Choose and order each inspector's sites to reach the most risk within the shifts, store the plan and
+    return it: per inspector the ordered stops with arrival times, travel and service minutes, risk and the
+    reason each site was chosen; the totals; the must-visits that could not fit and why; the travel-time source."""
+    opt = body.options
+    network = _network(request, settings) if opt.road_network else None
+    doc = plan_day(store, [i.model_dump() for i in body.inspectors], date=body.date, area=opt.area,
+                   coverage_days=opt.coverage_days, rechecks=opt.rechecks, max_candidates=opt.max_candidates,
+                   network=network, solver=opt.solver, time_limit_s=opt.time_limit_s, seed=opt.seed,
+                   must_visit=opt.must_visit, exclude=opt.exclude, crs=body.crs, lang=body.lang)
+    save_plan(store.path, doc)
+    return doc
+
+
+@router.get("/api/patrols", summary="Stored patrol plans")
+def plans(store: Store = Depends(get_store), limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
+    """Stored plans, newest first."""
+    frame = list_plans(store, limit=limit)
+    frame["created_at"] = frame["created_at"].astype(str)
+    frame["plan_date"] = frame["plan_date"].astype(str)
+    return frame.to_dict("records")
+
+
+@router.get("/api/patrols/{plan_id}", summary="A stored patrol plan")
+def get_plan(plan_id: str, store: Store = Depends(get_store)) -> dict:
+    """The plan document as returned when it was made."""
+    return load_plan(store, plan_id)
+
+
+@router.get("/api/patrols/{plan_id}/export", summary="Export a patrol plan")
+def export_plan(plan_id: str, store: Store = Depends(get_store),
+                format: str = Query("geojson", description=f"one of {', '.join(FORMATS)}"),
+                lang: str = Depends(lang_param),
+                crs: str = Query("wgs84", description="GeoJSON coordinates: wgs84, gcj02 or bd09")) -> Response:
+    """GeoJSON (routes and stops), GPX (waypoints and one route per inspector, for phones), a printable HTML
+    stop list, or an XLSX workbook (summary and one sheet per inspector)."""
+    fmt = format.strip().lower()
+    if fmt not in FORMATS:
+        msg = f"format must be one of {', '.join(FORMATS)}, got {format!r}"
+        raise InvalidParameterError(msg)
+    key = crs.strip().lower()
+    if key not in ("wgs84", "gcj02", "bd09"):
+        msg = f"crs must be wgs84, gcj02 or bd09, got {crs!r}"
+        raise InvalidParameterError(msg)
+    doc = load_plan(store, plan_id)
+    suffix, media = FORMATS[fmt]
+    headers = {} if fmt == "html" else {
+        "Content-Disposition": f'attachment; filename="patrol-{doc.get("date")}-{plan_id}{suffix}"'}
+    return Response(export_bytes(doc, fmt, lang=lang, crs=key), media_type=media, headers=headers)
+
+
+@router.get("/map/patrol/{plan_id}", response_class=HTMLResponse, summary="Map of a patrol plan")
+def patrol_map(plan_id: str, store: Store = Depends(get_store), settings: dict = Depends(get_settings),
+               lang: str = Depends(lang_param),
+               basemap: str = Query("none", description="none (offline), osm, tianditu or amap (GCJ-02)")
+               ) -> HTMLResponse:
+    """One colour per inspector, numbered stops labelled with arrival times, a popup per site."""
+    from api.offline import render_offline
+
+    tiles, crs = None, "wgs84"
+    if basemap != "none":
+        try:
+            from api.routers.pages import BASEMAPS, TILES, _tianditu_key
+        except ImportError:
+            BASEMAPS, TILES, _tianditu_key = ("none",), {}, lambda s: ""  # noqa: N806
+        if basemap not in BASEMAPS:
+            msg = f"basemap must be one of {', '.join(BASEMAPS)}, got {basemap!r}"
+            raise InvalidParameterError(msg)
+        key = _tianditu_key(settings)
+        tiles = [(u.replace("{tk}", key), s, a) for u, s, a in TILES[basemap]]
+        crs = "gcj02" if basemap == "amap" else "wgs84"
+    doc = load_plan(store, plan_id)
+    return HTMLResponse(render_offline(plan_map(doc, lang=lang, crs=crs, tiles=tiles)))

@@ -1,0 +1,87 @@
+"""Benchmark of case writes on a demo city: one transition (copy-and-publish), case creation, the backfill
+and the KPI queries, against a plain copy of the database file measured in the same run.
+
+Usage::
+
+    .venv/bin/python bench/cases_bench.py [--events 200000] [--dir /tmp/cases-bench] [--repeat 5]
+
+A transition runs in one :func:`geo.store.writing` block: lock, copy the whole file, migrate check, the
+UPDATE of the case and of its event (a scan of ``events``), the audit-trail row, checkpoint, atomic rename.
+The reference is ``shutil.copyfile`` of the same file (the part of a write no SQL can avoid).
+"""
+
+from __future__ import annotations
+
+import argparse
+import shutil
+import statistics
+import sys
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from data.demo import build_demo  # noqa: E402
+from geo.store import Store, writing  # noqa: E402
+from sites import cases as cs  # noqa: E402
+from sites.kpis import kpi_table, site_flags  # noqa: E402
+
+
+def _median_ms(func, repeat: int) -> float:
+    out = []
+    for _ in range(repeat):
+        t = time.perf_counter()
+        func()
+        out.append((time.perf_counter() - t) * 1000)
+    return statistics.median(out)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--events", type=int, default=200_000)
+    ap.add_argument("--dir", default="/tmp/cases-bench")
+    ap.add_argument("--repeat", type=int, default=5)
+    args = ap.parse_args()
+    folder = Path(args.dir)
+    folder.mkdir(parents=True, exist_ok=True)
+    db = folder / f"demo-{args.events}.duckdb"
+    if db.exists():
+        db.unlink()
+    t = time.perf_counter()
+    build_demo(db, events=args.events, seed=0, progress=False)
+    build_s = time.perf_counter() - t
+    store = Store(db)
+    n_cases = int(store.sql("SELECT count(*) AS n FROM cases")["n"].iloc[0])
+    n_log = int(store.sql("SELECT count(*) AS n FROM case_log")["n"].iloc[0])
+    size_mb = db.stat().st_size / 1e6
+    print(f"demo city: {args.events:,} events, {n_cases:,} cases, {n_log:,} audit rows, {size_mb:.0f} MB, "
+          f"built in {build_s:.1f} s")
+    with writing(db) as con:  # time the backfill alone on a copy: drop and rebuild the cases
+        con.execute("DELETE FROM case_log")
+        con.execute("DELETE FROM cases")
+        t = time.perf_counter()
+        cs.backfill(con, actor="demo")
+        backfill_s = time.perf_counter() - t
+    print(f"  backfill (cases + audit trail, SQL)  {backfill_s * 1000:8.0f} ms")
+    site = int(store.sql("SELECT min(site_id) AS s FROM sites")["s"].iloc[0])
+    copy_ms = _median_ms(lambda: shutil.copyfile(db, folder / "copy.duckdb"), args.repeat)
+    (folder / "copy.duckdb").unlink()
+    ids = []
+    create_ms = _median_ms(lambda: ids.append(cs.create_case(db, actor="bench", problem_type="0101",
+                                                             site_id=site)["case_id"]), args.repeat)
+    it = iter(ids)
+    move_ms = _median_ms(lambda: cs.transition(db, next(it), "register", actor="bench"), args.repeat)
+    kpi_ms = _median_ms(lambda: kpi_table(store, start="2025-03-01", end="2025-04-01", level="grid"), args.repeat)
+    kpi_all_ms = _median_ms(lambda: kpi_table(store, start="2024-01-01", end="2026-01-01", level="street"),
+                            args.repeat)
+    flags_ms = _median_ms(lambda: site_flags(store, as_of="2025-12-01"), args.repeat)
+    print(f"  plain file copy (reference)          {copy_ms:8.0f} ms")
+    print(f"  one transition (copy-and-publish)    {move_ms:8.0f} ms   ratio to copy {move_ms / copy_ms:.1f}x")
+    print(f"  create case (new event + locate)     {create_ms:8.0f} ms   ratio to copy {create_ms / copy_ms:.1f}x")
+    print(f"  kpi_table grid, one month            {kpi_ms:8.0f} ms")
+    print(f"  kpi_table street, two years          {kpi_all_ms:8.0f} ms")
+    print(f"  site_flags (90 days)                 {flags_ms:8.0f} ms")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,768 @@
+"""Period reports: an XLSX workbook of the rectification KPIs per level and an HTML scorecard with a grid map.
+
+The KPIs themselves come from :func:`sites.kpis.kpi_table` (one row per unit, columns
+:data:`KPI_COLUMNS`); this module lays them out.
+
+* **Workbook**: one sheet per level (district, street, community, grid, site category), Chinese headers by
+  default (``lang="en"``: English), the parent units beside each unit, a totals row, rates as percentages,
+  the header row frozen, and the lagging rows filled red with a 落后 / lagging mark; a last sheet explains
+  the period, the KPI and the rule.
+* **Totals row**: counts are summed; each rate is recomputed from the summed numerator and denominator
+  (never an average of rates) — the denominator is the count column whose ratio reproduces the rate on every
+  row of the table (:data:`RATE_PARTS`); the mean time to rectify is the mean weighted by rectified cases;
+  a median cannot be combined from parts: it comes from :func:`sites.kpis.kpi_totals` of the level (left
+  empty with a custom ``kpi_table``).
+* **Lagging rows** (:func:`lagging_mask`): among the units that have a value of the chosen KPI, the worst
+  quarter (:data:`LAG_SHARE`, at least one unit, ties included) — lowest for rates where higher is better,
+  highest for rework, rebound, time to rectify, open and overdue — provided the value is worse than the best
+  unit's (when every unit has the same value, nobody lags).
+* **Scorecard**: the city figures, a map of micro-grids coloured by the KPI (folium, rendered with
+  :func:`api.offline.render_offline`, no tile layer, so it needs no internet), and the chosen level's table.
+  Written to a file, Leaflet is inlined so the page opens from disk on a machine without network.
+"""
+
+from __future__ import annotations
+
+import calendar
+import io
+import math
+import re
+from collections.abc import Callable
+from datetime import date, datetime, timedelta
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from geo.errors import InvalidParameterError
+from geo.store import Store
+
+#: Levels of the workbook, in sheet order.
+LEVELS = ("district", "street", "community", "grid", "category")
+
+#: Sheet names per level and language.
+LEVEL_NAMES = {
+    "district": ("区县", "District"), "street": ("街道", "Street"), "community": ("社区", "Community"),
+    "grid": ("网格", "Grid"), "category": ("点位类别", "Site category"),
+}
+
+#: The KPI table's columns: name -> (Chinese header, English header, kind). Kind: text, count, rate or hours.
+KPI_COLUMNS: dict[str, tuple[str, str, str]] = {
+    "code": ("编码", "Code", "text"),
+    "name": ("名称", "Name", "text"),
+    "found": ("发现数", "Found", "count"),
+    "rectified": ("整改数", "Rectified", "count"),
+    "rectification_rate": ("整改率", "Rectification rate", "rate"),
+    "due": ("应结案数", "Due", "count"),
+    "closed": ("结案数", "Closed", "count"),
+    "closed_on_time": ("按期结案数", "Closed on time", "count"),
+    "closure_rate": ("结案率", "Closure rate", "rate"),
+    "on_time_closure_rate": ("按期结案率", "On-time closure rate", "rate"),
+    "reworked": ("返工数", "Reworked", "count"),
+    "rework_rate": ("返工率", "Rework rate", "rate"),
+    "rebounds": ("反弹数", "Rebounds", "count"),
+    "rebound_rate": ("反弹率", "Rebound rate", "rate"),
+    "mean_hours_to_rectify": ("平均整改时长（小时）", "Mean hours to rectify", "hours"),
+    "median_hours_to_rectify": ("整改时长中位数（小时）", "Median hours to rectify", "hours"),
+    "open": ("未结案数", "Open", "count"),
+    "overdue": ("超期数", "Overdue", "count"),
+}
+
+#: KPIs where a lower value is better (everything else: higher is better).
+LOWER_IS_BETTER = frozenset({"rework_rate", "rebound_rate", "mean_hours_to_rectify", "median_hours_to_rectify",
+                             "open", "overdue", "reworked", "rebounds"})
+
+#: Rate -> (numerator, candidate denominators in order of preference), for the totals row: the definition of
+#: ``sites.kpis.RATES`` first (rebound_rate = rebounds / found), then other plausible bases for a custom
+#: ``kpi_table`` (the first that reproduces the rate on every row wins).
+RATE_PARTS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "rectification_rate": ("rectified", ("found",)),
+    "closure_rate": ("closed", ("due",)),
+    "on_time_closure_rate": ("closed_on_time", ("due",)),
+    "rework_rate": ("reworked", ("rectified", "closed", "found")),
+    "rebound_rate": ("rebounds", ("found", "closed", "rectified")),
+}
+
+#: Share of the units (worst first) marked as lagging.
+LAG_SHARE = 0.25
+
+#: Fills of the workbook (Excel's "bad" style for lagging rows).
+LAG_FILL, LAG_FONT, HEADER_FILL, TOTAL_FILL = "FFC7CE", "9C0006", "DDEBF7", "F2F2F2"
+
+#: Colours of the map, worst to best (ColorBrewer RdYlGn, 5 classes).
+PALETTE = ("#d7191c", "#fdae61", "#ffffbf", "#a6d96a", "#1a9641")
+NO_DATA_COLOUR = "#cccccc"
+
+_TEMPLATES = Path(__file__).resolve().parent.parent / "api" / "templates"
+SCORECARD_TEMPLATE = "report_scorecard.html"
+
+_TEXT = {
+    "zh": {"total": "合计", "lagging": "落后", "status": "状态", "parent": "上级", "district": "区县",
+           "street": "街道", "community": "社区", "title": "创城考核记分卡", "by": "按", "period": "统计期",
+           "generated": "生成时间", "kpi": "着色指标", "rule": "落后规则", "notes": "说明",
+           "rule_text": "有该指标数值的单位中最差的 {share:.0%}（至少一个，并列同计），且差于最好单位。",
+           "totals_text": ("合计行：数量相加；比率由合计的分子分母重新计算；平均整改时长按整改数加权；"
+                           "中位数按全部案件重新计算。"),
+           "map": "微网格着色：{kpi}（灰色：无数据）", "rank": "排名", "city": "全市", "as_of": "数据截至",
+           "source": "指标来源：sites.kpis.kpi_table（定义见 README「Cases and KPIs」）",
+           "empty": "本统计期内没有发现或到期的案件。"},
+    "en": {"total": "Total", "lagging": "lagging", "status": "Status", "parent": "Parent", "district": "District",
+           "street": "Street", "community": "Community", "title": "Campaign scorecard", "by": "by",
+           "period": "Period", "generated": "Generated", "kpi": "Colour KPI", "rule": "Lagging rule",
+           "notes": "Notes",
+           "rule_text": "the worst {share:.0%} of the units with a value of the KPI (at least one, ties included), "
+                        "if worse than the best unit.",
+           "totals_text": "Totals: counts are summed; rates are recomputed from the summed numerators and "
+                          "denominators; mean hours weighted by rectified cases; the median over all the cases.",
+           "map": "Micro-grids coloured by {kpi} (grey: no data)", "rank": "Rank", "city": "City",
+           "as_of": "Data as of",
+           "source": "KPIs from sites.kpis.kpi_table (definitions: README, Cases and KPIs)",
+           "empty": "No case was found or fell due in this period."},
+}
+
+
+# --- period and inputs ----------------------------------------------------------------------------------------
+
+
+def parse_period(period: str | None = None, *, start=None, end=None) -> tuple[date, date, str]:
+    """The report's days: ``(first day, day after the last, label)``.
+
+    Parameters
+    ----------
+    period
+        ``2024-03`` (a month), ``2024-Q1`` (a quarter), ``2024`` (a year), ``2024-03-05`` (one day) or
+        ``2024-03-01..2024-03-15`` (inclusive range).
+    start, end
+        Instead of ``period``: first and last day (inclusive).
+    """
+    if period is None or not str(period).strip():
+        if start is None or end is None:
+            msg = "give a period (2024-03, 2024-Q1, 2024, 2024-03-01..2024-03-15) or both start and end"
+            raise InvalidParameterError(msg)
+        first, last = _day(start, "start"), _day(end, "end")
+    else:
+        text = str(period).strip()
+        if ".." in text:
+            a, b = text.split("..", 1)
+            first, last = _day(a, "period start"), _day(b, "period end")
+        elif m := re.fullmatch(r"(\d{4})-(\d{1,2})", text):
+            year, month = int(m.group(1)), int(m.group(2))
+            if not 1 <= month <= 12:
+                msg = f"period {text!r}: month must be 01..12"
+                raise InvalidParameterError(msg)
+            first, last = date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
+        elif m := re.fullmatch(r"(\d{4})-?[Qq]([1-4])", text):
+            year, q = int(m.group(1)), int(m.group(2))
+            first = date(year, 3 * q - 2, 1)
+            last = date(year, 3 * q, calendar.monthrange(year, 3 * q)[1])
+        elif re.fullmatch(r"\d{4}", text):
+            first, last = date(int(text), 1, 1), date(int(text), 12, 31)
+        else:
+            first = last = _day(text, "period")
+    if last < first:
+        msg = f"the period ends ({last}) before it starts ({first})"
+        raise InvalidParameterError(msg)
+    return first, last + timedelta(days=1), _label(first, last)
+
+
+def _label(first: date, last: date) -> str:
+    """``2024-03`` (a whole month), ``2024-Q1`` (a whole quarter), ``2024`` (a whole year), else the days."""
+    month_end = date(last.year, last.month, calendar.monthrange(last.year, last.month)[1])
+    if first.day == 1 and last == month_end:
+        if (first.year, first.month) == (last.year, last.month):
+            return f"{first:%Y-%m}"
+        if first.year == last.year and first.month % 3 == 1 and last.month == first.month + 2:
+            return f"{first.year}-Q{(first.month + 2) // 3}"
+        if first.year == last.year and (first.month, last.month) == (1, 12):
+            return f"{first.year}"
+    return f"{first}" if first == last else f"{first}..{last}"
+
+
+def _day(value, what: str) -> date:
+    if isinstance(value, datetime):
+        return value.date()
+    if isinstance(value, date):
+        return value
+    try:
+        return date.fromisoformat(str(value).strip())
+    except ValueError:
+        msg = f"{what} must be a period like 2024-03, 2024-Q1, 2024 or 2024-03-01..2024-03-15, got {value!r}"
+        raise InvalidParameterError(msg) from None
+
+
+def check_kpi(kpi: str) -> str:
+    """Return ``kpi`` if it is a numeric KPI column, else raise naming the known ones."""
+    if kpi in KPI_COLUMNS and KPI_COLUMNS[kpi][2] != "text":
+        return kpi
+    known = [k for k, v in KPI_COLUMNS.items() if v[2] != "text"]
+    import difflib
+
+    close = difflib.get_close_matches(str(kpi), known, n=3, cutoff=0.4)
+    msg = f"unknown KPI {kpi!r}; closest: {', '.join(close) or ', '.join(known[:5])} (known: {', '.join(known)})"
+    raise InvalidParameterError(msg)
+
+
+def check_level(level: str) -> str:
+    """Return ``level`` if it is a report level, else raise naming the levels."""
+    if level not in LEVELS:
+        msg = f"level must be one of {', '.join(LEVELS)}, got {level!r}"
+        raise InvalidParameterError(msg)
+    return level
+
+
+def _lang(lang: str) -> str:
+    if lang not in _TEXT:
+        msg = f"lang must be zh or en, got {lang!r}"
+        raise InvalidParameterError(msg)
+    return lang
+
+
+def _default_kpi_table() -> Callable:
+    from sites.kpis import kpi_table
+
+    return kpi_table
+
+
+def report_tables(store: Store, *, start: date, end: date, as_of=None, lang: str = "zh",
+                  levels: tuple[str, ...] = LEVELS, kpi_table: Callable | None = None) -> dict[str, pd.DataFrame]:
+    """The KPI table of every level for the days ``start`` (inclusive) to ``end`` (exclusive).
+
+    Each table gets the codes and names of its parent units (district, street, community) beside it. With
+    the default KPI function, ``df.attrs["totals"]`` holds :func:`sites.kpis.kpi_totals` of the level (the same
+    cases pooled in SQL), which gives the totals row its median time to rectify.
+
+    Parameters
+    ----------
+    levels
+        The levels to compute (default: all of :data:`LEVELS`).
+    kpi_table
+        The KPI function (default :func:`sites.kpis.kpi_table`), called as
+        ``kpi_table(store, start=..., end=..., level=..., as_of=..., lang=...)``.
+    """
+    func = kpi_table or _default_kpi_table()
+    from sites import kpis
+
+    tables = {}
+    parents = _parents(store, lang)
+    for level in levels:
+        df = func(store, start=start, end=end, level=level, as_of=as_of, lang=lang)
+        missing = [c for c in KPI_COLUMNS if c not in df.columns]
+        if missing:
+            msg = f"kpi_table({level!r}) lacks the columns {', '.join(missing)}"
+            raise InvalidParameterError(msg)
+        df = df[list(KPI_COLUMNS)].copy()
+        df["code"] = df["code"].astype(str)
+        if level in ("street", "community", "grid"):
+            up = parents.reindex(df["code"])
+            keep = {"street": ["district"], "community": ["district", "street"],
+                    "grid": ["district", "street", "community"]}[level]
+            for i, col in enumerate(keep):
+                df.insert(2 + i, f"{col}_name", up[f"{col}_name"].to_numpy())
+        df = df.reset_index(drop=True)
+        if func is kpis.kpi_table:
+            df.attrs["totals"] = kpis.kpi_totals(store, start=start, end=end, level=level, as_of=as_of, lang=lang)
+        tables[level] = df
+    return tables
+
+
+def _parents(store: Store, lang: str) -> pd.DataFrame:
+    """Per area or grid code: the names of its district, street and community."""
+    areas = store.sql("SELECT code, name, name_en, level, parent_code FROM areas")
+    label = areas["name_en"].fillna(areas["name"]) if lang == "en" else areas["name"]
+    name = dict(zip(areas["code"], label))
+    parent = dict(zip(areas["code"], areas["parent_code"]))
+    grids = store.sql("SELECT code, community_code, street_code, district_code FROM grids")
+    rows = []
+    for a in areas.itertuples():
+        if a.level == "street":
+            rows.append((a.code, name.get(a.parent_code), None, None))
+        elif a.level == "community":
+            st = parent.get(a.code)
+            rows.append((a.code, name.get(parent.get(st)), name.get(st), None))
+    for g in grids.itertuples():
+        rows.append((g.code, name.get(g.district_code), name.get(g.street_code), name.get(g.community_code)))
+    return pd.DataFrame(rows, columns=["code", "district_name", "street_name", "community_name"]).drop_duplicates(
+        "code").set_index("code")
+
+
+# --- totals and lagging rows --------------------------------------------------------------------------------
+
+
+def totals(df: pd.DataFrame) -> dict[str, float | None]:
+    """The totals row of a KPI table: sums of counts, rates from summed parts (see the module docstring).
+
+    The median time to rectify cannot be combined from the rows: it is taken from ``df.attrs["totals"]`` (the
+    pooled KPIs of :func:`report_tables`) when present, else left empty.
+    """
+    out: dict[str, float | None] = {}
+    for col, (_, _, kind) in KPI_COLUMNS.items():
+        if kind == "count":
+            out[col] = float(pd.to_numeric(df[col], errors="coerce").fillna(0).sum())
+    for rate, (num, candidates) in RATE_PARTS.items():
+        den = _denominator(df, rate, num, candidates)
+        out[rate] = (out[num] / out[den]) if den is not None and out.get(den) else None
+    rect = pd.to_numeric(df["rectified"], errors="coerce").fillna(0)
+    hours = pd.to_numeric(df["mean_hours_to_rectify"], errors="coerce")
+    ok = hours.notna() & (rect > 0)
+    out["mean_hours_to_rectify"] = float((hours[ok] * rect[ok]).sum() / rect[ok].sum()) if ok.any() else None
+    pooled = df.attrs.get("totals") or {}
+    median = pooled.get("median_hours_to_rectify")
+    out["median_hours_to_rectify"] = float(median) if median is not None and np.isfinite(median) else None
+    return out
+
+
+def _denominator(df: pd.DataFrame, rate: str, num: str, candidates: tuple[str, ...]) -> str | None:
+    """The first candidate count whose ratio reproduces ``rate`` on every row with a value."""
+    r = pd.to_numeric(df[rate], errors="coerce")
+    n = pd.to_numeric(df[num], errors="coerce").fillna(0)
+    for den in candidates:
+        d = pd.to_numeric(df[den], errors="coerce").fillna(0)
+        rows = r.notna() & (d > 0)
+        if not rows.any():
+            continue
+        if np.allclose((n[rows] / d[rows]).to_numpy(float), r[rows].to_numpy(float), rtol=1e-6, atol=1e-9):
+            return den
+    return None
+
+
+def lagging_mask(df: pd.DataFrame, kpi: str, *, share: float = LAG_SHARE) -> np.ndarray:
+    """Which rows lag on ``kpi``: the worst ``share`` of the rows with a value (ties included), if worse than
+    the best row."""
+    check_kpi(kpi)
+    values = pd.to_numeric(df[kpi], errors="coerce").to_numpy(float)
+    valid = np.isfinite(values)
+    mask = np.zeros(len(df), dtype=bool)
+    if not valid.any():
+        return mask
+    sign = -1.0 if kpi in LOWER_IS_BETTER else 1.0
+    score = sign * values[valid]                       # higher score = better
+    m = max(1, math.ceil(share * valid.sum()))
+    cut = np.sort(score)[m - 1]
+    best = score.max()
+    mask[np.flatnonzero(valid)] = (score <= cut) & (score < best)
+    return mask
+
+
+# --- the workbook -------------------------------------------------------------------------------------------
+
+
+def _headers(df: pd.DataFrame, lang: str) -> list[str]:
+    t = _TEXT[lang]
+    heads = []
+    for col in df.columns:
+        if col in KPI_COLUMNS:
+            heads.append(KPI_COLUMNS[col][0 if lang == "zh" else 1])
+        elif col.endswith("_name"):
+            heads.append(t[col[:-5]])
+        else:
+            heads.append(col)
+    return heads
+
+
+def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_time_closure_rate",
+                   lang: str = "zh", level: str = "street", title: str = "", notes: list[tuple[str, str]] = ()):
+    """Write the KPI tables as an XLSX workbook to ``target`` (a path or a binary file object).
+
+    One sheet per level, headers in ``lang``, a totals row, lagging rows on ``kpi`` filled red, the header
+    frozen, rates formatted as percentages; the sheet of ``level`` is the active one; a notes sheet last.
+    """
+    from openpyxl import Workbook
+    from openpyxl.formatting.rule import ColorScaleRule
+    from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+    from openpyxl.utils import get_column_letter
+
+    t = _TEXT[_lang(lang)]
+    kpi = check_kpi(kpi)
+    wb = Workbook()
+    wb.remove(wb.active)
+    lag_fill = PatternFill("solid", start_color=LAG_FILL, end_color=LAG_FILL)
+    head_fill = PatternFill("solid", start_color=HEADER_FILL, end_color=HEADER_FILL)
+    total_fill = PatternFill("solid", start_color=TOTAL_FILL, end_color=TOTAL_FILL)
+    thin = Side(style="thin", color="999999")
+    for lvl, df in tables.items():
+        ws = wb.create_sheet(LEVEL_NAMES[lvl][0 if lang == "zh" else 1])
+        lag = lagging_mask(df, kpi)
+        cols = list(df.columns)
+        heads = _headers(df, lang) + [t["status"]]
+        ws.append(heads)
+        for cell in ws[1]:
+            cell.font = Font(bold=True)
+            cell.fill = head_fill
+            cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+            cell.border = Border(bottom=thin)
+        for i, rec in enumerate(df.itertuples(index=False)):
+            ws.append([_cell(v) for v in rec] + [t["lagging"] if lag[i] else None])
+        tot = totals(df)
+        ws.append([t["total"]] + [None] * (len(cols) - 1) + [None])
+        last = ws.max_row
+        for j, col in enumerate(cols, start=1):
+            if col in tot:
+                ws.cell(last, j, _cell(tot[col]))
+        for j, col in enumerate(cols, start=1):
+            kind = KPI_COLUMNS.get(col, ("", "", "text"))[2]
+            fmt = {"rate": "0.0%", "hours": "0.0", "count": "#,##0"}.get(kind)
+            letter = get_column_letter(j)
+            if fmt:
+                for r in range(2, last + 1):
+                    ws.cell(r, j).number_format = fmt
+            width = max(len(str(heads[j - 1])) * (2 if lang == "zh" else 1), 8 if kind != "text" else 12) + 2
+            ws.column_dimensions[letter].width = min(width, 40)
+        ws.column_dimensions[get_column_letter(len(cols) + 1)].width = 8
+        for i in np.flatnonzero(lag):
+            for cell in ws[int(i) + 2]:
+                cell.fill = lag_fill
+                cell.font = Font(color=LAG_FONT)
+        for cell in ws[last]:
+            cell.font = Font(bold=True)
+            cell.fill = total_fill
+            cell.border = Border(top=thin)
+        kcol = get_column_letter(cols.index(kpi) + 1)
+        if last > 2:  # a colour scale on the KPI column (Excel / WPS evaluate it)
+            low, high = ("F8696B", "63BE7B") if kpi not in LOWER_IS_BETTER else ("63BE7B", "F8696B")
+            ws.conditional_formatting.add(f"{kcol}2:{kcol}{last - 1}", ColorScaleRule(
+                start_type="min", start_color=low, mid_type="percentile", mid_value=50, mid_color="FFEB84",
+                end_type="max", end_color=high))
+        ws.freeze_panes = "C2"
+        ws.auto_filter.ref = f"A1:{get_column_letter(len(cols) + 1)}{max(last - 1, 1)}"
+        ws.row_dimensions[1].height = 32
+    info = wb.create_sheet(t["notes"])
+    rows = [(title, "")] + list(notes) + [
+        (t["kpi"], KPI_COLUMNS[kpi][0 if lang == "zh" else 1]),
+        (t["rule"], t["rule_text"].format(share=LAG_SHARE)),
+        (t["total"], t["totals_text"]),
+        ("", t["source"]),
+    ]
+    for row in rows:
+        info.append(list(row))
+    info["A1"].font = Font(bold=True, size=13)
+    info.column_dimensions["A"].width = 16
+    info.column_dimensions["B"].width = 100
+    wb.active = list(tables).index(level) if level in tables else 0
+    wb.save(target)
+    return target
+
+
+def _cell(value):
+    if value is None or value is pd.NA or value is pd.NaT:
+        return None
+    if isinstance(value, np.generic):
+        value = value.item()
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+# --- the map and the scorecard ------------------------------------------------------------------------------
+
+
+def _scale(values: np.ndarray) -> tuple[float, float]:
+    """The colour scale's ends: the observed range of the KPI (a fixed 0–100 % scale would paint a map of
+    rework rates, all under 20 %, in one colour)."""
+    ok = np.isfinite(values)
+    return (float(values[ok].min()), float(values[ok].max())) if ok.any() else (0.0, 1.0)
+
+
+def _colour(values: np.ndarray, kpi: str) -> list[str]:
+    """Palette colour per value, between the KPI's observed minimum and maximum (best green, worst red)."""
+    values = np.asarray(values, dtype=float)
+    ok = np.isfinite(values)
+    lo, hi = _scale(values)
+    span = hi - lo if hi > lo else 1.0
+    x = np.clip(np.where(ok, (values - lo) / span, 0.0), 0, 1)
+    if kpi in LOWER_IS_BETTER:
+        x = 1 - x
+    idx = np.minimum((x * len(PALETTE)).astype(int), len(PALETTE) - 1)
+    return [PALETTE[i] if good else NO_DATA_COLOUR for i, good in zip(idx, ok)]
+
+
+def legend(kpi: str, values, lang: str = "zh") -> list[tuple[str, str]]:
+    """The map's legend: ``(colour, range label)`` per palette class, worst first."""
+    values = pd.to_numeric(pd.Series(values), errors="coerce").to_numpy(float)
+    rate = KPI_COLUMNS[kpi][2] == "rate"
+    lo, hi = _scale(values)
+    edges = np.linspace(lo, hi, len(PALETTE) + 1)
+    if kpi in LOWER_IS_BETTER:
+        edges = edges[::-1]
+    fmt = (lambda v: f"{v:.0%}") if rate else (lambda v: f"{v:,.1f}" if KPI_COLUMNS[kpi][2] == "hours"
+                                                 else f"{v:,.0f}")
+    out = [(c, f"{fmt(edges[i])} – {fmt(edges[i + 1])}") for i, c in enumerate(PALETTE)]
+    out.append((NO_DATA_COLOUR, "无数据" if lang == "zh" else "no data"))
+    return out
+
+
+def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_closure_rate", lang: str = "zh"):
+    """A folium map (no tile layer) of every micro-grid filled by its ``kpi`` value, street outlines on top.
+
+    The tooltip of a grid shows its name, code, the KPI, for a rate its numerator and denominator (a red grid
+    with 0 / 1 due reads differently from one with 0 / 30), and the cases found. Streets are outlined and
+    labelled (DivIcon) so the map reads without a base map.
+    """
+    import folium
+    import geopandas as gpd
+    import shapely
+
+    check_kpi(kpi)
+    g = store.sql("SELECT code, name, ST_AsWKB(geom) AS wkb FROM grids WHERE geom IS NOT NULL ORDER BY code")
+    geoms = shapely.from_wkb([bytes(b) for b in g["wkb"]]) if len(g) else []
+    gdf = gpd.GeoDataFrame(g.drop(columns="wkb"), geometry=list(geoms), crs="EPSG:4326")
+    table = grid_table.set_index("code")
+    values = table[kpi].reindex(gdf["code"])
+    vals = pd.to_numeric(values, errors="coerce").to_numpy(float)
+    gdf["colour"] = _colour(vals, kpi)
+    rate = KPI_COLUMNS[kpi][2] == "rate"
+    gdf["value"] = [("—" if not np.isfinite(v) else f"{v:.1%}" if rate else f"{v:,.1f}") for v in vals]
+    found = table["found"].reindex(gdf["code"])
+    gdf["found"] = pd.to_numeric(found, errors="coerce").fillna(0).astype(int).to_numpy()
+    i = 0 if lang == "zh" else 1
+    label = KPI_COLUMNS[kpi][i]
+    fields, heads = ["name", "code", "value"], [("网格", "Grid")[i], ("编码", "Code")[i], label]
+    if rate:
+        num, candidates = RATE_PARTS[kpi]
+        den = _denominator(grid_table, kpi, num, candidates) or candidates[0]
+        n = pd.to_numeric(table[num].reindex(gdf["code"]), errors="coerce").fillna(0).to_numpy()
+        d = pd.to_numeric(table[den].reindex(gdf["code"]), errors="coerce").fillna(0).to_numpy()
+        gdf["basis"] = [f"{a:,.0f} / {b:,.0f}" for a, b in zip(n, d)]
+        fields.append("basis")
+        heads.append(f"{KPI_COLUMNS[num][i]} / {KPI_COLUMNS[den][i]}")
+    if kpi != "found":
+        fields.append("found")
+        heads.append(KPI_COLUMNS["found"][i])
+    gdf["geometry"] = gdf.geometry.simplify(1e-5)
+    if len(gdf):
+        minx, miny, maxx, maxy = gdf.total_bounds
+        centre = [(miny + maxy) / 2, (minx + maxx) / 2]
+    else:
+        centre, (minx, miny, maxx, maxy) = [0, 0], (0, 0, 0, 0)
+    m = folium.Map(location=centre, zoom_start=12, tiles=None, control_scale=True, zoom_snap=0.25)
+    folium.GeoJson(
+        gdf[[*fields, "colour", "geometry"]].__geo_interface__,
+        name=label,
+        style_function=lambda f: {"fillColor": f["properties"]["colour"], "color": "#555555", "weight": 0.6,
+                                  "fillOpacity": 0.75},
+        highlight_function=lambda f: {"weight": 2, "color": "#000000"},
+        tooltip=folium.GeoJsonTooltip(fields, aliases=heads),
+    ).add_to(m)
+    _street_outlines(store, lang).add_to(m)
+    if len(gdf):
+        m.fit_bounds([[miny, minx], [maxy, maxx]])
+    return m
+
+
+def _street_outlines(store: Store, lang: str):
+    """Street (街道) boundaries as thick lines, each labelled with its name at a point inside it."""
+    import folium
+    import geopandas as gpd
+    import shapely
+
+    group = folium.FeatureGroup(name="街道" if lang == "zh" else "Streets")
+    a = store.sql("SELECT code, name, name_en, ST_AsWKB(geom) AS wkb FROM areas "
+                  "WHERE level = 'street' AND geom IS NOT NULL ORDER BY code")
+    if not len(a):
+        return group
+    names = a["name_en"].fillna(a["name"]) if lang == "en" else a["name"]
+    gdf = gpd.GeoDataFrame({"code": a["code"], "name": names},
+                           geometry=list(shapely.from_wkb([bytes(b) for b in a["wkb"]])), crs="EPSG:4326")
+    gdf["geometry"] = gdf.geometry.simplify(5e-5)
+    folium.GeoJson(gdf.__geo_interface__, style_function=lambda f: {"fill": False, "color": "#222222",
+                                                                   "weight": 2.2, "opacity": 0.9}).add_to(group)
+    for name, point in zip(gdf["name"], gdf.geometry.representative_point()):
+        text = str(name).replace("&", "&amp;").replace("<", "&lt;")
+        folium.Marker([point.y, point.x], icon=folium.DivIcon(
+            html=f'<div style="transform: translate(-50%, -50%); white-space: nowrap; font-size: 12px; '
+                 f'font-weight: 600; color: #111; text-shadow: 0 0 3px #fff, 0 0 3px #fff;">{text}</div>',
+            icon_size=(0, 0)), interactive=False).add_to(group)
+    return group
+
+
+def inline_assets(page: str) -> str:
+    """Replace the page's ``/static/vendor/...`` scripts and stylesheets by their contents (a standalone file)."""
+    from api.offline import VENDOR_URL, vendor_path
+
+    def script(match: re.Match) -> str:
+        body = vendor_path(match.group(1)).read_text(encoding="utf-8").replace("</script", "<\\/script")
+        return f"<script>{body}</script>"
+
+    def style(match: re.Match) -> str:
+        body = vendor_path(match.group(1)).read_text(encoding="utf-8").replace("</style", "<\\/style")
+        return f"<style>{body}</style>"
+
+    base = re.escape(VENDOR_URL)
+    page = re.sub(rf"<script[^>]*\bsrc=[\"']{base}/([^\"']+)[\"'][^>]*>\s*</script>", script, page)
+    return re.sub(rf"<link[^>]*\bhref=[\"']{base}/([^\"']+\.css)[\"'][^>]*/?>", style, page)
+
+
+def _fmt(value, kind: str) -> str:
+    if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
+        return "—"
+    if kind == "rate":
+        return f"{value:.1%}"
+    if kind == "hours":
+        return f"{value:,.1f}"
+    if kind == "count":
+        return f"{value:,.0f}"
+    return str(value)
+
+
+#: Columns of the scorecard's table (the chosen KPI is added if missing).
+SCORECARD_COLUMNS = ("found", "rectification_rate", "closure_rate", "on_time_closure_rate", "rework_rate",
+                     "rebound_rate", "mean_hours_to_rectify", "overdue")
+
+
+def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str = "street",
+                   kpi: str = "on_time_closure_rate", lang: str = "zh", period_label: str = "",
+                   as_of=None, standalone: bool = False) -> str:
+    """The HTML scorecard: city figures, the grid map coloured by ``kpi`` and the table of ``level``.
+
+    Parameters
+    ----------
+    standalone
+        Inline Leaflet into the page (a file that opens without the service); otherwise the map loads it from
+        the service's ``/static/vendor``.
+    """
+    import jinja2
+
+    from api.offline import render_offline
+
+    t = _TEXT[_lang(lang)]
+    check_kpi(kpi)
+    check_level(level)
+    df = tables[level]
+    lag = lagging_mask(df, kpi)
+    tot = totals(df)
+    cols = list(SCORECARD_COLUMNS) + ([kpi] if kpi not in SCORECARD_COLUMNS else [])
+    sign = -1 if kpi in LOWER_IS_BETTER else 1
+    order = np.argsort(-sign * pd.to_numeric(df[kpi], errors="coerce").fillna(-np.inf * sign).to_numpy(float),
+                       kind="stable")
+    rows = []
+    for rank, i in enumerate(order, start=1):
+        rec = df.iloc[i]
+        rows.append({"rank": rank, "code": rec["code"], "name": rec["name"], "lagging": bool(lag[i]),
+                     "cells": [_fmt(_cell(rec[c]), KPI_COLUMNS[c][2]) for c in cols]})
+    map_page = render_offline(grid_map(store, tables["grid"], kpi=kpi, lang=lang))
+    if standalone:
+        map_page = inline_assets(map_page)
+    city = store.meta("city_name_en" if lang == "en" else "city_name") or store.meta("city_name") or ""
+    label = KPI_COLUMNS[kpi][0 if lang == "zh" else 1]
+    summary = [(KPI_COLUMNS[c][0 if lang == "zh" else 1], _fmt(tot.get(c), KPI_COLUMNS[c][2]))
+               for c in ("found", "rectification_rate", "on_time_closure_rate", "rework_rate", "rebound_rate",
+                         "overdue")]
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
+    return env.get_template(SCORECARD_TEMPLATE).render(
+        lang=lang, t=t, city=city, period=period_label, level_name=LEVEL_NAMES[level][0 if lang == "zh" else 1],
+        kpi=kpi, kpi_label=label, generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
+        as_of=str(as_of) if as_of is not None else "",
+        summary=summary, headers=[KPI_COLUMNS[c][0 if lang == "zh" else 1] for c in cols],
+        kpi_index=cols.index(kpi), rows=rows, total_cells=[_fmt(tot.get(c), KPI_COLUMNS[c][2]) for c in cols],
+        map_srcdoc=map_page, map_caption=t["map"].format(kpi=label),
+        legend=legend(kpi, tables["grid"][kpi], lang), lag_rule=t["rule_text"].format(share=LAG_SHARE),
+        n_lagging=int(lag.sum()), empty=not (tot.get("found") or tot.get("due")),
+    )
+
+
+# --- the whole report ---------------------------------------------------------------------------------------
+
+
+def build_report(store: Store, *, period: str | None = "2024-03", start=None, end=None, level: str = "street",
+                 out_dir: str | Path = ".", kpi: str = "on_time_closure_rate", lang: str = "zh", as_of=None,
+                 kpi_table: Callable | None = None) -> dict[str, Path]:
+    """Write the period's XLSX workbook and HTML scorecard into ``out_dir``.
+
+    Parameters
+    ----------
+    store
+        The database.
+    period
+        ``2024-03``, ``2024-Q1``, ``2024``, ``2024-03-05`` or ``2024-03-01..2024-03-15``; or None with
+        ``start`` and ``end`` (inclusive days).
+    level
+        The scorecard's table level (also the workbook's active sheet): district, street, community, grid or
+        category.
+    out_dir
+        Folder for ``report_<period>_<level>.xlsx`` and ``scorecard_<period>_<level>.html`` (created).
+    kpi
+        The KPI that colours the map and marks lagging rows (a column of :data:`KPI_COLUMNS`).
+    lang
+        ``zh`` (default) or ``en`` headers and labels.
+    as_of
+        Passed to the KPI table (open / overdue counts at this moment; default: its own).
+    kpi_table
+        The KPI function (default :func:`sites.kpis.kpi_table`).
+
+    Returns
+    -------
+    dict
+        ``{"xlsx": Path, "html": Path}``.
+    """
+    first, stop, label = parse_period(period, start=start, end=end)
+    check_level(level)
+    check_kpi(kpi)
+    _lang(lang)
+    tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    stem = f"{label.replace('..', '_')}_{level}"
+    paths = {"xlsx": out / f"report_{stem}.xlsx", "html": out / f"scorecard_{stem}.html"}
+    write_workbook(tables, paths["xlsx"], kpi=kpi, lang=lang, level=level,
+                   title=report_title(store, label, lang), notes=_notes(first, stop, as_of, lang))
+    page = scorecard_html(store, tables, level=level, kpi=kpi, lang=lang, period_label=label,
+                          as_of=_shown_as_of(stop, as_of), standalone=True)
+    paths["html"].write_text(page, encoding="utf-8")
+    return paths
+
+
+def workbook_bytes(store: Store, *, period: str | None = None, start=None, end=None, level: str = "street",
+                   kpi: str = "on_time_closure_rate", lang: str = "zh", as_of=None,
+                   kpi_table: Callable | None = None) -> bytes:
+    """The report workbook as XLSX bytes (what the API sends)."""
+    first, stop, label = parse_period(period, start=start, end=end)
+    check_level(level)
+    check_kpi(kpi)
+    _lang(lang)
+    tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table)
+    buf = io.BytesIO()
+    write_workbook(tables, buf, kpi=kpi, lang=lang, level=level, title=report_title(store, label, lang),
+                   notes=_notes(first, stop, as_of, lang))
+    return buf.getvalue()
+
+
+def scorecard_page(store: Store, *, period: str | None = None, start=None, end=None, level: str = "street",
+                   kpi: str = "on_time_closure_rate", lang: str = "zh", as_of=None, standalone: bool = False,
+                   kpi_table: Callable | None = None) -> str:
+    """The scorecard HTML for a period (what the API sends; the map loads Leaflet from ``/static/vendor``)."""
+    first, stop, label = parse_period(period, start=start, end=end)
+    check_level(level)
+    check_kpi(kpi)
+    _lang(lang)
+    tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table,
+                           levels=tuple(dict.fromkeys((level, "grid"))))
+    return scorecard_html(store, tables, level=level, kpi=kpi, lang=lang, period_label=label,
+                          as_of=_shown_as_of(stop, as_of),
+                          standalone=standalone)
+
+
+def report_title(store: Store, label: str, lang: str) -> str:
+    """``示范市 创城考核记分卡 2024-03`` (or the English form)."""
+    city = store.meta("city_name_en" if lang == "en" else "city_name") or store.meta("city_name") or ""
+    return f"{city} {_TEXT[lang]['title']} {label}".strip()
+
+
+def _shown_as_of(stop: date, as_of) -> str:
+    """The moment the record is read at, as shown: ``as_of``, else the KPIs' default (the period's end, or now)."""
+    from sites.cases import now_local
+
+    if as_of is not None:
+        return str(as_of)
+    end = min(datetime.combine(stop, datetime.min.time()), now_local())
+    return f"{end:%Y-%m-%d %H:%M}"
+
+
+def _notes(first: date, stop: date, as_of, lang: str) -> list[tuple[str, str]]:
+    t = _TEXT[lang]
+    notes = [(t["period"], f"{first} – {stop - timedelta(days=1)}"),
+             (t["generated"], datetime.now().strftime("%Y-%m-%d %H:%M"))]
+    notes.append((t["as_of"], _shown_as_of(stop, as_of)))
+    return notes
+
+
+__all__ = ["LEVELS", "KPI_COLUMNS", "build_report", "grid_map", "lagging_mask", "parse_period", "report_tables",
+           "scorecard_html", "scorecard_page", "totals", "workbook_bytes", "write_workbook"]

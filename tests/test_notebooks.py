@@ -1,0 +1,191 @@
+"""The analysts' notebooks: stored clean, and run top to bottom on a fresh demo city with charts and offline maps."""
+
+from __future__ import annotations
+
+import asyncio
+import html
+import re
+from pathlib import Path
+
+import nbformat
+import numpy as np
+import pytest
+from nbclient import NotebookClient
+
+from api.offline import render_offline, vendor_path
+
+NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
+NOTEBOOKS = ["01_hotspot_exploration.ipynb", "02_emerging_hotspots_and_rebounds.ipynb",
+             "03_risk_and_backtest.ipynb", "04_assessment_readiness_and_patrol.ipynb"]
+#: Fewest matplotlib charts and inline folium maps each notebook must produce.
+MIN_OUTPUTS = {
+    "01_hotspot_exploration.ipynb": (6, 2),
+    "02_emerging_hotspots_and_rebounds.ipynb": (5, 1),
+    "03_risk_and_backtest.ipynb": (6, 1),
+    "04_assessment_readiness_and_patrol.ipynb": (2, 1),
+}
+#: Size of the demo city the notebooks run on, and kernels run at once (the machine has 2 cores).
+EVENTS, SEED, PARALLEL = 100_000, 3, 2
+
+#: The first characters of the vendored Leaflet, which every inline map page must contain.
+LEAFLET_HEAD = vendor_path("leaflet.js").read_text(encoding="utf-8")[:300]
+
+_SRCDOC = re.compile(r'srcdoc="(.*?)"', re.S)
+#: Anything a page would fetch: script and stylesheet tags, images, CSS urls (links such as Leaflet's
+#: attribution ``<a href="https://leafletjs.com">`` are not fetched).
+_FETCHED = re.compile(r"<(?:script|link|img|iframe)\b[^>]*\b(?:src|href)\s*=\s*[\"']?((?:https?:)?//[^\"'\s>]+)"
+                      r"|url\(\s*[\"']?((?:https?:)?//[^\"')]+)", re.IGNORECASE)
+
+
+def fetched_urls(page: str) -> list[str]:
+    """URLs outside the page that a browser would load for it."""
+    return [a or b for a, b in _FETCHED.findall(page)]
+
+pytestmark = pytest.mark.slow
+
+
+def test_notebooks_are_listed():
+    assert sorted(p.name for p in NB_DIR.glob("*.ipynb")) == NOTEBOOKS
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_stored_without_outputs(name):
+    nb = nbformat.read(NB_DIR / name, as_version=4)
+    nbformat.validate(nb)
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert code, "a notebook without code"
+    for i, cell in enumerate(code):
+        assert cell.outputs == [], f"{name}: code cell {i} is stored with outputs; clear them before saving"
+        assert cell.execution_count is None, f"{name}: code cell {i} is stored with an execution count"
+    assert nb.cells[0].cell_type == "markdown" and nb.cells[0].source.startswith("# "), "starts with a title"
+    assert sum(c.cell_type == "markdown" for c in nb.cells) >= len(code) / 2, "narrated in Markdown"
+
+
+@pytest.fixture(scope="module")
+def notebook_db(tmp_path_factory) -> Path:
+    """A fresh demo city for the notebooks (never the session's shared one: the notebooks only read it)."""
+    from data.demo import build_demo
+
+    db = tmp_path_factory.mktemp("notebooks") / "demo.duckdb"
+    build_demo(db, events=EVENTS, seed=SEED, progress=False)
+    return db
+
+
+@pytest.fixture(scope="module")
+def executed(notebook_db) -> dict[str, nbformat.NotebookNode]:
+    """Every notebook executed against the fresh demo database given by ``CIVICGRID_DB``."""
+    db = notebook_db
+    fallback = NB_DIR / "demo.duckdb"
+    existed = fallback.exists()
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CIVICGRID_DB", str(db))  # the kernels inherit the environment
+    out: dict[str, nbformat.NotebookNode] = {}
+
+    async def run_all() -> None:
+        gate = asyncio.Semaphore(PARALLEL)
+
+        async def run(name: str) -> None:
+            nb = nbformat.read(NB_DIR / name, as_version=4)
+            client = NotebookClient(nb, timeout=600, kernel_name="python3",
+                                    resources={"metadata": {"path": str(NB_DIR)}})
+            async with gate:
+                await client.async_execute()
+            out[name] = nb
+
+        await asyncio.gather(*(run(n) for n in NOTEBOOKS))
+
+    try:
+        asyncio.run(run_all())
+    finally:
+        mp.undo()
+    assert fallback.exists() == existed, "with CIVICGRID_DB set, the notebooks must not build their own demo"
+    return out
+
+
+def _outputs(nb: nbformat.NotebookNode, kind: str) -> list:
+    return [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if kind in o.get("data", {})]
+
+
+@pytest.mark.parametrize("name", NOTEBOOKS)
+def test_runs_top_to_bottom(executed, name):
+    nb = executed[name]
+    errors = [o for c in nb.cells if c.cell_type == "code" for o in c.outputs if o.output_type == "error"]
+    assert not errors
+    code = [c for c in nb.cells if c.cell_type == "code"]
+    assert all(c.execution_count is not None for c in code)
+    charts, maps = MIN_OUTPUTS[name]
+    assert len(_outputs(nb, "image/png")) >= charts
+    pages = [html.unescape(m.group(1)) for o in _outputs(nb, "text/html")
+             for m in _SRCDOC.finditer(o["data"]["text/html"])]
+    assert len(pages) >= maps
+    for page in pages:
+        assert "/static/vendor/" not in page, "vendored files must be inlined: a notebook has no server"
+        assert fetched_urls(page) == [], "an inline map must not load anything from the internet"
+        assert LEAFLET_HEAD in page, "Leaflet itself is inlined"
+    texts = "".join(o.get("text", "") for c in code for o in c.outputs if o.output_type == "stream")
+    assert "Traceback" not in texts
+
+
+def test_notebook_numbers_match_the_store(executed, notebook_db):
+    """Figures printed in the notebooks equal an independent recomputation on the same database."""
+    import duckdb
+
+    def printed(name: str) -> str:
+        return "".join(o.get("text", "") for c in executed[name].cells if c.cell_type == "code"
+                       for o in c.outputs if o.output_type == "stream")
+
+    con = duckdb.connect(str(notebook_db), read_only=True)
+    try:
+        closed, found = zip(*con.execute("SELECT o.closed_at, e.time FROM events e "
+                                         "JOIN events o ON o.event_id = e.rebound_of").fetchall(), strict=True)
+    finally:
+        con.close()
+    # notebook 2: how soon rebounds come back, from Python datetimes instead of SQL
+    days = [(f - c).total_seconds() / 86400 for c, f in zip(closed, found, strict=True)]
+    within = (f"{sum(d <= 14 for d in days) / len(days):.0%} of rebounds are found within two weeks of closure, "
+              f"{sum(d <= 30 for d in days) / len(days):.0%} within 30 days")
+    assert within in printed("02_emerging_hotspots_and_rebounds.ipynb")
+    # notebook 4: the fix-first gain equals the simulator's exact gains, recomputed from the definition
+    from geo.store import Store
+    from sites.simulator import assessment_sizes, site_probabilities
+
+    store = Store(notebook_db)
+    frame = site_probabilities(store)
+    k = assessment_sizes(store)
+    # draws per category: k_c, or the whole category when it has fewer active sites
+    n = frame.groupby("category_code")["site_id"].transform("size")
+    kk = np.minimum(frame["category_code"].map(k), n)
+    total_k = kk.groupby(frame["category_code"]).first().sum()
+    gain = (kk * frame["p"] / (n * total_k)).sort_values(ascending=False)
+    expected = 1 - gain.sum()
+    line = (f"fixing these 20 sites raises the expected overall rate from {expected:.1%} to "
+            f"{expected + gain.head(20).sum():.1%}")
+    assert line in printed("04_assessment_readiness_and_patrol.ipynb")
+
+
+def test_mapview_inlines_leaflet(demo_db):
+    import folium
+    import sys
+
+    sys.path.insert(0, str(NB_DIR))
+    try:
+        import mapview
+    finally:
+        sys.path.remove(str(NB_DIR))
+    from geo.store import Store
+
+    store = Store(demo_db)
+    m = mapview.base_map(store)
+    folium.CircleMarker([28.23, 112.94], radius=4, tooltip="x").add_to(m)
+    page = mapview.inline_page(m)
+    assert fetched_urls(page) == []
+    assert fetched_urls('<script src="https://cdn.x/leaflet.js"></script><link href="//cdn.x/a.css">') == [
+        "https://cdn.x/leaflet.js", "//cdn.x/a.css"]
+    assert "/static/vendor/" not in page
+    assert LEAFLET_HEAD in page
+    assert fetched_urls(render_offline(m)) == []  # the service's page points at /static/vendor instead
+    assert "/static/vendor/leaflet.js" in render_offline(m)
+    assert "data:image/png;base64," in page  # the layer-control images of leaflet.css
+    colours, edges, palette = mapview.colors([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], bins=2)
+    assert edges == [1.0, 5.5, 10.0] and len(palette) == 2
+    assert colours[:5] == [palette[0]] * 5 and colours[5:] == [palette[1]] * 5
