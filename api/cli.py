@@ -187,7 +187,9 @@ def import_events_cmd(file, db, maps, encoding, layer_name, report_path, quiet, 
 
     Fields: --time (required), --lat/--lng or --point, --id, --type (problem
     type code or name, 大类 or 小类), --site, --text, and --map status=…
-    inspection=….
+    inspection=… rectified=… closed=… (when the problem was fixed and the
+    case closed, e.g. --map closed=办结时间; these give the cases their
+    rectification and closure times).
     """
     from geo.events import import_events
 

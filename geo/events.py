@@ -38,7 +38,7 @@ STATUS_WORDS = {
     "已结案": "closed", "已办结": "closed", "办结": "closed", "结案": "closed", "已处理": "closed", "已完成": "closed",
 }
 
-EVENT_FIELDS = ["id", "lat", "lng", "time", "type", "site", "text", "status", "inspection"]
+EVENT_FIELDS = ["id", "lat", "lng", "time", "type", "site", "text", "status", "inspection", "rectified", "closed"]
 
 #: Stored statuses (the dictionary of the status column an import writes).
 _STATUSES = ["open", "closed"]
@@ -86,7 +86,9 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
     source
         ``"complaint"`` (e.g. 12345 hotline) or ``"inspection"`` (inspection hits).
     mapping
-        ``{field: column}`` for fields ``id, lat, lng, time, type, site, text, status, inspection``;
+        ``{field: column}`` for fields ``id, lat, lng, time, type, site, text, status, inspection,
+        rectified, closed`` (``rectified`` / ``closed``: when the problem was fixed / the case closed, e.g.
+        整改时间 / 办结时间; a closed time makes the event closed unless a status column says otherwise);
         unmapped fields are looked up by common column names.
     point
         A single text column holding "(lat, lon)" or "lat,lon".
@@ -259,6 +261,28 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         reasons[bad_idx] = [f"unparseable time {v!r}" for v in raw_time.take(pa.array(bad_idx)).to_pylist()]
         rej.add(bad_time, "time", reasons)
 
+    # when the problem was fixed and the case closed (optional): not before the event itself
+    ends = {}
+    for field in ("rectified", "closed"):
+        if field not in cols:
+            continue
+        raw_end = imp._trimmed(batch, cols[field])
+        end, bad_end = parse_times(raw_end, tz=ctx.tz, store_tz=ctx.store_tz)
+        early = ~np.isnat(end) & ~np.isnat(times) & (end < times)
+        reasons = np.full(n, None, dtype=object)
+        for i in np.flatnonzero(bad_end):
+            reasons[i] = f"unparseable time {raw_end[int(i)].as_py()!r}"
+        for i in np.flatnonzero(early):
+            reasons[i] = f"{field} time {end[i]} is before the event's time {times[i]}"
+        rej.add(bad_end | early, field, reasons)
+        ends[field] = end
+    if "rectified" in ends and "closed" in ends:
+        order = ~np.isnat(ends["rectified"]) & ~np.isnat(ends["closed"]) & (ends["closed"] < ends["rectified"])
+        reasons = np.full(n, None, dtype=object)
+        for i in np.flatnonzero(order):
+            reasons[i] = f"closed time {ends['closed'][i]} is before the rectified time {ends['rectified'][i]}"
+        rej.add(order, "closed", reasons)
+
     ptype = pa.nulls(n, pa.string())
     if "type" in cols:
         ptype, unknown, reasons = imp.match_names(
@@ -296,6 +320,9 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
             reasons[unknown] = [f"unknown status {words[c]!r} (known: {known})" for c in codes[unknown]]
             rej.add(unknown, "status", reasons)
 
+    if "closed" in ends and "status" not in cols:
+        status[~np.isnat(ends["closed"])] = _STATUSES.index("closed")
+
     keys = imp.dedup_key_array(raw, cols, prefix=ctx.source,
                                ids=imp._trimmed(batch, cols["id"]) if "id" in cols else None)
     dup = ctx.keys.duplicates(con, keys, rej.ok, before_query=before_query)
@@ -315,6 +342,7 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         "site_id": _ids(site_id, idx) if "site" in cols else pa.nulls(len(idx), pa.int64()),
         "inspection_id": _ids(inspection_id, idx) if "inspection" in cols else pa.nulls(len(idx), pa.int64()),
         "text": _column(batch, cols.get("text"), idx),
+        **{f"{field}_at": pa.array(end[idx]) for field, end in ends.items()},
         "lng": pa.array(lng[idx]),
         "lat": pa.array(lat[idx]),
         **location_arrays(located, dictionary=True),

@@ -46,6 +46,8 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
     "phone": ("phone", "电话", "联系电话", "手机"),
     "inspector": ("inspector", "检查人", "督查员", "巡查员"),
     "status": ("status", "状态", "办理状态"),
+    "rectified": ("rectified_at", "整改时间", "整改完成时间", "处置完成时间"),
+    "closed": ("closed_at", "结案时间", "办结时间"),
     "leader": ("leader", "leader_name", "网格长"),
     "leader_phone": ("leader_phone", "网格长电话"),
     "households": ("households", "户数"),

@@ -30,7 +30,7 @@ ROUTE_COLORS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628"
 
 #: Column labels of the stop lists, Chinese and English.
 LABELS = {
-    "zh": {"seq": "序号", "arrival": "到达", "start_time": "开始", "departure": "离开", "name": "点位",
+    "zh": {"grids": "微网格", "grid_name": "网格名称", "seq": "序号", "arrival": "到达", "start_time": "开始", "departure": "离开", "name": "点位",
            "category": "类别", "address": "地址", "grid_code": "网格", "risk": "风险", "must_visit": "必查",
            "travel_min": "路程(分)", "wait_min": "等候(分)", "service_min": "检查(分)", "reason": "选择原因",
            "site_id": "点位编号", "lng": "经度", "lat": "纬度", "title": "巡查路线", "inspector": "巡查员",
@@ -39,7 +39,7 @@ LABELS = {
            "source": "路程依据", "solver": "求解器", "summary": "汇总", "date": "日期", "yes": "是", "no": "",
            "start": "出发", "end": "终点", "min": "分钟", "walk": "步行", "bike": "骑行", "car": "驾车",
            "notes": "说明", "plan": "方案"},
-    "en": {"seq": "#", "arrival": "arrival", "start_time": "start", "departure": "leave", "name": "site",
+    "en": {"grids": "Micro-grids", "grid_name": "grid name", "seq": "#", "arrival": "arrival", "start_time": "start", "departure": "leave", "name": "site",
            "category": "category", "address": "address", "grid_code": "grid", "risk": "risk",
            "must_visit": "must", "travel_min": "travel (min)", "wait_min": "wait (min)",
            "service_min": "on site (min)", "reason": "why chosen", "site_id": "site id", "lng": "lng",
@@ -365,7 +365,8 @@ def to_xlsx(doc: dict, *, lang: str = "zh") -> bytes:
 # ---------------------------------------------------------------------------------------------- map
 
 
-def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tuple[str, str, str]] | None = None):
+def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tuple[str, str, str]] | None = None,
+             grids=None):
     """A folium map of the plan: one colour per inspector, numbered stops with arrival times, site popups.
 
     Parameters
@@ -378,6 +379,9 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
         ``wgs84`` or ``gcj02`` (for GCJ-02 tiles such as AMap): every overlay is converted.
     tiles
         Tile layers as ``(url, subdomains, attribution)``; default none (the page is complete offline).
+    grids
+        Optional GeoDataFrame (WGS84) of micro-grids with ``code`` and ``name``, drawn as a light base with
+        their names in tooltips, so the routes read without tiles (see :func:`plan_grids`).
 
     Returns
     -------
@@ -397,6 +401,15 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
     for i, (url, subs, attr) in enumerate(tiles or []):
         folium.TileLayer(tiles=url, attr=attr, subdomains=subs, max_zoom=19, overlay=i > 0, control=False).add_to(m)
     m.fit_bounds([[min(ys), min(xs)], [max(ys), max(xs)]], padding=(20, 20))
+    if grids is not None and len(grids):
+        from geo.coords import to_crs_frame
+
+        base = to_crs_frame(grids[["code", "name", "geometry"]], crs)
+        folium.GeoJson(
+            json.loads(base.to_json(drop_id=True, ensure_ascii=False)), name=e(t["grids"]), control=True,
+            style_function=lambda _: {"color": "#7a8aa6", "weight": 1, "fillColor": "#f2f1ec", "fillOpacity": 1},
+            tooltip=folium.GeoJsonTooltip(["name", "code"], aliases=[t["grid_name"], t["grid_code"]]),
+        ).add_to(m)
     for k, r in enumerate(doc["routes"]):
         color = ROUTE_COLORS[k % len(ROUTE_COLORS)]
         tot = r["totals"]
@@ -438,6 +451,24 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
                           ).add_to(group)
     folium.LayerControl(collapsed=False).add_to(m)
     return m
+
+
+def plan_grids(store, doc: dict, *, margin_deg: float = 0.01):
+    """The micro-grids around a plan (its stops, starts and ends plus ``margin_deg``), for :func:`plan_map`."""
+    import geopandas as gpd
+    import shapely
+
+    pts = [p for r in doc["routes"] for p in [r["start"], r["end"], *[(s["lng"], s["lat"]) for s in r["stops"]]]]
+    x0, y0 = min(p[0] for p in pts) - margin_deg, min(p[1] for p in pts) - margin_deg
+    x1, y1 = max(p[0] for p in pts) + margin_deg, max(p[1] for p in pts) + margin_deg
+    frame = store.sql(
+        """
+        SELECT code, name, ST_AsWKB(geom) AS wkb FROM grids
+        WHERE geom IS NOT NULL AND ST_Intersects(geom, ST_MakeEnvelope(?, ?, ?, ?))
+        ORDER BY code
+        """, [x0, y0, x1, y1])
+    geometry = shapely.from_wkb([bytes(b) for b in frame.pop("wkb")]) if len(frame) else []
+    return gpd.GeoDataFrame(frame, geometry=geometry, crs=4326)
 
 
 # ---------------------------------------------------------------------------------------------- files

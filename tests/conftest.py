@@ -2,19 +2,22 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-SHARED = ROOT.parent / "shared" / "data"
+#: The real fixtures: ../shared/data beside the project, or $CIVICGRID_SHARED_DATA.
+SHARED = Path(os.environ.get("CIVICGRID_SHARED_DATA") or ROOT.parent / "shared" / "data")
 
 
 @pytest.fixture(scope="session")
 def shared() -> Path:
     """The read-only real fixtures folder (../shared/data beside the project)."""
     if not SHARED.exists():
-        pytest.fail(f"real fixtures not found at {SHARED}; they sit beside the project as ../shared/data")
+        pytest.fail(f"real fixtures not found at {SHARED}; they sit beside the project as ../shared/data "
+                    "(or set CIVICGRID_SHARED_DATA)")
     return SHARED
 
 

@@ -149,3 +149,37 @@ def test_cli_import_prints_and_reports_the_cases(city, tmp_path):
     assert Store(city).sql("SELECT DISTINCT source FROM cases")["source"].tolist() == ["inspection"]
     imports = Store(city).sql("SELECT report_json FROM imports WHERE layer = 'events'")
     assert json.loads(imports["report_json"].iloc[0])["cases_created"] == 5
+
+
+def test_rectified_and_closed_times_give_the_cases_their_lifecycle(city, tmp_path):
+    """办结时间 / 整改时间 columns: closed and rectified cases with those times; bad or inverted times are rejected
+    with row and field, and the rest load."""
+    frame = pd.DataFrame({
+        "单号": ["B1", "B2", "B3", "B4", "B5", "B6"],
+        "时间": ["2024-03-08 15:00"] * 6,
+        "经度": ["112.905"] * 6,
+        "纬度": ["28.205"] * 6,
+        "问题类型": ["暴露垃圾", "占道经营", "道路不洁", "暴露垃圾", "暴露垃圾", "占道经营"],
+        "整改时间": ["2024-03-09 10:00", "2024-03-12 09:00", "", "2024-03-07 09:00", "", "2024-03-10 10:00"],
+        "办结时间": ["2024-03-09 16:00", "", "", "", "not a time", "2024-03-09 10:00"],
+    })
+    f = tmp_path / "closed.csv"
+    frame.to_csv(f, index=False)
+    report = import_events(f, db=city, mapping={"id": "单号", "time": "时间"}, progress=False)
+    assert report.rows_read == 6 and report.loaded == 3 and report.rejected == 3
+    rejects = {r["row"]: (r["field"], r["reason"]) for r in report.rejects}
+    assert rejects[5][0] == "rectified" and "before the event's time" in rejects[5][1]
+    assert rejects[6] == ("closed", "unparseable time 'not a time'")
+    assert rejects[7][0] == "closed" and "before the rectified time" in rejects[7][1]
+    store = Store(city)
+    got = store.sql("""SELECT e.external_id, e.status, c.state, c.rectified_at, c.closed_at
+                       FROM events e JOIN cases c USING (event_id) ORDER BY 1""").set_index("external_id")
+    assert got.loc["B1", "state"] == "closed" and got.loc["B1", "status"] == "closed"
+    assert str(got.loc["B1", "closed_at"]) == "2024-03-09 16:00:00"
+    assert str(got.loc["B1", "rectified_at"]) == "2024-03-09 10:00:00"
+    assert got.loc["B2", "state"] == "rectified" and got.loc["B2", "status"] == "open"
+    assert str(got.loc["B2", "rectified_at"]) == "2024-03-12 09:00:00"
+    assert got.loc["B3", "state"] not in ("rectified", "closed") and pd.isna(got.loc["B3", "closed_at"])
+    # on time: B1 closed before its deadline (Monday 15:00); B2 rectified after it
+    k = kpi_table(store, start="2024-03-01", end="2024-03-31", level="district")
+    assert int(k["found"].sum()) == 3

@@ -20,7 +20,7 @@ from sites.patrol import (
     plan_patrols,
 )
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+from conftest import SHARED as DATA  # noqa: E402  (../shared/data or $CIVICGRID_SHARED_DATA)
 FUTIAN = DATA / "cn_shenzhen" / "shenzhen_futian_osm_drive_G.graphml"
 SOLVERS = ["pyvrp", "ortools"]
 T0 = datetime(2026, 11, 23, 9, 0)

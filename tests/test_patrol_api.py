@@ -129,8 +129,9 @@ def test_exports(client: TestClient, plan: dict) -> None:
     assert bad.status_code == 422 and "geojson" in bad.json()["detail"]
 
 
-def test_map_page_is_offline(client: TestClient, plan: dict) -> None:
+def test_map_page_is_offline(client: TestClient, plan: dict, city: Path) -> None:
     from api.offline import external_urls
+    from geo.store import Store
     from sites.patrol_export import ROUTE_COLORS
 
     res = client.get(f"/map/patrol/{plan['plan_id']}")
@@ -144,6 +145,14 @@ def test_map_page_is_offline(client: TestClient, plan: dict) -> None:
     assert page.count("L.polyline(") == len(plan["routes"])
     a = plan["routes"][0]
     assert f"{a['inspector']}（骑行）：{a['totals']['stops']} 个点位" in page    # the layer legend
+    # the micro-grids around the plan as a light base (offline, no tiles): every stop's grid is drawn
+    from sites.patrol_export import plan_grids
+
+    grids = plan_grids(Store(city), plan)
+    stop_grids = {s["grid_code"] for r in plan["routes"] for s in r["stops"] if s.get("grid_code")}
+    assert stop_grids and stop_grids <= set(grids["code"])
+    assert all(f'"code": "{code}"' in page for code in stop_grids)
+    assert "网格名称" in page or "\\u7f51\\u683c\\u540d\\u79f0" in page  # the grid tooltip
     assert client.get("/map/patrol/nope").status_code == 404
     amap = client.get(f"/map/patrol/{plan['plan_id']}", params={"basemap": "amap", "lang": "en"})
     assert amap.status_code == 200 and "autonavi" in amap.text

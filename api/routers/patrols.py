@@ -14,7 +14,7 @@ from api.deps import get_settings, get_store, lang_param
 from geo.errors import InvalidParameterError
 from geo.store import Store
 from sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list_plans, load_plan, plan_day, save_plan
-from sites.patrol_export import FORMATS, export_bytes, plan_map
+from sites.patrol_export import FORMATS, export_bytes, plan_grids, plan_map
 
 router = APIRouter(tags=["patrols"])
 
@@ -160,4 +160,5 @@ def patrol_map(plan_id: str, store: Store = Depends(get_store), settings: dict =
         tiles = [(u.replace("{tk}", key), s, a) for u, s, a in TILES[basemap]]
         crs = "gcj02" if basemap == "amap" else "wgs84"
     doc = load_plan(store, plan_id)
-    return HTMLResponse(render_offline(plan_map(doc, lang=lang, crs=crs, tiles=tiles)))
+    grids = plan_grids(store, doc) if basemap == "none" else None  # tiles give their own context
+    return HTMLResponse(render_offline(plan_map(doc, lang=lang, crs=crs, tiles=tiles, grids=grids)))
