@@ -27,9 +27,12 @@ Every write goes through :func:`geo.store.writing` (copy-and-publish, atomic).
 
 from __future__ import annotations
 
+import contextlib
 import difflib
+import itertools
 import math
 import os
+import re
 from datetime import date, datetime, timedelta
 from zoneinfo import ZoneInfo
 
@@ -653,58 +656,96 @@ BACKFILL_CHUNK = 1_000_000
 #: Sphere of the rebound distance (metres; the IUGG mean Earth radius) and metres per degree of latitude on it.
 EARTH_RADIUS_M = 6371008.8
 _M_PER_DEG = EARTH_RADIUS_M * math.pi / 180
+#: DuckDB memory limit while :func:`backfill` and :func:`link_rebounds` run on a connection that allows more
+#: (both run in 1 GB at 10 million cases; without a cap DuckDB keeps a large write's blocks in memory, up to
+#: 80 % of RAM by default).
+CASES_MEMORY_LIMIT = "2GB"
+_SIZE_UNITS = {"": 1, "b": 1, "bytes": 1, "kb": 1e3, "mb": 1e6, "gb": 1e9, "tb": 1e12, "kib": 2.0**10,
+               "mib": 2.0**20, "gib": 2.0**30, "tib": 2.0**40}
 
 
-def haversine_m(lat1, lng1, lat2, lng2) -> np.ndarray:
-    """Great-circle distance in metres on the sphere of radius :data:`EARTH_RADIUS_M` (degrees in)."""
+def _size_bytes(text) -> float | None:
+    """Bytes of a DuckDB size setting such as ``'2GB'`` or ``'18.8 GiB'`` (None when not understood)."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([A-Za-z]*)\s*", str(text))
+    unit = _SIZE_UNITS.get(m.group(2).lower()) if m else None
+    return None if unit is None else float(m.group(1)) * unit
+
+
+@contextlib.contextmanager
+def _memory_cap(con):
+    """Lower DuckDB's memory limit to :data:`CASES_MEMORY_LIMIT` for the block when it is higher."""
+    current = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
+    have = _size_bytes(current)
+    lowered = False
+    if have is None or have > _size_bytes(CASES_MEMORY_LIMIT):
+        with contextlib.suppress(duckdb.Error):  # e.g. more than the cap is in use already: keep the limit
+            con.execute(f"SET memory_limit = '{CASES_MEMORY_LIMIT}'")
+            lowered = True
+    try:
+        yield
+    finally:
+        if lowered:
+            with contextlib.suppress(duckdb.Error):
+                con.execute(f"SET memory_limit = '{_restorable(current)}'")
+
+
+def _restorable(setting: str) -> str:
+    """A DuckDB size setting as read back (truncated to its last shown digit, e.g. ``'18.8 GiB'``) moved to the
+    middle of what it can stand for, so that setting it again shows the same value."""
+    m = re.fullmatch(r"\s*([0-9]+)(?:\.([0-9]+))?\s*([A-Za-z]*)\s*", str(setting))
+    if not m or not m.group(2) or m.group(3).lower() in ("", "b", "bytes"):
+        return str(setting)
+    digits = len(m.group(2))
+    return f"{float(m.group(1) + '.' + m.group(2)) + 0.5 * 10.0**-digits:.{digits + 1}f} {m.group(3)}"
+
+
+def haversine_m(lat1, lng1, lat2, lng2, cos1=None, cos2=None) -> np.ndarray:
+    """Great-circle distance in metres on the sphere of radius :data:`EARTH_RADIUS_M` (degrees in).
+
+    ``cos1``, ``cos2``: the cosines of the latitudes, when already known.
+    """
+    cos1 = np.cos(np.radians(lat1)) if cos1 is None else cos1
+    cos2 = np.cos(np.radians(lat2)) if cos2 is None else cos2
     a = (np.sin(np.radians(np.subtract(lat2, lat1)) / 2) ** 2
-         + np.cos(np.radians(lat1)) * np.cos(np.radians(lat2)) * np.sin(np.radians(np.subtract(lng2, lng1)) / 2) ** 2)
+         + cos1 * cos2 * np.sin(np.radians(np.subtract(lng2, lng1)) / 2) ** 2)
     return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
 
 
 class _Closures:
-    """Earlier closed cases sorted by (bucket key, closed_at, case_id); each key's cases are one segment."""
+    """Earlier closed cases sorted by (bucket key, closed_at, case_id); each key's cases are one segment.
 
-    def __init__(self, key, closed, ids, lat=None, lng=None) -> None:
+    ``rank`` is each closure time's rank among all times of the batch (closures and findings) and ``n_ranks``
+    their number, so that (segment, time) pairs become single integers ordered like the pairs.
+    """
+
+    def __init__(self, key, closed, ids, rank, n_ranks: int, lat=None, lng=None) -> None:
         order = np.lexsort((ids, closed, key))
         self.closed, self.ids = closed[order], ids[order]
         self.lat = None if lat is None else lat[order]
         self.lng = None if lng is None else lng[order]
-        self.keys, self.start = np.unique(key[order], return_index=True)
+        self.cos = None if lat is None else np.cos(np.radians(self.lat))
+        self.keys, self.start, seg = np.unique(key[order], return_index=True, return_inverse=True)
         self.end = np.append(self.start[1:], len(order))
+        self.n_ranks = int(n_ranks)
+        self.pair = seg.astype(np.int64) * self.n_ranks + rank[order]  # sorted: (segment, time rank)
 
-    def segments(self, key) -> tuple[np.ndarray, np.ndarray]:
-        """``[lo, hi)`` of each query key's segment (empty when the key has no closures)."""
-        if not len(self.keys):
-            zero = np.zeros(len(key), dtype=np.int64)
-            return zero, zero
-        seg = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
-        hit = self.keys[seg] == key
-        return np.where(hit, self.start[seg], 0), np.where(hit, self.end[seg], 0)
-
-    def last_before(self, lo, hi, t) -> np.ndarray:
-        """Index of the last closure of each segment ``[lo, hi)`` closed strictly before ``t`` (``lo - 1``: none)."""
-        lo, hi = lo.copy(), hi.copy()
-        act = np.flatnonzero(lo < hi)
-        while act.size:  # a binary search per segment, all segments at once
-            mid = (lo[act] + hi[act]) // 2
-            below = self.closed[mid] < t[act]
-            lo[act] = np.where(below, mid + 1, lo[act])
-            hi[act] = np.where(below, hi[act], mid)
-            act = act[lo[act] < hi[act]]
-        return lo - 1
-
-    def improve(self, q, key, found, start, self_id, best_c, best_i, lat=None, lng=None, radius=None) -> None:
+    def improve(self, q, key, found, rank, start, self_id, best_c, best_i, lat=None, lng=None, cos=None,
+                radius=None) -> None:
         """Raise ``(best_c, best_i)`` of queries ``q`` to the latest closure of their segment that qualifies.
 
         A closure qualifies when it was closed in ``[start, found)``, is another case and, with ``radius``,
-        lies within ``radius`` metres. The walk goes back from the last closure before ``found`` in
-        (closed_at, case_id) order and stops at the first that qualifies, at the window's start, or at the
-        best closure found so far (``best_c``, ``best_i``, updated in place), checking 1, 2, 4, … 64 at a time.
+        lies within ``radius`` metres. The walk goes back from the last closure before ``found`` (one
+        ``searchsorted`` on the (segment, time rank) pairs) in (closed_at, case_id) order and stops at the
+        first that qualifies, at the window's start, or at the best closure found so far (``best_c``,
+        ``best_i``, updated in place), checking 1, 2, 4, … 64 closures at a time.
         """
-        lo, hi = self.segments(key)
-        pos = self.last_before(lo, hi, found[q])
-        act = np.flatnonzero(pos >= lo)
+        if not len(self.keys) or not len(q):
+            return
+        seg = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
+        hit = self.keys[seg] == key
+        lo = self.start[seg]
+        pos = np.searchsorted(self.pair, seg * self.n_ranks + rank[q]) - 1  # last closure before found
+        act = np.flatnonzero(hit & (pos >= lo))
         width = 1
         while act.size:
             idx = q[act]
@@ -717,29 +758,32 @@ class _Closures:
             go = valid & (oc >= start[idx, None]) & ((oc > bc) | ((oc == bc) & (oi > bi)))
             ok = go & (oi != self_id[idx, None])
             if radius is not None:
-                ok &= haversine_m(lat[idx, None], lng[idx, None], self.lat[cand], self.lng[cand]) <= radius
-            hit = ok.any(axis=1)
-            rows = np.flatnonzero(hit)
+                ok &= haversine_m(lat[idx, None], lng[idx, None], self.lat[cand], self.lng[cand],
+                                  cos[idx, None], self.cos[cand]) <= radius
+            got = ok.any(axis=1)
+            rows = np.flatnonzero(got)
             j = ok[rows].argmax(axis=1)
             best_c[idx[rows]] = oc[rows, j]
             best_i[idx[rows]] = oi[rows, j]
-            more = ~hit & go.all(axis=1)
+            more = ~got & go.all(axis=1)
             pos[act] -= width
             act = act[more]
             width = min(2 * width, 64)
 
 
 def _grid_keys(t, lat, lng, *, c0: float, radius: float, n_types: int):
-    """Square buckets of side just over ``radius`` metres: (gx, gy) and a key function of (type, gx, gy).
+    """Square buckets of side just over ``2 * radius`` metres: (gx, gy), the position in the bucket (0..1 in x
+    and y) and a key function of (type, gx, gy).
 
     North-south metres per degree are exact on the sphere; east-west ones are scaled by ``c0`` (the cosine of
-    the largest latitude), so bucket distances never exceed true ones and two points within ``radius`` are
-    always in the same or neighbouring buckets. The side grows when the key would not fit in 62 bits.
+    the largest latitude), so bucket distances never exceed true ones: a point within ``radius`` of another
+    lies in its bucket or in a neighbour across the nearer side in x, in y, or both (the farther sides are
+    more than ``radius`` away). The side grows when the key would not fit in 62 bits.
     """
-    side = radius * 1.01
+    side = 2.02 * radius
     while True:
-        gy = np.floor(lat * _M_PER_DEG / side).astype(np.int64)
-        gx = np.floor(lng * _M_PER_DEG * c0 / side).astype(np.int64)
+        y, x = lat * _M_PER_DEG / side, lng * _M_PER_DEG * c0 / side
+        gy, gx = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
         x0, y0 = (int(gx.min()), int(gy.min())) if len(gx) else (0, 0)
         nx = (int(gx.max()) - x0 + 3) if len(gx) else 3
         ny = (int(gy.max()) - y0 + 3) if len(gy) else 3
@@ -750,7 +794,7 @@ def _grid_keys(t, lat, lng, *, c0: float, radius: float, n_types: int):
     def key(ti, ix, iy):
         return (ti.astype(np.int64) * nx + (ix - x0 + 1)) * ny + (iy - y0 + 1)
 
-    return gx, gy, key
+    return gx, gy, x - gx, y - gy, key
 
 
 def _rebound_batch(new: dict, old: dict, *, radius: float, window_us: int) -> tuple[np.ndarray, np.ndarray]:
@@ -761,17 +805,21 @@ def _rebound_batch(new: dict, old: dict, *, radius: float, window_us: int) -> tu
     found, self_id = new["found_us"], new["case_id"]
     start = found - window_us
     n_types = int(max(new["t"].max(initial=0), old["t"].max(initial=0))) + 1
+    times, rank = np.unique(np.concatenate([found, old["closed_us"]]), return_inverse=True)
+    n_ranks = len(times) + 1
+    new_rank, old_rank = rank[:n].astype(np.int64), rank[n:].astype(np.int64)
+    del times, rank
     # 1. the same site: buckets (type, site)
     qs, os_ = np.flatnonzero(new["has_site"]), np.flatnonzero(old["has_site"])
     if qs.size and os_.size:
-        _, rank = np.unique(np.concatenate([new["site"][qs], old["site"][os_]]), return_inverse=True)
-        n_sites = int(rank.max()) + 1
-        qkey = new["t"][qs].astype(np.int64) * n_sites + rank[:qs.size]
-        okey = old["t"][os_].astype(np.int64) * n_sites + rank[qs.size:]
-        index = _Closures(okey, old["closed_us"][os_], old["case_id"][os_])
+        _, site = np.unique(np.concatenate([new["site"][qs], old["site"][os_]]), return_inverse=True)
+        n_sites = int(site.max()) + 1
+        qkey = new["t"][qs].astype(np.int64) * n_sites + site[:qs.size]
+        okey = old["t"][os_].astype(np.int64) * n_sites + site[qs.size:]
+        index = _Closures(okey, old["closed_us"][os_], old["case_id"][os_], old_rank[os_], n_ranks)
         order = np.lexsort((found[qs], qkey))  # queries in index order: searches touch memory in sequence
-        index.improve(qs[order], qkey[order], found, start, self_id, best_c, best_i)
-    # 2. within the radius: buckets (type, grid square), each new case against its square and the 8 around it
+        index.improve(qs[order], qkey[order], found, new_rank, start, self_id, best_c, best_i)
+    # 2. within the radius: buckets (type, grid square), each new case against its square and 3 neighbours
     qf = np.flatnonzero(np.isfinite(new["lat"]) & np.isfinite(new["lng"]))
     of = np.flatnonzero(np.isfinite(old["lat"]) & np.isfinite(old["lng"]))
     if qf.size and of.size:
@@ -779,16 +827,22 @@ def _rebound_batch(new: dict, old: dict, *, radius: float, window_us: int) -> tu
         lng = np.concatenate([new["lng"][qf], old["lng"][of]])
         c0 = math.cos(math.radians(min(float(np.abs(lat).max()), 89.9)))
         t = np.concatenate([new["t"][qf], old["t"][of]])
-        gx, gy, key = _grid_keys(t, lat, lng, c0=c0, radius=radius, n_types=n_types)
+        gx, gy, fx, fy, key = _grid_keys(t, lat, lng, c0=c0, radius=radius, n_types=n_types)
         m = qf.size
-        index = _Closures(key(t[m:], gx[m:], gy[m:]), old["closed_us"][of], old["case_id"][of], lat[m:], lng[m:])
+        fx, fy = fx[:m], fy[:m]
+        index = _Closures(key(t[m:], gx[m:], gy[m:]), old["closed_us"][of], old["case_id"][of], old_rank[of],
+                          n_ranks, lat[m:], lng[m:])
         qkey = key(t[:m], gx[:m], gy[:m])
         order = np.lexsort((found[qf], qkey))  # queries in index order (a neighbour's key is a constant shift)
         qf, qkey = qf[order], qkey[order]
         qx, qy, qt = gx[:m][order], gy[:m][order], t[:m][order]
-        for dx, dy in ((0, 0), (-1, 0), (1, 0), (0, -1), (0, 1), (-1, -1), (-1, 1), (1, -1), (1, 1)):
-            index.improve(qf, key(qt, qx + dx, qy + dy), found, start, self_id, best_c, best_i,
-                          lat=new["lat"], lng=new["lng"], radius=radius)
+        del lat, lng, t, gx, gy
+        cos = np.cos(np.radians(new["lat"]))
+        # the square of each new case and the neighbour across its nearer side, in x, in y and diagonally
+        ex, ey = np.where(fx[order] < 0.5, -1, 1), np.where(fy[order] < 0.5, -1, 1)
+        for dx, dy in ((0, 0), (ex, 0), (0, ey), (ex, ey)):
+            index.improve(qf, key(qt, qx + dx, qy + dy), found, new_rank, start, self_id, best_c, best_i,
+                          lat=new["lat"], lng=new["lng"], cos=cos, radius=radius)
     linked = best_i != np.iinfo(np.int64).min
     return self_id[linked], best_i[linked]
 
@@ -803,10 +857,10 @@ def link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids=None, radius_m: fl
     (on a tie, the larger case id). Cases already linked keep their link.
 
     Near-linear at any size: the closed cases are sorted by (type, site, closed_at) and by (type, square of
-    side ``radius_m``, closed_at); each new case searches its site and the 9 squares around it for the last
-    closure before it was found and walks back only until one qualifies or the window ends. No candidate
-    pairs are materialised; memory is bounded by batches of whole problem types
-    (:data:`REBOUND_BATCH_ROWS`).
+    side ``2 × radius_m``, closed_at); each new case searches its site, its square and the 3 squares across
+    its nearer sides for the last closure before it was found, and walks back only until one qualifies, the
+    window ends or the best so far is older. No candidate pairs are materialised; memory is bounded by
+    batches of whole problem types (:data:`REBOUND_BATCH_ROWS`).
 
     Parameters
     ----------
@@ -817,28 +871,40 @@ def link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids=None, radius_m: fl
     radius_m, days
         Default: the settings ``rebound_radius_m`` and ``rebound_days``.
     """
+    with _memory_cap(con):
+        return _link_rebounds(con, case_ids=case_ids, radius_m=radius_m, days=days)
+
+
+def _link_rebounds(con, *, case_ids, radius_m, days) -> int:
     cfg = get_settings(con)
     radius = float(radius_m if radius_m is not None else cfg["rebound_radius_m"])
     window = float(days if days is not None else cfg["rebound_days"])
-    window_us = int(math.floor(window * 86400e6 + 0.5))
-    subset = ""
+    window_us = math.floor(window * 86400e6 + 0.5)
+    ranges = _case_id_ranges(con)
     if case_ids is not None:
         ids = np.unique(np.asarray(case_ids, dtype=np.int64))
-        if not ids.size:
+        if not ids.size or not ranges:
             return 0
-        con.register("_link_ids", pd.DataFrame({"case_id": ids}))
-        subset = "AND c.case_id IN (SELECT case_id FROM _link_ids)"
+        con.register("_link_ids_df", pd.DataFrame({"case_id": ids}))
+        con.execute("CREATE OR REPLACE TEMP TABLE _link_ids AS SELECT * FROM _link_ids_df")
+        con.unregister("_link_ids_df")
+        del ids
+        subset = "AND c.case_id IN (SELECT case_id FROM _link_ids WHERE case_id >= $lo AND case_id < $hi)"
+    else:
+        subset = ""
     try:
-        con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE _reb_new AS
-            SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.found_at) AS found_us, e.lat, e.lng
-            FROM cases c JOIN events e ON e.event_id = c.event_id
-            WHERE c.rebound_of IS NULL AND c.problem_type IS NOT NULL AND c.found_at IS NOT NULL {subset}
-        """)
-    finally:
-        if case_ids is not None:
-            con.unregister("_link_ids")
-    try:
+        # In ranges of case ids, so that DuckDB's joins stay small at any number of cases.
+        con.execute("CREATE OR REPLACE TEMP TABLE _reb_new (case_id BIGINT, problem_type VARCHAR, site_id BIGINT, "
+                    "found_us BIGINT, lat DOUBLE, lng DOUBLE)")
+        for part in ranges:
+            con.execute(f"""
+                INSERT INTO _reb_new
+                SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.found_at), e.lat, e.lng
+                FROM cases c JOIN events e ON e.event_id = c.event_id
+                WHERE c.case_id >= $lo AND c.case_id < $hi AND e.event_id BETWEEN $elo AND $ehi
+                  AND c.rebound_of IS NULL AND c.problem_type IS NOT NULL AND c.found_at IS NOT NULL {subset}
+            """, part)
+        con.execute("DROP TABLE IF EXISTS _link_ids")
         # Per type: the closures that can matter are those in [first found - window, last found).
         types = con.execute("""
             SELECT problem_type, count(*) AS n, min(found_us) AS lo, max(found_us) AS hi
@@ -851,14 +917,18 @@ def link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids=None, radius_m: fl
         con.register("_reb_types_df", types[["problem_type", "t", "lo", "hi"]])
         con.execute("CREATE OR REPLACE TEMP TABLE _reb_types AS SELECT * FROM _reb_types_df")
         con.unregister("_reb_types_df")
-        con.execute("""
-            CREATE OR REPLACE TEMP TABLE _reb_old AS
-            SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at) AS closed_us, e.lat, e.lng
-            FROM cases c JOIN _reb_types t ON t.problem_type = c.problem_type
-            JOIN events e ON e.event_id = c.event_id
-            WHERE c.state = 'closed' AND c.closed_at IS NOT NULL
-              AND epoch_us(c.closed_at) >= t.lo AND epoch_us(c.closed_at) < t.hi
-        """)
+        con.execute("CREATE OR REPLACE TEMP TABLE _reb_old (case_id BIGINT, problem_type VARCHAR, site_id BIGINT, "
+                    "closed_us BIGINT, lat DOUBLE, lng DOUBLE)")
+        for part in ranges:
+            con.execute("""
+                INSERT INTO _reb_old
+                SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at), e.lat, e.lng
+                FROM cases c JOIN _reb_types t ON t.problem_type = c.problem_type
+                JOIN events e ON e.event_id = c.event_id
+                WHERE c.case_id >= $lo AND c.case_id < $hi AND e.event_id BETWEEN $elo AND $ehi
+                  AND c.state = 'closed' AND c.closed_at IS NOT NULL
+                  AND epoch_us(c.closed_at) >= t.lo AND epoch_us(c.closed_at) < t.hi
+            """, part)
         counts = types.set_index("problem_type")["n"].add(
             con.execute("SELECT problem_type, count(*) AS n FROM _reb_old GROUP BY problem_type").df()
             .set_index("problem_type")["n"], fill_value=0).reindex(types["problem_type"]).to_numpy()
@@ -878,18 +948,49 @@ def link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids=None, radius_m: fl
             del new, old
         case_id = np.concatenate([a for a, _ in links])
         old_id = np.concatenate([b for _, b in links])
+        del links
         if not case_id.size:
             return 0
         con.register("_reb_df", pd.DataFrame({"case_id": case_id, "old_id": old_id}))
-        con.execute("CREATE OR REPLACE TEMP TABLE _reb AS SELECT * FROM _reb_df")
+        con.execute("CREATE OR REPLACE TEMP TABLE _reb AS SELECT * FROM _reb_df ORDER BY case_id")
         con.unregister("_reb_df")
         con.execute("UPDATE cases SET rebound_of = r.old_id FROM _reb r WHERE cases.case_id = r.case_id")
-        _sync_events(con, "SELECT case_id FROM _reb")
-        con.execute("DROP TABLE _reb")
+        # the events carry the link (only rebound_of changed: one column, not a full _sync_events), in ranges
+        con.execute("CREATE OR REPLACE TEMP TABLE _reb_ev AS SELECT c.event_id, r.old_id FROM cases c "
+                    "JOIN _reb r ON r.case_id = c.case_id ORDER BY c.event_id")
+        for lo, hi in _id_ranges(con, "_reb_ev", "event_id"):
+            con.execute("""
+                UPDATE events SET rebound_of = r.old_id FROM _reb_ev r
+                WHERE events.event_id >= $lo AND events.event_id < $hi AND r.event_id >= $lo AND r.event_id < $hi
+                  AND events.event_id = r.event_id AND events.rebound_of IS DISTINCT FROM r.old_id
+            """, {"lo": lo, "hi": hi})
         return int(case_id.size)
     finally:
-        for name in ("_reb_new", "_reb_old", "_reb_types"):
+        for name in ("_link_ids", "_reb_new", "_reb_old", "_reb_types", "_reb", "_reb_ev"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _case_id_ranges(con) -> list[dict[str, int]]:
+    """Parts of about :data:`REBOUND_BATCH_ROWS` cases: ``[lo, hi)`` of their case ids and ``[elo, ehi]`` of
+    their event ids (both bounds let DuckDB skip the rest of ``cases`` and ``events``)."""
+    out = []
+    for lo, hi in _id_ranges(con, "cases", "case_id"):
+        elo, ehi = con.execute("SELECT min(event_id), max(event_id) FROM cases WHERE case_id >= ? AND case_id < ?",
+                               [lo, hi]).fetchone()
+        if elo is not None:
+            out.append({"lo": lo, "hi": hi, "elo": int(elo), "ehi": int(ehi)})
+    return out
+
+
+def _id_ranges(con, table: str, column: str) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of an id column splitting a table into parts of about :data:`REBOUND_BATCH_ROWS`."""
+    lo, hi, n = con.execute(f"SELECT min({column}), max({column}), count(*) FROM {table}").fetchone()
+    if not n:
+        return []
+    parts = max(1, -(-int(n) // REBOUND_BATCH_ROWS))
+    inner = np.linspace(int(lo), int(hi) + 1, parts + 1)[1:-1].round().astype(np.int64).tolist()
+    edges = sorted({int(lo), *inner, int(hi) + 1})
+    return list(itertools.pairwise(edges))
 
 
 def _fetch_points(con, table: str, time_col: str, tlo: int, thi: int) -> dict[str, np.ndarray]:
@@ -916,6 +1017,11 @@ def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import") -> int:
     Bulk SQL in chunks of :data:`BACKFILL_CHUNK` events in id order (audit rows are numbered by case, then
     step); returns the number of cases created.
     """
+    with _memory_cap(con):
+        return _backfill(con, actor=actor)
+
+
+def _backfill(con, *, actor: str) -> int:
     closed = "coalesce(e.closed_at, CASE WHEN e.status = 'closed' THEN coalesce(e.rectified_at, e.time) END)"
     rectified = "coalesce(e.rectified_at, e.closed_at, CASE WHEN e.status = 'closed' THEN e.time END)"
     reworks = "greatest(coalesce(e.reopened, 0), 0)::INTEGER"

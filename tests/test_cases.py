@@ -332,7 +332,7 @@ def _synthetic_cases(rng, n: int, *, radius: float, days: float) -> pd.DataFrame
     closed[rng.random(n) < 0.03] = np.datetime64("NaT")  # closed without a closure time: never an earlier case
     before = rng.random(n) < 0.03
     closed[before] = found[before] - hour  # closed before it was found: must not be its own rebound
-    window = np.timedelta64(int(round(days * 86400)), "s")
+    window = np.timedelta64(round(days * 86400), "s")
     shift = rng.random(n) < 0.3  # found exactly at a closure + window (in), + window + 1 s (out), at it (out)
     src = rng.integers(0, n, n)
     gap = rng.choice([window, window + np.timedelta64(1, "s"), np.timedelta64(0, "s"), window // 2], n)
@@ -362,7 +362,7 @@ def _brute_rebounds(c: pd.DataFrame, subset: set, *, radius: float, days: float)
     o_site = old["site_id"].to_numpy(dtype="float64", na_value=np.nan)
     o_closed, o_id = old["closed_at"].to_numpy("M8[us]"), old["case_id"].to_numpy()
     o_type = old["problem_type"].to_numpy(object)
-    window = np.timedelta64(int(round(days * 86400e6)), "us")
+    window = np.timedelta64(round(days * 86400e6), "us")
     want, edges = {}, dict.fromkeys(["tie", "window_start", "at_radius", "site_only", "self_skipped",
                                     "closed_when_found", "window_plus_1s"], 0)
     for row in c.itertuples():
@@ -411,7 +411,9 @@ def test_link_rebounds_equals_brute_force_on_edge_cases(tmp_path, monkeypatch, r
                     "rebound_of) SELECT case_id, case_id, problem_type, site_id, state, found_at, closed_at, "
                     "rebound_of FROM _c")
         con.unregister("_c")
+        limit = con.execute("SELECT current_setting('memory_limit')").fetchone()[0]
         n = cs.link_rebounds(con, case_ids=np.array(sorted(subset)), radius_m=radius, days=days)
+        assert con.execute("SELECT current_setting('memory_limit')").fetchone()[0] == limit  # capped, then restored
     got = Store(path).sql("SELECT c.case_id, c.rebound_of, e.rebound_of AS event_rebound_of FROM cases c "
                           "JOIN events e ON e.event_id = c.event_id ORDER BY case_id")
     kept = c.dropna(subset=["rebound_of"]).set_index("case_id")["rebound_of"].astype(int).to_dict()
