@@ -137,6 +137,13 @@ def test_reads_need_a_viewer_token_and_kpis_are_open(env):
     assert client.get("/api/cases?state=found&limit=5", headers=h).json()["count"] >= 1
     k = client.get("/api/kpis?start=2025-03-01&end=2025-03-31&level=district").json()
     assert k["totals"]["found"] == sum(r["found"] for r in k["rows"]) > 0
+    # a period is the same as its start and end; half a period is refused
+    assert client.get("/api/kpis?period=2025-03&level=district").json()["rows"] == k["rows"]
+    q1 = client.get("/api/kpis?period=2025-Q1&level=district").json()
+    assert (q1["start"], q1["end"]) == ("2025-01-01", "2025-03-31") and q1["totals"]["found"] > k["totals"]["found"]
+    assert client.get("/api/kpis?start=2025-03-01&level=district").status_code == 422
+    assert client.get("/api/kpis?period=2025-13").status_code == 422
+    assert client.get("/api/kpis?level=district").json()["start"].endswith("-01")  # default: this month
     f = client.get("/api/kpis/flags?as_of=2025-12-01&flag=white&lang=en").json()
     assert f["sites"] and all(s["flag"] == "white" for s in f["sites"])
     assert client.get("/api/users", headers=h).status_code == 403

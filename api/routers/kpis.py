@@ -29,15 +29,35 @@ def _end(value: str) -> str | date:
 
 @router.get("", summary="Rectification KPIs per unit")
 def kpis(store: Store = Depends(get_store),
-         start: str = Query(..., description="first day (or date-time) of the period", examples=["2025-03-01"]),
-         end: str = Query(..., description="last day (inclusive) or exclusive end time", examples=["2025-03-31"]),
+         period: str | None = Query(None, description="2025-03 (month), 2025-Q1, 2025, 2025-03-05 or "
+                                                      "2025-03-01..2025-03-15; or give start and end",
+                                    examples=["2025-03"]),
+         start: str | None = Query(None, description="first day (or date-time) of the period",
+                                   examples=["2025-03-01"]),
+         end: str | None = Query(None, description="last day (inclusive) or exclusive end time",
+                                 examples=["2025-03-31"]),
          level: str = Query("street", description="district, street, community, grid or category"),
          as_of: str | None = Query(None, description="read the record as it stood then (default: end of "
                                                      "period, or now)"),
          lang: str = Depends(lang_param)) -> Response:
     """Found, rectified, due, closed (on time), reworked, rebounds, hours to rectify, open and overdue per unit,
-    with the rates and a ``totals`` row over the units (definitions in the README, "Cases and KPIs")."""
-    end_v = _end(end)
+    with the rates and a ``totals`` row over the units (definitions in the README, "Cases and KPIs").
+    The period is ``period`` or ``start`` and ``end``; with neither, the current calendar month."""
+    if period is not None:
+        from sites.reports import parse_period
+
+        first, after, _ = parse_period(period)
+        start, end_v, end = first.isoformat(), after, (after - timedelta(days=1)).isoformat()
+    elif start is None and end is None:
+        today = date.today()
+        first = today.replace(day=1)
+        after = (first + timedelta(days=32)).replace(day=1)
+        start, end_v, end = first.isoformat(), after, (after - timedelta(days=1)).isoformat()
+    elif start is None or end is None:
+        msg = "give both start and end (or a period such as 2025-03)"
+        raise InvalidParameterError(msg)
+    else:
+        end_v = _end(end)
     df = kpi_table(store, start=start, end=end_v, level=level, as_of=as_of, lang=lang)
     totals = kpi_totals(store, start=start, end=end_v, level=level, as_of=as_of, lang=lang)
     return json_body({"level": level, "start": start, "end": end, "columns": list(df.columns),
