@@ -73,6 +73,32 @@ def _parents_by_containment(con, geoms: np.ndarray, level: str) -> np.ndarray:
     return out
 
 
+def _merge_parts(keys: np.ndarray, geoms: np.ndarray, repeats: np.ndarray, firsts: np.ndarray) -> np.ndarray:
+    """Merge rows that repeat a code earlier in the file with a different shape into that first row.
+
+    Shapefiles often store one area as several rows (NYC ZIP 11370 is an island and a shore part); those rows
+    are parts, not duplicates. ``repeats`` marks the rows that repeat an earlier code of the file (and no stored
+    one), ``firsts`` the rows loaded as new areas; ``geoms`` of the first rows are replaced by the union in place. Returns the mask of merged rows
+    (a row with exactly the first row's shape stays a duplicate).
+    """
+    merged = np.zeros(len(keys), dtype=bool)
+    if not repeats.any():
+        return merged
+    first: dict[str, int] = {}
+    for i in np.flatnonzero(firsts):
+        first.setdefault(keys[i], int(i))
+    parts: dict[int, list] = {}
+    for i in np.flatnonzero(repeats):
+        j = first.get(keys[i])
+        if j is None or geoms[i] is None or geoms[j] is None or shapely.equals(geoms[i], geoms[j]):
+            continue
+        parts.setdefault(j, [geoms[j]]).append(geoms[i])
+        merged[i] = True
+    for j, shapes in parts.items():
+        geoms[j] = shapely.union_all(shapes)
+    return merged
+
+
 def _check_parents(con, given: np.ndarray, level: str, rej: imp.Rejects) -> None:
     known = con.execute("SELECT code, name FROM areas WHERE level = ?", [level]).df()
     _, unknown, reasons = imp.match_names(given, known, key="code", names=["code"], what=f"parent {level} code")
@@ -130,7 +156,14 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
                     report.warnings.append(f"{orphans} {level} areas lie in no loaded {parent_level}: parent left empty")
         keys = np.array([f"{c}" for c in code], dtype=object)
         dup = imp.find_duplicates(con, "(SELECT code AS dedup_key FROM areas)", keys, rej.ok)
-        new = np.flatnonzero(rej.ok & ~dup)
+        stored = imp.existing_keys(con, "(SELECT code AS dedup_key FROM areas)", keys)
+        merged = _merge_parts(keys, geoms, rej.ok & dup & ~stored, rej.ok & ~dup)
+        if merged.any():
+            example = keys[merged][0]
+            report.warnings.append(f"{int(merged.sum())} rows are further parts of an area of the same code (e.g. "
+                                   f"{example}) and were merged into it as one multipolygon")
+        dup &= ~merged
+        new = np.flatnonzero(rej.ok & ~dup & ~merged)
         data = pa.table({
             "code": pa.array(code[new], pa.string()),
             "name": pa.array(name[new], pa.string()),
@@ -140,7 +173,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
             "wkb": pa.array(shapely.to_wkb(geoms[new]) if len(new) else [], pa.binary()),
         })
         imp.insert_arrow(con, "areas", data, geometry="wkb")
-        imp.finish_report(report, rej, loaded=len(new), duplicates=int(dup.sum()))
+        imp.finish_report(report, rej, loaded=len(new) + int(merged.sum()), duplicates=int(dup.sum()))
         imp.record_import(con, report, started)
         if len(new):
             relocate(con, progress=progress)
