@@ -107,14 +107,16 @@ def _period(start, end, as_of):
     return t0, t1, t
 
 
-def _check_level(level: str) -> str:
+def check_level(level: str) -> str:
+    """Return ``level`` if it is a KPI level (district, street, community, grid, category), else raise."""
     if level not in LEVEL_COLUMNS:
         msg = f"level must be one of {', '.join(LEVEL_COLUMNS)}, got {level!r}"
         raise InvalidParameterError(msg)
     return level
 
 
-def _check_lang(lang: str) -> str:
+def check_lang(lang: str) -> str:
+    """Return ``lang`` if it is ``zh`` or ``en``, else raise."""
     if lang not in ("zh", "en"):
         msg = f"lang must be zh or en, got {lang!r}"
         raise InvalidParameterError(msg)
@@ -164,7 +166,7 @@ def kpi_table(store: Store, *, start, end, level: str = "street", as_of=None, la
     pandas.DataFrame
         One row per unit (zeros included), columns :data:`COLUMNS`; definitions in the module docstring.
     """
-    level, lang = _check_level(level), _check_lang(lang)
+    level, lang = check_level(level), check_lang(lang)
     t0, t1, t = _period(start, end, as_of)
     col = LEVEL_COLUMNS[level]
     sql = _KPI_SQL.format(unit=col, where=f"{col} IS NOT NULL")
@@ -181,9 +183,9 @@ def kpi_totals(store: Store, *, start, end, level: str | None = None, as_of=None
     :func:`kpi_table`'s rows); without it, every case (including those outside every area or without a site).
     Rates are pooled (summed numerator over summed denominator); the median is over all cases.
     """
-    lang = _check_lang(lang)
+    lang = check_lang(lang)
     t0, t1, t = _period(start, end, as_of)
-    where = f"{LEVEL_COLUMNS[_check_level(level)]} IS NOT NULL" if level else "TRUE"
+    where = f"{LEVEL_COLUMNS[check_level(level)]} IS NOT NULL" if level else "TRUE"
     got = store.sql(_KPI_SQL.format(unit="'total'", where=where), {"t0": t0, "t1": t1, "asof": t})
     if got.empty:
         got = pd.DataFrame({"code": ["total"]})
@@ -264,7 +266,7 @@ def site_flags(store: Store, *, as_of=None, window_days: int = FLAG_WINDOW_DAYS,
         One row per active site with the site's codes, the counts above, ``on_time_rate``, ``flag``
         (``red`` / ``white`` / ``none``), ``flag_label`` (红旗 / 白旗 / 无) and ``reason``.
     """
-    lang = _check_lang(lang)
+    lang = check_lang(lang)
     t = to_timestamp(as_of, field="as_of") if as_of is not None else now_local()
     if int(window_days) <= 0:
         msg = f"window_days must be positive, got {window_days}"

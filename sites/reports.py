@@ -36,9 +36,10 @@ import pandas as pd
 
 from geo.errors import InvalidParameterError
 from geo.store import Store
+from sites.kpis import LEVEL_COLUMNS, check_lang, check_level
 
 #: Levels of the workbook, in sheet order.
-LEVELS = ("district", "street", "community", "grid", "category")
+LEVELS = tuple(LEVEL_COLUMNS)
 
 #: Sheet names per level and language.
 LEVEL_NAMES = {
@@ -202,21 +203,6 @@ def check_kpi(kpi: str) -> str:
     raise InvalidParameterError(msg)
 
 
-def check_level(level: str) -> str:
-    """Return ``level`` if it is a report level, else raise naming the levels."""
-    if level not in LEVELS:
-        msg = f"level must be one of {', '.join(LEVELS)}, got {level!r}"
-        raise InvalidParameterError(msg)
-    return level
-
-
-def _lang(lang: str) -> str:
-    if lang not in _TEXT:
-        msg = f"lang must be zh or en, got {lang!r}"
-        raise InvalidParameterError(msg)
-    return lang
-
-
 def _default_kpi_table() -> Callable:
     from sites.kpis import kpi_table
 
@@ -371,7 +357,7 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
     from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
     from openpyxl.utils import get_column_letter
 
-    t = _TEXT[_lang(lang)]
+    t = _TEXT[check_lang(lang)]
     kpi = check_kpi(kpi)
     wb = Workbook()
     wb.remove(wb.active)
@@ -623,7 +609,7 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
 
     from api.offline import render_offline
 
-    t = _TEXT[_lang(lang)]
+    t = _TEXT[check_lang(lang)]
     check_kpi(kpi)
     check_level(level)
     df = tables[level]
@@ -696,7 +682,7 @@ def build_report(store: Store, *, period: str | None = "2024-03", start=None, en
     first, stop, label = parse_period(period, start=start, end=end)
     check_level(level)
     check_kpi(kpi)
-    _lang(lang)
+    check_lang(lang)
     tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table)
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -717,7 +703,7 @@ def workbook_bytes(store: Store, *, period: str | None = None, start=None, end=N
     first, stop, label = parse_period(period, start=start, end=end)
     check_level(level)
     check_kpi(kpi)
-    _lang(lang)
+    check_lang(lang)
     tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table)
     buf = io.BytesIO()
     write_workbook(tables, buf, kpi=kpi, lang=lang, level=level, title=report_title(store, label, lang),
@@ -732,7 +718,7 @@ def scorecard_page(store: Store, *, period: str | None = None, start=None, end=N
     first, stop, label = parse_period(period, start=start, end=end)
     check_level(level)
     check_kpi(kpi)
-    _lang(lang)
+    check_lang(lang)
     tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table,
                            levels=tuple(dict.fromkeys((level, "grid"))))
     return scorecard_html(store, tables, level=level, kpi=kpi, lang=lang, period_label=label,

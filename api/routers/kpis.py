@@ -43,15 +43,12 @@ def kpis(store: Store = Depends(get_store),
     """Found, rectified, due, closed (on time), reworked, rebounds, hours to rectify, open and overdue per unit,
     with the rates and a ``totals`` row over the units (definitions in the README, "Cases and KPIs").
     The period is ``period`` or ``start`` and ``end``; with neither, the current calendar month."""
+    if period is None and start is None and end is None:
+        period = date.today().strftime("%Y-%m")  # the current calendar month
     if period is not None:
         from sites.reports import parse_period
 
         first, after, _ = parse_period(period)
-        start, end_v, end = first.isoformat(), after, (after - timedelta(days=1)).isoformat()
-    elif start is None and end is None:
-        today = date.today()
-        first = today.replace(day=1)
-        after = (first + timedelta(days=32)).replace(day=1)
         start, end_v, end = first.isoformat(), after, (after - timedelta(days=1)).isoformat()
     elif start is None or end is None:
         msg = "give both start and end (or a period such as 2025-03)"
