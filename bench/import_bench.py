@@ -6,8 +6,10 @@ CSV (id, time, problem type, lng, lat, status, text), and imports the CSV into
 a fresh store holding only the city's areas and micro-grids, in a child
 process so its peak RSS is measured alone. In the same run it times the raw
 h3ronpy indexing of the same points (the fastest vectorized H3 library,
-``h3ronpy.vector.coordinates_to_cells`` on all cores), and reports
-events/s, the ratio import/raw-H3 and peak memory.
+``h3ronpy.vector.coordinates_to_cells`` on all cores) and DuckDB's own load of
+the same CSV into a table with no processing at all (the floor of any import
+into the DuckDB store), and reports events/s, the ratios import/raw-H3 and
+import/floor, and peak memory.
 
 Usage::
 
@@ -144,6 +146,25 @@ def raw_h3(csv_path: Path) -> dict:
     return _child(code)
 
 
+def bare_load(csv_path: Path, db: Path) -> dict:
+    """Time DuckDB's own load of the CSV into a table, with no processing at all (all cores).
+
+    ``CREATE TABLE … AS SELECT * FROM read_csv(…)`` plus a checkpoint, into a fresh file: the least any
+    import into the DuckDB store can cost (parse the file, write its columns), without validation, times,
+    H3, grids, duplicates or the derived columns.
+    """
+    code = (
+        "import json, time, os, resource; import duckdb; "
+        f"db={str(db)!r}; [os.remove(p) for p in (db, db + '.wal') if os.path.exists(p)]; "
+        "con=duckdb.connect(db); t=time.perf_counter(); "
+        f"con.execute(\"CREATE TABLE t AS SELECT * FROM read_csv('{str(csv_path)}')\"); con.execute('CHECKPOINT'); "
+        "s=time.perf_counter()-t; n=con.execute('SELECT count(*) FROM t').fetchone()[0]; con.close(); os.remove(db); "
+        "u=resource.getrusage(resource.RUSAGE_SELF); "
+        "print(json.dumps({'seconds': s, 'n': n, 'cpu_s': u.ru_utime + u.ru_stime}))"
+    )
+    return _child(code)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--sizes", type=int, nargs="+", default=[1_000_000, 10_000_000])
@@ -181,6 +202,7 @@ def main() -> None:
         city_only(demo, target)
         print(f"[{_load()}]")
         h3 = raw_h3(csv_path)
+        bare = bare_load(csv_path, args.work / "bare_load.duckdb")
         imp = import_csv(csv_path, target)
         print(f"[{_load()}]")
         target.unlink(missing_ok=True)
@@ -193,6 +215,9 @@ def main() -> None:
         print(f"  raw h3ronpy (res 12, {os.cpu_count()} threads) on the same {h3['n']:,} points: {h3['seconds']:.2f} s "
               f"= {h3['n'] / h3['seconds'] / 1e6:.1f} M points/s; import / raw H3 = {ratio:.2f}× "
               f"[target ≤ {TARGET_RATIO_TO_H3:.0f}×: {'ok' if ok[1] else 'MISSED'}]")
+        print(f"  floor: DuckDB's own load of the same CSV into a table, no processing at all: {bare['seconds']:.2f} s "
+              f"= {bare['n'] / bare['seconds'] / 1e6:.2f} M rows/s (CPU {bare['cpu_s']:.1f} s) = "
+              f"{bare['seconds'] / h3['seconds']:.2f}× raw H3; import / this floor = {imp['seconds'] / bare['seconds']:.2f}×")
         print(f"  peak RSS of the import process: {imp['rss_gb']:.2f} GB [target ≤ {TARGET_PEAK_GB:.0f}: "
               f"{'ok' if ok[2] else 'MISSED'}]; loaded {imp['loaded']:,}, rejected {imp['rejected']:,}, "
               f"outside grids {imp['outside_grids']:,}")
