@@ -35,3 +35,60 @@ def demo_db(tmp_path_factory) -> Path:
     path = tmp_path_factory.mktemp("demo_city") / "demo.duckdb"
     build_demo(path, events=DEMO_EVENTS, seed=DEMO_SEED, progress=False)
     return path
+
+
+@pytest.fixture(scope="session")
+def civicgrid_cli() -> list[str]:
+    """The command that runs this environment's ``civicgrid`` CLI (its console script, else ``python -m api.cli``)."""
+    import sys
+
+    exe = Path(sys.executable).with_name("civicgrid")
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "api.cli"]
+
+
+@pytest.fixture(scope="session")
+def civicgrid_serve(civicgrid_cli):
+    """Start ``civicgrid serve`` in a subprocess: ``with civicgrid_serve(db) as (base, proc):``.
+
+    Serves ``db`` on a free local port, waits (at most 60 s) until ``/openapi.json`` answers, gives the base URL
+    and the process, and stops the process on leaving the block.
+    """
+    import contextlib
+    import socket
+    import subprocess
+    import time
+    import urllib.request
+
+    @contextlib.contextmanager
+    def serve(db: Path):
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = s.getsockname()[1]
+        proc = subprocess.Popen([*civicgrid_cli, "serve", "--db", str(db), "--port", str(port),
+                                 "--log-level", "warning"],
+                                cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 60
+            while True:
+                try:
+                    with urllib.request.urlopen(base + "/openapi.json", timeout=2) as r:
+                        if r.status == 200:
+                            break
+                except OSError:
+                    pass
+                if proc.poll() is not None:
+                    pytest.fail(f"civicgrid serve exited with {proc.returncode}: {proc.stdout.read()}")
+                if time.monotonic() > deadline:
+                    pytest.fail("civicgrid serve did not answer within 60 s")
+                time.sleep(0.3)
+            yield base, proc
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    return serve
