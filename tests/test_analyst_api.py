@@ -6,7 +6,6 @@ import importlib
 import json
 import re
 import shutil
-import socket
 import subprocess
 import sys
 import threading
@@ -208,19 +207,14 @@ def test_events_endpoint_calls_query_events(demo_db, tmp_path):
 # --- a notebook beside `civicgrid serve` while another process writes -----------------------------------------
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _get(url: str) -> dict:
     with urllib.request.urlopen(url, timeout=30) as r:
         return json.loads(r.read())
 
 
 @pytest.mark.slow
-def test_notebook_reads_while_serve_runs_and_an_import_publishes(demo_db, tmp_path):
+def test_notebook_reads_while_serve_runs_and_an_import_publishes(demo_db, tmp_path, civicgrid_cli,
+                                                                  civicgrid_serve):
     """The analyst's reader works beside a running ``civicgrid serve`` while ``civicgrid import`` writes.
 
     ``tests/test_store.py`` checks the store itself (a reader process beside a writer process). This is the
@@ -230,25 +224,7 @@ def test_notebook_reads_while_serve_runs_and_an_import_publishes(demo_db, tmp_pa
     """
     db = tmp_path / "city.duckdb"
     shutil.copy(demo_db, db)
-    exe = Path(sys.executable).with_name("civicgrid")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "api.cli"]
-    port = _free_port()
-    server = subprocess.Popen([*cmd, "serve", "--db", str(db), "--port", str(port), "--log-level", "warning"],
-                              cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                _get(base + "/openapi.json")
-                break
-            except OSError:
-                if server.poll() is not None:
-                    pytest.fail(f"civicgrid serve exited: {server.stdout.read()}")
-                if time.monotonic() > deadline:
-                    pytest.fail("civicgrid serve did not answer within 60 s")
-                time.sleep(0.3)
-
+    with civicgrid_serve(db) as (base, server):
         # the notebook: open the store the service is serving and use the public functions
         store = open_store(db)
         f = EventFilter(start="2025-01-01", end="2026-01-01")
@@ -287,8 +263,9 @@ def test_notebook_reads_while_serve_runs_and_an_import_publishes(demo_db, tmp_pa
         reader.start()
         try:
             time.sleep(0.5)
-            imp = subprocess.run([*cmd, "import", "events", str(csv), "--db", str(db), "--source", "complaint",
-                                  "--quiet"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+            imp = subprocess.run([*civicgrid_cli, "import", "events", str(csv), "--db", str(db),
+                                  "--source", "complaint", "--quiet"],
+                                 cwd=ROOT, capture_output=True, text=True, timeout=300)
             time.sleep(0.5)
         finally:
             stop.set()
@@ -305,13 +282,6 @@ def test_notebook_reads_while_serve_runs_and_an_import_publishes(demo_db, tmp_pa
                             columns=["external_id"])["external_id"].str.startswith("NB-").sum() == m
         assert _get(f"{base}/api/heatmap?start=2025-01-01&end=2025-12-31")["total_events"] == n0 + m
         assert server.poll() is None, "the service kept running"
-    finally:
-        server.terminate()
-        try:
-            server.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            server.kill()
-            server.wait()
 
 
 # --- the README's guide for analysts is true -------------------------------------------------------------------

@@ -8,11 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
-import subprocess
-import sys
 import time
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -20,55 +16,16 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-ROOT = Path(__file__).resolve().parents[1]
-PORT = 8731
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
-def _free_port(start: int = PORT) -> int:
-    for port in range(start, start + 20):
-        with socket.socket() as s:
-            try:
-                s.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
-    pytest.fail(f"no free port in {start}..{start + 19}")
-
-
 @pytest.fixture(scope="module")
-def server(demo_db):
+def server(demo_db, civicgrid_serve):
     """``civicgrid serve`` on the demo city; yields its base URL."""
-    port = _free_port()
-    exe = Path(sys.executable).with_name("civicgrid")
-    cmd = [str(exe)] if exe.exists() else [sys.executable, "-m", "api.cli"]
-    proc = subprocess.Popen([*cmd, "serve", "--db", str(demo_db), "--port", str(port), "--log-level", "warning"],
-                            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    base = f"http://127.0.0.1:{port}"
-    try:
-        deadline = time.monotonic() + 60
-        while True:
-            try:
-                with urllib.request.urlopen(base + "/openapi.json", timeout=2) as r:
-                    if r.status == 200:
-                        break
-            except OSError:
-                pass
-            if proc.poll() is not None:
-                pytest.fail(f"civicgrid serve exited with {proc.returncode}: {proc.stdout.read()}")
-            if time.monotonic() > deadline:
-                pytest.fail("civicgrid serve did not answer within 60 s")
-            time.sleep(0.3)
+    with civicgrid_serve(demo_db) as (base, _proc):
         yield base
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @pytest.fixture(scope="module")

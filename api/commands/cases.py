@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-
 import click
 
 from api.cli import _db_option, _user_errors, main
-
 
 
 def _fmt(v) -> str:
@@ -31,12 +29,22 @@ def users() -> None:
     """
 
 
-@users.command(name="add")
-@click.argument("name")
-@click.option("--role", type=click.Choice(["viewer", "inspector", "admin"]), required=True, help="the user's role")
-@_db_option
-@_user_errors
-@_user_errors
+def _users_command(name: str, *params):
+    """Decorate a ``civicgrid users NAME`` command: its parameters (in ``--help`` order), ``--db`` and the
+    one-line error report."""
+
+    def deco(func):
+        func = _user_errors(func)
+        for param in reversed((*params, _db_option)):
+            func = param(func)
+        return users.command(name=name)(func)
+
+    return deco
+
+
+@_users_command("add", click.argument("name"),
+                click.option("--role", type=click.Choice(["viewer", "inspector", "admin"]), required=True,
+                             help="the user's role"))
 def users_add(name, role, db):
     """Create user NAME with ROLE and print the new token (shown only this once)."""
     from geo.users import add_user
@@ -46,10 +54,7 @@ def users_add(name, role, db):
     click.echo(token)
 
 
-@users.command(name="list")
-@_db_option
-@_user_errors
-@_user_errors
+@_users_command("list")
 def users_list(db):
     """List users and roles (tokens are never shown)."""
     from geo.store import Store
@@ -64,11 +69,7 @@ def users_list(db):
                    f"{_fmt(r.created_at)}")
 
 
-@users.command(name="token")
-@click.argument("name")
-@_db_option
-@_user_errors
-@_user_errors
+@_users_command("token", click.argument("name"))
 def users_token(name, db):
     """Issue a new token for NAME (the old one stops working) and print it once."""
     from geo.users import new_token
@@ -76,11 +77,7 @@ def users_token(name, db):
     click.echo(new_token(db, name))
 
 
-@users.command(name="disable")
-@click.argument("name")
-@_db_option
-@_user_errors
-@_user_errors
+@_users_command("disable", click.argument("name"))
 def users_disable(name, db):
     """Disable NAME: its token is refused from now on."""
     from geo.users import set_active
@@ -131,7 +128,6 @@ def _print_case(case: dict) -> None:
 @click.option("--dispatch", is_flag=True, help="also register and dispatch at once")
 @click.option("--unit", help="dispatch to this unit instead of the automatic one")
 @_user_errors
-@_user_errors
 def cases_create(db, **kwargs):
     """Open a case for an event (--event) or for a new problem (--type with --lng/--lat or --site)."""
     from sites.cases import create_case
@@ -149,7 +145,6 @@ def cases_create(db, **kwargs):
 @click.option("--photo", help="photo reference (file name) with rectify")
 @click.option("--at", help="when (default now), not before the previous step")
 @_user_errors
-@_user_errors
 def cases_move(case_id, to, db, actor, note, unit, photo, at):
     """Move CASE_ID to TO: a state (registered, dispatched, rectified, closed) or an action (register,
     dispatch, rectify, close, rework)."""
@@ -161,7 +156,6 @@ def cases_move(case_id, to, db, actor, note, unit, photo, at):
 @cases.command(name="show")
 @click.argument("case_id", type=int)
 @_db_option
-@_user_errors
 @_user_errors
 def cases_show(case_id, db):
     """Show a case and its audit trail."""
@@ -178,7 +172,6 @@ def cases_show(case_id, db):
 @click.option("--overdue", is_flag=True, help="only open cases past their deadline now")
 @click.option("--limit", type=int, default=20, show_default=True)
 @_user_errors
-@_user_errors
 def cases_list(db, state, area, overdue, limit):
     """List cases, newest first."""
     from geo.store import Store
@@ -192,7 +185,6 @@ def cases_list(db, state, area, overdue, limit):
 
 @cases.command(name="backfill")
 @_db_option
-@_user_errors
 @_user_errors
 def cases_backfill(db):
     """Create the cases (with audit trail) of every event that has none, from the events' own record."""
@@ -210,7 +202,6 @@ def cases_backfill(db):
 @click.option("--as-of", help="read the record as it stood then (default: end of period, or now)")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="also write the table as CSV")
-@_user_errors
 @_user_errors
 def cases_kpis(db, start, end, level, as_of, lang, csv_path):
     """Rectification KPIs per unit for a period (definitions: README, Cases and KPIs)."""
@@ -235,7 +226,6 @@ def cases_kpis(db, start, end, level, as_of, lang, csv_path):
 @click.option("--window-days", type=int, default=90, show_default=True)
 @click.option("--flag", type=click.Choice(["red", "white"]), help="only this flag")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
-@_user_errors
 @_user_errors
 def cases_flags(db, as_of, window_days, flag, lang):
     """Red (红旗, good) and white (白旗, lagging) flags of sites with the reason."""
