@@ -30,17 +30,42 @@ def _parse_maps(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-def _import_options(fields: tuple[str, ...], *, coordinates: bool = True, times: bool = False):
-    """Decorate an import command with the shared options and the column flags it takes."""
+#: The fields each import maps to columns (``--FIELD COLUMN`` or ``--map FIELD=COLUMN``), as the importers name
+#: them (grids.areas.AREA_FIELDS / GRID_FIELDS, sites.frame.SITE_FIELDS, geo.events.EVENT_FIELDS,
+#: sites.inspections.INSPECTION_FIELDS; a test keeps them equal), and an example of ``--map`` for each.
+#: Written out here so that ``--help`` does not import the importers (geopandas costs ~1 s).
+IMPORT_FIELDS = {
+    "areas": (["code", "name", "parent"], "name=街道名称"),
+    "grids": (["code", "name", "parent", "leader", "leader_phone", "households"], "leader=网格长"),
+    "sites": (["id", "lat", "lng", "name", "address", "category", "unit", "contact", "phone", "active"],
+              "address=详细地址"),
+    "events": (["id", "lat", "lng", "time", "type", "site", "text", "status", "inspection", "rectified", "closed"],
+               "closed=办结时间"),
+    "inspections": (["id", "lat", "lng", "site", "time", "inspector", "result"], "inspector=检查人"),
+}
+
+#: What the column of a field holds, for the ``--FIELD`` flags' help.
+_FIELD_HELP = {"id": "record id (used to skip records already imported)", "lat": "latitude", "lng": "longitude",
+               "time": "time", "type": "problem type (code, or 大类 / 小类 name)", "site": "site (id or name)",
+               "text": "free text", "code": "code", "name": "name", "parent": "parent area's code",
+               "category": "site category (code, Chinese or English name)",
+               "result": "result (符合/不符合 or a number of problems)"}
+
+
+def _import_options(layer: str, flags: tuple[str, ...], *, coordinates: bool = True, times: bool = False):
+    """Decorate the import command of ``layer`` with the shared options and the column flags it takes."""
+    fields, example = IMPORT_FIELDS[layer]
 
     def deco(func):
         opts = [
             click.argument("file", type=click.Path(exists=False, dir_okay=False)),
             _db_option,
             click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
-                         help="map any field to a column, e.g. --map address=详细地址 (repeatable)"),
+                         help=f"map a field to a column, e.g. --map {example} (repeatable); fields: "
+                              f"{', '.join(fields)}"),
             click.option("--encoding", help="text encoding of CSV / shapefile attributes (default: detected)"),
-            click.option("--layer", "layer_name", help="layer name inside a GeoPackage"),
+            click.option("--layer", "layer_name",
+                         help="layer inside a GeoPackage, or shapefile inside a zip (needed when it holds several)"),
             click.option("--report", "report_path", type=click.Path(dir_okay=False),
                          help="also write the import report as JSON to this file"),
             click.option("--quiet", is_flag=True, help="no progress bar"),
@@ -53,8 +78,9 @@ def _import_options(fields: tuple[str, ...], *, coordinates: bool = True, times:
         if times:
             opts.append(click.option("--tz", default="Asia/Shanghai", show_default=True,
                                      help="time zone of times written without an offset"))
-        for name in fields:
-            opts.append(click.option(f"--{name}", f"col_{name}", metavar="COLUMN", help=f"column holding the {name}"))
+        for name in flags:
+            opts.append(click.option(f"--{name}", f"col_{name}", metavar="COLUMN",
+                                     help=f"column holding the {_FIELD_HELP[name]}"))
         for opt in reversed(opts):
             func = opt(func)
         return func
@@ -126,7 +152,7 @@ def import_() -> None:
 
 
 @import_.command(name="areas")
-@_import_options(("code", "name", "parent"))
+@_import_options("areas", ("code", "name", "parent"))
 @click.option("--level", type=click.Choice(["district", "street", "community"]), required=True,
               help="level of the areas in FILE")
 @_user_errors
@@ -140,7 +166,7 @@ def import_areas_cmd(file, db, maps, encoding, layer_name, report_path, quiet, c
 
 
 @import_.command(name="grids")
-@_import_options(("code", "name", "parent"))
+@_import_options("grids", ("code", "name", "parent"))
 @_user_errors
 def import_grids_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, **cols):
     """Import micro-grid (微网格) polygons.
@@ -157,7 +183,7 @@ def import_grids_cmd(file, db, maps, encoding, layer_name, report_path, quiet, c
 
 
 @import_.command(name="sites")
-@_import_options(("id", "name", "category", "lat", "lng"))
+@_import_options("sites", ("id", "name", "category", "lat", "lng"))
 @click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
 @click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
 @_user_errors
@@ -175,7 +201,7 @@ def import_sites_cmd(file, db, maps, encoding, layer_name, report_path, quiet, c
 
 
 @import_.command(name="events")
-@_import_options(("id", "lat", "lng", "time", "type", "site", "text"), times=True)
+@_import_options("events", ("id", "lat", "lng", "time", "type", "site", "text"), times=True)
 @click.option("--source", type=click.Choice(["complaint", "inspection"]), default="complaint", show_default=True,
               help="complaints (e.g. the 12345 hotline) or inspection hits")
 @click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
@@ -199,7 +225,7 @@ def import_events_cmd(file, db, maps, encoding, layer_name, report_path, quiet, 
 
 
 @import_.command(name="inspections")
-@_import_options(("id", "site", "time", "result", "lat", "lng"), times=True)
+@_import_options("inspections", ("id", "site", "time", "result", "lat", "lng"), times=True)
 @click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
 @click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
 @_user_errors

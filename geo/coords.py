@@ -57,8 +57,8 @@ def parse_crs(text: str):
     try:
         return pyproj.CRS.from_user_input(str(text).strip())
     except pyproj.exceptions.CRSError as exc:
-        msg = (f"unknown coordinate system {text!r}: use wgs84, gcj02, bd09, cgcs2000 or EPSG:NNNN "
-               f"({exc})")
+        known = "pyproj knows no such EPSG code; " if key.startswith("epsg:") else ""
+        msg = f"unknown coordinate system {text!r}: {known}use wgs84, gcj02, bd09, cgcs2000 or EPSG:NNNN"
         raise InvalidParameterError(msg) from exc
 
 
@@ -153,34 +153,31 @@ def _pyproj(crs, *, inverse: bool):
     return tr
 
 
-def to_wgs84(lng, lat, crs) -> tuple[np.ndarray, np.ndarray]:
-    """Convert coordinates in ``crs`` (a :func:`parse_crs` result or name) to WGS84 lon/lat."""
+def _convert(lng, lat, crs, *, inverse: bool) -> tuple[np.ndarray, np.ndarray]:
+    """Convert coordinates from ``crs`` to WGS84 lon/lat, or (``inverse``) from WGS84 to ``crs``."""
     if isinstance(crs, str):
         crs = parse_crs(crs)
     lng, lat = _arrays(lng, lat)
-    if isinstance(crs, str):
-        if crs == "wgs84":
-            return lng.copy(), lat.copy()
-        return gcj02_to_wgs84(lng, lat) if crs == "gcj02" else bd09_to_wgs84(lng, lat)
-    if crs.equals(pyproj.CRS.from_epsg(4326)):
+    if isinstance(crs, str) and crs != "wgs84":
+        return _OFFSETS[crs][inverse](lng, lat)
+    if isinstance(crs, str) or crs.equals(pyproj.CRS.from_epsg(4326)):  # WGS84 itself
         return lng.copy(), lat.copy()
-    x, y = _pyproj(crs, inverse=False).transform(lng, lat)
+    x, y = _pyproj(crs, inverse=inverse).transform(lng, lat)
     return np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+
+
+def to_wgs84(lng, lat, crs) -> tuple[np.ndarray, np.ndarray]:
+    """Convert coordinates in ``crs`` (a :func:`parse_crs` result or name) to WGS84 lon/lat."""
+    return _convert(lng, lat, crs, inverse=False)
 
 
 def from_wgs84(lng, lat, crs) -> tuple[np.ndarray, np.ndarray]:
     """Convert WGS84 lon/lat to ``crs`` (e.g. ``"gcj02"`` for AMap tiles, ``"bd09"`` for Baidu)."""
-    if isinstance(crs, str):
-        crs = parse_crs(crs)
-    lng, lat = _arrays(lng, lat)
-    if isinstance(crs, str):
-        if crs == "wgs84":
-            return lng.copy(), lat.copy()
-        return wgs84_to_gcj02(lng, lat) if crs == "gcj02" else wgs84_to_bd09(lng, lat)
-    if crs.equals(pyproj.CRS.from_epsg(4326)):
-        return lng.copy(), lat.copy()
-    x, y = _pyproj(crs, inverse=True).transform(lng, lat)
-    return np.asarray(x, dtype="float64"), np.asarray(y, dtype="float64")
+    return _convert(lng, lat, crs, inverse=True)
+
+
+#: The offset systems' conversions: (to WGS84, from WGS84).
+_OFFSETS = {"gcj02": (gcj02_to_wgs84, wgs84_to_gcj02), "bd09": (bd09_to_wgs84, wgs84_to_bd09)}
 
 
 def transform_geometries(geoms, crs, *, to_wgs84: bool = True) -> np.ndarray:

@@ -6,6 +6,7 @@ import difflib
 import json
 import os
 import queue
+import re
 import sys
 import threading
 from collections import Counter
@@ -116,14 +117,23 @@ class ImportReport:
         for w in self.warnings:
             lines.append(f"  warning: {w}")
         if self.rejects:
-            reasons = Counter(r["reason"].split(" (")[0].split(":")[0] for r in self.rejects)
+            kinds = [r["reason"].split(" (")[0].split(":")[0] for r in self.rejects]
+            reasons = Counter(kinds)
+            if len(reasons) > max_rejects:  # one line per value ('S001', 'S002'…): count by kind of reason
+                reasons = Counter(_QUOTED.sub("", k).strip() for k in kinds)
             lines.append("  rejected rows by reason:")
-            lines.extend(f"    {n:>8,}  {reason}" for reason, n in reasons.most_common())
+            lines.extend(f"    {n:>8,}  {reason}" for reason, n in reasons.most_common(max_rejects))
+            if len(reasons) > max_rejects:
+                lines.append(f"    … and {len(reasons) - max_rejects} other reasons")
             lines.append(f"  first {min(max_rejects, len(self.rejects))} rejected rows:")
             lines.extend(
                 f"    row {r['row']}: {r['field']}: {r['reason']}" for r in self.rejects[:max_rejects]
             )
         return "\n".join(lines)
+
+
+#: A quoted value inside a reject reason (``unknown site 'S001'``).
+_QUOTED = re.compile(r"""\s*(['"]).*?\1""")
 
 
 class Rejects:
@@ -257,9 +267,14 @@ def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[st
     for key, col in mapping.items():
         if col is None:
             continue
+        if key not in fields:
+            close = difflib.get_close_matches(key, fields, n=1)
+            hint = f"did you mean {close[0]}? " if close else ""
+            msg = f"unknown field {key!r} in --map {key}={col}: {hint}This import's fields are: {', '.join(fields)}"
+            raise ImportFileError(msg)
         if col not in names:
             close = difflib.get_close_matches(col, names, n=3)
-            hint = f"; did you mean {', '.join(close)}?" if close else ""
+            hint = f"; did you mean {', '.join(close)}?" if close else "."
             msg = f"column {col!r} (given for {key}) is not in the file{hint} Columns are: {', '.join(names)}"
             raise ImportFileError(msg)
         out[key] = col
@@ -361,8 +376,11 @@ def _inside(lng, lat, box) -> np.ndarray:
     return (lng >= box[0]) & (lng <= box[2]) & (lat >= box[1]) & (lat <= box[3])
 
 
-def check_coordinates(lng: np.ndarray, lat: np.ndarray, rej: Rejects, *, extent) -> None:
-    """Reject swapped, out-of-range and placeholder geographic coordinates (before conversion)."""
+def check_coordinates(lng: np.ndarray, lat: np.ndarray, rej: Rejects, *, extent) -> np.ndarray:
+    """Reject swapped, out-of-range and placeholder geographic coordinates (before conversion).
+
+    Returns the mask of rows whose coordinates look swapped.
+    """
     finite = np.isfinite(lng) & np.isfinite(lat)
     out_range = finite & ((np.abs(lat) > 90) | (np.abs(lng) > 180))
     swapped = out_range & (np.abs(lng) <= 90) & (np.abs(lat) <= 180)
@@ -376,6 +394,7 @@ def check_coordinates(lng: np.ndarray, lat: np.ndarray, rej: Rejects, *, extent)
         rej.add(swapped, "lat/lng", reasons)
     rej.add(out_range, "lat/lng", "coordinates out of range (|lat| must be ≤ 90 and |lng| ≤ 180)")
     rej.add(finite & (lat == 0) & (lng == 0), "lat/lng", "coordinates are 0,0 (a placeholder for missing)")
+    return swapped
 
 
 def check_extent(lng: np.ndarray, lat: np.ndarray, rej: Rejects, *, extent) -> None:
@@ -435,7 +454,16 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
         rej.add(np.isnan(lng), "geometry", "missing or empty geometry")
         source = "geometry"
     elif required:
-        msg = "no coordinates: give --lat and --lng columns, --point COLUMN, or a spatial file (GeoJSON, Shapefile…)"
+        names = ", ".join(c for c in table.column_names if c not in ("geometry", "__row__"))
+        half = [k for k in ("lat", "lng") if k in cols]
+        if half:
+            label = {"lat": "latitude", "lng": "longitude"}
+            have, other = half[0], "lng" if half[0] == "lat" else "lat"
+            msg = (f"no {label[other]} column (the {label[have]} is {cols[have]!r}): give --{other} COLUMN. "
+                   f"Columns are: {names}")
+        else:
+            msg = ("no coordinates: give --lat and --lng columns, --point COLUMN, or a spatial file (GeoJSON, "
+                   f"Shapefile…). Columns are: {names}")
         raise ImportFileError(msg)
     else:
         nan = np.full(n, np.nan)
@@ -445,7 +473,12 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
     if extent is ...:
         extent = city_extent(con)
     if is_geographic(the_crs):
-        check_coordinates(lng, lat, rej, extent=extent)
+        swapped = check_coordinates(lng, lat, rej, extent=extent)
+        if source != "geometry" and 2 * swapped.sum() > (np.isfinite(lng) & np.isfinite(lat)).sum():
+            report.warnings.append(
+                f"most rows have latitude and longitude the wrong way round: is --lat {cols['lat']} "
+                f"--lng {cols['lng']} right?" if source == "columns" else
+                f"most points of --point {point} look like (lon, lat), where (lat, lon) is expected")
     ok = rej.ok & np.isfinite(lng) & np.isfinite(lat)
     out_lng = np.full(n, np.nan)
     out_lat = np.full(n, np.nan)
@@ -645,6 +678,33 @@ def start_report(layer: str, path, src: ReadResult) -> ImportReport:
                         rows_read=src.table.num_rows, warnings=list(src.warnings))
 
 
+def start_import(what: str, path: str | os.PathLike, *, fields: list[str], required: list[str] = (),
+                 mapping: dict[str, str] | None = None, encoding: str | None = None, layer: str | None = None,
+                 sheet: str | int | None = None) -> tuple[ReadResult, dict[str, str], ImportReport, Rejects]:
+    """Read a file whole and map its columns: the start of an areas, grids, sites or inspections import.
+
+    Parameters
+    ----------
+    what
+        The store layer imported into (the report's ``layer``).
+    fields, required, mapping
+        As for :func:`resolve_columns`.
+    encoding, layer, sheet
+        As for :func:`read_input` (``layer``: of a GeoPackage or zip).
+
+    Returns
+    -------
+    src, cols, report, rejects
+        The file read, ``{field: column}``, the report started (with the columns used) and an empty
+        :class:`Rejects` over the file's rows.
+    """
+    src = read_input(path, encoding=encoding, layer=layer, sheet=sheet)
+    cols = resolve_columns(src.table, mapping or {}, fields=fields, required=required)
+    report = start_report(what, path, src)
+    report.columns = dict(cols)
+    return src, cols, report, Rejects(src.table.column("__row__").to_numpy())
+
+
 def record_import(con: duckdb.DuckDBPyConnection, report: ImportReport, started: datetime) -> None:
     """Log the import in the ``imports`` table (assigning ``report.import_id`` if not yet set)."""
     if report.import_id is None:
@@ -678,7 +738,8 @@ def progress_bar(total: int, *, desc: str, enabled: bool = True):
     """Return a tqdm progress bar on stderr (disabled when not wanted or not a terminal)."""
     from tqdm.auto import tqdm
 
-    return tqdm(total=total, desc=desc, unit="row", unit_scale=True, disable=not enabled,
+    # disable=None: tqdm turns itself off when stderr is not a terminal (a log file, a pipe, a test).
+    return tqdm(total=total, desc=desc, unit="row", unit_scale=True, disable=None if enabled else True,
                 file=sys.stderr, leave=False)
 
 

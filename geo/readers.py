@@ -13,11 +13,13 @@ rows).
 from __future__ import annotations
 
 import codecs
+import contextlib
 import datetime as _dt
 import itertools
 import json
 import os
 import struct
+import warnings as _warnings
 import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -203,11 +205,26 @@ def _what_it_is(head: bytes) -> str | None:
     return "text" if stripped else None
 
 
+#: A format's name in messages ("… is not an XLSX workbook").
+_FORMAT_LABELS = {
+    "csv": "a CSV file", "xlsx": "an XLSX workbook", "geojson": "a GeoJSON file", "gpkg": "a GeoPackage",
+    "geoparquet": "a GeoParquet file", "parquet": "a Parquet file", "shapefile": "a shapefile",
+}
+
+
+def _blank(p: Path) -> bool:
+    """True when the file holds nothing but white space (and a UTF-8 BOM)."""
+    return all(not chunk.replace(codecs.BOM_UTF8, b"").strip() for chunk in _file_chunks(p))
+
+
 def _check_content(p: Path, fmt: str) -> None:
     """Refuse content that is plainly not what the extension says."""
     with open(p, "rb") as fh:
         head = fh.read(8192)
     what = _what_it_is(head)
+    if what is None and _blank(p):
+        msg = f"{p.name} is empty: it holds only blank lines or spaces"
+        raise ReadError(msg)
     ok = {
         "csv": what in ("text", "JSON text"),
         "xlsx": head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")),
@@ -218,8 +235,7 @@ def _check_content(p: Path, fmt: str) -> None:
         "shapefile": head.startswith(b"PK\x03\x04") if p.suffix.lower() == ".zip" else head[:4] == b"\x00\x00\x27\x0a",
     }[fmt]
     if not ok:
-        label = {"shapefile": "a zipped shapefile" if p.suffix.lower() == ".zip" else "a shapefile"}.get(
-            fmt, f"a {fmt.upper() if fmt != 'geojson' else 'GeoJSON'} file")
+        label = "a zipped shapefile" if p.suffix.lower() == ".zip" else _FORMAT_LABELS[fmt]
         seen = what or "unrecognised content"
         msg = f"{p.name} is not {label}: its content looks like {seen}; rename it to match its real format"
         raise ReadError(msg)
@@ -321,9 +337,11 @@ def _stream_csv(p: Path, encoding: str | None, rows: int) -> BatchReader:
     bad_line: list[str] = []
 
     def invalid(row) -> str:
+        text = row.text if len(row.text) <= 80 else row.text[:77] + "..."
         bad_line.append(f"line {row.number}: expected {row.expected_columns} columns, got {row.actual_columns}"
                         if row.number is not None else
-                        f"a row has {row.actual_columns} columns where {row.expected_columns} were expected")
+                        f"the row {text!r} has {row.actual_columns} columns where {row.expected_columns} "
+                        "were expected")
         return "error"
 
     def failure(exc: Exception) -> ReadError:
@@ -403,9 +421,13 @@ def _csv_header(p: Path, arrow_enc: str, parse: pacsv.ParseOptions) -> list[str]
         return list(reader.schema.names)
 
 
+#: Column names the readers add themselves: a file's own column of that name is renamed (``geometry_2``).
+_RESERVED = ("geometry", "__row__")
+
+
 def _dedupe_names(table: pa.Table, warnings: list[str]) -> pa.Table:
-    """Make column names unique and non-empty (``name``, ``name_2``…; empty → ``column_N``)."""
-    seen: dict[str, int] = {}
+    """Make column names unique, non-empty and not reserved (``name_2``…; empty → ``column_N``)."""
+    seen: dict[str, int] = dict.fromkeys(_RESERVED, 0)  # the readers' own columns
     out = []
     changed = []
     for i, name in enumerate(table.column_names):
@@ -421,7 +443,7 @@ def _dedupe_names(table: pa.Table, warnings: list[str]) -> pa.Table:
             changed.append(f"{name!r} → {new!r}")
         out.append(new)
     if changed:
-        warnings.append("renamed empty or repeated column names: " + ", ".join(changed))
+        warnings.append("renamed empty, repeated or reserved column names: " + ", ".join(changed))
         table = table.rename_columns(out)
     return table
 
@@ -623,21 +645,7 @@ def _read_parquet(p: Path) -> ReadResult:
     elif "geometry" in raw.column_names and pa.types.is_binary(raw.schema.field("geometry").type):
         geom_col = "geometry"
     fmt = "geoparquet" if geom_col else "parquet"
-    cols, names = [], []
-    for name in raw.column_names:
-        if name == geom_col:
-            continue
-        col = raw.column(name)
-        try:
-            col = _to_string(col)
-        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-            warnings.append(f"column {name!r} of type {col.type} cannot be read as text; skipped")
-            continue
-        cols.append(col)
-        names.append(name)
-    table = pa.table(cols, names=names) if cols else pa.table({"__tmp": pa.nulls(raw.num_rows)})
-    if not cols:
-        table = table.drop_columns(["__tmp"])
+    table = _text_table(raw, geom_col, warnings)
     if geom_col:
         g = raw.column(geom_col)
         if pa.types.is_struct(g.type):  # GeoArrow point encoding
@@ -647,9 +655,32 @@ def _read_parquet(p: Path) -> ReadResult:
             ys = g.combine_chunks().field("y").to_numpy(zero_copy_only=False)
             g = pa.array(shapely.to_wkb(shapely.points(xs, ys)), pa.binary())
         table = table.append_column("geometry", g.cast(pa.binary()))
-    table = _blank_to_null(_dedupe_names(table, warnings))
     table = table.append_column("__row__", pa.array(np.arange(1, raw.num_rows + 1, dtype="int64")))
     return ReadResult(table=table, format=fmt, crs=crs, encoding=None, warnings=warnings)
+
+
+def _text_table(raw: pa.Table, geometry: str | None, warnings: list[str]) -> pa.Table:
+    """The attribute columns of a Parquet or GDAL table (all but ``geometry``) as strings.
+
+    Names are made unique (and never ``geometry`` or ``__row__``, which the readers add), cells of only
+    spaces become null, and a column that cannot be read as text is skipped with a warning. The row count
+    holds even when no column is left.
+    """
+    cols, names = [], []
+    for name in raw.column_names:
+        if name == geometry:
+            continue
+        col = raw.column(name)
+        try:
+            col = _to_string(col)
+        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
+            warnings.append(f"column {name!r} of type {col.type} cannot be read as text; skipped")
+            continue
+        cols.append(col)
+        names.append(name)
+    if not cols:
+        return pa.table({"__tmp": pa.nulls(raw.num_rows)}).drop_columns(["__tmp"])
+    return _blank_to_null(_dedupe_names(pa.table(cols, names=names), warnings))
 
 
 def _to_string(col: pa.ChunkedArray) -> pa.ChunkedArray:
@@ -687,8 +718,11 @@ def _read_ogr(p: Path, fmt: str, *, encoding: str | None, layer: str | None) -> 
     zipped = p.suffix.lower() == ".zip"
     if zipped:
         source, layer = _zip_source(p, layer)
+    elif fmt == "shapefile":
+        _check_sidecars(p)
     try:
-        layers = [str(name) for name, _ in pyogrio.list_layers(source)]
+        with _gdal_warnings(warnings):
+            layers = [str(name) for name, _ in pyogrio.list_layers(source)]
     except DataSourceError as exc:
         msg = f"{p.name} is not a readable {_label(fmt)} ({_first_line(exc)})"
         raise ReadError(msg) from exc
@@ -708,33 +742,37 @@ def _read_ogr(p: Path, fmt: str, *, encoding: str | None, layer: str | None) -> 
     elif encoding is not None:
         enc = _check_encoding(encoding)
     try:
-        meta, table = pyogrio.read_arrow(source, layer=chosen, encoding=enc)
+        with _gdal_warnings(warnings):
+            meta, table = pyogrio.read_arrow(source, layer=chosen, encoding=enc)
     except (DataSourceError, DataLayerError) as exc:
         msg = f"{p.name} is not a readable {_label(fmt)} ({_first_line(exc)})"
         raise ReadError(msg) from exc
     crs = pyproj.CRS.from_user_input(meta["crs"]) if meta.get("crs") else None
     geom_name = meta.get("geometry_name") or "wkb_geometry"
-    cols, names = [], []
-    for name in table.column_names:
-        if name == geom_name:
-            continue
-        col = table.column(name)
-        try:
-            col = _to_string(col)
-        except (pa.ArrowNotImplementedError, pa.ArrowInvalid):
-            warnings.append(f"column {name!r} of type {col.type} cannot be read as text; skipped")
-            continue
-        cols.append(col)
-        names.append(name)
-    out = pa.table(cols, names=names) if cols else pa.table({})
-    out = _blank_to_null(_dedupe_names(out, warnings))
+    out = _text_table(table, geom_name, warnings)
     if geom_name in table.column_names:
-        geom = table.column(geom_name).cast(pa.binary())
-        out = out.append_column("geometry", geom) if out.num_columns else pa.table({"geometry": geom})
+        out = out.append_column("geometry", table.column(geom_name).cast(pa.binary()))
     out = out.append_column("__row__", pa.array(np.arange(1, table.num_rows + 1, dtype="int64")))
     label = "geojson" if fmt == "geojson" else fmt
     return ReadResult(table=out, format=label, crs=crs, encoding=enc if fmt == "shapefile" else None,
                       warnings=warnings)
+
+
+@contextlib.contextmanager
+def _gdal_warnings(warnings: list[str]):
+    """Collect GDAL's warnings (raised by pyogrio as RuntimeWarning) into the read's warnings, not stderr."""
+    with _warnings.catch_warnings(record=True) as caught:
+        _warnings.simplefilter("always", RuntimeWarning)
+        try:
+            yield
+        finally:
+            for w in caught:
+                if issubclass(w.category, RuntimeWarning):
+                    text = f"GDAL: {w.message}"
+                    if text not in warnings:
+                        warnings.append(text)
+                else:
+                    _warnings.warn_explicit(w.message, w.category, w.filename, w.lineno)
 
 
 def _label(fmt: str) -> str:
@@ -742,7 +780,10 @@ def _label(fmt: str) -> str:
 
 
 def _first_line(exc: Exception) -> str:
-    return str(exc).strip().split("\n")[0]
+    """The first line of a GDAL error, without GDAL's advice on drivers (which a user cannot act on)."""
+    line = str(exc).strip().split("\n")[0]
+    line = line.split("; It might help to specify the correct driver")[0]
+    return line.replace(" not recognized as being in a supported file format.", " is not in a format GDAL recognises")
 
 
 def _zip_source(p: Path, layer: str | None) -> tuple[str, str | None]:
@@ -768,6 +809,16 @@ def _zip_source(p: Path, layer: str | None) -> tuple[str, str | None]:
     else:
         inner = shps[0]
     return f"/vsizip/{p.resolve()}/{inner}", None
+
+
+def _check_sidecars(p: Path) -> None:
+    """Refuse a plain .shp whose .shx or .dbf is not beside it (GDAL's own message names a config option)."""
+    have = {q.suffix.lower() for q in p.parent.iterdir() if q.stem == p.stem}
+    missing = [ext for ext in (".shx", ".dbf") if ext not in have]
+    if missing:
+        msg = (f"{p.name} is an incomplete shapefile: {' and '.join(p.stem + e for e in missing)} "
+               "must sit beside it (copy all its files: .shp, .shx, .dbf, .prj, .cpg; or import them zipped)")
+        raise ReadError(msg)
 
 
 def _sidecar_bytes(p: Path, source: str, ext: str) -> bytes | None:

@@ -13,7 +13,7 @@ import shapely
 
 from geo import importing as imp
 from geo.store import writing
-from grids.locate import LOCATION_COLUMNS, location_arrays, locate_points
+from grids.locate import LOCATION_COLUMNS, locate_points, location_arrays
 
 #: Area levels, top down, with the level each one's parent belongs to.
 LEVELS = {"district": None, "street": "district", "community": "street"}
@@ -78,8 +78,8 @@ def _merge_parts(keys: np.ndarray, geoms: np.ndarray, repeats: np.ndarray, first
 
     Shapefiles often store one area as several rows (NYC ZIP 11370 is an island and a shore part); those rows
     are parts, not duplicates. ``repeats`` marks the rows that repeat an earlier code of the file (and no stored
-    one), ``firsts`` the rows loaded as new areas; ``geoms`` of the first rows are replaced by the union in place. Returns the mask of merged rows
-    (a row with exactly the first row's shape stays a duplicate).
+    one), ``firsts`` the rows loaded as new areas; ``geoms`` of the first rows are replaced by the union in place.
+    Returns the mask of merged rows (a row with exactly the shape of a part already seen stays a duplicate).
     """
     merged = np.zeros(len(keys), dtype=bool)
     if not repeats.any():
@@ -90,13 +90,43 @@ def _merge_parts(keys: np.ndarray, geoms: np.ndarray, repeats: np.ndarray, first
     parts: dict[int, list] = {}
     for i in np.flatnonzero(repeats):
         j = first.get(keys[i])
-        if j is None or geoms[i] is None or geoms[j] is None or shapely.equals(geoms[i], geoms[j]):
+        if j is None or geoms[i] is None or geoms[j] is None:
             continue
-        parts.setdefault(j, [geoms[j]]).append(geoms[i])
+        seen = parts.get(j, [geoms[j]])
+        if any(shapely.equals(geoms[i], g) for g in seen):
+            continue
+        parts[j] = [*seen, geoms[i]]
         merged[i] = True
     for j, shapes in parts.items():
         geoms[j] = shapely.union_all(shapes)
     return merged
+
+
+def _dedupe_codes(con, table: str, keys: np.ndarray, geoms: np.ndarray, ok: np.ndarray,
+                  report: imp.ImportReport, *, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Split valid rows of an areas or grids file into new, duplicate and merged rows by their code.
+
+    A code already stored, or repeated in the file with a shape seen before, is a duplicate; a code repeated
+    in the file with another shape is a further part of the first row of that code, whose geometry becomes
+    the union of its parts (in ``geoms``, in place; one warning says so). The stored codes are read in one
+    query.
+
+    Returns
+    -------
+    new, dup, merged
+        Masks of the rows to insert, the duplicates and the parts merged into a new row.
+    """
+    idx = np.flatnonzero(ok)
+    stored = np.zeros(len(keys), dtype=bool)
+    stored[idx] = imp.existing_keys(con, f"(SELECT code AS dedup_key FROM {table})", keys[idx])
+    repeat = np.zeros(len(keys), dtype=bool)
+    repeat[idx] = pd.Series(keys[idx], dtype=object).duplicated().to_numpy()
+    new = ok & ~stored & ~repeat
+    merged = _merge_parts(keys, geoms, ok & repeat & ~stored, new)
+    if merged.any():
+        report.warnings.append(f"{int(merged.sum())} rows are further parts of {what} of the same code (e.g. "
+                               f"{keys[merged][0]}) and were merged into it as one multipolygon")
+    return new, ok & (stored | repeat) & ~merged, merged
 
 
 def _check_parents(con, given: np.ndarray, level: str, rej: imp.Rejects) -> None:
@@ -130,12 +160,9 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
         msg = f"--level must be one of {', '.join(LEVELS)}, got {level!r}"
         raise ValueError(msg)
     started = datetime.now()
-    src = imp.read_input(path, encoding=encoding, layer=layer)
-    cols = imp.resolve_columns(src.table, mapping or {}, fields=AREA_FIELDS, required=["code", "name"])
-    report = imp.start_report("areas", path, src)
-    report.columns = dict(cols)
+    src, cols, report, rej = imp.start_import("areas", path, fields=AREA_FIELDS, required=["code", "name"],
+                                              mapping=mapping, encoding=encoding, layer=layer)
     table = src.table
-    rej = imp.Rejects(table.column("__row__").to_numpy())
     code = imp.strings(table, cols["code"])
     name = imp.strings(table, cols["name"])
     rej.add(pd.isna(code), "code", "missing code")
@@ -155,15 +182,8 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
                 if orphans:
                     report.warnings.append(f"{orphans} {level} areas lie in no loaded {parent_level}: parent left empty")
         keys = np.array([f"{c}" for c in code], dtype=object)
-        dup = imp.find_duplicates(con, "(SELECT code AS dedup_key FROM areas)", keys, rej.ok)
-        stored = imp.existing_keys(con, "(SELECT code AS dedup_key FROM areas)", keys)
-        merged = _merge_parts(keys, geoms, rej.ok & dup & ~stored, rej.ok & ~dup)
-        if merged.any():
-            example = keys[merged][0]
-            report.warnings.append(f"{int(merged.sum())} rows are further parts of an area of the same code (e.g. "
-                                   f"{example}) and were merged into it as one multipolygon")
-        dup &= ~merged
-        new = np.flatnonzero(rej.ok & ~dup & ~merged)
+        fresh, dup, merged = _dedupe_codes(con, "areas", keys, geoms, rej.ok, report, what="an area")
+        new = np.flatnonzero(fresh)
         data = pa.table({
             "code": pa.array(code[new], pa.string()),
             "name": pa.array(name[new], pa.string()),
@@ -191,12 +211,9 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
     warning says so), which keeps re-imports idempotent.
     """
     started = datetime.now()
-    src = imp.read_input(path, encoding=encoding, layer=layer)
-    cols = imp.resolve_columns(src.table, mapping or {}, fields=GRID_FIELDS)
-    report = imp.start_report("grids", path, src)
-    report.columns = dict(cols)
+    src, cols, report, rej = imp.start_import("grids", path, fields=GRID_FIELDS, mapping=mapping,
+                                              encoding=encoding, layer=layer)
     table = src.table
-    rej = imp.Rejects(table.column("__row__").to_numpy())
     geoms = _polygons(src, rej, report, crs)
     if "code" in cols:
         code = imp.strings(table, cols["code"])
@@ -220,8 +237,8 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
         missing = rej.ok & pd.isna(community)
         if missing.any():
             community[missing] = _parents_by_containment(con, geoms[missing], "community")
-        dup = imp.find_duplicates(con, "(SELECT code AS dedup_key FROM grids)", code, rej.ok)
-        new = np.flatnonzero(rej.ok & ~dup)
+        fresh, dup, merged = _dedupe_codes(con, "grids", code, geoms, rej.ok, report, what="a grid")
+        new = np.flatnonzero(fresh)
         hier = con.execute(
             "SELECT c.code AS community_code, s.code AS street_code, s.parent_code AS district_code "
             "FROM areas c LEFT JOIN areas s ON s.code = c.parent_code WHERE c.level = 'community'"
@@ -249,7 +266,7 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
             "wkb": pa.array(shapely.to_wkb(geoms[new]) if len(new) else [], pa.binary()),
         })
         imp.insert_arrow(con, "grids", data, geometry="wkb")
-        imp.finish_report(report, rej, loaded=len(new), duplicates=int(dup.sum()))
+        imp.finish_report(report, rej, loaded=len(new) + int(merged.sum()), duplicates=int(dup.sum()))
         imp.record_import(con, report, started)
         if len(new):
             relocate(con, progress=progress)

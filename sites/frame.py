@@ -12,7 +12,7 @@ import shapely
 
 from geo import importing as imp
 from geo.store import writing
-from grids.locate import location_arrays, locate_points
+from grids.locate import locate_points, location_arrays
 
 SITE_FIELDS = ["id", "lat", "lng", "name", "address", "category", "unit", "contact", "phone", "active"]
 
@@ -37,13 +37,10 @@ def import_sites(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
         ``{field: column}`` for ``id, name, address, category, unit, contact, phone, active, lat, lng``.
     """
     started = datetime.now()
-    src = imp.read_input(path, encoding=encoding, layer=layer, sheet=sheet)
+    src, cols, report, rej = imp.start_import("sites", path, fields=SITE_FIELDS, required=["name", "category"],
+                                              mapping=mapping, encoding=encoding, layer=layer, sheet=sheet)
     table = src.table
-    cols = imp.resolve_columns(table, mapping or {}, fields=SITE_FIELDS, required=["name", "category"])
-    report = imp.start_report("sites", path, src)
-    report.columns = dict(cols)
     n = table.num_rows
-    rej = imp.Rejects(table.column("__row__").to_numpy())
     name = imp.strings(table, cols["name"])
     rej.add(pd.isna(name), "name", "missing name")
     with writing(db) as con:
@@ -63,15 +60,9 @@ def import_sites(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
         if "active" in cols:
             raw = pd.Series(imp.strings(table, cols["active"]), dtype=object)
             active = ~raw.str.lower().isin(INACTIVE_WORDS).to_numpy()
-        keys = imp.dedup_keys(table, cols, prefix="site")
-        dup = imp.find_duplicates(con, "sites", keys, rej.ok)
-        idx = np.flatnonzero(rej.ok & ~dup)
-        located = locate_points(con, lng[idx], lat[idx])
-        first = imp.next_id(con, "sites", "site_id")
-        report.import_id = imp.next_id(con, "imports", "import_id")
-        data = pa.table({
-            "site_id": pa.array(np.arange(first, first + len(idx)), pa.int64()),
-            "external_id": pa.array(imp.strings(table, cols.get("id"))[idx], pa.string()),
+        rows = PointRows(con, "sites", "site_id", table, cols, rej, lng, lat, report, prefix="site")
+        idx = rows.idx
+        rows.store(con, report, rej, started, geometry="wkb", columns={
             "name": pa.array(name[idx], pa.string()),
             "address": pa.array(imp.strings(table, cols.get("address"))[idx], pa.string()),
             "category_code": pa.array(category[idx], pa.string()),
@@ -79,18 +70,47 @@ def import_sites(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
             "contact": pa.array(imp.strings(table, cols.get("contact"))[idx], pa.string()),
             "phone": pa.array(imp.strings(table, cols.get("phone"))[idx], pa.string()),
             "active": pa.array(active[idx]),
+            "wkb": pa.array(shapely.to_wkb(geoms[idx]) if len(idx) else [], pa.binary()),
+        })
+    return report
+
+
+class PointRows:
+    """The new rows of a sites or inspections file: valid, not loaded before, numbered and located.
+
+    Rows repeating an earlier row of the file or a stored one (by external
+    id, else content) are duplicates; the others get the next ids of
+    ``table_name`` and their grid and areas. Sets ``report.import_id`` and
+    ``report.outside_grids``.
+    """
+
+    def __init__(self, con, table_name: str, id_column: str, table: pa.Table, cols: dict[str, str],
+                 rej: imp.Rejects, lng: np.ndarray, lat: np.ndarray, report: imp.ImportReport, *,
+                 prefix: str) -> None:
+        self.table_name = table_name
+        keys = imp.dedup_keys(table, cols, prefix=prefix)
+        self.dup = imp.find_duplicates(con, table_name, keys, rej.ok)
+        self.idx = idx = np.flatnonzero(rej.ok & ~self.dup)
+        located = locate_points(con, lng[idx], lat[idx])
+        first = imp.next_id(con, table_name, id_column)
+        report.import_id = imp.next_id(con, "imports", "import_id")
+        report.outside_grids = int(located["grid_code"].isna().sum())
+        self.columns = {
+            id_column: pa.array(np.arange(first, first + len(idx)), pa.int64()),
+            "external_id": pa.array(imp.strings(table, cols.get("id"))[idx], pa.string()),
             "lng": pa.array(lng[idx]),
             "lat": pa.array(lat[idx]),
             **location_arrays(located),
             "dedup_key": pa.array(keys[idx], pa.string()),
             "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
-            "wkb": pa.array(shapely.to_wkb(geoms[idx]) if len(idx) else [], pa.binary()),
-        })
-        imp.insert_arrow(con, "sites", data, geometry="wkb")
-        report.outside_grids = int(located["grid_code"].isna().sum())
-        imp.finish_report(report, rej, loaded=len(idx), duplicates=int(dup.sum()))
+        }
+
+    def store(self, con, report: imp.ImportReport, rej: imp.Rejects, started: datetime, *,
+              columns: dict[str, pa.Array], geometry: str | None = None) -> None:
+        """Insert the new rows with their layer's own ``columns``; fill and record the report."""
+        imp.insert_arrow(con, self.table_name, pa.table({**self.columns, **columns}), geometry=geometry)
+        imp.finish_report(report, rej, loaded=len(self.idx), duplicates=int(self.dup.sum()))
         imp.record_import(con, report, started)
-    return report
 
 
 def _warn_kinds(geoms: np.ndarray, category: np.ndarray, cats: pd.DataFrame, ok: np.ndarray,

@@ -12,7 +12,7 @@ import pyarrow as pa
 from geo import importing as imp
 from geo.store import writing
 from geo.times import parse_times
-from grids.locate import location_arrays, locate_points
+from sites.frame import PointRows
 
 INSPECTION_FIELDS = ["id", "lat", "lng", "site", "time", "inspector", "result"]
 
@@ -32,7 +32,7 @@ def parse_results(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     word = s.str.strip().str.lower().map(RESULT_WORDS)
     conforming = np.where(count.notna(), count == 0, word).astype(object)
     conforming[pd.isna(word).to_numpy() & count.isna().to_numpy()] = None
-    problems = count.where(count.notna(), np.where(word == True, 0, np.nan))  # noqa: E712
+    problems = count.where(count.notna(), np.where(word == True, 0, np.nan))
     bad_count = count.notna() & ((count < 0) | (count != count.round()))
     unknown = (s.notna() & count.isna() & word.isna()) | bad_count
     return conforming, problems.to_numpy(dtype="float64"), unknown.to_numpy()
@@ -49,13 +49,11 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
     (符合/不符合, conforming/nonconforming) or the number of problems found.
     """
     started = datetime.now()
-    src = imp.read_input(path, encoding=encoding, layer=layer, sheet=sheet)
+    src, cols, report, rej = imp.start_import("inspections", path, fields=INSPECTION_FIELDS,
+                                              required=["site", "time"], mapping=mapping, encoding=encoding,
+                                              layer=layer, sheet=sheet)
     table = src.table
-    cols = imp.resolve_columns(table, mapping or {}, fields=INSPECTION_FIELDS, required=["site", "time"])
-    report = imp.start_report("inspections", path, src)
-    report.columns = dict(cols)
     n = table.num_rows
-    rej = imp.Rejects(table.column("__row__").to_numpy())
     with writing(db) as con:
         store_tz = con.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()[0]
         sites = con.execute(
@@ -90,28 +88,14 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
             s = pd.Series(site_code, dtype=object)
             lng = s.map(by_code["lng"]).to_numpy(dtype="float64")
             lat = s.map(by_code["lat"]).to_numpy(dtype="float64")
-        keys = imp.dedup_keys(table, cols, prefix="inspection")
-        dup = imp.find_duplicates(con, "inspections", keys, rej.ok)
-        idx = np.flatnonzero(rej.ok & ~dup)
-        located = locate_points(con, lng[idx], lat[idx])
-        first = imp.next_id(con, "inspections", "inspection_id")
-        report.import_id = imp.next_id(con, "imports", "import_id")
-        data = pa.table({
-            "inspection_id": pa.array(np.arange(first, first + len(idx)), pa.int64()),
-            "external_id": pa.array(imp.strings(table, cols.get("id"))[idx], pa.string()),
+        rows = PointRows(con, "inspections", "inspection_id", table, cols, rej, lng, lat, report,
+                         prefix="inspection")
+        idx = rows.idx
+        rows.store(con, report, rej, started, columns={
             "site_id": pa.array(pd.to_numeric(pd.Series(site_code[idx], dtype=object)), pa.int64(), from_pandas=True),
             "time": pa.array(times[idx]),
             "inspector": pa.array(imp.strings(table, cols.get("inspector"))[idx], pa.string()),
             "conforming": pa.array(conforming[idx], pa.bool_(), from_pandas=True),
             "problems_found": pa.array(problems[idx], pa.float64(), from_pandas=True).cast(pa.int32(), safe=False),
-            "lng": pa.array(lng[idx]),
-            "lat": pa.array(lat[idx]),
-            **location_arrays(located),
-            "dedup_key": pa.array(keys[idx], pa.string()),
-            "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
         })
-        imp.insert_arrow(con, "inspections", data)
-        report.outside_grids = int(located["grid_code"].isna().sum())
-        imp.finish_report(report, rej, loaded=len(idx), duplicates=int(dup.sum()))
-        imp.record_import(con, report, started)
     return report

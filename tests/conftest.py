@@ -92,3 +92,31 @@ def civicgrid_serve(civicgrid_cli):
                 proc.wait()
 
     return serve
+
+
+@pytest.fixture()
+def small_city(tmp_path) -> Path:
+    """A tiny city near Changsha: one district, street and community (测试district…) and four 1 km micro-grids
+    (codes ``430102001001001``–``004``, names, leaders and households). Each test gets its own database."""
+    import geopandas as gpd
+    import shapely
+
+    from grids.areas import import_areas, import_grids
+
+    db = tmp_path / "city.duckdb"
+    x0, y0, d = 112.90, 28.20, 0.01
+    cells = [shapely.box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d) for i in range(2) for j in range(2)]
+    whole = shapely.box(x0, y0, x0 + 2 * d, y0 + 2 * d)
+    for level, code, parent in (("district", "430102", None), ("street", "430102001", "430102"),
+                                ("community", "430102001001", "430102001")):
+        f = tmp_path / f"{level}.geojson"
+        gpd.GeoDataFrame({"code": [code], "name": [f"测试{level}"], "parent": [parent]}, geometry=[whole],
+                         crs=4326).to_file(f)
+        import_areas(f, db=db, level=level, progress=False)
+    f = tmp_path / "grids.geojson"
+    gpd.GeoDataFrame({"code": [f"430102001001{k:03d}" for k in range(1, 5)], "name": [f"第{k}网格" for k in range(1, 5)],
+                      "网格长": ["张三", "李四", "王五", "赵六"], "户数": ["300", "420", "250", "510"]},
+                     geometry=cells, crs=4326).to_file(f)
+    rep = import_grids(f, db=db, mapping={"leader": "网格长"}, progress=False)
+    assert rep.loaded == 4
+    return db

@@ -157,3 +157,22 @@ def test_to_crs_frame():
     assert gdf.geometry[0].x == 114.05  # the input is not changed
     utm = coords.to_crs_frame(gdf, "EPSG:32650")
     assert utm.crs.to_epsg() == 32650 and 100_000 < utm.geometry[0].x < 900_000
+
+
+@pytest.mark.parametrize(("text", "message"), [
+    ("EPSG:999999", ("unknown coordinate system 'EPSG:999999': pyproj knows no such EPSG code; use wgs84, gcj02, "
+                    "bd09, cgcs2000 or EPSG:NNNN")),
+    ("foo", "unknown coordinate system 'foo': use wgs84, gcj02, bd09, cgcs2000 or EPSG:NNNN")])
+def test_an_unknown_crs_is_named_without_proj_internals(text, message):
+    with pytest.raises(InvalidParameterError) as info:
+        coords.parse_crs(text)
+    assert str(info.value) == message
+
+
+@pytest.mark.parametrize("system", ["wgs84", "gcj02", "bd09", "EPSG:4547"])
+def test_to_and_from_wgs84_are_inverses_and_copy(system):
+    lng, lat = np.array([114.05, 113.93]), np.array([22.54, 22.52])
+    x, y = coords.from_wgs84(lng, lat, system)
+    back = coords.to_wgs84(x, y, system)
+    assert np.abs(back[0] - lng).max() < 1e-8 and np.abs(back[1] - lat).max() < 1e-8
+    assert x is not lng and back[0] is not x  # never the caller's array

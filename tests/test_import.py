@@ -16,7 +16,7 @@ from click.testing import CliRunner
 from api.cli import main
 from geo.events import import_events
 from geo.importing import ImportFileError
-from geo.store import Store, writing
+from geo.store import Store
 from grids.areas import import_areas, import_grids
 from sites.frame import import_sites
 from sites.inspections import import_inspections
@@ -209,28 +209,6 @@ def test_nyc_zip_polygons_in_us_feet(tmp_path, shared):
 
 
 # --- generated bad input ----------------------------------------------------------------------------------
-
-
-@pytest.fixture()
-def small_city(tmp_path):
-    """A tiny city: one district, one street, one community, four 1 km grids near Changsha."""
-    db = tmp_path / "city.duckdb"
-    x0, y0, d = 112.90, 28.20, 0.01
-    cells = [shapely.box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d) for i in range(2) for j in range(2)]
-    whole = shapely.box(x0, y0, x0 + 2 * d, y0 + 2 * d)
-    for level, code, parent in (("district", "430102", None), ("street", "430102001", "430102"),
-                                ("community", "430102001001", "430102001")):
-        f = tmp_path / f"{level}.geojson"
-        gpd.GeoDataFrame({"code": [code], "name": [f"测试{level}"], "parent": [parent]}, geometry=[whole],
-                         crs=4326).to_file(f)
-        import_areas(f, db=db, level=level, progress=False)
-    f = tmp_path / "grids.geojson"
-    gpd.GeoDataFrame({"code": [f"430102001001{k:03d}" for k in range(1, 5)], "name": [f"第{k}网格" for k in range(1, 5)],
-                      "网格长": ["张三", "李四", "王五", "赵六"], "户数": ["300", "420", "250", "510"]},
-                     geometry=cells, crs=4326).to_file(f)
-    rep = import_grids(f, db=db, mapping={"leader": "网格长"}, progress=False)
-    assert rep.loaded == 4
-    return db
 
 
 def test_grid_hierarchy_and_leaders(small_city):

@@ -5,37 +5,15 @@ from __future__ import annotations
 import hashlib
 import json
 
-import geopandas as gpd
 import pandas as pd
 import pytest
-import shapely
 from click.testing import CliRunner
 
 from api.cli import main
 from geo.events import import_events
 from geo.store import Store
-from grids.areas import import_areas, import_grids
 from sites import cases as cs
 from sites.kpis import kpi_table
-
-
-@pytest.fixture()
-def city(tmp_path):
-    """One district, street and community, four 1 km grids near Changsha (as in test_import's small city)."""
-    db = tmp_path / "city.duckdb"
-    x0, y0, d = 112.90, 28.20, 0.01
-    whole = shapely.box(x0, y0, x0 + 2 * d, y0 + 2 * d)
-    for level, code, parent in (("district", "430102", None), ("street", "430102001", "430102"),
-                                ("community", "430102001001", "430102001")):
-        f = tmp_path / f"{level}.geojson"
-        gpd.GeoDataFrame({"code": [code], "name": [f"测试{level}"], "parent": [parent]}, geometry=[whole],
-                         crs=4326).to_file(f)
-        import_areas(f, db=db, level=level, progress=False)
-    cells = [shapely.box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d) for i in range(2) for j in range(2)]
-    f = tmp_path / "grids.geojson"
-    gpd.GeoDataFrame({"code": [f"430102001001{k:03d}" for k in range(1, 5)]}, geometry=cells, crs=4326).to_file(f)
-    import_grids(f, db=db, progress=False)
-    return db
 
 
 def _digest(path) -> str:
@@ -56,16 +34,16 @@ EVENTS = pd.DataFrame({
 DEADLINES = ["2024-03-11 15:00", "2024-02-18 10:00", "2024-09-14 13:00", "2024-03-11 16:00", None]
 
 
-def _import(city, tmp_path, frame, name="e.csv", **kw):
+def _import(small_city, tmp_path, frame, name="e.csv", **kw):
     f = tmp_path / name
     frame.to_csv(f, index=False)
-    return import_events(f, db=city, mapping={"id": "单号", "time": "时间", "status": "状态"}, progress=False, **kw)
+    return import_events(f, db=small_city, mapping={"id": "单号", "time": "时间", "status": "状态"}, progress=False, **kw)
 
 
-def test_imported_events_become_cases_with_deadlines_units_and_audit(city, tmp_path):
-    rep = _import(city, tmp_path, EVENTS)
+def test_imported_events_become_cases_with_deadlines_units_and_audit(small_city, tmp_path):
+    rep = _import(small_city, tmp_path, EVENTS)
     assert rep.loaded == 5 and rep.cases_created == 5 and rep.rebounds_linked == 0
-    store = Store(city)
+    store = Store(small_city)
     ev = store.sql("SELECT event_id, external_id, status, closed_at, deadline FROM events ORDER BY external_id")
     got = store.sql("SELECT * FROM cases ORDER BY case_id")
     assert got["case_id"].tolist() == got["event_id"].tolist() == sorted(ev["event_id"].tolist())
@@ -91,8 +69,8 @@ def test_imported_events_become_cases_with_deadlines_units_and_audit(city, tmp_p
     assert (row["found"], row["due"], row["open"], row["overdue"]) == (2, 2, 1, 1)
 
 
-def test_rebounds_of_imported_cases_are_linked(city, tmp_path):
-    _import(city, tmp_path, EVENTS)
+def test_rebounds_of_imported_cases_are_linked(small_city, tmp_path):
+    _import(small_city, tmp_path, EVENTS)
     later = pd.DataFrame({
         "单号": ["B1", "B2", "B3"],
         # B1: same type 20 m from the closed A1, 10 days later -> rebound; B2: another type; B3: 40 days later
@@ -100,58 +78,58 @@ def test_rebounds_of_imported_cases_are_linked(city, tmp_path):
         "经度": ["112.9051", "112.9051", "112.9050"], "纬度": ["28.2051", "28.2051", "28.2050"],
         "问题类型": ["暴露垃圾", "占道经营", "暴露垃圾"], "状态": ["处理中"] * 3,
     })
-    rep = _import(city, tmp_path, later, name="later.csv")
+    rep = _import(small_city, tmp_path, later, name="later.csv")
     assert rep.cases_created == 3 and rep.rebounds_linked == 1
-    store = Store(city)
+    store = Store(small_city)
     ids = store.sql("SELECT external_id, event_id FROM events").set_index("external_id")["event_id"]
     reb = store.sql("SELECT case_id, rebound_of FROM cases").set_index("case_id")["rebound_of"]
     assert reb[ids["B1"]] == ids["A1"]
     assert pd.isna(reb[ids["B2"]]) and pd.isna(reb[ids["B3"]])
     assert store.sql("SELECT rebound_of FROM events WHERE external_id = 'B1'")["rebound_of"].iloc[0] == ids["A1"]
     # a repeated import adds nothing
-    again = _import(city, tmp_path, later, name="later.csv")
+    again = _import(small_city, tmp_path, later, name="later.csv")
     assert (again.loaded, again.cases_created, again.rebounds_linked) == (0, 0, 0)
     assert len(store.sql("SELECT * FROM cases")) == 8
 
 
-def test_a_failing_case_backfill_leaves_the_database_unchanged(city, tmp_path, monkeypatch):
-    before = _digest(city)
+def test_a_failing_case_backfill_leaves_the_database_unchanged(small_city, tmp_path, monkeypatch):
+    before = _digest(small_city)
 
     def broken(con, *, actor="import"):
         raise RuntimeError("backfill failed")
 
     monkeypatch.setattr(cs, "backfill", broken)
     with pytest.raises(RuntimeError, match="backfill failed"):
-        _import(city, tmp_path, EVENTS)
-    assert _digest(city) == before
-    assert Store(city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 0
+        _import(small_city, tmp_path, EVENTS)
+    assert _digest(small_city) == before
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 0
 
 
-def test_cases_false_and_older_events_are_backfilled_later(city, tmp_path):
-    rep = _import(city, tmp_path, EVENTS.iloc[:2], cases=False)
+def test_cases_false_and_older_events_are_backfilled_later(small_city, tmp_path):
+    rep = _import(small_city, tmp_path, EVENTS.iloc[:2], cases=False)
     assert rep.loaded == 2 and rep.cases_created is None
-    assert Store(city).sql("SELECT count(*) AS n FROM cases")["n"].iloc[0] == 0
+    assert Store(small_city).sql("SELECT count(*) AS n FROM cases")["n"].iloc[0] == 0
     # the next import also gives the earlier events without a case their case
-    rep = _import(city, tmp_path, EVENTS.iloc[2:], name="rest.csv")
+    rep = _import(small_city, tmp_path, EVENTS.iloc[2:], name="rest.csv")
     assert rep.loaded == 3 and rep.cases_created == 5
 
 
-def test_cli_import_prints_and_reports_the_cases(city, tmp_path):
+def test_cli_import_prints_and_reports_the_cases(small_city, tmp_path):
     f = tmp_path / "e.csv"
     EVENTS.to_csv(f, index=False)
     out = tmp_path / "report.json"
-    res = CliRunner().invoke(main, ["import", "events", str(f), "--db", str(city), "--id", "单号", "--time", "时间",
+    res = CliRunner().invoke(main, ["import", "events", str(f), "--db", str(small_city), "--id", "单号", "--time", "时间",
                                     "--map", "status=状态", "--source", "inspection", "--report", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     assert "cases created" in res.output
     data = json.loads(out.read_text(encoding="utf-8"))
     assert data["cases_created"] == 5 and data["rebounds_linked"] == 0
-    assert Store(city).sql("SELECT DISTINCT source FROM cases")["source"].tolist() == ["inspection"]
-    imports = Store(city).sql("SELECT report_json FROM imports WHERE layer = 'events'")
+    assert Store(small_city).sql("SELECT DISTINCT source FROM cases")["source"].tolist() == ["inspection"]
+    imports = Store(small_city).sql("SELECT report_json FROM imports WHERE layer = 'events'")
     assert json.loads(imports["report_json"].iloc[0])["cases_created"] == 5
 
 
-def test_rectified_and_closed_times_give_the_cases_their_lifecycle(city, tmp_path):
+def test_rectified_and_closed_times_give_the_cases_their_lifecycle(small_city, tmp_path):
     """办结时间 / 整改时间 columns: closed and rectified cases with those times; bad or inverted times are rejected
     with row and field, and the rest load."""
     frame = pd.DataFrame({
@@ -165,13 +143,13 @@ def test_rectified_and_closed_times_give_the_cases_their_lifecycle(city, tmp_pat
     })
     f = tmp_path / "closed.csv"
     frame.to_csv(f, index=False)
-    report = import_events(f, db=city, mapping={"id": "单号", "time": "时间"}, progress=False)
+    report = import_events(f, db=small_city, mapping={"id": "单号", "time": "时间"}, progress=False)
     assert report.rows_read == 6 and report.loaded == 3 and report.rejected == 3
     rejects = {r["row"]: (r["field"], r["reason"]) for r in report.rejects}
     assert rejects[5][0] == "rectified" and "before the event's time" in rejects[5][1]
     assert rejects[6] == ("closed", "unparseable time 'not a time'")
     assert rejects[7][0] == "closed" and "before the rectified time" in rejects[7][1]
-    store = Store(city)
+    store = Store(small_city)
     got = store.sql("""SELECT e.external_id, e.status, c.state, c.rectified_at, c.closed_at
                        FROM events e JOIN cases c USING (event_id) ORDER BY 1""").set_index("external_id")
     assert got.loc["B1", "state"] == "closed" and got.loc["B1", "status"] == "closed"

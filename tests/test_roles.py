@@ -197,6 +197,9 @@ def test_admin_user_token_and_import(env):
     assert Store(path).sql("SELECT count(*) AS n FROM cases")["n"].iloc[0] == n_cases + 1
     r = client.post("/api/imports/roads", files={"file": ("z.csv", b"a\n1\n", "text/csv")}, headers=h)
     assert r.status_code == 404
+    # a bad file's message names the file as uploaded (its folder part dropped), not a temporary name
+    r = client.post("/api/imports/events", files={"file": ("../../投诉 6月.csv", b"", "text/csv")}, headers=h)
+    assert r.status_code == 422 and "投诉 6月.csv" in r.json()["detail"] and "upload" not in r.json()["detail"]
     hol = client.get("/api/settings/holidays", headers=h).json()["holidays"]
     assert any(x["date"] == "2024-02-04" and x["kind"] == "workday" for x in hol)
 

@@ -151,9 +151,14 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
         msg = "areas imports need level: district, street or community"
         raise InvalidParameterError(msg)
     kwargs = {k: v for k, v in given.items() if v is not None}
-    suffix = "".join(Path(file.filename or "upload").suffixes[-2:]) or ".csv"
+    # saved under the uploaded file's own name (without any folder part), so that messages name it
+    name = Path((file.filename or "").replace("\\", "/")).name.strip()
+    if name in ("", ".", "..") or name.startswith("."):
+        name = "upload" + ("".join(Path(name).suffixes[-2:]) or ".csv")
+    elif not Path(name).suffix:
+        name += ".csv"
     with tempfile.TemporaryDirectory(prefix="civicgrid-upload-") as tmp:
-        path = Path(tmp) / ("upload" + suffix)
+        path = Path(tmp) / name
         with open(path, "wb") as out:
             while chunk := file.file.read(1 << 20):
                 out.write(chunk)
