@@ -6,7 +6,7 @@ VENV   ?= .venv
 DB     ?= demo.duckdb
 PY      = $(VENV)/bin/python
 
-.PHONY: setup demo test bench clean
+.PHONY: setup demo test lint bench clean
 
 setup: $(VENV)/.installed
 
@@ -28,6 +28,10 @@ demo: setup
 test: setup
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
+
+# ruff on the code, tests, benches and notebooks (rules in pyproject.toml, [tool.ruff])
+lint: setup
+	$(VENV)/bin/ruff check .
 
 bench: setup
 	$(PY) bench/import_bench.py

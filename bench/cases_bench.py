@@ -29,10 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.demo import build_demo  # noqa: E402
-from geo.store import Store, writing  # noqa: E402
-from sites import cases as cs  # noqa: E402
-from sites.kpis import kpi_table, site_flags  # noqa: E402
+from data.demo import build_demo
+from geo.store import Store, writing
+from sites import cases as cs
+from sites.kpis import kpi_table, site_flags
 
 
 def _median_ms(func, repeat: int) -> float:

@@ -157,7 +157,7 @@ def bare_load(csv_path: Path, db: Path) -> dict:
         "import json, time, os, resource; import duckdb; "
         f"db={str(db)!r}; [os.remove(p) for p in (db, db + '.wal') if os.path.exists(p)]; "
         "con=duckdb.connect(db); t=time.perf_counter(); "
-        f"con.execute(\"CREATE TABLE t AS SELECT * FROM read_csv('{str(csv_path)}')\"); con.execute('CHECKPOINT'); "
+        f"con.execute(\"CREATE TABLE t AS SELECT * FROM read_csv('{csv_path!s}')\"); con.execute('CHECKPOINT'); "
         "s=time.perf_counter()-t; n=con.execute('SELECT count(*) FROM t').fetchone()[0]; con.close(); os.remove(db); "
         "u=resource.getrusage(resource.RUSAGE_SELF); "
         "print(json.dumps({'seconds': s, 'n': n, 'cpu_s': u.ru_utime + u.ru_stime}))"
@@ -217,7 +217,8 @@ def main() -> None:
               f"[target ≤ {TARGET_RATIO_TO_H3:.0f}×: {'ok' if ok[1] else 'MISSED'}]")
         print(f"  floor: DuckDB's own load of the same CSV into a table, no processing at all: {bare['seconds']:.2f} s "
               f"= {bare['n'] / bare['seconds'] / 1e6:.2f} M rows/s (CPU {bare['cpu_s']:.1f} s) = "
-              f"{bare['seconds'] / h3['seconds']:.2f}× raw H3; import / this floor = {imp['seconds'] / bare['seconds']:.2f}×")
+              f"{bare['seconds'] / h3['seconds']:.2f}× raw H3; "
+              f"import / this floor = {imp['seconds'] / bare['seconds']:.2f}×")
         print(f"  peak RSS of the import process: {imp['rss_gb']:.2f} GB [target ≤ {TARGET_PEAK_GB:.0f}: "
               f"{'ok' if ok[2] else 'MISSED'}]; loaded {imp['loaded']:,}, rejected {imp['rejected']:,}, "
               f"outside grids {imp['outside_grids']:,}")

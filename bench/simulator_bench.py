@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sites.simulator import assessment_sizes, exact_assessment, fix_first, simulate_visits  # noqa: E402
+from sites.simulator import assessment_sizes, exact_assessment, fix_first, simulate_visits
 
 #: Active sites per category in the demo city (seed 7), codes 01..38.
 DEMO_SIZES = [17, 5, 80, 30, 250, 20, 25, 4, 100, 10, 14, 5, 58, 282, 37, 20, 15, 10, 9, 12, 4, 5, 13, 60, 60,
@@ -80,7 +80,8 @@ def main() -> None:
         print(f"  simulate_visits (numpy)       {t_np * 1000:9.1f} ms   overall mean {mean_np:.4f}")
         print(f"  plain Python loop (reference) {t_py * 1000:9.1f} ms   overall mean {mean_py:.4f}   "
               f"ratio {t_py / t_np:.1f}x")
-        print(f"  exact_assessment              {t_exact * 1000:9.1f} ms   overall mean {exact['overall']['expected']:.4f}"
+        print(f"  exact_assessment              {t_exact * 1000:9.1f} ms   "
+              f"overall mean {exact['overall']['expected']:.4f}"
               f"   P(<90%) {exact['overall']['p_below']:.4f}")
         print(f"  fix_first (20 sites)          {t_fix * 1000:9.1f} ms")
     if args.db:

@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import time as _time
 from datetime import datetime
-from pathlib import Path
+from itertools import pairwise
 
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import shapely
 from shapely import ops
@@ -162,21 +161,26 @@ COMPLAINT_TYPE_FACTOR = {"0501": 0.05, "0502": 0.1, "0406": 0.3, "0304": 0.2, "0
 INSPECTION_TYPE_FACTOR = {"0501": 2.0, "0502": 2.0, "0406": 1.5, "0701": 0.5, "0802": 1.5, "0304": 1.2}
 #: Short descriptions per problem type (the place name comes first).
 PHRASES = {
-    "0101": ["暴露垃圾", "垃圾乱扔无人清理", "门口垃圾暴露"], "0102": ["积存垃圾渣土", "建筑垃圾长期堆积", "渣土堆积未清运"],
-    "0103": ["路面不洁", "道路油污未清扫", "路面泥泞不洁"], "0104": ["垃圾桶满溢", "垃圾桶满溢未及时清运", "垃圾箱外溢"],
+    "0101": ["暴露垃圾", "垃圾乱扔无人清理", "门口垃圾暴露"],
+    "0102": ["积存垃圾渣土", "建筑垃圾长期堆积", "渣土堆积未清运"],
+    "0103": ["路面不洁", "道路油污未清扫", "路面泥泞不洁"],
+    "0104": ["垃圾桶满溢", "垃圾桶满溢未及时清运", "垃圾箱外溢"],
     "0105": ["公厕卫生差", "公厕异味严重", "公厕无人保洁"], "0106": ["狗粪未清理", "动物粪便污染路面", "宠物粪便较多"],
     "0201": ["占道经营", "门口占道经营", "商户占道摆卖"], "0202": ["店外经营", "出店经营", "商户店外摆放"],
     "0203": ["流动摊贩", "流动摊点聚集", "游商占道"], "0204": ["乱堆物堆料", "杂物乱堆", "建材乱堆放"],
     "0205": ["沿街晾晒", "衣物沿街晾挂", "占道晾晒"], "0206": ["违规招牌广告", "招牌破损", "违规设置广告牌"],
     "0207": ["小广告", "乱贴小广告", "牛皮癣广告"], "0208": ["乱涂乱画", "墙面涂鸦", "乱涂写电话号码"],
     "0209": ["私搭乱建", "违章搭建", "私自搭建棚子"], "0301": ["机动车乱停放", "车辆占道停放", "违停严重"],
-    "0302": ["共享单车乱停放", "非机动车乱停", "单车堆积"], "0303": ["占用消防通道", "消防通道被堵", "车辆堵塞消防通道"],
-    "0304": ["行人闯红灯", "行人不走斑马线", "闯红灯现象多"], "0305": ["车辆不礼让行人", "斑马线不礼让", "机动车不礼让"],
+    "0302": ["共享单车乱停放", "非机动车乱停", "单车堆积"],
+    "0303": ["占用消防通道", "消防通道被堵", "车辆堵塞消防通道"],
+    "0304": ["行人闯红灯", "行人不走斑马线", "闯红灯现象多"],
+    "0305": ["车辆不礼让行人", "斑马线不礼让", "机动车不礼让"],
     "0401": ["道路破损", "路面坑洼", "路面塌陷"], "0402": ["人行道破损", "人行道砖松动", "人行道塌陷"],
     "0403": ["井盖缺失", "井盖破损", "井盖松动异响"], "0404": ["公共设施破损", "护栏损坏", "座椅破损"],
     "0405": ["路灯不亮", "路灯损坏", "一排路灯不亮"], "0406": ["无障碍通道缺失", "盲道被占", "无障碍设施损坏"],
     "0407": ["架空线缆乱拉", "飞线充电", "线缆杂乱下垂"], "0408": ["建筑外立面破损", "外墙脱落", "外立面破旧"],
-    "0501": ["公益广告缺失", "未设置公益广告", "公益宣传不足"], "0502": ["宣传品破旧", "公益广告褪色破损", "宣传栏污损"],
+    "0501": ["公益广告缺失", "未设置公益广告", "公益宣传不足"],
+    "0502": ["宣传品破旧", "公益广告褪色破损", "宣传栏污损"],
     "0601": ["工地扬尘", "施工扬尘严重", "工地未洒水降尘"], "0602": ["施工占道", "施工占用人行道", "施工围挡占道"],
     "0603": ["围挡破损", "围挡倒塌", "围挡破旧"], "0604": ["渣土遗撒", "渣土车撒漏", "夜间渣土遗撒"],
     "0701": ["不文明养犬", "遛狗不牵绳", "犬只扰民"], "0702": ["随地吐痰", "随地吐痰现象", "乱吐乱扔"],
@@ -389,9 +393,9 @@ def _roads(rng, boundary):
         if g is not None:
             roads.append({"name": arterial_names.pop(), "kind": "arterial", "geom": g, "axis": "diag", "index": -1})
     # Secondary roads: two between neighbouring arterials, each spanning part of the city.
-    for axis, pos, half, other in (("ns", xs, b, a), ("ew", ys, a, b)):
+    for axis, pos, half, _other in (("ns", xs, b, a), ("ew", ys, a, b)):
         edges = np.concatenate([[pos[0] - 1900], pos, [pos[-1] + 1900]])
-        for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        for lo, hi in pairwise(edges):
             for f in (1 / 3, 2 / 3):
                 c = lo + f * (hi - lo) + rng.normal(0, 60)
                 t0, t1 = sorted(rng.uniform(-1.2, 1.2, 2))
@@ -493,12 +497,15 @@ def _order(labels, cen, parent=None):
 
 _BANKS = ["中国工商银行", "中国农业银行", "中国银行", "中国建设银行", "交通银行", "招商银行", "中国邮政储蓄银行",
           "兴业银行", "浦发银行", "示范农商银行", "华融湘江银行", "中信银行"]
-_COUNTERS = ["中国移动营业厅", "中国电信营业厅", "中国联通营业厅", "国网供电营业厅", "自来水公司营业厅", "税务局办税服务厅",
-             "燃气公司营业厅", "社保服务大厅"]
-_HOTELS = ["如家酒店", "汉庭酒店", "锦江之星", "7天连锁酒店", "维也纳酒店", "全季酒店", "华天大酒店", "亚朵酒店", "城市便捷酒店"]
+_COUNTERS = ["中国移动营业厅", "中国电信营业厅", "中国联通营业厅", "国网供电营业厅", "自来水公司营业厅",
+             "税务局办税服务厅", "燃气公司营业厅", "社保服务大厅"]
+_HOTELS = ["如家酒店", "汉庭酒店", "锦江之星", "7天连锁酒店", "维也纳酒店", "全季酒店", "华天大酒店", "亚朵酒店",
+           "城市便捷酒店"]
 _EATERIES = ["老长沙", "湘味", "刘记", "张记", "李家", "徐记", "周记", "王记", "杨裕兴", "费大厨", "陈记", "胡师傅"]
-_DISHES = ["米粉店", "臭豆腐", "湘菜馆", "面馆", "烧烤", "小炒", "粥铺", "饺子馆", "火锅店", "蒸菜馆", "口味虾", "茶餐厅"]
-_MALLS = ["步步高超市", "沃尔玛", "永辉超市", "家乐福", "华润万家", "王府井百货", "平和堂", "万达广场", "友阿商场", "盒马鲜生"]
+_DISHES = ["米粉店", "臭豆腐", "湘菜馆", "面馆", "烧烤", "小炒", "粥铺", "饺子馆", "火锅店", "蒸菜馆", "口味虾",
+           "茶餐厅"]
+_MALLS = ["步步高超市", "沃尔玛", "永辉超市", "家乐福", "华润万家", "王府井百货", "平和堂", "万达广场", "友阿商场",
+          "盒马鲜生"]
 _CINEMAS = ["万达影城", "CGV影城", "横店电影城", "金逸影城", "大地影院", "星美国际影城", "示范大剧院", "湘剧院"]
 _BOOKSHOPS = ["新华书店", "弘道书店", "述古书店", "西西弗书店", "止间书店", "袁家岭书城"]
 _TUTORS = ["新东方", "学而思", "卓越教育", "思维乐园", "小天才艺术培训", "博雅书法培训", "金话筒口才", "乐博机器人"]
@@ -670,7 +677,8 @@ def _build_frame(rng, boundary, roads, areas):
     for g in f.place_area(SITE_COUNTS["16"], lambda x, y: _rect(x, y, rng.uniform(60, 140), rng.uniform(50, 110),
                                                                 rng.normal(0, 0.15)), power=1.5):
         c = shapely.get_coordinates(g.centroid)[0]
-        f.add("16", f"{_stem(names[_nearest_road(f, c)])}{rng.choice(['农贸市场', '农贸市场', '农贸市场', '集贸市场'])}", g)
+        f.add("16", f"{_stem(names[_nearest_road(f, c)])}"
+                    f"{rng.choice(['农贸市场', '农贸市场', '农贸市场', '集贸市场'])}", g)
     comp_names = [f"{a}{b}" for a in _COMPOUND_A for b in _COMPOUND_B]
     comp_names = list(rng.permutation(comp_names))
     for g in f.place_area(SITE_COUNTS["36"], lambda x, y: _rect(x, y, rng.uniform(120, 360), rng.uniform(110, 300),
@@ -754,10 +762,13 @@ def _build_frame(rng, boundary, roads, areas):
     at_road("15", SITE_COUNTS["15"], lambda r: f"{rng.choice(_MALLS)}（{r}店）", power=2)
     hosp = iter(_HOSPITALS)
     dnames = [nm for nm, _ in areas["district"]]
-    at_road("17", SITE_COUNTS["17"], lambda r: next(hosp, None) or f"{rng.choice(dnames)}{rng.choice(['人民医院', '中医院', '社区卫生服务中心', '妇幼保健所'])}",
+    at_road("17", SITE_COUNTS["17"],
+            lambda r: next(hosp, None) or (f"{rng.choice(dnames)}"
+                                           f"{rng.choice(['人民医院', '中医院', '社区卫生服务中心', '妇幼保健所'])}"),
             setback=(40, 80), power=2)
     cult = iter(_CULTURE)
-    at_road("18", SITE_COUNTS["18"], lambda r: next(cult, None) or f"{rng.choice(dnames)}{rng.choice(['图书馆', '文化馆'])}",
+    at_road("18", SITE_COUNTS["18"],
+            lambda r: next(cult, None) or f"{rng.choice(dnames)}{rng.choice(['图书馆', '文化馆'])}",
             setback=(40, 80), power=2)
     at_road("19", SITE_COUNTS["19"], lambda r: f"{rng.choice(_CINEMAS)}（{r}店）", power=2)
     at_road("20", SITE_COUNTS["20"], lambda r: f"{rng.choice(_BOOKSHOPS)}（{r}店）", power=2)
@@ -803,7 +814,7 @@ def _bus_lines(rng, roads, n):
         for _s in range(rng.integers(4, 10)):
             moves = [(1, 0), (-1, 0), (0, 1), (0, -1)]
             if heading is not None and rng.random() < 0.6:
-                moves = [heading] + moves
+                moves = [heading, *moves]
             for mv in moves:
                 nxt = (cur[0] + mv[0], cur[1] + mv[1])
                 if nxt in node and nxt not in path:
@@ -815,7 +826,7 @@ def _bus_lines(rng, roads, n):
         if len(path) < 4:
             continue
         coords = []
-        for a, b in zip(path[:-1], path[1:], strict=True):
+        for a, b in pairwise(path):
             road = ns[a[0]] if a[0] == b[0] else ew[a[1]]
             pa_, pb = road.project(node[a]), road.project(node[b])
             seg = ops.substring(road, pa_, pb)
@@ -862,20 +873,22 @@ _COMPLAINT_SEASONS = [(0.35, 205, 1.15), (0.20, 200, 1.30), (0.05, 100, 1.10), (
 
 def _in_ranges(ranges, pad_before=0):
     m = np.zeros(N_DAYS, dtype=bool)
+    dates = _DATES
     for a, b in ranges:
-        m |= (_DATES >= np.datetime64(a) - pad_before) & (_DATES <= np.datetime64(b))
+        m |= (dates >= np.datetime64(a) - pad_before) & (dates <= np.datetime64(b))
     return m
 
 
 def _campaign_ramp():
     """0 outside, rising linearly to 1 over the 4 weeks before each mock assessment, 1 during it."""
     r = np.zeros(N_DAYS)
+    dates = _DATES
     for a, b in ASSESSMENTS:
         a, b = np.datetime64(a), np.datetime64(b)
-        d = (_DATES - (a - 28)).astype(int)
-        up = (d >= 0) & (_DATES < a)
+        d = (dates - (a - 28)).astype(int)
+        up = (d >= 0) & (dates < a)
         r[up] = np.maximum(r[up], (d[up] + 1) / 28)
-        r[(_DATES >= a) & (_DATES <= b)] = 1.0
+        r[(dates >= a) & (dates <= b)] = 1.0
     return r
 
 
@@ -901,7 +914,10 @@ def _daily_profiles():
     summer = np.isin((_DATES.astype("M8[M]").astype(int) % 12) + 1, [7, 8])
     insp = np.where(holiday, 0.02, np.where(weekend, 0.05, 1.0)) * (1 + 1.6 * ramp) * np.where(summer, 0.85, 1.0)
     insp_school = insp * np.where(vacation, 0.0, 1.0)
-    cum = lambda w: np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(w, axis=1)], axis=1)  # noqa: E731
+
+    def cum(w):
+        return np.concatenate([np.zeros((w.shape[0], 1)), np.cumsum(w, axis=1)], axis=1)
+
     return cum(comp), cum(np.vstack([insp, insp_school])), ramp
 
 
@@ -1385,7 +1401,7 @@ def _simulate(rng, n_events, city, sm, gm, types):
 
     # --- inspections and the hits they find ----------------------------------------------------
     hit_target = HIT_SHARE * n_events * 0.955
-    n_insp = int(round(hit_target / 0.8))
+    n_insp = round(hit_target / 0.8)
     school_site = cat == "25"
     mass = np.where(school_site, insp_cdf[1][b] - insp_cdf[1][a], insp_cdf[0][b] - insp_cdf[0][a])
     vis_w = np.array([SITE_VISIT_WEIGHT.get(c, 1.0) for c in cat]) * np.sqrt(het) * mass
@@ -1458,10 +1474,10 @@ def _simulate(rng, n_events, city, sm, gm, types):
 
     # --- complaints (12345) -----------------------------------------------------------------------
     n_comp = n_events - n_hits - n_reb
-    n_out = min(int(round(OUTSIDE_SHARE * n_events)), n_comp)
+    n_out = min(round(OUTSIDE_SHARE * n_events), n_comp)
     rest = n_comp - n_out
-    n_ep = [int(round(ep["share"] * rest)) for ep in sm["episodes"]]
-    n_bg = int(round(BACKGROUND_SHARE * rest))
+    n_ep = [round(ep["share"] * rest) for ep in sm["episodes"]]
+    n_bg = round(BACKGROUND_SHARE * rest)
     n_site = max(rest - sum(n_ep) - n_bg, 0)
     n_bg = rest - sum(n_ep) - n_site
     parts = []  # (t, typ, xy, place, street)
@@ -1627,7 +1643,8 @@ def _write_events(con, ev, import_id, bar):
         loc = location_arrays(locate_points(con, lng, lat))
         site, insp, reb = ev["site"][sl], ev["insp"][sl], ev["rebound_of"][sl]
         table = pa.table({
-            "event_id": np.arange(lo + 1, hi + 1, dtype=np.int64), "src": ev["src"][sl], "typ": ev["typ"][sl], "t": _ts(ev["t"][sl]),
+            "event_id": np.arange(lo + 1, hi + 1, dtype=np.int64), "src": ev["src"][sl], "typ": ev["typ"][sl],
+            "t": _ts(ev["t"][sl]),
             "open": ev["open"][sl],
             "site_id": pa.array(site + 1, pa.int64(), mask=site < 0),
             "inspection_id": pa.array(insp, pa.int64(), mask=insp < 0),

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from concurrent.futures import ThreadPoolExecutor
+from itertools import pairwise
 
 import numpy as np
 from h3ronpy import vector as _h3v
@@ -56,7 +57,7 @@ def _index(lat: np.ndarray, lng: np.ndarray, res: int) -> np.ndarray:
     bounds = np.linspace(0, n, workers + 1).astype(int)
     with ThreadPoolExecutor(workers) as pool:
         parts = pool.map(lambda ab: np.asarray(_h3v.coordinates_to_cells(lat[ab[0]:ab[1]], lng[ab[0]:ab[1]], res),
-                                               dtype="uint64"), zip(bounds[:-1], bounds[1:], strict=True))
+                                               dtype="uint64"), pairwise(bounds))
         return np.concatenate(list(parts))
 
 

@@ -111,7 +111,8 @@ class ImportReport:
         if self.layer in {"events", "sites", "inspections"}:
             lines.append(f"  outside grids  {self.outside_grids:>10,}  (kept, marked with no grid)")
         if self.cases_created is not None:
-            lines.append(f"  cases created  {self.cases_created:>10,}  (rebounds linked: {self.rebounds_linked or 0:,})")
+            lines.append(f"  cases created  {self.cases_created:>10,}  "
+                         f"(rebounds linked: {self.rebounds_linked or 0:,})")
         if self.columns:
             lines.append("  columns used: " + ", ".join(f"{k}={v}" for k, v in self.columns.items()))
         for w in self.warnings:
@@ -214,7 +215,7 @@ def prefetch(items: Iterable[T]) -> Iterator[T]:
                 if not put((item, None)):
                     return
             put((end, None))
-        except BaseException as exc:  # noqa: BLE001 - handed to the caller, raised there
+        except BaseException as exc:  # handed to the caller, raised there
             put((end, exc))
 
     thread = threading.Thread(target=produce, name="civicgrid-read", daemon=True)
@@ -446,7 +447,8 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
             bad = np.isnan(values) & ~empty
             if bad.any():
                 reasons = np.full(n, None, dtype=object)
-                reasons[bad] = [f"non-numeric {label} {v!r}" for v in raw.take(pa.array(np.flatnonzero(bad))).to_pylist()]
+                bad_values = raw.take(pa.array(np.flatnonzero(bad))).to_pylist()
+                reasons[bad] = [f"non-numeric {label} {v!r}" for v in bad_values]
                 rej.add(bad, name, reasons)
         source = "columns"
     elif geoms is not None:

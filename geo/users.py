@@ -11,8 +11,7 @@ from zoneinfo import ZoneInfo
 
 import pandas as pd
 
-from geo.errors import AuthenticationError, ConflictError, InvalidParameterError, NotFoundError, \
-    PermissionDeniedError
+from geo.errors import AuthenticationError, ConflictError, InvalidParameterError, NotFoundError, PermissionDeniedError
 from geo.store import Store, writing
 
 #: Roles, weakest first: each role may do what the weaker ones may.

@@ -180,7 +180,8 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
                 parent[missing] = _parents_by_containment(con, geoms[missing], parent_level)
                 orphans = int((rej.ok & pd.isna(parent)).sum())
                 if orphans:
-                    report.warnings.append(f"{orphans} {level} areas lie in no loaded {parent_level}: parent left empty")
+                    report.warnings.append(f"{orphans} {level} areas lie in no loaded {parent_level}: "
+                                           "parent left empty")
         keys = np.array([f"{c}" for c in code], dtype=object)
         fresh, dup, merged = _dedupe_codes(con, "areas", keys, geoms, rej.ok, report, what="an area")
         new = np.flatnonzero(fresh)

@@ -17,6 +17,7 @@ from __future__ import annotations
 import base64
 import html
 import re
+from itertools import pairwise
 
 import folium
 import geopandas as gpd
@@ -151,5 +152,5 @@ def choropleth(m: folium.Map, gdf: gpd.GeoDataFrame, column: str, *, title: str,
                    style_function=lambda f: {"fillColor": f["properties"]["_fill"], "color": "#000", "weight": 0,
                                              "fillOpacity": opacity},
                    tooltip=folium.GeoJsonTooltip(tooltip)).add_to(m)
-    labels = [f"{a:g} – {b:g}" for a, b in zip(edges[:-1], edges[1:], strict=True)]
+    labels = [f"{a:g} – {b:g}" for a, b in pairwise(edges)]
     return legend(m, title, labels, palette)

@@ -32,7 +32,7 @@ def parse_results(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
     word = s.str.strip().str.lower().map(RESULT_WORDS)
     conforming = np.where(count.notna(), count == 0, word).astype(object)
     conforming[pd.isna(word).to_numpy() & count.isna().to_numpy()] = None
-    problems = count.where(count.notna(), np.where(word == True, 0, np.nan))
+    problems = count.where(count.notna(), np.where(word.eq(True), 0, np.nan))
     bad_count = count.notna() & ((count < 0) | (count != count.round()))
     unknown = (s.notna() & count.isna() & word.isna()) | bad_count
     return conforming, problems.to_numpy(dtype="float64"), unknown.to_numpy()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import warnings
 from dataclasses import dataclass, field
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -397,7 +398,7 @@ def _load_pbf(path: Path) -> RoadNetwork:
                                                  or hw in ("motorway",)))
         rev = ow in ONEWAY_REVERSE
         refs = [node(r) for r in obj.nodes]
-        for a, b in zip(refs[:-1], refs[1:]):
+        for a, b in pairwise(refs):
             if a is None or b is None or a == b:
                 continue
             if rev:

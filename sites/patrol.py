@@ -8,6 +8,7 @@ import warnings
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
+from itertools import pairwise
 
 import numpy as np
 import pandas as pd
@@ -403,8 +404,8 @@ def _solo_fit(j: int, cand: pd.DataFrame, insp: list[Inspector], mats: dict[str,
                 arr_en, arr_zh = _when(round(arrival), insp)
                 why = (f"cannot fit: its time window closes at {close_en} but the nearest inspector "
                        f"{ins.name} ({ins.mode}) needs {go:.0f} min travel and arrives at {arr_en} at the earliest")
-                zh = (f"无法安排：时间窗 {close_zh} 关闭，最近的巡查员 {ins.name}（{_MODE_ZH.get(ins.mode, ins.mode)}）路程 {go:.0f} 分钟，"
-                      f"最早 {arr_zh} 到达")
+                zh = (f"无法安排：时间窗 {close_zh} 关闭，最近的巡查员 {ins.name}（{_MODE_ZH.get(ins.mode, ins.mode)}）"
+                      f"路程 {go:.0f} 分钟，最早 {arr_zh} 到达")
             else:
                 waits = begin > arrival + TOLERANCE_MIN
                 open_en, open_zh = _when(tws, insp)
@@ -413,7 +414,8 @@ def _solo_fit(j: int, cand: pd.DataFrame, insp: list[Inspector], mats: dict[str,
                        + (f" (after waiting until its window opens at {open_en})" if waits else "")
                        + f", shift is {shift_en}")
                 zh = (f"无法安排：最近的巡查员 {ins.name}（{_MODE_ZH.get(ins.mode, ins.mode)}）需路程 {go:.0f} 分钟 + "
-                      f"检查 {serv:.0f} 分钟 + 返回 {back:.0f} 分钟" + (f"（需等到 {open_zh} 时间窗开始）" if waits else "")
+                      f"检查 {serv:.0f} 分钟 + 返回 {back:.0f} 分钟"
+                      + (f"（需等到 {open_zh} 时间窗开始）" if waits else "")
                       + f"，班次为 {shift_zh}")
             best = (key, (why, zh))
     return False, best[1]
@@ -461,7 +463,7 @@ def _greedy(mod: _Model) -> list[list[int]]:
             base = times(k, routes[k])
             for i in left:
                 for pos in range(len(routes[k]) + 1):
-                    seq = routes[k][:pos] + [i] + routes[k][pos:]
+                    seq = [*routes[k][:pos], i, *routes[k][pos:]]
                     t = times(k, seq)
                     if t is not None:
                         ratio = value[i] / max(t - base, 1)
@@ -484,14 +486,14 @@ def _dropped_reason(j: int, routes: list[Route], cand: pd.DataFrame, insp: list[
     for k, (ins, r) in enumerate(zip(insp, routes, strict=True)):
         mat = mats[ins.mode]
         seq = [2 * k] + [m2 + sid_pos[s.site_id] for s in r.stops] + [2 * k + 1]
-        extra = min(mat[a, m2 + j] + serv + mat[m2 + j, b] - mat[a, b] for a, b in zip(seq[:-1], seq[1:]))
+        extra = min(mat[a, m2 + j] + serv + mat[m2 + j, b] - mat[a, b] for a, b in pairwise(seq))
         left = ins.shift_minutes - (r.end_min if r.stops else 0.0)
         if best is None or extra - left < best[0]:
             best = (extra - left, f"does not fit together with the other must-visit sites: the cheapest insertion "
                                   f"(into {ins.name}'s route) needs {extra:.0f} min more travel + service, the "
                                   f"route has {left:.0f} min of shift left",
-                                  f"与其他必查点位无法同时安排：插入 {ins.name} 的路线最少需多用 {extra:.0f} 分钟（路程 + 检查），"
-                                  f"该路线班次只剩 {left:.0f} 分钟")
+                                  f"与其他必查点位无法同时安排：插入 {ins.name} 的路线最少需多用 {extra:.0f} 分钟"
+                                  f"（路程 + 检查），该路线班次只剩 {left:.0f} 分钟")
     return best[1], best[2]
 
 
@@ -1229,7 +1231,8 @@ def patrol_candidates(store, *, date, area: str | None = None, coverage_days: in
             tz, te = row.type_zh or row.problem_type or "", row.type_en or row.problem_type or ""
             if row.kind == "overdue":
                 d = pd.Timestamp(row.deadline).strftime("%Y-%m-%d %H:%M")
-                df.at[i, "reasons"].append({"kind": "overdue", "zh": f"超期未整改：问题 #{row.event_id}（{tz}）期限 {d}",
+                df.at[i, "reasons"].append({"kind": "overdue",
+                                            "zh": f"超期未整改：问题 #{row.event_id}（{tz}）期限 {d}",
                                             "en": f"overdue: problem #{row.event_id} ({te}) due {d}"})
             else:
                 d = pd.Timestamp(row.closed_at).strftime("%Y-%m-%d")
@@ -1249,7 +1252,8 @@ def patrol_candidates(store, *, date, area: str | None = None, coverage_days: in
             zh = "从未巡查" if np.isinf(d) else f"已 {d:.0f} 天未巡查"
             en = "never inspected" if np.isinf(d) else f"last inspected {d:.0f} days ago"
             df.at[i, "reasons"].append({"kind": "coverage",
-                                        "zh": f"网格覆盖：网格 {df.at[i, 'grid_code']} {zh}（规则：不超过 {coverage_days} 天）",
+                                        "zh": f"网格覆盖：网格 {df.at[i, 'grid_code']} {zh}"
+                                              f"（规则：不超过 {coverage_days} 天）",
                                         "en": f"coverage: grid {df.at[i, 'grid_code']} {en} (rule: at most "
                                               f"{coverage_days} days)"})
     if len(exclude):
@@ -1317,7 +1321,7 @@ def parse_inspectors(inspectors: Sequence[Mapping | Inspector], *, date, crs: st
             raise InvalidParameterError(msg)
         pts.setdefault("end", pts["start"])
         for end, (x, y) in pts.items():
-            if not (-180 <= x <= 180 and -90 <= y <= 90) or abs(y) > abs(x) > 0 and abs(x) <= 90 < abs(y):
+            if not (-180 <= x <= 180 and -90 <= y <= 90) or (abs(y) > abs(x) > 0 and abs(x) <= 90 < abs(y)):
                 msg = f"{where}: {end} ({x}, {y}) is not a lng, lat pair"
                 raise InvalidParameterError(msg)
         if crs and crs.lower() not in ("wgs84", "epsg:4326", "4326"):

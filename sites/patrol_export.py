@@ -30,7 +30,8 @@ ROUTE_COLORS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628"
 
 #: Column labels of the stop lists, Chinese and English.
 LABELS = {
-    "zh": {"grids": "微网格", "grid_name": "网格名称", "seq": "序号", "arrival": "到达", "start_time": "开始", "departure": "离开", "name": "点位",
+    "zh": {"grids": "微网格", "grid_name": "网格名称", "seq": "序号", "arrival": "到达", "start_time": "开始",
+           "departure": "离开", "name": "点位",
            "category": "类别", "address": "地址", "grid_code": "网格", "risk": "风险", "must_visit": "必查",
            "travel_min": "路程(分)", "wait_min": "等候(分)", "service_min": "检查(分)", "reason": "选择原因",
            "site_id": "点位编号", "lng": "经度", "lat": "纬度", "title": "巡查路线", "inspector": "巡查员",
@@ -39,7 +40,8 @@ LABELS = {
            "source": "路程依据", "solver": "求解器", "summary": "汇总", "date": "日期", "yes": "是", "no": "",
            "start": "出发", "end": "终点", "min": "分钟", "walk": "步行", "bike": "骑行", "car": "驾车",
            "notes": "说明", "plan": "方案"},
-    "en": {"grids": "Micro-grids", "grid_name": "grid name", "seq": "#", "arrival": "arrival", "start_time": "start", "departure": "leave", "name": "site",
+    "en": {"grids": "Micro-grids", "grid_name": "grid name", "seq": "#", "arrival": "arrival", "start_time": "start",
+           "departure": "leave", "name": "site",
            "category": "category", "address": "address", "grid_code": "grid", "risk": "risk",
            "must_visit": "must", "travel_min": "travel (min)", "wait_min": "wait (min)",
            "service_min": "on site (min)", "reason": "why chosen", "site_id": "site id", "lng": "lng",

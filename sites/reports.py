@@ -255,8 +255,8 @@ def _parents(store: Store, lang: str) -> pd.DataFrame:
     """Per area or grid code: the names of its district, street and community."""
     areas = store.sql("SELECT code, name, name_en, level, parent_code FROM areas")
     label = areas["name_en"].fillna(areas["name"]) if lang == "en" else areas["name"]
-    name = dict(zip(areas["code"], label))
-    parent = dict(zip(areas["code"], areas["parent_code"]))
+    name = dict(zip(areas["code"], label, strict=True))
+    parent = dict(zip(areas["code"], areas["parent_code"], strict=True))
     grids = store.sql("SELECT code, community_code, street_code, district_code FROM grids")
     rows = []
     for a in areas.itertuples():
@@ -369,7 +369,7 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
         ws = wb.create_sheet(LEVEL_NAMES[lvl][0 if lang == "zh" else 1])
         lag = lagging_mask(df, kpi)
         cols = list(df.columns)
-        heads = _headers(df, lang) + [t["status"]]
+        heads = [*_headers(df, lang), t["status"]]
         ws.append(heads)
         for cell in ws[1]:
             cell.font = Font(bold=True)
@@ -412,7 +412,9 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
         ws.auto_filter.ref = f"A1:{get_column_letter(len(cols) + 1)}{max(last - 1, 1)}"
         ws.row_dimensions[1].height = 32
     info = wb.create_sheet(t["notes"])
-    rows = [(title, "")] + list(notes) + [
+    rows = [
+        (title, ""),
+        *notes,
         (t["kpi"], KPI_COLUMNS[kpi][0 if lang == "zh" else 1]),
         (t["rule"], t["rule_text"].format(share=LAG_SHARE)),
         (t["total"], t["totals_text"]),
@@ -458,7 +460,7 @@ def _colour(values: np.ndarray, kpi: str) -> list[str]:
     if kpi in LOWER_IS_BETTER:
         x = 1 - x
     idx = np.minimum((x * len(PALETTE)).astype(int), len(PALETTE) - 1)
-    return [PALETTE[i] if good else NO_DATA_COLOUR for i, good in zip(idx, ok)]
+    return [PALETTE[i] if good else NO_DATA_COLOUR for i, good in zip(idx, ok, strict=True)]
 
 
 def legend(kpi: str, values, lang: str = "zh") -> list[tuple[str, str]]:
@@ -507,7 +509,7 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
         den = _denominator(grid_table, kpi, num, candidates) or candidates[0]
         n = pd.to_numeric(table[num].reindex(gdf["code"]), errors="coerce").fillna(0).to_numpy()
         d = pd.to_numeric(table[den].reindex(gdf["code"]), errors="coerce").fillna(0).to_numpy()
-        gdf["basis"] = [f"{a:,.0f} / {b:,.0f}" for a, b in zip(n, d)]
+        gdf["basis"] = [f"{a:,.0f} / {b:,.0f}" for a, b in zip(n, d, strict=True)]
         fields.append("basis")
         heads.append(f"{KPI_COLUMNS[num][i]} / {KPI_COLUMNS[den][i]}")
     if kpi != "found":
@@ -551,7 +553,7 @@ def _street_outlines(store: Store, lang: str):
     gdf["geometry"] = gdf.geometry.simplify(5e-5)
     folium.GeoJson(gdf.__geo_interface__, style_function=lambda f: {"fill": False, "color": "#222222",
                                                                    "weight": 2.2, "opacity": 0.9}).add_to(group)
-    for name, point in zip(gdf["name"], gdf.geometry.representative_point()):
+    for name, point in zip(gdf["name"], gdf.geometry.representative_point(), strict=True):
         text = str(name).replace("&", "&amp;").replace("<", "&lt;")
         folium.Marker([point.y, point.x], icon=folium.DivIcon(
             html=f'<div style="transform: translate(-50%, -50%); white-space: nowrap; font-size: 12px; '
@@ -750,5 +752,17 @@ def _notes(first: date, stop: date, as_of, lang: str) -> list[tuple[str, str]]:
     return notes
 
 
-__all__ = ["LEVELS", "KPI_COLUMNS", "build_report", "grid_map", "lagging_mask", "parse_period", "report_tables",
-           "scorecard_html", "scorecard_page", "totals", "workbook_bytes", "write_workbook"]
+__all__ = [
+    "KPI_COLUMNS",
+    "LEVELS",
+    "build_report",
+    "grid_map",
+    "lagging_mask",
+    "parse_period",
+    "report_tables",
+    "scorecard_html",
+    "scorecard_page",
+    "totals",
+    "workbook_bytes",
+    "write_workbook",
+]

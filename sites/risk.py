@@ -516,7 +516,7 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         y = d.ins_y[rows]
         n_pos = int(y.sum())
         enough = len(rows) >= MIN_TRAIN and min(n_pos, len(rows) - n_pos) >= MIN_CLASS
-        base = {"detection": detection, "n_train": int(len(rows)), "n_positive": n_pos,
+        base = {"detection": detection, "n_train": len(rows), "n_positive": n_pos,
                 "as_of": moment.isoformat(sep=" "), "train_days": int(train_days)}
         if model == "default" or (model == "auto" and not enough):
             reason = ("asked for the default weights" if model == "default" else

@@ -95,7 +95,8 @@ def resolve_category(word: str, cats: pd.DataFrame) -> str:
         padded = text.zfill(2)
         if padded in set(cats["code"]):
             return padded
-    names = {**dict(zip(cats["name_zh"], cats["code"])), **dict(zip(cats["code"], cats["code"]))}
+    names = {**dict(zip(cats["name_zh"], cats["code"], strict=True)),
+             **dict(zip(cats["code"], cats["code"], strict=True))}
     close = difflib.get_close_matches(text, list(names), n=3, cutoff=0.3)
     hint = ", ".join(f"{c} ({names[c]})" for c in close) or ", ".join(cats["code"].head(5))
     msg = f"unknown site category {word!r}; closest: {hint}"
@@ -716,7 +717,7 @@ def assess(store: Store, *, as_of=None, runs: int = 10_000, k: Mapping[str, int]
     sizes = assessment_sizes(store, overrides=k)
     frame = site_probabilities(store, as_of=moment, method=method)
     cats = store.sql("SELECT code, name_zh, name_en FROM site_categories")
-    names = dict(zip(cats["code"], cats["name_en" if lang == "en" else "name_zh"]))
+    names = dict(zip(cats["code"], cats["name_en" if lang == "en" else "name_zh"], strict=True))
     result = simulate_assessment(frame, sizes, runs=runs, threshold=threshold, level=level, seed=seed,
                                  aggregate=aggregate, names=names)
     top = fix_first(frame, sizes, n=fix, aggregate=aggregate)
@@ -743,9 +744,7 @@ def _records(df: pd.DataFrame) -> list[dict]:
         for key, value in rec.items():
             if isinstance(value, np.generic):
                 value = value.item()
-            if isinstance(value, float) and not math.isfinite(value):
-                value = None
-            elif value is pd.NA or value is pd.NaT:
+            if (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA or value is pd.NaT:
                 value = None
             row[key] = value
         out.append(row)

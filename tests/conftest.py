@@ -105,7 +105,8 @@ def small_city(tmp_path) -> Path:
 
     db = tmp_path / "city.duckdb"
     x0, y0, d = 112.90, 28.20, 0.01
-    cells = [shapely.box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d) for i in range(2) for j in range(2)]
+    cells = [shapely.box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d)
+             for i in range(2) for j in range(2)]
     whole = shapely.box(x0, y0, x0 + 2 * d, y0 + 2 * d)
     for level, code, parent in (("district", "430102", None), ("street", "430102001", "430102"),
                                 ("community", "430102001001", "430102001")):
@@ -114,7 +115,8 @@ def small_city(tmp_path) -> Path:
                          crs=4326).to_file(f)
         import_areas(f, db=db, level=level, progress=False)
     f = tmp_path / "grids.geojson"
-    gpd.GeoDataFrame({"code": [f"430102001001{k:03d}" for k in range(1, 5)], "name": [f"第{k}网格" for k in range(1, 5)],
+    gpd.GeoDataFrame({"code": [f"430102001001{k:03d}" for k in range(1, 5)],
+                      "name": [f"第{k}网格" for k in range(1, 5)],
                       "网格长": ["张三", "李四", "王五", "赵六"], "户数": ["300", "420", "250", "510"]},
                      geometry=cells, crs=4326).to_file(f)
     rep = import_grids(f, db=db, mapping={"leader": "网格长"}, progress=False)

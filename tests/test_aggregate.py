@@ -164,7 +164,7 @@ def test_validation_errors_name_closest(store):
         EventFilter(source="hotline")
     with pytest.raises(InvalidParameterError, match="not a date"):
         EventFilter(start="yesterday-ish")
-    with pytest.raises(InvalidParameterError, match="5..12"):
+    with pytest.raises(InvalidParameterError, match=r"5\.\.12"):
         heatmap(store, res=13)
     with pytest.raises(InvalidParameterError, match="metric"):
         heatmap(store, metric="sum")

@@ -4,6 +4,7 @@ independent computations."""
 from __future__ import annotations
 
 import warnings
+from itertools import pairwise
 
 import h3
 import numpy as np
@@ -133,7 +134,7 @@ def test_clusters_endpoint(client):
     assert fc["n_clusters"] == len(fc["features"]) >= 2
     props = [f["properties"] for f in fc["features"]]
     assert [p["rank"] for p in props] == list(range(1, len(props) + 1))
-    assert all(p["events"] >= q["events"] for p, q in zip(props, props[1:], strict=False))
+    assert all(p["events"] >= q["events"] for p, q in pairwise(props))
     assert all(p["n_cells"] == len(p["cells"]) and p["n_sites"] == len(p["site_ids"]) for p in props)
     assert props[0]["top_type_names"][0].isascii()
     assert fc["features"][0]["geometry"]["type"] in ("Polygon", "MultiPolygon")

@@ -185,10 +185,10 @@ def test_hotspots_markets_schools_and_episodes(demo):
     minutes = school["time"].dt.hour * 60 + school["time"].dt.minute
     assert ((minutes >= 16 * 60) & (minutes < 17 * 60 + 45)).mean() > 0.6
     assert (school["time"].dt.day_of_week < 5).mean() > 0.95
-    assert ((school["time"].dt.month == 8)).mean() < 0.01  # summer vacation
+    assert (school["time"].dt.month == 8).mean() < 0.01  # summer vacation
     # The summer 2025 night market.
     night = ev[ev["text"].str.contains("夜市")]
-    share = [e[5] for e in EPISODES if e[0] == "night_market"][0]
+    share = next(e[5] for e in EPISODES if e[0] == "night_market")
     assert len(night) > 0.5 * share * N_EVENTS
     assert night["time"].between("2025-06-01", "2025-10-01").mean() > 0.95
     assert (night["time"].dt.hour >= 18).mean() > 0.7
@@ -344,8 +344,8 @@ def test_same_seed_same_city(tmp_path):
     build_demo(c, events=4_000, seed=4, progress=False)
     for x, y in zip(_tables(a), _tables(b), strict=True):
         pd.testing.assert_frame_equal(x, y)
-    ev_a, sites_a, grids_a, _ = _tables(a)
-    ev_c, sites_c, grids_c, _ = _tables(c)
+    ev_a, _, grids_a, _ = _tables(a)
+    ev_c, _, grids_c, _ = _tables(c)
     assert not ev_a[["time", "lng"]].equals(ev_c[["time", "lng"]])
     assert not grids_a["g"].equals(grids_c["g"])
     assert len(ev_a) == len(ev_c) == 4_000

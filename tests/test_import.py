@@ -269,7 +269,8 @@ def test_excel_with_merged_header_rows(small_city, tmp_path):
                                                                "phone": _col(f, "联系电话")})
     assert rep.loaded == 2, rep.summary()
     s = Store(small_city).sql("SELECT name, category_code, responsible_unit, phone FROM sites ORDER BY site_id")
-    assert s.values.tolist() == [["人民公园", "11", "园林局", "13800000000"], ["第一小学", "24", "教育局", "13900000000"]]
+    assert s.values.tolist() == [["人民公园", "11", "园林局", "13800000000"],
+                                 ["第一小学", "24", "教育局", "13900000000"]]
 
 
 def _col(path, contains):
@@ -283,7 +284,8 @@ def test_times_in_chinese_forms(small_city, tmp_path):
     pd.DataFrame({
         "编号": ["a", "b", "c", "d", "e"],
         "时间": ["2024年3月5日 14:30", "2024/3/5 14:30", "2024-03-05", "2024-03-05T06:30:00Z", "下周"],
-        "经度": ["112.905"] * 5, "纬度": ["28.205"] * 5, "问题类型": ["暴露垃圾", "0101", "环境卫生", "Hawkers", "0101"],
+        "经度": ["112.905"] * 5, "纬度": ["28.205"] * 5,
+        "问题类型": ["暴露垃圾", "0101", "环境卫生", "Hawkers", "0101"],
     }).to_csv(f, index=False)
     rep = import_events(f, db=small_city, progress=False)
     assert rep.loaded == 4 and rep.rejects == [{"row": 6, "field": "time", "reason": "unparseable time '下周'"}]
@@ -318,7 +320,7 @@ def test_wrong_extension_and_missing_column(small_city, tmp_path):
         import_events(f, db=small_city, progress=False)
     g = tmp_path / "events.csv"
     g.write_text("id,time,lat,lng\n1,2024-03-05,28.205,112.905\n")
-    with pytest.raises(ImportFileError, match="'when'.*not in the file"):
+    with pytest.raises(ImportFileError, match=r"'when'.*not in the file"):
         import_events(g, db=small_city, mapping={"time": "when"}, progress=False)
     assert _digest(small_city) == before
 

@@ -37,7 +37,8 @@ DEADLINES = ["2024-03-11 15:00", "2024-02-18 10:00", "2024-09-14 13:00", "2024-0
 def _import(small_city, tmp_path, frame, name="e.csv", **kw):
     f = tmp_path / name
     frame.to_csv(f, index=False)
-    return import_events(f, db=small_city, mapping={"id": "单号", "time": "时间", "status": "状态"}, progress=False, **kw)
+    return import_events(f, db=small_city, mapping={"id": "单号", "time": "时间", "status": "状态"},
+                         progress=False, **kw)
 
 
 def test_imported_events_become_cases_with_deadlines_units_and_audit(small_city, tmp_path):
@@ -118,8 +119,9 @@ def test_cli_import_prints_and_reports_the_cases(small_city, tmp_path):
     f = tmp_path / "e.csv"
     EVENTS.to_csv(f, index=False)
     out = tmp_path / "report.json"
-    res = CliRunner().invoke(main, ["import", "events", str(f), "--db", str(small_city), "--id", "单号", "--time", "时间",
-                                    "--map", "status=状态", "--source", "inspection", "--report", str(out), "--quiet"])
+    res = CliRunner().invoke(main, ["import", "events", str(f), "--db", str(small_city), "--id", "单号",
+                                    "--time", "时间", "--map", "status=状态", "--source", "inspection",
+                                    "--report", str(out), "--quiet"])
     assert res.exit_code == 0, res.output
     assert "cases created" in res.output
     data = json.loads(out.read_text(encoding="utf-8"))

@@ -22,7 +22,7 @@ from fastapi.testclient import TestClient
 from api.app import create_app
 from api.offline import VENDOR_FILES, OfflineAssetError, external_urls, render_offline, vendor_path
 from api.routers.pages import HEAT_COLORS, TILES, HexagonLayer, class_breaks, class_colors
-from geo.aggregate import EventFilter, heatmap
+from geo.aggregate import heatmap
 from geo.hotspots import hotspot_clusters
 from geo.store import Store
 

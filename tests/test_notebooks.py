@@ -164,8 +164,9 @@ def test_notebook_numbers_match_the_store(executed, notebook_db):
 
 
 def test_mapview_inlines_leaflet(demo_db):
-    import folium
     import sys
+
+    import folium
 
     sys.path.insert(0, str(NB_DIR))
     try:

@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
+from conftest import SHARED as DATA  # ../shared/data or $CIVICGRID_SHARED_DATA
 from sites.network import load_network, straight_line_minutes
 from sites.patrol import (
     Inspector,
@@ -20,7 +21,6 @@ from sites.patrol import (
     plan_patrols,
 )
 
-from conftest import SHARED as DATA  # noqa: E402  (../shared/data or $CIVICGRID_SHARED_DATA)
 FUTIAN = DATA / "cn_shenzhen" / "shenzhen_futian_osm_drive_G.graphml"
 SOLVERS = ["pyvrp", "ortools"]
 T0 = datetime(2026, 11, 23, 9, 0)

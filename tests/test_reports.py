@@ -162,7 +162,7 @@ def test_workbook_sheets_headers_totals_and_fills(built, store):
     wb = load_workbook(built["xlsx"])
     assert wb.sheetnames == ["区县", "街道", "社区", "网格", "点位类别", "说明"]
     assert wb.active.title == "街道"
-    for level, sheet in zip(rp.LEVELS, wb.sheetnames):
+    for level, sheet in zip(rp.LEVELS, wb.sheetnames, strict=False):  # the last sheet holds the notes
         ws = wb[sheet]
         expected = fake_kpi_table(store, start=None, end=None, level=level)
         heads = [c.value for c in ws[1]]
@@ -178,7 +178,8 @@ def test_workbook_sheets_headers_totals_and_fills(built, store):
         assert ws.cell(total, col["发现数"]).value == expected["found"].sum()
         assert ws.cell(total, col["按期结案率"]).value == pytest.approx(
             expected["closed_on_time"].sum() / expected["due"].sum())
-        assert ws.cell(total, col["整改率"]).value == pytest.approx(expected["rectified"].sum() / expected["found"].sum())
+        assert ws.cell(total, col["整改率"]).value == pytest.approx(
+            expected["rectified"].sum() / expected["found"].sum())
         assert ws.cell(2, col["按期结案率"]).number_format == "0.0%"
         assert ws.cell(total, col["整改率"]).number_format == "0.0%"
         # lagging rows: red fill on every cell, the 落后 mark; other rows unfilled
@@ -315,9 +316,10 @@ def test_workbook_of_the_real_kpis_matches_kpi_table_and_kpi_totals(real, store)
 
     wb = load_workbook(real["xlsx"])
     notes = {r[0]: r[1] for r in wb["说明"].iter_rows(values_only=True)}
-    assert notes["统计期"] == "2024-03-01 – 2024-03-31" and notes["数据截至"] == "2024-04-01 00:00"  # open, overdue then
+    # open, overdue then
+    assert notes["统计期"] == "2024-03-01 – 2024-03-31" and notes["数据截至"] == "2024-04-01 00:00"
     start, end = date(2024, 3, 1), date(2024, 4, 1)
-    for level, sheet in zip(rp.LEVELS, wb.sheetnames):
+    for level, sheet in zip(rp.LEVELS, wb.sheetnames, strict=False):  # the last sheet holds the notes
         ws = wb[sheet]
         want = kpi_table(store, start=start, end=end, level=level)
         heads = [c.value for c in ws[1]]

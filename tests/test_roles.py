@@ -73,7 +73,8 @@ def _requests(path) -> dict[tuple[str, str], tuple[str, callable]]:
         return c.put("/api/settings/holidays", json={"rows": [{"date": "2027-01-01", "kind": "holiday"}]}, headers=h)
 
     def imports(c, h):
-        csv = "编号,时间,经度,纬度,问题小类\nT1,2025-06-03 10:00,112.94,28.23,0201\nT2,2025-06-03 11:00,112.95,28.22,暴露垃圾\n"
+        csv = ("编号,时间,经度,纬度,问题小类\nT1,2025-06-03 10:00,112.94,28.23,0201\n"
+               "T2,2025-06-03 11:00,112.95,28.22,暴露垃圾\n")
         return c.post("/api/imports/events", files={"file": ("hits.csv", csv.encode("utf-8"), "text/csv")},
                       data={"source": "inspection", "map": ["id=编号", "time=时间", "type=问题小类"]}, headers=h)
 
@@ -207,7 +208,7 @@ def test_admin_user_token_and_import(env):
 def test_tokens_are_stored_hashed(tmp_path):
     path = tmp_path / "u.duckdb"
     Store(path, create=True)
-    user, token = add_user(path, "王伟", role="inspector")
+    _user, token = add_user(path, "王伟", role="inspector")
     assert token.startswith("cg_") and len(token) > 40
     store = Store(path)
     stored = store.sql("SELECT token_hash FROM users")["token_hash"].iloc[0]

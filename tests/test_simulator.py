@@ -38,7 +38,7 @@ def brute_category(p: np.ndarray, k: int) -> dict[int, float]:
     for sub in subsets:
         for outcome in itertools.product((0, 1), repeat=k):  # 1 = non-conforming
             prob = 1.0 / len(subsets)
-            for site, bad in zip(sub, outcome):
+            for site, bad in zip(sub, outcome, strict=True):
                 prob *= p[site] if bad else 1 - p[site]
             conf = k - sum(outcome)
             dist[conf] = dist.get(conf, 0.0) + prob
@@ -58,7 +58,7 @@ def brute_overall(frame: pd.DataFrame, k: dict, aggregate: str) -> dict[float, f
         if aggregate == "pooled":
             rate = sum(c for c, _ in combo) / total_k
         else:
-            rate = float(np.mean([c / kk for (c, _), (kk, _) in zip(combo, parts)]))
+            rate = float(np.mean([c / kk for (c, _), (kk, _) in zip(combo, parts, strict=True)]))
         key = round(rate, 12)
         out[key] = out.get(key, 0.0) + prob
     return out

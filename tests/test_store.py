@@ -11,7 +11,7 @@ import time
 import pytest
 
 from geo.schema import MIGRATIONS, SCHEMA_VERSION
-from geo.store import Store, StoreError, StoreVersionError, connect, schema_version, writing
+from geo.store import Store, StoreError, StoreVersionError, connect, writing
 
 
 def _digest(path):
@@ -42,7 +42,7 @@ def test_extension_autoload_is_off(tmp_path):
 
 
 def test_missing_database_is_a_clear_error(tmp_path):
-    with pytest.raises(StoreError, match="no civicgrid database.*civicgrid demo"):
+    with pytest.raises(StoreError, match=r"no civicgrid database.*civicgrid demo"):
         Store(tmp_path / "nope.duckdb")
 
 

@@ -11,8 +11,6 @@ import click
 from api.cli import _db_option, _user_errors, main, pad
 
 
-
-
 def _write_json(path: str, payload) -> None:
     Path(path).write_text(json.dumps(payload, ensure_ascii=False, indent=2, default=str), encoding="utf-8")
     click.echo(f"written to {path}")

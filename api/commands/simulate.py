@@ -1,4 +1,4 @@
-"""``civicgrid simulate``: the assessment simulator (expected 符合率 if the assessors came now) and what to fix first."""
+"""``civicgrid simulate``: the assessment simulator (符合率 expected if assessed now) and what to fix first."""
 
 from __future__ import annotations
 
@@ -8,8 +8,6 @@ from pathlib import Path
 import click
 
 from api.cli import _db_option, _user_errors, main, pad
-
-
 
 
 def _pct(value) -> str:

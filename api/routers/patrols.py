@@ -152,7 +152,7 @@ def patrol_map(plan_id: str, store: Store = Depends(get_store), settings: dict =
         try:
             from api.routers.pages import BASEMAPS, TILES, _tianditu_key
         except ImportError:
-            BASEMAPS, TILES, _tianditu_key = ("none",), {}, lambda s: ""  # noqa: N806
+            BASEMAPS, TILES, _tianditu_key = ("none",), {}, lambda s: ""
         if basemap not in BASEMAPS:
             msg = f"basemap must be one of {', '.join(BASEMAPS)}, got {basemap!r}"
             raise InvalidParameterError(msg)
