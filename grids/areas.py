@@ -102,8 +102,34 @@ def _merge_parts(keys: np.ndarray, geoms: np.ndarray, repeats: np.ndarray, first
     return merged
 
 
+def _plain(v) -> str:
+    """A cell value as written (no trailing ``.0`` on whole numbers, ``-`` for none)."""
+    if pd.isna(v):
+        return "-"
+    return str(int(v)) if isinstance(v, float) and v.is_integer() else str(v)
+
+
+def _part_conflicts(keys: np.ndarray, merged: np.ndarray, new: np.ndarray, attrs: dict[str, np.ndarray]) -> list[str]:
+    """``code (field kept / other not, …)`` for each merged code whose further parts disagree with its first row."""
+    first: dict[str, int] = {}
+    for i in np.flatnonzero(new):
+        first.setdefault(keys[i], int(i))
+    out: dict[str, list[str]] = {}
+    for i in np.flatnonzero(merged):
+        j = first[keys[i]]
+        for field, values in attrs.items():
+            a, b = values[j], values[i]
+            if (pd.isna(a) and pd.isna(b)) or (not pd.isna(a) and not pd.isna(b) and a == b):
+                continue
+            note = f"{field} {_plain(a)} kept, {_plain(b)} not"
+            if note not in out.setdefault(keys[i], []):
+                out[keys[i]].append(note)
+    return [f"{k} ({'; '.join(v)})" for k, v in out.items()]
+
+
 def _dedupe_codes(con, table: str, keys: np.ndarray, geoms: np.ndarray, ok: np.ndarray,
-                  report: imp.ImportReport, *, what: str) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  report: imp.ImportReport, *, what: str,
+                  attrs: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split valid rows of an areas or grids file into new, duplicate and merged rows by their code.
 
     A code already stored, or repeated in the file with a shape seen before, is a duplicate; a code repeated
@@ -126,6 +152,11 @@ def _dedupe_codes(con, table: str, keys: np.ndarray, geoms: np.ndarray, ok: np.n
     if merged.any():
         report.warnings.append(f"{int(merged.sum())} rows are further parts of {what} of the same code (e.g. "
                                f"{keys[merged][0]}) and were merged into it as one multipolygon")
+        conflicts = _part_conflicts(keys, merged, new, attrs or {})
+        if conflicts:
+            shown = ", ".join(conflicts[:3]) + (f" and {len(conflicts) - 3} more" if len(conflicts) > 3 else "")
+            report.warnings.append(f"{len(conflicts)} merged codes have parts whose other fields differ from their "
+                                   f"first row, whose values were kept: {shown}")
     return new, ok & (stored | repeat) & ~merged, merged
 
 
@@ -183,7 +214,8 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
                     report.warnings.append(f"{orphans} {level} areas lie in no loaded {parent_level}: "
                                            "parent left empty")
         keys = np.array([f"{c}" for c in code], dtype=object)
-        fresh, dup, merged = _dedupe_codes(con, "areas", keys, geoms, rej.ok, report, what="an area")
+        fresh, dup, merged = _dedupe_codes(con, "areas", keys, geoms, rej.ok, report, what="an area",
+                                           attrs={"name": name, "parent": parent})
         new = np.flatnonzero(fresh)
         data = pa.table({
             "code": pa.array(code[new], pa.string()),
@@ -238,7 +270,8 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
         missing = rej.ok & pd.isna(community)
         if missing.any():
             community[missing] = _parents_by_containment(con, geoms[missing], "community")
-        fresh, dup, merged = _dedupe_codes(con, "grids", code, geoms, rej.ok, report, what="a grid")
+        fresh, dup, merged = _dedupe_codes(con, "grids", code, geoms, rej.ok, report, what="a grid",
+                                           attrs={"name": name, "community": community, "households": households})
         new = np.flatnonzero(fresh)
         hier = con.execute(
             "SELECT c.code AS community_code, s.code AS street_code, s.parent_code AS district_code "

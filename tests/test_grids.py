@@ -79,3 +79,18 @@ def test_areas_and_grids_read_the_stored_codes_in_one_query(small_city, tmp_path
     calls.clear()
     import_grids(g, db=small_city, progress=False)
     assert len(calls) == 1
+
+
+def test_merged_parts_with_other_names_or_households_are_reported(small_city, tmp_path):
+    """Parts of one code that disagree on other fields: the first row's values are kept, and a warning says so."""
+    f = tmp_path / "conflict.geojson"
+    gpd.GeoDataFrame({"code": ["H1", "H1", "H2", "H2"], "name": ["东网格", "东网格", "西网格", "西网格（二）"],
+                      "户数": [120, 80, 50, 50]},
+                     geometry=[_box(0, 0), _box(0, 2), _box(3, 0), _box(3, 2)], crs=4326).to_file(f)
+    rep = import_grids(f, db=small_city, mapping={"households": "户数"}, progress=False)
+    assert (rep.loaded, rep.duplicates, rep.rejected) == (4, 0, 0)
+    conflict = [w for w in rep.warnings if "differ" in w]
+    assert conflict == ["2 merged codes have parts whose other fields differ from their first row, whose values "
+                        "were kept: H1 (households 120 kept, 80 not), H2 (name 西网格 kept, 西网格（二） not)"]
+    got = Store(small_city).sql("SELECT code, name, households FROM grids WHERE code IN ('H1', 'H2') ORDER BY code")
+    assert got.values.tolist() == [["H1", "东网格", 120], ["H2", "西网格", 50]]
