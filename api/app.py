@@ -5,8 +5,9 @@ from __future__ import annotations
 import importlib
 import os
 
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
+from api.deps import reject_unknown_query
 from api.errors import add_exception_handlers
 from api.offline import mount_assets
 from geo.store import Store, default_db_path
@@ -44,5 +45,5 @@ def create_app(db: str | os.PathLike | None = None, *, settings: dict | None = N
             if exc.name != f"api.routers.{name}":
                 raise
             continue
-        app.include_router(module.router)
+        app.include_router(module.router, dependencies=[Depends(reject_unknown_query)])
     return app

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import difflib
 from datetime import date, datetime
 
 from fastapi import Depends, Query, Request
 
-from geo.aggregate import MAX_RES, MIN_RES, EventFilter, end_of_day
+from geo.aggregate import MAX_RES, MIN_RES, EventFilter, _as_datetime, end_of_day
 from geo.errors import InvalidParameterError
 from geo.store import Store
 
@@ -19,6 +20,46 @@ def get_store(request: Request) -> Store:
 def get_settings(request: Request) -> dict:
     """The service's settings."""
     return request.app.state.settings
+
+
+# --- unknown query parameters --------------------------------------------------------------------------------
+
+_QUERY_NAMES: dict[int, frozenset[str]] = {}
+
+
+def _route_query_names(route) -> frozenset[str]:
+    key = id(route)
+    if key not in _QUERY_NAMES:
+        names, todo = set(), [route.dependant]
+        while todo:   # the endpoint's own query parameters and those of every dependency, recursively
+            d = todo.pop()
+            names.update(p.alias for p in d.query_params)
+            todo.extend(d.dependencies)
+        _QUERY_NAMES[key] = frozenset(names)
+    return _QUERY_NAMES[key]
+
+
+def reject_unknown_query(request: Request) -> None:
+    """Refuse query parameters the endpoint does not take (422 naming them and the ones it takes).
+
+    Without this a typo (``rez=9``) or a parameter of another endpoint (``area`` on ``/api/risk``, which takes
+    ``grid``) is silently ignored and the answer covers more than the user asked for. Used as a router
+    dependency of every router (``api.app.create_app``).
+    """
+    route = request.scope.get("route")
+    if route is None or getattr(route, "dependant", None) is None:
+        return
+    known = _route_query_names(route)
+    unknown = [k for k in dict.fromkeys(request.query_params.keys()) if k not in known]
+    if not unknown:
+        return
+    hints = []
+    for k in unknown:
+        close = difflib.get_close_matches(k, sorted(known), n=1, cutoff=0.6)
+        hints.append(f"{k!r}" + (f" (did you mean {close[0]!r}?)" if close else ""))
+    takes = ", ".join(sorted(known)) or "no query parameters"
+    msg = f"unknown query parameter {', '.join(hints)} for {route.path}; it takes: {takes}"
+    raise InvalidParameterError(msg)
 
 
 # --- query parameters shared by the heatmap, hotspot, stats and map endpoints --------------------------------
@@ -51,7 +92,15 @@ def event_filters(
     status: str | None = Query(None, description="open, closed or overdue (open past its deadline)"),
 ) -> EventFilter:
     """Parse and validate the event filters against the store (unknown codes: 404 with the closest names)."""
-    return EventFilter(start=start, end=_end_param(end), source=source or None, types=type, categories=category,
+    end_at = _end_param(end)
+    first, last = _as_datetime(start, "start"), _as_datetime(end_at, "end")
+    if first is not None and last is not None and first >= last:
+        # name the values as typed: a date-only end is stored as the next midnight, which would confuse
+        inclusive = " (a date-only end includes that whole day)" if not isinstance(end_at, str) else ""
+        msg = (f"start={start.strip()} is not before end={end.strip()}{inclusive}; "
+               "are start and end the wrong way round?")
+        raise InvalidParameterError(msg)
+    return EventFilter(start=first, end=last, source=source or None, types=type, categories=category,
                        area=area or None, status=status or None).validate(store)
 
 

@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+import re
+from pathlib import Path
+from urllib.parse import urlencode
+
+import jinja2
 from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 
 from geo.errors import (
     AuthenticationError,
+    CivicgridError,
     ConflictError,
     InvalidParameterError,
     NotFoundError,
@@ -35,3 +43,58 @@ def add_exception_handlers(app: FastAPI, status_codes: dict[type[Exception], int
             return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
         app.add_exception_handler(exc_type, handler)
+
+
+def status_for(exc: Exception, status_codes: dict[type[Exception], int] | None = None) -> int:
+    """The HTTP status of a domain error (500 for anything else)."""
+    for cls, status in (status_codes or DEFAULT_STATUS_CODES).items():
+        if isinstance(exc, cls):
+            return status
+    return 500
+
+
+_TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
+                                autoescape=True)
+
+#: Texts of the error page: title, link to the map, link back, link to a coarser view.
+_PAGE_ERROR = {
+    "zh": ("无法显示此页面", "返回地图（清除筛选）", "返回上一页", "改用 H3 {res} 级重新显示"),
+    "en": ("This page cannot be shown", "Back to the map (no filters)", "Back", "Show it at H3 res {res}"),
+}
+
+
+def error_page(request: Request, message: str, status: int) -> HTMLResponse:
+    """A short HTML page (in the page's ``lang``) with the error, a link back and, for a view with too many
+    cells, a link to the same view at the resolution that fits."""
+    lang = "en" if str(request.query_params.get("lang", "")).lower().startswith("en") else "zh"
+    title, home, back, coarser = _PAGE_ERROR[lang]
+    links = []
+    fits = re.search(r"res=(\d+) or coarser fits", message)
+    if fits:
+        query = {**dict(request.query_params), "res": fits.group(1)}
+        links.append((f"{request.url.path}?{urlencode(query)}", coarser.format(res=fits.group(1))))
+    links.append((f"/map?lang={lang}", home))
+    links.append(("javascript:history.back()", back))
+    body = _TEMPLATES.get_template("error_page.html").render(lang=lang, title=title, message=message, links=links)
+    return HTMLResponse(body, status_code=status)
+
+
+class HtmlErrorRoute(APIRoute):
+    """A route of an HTML page: a browser (``Accept: text/html``) gets its errors as a readable page with a way
+    back instead of raw JSON; other clients keep the JSON ``{"detail": ...}`` answer."""
+
+    def get_route_handler(self):
+        handler = super().get_route_handler()
+
+        async def route_handler(request: Request):
+            try:
+                return await handler(request)
+            except (CivicgridError, RequestValidationError) as exc:
+                if "text/html" not in request.headers.get("accept", ""):
+                    raise
+                if isinstance(exc, RequestValidationError):
+                    message = "; ".join(f"{e['loc'][-1]}={e.get('input')!r}: {e['msg']}" for e in exc.errors())
+                    return error_page(request, message, 422)
+                return error_page(request, str(exc), status_for(exc))
+
+        return route_handler

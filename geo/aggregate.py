@@ -12,6 +12,7 @@ cached result at once.
 from __future__ import annotations
 
 import difflib
+import re
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -50,6 +51,33 @@ def _now_local() -> datetime:
     return (pd.Timestamp.now(tz="Asia/Shanghai").tz_localize(None)).to_pydatetime()
 
 
+#: A date or time text must start with a 4-digit year (2025-07-01, 2025/7/1, 20250701, 2025-07-01T08:00): day-
+#: or month-first texts such as 01/07/2025 are ambiguous (1 July or 7 January?) and are refused, not guessed.
+_YEAR_FIRST = re.compile(r"^\d{4}(?:\d{4}(?!\d)|[^\d]|$)")
+
+
+def parse_time_text(value, name: str) -> pd.Timestamp:
+    """Parse a date or date-time text that starts with the year; anything else raises InvalidParameterError.
+
+    pandas alone reads ``01/07/2025`` as 7 January (month first); a planner may mean 1 July. Texts that do not
+    start with a 4-digit year are refused with a message naming ``name`` instead of being silently guessed.
+    """
+    text = str(value).strip()
+    hint = "use the year first, e.g. 2025-07-01 or 2025-07-01T08:00 (ISO 8601)"
+    if not _YEAR_FIRST.match(text):
+        msg = f"{name}={value!r} is not a date with the year first (ambiguous or unknown format); {hint}"
+        raise InvalidParameterError(msg)
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError) as exc:
+        msg = f"{name}={value!r} is not a date or time; {hint}"
+        raise InvalidParameterError(msg) from exc
+    if pd.isna(ts):
+        msg = f"{name}={value!r} is not a date or time; {hint}"
+        raise InvalidParameterError(msg)
+    return ts
+
+
 def _as_datetime(value, name: str) -> datetime | None:
     if value is None or value == "":
         return None
@@ -57,11 +85,7 @@ def _as_datetime(value, name: str) -> datetime | None:
         return value
     if isinstance(value, date):
         return datetime(value.year, value.month, value.day)
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError) as exc:
-        msg = f"{name}={value!r} is not a date or time; use ISO 8601 such as 2024-03-01 or 2024-03-01T08:00"
-        raise InvalidParameterError(msg) from exc
+    ts = parse_time_text(value, name)
     if ts.tzinfo is not None:
         ts = ts.tz_convert("Asia/Shanghai").tz_localize(None)
     return ts.to_pydatetime()

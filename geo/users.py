@@ -84,7 +84,8 @@ def _find(con, name: str) -> int:
 
 
 def new_token(db: str | os.PathLike, name: str) -> str:
-    """Replace a user's token with a new one (the old one stops working); return the new token."""
+    """Replace a user's token with a new one (the old one stops working) and re-enable the user if disabled;
+    return the new token."""
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with writing(db) as con:
         uid = _find(con, name)
@@ -112,8 +113,12 @@ def authenticate(store: Store, token: str | None) -> dict:
         msg = "a token is required: send 'Authorization: Bearer <token>' (`civicgrid users add NAME --role ROLE`)"
         raise AuthenticationError(msg)
     got = store.sql("SELECT user_id, name, role, active FROM users WHERE token_hash = ?", [hash_token(token)])
-    if got.empty or not bool(got["active"].iloc[0]):
-        msg = "invalid or revoked token"
+    if got.empty:
+        msg = "invalid or revoked token (a new token replaces the old one: `civicgrid users token NAME`)"
+        raise AuthenticationError(msg)
+    if not bool(got["active"].iloc[0]):
+        name = got["name"].iloc[0]
+        msg = f"user {name!r} is disabled; an admin issues a new token to re-enable it (`civicgrid users token {name}`)"
         raise AuthenticationError(msg)
     return _plain(got.iloc[0].to_dict())
 

@@ -351,9 +351,15 @@ def list_cases(store, *, state: str | None = None, area: str | None = None, site
         where.append("state = ?")
         params.append(state)
     if area:
+        from geo.aggregate import area_level
+
+        area_level(store, str(area))  # an unknown code raises NotFoundError naming the closest ones
         where.append("? IN (grid_code, community_code, street_code, district_code)")
         params.append(str(area))
     if site_id is not None:
+        if _rows(store, "SELECT 1 FROM sites WHERE site_id = ?", [int(site_id)]).empty:
+            msg = f"no site {site_id} in the sample frame"
+            raise NotFoundError(msg)
         where.append("site_id = ?")
         params.append(int(site_id))
     if overdue is not None:

@@ -104,6 +104,12 @@ def _period(start, end, as_of):
         msg = f"end ({t1}) must be after start ({t0}); end is exclusive"
         raise InvalidParameterError(msg)
     t = to_timestamp(as_of, field="as_of") if as_of is not None else min(t1, now_local())
+    if t < t0:
+        # Nothing can have been found or fallen due by T: every count would be a silent zero.
+        what = f"as_of ({t})" if as_of is not None else f"now ({t})"
+        msg = (f"{what} is before the period starts ({t0}): no case can have been found or fallen due by then; "
+               f"choose a later as_of or an earlier period")
+        raise InvalidParameterError(msg)
     return t0, t1, t
 
 
@@ -264,7 +270,8 @@ def site_flags(store: Store, *, as_of=None, window_days: int = FLAG_WINDOW_DAYS,
     -------
     pandas.DataFrame
         One row per active site with the site's codes, the counts above, ``on_time_rate``, ``flag``
-        (``red`` / ``white`` / ``none``), ``flag_label`` (红旗 / 白旗 / 无) and ``reason``.
+        (``red`` / ``white`` / ``none``), ``flag_label`` (红旗 / 白旗 / 无) and ``reason``;
+        ``attrs["as_of"]`` is the moment used.
     """
     lang = check_lang(lang)
     t = to_timestamp(as_of, field="as_of") if as_of is not None else now_local()
@@ -288,6 +295,7 @@ def site_flags(store: Store, *, as_of=None, window_days: int = FLAG_WINDOW_DAYS,
                                                                         "none": "none"}}[lang]
     df["flag_label"] = df["flag"].map(labels)
     df["reason"] = _reasons(df, overdue, many_reb, late, red, lang, int(window_days))
+    df.attrs["as_of"] = t
     return df
 
 

@@ -1041,10 +1041,16 @@ def _hhmm(text: str) -> float:
 
 
 def _day(date) -> datetime:
-    try:
-        d = pd.Timestamp(date)
-    except (ValueError, TypeError):
-        d = pd.NaT
+    from geo.aggregate import parse_time_text
+
+    if isinstance(date, str):
+        # year first: 01/07/2025 is refused rather than read as 7 January
+        d = parse_time_text(date, "date") if date.strip() else pd.NaT
+    else:
+        try:
+            d = pd.Timestamp(date)
+        except (ValueError, TypeError):
+            d = pd.NaT
     if pd.isna(d):
         msg = f"date must be a day like 2026-01-05, got {date!r}"
         raise InvalidParameterError(msg)

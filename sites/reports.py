@@ -619,12 +619,14 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
     tot = totals(df)
     cols = list(SCORECARD_COLUMNS) + ([kpi] if kpi not in SCORECARD_COLUMNS else [])
     sign = -1 if kpi in LOWER_IS_BETTER else 1
-    order = np.argsort(-sign * pd.to_numeric(df[kpi], errors="coerce").fillna(-np.inf * sign).to_numpy(float),
-                       kind="stable")
+    score = -sign * pd.to_numeric(df[kpi], errors="coerce").fillna(-np.inf * sign).to_numpy(float)
+    order = np.argsort(score, kind="stable")
+    # Ties share a rank (并列): 1, 1, 3, ... ; units without a value are ranked last together.
+    ranks = pd.Series(score).rank(method="min").astype(int).to_numpy()
     rows = []
-    for rank, i in enumerate(order, start=1):
+    for i in order:
         rec = df.iloc[i]
-        rows.append({"rank": rank, "code": rec["code"], "name": rec["name"], "lagging": bool(lag[i]),
+        rows.append({"rank": int(ranks[i]), "code": rec["code"], "name": rec["name"], "lagging": bool(lag[i]),
                      "cells": [_fmt(_cell(rec[c]), KPI_COLUMNS[c][2]) for c in cols]})
     map_page = render_offline(grid_map(store, tables["grid"], kpi=kpi, lang=lang))
     if standalone:
@@ -637,7 +639,7 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
     return env.get_template(SCORECARD_TEMPLATE).render(
         lang=lang, t=t, city=city, period=period_label, level_name=LEVEL_NAMES[level][0 if lang == "zh" else 1],
-        kpi=kpi, kpi_label=label, generated=datetime.now().strftime("%Y-%m-%d %H:%M"),
+        kpi=kpi, kpi_label=label, generated=_now_text(),
         as_of=str(as_of) if as_of is not None else "",
         summary=summary, headers=[KPI_COLUMNS[c][0 if lang == "zh" else 1] for c in cols],
         kpi_index=cols.index(kpi), rows=rows, total_cells=[_fmt(tot.get(c), KPI_COLUMNS[c][2]) for c in cols],
@@ -734,6 +736,13 @@ def report_title(store: Store, label: str, lang: str) -> str:
     return f"{city} {_TEXT[lang]['title']} {label}".strip()
 
 
+def _now_text() -> str:
+    """The current wall-clock time of the store's time zone (Asia/Shanghai, as the data), to the minute."""
+    from sites.cases import now_local
+
+    return f"{now_local():%Y-%m-%d %H:%M}"
+
+
 def _shown_as_of(stop: date, as_of) -> str:
     """The moment the record is read at, as shown: ``as_of``, else the KPIs' default (the period's end, or now)."""
     from sites.cases import now_local
@@ -747,7 +756,7 @@ def _shown_as_of(stop: date, as_of) -> str:
 def _notes(first: date, stop: date, as_of, lang: str) -> list[tuple[str, str]]:
     t = _TEXT[lang]
     notes = [(t["period"], f"{first} – {stop - timedelta(days=1)}"),
-             (t["generated"], datetime.now().strftime("%Y-%m-%d %H:%M"))]
+             (t["generated"], _now_text())]
     notes.append((t["as_of"], _shown_as_of(stop, as_of)))
     return notes
 

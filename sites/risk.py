@@ -67,7 +67,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-from geo.aggregate import EventFilter, _cached
+from geo.aggregate import EventFilter, _cached, parse_time_text
 from geo.errors import InvalidParameterError, NotFoundError
 from geo.h3cells import parent
 from geo.hotspots import hotspots
@@ -159,10 +159,11 @@ def parse_as_of(as_of: AsOf | pd.Timestamp) -> datetime:
     if as_of is None or not str(as_of).strip():
         msg = "as_of is required: a date like 2025-06-01 or a date-time like 2025-06-01T08:00"
         raise InvalidParameterError(msg)
-    try:
-        ts = pd.Timestamp(str(as_of).strip())
-    except (ValueError, TypeError):
-        msg = f"as_of must be a date like 2025-06-01 or a date-time like 2025-06-01T08:00, got {as_of!r}"
+    try:   # year first: 01/07/2025 is refused, not read as 7 January
+        ts = parse_time_text(as_of, "as_of")
+    except InvalidParameterError:
+        msg = (f"as_of must be a date like 2025-06-01 or a date-time like 2025-06-01T08:00 (the year first), "
+               f"got {as_of!r}")
         raise InvalidParameterError(msg) from None
     if ts.tzinfo is not None:
         ts = ts.tz_convert("Asia/Shanghai").tz_localize(None)
@@ -585,7 +586,11 @@ def _fmt(name: str, raw: pd.DataFrame, i: int, lang: str) -> str:
     if name == "hotspot":
         conf = {1: "90%", 2: "95%", 3: "99%"}.get(int(r[name]), "")
         return f"{label}（{conf}置信）" if zh else f"{label} ({conf} confidence)"
-    return f"{label}{r[name]:.1f}" if zh else f"{label} {r[name]:.1f}"
+    # complaints / hits nearby and rebounds are time-decayed counts: say so, in whole events ("81.9" read as odd)
+    v = float(r[name])
+    if zh:
+        return f"{label}{'约' + format(v, '.0f') if v >= 0.5 else '不足1'}件（时间加权）"
+    return f"{label} {'≈' + format(v, '.0f') if v >= 0.5 else '<1'} (time-weighted)"
 
 
 def _reasons(raw: pd.DataFrame, contrib: np.ndarray, lang: str, top: int = 3, floor: float = 0.05) -> list[str]:

@@ -37,9 +37,10 @@ from __future__ import annotations
 
 import difflib
 import math
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -164,24 +165,33 @@ def parse_k_options(items: list[str] | tuple[str, ...] | None) -> dict[str, int]
 
 def default_as_of(store: Store) -> datetime:
     """The latest event or inspection time in the store (the data's "now"), or the current time if empty."""
+    from sites.cases import now_local
+
     row = store.sql("SELECT greatest((SELECT max(time) FROM events), (SELECT max(time) FROM inspections)) AS t")
     value = row["t"].iloc[0]
-    return pd.Timestamp(value).to_pydatetime() if pd.notna(value) else datetime.now().replace(microsecond=0)
+    return pd.Timestamp(value).to_pydatetime() if pd.notna(value) else now_local()
+
+
+#: A date without a time of day (2024-03-31, 2024/3/31, 2024.03.31, 2024年3月31日): read as the end of that day.
+_DATE_ONLY = re.compile(r"\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*日?")
 
 
 def _as_of(store: Store, as_of) -> datetime:
     if as_of is None or (isinstance(as_of, str) and not as_of.strip()):
         return default_as_of(store)
-    if isinstance(as_of, str) and len(as_of.strip()) == 10:
-        try:  # a date means the end of that day
-            return datetime.fromisoformat(as_of.strip()) + timedelta(days=1) - timedelta(microseconds=1)
-        except ValueError:
-            pass
+    day_end = timedelta(days=1) - timedelta(microseconds=1)
+    if isinstance(as_of, date) and not isinstance(as_of, datetime):
+        return datetime(as_of.year, as_of.month, as_of.day) + day_end
+    from sites.cases import to_timestamp
+
     try:
-        return pd.Timestamp(as_of).to_pydatetime()
-    except (ValueError, TypeError):
+        moment = to_timestamp(as_of, field="as_of")
+    except InvalidParameterError:
         msg = f"as_of must be a date or date-time like 2024-03-31 or 2024-03-31T18:00, got {as_of!r}"
         raise InvalidParameterError(msg) from None
+    if isinstance(as_of, str) and _DATE_ONLY.fullmatch(as_of.strip()):  # a date means the end of that day
+        return moment.replace(hour=0, minute=0, second=0, microsecond=0) + day_end
+    return moment
 
 
 _STATE_SQL = """

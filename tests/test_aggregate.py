@@ -201,3 +201,21 @@ def test_cache_follows_new_versions(demo_db, tmp_path):
         left = con.execute("SELECT count(*) FROM events").fetchone()[0]
     after = heatmap(store, res=7)["count"].sum()
     assert before > after == left
+
+
+@pytest.mark.parametrize("text", ["01/07/2025", "07/01/2025", "1.7.2025", "July 1, 2025", "1 Jul 2025"])
+def test_day_or_month_first_dates_are_refused(text):
+    # pandas reads 01/07/2025 as 7 January; a planner may mean 1 July — refuse instead of guessing
+    with pytest.raises(InvalidParameterError, match="year first"):
+        EventFilter(start=text)
+    with pytest.raises(InvalidParameterError, match="year first"):
+        EventFilter(end=text)
+
+
+@pytest.mark.parametrize(("text", "expected"), [
+    ("2025-07-01", datetime(2025, 7, 1)), ("2025/7/1", datetime(2025, 7, 1)), ("20250701", datetime(2025, 7, 1)),
+    ("2025-07-01T08:30", datetime(2025, 7, 1, 8, 30)), ("2025-07-01 08:30:00", datetime(2025, 7, 1, 8, 30)),
+    ("2025-07-01T08:30+00:00", datetime(2025, 7, 1, 16, 30)),   # converted to Asia/Shanghai wall-clock time
+])
+def test_year_first_dates_are_read(text, expected):
+    assert EventFilter(start=text).start == expected

@@ -104,6 +104,9 @@ def test_too_many_cells_names_resolution(demo_db, events):
     ({"format": "png"}, 422, "geojson"),
     ({"start": "2024-05-01", "end": "2024-04-01"}, 422, "before end"),
     ({"crs": "bd09"}, 422, "gcj02"),
+    ({"start": "01/07/2025"}, 422, "year first"),
+    ({"start": "2025-07-01", "end": "2025-01-01"}, 422, "start=2025-07-01 is not before end=2025-01-01 (a date-only"),
+    ({"rez": 8}, 422, "unknown query parameter 'rez' (did you mean 'res'?)"),
 ])
 def test_bad_parameters(client, params, status, words):
     r = client.get("/api/heatmap", params=params)
@@ -204,3 +207,29 @@ def test_openapi_lists_endpoints(client):
               "/api/layers/categories", "/api/layers/problem-types"):
         assert p in paths
     assert client.get("/docs").status_code == 200
+
+
+@pytest.mark.parametrize(("path", "params", "words"), [
+    # parameters another endpoint takes were silently ignored, so the answer covered more than asked
+    ("/api/risk", {"as_of": "2025-07-01", "area": "430105001"}, "it takes: as_of, category, grid"),
+    ("/api/layers/areas", {"area": "430105"}, "it takes: bbox, code, crs, lang, level, parent"),
+    ("/api/layers/grids", {"parent": "430105001001"}, "it takes: area, bbox, code, crs"),
+    ("/api/hotspots", {"k": 1, "alhpa": 0.01}, "did you mean 'alpha'?"),
+    ("/api/stats/areas", {"levle": "street"}, "did you mean 'level'?"),
+    # every router refuses them (api.app.create_app), not only the data ones
+    ("/api/kpis", {"level": "street", "perod": "2025-03"}, "did you mean 'period'?"),
+    ("/api/simulator", {"runs": 100, "treshold": 0.8}, "did you mean 'threshold'?"),
+])
+def test_unknown_query_parameters_are_refused(client, path, params, words):
+    r = client.get(path, params=params)
+    assert r.status_code == 422, r.text[:300]
+    assert "unknown query parameter" in r.json()["detail"] and words in r.json()["detail"]
+
+
+def test_known_query_parameters_still_pass(client, demo_db):
+    r = client.get("/api/layers/areas", params={"level": "street", "parent": "430105", "lang": "en"})
+    n = Store(demo_db).sql("SELECT count(*) AS n FROM areas WHERE level = 'street' AND parent_code = '430105'")
+    assert r.status_code == 200 and len(r.json()["features"]) == int(n["n"].iloc[0]) > 0
+    r = client.get("/api/hotspots", params={"res": 8, "k": 1, "alpha": 0.05, "significant": "true",
+                                            "type": "02", "start": "2025-01-01", "end": "2025-06-30"})
+    assert r.status_code == 200, r.text[:300]

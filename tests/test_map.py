@@ -21,7 +21,7 @@ from fastapi.testclient import TestClient
 
 from api.app import create_app
 from api.offline import VENDOR_FILES, OfflineAssetError, external_urls, render_offline, vendor_path
-from api.routers.pages import HEAT_COLORS, TILES, HexagonLayer, class_breaks, class_colors
+from api.routers.pages import HEAT_COLORS, TILES, HexagonLayer, class_breaks, class_colors, legend_values
 from geo.aggregate import heatmap
 from geo.hotspots import hotspot_clusters
 from geo.store import Store
@@ -290,6 +290,38 @@ def test_bad_parameters(client, query, status, words):
     assert r.status_code == status, r.text
     for w in words:
         assert w in r.json()["detail"]
+
+
+@pytest.mark.parametrize(("query", "status", "words"), [
+    ("res=12", 422, ["res=11 or coarser fits", "?res=11"]),
+    ("start=2025-07-01&end=2025-01-01&lang=en", 422, ["wrong way round", "Back to the map"]),
+    ("area=4301", 404, ["closest", "无法显示此页面"]),
+    ("res=abc", 422, ["res=", "integer"]),
+    ("rez=8", 422, ["did you mean", "res"]),
+])
+def test_bad_parameters_in_a_browser_give_a_page(client, query, status, words):
+    # a browser showed the raw JSON error, in English, with no way back to the map
+    r = client.get(f"/map?{query}", headers={"Accept": "text/html,application/xhtml+xml,*/*;q=0.8"})
+    assert r.status_code == status, r.text[:300]
+    assert r.headers["content-type"].startswith("text/html")
+    assert '<a href="/map?lang=' in r.text
+    for w in words:
+        assert w in r.text, w
+
+
+def test_legend_classes_print_distinct_ranges(client, store):
+    # densities of one-event cells differ only by cell area (72.52, 72.53 …) and gave classes printed 72.5 – 72.5
+    raw = heatmap(store, res=10, metric="density")["value"].to_numpy()
+    assert len(np.unique(raw[raw < raw.min() * 1.01])) > 1   # the trap is there: near-equal values
+    values = legend_values(raw)
+    assert np.all(np.abs(values - raw) <= np.where(raw >= 100, 0.5, 0.05) + 1e-9)
+    page = client.get("/map?res=10&metric=density").text
+    block = page[page.index('id="cg-legend"'):]
+    block = block[:block.index("</div>\n")] if "</div>\n" in block else block
+    labels = re.findall(r'<span class="cg-swatch" style="background: [^"]+"></span>([^<]+)</div>', block)
+    assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
+    bounds = [lab.split("–")[-1].strip() for lab in labels]
+    assert len(set(bounds)) == len(bounds), labels
 
 
 def test_class_colors_span_the_palette():

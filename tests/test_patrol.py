@@ -667,3 +667,14 @@ def test_cli_writes_every_export(demo_db: Path, tmp_path: Path) -> None:
                                     "--network", str(FUTIAN), "--no-save"])
     assert off.exit_code == 2 and "shenzhen_futian_osm_drive_G.graphml does not cover the points" in off.output
     assert len(list_plans(Store(db))) == 1            # failed runs store nothing
+
+
+def test_plan_date_must_put_the_year_first():
+    from geo.errors import InvalidParameterError
+    from sites.patrol import _day
+
+    assert _day("2025-12-20") == _day("2025/12/20") == _day(datetime(2025, 12, 20, 14, 30)) == datetime(2025, 12, 20)
+    with pytest.raises(InvalidParameterError, match="year first"):
+        _day("12/01/2025")   # 1 December or 12 January? refused, not guessed
+    with pytest.raises(InvalidParameterError, match="day like"):
+        _day("")

@@ -290,3 +290,20 @@ def test_api_and_cli(demo_db, tmp_path):
     assert res.exit_code == 2 and "unknown site category" in res.output
     res = runner.invoke(main, ["backtest", "--help"])
     assert res.exit_code == 0 and "--horizon" in res.output
+
+
+@pytest.mark.parametrize("text", ["07/01/2025", "01/07/2025", "July 1 2025"])
+def test_as_of_must_put_the_year_first(text):
+    # pandas alone reads 01/07/2025 as 7 January: scores as of the wrong day, silently
+    with pytest.raises(InvalidParameterError, match="year first"):
+        R.parse_as_of(text)
+    assert R.parse_as_of("2025/7/1") == R.parse_as_of("2025-07-01") == datetime(2025, 7, 1)
+    assert R.parse_as_of("2025-07-01T08:00") == datetime(2025, 7, 1, 8)
+
+
+def test_reasons_state_decayed_counts_as_whole_events():
+    raw = pd.DataFrame({"complaints_near": [81.94], "hits_near": [0.2], "rebounds": [22.7]})
+    assert R._fmt("complaints_near", raw, 0, "zh") == "周边近期投诉约82件（时间加权）"
+    assert R._fmt("hits_near", raw, 0, "en").endswith(" <1 (time-weighted)")
+    assert R._fmt("hits_near", raw, 0, "zh").endswith("不足1件（时间加权）")
+    assert R._fmt("rebounds", raw, 0, "en") == "rebound history ≈23 (time-weighted)"

@@ -71,7 +71,7 @@ def users_list(db):
 
 @_users_command("token", click.argument("name"))
 def users_token(name, db):
-    """Issue a new token for NAME (the old one stops working) and print it once."""
+    """Issue a new token for NAME (the old one stops working; a disabled user is re-enabled) and print it once."""
     from geo.users import new_token
 
     click.echo(new_token(db, name))
@@ -79,7 +79,7 @@ def users_token(name, db):
 
 @_users_command("disable", click.argument("name"))
 def users_disable(name, db):
-    """Disable NAME: its token is refused from now on."""
+    """Disable NAME: its token is refused from now on (`civicgrid users token NAME` re-enables it)."""
     from geo.users import set_active
 
     set_active(db, name, active=False)

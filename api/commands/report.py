@@ -22,8 +22,9 @@ _KPIS = [k for k, v in KPI_COLUMNS.items() if v[2] != "text"]
               help="KPI that colours the grid map and marks lagging rows")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
               help="headers and labels")
-@click.option("--as-of", "as_of", metavar="DATE", help="count open and overdue cases at this moment")
-@_user_errors
+@click.option("--as-of", "as_of", metavar="DATE",
+              help="read the record as it stood at this moment (default: the period's end, or now if earlier); "
+                   "not before the period")
 @_user_errors
 def report(db, period, level, out_dir, kpi, lang, as_of):
     """Write the period's KPI report: an XLSX workbook and an HTML scorecard.

@@ -32,7 +32,6 @@ def _write_json(path: str, payload) -> None:
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="also write the listed sites with every component, and the model, as JSON")
 @_user_errors
-@_user_errors
 def risk(db, as_of, top, category, area, model, lang, json_path):
     """List sample-frame sites by risk: the chance the next inspection finds a problem.
 
@@ -100,7 +99,6 @@ def _fmt(value, kind: str) -> str:
 @click.option("--model", type=click.Choice(["auto", "learnt", "default"]), default="auto", show_default=True,
               help="risk model to evaluate")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the result as JSON")
-@_user_errors
 @_user_errors
 def backtest(db, as_of, horizon, k, seed, model, json_path):
     """Replay history: rank sites with data before --as-of, then score the orderings on the real inspections.

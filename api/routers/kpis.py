@@ -9,8 +9,10 @@ from fastapi.responses import Response
 
 from api.deps import get_store, lang_param
 from api.routers.cases import frame_records, json_body
+from geo.aggregate import area_level
 from geo.errors import InvalidParameterError
 from geo.store import Store
+from sites import cases as cs
 from sites.kpis import FLAG_WINDOW_DAYS, kpi_table, kpi_totals, site_flags
 
 router = APIRouter(prefix="/api/kpis", tags=["kpis"])
@@ -44,7 +46,7 @@ def kpis(store: Store = Depends(get_store),
     with the rates and a ``totals`` row over the units (definitions in the README, "Cases and KPIs").
     The period is ``period`` or ``start`` and ``end``; with neither, the current calendar month."""
     if period is None and start is None and end is None:
-        period = date.today().strftime("%Y-%m")  # the current calendar month
+        period = cs.now_local().strftime("%Y-%m")  # the current calendar month, in the store's time zone
     if period is not None:
         from sites.reports import parse_period
 
@@ -72,10 +74,13 @@ def flags(store: Store = Depends(get_store),
     if flag is not None and flag not in ("red", "white", "none"):
         msg = f"flag must be red, white or none, got {flag!r}"
         raise InvalidParameterError(msg)
+    if area:
+        area_level(store, area)  # an unknown code is a 404 naming the closest ones, not an empty list
     df = site_flags(store, as_of=as_of, window_days=window_days, lang=lang)
     counts = df["flag"].value_counts().to_dict()
     if flag:
         df = df[df["flag"] == flag]
     if area:
         df = df[(df[["grid_code", "community_code", "street_code", "district_code"]] == area).any(axis=1)]
-    return json_body({"as_of": as_of, "window_days": window_days, "counts": counts, "sites": frame_records(df)})
+    return json_body({"as_of": df.attrs["as_of"].isoformat(timespec="seconds"), "window_days": window_days,
+                      "counts": counts, "sites": frame_records(df)})

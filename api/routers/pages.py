@@ -27,6 +27,7 @@ from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
 
 from api.deps import event_filters, get_settings, get_store, lang_param, max_cells, res_param
+from api.errors import HtmlErrorRoute
 from api.offline import render_offline
 from geo.aggregate import LEVEL_COLUMNS, METRICS, EventFilter, area_stats, cell_polygons, heatmap
 from geo.coords import from_wgs84, to_crs_frame
@@ -34,7 +35,7 @@ from geo.errors import InvalidParameterError
 from geo.hotspots import hotspot_clusters
 from geo.store import Store
 
-router = APIRouter(tags=["pages"])
+router = APIRouter(tags=["pages"], route_class=HtmlErrorRoute)
 
 #: Background choices: no tiles (district outlines as a light base), OpenStreetMap, Tianditu (天地图, CGCS2000,
 #: needs a key) and AMap (高德, GCJ-02: every overlay is shifted to GCJ-02).
@@ -186,6 +187,16 @@ def class_breaks(values: np.ndarray, n: int = len(HEAT_COLORS)) -> np.ndarray:
         return np.zeros(0)
     qs = np.quantile(values, np.arange(1, n + 1) / n)
     return np.unique(qs)
+
+
+def legend_values(values: np.ndarray) -> np.ndarray:
+    """Values rounded as the legend prints them (:func:`_fmt`: whole numbers from 100, else one decimal).
+
+    Classes are cut on these, so two classes never print the same range: densities of one-event cells differ
+    only in the cells' slightly different areas (72.52, 72.53 … per km²) and would give breaks that all read 72.5.
+    """
+    v = np.asarray(values, dtype="float64")
+    return np.where(np.abs(v) >= 100, np.round(v), np.round(v, 1))
 
 
 def class_colors(n: int) -> list[str]:
@@ -477,12 +488,12 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     )
     grid_popups.add_to(m)
     # heat layer
-    values = cells["value"].to_numpy()
+    values = legend_values(cells["value"].to_numpy())
     breaks = class_breaks(values)
     classes = np.searchsorted(breaks, values, side="left") if len(values) else np.zeros(0, dtype=int)
     colors = class_colors(len(breaks))
     metric_label = {"count": t["count"], "density": t["density"], "sites": t["sites_metric"]}[metric]
-    info = {metric_label: values} if metric != "count" else {}
+    info = {metric_label: cells["value"].to_numpy()} if metric != "count" else {}
     info.update({t["event_count"]: cells["count"].to_numpy(), t["site_count"]: cells["sites"].to_numpy()})
     HexagonLayer(cells["h3"].to_numpy(), classes, colors, info, crs=crs, name=t["heat"].format(res=res),
                  key="hex").add_to(m)

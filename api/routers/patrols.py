@@ -11,12 +11,13 @@ from fastapi.responses import HTMLResponse, Response
 from pydantic import BaseModel, Field
 
 from api.deps import get_settings, get_store, lang_param
+from api.errors import HtmlErrorRoute
 from geo.errors import InvalidParameterError
 from geo.store import Store
 from sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list_plans, load_plan, plan_day, save_plan
 from sites.patrol_export import FORMATS, export_bytes, plan_grids, plan_map
 
-router = APIRouter(tags=["patrols"])
+router = APIRouter(tags=["patrols"], route_class=HtmlErrorRoute)
 
 #: Longest solver time limit a request may ask for, seconds.
 MAX_TIME_LIMIT_S = 120.0

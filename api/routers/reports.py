@@ -9,7 +9,7 @@ from fastapi.responses import HTMLResponse, Response
 
 from api.deps import get_store, lang_param
 from geo.store import Store
-from sites.reports import LEVELS, check_kpi, check_level, scorecard_page, workbook_bytes
+from sites.reports import LEVELS, check_kpi, check_level, parse_period, scorecard_page, workbook_bytes
 
 router = APIRouter(prefix="/api/reports", tags=["reports"])
 
@@ -21,7 +21,8 @@ _PERIOD = Path(..., description="2024-03 (a month), 2024-Q1, 2024, 2024-03-05 or
 def report_params(
     level: str = Query("street", description=f"scorecard table / active sheet: {', '.join(LEVELS)}"),
     kpi: str = Query("on_time_closure_rate", description="KPI colouring the map and marking lagging rows"),
-    as_of: str | None = Query(None, description="count open and overdue cases at this moment"),
+    as_of: str | None = Query(None, description="read the record as it stood at this moment (default: the "
+                                                 "period's end, or now if earlier); not before the period"),
     lang: str = Depends(lang_param),
 ) -> dict:
     """Parse and check the report options."""
@@ -35,7 +36,8 @@ def report_xlsx(period: str = _PERIOD, store: Store = Depends(get_store),
     """One sheet per level (district, street, community, grid, category), headers in ``lang``, a totals row,
     lagging rows on ``kpi`` filled red."""
     body = workbook_bytes(store, period=period, **params)
-    name = f"civicgrid-report-{period}-{params['level']}.xlsx"
+    label = parse_period(period)[2].replace("..", "_")
+    name = f"report_{label}_{params['level']}.xlsx"  # the name `civicgrid report` gives the file
     return Response(body, media_type=XLSX_TYPE,
                     headers={"Content-Disposition": f"attachment; filename*=UTF-8''{quote(name)}"})
 
