@@ -989,6 +989,12 @@ def _deadlines(t, value, unit_hours):
     return out
 
 
+#: Share of stuck (long-overdue) problems that are never closed; the others are escalated and closed
+#: on average :data:`ESCALATION_DAYS` days after their deadline (at least 14).
+STUCK_FOR_GOOD = 0.15
+ESCALATION_DAYS = 45.0
+
+
 def _lifecycle(rng, t, typ, perf, dl_value, dl_hours, late_factor, never_factor):
     """Deadline, rectification, closure, rework count and status of each case (seconds since START)."""
     n = len(t)
@@ -998,15 +1004,22 @@ def _lifecycle(rng, t, typ, perf, dl_value, dl_hours, late_factor, never_factor)
     p_never = 0.012 * never_factor[typ] * perf
     p_rework = 0.06 * perf
     p_late = np.minimum(0.10 * late_factor[typ] * perf ** 1.5, 0.6)
-    never = u < p_never
-    rework = (~never) & (u < p_never + p_rework)
-    late = (~never) & (~rework) & (u < p_never + p_rework + p_late)
-    ontime = ~(never | rework | late)
+    stuck = u < p_never
+    rework = (~stuck) & (u < p_never + p_rework)
+    late = (~stuck) & (~rework) & (u < p_never + p_rework + p_late)
+    ontime = ~(stuck | rework | late)
     closed = np.zeros(n, dtype=np.int64)
     f = rng.beta(2.2, 2.0, n)
     closed[ontime] = t[ontime] + (span[ontime] * (0.12 + 0.86 * f[ontime])).astype(np.int64)
     extra = rng.exponential(1.0, n) * np.maximum(span * 0.6, 3 * 3600) + rng.exponential(2 * _DAY_S, n)
     closed[late] = deadline[late] + extra[late].astype(np.int64)
+    # A stuck problem is escalated (督办) and closed weeks to months after its deadline; a few stay open for
+    # good (老大难). So the backlog of long-overdue problems at the end is small and mostly recent, as in an
+    # office that works its overdue list, instead of every stuck problem of two years still open.
+    escalated = stuck & (rng.random(n) >= STUCK_FOR_GOOD)
+    delay = (14 + rng.exponential(ESCALATION_DAYS - 14, n)) * _DAY_S
+    closed[escalated] = deadline[escalated] + delay[escalated].astype(np.int64)
+    never = stuck & ~escalated
     reopened = np.zeros(n, dtype=np.int32)
     reopened[rework] = 1 + (rng.random(int(rework.sum())) < 0.2)
     closed[rework] = (t[rework] + span[rework] * rng.uniform(0.6, 1.6, int(rework.sum()))

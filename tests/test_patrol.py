@@ -633,7 +633,11 @@ def test_cli_writes_every_export(demo_db: Path, tmp_path: Path) -> None:
                                     "--area", STREET, "--time-limit", "1", "--out", str(out), "--solver", "ortools"])
     assert res.exit_code == 0, res.output
     plan_id = list_plans(Store(db))["plan_id"].iloc[0]
-    assert f"plan {plan_id} for {DAY}" in res.output
+    assert f"巡查计划 {plan_id}（{DAY}）" in res.output and "* 必查点位" in res.output
+    en = CliRunner().invoke(main, ["patrol", "--db", str(db), "--inspectors", str(team), "--date", DAY,
+                                   "--area", STREET, "--time-limit", "1", "--solver", "ortools", "--no-save",
+                                   "--lang", "en"])
+    assert en.exit_code == 0 and f"plan (not saved) for {DAY}: " in en.output and "candidates: " in en.output
     files = sorted(p.suffix for p in out.iterdir())
     assert files == [".geojson", ".gpx", ".html", ".json", ".xlsx"]
     doc = json.loads(next(out.glob("*.json")).read_text(encoding="utf-8"))

@@ -74,7 +74,8 @@ def read_inspectors(path: str | Path) -> list[dict]:
               help="highest-risk sites offered to the solver besides the must-visits")
 @click.option("--crs", type=click.Choice(["wgs84", "gcj02", "bd09"]), default="wgs84", show_default=True,
               help="system of the inspectors' coordinates")
-@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="export labels")
+@click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
+              help="language of the printed plan and the exports")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="write JSON, GeoJSON, GPX, HTML and "
                                                                           "XLSX here")
 @click.option("--no-save", is_flag=True, help="do not store the plan in the database (no plan id)")
@@ -119,31 +120,67 @@ def patrol(db, inspectors_file, day, network_file, solver, time_limit, area, cov
         click.echo(f"written to {out_dir}: " + ", ".join(p.name for p in files))
 
 
+#: Texts of the patrol summary (Chinese, English).
+_SUMMARY = {
+    "zh": {
+        "head": "巡查计划 {id}（{date}）：{stops} 个点位，风险合计 {risk:.2f}，必查 {must} 个，路程 {travel:.0f} 分钟"
+                "［{solver}，{secs:.1f} 秒；路程：{source}；风险：{model}］",
+        "unsaved": "（未保存）",
+        "cands": "  候选：{sites} 个点位，必查 {must} 个（网格覆盖 {coverage} 个）",
+        "route": "  {name}（{mode}，{start}，{minutes:.0f} 分钟）：{stops} 个点位，风险 {risk:.2f}，"
+                 "路程 {travel:.0f} 分钟，检查 {service:.0f} 分钟，返回 {back}",
+        "stop": "    {seq:>2}. {time:>5}  {name}（{category}，风险 {risk:.2f}）{must}",
+        "left": "  {n} 个必查点位未能安排：",
+        "more": "    …… 另有 {n} 个（见 JSON 或 HTML 导出）",
+        "note": "  说明：{note}",
+        "key": "  * 必查点位（超期未整改、回头看、网格覆盖或指定）",
+    },
+    "en": {
+        "head": "plan {id} for {date}: {stops} stops, risk {risk:.2f}, {must} must-visits, travel {travel:.0f} min "
+                "[{solver}, {secs:.1f} s; travel: {source}; risk: {model}]",
+        "unsaved": "(not saved)",
+        "cands": "  candidates: {sites} sites, {must} must-visits ({coverage} for grid coverage)",
+        "route": "  {name} ({mode}, {start}, {minutes:.0f} min): {stops} stops, risk {risk:.2f}, travel {travel:.0f} "
+                 "min, on site {service:.0f} min, back {back}",
+        "stop": "    {seq:>2}. {time:>5}  {name}  ({category}, risk {risk:.2f}){must}",
+        "left": "  {n} must-visit sites not planned:",
+        "more": "    … and {n} more (see the JSON or HTML export)",
+        "note": "  note: {note}",
+        "key": "  * must-visit (overdue problem, re-check, grid coverage or requested)",
+    },
+}
+
+
 def summary(doc: dict, *, lang: str = "zh") -> str:
-    """A few lines: the plan, each inspector's stops and totals, and must-visits left out."""
+    """A few lines: the plan, each inspector's stops and totals, and must-visits left out (``lang`` zh or en)."""
+    txt = _SUMMARY["en" if lang == "en" else "zh"]
     tot = doc["totals"]
-    lines = [f"plan {doc.get('plan_id') or '(not saved)'} for {doc['date']}: {tot['stops']} stops, risk "
-             f"{tot['risk']:.2f}, {tot['must_visits']} must-visits, travel {tot['travel_min']:.0f} min "
-             f"[{doc['solver']}, {doc['solve_seconds']:.1f} s; travel: {doc['travel_source']}; risk: "
-             f"{doc.get('risk_model')}]"]
+    lines = [txt["head"].format(id=doc.get("plan_id") or txt["unsaved"], date=doc["date"], stops=tot["stops"],
+                                risk=tot["risk"], must=tot["must_visits"], travel=tot["travel_min"],
+                                solver=doc["solver"], secs=doc["solve_seconds"], source=doc["travel_source"],
+                                model=doc.get("risk_model"))]
     cands = doc.get("candidates")
     if cands:
-        lines.append(f"  candidates: {cands['sites']} sites, {cands['must_visit']} must-visits "
-                     f"({cands['coverage']} for grid coverage)")
+        lines.append(txt["cands"].format(sites=cands["sites"], must=cands["must_visit"], coverage=cands["coverage"]))
+    any_must = False
     for r in doc["routes"]:
         t = r["totals"]
-        lines.append(f"  {r['inspector']} ({r['mode']}, {r['shift_start'][11:16] if r['shift_start'] else ''}, "
-                     f"{r['shift_minutes']:.0f} min): {t['stops']} stops, risk {t['risk']:.2f}, travel "
-                     f"{t['travel_min']:.0f} min, on site {t['service_min']:.0f} min, back "
-                     f"{(r['end_time'] or '')[11:16]}")
+        lines.append(txt["route"].format(name=r["inspector"], mode=r["mode"],
+                                         start=r["shift_start"][11:16] if r["shift_start"] else "",
+                                         minutes=r["shift_minutes"], stops=t["stops"], risk=t["risk"],
+                                         travel=t["travel_min"], service=t["service_min"],
+                                         back=(r["end_time"] or "")[11:16]))
         for s in r["stops"]:
-            must = " *" if s["must_visit"] else ""
-            lines.append(f"    {s['seq']:>2}. {s['arrival'][11:16] if s['arrival'] else '':>5}  "
-                         f"{s['name'] or s['site_id']}  ({s['category']}, risk {s['risk']:.2f}){must}")
+            any_must = any_must or bool(s["must_visit"])
+            lines.append(txt["stop"].format(seq=s["seq"], time=s["arrival"][11:16] if s["arrival"] else "",
+                                            name=s["name"] or s["site_id"], category=s["category"], risk=s["risk"],
+                                            must=" *" if s["must_visit"] else ""))
+    if any_must:
+        lines.append(txt["key"])
     if doc["unvisited_must"]:
-        lines.append(f"  {len(doc['unvisited_must'])} must-visit sites not planned:")
+        lines.append(txt["left"].format(n=len(doc["unvisited_must"])))
         lines += [f"    {u['site_id']} {u.get('name') or ''}: {u['reason']}" for u in doc["unvisited_must"][:20]]
         if len(doc["unvisited_must"]) > 20:
-            lines.append(f"    … and {len(doc['unvisited_must']) - 20} more (see the JSON or HTML export)")
-    lines += [f"  note: {n}" for n in doc.get("notes", [])]
+            lines.append(txt["more"].format(n=len(doc["unvisited_must"]) - 20))
+    lines += [txt["note"].format(note=n) for n in doc.get("notes", [])]
     return "\n".join(lines)
