@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
-from fastapi import Depends
+from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from api.deps import get_store
+from geo.errors import AuthenticationError
 from geo.store import Store
 from geo.users import ROLES, authenticate, authorize, check_role
 
@@ -25,8 +26,15 @@ def require_role(role: str) -> Callable[..., dict]:
     """
     need = check_role(role)
 
-    def dependency(credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
+    def dependency(request: Request, credentials: HTTPAuthorizationCredentials | None = Depends(bearer),
                    store: Store = Depends(get_store)) -> dict:
+        header = request.headers.get("authorization", "").strip()
+        if credentials is None and header:
+            # a header that is not "Bearer <token>" (the bare token, "Token …"): say how to write it
+            scheme = header.split()[0] if " " in header else "no scheme"
+            msg = (f"the Authorization header must read 'Bearer <token>' (got {scheme!r} before the token)"
+                   if " " in header else "the Authorization header must read 'Bearer <token>': 'Bearer ' is missing")
+            raise AuthenticationError(msg)
         user = authenticate(store, credentials.credentials if credentials is not None else None)
         return authorize(user, need)
 

@@ -6,6 +6,7 @@ import difflib
 from datetime import date, datetime
 
 from fastapi import Depends, Query, Request
+from pydantic import BaseModel, ConfigDict
 
 from geo.aggregate import MAX_RES, MIN_RES, EventFilter, _as_datetime, end_of_day
 from geo.errors import InvalidParameterError
@@ -20,6 +21,13 @@ def get_store(request: Request) -> Store:
 def get_settings(request: Request) -> dict:
     """The service's settings."""
     return request.app.state.settings
+
+
+class RequestBody(BaseModel):
+    """Base of every JSON request body: a field the endpoint does not take (a typo, ``type`` for
+    ``problem_type``) is a 422 naming it, not silently ignored."""
+
+    model_config = ConfigDict(extra="forbid")
 
 
 # --- unknown query parameters --------------------------------------------------------------------------------

@@ -450,3 +450,32 @@ def query_events(store: Store, *, filters: EventFilter | None = None, columns: S
     gdf = gpd.GeoDataFrame(df[keep], geometry=gpd.points_from_xy(df["lng"], df["lat"]), crs="EPSG:4326")
     gdf.attrs["total"] = total
     return gdf
+
+
+#: How far past the latest record an ``as_of`` may lie before :func:`as_of_notes` warns (days).
+STALE_AFTER_DAYS = 30
+
+
+def as_of_notes(store: Store, as_of: datetime, *, lang: str = "zh") -> list[str]:
+    """Warnings for a moment outside the store's data: before its first event or inspection (nothing is known
+    yet, every site looks the same), or more than :data:`STALE_AFTER_DAYS` days after its last one (what is known
+    is that old). Empty when ``as_of`` lies within the data."""
+    row = store.sql(
+        "SELECT least((SELECT min(time) FROM events), (SELECT min(time) FROM inspections)) AS first, "
+        "greatest((SELECT max(time) FROM events), (SELECT max(time) FROM inspections)) AS last"
+    ).iloc[0]
+    if pd.isna(row["first"]):
+        return ["库中还没有事件或检查记录" if lang == "zh" else "the store holds no events or inspections yet"]
+    first, last, t = pd.Timestamp(row["first"]), pd.Timestamp(row["last"]), pd.Timestamp(as_of)
+    if t <= first:
+        return [f"时点 {t:%Y-%m-%d %H:%M} 早于库中最早的记录（{first:%Y-%m-%d}）：此前没有任何数据，各点位结果相同"
+                if lang == "zh" else
+                f"as_of {t:%Y-%m-%d %H:%M} is before the first record ({first:%Y-%m-%d}): nothing is known yet, "
+                "so every site looks the same"]
+    days = (t - last).days
+    if days > STALE_AFTER_DAYS:
+        return [f"时点 {t:%Y-%m-%d} 晚于库中最新的记录（{last:%Y-%m-%d}）{days} 天：结果只反映那时的状况"
+                if lang == "zh" else
+                f"as_of {t:%Y-%m-%d} is {days} days after the latest record ({last:%Y-%m-%d}): the result shows "
+                "the state as of then, nothing since is known"]
+    return []

@@ -69,6 +69,7 @@ import pyarrow as pa
 
 from geo.aggregate import EventFilter, _cached, parse_time_text
 from geo.errors import InvalidParameterError, NotFoundError
+from geo.events import as_of_notes
 from geo.h3cells import parent
 from geo.hotspots import hotspots
 from geo.store import Store
@@ -695,6 +696,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
     gdf = gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lng"], out["lat"]), crs="EPSG:4326")
     gdf.attrs["model"] = {k: v for k, v in fitted.items() if k != "detection"}
     gdf.attrs["as_of"] = moment.isoformat(sep=" ")
+    gdf.attrs["notes"] = as_of_notes(store, moment, lang=lang)
     return gdf
 
 

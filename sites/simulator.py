@@ -49,6 +49,7 @@ from scipy.special import gammaln
 
 from geo.aggregate import _cached
 from geo.errors import InvalidParameterError, NotFoundError
+from geo.events import as_of_notes
 from geo.store import Store
 
 #: Editable table of the number of sites drawn per category (``category_code, name_zh, k``; ``#`` comments).
@@ -744,6 +745,7 @@ def assess(store: Store, *, as_of=None, runs: int = 10_000, k: Mapping[str, int]
         "categories": _records(result["categories"]),
         "fix": _records(top[keep]),
         "overall_after_fix": {"expected": result["overall"]["expected"] + gain, "gain": gain},
+        "notes": as_of_notes(store, moment, lang=lang),
     }
 
 

@@ -307,3 +307,23 @@ def test_reasons_state_decayed_counts_as_whole_events():
     assert R._fmt("hits_near", raw, 0, "en").endswith(" <1 (time-weighted)")
     assert R._fmt("hits_near", raw, 0, "zh").endswith("不足1件（时间加权）")
     assert R._fmt("rebounds", raw, 0, "en") == "rebound history ≈23 (time-weighted)"
+
+
+def test_as_of_outside_the_data_is_noted(demo_db):
+    """Scores at a moment before the first record (all sites alike) or long after the last one say so."""
+    from sites.risk import site_risk
+    from sites.simulator import assess
+
+    store = Store(demo_db)
+    span = store.sql("SELECT min(time) AS a, max(time) AS b FROM (SELECT time FROM events UNION ALL "
+                     "SELECT time FROM inspections)").iloc[0]
+    before = site_risk(store, as_of="2023-06-01", lang="en")
+    assert before["risk"].nunique() == 1   # nothing known yet: every site the same
+    assert before.attrs["notes"] == [f"as_of 2023-06-01 00:00 is before the first record ({span['a']:%Y-%m-%d}): "
+                                     "nothing is known yet, so every site looks the same"]
+    assert site_risk(store, as_of="2025-07-01").attrs["notes"] == []
+    late = assess(store, as_of="2027-01-01", runs=50, fix=0, lang="en")
+    days = (pd.Timestamp("2027-01-01 23:59:59") - span["b"]).days
+    assert late["notes"] == [f"as_of 2027-01-01 is {days} days after the latest record ({span['b']:%Y-%m-%d}): the "
+                             "result shows the state as of then, nothing since is known"]
+    assert assess(store, runs=50, fix=0)["notes"] == []   # default: as of the latest data

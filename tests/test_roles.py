@@ -173,6 +173,19 @@ def test_case_api_flow_and_conflict(env):
     assert client.post(f"/api/cases/{cid}/transitions", json={"to": "finish"}, headers=h).status_code == 422
     ev = Store(path).sql("SELECT status, rectified_at FROM events WHERE event_id = ?", [cid]).iloc[0]
     assert ev.status == "open" and ev.rectified_at is not None
+    # a field the endpoint does not take is refused, not ignored (here 'type' for 'problem_type')
+    r = client.post("/api/cases", json={"type": "0201", "site_id": _site(path)}, headers=h)
+    assert r.status_code == 422 and r.json()["detail"][0]["loc"] == ["body", "type"]
+    r = client.post(f"/api/cases/{cid}/transitions", json={"to": "close", "photos": "b.jpg"}, headers=h)
+    assert r.status_code == 422 and "photos" in r.text
+    # the token without 'Bearer ' (a common mistake) gets a message saying how to write the header
+    r = client.post("/api/cases", json={"problem_type": "0201", "site_id": _site(path)},
+                    headers={"Authorization": tokens["inspector"]})
+    assert r.status_code == 401 and "'Bearer ' is missing" in r.json()["detail"]
+    r = client.post("/api/cases", json={"problem_type": "0201", "site_id": _site(path)},
+                    headers={"Authorization": f"Token {tokens['inspector']}"})
+    assert r.status_code == 401 and "got 'Token'" in r.json()["detail"]
+    assert tokens["inspector"] not in r.text
 
 
 def test_admin_user_token_and_import(env):
@@ -241,8 +254,18 @@ def test_cli_users_and_cases(tmp_path, demo_db):
     assert r.exit_code == 0, r.output
     token = r.stdout.strip().splitlines()[-1]
     assert authenticate(Store(path), token)["role"] == "admin"
+    runner.invoke(main, ["users", "add", "li", "--role", "viewer", "--db", str(path)])
     r = runner.invoke(main, ["users", "list", "--db", str(path)])
     assert "王伟" in r.output and token not in r.output
+    # the role column lines up on a terminal whatever the name's script (Chinese characters are two columns wide)
+    import unicodedata
+
+    def col(line, word):
+        head = line[:line.index(word)]
+        return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in head)
+
+    lines = {ln.split()[1]: ln for ln in r.output.splitlines()}
+    assert col(lines["王伟"], "admin") == col(lines["li"], "viewer")
     r = runner.invoke(main, ["cases", "create", "--db", str(path), "--actor", "王伟", "--type", "0201",
                              "--site", str(_site(path)), "--time", "2025-06-03 10:00"])
     assert r.exit_code == 0, r.output

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from api.cli import _db_option, _user_errors, main
+from api.cli import _db_option, _user_errors, main, pad
 
 
 def _fmt(v) -> str:
@@ -65,7 +65,7 @@ def users_list(db):
         click.echo("no users; create one with `civicgrid users add NAME --role admin`")
         return
     for r in df.itertuples():
-        click.echo(f"{r.user_id:>4}  {r.name:<20} {r.role:<10} {'active' if r.active else 'disabled':<9} "
+        click.echo(f"{r.user_id:>4}  {pad(r.name, 20)} {r.role:<10} {'active' if r.active else 'disabled':<9} "
                    f"{_fmt(r.created_at)}")
 
 

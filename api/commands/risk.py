@@ -64,6 +64,8 @@ def risk(db, as_of, top, category, area, model, lang, json_path):
     else:
         head += f" ({info['reason']})"
     click.echo(head)
+    for note in frame.attrs["notes"]:
+        click.echo(f"note: {note}")
     click.echo(f"{'rank':>5} {'site':>6}  {pad('name', 22)} {pad('category', 16)} {'risk':>6}  top components")
     i = 0 if zh else 1
     for r in shown.itertuples(index=False):

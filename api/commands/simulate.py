@@ -64,6 +64,8 @@ def simulate(db, as_of, runs, k_items, threshold, fix_n, aggregate, level, seed,
     lo, hi = 100 * (1 - result["level"]) / 2, 100 * (1 + result["level"]) / 2
     click.echo(f"as of {result['as_of']}  ({result['runs']:,} runs, probabilities: {result['method']}, "
                f"overall: {result['aggregate']})")
+    for note in result["notes"]:
+        click.echo(f"note: {note}")
     click.echo(f"{'category':<28} {'sites':>6} {'k':>3} {'expected':>9} {'interval':>15} "
                f"{'P(<' + format(threshold, '.0%') + ')':>9}")
     for row in result["categories"]:

@@ -10,10 +10,10 @@ import numpy as np
 import pandas as pd
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from api.auth import require_role
-from api.deps import get_store
+from api.deps import RequestBody, get_store
 from geo.store import Store
 from sites import cases as cs
 
@@ -51,7 +51,7 @@ def json_body(payload, status_code: int = 200) -> Response:
     return Response(body, media_type="application/json", status_code=status_code)
 
 
-class CaseIn(BaseModel):
+class CaseIn(RequestBody):
     """A new case: for an existing event (``event_id``), or a new event at a place (``lng``/``lat`` or
     ``site_id``) with a problem type."""
 
@@ -69,7 +69,7 @@ class CaseIn(BaseModel):
     unit: str | None = Field(None, description="dispatch to this unit instead of the automatic one")
 
 
-class TransitionIn(BaseModel):
+class TransitionIn(RequestBody):
     """A move of a case."""
 
     to: str = Field(..., description="target state (registered, dispatched, rectified, closed) or action "

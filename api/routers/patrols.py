@@ -8,9 +8,9 @@ from typing import Literal
 
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
-from api.deps import get_settings, get_store, lang_param
+from api.deps import RequestBody, get_settings, get_store, lang_param
 from api.errors import HtmlErrorRoute
 from geo.errors import InvalidParameterError
 from geo.store import Store
@@ -32,7 +32,7 @@ def _writer_dependencies() -> list:
     return [Depends(require_role("inspector"))]
 
 
-class InspectorIn(BaseModel):
+class InspectorIn(RequestBody):
     """One inspector's shift."""
 
     name: str = Field(..., examples=["王伟"])
@@ -43,7 +43,7 @@ class InspectorIn(BaseModel):
     mode: Literal["walk", "bike", "car"] = Field("walk", description="travel mode")
 
 
-class PlanOptions(BaseModel):
+class PlanOptions(RequestBody):
     """Solver and candidate options."""
 
     solver: Literal["pyvrp", "ortools"] = Field(DEFAULT_SOLVER, description=f"one of {SOLVERS}")
@@ -59,7 +59,7 @@ class PlanOptions(BaseModel):
     seed: int = 0
 
 
-class PlanRequest(BaseModel):
+class PlanRequest(RequestBody):
     """A patrol planning request."""
 
     date: str = Field(..., description="the patrol day", examples=["2025-12-20"])

@@ -45,7 +45,7 @@ def get_risk(store: Store = Depends(get_store),
     moment = as_of or default_as_of(store)
     frame = site_risk(store, as_of=moment, model=model, lang=lang)
     shown = select_sites(store, frame, category=category, area=grid, limit=limit)
-    return {"as_of": frame.attrs["as_of"], "n_scored": len(frame), "n_matching": len(
+    return {"as_of": frame.attrs["as_of"], "notes": frame.attrs["notes"], "n_scored": len(frame), "n_matching": len(
         select_sites(store, frame, category=category, area=grid)), "model": _model_info(frame),
         "sites": risk_records(shown, lang=lang)}
 

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
-from pydantic import BaseModel, Field
+from pydantic import Field
 
 from api.auth import require_role
-from api.deps import get_store
+from api.deps import RequestBody, get_store
 from api.routers.cases import frame_records, json_body
 from geo.errors import InvalidParameterError, NotFoundError
 from geo.store import Store
@@ -22,14 +22,14 @@ router = APIRouter(tags=["admin"])
 _admin = require_role("admin")
 
 
-class UserIn(BaseModel):
+class UserIn(RequestBody):
     """A new user."""
 
     name: str = Field(..., examples=["王伟"])
     role: str = Field("viewer", description=f"one of {', '.join(ROLES)}")
 
 
-class HolidayIn(BaseModel):
+class HolidayIn(RequestBody):
     """A calendar exception."""
 
     date: str = Field(..., examples=["2027-01-01"])
@@ -38,14 +38,14 @@ class HolidayIn(BaseModel):
     source: str | None = None
 
 
-class HolidaysIn(BaseModel):
+class HolidaysIn(RequestBody):
     """Calendar exceptions to store."""
 
     rows: list[HolidayIn] = Field(..., min_length=1)
     replace_years: bool = Field(True, description="drop the stored rows of the years listed first")
 
 
-class SettingIn(BaseModel):
+class SettingIn(RequestBody):
     """A setting value."""
 
     value: float
