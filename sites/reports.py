@@ -617,7 +617,8 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
     df = tables[level]
     lag = lagging_mask(df, kpi)
     tot = totals(df)
-    cols = list(SCORECARD_COLUMNS) + ([kpi] if kpi not in SCORECARD_COLUMNS else [])
+    # the chosen KPI first, beside the unit's name (the table scrolls sideways on narrow screens)
+    cols = [kpi, *(c for c in SCORECARD_COLUMNS if c != kpi)]
     sign = -1 if kpi in LOWER_IS_BETTER else 1
     score = -sign * pd.to_numeric(df[kpi], errors="coerce").fillna(-np.inf * sign).to_numpy(float)
     order = np.argsort(score, kind="stable")

@@ -280,6 +280,11 @@ def test_scorecard_page_for_the_service_uses_vendored_assets(store):
     assert '/static/vendor/leaflet.js' in doc
     assert len(map_features(doc)) == len(store.sql("SELECT code FROM grids WHERE geom IS NOT NULL"))
     assert "Rework rate" in page and "Community" in page
+    # the chosen KPI is the first figure column, beside the unit's name, and in bold
+    head = re.search(r"<thead>(.*?)</thead>", page, re.S).group(1)
+    figures = re.findall(r"<th[^>]*>([^<]*)</th>", head)
+    assert figures[figures.index("Community") + 1] == "Rework rate" and '<th class="kpi">Rework rate</th>' in head
+    assert figures.count("Rework rate") == 1
 
 
 def test_bad_report_options(store, tmp_path):
