@@ -382,3 +382,15 @@ def test_serve_runs_uvicorn_on_the_app(monkeypatch, demo_db):
     assert seen["port"] == 8799 and seen["host"] == "127.0.0.1"
     assert seen["app"].state.settings["max_cells"] == 1234
     assert Path(seen["app"].state.store.path) == Path(demo_db)
+
+
+def test_district_names_sit_above_the_site_clusters(client, store):
+    """The district labels are in a pane above Leaflet's marker pane (600), so site clusters do not hide them,
+    and the pane lets clicks through."""
+    page = _page(client)
+    pane = re.search(r'(\w+) = map_\w+\.createPane\(\s*"cg-labels"\);\s*\1\.style\.zIndex = (\d+);\s*'
+                     r"\1\.style\.pointerEvents = 'none';", page)
+    assert pane and 600 < int(pane.group(2)) < 650, "label pane above the markers, below tooltips"
+    names = store.sql("SELECT name FROM areas WHERE level = 'district'")["name"].tolist()
+    labels = re.findall(r'L\.marker\(\s*\[[^\]]*\],\s*\{[^}]*"pane": "cg-labels"[^}]*\}', page)
+    assert len(labels) == len(names) and all(n in page for n in names)

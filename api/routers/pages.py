@@ -66,6 +66,9 @@ GROUP_COLORS = {"civic": "#1f77b4", "commerce": "#ff7f0e", "culture": "#9467bd",
 #: Resolutions offered by the page's form (the API accepts 5..12).
 FORM_RES = (6, 7, 8, 9, 10, 11)
 
+#: Leaflet pane of the district names: above the markers (600), below tooltips (650) and popups (700).
+LABEL_PANE = "cg-labels"
+
 #: Page labels: key -> (Chinese, English).
 _LABEL_PAIRS = {
     "title": ("{city} 问题热点地图", "{city} problem hotspot map"),
@@ -506,8 +509,11 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     folium.GeoJson(_rounded_geojson(districts[["code", "name", "geometry"]]), interactive=False, smooth_factor=0.5,
                    style_function=lambda _: {"color": "#444", "weight": 2.5, "opacity": 0.8, "fill": False},
                    ).add_to(district_layer)
+    # district names in a pane of their own above the markers (site clusters would hide them), letting clicks
+    # through to what lies below
+    folium.map.CustomPane(LABEL_PANE, z_index=625, pointer_events=False).add_to(m)
     for name, point in zip(districts["name"], districts.geometry.representative_point(), strict=True):
-        folium.Marker([point.y, point.x], interactive=False,
+        folium.Marker([point.y, point.x], interactive=False, pane=LABEL_PANE,
                       icon=folium.DivIcon(html=f'<div class="cg-label">{html.escape(str(name))}</div>',
                                           icon_size=(120, 20), icon_anchor=(60, 10))).add_to(district_layer)
     district_layer.add_to(m)
