@@ -1247,12 +1247,19 @@ def patrol_candidates(store, *, date, area: str | None = None, coverage_days: in
                                             "en": f"re-check (回头看): problem #{row.event_id} ({te}) closed {d}, "
                                                   "not inspected since"})
     df["coverage"] = False
+    uncovered: list[str] = []
     if coverage_days is not None:
         visits = store.sql(_GRID_VISITS_SQL, {"day": day})
         last = {g: (np.inf if pd.isna(d) else float(d)) for g, d in zip(visits["grid_code"], visits["days"],
                                                                          strict=True)}
         df["prize"] = df["risk"]
         df = apply_coverage(df, last, max_days=int(coverage_days))
+        # grids due for a visit that have no active site to send an inspector to: the plan cannot cover them
+        in_area = store.sql("SELECT code FROM grids" + (" WHERE ? IN (code, community_code, street_code, "
+                                                        "district_code)" if area else ""),
+                            [str(area)] if area else None)["code"]
+        due = {g for g in in_area if last.get(g, np.inf) >= int(coverage_days)}
+        uncovered = sorted(due - set(df["grid_code"].dropna()))
         for i in np.flatnonzero(df["coverage"].to_numpy()):
             d = last.get(df.at[i, "grid_code"], np.inf)
             zh = "从未巡查" if np.isinf(d) else f"已 {d:.0f} 天未巡查"
@@ -1268,6 +1275,7 @@ def patrol_candidates(store, *, date, area: str | None = None, coverage_days: in
     keep = df["must_visit"] | df.index.isin(top.index[:max_candidates])
     df = df[keep].reset_index(drop=True)
     df["prize"] = df["risk"]
+    df.attrs["coverage_without_sites"] = uncovered
     rules = CATEGORY_WINDOWS if windows is None else windows
     win = [rules.get(c) for c in df["category_code"]]
     df["tw_from"] = [w[0] if w else None for w in win]
@@ -1432,6 +1440,16 @@ def plan_day(store, inspectors: Sequence[Mapping | Inspector], *, date, area: st
     doc["timezone"] = store.meta("timezone") or "Asia/Shanghai"
     doc["candidates"] = {"sites": len(frame), "must_visit": int(frame["must_visit"].sum()),
                          "coverage": int(frame["coverage"].sum()) if "coverage" in frame else 0}
+    uncovered = cand.attrs.get("coverage_without_sites") or []
+    if uncovered:
+        shown = "、".join(uncovered[:5]) if lang == "zh" else ", ".join(uncovered[:5])
+        more = "" if len(uncovered) <= 5 else (f" 等 {len(uncovered)} 个" if lang == "zh" else
+                                               f" and {len(uncovered) - 5} more")
+        doc["notes"].append(
+            f"{len(uncovered)} 个网格超过 {coverage_days} 天未巡查，但没有在用的样本框点位，无法安排：{shown}{more}"
+            if lang == "zh" else
+            f"{len(uncovered)} grids are due for a visit (no inspection in {coverage_days} days) but have no active "
+            f"site to visit: {shown}{more}")
     return doc
 
 

@@ -559,6 +559,12 @@ def test_coverage_rule_from_the_inspections_table(demo_db: Path) -> None:
     assert cand["must_visit"].sum() == len(stale)
     texts = [r["en"] for rs in cand.loc[cand["coverage"], "reasons"] for r in rs if r["kind"] == "coverage"]
     assert len(texts) == len(stale) and all("(rule: at most 30 days)" in t for t in texts)
+    # stale grids of the street without any active site cannot be covered: the candidates list them
+    grids = store.sql("SELECT code FROM grids WHERE street_code = ?", [STREET])["code"]
+    gdays = (day.normalize() - grids.map(last).dt.normalize()).dt.days
+    active = set(store.sql("SELECT grid_code FROM sites WHERE active AND grid_code IS NOT NULL")["grid_code"])
+    empty = sorted(set(grids[gdays.isna() | (gdays >= 30)]) - active)
+    assert cand.attrs["coverage_without_sites"] == empty
     # the chosen site of a stale grid is its highest-risk one
     risk = cand.set_index("site_id")["risk"]
     for g in list(stale)[:5]:
@@ -574,6 +580,10 @@ def test_plan_day_is_feasible_when_checked_from_the_document(demo_db: Path) -> N
     store = Store(demo_db)
     doc = plan_day(store, TEAM, date=DAY, area=STREET, coverage_days=30, time_limit_s=2.0)
     cand = patrol_candidates(store, date=DAY, area=STREET, coverage_days=30)
+    empty = cand.attrs["coverage_without_sites"]
+    assert empty and [n for n in doc["notes"] if "没有在用的样本框点位" in n] == [
+        f"{len(empty)} 个网格超过 30 天未巡查，但没有在用的样本框点位，无法安排：{'、'.join(empty[:5])}"
+        + (f" 等 {len(empty)} 个" if len(empty) > 5 else "")]
     assert doc["travel_source"] == "straight line × 1.3"
     assert doc["totals"]["stops"] == sum(len(r["stops"]) for r in doc["routes"]) > 15
     service = dict(store.sql("SELECT code, service_minutes FROM site_categories").itertuples(index=False))
