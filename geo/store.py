@@ -178,7 +178,7 @@ def writing(path: str | os.PathLike, *, memory_limit: str | None = None) -> Iter
         try:
             _remove(tmp)
             if live.exists():
-                shutil.copyfile(live, tmp)
+                copy_file(live, tmp)
             con = connect(tmp)
             try:
                 if memory_limit:
@@ -198,6 +198,22 @@ def writing(path: str | os.PathLike, *, memory_limit: str | None = None) -> Iter
         finally:
             _remove(tmp)
             fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+#: ``FICLONE`` ioctl (linux/fs.h): make ``dst`` share ``src``'s blocks, copy-on-write.
+_FICLONE = 0x40049409
+
+
+def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Copy a database file for a write: a copy-on-write clone where the file system has them (XFS, Btrfs:
+    instant whatever the size), else a plain kernel copy (ext4: about 1 s per GB)."""
+    with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
+        try:
+            fcntl.ioctl(fdst.fileno(), _FICLONE, fsrc.fileno())
+            return
+        except OSError:  # no reflinks here (EOPNOTSUPP, EXDEV, EINVAL): copy the bytes
+            pass
+    shutil.copyfile(src, dst)
 
 
 def _remove(tmp: Path) -> None:

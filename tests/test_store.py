@@ -187,3 +187,44 @@ def test_two_processes_read_while_another_writes(tmp_path):
     assert seen == sorted(seen), "a reader went back to an older version"
     assert seen[-1] == 8000, "the reader did not see the last published version"
     assert len(set(seen)) >= 2
+
+
+@pytest.mark.parametrize("reflink", [True, False])
+def test_write_copy_clones_or_copies_and_leaves_the_live_file_alone(tmp_path, monkeypatch, reflink):
+    """A write works on a copy: a copy-on-write clone where the file system has them, else the bytes. Either way
+    the copy holds the same bytes and writing to it does not touch the live file."""
+    import fcntl
+
+    from geo import store as st
+
+    src = tmp_path / "live.bin"
+    src.write_bytes(bytes(range(256)) * 40_000)
+    calls = []
+
+    def ioctl(fd, request, arg):
+        calls.append(request)
+        if reflink:  # stand-in for a clone: the kernel would share the blocks; here copy them through the fds
+            import os
+
+            os.lseek(arg, 0, 0)
+            os.write(fd, os.read(arg, 1 << 24))
+            return 0
+        raise OSError(95, "Operation not supported")
+
+    monkeypatch.setattr(fcntl, "ioctl", ioctl)
+    dst = tmp_path / "copy.bin"
+    st.copy_file(src, dst)
+    assert calls == [st._FICLONE] and dst.read_bytes() == src.read_bytes()
+    with open(dst, "r+b") as f:
+        f.write(b"changed")
+    assert src.read_bytes()[:7] == bytes(range(7))
+
+
+def test_write_copy_on_this_file_system(tmp_path):
+    """The real call: a clone (XFS, Btrfs) or the fallback copy (ext4, tmpfs), byte for byte."""
+    from geo.store import copy_file
+
+    src = tmp_path / "live.bin"
+    src.write_bytes(b"civicgrid" * 100_000)
+    copy_file(src, tmp_path / "copy.bin")
+    assert (tmp_path / "copy.bin").read_bytes() == src.read_bytes()
