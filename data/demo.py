@@ -995,6 +995,25 @@ STUCK_FOR_GOOD = 0.15
 ESCALATION_DAYS = 45.0
 
 
+#: Problems build up at a site between inspections: a visit finds ``ACCUMULATION_FLOOR`` of the site's rate
+#: right after the previous one, rising toward ``ACCUMULATION_FLOOR + ACCUMULATION_RISE`` with this time scale
+#: (days); a first visit finds the full build-up.
+ACCUMULATION_DAYS = 21.0
+ACCUMULATION_FLOOR = 0.55
+ACCUMULATION_RISE = 0.9
+
+
+def _accumulation(site: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """Hit-rate factor of each inspection from the days since the previous inspection of the same site."""
+    order = np.lexsort((t, site))
+    gap = np.full(len(t), np.inf)
+    s, ts = site[order], t[order]
+    same = np.r_[False, s[1:] == s[:-1]]
+    gap_sorted = np.where(same, (ts - np.r_[ts[:1], ts[:-1]]) / _DAY_S, np.inf)
+    gap[order] = gap_sorted
+    return ACCUMULATION_FLOOR + ACCUMULATION_RISE * (1 - np.exp(-gap / ACCUMULATION_DAYS))
+
+
 def _lifecycle(rng, t, typ, perf, dl_value, dl_hours, late_factor, never_factor):
     """Deadline, rectification, closure, rework count and status of each case (seconds since START)."""
     n = len(t)
@@ -1442,6 +1461,7 @@ def _simulate(rng, n_events, city, sm, gm, types):
             mult[m] *= np.where((d >= ep["a"]) & (d < ep["b"]), 4.0, 1.0)
         else:
             mult[m] *= np.where(d >= ep["a"], 1 + 4 * (d - ep["a"]) / max(ep["b"] - ep["a"], 1), 1.0)
+    mult *= _accumulation(site_i, t_insp)
     lam = risk[site_i] * skill[who] * mult
     lam *= hit_target / max(lam.sum(), 1e-9)
     found = rng.poisson(lam)

@@ -368,3 +368,23 @@ def test_rebuild_replaces_and_zero_events(tmp_path):
     assert store.sql("SELECT count(*) AS n FROM imports")["n"][0] == 1
     assert store.meta("demo_events") == "0"
     assert re.match(r"^\d+$", str(store.sql("SELECT count(*) AS n FROM sites")["n"][0]))
+
+
+def test_problems_build_up_between_inspections(demo):
+    """Within a site, a visit long after the previous one finds a problem more often than one soon after it
+    (data.demo.ACCUMULATION_DAYS), so days since the last inspection carries signal an analyst can find (across
+    sites it is masked: risky sites are visited more often)."""
+    _, store = demo
+    within = store.sql(
+        """
+        WITH g AS (SELECT site_id, (problems_found > 0)::INT AS hit,
+                          date_diff('second', lag(time) OVER (PARTITION BY site_id ORDER BY time), time) / 86400.0
+                          AS gap
+                   FROM inspections),
+        per AS (SELECT site_id, avg(hit) FILTER (WHERE gap > 28) AS late, avg(hit) FILTER (WHERE gap <= 7) AS soon,
+                       count(*) FILTER (WHERE gap > 28) AS n_late, count(*) FILTER (WHERE gap <= 7) AS n_soon
+                FROM g GROUP BY site_id)
+        SELECT count(*) AS sites, avg(late - soon) AS diff FROM per WHERE n_late >= 3 AND n_soon >= 3
+        """
+    ).iloc[0]
+    assert within["sites"] > 100 and within["diff"] > 0.1
