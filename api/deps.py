@@ -8,7 +8,7 @@ from datetime import date, datetime
 from fastapi import Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
-from geo.aggregate import MAX_RES, MIN_RES, EventFilter, _as_datetime, end_of_day
+from geo.aggregate import MAX_RES, MIN_RES, EventFilter, as_datetime, end_of_day
 from geo.errors import InvalidParameterError
 from geo.store import Store
 
@@ -101,7 +101,7 @@ def event_filters(
 ) -> EventFilter:
     """Parse and validate the event filters against the store (unknown codes: 404 with the closest names)."""
     end_at = _end_param(end)
-    first, last = _as_datetime(start, "start"), _as_datetime(end_at, "end")
+    first, last = as_datetime(start, "start"), as_datetime(end_at, "end")
     if first is not None and last is not None and first >= last:
         # name the values as typed: a date-only end is stored as the next midnight, which would confuse
         inclusive = " (a date-only end includes that whole day)" if not isinstance(end_at, str) else ""

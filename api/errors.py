@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -63,16 +62,15 @@ _PAGE_ERROR = {
 }
 
 
-def error_page(request: Request, message: str, status: int) -> HTMLResponse:
+def error_page(request: Request, message: str, status: int, *, fits_res: int | None = None) -> HTMLResponse:
     """A short HTML page (in the page's ``lang``) with the error, a link back and, for a view with too many
-    cells, a link to the same view at the resolution that fits."""
+    cells, a link to the same view at ``fits_res``, the resolution that fits."""
     lang = "en" if str(request.query_params.get("lang", "")).lower().startswith("en") else "zh"
     title, home, back, coarser = _PAGE_ERROR[lang]
     links = []
-    fits = re.search(r"res=(\d+) or coarser fits", message)
-    if fits:
-        query = {**dict(request.query_params), "res": fits.group(1)}
-        links.append((f"{request.url.path}?{urlencode(query)}", coarser.format(res=fits.group(1))))
+    if fits_res is not None:
+        query = {**dict(request.query_params), "res": str(fits_res)}
+        links.append((f"{request.url.path}?{urlencode(query)}", coarser.format(res=fits_res)))
     links.append((f"/map?lang={lang}", home))
     links.append(("javascript:history.back()", back))
     body = _TEMPLATES.get_template("error_page.html").render(lang=lang, title=title, message=message, links=links)
@@ -95,6 +93,6 @@ class HtmlErrorRoute(APIRoute):
                 if isinstance(exc, RequestValidationError):
                     message = "; ".join(f"{e['loc'][-1]}={e.get('input')!r}: {e['msg']}" for e in exc.errors())
                     return error_page(request, message, 422)
-                return error_page(request, str(exc), status_for(exc))
+                return error_page(request, str(exc), status_for(exc), fits_res=getattr(exc, "fits_res", None))
 
         return route_handler

@@ -78,7 +78,8 @@ def parse_time_text(value, name: str) -> pd.Timestamp:
     return ts
 
 
-def _as_datetime(value, name: str) -> datetime | None:
+def as_datetime(value, name: str) -> datetime | None:
+    """A naive local datetime from a datetime, a date or a year-first text (``None`` for none)."""
     if value is None or value == "":
         return None
     if isinstance(value, datetime):
@@ -146,9 +147,9 @@ class EventFilter:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "start", _as_datetime(self.start, "start"))
-        set_(self, "end", _as_datetime(self.end, "end"))
-        set_(self, "as_of", _as_datetime(self.as_of, "as_of"))
+        set_(self, "start", as_datetime(self.start, "start"))
+        set_(self, "end", as_datetime(self.end, "end"))
+        set_(self, "as_of", as_datetime(self.as_of, "as_of"))
         set_(self, "types", _codes(self.types))
         set_(self, "categories", _codes(self.categories))
         set_(self, "type_codes", _codes(self.type_codes))
@@ -419,7 +420,7 @@ def check_cell_budget(store: Store, *, res: int, filters: EventFilter | None = N
               else "narrow the filters (time window, area or problem type)")
     msg = (f"res={res} would return {n_cells:,} cells, more than the limit of {max_cells:,}; {advice}, "
            f"or narrow the view with area/time/type filters")
-    raise TooManyCellsError(msg)
+    raise TooManyCellsError(msg, fits_res=finest)
 
 
 def heatmap(store: Store, *, res: int = 9, filters: EventFilter | None = None, metric: str = "count",

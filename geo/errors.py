@@ -16,7 +16,12 @@ class InvalidParameterError(CivicgridError, ValueError):
 
 
 class TooManyCellsError(InvalidParameterError):
-    """A request that would return more cells than allowed (HTTP 422); the message names a resolution that fits."""
+    """A request that would return more cells than allowed (HTTP 422); the message names a resolution that fits,
+    ``fits_res`` holds it (None when none does)."""
+
+    def __init__(self, message: str, *, fits_res: int | None = None) -> None:
+        super().__init__(message)
+        self.fits_res = fits_res
 
 
 class ConflictError(CivicgridError):

@@ -456,17 +456,23 @@ def query_events(store: Store, *, filters: EventFilter | None = None, columns: S
 STALE_AFTER_DAYS = 30
 
 
-def as_of_notes(store: Store, as_of: datetime, *, lang: str = "zh") -> list[str]:
-    """Warnings for a moment outside the store's data: before its first event or inspection (nothing is known
-    yet, every site looks the same), or more than :data:`STALE_AFTER_DAYS` days after its last one (what is known
-    is that old). Empty when ``as_of`` lies within the data."""
+def data_span(store: Store) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """Time of the first and of the latest event or inspection in the store (``NaT`` when there is none)."""
     row = store.sql(
         "SELECT least((SELECT min(time) FROM events), (SELECT min(time) FROM inspections)) AS first, "
         "greatest((SELECT max(time) FROM events), (SELECT max(time) FROM inspections)) AS last"
     ).iloc[0]
-    if pd.isna(row["first"]):
+    return pd.Timestamp(row["first"]), pd.Timestamp(row["last"])
+
+
+def as_of_notes(store: Store, as_of: datetime, *, lang: str = "zh") -> list[str]:
+    """Warnings for a moment outside the store's data: before its first event or inspection (nothing is known
+    yet, every site looks the same), or more than :data:`STALE_AFTER_DAYS` days after its last one (what is known
+    is that old). Empty when ``as_of`` lies within the data."""
+    first, last = data_span(store)
+    if pd.isna(first):
         return ["库中还没有事件或检查记录" if lang == "zh" else "the store holds no events or inspections yet"]
-    first, last, t = pd.Timestamp(row["first"]), pd.Timestamp(row["last"]), pd.Timestamp(as_of)
+    t = pd.Timestamp(as_of)
     if t <= first:
         return [f"时点 {t:%Y-%m-%d %H:%M} 早于库中最早的记录（{first:%Y-%m-%d}）：此前没有任何数据，各点位结果相同"
                 if lang == "zh" else

@@ -271,7 +271,7 @@ def _too_many(store: Store, res: int, f: EventFilter, n: int, max_cells: int) ->
             break
     advice = f"res={finest} or coarser fits" if finest is not None else "use a smaller area"
     msg = f"res={res} gives a study area of {n:,} cells, more than the limit of {max_cells:,}; {advice}"
-    raise TooManyCellsError(msg)
+    raise TooManyCellsError(msg, fits_res=finest)
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -73,6 +73,14 @@ def _parents_by_containment(con, geoms: np.ndarray, level: str) -> np.ndarray:
     return out
 
 
+def _first_rows(keys: np.ndarray, firsts: np.ndarray) -> dict[str, int]:
+    """Row index of the first row of each code among ``firsts``."""
+    first: dict[str, int] = {}
+    for i in np.flatnonzero(firsts):
+        first.setdefault(keys[i], int(i))
+    return first
+
+
 def _merge_parts(keys: np.ndarray, geoms: np.ndarray, repeats: np.ndarray, firsts: np.ndarray) -> np.ndarray:
     """Merge rows that repeat a code earlier in the file with a different shape into that first row.
 
@@ -84,9 +92,7 @@ def _merge_parts(keys: np.ndarray, geoms: np.ndarray, repeats: np.ndarray, first
     merged = np.zeros(len(keys), dtype=bool)
     if not repeats.any():
         return merged
-    first: dict[str, int] = {}
-    for i in np.flatnonzero(firsts):
-        first.setdefault(keys[i], int(i))
+    first = _first_rows(keys, firsts)
     parts: dict[int, list] = {}
     for i in np.flatnonzero(repeats):
         j = first.get(keys[i])
@@ -111,9 +117,7 @@ def _plain(v) -> str:
 
 def _part_conflicts(keys: np.ndarray, merged: np.ndarray, new: np.ndarray, attrs: dict[str, np.ndarray]) -> list[str]:
     """``code (field kept / other not, …)`` for each merged code whose further parts disagree with its first row."""
-    first: dict[str, int] = {}
-    for i in np.flatnonzero(new):
-        first.setdefault(keys[i], int(i))
+    first = _first_rows(keys, new)
     out: dict[str, list[str]] = {}
     for i in np.flatnonzero(merged):
         j = first[keys[i]]

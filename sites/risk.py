@@ -69,7 +69,7 @@ import pyarrow as pa
 
 from geo.aggregate import EventFilter, _cached, parse_time_text
 from geo.errors import InvalidParameterError, NotFoundError
-from geo.events import as_of_notes
+from geo.events import as_of_notes, data_span
 from geo.h3cells import parent
 from geo.hotspots import hotspots
 from geo.store import Store
@@ -756,8 +756,7 @@ def explain(frame: pd.DataFrame, site_id: int, *, lang: str = "zh") -> dict:
 
 def default_as_of(store: Store) -> datetime:
     """One second after the latest event or inspection: the moment that uses all the data."""
-    row = store.sql("SELECT greatest((SELECT max(time) FROM events), (SELECT max(time) FROM inspections)) AS t")
-    value = row["t"].iloc[0]
+    value = data_span(store)[1]
     if pd.isna(value):
         msg = "the database has no events or inspections; give as_of explicitly"
         raise InvalidParameterError(msg)

@@ -49,7 +49,7 @@ from scipy.special import gammaln
 
 from geo.aggregate import _cached
 from geo.errors import InvalidParameterError, NotFoundError
-from geo.events import as_of_notes
+from geo.events import as_of_notes, data_span
 from geo.store import Store
 
 #: Editable table of the number of sites drawn per category (``category_code, name_zh, k``; ``#`` comments).
@@ -168,9 +168,8 @@ def default_as_of(store: Store) -> datetime:
     """The latest event or inspection time in the store (the data's "now"), or the current time if empty."""
     from sites.cases import now_local
 
-    row = store.sql("SELECT greatest((SELECT max(time) FROM events), (SELECT max(time) FROM inspections)) AS t")
-    value = row["t"].iloc[0]
-    return pd.Timestamp(value).to_pydatetime() if pd.notna(value) else now_local()
+    value = data_span(store)[1]
+    return value.to_pydatetime() if pd.notna(value) else now_local()
 
 
 #: A date without a time of day (2024-03-31, 2024/3/31, 2024.03.31, 2024年3月31日): read as the end of that day.
