@@ -5,12 +5,11 @@ from __future__ import annotations
 import importlib
 import os
 
+from civicgrid.api.deps import reject_unknown_query
+from civicgrid.api.errors import add_exception_handlers
+from civicgrid.api.offline import mount_assets
+from civicgrid.geo.store import Store, default_db_path
 from fastapi import Depends, FastAPI
-
-from api.deps import reject_unknown_query
-from api.errors import add_exception_handlers
-from api.offline import mount_assets
-from geo.store import Store, default_db_path
 
 #: Router modules under ``api.routers`` included by :func:`create_app`, in order.
 #: A module missing from the checkout is skipped (capabilities land one by one).
@@ -40,9 +39,9 @@ def create_app(db: str | os.PathLike | None = None, *, settings: dict | None = N
     mount_assets(app)
     for name in ROUTERS:
         try:
-            module = importlib.import_module(f"api.routers.{name}")
+            module = importlib.import_module(f"civicgrid.api.routers.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"api.routers.{name}":
+            if exc.name != f"civicgrid.api.routers.{name}":
                 raise
             continue
         app.include_router(module.router, dependencies=[Depends(reject_unknown_query)])

@@ -4,13 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+from civicgrid.api.deps import get_store
+from civicgrid.geo.errors import AuthenticationError
+from civicgrid.geo.store import Store
+from civicgrid.geo.users import ROLES, authenticate, authorize, check_role
 from fastapi import Depends, Request
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
-
-from api.deps import get_store
-from geo.errors import AuthenticationError
-from geo.store import Store
-from geo.users import ROLES, authenticate, authorize, check_role
 
 #: The ``Authorization: Bearer <token>`` scheme (shown as "Authorize" in the OpenAPI docs). A missing or
 #: malformed header is left to :func:`require_role`, which answers 401 in the service's error format.

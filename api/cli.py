@@ -8,8 +8,7 @@ import unicodedata
 from pathlib import Path
 
 import click
-
-from geo.store import DEFAULT_DB, default_db_path
+from civicgrid.geo.store import DEFAULT_DB, default_db_path
 
 _DB_HELP = f"database file (default: $CIVICGRID_DB or ./{DEFAULT_DB})"
 
@@ -117,9 +116,9 @@ def _user_errors(func):
 
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
-        from geo.errors import CivicgridError
-        from geo.importing import ImportFileError
-        from geo.store import StoreError
+        from civicgrid.geo.errors import CivicgridError
+        from civicgrid.geo.importing import ImportFileError
+        from civicgrid.geo.store import StoreError
 
         try:
             return func(*args, **kwargs)
@@ -158,7 +157,7 @@ def import_() -> None:
 @_user_errors
 def import_areas_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, level, **cols):
     """Import district, street (街道) or community (社区) polygons."""
-    from grids.areas import import_areas
+    from civicgrid.grids.areas import import_areas
 
     report = import_areas(file, db=db, level=level, mapping=_mapping(cols, maps), crs=crs, encoding=encoding,
                           layer=layer_name, progress=not quiet)
@@ -175,7 +174,7 @@ def import_grids_cmd(file, db, maps, encoding, layer_name, report_path, quiet, c
     community is used. Leader and households: --map leader=网格长
     --map leader_phone=电话 --map households=户数.
     """
-    from grids.areas import import_grids
+    from civicgrid.grids.areas import import_grids
 
     report = import_grids(file, db=db, mapping=_mapping(cols, maps), crs=crs, encoding=encoding,
                           layer=layer_name, progress=not quiet)
@@ -193,7 +192,7 @@ def import_sites_cmd(file, db, maps, encoding, layer_name, report_path, quiet, c
     Fields: --name, --category (code, Chinese or English name), --id, and
     --map address=… unit=… contact=… phone=… active=….
     """
-    from sites.frame import import_sites
+    from civicgrid.sites.frame import import_sites
 
     report = import_sites(file, db=db, mapping=_mapping(cols, maps), point=point, crs=crs, encoding=encoding,
                           layer=layer_name, sheet=sheet, progress=not quiet)
@@ -217,7 +216,7 @@ def import_events_cmd(file, db, maps, encoding, layer_name, report_path, quiet, 
     case closed, e.g. --map closed=办结时间; these give the cases their
     rectification and closure times).
     """
-    from geo.events import import_events
+    from civicgrid.geo.events import import_events
 
     report = import_events(file, db=db, source=source, mapping=_mapping(cols, maps), point=point, crs=crs, tz=tz,
                            encoding=encoding, layer=layer_name, sheet=sheet, progress=not quiet)
@@ -234,7 +233,7 @@ def import_inspections_cmd(file, db, maps, encoding, layer_name, report_path, qu
 
     The inspector: --map inspector=检查人. Visits without coordinates take their site's location.
     """
-    from sites.inspections import import_inspections
+    from civicgrid.sites.inspections import import_inspections
 
     report = import_inspections(file, db=db, mapping=_mapping(cols, maps), point=point, crs=crs, tz=tz,
                                 encoding=encoding, layer=layer_name, sheet=sheet, progress=not quiet)
@@ -251,7 +250,7 @@ def import_inspections_cmd(file, db, maps, encoding, layer_name, report_path, qu
 @_user_errors
 def demo(db, n_events, seed, force, quiet):
     """Build the built-in demo city (示范市): areas, micro-grids, sample frame, two years of events."""
-    from data.demo import build_demo
+    from civicgrid.data.demo import build_demo
 
     path = Path(db)
     if path.exists():
@@ -270,7 +269,7 @@ def demo(db, n_events, seed, force, quiet):
 @_user_errors
 def info(db):
     """Show what a database holds: schema version, layers and row counts."""
-    from geo.store import Store
+    from civicgrid.geo.store import Store
 
     store = Store(db)
     click.echo(f"{store.path}  (schema version {store.meta('schema_version')}, time zone {store.meta('timezone')})")
@@ -292,9 +291,9 @@ def _load_commands() -> None:
 
     for name in COMMAND_MODULES:
         try:
-            importlib.import_module(f"api.commands.{name}")
+            importlib.import_module(f"civicgrid.api.commands.{name}")
         except ModuleNotFoundError as exc:
-            if exc.name != f"api.commands.{name}":
+            if exc.name != f"civicgrid.api.commands.{name}":
                 raise
             continue
 

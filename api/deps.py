@@ -5,12 +5,11 @@ from __future__ import annotations
 import difflib
 from datetime import date, datetime
 
+from civicgrid.geo.aggregate import MAX_RES, MIN_RES, EventFilter, as_datetime, end_of_day
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
 from fastapi import Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
-
-from geo.aggregate import MAX_RES, MIN_RES, EventFilter, as_datetime, end_of_day
-from geo.errors import InvalidParameterError
-from geo.store import Store
 
 
 def get_store(request: Request) -> Store:

@@ -6,12 +6,7 @@ from pathlib import Path
 from urllib.parse import urlencode
 
 import jinja2
-from fastapi import FastAPI, Request
-from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.routing import APIRoute
-
-from geo.errors import (
+from civicgrid.geo.errors import (
     AuthenticationError,
     CivicgridError,
     ConflictError,
@@ -19,7 +14,11 @@ from geo.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from geo.store import StoreError, StoreVersionError
+from civicgrid.geo.store import StoreError, StoreVersionError
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import APIRoute
 
 #: Exception class -> HTTP status. Subclasses come before their bases.
 DEFAULT_STATUS_CODES: dict[type[Exception], int] = {

@@ -157,7 +157,7 @@ def offline_html(html: str) -> str:
                 raise OfflineAssetError(msg)
             return ""
         msg = (f"the page loads {url} from the internet and no vendored copy exists; add the file to "
-               "api.offline.VENDOR_FILES / CDN_REWRITES from an installed package, or drop the plugin")
+               "civicgrid.api.offline.VENDOR_FILES / CDN_REWRITES from an installed package, or drop the plugin")
         raise OfflineAssetError(msg)
 
     return _TAG.sub(replace, html)

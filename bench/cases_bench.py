@@ -29,10 +29,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from data.demo import build_demo
-from geo.store import Store, writing
-from sites import cases as cs
-from sites.kpis import kpi_table, site_flags
+from civicgrid.data.demo import build_demo
+from civicgrid.geo.store import Store, writing
+from civicgrid.sites import cases as cs
+from civicgrid.sites.kpis import kpi_table, site_flags
 
 
 def _median_ms(func, repeat: int) -> float:

@@ -40,7 +40,7 @@ def _pct(values: list[float], q: float) -> float:
 
 
 def build(path: Path, events: int) -> None:
-    from data.demo import build_demo
+    from civicgrid.data.demo import build_demo
 
     if path.exists():
         print(f"reusing {path}")
@@ -51,10 +51,9 @@ def build(path: Path, events: int) -> None:
 
 
 def bench_service(path: Path, *, repeats: int = 60) -> dict:
+    from civicgrid.api.app import create_app
+    from civicgrid.geo.aggregate import clear_cache
     from fastapi.testclient import TestClient
-
-    from api.app import create_app
-    from geo.aggregate import clear_cache
 
     out: dict = {}
     clear_cache()
@@ -96,9 +95,8 @@ def bench_naive(path: Path) -> dict:
     import folium
     import geopandas as gpd
     import h3
+    from civicgrid.geo.store import Store
     from folium.plugins import HeatMap
-
-    from geo.store import Store
 
     out: dict = {}
     store = Store(path)
@@ -125,8 +123,7 @@ def bench_gi() -> dict:
     import esda
     import h3
     import libpysal
-
-    from geo.hotspots import gi_star, neighbours
+    from civicgrid.geo.hotspots import gi_star, neighbours
 
     out: dict = {}
     rng = np.random.default_rng(0)

@@ -56,7 +56,7 @@ def _child(code: str) -> dict:
 
 def build_demo(path: Path, events: int, seed: int = 0) -> dict:
     """Build a demo city in a child process; return its summary, seconds and peak RSS."""
-    code = (f"import json, time; from data.demo import build_demo; t=time.perf_counter(); "
+    code = (f"import json, time; from civicgrid.data.demo import build_demo; t=time.perf_counter(); "
             f"s=build_demo({str(path)!r}, events={events}, seed={seed}, progress=False); "
             f"s['seconds']=time.perf_counter()-t; "
             f"import resource; s['rss_gb']=resource.getrusage(resource.RUSAGE_SELF).ru_maxrss/1048576; "
@@ -69,7 +69,7 @@ def export_csv(demo: Path, csv_path: Path, *, copies: int = 1) -> int:
 
     With ``copies`` > 1 the events are written that many times, each copy with its own ids.
     """
-    from geo.store import connect
+    from civicgrid.geo.store import connect
 
     con = connect(demo, read_only=True)
     try:
@@ -93,7 +93,7 @@ def export_csv(demo: Path, csv_path: Path, *, copies: int = 1) -> int:
 
 def city_only(demo: Path, target: Path) -> None:
     """Create ``target`` holding only the demo city's areas and micro-grids (no sites, no events)."""
-    from geo.store import writing
+    from civicgrid.geo.store import writing
 
     for p in (target, target.with_name(target.name + ".lock")):
         p.unlink(missing_ok=True)
@@ -112,7 +112,7 @@ def import_csv(csv_path: Path, db: Path, *, cases: bool = False) -> dict:
     (``sites.cases``) that ``civicgrid import events`` runs in the same transaction.
     """
     code = (
-        "import json, time, resource; from geo.events import import_events; t=time.perf_counter(); "
+        "import json, time, resource; from civicgrid.geo.events import import_events; t=time.perf_counter(); "
         f"r=import_events({str(csv_path)!r}, db={str(db)!r}, progress=False, cases={cases!r}); "
         "d={k: getattr(r, k) for k in ('rows_read','loaded','duplicates','rejected','outside_grids',"
         "'cases_created','rebounds_linked')}; "

@@ -23,14 +23,13 @@ import folium.plugins
 import geopandas as gpd
 import h3
 import numpy as np
+from civicgrid.api.app import create_app
+from civicgrid.api.offline import render_offline
+from civicgrid.api.routers.pages import HexagonLayer, class_breaks, class_colors
+from civicgrid.data.demo import build_demo
+from civicgrid.geo.aggregate import EventFilter, cells_frame, heatmap
+from civicgrid.geo.store import Store
 from fastapi.testclient import TestClient
-
-from api.app import create_app
-from api.offline import render_offline
-from api.routers.pages import HexagonLayer, class_breaks, class_colors
-from data.demo import build_demo
-from geo.aggregate import EventFilter, cells_frame, heatmap
-from geo.store import Store
 
 TARGET_BYTES = 2_000_000
 

@@ -30,7 +30,7 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from sites.simulator import assessment_sizes, exact_assessment, fix_first, simulate_visits
+from civicgrid.sites.simulator import assessment_sizes, exact_assessment, fix_first, simulate_visits
 
 #: Active sites per category in the demo city (seed 7), codes 01..38.
 DEMO_SIZES = [17, 5, 80, 30, 250, 20, 25, 4, 100, 10, 14, 5, 58, 282, 37, 20, 15, 10, 9, 12, 4, 5, 13, 60, 60,
@@ -90,9 +90,9 @@ def main() -> None:
 
 def store_figures(db: str, runs: int) -> None:
     """``assess`` first (cold: nothing of this store computed yet in the process), then its parts."""
-    from geo.aggregate import clear_cache
-    from geo.store import Store
-    from sites.simulator import assess, site_probabilities
+    from civicgrid.geo.aggregate import clear_cache
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.simulator import assess, site_probabilities
 
     res, t_all = timed(assess, Store(db), runs=runs, fix=10, method="auto")
     clear_cache()

@@ -10,11 +10,11 @@ from itertools import pairwise
 import numpy as np
 import pyarrow as pa
 import shapely
+from civicgrid.geo.store import writing
+from civicgrid.grids.locate import locate_points, location_arrays
+from civicgrid.sites.cases import backfill
 from shapely import ops
 from tqdm.auto import tqdm
-
-from geo.store import writing
-from grids.locate import locate_points, location_arrays
 
 # --------------------------------------------------------------------------------------------------
 # Reference lists and parameters
@@ -1803,7 +1803,7 @@ def build_demo(path: str | os.PathLike, *, events: int = 200_000, seed: int = 0,
                                ("city_center", f"{CENTER_LNG},{CENTER_LAT}"), ("demo_seed", str(int(seed))),
                                ("demo_events", str(events))):
                 con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
-            __import__("sites.cases").cases.backfill(con, actor="demo")  # cases + audit trail from the events
+            backfill(con, actor="demo")  # cases + audit trail from the events
             bar.update(1)
     finally:
         bar.close()

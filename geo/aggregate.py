@@ -25,11 +25,10 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
-
-from geo.errors import InvalidParameterError, NotFoundError, TooManyCellsError
-from geo.h3cells import MEAN_AREA_KM2, to_hex
-from geo.schema import H3_RES
-from geo.store import Store, _file_key
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError, TooManyCellsError
+from civicgrid.geo.h3cells import MEAN_AREA_KM2, to_hex
+from civicgrid.geo.schema import H3_RES
+from civicgrid.geo.store import Store, _file_key
 
 #: Resolutions a heatmap may be asked for (resolution 12 is the stored one).
 MIN_RES, MAX_RES = 5, H3_RES

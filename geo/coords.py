@@ -14,8 +14,7 @@ from __future__ import annotations
 import numpy as np
 import pyproj
 import shapely
-
-from geo.errors import InvalidParameterError
+from civicgrid.geo.errors import InvalidParameterError
 
 #: Semi-major axis and eccentricity squared used by the GCJ-02 formulas (Krasovsky 1940).
 GCJ_A = 6378245.0

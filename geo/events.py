@@ -14,18 +14,16 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
-from geo import importing as imp
-from geo.readers import BatchReader
-from geo.store import writing
-from geo.times import parse_times
-from grids.locate import Locator, location_arrays
+from civicgrid.geo import importing as imp
+from civicgrid.geo.readers import BatchReader
+from civicgrid.geo.store import writing
+from civicgrid.geo.times import parse_times
+from civicgrid.grids.locate import Locator, location_arrays
 
 if TYPE_CHECKING:
     import geopandas as gpd
-
-    from geo.aggregate import EventFilter
-    from geo.store import Store
+    from civicgrid.geo.aggregate import EventFilter
+    from civicgrid.geo.store import Store
 
 #: Event sources.
 SOURCES = ("complaint", "inspection")
@@ -155,7 +153,7 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         report.warnings = list(dict.fromkeys(report.warnings))
         imp.finish_report(report, rejects, loaded=loaded, duplicates=duplicates)
         if cases:
-            from sites.cases import backfill, link_rebounds
+            from civicgrid.sites.cases import backfill, link_rebounds
 
             report.cases_created = backfill(con, actor="import")
             new_ids = np.arange(first, first + loaded, dtype=np.int64)
@@ -412,14 +410,13 @@ def query_events(store: Store, *, filters: EventFilter | None = None, columns: S
 
     Examples
     --------
-    >>> from geo.aggregate import EventFilter
+    >>> from civicgrid.geo.aggregate import EventFilter
     >>> f = EventFilter(start="2025-06-01", end="2025-09-01", types="02", area="430102002")
     >>> ev = query_events(store, filters=f, limit=100, newest_first=True)  # doctest: +SKIP
     """
     import geopandas as gpd
-
-    from geo.aggregate import EventFilter
-    from geo.errors import InvalidParameterError
+    from civicgrid.geo.aggregate import EventFilter
+    from civicgrid.geo.errors import InvalidParameterError
 
     if lang not in ("zh", "en"):
         msg = f"lang must be zh or en, got {lang!r}"

@@ -7,9 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
 import numpy as np
+from civicgrid.geo.schema import H3_RES
 from h3ronpy import vector as _h3v
-
-from geo.schema import H3_RES
 
 #: Mean hexagon area in km² per resolution (H3 documentation, "Tables of cell
 #: statistics across resolutions", average hexagon area).

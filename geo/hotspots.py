@@ -27,10 +27,7 @@ import pandas as pd
 import pyarrow as pa
 import scipy.sparse as sp
 import shapely
-from scipy import stats
-from scipy.sparse.csgraph import connected_components
-
-from geo.aggregate import (
+from civicgrid.geo.aggregate import (
     EventFilter,
     _cached,
     _check_res,
@@ -40,9 +37,11 @@ from geo.aggregate import (
     heatmap,
     parent_sql,
 )
-from geo.errors import InvalidParameterError, TooManyCellsError
-from geo.h3cells import to_hex
-from geo.store import Store
+from civicgrid.geo.errors import InvalidParameterError, TooManyCellsError
+from civicgrid.geo.h3cells import to_hex
+from civicgrid.geo.store import Store
+from scipy import stats
+from scipy.sparse.csgraph import connected_components
 
 #: Emerging-hotspot classes (ESRI "How Emerging Hot Spot Analysis works") with Chinese and English labels.
 EMERGING_CLASSES = {

@@ -22,9 +22,8 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
-
-from geo import coords
-from geo.readers import BatchReader, ReadError, ReadResult, read_batches, read_table
+from civicgrid.geo import coords
+from civicgrid.geo.readers import BatchReader, ReadError, ReadResult, read_batches, read_table
 
 #: Column names recognised without a flag, per field (compared case-insensitively,
 #: ignoring spaces, dots and underscores). A flag always wins over these.

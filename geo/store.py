@@ -32,8 +32,7 @@ from pathlib import Path
 
 import duckdb
 import pandas as pd
-
-from geo.schema import MIGRATIONS, SCHEMA_VERSION
+from civicgrid.geo.schema import MIGRATIONS, SCHEMA_VERSION
 
 #: Default database path, used when ``--db`` is not given; overridable with
 #: the ``CIVICGRID_DB`` environment variable.

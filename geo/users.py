@@ -10,9 +10,14 @@ from datetime import datetime
 from zoneinfo import ZoneInfo
 
 import pandas as pd
-
-from geo.errors import AuthenticationError, ConflictError, InvalidParameterError, NotFoundError, PermissionDeniedError
-from geo.store import Store, writing
+from civicgrid.geo.errors import (
+    AuthenticationError,
+    ConflictError,
+    InvalidParameterError,
+    NotFoundError,
+    PermissionDeniedError,
+)
+from civicgrid.geo.store import Store, writing
 
 #: Roles, weakest first: each role may do what the weaker ones may.
 #: viewer: read cases and audit trails; inspector: create and move cases, plan patrols;

@@ -10,10 +10,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
-
-from geo import importing as imp
-from geo.store import writing
-from grids.locate import LOCATION_COLUMNS, locate_points, location_arrays
+from civicgrid.geo import importing as imp
+from civicgrid.geo.store import writing
+from civicgrid.grids.locate import LOCATION_COLUMNS, locate_points, location_arrays
 
 #: Area levels, top down, with the level each one's parent belongs to.
 LEVELS = {"district": None, "street": "district", "community": "street"}

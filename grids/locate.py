@@ -9,8 +9,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
-
-from geo import h3cells
+from civicgrid.geo import h3cells
 
 #: Columns :func:`locate_points` returns, in order.
 LOCATION_COLUMNS = ["h3", "grid_code", "community_code", "street_code", "district_code"]

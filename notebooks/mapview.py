@@ -22,10 +22,9 @@ from itertools import pairwise
 import folium
 import geopandas as gpd
 import shapely
+from civicgrid.api.offline import VENDOR_URL, render_offline, vendor_path
+from civicgrid.geo.store import Store
 from IPython.display import HTML
-
-from api.offline import VENDOR_URL, render_offline, vendor_path
-from geo.store import Store
 
 _VENDOR_TAG = re.compile(
     r"<script\b[^>]*\bsrc=\"" + re.escape(VENDOR_URL) + r"/([^\"]+)\"[^>]*>\s*</script>"

@@ -31,10 +31,9 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
-
-from geo.errors import InvalidParameterError
-from geo.store import Store
-from sites.risk import TRAIN_DAYS, AsOf, parse_as_of, site_risk
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.sites.risk import TRAIN_DAYS, AsOf, parse_as_of, site_risk
 
 #: Orderings compared, in report order.
 ORDERINGS = ("risk", "historical", "random", "round_robin", "actual")

@@ -39,9 +39,8 @@ from zoneinfo import ZoneInfo
 import duckdb
 import numpy as np
 import pandas as pd
-
-from geo.errors import ConflictError, InvalidParameterError, NotFoundError
-from geo.store import Store, writing
+from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
+from civicgrid.geo.store import Store, writing
 
 #: Case states in workflow order.
 STATES = ("found", "registered", "dispatched", "rectified", "closed")
@@ -100,7 +99,7 @@ def to_timestamp(value, *, field: str = "time") -> datetime:
         return ts.to_pydatetime()
     except (ValueError, TypeError):
         pass
-    from geo.times import parse_times
+    from civicgrid.geo.times import parse_times
 
     parsed = parse_times(np.array([text], dtype=object))[0]
     if pd.isna(parsed[0]):
@@ -351,7 +350,7 @@ def list_cases(store, *, state: str | None = None, area: str | None = None, site
         where.append("state = ?")
         params.append(state)
     if area:
-        from geo.aggregate import area_level
+        from civicgrid.geo.aggregate import area_level
 
         area_level(store, str(area))  # an unknown code raises NotFoundError naming the closest ones
         where.append("? IN (grid_code, community_code, street_code, district_code)")
@@ -511,8 +510,8 @@ def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = Non
 
 
 def _new_event(con, *, problem_type, lng, lat, crs, site_id, time, text, source, now) -> tuple[int, datetime, str]:
-    from geo.coords import to_wgs84
-    from grids.locate import locate_points
+    from civicgrid.geo.coords import to_wgs84
+    from civicgrid.grids.locate import locate_points
 
     if source not in ("complaint", "inspection"):
         msg = f"source must be complaint or inspection, got {source!r}"

@@ -9,10 +9,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
-
-from geo import importing as imp
-from geo.store import writing
-from grids.locate import locate_points, location_arrays
+from civicgrid.geo import importing as imp
+from civicgrid.geo.store import writing
+from civicgrid.grids.locate import locate_points, location_arrays
 
 SITE_FIELDS = ["id", "lat", "lng", "name", "address", "category", "unit", "contact", "phone", "active"]
 

@@ -8,11 +8,10 @@ from datetime import datetime
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
-from geo import importing as imp
-from geo.store import writing
-from geo.times import parse_times
-from sites.frame import PointRows
+from civicgrid.geo import importing as imp
+from civicgrid.geo.store import writing
+from civicgrid.geo.times import parse_times
+from civicgrid.sites.frame import PointRows
 
 INSPECTION_FIELDS = ["id", "lat", "lng", "site", "time", "inspector", "result"]
 

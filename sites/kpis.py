@@ -30,10 +30,9 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
-
-from geo.errors import InvalidParameterError
-from geo.store import Store
-from sites.cases import now_local, to_timestamp
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.sites.cases import now_local, to_timestamp
 
 #: Levels of :func:`kpi_table`: the column of ``cases`` holding the unit.
 LEVEL_COLUMNS = {"district": "district_code", "street": "street_code", "community": "community_code",

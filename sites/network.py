@@ -9,11 +9,10 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+from civicgrid.geo.errors import InvalidParameterError
 from scipy import sparse
 from scipy.sparse import csgraph
 from scipy.spatial import cKDTree
-
-from geo.errors import InvalidParameterError
 
 #: Average door-to-door speeds in a Chinese city centre, km/h. These are planning assumptions, not measurements:
 #: walk 4.5 km/h is the usual 1.3-1.4 m/s free walking speed (5 km/h, the OSMnx/OpenTripPlanner default) slowed by

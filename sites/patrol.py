@@ -12,9 +12,8 @@ from itertools import pairwise
 
 import numpy as np
 import pandas as pd
-
-from geo.errors import InvalidParameterError
-from sites.network import DETOUR_FACTOR, SPEEDS_KMH, RoadNetwork, straight_line_minutes
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.sites.network import DETOUR_FACTOR, SPEEDS_KMH, RoadNetwork, straight_line_minutes
 
 #: Default minutes on site when ``service_min`` is missing.
 DEFAULT_SERVICE_MIN = 12.0
@@ -1041,7 +1040,7 @@ def _hhmm(text: str) -> float:
 
 
 def _day(date) -> datetime:
-    from geo.aggregate import parse_time_text
+    from civicgrid.geo.aggregate import parse_time_text
 
     if isinstance(date, str):
         # year first: 01/07/2025 is refused rather than read as 7 January
@@ -1061,7 +1060,7 @@ def check_area(store, area: str | None) -> str | None:
     """The area code as given when it names a district, street, community or grid; else NotFoundError."""
     from difflib import get_close_matches
 
-    from geo.errors import NotFoundError
+    from civicgrid.geo.errors import NotFoundError
 
     if area is None or not str(area).strip():
         return None
@@ -1097,12 +1096,12 @@ def site_risk_frame(store, *, as_of: datetime, sites: Sequence | None = None) ->
     Returns
     -------
     frame, model
-        ``site_id, risk, components (dict), reason_zh, reason_en``; ``"sites.risk (<model>)"`` or ``"rule"``.
+        ``site_id, risk, components (dict), reason_zh, reason_en``; ``"civicgrid.sites.risk (<model>)"`` or ``"rule"``.
     """
     import inspect
 
     try:
-        from sites.risk import site_risk
+        from civicgrid.sites.risk import site_risk
     except ImportError:
         site_risk = None
     if site_risk is not None:
@@ -1131,8 +1130,8 @@ def site_risk_frame(store, *, as_of: datetime, sites: Sequence | None = None) ->
         en = frames["en"].set_index("site_id")["reason"].astype(str) if "reason" in frames["en"] else reason
         out["reason_en"] = out["site_id"].map(en).fillna("").to_numpy()
         model = frame["model"].iloc[0] if "model" in frame and len(frame) else None
-        return out, f"sites.risk ({model})" if model else "sites.risk"
-    from sites.simulator import nonconformity_probability, site_state
+        return out, f"civicgrid.sites.risk ({model})" if model else "civicgrid.sites.risk"
+    from civicgrid.sites.simulator import nonconformity_probability, site_state
 
     state = site_state(store, as_of=as_of)
     risk = nonconformity_probability(state)
@@ -1302,7 +1301,7 @@ def parse_inspectors(inspectors: Sequence[Mapping | Inspector], *, date, crs: st
     ``shift_minutes`` (or ``shift_hours``; default 240) and ``mode`` (walk, bike or car; default walk).
     Coordinates in ``crs`` (``gcj02``, ``bd09``, …) are converted to WGS84 with :func:`geo.coords.to_wgs84`.
     """
-    from geo.coords import to_wgs84
+    from civicgrid.geo.coords import to_wgs84
 
     day = _day(date)
     out: list[Inspector] = []
@@ -1535,8 +1534,8 @@ def save_plan(db, doc: dict) -> str:
     import json
     import uuid
 
-    from geo.schema import _V4
-    from geo.store import writing
+    from civicgrid.geo.schema import _V4
+    from civicgrid.geo.store import writing
 
     path = getattr(db, "path", db)
     plan_id = uuid.uuid4().hex[:12]
@@ -1556,7 +1555,7 @@ def load_plan(store, plan_id: str) -> dict:
     """A stored plan document by id; :class:`~geo.errors.NotFoundError` naming the latest ids otherwise."""
     import json
 
-    from geo.errors import NotFoundError
+    from civicgrid.geo.errors import NotFoundError
 
     has = store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'patrol_plans' "
                     "AND table_catalog = current_database()")["n"].iloc[0]

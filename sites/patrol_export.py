@@ -13,8 +13,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
-
-from geo.errors import InvalidParameterError
+from civicgrid.geo.errors import InvalidParameterError
 
 #: Export formats and their file suffix and media type.
 FORMATS: dict[str, tuple[str, str]] = {
@@ -96,7 +95,7 @@ def _hm(iso: str | None) -> str:
 def _xy(lng: float, lat: float, crs: str) -> tuple[float, float]:
     if crs == "wgs84":
         return float(lng), float(lat)
-    from geo.coords import from_wgs84
+    from civicgrid.geo.coords import from_wgs84
 
     x, y = from_wgs84(np.array([lng]), np.array([lat]), crs)
     return float(x[0]), float(y[0])
@@ -404,7 +403,7 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
         folium.TileLayer(tiles=url, attr=attr, subdomains=subs, max_zoom=19, overlay=i > 0, control=False).add_to(m)
     m.fit_bounds([[min(ys), min(xs)], [max(ys), max(xs)]], padding=(20, 20))
     if grids is not None and len(grids):
-        from geo.coords import to_crs_frame
+        from civicgrid.geo.coords import to_crs_frame
 
         base = to_crs_frame(grids[["code", "name", "geometry"]], crs)
         folium.GeoJson(

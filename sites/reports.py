@@ -33,10 +33,9 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-
-from geo.errors import InvalidParameterError
-from geo.store import Store
-from sites.kpis import LEVEL_COLUMNS, check_lang, check_level
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.sites.kpis import LEVEL_COLUMNS, check_lang, check_level
 
 #: Levels of the workbook, in sheet order.
 LEVELS = tuple(LEVEL_COLUMNS)
@@ -204,7 +203,7 @@ def check_kpi(kpi: str) -> str:
 
 
 def _default_kpi_table() -> Callable:
-    from sites.kpis import kpi_table
+    from civicgrid.sites.kpis import kpi_table
 
     return kpi_table
 
@@ -226,7 +225,7 @@ def report_tables(store: Store, *, start: date, end: date, as_of=None, lang: str
         ``kpi_table(store, start=..., end=..., level=..., as_of=..., lang=...)``.
     """
     func = kpi_table or _default_kpi_table()
-    from sites import kpis
+    from civicgrid.sites import kpis
 
     tables = {}
     parents = _parents(store, lang)
@@ -564,7 +563,7 @@ def _street_outlines(store: Store, lang: str):
 
 def inline_assets(page: str) -> str:
     """Replace the page's ``/static/vendor/...`` scripts and stylesheets by their contents (a standalone file)."""
-    from api.offline import VENDOR_URL, vendor_path
+    from civicgrid.api.offline import VENDOR_URL, vendor_path
 
     def script(match: re.Match) -> str:
         body = vendor_path(match.group(1)).read_text(encoding="utf-8").replace("</script", "<\\/script")
@@ -608,8 +607,7 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
         the service's ``/static/vendor``.
     """
     import jinja2
-
-    from api.offline import render_offline
+    from civicgrid.api.offline import render_offline
 
     t = _TEXT[check_lang(lang)]
     check_kpi(kpi)
@@ -739,14 +737,14 @@ def report_title(store: Store, label: str, lang: str) -> str:
 
 def _now_text() -> str:
     """The current wall-clock time of the store's time zone (Asia/Shanghai, as the data), to the minute."""
-    from sites.cases import now_local
+    from civicgrid.sites.cases import now_local
 
     return f"{now_local():%Y-%m-%d %H:%M}"
 
 
 def _shown_as_of(stop: date, as_of) -> str:
     """The moment the record is read at, as shown: ``as_of``, else the KPIs' default (the period's end, or now)."""
-    from sites.cases import now_local
+    from civicgrid.sites.cases import now_local
 
     if as_of is not None:
         return str(as_of)

@@ -66,13 +66,12 @@ import h3ronpy
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-
-from geo.aggregate import EventFilter, _cached, parse_time_text
-from geo.errors import InvalidParameterError, NotFoundError
-from geo.events import as_of_notes, data_span
-from geo.h3cells import parent
-from geo.hotspots import hotspots
-from geo.store import Store
+from civicgrid.geo.aggregate import EventFilter, _cached, parse_time_text
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.events import as_of_notes, data_span
+from civicgrid.geo.h3cells import parent
+from civicgrid.geo.hotspots import hotspots
+from civicgrid.geo.store import Store
 
 #: What ``as_of`` may be: a datetime, a date (its midnight) or an ISO string.
 AsOf = datetime | date | str

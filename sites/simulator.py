@@ -45,12 +45,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from civicgrid.geo.aggregate import _cached
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.events import as_of_notes, data_span
+from civicgrid.geo.store import Store
 from scipy.special import gammaln
-
-from geo.aggregate import _cached
-from geo.errors import InvalidParameterError, NotFoundError
-from geo.events import as_of_notes, data_span
-from geo.store import Store
 
 #: Editable table of the number of sites drawn per category (``category_code, name_zh, k``; ``#`` comments).
 #: Source: an assumption documented in the file's header (the operating manual of each edition fixes it).
@@ -166,7 +165,7 @@ def parse_k_options(items: list[str] | tuple[str, ...] | None) -> dict[str, int]
 
 def default_as_of(store: Store) -> datetime:
     """The latest event or inspection time in the store (the data's "now"), or the current time if empty."""
-    from sites.cases import now_local
+    from civicgrid.sites.cases import now_local
 
     value = data_span(store)[1]
     return value.to_pydatetime() if pd.notna(value) else now_local()
@@ -182,7 +181,7 @@ def _as_of(store: Store, as_of) -> datetime:
     day_end = timedelta(days=1) - timedelta(microseconds=1)
     if isinstance(as_of, date) and not isinstance(as_of, datetime):
         return datetime(as_of.year, as_of.month, as_of.day) + day_end
-    from sites.cases import to_timestamp
+    from civicgrid.sites.cases import to_timestamp
 
     try:
         moment = to_timestamp(as_of, field="as_of")
@@ -338,7 +337,7 @@ def site_probabilities(store: Store, *, as_of=None, method: str = "auto") -> pd.
 
 def _risk_probabilities(store: Store, *, as_of: datetime, required: bool) -> pd.Series | None:
     try:
-        from sites.risk import site_risk
+        from civicgrid.sites.risk import site_risk
     except ImportError:
         if required:
             msg = "method='risk' needs sites.risk (the risk model), which is not installed; use method='rule'"
@@ -347,13 +346,13 @@ def _risk_probabilities(store: Store, *, as_of: datetime, required: bool) -> pd.
     frame = site_risk(store, as_of=as_of)
     if "risk" not in frame or "site_id" not in frame:
         if required:
-            msg = "sites.risk.site_risk returned no site_id/risk columns; use method='rule'"
+            msg = "civicgrid.sites.risk.site_risk returned no site_id/risk columns; use method='rule'"
             raise InvalidParameterError(msg)
         return None
     risk = pd.to_numeric(frame["risk"], errors="coerce")
     if risk.isna().all() or risk.min() < 0 or risk.max() > 1:
         if required:
-            msg = "sites.risk.site_risk's risk is not a probability in [0, 1]; use method='rule'"
+            msg = "civicgrid.sites.risk.site_risk's risk is not a probability in [0, 1]; use method='rule'"
             raise InvalidParameterError(msg)
         return None
     return pd.Series(risk.to_numpy(float), index=frame["site_id"].to_numpy())

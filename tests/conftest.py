@@ -30,7 +30,7 @@ DEMO_SEED = 7
 def demo_db(tmp_path_factory) -> Path:
     """A small demo city database (30,000 events, seed 7) built once per test session. Do not write to it;
     copy it (``shutil.copy``) when a test needs to change data."""
-    from data.demo import build_demo
+    from civicgrid.data.demo import build_demo
 
     path = tmp_path_factory.mktemp("demo_city") / "demo.duckdb"
     build_demo(path, events=DEMO_EVENTS, seed=DEMO_SEED, progress=False)
@@ -43,7 +43,7 @@ def civicgrid_cli() -> list[str]:
     import sys
 
     exe = Path(sys.executable).with_name("civicgrid")
-    return [str(exe)] if exe.exists() else [sys.executable, "-m", "api.cli"]
+    return [str(exe)] if exe.exists() else [sys.executable, "-m", "civicgrid.api.cli"]
 
 
 @pytest.fixture(scope="session")
@@ -100,8 +100,7 @@ def small_city(tmp_path) -> Path:
     (codes ``430102001001001``–``004``, names, leaders and households). Each test gets its own database."""
     import geopandas as gpd
     import shapely
-
-    from grids.areas import import_areas, import_grids
+    from civicgrid.grids.areas import import_areas, import_grids
 
     db = tmp_path / "city.duckdb"
     x0, y0, d = 112.90, 28.20, 0.01

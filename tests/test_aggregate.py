@@ -10,8 +10,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-
-from geo.aggregate import (
+from civicgrid.geo.aggregate import (
     EventFilter,
     area_stats,
     cell_counts_by_res,
@@ -20,8 +19,8 @@ from geo.aggregate import (
     heatmap,
     heatmap_frame,
 )
-from geo.errors import InvalidParameterError, NotFoundError, TooManyCellsError
-from geo.store import Store, writing
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError, TooManyCellsError
+from civicgrid.geo.store import Store, writing
 
 
 @pytest.fixture(scope="module")

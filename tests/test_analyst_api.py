@@ -18,13 +18,13 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+from civicgrid.geo.aggregate import EventFilter, area_stats, cells_frame, heatmap
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.events import QUERY_COLUMNS, query_events
+from civicgrid.geo.hotspots import emerging_hotspots, hotspots
+from civicgrid.geo.store import Store, StoreError, open_store
 
-import geo
-from geo.aggregate import EventFilter, area_stats, cells_frame, heatmap
-from geo.errors import InvalidParameterError, NotFoundError
-from geo.events import QUERY_COLUMNS, query_events
-from geo.hotspots import emerging_hotspots, hotspots
-from geo.store import Store, StoreError, open_store
+import civicgrid
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -150,7 +150,7 @@ def test_cells_frame_turns_any_cell_result_into_hexagons(store):
 
 
 def test_rolling_backtest_is_backtest_per_window(store):
-    from sites.backtest import ORDERINGS, backtest, rolling_backtest
+    from civicgrid.sites.backtest import ORDERINGS, backtest, rolling_backtest
 
     windows = ["2025-05-01", "2025-09-01"]
     table = rolling_backtest(store, windows=windows, horizon_days=30, n_random=3)
@@ -171,10 +171,9 @@ def test_rolling_backtest_is_backtest_per_window(store):
 
 def test_events_endpoint_calls_query_events(demo_db, tmp_path):
     """``GET /api/events`` is :func:`query_events` behind the same query-string filters (viewer role)."""
+    from civicgrid.api.app import create_app
+    from civicgrid.geo.users import add_user
     from fastapi.testclient import TestClient
-
-    from api.app import create_app
-    from geo.users import add_user
 
     db = tmp_path / "city.duckdb"
     shutil.copy(demo_db, db)
@@ -326,7 +325,7 @@ def test_readme_function_examples_run(demo_db, monkeypatch):
     for dotted, _ in examples:
         module, name = dotted.rsplit(".", 1)
         ns[name] = getattr(importlib.import_module(module), name)
-    ns["assessment_sizes"] = importlib.import_module("sites.simulator").assessment_sizes
+    ns["assessment_sizes"] = importlib.import_module("civicgrid.sites.simulator").assessment_sizes
     ns["store"] = open_store(demo_db)
     for dotted, code in examples:
         if code.startswith("frame = "):
@@ -340,4 +339,4 @@ def test_readme_function_examples_run(demo_db, monkeypatch):
             assert len(out), dotted
         if "GeoDataFrame" in str(ret):
             assert out.crs == "EPSG:4326", dotted
-    assert isinstance(geo.open_store(demo_db), Store)
+    assert isinstance(civicgrid.open_store(demo_db), Store)

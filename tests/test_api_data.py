@@ -10,15 +10,14 @@ import h3
 import numpy as np
 import pandas as pd
 import pytest
-
-from geo.coords import wgs84_to_gcj02
-from geo.store import Store
+from civicgrid.geo.coords import wgs84_to_gcj02
+from civicgrid.geo.store import Store
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     from fastapi.testclient import TestClient
 
-from api.app import create_app
+from civicgrid.api.app import create_app
 
 
 @pytest.fixture(scope="module")
@@ -115,7 +114,7 @@ def test_bad_parameters(client, params, status, words):
 
 
 def test_hotspots_endpoint(client, demo_db):
-    from geo.hotspots import hotspots
+    from civicgrid.geo.hotspots import hotspots
 
     r = client.get("/api/hotspots", params={"res": 9})
     body = r.json()

@@ -8,11 +8,11 @@ from datetime import datetime, timedelta
 
 import numpy as np
 import pytest
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.sites.backtest import ORDERINGS, backtest, order_measures
 from click.testing import CliRunner
 
-from geo.errors import InvalidParameterError
-from geo.store import Store
-from sites.backtest import ORDERINGS, backtest, order_measures
 from test_risk import AS_OF, build_tiny
 
 
@@ -114,7 +114,7 @@ def test_risk_beats_random_on_the_demo(demo_db, as_of):
 
 
 def test_cli_backtest(demo_db, tmp_path):
-    from api.cli import main
+    from civicgrid.api.cli import main
 
     out = tmp_path / "bt.json"
     res = CliRunner().invoke(main, ["backtest", "--db", str(demo_db), "--as-of", "2025-06-01", "--horizon", "21",

@@ -122,9 +122,9 @@ def _map_name(driver) -> str:
 
 
 def test_map_page_offline_in_browser(server, browser, demo_db):
-    from geo.aggregate import heatmap
-    from geo.hotspots import hotspot_clusters
-    from geo.store import Store
+    from civicgrid.geo.aggregate import heatmap
+    from civicgrid.geo.hotspots import hotspot_clusters
+    from civicgrid.geo.store import Store
 
     _load(browser, server + "/map", _MAP_READY)
     errors = _console_errors(browser)
@@ -153,16 +153,15 @@ def test_map_page_offline_in_browser(server, browser, demo_db):
 def test_map_hexagons_where_the_cells_are(server, browser, demo_db):
     """The decoded hexagons sit on the H3 cells: the page's hexagon bounds match h3's cell boundaries."""
     import numpy as np
-
-    from geo.aggregate import cell_polygons, heatmap
-    from geo.store import Store
+    from civicgrid.geo.aggregate import EventFilter, cell_polygons, heatmap
+    from civicgrid.geo.store import Store
 
     _load(browser, server + "/map?res=8&type=02&lang=en", _MAP_READY)
     assert not _console_errors(browser)
     got = browser.execute_script(
         "return window.cgLayers.hex.getLayers().map(p => {const b = p.getBounds();"
         " return [b.getWest(), b.getSouth(), b.getEast(), b.getNorth()];})")
-    cells = heatmap(Store(demo_db), res=8, filters=__import__("geo.aggregate").aggregate.EventFilter(types="02"))
+    cells = heatmap(Store(demo_db), res=8, filters=EventFilter(types="02"))
     import shapely
 
     want = shapely.bounds(cell_polygons(cells["h3"].to_numpy()))

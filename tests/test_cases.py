@@ -9,10 +9,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-
-from geo.errors import ConflictError, InvalidParameterError, NotFoundError
-from geo.store import Store, writing
-from sites import cases as cs
+from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
+from civicgrid.geo.store import Store, writing
+from civicgrid.sites import cases as cs
 
 # --- the working calendar ------------------------------------------------------------------------------------
 

@@ -9,9 +9,8 @@ import prcoords
 import pyproj
 import pytest
 import shapely
-
-from geo import coords
-from geo.errors import InvalidParameterError
+from civicgrid.geo import coords
+from civicgrid.geo.errors import InvalidParameterError
 
 N = 3000
 

@@ -9,9 +9,8 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
-
-from data.demo import ASSESSMENTS, EPISODES, HOLIDAYS, SITE_COUNTS, build_demo
-from geo.store import Store
+from civicgrid.data.demo import ASSESSMENTS, EPISODES, HOLIDAYS, SITE_COUNTS, build_demo
+from civicgrid.geo.store import Store
 
 N_EVENTS = 30_000
 KIND_TO_TYPE = {"point": "POINT", "line": "LINESTRING", "area": "POLYGON"}

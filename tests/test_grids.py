@@ -5,10 +5,9 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import shapely
-
-from geo import importing as imp
-from geo.store import Store
-from grids.areas import import_areas, import_grids
+from civicgrid.geo import importing as imp
+from civicgrid.geo.store import Store
+from civicgrid.grids.areas import import_areas, import_grids
 
 X0, Y0, D = 112.901, 28.201, 0.002
 

@@ -13,10 +13,8 @@ import pandas as pd
 import pymannkendall
 import pytest
 import shapely
-from scipy import stats
-
-from geo.aggregate import EventFilter, city_cells, heatmap
-from geo.hotspots import (
+from civicgrid.geo.aggregate import EventFilter, city_cells, heatmap
+from civicgrid.geo.hotspots import (
     classify_emerging,
     emerging_from_counts,
     emerging_hotspots,
@@ -27,7 +25,8 @@ from geo.hotspots import (
     mann_kendall,
     neighbours,
 )
-from geo.store import Store
+from civicgrid.geo.store import Store
+from scipy import stats
 
 
 def _disk(lat: float, lng: float, res: int, k: int) -> np.ndarray:

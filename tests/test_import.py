@@ -11,15 +11,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+from civicgrid.api.cli import main
+from civicgrid.geo.events import import_events
+from civicgrid.geo.importing import ImportFileError
+from civicgrid.geo.store import Store
+from civicgrid.grids.areas import import_areas, import_grids
+from civicgrid.sites.frame import import_sites
+from civicgrid.sites.inspections import import_inspections
 from click.testing import CliRunner
-
-from api.cli import main
-from geo.events import import_events
-from geo.importing import ImportFileError
-from geo.store import Store
-from grids.areas import import_areas, import_grids
-from sites.frame import import_sites
-from sites.inspections import import_inspections
 
 
 def _digest(path):
@@ -274,7 +273,7 @@ def test_excel_with_merged_header_rows(small_city, tmp_path):
 
 
 def _col(path, contains):
-    from geo.readers import read_table
+    from civicgrid.geo.readers import read_table
 
     return next(c for c in read_table(path).table.column_names if contains in c)
 
@@ -399,7 +398,7 @@ def test_every_command_has_help():
 
 def test_lattice_lookup_matches_geopandas_on_the_shenzhen_grid(shenzhen):
     """The lattice index (used for large imports) agrees exactly with a geopandas spatial join."""
-    from grids.locate import PolygonIndex
+    from civicgrid.grids.locate import PolygonIndex
 
     db, _, _ = shenzhen
     g = Store(db).sql("SELECT code, ST_AsWKB(geom) AS wkb FROM grids ORDER BY code")
@@ -456,15 +455,15 @@ def _batch_file(tmp_path, n=3000, seed=5):
 def test_batched_import_equals_one_batch(small_city, tmp_path, monkeypatch):
     import shutil
 
-    import geo.events
-    import geo.readers
+    from civicgrid.geo import events as geo_events
+    from civicgrid.geo import readers as geo_readers
 
     f, frame = _batch_file(tmp_path)
     one = tmp_path / "one.duckdb"
     shutil.copy(small_city, one)
     whole = import_events(f, db=one, progress=False)
-    monkeypatch.setattr(geo.readers, "_BLOCK", 4096)  # the CSV streams in blocks of ~60 rows
-    monkeypatch.setattr(geo.events, "IMPORT_BATCH_ROWS", 250)
+    monkeypatch.setattr(geo_readers, "_BLOCK", 4096)  # the CSV streams in blocks of ~60 rows
+    monkeypatch.setattr(geo_events, "IMPORT_BATCH_ROWS", 250)
     parts = import_events(f, db=small_city, progress=False)
     _balanced(parts)
     keys = frame["id"].mask(frame["id"] == "", None)
@@ -486,15 +485,15 @@ def test_batched_import_equals_one_batch(small_city, tmp_path, monkeypatch):
 
 def test_duplicates_exact_under_hash_collisions(small_city, tmp_path, monkeypatch):
     """Keys are deduplicated by hash, then compared exactly: colliding hashes never drop a distinct row."""
-    import geo.events
-    import geo.readers
-    from geo.importing import KeyIndex
+    from civicgrid.geo import events as geo_events
+    from civicgrid.geo import readers as geo_readers
+    from civicgrid.geo.importing import KeyIndex
 
     f, frame = _batch_file(tmp_path)
     real = KeyIndex.hashes
     monkeypatch.setattr(KeyIndex, "hashes", lambda self, keys: real(self, keys) % np.uint64(7))
-    monkeypatch.setattr(geo.readers, "_BLOCK", 4096)
-    monkeypatch.setattr(geo.events, "IMPORT_BATCH_ROWS", 250)
+    monkeypatch.setattr(geo_readers, "_BLOCK", 4096)
+    monkeypatch.setattr(geo_events, "IMPORT_BATCH_ROWS", 250)
     rep = import_events(f, db=small_city, progress=False)
     _balanced(rep)
     stored = Store(small_city).sql("SELECT dedup_key, external_id FROM events")
@@ -506,15 +505,15 @@ def test_duplicates_exact_under_hash_collisions(small_city, tmp_path, monkeypatc
 
 
 def test_bad_row_in_a_later_batch_changes_nothing(small_city, tmp_path, monkeypatch):
-    import geo.events
-    import geo.readers
+    from civicgrid.geo import events as geo_events
+    from civicgrid.geo import readers as geo_readers
 
     f = tmp_path / "late_error.csv"
     rows = [f"{i},2024-03-05 10:00,28.205,112.905" for i in range(2000)]
     rows[1800] = '1800,2024-03-05 10:00,28.205,112.905,"extra"'
     f.write_text("id,time,lat,lng\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    monkeypatch.setattr(geo.readers, "_BLOCK", 4096)
-    monkeypatch.setattr(geo.events, "IMPORT_BATCH_ROWS", 250)
+    monkeypatch.setattr(geo_readers, "_BLOCK", 4096)
+    monkeypatch.setattr(geo_events, "IMPORT_BATCH_ROWS", 250)
     before = _digest(small_city)
     with pytest.raises(ImportFileError, match="not a well-formed CSV"):
         import_events(f, db=small_city, progress=False)
@@ -524,8 +523,7 @@ def test_bad_row_in_a_later_batch_changes_nothing(small_city, tmp_path, monkeypa
 def test_content_keys_keep_their_stored_form():
     """Keys of rows without ids stay ``prefix#`` + 16 hex digits of pandas' row hash (idempotent across versions)."""
     import pyarrow as pa
-
-    from geo.importing import content_keys
+    from civicgrid.geo.importing import content_keys
 
     rng = np.random.default_rng(11)
     values = [None if v < 0.1 else f" {v:.6f}" for v in rng.random(5000)]

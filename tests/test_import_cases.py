@@ -7,13 +7,12 @@ import json
 
 import pandas as pd
 import pytest
+from civicgrid.api.cli import main
+from civicgrid.geo.events import import_events
+from civicgrid.geo.store import Store
+from civicgrid.sites import cases as cs
+from civicgrid.sites.kpis import kpi_table
 from click.testing import CliRunner
-
-from api.cli import main
-from geo.events import import_events
-from geo.store import Store
-from sites import cases as cs
-from sites.kpis import kpi_table
 
 
 def _digest(path) -> str:

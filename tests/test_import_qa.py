@@ -16,15 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+from civicgrid.api.cli import main
+from civicgrid.geo import coords
+from civicgrid.geo import importing as imp
+from civicgrid.geo.events import import_events
+from civicgrid.geo.importing import ImportFileError
+from civicgrid.geo.store import Store
+from civicgrid.grids.areas import import_areas, import_grids
 from click.testing import CliRunner
-
-from api.cli import main
-from geo import coords
-from geo import importing as imp
-from geo.events import import_events
-from geo.importing import ImportFileError
-from geo.store import Store
-from grids.areas import import_areas, import_grids
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -226,7 +225,7 @@ def test_summary_counts_many_distinct_values_by_kind(small_city, tmp_path):
     f = tmp_path / "i.csv"
     rows = "".join(f"V{i},S{i:03d},2024-03-05 09:00,符合\n" for i in range(25))
     f.write_text("编号,点位编号,检查时间,检查结果\n" + rows, encoding="utf-8")
-    from sites.inspections import import_inspections
+    from civicgrid.sites.inspections import import_inspections
 
     rep = import_inspections(f, db=small_city, progress=False)
     assert rep.rejected == 25 and rep.rejects[0] == {"row": 2, "field": "site", "reason": "unknown site 'S000'"}
@@ -296,13 +295,12 @@ def test_mostly_swapped_coordinates_get_one_warning(small_city, tmp_path):
 
 def test_cli_field_lists_match_the_importers():
     """``civicgrid import … --help`` lists each importer's fields without importing it: the lists must agree."""
+    from civicgrid.api.cli import IMPORT_FIELDS, main
+    from civicgrid.geo.events import EVENT_FIELDS
+    from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS
+    from civicgrid.sites.frame import SITE_FIELDS
+    from civicgrid.sites.inspections import INSPECTION_FIELDS
     from click.testing import CliRunner
-
-    from api.cli import IMPORT_FIELDS, main
-    from geo.events import EVENT_FIELDS
-    from grids.areas import AREA_FIELDS, GRID_FIELDS
-    from sites.frame import SITE_FIELDS
-    from sites.inspections import INSPECTION_FIELDS
 
     expected = {"areas": AREA_FIELDS, "grids": GRID_FIELDS, "sites": SITE_FIELDS, "events": EVENT_FIELDS,
                 "inspections": INSPECTION_FIELDS}

@@ -8,10 +8,9 @@ from datetime import date, datetime
 
 import pandas as pd
 import pytest
+from civicgrid.geo.errors import AuthenticationError, InvalidParameterError, NotFoundError
+from civicgrid.geo.store import Store
 from fastapi.testclient import TestClient
-
-from geo.errors import AuthenticationError, InvalidParameterError, NotFoundError
-from geo.store import Store
 
 
 @pytest.fixture(scope="module")
@@ -21,7 +20,7 @@ def store(demo_db) -> Store:
 
 @pytest.fixture(scope="module")
 def client(demo_db):
-    from api.app import create_app
+    from civicgrid.api.app import create_app
 
     return TestClient(create_app(demo_db))
 
@@ -30,7 +29,7 @@ def client(demo_db):
 
 
 def test_list_cases_refuses_unknown_area_and_site(store):
-    from sites.cases import list_cases
+    from civicgrid.sites.cases import list_cases
 
     district = store.sql("SELECT min(code) AS c FROM areas WHERE level = 'district'")["c"].iloc[0]
     got = list_cases(store, area=district, limit=50)
@@ -42,11 +41,11 @@ def test_list_cases_refuses_unknown_area_and_site(store):
 
 
 def test_cases_and_flags_api_answer_404_for_an_unknown_area(demo_db, client):
-    from geo.users import add_user
+    from civicgrid.geo.users import add_user
 
     path = demo_db.parent / "walk_users.duckdb"
     shutil.copy(demo_db, path)
-    from api.app import create_app
+    from civicgrid.api.app import create_app
 
     c = TestClient(create_app(path))
     token = add_user(path, "viewer1", role="viewer")[1]
@@ -63,7 +62,7 @@ def test_cases_and_flags_api_answer_404_for_an_unknown_area(demo_db, client):
 
 
 def test_flags_report_the_moment_used(client, monkeypatch):
-    import sites.kpis as kp
+    import civicgrid.sites.kpis as kp
 
     monkeypatch.setattr(kp, "now_local", lambda: datetime(2025, 12, 1, 9, 30))
     body = client.get("/api/kpis/flags").json()
@@ -77,14 +76,14 @@ def test_flags_report_the_moment_used(client, monkeypatch):
 
 
 def test_kpis_refuse_an_as_of_before_the_period(store, client, monkeypatch):
-    from sites.kpis import kpi_table, kpi_totals
+    from civicgrid.sites.kpis import kpi_table, kpi_totals
 
     with pytest.raises(InvalidParameterError, match="before the period starts"):
         kpi_table(store, start="2024-03-01", end="2024-04-01", as_of="2024-02-01")
     with pytest.raises(InvalidParameterError, match="before the period starts"):
         kpi_totals(store, start="2024-03-01", end="2024-04-01", as_of="2024-02-01")
     # a period in the future: "now" is before it
-    import sites.kpis as kp
+    import civicgrid.sites.kpis as kp
 
     monkeypatch.setattr(kp, "now_local", lambda: datetime(2025, 12, 1, 9, 30))
     with pytest.raises(InvalidParameterError, match=r"now \(2025-12-01 09:30:00\) is before"):
@@ -101,9 +100,9 @@ def test_kpis_refuse_an_as_of_before_the_period(store, client, monkeypatch):
 
 
 def test_current_month_and_generated_time_use_the_store_time_zone(store, client, monkeypatch, tmp_path):
-    import sites.cases as cs
-    import sites.kpis as kp
-    from sites.reports import build_report
+    import civicgrid.sites.cases as cs
+    import civicgrid.sites.kpis as kp
+    from civicgrid.sites.reports import build_report
 
     # 2025-04-01 04:00 in Shanghai is still 2025-03-31 on a UTC machine
     monkeypatch.setattr(cs, "now_local", lambda: datetime(2025, 4, 1, 4, 0))
@@ -122,8 +121,8 @@ def test_current_month_and_generated_time_use_the_store_time_zone(store, client,
 
 
 def test_scorecard_ties_share_a_rank(store):
-    from sites.kpis import kpi_table
-    from sites.reports import scorecard_page
+    from civicgrid.sites.kpis import kpi_table
+    from civicgrid.sites.reports import scorecard_page
 
     page = scorecard_page(store, period="2024-03", level="grid")
     got = re.findall(r'data-code="(\d+)">\s*<td>(\d+)</td>', page)
@@ -149,7 +148,7 @@ def test_report_download_has_the_cli_file_name(client):
 
 
 def test_simulator_dates_mean_the_end_of_the_day_however_written(store):
-    from sites.simulator import site_state
+    from civicgrid.sites.simulator import site_state
 
     iso = site_state(store, as_of="2025-06-30")
     for text in ("2025/06/30", "2025/6/30", "2025年6月30日", date(2025, 6, 30)):
@@ -163,7 +162,7 @@ def test_simulator_dates_mean_the_end_of_the_day_however_written(store):
 
 
 def test_disabled_user_is_named_and_a_new_token_re_enables(tmp_path, demo_db):
-    from geo.users import add_user, authenticate, new_token, set_active
+    from civicgrid.geo.users import add_user, authenticate, new_token, set_active
 
     path = tmp_path / "u.duckdb"
     shutil.copy(demo_db, path)

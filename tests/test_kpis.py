@@ -7,11 +7,10 @@ import shutil
 import numpy as np
 import pandas as pd
 import pytest
-
-from geo.errors import InvalidParameterError
-from geo.store import Store, writing
-from sites import cases as cs
-from sites.kpis import COLUMNS, kpi_table, kpi_totals, site_flags
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store, writing
+from civicgrid.sites import cases as cs
+from civicgrid.sites.kpis import COLUMNS, kpi_table, kpi_totals, site_flags
 
 
 @pytest.fixture(scope="module")

@@ -16,15 +16,14 @@ import numpy as np
 import pandas as pd
 import pytest
 import shapely
+from civicgrid.api.app import create_app
+from civicgrid.api.offline import VENDOR_FILES, OfflineAssetError, external_urls, render_offline, vendor_path
+from civicgrid.api.routers.pages import HEAT_COLORS, TILES, HexagonLayer, class_breaks, class_colors, legend_values
+from civicgrid.geo.aggregate import heatmap
+from civicgrid.geo.hotspots import hotspot_clusters
+from civicgrid.geo.store import Store
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
-
-from api.app import create_app
-from api.offline import VENDOR_FILES, OfflineAssetError, external_urls, render_offline, vendor_path
-from api.routers.pages import HEAT_COLORS, TILES, HexagonLayer, class_breaks, class_colors, legend_values
-from geo.aggregate import heatmap
-from geo.hotspots import hotspot_clusters
-from geo.store import Store
 
 URL_RE = re.compile(r"https?://[^\s\"'<>)\\]+")
 
@@ -361,7 +360,7 @@ def test_twenty_thousand_cells_fit_in_two_megabytes():
 # ---------------------------------------------------------------------------------------------------------
 
 def test_serve_command_help_and_bad_database(tmp_path):
-    from api.cli import main
+    from civicgrid.api.cli import main
 
     r = CliRunner().invoke(main, ["serve", "--help"])
     assert r.exit_code == 0 and "--port" in r.output and "/map" in r.output
@@ -372,8 +371,7 @@ def test_serve_command_help_and_bad_database(tmp_path):
 
 def test_serve_runs_uvicorn_on_the_app(monkeypatch, demo_db):
     import uvicorn
-
-    from api.cli import main
+    from civicgrid.api.cli import main
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))

@@ -10,9 +10,8 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
+from civicgrid.api.offline import render_offline, vendor_path
 from nbclient import NotebookClient
-
-from api.offline import render_offline, vendor_path
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ["01_hotspot_exploration.ipynb", "02_emerging_hotspots_and_rebounds.ipynb",
@@ -64,7 +63,7 @@ def test_stored_without_outputs(name):
 @pytest.fixture(scope="module")
 def notebook_db(tmp_path_factory) -> Path:
     """A fresh demo city for the notebooks (never the session's shared one: the notebooks only read it)."""
-    from data.demo import build_demo
+    from civicgrid.data.demo import build_demo
 
     db = tmp_path_factory.mktemp("notebooks") / "demo.duckdb"
     build_demo(db, events=EVENTS, seed=SEED, progress=False)
@@ -146,8 +145,8 @@ def test_notebook_numbers_match_the_store(executed, notebook_db):
               f"{sum(d <= 30 for d in days) / len(days):.0%} within 30 days")
     assert within in printed("02_emerging_hotspots_and_rebounds.ipynb")
     # notebook 4: the fix-first gain equals the simulator's exact gains, recomputed from the definition
-    from geo.store import Store
-    from sites.simulator import assessment_sizes, site_probabilities
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.simulator import assessment_sizes, site_probabilities
 
     store = Store(notebook_db)
     frame = site_probabilities(store)
@@ -173,7 +172,7 @@ def test_mapview_inlines_leaflet(demo_db):
         import mapview
     finally:
         sys.path.remove(str(NB_DIR))
-    from geo.store import Store
+    from civicgrid.geo.store import Store
 
     store = Store(demo_db)
     m = mapview.base_map(store)

@@ -10,16 +10,16 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-
-from conftest import SHARED as DATA  # ../shared/data or $CIVICGRID_SHARED_DATA
-from sites.network import load_network, straight_line_minutes
-from sites.patrol import (
+from civicgrid.sites.network import load_network, straight_line_minutes
+from civicgrid.sites.patrol import (
     Inspector,
     apply_coverage,
     check_plan,
     patrol_points,
     plan_patrols,
 )
+
+from conftest import SHARED as DATA  # ../shared/data or $CIVICGRID_SHARED_DATA
 
 FUTIAN = DATA / "cn_shenzhen" / "shenzhen_futian_osm_drive_G.graphml"
 SOLVERS = ["pyvrp", "ortools"]
@@ -394,8 +394,7 @@ def _independent_network_minutes(net, lng: np.ndarray, lat: np.ndarray, *, speed
     loaded edges and a brute-force nearest node (haversine to every node of the largest component); two points
     on the same nearest node are straight line × 1.3 apart when that is shorter than going by the node."""
     import networkx as nx
-
-    from sites.network import haversine_m
+    from civicgrid.sites.network import haversine_m
 
     g = nx.Graph()
     for a, b, w in zip(net.u, net.v, net.length_m, strict=True):
@@ -468,7 +467,7 @@ def test_helsinki_pbf_car_graph_respects_one_way_streets() -> None:
 
 
 def test_network_that_does_not_cover_the_sites() -> None:
-    from geo.errors import InvalidParameterError
+    from civicgrid.geo.errors import InvalidParameterError
 
     net = load_network(FUTIAN)
     with pytest.raises(InvalidParameterError, match="does not cover the points"):
@@ -514,8 +513,8 @@ TEAM = [{"name": "王伟", "start": [112.93, 28.22], "shift_start": "14:00", "sh
 
 
 def test_must_visits_from_the_store_match_an_independent_query(demo_db: Path) -> None:
-    from geo.store import Store
-    from sites.patrol import RECHECK_AFTER_DAYS, RECHECK_WITHIN_DAYS, patrol_candidates
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.patrol import RECHECK_AFTER_DAYS, RECHECK_WITHIN_DAYS, patrol_candidates
 
     store = Store(demo_db)
     cand = patrol_candidates(store, date=DAY, max_candidates=0)
@@ -541,8 +540,8 @@ def test_must_visits_from_the_store_match_an_independent_query(demo_db: Path) ->
 
 
 def test_coverage_rule_from_the_inspections_table(demo_db: Path) -> None:
-    from geo.store import Store
-    from sites.patrol import patrol_candidates
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.patrol import patrol_candidates
 
     store = Store(demo_db)
     cand = patrol_candidates(store, date=DAY, area=STREET, coverage_days=30, rechecks=False, max_candidates=50)
@@ -574,8 +573,8 @@ def test_coverage_rule_from_the_inspections_table(demo_db: Path) -> None:
 
 
 def test_plan_day_is_feasible_when_checked_from_the_document(demo_db: Path) -> None:
-    from geo.store import Store
-    from sites.patrol import CATEGORY_WINDOWS, patrol_candidates, plan_day
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.patrol import CATEGORY_WINDOWS, patrol_candidates, plan_day
 
     store = Store(demo_db)
     doc = plan_day(store, TEAM, date=DAY, area=STREET, coverage_days=30, time_limit_s=2.0)
@@ -626,12 +625,11 @@ def test_cli_writes_every_export(demo_db: Path, tmp_path: Path) -> None:
     import shutil
     from xml.etree import ElementTree as ET
 
+    from civicgrid.api.cli import main
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.patrol import list_plans
     from click.testing import CliRunner
     from openpyxl import load_workbook
-
-    from api.cli import main
-    from geo.store import Store
-    from sites.patrol import list_plans
 
     db = tmp_path / "city.duckdb"
     shutil.copy(demo_db, db)
@@ -684,8 +682,8 @@ def test_cli_writes_every_export(demo_db: Path, tmp_path: Path) -> None:
 
 
 def test_plan_date_must_put_the_year_first():
-    from geo.errors import InvalidParameterError
-    from sites.patrol import _day
+    from civicgrid.geo.errors import InvalidParameterError
+    from civicgrid.sites.patrol import _day
 
     assert _day("2025-12-20") == _day("2025/12/20") == _day(datetime(2025, 12, 20, 14, 30)) == datetime(2025, 12, 20)
     with pytest.raises(InvalidParameterError, match="year first"):

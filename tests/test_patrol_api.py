@@ -23,14 +23,14 @@ def city(demo_db: Path, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def tokens(city: Path) -> dict:
-    from geo.users import add_user
+    from civicgrid.geo.users import add_user
 
     return {role: add_user(city, f"patrol-{role}", role=role)[1] for role in ("viewer", "inspector")}
 
 
 @pytest.fixture(scope="module")
 def client(city: Path, tokens: dict) -> TestClient:
-    from api.app import create_app
+    from civicgrid.api.app import create_app
 
     return TestClient(create_app(city))
 
@@ -40,7 +40,7 @@ def _auth(tokens: dict, role: str = "inspector") -> dict:
 
 
 def _body(**options) -> dict:
-    from geo.coords import from_wgs84
+    from civicgrid.geo.coords import from_wgs84
 
     x, y = from_wgs84(np.array([112.93]), np.array([28.22]), "gcj02")
     return {"date": DAY, "crs": "gcj02",
@@ -85,7 +85,7 @@ def test_plan_response(plan: dict) -> None:
 
 
 def test_stored_plan_is_read_by_another_app(plan: dict, city: Path) -> None:
-    from api.app import create_app
+    from civicgrid.api.app import create_app
 
     other = TestClient(create_app(city))          # a second service process on the same file
     res = other.get(f"/api/patrols/{plan['plan_id']}")
@@ -109,7 +109,7 @@ def test_exports(client: TestClient, plan: dict) -> None:
     first = plan["routes"][0]["stops"][0]
     assert stops[0]["geometry"]["coordinates"] == pytest.approx([first["lng"], first["lat"]])
     shifted = client.get(f"/api/patrols/{pid}/export", params={"format": "geojson", "crs": "gcj02"}).json()
-    from geo.coords import from_wgs84
+    from civicgrid.geo.coords import from_wgs84
 
     x, y = from_wgs84(np.array([first["lng"]]), np.array([first["lat"]]), "gcj02")
     stop = next(f for f in shifted["features"] if f["properties"]["kind"] == "stop")
@@ -130,9 +130,9 @@ def test_exports(client: TestClient, plan: dict) -> None:
 
 
 def test_map_page_is_offline(client: TestClient, plan: dict, city: Path) -> None:
-    from api.offline import external_urls
-    from geo.store import Store
-    from sites.patrol_export import ROUTE_COLORS
+    from civicgrid.api.offline import external_urls
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.patrol_export import ROUTE_COLORS
 
     res = client.get(f"/map/patrol/{plan['plan_id']}")
     assert res.status_code == 200
@@ -146,7 +146,7 @@ def test_map_page_is_offline(client: TestClient, plan: dict, city: Path) -> None
     a = plan["routes"][0]
     assert f"{a['inspector']}（骑行）：{a['totals']['stops']} 个点位" in page    # the layer legend
     # the micro-grids around the plan as a light base (offline, no tiles): every stop's grid is drawn
-    from sites.patrol_export import plan_grids
+    from civicgrid.sites.patrol_export import plan_grids
 
     grids = plan_grids(Store(city), plan)
     stop_grids = {s["grid_code"] for r in plan["routes"] for s in r["stops"] if s.get("grid_code")}
@@ -159,8 +159,8 @@ def test_map_page_is_offline(client: TestClient, plan: dict, city: Path) -> None
 
 
 def test_planning_needs_an_inspector_token(client: TestClient, tokens: dict, city: Path) -> None:
-    from geo.store import Store
-    from sites.patrol import list_plans
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.patrol import list_plans
 
     before = len(list_plans(Store(city), limit=1000))
     res = client.post("/api/patrols/plan", json=_body())
@@ -175,7 +175,7 @@ def test_planning_needs_an_inspector_token(client: TestClient, tokens: dict, cit
 
 
 def test_configured_road_network(city: Path, tokens: dict, shared: Path) -> None:
-    from api.app import create_app
+    from civicgrid.api.app import create_app
 
     futian = shared / "cn_shenzhen" / "shenzhen_futian_osm_drive_G.graphml"
     app = TestClient(create_app(city, settings={"patrol_network": str(futian)}))

@@ -6,8 +6,7 @@ import json
 
 import geopandas as gpd
 import shapely
-
-from geo.readers import read_table
+from civicgrid.geo.readers import read_table
 
 BOXES = [shapely.box(112.90, 28.20, 112.91, 28.21), shapely.box(112.91, 28.20, 112.92, 28.21)]
 

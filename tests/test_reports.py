@@ -12,12 +12,11 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
+from civicgrid.api.offline import external_urls, vendor_path
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.sites import reports as rp
 from openpyxl import load_workbook
-
-from api.offline import external_urls, vendor_path
-from geo.errors import InvalidParameterError
-from geo.store import Store
-from sites import reports as rp
 
 
 def fake_kpi_table(store, *, start, end, level, as_of=None, lang="zh"):
@@ -317,7 +316,7 @@ def _num(value):
 
 
 def test_workbook_of_the_real_kpis_matches_kpi_table_and_kpi_totals(real, store):
-    from sites.kpis import kpi_table, kpi_totals
+    from civicgrid.sites.kpis import kpi_table, kpi_totals
 
     wb = load_workbook(real["xlsx"])
     notes = {r[0]: r[1] for r in wb["说明"].iter_rows(values_only=True)}
@@ -350,7 +349,7 @@ def test_workbook_of_the_real_kpis_matches_kpi_table_and_kpi_totals(real, store)
 
 
 def test_scorecard_of_the_real_kpis(real, store):
-    from sites.kpis import kpi_table
+    from civicgrid.sites.kpis import kpi_table
 
     page = real["html"].read_text(encoding="utf-8")
     doc = map_document(page)
@@ -395,9 +394,8 @@ def fake_kpis(monkeypatch):
 
 
 def test_cli_report(demo_db, tmp_path, fake_kpis):
+    from civicgrid.api.cli import main
     from click.testing import CliRunner
-
-    from api.cli import main
 
     result = CliRunner().invoke(main, ["report", "--db", str(demo_db), "--period", "2024-03", "--level", "street",
                                        "--out", str(tmp_path)])
@@ -412,10 +410,9 @@ def test_cli_report(demo_db, tmp_path, fake_kpis):
 def test_cli_report_warns_of_events_without_a_case(demo_db, tmp_path, fake_kpis):
     import shutil
 
+    from civicgrid.api.cli import main
+    from civicgrid.geo.store import writing
     from click.testing import CliRunner
-
-    from api.cli import main
-    from geo.store import writing
 
     db = tmp_path / "copy.duckdb"
     shutil.copyfile(demo_db, db)
@@ -427,9 +424,8 @@ def test_cli_report_warns_of_events_without_a_case(demo_db, tmp_path, fake_kpis)
 
 
 def test_api_reports(demo_db, fake_kpis):
+    from civicgrid.api.app import create_app
     from fastapi.testclient import TestClient
-
-    from api.app import create_app
 
     client = TestClient(create_app(demo_db))
     r = client.get("/api/reports/2024-03.xlsx", params={"level": "grid", "kpi": "overdue"})
@@ -451,7 +447,7 @@ def test_api_reports(demo_db, fake_kpis):
 
 def test_map_colours_span_the_observed_range():
     """Rework rates all under 20 % still get the whole palette: best green, worst red, no data grey."""
-    from sites.reports import NO_DATA_COLOUR, PALETTE, _colour, legend
+    from civicgrid.sites.reports import NO_DATA_COLOUR, PALETTE, _colour, legend
 
     values = np.array([0.0, 0.05, 0.1, 0.15, 0.2, np.nan])
     colours = _colour(values, "rework_rate")

@@ -10,12 +10,11 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.h3cells import cells
+from civicgrid.geo.store import Store, writing
+from civicgrid.sites import risk as R
 from click.testing import CliRunner
-
-from geo.errors import InvalidParameterError, NotFoundError
-from geo.h3cells import cells
-from geo.store import Store, writing
-from sites import risk as R
 
 AS_OF = datetime(2025, 3, 1)
 LNG, LAT = 112.94, 28.23
@@ -256,10 +255,9 @@ def test_select_and_records(demo_db):
 
 
 def test_api_and_cli(demo_db, tmp_path):
+    from civicgrid.api.app import create_app
+    from civicgrid.api.cli import main
     from fastapi.testclient import TestClient
-
-    from api.app import create_app
-    from api.cli import main
 
     client = TestClient(create_app(demo_db))
     r = client.get("/api/risk", params={"as_of": "2025-07-01", "limit": 5, "category": "16"})
@@ -311,8 +309,8 @@ def test_reasons_state_decayed_counts_as_whole_events():
 
 def test_as_of_outside_the_data_is_noted(demo_db):
     """Scores at a moment before the first record (all sites alike) or long after the last one say so."""
-    from sites.risk import site_risk
-    from sites.simulator import assess
+    from civicgrid.sites.risk import site_risk
+    from civicgrid.sites.simulator import assess
 
     store = Store(demo_db)
     span = store.sql("SELECT min(time) AS a, max(time) AS b FROM (SELECT time FROM events UNION ALL "

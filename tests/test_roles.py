@@ -6,12 +6,11 @@ import hashlib
 import shutil
 
 import pytest
+from civicgrid.geo.errors import AuthenticationError, ConflictError, InvalidParameterError, PermissionDeniedError
+from civicgrid.geo.store import Store
+from civicgrid.geo.users import ROLES, add_user, authenticate, authorize, list_users, set_active
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
-
-from geo.errors import AuthenticationError, ConflictError, InvalidParameterError, PermissionDeniedError
-from geo.store import Store
-from geo.users import ROLES, add_user, authenticate, authorize, list_users, set_active
 
 
 @pytest.fixture(scope="module")
@@ -19,7 +18,7 @@ def env(demo_db, tmp_path_factory):
     path = tmp_path_factory.mktemp("roles") / "demo.duckdb"
     shutil.copy(demo_db, path)
     tokens = {role: add_user(path, f"u_{role}", role=role)[1] for role in ROLES}
-    from api.app import create_app
+    from civicgrid.api.app import create_app
 
     client = TestClient(create_app(path))
     return path, client, tokens
@@ -30,7 +29,7 @@ def _site(path) -> int:
 
 
 def _new_case(path) -> int:
-    from sites.cases import create_case
+    from civicgrid.sites.cases import create_case
 
     case = create_case(path, actor="setup", problem_type="0101", site_id=_site(path), time="2025-06-03 10:00")
     return case["case_id"]
@@ -245,7 +244,7 @@ def test_tokens_are_stored_hashed(tmp_path):
 
 
 def test_cli_users_and_cases(tmp_path, demo_db):
-    from api.cli import main
+    from civicgrid.api.cli import main
 
     path = tmp_path / "c.duckdb"
     shutil.copy(demo_db, path)

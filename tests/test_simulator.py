@@ -9,10 +9,9 @@ from datetime import datetime, timedelta
 import numpy as np
 import pandas as pd
 import pytest
-
-from geo.errors import InvalidParameterError, NotFoundError
-from geo.store import Store
-from sites import simulator as sim
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.store import Store
+from civicgrid.sites import simulator as sim
 
 # --- brute force on tiny frames ------------------------------------------------------------------------------
 
@@ -291,9 +290,8 @@ def test_assess_on_the_demo_city(store):
 
 
 def test_cli_simulate(demo_db, tmp_path):
+    from civicgrid.api.cli import main
     from click.testing import CliRunner
-
-    from api.cli import main
 
     out = tmp_path / "sim.json"
     result = CliRunner().invoke(main, ["simulate", "--db", str(demo_db), "--runs", "2000", "--fix", "3",
@@ -316,9 +314,8 @@ def test_cli_simulate(demo_db, tmp_path):
 
 
 def test_api_simulator(demo_db):
+    from civicgrid.api.app import create_app
     from fastapi.testclient import TestClient
-
-    from api.app import create_app
 
     client = TestClient(create_app(demo_db))
     r = client.get("/api/simulator", params={"runs": 2000, "fix": 4, "threshold": 0.8, "k": "03=5,公园=2",
@@ -337,7 +334,7 @@ def test_api_simulator(demo_db):
 
 
 def test_probabilities_from_the_risk_model(store):
-    risk = pytest.importorskip("sites.risk")
+    risk = pytest.importorskip("civicgrid.sites.risk")
     as_of = datetime(2025, 6, 30, 23, 59, 59)
     probs = sim.site_probabilities(store, as_of=as_of, method="risk")
     assert (probs["method"] == "risk").all()

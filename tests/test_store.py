@@ -9,9 +9,8 @@ import textwrap
 import time
 
 import pytest
-
-from geo.schema import MIGRATIONS, SCHEMA_VERSION
-from geo.store import Store, StoreError, StoreVersionError, connect, writing
+from civicgrid.geo.schema import MIGRATIONS, SCHEMA_VERSION
+from civicgrid.geo.store import Store, StoreError, StoreVersionError, connect, writing
 
 
 def _digest(path):
@@ -131,7 +130,7 @@ def test_reader_follows_published_versions(tmp_path):
 READER = textwrap.dedent(
     """
     import sys, time, json
-    from geo.store import Store
+    from civicgrid.geo.store import Store
     store = Store(sys.argv[1])
     seen, errors = [], []
     deadline = time.time() + 60
@@ -153,7 +152,7 @@ READER = textwrap.dedent(
 WRITER = textwrap.dedent(
     """
     import sys
-    from geo.store import writing
+    from civicgrid.geo.store import writing
     db, start, batches = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
     for b in range(batches):
         with writing(db) as con:
@@ -195,7 +194,7 @@ def test_write_copy_clones_or_copies_and_leaves_the_live_file_alone(tmp_path, mo
     the copy holds the same bytes and writing to it does not touch the live file."""
     import fcntl
 
-    from geo import store as st
+    from civicgrid.geo import store as st
 
     src = tmp_path / "live.bin"
     src.write_bytes(bytes(range(256)) * 40_000)
@@ -222,7 +221,7 @@ def test_write_copy_clones_or_copies_and_leaves_the_live_file_alone(tmp_path, mo
 
 def test_write_copy_on_this_file_system(tmp_path):
     """The real call: a clone (XFS, Btrfs) or the fallback copy (ext4, tmpfs), byte for byte."""
-    from geo.store import copy_file
+    from civicgrid.geo.store import copy_file
 
     src = tmp_path / "live.bin"
     src.write_bytes(b"civicgrid" * 100_000)

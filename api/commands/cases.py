@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import click
-
-from api.cli import _db_option, _user_errors, main, pad
+from civicgrid.api.cli import _db_option, _user_errors, main, pad
 
 
 def _fmt(v) -> str:
@@ -47,7 +46,7 @@ def _users_command(name: str, *params):
                              help="the user's role"))
 def users_add(name, role, db):
     """Create user NAME with ROLE and print the new token (shown only this once)."""
-    from geo.users import add_user
+    from civicgrid.geo.users import add_user
 
     user, token = add_user(db, name, role=role)
     click.echo(f"user {user['name']} ({user['role']}) created; token (shown once, keep it safe):", err=True)
@@ -57,8 +56,8 @@ def users_add(name, role, db):
 @_users_command("list")
 def users_list(db):
     """List users and roles (tokens are never shown)."""
-    from geo.store import Store
-    from geo.users import list_users
+    from civicgrid.geo.store import Store
+    from civicgrid.geo.users import list_users
 
     df = list_users(Store(db))
     if df.empty:
@@ -72,7 +71,7 @@ def users_list(db):
 @_users_command("token", click.argument("name"))
 def users_token(name, db):
     """Issue a new token for NAME (the old one stops working; a disabled user is re-enabled) and print it once."""
-    from geo.users import new_token
+    from civicgrid.geo.users import new_token
 
     click.echo(new_token(db, name))
 
@@ -80,7 +79,7 @@ def users_token(name, db):
 @_users_command("disable", click.argument("name"))
 def users_disable(name, db):
     """Disable NAME: its token is refused from now on (`civicgrid users token NAME` re-enables it)."""
-    from geo.users import set_active
+    from civicgrid.geo.users import set_active
 
     set_active(db, name, active=False)
     click.echo(f"user {name} disabled")
@@ -98,7 +97,7 @@ def cases() -> None:
 
 
 def _print_case(case: dict) -> None:
-    from sites.cases import STATE_ZH
+    from civicgrid.sites.cases import STATE_ZH
 
     click.echo(f"case {case['case_id']}  {case['state']} ({STATE_ZH[case['state']]})  type {case['problem_type']}  "
                f"source {case['source']}")
@@ -130,7 +129,7 @@ def _print_case(case: dict) -> None:
 @_user_errors
 def cases_create(db, **kwargs):
     """Open a case for an event (--event) or for a new problem (--type with --lng/--lat or --site)."""
-    from sites.cases import create_case
+    from civicgrid.sites.cases import create_case
 
     _print_case(create_case(db, **kwargs))
 
@@ -148,7 +147,7 @@ def cases_create(db, **kwargs):
 def cases_move(case_id, to, db, actor, note, unit, photo, at):
     """Move CASE_ID to TO: a state (registered, dispatched, rectified, closed) or an action (register,
     dispatch, rectify, close, rework)."""
-    from sites.cases import transition
+    from civicgrid.sites.cases import transition
 
     _print_case(transition(db, case_id, to, actor=actor, note=note, unit=unit, photo=photo, at=at))
 
@@ -159,8 +158,8 @@ def cases_move(case_id, to, db, actor, note, unit, photo, at):
 @_user_errors
 def cases_show(case_id, db):
     """Show a case and its audit trail."""
-    from geo.store import Store
-    from sites.cases import get_case
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.cases import get_case
 
     _print_case(get_case(Store(db), case_id))
 
@@ -174,8 +173,8 @@ def cases_show(case_id, db):
 @_user_errors
 def cases_list(db, state, area, overdue, limit):
     """List cases, newest first."""
-    from geo.store import Store
-    from sites.cases import list_cases
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.cases import list_cases
 
     df = list_cases(Store(db), state=state, area=area, overdue=True if overdue else None, limit=limit)
     for r in df.itertuples():
@@ -188,7 +187,7 @@ def cases_list(db, state, area, overdue, limit):
 @_user_errors
 def cases_backfill(db):
     """Create the cases (with audit trail) of every event that has none, from the events' own record."""
-    from sites.cases import backfill_db
+    from civicgrid.sites.cases import backfill_db
 
     click.echo(f"{backfill_db(db):,} cases created")
 
@@ -206,9 +205,8 @@ def cases_backfill(db):
 def cases_kpis(db, start, end, level, as_of, lang, csv_path):
     """Rectification KPIs per unit for a period (definitions: README, Cases and KPIs)."""
     import pandas as pd
-
-    from geo.store import Store
-    from sites.kpis import kpi_table, kpi_totals
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.kpis import kpi_table, kpi_totals
 
     store = Store(db)
     df = kpi_table(store, start=start, end=end, level=level, as_of=as_of, lang=lang)
@@ -229,8 +227,8 @@ def cases_kpis(db, start, end, level, as_of, lang, csv_path):
 @_user_errors
 def cases_flags(db, as_of, window_days, flag, lang):
     """Red (红旗, good) and white (白旗, lagging) flags of sites with the reason."""
-    from geo.store import Store
-    from sites.kpis import site_flags
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.kpis import site_flags
 
     df = site_flags(Store(db), as_of=as_of, window_days=window_days, lang=lang)
     click.echo(", ".join(f"{k} {v}" for k, v in df["flag"].value_counts().items()))

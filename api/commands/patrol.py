@@ -7,8 +7,7 @@ import sys
 from pathlib import Path
 
 import click
-
-from api.cli import _db_option, _user_errors, main
+from civicgrid.api.cli import _db_option, _user_errors, main
 
 
 def read_inspectors(path: str | Path) -> list[dict]:
@@ -16,8 +15,7 @@ def read_inspectors(path: str | Path) -> list[dict]:
     with columns ``name, start_lng, start_lat[, end_lng, end_lat, shift_start, shift_minutes | shift_hours,
     mode]``."""
     import pandas as pd
-
-    from geo.errors import InvalidParameterError
+    from civicgrid.geo.errors import InvalidParameterError
 
     path = Path(path)
     if path.suffix.lower() == ".json":
@@ -96,11 +94,11 @@ def patrol(db, inspectors_file, day, network_file, solver, time_limit, area, cov
       civicgrid patrol --db demo.duckdb --inspectors team.csv --date 2025-12-20 \\
           --area 430105001 --coverage-days 30 --out plans/
     """
-    from geo.errors import CivicgridError
-    from geo.store import Store
-    from sites.network import load_network
-    from sites.patrol import plan_day, save_plan
-    from sites.patrol_export import write_exports
+    from civicgrid.geo.errors import CivicgridError
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.network import load_network
+    from civicgrid.sites.patrol import plan_day, save_plan
+    from civicgrid.sites.patrol_export import write_exports
 
     try:
         store = Store(db)

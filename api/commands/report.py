@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import click
-
-from api.cli import _db_option, _user_errors, main
-from sites.reports import KPI_COLUMNS, LEVELS
+from civicgrid.api.cli import _db_option, _user_errors, main
+from civicgrid.sites.reports import KPI_COLUMNS, LEVELS
 
 _KPIS = [k for k, v in KPI_COLUMNS.items() if v[2] != "text"]
 
@@ -41,8 +40,8 @@ def report(db, period, level, out_dir, kpi, lang, as_of):
       civicgrid report --db demo.duckdb --period 2024-03 --level street --out reports/
       civicgrid report --db demo.duckdb --period 2024-Q2 --level grid --kpi overdue --lang en
     """
-    from geo.store import Store
-    from sites.reports import build_report
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.reports import build_report
 
     store = Store(db)
     paths = build_report(store, period=period, level=level, out_dir=out_dir, kpi=kpi, lang=lang, as_of=as_of)

@@ -7,8 +7,7 @@ import math
 from pathlib import Path
 
 import click
-
-from api.cli import _db_option, _user_errors, main, pad
+from civicgrid.api.cli import _db_option, _user_errors, main, pad
 
 
 def _write_json(path: str, payload) -> None:
@@ -48,8 +47,8 @@ def risk(db, as_of, top, category, area, model, lang, json_path):
     Example:
       civicgrid risk --db demo.duckdb --as-of 2025-07-01 --top 10 --category 农贸市场
     """
-    from geo.store import Store
-    from sites.risk import COMPONENTS, LABELS, default_as_of, risk_records, select_sites, site_risk
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.risk import COMPONENTS, LABELS, default_as_of, risk_records, select_sites, site_risk
 
     store = Store(db)
     moment = as_of or default_as_of(store)
@@ -117,9 +116,9 @@ def backtest(db, as_of, horizon, k, seed, model, json_path):
     Example:
       civicgrid backtest --db demo.duckdb --as-of 2025-07-01 --horizon 28 --json bt.json
     """
-    from geo.store import Store
-    from sites.backtest import ORDERINGS
-    from sites.backtest import backtest as run
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.backtest import ORDERINGS
+    from civicgrid.sites.backtest import backtest as run
 
     store = Store(db)
     result = run(store, as_of=as_of, horizon_days=horizon, k=k, seed=seed, model=model)

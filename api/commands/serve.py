@@ -3,8 +3,7 @@
 from __future__ import annotations
 
 import click
-
-from api.cli import _db_option, _user_errors, main
+from civicgrid.api.cli import _db_option, _user_errors, main
 
 
 @main.command()
@@ -36,8 +35,7 @@ def serve(db, host, port, max_cells, network, log_level):
     then open http://127.0.0.1:8000/map (or /map?lang=en) and /docs.
     """
     import uvicorn
-
-    from api.app import create_app
+    from civicgrid.api.app import create_app
 
     settings = {"max_cells": max_cells}
     if network:

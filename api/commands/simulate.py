@@ -6,8 +6,7 @@ import json
 from pathlib import Path
 
 import click
-
-from api.cli import _db_option, _user_errors, main, pad
+from civicgrid.api.cli import _db_option, _user_errors, main, pad
 
 
 def _pct(value) -> str:
@@ -55,8 +54,8 @@ def simulate(db, as_of, runs, k_items, threshold, fix_n, aggregate, level, seed,
       civicgrid simulate --db demo.duckdb
       civicgrid simulate --db demo.duckdb --as-of 2024-06-30 --k 05=8 --fix 20 --json sim.json
     """
-    from geo.store import Store
-    from sites.simulator import assess, parse_k_options
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.simulator import assess, parse_k_options
 
     store = Store(db)
     result = assess(store, as_of=as_of, runs=runs, k=parse_k_options(k_items), threshold=threshold, fix=fix_n,

@@ -8,14 +8,13 @@ from datetime import date, datetime
 
 import numpy as np
 import pandas as pd
+from civicgrid.api.auth import require_role
+from civicgrid.api.deps import RequestBody, get_store
+from civicgrid.geo.store import Store
+from civicgrid.sites import cases as cs
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 from pydantic import Field
-
-from api.auth import require_role
-from api.deps import RequestBody, get_store
-from geo.store import Store
-from sites import cases as cs
 
 router = APIRouter(prefix="/api/cases", tags=["cases"])
 

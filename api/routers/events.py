@@ -2,17 +2,16 @@
 
 from __future__ import annotations
 
+from civicgrid.api.auth import require_role
+from civicgrid.api.deps import crs_param, event_filters, get_store, lang_param
+from civicgrid.api.routers.heatmap import check_choice
+from civicgrid.api.routers.layers import geojson_response
+from civicgrid.geo.aggregate import EventFilter
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.events import query_events
+from civicgrid.geo.store import Store
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-
-from api.auth import require_role
-from api.deps import crs_param, event_filters, get_store, lang_param
-from api.routers.heatmap import check_choice
-from api.routers.layers import geojson_response
-from geo.aggregate import EventFilter
-from geo.errors import InvalidParameterError
-from geo.events import query_events
-from geo.store import Store
 
 router = APIRouter(prefix="/api", tags=["events"])
 

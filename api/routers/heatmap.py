@@ -5,15 +5,14 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from civicgrid.api.deps import crs_param, event_filters, get_store, max_cells, res_param
+from civicgrid.api.routers.layers import geojson_response
+from civicgrid.geo.aggregate import METRICS, EventFilter, cells_frame, heatmap
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.h3cells import to_hex
+from civicgrid.geo.store import Store
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-
-from api.deps import crs_param, event_filters, get_store, max_cells, res_param
-from api.routers.layers import geojson_response
-from geo.aggregate import METRICS, EventFilter, cells_frame, heatmap
-from geo.errors import InvalidParameterError
-from geo.h3cells import to_hex
-from geo.store import Store
 
 router = APIRouter(prefix="/api", tags=["heatmap"])
 

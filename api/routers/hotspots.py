@@ -5,16 +5,15 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from civicgrid.api.deps import crs_param, event_filters, get_store, lang_param, max_cells, res_param
+from civicgrid.api.routers.heatmap import FORMATS, check_choice
+from civicgrid.api.routers.layers import geojson_response
+from civicgrid.geo.aggregate import EventFilter, cells_frame
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.hotspots import EMERGING_CLASSES, GI_CLASSES, emerging_hotspots, hotspot_clusters, hotspots
+from civicgrid.geo.store import Store
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-
-from api.deps import crs_param, event_filters, get_store, lang_param, max_cells, res_param
-from api.routers.heatmap import FORMATS, check_choice
-from api.routers.layers import geojson_response
-from geo.aggregate import EventFilter, cells_frame
-from geo.errors import InvalidParameterError
-from geo.hotspots import EMERGING_CLASSES, GI_CLASSES, emerging_hotspots, hotspot_clusters, hotspots
-from geo.store import Store
 
 router = APIRouter(prefix="/api/hotspots", tags=["hotspots"])
 

@@ -4,16 +4,15 @@ from __future__ import annotations
 
 from datetime import date, timedelta
 
+from civicgrid.api.deps import get_store, lang_param
+from civicgrid.api.routers.cases import frame_records, json_body
+from civicgrid.geo.aggregate import area_level
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.sites import cases as cs
+from civicgrid.sites.kpis import FLAG_WINDOW_DAYS, kpi_table, kpi_totals, site_flags
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-
-from api.deps import get_store, lang_param
-from api.routers.cases import frame_records, json_body
-from geo.aggregate import area_level
-from geo.errors import InvalidParameterError
-from geo.store import Store
-from sites import cases as cs
-from sites.kpis import FLAG_WINDOW_DAYS, kpi_table, kpi_totals, site_flags
 
 router = APIRouter(prefix="/api/kpis", tags=["kpis"])
 
@@ -48,7 +47,7 @@ def kpis(store: Store = Depends(get_store),
     if period is None and start is None and end is None:
         period = cs.now_local().strftime("%Y-%m")  # the current calendar month, in the store's time zone
     if period is not None:
-        from sites.reports import parse_period
+        from civicgrid.sites.reports import parse_period
 
         first, after, _ = parse_period(period)
         start, end_v, end = first.isoformat(), after, (after - timedelta(days=1)).isoformat()

@@ -8,14 +8,13 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
+from civicgrid.api.deps import crs_param, get_store, lang_param
+from civicgrid.geo.aggregate import area_level
+from civicgrid.geo.coords import to_crs_frame, to_wgs84
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.store import Store
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-
-from api.deps import crs_param, get_store, lang_param
-from geo.aggregate import area_level
-from geo.coords import to_crs_frame, to_wgs84
-from geo.errors import InvalidParameterError, NotFoundError
-from geo.store import Store
 
 router = APIRouter(prefix="/api/layers", tags=["layers"])
 
@@ -193,7 +192,7 @@ def grids(store: Store = Depends(get_store),
 
 
 def _category_codes(store: Store, value: str | None) -> list[str]:
-    from geo.aggregate import EventFilter
+    from civicgrid.geo.aggregate import EventFilter
 
     cats = _codes(value)
     if not cats:

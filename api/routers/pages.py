@@ -23,17 +23,16 @@ import geopandas as gpd
 import jinja2
 import numpy as np
 import shapely
+from civicgrid.api.deps import event_filters, get_settings, get_store, lang_param, max_cells, res_param
+from civicgrid.api.errors import HtmlErrorRoute
+from civicgrid.api.offline import render_offline
+from civicgrid.geo.aggregate import LEVEL_COLUMNS, METRICS, EventFilter, area_stats, cell_polygons, heatmap
+from civicgrid.geo.coords import from_wgs84, to_crs_frame
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.hotspots import hotspot_clusters
+from civicgrid.geo.store import Store
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse
-
-from api.deps import event_filters, get_settings, get_store, lang_param, max_cells, res_param
-from api.errors import HtmlErrorRoute
-from api.offline import render_offline
-from geo.aggregate import LEVEL_COLUMNS, METRICS, EventFilter, area_stats, cell_polygons, heatmap
-from geo.coords import from_wgs84, to_crs_frame
-from geo.errors import InvalidParameterError
-from geo.hotspots import hotspot_clusters
-from geo.store import Store
 
 router = APIRouter(tags=["pages"], route_class=HtmlErrorRoute)
 

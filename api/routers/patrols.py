@@ -6,16 +6,15 @@ import os
 import threading
 from typing import Literal
 
+from civicgrid.api.deps import RequestBody, get_settings, get_store, lang_param
+from civicgrid.api.errors import HtmlErrorRoute
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list_plans, load_plan, plan_day, save_plan
+from civicgrid.sites.patrol_export import FORMATS, export_bytes, plan_grids, plan_map
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
-
-from api.deps import RequestBody, get_settings, get_store, lang_param
-from api.errors import HtmlErrorRoute
-from geo.errors import InvalidParameterError
-from geo.store import Store
-from sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list_plans, load_plan, plan_day, save_plan
-from sites.patrol_export import FORMATS, export_bytes, plan_grids, plan_map
 
 router = APIRouter(tags=["patrols"], route_class=HtmlErrorRoute)
 
@@ -26,7 +25,7 @@ MAX_TIME_LIMIT_S = 120.0
 def _writer_dependencies() -> list:
     """The inspector role check of ``api/auth.py`` when the service has one."""
     try:
-        from api.auth import require_role
+        from civicgrid.api.auth import require_role
     except ImportError:
         return []
     return [Depends(require_role("inspector"))]
@@ -80,7 +79,7 @@ def _network(request: Request, settings: dict):
     with _NETWORK_LOCK:
         cached = getattr(request.app.state, "patrol_network", None)
         if cached is None or cached[0] != path:
-            from sites.network import load_network
+            from civicgrid.sites.network import load_network
 
             cached = (path, load_network(path))
             request.app.state.patrol_network = cached
@@ -146,12 +145,12 @@ def patrol_map(plan_id: str, store: Store = Depends(get_store), settings: dict =
                basemap: str = Query("none", description="none (offline), osm, tianditu or amap (GCJ-02)")
                ) -> HTMLResponse:
     """One colour per inspector, numbered stops labelled with arrival times, a popup per site."""
-    from api.offline import render_offline
+    from civicgrid.api.offline import render_offline
 
     tiles, crs = None, "wgs84"
     if basemap != "none":
         try:
-            from api.routers.pages import BASEMAPS, TILES, _tianditu_key
+            from civicgrid.api.routers.pages import BASEMAPS, TILES, _tianditu_key
         except ImportError:
             BASEMAPS, TILES, _tianditu_key = ("none",), {}, lambda s: ""
         if basemap not in BASEMAPS:

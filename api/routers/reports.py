@@ -4,12 +4,11 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from civicgrid.api.deps import get_store, lang_param
+from civicgrid.geo.store import Store
+from civicgrid.sites.reports import LEVELS, check_kpi, check_level, parse_period, scorecard_page, workbook_bytes
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, Response
-
-from api.deps import get_store, lang_param
-from geo.store import Store
-from sites.reports import LEVELS, check_kpi, check_level, parse_period, scorecard_page, workbook_bytes
 
 router = APIRouter(prefix="/api/reports", tags=["reports"])
 

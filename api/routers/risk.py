@@ -4,13 +4,12 @@ from __future__ import annotations
 
 import math
 
+from civicgrid.api.deps import get_store, lang_param
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.sites.backtest import backtest
+from civicgrid.sites.risk import default_as_of, explain, risk_records, select_sites, site_risk
 from fastapi import APIRouter, Depends, Query
-
-from api.deps import get_store, lang_param
-from geo.errors import InvalidParameterError
-from geo.store import Store
-from sites.backtest import backtest
-from sites.risk import default_as_of, explain, risk_records, select_sites, site_risk
 
 router = APIRouter(tags=["risk"])
 

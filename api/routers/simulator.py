@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+from civicgrid.api.deps import get_store, lang_param
+from civicgrid.api.routers.layers import json_response
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.sites.simulator import AGGREGATES, assess, parse_k_options
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-
-from api.deps import get_store, lang_param
-from api.routers.layers import json_response
-from geo.errors import InvalidParameterError
-from geo.store import Store
-from sites.simulator import AGGREGATES, assess, parse_k_options
 
 router = APIRouter(prefix="/api/simulator", tags=["simulator"])
 

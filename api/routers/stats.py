@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
+from civicgrid.api.deps import event_filters, get_store, lang_param
+from civicgrid.api.routers.layers import _records, json_response
+from civicgrid.geo.aggregate import EventFilter, area_stats
+from civicgrid.geo.store import Store
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
-
-from api.deps import event_filters, get_store, lang_param
-from api.routers.layers import _records, json_response
-from geo.aggregate import EventFilter, area_stats
-from geo.store import Store
 
 router = APIRouter(prefix="/api/stats", tags=["stats"])
 

@@ -5,17 +5,16 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
+from civicgrid.api.auth import require_role
+from civicgrid.api.deps import RequestBody, get_store
+from civicgrid.api.routers.cases import frame_records, json_body
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.store import Store
+from civicgrid.geo.users import ROLES, add_user, list_users, new_token, set_active
+from civicgrid.sites import cases as cs
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 from pydantic import Field
-
-from api.auth import require_role
-from api.deps import RequestBody, get_store
-from api.routers.cases import frame_records, json_body
-from geo.errors import InvalidParameterError, NotFoundError
-from geo.store import Store
-from geo.users import ROLES, add_user, list_users, new_token, set_active
-from sites import cases as cs
 
 router = APIRouter(tags=["admin"])
 
@@ -105,11 +104,12 @@ def put_setting(key: str, body: SettingIn, store: Store = Depends(get_store),
 
 #: Import layers and their importers (module, function, options they take).
 IMPORT_LAYERS = {
-    "areas": ("grids.areas", "import_areas", {"level", "crs", "encoding", "layer"}),
-    "grids": ("grids.areas", "import_grids", {"crs", "encoding", "layer"}),
-    "sites": ("sites.frame", "import_sites", {"point", "crs", "encoding", "layer", "sheet"}),
-    "events": ("geo.events", "import_events", {"source", "point", "crs", "tz", "encoding", "layer", "sheet"}),
-    "inspections": ("sites.inspections", "import_inspections", {"point", "crs", "tz", "encoding", "layer", "sheet"}),
+    "areas": ("civicgrid.grids.areas", "import_areas", {"level", "crs", "encoding", "layer"}),
+    "grids": ("civicgrid.grids.areas", "import_grids", {"crs", "encoding", "layer"}),
+    "sites": ("civicgrid.sites.frame", "import_sites", {"point", "crs", "encoding", "layer", "sheet"}),
+    "events": ("civicgrid.geo.events", "import_events", {"source", "point", "crs", "tz", "encoding", "layer", "sheet"}),
+    "inspections": ("civicgrid.sites.inspections", "import_inspections",
+                    {"point", "crs", "tz", "encoding", "layer", "sheet"}),
 }
 
 
@@ -127,7 +127,7 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
     (rows read = loaded + duplicates + rejected). Imported events get their cases at once."""
     import importlib
 
-    from geo.importing import ImportFileError
+    from civicgrid.geo.importing import ImportFileError
 
     if layer not in IMPORT_LAYERS:
         msg = f"unknown layer {layer!r}; layers: {', '.join(IMPORT_LAYERS)}"
