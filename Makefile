@@ -29,9 +29,11 @@ test: setup
 	$(PY) -m pytest -q -p no:cacheprovider; rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "pytest collected no tests: failing"; exit 1; fi; exit $$rc
 
-# ruff on the code, tests, benches and notebooks (rules in pyproject.toml, [tool.ruff])
+# ruff on the code, tests, benches and notebooks (rules in pyproject.toml, [tool.ruff]), then mypy on the typed
+# layers civicgrid.geo and civicgrid.grids ([tool.mypy]; tests/typecheck.py lays the namespace out for it)
 lint: setup
 	$(VENV)/bin/ruff check .
+	$(PY) tests/typecheck.py
 
 bench: setup
 	$(PY) bench/import_bench.py

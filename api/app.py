@@ -2,47 +2,93 @@
 
 from __future__ import annotations
 
-import importlib
+import logging
 import os
+import time
+from collections.abc import Mapping
+from typing import Any
 
 from civicgrid.api.deps import reject_unknown_query
 from civicgrid.api.errors import add_exception_handlers
 from civicgrid.api.offline import mount_assets
-from civicgrid.geo.store import Store, default_db_path
+from civicgrid.api.routers import (
+    cases,
+    events,
+    heatmap,
+    hotspots,
+    kpis,
+    layers,
+    pages,
+    patrols,
+    reports,
+    risk,
+    simulator,
+    stats,
+    users,
+)
+from civicgrid.geo.settings import get_settings
+from civicgrid.geo.store import Store
 from fastapi import Depends, FastAPI
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-#: Router modules under ``api.routers`` included by :func:`create_app`, in order.
-#: A module missing from the checkout is skipped (capabilities land one by one).
-ROUTERS = ("layers", "heatmap", "hotspots", "stats", "events", "risk", "patrols", "cases", "kpis", "simulator",
-           "users", "reports", "pages")
+logger = logging.getLogger(__name__)
+
+#: The router modules included by :func:`create_app`, in order.
+ROUTERS = (layers, heatmap, hotspots, stats, events, risk, patrols, cases, kpis, simulator, users, reports, pages)
 
 
-def create_app(db: str | os.PathLike | None = None, *, settings: dict | None = None) -> FastAPI:
+class RequestLog:
+    """ASGI middleware logging each HTTP request at INFO, once answered: method, path, status and milliseconds
+    (logger ``civicgrid.api.app``; nothing is measured while INFO is off)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http" or not logger.isEnabledFor(logging.INFO):
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = 500  # unless a response starts
+
+        async def send_status(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_status)
+        finally:
+            logger.info("%s %s %d %.1f ms", scope["method"], scope["path"], status,
+                        1000 * (time.perf_counter() - started))
+
+
+def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, Any] | None = None) -> FastAPI:
     """Build the civicgrid service on the database ``db``.
 
     Parameters
     ----------
     db
-        Database file (default: ``$CIVICGRID_DB`` or ``./civicgrid.duckdb``). It is
+        Database file (default: the ``db`` setting, ``$CIVICGRID_DB``, else ``./civicgrid.duckdb``). It is
         opened read-only and followed as writers publish new versions.
     settings
-        Overrides of service settings (e.g. ``max_cells``).
+        Overrides of the service settings (``max_cells``, ``tianditu_key``, ``patrol_network``), which
+        otherwise come from the ``CIVICGRID_*`` settings (:func:`civicgrid.geo.settings.get_settings`).
     """
+    config = get_settings()
     app = FastAPI(
         title="civicgrid",
         description="Hotspots, risk-ranked patrols, cases and KPIs for civilized-city inspection campaigns.",
         version="0.1.0",
     )
-    app.state.store = Store(db if db is not None else default_db_path())
-    app.state.settings = {"max_cells": 50_000, **(settings or {})}
+    app.state.store = Store(db if db is not None else config.db)
+    app.state.settings = {**config.service_settings(), **(settings or {})}
     add_exception_handlers(app)
     mount_assets(app)
-    for name in ROUTERS:
-        try:
-            module = importlib.import_module(f"civicgrid.api.routers.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"civicgrid.api.routers.{name}":
-                raise
-            continue
+    for module in ROUTERS:
         app.include_router(module.router, dependencies=[Depends(reject_unknown_query)])
+    app.add_middleware(RequestLog)
+    logger.info("service on %s (max_cells %s, road network %s)", app.state.store.path,
+                app.state.settings["max_cells"], app.state.settings.get("patrol_network") or "none")
     return app

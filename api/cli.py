@@ -3,17 +3,28 @@
 from __future__ import annotations
 
 import functools
+import logging
 import sys
 import unicodedata
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any, TypeVar, cast
 
 import click
+from civicgrid.geo.errors import CivicgridError
+from civicgrid.geo.logs import configure_logging
+from civicgrid.geo.settings import LOG_LEVELS, get_settings
 from civicgrid.geo.store import DEFAULT_DB, default_db_path
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+logger = logging.getLogger(__name__)
 
 _DB_HELP = f"database file (default: $CIVICGRID_DB or ./{DEFAULT_DB})"
 
 
-def _db_option(func):
+def db_option(func: F) -> F:
+    """Decorate a command with ``--db`` (default: the ``db`` setting, ``$CIVICGRID_DB``)."""
     return click.option("--db", type=click.Path(dir_okay=False), default=default_db_path,
                         show_default=False, help=_DB_HELP)(func)
 
@@ -30,7 +41,7 @@ def _parse_maps(values: tuple[str, ...]) -> dict[str, str]:
 
 
 #: The fields each import maps to columns (``--FIELD COLUMN`` or ``--map FIELD=COLUMN``), as the importers name
-#: them (grids.areas.AREA_FIELDS / GRID_FIELDS, sites.frame.SITE_FIELDS, geo.events.EVENT_FIELDS,
+#: them (grids.areas.AREA_FIELDS / GRID_FIELDS, sites.frame.SITE_FIELDS, sites.events.EVENT_FIELDS,
 #: sites.inspections.INSPECTION_FIELDS; a test keeps them equal), and an example of ``--map`` for each.
 #: Written out here so that ``--help`` does not import the importers (geopandas costs ~1 s).
 IMPORT_FIELDS = {
@@ -58,7 +69,7 @@ def _import_options(layer: str, flags: tuple[str, ...], *, coordinates: bool = T
     def deco(func):
         opts = [
             click.argument("file", type=click.Path(exists=False, dir_okay=False)),
-            _db_option,
+            db_option,
             click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
                          help=f"map a field to a column, e.g. --map {example} (repeatable); fields: "
                               f"{', '.join(fields)}"),
@@ -111,33 +122,48 @@ def pad(text: str, width: int) -> str:
     return out + " " * (width - used)
 
 
-def _user_errors(func):
-    """Print bad input and civicgrid's domain errors (unknown code, illegal transition) as one line; exit 2."""
+def user_errors(func: F) -> F:
+    """Print civicgrid's domain errors (a :class:`~civicgrid.geo.errors.CivicgridError`: bad input, unknown
+    code, illegal transition, no database...) and a missing file as one ``error:`` line; exit 2."""
 
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        from civicgrid.geo.errors import CivicgridError
-        from civicgrid.geo.importing import ImportFileError
-        from civicgrid.geo.store import StoreError
-
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except (CivicgridError, ImportFileError, StoreError, ValueError, FileNotFoundError) as exc:
+        except (CivicgridError, FileNotFoundError) as exc:
+            logger.debug("%s failed", func.__name__, exc_info=True)
             click.echo(f"error: {exc}", err=True)
             sys.exit(2)
 
-    return wrapper
+    return cast(F, wrapper)
+
+
+def _default_log_level() -> str:
+    """The ``log_level`` setting (``$CIVICGRID_LOG_LEVEL``), WARNING when it is not a level."""
+    try:
+        return get_settings().log_level
+    except CivicgridError:
+        return "WARNING"
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"], "max_content_width": 100})
 @click.version_option(package_name="civicgrid")
-def main() -> None:
+@click.option("--log-level", type=click.Choice(LOG_LEVELS, case_sensitive=False), default=_default_log_level,
+              show_default="$CIVICGRID_LOG_LEVEL, else WARNING",
+              help="write civicgrid's log records of this level and above to standard error (INFO: store writes, "
+                   "imports with their counts, the service's requests)")
+def main(log_level: str) -> None:
     """civicgrid: geospatial analytics for civilized-city inspection campaigns.
 
     One DuckDB file holds the areas, micro-grids, the 38 site categories, the
     sample frame, complaints, inspections and hits. Start with `civicgrid demo`
     for a ready demo city, or load your own files with `civicgrid import`.
     """
+    configure_logging(log_level)
+    try:
+        get_settings()  # a CIVICGRID_* variable with a wrong value is named before any command runs
+    except CivicgridError as exc:
+        raise click.UsageError(str(exc)) from None
 
 
 @main.group(name="import")
@@ -154,8 +180,8 @@ def import_() -> None:
 @_import_options("areas", ("code", "name", "parent"))
 @click.option("--level", type=click.Choice(["district", "street", "community"]), required=True,
               help="level of the areas in FILE")
-@_user_errors
-def import_areas_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, level, **cols):
+@user_errors
+def import_areas_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, level, **cols):
     """Import district, street (街道) or community (社区) polygons."""
     from civicgrid.grids.areas import import_areas
 
@@ -166,8 +192,8 @@ def import_areas_cmd(file, db, maps, encoding, layer_name, report_path, quiet, c
 
 @import_.command(name="grids")
 @_import_options("grids", ("code", "name", "parent"))
-@_user_errors
-def import_grids_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, **cols):
+@user_errors
+def import_grids_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, **cols):
     """Import micro-grid (微网格) polygons.
 
     --parent names the community code column; without it the containing
@@ -185,8 +211,8 @@ def import_grids_cmd(file, db, maps, encoding, layer_name, report_path, quiet, c
 @_import_options("sites", ("id", "name", "category", "lat", "lng"))
 @click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
 @click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
-@_user_errors
-def import_sites_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, point, sheet, **cols):
+@user_errors
+def import_sites_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, point, sheet, **cols):
     """Import the sample frame (样本框 / 点位信息表).
 
     Fields: --name, --category (code, Chinese or English name), --id, and
@@ -205,8 +231,8 @@ def import_sites_cmd(file, db, maps, encoding, layer_name, report_path, quiet, c
               help="complaints (e.g. the 12345 hotline) or inspection hits")
 @click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
 @click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
-@_user_errors
-def import_events_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, tz, source, point, sheet,
+@user_errors
+def import_events_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, tz, source, point, sheet,
                       **cols):
     """Import complaints or inspection hits.
 
@@ -216,7 +242,7 @@ def import_events_cmd(file, db, maps, encoding, layer_name, report_path, quiet, 
     case closed, e.g. --map closed=办结时间; these give the cases their
     rectification and closure times).
     """
-    from civicgrid.geo.events import import_events
+    from civicgrid.sites.events import import_events
 
     report = import_events(file, db=db, source=source, mapping=_mapping(cols, maps), point=point, crs=crs, tz=tz,
                            encoding=encoding, layer=layer_name, sheet=sheet, progress=not quiet)
@@ -227,8 +253,9 @@ def import_events_cmd(file, db, maps, encoding, layer_name, report_path, quiet, 
 @_import_options("inspections", ("id", "site", "time", "result", "lat", "lng"), times=True)
 @click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
 @click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
-@_user_errors
-def import_inspections_cmd(file, db, maps, encoding, layer_name, report_path, quiet, crs, tz, point, sheet, **cols):
+@user_errors
+def import_inspections_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, tz, point, sheet,
+                           **cols):
     """Import inspection visits: --site, --time, --result (符合/不符合 or a number of problems).
 
     The inspector: --map inspector=检查人. Visits without coordinates take their site's location.
@@ -241,14 +268,14 @@ def import_inspections_cmd(file, db, maps, encoding, layer_name, report_path, qu
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--events", "n_events", type=click.IntRange(min=0), default=200_000, show_default=True,
               help="number of complaints and inspection hits to generate (up to 10,000,000 for benchmarks)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same city)")
 @click.option("--force", is_flag=True, help="replace an existing database file")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-@_user_errors
-def demo(db, n_events, seed, force, quiet):
+@user_errors
+def demo(db: str, n_events, seed, force, quiet):
     """Build the built-in demo city (示范市): areas, micro-grids, sample frame, two years of events."""
     from civicgrid.data.demo import build_demo
 
@@ -265,9 +292,9 @@ def demo(db, n_events, seed, force, quiet):
 
 
 @main.command()
-@_db_option
-@_user_errors
-def info(db):
+@db_option
+@user_errors
+def info(db: str):
     """Show what a database holds: schema version, layers and row counts."""
     from civicgrid.geo.store import Store
 
@@ -281,24 +308,15 @@ def info(db):
         click.echo("  areas by level: " + ", ".join(f"{r.level} {r.n}" for r in levels.itertuples()))
 
 
-#: Modules under ``api.commands`` that add their commands to :func:`main` (one per capability).
-#: A module missing from the checkout is skipped.
-COMMAND_MODULES = ("serve", "risk", "patrol", "cases", "report", "simulate")
+# The commands of each capability (one module each under api/commands/) register on `main` when imported;
+# they import `main` from here, so they come last.
+from civicgrid.api.commands import cases, patrol, report, risk, serve, simulate  # noqa: E402
 
-
-def _load_commands() -> None:
-    import importlib
-
-    for name in COMMAND_MODULES:
-        try:
-            importlib.import_module(f"civicgrid.api.commands.{name}")
-        except ModuleNotFoundError as exc:
-            if exc.name != f"civicgrid.api.commands.{name}":
-                raise
-            continue
-
-
-_load_commands()
+#: The modules adding commands to :func:`main`.
+COMMAND_MODULES = (serve, risk, patrol, cases, report, simulate)
 
 if __name__ == "__main__":  # pragma: no cover
-    main()
+    # `python -m civicgrid.api.cli`: the commands registered on the group of civicgrid.api.cli, not on this copy
+    from civicgrid.api import cli
+
+    cli.main()

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import difflib
 from datetime import date, datetime
+from typing import Any
 
 from civicgrid.geo.aggregate import MAX_RES, MIN_RES, EventFilter, as_datetime, end_of_day
 from civicgrid.geo.errors import InvalidParameterError
@@ -17,8 +18,9 @@ def get_store(request: Request) -> Store:
     return request.app.state.store
 
 
-def get_settings(request: Request) -> dict:
-    """The service's settings."""
+def get_settings(request: Request) -> dict[str, Any]:
+    """The service's settings (``max_cells``, ``tianditu_key``, ``patrol_network``): the ``CIVICGRID_*``
+    settings of :mod:`civicgrid.geo.settings` with the overrides given to ``create_app``."""
     return request.app.state.settings
 
 
@@ -145,4 +147,4 @@ def crs_param(crs: str = Query("wgs84", description="output coordinates: wgs84 (
 
 def max_cells(settings: dict = Depends(get_settings)) -> int:
     """The service's cap on cells per response (setting ``max_cells``)."""
-    return int(settings.get("max_cells", 50_000))
+    return int(settings["max_cells"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -10,37 +11,53 @@ from civicgrid.geo.errors import (
     AuthenticationError,
     CivicgridError,
     ConflictError,
+    ImportFileError,
     InvalidParameterError,
     NotFoundError,
     PermissionDeniedError,
+    ReadError,
+    StoreError,
+    StoreVersionError,
 )
-from civicgrid.geo.store import StoreError, StoreVersionError
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import APIRoute
 
-#: Exception class -> HTTP status. Subclasses come before their bases.
+logger = logging.getLogger(__name__)
+
+#: Exception class -> HTTP status, for every domain error (:class:`~civicgrid.geo.errors.CivicgridError`).
+#: Subclasses come before their bases.
 DEFAULT_STATUS_CODES: dict[type[Exception], int] = {
     AuthenticationError: 401,
     PermissionDeniedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
     InvalidParameterError: 422,
+    ReadError: 422,
+    ImportFileError: 422,
     StoreVersionError: 503,
     StoreError: 503,
 }
 
 
 def add_exception_handlers(app: FastAPI, status_codes: dict[type[Exception], int] | None = None) -> None:
-    """Register a JSON ``{"detail": message}`` handler per domain error class."""
+    """Register a JSON ``{"detail": message}`` handler per domain error class (errors mapped to a 5xx status
+    are also logged, at ERROR)."""
     for exc_type, status in (status_codes or DEFAULT_STATUS_CODES).items():
 
         def handler(request: Request, exc: Exception, status: int = status) -> JSONResponse:
+            log_server_error(request, exc, status)
             headers = {"WWW-Authenticate": "Bearer"} if status == 401 else None
             return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
         app.add_exception_handler(exc_type, handler)
+
+
+def log_server_error(request: Request, exc: Exception, status: int) -> None:
+    """Log a domain error answered with a 5xx status (the store cannot be opened...) at ERROR."""
+    if status >= 500:
+        logger.error("%s %s -> %d %s: %s", request.method, request.url.path, status, type(exc).__name__, exc)
 
 
 def status_for(exc: Exception, status_codes: dict[type[Exception], int] | None = None) -> int:
@@ -92,6 +109,8 @@ class HtmlErrorRoute(APIRoute):
                 if isinstance(exc, RequestValidationError):
                     message = "; ".join(f"{e['loc'][-1]}={e.get('input')!r}: {e['msg']}" for e in exc.errors())
                     return error_page(request, message, 422)
-                return error_page(request, str(exc), status_for(exc), fits_res=getattr(exc, "fits_res", None))
+                status = status_for(exc)
+                log_server_error(request, exc, status)
+                return error_page(request, str(exc), status, fits_res=getattr(exc, "fits_res", None))
 
         return route_handler

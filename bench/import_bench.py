@@ -112,7 +112,7 @@ def import_csv(csv_path: Path, db: Path, *, cases: bool = False) -> dict:
     (``sites.cases``) that ``civicgrid import events`` runs in the same transaction.
     """
     code = (
-        "import json, time, resource; from civicgrid.geo.events import import_events; t=time.perf_counter(); "
+        "import json, time, resource; from civicgrid.sites.events import import_events; t=time.perf_counter(); "
         f"r=import_events({str(csv_path)!r}, db={str(db)!r}, progress=False, cases={cases!r}); "
         "d={k: getattr(r, k) for k in ('rows_read','loaded','duplicates','rejected','outside_grids',"
         "'cases_created','rebounds_linked')}; "

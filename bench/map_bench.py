@@ -24,11 +24,12 @@ import geopandas as gpd
 import h3
 import numpy as np
 from civicgrid.api.app import create_app
-from civicgrid.api.offline import render_offline
-from civicgrid.api.routers.pages import HexagonLayer, class_breaks, class_colors
 from civicgrid.data.demo import build_demo
 from civicgrid.geo.aggregate import EventFilter, cells_frame, heatmap
 from civicgrid.geo.store import Store
+from civicgrid.maps.layers import HexagonLayer
+from civicgrid.maps.legend import class_breaks, class_colors
+from civicgrid.maps.offline import render_offline
 from fastapi.testclient import TestClient
 
 TARGET_BYTES = 2_000_000

@@ -32,8 +32,8 @@ import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from civicgrid.sites.network import straight_line_minutes
 from civicgrid.sites.patrol import DEFAULT_SOLVER, Inspector, check_plan, patrol_points, plan_patrols
+from civicgrid.sites.patrol.network import straight_line_minutes
 
 SIZES = (60, 200, 500)
 TEAMS = (1, 5, 10)

@@ -15,8 +15,10 @@ import difflib
 import re
 import threading
 from collections import OrderedDict
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from typing import TypeVar
 
 import geopandas as gpd
 import h3ronpy
@@ -28,7 +30,7 @@ import shapely
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError, TooManyCellsError
 from civicgrid.geo.h3cells import MEAN_AREA_KM2, to_hex
 from civicgrid.geo.schema import H3_RES
-from civicgrid.geo.store import Store, _file_key
+from civicgrid.geo.store import Store, file_key
 
 #: Resolutions a heatmap may be asked for (resolution 12 is the stored one).
 MIN_RES, MAX_RES = 5, H3_RES
@@ -171,6 +173,15 @@ class EventFilter:
             set_(self, "area", str(self.area).strip() or None)
 
     @property
+    def area_column(self) -> str:
+        """The events' column holding codes of the area's level (``street_code``...), known once
+        :meth:`validate` has found the level."""
+        if self.area_level is None:
+            msg = f"the level of area {self.area!r} is not known yet: validate(store) the filter first"
+            raise RuntimeError(msg)
+        return LEVEL_COLUMNS[self.area_level]
+
+    @property
     def validated(self) -> bool:
         """Whether codes were checked against a store (:meth:`validate`)."""
         return (not self.types or bool(self.type_codes)) and (self.area is None or self.area_level is not None)
@@ -187,7 +198,7 @@ class EventFilter:
             return self
         type_codes: list[str] = []
         if self.types:
-            pt = _cached(store, ("problem_types",), lambda: store.sql(
+            pt = cached(store, ("problem_types",), lambda: store.sql(
                 "SELECT code, major_code, name_zh, name_en, major_zh, major_en FROM problem_types"))
             for t in self.types:
                 key = t.lower()
@@ -204,7 +215,7 @@ class EventFilter:
                 type_codes.extend(hit.code)
         cats = list(self.categories)
         if cats:
-            sc = _cached(store, ("site_categories",), lambda: store.sql(
+            sc = cached(store, ("site_categories",), lambda: store.sql(
                 "SELECT code, name_zh, name_en FROM site_categories"))
             out = []
             for c in cats:
@@ -250,7 +261,7 @@ class EventFilter:
             parts.append(f"{a}site_id IN (SELECT site_id FROM sites WHERE category_code IN "
                          f"({', '.join(map(_lit, self.categories))}))")
         if self.area is not None:
-            parts.append(f"{a}{LEVEL_COLUMNS[self.area_level]} = {_lit(self.area)}")
+            parts.append(f"{a}{self.area_column} = {_lit(self.area)}")
         if self.status in ("open", "closed"):
             parts.append(f"{a}status = {_lit(self.status)}")
         elif self.status == "overdue":
@@ -286,7 +297,7 @@ def area_level(store: Store, code: str) -> str:
 
 
 def _area_index(store: Store) -> pd.DataFrame:
-    return _cached(store, ("area_index",), lambda: store.sql(
+    return cached(store, ("area_index",), lambda: store.sql(
         "SELECT code, name, level FROM areas UNION ALL SELECT code, name, 'grid' FROM grids").set_index("code"))
 
 
@@ -294,15 +305,18 @@ def _area_index(store: Store) -> pd.DataFrame:
 # Per-version cache
 # ---------------------------------------------------------------------------------------------------------
 
+T = TypeVar("T")
+
 _CACHE: OrderedDict = OrderedDict()
 _CACHE_LOCK = threading.Lock()
 #: Results kept in the per-version cache (least recently used dropped first).
 CACHE_SIZE = 256
 
 
-def _cached(store: Store, key: tuple, compute):
-    """Return ``compute()`` cached under ``key`` for the store's current file version."""
-    full = (str(store.path), _file_key(store.path), *key)
+def cached(store: Store, key: tuple, compute: Callable[[], T]) -> T:
+    """Return ``compute()`` cached under ``key`` for the store's current file version (at most
+    :data:`CACHE_SIZE` results are kept; a newly published version of the file is a new key)."""
+    full = (str(store.path), file_key(store.path), *key)
     with _CACHE_LOCK:
         if full in _CACHE:
             _CACHE.move_to_end(full)
@@ -321,7 +335,8 @@ def clear_cache() -> None:
         _CACHE.clear()
 
 
-def _check_res(res: int) -> int:
+def check_res(res: int) -> int:
+    """Return ``res`` as an int, checked to be an H3 resolution civicgrid aggregates at."""
     try:
         r = int(res)
     except (TypeError, ValueError) as exc:
@@ -333,7 +348,8 @@ def _check_res(res: int) -> int:
     return r
 
 
-def _prepare(store: Store, filters: EventFilter | None) -> EventFilter:
+def validated_filter(store: Store, filters: EventFilter | None) -> EventFilter:
+    """Return ``filters`` (an empty filter when None) validated against ``store``."""
     f = filters or EventFilter()
     return f.validate(store)
 
@@ -377,7 +393,7 @@ WHERE {where}
 
 def cell_counts_by_res(store: Store, *, filters: EventFilter | None = None) -> dict[int, int]:
     """Number of non-empty cells the filtered events fall in, for every resolution 5..12."""
-    f = _prepare(store, filters)
+    f = validated_filter(store, filters)
 
     def compute():
         where, params = f.where("e")
@@ -385,7 +401,7 @@ def cell_counts_by_res(store: Store, *, filters: EventFilter | None = None) -> d
         row = store.sql(_CELL_COUNTS_SQL.format(counts=counts, where=where), params).iloc[0]
         return {r: int(row[f"r{r}"]) for r in range(MIN_RES, MAX_RES + 1)}
 
-    return _cached(store, ("cell_counts", f), compute)
+    return cached(store, ("cell_counts", f), compute)
 
 
 def check_cell_budget(store: Store, *, res: int, filters: EventFilter | None = None,
@@ -405,7 +421,7 @@ def check_cell_budget(store: Store, *, res: int, filters: EventFilter | None = N
     n_cells
         The number of cells of the view when already known (skips the count at ``res``).
     """
-    res = _check_res(res)
+    res = check_res(res)
     if n_cells is not None and n_cells <= max_cells:
         return
     counts = cell_counts_by_res(store, filters=filters)
@@ -446,11 +462,11 @@ def heatmap(store: Store, *, res: int = 9, filters: EventFilter | None = None, m
         One row per non-empty cell, ordered by cell id: ``h3`` (uint64), ``value`` (the metric),
         ``count``, ``sites``, ``area_km2``.
     """
-    res = _check_res(res)
+    res = check_res(res)
     if metric not in METRICS:
         msg = f"unknown metric {metric!r}; use one of {', '.join(METRICS)}"
         raise InvalidParameterError(msg)
-    f = _prepare(store, filters)
+    f = validated_filter(store, filters)
 
     def compute() -> pd.DataFrame:
         where, params = f.where("e")
@@ -461,7 +477,7 @@ def heatmap(store: Store, *, res: int = 9, filters: EventFilter | None = None, m
         out["area_km2"] = cell_areas_km2(out["h3"].to_numpy())
         return out
 
-    base = _cached(store, ("heatmap", res, f), compute)
+    base = cached(store, ("heatmap", res, f), compute)
     if max_cells is not None:
         check_cell_budget(store, res=res, filters=f, max_cells=max_cells, n_cells=len(base))
     out = base.copy()
@@ -577,7 +593,7 @@ def hierarchy(store: Store) -> pd.DataFrame:
         out = pd.concat([areas, grids[areas.columns]], ignore_index=True)
         return out.drop_duplicates("code").set_index("code")
 
-    return _cached(store, ("hierarchy",), compute)
+    return cached(store, ("hierarchy",), compute)
 
 
 def area_stats(store: Store, *, level: str = "district", filters: EventFilter | None = None) -> pd.DataFrame:
@@ -604,13 +620,13 @@ def area_stats(store: Store, *, level: str = "district", filters: EventFilter | 
     if level not in LEVEL_COLUMNS:
         msg = f"unknown level {level!r}; use one of {', '.join(LEVEL_COLUMNS)}"
         raise InvalidParameterError(msg)
-    f = _prepare(store, filters)
+    f = validated_filter(store, filters)
 
     def compute() -> pd.DataFrame:
         h = hierarchy(store)
         units = h[h.level == level]
         if f.area is not None:
-            fcol, lcol = LEVEL_COLUMNS[f.area_level], LEVEL_COLUMNS[level]
+            fcol, lcol = f.area_column, LEVEL_COLUMNS[level]
             inside = units[fcol] == f.area
             container = h.loc[f.area, lcol]
             units = units[inside | (units.index == container)]
@@ -625,7 +641,7 @@ def area_stats(store: Store, *, level: str = "district", filters: EventFilter | 
         df["share"] = df["count"] / total if total else 0.0
         return df.sort_values(["count", "code"], ascending=[False, True], ignore_index=True)
 
-    return _cached(store, ("area_stats", level, f), compute).copy()
+    return cached(store, ("area_stats", level, f), compute).copy()
 
 
 def city_cells(store: Store, *, res: int, area: str | None = None) -> np.ndarray:
@@ -633,7 +649,7 @@ def city_cells(store: Store, *, res: int, area: str | None = None) -> np.ndarray
 
     This is the study area of the hotspot statistics: cells without events inside it count as zeros.
     """
-    res = _check_res(res)
+    res = check_res(res)
 
     def compute() -> np.ndarray:
         if area is None:
@@ -652,7 +668,7 @@ def city_cells(store: Store, *, res: int, area: str | None = None) -> np.ndarray
                             dtype="uint64") for p in parts if isinstance(p, shapely.Polygon)]
         return np.unique(np.concatenate(found)) if found else np.zeros(0, dtype="uint64")
 
-    return _cached(store, ("city_cells", res, area), compute)
+    return cached(store, ("city_cells", res, area), compute)
 
 
 def mean_cell_area_km2(res: int) -> float:

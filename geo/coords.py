@@ -32,7 +32,8 @@ CRS_ALIASES = {
     "cgcs2000": ("cgcs2000", "epsg:4490", "4490", "cgcs"),
 }
 
-_TO_WGS = {}
+#: pyproj transformers to or from WGS84, by (source WKT, inverse)
+_TO_WGS: dict[tuple[str, bool], pyproj.Transformer] = {}
 
 
 def parse_crs(text: str):

@@ -1,4 +1,9 @@
-"""Domain errors shared by the Python API, the CLI and the service (mapped to HTTP statuses in ``api/errors.py``)."""
+"""Domain errors shared by the Python API, the CLI and the service: every one is a :class:`CivicgridError`.
+
+The CLI prints any :class:`CivicgridError` as one ``error:`` line (exit status 2); the service maps each class to
+an HTTP status in one table, ``DEFAULT_STATUS_CODES`` of ``civicgrid.api.errors``. Classes keep the built-in
+base that callers may rely on (``except ValueError`` still catches a bad parameter or an unreadable file).
+"""
 
 from __future__ import annotations
 
@@ -34,3 +39,20 @@ class AuthenticationError(CivicgridError):
 
 class PermissionDeniedError(CivicgridError, PermissionError):
     """A valid token whose role is too weak for the operation (HTTP 403)."""
+
+
+class ReadError(CivicgridError, ValueError):
+    """A file that cannot be read as a table (HTTP 422); the message says why (format, encoding, layer...)."""
+
+
+class ImportFileError(CivicgridError, ValueError):
+    """A file that cannot be imported at all, e.g. a required column is missing (HTTP 422); nothing was
+    changed."""
+
+
+class StoreError(CivicgridError, RuntimeError):
+    """The database cannot be opened or written as asked (HTTP 503), e.g. no database at the path."""
+
+
+class StoreVersionError(StoreError):
+    """The database file was written by a newer civicgrid (HTTP 503): upgrade civicgrid to open it."""

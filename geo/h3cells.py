@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 from itertools import pairwise
 
 import numpy as np
+from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.schema import H3_RES
 from h3ronpy import vector as _h3v
 
@@ -67,7 +68,7 @@ def parent(cell: np.ndarray, res: int) -> np.ndarray:
     """
     if not 0 <= res <= 15:
         msg = f"H3 resolution must be 0..15, got {res}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     c = np.asarray(cell, dtype="uint64")
     unused = (np.uint64(1) << np.uint64(3 * (15 - res))) - np.uint64(1)
     out = (c & ~_RES_MASK) | (np.uint64(res) << _RES_SHIFT) | unused

@@ -29,13 +29,13 @@ import scipy.sparse as sp
 import shapely
 from civicgrid.geo.aggregate import (
     EventFilter,
-    _cached,
-    _check_res,
-    _prepare,
+    cached,
     cell_polygons,
+    check_res,
     city_cells,
     heatmap,
     parent_sql,
+    validated_filter,
 )
 from civicgrid.geo.errors import InvalidParameterError, TooManyCellsError
 from civicgrid.geo.h3cells import to_hex
@@ -242,8 +242,8 @@ def hotspots(store: Store, *, res: int = 9, filters: EventFilter | None = None, 
     pandas.DataFrame
         :func:`gi_star` columns plus ``h3_hex`` and ``count`` (events in the cell).
     """
-    res = _check_res(res)
-    f = _prepare(store, filters)
+    res = check_res(res)
+    f = validated_filter(store, filters)
 
     def compute() -> pd.DataFrame:
         hm = heatmap(store, res=res, filters=f, metric="count")
@@ -259,7 +259,7 @@ def hotspots(store: Store, *, res: int = 9, filters: EventFilter | None = None, 
         out.insert(1, "h3_hex", to_hex(out["h3"].to_numpy()))
         return out
 
-    return _cached(store, ("hotspots", res, f, int(k), float(alpha), metric, max_cells), compute).copy()
+    return cached(store, ("hotspots", res, f, int(k), float(alpha), metric, max_cells), compute).copy()
 
 
 def _too_many(store: Store, res: int, f: EventFilter, n: int, max_cells: int) -> None:
@@ -311,8 +311,8 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
         grid's area, or holding its centre), ``site_ids`` and ``n_sites`` (active sample-frame sites
         whose location falls in the region's cells), ``cells`` (hex ids), ``geometry`` (merged polygon).
     """
-    res = _check_res(res)
-    f = _prepare(store, filters)
+    res = check_res(res)
+    f = validated_filter(store, filters)
 
     def compute() -> gpd.GeoDataFrame:
         hs = hotspots(store, res=res, filters=f, k=k, alpha=alpha, max_cells=max_cells)
@@ -358,7 +358,8 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
         agg["n_sites"] = agg["site_ids"].map(len)
         grid_geoms = shapely.from_wkb(grids["g"].map(bytes).to_numpy()) if len(grids) else np.array([])
         grid_area = shapely.area(grid_geoms) if len(grids) else np.array([])
-        grid_codes, grid_names = [], []
+        grid_codes: list[list[str]] = []
+        grid_names: list[list[str]] = []
         for geom in agg["geometry"]:
             if not len(grids):
                 grid_codes.append([])
@@ -378,7 +379,7 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
         gdf["rank"] = np.arange(1, len(gdf) + 1)
         return gdf[[*cols, "geometry"]]
 
-    return _cached(store, ("clusters", res, f, int(k), float(alpha), int(top_types), lang, max_cells),
+    return cached(store, ("clusters", res, f, int(k), float(alpha), int(top_types), lang, max_cells),
                    compute).copy()
 
 
@@ -526,12 +527,12 @@ def emerging_hotspots(store: Store, *, res: int = 8, filters: EventFilter | None
         ``label_zh``, ``label_en``, ``n_slices``, ``n_hot``, ``n_cold``, ``last_z``, ``trend_z``,
         ``trend_p``, ``count`` (events over all slices). ``attrs["slices"]`` holds the slice starts.
     """
-    res = _check_res(res)
+    res = check_res(res)
     freq = str(freq).upper()
     if freq not in ("W", "M"):
         msg = f"freq must be W (weekly) or M (monthly), got {freq!r}"
         raise InvalidParameterError(msg)
-    f = _prepare(store, filters)
+    f = validated_filter(store, filters)
 
     def compute() -> pd.DataFrame:
         unit = "week" if freq == "W" else "month"
@@ -576,7 +577,7 @@ def emerging_hotspots(store: Store, *, res: int = 8, filters: EventFilter | None
         out.attrs["freq"] = freq
         return out
 
-    result = _cached(store, ("emerging", res, f, freq, int(k), float(alpha), max_cells), compute)
+    result = cached(store, ("emerging", res, f, freq, int(k), float(alpha), max_cells), compute)
     out = result.copy()
     out.attrs = dict(result.attrs)
     return out

@@ -4,13 +4,14 @@ from __future__ import annotations
 
 import difflib
 import json
+import logging
 import os
 import queue
 import re
 import sys
 import threading
 from collections import Counter
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -23,7 +24,9 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import shapely
 from civicgrid.geo import coords
-from civicgrid.geo.readers import BatchReader, ReadError, ReadResult, read_batches, read_table
+from civicgrid.geo.errors import ImportFileError, ReadError
+from civicgrid.geo.readers import BatchReader, ReadResult, read_batches, read_table
+from civicgrid.geo.store import fetch_value
 
 #: Column names recognised without a flag, per field (compared case-insensitively,
 #: ignoring spaces, dots and underscores). A flag always wins over these.
@@ -57,12 +60,10 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
 
 T = TypeVar("T")
 
+logger = logging.getLogger(__name__)
+
 #: Margin around the areas' bounding box inside which points count as "in the city".
 EXTENT_MARGIN_DEG = 0.05
-
-
-class ImportFileError(ValueError):
-    """The file cannot be imported at all (nothing was changed)."""
 
 
 @dataclass
@@ -184,10 +185,13 @@ def _norm(name: str) -> str:
 def read_input(path: str | os.PathLike, *, encoding: str | None = None, layer: str | None = None,
                sheet: str | int | None = None) -> ReadResult:
     """Read an input file, turning reader errors into :class:`ImportFileError`."""
+    logger.info("import: reading %s", path)
     try:
-        return read_table(path, encoding=encoding, layer=layer, sheet=sheet)
+        src = read_table(path, encoding=encoding, layer=layer, sheet=sheet)
     except ReadError as exc:
         raise ImportFileError(str(exc)) from exc
+    logger.info("import: %s read as %s, %d rows", path, src.format, src.table.num_rows)
+    return src
 
 
 def prefetch(items: Iterable[T]) -> Iterator[T]:
@@ -236,6 +240,7 @@ def read_input_batches(path: str | os.PathLike, *, encoding: str | None = None, 
                        sheet: str | int | None = None, rows: int | None = None) -> BatchReader:
     """Read an input file batch by batch (:func:`geo.readers.read_batches`), reader errors — also those found
     in a later batch — raised as :class:`ImportFileError`."""
+    logger.info("import: reading %s in batches", path)
     try:
         reader = read_batches(path, encoding=encoding, layer=layer, sheet=sheet,
                               **({"rows": rows} if rows else {}))
@@ -253,7 +258,7 @@ def read_input_batches(path: str | os.PathLike, *, encoding: str | None = None, 
 
 
 def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[str],
-                    required: list[str] = ()) -> dict[str, str]:
+                    required: Sequence[str] = ()) -> dict[str, str]:
     """Return ``{field: column}`` from explicit flags and recognised column names.
 
     Raises
@@ -283,10 +288,10 @@ def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[st
         if key in out:
             continue
         for alias in FIELD_ALIASES.get(key, (key,)):
-            col = by_norm.get(_norm(alias))
-            if col is not None and col not in taken:
-                out[key] = col
-                taken.add(col)
+            found = by_norm.get(_norm(alias))
+            if found is not None and found not in taken:
+                out[key] = found
+                taken.add(found)
                 break
     missing = [k for k in required if k not in out]
     if missing:
@@ -458,9 +463,9 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
         names = ", ".join(c for c in table.column_names if c not in ("geometry", "__row__"))
         half = [k for k in ("lat", "lng") if k in cols]
         if half:
-            label = {"lat": "latitude", "lng": "longitude"}
+            labels = {"lat": "latitude", "lng": "longitude"}
             have, other = half[0], "lng" if half[0] == "lat" else "lat"
-            msg = (f"no {label[other]} column (the {label[have]} is {cols[have]!r}): give --{other} COLUMN. "
+            msg = (f"no {labels[other]} column (the {labels[have]} is {cols[have]!r}): give --{other} COLUMN. "
                    f"Columns are: {names}")
         else:
             msg = ("no coordinates: give --lat and --lng columns, --point COLUMN, or a spatial file (GeoJSON, "
@@ -472,6 +477,9 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
     the_crs = resolve_crs(src if source == "geometry" else _no_crs(src), crs, report.warnings)
     report.crs = crs_label(the_crs)
     if extent is ...:
+        if con is None:
+            msg = "read_locations needs con, or the city's extent, to check coordinates"
+            raise TypeError(msg)
         extent = city_extent(con)
     if is_geographic(the_crs):
         swapped = check_coordinates(lng, lat, rej, extent=extent)
@@ -616,7 +624,8 @@ def match_names(values: np.ndarray, choices: pd.DataFrame, *, key: str, names: l
                                                pa.array(np.asarray(known, dtype=object), pa.string()))
         unknown = present & (slot < 0)
     else:
-        codes = np.where(present, mapped[np.where(present, idx, len(uniq))], None).astype(object)
+        codes = np.where(present, mapped[np.where(present, idx, len(uniq))], None  # type: ignore[call-overload]
+                         ).astype(object)
         unknown = present & pd.isna(codes)
     reasons = np.full(len(arr), None, dtype=object)
     if unknown.any():
@@ -670,7 +679,7 @@ def existing_keys(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray |
 
 def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
     """Return the next free integer id of a table."""
-    return int(con.execute(f"SELECT coalesce(max({column}), 0) + 1 FROM {table}").fetchone()[0])
+    return int(fetch_value(con, f"SELECT coalesce(max({column}), 0) + 1 FROM {table}"))
 
 
 def start_report(layer: str, path, src: ReadResult) -> ImportReport:
@@ -679,7 +688,7 @@ def start_report(layer: str, path, src: ReadResult) -> ImportReport:
                         rows_read=src.table.num_rows, warnings=list(src.warnings))
 
 
-def start_import(what: str, path: str | os.PathLike, *, fields: list[str], required: list[str] = (),
+def start_import(what: str, path: str | os.PathLike, *, fields: list[str], required: Sequence[str] = (),
                  mapping: dict[str, str] | None = None, encoding: str | None = None, layer: str | None = None,
                  sheet: str | int | None = None) -> tuple[ReadResult, dict[str, str], ImportReport, Rejects]:
     """Read a file whole and map its columns: the start of an areas, grids, sites or inspections import.
@@ -710,6 +719,9 @@ def record_import(con: duckdb.DuckDBPyConnection, report: ImportReport, started:
     """Log the import in the ``imports`` table (assigning ``report.import_id`` if not yet set)."""
     if report.import_id is None:
         report.import_id = next_id(con, "imports", "import_id")
+    logger.info("import %d of %s from %s: %d rows read, %d loaded, %d duplicates, %d rejected, %d outside the "
+                "grids", report.import_id, report.layer, report.file, report.rows_read, report.loaded,
+                report.duplicates, report.rejected, report.outside_grids)
     con.execute(
         "INSERT INTO imports VALUES (?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?)",
         [report.import_id, report.layer, report.file, started, report.rows_read, report.loaded,

@@ -31,6 +31,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 import pyproj
+from civicgrid.geo.errors import ReadError
 
 #: File name endings per format (lower case).
 EXTENSIONS: dict[str, str] = {
@@ -56,10 +57,6 @@ BATCH_ROWS = 1 << 20
 #: Bytes from the top of a text file that decide its encoding when they hold non-ASCII text (the rest is
 #: checked while it is read).
 _HEAD_BYTES = 1 << 22
-
-
-class ReadError(ValueError):
-    """The file cannot be read as a table (one clear message saying why)."""
 
 
 @dataclass
@@ -579,7 +576,7 @@ def _find_header(grid: list[list], merged: list, warnings: list[str]) -> tuple[i
                     top[c] = grid[r0][c0]
         if r0 == h and r1 > h:
             down = True
-    nxt = grid[h + 1] if h + 1 < len(grid) else [None] * width
+    nxt: list = grid[h + 1] if h + 1 < len(grid) else [None] * width
     filled = {c for c in range(width) if nxt[c] is not None}
     two_rows = bool(filled & grouped) or down
     if not two_rows and not merged and filled:

@@ -24,35 +24,34 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import itertools
+import logging
 import os
 import shutil
 import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import duckdb
 import pandas as pd
+from civicgrid.geo.errors import StoreError, StoreVersionError
 from civicgrid.geo.schema import MIGRATIONS, SCHEMA_VERSION
+from civicgrid.geo.settings import Settings, get_settings
+
+logger = logging.getLogger(__name__)
 
 #: Default database path, used when ``--db`` is not given; overridable with
-#: the ``CIVICGRID_DB`` environment variable.
-DEFAULT_DB = "civicgrid.duckdb"
+#: the ``CIVICGRID_DB`` environment variable (the ``db`` setting).
+DEFAULT_DB: str = Settings.model_fields["db"].default
 
 _WRITE_SERIAL = itertools.count()
 _DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 
 
-class StoreError(RuntimeError):
-    """The database cannot be opened or written as asked."""
-
-
-class StoreVersionError(StoreError):
-    """The database file was written by a newer civicgrid."""
-
-
 def default_db_path() -> str:
-    """Return the database path from ``CIVICGRID_DB`` or :data:`DEFAULT_DB`."""
-    return os.environ.get("CIVICGRID_DB", DEFAULT_DB)
+    """Return the database path of the ``db`` setting: ``$CIVICGRID_DB``, else :data:`DEFAULT_DB`."""
+    return get_settings().db
 
 
 def spatial_extension_path() -> Path:
@@ -85,7 +84,8 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
     read_only
         Open the file read-only (any number of processes may do so at once).
     """
-    config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    config: dict[str, str | bool | int | float | list[str]] = {
+        "autoinstall_known_extensions": False, "autoload_known_extensions": False}
     if read_only and path is not None:
         con = duckdb.connect(":memory:", config=config)
         con.load_extension(str(spatial_extension_path()))
@@ -98,12 +98,19 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -
     return con
 
 
+def fetch_value(con: duckdb.DuckDBPyConnection, query: str, params: list | dict | None = None) -> Any:
+    """Return the first column of the first row of ``query`` (None when it returns no row)."""
+    row = con.execute(query, params).fetchone()
+    return row[0] if row is not None else None
+
+
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     """Return the schema version of an open database (0 for an empty one)."""
-    has_meta = con.execute(
+    has_meta = fetch_value(
+        con,
         "SELECT count(*) FROM information_schema.tables "
-        "WHERE table_name = 'meta' AND table_schema = 'main' AND table_catalog = current_database()"
-    ).fetchone()[0]
+        "WHERE table_name = 'meta' AND table_schema = 'main' AND table_catalog = current_database()",
+    )
     if not has_meta:
         return 0
     row = con.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
@@ -130,13 +137,16 @@ def migrate(con: duckdb.DuckDBPyConnection, *, path: str | os.PathLike = "databa
     if found == 0:
         seed_taxonomies(con)
         con.execute("INSERT OR REPLACE INTO meta VALUES ('timezone', 'Asia/Shanghai')")
+        logger.info("%s: new database, schema version %d", path, SCHEMA_VERSION)
+    elif found < SCHEMA_VERSION:
+        logger.info("%s: migrated from schema version %d to %d", path, found, SCHEMA_VERSION)
     return found
 
 
 def seed_taxonomies(con: duckdb.DuckDBPyConnection, *, data_dir: Path = _DATA_DIR) -> None:
     """Fill empty ``site_categories`` and ``problem_types`` from the editable CSV files in ``data/``."""
     for table, name in (("site_categories", "site_categories.csv"), ("problem_types", "problem_types.csv")):
-        if con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]:
+        if fetch_value(con, f"SELECT count(*) FROM {table}"):
             continue
         frame = pd.read_csv(data_dir / name, dtype=str, keep_default_na=False)
         cols = ", ".join(frame.columns)
@@ -145,7 +155,9 @@ def seed_taxonomies(con: duckdb.DuckDBPyConnection, *, data_dir: Path = _DATA_DI
         con.unregister("_seed")
 
 
-def _file_key(path: Path) -> tuple[int, int, int] | None:
+def file_key(path: str | os.PathLike) -> tuple[int, int, int] | None:
+    """Return what identifies the published version of a database file (inode, modification time, size), or
+    None when there is no file: it changes whenever a writer publishes."""
     try:
         st = os.stat(path)
     except FileNotFoundError:
@@ -173,7 +185,10 @@ def writing(path: str | os.PathLike, *, memory_limit: str | None = None) -> Iter
     lock_path = live.with_name(live.name + ".lock")
     tmp = live.with_name(f"{live.name}.tmp-{os.getpid()}-{threading.get_ident()}-{next(_WRITE_SERIAL)}")
     with open(lock_path, "a+") as lock:
+        waited = time.perf_counter()
         fcntl.flock(lock, fcntl.LOCK_EX)
+        started = time.perf_counter()
+        logger.debug("%s: write lock taken after %.2f s", live, started - waited)
         try:
             _remove(tmp)
             if live.exists():
@@ -187,13 +202,15 @@ def writing(path: str | os.PathLike, *, memory_limit: str | None = None) -> Iter
                 yield con
                 con.execute("COMMIT")
                 con.execute("CHECKPOINT")
-            except BaseException:
+            except BaseException as exc:
                 with contextlib.suppress(Exception):
                     con.execute("ROLLBACK")
+                logger.debug("%s: write not published (%s)", live, type(exc).__name__)
                 raise
             finally:
                 con.close()
             os.replace(tmp, live)
+            logger.info("%s: write published in %.2f s", live, time.perf_counter() - started)
         finally:
             _remove(tmp)
             fcntl.flock(lock, fcntl.LOCK_UN)
@@ -273,11 +290,11 @@ class Store:
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
         """The read-only connection on the newest published version."""
-        key = _file_key(self.path)
+        key = file_key(self.path)
         if self._con is not None and key == self._key:
             return self._con
         with self._lock:
-            key = _file_key(self.path)
+            key = file_key(self.path)
             if self._con is None or key != self._key:
                 con = connect(self.path, read_only=True)
                 version = schema_version(con)
@@ -285,9 +302,11 @@ class Store:
                     con.close()
                     ensure_current(self.path)
                     con = connect(self.path, read_only=True)
-                    key = _file_key(self.path)
+                    key = file_key(self.path)
                 # The old connection is not closed here: queries of other
                 # threads may still run on it; it closes when last released.
+                if self._con is not None:
+                    logger.debug("%s: following a newly published version", self.path)
                 self._con, self._key = con, key
         return self._con
 
@@ -305,9 +324,10 @@ class Store:
         finally:
             cur.close()
 
-    def write(self, **kwargs) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
+    def write(self, *, memory_limit: str | None = None
+              ) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
         """Open an atomic write on this store (see :func:`writing`)."""
-        return writing(self.path, **kwargs)
+        return writing(self.path, memory_limit=memory_limit)
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         """Return a value of the ``meta`` table."""

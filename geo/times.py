@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
+from civicgrid.geo.errors import InvalidParameterError
 
 #: Patterns tried on values the fixed-width ISO fast path does not take, in order (RE2 syntax, named groups
 #: y mo d h mi s f ap z). Sources: ISO 8601; the forms Chinese office systems export (年月日, 时分秒,
@@ -88,7 +89,7 @@ def _check_zone(name: str) -> None:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
         msg = f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai or America/New_York)"
-        raise ValueError(msg) from exc
+        raise InvalidParameterError(msg) from exc
 
 
 def _as_arrow(values) -> pa.Array:

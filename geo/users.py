@@ -9,6 +9,7 @@ import secrets
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+import duckdb
 import pandas as pd
 from civicgrid.geo.errors import (
     AuthenticationError,
@@ -17,7 +18,7 @@ from civicgrid.geo.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from civicgrid.geo.store import Store, writing
+from civicgrid.geo.store import Store, fetch_value, writing
 
 #: Roles, weakest first: each role may do what the weaker ones may.
 #: viewer: read cases and audit trails; inspector: create and move cases, plan patrols;
@@ -60,10 +61,10 @@ def add_user(db: str | os.PathLike, name: str, *, role: str) -> tuple[dict, str]
         raise InvalidParameterError(msg)
     token = TOKEN_PREFIX + secrets.token_urlsafe(32)
     with writing(db) as con:
-        if con.execute("SELECT count(*) FROM users WHERE name = ?", [name]).fetchone()[0]:
+        if fetch_value(con, "SELECT count(*) FROM users WHERE name = ?", [name]):
             msg = f"user {name!r} exists; choose another name or `civicgrid users token {name}` for a new token"
             raise ConflictError(msg)
-        uid = int(con.execute("SELECT coalesce(max(user_id), 0) + 1 FROM users").fetchone()[0])
+        uid = int(fetch_value(con, "SELECT coalesce(max(user_id), 0) + 1 FROM users"))
         now = datetime.now(ZoneInfo("Asia/Shanghai")).replace(tzinfo=None, microsecond=0)
         con.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, TRUE)", [uid, name, role, hash_token(token), now])
         user = con.execute("SELECT user_id, name, role, created_at, active FROM users WHERE user_id = ?",
@@ -78,7 +79,7 @@ def _plain(row: dict) -> dict:
     return out
 
 
-def _find(con, name: str) -> int:
+def _find(con: duckdb.DuckDBPyConnection, name: str) -> int:
     row = con.execute("SELECT user_id FROM users WHERE name = ?", [name]).fetchone()
     if row is None:
         names = [r[0] for r in con.execute("SELECT name FROM users").fetchall()]

@@ -5,13 +5,15 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
+import duckdb
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
 from civicgrid.geo import importing as imp
-from civicgrid.geo.store import writing
+from civicgrid.geo.errors import ImportFileError, InvalidParameterError
+from civicgrid.geo.store import fetch_value, writing
 from civicgrid.grids.locate import LOCATION_COLUMNS, locate_points, location_arrays
 
 #: Area levels, top down, with the level each one's parent belongs to.
@@ -26,7 +28,7 @@ def _polygons(src, rej: imp.Rejects, report: imp.ImportReport, crs: str | None) 
     geoms = imp.geometries(src)
     if geoms is None:
         msg = f"{src.format} file has no geometry: areas and grids need polygons (GeoJSON, Shapefile, GeoPackage…)"
-        raise imp.ImportFileError(msg)
+        raise ImportFileError(msg)
     empty = shapely.is_missing(geoms) | shapely.is_empty(geoms)
     rej.add(empty, "geometry", "missing or empty geometry")
     kind = shapely.get_type_id(geoms)
@@ -54,7 +56,7 @@ def _area_km2(geoms: np.ndarray) -> np.ndarray:
     return series.to_crs(series.estimate_utm_crs()).area.to_numpy() / 1e6
 
 
-def _parents_by_containment(con, geoms: np.ndarray, level: str) -> np.ndarray:
+def _parents_by_containment(con: duckdb.DuckDBPyConnection, geoms: np.ndarray, level: str) -> np.ndarray:
     """Code of the ``level`` area containing each polygon's interior point (None if none)."""
     pts = shapely.point_on_surface(geoms)
     frame = pa.table({"i": np.arange(len(pts)), "x": shapely.get_x(pts), "y": shapely.get_y(pts)})
@@ -130,7 +132,7 @@ def _part_conflicts(keys: np.ndarray, merged: np.ndarray, new: np.ndarray, attrs
     return [f"{k} ({'; '.join(v)})" for k, v in out.items()]
 
 
-def _dedupe_codes(con, table: str, keys: np.ndarray, geoms: np.ndarray, ok: np.ndarray,
+def _dedupe_codes(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray, geoms: np.ndarray, ok: np.ndarray,
                   report: imp.ImportReport, *, what: str,
                   attrs: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split valid rows of an areas or grids file into new, duplicate and merged rows by their code.
@@ -163,7 +165,7 @@ def _dedupe_codes(con, table: str, keys: np.ndarray, geoms: np.ndarray, ok: np.n
     return new, ok & (stored | repeat) & ~merged, merged
 
 
-def _check_parents(con, given: np.ndarray, level: str, rej: imp.Rejects) -> None:
+def _check_parents(con: duckdb.DuckDBPyConnection, given: np.ndarray, level: str, rej: imp.Rejects) -> None:
     known = con.execute("SELECT code, name FROM areas WHERE level = ?", [level]).df()
     _, unknown, reasons = imp.match_names(given, known, key="code", names=["code"], what=f"parent {level} code")
     rej.add(unknown, "parent", reasons)
@@ -192,7 +194,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
     """
     if level not in LEVELS:
         msg = f"--level must be one of {', '.join(LEVELS)}, got {level!r}"
-        raise ValueError(msg)
+        raise InvalidParameterError(msg)
     started = datetime.now()
     src, cols, report, rej = imp.start_import("areas", path, fields=AREA_FIELDS, required=["code", "name"],
                                               mapping=mapping, encoding=encoding, layer=layer)
@@ -288,7 +290,7 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
             lost = np.flatnonzero(comm.isna().to_numpy())
             street[lost] = _parents_by_containment(con, geoms[new][lost], "street")
             district[lost] = _parents_by_containment(con, geoms[new][lost], "district")
-            if con.execute("SELECT count(*) FROM areas WHERE level = 'community'").fetchone()[0]:
+            if fetch_value(con, "SELECT count(*) FROM areas WHERE level = 'community'"):
                 report.warnings.append(f"{len(lost)} grids lie in no loaded community")
         data = pa.table({
             "code": pa.array(code[new], pa.string()),
@@ -310,10 +312,10 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
     return report
 
 
-def relocate(con, *, progress: bool = True) -> None:
+def relocate(con: duckdb.DuckDBPyConnection, *, progress: bool = True) -> None:
     """Recompute grid and area codes of every stored event, site and inspection (after areas change)."""
     for table, key in (("sites", "site_id"), ("inspections", "inspection_id"), ("events", "event_id")):
-        n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        n = fetch_value(con, f"SELECT count(*) FROM {table}")
         if not n:
             continue
         pts = con.execute(f"SELECT {key} AS k, lng, lat FROM {table}").fetchnumpy()

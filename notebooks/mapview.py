@@ -1,6 +1,6 @@
 """Folium maps shown inline in Jupyter with no internet: Leaflet and plugins inlined from installed packages.
 
-:func:`api.offline.render_offline` rewrites a folium page so that Leaflet comes from the
+:func:`civicgrid.maps.offline.render_offline` rewrites a folium page so that Leaflet comes from the
 service's ``/static/vendor/`` files instead of a CDN. A notebook has no such server, so
 :func:`show` goes one step further and inlines those files into the page, then shows the
 page in an ``<iframe srcdoc>``: the map works on an intranet machine with no internet and
@@ -22,8 +22,8 @@ from itertools import pairwise
 import folium
 import geopandas as gpd
 import shapely
-from civicgrid.api.offline import VENDOR_URL, render_offline, vendor_path
 from civicgrid.geo.store import Store
+from civicgrid.maps.offline import VENDOR_URL, render_offline, vendor_path
 from IPython.display import HTML
 
 _VENDOR_TAG = re.compile(
@@ -53,7 +53,7 @@ def inline_page(m: folium.Map) -> str:
     ----------
     m
         A folium map (markers as ``CircleMarker``/``DivIcon``: ``folium.Icon`` needs files
-        that are not vendored and makes :func:`api.offline.render_offline` raise).
+        that are not vendored and makes :func:`civicgrid.maps.offline.render_offline` raise).
 
     Returns
     -------

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from datetime import datetime
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -83,9 +84,9 @@ class PointRows:
     ``report.outside_grids``.
     """
 
-    def __init__(self, con, table_name: str, id_column: str, table: pa.Table, cols: dict[str, str],
-                 rej: imp.Rejects, lng: np.ndarray, lat: np.ndarray, report: imp.ImportReport, *,
-                 prefix: str) -> None:
+    def __init__(self, con: duckdb.DuckDBPyConnection, table_name: str, id_column: str, table: pa.Table,
+                 cols: dict[str, str], rej: imp.Rejects, lng: np.ndarray, lat: np.ndarray,
+                 report: imp.ImportReport, *, prefix: str) -> None:
         self.table_name = table_name
         keys = imp.dedup_keys(table, cols, prefix=prefix)
         self.dup = imp.find_duplicates(con, table_name, keys, rej.ok)
@@ -104,7 +105,7 @@ class PointRows:
             "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
         }
 
-    def store(self, con, report: imp.ImportReport, rej: imp.Rejects, started: datetime, *,
+    def store(self, con: duckdb.DuckDBPyConnection, report: imp.ImportReport, rej: imp.Rejects, started: datetime, *,
               columns: dict[str, pa.Array], geometry: str | None = None) -> None:
         """Insert the new rows with their layer's own ``columns``; fill and record the report."""
         imp.insert_arrow(con, self.table_name, pa.table({**self.columns, **columns}), geometry=geometry)

@@ -17,7 +17,7 @@ The KPIs themselves come from :func:`sites.kpis.kpi_table` (one row per unit, co
   highest for rework, rebound, time to rectify, open and overdue — provided the value is worse than the best
   unit's (when every unit has the same value, nobody lags).
 * **Scorecard**: the city figures, a map of micro-grids coloured by the KPI (folium, rendered with
-  :func:`api.offline.render_offline`, no tile layer, so it needs no internet), and the chosen level's table.
+  :func:`civicgrid.maps.offline.render_offline`, no tile layer, so it needs no internet), and the chosen level's table.
   Written to a file, Leaflet is inlined so the page opens from disk on a machine without network.
 """
 
@@ -35,6 +35,10 @@ import numpy as np
 import pandas as pd
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.maps.offline import inline_assets, render_offline
+from civicgrid.maps.pages import render_template
+from civicgrid.sites import kpis
+from civicgrid.sites.cases import now_local
 from civicgrid.sites.kpis import LEVEL_COLUMNS, check_lang, check_level
 
 #: Levels of the workbook, in sheet order.
@@ -93,7 +97,7 @@ LAG_FILL, LAG_FONT, HEADER_FILL, TOTAL_FILL = "FFC7CE", "9C0006", "DDEBF7", "F2F
 PALETTE = ("#d7191c", "#fdae61", "#ffffbf", "#a6d96a", "#1a9641")
 NO_DATA_COLOUR = "#cccccc"
 
-_TEMPLATES = Path(__file__).resolve().parent.parent / "api" / "templates"
+#: The scorecard page (a template of :mod:`civicgrid.maps.pages`).
 SCORECARD_TEMPLATE = "report_scorecard.html"
 
 _TEXT = {
@@ -203,9 +207,8 @@ def check_kpi(kpi: str) -> str:
 
 
 def _default_kpi_table() -> Callable:
-    from civicgrid.sites.kpis import kpi_table
-
-    return kpi_table
+    """The KPI function of a report (tests replace it with a fixed table)."""
+    return kpis.kpi_table
 
 
 def report_tables(store: Store, *, start: date, end: date, as_of=None, lang: str = "zh",
@@ -225,8 +228,6 @@ def report_tables(store: Store, *, start: date, end: date, as_of=None, lang: str
         ``kpi_table(store, start=..., end=..., level=..., as_of=..., lang=...)``.
     """
     func = kpi_table or _default_kpi_table()
-    from civicgrid.sites import kpis
-
     tables = {}
     parents = _parents(store, lang)
     for level in levels:
@@ -561,23 +562,6 @@ def _street_outlines(store: Store, lang: str):
     return group
 
 
-def inline_assets(page: str) -> str:
-    """Replace the page's ``/static/vendor/...`` scripts and stylesheets by their contents (a standalone file)."""
-    from civicgrid.api.offline import VENDOR_URL, vendor_path
-
-    def script(match: re.Match) -> str:
-        body = vendor_path(match.group(1)).read_text(encoding="utf-8").replace("</script", "<\\/script")
-        return f"<script>{body}</script>"
-
-    def style(match: re.Match) -> str:
-        body = vendor_path(match.group(1)).read_text(encoding="utf-8").replace("</style", "<\\/style")
-        return f"<style>{body}</style>"
-
-    base = re.escape(VENDOR_URL)
-    page = re.sub(rf"<script[^>]*\bsrc=[\"']{base}/([^\"']+)[\"'][^>]*>\s*</script>", script, page)
-    return re.sub(rf"<link[^>]*\bhref=[\"']{base}/([^\"']+\.css)[\"'][^>]*/?>", style, page)
-
-
 def _fmt(value, kind: str) -> str:
     if value is None or (isinstance(value, float) and not math.isfinite(value)) or value is pd.NA:
         return "—"
@@ -606,9 +590,6 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
         Inline Leaflet into the page (a file that opens without the service); otherwise the map loads it from
         the service's ``/static/vendor``.
     """
-    import jinja2
-    from civicgrid.api.offline import render_offline
-
     t = _TEXT[check_lang(lang)]
     check_kpi(kpi)
     check_level(level)
@@ -635,8 +616,8 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
     summary = [(KPI_COLUMNS[c][0 if lang == "zh" else 1], _fmt(tot.get(c), KPI_COLUMNS[c][2]))
                for c in ("found", "rectification_rate", "on_time_closure_rate", "rework_rate", "rebound_rate",
                          "overdue")]
-    env = jinja2.Environment(loader=jinja2.FileSystemLoader(_TEMPLATES), autoescape=True)
-    return env.get_template(SCORECARD_TEMPLATE).render(
+    return render_template(
+        SCORECARD_TEMPLATE,
         lang=lang, t=t, city=city, period=period_label, level_name=LEVEL_NAMES[level][0 if lang == "zh" else 1],
         kpi=kpi, kpi_label=label, generated=_now_text(),
         as_of=str(as_of) if as_of is not None else "",
@@ -737,15 +718,11 @@ def report_title(store: Store, label: str, lang: str) -> str:
 
 def _now_text() -> str:
     """The current wall-clock time of the store's time zone (Asia/Shanghai, as the data), to the minute."""
-    from civicgrid.sites.cases import now_local
-
     return f"{now_local():%Y-%m-%d %H:%M}"
 
 
 def _shown_as_of(stop: date, as_of) -> str:
     """The moment the record is read at, as shown: ``as_of``, else the KPIs' default (the period's end, or now)."""
-    from civicgrid.sites.cases import now_local
-
     if as_of is not None:
         return str(as_of)
     end = min(datetime.combine(stop, datetime.min.time()), now_local())

@@ -66,7 +66,7 @@ import h3ronpy
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from civicgrid.geo.aggregate import EventFilter, _cached, parse_time_text
+from civicgrid.geo.aggregate import EventFilter, cached, parse_time_text
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.events import as_of_notes, data_span
 from civicgrid.geo.h3cells import parent
@@ -536,7 +536,7 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         log_det = np.log(pd.Series(d.ins_inspector[rows]).map(detection).fillna(1.0).to_numpy(float))
         return {**base, **_fit(x, log_det, y)}
 
-    return _cached(store, ("site_risk_model", moment, model, int(train_days)), compute)
+    return cached(store, ("site_risk_model", moment, model, int(train_days)), compute)
 
 
 def _fit(x: pd.DataFrame, log_det: np.ndarray, y: np.ndarray) -> dict:

@@ -45,10 +45,12 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
-from civicgrid.geo.aggregate import _cached
+from civicgrid.geo.aggregate import cached
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.events import as_of_notes, data_span
 from civicgrid.geo.store import Store
+from civicgrid.sites.cases import now_local, to_timestamp
+from civicgrid.sites.risk import site_risk
 from scipy.special import gammaln
 
 #: Editable table of the number of sites drawn per category (``category_code, name_zh, k``; ``#`` comments).
@@ -165,8 +167,6 @@ def parse_k_options(items: list[str] | tuple[str, ...] | None) -> dict[str, int]
 
 def default_as_of(store: Store) -> datetime:
     """The latest event or inspection time in the store (the data's "now"), or the current time if empty."""
-    from civicgrid.sites.cases import now_local
-
     value = data_span(store)[1]
     return value.to_pydatetime() if pd.notna(value) else now_local()
 
@@ -181,8 +181,6 @@ def _as_of(store: Store, as_of) -> datetime:
     day_end = timedelta(days=1) - timedelta(microseconds=1)
     if isinstance(as_of, date) and not isinstance(as_of, datetime):
         return datetime(as_of.year, as_of.month, as_of.day) + day_end
-    from civicgrid.sites.cases import to_timestamp
-
     try:
         moment = to_timestamp(as_of, field="as_of")
     except InvalidParameterError:
@@ -307,7 +305,7 @@ def site_probabilities(store: Store, *, as_of=None, method: str = "auto") -> pd.
     method
         ``"rule"``: :func:`nonconformity_probability`; ``"risk"``: the calibrated ``risk`` column of
         ``sites.risk.site_risk(store, as_of=...)`` (a probability in [0, 1]); ``"auto"`` (default): the risk
-        model when it is installed, else the rule.
+        model when it gives probabilities, else the rule.
 
     Returns
     -------
@@ -332,17 +330,10 @@ def site_probabilities(store: Store, *, as_of=None, method: str = "auto") -> pd.
         return state
 
     # cached per published version of the file (the risk model takes seconds; the service asks repeatedly)
-    return _cached(store, ("site_probabilities", moment, method), compute).copy()
+    return cached(store, ("site_probabilities", moment, method), compute).copy()
 
 
 def _risk_probabilities(store: Store, *, as_of: datetime, required: bool) -> pd.Series | None:
-    try:
-        from civicgrid.sites.risk import site_risk
-    except ImportError:
-        if required:
-            msg = "method='risk' needs sites.risk (the risk model), which is not installed; use method='rule'"
-            raise InvalidParameterError(msg) from None
-        return None
     frame = site_risk(store, as_of=as_of)
     if "risk" not in frame or "site_id" not in frame:
         if required:

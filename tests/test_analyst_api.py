@@ -19,10 +19,10 @@ import pandas as pd
 import pytest
 import shapely
 from civicgrid.geo.aggregate import EventFilter, area_stats, cells_frame, heatmap
-from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError, StoreError
 from civicgrid.geo.events import QUERY_COLUMNS, query_events
 from civicgrid.geo.hotspots import emerging_hotspots, hotspots
-from civicgrid.geo.store import Store, StoreError, open_store
+from civicgrid.geo.store import Store, open_store
 
 import civicgrid
 

@@ -395,7 +395,7 @@ def _brute_rebounds(c: pd.DataFrame, subset: set, *, radius: float, days: float)
 def test_link_rebounds_equals_brute_force_on_edge_cases(tmp_path, monkeypatch, radius, days, batch_rows):
     """A few thousand synthetic cases with ties and boundary distances and days; batches of whole types."""
     if batch_rows:
-        monkeypatch.setattr(cs, "REBOUND_BATCH_ROWS", batch_rows)
+        monkeypatch.setattr("civicgrid.sites.cases.rebounds.REBOUND_BATCH_ROWS", batch_rows)
     rng = np.random.default_rng(int(radius))
     c = _synthetic_cases(rng, 4000, radius=radius, days=days)
     subset = set(c["case_id"].sample(frac=0.85, random_state=1))

@@ -262,7 +262,7 @@ def test_lifecycles(demo):
     assert (december["status"] == "open").mean() > 0.3
     old_open = ev[(ev["status"] == "open") & (ev["time"] < "2025-06-01")]
     assert len(old_open) > 20 and (old_open["deadline"] < "2025-12-31").all()
-    # ... but few: stuck problems are escalated and closed weeks after their deadline (data.demo.ESCALATION_DAYS),
+    # ... but few: stuck problems are escalated and closed weeks after their deadline (demo.lifecycle),
     # so well under 1 % of the problems found before June are still open, and the overdue backlog at the end is
     # mostly from the last quarter (before: every stuck problem of two years stayed open, a third of all sites)
     assert len(old_open) < 0.005 * (ev["time"] < "2025-06-01").sum()
@@ -371,7 +371,7 @@ def test_rebuild_replaces_and_zero_events(tmp_path):
 
 def test_problems_build_up_between_inspections(demo):
     """Within a site, a visit long after the previous one finds a problem more often than one soon after it
-    (data.demo.ACCUMULATION_DAYS), so days since the last inspection carries signal an analyst can find (across
+    (demo.lifecycle), so days since the last inspection carries signal an analyst can find (across
     sites it is masked: risky sites are visited more often)."""
     _, store = demo
     within = store.sql(

@@ -12,10 +12,10 @@ import pandas as pd
 import pytest
 import shapely
 from civicgrid.api.cli import main
-from civicgrid.geo.events import import_events
-from civicgrid.geo.importing import ImportFileError
+from civicgrid.geo.errors import ImportFileError
 from civicgrid.geo.store import Store
 from civicgrid.grids.areas import import_areas, import_grids
+from civicgrid.sites.events import import_events
 from civicgrid.sites.frame import import_sites
 from civicgrid.sites.inspections import import_inspections
 from click.testing import CliRunner
@@ -455,15 +455,15 @@ def _batch_file(tmp_path, n=3000, seed=5):
 def test_batched_import_equals_one_batch(small_city, tmp_path, monkeypatch):
     import shutil
 
-    from civicgrid.geo import events as geo_events
     from civicgrid.geo import readers as geo_readers
+    from civicgrid.sites import events as site_events
 
     f, frame = _batch_file(tmp_path)
     one = tmp_path / "one.duckdb"
     shutil.copy(small_city, one)
     whole = import_events(f, db=one, progress=False)
     monkeypatch.setattr(geo_readers, "_BLOCK", 4096)  # the CSV streams in blocks of ~60 rows
-    monkeypatch.setattr(geo_events, "IMPORT_BATCH_ROWS", 250)
+    monkeypatch.setattr(site_events, "IMPORT_BATCH_ROWS", 250)
     parts = import_events(f, db=small_city, progress=False)
     _balanced(parts)
     keys = frame["id"].mask(frame["id"] == "", None)
@@ -485,15 +485,15 @@ def test_batched_import_equals_one_batch(small_city, tmp_path, monkeypatch):
 
 def test_duplicates_exact_under_hash_collisions(small_city, tmp_path, monkeypatch):
     """Keys are deduplicated by hash, then compared exactly: colliding hashes never drop a distinct row."""
-    from civicgrid.geo import events as geo_events
     from civicgrid.geo import readers as geo_readers
     from civicgrid.geo.importing import KeyIndex
+    from civicgrid.sites import events as site_events
 
     f, frame = _batch_file(tmp_path)
     real = KeyIndex.hashes
     monkeypatch.setattr(KeyIndex, "hashes", lambda self, keys: real(self, keys) % np.uint64(7))
     monkeypatch.setattr(geo_readers, "_BLOCK", 4096)
-    monkeypatch.setattr(geo_events, "IMPORT_BATCH_ROWS", 250)
+    monkeypatch.setattr(site_events, "IMPORT_BATCH_ROWS", 250)
     rep = import_events(f, db=small_city, progress=False)
     _balanced(rep)
     stored = Store(small_city).sql("SELECT dedup_key, external_id FROM events")
@@ -505,15 +505,15 @@ def test_duplicates_exact_under_hash_collisions(small_city, tmp_path, monkeypatc
 
 
 def test_bad_row_in_a_later_batch_changes_nothing(small_city, tmp_path, monkeypatch):
-    from civicgrid.geo import events as geo_events
     from civicgrid.geo import readers as geo_readers
+    from civicgrid.sites import events as site_events
 
     f = tmp_path / "late_error.csv"
     rows = [f"{i},2024-03-05 10:00,28.205,112.905" for i in range(2000)]
     rows[1800] = '1800,2024-03-05 10:00,28.205,112.905,"extra"'
     f.write_text("id,time,lat,lng\n" + "\n".join(rows) + "\n", encoding="utf-8")
     monkeypatch.setattr(geo_readers, "_BLOCK", 4096)
-    monkeypatch.setattr(geo_events, "IMPORT_BATCH_ROWS", 250)
+    monkeypatch.setattr(site_events, "IMPORT_BATCH_ROWS", 250)
     before = _digest(small_city)
     with pytest.raises(ImportFileError, match="not a well-formed CSV"):
         import_events(f, db=small_city, progress=False)

@@ -8,9 +8,9 @@ import json
 import pandas as pd
 import pytest
 from civicgrid.api.cli import main
-from civicgrid.geo.events import import_events
 from civicgrid.geo.store import Store
 from civicgrid.sites import cases as cs
+from civicgrid.sites.events import import_events
 from civicgrid.sites.kpis import kpi_table
 from click.testing import CliRunner
 
@@ -98,7 +98,7 @@ def test_a_failing_case_backfill_leaves_the_database_unchanged(small_city, tmp_p
     def broken(con, *, actor="import"):
         raise RuntimeError("backfill failed")
 
-    monkeypatch.setattr(cs, "backfill", broken)
+    monkeypatch.setattr("civicgrid.sites.events.backfill", broken)
     with pytest.raises(RuntimeError, match="backfill failed"):
         _import(small_city, tmp_path, EVENTS)
     assert _digest(small_city) == before

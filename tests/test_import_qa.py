@@ -19,10 +19,10 @@ import shapely
 from civicgrid.api.cli import main
 from civicgrid.geo import coords
 from civicgrid.geo import importing as imp
-from civicgrid.geo.events import import_events
-from civicgrid.geo.importing import ImportFileError
+from civicgrid.geo.errors import ImportFileError
 from civicgrid.geo.store import Store
 from civicgrid.grids.areas import import_areas, import_grids
+from civicgrid.sites.events import import_events
 from click.testing import CliRunner
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -296,8 +296,8 @@ def test_mostly_swapped_coordinates_get_one_warning(small_city, tmp_path):
 def test_cli_field_lists_match_the_importers():
     """``civicgrid import … --help`` lists each importer's fields without importing it: the lists must agree."""
     from civicgrid.api.cli import IMPORT_FIELDS, main
-    from civicgrid.geo.events import EVENT_FIELDS
     from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS
+    from civicgrid.sites.events import EVENT_FIELDS
     from civicgrid.sites.frame import SITE_FIELDS
     from civicgrid.sites.inspections import INSPECTION_FIELDS
     from click.testing import CliRunner

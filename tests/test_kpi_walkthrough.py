@@ -102,11 +102,13 @@ def test_kpis_refuse_an_as_of_before_the_period(store, client, monkeypatch):
 def test_current_month_and_generated_time_use_the_store_time_zone(store, client, monkeypatch, tmp_path):
     import civicgrid.sites.cases as cs
     import civicgrid.sites.kpis as kp
+    import civicgrid.sites.reports as rp
     from civicgrid.sites.reports import build_report
 
     # 2025-04-01 04:00 in Shanghai is still 2025-03-31 on a UTC machine
     monkeypatch.setattr(cs, "now_local", lambda: datetime(2025, 4, 1, 4, 0))
     monkeypatch.setattr(kp, "now_local", lambda: datetime(2025, 4, 1, 4, 0))
+    monkeypatch.setattr(rp, "now_local", lambda: datetime(2025, 4, 1, 4, 0))
     body = client.get("/api/kpis?level=district").json()
     assert (body["start"], body["end"]) == ("2025-04-01", "2025-04-30")
     paths = build_report(store, period="2024-03", level="district", out_dir=tmp_path)

@@ -17,11 +17,13 @@ import pandas as pd
 import pytest
 import shapely
 from civicgrid.api.app import create_app
-from civicgrid.api.offline import VENDOR_FILES, OfflineAssetError, external_urls, render_offline, vendor_path
-from civicgrid.api.routers.pages import HEAT_COLORS, TILES, HexagonLayer, class_breaks, class_colors, legend_values
 from civicgrid.geo.aggregate import heatmap
 from civicgrid.geo.hotspots import hotspot_clusters
 from civicgrid.geo.store import Store
+from civicgrid.maps.basemaps import TILES
+from civicgrid.maps.layers import HexagonLayer
+from civicgrid.maps.legend import HEAT_COLORS, class_breaks, class_colors, legend_values
+from civicgrid.maps.offline import VENDOR_FILES, OfflineAssetError, external_urls, render_offline, vendor_path
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import nbformat
 import numpy as np
 import pytest
-from civicgrid.api.offline import render_offline, vendor_path
+from civicgrid.maps.offline import render_offline, vendor_path
 from nbclient import NotebookClient
 
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"

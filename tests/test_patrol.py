@@ -10,7 +10,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-from civicgrid.sites.network import load_network, straight_line_minutes
 from civicgrid.sites.patrol import (
     Inspector,
     apply_coverage,
@@ -18,6 +17,7 @@ from civicgrid.sites.patrol import (
     patrol_points,
     plan_patrols,
 )
+from civicgrid.sites.patrol.network import load_network, straight_line_minutes
 
 from conftest import SHARED as DATA  # ../shared/data or $CIVICGRID_SHARED_DATA
 
@@ -394,7 +394,7 @@ def _independent_network_minutes(net, lng: np.ndarray, lat: np.ndarray, *, speed
     loaded edges and a brute-force nearest node (haversine to every node of the largest component); two points
     on the same nearest node are straight line × 1.3 apart when that is shorter than going by the node."""
     import networkx as nx
-    from civicgrid.sites.network import haversine_m
+    from civicgrid.sites.patrol.network import haversine_m
 
     g = nx.Graph()
     for a, b, w in zip(net.u, net.v, net.length_m, strict=True):
@@ -683,10 +683,11 @@ def test_cli_writes_every_export(demo_db: Path, tmp_path: Path) -> None:
 
 def test_plan_date_must_put_the_year_first():
     from civicgrid.geo.errors import InvalidParameterError
-    from civicgrid.sites.patrol import _day
+    from civicgrid.sites.patrol import patrol_day
 
-    assert _day("2025-12-20") == _day("2025/12/20") == _day(datetime(2025, 12, 20, 14, 30)) == datetime(2025, 12, 20)
+    assert (patrol_day("2025-12-20") == patrol_day("2025/12/20") == patrol_day(datetime(2025, 12, 20, 14, 30))
+            == datetime(2025, 12, 20))
     with pytest.raises(InvalidParameterError, match="year first"):
-        _day("12/01/2025")   # 1 December or 12 January? refused, not guessed
+        patrol_day("12/01/2025")   # 1 December or 12 January? refused, not guessed
     with pytest.raises(InvalidParameterError, match="day like"):
-        _day("")
+        patrol_day("")

@@ -130,9 +130,9 @@ def test_exports(client: TestClient, plan: dict) -> None:
 
 
 def test_map_page_is_offline(client: TestClient, plan: dict, city: Path) -> None:
-    from civicgrid.api.offline import external_urls
     from civicgrid.geo.store import Store
-    from civicgrid.sites.patrol_export import ROUTE_COLORS
+    from civicgrid.maps.offline import external_urls
+    from civicgrid.sites.patrol.export import ROUTE_COLORS
 
     res = client.get(f"/map/patrol/{plan['plan_id']}")
     assert res.status_code == 200
@@ -146,7 +146,7 @@ def test_map_page_is_offline(client: TestClient, plan: dict, city: Path) -> None
     a = plan["routes"][0]
     assert f"{a['inspector']}（骑行）：{a['totals']['stops']} 个点位" in page    # the layer legend
     # the micro-grids around the plan as a light base (offline, no tiles): every stop's grid is drawn
-    from civicgrid.sites.patrol_export import plan_grids
+    from civicgrid.sites.patrol.export import plan_grids
 
     grids = plan_grids(Store(city), plan)
     stop_grids = {s["grid_code"] for r in plan["routes"] for s in r["stops"] if s.get("grid_code")}

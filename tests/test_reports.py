@@ -12,9 +12,9 @@ from datetime import date
 import numpy as np
 import pandas as pd
 import pytest
-from civicgrid.api.offline import external_urls, vendor_path
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.maps.offline import external_urls, vendor_path
 from civicgrid.sites import reports as rp
 from openpyxl import load_workbook
 

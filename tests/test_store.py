@@ -9,8 +9,9 @@ import textwrap
 import time
 
 import pytest
+from civicgrid.geo.errors import StoreError, StoreVersionError
 from civicgrid.geo.schema import MIGRATIONS, SCHEMA_VERSION
-from civicgrid.geo.store import Store, StoreError, StoreVersionError, connect, writing
+from civicgrid.geo.store import Store, connect, writing
 
 
 def _digest(path):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import click
-from civicgrid.api.cli import _db_option, _user_errors, main, pad
+from civicgrid.api.cli import db_option, main, pad, user_errors
 
 
 def _fmt(v) -> str:
@@ -33,8 +33,8 @@ def _users_command(name: str, *params):
     one-line error report."""
 
     def deco(func):
-        func = _user_errors(func)
-        for param in reversed((*params, _db_option)):
+        func = user_errors(func)
+        for param in reversed((*params, db_option)):
             func = param(func)
         return users.command(name=name)(func)
 
@@ -44,7 +44,7 @@ def _users_command(name: str, *params):
 @_users_command("add", click.argument("name"),
                 click.option("--role", type=click.Choice(["viewer", "inspector", "admin"]), required=True,
                              help="the user's role"))
-def users_add(name, role, db):
+def users_add(name, role, db: str):
     """Create user NAME with ROLE and print the new token (shown only this once)."""
     from civicgrid.geo.users import add_user
 
@@ -54,7 +54,7 @@ def users_add(name, role, db):
 
 
 @_users_command("list")
-def users_list(db):
+def users_list(db: str):
     """List users and roles (tokens are never shown)."""
     from civicgrid.geo.store import Store
     from civicgrid.geo.users import list_users
@@ -69,7 +69,7 @@ def users_list(db):
 
 
 @_users_command("token", click.argument("name"))
-def users_token(name, db):
+def users_token(name, db: str):
     """Issue a new token for NAME (the old one stops working; a disabled user is re-enabled) and print it once."""
     from civicgrid.geo.users import new_token
 
@@ -77,7 +77,7 @@ def users_token(name, db):
 
 
 @_users_command("disable", click.argument("name"))
-def users_disable(name, db):
+def users_disable(name, db: str):
     """Disable NAME: its token is refused from now on (`civicgrid users token NAME` re-enables it)."""
     from civicgrid.geo.users import set_active
 
@@ -112,7 +112,7 @@ def _print_case(case: dict) -> None:
 
 
 @cases.command(name="create")
-@_db_option
+@db_option
 @click.option("--actor", required=True, help="who opens the case (audit trail)")
 @click.option("--event", "event_id", type=int, help="an existing event without a case")
 @click.option("--type", "problem_type", help="problem type 小类 code or name (new event)")
@@ -126,8 +126,8 @@ def _print_case(case: dict) -> None:
 @click.option("--note", help="note for the audit trail")
 @click.option("--dispatch", is_flag=True, help="also register and dispatch at once")
 @click.option("--unit", help="dispatch to this unit instead of the automatic one")
-@_user_errors
-def cases_create(db, **kwargs):
+@user_errors
+def cases_create(db: str, **kwargs):
     """Open a case for an event (--event) or for a new problem (--type with --lng/--lat or --site)."""
     from civicgrid.sites.cases import create_case
 
@@ -137,14 +137,14 @@ def cases_create(db, **kwargs):
 @cases.command(name="move")
 @click.argument("case_id", type=int)
 @click.argument("to")
-@_db_option
+@db_option
 @click.option("--actor", required=True, help="who makes the change (audit trail)")
 @click.option("--note", help="note for the audit trail")
 @click.option("--unit", help="with dispatch: this unit instead of the automatic one")
 @click.option("--photo", help="photo reference (file name) with rectify")
 @click.option("--at", help="when (default now), not before the previous step")
-@_user_errors
-def cases_move(case_id, to, db, actor, note, unit, photo, at):
+@user_errors
+def cases_move(case_id, to, db: str, actor, note, unit, photo, at):
     """Move CASE_ID to TO: a state (registered, dispatched, rectified, closed) or an action (register,
     dispatch, rectify, close, rework)."""
     from civicgrid.sites.cases import transition
@@ -154,9 +154,9 @@ def cases_move(case_id, to, db, actor, note, unit, photo, at):
 
 @cases.command(name="show")
 @click.argument("case_id", type=int)
-@_db_option
-@_user_errors
-def cases_show(case_id, db):
+@db_option
+@user_errors
+def cases_show(case_id, db: str):
     """Show a case and its audit trail."""
     from civicgrid.geo.store import Store
     from civicgrid.sites.cases import get_case
@@ -165,13 +165,13 @@ def cases_show(case_id, db):
 
 
 @cases.command(name="list")
-@_db_option
+@db_option
 @click.option("--state", help="found, registered, dispatched, rectified or closed")
 @click.option("--area", help="district, street, community or grid code")
 @click.option("--overdue", is_flag=True, help="only open cases past their deadline now")
 @click.option("--limit", type=int, default=20, show_default=True)
-@_user_errors
-def cases_list(db, state, area, overdue, limit):
+@user_errors
+def cases_list(db: str, state, area, overdue, limit):
     """List cases, newest first."""
     from civicgrid.geo.store import Store
     from civicgrid.sites.cases import list_cases
@@ -183,9 +183,9 @@ def cases_list(db, state, area, overdue, limit):
 
 
 @cases.command(name="backfill")
-@_db_option
-@_user_errors
-def cases_backfill(db):
+@db_option
+@user_errors
+def cases_backfill(db: str):
     """Create the cases (with audit trail) of every event that has none, from the events' own record."""
     from civicgrid.sites.cases import backfill_db
 
@@ -193,7 +193,7 @@ def cases_backfill(db):
 
 
 @cases.command(name="kpis")
-@_db_option
+@db_option
 @click.option("--start", required=True, help="first day of the period, e.g. 2025-03-01")
 @click.option("--end", required=True, help="day after the period (exclusive), e.g. 2025-04-01")
 @click.option("--level", type=click.Choice(["district", "street", "community", "grid", "category"]),
@@ -201,8 +201,8 @@ def cases_backfill(db):
 @click.option("--as-of", help="read the record as it stood then (default: end of period, or now)")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
 @click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="also write the table as CSV")
-@_user_errors
-def cases_kpis(db, start, end, level, as_of, lang, csv_path):
+@user_errors
+def cases_kpis(db: str, start, end, level, as_of, lang, csv_path):
     """Rectification KPIs per unit for a period (definitions: README, Cases and KPIs)."""
     import pandas as pd
     from civicgrid.geo.store import Store
@@ -219,13 +219,13 @@ def cases_kpis(db, start, end, level, as_of, lang, csv_path):
 
 
 @cases.command(name="flags")
-@_db_option
+@db_option
 @click.option("--as-of", help="day of the assessment (default now)")
 @click.option("--window-days", type=int, default=90, show_default=True)
 @click.option("--flag", type=click.Choice(["red", "white"]), help="only this flag")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
-@_user_errors
-def cases_flags(db, as_of, window_days, flag, lang):
+@user_errors
+def cases_flags(db: str, as_of, window_days, flag, lang):
     """Red (红旗, good) and white (白旗, lagging) flags of sites with the reason."""
     from civicgrid.geo.store import Store
     from civicgrid.sites.kpis import site_flags

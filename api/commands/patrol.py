@@ -7,7 +7,7 @@ import sys
 from pathlib import Path
 
 import click
-from civicgrid.api.cli import _db_option, _user_errors, main
+from civicgrid.api.cli import db_option, main, user_errors
 
 
 def read_inspectors(path: str | Path) -> list[dict]:
@@ -50,7 +50,7 @@ def read_inspectors(path: str | Path) -> list[dict]:
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--inspectors", "inspectors_file", type=click.Path(exists=True, dir_okay=False), required=True,
               help="JSON or CSV: name, start_lng, start_lat, [end_lng, end_lat,] shift_start (HH:MM), "
                    "shift_minutes, mode (walk/bike/car)")
@@ -77,8 +77,8 @@ def read_inspectors(path: str | Path) -> list[dict]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="write JSON, GeoJSON, GPX, HTML and "
                                                                           "XLSX here")
 @click.option("--no-save", is_flag=True, help="do not store the plan in the database (no plan id)")
-@_user_errors
-def patrol(db, inspectors_file, day, network_file, solver, time_limit, area, coverage_days, no_rechecks,
+@user_errors
+def patrol(db: str, inspectors_file, day, network_file, solver, time_limit, area, coverage_days, no_rechecks,
            max_candidates, crs, lang, out_dir, no_save):
     """Plan a day's patrol routes: which sites each inspector visits, in which order.
 
@@ -96,9 +96,9 @@ def patrol(db, inspectors_file, day, network_file, solver, time_limit, area, cov
     """
     from civicgrid.geo.errors import CivicgridError
     from civicgrid.geo.store import Store
-    from civicgrid.sites.network import load_network
     from civicgrid.sites.patrol import plan_day, save_plan
-    from civicgrid.sites.patrol_export import write_exports
+    from civicgrid.sites.patrol.export import write_exports
+    from civicgrid.sites.patrol.network import load_network
 
     try:
         store = Store(db)

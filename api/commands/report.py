@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import click
-from civicgrid.api.cli import _db_option, _user_errors, main
+from civicgrid.api.cli import db_option, main, user_errors
 from civicgrid.sites.reports import KPI_COLUMNS, LEVELS
 
 _KPIS = [k for k, v in KPI_COLUMNS.items() if v[2] != "text"]
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--period", required=True, metavar="PERIOD",
               help="2024-03 (a month), 2024-Q1, 2024, 2024-03-05 or 2024-03-01..2024-03-15 (inclusive)")
 @click.option("--level", type=click.Choice(LEVELS), default="street", show_default=True,
@@ -24,8 +24,8 @@ _KPIS = [k for k, v in KPI_COLUMNS.items() if v[2] != "text"]
 @click.option("--as-of", "as_of", metavar="DATE",
               help="read the record as it stood at this moment (default: the period's end, or now if earlier); "
                    "not before the period")
-@_user_errors
-def report(db, period, level, out_dir, kpi, lang, as_of):
+@user_errors
+def report(db: str, period, level, out_dir, kpi, lang, as_of):
     """Write the period's KPI report: an XLSX workbook and an HTML scorecard.
 
     The workbook has one sheet per level (district, street, community, grid,

@@ -7,7 +7,7 @@ import math
 from pathlib import Path
 
 import click
-from civicgrid.api.cli import _db_option, _user_errors, main, pad
+from civicgrid.api.cli import db_option, main, pad, user_errors
 
 
 def _write_json(path: str, payload) -> None:
@@ -16,7 +16,7 @@ def _write_json(path: str, payload) -> None:
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--as-of", "as_of", metavar="DATE",
               help="score as of this date (its midnight) or date-time; only data strictly before it is used "
                    "(default: just after the latest event or inspection)")
@@ -30,8 +30,8 @@ def _write_json(path: str, payload) -> None:
               help="category names and reasons")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False),
               help="also write the listed sites with every component, and the model, as JSON")
-@_user_errors
-def risk(db, as_of, top, category, area, model, lang, json_path):
+@user_errors
+def risk(db: str, as_of, top, category, area, model, lang, json_path):
     """List sample-frame sites by risk: the chance the next inspection finds a problem.
 
     Each score is explained: the table shows the risk, the three largest
@@ -89,7 +89,7 @@ def _fmt(value, kind: str) -> str:
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--as-of", "as_of", metavar="DATE", required=True,
               help="start of the window: scores use only data strictly before it")
 @click.option("--horizon", "horizon", type=click.FloatRange(min=0, min_open=True), default=28, show_default=True,
@@ -100,8 +100,8 @@ def _fmt(value, kind: str) -> str:
 @click.option("--model", type=click.Choice(["auto", "learnt", "default"]), default="auto", show_default=True,
               help="risk model to evaluate")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the result as JSON")
-@_user_errors
-def backtest(db, as_of, horizon, k, seed, model, json_path):
+@user_errors
+def backtest(db: str, as_of, horizon, k, seed, model, json_path):
     """Replay history: rank sites with data before --as-of, then score the orderings on the real inspections.
 
     The inspections actually made in [as-of, as-of + horizon) are re-ordered by

@@ -2,25 +2,30 @@
 
 from __future__ import annotations
 
+import logging
+
 import click
-from civicgrid.api.cli import _db_option, _user_errors, main
+from civicgrid.api.cli import db_option, main, user_errors
+from civicgrid.geo.settings import get_settings
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--host", default="127.0.0.1", show_default=True,
               help="address to listen on (0.0.0.0: every interface of the machine)")
 @click.option("--port", type=click.IntRange(1, 65535), default=8000, show_default=True, help="TCP port")
-@click.option("--max-cells", type=click.IntRange(min=1), default=50_000, show_default=True,
+@click.option("--max-cells", type=click.IntRange(min=1), default=lambda: get_settings().max_cells,
+              show_default="$CIVICGRID_MAX_CELLS, else 50000",
               help="most H3 cells one heatmap, hotspot or map request may return (finer views get 422 with the "
                    "resolution that fits)")
 @click.option("--network", type=click.Path(exists=True, dir_okay=False),
               help="road network for patrol plans: a local OpenStreetMap extract (.osm.pbf) or a line layer "
                    "(GeoJSON, Shapefile, GeoPackage); default: $CIVICGRID_NETWORK, else straight-line times")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
-              show_default=True, help="uvicorn log level")
-@_user_errors
-def serve(db, host, port, max_cells, network, log_level):
+              show_default=True, help="uvicorn's log level (server start, access log); civicgrid's own records, "
+                                      "with each request's time: civicgrid --log-level info serve ...")
+@user_errors
+def serve(db: str, host, port, max_cells, network, log_level):
     """Start the web service on a database: the API under /api, the map at /map, API docs at /docs.
 
     The database is opened read-only and followed: imports published while the
@@ -37,10 +42,12 @@ def serve(db, host, port, max_cells, network, log_level):
     import uvicorn
     from civicgrid.api.app import create_app
 
-    settings = {"max_cells": max_cells}
+    settings: dict[str, object] = {"max_cells": max_cells}
     if network:
         settings["patrol_network"] = network
     app = create_app(db, settings=settings)
     app.state.store.sql("SELECT 1")  # open the file now: a wrong --db fails here, not on the first request
     click.echo(f"civicgrid serving {db} on http://{host}:{port}  (map: /map, API docs: /docs)")
-    uvicorn.run(app, host=host, port=port, log_level=log_level)
+    # civicgrid's request log (INFO, with each request's time) replaces uvicorn's access log when it is on
+    requests_logged = logging.getLogger("civicgrid.api.app").isEnabledFor(logging.INFO)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not requests_logged)

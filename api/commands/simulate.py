@@ -6,7 +6,7 @@ import json
 from pathlib import Path
 
 import click
-from civicgrid.api.cli import _db_option, _user_errors, main, pad
+from civicgrid.api.cli import db_option, main, pad, user_errors
 
 
 def _pct(value) -> str:
@@ -14,7 +14,7 @@ def _pct(value) -> str:
 
 
 @main.command()
-@_db_option
+@db_option
 @click.option("--as-of", "as_of", metavar="DATE",
               help="look at the sites' state at this date or date-time (default: the latest event or inspection)")
 @click.option("--runs", type=click.IntRange(1, 1_000_000), default=10_000, show_default=True,
@@ -33,12 +33,11 @@ def _pct(value) -> str:
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed")
 @click.option("--method", type=click.Choice(["auto", "rule", "risk"]), default="auto", show_default=True,
               help="where each site's chance of non-conformity comes from: the calibrated risk model (risk), "
-                   "the documented rule (rule), or the risk model when installed (auto)")
+                   "the documented rule (rule), or the risk model when it gives probabilities (auto)")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True, help="category names")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the full result as JSON")
-@_user_errors
-@_user_errors
-def simulate(db, as_of, runs, k_items, threshold, fix_n, aggregate, level, seed, method, lang, json_path):
+@user_errors
+def simulate(db: str, as_of, runs, k_items, threshold, fix_n, aggregate, level, seed, method, lang, json_path):
     """Simulate the national assessment's field visit on the sample frame.
 
     Each active site gets a probability of being found non-conforming from its

@@ -247,7 +247,7 @@ def categories(store: Store = Depends(get_store), lang: str = Depends(lang_param
         "c.geom_kind, c.service_minutes, count(s.site_id) AS sites "
         "FROM site_categories c LEFT JOIN sites s ON s.category_code = c.code AND s.active "
         "GROUP BY ALL ORDER BY c.code")
-    return json_response(_records(df))
+    return json_response(json_records(df))
 
 
 @router.get("/problem-types", summary="The problem taxonomy, 大类/小类 (JSON list)")
@@ -267,8 +267,9 @@ def problem_types(store: Store = Depends(get_store), lang: str = Depends(lang_pa
     df = store.sql(
         f"SELECT code, name_{suffix} AS name, major_code, major_{suffix} AS major, name_zh, name_en, major_zh, "
         f"major_en, deadline_value, deadline_unit FROM problem_types WHERE {where} ORDER BY code", params)
-    return json_response(_records(df))
+    return json_response(json_records(df))
 
 
-def _records(df: pd.DataFrame) -> list[dict]:
+def json_records(df: pd.DataFrame) -> list[dict]:
+    """The rows of ``df`` as JSON-ready dicts (NaN as null, times as ISO text)."""
     return json.loads(df.to_json(orient="records", force_ascii=False))

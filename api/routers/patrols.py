@@ -2,16 +2,18 @@
 
 from __future__ import annotations
 
-import os
 import threading
 from typing import Literal
 
+from civicgrid.api.auth import require_role
 from civicgrid.api.deps import RequestBody, get_settings, get_store, lang_param
 from civicgrid.api.errors import HtmlErrorRoute
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.maps.basemaps import BASEMAPS, TILES, tianditu_key
+from civicgrid.maps.offline import render_offline
 from civicgrid.sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list_plans, load_plan, plan_day, save_plan
-from civicgrid.sites.patrol_export import FORMATS, export_bytes, plan_grids, plan_map
+from civicgrid.sites.patrol.export import FORMATS, export_bytes, plan_grids, plan_map
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
@@ -20,15 +22,6 @@ router = APIRouter(tags=["patrols"], route_class=HtmlErrorRoute)
 
 #: Longest solver time limit a request may ask for, seconds.
 MAX_TIME_LIMIT_S = 120.0
-
-
-def _writer_dependencies() -> list:
-    """The inspector role check of ``api/auth.py`` when the service has one."""
-    try:
-        from civicgrid.api.auth import require_role
-    except ImportError:
-        return []
-    return [Depends(require_role("inspector"))]
 
 
 class InspectorIn(RequestBody):
@@ -73,20 +66,20 @@ _NETWORK_LOCK = threading.Lock()
 
 def _network(request: Request, settings: dict):
     """The configured road network, loaded once per service (None when none is configured)."""
-    path = settings.get("patrol_network") or os.environ.get("CIVICGRID_NETWORK")
+    path = settings.get("patrol_network")  # the setting `network` ($CIVICGRID_NETWORK) unless overridden
     if not path:
         return None
     with _NETWORK_LOCK:
         cached = getattr(request.app.state, "patrol_network", None)
         if cached is None or cached[0] != path:
-            from civicgrid.sites.network import load_network
+            from civicgrid.sites.patrol.network import load_network
 
             cached = (path, load_network(path))
             request.app.state.patrol_network = cached
     return cached[1]
 
 
-@router.post("/api/patrols/plan", summary="Plan patrol routes", dependencies=_writer_dependencies())
+@router.post("/api/patrols/plan", summary="Plan patrol routes", dependencies=[Depends(require_role("inspector"))])
 def create_plan(body: PlanRequest, request: Request, store: Store = Depends(get_store),
                 settings: dict = Depends(get_settings)) -> dict:
     """Choose and order each inspector's sites to reach the most risk within the shifts, store the plan and
@@ -145,18 +138,12 @@ def patrol_map(plan_id: str, store: Store = Depends(get_store), settings: dict =
                basemap: str = Query("none", description="none (offline), osm, tianditu or amap (GCJ-02)")
                ) -> HTMLResponse:
     """One colour per inspector, numbered stops labelled with arrival times, a popup per site."""
-    from civicgrid.api.offline import render_offline
-
     tiles, crs = None, "wgs84"
     if basemap != "none":
-        try:
-            from civicgrid.api.routers.pages import BASEMAPS, TILES, _tianditu_key
-        except ImportError:
-            BASEMAPS, TILES, _tianditu_key = ("none",), {}, lambda s: ""
         if basemap not in BASEMAPS:
             msg = f"basemap must be one of {', '.join(BASEMAPS)}, got {basemap!r}"
             raise InvalidParameterError(msg)
-        key = _tianditu_key(settings)
+        key = tianditu_key(settings)
         tiles = [(u.replace("{tk}", key), s, a) for u, s, a in TILES[basemap]]
         crs = "gcj02" if basemap == "amap" else "wgs84"
     doc = load_plan(store, plan_id)

@@ -25,7 +25,7 @@ def simulator_params(
     level: float = Query(0.9, gt=0, lt=1, description="central interval of the simulated rates"),
     seed: int = Query(0, description="random seed"),
     method: str = Query("auto", description="site probabilities: risk (the calibrated risk model), rule (the "
-                                            "documented rule) or auto (risk when installed)"),
+                                            "documented rule) or auto (risk when it gives probabilities)"),
 ) -> dict:
     """Parse the simulator's query parameters."""
     if aggregate not in AGGREGATES:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from civicgrid.api.deps import event_filters, get_store, lang_param
-from civicgrid.api.routers.layers import _records, json_response
+from civicgrid.api.routers.layers import json_records, json_response
 from civicgrid.geo.aggregate import EventFilter, area_stats
 from civicgrid.geo.store import Store
 from fastapi import APIRouter, Depends, Query
@@ -20,4 +20,4 @@ def stats_areas(store: Store = Depends(get_store), filters: EventFilter = Depend
     (per km²) and ``share`` for the same filters as the heatmap, by count descending."""
     df = area_stats(store, level=level, filters=filters)
     df.insert(1, "label", df["name_en"].fillna(df["name"]) if lang == "en" else df["name"])
-    return json_response({"level": level, "total_events": int(df["count"].sum()), "areas": _records(df)})
+    return json_response({"level": level, "total_events": int(df["count"].sum()), "areas": json_records(df)})

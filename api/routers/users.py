@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 from civicgrid.api.auth import require_role
 from civicgrid.api.deps import RequestBody, get_store
 from civicgrid.api.routers.cases import frame_records, json_body
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.importing import ImportReport
 from civicgrid.geo.store import Store
 from civicgrid.geo.users import ROLES, add_user, list_users, new_token, set_active
+from civicgrid.grids.areas import import_areas, import_grids
 from civicgrid.sites import cases as cs
+from civicgrid.sites.events import import_events
+from civicgrid.sites.frame import import_sites
+from civicgrid.sites.inspections import import_inspections
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 from pydantic import Field
@@ -102,14 +108,13 @@ def put_setting(key: str, body: SettingIn, store: Store = Depends(get_store),
     return json_body(cs.set_setting(store.path, key, body.value))
 
 
-#: Import layers and their importers (module, function, options they take).
-IMPORT_LAYERS = {
-    "areas": ("civicgrid.grids.areas", "import_areas", {"level", "crs", "encoding", "layer"}),
-    "grids": ("civicgrid.grids.areas", "import_grids", {"crs", "encoding", "layer"}),
-    "sites": ("civicgrid.sites.frame", "import_sites", {"point", "crs", "encoding", "layer", "sheet"}),
-    "events": ("civicgrid.geo.events", "import_events", {"source", "point", "crs", "tz", "encoding", "layer", "sheet"}),
-    "inspections": ("civicgrid.sites.inspections", "import_inspections",
-                    {"point", "crs", "tz", "encoding", "layer", "sheet"}),
+#: Import layers and their importers (function, options they take).
+IMPORT_LAYERS: dict[str, tuple[Callable[..., ImportReport], set[str]]] = {
+    "areas": (import_areas, {"level", "crs", "encoding", "layer"}),
+    "grids": (import_grids, {"crs", "encoding", "layer"}),
+    "sites": (import_sites, {"point", "crs", "encoding", "layer", "sheet"}),
+    "events": (import_events, {"source", "point", "crs", "tz", "encoding", "layer", "sheet"}),
+    "inspections": (import_inspections, {"point", "crs", "tz", "encoding", "layer", "sheet"}),
 }
 
 
@@ -125,14 +130,10 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
                 store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
     """Load an uploaded file with the same importer as `civicgrid import LAYER` and return its report
     (rows read = loaded + duplicates + rejected). Imported events get their cases at once."""
-    import importlib
-
-    from civicgrid.geo.importing import ImportFileError
-
     if layer not in IMPORT_LAYERS:
         msg = f"unknown layer {layer!r}; layers: {', '.join(IMPORT_LAYERS)}"
         raise NotFoundError(msg)
-    module, func, allowed = IMPORT_LAYERS[layer]
+    importer, allowed = IMPORT_LAYERS[layer]
     mapping = {}
     for item in map:
         for part in [p for p in item.split(",") if p.strip()]:
@@ -162,11 +163,8 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
         with open(path, "wb") as out:
             while chunk := file.file.read(1 << 20):
                 out.write(chunk)
-        importer = getattr(importlib.import_module(module), func)
-        try:
-            report = importer(path, db=store.path, mapping=mapping, progress=False, **kwargs)
-        except (ImportFileError, ValueError) as exc:
-            raise InvalidParameterError(str(exc)) from exc
+        # a file that cannot be imported raises ImportFileError or ReadError: 422 (api/errors.py)
+        report = importer(path, db=store.path, mapping=mapping, progress=False, **kwargs)
     payload = report.to_dict()
     payload["file"] = file.filename
     return json_body(payload, status_code=201)

@@ -6,6 +6,7 @@ import html
 import io
 import json
 import os
+import re
 from datetime import datetime
 from pathlib import Path
 from xml.etree import ElementTree as ET
@@ -13,6 +14,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
+from civicgrid.geo.coords import from_wgs84, to_crs_frame
 from civicgrid.geo.errors import InvalidParameterError
 
 #: Export formats and their file suffix and media type.
@@ -75,8 +77,6 @@ def _category(stop: dict, lang: str) -> str:
 
 def travel_source_text(source: str | None, lang: str = "zh") -> str:
     """A plan's ``travel_source`` in ``lang``: ``直线距离 × 1.3``, ``路网：futian.graphml`` … for ``zh``."""
-    import re
-
     text = str(source or "")
     if lang != "zh":
         return text
@@ -95,8 +95,6 @@ def _hm(iso: str | None) -> str:
 def _xy(lng: float, lat: float, crs: str) -> tuple[float, float]:
     if crs == "wgs84":
         return float(lng), float(lat)
-    from civicgrid.geo.coords import from_wgs84
-
     x, y = from_wgs84(np.array([lng]), np.array([lat]), crs)
     return float(x[0]), float(y[0])
 
@@ -387,7 +385,7 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
     Returns
     -------
     folium.Map
-        Render it with :func:`api.offline.render_offline` for a page without CDN links.
+        Render it with :func:`civicgrid.maps.offline.render_offline` for a page without CDN links.
     """
     import folium
 
@@ -403,8 +401,6 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
         folium.TileLayer(tiles=url, attr=attr, subdomains=subs, max_zoom=19, overlay=i > 0, control=False).add_to(m)
     m.fit_bounds([[min(ys), min(xs)], [max(ys), max(xs)]], padding=(20, 20))
     if grids is not None and len(grids):
-        from civicgrid.geo.coords import to_crs_frame
-
         base = to_crs_frame(grids[["code", "name", "geometry"]], crs)
         folium.GeoJson(
             json.loads(base.to_json(drop_id=True, ensure_ascii=False)), name=e(t["grids"]), control=True,
@@ -413,13 +409,7 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
         ).add_to(m)
     for k, r in enumerate(doc["routes"]):
         color = ROUTE_COLORS[k % len(ROUTE_COLORS)]
-        tot = r["totals"]
-        if lang == "zh":
-            label = (f"{r['inspector']}（{t.get(r['mode'], r['mode'])}）：{tot['stops']} 个点位，风险合计 "
-                     f"{tot['risk']:.2f}，{_hm(r['shift_start'])}–{_hm(r['end_time'])}")
-        else:
-            label = (f"{r['inspector']} ({t.get(r['mode'], r['mode'])}): {tot['stops']} {t['stops']}, "
-                     f"{t['total_risk']} {tot['risk']:.2f}, {_hm(r['shift_start'])}–{_hm(r['end_time'])}")
+        label = _route_label(r, t, lang)
         group = folium.FeatureGroup(name=e(label)).add_to(m)
         line = [_xy(*r["start"], crs), *[_xy(s["lng"], s["lat"], crs) for s in r["stops"]], _xy(*r["end"], crs)]
         folium.PolyLine([[y, x] for x, y in line], color=color, weight=4, opacity=0.8, tooltip=e(label)).add_to(group)
@@ -428,30 +418,47 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
                             weight=3, tooltip=e(f"{r['inspector']} · {t['start']} {_hm(r['shift_start'])}")
                             ).add_to(group)
         for s in r["stops"]:
-            x, y = _xy(s["lng"], s["lat"], crs)
-            ring = "#000" if s["must_visit"] else "#fff"
-            icon = folium.DivIcon(
-                html=(f'<div style="background:{color};color:#fff;border:2px solid {ring};border-radius:50%;'
-                      f'width:24px;height:24px;line-height:20px;text-align:center;font:bold 12px sans-serif;'
-                      f'box-shadow:0 0 3px #555">{s["seq"]}</div>'
-                      f'<div style="position:absolute;left:26px;top:3px;font:11px sans-serif;background:#fffc;'
-                      f'padding:0 2px;white-space:nowrap">{_hm(s["arrival"])}</div>'),
-                icon_size=(24, 24), icon_anchor=(12, 12))
-            rows = [(t["inspector"], f"{r['inspector']} #{s['seq']}"), (t["name"], s.get("name") or s["site_id"]),
-                    (t["category"], _category(s, lang)), (t["address"], s.get("address") or ""),
-                    (t["grid_code"], s.get("grid_code") or ""),
-                    (t["arrival"], f"{_hm(s['arrival'])} → {_hm(s['departure'])}"),
-                    (t["travel_min"], f"{s['travel_min']:.1f}"), (t["service_min"], f"{s['service_min']:.0f}"),
-                    (t["risk"], f"{s['risk']:.2f}"), (t["must_visit"], t["yes"] if s["must_visit"] else "—"),
-                    (t["reason"], _reason(s, lang))]
-            body = "".join(f"<tr><th style='text-align:left;padding-right:6px;vertical-align:top'>{e(str(a))}</th>"
-                           f"<td>{e(str(b))}</td></tr>" for a, b in rows)
-            folium.Marker([y, x], icon=icon, tooltip=e(f"{s['seq']}. {s.get('name') or s['site_id']} "
-                                                       f"{_hm(s['arrival'])}"),
-                          popup=folium.Popup(f"<table style='font-size:12px'>{body}</table>", max_width=380)
-                          ).add_to(group)
+            _stop_marker(s, r, color=color, t=t, lang=lang, crs=crs).add_to(group)
     folium.LayerControl(collapsed=False).add_to(m)
     return m
+
+
+def _route_label(r: dict, t: dict, lang: str) -> str:
+    """A route's layer name and tooltip on the plan map."""
+    tot = r["totals"]
+    if lang == "zh":
+        return (f"{r['inspector']}（{t.get(r['mode'], r['mode'])}）：{tot['stops']} 个点位，风险合计 "
+                f"{tot['risk']:.2f}，{_hm(r['shift_start'])}–{_hm(r['end_time'])}")
+    return (f"{r['inspector']} ({t.get(r['mode'], r['mode'])}): {tot['stops']} {t['stops']}, "
+            f"{t['total_risk']} {tot['risk']:.2f}, {_hm(r['shift_start'])}–{_hm(r['end_time'])}")
+
+
+def _stop_marker(s: dict, r: dict, *, color: str, t: dict, lang: str, crs: str):
+    """A stop on the plan map: its number in the route's colour (black ring: must-visit), arrival time, popup."""
+    import folium
+
+    e = html.escape
+    x, y = _xy(s["lng"], s["lat"], crs)
+    ring = "#000" if s["must_visit"] else "#fff"
+    icon = folium.DivIcon(
+        html=(f'<div style="background:{color};color:#fff;border:2px solid {ring};border-radius:50%;'
+              f'width:24px;height:24px;line-height:20px;text-align:center;font:bold 12px sans-serif;'
+              f'box-shadow:0 0 3px #555">{s["seq"]}</div>'
+              f'<div style="position:absolute;left:26px;top:3px;font:11px sans-serif;background:#fffc;'
+              f'padding:0 2px;white-space:nowrap">{_hm(s["arrival"])}</div>'),
+        icon_size=(24, 24), icon_anchor=(12, 12))
+    rows = [(t["inspector"], f"{r['inspector']} #{s['seq']}"), (t["name"], s.get("name") or s["site_id"]),
+            (t["category"], _category(s, lang)), (t["address"], s.get("address") or ""),
+            (t["grid_code"], s.get("grid_code") or ""),
+            (t["arrival"], f"{_hm(s['arrival'])} → {_hm(s['departure'])}"),
+            (t["travel_min"], f"{s['travel_min']:.1f}"), (t["service_min"], f"{s['service_min']:.0f}"),
+            (t["risk"], f"{s['risk']:.2f}"), (t["must_visit"], t["yes"] if s["must_visit"] else "—"),
+            (t["reason"], _reason(s, lang))]
+    body = "".join(f"<tr><th style='text-align:left;padding-right:6px;vertical-align:top'>{e(str(a))}</th>"
+                   f"<td>{e(str(b))}</td></tr>" for a, b in rows)
+    return folium.Marker([y, x], icon=icon, tooltip=e(f"{s['seq']}. {s.get('name') or s['site_id']} "
+                                                      f"{_hm(s['arrival'])}"),
+                         popup=folium.Popup(f"<table style='font-size:12px'>{body}</table>", max_width=380))
 
 
 def plan_grids(store, doc: dict, *, margin_deg: float = 0.01):

@@ -1,0 +1,382 @@
+"""The planners' hotspot map: H3 heat layer, micro-grids, sample-frame sites, hotspot clusters, a filter panel.
+
+:func:`hotspot_map` builds it as a folium map without a server (for notebooks and the ``/map`` page);
+render it with :func:`civicgrid.maps.offline.render_offline` for a page that needs no internet. The heat
+layer is sent compactly (:class:`civicgrid.maps.layers.HexagonLayer`), so 20,000 cells stay under 2 MB of
+HTML.
+"""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping
+from urllib.parse import urlencode
+
+import branca.element
+import folium
+import folium.plugins
+import geopandas as gpd
+import numpy as np
+import pandas as pd
+import shapely
+from civicgrid.geo.aggregate import LEVEL_COLUMNS, METRICS, EventFilter, area_stats, heatmap
+from civicgrid.geo.coords import from_wgs84, to_crs_frame
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.hotspots import hotspot_clusters
+from civicgrid.geo.store import Store
+from civicgrid.maps.basemaps import BASEMAPS, basemap_crs, check_basemap, tianditu_key, tile_layers
+from civicgrid.maps.layers import CompactMarkers, ExposeLayer, HexagonLayer, OutlineLayer, rounded_geojson
+from civicgrid.maps.legend import class_breaks, class_colors, legend_entries, legend_values
+from civicgrid.maps.pages import render_template
+
+#: Colour per site-category group (``site_categories.group_code``); other groups get grey.
+GROUP_COLORS = {"civic": "#1f77b4", "commerce": "#ff7f0e", "culture": "#9467bd", "minors": "#e377c2",
+                "neighbourhood": "#2ca02c", "public_space": "#17becf", "streets": "#8c564b", "transport": "#7f7f7f"}
+#: Resolutions offered by the page's form (the API accepts 5..12).
+FORM_RES = (6, 7, 8, 9, 10, 11)
+
+#: Leaflet pane of the district names: above the markers (600), below tooltips (650) and popups (700).
+LABEL_PANE = "cg-labels"
+
+#: Page labels: key -> (Chinese, English).
+_LABEL_PAIRS = {
+    "title": ("{city} 问题热点地图", "{city} problem hotspot map"),
+    "heat": ("问题热力（H3 {res} 级）", "Problem heat (H3 res {res})"),
+    "grids": ("微网格", "Micro-grids"),
+    "sites": ("样本框点位", "Sample-frame sites"),
+    "clusters": ("热点区域", "Hotspot clusters"),
+    "districts": ("区界", "District outlines"),
+    "filters": ("筛选", "Filters"),
+    "start": ("开始日期", "From"),
+    "end": ("结束日期", "To"),
+    "source": ("来源", "Source"),
+    "all": ("全部", "All"),
+    "complaint": ("市民投诉（12345）", "Complaints (12345)"),
+    "inspection": ("巡查发现", "Inspection hits"),
+    "type": ("问题类型", "Problem type"),
+    "all_types": ("全部类型", "All types"),
+    "all_of": ("（全部）", " (all)"),
+    "area": ("区域", "Area"),
+    "all_areas": ("全市", "Whole city"),
+    "district": ("区", "District"),
+    "street": ("街道", "Street"),
+    "community": ("社区", "Community"),
+    "res": ("网格精度", "Cell size"),
+    "metric": ("指标", "Metric"),
+    "count": ("事件数", "Events"),
+    "density": ("每平方公里事件数", "Events per km²"),
+    "sites_metric": ("涉及点位数", "Sites affected"),
+    "basemap": ("底图", "Basemap"),
+    "bm_none": ("无底图（区界）", "None (district outlines)"),
+    "bm_osm": ("OpenStreetMap", "OpenStreetMap"),
+    "bm_tianditu": ("天地图", "Tianditu"),
+    "bm_amap": ("高德地图", "AMap (Gaode)"),
+    "apply": ("应用", "Apply"),
+    "reset": ("重置", "Reset"),
+    "events": ("件", "events"),
+    "cells": ("个网格单元", "cells"),
+    "legend": ("图例", "Legend"),
+    "no_events": ("所选条件下没有事件", "No events match these filters"),
+    "rank": ("热点", "Hotspot"),
+    "n_cells": ("单元", "cells"),
+    "km2": ("平方公里", "km²"),
+    "top_types": ("主要问题", "Main problems"),
+    "in_grids": ("涉及网格", "Grids"),
+    "in_sites": ("样本框点位", "Sample-frame sites"),
+    "none_found": ("未发现显著热点", "No significant hotspot found"),
+    "code": ("编码", "Code"),
+    "leader": ("网格长", "Grid leader"),
+    "phone": ("电话", "Phone"),
+    "households": ("户数", "Households"),
+    "name": ("名称", "Name"),
+    "category": ("类别", "Category"),
+    "address": ("地址", "Address"),
+    "unit": ("责任单位", "Responsible unit"),
+    "value": ("数值", "Value"),
+    "event_count": ("事件数", "Events"),
+    "site_count": ("涉及点位", "Sites affected"),
+    "grid_events": ("本网格事件数（当前筛选）", "Events in grid (filtered)"),
+    "status": ("状态", "Status"),
+    "lang": ("English", "中文"),
+    "more": ("等 {n} 个", "{n} in all"),
+    "hotspot_note": ("Getis-Ord Gi* 显著热点（FDR 校正，α=0.05），按事件数排序",
+                     "Getis-Ord Gi* significant hot spots (FDR-corrected, α=0.05), by events"),
+    "tk_missing": ("天地图需要密钥：设置环境变量 CIVICGRID_TIANDITU_KEY",
+                   "Tianditu needs a key: set CIVICGRID_TIANDITU_KEY"),
+    "summary": ("{events} 件事件 · {cells} 个单元", "{events} events · {cells} cells"),
+    "site_groups": ("点位类别", "Site groups"),
+}
+#: Page labels per language.
+LABELS = {lang: {k: v[i] for k, v in _LABEL_PAIRS.items()} for i, lang in enumerate(("zh", "en"))}
+
+
+def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = None, metric: str = "count",
+                lang: str = "zh", basemap: str = "none", max_cells: int | None = None,
+                query: Mapping | None = None, settings: Mapping | None = None) -> folium.Map:
+    """The planners' hotspot map as a folium map (render it with :func:`civicgrid.maps.offline.render_offline`).
+
+    Parameters
+    ----------
+    store
+        The database.
+    res
+        H3 resolution of the heat layer and of the hotspot statistics.
+    filters
+        Which events to show (:class:`geo.aggregate.EventFilter`).
+    metric
+        ``count``, ``density`` or ``sites`` (see :func:`geo.aggregate.heatmap`).
+    lang
+        ``zh`` (default) or ``en`` labels.
+    basemap
+        ``none`` (district outlines as a light base; works offline), ``osm``, ``tianditu`` or ``amap``
+        (GCJ-02 tiles: every overlay is converted to GCJ-02).
+    max_cells
+        Refuse views with more cells (:class:`geo.errors.TooManyCellsError`).
+    query
+        The page's current query parameters (pre-fill the filter form).
+    settings
+        Service settings (``tianditu_key``).
+
+    Returns
+    -------
+    folium.Map
+        Layers: heat hexagons with a legend, micro-grid outlines with popups, sample-frame sites
+        clustered and coloured by category group, hotspot clusters outlined and listed in a side panel,
+        district outlines; a layer control and the filter form.
+    """
+    check_basemap(basemap)
+    if metric not in METRICS:
+        msg = f"metric must be one of {', '.join(METRICS)}, got {metric!r}"
+        raise InvalidParameterError(msg)
+    lang = "en" if lang == "en" else "zh"
+    t = LABELS[lang]
+    crs = basemap_crs(basemap)
+    filters = (filters or EventFilter()).validate(store)
+    cells = heatmap(store, res=res, filters=filters, metric=metric, max_cells=max_cells)
+    clusters = hotspot_clusters(store, res=res, filters=filters, lang=lang, max_cells=max_cells)
+
+    city = store.meta("city_name_en" if lang == "en" else "city_name") or store.meta("city_name") or ""
+    districts, grids = _area_frames(store, filters=filters, lang=lang, crs=crs)
+    m = _base_map(grids if len(grids) else districts, title=t["title"].format(city=city))
+    notes = _add_background(m, districts, basemap=basemap, settings=settings, t=t)
+    grid_popups = _add_grid_popups(m, store, grids, filters=filters, t=t)
+    values, breaks, colors, metric_label = _add_heat(m, cells, res=res, metric=metric, crs=crs, t=t)
+    # micro-grid outlines above the heat layer (drawn only; their popups are the layer below the hexagons)
+    OutlineLayer(grid_popups, {"color": "#2b5797", "weight": 1, "opacity": 0.7, "fill": False},
+                 name=t["grids"], key="grids").add_to(m)
+    _add_districts(m, districts, t=t)
+    cluster_items = _add_clusters(m, store, clusters, crs=crs, t=t)
+    groups = _add_sites(m, store, filters=filters, lang=lang, crs=crs, t=t)
+    folium.LayerControl(position="topright", collapsed=False).add_to(m)
+
+    # side panels: filters, legend, cluster list
+    q = {k: v for k, v in (query or {}).items() if v not in (None, "")}
+    panel = render_template(
+        "map_panel.html",
+        t=t, lang=lang, q=q, res=res, metric=metric, basemap=basemap, basemaps=BASEMAPS, form_res=FORM_RES,
+        options=_form_options(store, lang), legend=legend_entries(values, breaks, colors), metric_label=metric_label,
+        groups=groups, clusters=cluster_items, notes=notes, map_name=m.get_name(),
+        summary=t["summary"].format(events=f"{int(cells['count'].sum()):,}", cells=f"{len(cells):,}"),
+        empty=not len(cells), heading=m.get_root().title,
+        lang_href="?" + urlencode({**q, "lang": "zh" if lang == "en" else "en"}),
+        hidden={k: q[k] for k in ("category", "status") if k in q},
+    )
+    root = m.get_root()
+    root.header.add_child(branca.element.Element(render_template("map_style.html")), name="cg_style")
+    root.html.add_child(branca.element.Element(panel), name="cg_panel")
+    return m
+
+
+# ---------------------------------------------------------------------------------------------------------
+# The parts of the map, in drawing order
+# ---------------------------------------------------------------------------------------------------------
+
+def _frame(store: Store, sql: str, params=None) -> gpd.GeoDataFrame:
+    df = store.sql(sql, params or [])
+    geoms = shapely.from_wkb(df["wkb"].map(bytes).to_numpy()) if len(df) else np.array([], dtype=object)
+    return gpd.GeoDataFrame(df.drop(columns=["wkb"]), geometry=geoms, crs="EPSG:4326")
+
+
+def _area_frames(store: Store, *, filters: EventFilter, lang: str,
+                 crs: str) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
+    """District outlines (names in ``lang``) and the micro-grids of the filtered area, in ``crs``."""
+    districts = _frame(store, "SELECT code, name, coalesce(name_en, name) AS name_en, ST_AsWKB(geom) AS wkb "
+                              "FROM areas WHERE level = 'district' ORDER BY code")
+    if lang == "en":
+        districts["name"] = districts["name_en"]
+    grids = _frame(store, "SELECT code, name, leader_name, leader_phone, households, ST_AsWKB(geom) AS wkb "
+                          "FROM grids ORDER BY code")
+    if filters.area is not None:
+        col = "code" if filters.area_level == "grid" else LEVEL_COLUMNS[filters.area_level]
+        keep = store.sql(f"SELECT code FROM grids WHERE {col} = ?", [filters.area])["code"]
+        grids = grids[grids["code"].isin(set(keep))]
+    return to_crs_frame(districts, crs), to_crs_frame(grids, crs)
+
+
+def _base_map(focus: gpd.GeoDataFrame, *, title: str) -> folium.Map:
+    """An empty map (no tiles) fitted to ``focus``, leaving room for the side panel on the left."""
+    if len(focus):
+        x0, y0, x1, y1 = focus.total_bounds
+    else:
+        x0, y0, x1, y1 = 112.9, 28.2, 113.0, 28.3
+    m = folium.Map(location=[(y0 + y1) / 2, (x0 + x1) / 2], zoom_start=12, tiles=None, prefer_canvas=True,
+                   control_scale=True, zoom_control=True, maxZoom=19)
+    m.get_root().title = title
+    m.fit_bounds([[y0, x0], [y1, x1]], padding_top_left=(310, 10), padding_bottom_right=(10, 10))
+    return m
+
+
+def _add_background(m: folium.Map, districts: gpd.GeoDataFrame, *, basemap: str, settings: Mapping | None,
+                    t: dict) -> list[str]:
+    """Tiles of ``basemap``, or a light fill of the districts without tiles; the notes for the panel."""
+    notes = []
+    if basemap != "none":
+        key = tianditu_key(settings)
+        if basemap == "tianditu" and not key:
+            notes.append(t["tk_missing"])
+        for i, (url, subs, attr) in enumerate(tile_layers(basemap, key=key)):
+            folium.TileLayer(tiles=url, attr=attr, subdomains=subs, max_zoom=18,
+                             name=t[f"bm_{basemap}"], overlay=i > 0, control=False).add_to(m)
+    # districts: a light fill as the base without tiles; outlines and names drawn above the heat layer
+    if basemap == "none":
+        folium.GeoJson(rounded_geojson(districts[["code", "geometry"]]), name="base", control=False,
+                       interactive=False, smooth_factor=0.5,
+                       style_function=lambda _: {"stroke": False, "fillColor": "#ecebe6", "fillOpacity": 1},
+                       ).add_to(m)
+    return notes
+
+
+def _add_grid_popups(m: folium.Map, store: Store, grids: gpd.GeoDataFrame, *, filters: EventFilter,
+                     t: dict) -> folium.GeoJson:
+    """The micro-grids' popups (with the filtered events per grid): an invisible fill drawn *below* the heat
+    hexagons, so a click on a hexagon opens the hexagon's popup and a click where there is none opens the
+    grid's (Leaflet picks the topmost shape)."""
+    per_grid = area_stats(store, level="grid", filters=filters).set_index("code")["count"]
+    grids["events"] = grids["code"].map(per_grid).fillna(0).astype("int64")
+    grid_fields = ["name", "code", "leader_name", "leader_phone", "households", "events"]
+    grid_geojson = rounded_geojson(grids[[*grid_fields, "geometry"]])
+    grid_popups = folium.GeoJson(
+        grid_geojson, name="grid-popups", control=False,
+        style_function=lambda _: {"stroke": False, "fill": True, "fillOpacity": 0},
+        popup=folium.GeoJsonPopup(grid_fields, aliases=[t["name"], t["code"], t["leader"], t["phone"],
+                                                        t["households"], t["grid_events"]]),
+        smooth_factor=0.5,
+    )
+    grid_popups.add_to(m)
+    return grid_popups
+
+
+def _add_heat(m: folium.Map, cells: pd.DataFrame, *, res: int, metric: str, crs: str,
+              t: dict) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+    """The heat hexagons coloured by class of the metric; the classed values, breaks, colours and metric label."""
+    values = legend_values(cells["value"].to_numpy())
+    breaks = class_breaks(values)
+    classes = np.searchsorted(breaks, values, side="left") if len(values) else np.zeros(0, dtype=int)
+    colors = class_colors(len(breaks))
+    metric_label = {"count": t["count"], "density": t["density"], "sites": t["sites_metric"]}[metric]
+    info = {metric_label: cells["value"].to_numpy()} if metric != "count" else {}
+    info.update({t["event_count"]: cells["count"].to_numpy(), t["site_count"]: cells["sites"].to_numpy()})
+    HexagonLayer(cells["h3"].to_numpy(), classes, colors, info, crs=crs, name=t["heat"].format(res=res),
+                 key="hex").add_to(m)
+    return values, breaks, colors, metric_label
+
+
+def _add_districts(m: folium.Map, districts: gpd.GeoDataFrame, *, t: dict) -> None:
+    """District outlines, and their names in a pane of their own above the markers (site clusters would hide
+    them), letting clicks through to what lies below."""
+    district_layer = folium.FeatureGroup(name=t["districts"], show=True)
+    folium.GeoJson(rounded_geojson(districts[["code", "name", "geometry"]]), interactive=False, smooth_factor=0.5,
+                   style_function=lambda _: {"color": "#444", "weight": 2.5, "opacity": 0.8, "fill": False},
+                   ).add_to(district_layer)
+    folium.map.CustomPane(LABEL_PANE, z_index=625, pointer_events=False).add_to(m)
+    for name, point in zip(districts["name"], districts.geometry.representative_point(), strict=True):
+        folium.Marker([point.y, point.x], interactive=False, pane=LABEL_PANE,
+                      icon=folium.DivIcon(html=f'<div class="cg-label">{html.escape(str(name))}</div>',
+                                          icon_size=(120, 20), icon_anchor=(60, 10))).add_to(district_layer)
+    district_layer.add_to(m)
+
+
+def _add_clusters(m: folium.Map, store: Store, clusters: gpd.GeoDataFrame, *, crs: str, t: dict) -> list[dict]:
+    """Hotspot clusters outlined (in ``crs``) with a tooltip; the panel's list of them."""
+    cluster_items = []
+    if not len(clusters):
+        return cluster_items
+    clusters_c = to_crs_frame(clusters, crs)
+    cl = clusters_c[["rank", "events", "n_cells", "geometry"]].copy()
+    cl["label"] = [f"{t['rank']} #{r} · {e:,} {t['events']}" for r, e in zip(cl["rank"], cl["events"],
+                                                                               strict=True)]
+    cl_layer = folium.GeoJson(
+        rounded_geojson(cl), name=t["clusters"],
+        style_function=lambda _: {"color": "#6a00a8", "weight": 3, "dashArray": "6 4", "fill": False},
+        tooltip=folium.GeoJsonTooltip(["label"], labels=False),
+    )
+    cl_layer.add_to(m)
+    ExposeLayer(cl_layer, "clusters").add_to(m)
+    site_names = store.sql("SELECT site_id, name FROM sites").set_index("site_id")["name"]
+    for row, geom in zip(clusters.itertuples(), clusters_c.geometry, strict=True):
+        bx0, by0, bx1, by1 = geom.bounds
+        sites = [site_names.get(s, str(s)) for s in row.site_ids]
+        cluster_items.append({
+            "rank": int(row.rank), "events": f"{int(row.events):,}", "n_cells": int(row.n_cells),
+            "area": f"{row.area_km2:.2f}",
+            "types": [f"{n} {c:,}" for n, c in zip(row.top_type_names, row.top_type_counts, strict=True)],
+            "grids": list(row.grid_names), "sites": sites,
+            "bounds": [[by0, bx0], [by1, bx1]],
+        })
+    return cluster_items
+
+
+#: Cluster bubbles of the site markers: neutral, as the default green/yellow/orange would read as a second
+#: heat scale.
+_BUBBLE_ICON = """function (c) {
+            var n = c.getChildCount(), s = n < 10 ? 22 : n < 100 ? 26 : 32;
+            return L.divIcon({html: '<div class="cg-bubble" style="width:' + s + 'px;height:' + s + 'px;line-height:'
+                              + s + 'px">' + n + '</div>', className: '', iconSize: L.point(s, s)});
+        }"""
+
+
+def _add_sites(m: folium.Map, store: Store, *, filters: EventFilter, lang: str, crs: str, t: dict) -> list[dict]:
+    """Sample-frame sites of the filtered area, clustered, coloured by category group; the panel's groups."""
+    suffix = "en" if lang == "en" else "zh"
+    where, params = "s.active AND s.lng IS NOT NULL", []
+    if filters.area is not None:
+        where += f" AND s.{LEVEL_COLUMNS[filters.area_level]} = ?"
+        params.append(filters.area)
+    sites = store.sql(
+        f"SELECT s.lng, s.lat, s.name, s.address, s.responsible_unit, c.name_{suffix} AS category, c.group_code, "
+        f"c.group_{suffix} AS grp FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code "
+        f"WHERE {where} ORDER BY c.group_code, s.site_id", params)
+    groups = sites[["group_code", "grp"]].drop_duplicates("group_code").reset_index(drop=True)
+    group_index = {g: i for i, g in enumerate(groups["group_code"])}
+    group_colors = [GROUP_COLORS.get(g, "#999999") for g in groups["group_code"]]
+    lng, lat = from_wgs84(sites["lng"].to_numpy(), sites["lat"].to_numpy(), crs) if len(sites) else ([], [])
+    rows = [[round(float(y), 6), round(float(x), 6), group_index[g], n, c, a, u]
+            for x, y, g, n, c, a, u in zip(lng, lat, sites["group_code"], sites["name"], sites["category"],
+                                           sites["address"].fillna(""), sites["responsible_unit"].fillna(""),
+                                           strict=True)]
+    cluster = folium.plugins.MarkerCluster(
+        name=t["sites"], show=True, options={"maxClusterRadius": 60, "disableClusteringAtZoom": 16,
+                                             "chunkedLoading": True, "showCoverageOnHover": False},
+        icon_create_function=_BUBBLE_ICON)
+    cluster.add_to(m)
+    CompactMarkers(rows, colors=group_colors, fields=[t["name"], t["category"], t["address"], t["unit"]],
+                   key="sites").add_to(cluster)
+    return [{"name": n, "color": c} for n, c in zip(groups["grp"], group_colors, strict=True)]
+
+
+def _form_options(store: Store, lang: str) -> dict:
+    """Choices of the filter form: problem types by 大类 and areas by level."""
+    suffix = "en" if lang == "en" else "zh"
+    pt = store.sql(f"SELECT code, name_{suffix} AS name, major_code, major_{suffix} AS major FROM problem_types "
+                   "ORDER BY code")
+    majors = [{"code": code, "name": part["major"].iloc[0],
+               "types": [{"code": r.code, "name": r.name} for r in part.itertuples()]}
+              for code, part in pt.groupby("major_code", sort=True)]
+    name = "coalesce(name_en, name)" if lang == "en" else "name"
+    areas = store.sql(f"SELECT code, {name} AS name, level, parent_code FROM areas ORDER BY code")
+    levels = [{"level": lv, "areas": [{"code": r.code, "name": r.name} for r in areas[areas.level == lv].itertuples()]}
+              for lv in ("district", "street", "community")]
+    return {"majors": majors, "levels": levels, "area_codes": set(areas["code"])}
+
+
+__all__ = ["FORM_RES", "GROUP_COLORS", "LABELS", "LABEL_PANE", "hotspot_map"]

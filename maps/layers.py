@@ -1,0 +1,205 @@
+"""Folium layers drawn from compact data in the browser: packed H3 hexagons, circle markers, outlines.
+
+A page of 20,000 hexagons as GeoJSON would weigh tens of megabytes; :class:`HexagonLayer` sends each
+hexagon as one reference vertex and int16 offsets, base64-packed (:func:`pack_hexagons`), and builds the
+polygons client-side, so such a page stays under 2 MB. Each layer publishes itself as
+``window.cgLayers[key]`` for page scripts and browser tests.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+
+import branca.element
+import folium
+import geopandas as gpd
+import jinja2
+import numpy as np
+import shapely
+from civicgrid.geo.aggregate import cell_polygons
+from civicgrid.geo.coords import from_wgs84
+
+
+def _b64(arr: np.ndarray, dtype: str) -> str:
+    return base64.b64encode(np.ascontiguousarray(arr, dtype=dtype).tobytes()).decode("ascii")
+
+
+def pack_hexagons(cells: np.ndarray, *, crs: str = "wgs84") -> dict:
+    """Hexagon outlines of H3 cells packed for the browser.
+
+    Each cell is its first vertex (int32, 1e-6°) and the other vertices as int16 offsets from it in
+    units of ``scale`` degrees (about 0.1 m at resolution 9), base64-encoded little-endian arrays:
+    ``ref`` (2 int32 per cell, lng/lat), ``nv`` (uint8 vertex count per cell), ``off`` (2 int16 per
+    vertex after the first). Vertices are converted to ``crs`` (``gcj02`` for AMap tiles) first.
+    """
+    cells = np.asarray(cells, dtype="uint64")
+    if not len(cells):
+        return {"n": 0, "scale": 1e-7, "ref": "", "nv": "", "off": ""}
+    polys = cell_polygons(cells)
+    xy, idx = shapely.get_coordinates(shapely.get_exterior_ring(polys), return_index=True)
+    # drop each ring's closing vertex
+    last = np.r_[idx[1:] != idx[:-1], True]
+    xy, idx = xy[~last], idx[~last]
+    if crs != "wgs84":
+        x, y = from_wgs84(xy[:, 0], xy[:, 1], crs)
+        xy = np.column_stack([x, y])
+    nv = np.bincount(idx, minlength=len(cells))
+    first = np.r_[0, np.cumsum(nv)[:-1]]
+    ref = np.round(xy[first] * 1e6).astype("int64")
+    rest = np.ones(len(xy), dtype=bool)
+    rest[first] = False
+    d = xy[rest] - ref[idx[rest]] / 1e6
+    scale = max(float(np.abs(d).max()) / 32000.0, 1e-8) if len(d) else 1e-7
+    off = np.round(d / scale)
+    return {"n": len(cells), "scale": scale, "ref": _b64(ref, "<i4"), "nv": _b64(nv, "u1"),
+            "off": _b64(off, "<i2")}
+
+
+class HexagonLayer(folium.map.Layer):
+    """H3 cells drawn client-side from :func:`pack_hexagons` data, coloured by class.
+
+    Parameters
+    ----------
+    cells
+        uint64 cell ids.
+    classes
+        Colour index of each cell (into ``colors``).
+    colors
+        Fill colours.
+    info
+        Per-cell numbers shown in the click popup: ``{label: array}``.
+    crs
+        ``wgs84`` or ``gcj02``.
+    name, show
+        Layer-control name and initial visibility.
+    """
+
+    _template = jinja2.Template("""
+        {% macro script(this, kwargs) %}
+        var {{ this.get_name() }} = (function () {
+            function dec(s, T) {
+                var b = atob(s), u = new Uint8Array(b.length);
+                for (var i = 0; i < b.length; i++) { u[i] = b.charCodeAt(i); }
+                return new T(u.buffer);
+            }
+            var d = {{ this.data }};
+            var ref = dec(d.ref, Int32Array), nv = dec(d.nv, Uint8Array), off = dec(d.off, Int16Array),
+                cls = dec(d.cls, Uint8Array), info = d.info.map(function (c) { return dec(c[1], Float32Array); });
+            var group = L.featureGroup(), k = 0;
+            for (var i = 0; i < d.n; i++) {
+                var x0 = ref[2 * i] / 1e6, y0 = ref[2 * i + 1] / 1e6, pts = [[y0, x0]];
+                for (var j = 1; j < nv[i]; j++, k += 2) {
+                    pts.push([y0 + off[k + 1] * d.scale, x0 + off[k] * d.scale]);
+                }
+                group.addLayer(L.polygon(pts, {stroke: false, fillColor: d.colors[cls[i]], fillOpacity: 0.7,
+                                               cell: i}));
+            }
+            group.on("click", function (e) {
+                var i = e.layer.options.cell, rows = d.info.map(function (c, j) {
+                    var v = info[j][i];
+                    return "<tr><th>" + c[0] + "</th><td>" + (Math.round(v) === v ? v : v.toFixed(1)) + "</td></tr>";
+                });
+                L.popup().setLatLng(e.latlng).setContent("<table class='cg-pop'>" + rows.join("") + "</table>")
+                    .openOn({{ this._parent.get_name() }});
+            });
+            return group;
+        })();
+        window.cgLayers = window.cgLayers || {};
+        window.cgLayers[{{ this.key|tojson }}] = {{ this.get_name() }};
+        {% endmacro %}
+    """)
+
+    def __init__(self, cells: np.ndarray, classes: np.ndarray, colors, info: dict[str, np.ndarray], *,
+                 crs: str = "wgs84", name: str | None = None, show: bool = True, key: str = "hex"):
+        super().__init__(name=name, overlay=True, control=True, show=show)
+        self._name = "HexagonLayer"
+        packed = pack_hexagons(cells, crs=crs)
+        packed["cls"] = _b64(classes, "u1")
+        packed["colors"] = list(colors)
+        packed["info"] = [[label, _b64(values, "<f4")] for label, values in info.items()]
+        self.data = json.dumps(packed, separators=(",", ":"), ensure_ascii=False)
+        self.key = key
+
+
+class CompactMarkers(branca.element.MacroElement):
+    """Circle markers added client-side to a parent layer (e.g. a MarkerCluster) from compact rows.
+
+    ``rows`` are ``[lat, lng, colour index, popup field…]``; ``fields`` label the popup fields.
+    """
+
+    _template = jinja2.Template("""
+        {% macro script(this, kwargs) %}
+        (function () {
+            var d = {{ this.data }}, layer = {{ this._parent.get_name() }}, ms = [];
+            d.rows.forEach(function (r) {
+                var m = L.circleMarker([r[0], r[1]], {radius: 6, weight: 1.5, color: "#fff", fillOpacity: 0.95,
+                                                     fillColor: d.colors[r[2]]});
+                var html = d.fields.map(function (f, j) {
+                    return r[3 + j] ? "<tr><th>" + f + "</th><td>" + r[3 + j] + "</td></tr>" : "";
+                }).join("");
+                m.bindPopup("<table class='cg-pop'>" + html + "</table>");
+                ms.push(m);
+            });
+            layer.addLayers ? layer.addLayers(ms) : ms.forEach(function (m) { layer.addLayer(m); });
+            window.cgLayers = window.cgLayers || {};
+            window.cgLayers[{{ this.key|tojson }}] = layer;
+        })();
+        {% endmacro %}
+    """)
+
+    def __init__(self, rows: list, *, colors: list[str], fields: list[str], key: str = "sites"):
+        super().__init__()
+        self._name = "CompactMarkers"
+        self.data = json.dumps({"rows": rows, "colors": colors, "fields": fields}, separators=(",", ":"),
+                               ensure_ascii=False).replace("</", "<\\/")
+        self.key = key
+
+
+class OutlineLayer(folium.map.Layer):
+    """Outlines of another GeoJSON layer's shapes, drawn again above everything added in between.
+
+    The shapes come from the source layer in the browser (``toGeoJSON``), so the page carries them once.
+    The outlines take no clicks: the source layer, drawn lower, keeps its popups where nothing covers it.
+    """
+
+    _template = jinja2.Template("""
+        {% macro script(this, kwargs) %}
+        var {{ this.get_name() }} = L.geoJson({{ this.source.get_name() }}.toGeoJSON(), {
+            interactive: false, smoothFactor: 0.5, style: function () { return {{ this.style|tojson }}; }
+        });
+        {% if this.show %}{{ this.get_name() }}.addTo({{ this._parent.get_name() }});{% endif %}
+        window.cgLayers = window.cgLayers || {};
+        window.cgLayers[{{ this.key|tojson }}] = {{ this.get_name() }};
+        {% endmacro %}
+    """)
+
+    def __init__(self, source, style: dict, *, name: str | None = None, show: bool = True, key: str):
+        super().__init__(name=name, overlay=True, control=True, show=show)
+        self._name = "OutlineLayer"
+        self.source, self.style, self.key = source, style, key
+
+
+class ExposeLayer(branca.element.MacroElement):
+    """Publish a folium layer as ``window.cgLayers[key]`` (for page scripts and browser tests)."""
+
+    _template = jinja2.Template("""
+        {% macro script(this, kwargs) %}
+        window.cgLayers = window.cgLayers || {};
+        window.cgLayers[{{ this.key|tojson }}] = {{ this.layer.get_name() }};
+        {% endmacro %}
+    """)
+
+    def __init__(self, layer, key: str):
+        super().__init__()
+        self.layer, self.key = layer, key
+
+
+def rounded_geojson(gdf: gpd.GeoDataFrame, *, digits: int = 6) -> dict:
+    """GeoJSON of a frame with coordinates rounded (1e-6° ≈ 0.1 m) to keep pages small."""
+    out = gdf.copy()
+    out.geometry = shapely.transform(out.geometry.to_numpy(), lambda c: np.round(c, digits))
+    return json.loads(out.to_json(drop_id=True, ensure_ascii=False))
+
+
+__all__ = ["CompactMarkers", "ExposeLayer", "HexagonLayer", "OutlineLayer", "pack_hexagons", "rounded_geojson"]

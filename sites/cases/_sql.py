@@ -1,0 +1,53 @@
+"""What the case modules share: the columns of ``cases``, reading a query into a frame from a store or a
+connection, and the SQL of the automatic dispatch unit (属地) that :func:`~civicgrid.sites.cases.create_case`
+and :func:`~civicgrid.sites.cases.backfill` both write.
+
+Dispatch goes to the site's ``responsible_unit`` for a case at a sample-frame site, else to the office of the
+area holding it: the community's residents' committee (社区居委会), else the street office (街道办事处), else
+the district's city-management bureau.
+"""
+
+from __future__ import annotations
+
+import duckdb
+import pandas as pd
+from civicgrid.geo.store import Store
+
+#: What the case readers take: a store, or an open connection (inside :func:`~civicgrid.geo.store.writing`).
+StoreOrConnection = Store | duckdb.DuckDBPyConnection
+
+#: Unit name suffixes for dispatch to the area office (属地).
+UNIT_SUFFIX = {"community": "居委会", "street": "办事处", "district": "城市管理和综合执法局"}
+#: Unit when a case lies outside every area.
+UNASSIGNED_UNIT = "属地待定（人工派遣）"
+
+#: Columns of the ``cases`` table, in order (what :func:`~civicgrid.sites.cases.get_case` returns).
+CASE_COLUMNS = ("case_id, event_id, source, problem_type, site_id, category_code, grid_code, community_code, "
+                "street_code, district_code, state, found_at, deadline, unit, unit_code, dispatched_at, "
+                "rectified_at, closed_at, reworks, rebound_of, photo, updated_at")
+
+
+def query_frame(con: StoreOrConnection, query: str, params=None) -> pd.DataFrame:
+    """The rows of ``query`` as a frame, on a :class:`~civicgrid.geo.store.Store` or an open connection."""
+    if isinstance(con, Store):
+        return con.sql(query, params)
+    return con.execute(query, params).df()
+
+
+#: SQL of the automatic unit and unit code of each event ``e`` (joined with its site ``s`` and areas).
+UNIT_EXPR = f"""
+    CASE WHEN nullif(trim(s.responsible_unit), '') IS NOT NULL THEN trim(s.responsible_unit)
+         WHEN cm.name IS NOT NULL THEN cm.name || '{UNIT_SUFFIX["community"]}'
+         WHEN st.name IS NOT NULL THEN st.name || '{UNIT_SUFFIX["street"]}'
+         WHEN di.name IS NOT NULL THEN di.name || '{UNIT_SUFFIX["district"]}'
+         ELSE '{UNASSIGNED_UNIT}' END"""
+UNIT_CODE_EXPR = """
+    CASE WHEN nullif(trim(s.responsible_unit), '') IS NOT NULL THEN NULL
+         ELSE coalesce(cm.code, st.code, di.code) END"""
+UNIT_SQL = f"{UNIT_EXPR} AS unit, {UNIT_CODE_EXPR} AS unit_code"
+UNIT_JOINS = """
+    LEFT JOIN sites s ON s.site_id = e.site_id
+    LEFT JOIN areas cm ON cm.code = e.community_code AND cm.level = 'community'
+    LEFT JOIN areas st ON st.code = e.street_code AND st.level = 'street'
+    LEFT JOIN areas di ON di.code = e.district_code AND di.level = 'district'"""
+

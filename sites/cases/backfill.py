@@ -1,0 +1,174 @@
+"""Cases for events imported without one: each event becomes a case with its audit trail, from the event's own
+record (state, times, rework rounds), in bulk."""
+
+from __future__ import annotations
+
+import os
+from datetime import datetime
+
+import duckdb
+import numpy as np
+import pandas as pd
+from civicgrid.geo.store import writing
+from civicgrid.sites.cases._memory import memory_cap
+from civicgrid.sites.cases._sql import CASE_COLUMNS, UNIT_JOINS, UNIT_SQL, query_frame
+from civicgrid.sites.cases.calendar import WorkCalendar, now_local, type_hours
+
+#: Events :func:`backfill` turns into cases per statement (bounds DuckDB's memory at any number of events).
+BACKFILL_CHUNK = 1_000_000
+
+#: SQL of an event ``e``'s closure and last rectification times, and of its rework rounds, as its case takes them.
+_CLOSED = "coalesce(e.closed_at, CASE WHEN e.status = 'closed' THEN coalesce(e.rectified_at, e.time) END)"
+_RECTIFIED = "coalesce(e.rectified_at, e.closed_at, CASE WHEN e.status = 'closed' THEN e.time END)"
+_REWORKS = "greatest(coalesce(e.reopened, 0), 0)::INTEGER"
+
+
+def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import") -> int:
+    """Turn every event without a case into a case with an audit trail, from the event's own record.
+
+    For use inside :func:`geo.store.writing` (the demo and imports call it). The state follows the event:
+    ``closed`` when it has ``closed_at`` (or status closed), ``rectified`` when it has ``rectified_at``, else
+    ``dispatched`` (to the automatic unit). The audit trail gets found, registered and dispatched at the
+    event's time, ``reopened`` rework rounds (rectified → dispatched) spread evenly between the event's time
+    and its last rectification (the source records no earlier times), the last rectification and the
+    closure. The event's deadline is kept (computed on the working clock when missing) and its
+    ``rebound_of`` link is kept; no rebound linking runs here (see :func:`link_rebounds`).
+    Bulk SQL in chunks of :data:`BACKFILL_CHUNK` events in id order (audit rows are numbered by case, then
+    step); returns the number of cases created.
+    """
+    with memory_cap(con):
+        return _backfill(con, actor=actor)
+
+
+def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str) -> int:
+    todo = con.execute(f"""
+        SELECT e.event_id, 3 + 2 * {_REWORKS} + ({_RECTIFIED} IS NOT NULL)::INTEGER
+                             + ({_CLOSED} IS NOT NULL)::INTEGER AS n_steps
+        FROM events e WHERE NOT EXISTS (SELECT 1 FROM cases c WHERE c.event_id = e.event_id)
+    """).fetchnumpy()
+    ids = np.asarray(todo["event_id"], dtype=np.int64)
+    if not ids.size:
+        return 0
+    order = np.argsort(ids, kind="stable")
+    ids = ids[order]
+    steps = np.asarray(todo["n_steps"], dtype=np.int64)[order]
+    del todo, order
+    first_log = int(con.execute("SELECT coalesce(max(log_id), 0) FROM case_log").fetchone()[0]) + 1
+    log0 = first_log + np.cumsum(steps) - steps  # each case's first audit row id
+    del steps
+    hours = type_hours(query_frame(con, "SELECT code, deadline_value, deadline_unit FROM problem_types"))
+    con.register("_bf_hours_df", pd.DataFrame({"code": hours.index.astype(str), "hours": hours.to_numpy(float)}))
+    con.execute("CREATE OR REPLACE TEMP TABLE _bf_hours AS SELECT * FROM _bf_hours_df")
+    con.unregister("_bf_hours_df")
+    calendar = WorkCalendar.from_store(con)
+    stamp = now_local()
+    try:
+        for i in range(0, ids.size, BACKFILL_CHUNK):
+            _backfill_chunk(con, ids[i:i + BACKFILL_CHUNK], log0[i:i + BACKFILL_CHUNK], calendar=calendar,
+                            stamp=stamp, actor=actor)
+    finally:
+        for name in ("_bf", "_bf_ids", "_bf_hours"):
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+    return int(ids.size)
+
+
+def _chunk_deadlines(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, lo: int, hi: int,
+                     calendar: WorkCalendar) -> np.ndarray:
+    """Deadlines of the events ``ids`` (sorted, in ``[lo, hi)``) that have none stored, on the working clock
+    (NaT for the others)."""
+    missing = con.execute("""
+        SELECT e.event_id, e.time, h.hours FROM events e JOIN _bf_hours h ON h.code = e.problem_type
+        WHERE e.event_id >= ? AND e.event_id < ? AND e.deadline IS NULL AND e.problem_type IS NOT NULL
+    """, [lo, hi]).fetchnumpy()
+    deadline = np.full(ids.size, np.datetime64("NaT"), dtype="M8[s]")
+    at = np.searchsorted(ids, np.asarray(missing["event_id"], dtype=np.int64))
+    mine = (at < ids.size) & (ids[np.minimum(at, ids.size - 1)] == missing["event_id"])
+    deadline[at[mine]] = calendar.deadlines(np.asarray(missing["time"]).astype("M8[s]")[mine],
+                                            np.asarray(missing["hours"], dtype="float64")[mine])
+    return deadline
+
+
+#: The cases of the chunk's events (temp table ``_bf``, with each case's state and number of audit rows).
+_BF_SQL = f"""
+    CREATE OR REPLACE TEMP TABLE _bf AS
+    SELECT *, CASE WHEN closed_at IS NOT NULL THEN 'closed'
+                   WHEN rectified_at IS NOT NULL THEN 'rectified' ELSE 'dispatched' END AS state,
+              3 + 2 * reworks + (rectified_at IS NOT NULL)::INTEGER
+                + (closed_at IS NOT NULL)::INTEGER AS n_steps
+    FROM (
+        SELECT e.event_id AS case_id, e.event_id, e.source, e.problem_type, e.site_id, s.category_code,
+               e.grid_code, e.community_code, e.street_code, e.district_code,
+               e.time AS found_at, coalesce(e.deadline, k.deadline) AS deadline, {UNIT_SQL},
+               {_CLOSED} AS closed_at, {_RECTIFIED} AS rectified_at, {_REWORKS} AS reworks,
+               e.rebound_of, k.log0
+        FROM _bf_ids k JOIN events e ON e.event_id = k.event_id {UNIT_JOINS}
+        WHERE e.event_id >= ? AND e.event_id < ?
+    )
+"""
+#: The chunk's cases into ``cases``.
+_BF_CASES_SQL = f"""
+    INSERT INTO cases ({CASE_COLUMNS})
+    SELECT case_id, event_id, source, problem_type, site_id, category_code, grid_code,
+           community_code, street_code, district_code, state, found_at, deadline, unit, unit_code,
+           found_at, rectified_at, closed_at, reworks, rebound_of, NULL, ?::TIMESTAMP
+    FROM _bf
+"""
+#: The audit trail of the chunk's cases. Steps of a case with r reworks: 0 found, 1 registered, 2 dispatched;
+#: 3 .. 2 + 2r the rework rounds (the k-th of r rectified at t + span*(2k-1)/(2r+1), sent back at
+#: t + span*2k/(2r+1)); 3 + 2r rectified; 4 + 2r closed. A case's rows are numbered from its log0 on.
+_BF_LOG_SQL = """
+    INSERT INTO case_log
+    SELECT log0 + step, case_id,
+           CASE WHEN step < 3 THEN found_at
+                WHEN step < 3 + 2 * reworks THEN found_at + to_microseconds(
+                    greatest(epoch_us(coalesce(rectified_at, deadline, found_at)) - epoch_us(found_at), 0)
+                    * (step - 2) // (2 * reworks + 1) // 1000000 * 1000000)
+                WHEN step = 3 + 2 * reworks THEN rectified_at ELSE closed_at END,
+           ?,
+           CASE WHEN step = 0 THEN NULL WHEN step = 1 THEN 'found' WHEN step = 2 THEN 'registered'
+                WHEN step < 3 + 2 * reworks
+                    THEN CASE WHEN (step - 3) % 2 = 0 THEN 'dispatched' ELSE 'rectified' END
+                WHEN step = 3 + 2 * reworks THEN 'dispatched' ELSE 'rectified' END,
+           CASE WHEN step = 0 THEN 'found' WHEN step = 1 THEN 'registered' WHEN step = 2 THEN 'dispatched'
+                WHEN step < 3 + 2 * reworks
+                    THEN CASE WHEN (step - 3) % 2 = 0 THEN 'rectified' ELSE 'dispatched' END
+                WHEN step = 3 + 2 * reworks THEN 'rectified' ELSE 'closed' END,
+           NULL,
+           CASE WHEN step = 2 OR (step < 3 + 2 * reworks AND (step - 3) % 2 = 1) THEN unit END,
+           NULL
+    FROM (SELECT case_id, found_at, deadline, rectified_at, closed_at, reworks, unit, log0,
+                 unnest(range(n_steps::BIGINT)) AS step FROM _bf)
+"""
+#: The event carries its case's state (only rows that differ are written).
+_BF_SYNC_SQL = """
+    UPDATE events SET status = CASE WHEN b.state = 'closed' THEN 'closed' ELSE 'open' END,
+           deadline = b.deadline, rectified_at = b.rectified_at, closed_at = b.closed_at,
+           reopened = b.reworks, rebound_of = b.rebound_of
+    FROM _bf b WHERE events.event_id = b.event_id AND events.event_id >= ? AND events.event_id < ?
+      AND (events.status IS DISTINCT FROM CASE WHEN b.state = 'closed' THEN 'closed' ELSE 'open' END
+           OR events.deadline IS DISTINCT FROM b.deadline
+           OR events.rectified_at IS DISTINCT FROM b.rectified_at
+           OR events.closed_at IS DISTINCT FROM b.closed_at
+           OR events.reopened IS DISTINCT FROM b.reworks
+           OR events.rebound_of IS DISTINCT FROM b.rebound_of)
+"""
+
+
+def _backfill_chunk(con: duckdb.DuckDBPyConnection, ids: np.ndarray, log0: np.ndarray, *, calendar: WorkCalendar,
+                    stamp: datetime, actor: str) -> None:
+    """Cases and audit trails of the events ``ids`` (sorted), their audit rows numbered from ``log0`` on."""
+    lo, hi = int(ids[0]), int(ids[-1]) + 1  # the id range lets DuckDB skip the rest
+    deadline = _chunk_deadlines(con, ids, lo=lo, hi=hi, calendar=calendar)
+    con.register("_bf_ids_df", pd.DataFrame({"event_id": ids, "log0": log0, "deadline": deadline}))
+    con.execute("CREATE OR REPLACE TEMP TABLE _bf_ids AS SELECT * FROM _bf_ids_df")
+    con.unregister("_bf_ids_df")
+    con.execute(_BF_SQL, [lo, hi])
+    con.execute(_BF_CASES_SQL, [stamp])
+    con.execute(_BF_LOG_SQL, [actor])
+    con.execute(_BF_SYNC_SQL, [lo, hi])
+
+
+def backfill_db(db: str | os.PathLike, *, actor: str = "import") -> int:
+    """:func:`backfill` as one atomic write on the database file ``db``."""
+    with writing(db) as con:
+        return backfill(con, actor=actor)

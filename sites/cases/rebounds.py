@@ -1,0 +1,349 @@
+"""Rebounds (回头看): a new case of the same problem type at the same site, or within ``rebound_radius_m`` metres,
+found within ``rebound_days`` days after an earlier case was closed, is linked to the most recent such case
+(``rebound_of``)."""
+
+from __future__ import annotations
+
+import itertools
+import math
+
+import duckdb
+import numpy as np
+import pandas as pd
+from civicgrid.sites.cases._memory import memory_cap
+from civicgrid.sites.cases.config import get_settings
+
+#: Rows (new cases plus earlier closed cases) :func:`link_rebounds` holds in memory at once; a batch holds
+#: whole problem types, so one type larger than this is still handled in one batch.
+REBOUND_BATCH_ROWS = 2_000_000
+#: Sphere of the rebound distance (metres; the IUGG mean Earth radius) and metres per degree of latitude on it.
+EARTH_RADIUS_M = 6371008.8
+_M_PER_DEG = EARTH_RADIUS_M * math.pi / 180
+
+
+def haversine_m(lat1, lng1, lat2, lng2, cos1=None, cos2=None) -> np.ndarray:
+    """Great-circle distance in metres on the sphere of radius :data:`EARTH_RADIUS_M` (degrees in).
+
+    ``cos1``, ``cos2``: the cosines of the latitudes, when already known.
+    """
+    cos1 = np.cos(np.radians(lat1)) if cos1 is None else cos1
+    cos2 = np.cos(np.radians(lat2)) if cos2 is None else cos2
+    a = (np.sin(np.radians(np.subtract(lat2, lat1)) / 2) ** 2
+         + cos1 * cos2 * np.sin(np.radians(np.subtract(lng2, lng1)) / 2) ** 2)
+    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
+
+
+class _Closures:
+    """Earlier closed cases sorted by (bucket key, closed_at, case_id); each key's cases are one segment.
+
+    ``rank`` is each closure time's rank among all times of the batch (closures and findings) and ``n_ranks``
+    their number, so that (segment, time) pairs become single integers ordered like the pairs.
+    """
+
+    def __init__(self, key, closed, ids, rank, n_ranks: int, lat=None, lng=None) -> None:
+        order = np.lexsort((ids, closed, key))
+        self.closed, self.ids = closed[order], ids[order]
+        self.lat = None if lat is None else lat[order]
+        self.lng = None if lng is None else lng[order]
+        self.cos = None if lat is None else np.cos(np.radians(self.lat))
+        self.keys, self.start, seg = np.unique(key[order], return_index=True, return_inverse=True)
+        self.end = np.append(self.start[1:], len(order))
+        self.n_ranks = int(n_ranks)
+        self.pair = seg.astype(np.int64) * self.n_ranks + rank[order]  # sorted: (segment, time rank)
+
+    def improve(self, q, key, found, rank, start, self_id, best_c, best_i, lat=None, lng=None, cos=None,
+                radius=None) -> None:
+        """Raise ``(best_c, best_i)`` of queries ``q`` to the latest closure of their segment that qualifies.
+
+        A closure qualifies when it was closed in ``[start, found)``, is another case and, with ``radius``,
+        lies within ``radius`` metres. The walk goes back from the last closure before ``found`` (one
+        ``searchsorted`` on the (segment, time rank) pairs) in (closed_at, case_id) order and stops at the
+        first that qualifies, at the window's start, or at the best closure found so far (``best_c``,
+        ``best_i``, updated in place), checking 1, 2, 4, … 64 closures at a time.
+        """
+        if not len(self.keys) or not len(q):
+            return
+        seg = np.minimum(np.searchsorted(self.keys, key), len(self.keys) - 1)
+        hit = self.keys[seg] == key
+        lo = self.start[seg]
+        pos = np.searchsorted(self.pair, seg * self.n_ranks + rank[q]) - 1  # last closure before found
+        act = np.flatnonzero(hit & (pos >= lo))
+        width = 1
+        while act.size:
+            idx = q[act]
+            cand = pos[act, None] - np.arange(width)
+            valid = cand >= lo[act, None]
+            cand = np.where(valid, cand, lo[act, None])
+            oc, oi = self.closed[cand], self.ids[cand]
+            bc, bi = best_c[idx, None], best_i[idx, None]
+            # eligible: in the window and better than the best so far (both stay false once false on the walk)
+            go = valid & (oc >= start[idx, None]) & ((oc > bc) | ((oc == bc) & (oi > bi)))
+            ok = go & (oi != self_id[idx, None])
+            if radius is not None:
+                ok &= haversine_m(lat[idx, None], lng[idx, None], self.lat[cand], self.lng[cand],
+                                  cos[idx, None], self.cos[cand]) <= radius
+            got = ok.any(axis=1)
+            rows = np.flatnonzero(got)
+            j = ok[rows].argmax(axis=1)
+            best_c[idx[rows]] = oc[rows, j]
+            best_i[idx[rows]] = oi[rows, j]
+            more = ~got & go.all(axis=1)
+            pos[act] -= width
+            act = act[more]
+            width = min(2 * width, 64)
+
+
+def _grid_keys(t, lat, lng, *, c0: float, radius: float, n_types: int):
+    """Square buckets of side just over ``2 * radius`` metres: (gx, gy), the position in the bucket (0..1 in x
+    and y) and a key function of (type, gx, gy).
+
+    North-south metres per degree are exact on the sphere; east-west ones are scaled by ``c0`` (the cosine of
+    the largest latitude), so bucket distances never exceed true ones: a point within ``radius`` of another
+    lies in its bucket or in a neighbour across the nearer side in x, in y, or both (the farther sides are
+    more than ``radius`` away). The side grows when the key would not fit in 62 bits.
+    """
+    side = 2.02 * radius
+    while True:
+        y, x = lat * _M_PER_DEG / side, lng * _M_PER_DEG * c0 / side
+        gy, gx = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
+        x0, y0 = (int(gx.min()), int(gy.min())) if len(gx) else (0, 0)
+        nx = (int(gx.max()) - x0 + 3) if len(gx) else 3
+        ny = (int(gy.max()) - y0 + 3) if len(gy) else 3
+        if n_types * nx * ny < 2**62:
+            break
+        side *= 2.0
+
+    def key(ti, ix, iy):
+        return (ti.astype(np.int64) * nx + (ix - x0 + 1)) * ny + (iy - y0 + 1)
+
+    return gx, gy, x - gx, y - gy, key
+
+
+def _rebound_batch(new: dict, old: dict, *, radius: float, window_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """Links (case_id, old case_id) of one batch of new cases against the earlier closed cases of their types."""
+    n = len(new["case_id"])
+    best_c = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    best_i = np.full(n, np.iinfo(np.int64).min, dtype=np.int64)
+    found, self_id = new["found_us"], new["case_id"]
+    start = found - window_us
+    n_types = int(max(new["t"].max(initial=0), old["t"].max(initial=0))) + 1
+    times, rank = np.unique(np.concatenate([found, old["closed_us"]]), return_inverse=True)
+    n_ranks = len(times) + 1
+    new_rank, old_rank = rank[:n].astype(np.int64), rank[n:].astype(np.int64)
+    del times, rank
+    # 1. the same site: buckets (type, site)
+    qs, os_ = np.flatnonzero(new["has_site"]), np.flatnonzero(old["has_site"])
+    if qs.size and os_.size:
+        _, site = np.unique(np.concatenate([new["site"][qs], old["site"][os_]]), return_inverse=True)
+        n_sites = int(site.max()) + 1
+        qkey = new["t"][qs].astype(np.int64) * n_sites + site[:qs.size]
+        okey = old["t"][os_].astype(np.int64) * n_sites + site[qs.size:]
+        index = _Closures(okey, old["closed_us"][os_], old["case_id"][os_], old_rank[os_], n_ranks)
+        order = np.lexsort((found[qs], qkey))  # queries in index order: searches touch memory in sequence
+        index.improve(qs[order], qkey[order], found, new_rank, start, self_id, best_c, best_i)
+    # 2. within the radius: buckets (type, grid square), each new case against its square and 3 neighbours
+    qf = np.flatnonzero(np.isfinite(new["lat"]) & np.isfinite(new["lng"]))
+    of = np.flatnonzero(np.isfinite(old["lat"]) & np.isfinite(old["lng"]))
+    if qf.size and of.size:
+        lat = np.concatenate([new["lat"][qf], old["lat"][of]])
+        lng = np.concatenate([new["lng"][qf], old["lng"][of]])
+        c0 = math.cos(math.radians(min(float(np.abs(lat).max()), 89.9)))
+        t = np.concatenate([new["t"][qf], old["t"][of]])
+        gx, gy, fx, fy, key = _grid_keys(t, lat, lng, c0=c0, radius=radius, n_types=n_types)
+        m = qf.size
+        fx, fy = fx[:m], fy[:m]
+        index = _Closures(key(t[m:], gx[m:], gy[m:]), old["closed_us"][of], old["case_id"][of], old_rank[of],
+                          n_ranks, lat[m:], lng[m:])
+        qkey = key(t[:m], gx[:m], gy[:m])
+        order = np.lexsort((found[qf], qkey))  # queries in index order (a neighbour's key is a constant shift)
+        qf, qkey = qf[order], qkey[order]
+        qx, qy, qt = gx[:m][order], gy[:m][order], t[:m][order]
+        del lat, lng, t, gx, gy
+        cos = np.cos(np.radians(new["lat"]))
+        # the square of each new case and the neighbour across its nearer side, in x, in y and diagonally
+        ex, ey = np.where(fx[order] < 0.5, -1, 1), np.where(fy[order] < 0.5, -1, 1)
+        for dx, dy in ((0, 0), (ex, 0), (0, ey), (ex, ey)):
+            index.improve(qf, key(qt, qx + dx, qy + dy), found, new_rank, start, self_id, best_c, best_i,
+                          lat=new["lat"], lng=new["lng"], cos=cos, radius=radius)
+    linked = best_i != np.iinfo(np.int64).min
+    return self_id[linked], best_i[linked]
+
+
+def link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids=None, radius_m: float | None = None,
+                  days: float | None = None) -> int:
+    """Link cases to the earlier closed case they repeat (回头看); return the number of links set.
+
+    A case ``c`` rebounds from ``o`` when both have the same problem type, they are at the same site or within
+    ``radius_m`` metres (great-circle distance of the events' points on a sphere of radius 6,371,008.8 m), and
+    ``o`` was closed before ``c`` was found, at most ``days`` days before. The most recent such closure wins
+    (on a tie, the larger case id). Cases already linked keep their link.
+
+    Near-linear at any size: the closed cases are sorted by (type, site, closed_at) and by (type, square of
+    side ``2 × radius_m``, closed_at); each new case searches its site, its square and the 3 squares across
+    its nearer sides for the last closure before it was found, and walks back only until one qualifies, the
+    window ends or the best so far is older. No candidate pairs are materialised; memory is bounded by
+    batches of whole problem types (:data:`REBOUND_BATCH_ROWS`).
+
+    Parameters
+    ----------
+    con
+        A read-write connection (inside :func:`geo.store.writing`).
+    case_ids
+        Cases to link (a list or array; default: every unlinked case).
+    radius_m, days
+        Default: the settings ``rebound_radius_m`` and ``rebound_days``.
+    """
+    with memory_cap(con):
+        return _link_rebounds(con, case_ids=case_ids, radius_m=radius_m, days=days)
+
+
+def _link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids, radius_m, days) -> int:
+    cfg = get_settings(con)
+    radius = float(radius_m if radius_m is not None else cfg["rebound_radius_m"])
+    window = float(days if days is not None else cfg["rebound_days"])
+    window_us = math.floor(window * 86400e6 + 0.5)
+    ranges = _case_id_ranges(con)
+    if case_ids is not None:
+        ids = np.unique(np.asarray(case_ids, dtype=np.int64))
+        if not ids.size or not ranges:
+            return 0
+        con.register("_link_ids_df", pd.DataFrame({"case_id": ids}))
+        con.execute("CREATE OR REPLACE TEMP TABLE _link_ids AS SELECT * FROM _link_ids_df")
+        con.unregister("_link_ids_df")
+        del ids
+        subset = "AND c.case_id IN (SELECT case_id FROM _link_ids WHERE case_id >= $lo AND case_id < $hi)"
+    else:
+        subset = ""
+    try:
+        types = _collect_cases(con, ranges, subset=subset, window_us=window_us)
+        if types is None:
+            return 0
+        links = []
+        for tlo, thi in _type_batches(con, types):
+            new = _fetch_points(con, "_reb_new", "found_us", tlo, thi)
+            old = _fetch_points(con, "_reb_old", "closed_us", tlo, thi)
+            links.append(_rebound_batch(new, old, radius=radius, window_us=window_us))
+            del new, old
+        case_id = np.concatenate([a for a, _ in links])
+        old_id = np.concatenate([b for _, b in links])
+        del links
+        if not case_id.size:
+            return 0
+        _write_links(con, case_id, old_id)
+        return int(case_id.size)
+    finally:
+        for name in ("_link_ids", "_reb_new", "_reb_old", "_reb_types", "_reb", "_reb_ev"):
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _collect_cases(con: duckdb.DuckDBPyConnection, ranges: list[dict[str, int]], *, subset: str,
+                   window_us: int) -> pd.DataFrame | None:
+    """Fill the temp tables ``_reb_new`` (the cases to link), ``_reb_types`` (their problem types, numbered ``t``)
+    and ``_reb_old`` (the closed cases that can matter to them); return the types with their counts of new
+    cases, or None when there is nothing to link."""
+    # In ranges of case ids, so that DuckDB's joins stay small at any number of cases.
+    con.execute("CREATE OR REPLACE TEMP TABLE _reb_new (case_id BIGINT, problem_type VARCHAR, site_id BIGINT, "
+                "found_us BIGINT, lat DOUBLE, lng DOUBLE)")
+    for part in ranges:
+        con.execute(f"""
+            INSERT INTO _reb_new
+            SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.found_at), e.lat, e.lng
+            FROM cases c JOIN events e ON e.event_id = c.event_id
+            WHERE c.case_id >= $lo AND c.case_id < $hi AND e.event_id BETWEEN $elo AND $ehi
+              AND c.rebound_of IS NULL AND c.problem_type IS NOT NULL AND c.found_at IS NOT NULL {subset}
+        """, part)
+    con.execute("DROP TABLE IF EXISTS _link_ids")
+    # Per type: the closures that can matter are those in [first found - window, last found).
+    types = con.execute("""
+        SELECT problem_type, count(*) AS n, min(found_us) AS lo, max(found_us) AS hi
+        FROM _reb_new GROUP BY problem_type ORDER BY problem_type
+    """).df()
+    if types.empty:
+        return None
+    types["t"] = np.arange(len(types), dtype=np.int32)
+    types["lo"] = types["lo"] - window_us
+    con.register("_reb_types_df", types[["problem_type", "t", "lo", "hi"]])
+    con.execute("CREATE OR REPLACE TEMP TABLE _reb_types AS SELECT * FROM _reb_types_df")
+    con.unregister("_reb_types_df")
+    con.execute("CREATE OR REPLACE TEMP TABLE _reb_old (case_id BIGINT, problem_type VARCHAR, site_id BIGINT, "
+                "closed_us BIGINT, lat DOUBLE, lng DOUBLE)")
+    for part in ranges:
+        con.execute("""
+            INSERT INTO _reb_old
+            SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at), e.lat, e.lng
+            FROM cases c JOIN _reb_types t ON t.problem_type = c.problem_type
+            JOIN events e ON e.event_id = c.event_id
+            WHERE c.case_id >= $lo AND c.case_id < $hi AND e.event_id BETWEEN $elo AND $ehi
+              AND c.state = 'closed' AND c.closed_at IS NOT NULL
+              AND epoch_us(c.closed_at) >= t.lo AND epoch_us(c.closed_at) < t.hi
+        """, part)
+    return types
+
+
+def _type_batches(con: duckdb.DuckDBPyConnection, types: pd.DataFrame) -> list[tuple[int, int]]:
+    """Batches of consecutive whole problem types (``t`` from, to), up to :data:`REBOUND_BATCH_ROWS` new and
+    closed cases each (one type larger than that is a batch of its own)."""
+    counts = types.set_index("problem_type")["n"].add(
+        con.execute("SELECT problem_type, count(*) AS n FROM _reb_old GROUP BY problem_type").df()
+        .set_index("problem_type")["n"], fill_value=0).reindex(types["problem_type"]).to_numpy()
+    batch = np.zeros(len(types), dtype=np.int64)
+    rows = 0
+    for i, c in enumerate(counts):  # consecutive whole types, up to REBOUND_BATCH_ROWS rows per batch
+        if rows and rows + c > REBOUND_BATCH_ROWS:
+            batch[i:] += 1
+            rows = 0
+        rows += c
+    return [(int(types["t"][batch == b].min()), int(types["t"][batch == b].max()))
+            for b in range(int(batch.max()) + 1)]
+
+
+def _write_links(con: duckdb.DuckDBPyConnection, case_id: np.ndarray, old_id: np.ndarray) -> None:
+    """Set ``rebound_of`` of cases ``case_id`` to ``old_id``, and of their events."""
+    con.register("_reb_df", pd.DataFrame({"case_id": case_id, "old_id": old_id}))
+    con.execute("CREATE OR REPLACE TEMP TABLE _reb AS SELECT * FROM _reb_df ORDER BY case_id")
+    con.unregister("_reb_df")
+    con.execute("UPDATE cases SET rebound_of = r.old_id FROM _reb r WHERE cases.case_id = r.case_id")
+    # the events carry the link (only rebound_of changed: one column, not a full case sync), in ranges
+    con.execute("CREATE OR REPLACE TEMP TABLE _reb_ev AS SELECT c.event_id, r.old_id FROM cases c "
+                "JOIN _reb r ON r.case_id = c.case_id ORDER BY c.event_id")
+    for lo, hi in _id_ranges(con, "_reb_ev", "event_id"):
+        con.execute("""
+            UPDATE events SET rebound_of = r.old_id FROM _reb_ev r
+            WHERE events.event_id >= $lo AND events.event_id < $hi AND r.event_id >= $lo AND r.event_id < $hi
+              AND events.event_id = r.event_id AND events.rebound_of IS DISTINCT FROM r.old_id
+        """, {"lo": lo, "hi": hi})
+
+
+def _case_id_ranges(con: duckdb.DuckDBPyConnection) -> list[dict[str, int]]:
+    """Parts of about :data:`REBOUND_BATCH_ROWS` cases: ``[lo, hi)`` of their case ids and ``[elo, ehi]`` of
+    their event ids (both bounds let DuckDB skip the rest of ``cases`` and ``events``)."""
+    out = []
+    for lo, hi in _id_ranges(con, "cases", "case_id"):
+        elo, ehi = con.execute("SELECT min(event_id), max(event_id) FROM cases WHERE case_id >= ? AND case_id < ?",
+                               [lo, hi]).fetchone()
+        if elo is not None:
+            out.append({"lo": lo, "hi": hi, "elo": int(elo), "ehi": int(ehi)})
+    return out
+
+
+def _id_ranges(con: duckdb.DuckDBPyConnection, table: str, column: str) -> list[tuple[int, int]]:
+    """``[lo, hi)`` ranges of an id column splitting a table into parts of about :data:`REBOUND_BATCH_ROWS`."""
+    lo, hi, n = con.execute(f"SELECT min({column}), max({column}), count(*) FROM {table}").fetchone()
+    if not n:
+        return []
+    parts = max(1, -(-int(n) // REBOUND_BATCH_ROWS))
+    inner = np.linspace(int(lo), int(hi) + 1, parts + 1)[1:-1].round().astype(np.int64).tolist()
+    edges = sorted({int(lo), *inner, int(hi) + 1})
+    return list(itertools.pairwise(edges))
+
+
+def _fetch_points(con: duckdb.DuckDBPyConnection, table: str, time_col: str, tlo: int,
+                  thi: int) -> dict[str, np.ndarray]:
+    """Columns of the cases of types ``tlo..thi`` of a rebound temp table as numpy arrays."""
+    got = con.execute(f"""
+        SELECT x.case_id, t.t, x.site_id IS NOT NULL AS has_site, coalesce(x.site_id, 0) AS site,
+               x.{time_col}, coalesce(x.lat, 'nan'::DOUBLE) AS lat, coalesce(x.lng, 'nan'::DOUBLE) AS lng
+        FROM {table} x JOIN _reb_types t ON t.problem_type = x.problem_type
+        WHERE t.t BETWEEN ? AND ?
+    """, [tlo, thi]).fetchnumpy()
+    return {k: np.asarray(v) for k, v in got.items()}

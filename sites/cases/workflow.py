@@ -1,0 +1,390 @@
+"""The case workflow: opening a case, moving it through its states with an audit trail, and reading cases.
+
+A **case** follows one event (an inspection hit or a complaint needing action) and has the event's id
+(``case_id == event_id``). Its states follow the digital city-management workflow (GB/T 30428):
+``found → registered → dispatched → rectified → closed``, and ``rectified → dispatched`` when verification
+fails (返工, rework). Every other move is refused with :class:`~civicgrid.geo.errors.ConflictError` and changes
+nothing. Every transition is a row of ``case_log`` (who, when, from, to, note, unit, photo), and the linked
+event is kept in sync (``status``, ``deadline``, ``rectified_at``, ``closed_at``, ``reopened``,
+``rebound_of``), so the heatmap's ``status`` filters read the case state.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+import os
+from datetime import datetime, timedelta
+
+import duckdb
+import numpy as np
+import pandas as pd
+from civicgrid.geo.aggregate import area_level
+from civicgrid.geo.coords import to_wgs84
+from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
+from civicgrid.geo.store import Store, writing
+from civicgrid.grids.locate import locate_points
+from civicgrid.sites.cases._sql import (
+    CASE_COLUMNS,
+    UNIT_CODE_EXPR,
+    UNIT_EXPR,
+    UNIT_JOINS,
+    StoreOrConnection,
+    query_frame,
+)
+from civicgrid.sites.cases.calendar import compute_deadlines, now_local, to_timestamp
+from civicgrid.sites.cases.rebounds import link_rebounds
+
+#: Case states in workflow order.
+STATES = ("found", "registered", "dispatched", "rectified", "closed")
+#: Chinese names of the states.
+STATE_ZH = {"found": "发现", "registered": "立案", "dispatched": "派遣", "rectified": "已整改", "closed": "结案"}
+#: Actions and the (from, to) move each makes. ``rework`` (返工) sends a rectified case back.
+ACTIONS: dict[str, tuple[str, str]] = {
+    "register": ("found", "registered"),
+    "dispatch": ("registered", "dispatched"),
+    "rectify": ("dispatched", "rectified"),
+    "close": ("rectified", "closed"),
+    "rework": ("rectified", "dispatched"),
+}
+#: Legal moves: from state -> allowed next states.
+NEXT_STATES: dict[str, tuple[str, ...]] = {
+    s: tuple(t for a, (f, t) in ACTIONS.items() if f == s) for s in STATES
+}
+
+
+# --------------------------------------------------------------------------------------------------
+# Reading cases
+# --------------------------------------------------------------------------------------------------
+
+
+def _case_row(con: StoreOrConnection, case_id: int) -> dict:
+    row = query_frame(con, f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id = ?", [int(case_id)])
+    if row.empty:
+        near = query_frame(con, "SELECT min(case_id) AS lo, max(case_id) AS hi, count(*) AS n FROM cases")
+        near = near.iloc[0]
+        hint = f"case ids run {int(near.lo)}..{int(near.hi)}" if near.n else "there are no cases yet"
+        msg = f"no case {case_id}; {hint} (a case has the id of its event)"
+        raise NotFoundError(msg)
+    return {k: _py(v) for k, v in row.iloc[0].to_dict().items()}
+
+
+def _py(v):
+    if v is None or (isinstance(v, float) and math.isnan(v)) or v is pd.NaT or (
+            not isinstance(v, str | bytes) and pd.api.types.is_scalar(v) and pd.isna(v)):
+        return None
+    if isinstance(v, pd.Timestamp):
+        return v.to_pydatetime()
+    if isinstance(v, np.integer):
+        return int(v)
+    if isinstance(v, np.floating):
+        return float(v)
+    return v
+
+
+def get_case(store: StoreOrConnection, case_id: int) -> dict:
+    """One case as a dict, with ``log`` (its audit trail, oldest first) and ``next`` (legal next states)."""
+    case = _case_row(store, case_id)
+    case["log"] = case_log(store, case_id).to_dict("records")
+    case["log"] = [{k: _py(v) for k, v in r.items()} for r in case["log"]]
+    case["next"] = list(NEXT_STATES[case["state"]])
+    return case
+
+
+def case_log(store: StoreOrConnection, case_id: int) -> pd.DataFrame:
+    """The audit trail of a case: ``log_id, at, actor, from_state, to_state, note, unit, photo``, oldest first."""
+    _case_row(store, case_id)
+    return query_frame(store, "SELECT log_id, changed_at, actor, from_state, to_state, note, unit, photo "
+                              "FROM case_log WHERE case_id = ? ORDER BY log_id", [int(case_id)])
+
+
+def list_cases(store: Store, *, state: str | None = None, area: str | None = None, site_id: int | None = None,
+               overdue: bool | None = None, as_of=None, limit: int = 100, offset: int = 0) -> pd.DataFrame:
+    """Cases, newest first, filtered by state, area (any district/street/community/grid code), site, overdue.
+
+    ``overdue``: not closed and past its deadline at ``as_of`` (default now).
+    """
+    where, params = ["TRUE"], []
+    if state:
+        if state not in STATES:
+            msg = f"unknown state {state!r}; states: {', '.join(STATES)}"
+            raise InvalidParameterError(msg)
+        where.append("state = ?")
+        params.append(state)
+    if area:
+        area_level(store, str(area))  # an unknown code raises NotFoundError naming the closest ones
+        where.append("? IN (grid_code, community_code, street_code, district_code)")
+        params.append(str(area))
+    if site_id is not None:
+        if query_frame(store, "SELECT 1 FROM sites WHERE site_id = ?", [int(site_id)]).empty:
+            msg = f"no site {site_id} in the sample frame"
+            raise NotFoundError(msg)
+        where.append("site_id = ?")
+        params.append(int(site_id))
+    if overdue is not None:
+        t = to_timestamp(as_of, field="as_of") if as_of is not None else now_local()
+        cond = "(state <> 'closed' AND deadline < ?)"
+        where.append(cond if overdue else f"NOT {cond}")
+        params.append(t)
+    if not 0 < int(limit) <= 10_000 or int(offset) < 0:
+        msg = f"limit must be 1..10000 and offset >= 0, got limit={limit}, offset={offset}"
+        raise InvalidParameterError(msg)
+    return query_frame(store, f"SELECT {CASE_COLUMNS} FROM cases WHERE {' AND '.join(where)} "
+                              f"ORDER BY found_at DESC, case_id DESC LIMIT {int(limit)} OFFSET {int(offset)}", params)
+
+
+# --------------------------------------------------------------------------------------------------
+# Writing: create and transition
+# --------------------------------------------------------------------------------------------------
+
+
+def _sync_events(con: duckdb.DuckDBPyConnection, case_ids_sql: str, params=None) -> None:
+    """Copy the case state onto the linked events (status, deadline, rectified_at, closed_at, reopened, rebound)."""
+    con.execute(f"""
+        UPDATE events SET status = CASE WHEN c.state = 'closed' THEN 'closed' ELSE 'open' END,
+               deadline = c.deadline, rectified_at = c.rectified_at, closed_at = c.closed_at,
+               reopened = c.reworks, rebound_of = c.rebound_of
+        FROM cases c WHERE events.event_id = c.event_id AND c.case_id IN ({case_ids_sql})
+          AND (events.status IS DISTINCT FROM CASE WHEN c.state = 'closed' THEN 'closed' ELSE 'open' END
+               OR events.deadline IS DISTINCT FROM c.deadline OR events.rectified_at IS DISTINCT FROM c.rectified_at
+               OR events.closed_at IS DISTINCT FROM c.closed_at OR events.reopened IS DISTINCT FROM c.reworks
+               OR events.rebound_of IS DISTINCT FROM c.rebound_of)
+    """, params)
+
+
+def _log(con: duckdb.DuckDBPyConnection, case_id: int, at: datetime, actor: str, from_state, to_state: str, note=None,
+         unit=None, photo=None) -> None:
+    con.execute("INSERT INTO case_log SELECT coalesce(max(log_id), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ? FROM case_log",
+                [int(case_id), at, actor, from_state, to_state, note, unit, photo])
+
+
+def _actor(actor) -> str:
+    name = (actor or "").strip() if isinstance(actor, str) else ""
+    if not name:
+        msg = "actor (who makes the change) is required"
+        raise InvalidParameterError(msg)
+    return name
+
+
+def _resolve_type(con: duckdb.DuckDBPyConnection, problem_type) -> str:
+    types = con.execute("SELECT code, name_zh, name_en FROM problem_types").df()
+    key = str(problem_type).strip()
+    for col in ("code", "name_zh", "name_en"):
+        hit = types[types[col].astype(str).str.lower() == key.lower()]
+        if len(hit):
+            return str(hit["code"].iloc[0])
+    labels = [f"{r.code} {r.name_zh}" for r in types.itertuples()]
+    close = difflib.get_close_matches(key, list(types["name_zh"]) + list(types["code"]), n=3, cutoff=0.3)
+    msg = (f"unknown problem type {problem_type!r}; closest: {', '.join(close) or ', '.join(labels[:3])} "
+           "(a 小类 code such as 0201 or its name)")
+    raise NotFoundError(msg)
+
+
+def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = None, problem_type: str | None = None,
+                lng: float | None = None, lat: float | None = None, crs: str = "wgs84", site_id: int | None = None,
+                time=None, text: str | None = None, source: str = "inspection", note: str | None = None,
+                dispatch: bool = False, unit: str | None = None) -> dict:
+    """Open a case (state ``found``) for an existing event, or for a new event reported now.
+
+    Parameters
+    ----------
+    db
+        Database file (written atomically).
+    actor
+        Who opens the case (kept in the audit trail).
+    event_id
+        An existing event without a case. Otherwise a new event is created from ``problem_type`` and a
+        location: ``lng``/``lat`` (in ``crs``: wgs84, gcj02, bd09, ...) or the ``site_id`` of a sample-frame
+        site (its representative point), found at ``time`` (default now), with ``text`` and ``source``.
+    note
+        Note for the audit trail.
+    dispatch
+        Also register and dispatch the case in the same write (to ``unit`` or the automatic unit).
+
+    Returns
+    -------
+    dict
+        The case as :func:`get_case` returns it. Its deadline is computed from the problem type on the
+        working clock; ``rebound_of`` links it to an earlier closed case it repeats.
+    """
+    actor = _actor(actor)
+    at_now = now_local()
+    with writing(db) as con:
+        if event_id is not None:
+            ev = con.execute("SELECT event_id, time, problem_type FROM events WHERE event_id = ?",
+                             [int(event_id)]).df()
+            if ev.empty:
+                msg = f"no event {event_id}; event ids run " + "..".join(
+                    str(x) for x in con.execute("SELECT min(event_id), max(event_id) FROM events").fetchone())
+                raise NotFoundError(msg)
+            if con.execute("SELECT count(*) FROM cases WHERE event_id = ?", [int(event_id)]).fetchone()[0]:
+                msg = f"event {event_id} already has case {event_id}; move that case instead"
+                raise ConflictError(msg)
+            eid = int(event_id)
+            found_at = pd.Timestamp(ev["time"].iloc[0]).to_pydatetime()
+            ptype = ev["problem_type"].iloc[0]
+        else:
+            eid, found_at, ptype = _new_event(con, problem_type=problem_type, lng=lng, lat=lat, crs=crs,
+                                              site_id=site_id, time=time, text=text, source=source, now=at_now)
+        deadline = None
+        if ptype is not None and not pd.isna(ptype):
+            dl = compute_deadlines(con, [np.datetime64(found_at, "s")], [ptype])[0]
+            deadline = None if np.isnat(dl) else pd.Timestamp(dl).to_pydatetime()
+        con.execute(f"""
+            INSERT INTO cases ({CASE_COLUMNS})
+            SELECT e.event_id, e.event_id, e.source, e.problem_type, e.site_id, s.category_code, e.grid_code,
+                   e.community_code, e.street_code, e.district_code, 'found', e.time, ?::TIMESTAMP,
+                   {UNIT_EXPR}, {UNIT_CODE_EXPR},
+                   NULL, NULL, NULL, 0, NULL, NULL, ?::TIMESTAMP
+            FROM events e {UNIT_JOINS} WHERE e.event_id = ?
+        """, [deadline, at_now, eid])
+        _log(con, eid, found_at, actor, None, "found", note)
+        link_rebounds(con, case_ids=[eid])
+        if dispatch:
+            _transition(con, eid, "registered", actor=actor, at=max(at_now, found_at), note=None)
+            _transition(con, eid, "dispatched", actor=actor, at=max(at_now, found_at), note=None, unit=unit)
+        _sync_events(con, "?", [eid])
+        return get_case(con, eid)
+
+
+def _new_event(con: duckdb.DuckDBPyConnection, *, problem_type, lng, lat, crs, site_id, time, text, source,
+               now) -> tuple[int, datetime, str]:
+    if source not in ("complaint", "inspection"):
+        msg = f"source must be complaint or inspection, got {source!r}"
+        raise InvalidParameterError(msg)
+    if problem_type is None:
+        msg = "a new case needs event_id, or problem_type and a location (lng/lat or site_id)"
+        raise InvalidParameterError(msg)
+    ptype = _resolve_type(con, problem_type)
+    if site_id is not None:
+        site = con.execute("SELECT lng, lat FROM sites WHERE site_id = ?", [int(site_id)]).fetchone()
+        if site is None:
+            msg = f"no site {site_id} in the sample frame"
+            raise NotFoundError(msg)
+        if lng is None or lat is None:
+            x, y = float(site[0]), float(site[1])
+        else:
+            x, y = (float(v[0]) for v in to_wgs84([lng], [lat], crs))
+    elif lng is not None and lat is not None:
+        x, y = (float(v[0]) for v in to_wgs84([lng], [lat], crs))
+    else:
+        msg = "a new case needs a location: lng and lat, or site_id"
+        raise InvalidParameterError(msg)
+    if not (-180 <= x <= 180 and -90 <= y <= 90):
+        msg = f"coordinates out of range: lng={lng}, lat={lat}"
+        raise InvalidParameterError(msg)
+    found_at = to_timestamp(time, field="time") if time is not None else now
+    if found_at > now + timedelta(minutes=5):
+        msg = f"time {found_at} is in the future (now {now})"
+        raise InvalidParameterError(msg)
+    loc = locate_points(con, np.array([x]), np.array([y])).iloc[0]
+    eid = int(con.execute("SELECT coalesce(max(event_id), 0) + 1 FROM events").fetchone()[0])
+    vals = {c: (None if pd.isna(loc[c]) else str(loc[c])) for c in
+            ("grid_code", "community_code", "street_code", "district_code")}
+    con.execute("""
+        INSERT INTO events (event_id, source, external_id, problem_type, time, status, site_id, inspection_id, text,
+                            lng, lat, h3, grid_code, community_code, street_code, district_code, reopened, dedup_key)
+        VALUES (?, ?, NULL, ?, ?, 'open', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)
+    """, [eid, source, ptype, found_at, None if site_id is None else int(site_id), text, x, y, int(loc["h3"]),
+          vals["grid_code"], vals["community_code"], vals["street_code"], vals["district_code"],
+          f"case:{eid}"])
+    return eid, found_at, ptype
+
+
+def _target(current: str, to: str) -> str:
+    key = str(to).strip().lower()
+    if key in ACTIONS:
+        src, dst = ACTIONS[key]
+        if current != src:
+            allowed = ", ".join(NEXT_STATES[current]) or "none (a closed case is final)"
+            msg = f"cannot {key}: the case is {current} ({STATE_ZH[current]}); it can go to: {allowed}"
+            raise ConflictError(msg)
+        return dst
+    if key in STATES:
+        return key
+    close = difflib.get_close_matches(key, list(STATES) + list(ACTIONS), n=2, cutoff=0.4)
+    msg = (f"unknown transition {to!r}" + (f"; did you mean {' or '.join(close)}?" if close else "") +
+           f" (states: {', '.join(STATES)}; actions: {', '.join(ACTIONS)})")
+    raise InvalidParameterError(msg)
+
+
+def _transition(con: duckdb.DuckDBPyConnection, case_id: int, to: str, *, actor: str, at: datetime, note=None,
+                unit=None, photo=None) -> dict:
+    case = _case_row(con, case_id)
+    current = case["state"]
+    target = _target(current, to)
+    if target not in NEXT_STATES[current]:
+        allowed = ", ".join(NEXT_STATES[current]) or "none (a closed case is final)"
+        msg = (f"case {case_id} is {current} ({STATE_ZH[current]}) and cannot go to {target} "
+               f"({STATE_ZH[target]}); allowed: {allowed}")
+        raise ConflictError(msg)
+    last = con.execute("SELECT max(changed_at) FROM case_log WHERE case_id = ?", [int(case_id)]).fetchone()[0]
+    if last is not None and at < last:
+        msg = f"time {at} is before the case's last step ({last}); transitions are recorded in order"
+        raise InvalidParameterError(msg)
+    sets, params = ["state = ?", "updated_at = ?"], [target, now_local()]
+    if target == "dispatched":
+        if unit is not None and str(unit).strip():
+            sets += ["unit = ?", "unit_code = NULL"]
+            params.append(str(unit).strip())
+        if current == "rectified":  # rework (返工)
+            sets += ["reworks = reworks + 1", "rectified_at = NULL"]
+        else:
+            sets.append("dispatched_at = ?")
+            params.append(at)
+    elif target == "rectified":
+        sets.append("rectified_at = ?")
+        params.append(at)
+        if photo:
+            sets.append("photo = ?")
+            params.append(photo)
+    elif target == "closed":
+        sets.append("closed_at = ?")
+        params.append(at)
+    con.execute(f"UPDATE cases SET {', '.join(sets)} WHERE case_id = ?", [*params, int(case_id)])
+    unit_now = con.execute("SELECT unit FROM cases WHERE case_id = ?", [int(case_id)]).fetchone()[0]
+    _log(con, case_id, at, actor, current, target, note, unit_now if target == "dispatched" else None, photo)
+    return _case_row(con, case_id)
+
+
+def transition(db: str | os.PathLike, case_id: int, to: str, *, actor: str, at=None, note: str | None = None,
+               unit: str | None = None, photo: str | None = None) -> dict:
+    """Move a case to its next state and record it in the audit trail (one atomic write).
+
+    Parameters
+    ----------
+    case_id
+        The case (its event's id).
+    to
+        The target state (``registered``, ``dispatched``, ``rectified``, ``closed``) or an action
+        (``register``, ``dispatch``, ``rectify``, ``close``, ``rework``). ``dispatched`` from ``rectified``
+        is a rework (返工).
+    actor
+        Who makes the change.
+    at
+        When (default now); not before the case's previous step.
+    note, photo
+        Free text and a photo reference (e.g. a file name) for the audit trail (``photo`` mainly with
+        ``rectified``).
+    unit
+        Dispatch to this unit instead of the automatic one.
+
+    Returns
+    -------
+    dict
+        The updated case with its audit trail.
+
+    Raises
+    ------
+    ConflictError
+        An illegal transition (e.g. closing an unrectified case, rectifying a closed one); nothing changes.
+    """
+    actor = _actor(actor)
+    when = to_timestamp(at, field="at") if at is not None else now_local()
+    if when > now_local() + timedelta(minutes=5):
+        msg = f"at {when} is in the future"
+        raise InvalidParameterError(msg)
+    with writing(db) as con:
+        _transition(con, int(case_id), to, actor=actor, at=when, note=note, unit=unit, photo=photo)
+        _sync_events(con, "?", [int(case_id)])
+        return get_case(con, int(case_id))

@@ -1,0 +1,384 @@
+"""Complaints and inspection hits as an office imports them: read a city file, check and locate each row, store
+the new events and open their cases (with rebounds linked), in one transaction.
+
+The events table itself and the queries of it live in :mod:`civicgrid.geo.events`.
+"""
+
+from __future__ import annotations
+
+import os
+from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Self
+
+import duckdb
+import numpy as np
+import pandas as pd
+import pyarrow as pa
+from civicgrid.geo import importing as imp
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.events import SOURCES
+from civicgrid.geo.readers import BatchReader
+from civicgrid.geo.store import writing
+from civicgrid.geo.times import parse_times
+from civicgrid.grids.locate import Locator, location_arrays
+from civicgrid.sites.cases import backfill, link_rebounds
+
+#: Status words of city files, mapped to the stored status.
+STATUS_WORDS = {
+    "open": "open", "opened": "open", "pending": "open", "in progress": "open", "assigned": "open",
+    "未结案": "open", "待处理": "open", "处理中": "open", "办理中": "open", "已派遣": "open", "未办结": "open",
+    "closed": "closed", "resolved": "closed", "completed": "closed",
+    "已结案": "closed", "已办结": "closed", "办结": "closed", "结案": "closed", "已处理": "closed", "已完成": "closed",
+}
+
+#: The fields an events import maps to columns.
+EVENT_FIELDS = ["id", "lat", "lng", "time", "type", "site", "text", "status", "inspection", "rectified", "closed"]
+
+#: Stored statuses (the dictionary of the status column an import writes).
+_STATUSES = ["open", "closed"]
+
+#: Rows per batch of an events import: a batch is prepared while the one before is written.
+IMPORT_BATCH_ROWS = 1 << 18
+#: DuckDB threads while batches are written (the other core prepares the next batch); None keeps the default.
+INSERT_THREADS: int | None = 1
+
+
+def problem_type_choices(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
+    """Problem types and their major classes as one matching table (code, name_zh, name_en)."""
+    return con.execute(
+        """
+        SELECT code, name_zh, name_en FROM problem_types
+        UNION ALL
+        SELECT DISTINCT major_code, major_zh, major_en FROM problem_types
+        """
+    ).df()
+
+
+def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str = "complaint",
+                  mapping: dict[str, str] | None = None, point: str | None = None, crs: str | None = None,
+                  tz: str = "Asia/Shanghai", encoding: str | None = None, layer: str | None = None,
+                  sheet: str | int | None = None, progress: bool = True, cases: bool = True) -> imp.ImportReport:
+    """Import complaints or inspection hits from a file into the store.
+
+    Each imported event becomes a problem case (:func:`civicgrid.sites.cases.backfill`: state, deadline,
+    automatic unit and audit trail from the event's record) and is linked to the earlier closed case it
+    repeats, if any (:func:`civicgrid.sites.cases.link_rebounds`), in the same transaction as the import.
+
+    Parameters
+    ----------
+    path
+        CSV, XLSX, GeoJSON, GeoPackage, Shapefile (or zipped), GeoParquet or Parquet file.
+    db
+        The civicgrid database (created if missing).
+    source
+        ``"complaint"`` (e.g. 12345 hotline) or ``"inspection"`` (inspection hits).
+    mapping
+        ``{field: column}`` for fields ``id, lat, lng, time, type, site, text, status, inspection,
+        rectified, closed`` (``rectified`` / ``closed``: when the problem was fixed / the case closed, e.g.
+        整改时间 / 办结时间; a closed time makes the event closed unless a status column says otherwise);
+        unmapped fields are looked up by common column names.
+    point
+        A single text column holding "(lat, lon)" or "lat,lon".
+    crs
+        Coordinate system of the input: ``wgs84``, ``gcj02``, ``bd09``, ``cgcs2000`` or ``EPSG:NNNN``.
+    tz
+        Time zone of times written without an offset.
+    cases
+        Create the cases of the new events (and of any earlier event still without one) and link their
+        rebounds; ``report.cases_created`` and ``report.rebounds_linked`` count them.
+
+    Returns
+    -------
+    ImportReport
+        Counts and every rejected row with its field and reason.
+    """
+    if source not in SOURCES:
+        msg = f"source must be one of {', '.join(SOURCES)}, got {source!r}"
+        raise InvalidParameterError(msg)
+    started = datetime.now()
+    reader = imp.read_input_batches(path, encoding=encoding, layer=layer, sheet=sheet, rows=IMPORT_BATCH_ROWS)
+    header = pa.table({c: pa.array([], pa.string()) for c in reader.columns})
+    cols = imp.resolve_columns(header, mapping or {}, fields=EVENT_FIELDS, required=["time"])
+    if point is not None and point not in reader.columns:
+        msg = f"column {point!r} (given for --point) is not in the file. Columns are: " + ", ".join(
+            c for c in reader.columns if c != "__row__")
+        raise imp.ImportFileError(msg)
+    report = imp.ImportReport(layer="events", file=str(path), format=reader.format, encoding=reader.encoding,
+                              warnings=list(reader.warnings))
+    report.columns = {k: v for k, v in cols.items() if k not in ("lat", "lng") or point is None}
+    bar = imp.progress_bar(reader.rows_hint or 0, desc=f"import {source} events", enabled=progress)
+    with writing(db) as con:
+        # Everything read through the connection is read up front: batches are then prepared while the
+        # previous one is written (DuckDB releases the GIL), and the connection is used by one thread at a time.
+        ctx = _EventBatchContext.read(con, cols=cols, source=source, point=point, crs=crs, tz=tz, report=report,
+                                      reader=reader)
+        first = imp.next_id(con, "events", "event_id")
+        report.import_id = imp.next_id(con, "imports", "import_id")
+        loaded = _load_batches(con, ctx, first=first, bar=bar)
+        if cases:
+            report.cases_created = backfill(con, actor="import")
+            new_ids = np.arange(first, first + loaded, dtype=np.int64)
+            report.rebounds_linked = link_rebounds(con, case_ids=new_ids) if len(new_ids) else 0
+        imp.record_import(con, report, started)
+        bar.total = report.rows_read
+        bar.refresh()
+    bar.close()
+    return report
+
+
+def _load_batches(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, *, first: int, bar) -> int:
+    """Prepare and insert every batch of the file (event ids from ``first``), finish the report; return the
+    number of events loaded."""
+    report = ctx.report
+    rejects: list[dict] = []
+    loaded = duplicates = 0
+    try:
+        with _Writer(con, threads=INSERT_THREADS) as writer:
+            for batch in imp.prefetch(ctx.reader.batches):
+                data, rej, dup, outside = _event_batch(batch, ctx, first_id=first + loaded,
+                                                       con=con, before_query=writer.wait)
+                report.rows_read += batch.num_rows
+                rejects.extend(rej)
+                duplicates += dup
+                report.outside_grids += outside
+                if data is not None:
+                    loaded += data.num_rows
+                    writer.insert("events", data)
+                bar.update(batch.num_rows)
+    finally:
+        ctx.keys.close()
+    report.warnings = list(dict.fromkeys(report.warnings))
+    imp.finish_report(report, rejects, loaded=loaded, duplicates=duplicates)
+    return loaded
+
+
+@dataclass
+class _EventBatchContext:
+    """What every batch of an events import needs, read from the store before the first write."""
+
+    cols: dict[str, str]
+    source: str
+    point: str | None
+    crs: str | None
+    tz: str
+    report: imp.ImportReport
+    reader: BatchReader
+    store_tz: str
+    extent: tuple | None
+    locator: Locator
+    keys: imp.KeyIndex
+    problem_types: pd.DataFrame | None
+    sites: pd.DataFrame | None
+    inspections: pd.DataFrame | None
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection, *, cols: dict[str, str], source: str, point: str | None,
+             crs: str | None, tz: str, report: imp.ImportReport, reader: BatchReader) -> Self:
+        """The context of an import into the store of ``con``: its time zone, extent, grids, keys and codes."""
+        return cls(
+            cols=cols, source=source, point=point, crs=crs, tz=tz, report=report, reader=reader,
+            store_tz=con.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()[0],
+            extent=imp.city_extent(con), locator=Locator(con), keys=imp.KeyIndex(con, "events"),
+            problem_types=problem_type_choices(con) if "type" in cols else None,
+            sites=con.execute("SELECT CAST(site_id AS VARCHAR) AS code, external_id, name FROM sites").df()
+            if "site" in cols else None,
+            inspections=con.execute("SELECT CAST(inspection_id AS VARCHAR) AS code, external_id FROM inspections")
+            .df() if "inspection" in cols else None,
+        )
+
+
+class _Writer:
+    """Inserts Arrow tables on a background thread, one at a time and in order, so the next batch is prepared
+    meanwhile; leaving the block waits for the last insert (and re-raises its error)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, threads: int | None = None) -> None:
+        self.con = con
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="civicgrid-insert")
+        self.pending = None
+        self.threads = None
+        if threads is not None:
+            self.threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
+            con.execute(f"SET threads = {int(threads)}")
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        self.wait()
+        self.pending = self.pool.submit(imp.insert_arrow, self.con, table, data)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            elif self.pending is not None:
+                futures_wait([self.pending])  # the connection must be idle before the transaction rolls back
+        finally:
+            self.pool.shutdown()
+            if self.threads is not None:
+                try:
+                    self.con.execute(f"SET threads = {int(self.threads)}")
+                except duckdb.Error:
+                    if exc_type is None:
+                        raise
+
+
+def _column(table: pa.Table, column: str | None, idx: np.ndarray) -> pa.Array:
+    """The trimmed strings of ``column`` at rows ``idx`` (nulls when there is no such column)."""
+    if column is None:
+        return pa.nulls(len(idx), pa.string())
+    return imp._trimmed(table, column).take(pa.array(idx))
+
+
+def _ids(values: np.ndarray, idx: np.ndarray) -> pa.Array:
+    """Integer ids (matched as text) at rows ``idx``."""
+    return pa.array(pd.to_numeric(pd.Series(values[idx], dtype=object)), pa.int64(), from_pandas=True)
+
+
+def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con: duckdb.DuckDBPyConnection,
+                 before_query) -> tuple[pa.Table | None, list[dict], int, int]:
+    """Validate, deduplicate and locate one batch of events.
+
+    Returns
+    -------
+    data, rejects, duplicates, outside_grids
+        The rows to insert (None when there are none, event ids from
+        ``first_id``), the rejected rows, the count of duplicates and of new
+        rows outside every grid.
+    """
+    cols, report = ctx.cols, ctx.report
+    raw, batch = batch, imp.trim_columns(batch, [c for k, c in cols.items() if k not in ("site", "inspection")])
+    rej = imp.Rejects(batch.column("__row__").to_numpy())
+    src = imp.ReadResult(table=batch, format=ctx.reader.format, crs=ctx.reader.crs, encoding=ctx.reader.encoding)
+    lng, lat, _ = imp.read_locations(src, cols, rej, report, con=None, point=ctx.point, crs=ctx.crs,
+                                     extent=ctx.extent)
+    times, ends = _event_times(batch, ctx, rej)
+    ptype, site_id, inspection_id = _event_codes(batch, ctx, rej)
+    status = _event_status(batch, cols, rej, closed_at=ends.get("closed"))
+
+    keys = imp.dedup_key_array(raw, cols, prefix=ctx.source,
+                               ids=imp._trimmed(batch, cols["id"]) if "id" in cols else None)
+    dup = ctx.keys.duplicates(con, keys, rej.ok, before_query=before_query)
+    idx = np.flatnonzero(rej.ok & ~dup)
+    rejects = rej.to_list()
+    if not len(idx):
+        return None, rejects, int(dup.sum()), 0
+    located = ctx.locator.locate(lng[idx], lat[idx])
+    take = pa.array(idx)
+    data = pa.table({
+        "event_id": pa.array(np.arange(first_id, first_id + len(idx)), pa.int64()),
+        "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(idx), np.int8)), pa.array([ctx.source])),
+        "external_id": _column(batch, cols.get("id"), idx),
+        "problem_type": ptype.take(take),
+        "time": pa.array(times[idx]),
+        "status": pa.DictionaryArray.from_arrays(pa.array(status[idx]), pa.array(_STATUSES)),
+        "site_id": _ids(site_id, idx) if "site" in cols else pa.nulls(len(idx), pa.int64()),
+        "inspection_id": _ids(inspection_id, idx) if "inspection" in cols else pa.nulls(len(idx), pa.int64()),
+        "text": _column(batch, cols.get("text"), idx),
+        **{f"{field}_at": pa.array(end[idx]) for field, end in ends.items()},
+        "lng": pa.array(lng[idx]),
+        "lat": pa.array(lat[idx]),
+        **location_arrays(located, dictionary=True),
+        "dedup_key": keys.take(take),
+        "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
+    })
+    return data, rejects, int(dup.sum()), int(located["grid_code"].isna().sum())
+
+
+def _event_times(batch: pa.Table, ctx: _EventBatchContext,
+                 rej: imp.Rejects) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+    """The events' times, and when the problem was fixed and the case closed (``rectified``, ``closed``: the
+    fields the file has), rejecting missing, unparseable and out-of-order times."""
+    cols, n = ctx.cols, batch.num_rows
+    raw_time = imp._trimmed(batch, cols["time"])
+    times, bad_time = parse_times(raw_time, tz=ctx.tz, store_tz=ctx.store_tz)
+    rej.add(raw_time.is_null().to_numpy(zero_copy_only=False), "time", "missing time")
+    if bad_time.any():
+        reasons = np.full(n, None, dtype=object)
+        bad_idx = np.flatnonzero(bad_time)
+        reasons[bad_idx] = [f"unparseable time {v!r}" for v in raw_time.take(pa.array(bad_idx)).to_pylist()]
+        rej.add(bad_time, "time", reasons)
+
+    # when the problem was fixed and the case closed (optional): not before the event itself
+    ends = {}
+    for field in ("rectified", "closed"):
+        if field not in cols:
+            continue
+        raw_end = imp._trimmed(batch, cols[field])
+        end, bad_end = parse_times(raw_end, tz=ctx.tz, store_tz=ctx.store_tz)
+        early = ~np.isnat(end) & ~np.isnat(times) & (end < times)
+        reasons = np.full(n, None, dtype=object)
+        for i in np.flatnonzero(bad_end):
+            reasons[i] = f"unparseable time {raw_end[int(i)].as_py()!r}"
+        for i in np.flatnonzero(early):
+            reasons[i] = f"{field} time {end[i]} is before the event's time {times[i]}"
+        rej.add(bad_end | early, field, reasons)
+        ends[field] = end
+    if "rectified" in ends and "closed" in ends:
+        order = ~np.isnat(ends["rectified"]) & ~np.isnat(ends["closed"]) & (ends["closed"] < ends["rectified"])
+        reasons = np.full(n, None, dtype=object)
+        for i in np.flatnonzero(order):
+            reasons[i] = f"closed time {ends['closed'][i]} is before the rectified time {ends['rectified'][i]}"
+        rej.add(order, "closed", reasons)
+    return times, ends
+
+
+def _event_codes(batch: pa.Table, ctx: _EventBatchContext,
+                 rej: imp.Rejects) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+    """The problem type, site and inspection of each event, matched by code or name (unknown ones rejected)."""
+    cols, n = ctx.cols, batch.num_rows
+    ptype = pa.nulls(n, pa.string())
+    if "type" in cols:
+        ptype, unknown, reasons = imp.match_names(
+            imp._trimmed(batch, cols["type"]), ctx.problem_types, key="code", names=["name_zh", "name_en"],
+            what="problem type", arrow=True)
+        rej.add(unknown, "type", reasons)
+
+    site_id = np.full(n, None, dtype=object)
+    if "site" in cols:
+        site_id, unknown, reasons = imp.match_names(
+            imp.strings(batch, cols["site"]), ctx.sites, key="code", names=["external_id", "name"], what="site")
+        rej.add(unknown, "site", reasons)
+
+    inspection_id = np.full(n, None, dtype=object)
+    if "inspection" in cols:
+        inspection_id, unknown, reasons = imp.match_names(
+            imp.strings(batch, cols["inspection"]), ctx.inspections, key="code", names=["external_id"],
+            what="inspection")
+        rej.add(unknown, "inspection", reasons)
+    return ptype, site_id, inspection_id
+
+
+def _event_status(batch: pa.Table, cols: dict[str, str], rej: imp.Rejects, *,
+                  closed_at: np.ndarray | None) -> np.ndarray:
+    """Each event's stored status (an index into ``_STATUSES``) from its status word (unknown words rejected);
+    without a status column, an event with a closed time (``closed_at``, when the file has them) is closed."""
+    n = batch.num_rows
+    status = np.zeros(n, dtype=np.int8)  # index into _STATUSES; empty → open
+    if "status" in cols:
+        enc = imp._trimmed(batch, cols["status"]).dictionary_encode()
+        words = pd.Series(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
+        slot = words.str.lower().map(STATUS_WORDS).map({v: i for i, v in enumerate(_STATUSES)})
+        slot = slot.fillna(-1).to_numpy(dtype=np.int8)
+        codes = enc.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        present = ~enc.indices.is_null().to_numpy(zero_copy_only=False)
+        status = np.where(present, slot[codes] if len(slot) else -1, 0).astype(np.int8)
+        unknown = status < 0
+        status[unknown] = 0
+        if unknown.any():
+            known = ", ".join(sorted(set(STATUS_WORDS)))
+            reasons = np.full(n, None, dtype=object)
+            reasons[unknown] = [f"unknown status {words[c]!r} (known: {known})" for c in codes[unknown]]
+            rej.add(unknown, "status", reasons)
+
+    if closed_at is not None and "status" not in cols:
+        status[~np.isnat(closed_at)] = _STATUSES.index("closed")
+    return status
