@@ -12,9 +12,11 @@ from typing import Any, TypeVar, cast
 
 import click
 from civicgrid.geo.errors import CivicgridError
+from civicgrid.geo.importing import ImportReport
 from civicgrid.geo.logs import configure_logging
 from civicgrid.geo.settings import LOG_LEVELS, get_settings
 from civicgrid.geo.store import DEFAULT_DB, default_db_path
+from civicgrid.sites.importers import FIELD_HELP, IMPORTERS, OPTIONS, Importer
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -40,71 +42,7 @@ def _parse_maps(values: tuple[str, ...]) -> dict[str, str]:
     return out
 
 
-#: The fields each import maps to columns (``--FIELD COLUMN`` or ``--map FIELD=COLUMN``), as the importers name
-#: them (grids.areas.AREA_FIELDS / GRID_FIELDS, sites.frame.SITE_FIELDS, sites.events.EVENT_FIELDS,
-#: sites.inspections.INSPECTION_FIELDS; a test keeps them equal), and an example of ``--map`` for each.
-#: Written out here so that ``--help`` does not import the importers (geopandas costs ~1 s).
-IMPORT_FIELDS = {
-    "areas": (["code", "name", "parent"], "name=街道名称"),
-    "grids": (["code", "name", "parent", "leader", "leader_phone", "households"], "leader=网格长"),
-    "sites": (["id", "lat", "lng", "name", "address", "category", "unit", "contact", "phone", "active"],
-              "address=详细地址"),
-    "events": (["id", "lat", "lng", "time", "type", "site", "text", "status", "inspection", "rectified", "closed"],
-               "closed=办结时间"),
-    "inspections": (["id", "lat", "lng", "site", "time", "inspector", "result"], "inspector=检查人"),
-}
-
-#: What the column of a field holds, for the ``--FIELD`` flags' help.
-_FIELD_HELP = {"id": "record id (used to skip records already imported)", "lat": "latitude", "lng": "longitude",
-               "time": "time", "type": "problem type (code, or 大类 / 小类 name)", "site": "site (id or name)",
-               "text": "free text", "code": "code", "name": "name", "parent": "parent area's code",
-               "category": "site category (code, Chinese or English name)",
-               "result": "result (符合/不符合 or a number of problems)"}
-
-
-def _import_options(layer: str, flags: tuple[str, ...], *, coordinates: bool = True, times: bool = False):
-    """Decorate the import command of ``layer`` with the shared options and the column flags it takes."""
-    fields, example = IMPORT_FIELDS[layer]
-
-    def deco(func):
-        opts = [
-            click.argument("file", type=click.Path(exists=False, dir_okay=False)),
-            db_option,
-            click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
-                         help=f"map a field to a column, e.g. --map {example} (repeatable); fields: "
-                              f"{', '.join(fields)}"),
-            click.option("--encoding", help="text encoding of CSV / shapefile attributes (default: detected)"),
-            click.option("--layer", "layer_name",
-                         help="layer inside a GeoPackage, or shapefile inside a zip (needed when it holds several)"),
-            click.option("--report", "report_path", type=click.Path(dir_okay=False),
-                         help="also write the import report as JSON to this file"),
-            click.option("--quiet", is_flag=True, help="no progress bar"),
-        ]
-        if coordinates:
-            opts += [
-                click.option("--crs", help="coordinates' system: wgs84, gcj02, bd09, cgcs2000 or EPSG:NNNN "
-                                           "(default: the file's .prj, else WGS84 with a warning)"),
-            ]
-        if times:
-            opts.append(click.option("--tz", default="Asia/Shanghai", show_default=True,
-                                     help="time zone of times written without an offset"))
-        for name in flags:
-            opts.append(click.option(f"--{name}", f"col_{name}", metavar="COLUMN",
-                                     help=f"column holding the {_FIELD_HELP[name]}"))
-        for opt in reversed(opts):
-            func = opt(func)
-        return func
-
-    return deco
-
-
-def _mapping(kwargs: dict, maps: tuple[str, ...]) -> dict[str, str]:
-    mapping = {k[4:]: v for k, v in kwargs.items() if k.startswith("col_") and v}
-    mapping.update(_parse_maps(maps))
-    return mapping
-
-
-def _finish(report, report_path) -> None:
+def _finish(report: ImportReport, report_path: str | None) -> None:
     click.echo(report.summary())
     if report_path:
         report.write_json(report_path)
@@ -176,95 +114,50 @@ def import_() -> None:
     """
 
 
-@import_.command(name="areas")
-@_import_options("areas", ("code", "name", "parent"))
-@click.option("--level", type=click.Choice(["district", "street", "community"]), required=True,
-              help="level of the areas in FILE")
-@user_errors
-def import_areas_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, level, **cols):
-    """Import district, street (街道) or community (社区) polygons."""
-    from civicgrid.grids.areas import import_areas
-
-    report = import_areas(file, db=db, level=level, mapping=_mapping(cols, maps), crs=crs, encoding=encoding,
-                          layer=layer_name, progress=not quiet)
-    _finish(report, report_path)
+def _option(name: str) -> Callable[[F], F]:
+    """The ``--NAME`` option of the importer option ``name`` (:data:`civicgrid.sites.importers.OPTIONS`)."""
+    opt = OPTIONS[name]
+    kwargs: dict[str, Any] = {"help": opt.help, "required": opt.required, "metavar": opt.metavar}
+    if opt.choices:
+        kwargs["type"] = click.Choice(opt.choices)
+    if opt.default is not None:
+        kwargs.update(default=opt.default, show_default=True)
+    return click.option(f"--{name}", f"opt_{name}", **kwargs)
 
 
-@import_.command(name="grids")
-@_import_options("grids", ("code", "name", "parent"))
-@user_errors
-def import_grids_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, **cols):
-    """Import micro-grid (微网格) polygons.
+def import_command(importer: Importer) -> click.Command:
+    """The ``civicgrid import LAYER`` command of ``importer``: FILE, ``--db``, a ``--FIELD COLUMN`` flag per field
+    of :attr:`~civicgrid.sites.importers.Importer.flags`, ``--map FIELD=COLUMN`` for any field, the importer's
+    options, ``--report`` and ``--quiet``; it prints the import report."""
+    fields = ", ".join(importer.fields)
 
-    --parent names the community code column; without it the containing
-    community is used. Leader and households: --map leader=网格长
-    --map leader_phone=电话 --map households=户数.
-    """
-    from civicgrid.grids.areas import import_grids
+    def run(file: str, db: str, maps: tuple[str, ...], report_path: str | None, quiet: bool, **kwargs: Any) -> None:
+        mapping = {k[4:]: v for k, v in kwargs.items() if k.startswith("col_") and v}
+        mapping.update(_parse_maps(maps))
+        options = {k[4:]: v for k, v in kwargs.items() if k.startswith("opt_")}
+        report = importer.run(file, db=db, mapping=mapping, progress=not quiet, **options)
+        _finish(report, report_path)
 
-    report = import_grids(file, db=db, mapping=_mapping(cols, maps), crs=crs, encoding=encoding,
-                          layer=layer_name, progress=not quiet)
-    _finish(report, report_path)
-
-
-@import_.command(name="sites")
-@_import_options("sites", ("id", "name", "category", "lat", "lng"))
-@click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
-@click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
-@user_errors
-def import_sites_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, point, sheet, **cols):
-    """Import the sample frame (样本框 / 点位信息表).
-
-    Fields: --name, --category (code, Chinese or English name), --id, and
-    --map address=… unit=… contact=… phone=… active=….
-    """
-    from civicgrid.sites.frame import import_sites
-
-    report = import_sites(file, db=db, mapping=_mapping(cols, maps), point=point, crs=crs, encoding=encoding,
-                          layer=layer_name, sheet=sheet, progress=not quiet)
-    _finish(report, report_path)
+    decorators = [
+        click.argument("file", type=click.Path(exists=False, dir_okay=False)),
+        db_option,
+        *[click.option(f"--{name}", f"col_{name}", metavar="COLUMN", help=f"column holding the {FIELD_HELP[name]}")
+          for name in importer.flags],
+        click.option("--map", "maps", multiple=True, metavar="FIELD=COLUMN",
+                     help=f"map a field to a column, e.g. --map {importer.example} (repeatable); fields: {fields}"),
+        *[_option(name) for name in importer.options],
+        click.option("--report", "report_path", type=click.Path(dir_okay=False),
+                     help="also write the import report as JSON to this file"),
+        click.option("--quiet", is_flag=True, help="no progress bar"),
+    ]
+    func: Callable[..., None] = user_errors(run)
+    for deco in reversed(decorators):
+        func = deco(func)
+    return click.command(name=importer.layer, help=importer.help)(func)
 
 
-@import_.command(name="events")
-@_import_options("events", ("id", "lat", "lng", "time", "type", "site", "text"), times=True)
-@click.option("--source", type=click.Choice(["complaint", "inspection"]), default="complaint", show_default=True,
-              help="complaints (e.g. the 12345 hotline) or inspection hits")
-@click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
-@click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
-@user_errors
-def import_events_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, tz, source, point, sheet,
-                      **cols):
-    """Import complaints or inspection hits.
-
-    Fields: --time (required), --lat/--lng or --point, --id, --type (problem
-    type code or name, 大类 or 小类), --site, --text, and --map status=…
-    inspection=… rectified=… closed=… (when the problem was fixed and the
-    case closed, e.g. --map closed=办结时间; these give the cases their
-    rectification and closure times).
-    """
-    from civicgrid.sites.events import import_events
-
-    report = import_events(file, db=db, source=source, mapping=_mapping(cols, maps), point=point, crs=crs, tz=tz,
-                           encoding=encoding, layer=layer_name, sheet=sheet, progress=not quiet)
-    _finish(report, report_path)
-
-
-@import_.command(name="inspections")
-@_import_options("inspections", ("id", "site", "time", "result", "lat", "lng"), times=True)
-@click.option("--point", metavar="COLUMN", help='one text column with "(lat, lon)" or "lat,lon"')
-@click.option("--sheet", help="sheet name of an XLSX file (default: the first)")
-@user_errors
-def import_inspections_cmd(file, db: str, maps, encoding, layer_name, report_path, quiet, crs, tz, point, sheet,
-                           **cols):
-    """Import inspection visits: --site, --time, --result (符合/不符合 or a number of problems).
-
-    The inspector: --map inspector=检查人. Visits without coordinates take their site's location.
-    """
-    from civicgrid.sites.inspections import import_inspections
-
-    report = import_inspections(file, db=db, mapping=_mapping(cols, maps), point=point, crs=crs, tz=tz,
-                                encoding=encoding, layer=layer_name, sheet=sheet, progress=not quiet)
-    _finish(report, report_path)
+for _importer in IMPORTERS.values():
+    import_.add_command(import_command(_importer))
 
 
 @main.command()

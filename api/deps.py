@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import difflib
-from datetime import date, datetime
 from typing import Any
 
-from civicgrid.geo.aggregate import MAX_RES, MIN_RES, EventFilter, as_datetime, end_of_day
+from civicgrid.geo.aggregate import MAX_RES, MIN_RES, EventFilter
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.geo.texts import parse_lang
+from civicgrid.geo.times import as_datetime, is_date_only, parse_end
 from fastapi import Depends, Query, Request
 from pydantic import BaseModel, ConfigDict
 
@@ -74,19 +75,6 @@ def reject_unknown_query(request: Request) -> None:
 # --- query parameters shared by the heatmap, hotspot, stats and map endpoints --------------------------------
 
 
-def _end_param(value: str | None) -> datetime | None:
-    """A date-only ``end`` includes that whole day; a date-time is the exclusive upper bound."""
-    if value is None or not value.strip():
-        return None
-    text = value.strip()
-    if len(text) == 10:
-        try:
-            return end_of_day(date.fromisoformat(text))
-        except ValueError:
-            pass
-    return text
-
-
 def event_filters(
     store: Store = Depends(get_store),
     start: str | None = Query(None, description="first day or time, e.g. 2024-03-01 or 2024-03-01T08:00 "
@@ -101,11 +89,10 @@ def event_filters(
     status: str | None = Query(None, description="open, closed or overdue (open past its deadline)"),
 ) -> EventFilter:
     """Parse and validate the event filters against the store (unknown codes: 404 with the closest names)."""
-    end_at = _end_param(end)
-    first, last = as_datetime(start, "start"), as_datetime(end_at, "end")
+    first, last = as_datetime(start, name="start"), parse_end(end, name="end")  # a date-only end: that whole day
     if first is not None and last is not None and first >= last:
         # name the values as typed: a date-only end is stored as the next midnight, which would confuse
-        inclusive = " (a date-only end includes that whole day)" if not isinstance(end_at, str) else ""
+        inclusive = " (a date-only end includes that whole day)" if is_date_only(end) else ""
         msg = (f"start={start.strip()} is not before end={end.strip()}{inclusive}; "
                "are start and end the wrong way round?")
         raise InvalidParameterError(msg)
@@ -123,14 +110,8 @@ def res_param(res: int = Query(9, description=f"H3 resolution {MIN_RES}..{MAX_RE
 
 
 def lang_param(lang: str = Query("zh", description="label language: zh (default) or en")) -> str:
-    """The label language."""
-    key = lang.strip().lower()
-    if key.startswith("zh") or key in ("cn", "chinese"):
-        return "zh"
-    if key.startswith("en"):
-        return "en"
-    msg = f"lang must be zh or en, got {lang!r}"
-    raise InvalidParameterError(msg)
+    """The label language (:func:`civicgrid.geo.texts.parse_lang`: ``zh-CN``, ``EN`` … are read too)."""
+    return parse_lang(lang)
 
 
 def crs_param(crs: str = Query("wgs84", description="output coordinates: wgs84 (default) or gcj02 (for AMap "

@@ -14,11 +14,13 @@ from civicgrid.geo.errors import (
     ImportFileError,
     InvalidParameterError,
     NotFoundError,
+    OfflineAssetError,
     PermissionDeniedError,
     ReadError,
     StoreError,
     StoreVersionError,
 )
+from civicgrid.geo.texts import DEFAULT_LANG, parse_lang, text
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
@@ -38,6 +40,7 @@ DEFAULT_STATUS_CODES: dict[type[Exception], int] = {
     ImportFileError: 422,
     StoreVersionError: 503,
     StoreError: 503,
+    OfflineAssetError: 500,
 }
 
 
@@ -71,25 +74,22 @@ def status_for(exc: Exception, status_codes: dict[type[Exception], int] | None =
 _TEMPLATES = jinja2.Environment(loader=jinja2.FileSystemLoader(Path(__file__).resolve().parent / "templates"),
                                 autoescape=True)
 
-#: Texts of the error page: title, link to the map, link back, link to a coarser view.
-_PAGE_ERROR = {
-    "zh": ("无法显示此页面", "返回地图（清除筛选）", "返回上一页", "改用 H3 {res} 级重新显示"),
-    "en": ("This page cannot be shown", "Back to the map (no filters)", "Back", "Show it at H3 res {res}"),
-}
-
 
 def error_page(request: Request, message: str, status: int, *, fits_res: int | None = None) -> HTMLResponse:
     """A short HTML page (in the page's ``lang``) with the error, a link back and, for a view with too many
     cells, a link to the same view at ``fits_res``, the resolution that fits."""
-    lang = "en" if str(request.query_params.get("lang", "")).lower().startswith("en") else "zh"
-    title, home, back, coarser = _PAGE_ERROR[lang]
+    try:
+        lang = parse_lang(request.query_params.get("lang", DEFAULT_LANG))
+    except InvalidParameterError:  # the page explains another error: show it in the default language
+        lang = DEFAULT_LANG
     links = []
     if fits_res is not None:
         query = {**dict(request.query_params), "res": str(fits_res)}
-        links.append((f"{request.url.path}?{urlencode(query)}", coarser.format(res=fits_res)))
-    links.append((f"/map?lang={lang}", home))
-    links.append(("javascript:history.back()", back))
-    body = _TEMPLATES.get_template("error_page.html").render(lang=lang, title=title, message=message, links=links)
+        links.append((f"{request.url.path}?{urlencode(query)}", text("error_page.coarser", lang, res=fits_res)))
+    links.append((f"/map?lang={lang}", text("error_page.home", lang)))
+    links.append(("javascript:history.back()", text("error_page.back", lang)))
+    body = _TEMPLATES.get_template("error_page.html").render(lang=lang, title=text("error_page.title", lang),
+                                                             message=message, links=links)
     return HTMLResponse(body, status_code=status)
 
 

@@ -12,12 +12,11 @@ cached result at once.
 from __future__ import annotations
 
 import difflib
-import re
 import threading
 from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime
 from typing import TypeVar
 
 import geopandas as gpd
@@ -29,8 +28,10 @@ import pyarrow as pa
 import shapely
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError, TooManyCellsError
 from civicgrid.geo.h3cells import MEAN_AREA_KM2, to_hex
+from civicgrid.geo.levels import LEVEL_COLUMNS, check_level
 from civicgrid.geo.schema import H3_RES
 from civicgrid.geo.store import Store, file_key
+from civicgrid.geo.times import as_datetime, now_local
 
 #: Resolutions a heatmap may be asked for (resolution 12 is the stored one).
 MIN_RES, MAX_RES = 5, H3_RES
@@ -40,57 +41,8 @@ SOURCES = ("complaint", "inspection")
 STATUSES = ("open", "closed", "overdue")
 #: Heatmap metrics: events per cell, events per km² of the cell, distinct sample-frame sites with events.
 METRICS = ("count", "density", "sites")
-#: Area levels with their column in ``events`` (grid = micro-grid).
-LEVEL_COLUMNS = {"district": "district_code", "street": "street_code", "community": "community_code",
-                 "grid": "grid_code"}
 #: Default cap on the cells one request may return (the service's ``max_cells`` setting overrides it).
 DEFAULT_MAX_CELLS = 50_000
-
-
-def _now_local() -> datetime:
-    """Current wall-clock time in Asia/Shanghai, naive (as times are stored)."""
-    return (pd.Timestamp.now(tz="Asia/Shanghai").tz_localize(None)).to_pydatetime()
-
-
-#: A date or time text must start with a 4-digit year (2025-07-01, 2025/7/1, 20250701, 2025-07-01T08:00): day-
-#: or month-first texts such as 01/07/2025 are ambiguous (1 July or 7 January?) and are refused, not guessed.
-_YEAR_FIRST = re.compile(r"^\d{4}(?:\d{4}(?!\d)|[^\d]|$)")
-
-
-def parse_time_text(value, name: str) -> pd.Timestamp:
-    """Parse a date or date-time text that starts with the year; anything else raises InvalidParameterError.
-
-    pandas alone reads ``01/07/2025`` as 7 January (month first); a planner may mean 1 July. Texts that do not
-    start with a 4-digit year are refused with a message naming ``name`` instead of being silently guessed.
-    """
-    text = str(value).strip()
-    hint = "use the year first, e.g. 2025-07-01 or 2025-07-01T08:00 (ISO 8601)"
-    if not _YEAR_FIRST.match(text):
-        msg = f"{name}={value!r} is not a date with the year first (ambiguous or unknown format); {hint}"
-        raise InvalidParameterError(msg)
-    try:
-        ts = pd.Timestamp(text)
-    except (ValueError, TypeError) as exc:
-        msg = f"{name}={value!r} is not a date or time; {hint}"
-        raise InvalidParameterError(msg) from exc
-    if pd.isna(ts):
-        msg = f"{name}={value!r} is not a date or time; {hint}"
-        raise InvalidParameterError(msg)
-    return ts
-
-
-def as_datetime(value, name: str) -> datetime | None:
-    """A naive local datetime from a datetime, a date or a year-first text (``None`` for none)."""
-    if value is None or value == "":
-        return None
-    if isinstance(value, datetime):
-        return value
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day)
-    ts = parse_time_text(value, name)
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("Asia/Shanghai").tz_localize(None)
-    return ts.to_pydatetime()
 
 
 def _codes(value) -> tuple[str, ...]:
@@ -131,7 +83,7 @@ class EventFilter:
     status
         ``open``, ``closed`` or ``overdue`` (open and past its deadline at ``as_of``).
     as_of
-        Reference time for ``overdue`` (default: now, Asia/Shanghai wall-clock).
+        Reference time for ``overdue`` (default: now, the store's wall-clock time).
     """
 
     start: datetime | None = None
@@ -148,9 +100,9 @@ class EventFilter:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "start", as_datetime(self.start, "start"))
-        set_(self, "end", as_datetime(self.end, "end"))
-        set_(self, "as_of", as_datetime(self.as_of, "as_of"))
+        set_(self, "start", as_datetime(self.start, name="start"))
+        set_(self, "end", as_datetime(self.end, name="end"))
+        set_(self, "as_of", as_datetime(self.as_of, name="as_of"))
         set_(self, "types", _codes(self.types))
         set_(self, "categories", _codes(self.categories))
         set_(self, "type_codes", _codes(self.type_codes))
@@ -233,7 +185,7 @@ class EventFilter:
         as_of = self.as_of
         if self.status == "overdue" and as_of is None:
             # pin "now" (to the minute) so the cache key changes as deadlines pass
-            as_of = _now_local().replace(second=0, microsecond=0)
+            as_of = now_local(precision="minute")
         return EventFilter(start=self.start, end=self.end, source=self.source, types=self.types,
                            categories=tuple(cats), area=self.area, status=self.status, as_of=as_of,
                            type_codes=tuple(dict.fromkeys(type_codes)), area_level=level)
@@ -266,7 +218,7 @@ class EventFilter:
             parts.append(f"{a}status = {_lit(self.status)}")
         elif self.status == "overdue":
             parts.append(f"{a}status = 'open' AND {a}deadline < ?")
-            params.append(self.as_of or _now_local())
+            params.append(self.as_of or now_local(precision="microsecond"))
         return " AND ".join(parts), params
 
 
@@ -617,9 +569,7 @@ def area_stats(store: Store, *, level: str = "district", filters: EventFilter | 
         ``open``, ``sites``, ``density`` (events per km²), ``share`` (of the listed total).
         Events outside every unit of the level are not listed.
     """
-    if level not in LEVEL_COLUMNS:
-        msg = f"unknown level {level!r}; use one of {', '.join(LEVEL_COLUMNS)}"
-        raise InvalidParameterError(msg)
+    check_level(level)
     f = validated_filter(store, filters)
 
     def compute() -> pd.DataFrame:
@@ -675,7 +625,3 @@ def mean_cell_area_km2(res: int) -> float:
     """Average H3 hexagon area at ``res`` (from the H3 tables)."""
     return MEAN_AREA_KM2[int(res)]
 
-
-def end_of_day(d: date) -> datetime:
-    """The exclusive end of a date-only ``end`` parameter (the next midnight)."""
-    return datetime(d.year, d.month, d.day) + timedelta(days=1)

@@ -56,3 +56,8 @@ class StoreError(CivicgridError, RuntimeError):
 
 class StoreVersionError(StoreError):
     """The database file was written by a newer civicgrid (HTTP 503): upgrade civicgrid to open it."""
+
+
+class OfflineAssetError(CivicgridError, RuntimeError):
+    """A page needs a script or stylesheet that is not vendored (it would come from a CDN), or the package that
+    carries a vendored file is missing (HTTP 500: the installation, not the request, is at fault)."""

@@ -14,6 +14,7 @@ import pandas as pd
 from civicgrid.geo.aggregate import EventFilter
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.geo.texts import check_lang, text
 
 #: Event sources.
 SOURCES = ("complaint", "inspection")
@@ -83,9 +84,7 @@ def query_events(store: Store, *, filters: EventFilter | None = None, columns: S
     >>> f = EventFilter(start="2025-06-01", end="2025-09-01", types="02", area="430102002")
     >>> ev = query_events(store, filters=f, limit=100, newest_first=True)  # doctest: +SKIP
     """
-    if lang not in ("zh", "en"):
-        msg = f"lang must be zh or en, got {lang!r}"
-        raise InvalidParameterError(msg)
+    check_lang(lang)
     keep = list(QUERY_COLUMNS) if columns is None else list(dict.fromkeys(columns))
     unknown = [c for c in keep if c not in QUERY_COLUMNS]
     if unknown:
@@ -134,19 +133,14 @@ def as_of_notes(store: Store, as_of: datetime, *, lang: str = "zh") -> list[str]
     """Warnings for a moment outside the store's data: before its first event or inspection (nothing is known
     yet, every site looks the same), or more than :data:`STALE_AFTER_DAYS` days after its last one (what is known
     is that old). Empty when ``as_of`` lies within the data."""
+    check_lang(lang)
     first, last = data_span(store)
     if pd.isna(first):
-        return ["库中还没有事件或检查记录" if lang == "zh" else "the store holds no events or inspections yet"]
+        return [text("events.note.empty", lang)]
     t = pd.Timestamp(as_of)
     if t <= first:
-        return [f"时点 {t:%Y-%m-%d %H:%M} 早于库中最早的记录（{first:%Y-%m-%d}）：此前没有任何数据，各点位结果相同"
-                if lang == "zh" else
-                f"as_of {t:%Y-%m-%d %H:%M} is before the first record ({first:%Y-%m-%d}): nothing is known yet, "
-                "so every site looks the same"]
+        return [text("events.note.before_first", lang, as_of=t, first=first)]
     days = (t - last).days
     if days > STALE_AFTER_DAYS:
-        return [f"时点 {t:%Y-%m-%d} 晚于库中最新的记录（{last:%Y-%m-%d}）{days} 天：结果只反映那时的状况"
-                if lang == "zh" else
-                f"as_of {t:%Y-%m-%d} is {days} days after the latest record ({last:%Y-%m-%d}): the result shows "
-                "the state as of then, nothing since is known"]
+        return [text("events.note.stale", lang, as_of=t, last=last, days=days)]
     return []

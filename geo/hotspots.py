@@ -40,39 +40,20 @@ from civicgrid.geo.aggregate import (
 from civicgrid.geo.errors import InvalidParameterError, TooManyCellsError
 from civicgrid.geo.h3cells import to_hex
 from civicgrid.geo.store import Store
+from civicgrid.geo.texts import name_column, pairs
 from scipy import stats
 from scipy.sparse.csgraph import connected_components
 
-#: Emerging-hotspot classes (ESRI "How Emerging Hot Spot Analysis works") with Chinese and English labels.
-EMERGING_CLASSES = {
-    "new_hot": ("新增热点", "New hot spot"),
-    "consecutive_hot": ("连续热点", "Consecutive hot spot"),
-    "intensifying_hot": ("加剧热点", "Intensifying hot spot"),
-    "persistent_hot": ("持续热点", "Persistent hot spot"),
-    "diminishing_hot": ("减弱热点", "Diminishing hot spot"),
-    "sporadic_hot": ("零星热点", "Sporadic hot spot"),
-    "oscillating_hot": ("振荡热点", "Oscillating hot spot"),
-    "historical_hot": ("历史热点", "Historical hot spot"),
-    "new_cold": ("新增冷点", "New cold spot"),
-    "consecutive_cold": ("连续冷点", "Consecutive cold spot"),
-    "intensifying_cold": ("加剧冷点", "Intensifying cold spot"),
-    "persistent_cold": ("持续冷点", "Persistent cold spot"),
-    "diminishing_cold": ("减弱冷点", "Diminishing cold spot"),
-    "sporadic_cold": ("零星冷点", "Sporadic cold spot"),
-    "oscillating_cold": ("振荡冷点", "Oscillating cold spot"),
-    "historical_cold": ("历史冷点", "Historical cold spot"),
-    "no_pattern": ("无显著模式", "No pattern detected"),
-}
+#: Emerging-hotspot classes (ESRI "How Emerging Hot Spot Analysis works") with Chinese and English labels
+#: (``[emerging]`` of the text catalogue, :mod:`civicgrid.geo.texts`).
+EMERGING_CLASSES: dict[str, tuple[str, ...]] = pairs("emerging")
 
-#: Gi* hot/cold classes by ``gi_bin`` with Chinese and English labels.
-GI_CLASSES = {
-    3: ("hot_99", "热点（99%置信）", "Hot spot, 99% confidence"),
-    2: ("hot_95", "热点（95%置信）", "Hot spot, 95% confidence"),
-    1: ("hot_90", "热点（90%置信）", "Hot spot, 90% confidence"),
-    0: ("none", "不显著", "Not significant"),
-    -1: ("cold_90", "冷点（90%置信）", "Cold spot, 90% confidence"),
-    -2: ("cold_95", "冷点（95%置信）", "Cold spot, 95% confidence"),
-    -3: ("cold_99", "冷点（99%置信）", "Cold spot, 99% confidence"),
+#: Gi* hot/cold classes by ``gi_bin``: ``(class, Chinese label, English label)`` (labels: ``[gi]`` of the
+#: text catalogue).
+GI_CLASSES: dict[int, tuple[str, ...]] = {
+    b: (name, *pairs("gi")[name])
+    for b, name in ((3, "hot_99"), (2, "hot_95"), (1, "hot_90"), (0, "none"), (-1, "cold_90"), (-2, "cold_95"),
+                    (-3, "cold_99"))
 }
 
 #: Share of time slices that makes a location persistent/intensifying/diminishing/historical (ESRI: 90 %).
@@ -313,6 +294,7 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
     """
     res = check_res(res)
     f = validated_filter(store, filters)
+    name_col = name_column(lang)
 
     def compute() -> gpd.GeoDataFrame:
         hs = hotspots(store, res=res, filters=f, k=k, alpha=alpha, max_cells=max_cells)
@@ -345,7 +327,6 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
             grids = cur.execute("SELECT code, name, ST_AsWKB(geom) AS g FROM grids").df()
         finally:
             cur.close()
-        name_col = "name_en" if lang == "en" else "name_zh"
         types = types.sort_values(["cluster", "n", "problem_type"], ascending=[True, False, True])
         top = types.groupby("cluster").head(top_types)
         agg["top_types"] = top.groupby("cluster")["problem_type"].agg(list)

@@ -309,14 +309,14 @@ _TRIMMED = {b"civicgrid": b"trimmed"}
 
 
 def trim_columns(table: pa.Table, columns) -> pa.Table:
-    """Return ``table`` with ``columns`` trimmed once (empty cells null); :func:`_trimmed` then reads them as is."""
+    """Return ``table`` with ``columns`` trimmed once (empty cells null); :func:`trimmed` then reads them as is."""
     for name in dict.fromkeys(c for c in columns if c is not None and c in table.column_names):
         i = table.column_names.index(name)
-        table = table.set_column(i, pa.field(name, pa.string(), metadata=_TRIMMED), _trimmed(table, name))
+        table = table.set_column(i, pa.field(name, pa.string(), metadata=_TRIMMED), trimmed(table, name))
     return table
 
 
-def _trimmed(table: pa.Table, column: str) -> pa.Array:
+def trimmed(table: pa.Table, column: str) -> pa.Array:
     """A column as one Arrow string array, trimmed, with nulls for empty cells."""
     arr = table.column(column)
     arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
@@ -334,7 +334,7 @@ def strings(table: pa.Table, column: str | None) -> np.ndarray:
     """Return a column as an object array of stripped strings (None for empty)."""
     if column is None:
         return np.full(table.num_rows, None, dtype=object)
-    return _trimmed(table, column).to_numpy(zero_copy_only=False)
+    return trimmed(table, column).to_numpy(zero_copy_only=False)
 
 
 #: A decimal number as city files write it (optional sign, decimals, exponent).
@@ -442,7 +442,7 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
         report.columns["point"] = point
         source = "text"
     elif "lat" in cols and "lng" in cols:
-        raw_lat, raw_lng = _trimmed(table, cols["lat"]), _trimmed(table, cols["lng"])
+        raw_lat, raw_lng = trimmed(table, cols["lat"]), trimmed(table, cols["lng"])
         lat, lng = numbers(raw_lat, trimmed=True), numbers(raw_lng, trimmed=True)
         empty = (raw_lat.is_null().to_numpy(zero_copy_only=False)
                  | raw_lng.is_null().to_numpy(zero_copy_only=False))
@@ -784,7 +784,7 @@ def dedup_key_array(table: pa.Table, cols: dict[str, str], *, prefix: str, ids: 
     content_cols = [c for c in table.column_names if c not in ("__row__",)]
     if "id" not in cols:
         return content_key_array(table, content_cols, f"{prefix}#")
-    ids = _trimmed(table, cols["id"]) if ids is None else ids
+    ids = trimmed(table, cols["id"]) if ids is None else ids
     keyed = pc.binary_join_element_wise(pa.scalar(f"{prefix}:"), ids, "")
     if ids.null_count:
         missing = np.flatnonzero(ids.is_null().to_numpy(zero_copy_only=False))

@@ -38,6 +38,7 @@ import pandas as pd
 from civicgrid.geo.errors import StoreError, StoreVersionError
 from civicgrid.geo.schema import MIGRATIONS, SCHEMA_VERSION
 from civicgrid.geo.settings import Settings, get_settings
+from civicgrid.geo.times import DEFAULT_TIMEZONE
 
 logger = logging.getLogger(__name__)
 
@@ -136,7 +137,7 @@ def migrate(con: duckdb.DuckDBPyConnection, *, path: str | os.PathLike = "databa
         con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)])
     if found == 0:
         seed_taxonomies(con)
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('timezone', 'Asia/Shanghai')")
+        con.execute("INSERT OR REPLACE INTO meta VALUES ('timezone', ?)", [DEFAULT_TIMEZONE])
         logger.info("%s: new database, schema version %d", path, SCHEMA_VERSION)
     elif found < SCHEMA_VERSION:
         logger.info("%s: migrated from schema version %d to %d", path, found, SCHEMA_VERSION)

@@ -1,14 +1,272 @@
-"""Parse the time formats of city files (ISO 8601, Chinese, US, Excel serial days) into store-local timestamps."""
+"""Time in civicgrid: the store's time zone, "now", moments and periods users give, and time columns of files.
+
+Times are stored as naive wall-clock times of the store's time zone (``meta.timezone``, :data:`DEFAULT_TIMEZONE`
+for every store civicgrid creates). This module is the one place that knows it:
+
+* :func:`store_timezone` and :func:`now_local`: the zone and the current wall-clock time in it;
+* :func:`parse_moment` (:func:`as_datetime` where a value is optional): one date or time a user typed (a
+  parameter, a CLI option). Year first only: ``01/03/2025`` (1 March or 3 January?) is refused, never guessed;
+  an offset (``2025-07-01T08:30+00:00``) is converted to the store's zone;
+* :func:`parse_day`, :func:`is_date_only`, :func:`end_of_day` and :func:`parse_end`: days, and the rule that a
+  date-only ``end`` includes that whole day;
+* :func:`parse_period`: ``2025-03``, ``2025-Q1``, ``2025``, ``2025-03-05`` or ``2025-03-01..2025-03-15``;
+* :func:`parse_times`: whole time columns of city files, vectorized. Files are not typed by the user at hand,
+  so it also reads the US ``MM/DD/YYYY`` of 311 portals and Excel serial days.
+"""
 
 from __future__ import annotations
 
+import calendar
+import re
 import zoneinfo
+from datetime import date, datetime, timedelta
+from typing import TYPE_CHECKING, Literal
 
+import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from civicgrid.geo.errors import InvalidParameterError
+
+if TYPE_CHECKING:
+    from civicgrid.geo.store import Store
+
+#: The time zone of the wall-clock times of a store civicgrid creates (``meta.timezone``), and of values
+#: given without one.
+DEFAULT_TIMEZONE = "Asia/Shanghai"
+
+
+def store_timezone(store: Store | duckdb.DuckDBPyConnection) -> str:
+    """The time zone of a store's times: its ``meta.timezone``, or :data:`DEFAULT_TIMEZONE` when unset.
+
+    Parameters
+    ----------
+    store
+        A :class:`~civicgrid.geo.store.Store` or an open connection to the database (inside a write).
+    """
+    if isinstance(store, duckdb.DuckDBPyConnection):
+        row = store.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
+        value = row[0] if row else None
+    else:
+        value = store.meta("timezone")
+    return value or DEFAULT_TIMEZONE
+
+
+def now_local(*, tz: str = DEFAULT_TIMEZONE,
+              precision: Literal["second", "minute", "microsecond"] = "second") -> datetime:
+    """The current wall-clock time in ``tz``, naive (as times are stored).
+
+    Parameters
+    ----------
+    tz
+        The time zone (the store's, :data:`DEFAULT_TIMEZONE` by default), not the machine's.
+    precision
+        ``second`` (the default: what cases and users record), ``minute`` (a cache key that changes once a
+        minute) or ``microsecond``.
+    """
+    now = datetime.now(zoneinfo.ZoneInfo(tz)).replace(tzinfo=None)
+    if precision == "second":
+        return now.replace(microsecond=0)
+    if precision == "minute":
+        return now.replace(second=0, microsecond=0)
+    if precision == "microsecond":
+        return now
+    msg = f"precision must be second, minute or microsecond, got {precision!r}"
+    raise InvalidParameterError(msg)
+
+
+# --- one moment a user gives ----------------------------------------------------------------------------------
+
+#: A text must start with a 4-digit year (2025-07-01, 2025/7/1, 20250701, 2025年7月1日, 2025-07-01T08:00).
+_YEAR_FIRST = re.compile(r"^\d{4}(?:\d{4}(?!\d)|[^\d]|$)")
+#: Day- or month-first dates (01/07/2025, 1.7.2025, 07-01-25): 1 July or 7 January?
+_DAY_FIRST = re.compile(r"^\d{1,2}\s*[-/.]\s*\d{1,2}\s*[-/.]\s*\d{2,4}(?!\d)")
+#: A day without a time of day, year first: 2025-07-01, 2025/7/1, 2025.7.1, 2025年7月1日, 20250701.
+_DATE_ONLY = re.compile(r"\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*日?|\d{8}")
+_MUST = "{name} must be a date like 2025-07-01 or a date-time like 2025-07-01T08:30 (the year first; 2025年7月1日 too)"
+
+
+def parse_moment(value: object, *, name: str = "time", tz: str = DEFAULT_TIMEZONE) -> datetime:
+    """Read one date or date-time given by a user as a naive wall-clock time of ``tz``.
+
+    Parameters
+    ----------
+    value
+        A datetime (an aware one is converted to ``tz``), a date (its midnight), a ``numpy.datetime64`` or a
+        text that starts with a 4-digit year: ISO 8601 (``2025-07-01``, ``2025-07-01T08:30``, with an offset or
+        ``Z``), ``2025/7/1``, ``20250701``, ``2025年7月1日 下午2:30``.
+    name
+        The parameter's name, for messages.
+    tz
+        The store's time zone: where wall-clock times are read and offsets converted to.
+
+    Raises
+    ------
+    InvalidParameterError
+        No value; a text that does not start with the year (``01/07/2025`` is refused as ambiguous: pandas
+        would read 7 January, a planner may mean 1 July); a text that is not a date.
+    """
+    if isinstance(value, datetime):  # pandas Timestamps too
+        if pd.isna(value):
+            ts = None
+        elif value.tzinfo is None:
+            return value if type(value) is datetime else pd.Timestamp(value).to_pydatetime()
+        else:
+            ts = pd.Timestamp(value)
+    elif isinstance(value, date):
+        return datetime(value.year, value.month, value.day)
+    elif isinstance(value, np.datetime64):
+        ts = None if np.isnat(value) else pd.Timestamp(value)
+    elif value is None or not str(value).strip():
+        ts = None
+    else:
+        return _parse_text(value, name=name, tz=tz)
+    if ts is None:
+        msg = f"{name} is required: a date like 2025-07-01 or a date-time like 2025-07-01T08:00"
+        raise InvalidParameterError(msg)
+    return _naive(ts, tz)
+
+
+def _parse_text(value: object, *, name: str, tz: str) -> datetime:
+    text = str(value).strip()
+    if not _YEAR_FIRST.match(text):
+        what = "ambiguous (day or month first?)" if _DAY_FIRST.match(text) else "not a date with the year first"
+        msg = f"{name}={value!r} is {what}; {_MUST.format(name=name)}"
+        raise InvalidParameterError(msg)
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, TypeError, OverflowError):
+        ts = pd.NaT
+    if not pd.isna(ts):
+        return _naive(ts, tz)
+    parsed, _ = parse_times([text], tz=tz, store_tz=tz)  # the forms of Chinese office systems
+    if np.isnat(parsed[0]):
+        msg = f"{name}={value!r} is not a date or time; {_MUST.format(name=name)}"
+        raise InvalidParameterError(msg)
+    return pd.Timestamp(parsed[0]).to_pydatetime()
+
+
+def _naive(ts: pd.Timestamp, tz: str) -> datetime:
+    if ts.tzinfo is not None:
+        ts = ts.tz_convert(tz).tz_localize(None)
+    return ts.to_pydatetime()
+
+
+def as_datetime(value: object, *, name: str = "time", tz: str = DEFAULT_TIMEZONE) -> datetime | None:
+    """:func:`parse_moment` of an optional value: ``None`` (or an empty text) stays ``None``."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        return None
+    return parse_moment(value, name=name, tz=tz)
+
+
+# --- days, the date-only end, periods ------------------------------------------------------------------------
+
+
+def is_date_only(value: object) -> bool:
+    """Whether ``value`` names a day without a time of day: a date, or a text such as ``2025-07-01``,
+    ``2025/7/1``, ``2025年7月1日`` or ``20250701``."""
+    if isinstance(value, datetime):
+        return False
+    if isinstance(value, date):
+        return True
+    return isinstance(value, str) and _DATE_ONLY.fullmatch(value.strip()) is not None
+
+
+def parse_day(value: object, *, name: str = "day", tz: str = DEFAULT_TIMEZONE) -> date:
+    """The day of a moment (:func:`parse_moment`): ``2025-07-01``, ``2025/7/1`` or a datetime's date."""
+    if value is None or (isinstance(value, str) and not value.strip()):
+        msg = f"{name} is required: a day like 2025-07-01 (the year first)"
+        raise InvalidParameterError(msg)
+    return parse_moment(value, name=name, tz=tz).date()
+
+
+def end_of_day(day: date) -> datetime:
+    """The exclusive end of the whole day ``day``: the next midnight."""
+    return datetime(day.year, day.month, day.day) + timedelta(days=1)
+
+
+def parse_end(value: object, *, name: str = "end", tz: str = DEFAULT_TIMEZONE) -> datetime | None:
+    """The exclusive end of a time window given as ``end``: a date-only value includes that whole day
+    (:func:`end_of_day`); a date-time is the exclusive end itself; ``None`` (or empty) stays ``None``."""
+    moment = as_datetime(value, name=name, tz=tz)
+    if moment is None or not is_date_only(value):
+        return moment
+    return end_of_day(moment.date())
+
+
+def parse_period(period: str | None = None, *, start: object = None, end: object = None) -> tuple[date, date, str]:
+    """The days of a reporting period: ``(first day, day after the last, label)``.
+
+    Parameters
+    ----------
+    period
+        ``2024-03`` (a month), ``2024-Q1`` (a quarter), ``2024`` (a year), ``2024-03-05`` (one day) or
+        ``2024-03-01..2024-03-15`` (inclusive range).
+    start, end
+        Instead of ``period``: first and last day (inclusive).
+
+    Raises
+    ------
+    InvalidParameterError
+        Neither a period nor both days; a period of another form; a period that ends before it starts.
+    """
+    if period is None or not str(period).strip():
+        if start is None or end is None:
+            msg = "give a period (2024-03, 2024-Q1, 2024, 2024-03-01..2024-03-15) or both start and end"
+            raise InvalidParameterError(msg)
+        first, last = _period_day(start, "start"), _period_day(end, "end")
+    else:
+        text = str(period).strip()
+        if ".." in text:
+            a, b = text.split("..", 1)
+            first, last = _period_day(a, "period start"), _period_day(b, "period end")
+        elif m := re.fullmatch(r"(\d{4})-(\d{1,2})", text):
+            year, month = int(m.group(1)), int(m.group(2))
+            if not 1 <= month <= 12:
+                msg = f"period {text!r}: month must be 01..12"
+                raise InvalidParameterError(msg)
+            first, last = date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
+        elif m := re.fullmatch(r"(\d{4})-?[Qq]([1-4])", text):
+            year, q = int(m.group(1)), int(m.group(2))
+            first = date(year, 3 * q - 2, 1)
+            last = date(year, 3 * q, calendar.monthrange(year, 3 * q)[1])
+        elif re.fullmatch(r"\d{4}", text):
+            first, last = date(int(text), 1, 1), date(int(text), 12, 31)
+        else:
+            first = last = _period_day(text, "period")
+    if last < first:
+        msg = f"the period ends ({last}) before it starts ({first})"
+        raise InvalidParameterError(msg)
+    return first, last + timedelta(days=1), period_label(first, last)
+
+
+def _period_day(value: object, what: str) -> date:
+    """A day of a period: a date, a datetime's day or a date-only text (a time of day would be dropped)."""
+    if isinstance(value, datetime | date) or is_date_only(value):
+        try:
+            return parse_day(value, name=what)
+        except InvalidParameterError:
+            pass
+    msg = (f"{what} must be a period like 2024-03, 2024-Q1, 2024 or 2024-03-01..2024-03-15 (the year first), "
+           f"got {value!r}")
+    raise InvalidParameterError(msg)
+
+
+def period_label(first: date, last: date) -> str:
+    """``2024-03`` (a whole month), ``2024-Q1`` (a whole quarter), ``2024`` (a whole year), else the days."""
+    month_end = date(last.year, last.month, calendar.monthrange(last.year, last.month)[1])
+    if first.day == 1 and last == month_end:
+        if (first.year, first.month) == (last.year, last.month):
+            return f"{first:%Y-%m}"
+        if first.year == last.year and first.month % 3 == 1 and last.month == first.month + 2:
+            return f"{first.year}-Q{(first.month + 2) // 3}"
+        if first.year == last.year and (first.month, last.month) == (1, 12):
+            return f"{first.year}"
+    return f"{first}" if first == last else f"{first}..{last}"
+
+
+# --- time columns of city files --------------------------------------------------------------------------------
 
 #: Patterns tried on values the fixed-width ISO fast path does not take, in order (RE2 syntax, named groups
 #: y mo d h mi s f ap z). Sources: ISO 8601; the forms Chinese office systems export (年月日, 时分秒,
@@ -34,7 +292,8 @@ _US_PER = {"d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_
 _FAST_ROWS = 1 << 20
 
 
-def parse_times(values, *, tz: str = "Asia/Shanghai", store_tz: str = "Asia/Shanghai") -> tuple[np.ndarray, np.ndarray]:
+def parse_times(values, *, tz: str = DEFAULT_TIMEZONE,
+                store_tz: str = DEFAULT_TIMEZONE) -> tuple[np.ndarray, np.ndarray]:
     """Parse time strings into naive timestamps in the store's time zone.
 
     Accepted forms: ISO 8601 with or without ``T``, fraction, ``Z`` or an
@@ -88,7 +347,7 @@ def _check_zone(name: str) -> None:
     try:
         zoneinfo.ZoneInfo(name)
     except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        msg = f"unknown time zone {name!r} (use an IANA name such as Asia/Shanghai or America/New_York)"
+        msg = f"unknown time zone {name!r} (use an IANA name such as {DEFAULT_TIMEZONE} or America/New_York)"
         raise InvalidParameterError(msg) from exc
 
 

@@ -6,8 +6,6 @@ import difflib
 import hashlib
 import os
 import secrets
-from datetime import datetime
-from zoneinfo import ZoneInfo
 
 import duckdb
 import pandas as pd
@@ -19,6 +17,7 @@ from civicgrid.geo.errors import (
     PermissionDeniedError,
 )
 from civicgrid.geo.store import Store, fetch_value, writing
+from civicgrid.geo.times import now_local
 
 #: Roles, weakest first: each role may do what the weaker ones may.
 #: viewer: read cases and audit trails; inspector: create and move cases, plan patrols;
@@ -65,7 +64,7 @@ def add_user(db: str | os.PathLike, name: str, *, role: str) -> tuple[dict, str]
             msg = f"user {name!r} exists; choose another name or `civicgrid users token {name}` for a new token"
             raise ConflictError(msg)
         uid = int(fetch_value(con, "SELECT coalesce(max(user_id), 0) + 1 FROM users"))
-        now = datetime.now(ZoneInfo("Asia/Shanghai")).replace(tzinfo=None, microsecond=0)
+        now = now_local()
         con.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, TRUE)", [uid, name, role, hash_token(token), now])
         user = con.execute("SELECT user_id, name, role, created_at, active FROM users WHERE user_id = ?",
                            [uid]).df().iloc[0].to_dict()

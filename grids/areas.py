@@ -12,12 +12,10 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 from civicgrid.geo import importing as imp
-from civicgrid.geo.errors import ImportFileError, InvalidParameterError
+from civicgrid.geo.errors import ImportFileError
+from civicgrid.geo.levels import AREA_LEVELS, PARENT_LEVEL, check_level
 from civicgrid.geo.store import fetch_value, writing
 from civicgrid.grids.locate import LOCATION_COLUMNS, locate_points, location_arrays
-
-#: Area levels, top down, with the level each one's parent belongs to.
-LEVELS = {"district": None, "street": "district", "community": "street"}
 
 AREA_FIELDS = ["code", "name", "parent"]
 GRID_FIELDS = ["code", "name", "parent", "leader", "leader_phone", "households"]
@@ -192,9 +190,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
     mapping
         ``{field: column}`` for ``code``, ``name``, ``parent``.
     """
-    if level not in LEVELS:
-        msg = f"--level must be one of {', '.join(LEVELS)}, got {level!r}"
-        raise InvalidParameterError(msg)
+    check_level(level, levels=AREA_LEVELS)
     started = datetime.now()
     src, cols, report, rej = imp.start_import("areas", path, fields=AREA_FIELDS, required=["code", "name"],
                                               mapping=mapping, encoding=encoding, layer=layer)
@@ -205,7 +201,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
     rej.add(pd.isna(name), "name", "missing name")
     geoms = _polygons(src, rej, report, crs)
     with writing(db) as con:
-        parent_level = LEVELS[level]
+        parent_level = PARENT_LEVEL[level]
         parent = np.full(len(code), None, dtype=object)
         if parent_level is not None:
             if "parent" in cols:

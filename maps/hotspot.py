@@ -19,11 +19,13 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from civicgrid.geo.aggregate import LEVEL_COLUMNS, METRICS, EventFilter, area_stats, heatmap
+from civicgrid.geo.aggregate import METRICS, EventFilter, area_stats, heatmap
 from civicgrid.geo.coords import from_wgs84, to_crs_frame
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.hotspots import hotspot_clusters
+from civicgrid.geo.levels import AREA_LEVELS, LEVEL_COLUMNS
 from civicgrid.geo.store import Store
+from civicgrid.geo.texts import LANGS, check_lang, city_name, labels, local_name, name_column, text
 from civicgrid.maps.basemaps import BASEMAPS, basemap_crs, check_basemap, tianditu_key, tile_layers
 from civicgrid.maps.layers import CompactMarkers, ExposeLayer, HexagonLayer, OutlineLayer, rounded_geojson
 from civicgrid.maps.legend import class_breaks, class_colors, legend_entries, legend_values
@@ -37,78 +39,6 @@ FORM_RES = (6, 7, 8, 9, 10, 11)
 
 #: Leaflet pane of the district names: above the markers (600), below tooltips (650) and popups (700).
 LABEL_PANE = "cg-labels"
-
-#: Page labels: key -> (Chinese, English).
-_LABEL_PAIRS = {
-    "title": ("{city} 问题热点地图", "{city} problem hotspot map"),
-    "heat": ("问题热力（H3 {res} 级）", "Problem heat (H3 res {res})"),
-    "grids": ("微网格", "Micro-grids"),
-    "sites": ("样本框点位", "Sample-frame sites"),
-    "clusters": ("热点区域", "Hotspot clusters"),
-    "districts": ("区界", "District outlines"),
-    "filters": ("筛选", "Filters"),
-    "start": ("开始日期", "From"),
-    "end": ("结束日期", "To"),
-    "source": ("来源", "Source"),
-    "all": ("全部", "All"),
-    "complaint": ("市民投诉（12345）", "Complaints (12345)"),
-    "inspection": ("巡查发现", "Inspection hits"),
-    "type": ("问题类型", "Problem type"),
-    "all_types": ("全部类型", "All types"),
-    "all_of": ("（全部）", " (all)"),
-    "area": ("区域", "Area"),
-    "all_areas": ("全市", "Whole city"),
-    "district": ("区", "District"),
-    "street": ("街道", "Street"),
-    "community": ("社区", "Community"),
-    "res": ("网格精度", "Cell size"),
-    "metric": ("指标", "Metric"),
-    "count": ("事件数", "Events"),
-    "density": ("每平方公里事件数", "Events per km²"),
-    "sites_metric": ("涉及点位数", "Sites affected"),
-    "basemap": ("底图", "Basemap"),
-    "bm_none": ("无底图（区界）", "None (district outlines)"),
-    "bm_osm": ("OpenStreetMap", "OpenStreetMap"),
-    "bm_tianditu": ("天地图", "Tianditu"),
-    "bm_amap": ("高德地图", "AMap (Gaode)"),
-    "apply": ("应用", "Apply"),
-    "reset": ("重置", "Reset"),
-    "events": ("件", "events"),
-    "cells": ("个网格单元", "cells"),
-    "legend": ("图例", "Legend"),
-    "no_events": ("所选条件下没有事件", "No events match these filters"),
-    "rank": ("热点", "Hotspot"),
-    "n_cells": ("单元", "cells"),
-    "km2": ("平方公里", "km²"),
-    "top_types": ("主要问题", "Main problems"),
-    "in_grids": ("涉及网格", "Grids"),
-    "in_sites": ("样本框点位", "Sample-frame sites"),
-    "none_found": ("未发现显著热点", "No significant hotspot found"),
-    "code": ("编码", "Code"),
-    "leader": ("网格长", "Grid leader"),
-    "phone": ("电话", "Phone"),
-    "households": ("户数", "Households"),
-    "name": ("名称", "Name"),
-    "category": ("类别", "Category"),
-    "address": ("地址", "Address"),
-    "unit": ("责任单位", "Responsible unit"),
-    "value": ("数值", "Value"),
-    "event_count": ("事件数", "Events"),
-    "site_count": ("涉及点位", "Sites affected"),
-    "grid_events": ("本网格事件数（当前筛选）", "Events in grid (filtered)"),
-    "status": ("状态", "Status"),
-    "lang": ("English", "中文"),
-    "more": ("等 {n} 个", "{n} in all"),
-    "hotspot_note": ("Getis-Ord Gi* 显著热点（FDR 校正，α=0.05），按事件数排序",
-                     "Getis-Ord Gi* significant hot spots (FDR-corrected, α=0.05), by events"),
-    "tk_missing": ("天地图需要密钥：设置环境变量 CIVICGRID_TIANDITU_KEY",
-                   "Tianditu needs a key: set CIVICGRID_TIANDITU_KEY"),
-    "summary": ("{events} 件事件 · {cells} 个单元", "{events} events · {cells} cells"),
-    "site_groups": ("点位类别", "Site groups"),
-}
-#: Page labels per language.
-LABELS = {lang: {k: v[i] for k, v in _LABEL_PAIRS.items()} for i, lang in enumerate(("zh", "en"))}
-
 
 def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = None, metric: str = "count",
                 lang: str = "zh", basemap: str = "none", max_cells: int | None = None,
@@ -148,14 +78,14 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     if metric not in METRICS:
         msg = f"metric must be one of {', '.join(METRICS)}, got {metric!r}"
         raise InvalidParameterError(msg)
-    lang = "en" if lang == "en" else "zh"
-    t = LABELS[lang]
+    lang = check_lang(lang)
+    t = labels("map", lang)
     crs = basemap_crs(basemap)
     filters = (filters or EventFilter()).validate(store)
     cells = heatmap(store, res=res, filters=filters, metric=metric, max_cells=max_cells)
     clusters = hotspot_clusters(store, res=res, filters=filters, lang=lang, max_cells=max_cells)
 
-    city = store.meta("city_name_en" if lang == "en" else "city_name") or store.meta("city_name") or ""
+    city = city_name(store, lang)
     districts, grids = _area_frames(store, filters=filters, lang=lang, crs=crs)
     m = _base_map(grids if len(grids) else districts, title=t["title"].format(city=city))
     notes = _add_background(m, districts, basemap=basemap, settings=settings, t=t)
@@ -177,8 +107,8 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
         options=_form_options(store, lang), legend=legend_entries(values, breaks, colors), metric_label=metric_label,
         groups=groups, clusters=cluster_items, notes=notes, map_name=m.get_name(),
         summary=t["summary"].format(events=f"{int(cells['count'].sum()):,}", cells=f"{len(cells):,}"),
-        empty=not len(cells), heading=m.get_root().title,
-        lang_href="?" + urlencode({**q, "lang": "zh" if lang == "en" else "en"}),
+        empty=not len(cells), heading=m.get_root().title, list_sep=text("common.list_sep", lang),
+        lang_href="?" + urlencode({**q, "lang": next(x for x in LANGS if x != lang)}),
         hidden={k: q[k] for k in ("category", "status") if k in q},
     )
     root = m.get_root()
@@ -200,10 +130,8 @@ def _frame(store: Store, sql: str, params=None) -> gpd.GeoDataFrame:
 def _area_frames(store: Store, *, filters: EventFilter, lang: str,
                  crs: str) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
     """District outlines (names in ``lang``) and the micro-grids of the filtered area, in ``crs``."""
-    districts = _frame(store, "SELECT code, name, coalesce(name_en, name) AS name_en, ST_AsWKB(geom) AS wkb "
+    districts = _frame(store, f"SELECT code, {local_name(lang)} AS name, ST_AsWKB(geom) AS wkb "
                               "FROM areas WHERE level = 'district' ORDER BY code")
-    if lang == "en":
-        districts["name"] = districts["name_en"]
     grids = _frame(store, "SELECT code, name, leader_name, leader_phone, households, ST_AsWKB(geom) AS wkb "
                           "FROM grids ORDER BY code")
     if filters.area is not None:
@@ -337,14 +265,14 @@ _BUBBLE_ICON = """function (c) {
 
 def _add_sites(m: folium.Map, store: Store, *, filters: EventFilter, lang: str, crs: str, t: dict) -> list[dict]:
     """Sample-frame sites of the filtered area, clustered, coloured by category group; the panel's groups."""
-    suffix = "en" if lang == "en" else "zh"
     where, params = "s.active AND s.lng IS NOT NULL", []
     if filters.area is not None:
         where += f" AND s.{LEVEL_COLUMNS[filters.area_level]} = ?"
         params.append(filters.area)
     sites = store.sql(
-        f"SELECT s.lng, s.lat, s.name, s.address, s.responsible_unit, c.name_{suffix} AS category, c.group_code, "
-        f"c.group_{suffix} AS grp FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code "
+        f"SELECT s.lng, s.lat, s.name, s.address, s.responsible_unit, c.{name_column(lang)} AS category, "
+        f"c.group_code, c.{name_column(lang, 'group')} AS grp "
+        f"FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code "
         f"WHERE {where} ORDER BY c.group_code, s.site_id", params)
     groups = sites[["group_code", "grp"]].drop_duplicates("group_code").reset_index(drop=True)
     group_index = {g: i for i, g in enumerate(groups["group_code"])}
@@ -366,17 +294,15 @@ def _add_sites(m: folium.Map, store: Store, *, filters: EventFilter, lang: str, 
 
 def _form_options(store: Store, lang: str) -> dict:
     """Choices of the filter form: problem types by 大类 and areas by level."""
-    suffix = "en" if lang == "en" else "zh"
-    pt = store.sql(f"SELECT code, name_{suffix} AS name, major_code, major_{suffix} AS major FROM problem_types "
-                   "ORDER BY code")
+    pt = store.sql(f"SELECT code, {name_column(lang)} AS name, major_code, {name_column(lang, 'major')} AS major "
+                   "FROM problem_types ORDER BY code")
     majors = [{"code": code, "name": part["major"].iloc[0],
                "types": [{"code": r.code, "name": r.name} for r in part.itertuples()]}
               for code, part in pt.groupby("major_code", sort=True)]
-    name = "coalesce(name_en, name)" if lang == "en" else "name"
-    areas = store.sql(f"SELECT code, {name} AS name, level, parent_code FROM areas ORDER BY code")
+    areas = store.sql(f"SELECT code, {local_name(lang)} AS name, level, parent_code FROM areas ORDER BY code")
     levels = [{"level": lv, "areas": [{"code": r.code, "name": r.name} for r in areas[areas.level == lv].itertuples()]}
-              for lv in ("district", "street", "community")]
+              for lv in AREA_LEVELS]
     return {"majors": majors, "levels": levels, "area_codes": set(areas["code"])}
 
 
-__all__ = ["FORM_RES", "GROUP_COLORS", "LABELS", "LABEL_PANE", "hotspot_map"]
+__all__ = ["FORM_RES", "GROUP_COLORS", "LABEL_PANE", "hotspot_map"]

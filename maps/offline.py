@@ -35,6 +35,8 @@ import importlib.resources
 import re
 from pathlib import Path
 
+from civicgrid.geo.errors import OfflineAssetError
+
 #: URL prefix of the vendored files.
 VENDOR_URL = "/static/vendor"
 
@@ -89,10 +91,6 @@ DROPPED: dict[str, str | None] = {
 _TAG = re.compile(r"<(script|link)\b[^>]*?\b(src|href)\s*=\s*([\"'])(https?:)?//[^\"']*\3[^>]*>(\s*</script>)?",
                   re.IGNORECASE)
 _URL = re.compile(r"\b(?:src|href)\s*=\s*([\"'])((?:https?:)?//[^\"']*)\1", re.IGNORECASE)
-
-
-class OfflineAssetError(RuntimeError):
-    """A page needs a script or stylesheet that is not vendored (it would come from a CDN)."""
 
 
 def vendor_path(name: str) -> Path:

@@ -22,7 +22,7 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.events import SOURCES
 from civicgrid.geo.readers import BatchReader
 from civicgrid.geo.store import writing
-from civicgrid.geo.times import parse_times
+from civicgrid.geo.times import DEFAULT_TIMEZONE, parse_times, store_timezone
 from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.sites.cases import backfill, link_rebounds
 
@@ -59,7 +59,7 @@ def problem_type_choices(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str = "complaint",
                   mapping: dict[str, str] | None = None, point: str | None = None, crs: str | None = None,
-                  tz: str = "Asia/Shanghai", encoding: str | None = None, layer: str | None = None,
+                  tz: str = DEFAULT_TIMEZONE, encoding: str | None = None, layer: str | None = None,
                   sheet: str | int | None = None, progress: bool = True, cases: bool = True) -> imp.ImportReport:
     """Import complaints or inspection hits from a file into the store.
 
@@ -180,7 +180,7 @@ class _EventBatchContext:
         """The context of an import into the store of ``con``: its time zone, extent, grids, keys and codes."""
         return cls(
             cols=cols, source=source, point=point, crs=crs, tz=tz, report=report, reader=reader,
-            store_tz=con.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()[0],
+            store_tz=store_timezone(con),
             extent=imp.city_extent(con), locator=Locator(con), keys=imp.KeyIndex(con, "events"),
             problem_types=problem_type_choices(con) if "type" in cols else None,
             sites=con.execute("SELECT CAST(site_id AS VARCHAR) AS code, external_id, name FROM sites").df()
@@ -235,7 +235,7 @@ def _column(table: pa.Table, column: str | None, idx: np.ndarray) -> pa.Array:
     """The trimmed strings of ``column`` at rows ``idx`` (nulls when there is no such column)."""
     if column is None:
         return pa.nulls(len(idx), pa.string())
-    return imp._trimmed(table, column).take(pa.array(idx))
+    return imp.trimmed(table, column).take(pa.array(idx))
 
 
 def _ids(values: np.ndarray, idx: np.ndarray) -> pa.Array:
@@ -265,7 +265,7 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
     status = _event_status(batch, cols, rej, closed_at=ends.get("closed"))
 
     keys = imp.dedup_key_array(raw, cols, prefix=ctx.source,
-                               ids=imp._trimmed(batch, cols["id"]) if "id" in cols else None)
+                               ids=imp.trimmed(batch, cols["id"]) if "id" in cols else None)
     dup = ctx.keys.duplicates(con, keys, rej.ok, before_query=before_query)
     idx = np.flatnonzero(rej.ok & ~dup)
     rejects = rej.to_list()
@@ -298,7 +298,7 @@ def _event_times(batch: pa.Table, ctx: _EventBatchContext,
     """The events' times, and when the problem was fixed and the case closed (``rectified``, ``closed``: the
     fields the file has), rejecting missing, unparseable and out-of-order times."""
     cols, n = ctx.cols, batch.num_rows
-    raw_time = imp._trimmed(batch, cols["time"])
+    raw_time = imp.trimmed(batch, cols["time"])
     times, bad_time = parse_times(raw_time, tz=ctx.tz, store_tz=ctx.store_tz)
     rej.add(raw_time.is_null().to_numpy(zero_copy_only=False), "time", "missing time")
     if bad_time.any():
@@ -312,7 +312,7 @@ def _event_times(batch: pa.Table, ctx: _EventBatchContext,
     for field in ("rectified", "closed"):
         if field not in cols:
             continue
-        raw_end = imp._trimmed(batch, cols[field])
+        raw_end = imp.trimmed(batch, cols[field])
         end, bad_end = parse_times(raw_end, tz=ctx.tz, store_tz=ctx.store_tz)
         early = ~np.isnat(end) & ~np.isnat(times) & (end < times)
         reasons = np.full(n, None, dtype=object)
@@ -338,7 +338,7 @@ def _event_codes(batch: pa.Table, ctx: _EventBatchContext,
     ptype = pa.nulls(n, pa.string())
     if "type" in cols:
         ptype, unknown, reasons = imp.match_names(
-            imp._trimmed(batch, cols["type"]), ctx.problem_types, key="code", names=["name_zh", "name_en"],
+            imp.trimmed(batch, cols["type"]), ctx.problem_types, key="code", names=["name_zh", "name_en"],
             what="problem type", arrow=True)
         rej.add(unknown, "type", reasons)
 
@@ -364,7 +364,7 @@ def _event_status(batch: pa.Table, cols: dict[str, str], rej: imp.Rejects, *,
     n = batch.num_rows
     status = np.zeros(n, dtype=np.int8)  # index into _STATUSES; empty → open
     if "status" in cols:
-        enc = imp._trimmed(batch, cols["status"]).dictionary_encode()
+        enc = imp.trimmed(batch, cols["status"]).dictionary_encode()
         words = pd.Series(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
         slot = words.str.lower().map(STATUS_WORDS).map({v: i for i, v in enumerate(_STATUSES)})
         slot = slot.fillna(-1).to_numpy(dtype=np.int8)

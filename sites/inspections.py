@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 from civicgrid.geo import importing as imp
 from civicgrid.geo.store import writing
-from civicgrid.geo.times import parse_times
+from civicgrid.geo.times import DEFAULT_TIMEZONE, parse_times, store_timezone
 from civicgrid.sites.frame import PointRows
 
 INSPECTION_FIELDS = ["id", "lat", "lng", "site", "time", "inspector", "result"]
@@ -38,7 +38,7 @@ def parse_results(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 
 
 def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dict[str, str] | None = None,
-                       point: str | None = None, crs: str | None = None, tz: str = "Asia/Shanghai",
+                       point: str | None = None, crs: str | None = None, tz: str = DEFAULT_TIMEZONE,
                        encoding: str | None = None, layer: str | None = None, sheet: str | int | None = None,
                        progress: bool = True) -> imp.ImportReport:
     """Import inspection visits: site, time, inspector and result.
@@ -54,7 +54,7 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
     table = src.table
     n = table.num_rows
     with writing(db) as con:
-        store_tz = con.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()[0]
+        store_tz = store_timezone(con)
         sites = con.execute(
             "SELECT CAST(site_id AS VARCHAR) AS code, external_id, name, lng, lat FROM sites").df()
         raw_site = imp.strings(table, cols["site"])

@@ -30,13 +30,16 @@ from datetime import timedelta
 
 import numpy as np
 import pandas as pd
+from civicgrid.geo import levels
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
-from civicgrid.sites.cases import now_local, to_timestamp
+from civicgrid.geo.texts import check_lang, labels, local_name, name_column, text
+from civicgrid.geo.times import now_local, parse_moment
 
-#: Levels of :func:`kpi_table`: the column of ``cases`` holding the unit.
-LEVEL_COLUMNS = {"district": "district_code", "street": "street_code", "community": "community_code",
-                 "grid": "grid_code", "category": "category_code"}
+#: Levels of :func:`kpi_table`: the area levels, then site categories.
+KPI_LEVELS = (*levels.LEVELS, "category")
+#: Level -> the column of ``cases`` holding the unit.
+UNIT_COLUMNS = {**levels.LEVEL_COLUMNS, "category": "category_code"}
 
 #: Count columns and rates of the KPI table, in order.
 COLUMNS = ["code", "name", "found", "rectified", "rectification_rate", "due", "closed", "closed_on_time",
@@ -97,12 +100,12 @@ FROM x GROUP BY unit
 
 
 def _period(start, end, as_of):
-    t0 = to_timestamp(start, field="start")
-    t1 = to_timestamp(end, field="end")
+    t0 = parse_moment(start, name="start")
+    t1 = parse_moment(end, name="end")
     if t1 <= t0:
         msg = f"end ({t1}) must be after start ({t0}); end is exclusive"
         raise InvalidParameterError(msg)
-    t = to_timestamp(as_of, field="as_of") if as_of is not None else min(t1, now_local())
+    t = parse_moment(as_of, name="as_of") if as_of is not None else min(t1, now_local())
     if t < t0:
         # Nothing can have been found or fallen due by T: every count would be a silent zero.
         what = f"as_of ({t})" if as_of is not None else f"now ({t})"
@@ -114,18 +117,7 @@ def _period(start, end, as_of):
 
 def check_level(level: str) -> str:
     """Return ``level`` if it is a KPI level (district, street, community, grid, category), else raise."""
-    if level not in LEVEL_COLUMNS:
-        msg = f"level must be one of {', '.join(LEVEL_COLUMNS)}, got {level!r}"
-        raise InvalidParameterError(msg)
-    return level
-
-
-def check_lang(lang: str) -> str:
-    """Return ``lang`` if it is ``zh`` or ``en``, else raise."""
-    if lang not in ("zh", "en"):
-        msg = f"lang must be zh or en, got {lang!r}"
-        raise InvalidParameterError(msg)
-    return lang
+    return levels.check_level(level, levels=KPI_LEVELS)
 
 
 def _rates(df: pd.DataFrame) -> pd.DataFrame:
@@ -142,12 +134,10 @@ def _rates(df: pd.DataFrame) -> pd.DataFrame:
 
 def _units(store: Store, level: str, lang: str) -> pd.DataFrame:
     if level == "category":
-        name = "name_en" if lang == "en" else "name_zh"
-        return store.sql(f"SELECT code, {name} AS name FROM site_categories ORDER BY code")
+        return store.sql(f"SELECT code, {name_column(lang)} AS name FROM site_categories ORDER BY code")
     if level == "grid":
         return store.sql("SELECT code, name FROM grids ORDER BY code")
-    name = "coalesce(name_en, name)" if lang == "en" else "name"
-    return store.sql(f"SELECT code, {name} AS name FROM areas WHERE level = ? ORDER BY code", [level])
+    return store.sql(f"SELECT code, {local_name(lang)} AS name FROM areas WHERE level = ? ORDER BY code", [level])
 
 
 def kpi_table(store: Store, *, start, end, level: str = "street", as_of=None, lang: str = "zh") -> pd.DataFrame:
@@ -173,7 +163,7 @@ def kpi_table(store: Store, *, start, end, level: str = "street", as_of=None, la
     """
     level, lang = check_level(level), check_lang(lang)
     t0, t1, t = _period(start, end, as_of)
-    col = LEVEL_COLUMNS[level]
+    col = UNIT_COLUMNS[level]
     sql = _KPI_SQL.format(unit=col, where=f"{col} IS NOT NULL")
     got = store.sql(sql, {"t0": t0, "t1": t1, "asof": t})
     units = _units(store, level, lang)
@@ -190,13 +180,13 @@ def kpi_totals(store: Store, *, start, end, level: str | None = None, as_of=None
     """
     lang = check_lang(lang)
     t0, t1, t = _period(start, end, as_of)
-    where = f"{LEVEL_COLUMNS[check_level(level)]} IS NOT NULL" if level else "TRUE"
+    where = f"{UNIT_COLUMNS[check_level(level)]} IS NOT NULL" if level else "TRUE"
     got = store.sql(_KPI_SQL.format(unit="'total'", where=where), {"t0": t0, "t1": t1, "asof": t})
     if got.empty:
         got = pd.DataFrame({"code": ["total"]})
         for c in COLUMNS[2:]:
             got[c] = np.nan
-    got["name"] = "City" if lang == "en" else "全市"
+    got["name"] = text("common.city", lang)
     row = _rates(got)[COLUMNS].iloc[0].to_dict()
     return {k: (v.item() if isinstance(v, np.generic) else v) for k, v in row.items()}
 
@@ -273,13 +263,12 @@ def site_flags(store: Store, *, as_of=None, window_days: int = FLAG_WINDOW_DAYS,
         ``attrs["as_of"]`` is the moment used.
     """
     lang = check_lang(lang)
-    t = to_timestamp(as_of, field="as_of") if as_of is not None else now_local()
+    t = parse_moment(as_of, name="as_of") if as_of is not None else now_local()
     if int(window_days) <= 0:
         msg = f"window_days must be positive, got {window_days}"
         raise InvalidParameterError(msg)
     w0 = t - timedelta(days=int(window_days))
-    df = store.sql(_FLAG_SQL.format(cat_name="name_en" if lang == "en" else "name_zh"),
-                   {"asof": t, "w0": w0})
+    df = store.sql(_FLAG_SQL.format(cat_name=name_column(lang)), {"asof": t, "w0": w0})
     due = df["due"].to_numpy(float)
     with np.errstate(invalid="ignore", divide="ignore"):
         df["on_time_rate"] = np.where(due > 0, df["closed_on_time"] / np.where(due > 0, due, 1), np.nan)
@@ -290,27 +279,21 @@ def site_flags(store: Store, *, as_of=None, window_days: int = FLAG_WINDOW_DAYS,
     red = (~white & (df["inspections"].to_numpy() >= RED_MIN_INSPECTIONS) & (df["rebounds"].to_numpy() == 0)
            & ((due == 0) | (np.nan_to_num(df["on_time_rate"].to_numpy(), nan=0.0) >= RED_MIN_ON_TIME)))
     df["flag"] = np.where(white, "white", np.where(red, "red", "none"))
-    labels = {"zh": {"white": "白旗", "red": "红旗", "none": "无"}, "en": {"white": "white", "red": "red",
-                                                                        "none": "none"}}[lang]
-    df["flag_label"] = df["flag"].map(labels)
+    df["flag_label"] = df["flag"].map(labels("flag", lang))
     df["reason"] = _reasons(df, overdue, many_reb, late, red, lang, int(window_days))
     df.attrs["as_of"] = t
     return df
 
 
 def _reasons(df, overdue, many_reb, late, red, lang, days) -> list[str]:
-    """One readable reason per site (vectorized string assembly over the masks)."""
-    zh = lang == "zh"
-    parts = [
-        (overdue, df["overdue"].astype(str) + ("件超期未结" if zh else " overdue open")),
-        (many_reb, df["rebounds"].astype(str) + (f"件{days}天内反弹" if zh else f" rebounds in {days} days")),
-        (late, ("按期结案率" if zh else "on-time closure ") + (df["on_time_rate"] * 100).round(0).astype(
-            "Int64").astype(str) + "%"),
-        (red, (f"{days}天内检查" if zh else "inspected ") + df["inspections"].astype(str) +
-         ("次，无超期、无反弹" if zh else f" times in {days} days, nothing overdue, no rebound")),
-    ]
-    out = pd.Series([""] * len(df), dtype=object)
-    for mask, text in parts:
-        m = pd.Series(mask, index=out.index)
-        out = out.where(~m, np.where(out.str.len() > 0, out + ("；" if zh else "; "), out) + text)
-    return out.tolist()
+    """One readable reason per site: the texts of ``[flag.reason]`` that apply, joined (formatted only for the
+    sites a mask selects)."""
+    rate = (df["on_time_rate"] * 100).round(0).astype("Int64").astype(str)
+    parts = [(overdue, "overdue", "n", df["overdue"]), (many_reb, "rebounds", "n", df["rebounds"]),
+             (late, "late", "rate", rate), (red, "good", "n", df["inspections"])]
+    out: list[list[str]] = [[] for _ in range(len(df))]
+    for mask, key, field, values in parts:
+        for i in np.flatnonzero(mask):
+            out[i].append(text(f"flag.reason.{key}", lang, days=days, **{field: values.iat[i]}))
+    sep = text("common.reason_sep", lang)
+    return [sep.join(p) for p in out]

@@ -23,10 +23,9 @@ The KPIs themselves come from :func:`sites.kpis.kpi_table` (one row per unit, co
 
 from __future__ import annotations
 
-import calendar
 import io
 import math
-import re
+import unicodedata
 from collections.abc import Callable
 from datetime import date, datetime, timedelta
 from pathlib import Path
@@ -35,42 +34,30 @@ import numpy as np
 import pandas as pd
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.geo.texts import check_lang, city_name, labels, local_name, pairs, text
+from civicgrid.geo.times import now_local, parse_period
 from civicgrid.maps.offline import inline_assets, render_offline
 from civicgrid.maps.pages import render_template
 from civicgrid.sites import kpis
-from civicgrid.sites.cases import now_local
-from civicgrid.sites.kpis import LEVEL_COLUMNS, check_lang, check_level
+from civicgrid.sites.kpis import KPI_LEVELS, check_level
 
-#: Levels of the workbook, in sheet order.
-LEVELS = tuple(LEVEL_COLUMNS)
+#: Levels of the workbook, in sheet order (the KPI levels).
+LEVELS = KPI_LEVELS
 
-#: Sheet names per level and language.
-LEVEL_NAMES = {
-    "district": ("区县", "District"), "street": ("街道", "Street"), "community": ("社区", "Community"),
-    "grid": ("网格", "Grid"), "category": ("点位类别", "Site category"),
+#: Sheet names per level: (Chinese, English) (``[level]`` of the text catalogue, :mod:`civicgrid.geo.texts`).
+LEVEL_NAMES: dict[str, tuple[str, ...]] = pairs("level")
+
+#: Kind of each column of the KPI table: text, count, rate or hours.
+_KPI_KINDS = {
+    "code": "text", "name": "text", "found": "count", "rectified": "count", "rectification_rate": "rate",
+    "due": "count", "closed": "count", "closed_on_time": "count", "closure_rate": "rate",
+    "on_time_closure_rate": "rate", "reworked": "count", "rework_rate": "rate", "rebounds": "count",
+    "rebound_rate": "rate", "mean_hours_to_rectify": "hours", "median_hours_to_rectify": "hours", "open": "count",
+    "overdue": "count",
 }
-
-#: The KPI table's columns: name -> (Chinese header, English header, kind). Kind: text, count, rate or hours.
-KPI_COLUMNS: dict[str, tuple[str, str, str]] = {
-    "code": ("编码", "Code", "text"),
-    "name": ("名称", "Name", "text"),
-    "found": ("发现数", "Found", "count"),
-    "rectified": ("整改数", "Rectified", "count"),
-    "rectification_rate": ("整改率", "Rectification rate", "rate"),
-    "due": ("应结案数", "Due", "count"),
-    "closed": ("结案数", "Closed", "count"),
-    "closed_on_time": ("按期结案数", "Closed on time", "count"),
-    "closure_rate": ("结案率", "Closure rate", "rate"),
-    "on_time_closure_rate": ("按期结案率", "On-time closure rate", "rate"),
-    "reworked": ("返工数", "Reworked", "count"),
-    "rework_rate": ("返工率", "Rework rate", "rate"),
-    "rebounds": ("反弹数", "Rebounds", "count"),
-    "rebound_rate": ("反弹率", "Rebound rate", "rate"),
-    "mean_hours_to_rectify": ("平均整改时长（小时）", "Mean hours to rectify", "hours"),
-    "median_hours_to_rectify": ("整改时长中位数（小时）", "Median hours to rectify", "hours"),
-    "open": ("未结案数", "Open", "count"),
-    "overdue": ("超期数", "Overdue", "count"),
-}
+#: The KPI table's columns: name -> (Chinese header, English header, kind); headers from ``[kpi]`` of the text
+#: catalogue.
+KPI_COLUMNS: dict[str, tuple[str, ...]] = {col: (*pairs("kpi")[col], kind) for col, kind in _KPI_KINDS.items()}
 
 #: KPIs where a lower value is better (everything else: higher is better).
 LOWER_IS_BETTER = frozenset({"rework_rate", "rebound_rate", "mean_hours_to_rectify", "median_hours_to_rectify",
@@ -100,98 +87,7 @@ NO_DATA_COLOUR = "#cccccc"
 #: The scorecard page (a template of :mod:`civicgrid.maps.pages`).
 SCORECARD_TEMPLATE = "report_scorecard.html"
 
-_TEXT = {
-    "zh": {"total": "合计", "lagging": "落后", "status": "状态", "parent": "上级", "district": "区县",
-           "street": "街道", "community": "社区", "title": "创城考核记分卡", "by": "按", "period": "统计期",
-           "generated": "生成时间", "kpi": "着色指标", "rule": "落后规则", "notes": "说明",
-           "rule_text": "有该指标数值的单位中最差的 {share:.0%}（至少一个，并列同计），且差于最好单位。",
-           "totals_text": ("合计行：数量相加；比率由合计的分子分母重新计算；平均整改时长按整改数加权；"
-                           "中位数按全部案件重新计算。"),
-           "map": "微网格着色：{kpi}（灰色：无数据）", "rank": "排名", "city": "全市", "as_of": "数据截至",
-           "source": "指标来源：sites.kpis.kpi_table（定义见 README「Cases and KPIs」）",
-           "empty": "本统计期内没有发现或到期的案件。"},
-    "en": {"total": "Total", "lagging": "lagging", "status": "Status", "parent": "Parent", "district": "District",
-           "street": "Street", "community": "Community", "title": "Campaign scorecard", "by": "by",
-           "period": "Period", "generated": "Generated", "kpi": "Colour KPI", "rule": "Lagging rule",
-           "notes": "Notes",
-           "rule_text": "the worst {share:.0%} of the units with a value of the KPI (at least one, ties included), "
-                        "if worse than the best unit.",
-           "totals_text": "Totals: counts are summed; rates are recomputed from the summed numerators and "
-                          "denominators; mean hours weighted by rectified cases; the median over all the cases.",
-           "map": "Micro-grids coloured by {kpi} (grey: no data)", "rank": "Rank", "city": "City",
-           "as_of": "Data as of",
-           "source": "KPIs from sites.kpis.kpi_table (definitions: README, Cases and KPIs)",
-           "empty": "No case was found or fell due in this period."},
-}
-
-
-# --- period and inputs ----------------------------------------------------------------------------------------
-
-
-def parse_period(period: str | None = None, *, start=None, end=None) -> tuple[date, date, str]:
-    """The report's days: ``(first day, day after the last, label)``.
-
-    Parameters
-    ----------
-    period
-        ``2024-03`` (a month), ``2024-Q1`` (a quarter), ``2024`` (a year), ``2024-03-05`` (one day) or
-        ``2024-03-01..2024-03-15`` (inclusive range).
-    start, end
-        Instead of ``period``: first and last day (inclusive).
-    """
-    if period is None or not str(period).strip():
-        if start is None or end is None:
-            msg = "give a period (2024-03, 2024-Q1, 2024, 2024-03-01..2024-03-15) or both start and end"
-            raise InvalidParameterError(msg)
-        first, last = _day(start, "start"), _day(end, "end")
-    else:
-        text = str(period).strip()
-        if ".." in text:
-            a, b = text.split("..", 1)
-            first, last = _day(a, "period start"), _day(b, "period end")
-        elif m := re.fullmatch(r"(\d{4})-(\d{1,2})", text):
-            year, month = int(m.group(1)), int(m.group(2))
-            if not 1 <= month <= 12:
-                msg = f"period {text!r}: month must be 01..12"
-                raise InvalidParameterError(msg)
-            first, last = date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
-        elif m := re.fullmatch(r"(\d{4})-?[Qq]([1-4])", text):
-            year, q = int(m.group(1)), int(m.group(2))
-            first = date(year, 3 * q - 2, 1)
-            last = date(year, 3 * q, calendar.monthrange(year, 3 * q)[1])
-        elif re.fullmatch(r"\d{4}", text):
-            first, last = date(int(text), 1, 1), date(int(text), 12, 31)
-        else:
-            first = last = _day(text, "period")
-    if last < first:
-        msg = f"the period ends ({last}) before it starts ({first})"
-        raise InvalidParameterError(msg)
-    return first, last + timedelta(days=1), _label(first, last)
-
-
-def _label(first: date, last: date) -> str:
-    """``2024-03`` (a whole month), ``2024-Q1`` (a whole quarter), ``2024`` (a whole year), else the days."""
-    month_end = date(last.year, last.month, calendar.monthrange(last.year, last.month)[1])
-    if first.day == 1 and last == month_end:
-        if (first.year, first.month) == (last.year, last.month):
-            return f"{first:%Y-%m}"
-        if first.year == last.year and first.month % 3 == 1 and last.month == first.month + 2:
-            return f"{first.year}-Q{(first.month + 2) // 3}"
-        if first.year == last.year and (first.month, last.month) == (1, 12):
-            return f"{first.year}"
-    return f"{first}" if first == last else f"{first}..{last}"
-
-
-def _day(value, what: str) -> date:
-    if isinstance(value, datetime):
-        return value.date()
-    if isinstance(value, date):
-        return value
-    try:
-        return date.fromisoformat(str(value).strip())
-    except ValueError:
-        msg = f"{what} must be a period like 2024-03, 2024-Q1, 2024 or 2024-03-01..2024-03-15, got {value!r}"
-        raise InvalidParameterError(msg) from None
+# --- inputs ----------------------------------------------------------------------------------------------------
 
 
 def check_kpi(kpi: str) -> str:
@@ -253,9 +149,8 @@ def report_tables(store: Store, *, start: date, end: date, as_of=None, lang: str
 
 def _parents(store: Store, lang: str) -> pd.DataFrame:
     """Per area or grid code: the names of its district, street and community."""
-    areas = store.sql("SELECT code, name, name_en, level, parent_code FROM areas")
-    label = areas["name_en"].fillna(areas["name"]) if lang == "en" else areas["name"]
-    name = dict(zip(areas["code"], label, strict=True))
+    areas = store.sql(f"SELECT code, {local_name(lang)} AS name, level, parent_code FROM areas")
+    name = dict(zip(areas["code"], areas["name"], strict=True))
     parent = dict(zip(areas["code"], areas["parent_code"], strict=True))
     grids = store.sql("SELECT code, community_code, street_code, district_code FROM grids")
     rows = []
@@ -333,11 +228,11 @@ def lagging_mask(df: pd.DataFrame, kpi: str, *, share: float = LAG_SHARE) -> np.
 
 
 def _headers(df: pd.DataFrame, lang: str) -> list[str]:
-    t = _TEXT[lang]
+    t, names = labels("report", lang), labels("kpi", lang)
     heads = []
     for col in df.columns:
         if col in KPI_COLUMNS:
-            heads.append(KPI_COLUMNS[col][0 if lang == "zh" else 1])
+            heads.append(names[col])
         elif col.endswith("_name"):
             heads.append(t[col[:-5]])
         else:
@@ -357,7 +252,7 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
     from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
     from openpyxl.utils import get_column_letter
 
-    t = _TEXT[check_lang(lang)]
+    t = labels("report", check_lang(lang))
     kpi = check_kpi(kpi)
     wb = Workbook()
     wb.remove(wb.active)
@@ -366,7 +261,7 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
     total_fill = PatternFill("solid", start_color=TOTAL_FILL, end_color=TOTAL_FILL)
     thin = Side(style="thin", color="999999")
     for lvl, df in tables.items():
-        ws = wb.create_sheet(LEVEL_NAMES[lvl][0 if lang == "zh" else 1])
+        ws = wb.create_sheet(text(f"level.{lvl}", lang))
         lag = lagging_mask(df, kpi)
         cols = list(df.columns)
         heads = [*_headers(df, lang), t["status"]]
@@ -391,7 +286,7 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
             if fmt:
                 for r in range(2, last + 1):
                     ws.cell(r, j).number_format = fmt
-            width = max(len(str(heads[j - 1])) * (2 if lang == "zh" else 1), 8 if kind != "text" else 12) + 2
+            width = max(_text_width(str(heads[j - 1])), 8 if kind != "text" else 12) + 2
             ws.column_dimensions[letter].width = min(width, 40)
         ws.column_dimensions[get_column_letter(len(cols) + 1)].width = 8
         for i in np.flatnonzero(lag):
@@ -415,7 +310,7 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
     rows = [
         (title, ""),
         *notes,
-        (t["kpi"], KPI_COLUMNS[kpi][0 if lang == "zh" else 1]),
+        (t["kpi"], text(f"kpi.{kpi}", lang)),
         (t["rule"], t["rule_text"].format(share=LAG_SHARE)),
         (t["total"], t["totals_text"]),
         ("", t["source"]),
@@ -428,6 +323,11 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
     wb.active = list(tables).index(level) if level in tables else 0
     wb.save(target)
     return target
+
+
+def _text_width(value: str) -> int:
+    """Columns a header takes in a spreadsheet: two per wide (CJK) character, one per other."""
+    return sum(2 if unicodedata.east_asian_width(ch) in ("W", "F") else 1 for ch in value)
 
 
 def _cell(value):
@@ -474,7 +374,7 @@ def legend(kpi: str, values, lang: str = "zh") -> list[tuple[str, str]]:
     fmt = (lambda v: f"{v:.0%}") if rate else (lambda v: f"{v:,.1f}" if KPI_COLUMNS[kpi][2] == "hours"
                                                  else f"{v:,.0f}")
     out = [(c, f"{fmt(edges[i])} – {fmt(edges[i + 1])}") for i, c in enumerate(PALETTE)]
-    out.append((NO_DATA_COLOUR, "无数据" if lang == "zh" else "no data"))
+    out.append((NO_DATA_COLOUR, text("report.no_data", lang)))
     return out
 
 
@@ -501,9 +401,9 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
     gdf["value"] = [("—" if not np.isfinite(v) else f"{v:.1%}" if rate else f"{v:,.1f}") for v in vals]
     found = table["found"].reindex(gdf["code"])
     gdf["found"] = pd.to_numeric(found, errors="coerce").fillna(0).astype(int).to_numpy()
-    i = 0 if lang == "zh" else 1
-    label = KPI_COLUMNS[kpi][i]
-    fields, heads = ["name", "code", "value"], [("网格", "Grid")[i], ("编码", "Code")[i], label]
+    names = labels("kpi", lang)
+    label = names[kpi]
+    fields, heads = ["name", "code", "value"], [text("level.grid", lang), names["code"], label]
     if rate:
         num, candidates = RATE_PARTS[kpi]
         den = _denominator(grid_table, kpi, num, candidates) or candidates[0]
@@ -511,10 +411,10 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
         d = pd.to_numeric(table[den].reindex(gdf["code"]), errors="coerce").fillna(0).to_numpy()
         gdf["basis"] = [f"{a:,.0f} / {b:,.0f}" for a, b in zip(n, d, strict=True)]
         fields.append("basis")
-        heads.append(f"{KPI_COLUMNS[num][i]} / {KPI_COLUMNS[den][i]}")
+        heads.append(f"{names[num]} / {names[den]}")
     if kpi != "found":
         fields.append("found")
-        heads.append(KPI_COLUMNS["found"][i])
+        heads.append(names["found"])
     gdf["geometry"] = gdf.geometry.simplify(1e-5)
     if len(gdf):
         minx, miny, maxx, maxy = gdf.total_bounds
@@ -542,22 +442,21 @@ def _street_outlines(store: Store, lang: str):
     import geopandas as gpd
     import shapely
 
-    group = folium.FeatureGroup(name="街道" if lang == "zh" else "Streets")
-    a = store.sql("SELECT code, name, name_en, ST_AsWKB(geom) AS wkb FROM areas "
+    group = folium.FeatureGroup(name=text("report.streets", lang))
+    a = store.sql(f"SELECT code, {local_name(lang)} AS name, ST_AsWKB(geom) AS wkb FROM areas "
                   "WHERE level = 'street' AND geom IS NOT NULL ORDER BY code")
     if not len(a):
         return group
-    names = a["name_en"].fillna(a["name"]) if lang == "en" else a["name"]
-    gdf = gpd.GeoDataFrame({"code": a["code"], "name": names},
+    gdf = gpd.GeoDataFrame({"code": a["code"], "name": a["name"]},
                            geometry=list(shapely.from_wkb([bytes(b) for b in a["wkb"]])), crs="EPSG:4326")
     gdf["geometry"] = gdf.geometry.simplify(5e-5)
     folium.GeoJson(gdf.__geo_interface__, style_function=lambda f: {"fill": False, "color": "#222222",
                                                                    "weight": 2.2, "opacity": 0.9}).add_to(group)
     for name, point in zip(gdf["name"], gdf.geometry.representative_point(), strict=True):
-        text = str(name).replace("&", "&amp;").replace("<", "&lt;")
+        shown = str(name).replace("&", "&amp;").replace("<", "&lt;")
         folium.Marker([point.y, point.x], icon=folium.DivIcon(
             html=f'<div style="transform: translate(-50%, -50%); white-space: nowrap; font-size: 12px; '
-                 f'font-weight: 600; color: #111; text-shadow: 0 0 3px #fff, 0 0 3px #fff;">{text}</div>',
+                 f'font-weight: 600; color: #111; text-shadow: 0 0 3px #fff, 0 0 3px #fff;">{shown}</div>',
             icon_size=(0, 0)), interactive=False).add_to(group)
     return group
 
@@ -590,7 +489,7 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
         Inline Leaflet into the page (a file that opens without the service); otherwise the map loads it from
         the service's ``/static/vendor``.
     """
-    t = _TEXT[check_lang(lang)]
+    t, names = labels("report", check_lang(lang)), labels("kpi", lang)
     check_kpi(kpi)
     check_level(level)
     df = tables[level]
@@ -611,17 +510,18 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
     map_page = render_offline(grid_map(store, tables["grid"], kpi=kpi, lang=lang))
     if standalone:
         map_page = inline_assets(map_page)
-    city = store.meta("city_name_en" if lang == "en" else "city_name") or store.meta("city_name") or ""
-    label = KPI_COLUMNS[kpi][0 if lang == "zh" else 1]
-    summary = [(KPI_COLUMNS[c][0 if lang == "zh" else 1], _fmt(tot.get(c), KPI_COLUMNS[c][2]))
+    city = city_name(store, lang)
+    label = names[kpi]
+    summary = [(names[c], _fmt(tot.get(c), KPI_COLUMNS[c][2]))
                for c in ("found", "rectification_rate", "on_time_closure_rate", "rework_rate", "rebound_rate",
                          "overdue")]
     return render_template(
         SCORECARD_TEMPLATE,
-        lang=lang, t=t, city=city, period=period_label, level_name=LEVEL_NAMES[level][0 if lang == "zh" else 1],
+        lang=lang, html_lang=text("common.html_lang", lang), t=t, city=city, period=period_label,
+        level_name=text(f"level.{level}", lang),
         kpi=kpi, kpi_label=label, generated=_now_text(),
         as_of=str(as_of) if as_of is not None else "",
-        summary=summary, headers=[KPI_COLUMNS[c][0 if lang == "zh" else 1] for c in cols],
+        summary=summary, headers=[names[c] for c in cols],
         kpi_index=cols.index(kpi), rows=rows, total_cells=[_fmt(tot.get(c), KPI_COLUMNS[c][2]) for c in cols],
         map_srcdoc=map_page, map_caption=t["map"].format(kpi=label),
         legend=legend(kpi, tables["grid"][kpi], lang), lag_rule=t["rule_text"].format(share=LAG_SHARE),
@@ -712,12 +612,11 @@ def scorecard_page(store: Store, *, period: str | None = None, start=None, end=N
 
 def report_title(store: Store, label: str, lang: str) -> str:
     """``示范市 创城考核记分卡 2024-03`` (or the English form)."""
-    city = store.meta("city_name_en" if lang == "en" else "city_name") or store.meta("city_name") or ""
-    return f"{city} {_TEXT[lang]['title']} {label}".strip()
+    return f"{city_name(store, lang)} {text('report.title', lang)} {label}".strip()
 
 
 def _now_text() -> str:
-    """The current wall-clock time of the store's time zone (Asia/Shanghai, as the data), to the minute."""
+    """The current wall-clock time of the store's time zone, to the minute."""
     return f"{now_local():%Y-%m-%d %H:%M}"
 
 
@@ -730,7 +629,7 @@ def _shown_as_of(stop: date, as_of) -> str:
 
 
 def _notes(first: date, stop: date, as_of, lang: str) -> list[tuple[str, str]]:
-    t = _TEXT[lang]
+    t = labels("report", lang)
     notes = [(t["period"], f"{first} – {stop - timedelta(days=1)}"),
              (t["generated"], _now_text())]
     notes.append((t["as_of"], _shown_as_of(stop, as_of)))
@@ -743,7 +642,6 @@ __all__ = [
     "build_report",
     "grid_map",
     "lagging_mask",
-    "parse_period",
     "report_tables",
     "scorecard_html",
     "scorecard_page",

@@ -66,12 +66,14 @@ import h3ronpy
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from civicgrid.geo.aggregate import EventFilter, cached, parse_time_text
+from civicgrid.geo.aggregate import EventFilter, cached
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.events import as_of_notes, data_span
 from civicgrid.geo.h3cells import parent
 from civicgrid.geo.hotspots import hotspots
 from civicgrid.geo.store import Store
+from civicgrid.geo.texts import check_lang, labels, name_column, pairs, text
+from civicgrid.geo.times import parse_moment
 
 #: What ``as_of`` may be: a datetime, a date (its midnight) or an ISO string.
 AsOf = datetime | date | str
@@ -106,18 +108,8 @@ MAX_DAYS = 365.0
 COMPONENTS = ("category_rate", "site_record", "complaints_near", "hits_near", "open_problems",
               "overdue_problems", "days_since_inspection", "rebounds", "hotspot")
 
-#: Labels (zh, en) of the components.
-LABELS = {
-    "category_rate": ("类别问题率", "category problem rate"),
-    "site_record": ("本点位历史问题率", "site's own problem record"),
-    "complaints_near": ("周边近期投诉", "recent complaints nearby"),
-    "hits_near": ("周边近期督查发现问题", "recent inspection hits nearby"),
-    "open_problems": ("未办结问题", "open problems"),
-    "overdue_problems": ("逾期未整改问题", "overdue problems"),
-    "days_since_inspection": ("距上次检查天数", "days since last inspection"),
-    "rebounds": ("问题反弹记录", "rebound history"),
-    "hotspot": ("位于投诉热点", "in a complaint hotspot"),
-}
+#: Labels (zh, en) of the components (``[risk.component]`` of the text catalogue, :mod:`civicgrid.geo.texts`).
+LABELS: dict[str, tuple[str, ...]] = pairs("risk.component")
 
 #: How each component's value becomes the model input ``x``.
 TRANSFORMS = {
@@ -148,26 +140,10 @@ _US_PER_DAY = 86_400_000_000
 # ---------------------------------------------------------------------------------------------------------
 
 def parse_as_of(as_of: AsOf | pd.Timestamp) -> datetime:
-    """Read ``as_of``: a datetime, a date or ``YYYY-MM-DD`` (midnight: data of that day is not used) or a
-    date-time string; everything strictly before it is used."""
-    if isinstance(as_of, datetime):
-        return as_of.replace(tzinfo=None)
-    if isinstance(as_of, date):
-        return datetime(as_of.year, as_of.month, as_of.day)
-    if isinstance(as_of, pd.Timestamp):
-        return as_of.tz_localize(None).to_pydatetime() if as_of.tzinfo else as_of.to_pydatetime()
-    if as_of is None or not str(as_of).strip():
-        msg = "as_of is required: a date like 2025-06-01 or a date-time like 2025-06-01T08:00"
-        raise InvalidParameterError(msg)
-    try:   # year first: 01/07/2025 is refused, not read as 7 January
-        ts = parse_time_text(as_of, "as_of")
-    except InvalidParameterError:
-        msg = (f"as_of must be a date like 2025-06-01 or a date-time like 2025-06-01T08:00 (the year first), "
-               f"got {as_of!r}")
-        raise InvalidParameterError(msg) from None
-    if ts.tzinfo is not None:
-        ts = ts.tz_convert("Asia/Shanghai").tz_localize(None)
-    return ts.to_pydatetime()
+    """Read ``as_of`` (:func:`~civicgrid.geo.times.parse_moment`): a datetime, a date or ``YYYY-MM-DD``
+    (midnight: data of that day is not used) or a date-time text, the year first; everything strictly before
+    it is used."""
+    return parse_moment(as_of, name="as_of")
 
 
 def _us(values) -> np.ndarray:
@@ -568,40 +544,35 @@ def _fit(x: pd.DataFrame, log_det: np.ndarray, y: np.ndarray) -> dict:
 # ---------------------------------------------------------------------------------------------------------
 
 def _fmt(name: str, raw: pd.DataFrame, i: int, lang: str) -> str:
-    zh = lang == "zh"
-    label = LABELS[name][0 if zh else 1]
+    """One component of a site's reason (``[risk.reason]`` of the text catalogue)."""
+    label = text(f"risk.component.{name}", lang)
     r = raw.iloc[i]
     if name == "category_rate":
-        return f"{label}{r['category_rate']:.0%}" if zh else f"{label} {r['category_rate']:.0%}"
+        return text("risk.reason.category_rate", lang, label=label, rate=r["category_rate"])
     if name == "site_record":
-        v = f"{r['site_rate']:.0%}"
-        return f"{label}{v}（{int(r['site_visits'])}次检查）" if zh else f"{label} {v} ({int(r['site_visits'])} visits)"
+        return text("risk.reason.site_record", lang, label=label, rate=r["site_rate"], visits=int(r["site_visits"]))
     if name in ("open_problems", "overdue_problems"):
-        return f"{label}{int(r[name])}件" if zh else f"{int(r[name])} {label}"
+        return text("risk.reason.count", lang, label=label, n=int(r[name]))
     if name == "days_since_inspection":
         days = r[name]
         if pd.isna(days):
-            return "从未检查" if zh else "never inspected"
-        return f"{days:.0f}天未检查" if zh else f"{days:.0f} days since last inspection"
+            return text("risk.reason.never_inspected", lang)
+        return text("risk.reason.days_since_inspection", lang, days=days)
     if name == "hotspot":
         conf = {1: "90%", 2: "95%", 3: "99%"}.get(int(r[name]), "")
-        return f"{label}（{conf}置信）" if zh else f"{label} ({conf} confidence)"
+        return text("risk.reason.hotspot", lang, label=label, confidence=conf)
     # complaints / hits nearby and rebounds are time-decayed counts: say so, in whole events ("81.9" read as odd)
     v = float(r[name])
-    if zh:
-        return f"{label}{'约' + format(v, '.0f') if v >= 0.5 else '不足1'}件（时间加权）"
-    return f"{label} {'≈' + format(v, '.0f') if v >= 0.5 else '<1'} (time-weighted)"
+    return text("risk.reason.decayed" if v >= 0.5 else "risk.reason.decayed_small", lang, label=label, n=v)
 
 
 def _reasons(raw: pd.DataFrame, contrib: np.ndarray, lang: str, top: int = 3, floor: float = 0.05) -> list[str]:
     order = np.argsort(-contrib, axis=1, kind="stable")[:, :top]
+    sep, none = text("common.reason_sep", lang), text("risk.reason.none", lang)
     out = []
     for i in range(len(raw)):  # one short text per site (not per event)
         parts = [_fmt(COMPONENTS[j], raw, i, lang) for j in order[i] if contrib[i, j] > floor]
-        if not parts:
-            out.append("无突出风险因素" if lang == "zh" else "no component above average")
-        else:
-            out.append(("；" if lang == "zh" else "; ").join(parts))
+        out.append(sep.join(parts) if parts else none)
     return out
 
 
@@ -652,9 +623,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
         ``reason`` and ``model`` (learnt/default). ``attrs["model"]`` holds the weights (see
         :func:`fit_model`).
     """
-    if lang not in ("zh", "en"):
-        msg = f"lang must be zh or en, got {lang!r}"
-        raise InvalidParameterError(msg)
+    check_lang(lang)
     moment = parse_as_of(as_of)
     fitted = fit_model(store, as_of=moment, model=model, train_days=train_days)
     d = _Data(store, moment, moment - timedelta(days=LOOKBACK_DAYS))
@@ -676,7 +645,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
         "site_id": sites_df["site_id"].to_numpy("int64"),
         "name": sites_df["name"].to_numpy(object),
         "category_code": sites_df["category_code"].to_numpy(object),
-        "category_name": sites_df["category_zh" if lang == "zh" else "category_en"].to_numpy(object),
+        "category_name": sites_df[name_column(lang, "category")].to_numpy(object),
         "grid_code": sites_df["grid_code"].to_numpy(object),
         "lng": sites_df["lng"].to_numpy(float),
         "lat": sites_df["lat"].to_numpy(float),
@@ -708,13 +677,13 @@ def risk_records(frame: pd.DataFrame, *, lang: str = "zh") -> list[dict]:
     """Rows of a :func:`site_risk` frame as JSON-ready dicts, each with its ``components``: label, value,
     transform, weight and contribution, largest contribution first."""
     weights = frame.attrs.get("model", {}).get("weights", {})
-    i = 0 if lang == "zh" else 1
+    names = labels("risk.component", lang)
     cols = {c: frame[_VALUE_COL.get(c, c)].to_numpy() for c in COMPONENTS}
     contrib = {c: frame[f"{c}_contrib"].to_numpy(float) for c in COMPONENTS}
     rows = frame[list(_ROW_KEYS)].to_dict("records")
     out = []
     for j, row in enumerate(rows):  # one dict per site
-        comps = [{"component": c, "label": LABELS[c][i], "value": _plain(cols[c][j]), "transform": TRANSFORMS[c],
+        comps = [{"component": c, "label": names[c], "value": _plain(cols[c][j]), "transform": TRANSFORMS[c],
                   "weight": _plain(weights.get(c)), "contribution": _plain(contrib[c][j])} for c in COMPONENTS]
         comps.sort(key=lambda x: -(x["contribution"] or 0.0))
         out.append({**{k: _plain(v) for k, v in row.items()}, "components": comps})

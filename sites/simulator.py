@@ -37,10 +37,9 @@ from __future__ import annotations
 
 import difflib
 import math
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from datetime import date, datetime, timedelta
+from datetime import datetime, timedelta
 from pathlib import Path
 
 import numpy as np
@@ -49,7 +48,8 @@ from civicgrid.geo.aggregate import cached
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.events import as_of_notes, data_span
 from civicgrid.geo.store import Store
-from civicgrid.sites.cases import now_local, to_timestamp
+from civicgrid.geo.texts import name_column
+from civicgrid.geo.times import end_of_day, is_date_only, now_local, parse_moment
 from civicgrid.sites.risk import site_risk
 from scipy.special import gammaln
 
@@ -171,23 +171,14 @@ def default_as_of(store: Store) -> datetime:
     return value.to_pydatetime() if pd.notna(value) else now_local()
 
 
-#: A date without a time of day (2024-03-31, 2024/3/31, 2024.03.31, 2024年3月31日): read as the end of that day.
-_DATE_ONLY = re.compile(r"\d{4}\s*[-/.年]\s*\d{1,2}\s*[-/.月]\s*\d{1,2}\s*日?")
-
-
 def _as_of(store: Store, as_of) -> datetime:
+    """The moment of ``as_of``; a day without a time of day (2024-03-31, 2024/3/31, 2024年3月31日, a date) means
+    the end of that day."""
     if as_of is None or (isinstance(as_of, str) and not as_of.strip()):
         return default_as_of(store)
-    day_end = timedelta(days=1) - timedelta(microseconds=1)
-    if isinstance(as_of, date) and not isinstance(as_of, datetime):
-        return datetime(as_of.year, as_of.month, as_of.day) + day_end
-    try:
-        moment = to_timestamp(as_of, field="as_of")
-    except InvalidParameterError:
-        msg = f"as_of must be a date or date-time like 2024-03-31 or 2024-03-31T18:00, got {as_of!r}"
-        raise InvalidParameterError(msg) from None
-    if isinstance(as_of, str) and _DATE_ONLY.fullmatch(as_of.strip()):  # a date means the end of that day
-        return moment.replace(hour=0, minute=0, second=0, microsecond=0) + day_end
+    moment = parse_moment(as_of, name="as_of")
+    if is_date_only(as_of):
+        return end_of_day(moment.date()) - timedelta(microseconds=1)
     return moment
 
 
@@ -717,7 +708,7 @@ def assess(store: Store, *, as_of=None, runs: int = 10_000, k: Mapping[str, int]
     sizes = assessment_sizes(store, overrides=k)
     frame = site_probabilities(store, as_of=moment, method=method)
     cats = store.sql("SELECT code, name_zh, name_en FROM site_categories")
-    names = dict(zip(cats["code"], cats["name_en" if lang == "en" else "name_zh"], strict=True))
+    names = dict(zip(cats["code"], cats[name_column(lang)], strict=True))
     result = simulate_assessment(frame, sizes, runs=runs, threshold=threshold, level=level, seed=seed,
                                  aggregate=aggregate, names=names)
     top = fix_first(frame, sizes, n=fix, aggregate=aggregate)

@@ -293,19 +293,42 @@ def test_mostly_swapped_coordinates_get_one_warning(small_city, tmp_path):
     assert not any("wrong way round" in w for w in import_events(h, db=small_city, progress=False).warnings)
 
 
-def test_cli_field_lists_match_the_importers():
-    """``civicgrid import … --help`` lists each importer's fields without importing it: the lists must agree."""
-    from civicgrid.api.cli import IMPORT_FIELDS, main
+def test_one_importer_registry_builds_the_cli_and_the_api():
+    """``civicgrid.sites.importers.IMPORTERS`` is the one table of importers: each entry's fields are the
+    importer's own, its options are the function's keywords, and ``civicgrid import LAYER`` (flags, ``--help``)
+    and ``POST /api/imports/{layer}`` (its checks, its docs) are built from it."""
+    import inspect
+
+    from civicgrid.api.routers.users import import_file
+    from civicgrid.geo.errors import InvalidParameterError, NotFoundError
     from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS
     from civicgrid.sites.events import EVENT_FIELDS
-    from civicgrid.sites.frame import SITE_FIELDS
-    from civicgrid.sites.inspections import INSPECTION_FIELDS
-    from click.testing import CliRunner
+    from civicgrid.sites.frame import SITE_FIELDS, import_sites
+    from civicgrid.sites.importers import FIELD_HELP, IMPORTERS, OPTIONS, get_importer
+    from civicgrid.sites.inspections import INSPECTION_FIELDS, import_inspections
 
-    expected = {"areas": AREA_FIELDS, "grids": GRID_FIELDS, "sites": SITE_FIELDS, "events": EVENT_FIELDS,
-                "inspections": INSPECTION_FIELDS}
-    assert {k: fields for k, (fields, _) in IMPORT_FIELDS.items()} == expected
-    for layer, (fields, example) in IMPORT_FIELDS.items():
-        assert example.split("=")[0] in fields
+    expected = {"areas": (import_areas, AREA_FIELDS), "grids": (import_grids, GRID_FIELDS),
+                "sites": (import_sites, SITE_FIELDS), "events": (import_events, EVENT_FIELDS),
+                "inspections": (import_inspections, INSPECTION_FIELDS)}
+    assert {k: (i.function, list(i.fields)) for k, i in IMPORTERS.items()} == expected
+    api_form = set(inspect.signature(import_file).parameters)
+    for layer, importer in IMPORTERS.items():
+        keywords = set(inspect.signature(importer.function).parameters) - {"path", "db", "mapping", "progress",
+                                                                           "cases"}
+        assert set(importer.options) == keywords, layer  # every option the function takes, and only those
+        assert set(importer.flags) <= set(importer.fields) and set(importer.fields) <= set(FIELD_HELP)
+        assert {"layer_name" if o == "layer" else o for o in importer.options} <= api_form
+        command = main.commands["import"].commands[layer]
+        flags = {opt for param in command.params for opt in param.opts}
+        assert {f"--{f}" for f in importer.flags} | {f"--{o}" for o in importer.options} <= flags
         out = CliRunner().invoke(main, ["import", layer, "--help"], terminal_width=400).output
-        assert f"--map {example}" in out and ", ".join(fields) in out.replace("\n", " ")
+        assert f"--map {importer.example}" in out and ", ".join(importer.fields) in out.replace("\n", " ")
+        assert all(OPTIONS[o].help.split()[0] in out for o in importer.options)
+    assert get_importer("events") is IMPORTERS["events"]
+    with pytest.raises(NotFoundError, match="unknown layer 'roads'; layers: areas, grids, sites, events, inspections"):
+        get_importer("roads")
+    with pytest.raises(InvalidParameterError, match=r"grids imports take no sheet \(options: crs, encoding, layer\)"):
+        IMPORTERS["grids"].check_options({"sheet": "Sheet1", "crs": None})
+    with pytest.raises(InvalidParameterError, match="areas imports need level: district, street or community"):
+        IMPORTERS["areas"].check_options({"crs": "wgs84"})
+    assert IMPORTERS["events"].check_options({"source": "inspection", "tz": None}) == {"source": "inspection"}

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import click
 from civicgrid.api.cli import db_option, main, pad, user_errors
+from civicgrid.geo.levels import LEVELS
 
 
 def _fmt(v) -> str:
@@ -196,7 +197,7 @@ def cases_backfill(db: str):
 @db_option
 @click.option("--start", required=True, help="first day of the period, e.g. 2025-03-01")
 @click.option("--end", required=True, help="day after the period (exclusive), e.g. 2025-04-01")
-@click.option("--level", type=click.Choice(["district", "street", "community", "grid", "category"]),
+@click.option("--level", type=click.Choice([*LEVELS, "category"]),
               default="street", show_default=True)
 @click.option("--as-of", help="read the record as it stood then (default: end of period, or now)")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)

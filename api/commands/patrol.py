@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 from civicgrid.api.cli import db_option, main, user_errors
+from civicgrid.geo.texts import labels
 
 
 def read_inspectors(path: str | Path) -> list[dict]:
@@ -118,40 +119,9 @@ def patrol(db: str, inspectors_file, day, network_file, solver, time_limit, area
         click.echo(f"written to {out_dir}: " + ", ".join(p.name for p in files))
 
 
-#: Texts of the patrol summary (Chinese, English).
-_SUMMARY = {
-    "zh": {
-        "head": "巡查计划 {id}（{date}）：{stops} 个点位，风险合计 {risk:.2f}，必查 {must} 个，路程 {travel:.0f} 分钟"
-                "［{solver}，{secs:.1f} 秒；路程：{source}；风险：{model}］",
-        "unsaved": "（未保存）",
-        "cands": "  候选：{sites} 个点位，必查 {must} 个（网格覆盖 {coverage} 个）",
-        "route": "  {name}（{mode}，{start}，{minutes:.0f} 分钟）：{stops} 个点位，风险 {risk:.2f}，"
-                 "路程 {travel:.0f} 分钟，检查 {service:.0f} 分钟，返回 {back}",
-        "stop": "    {seq:>2}. {time:>5}  {name}（{category}，风险 {risk:.2f}）{must}",
-        "left": "  {n} 个必查点位未能安排：",
-        "more": "    …… 另有 {n} 个（见 JSON 或 HTML 导出）",
-        "note": "  说明：{note}",
-        "key": "  * 必查点位（超期未整改、回头看、网格覆盖或指定）",
-    },
-    "en": {
-        "head": "plan {id} for {date}: {stops} stops, risk {risk:.2f}, {must} must-visits, travel {travel:.0f} min "
-                "[{solver}, {secs:.1f} s; travel: {source}; risk: {model}]",
-        "unsaved": "(not saved)",
-        "cands": "  candidates: {sites} sites, {must} must-visits ({coverage} for grid coverage)",
-        "route": "  {name} ({mode}, {start}, {minutes:.0f} min): {stops} stops, risk {risk:.2f}, travel {travel:.0f} "
-                 "min, on site {service:.0f} min, back {back}",
-        "stop": "    {seq:>2}. {time:>5}  {name}  ({category}, risk {risk:.2f}){must}",
-        "left": "  {n} must-visit sites not planned:",
-        "more": "    … and {n} more (see the JSON or HTML export)",
-        "note": "  note: {note}",
-        "key": "  * must-visit (overdue problem, re-check, grid coverage or requested)",
-    },
-}
-
-
 def summary(doc: dict, *, lang: str = "zh") -> str:
     """A few lines: the plan, each inspector's stops and totals, and must-visits left out (``lang`` zh or en)."""
-    txt = _SUMMARY["en" if lang == "en" else "zh"]
+    txt = labels("patrol.summary", lang)
     tot = doc["totals"]
     lines = [txt["head"].format(id=doc.get("plan_id") or txt["unsaved"], date=doc["date"], stops=tot["stops"],
                                 risk=tot["risk"], must=tot["must_visits"], travel=tot["travel_min"],

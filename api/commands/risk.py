@@ -48,7 +48,8 @@ def risk(db: str, as_of, top, category, area, model, lang, json_path):
       civicgrid risk --db demo.duckdb --as-of 2025-07-01 --top 10 --category 农贸市场
     """
     from civicgrid.geo.store import Store
-    from civicgrid.sites.risk import COMPONENTS, LABELS, default_as_of, risk_records, select_sites, site_risk
+    from civicgrid.geo.texts import labels
+    from civicgrid.sites.risk import COMPONENTS, default_as_of, risk_records, select_sites, site_risk
 
     store = Store(db)
     moment = as_of or default_as_of(store)
@@ -56,7 +57,6 @@ def risk(db: str, as_of, top, category, area, model, lang, json_path):
     info = frame.attrs["model"]
     total = len(frame)
     shown = select_sites(store, frame, category=list(category) or None, area=area, limit=top)
-    zh = lang == "zh"
     head = f"as of {frame.attrs['as_of']}: {total} active sites scored, model {info['kind']}"
     if info["kind"] == "learnt":
         head += f" ({info['n_train']} inspections, in-sample AUC {info['train_auc']:.3f})"
@@ -66,10 +66,10 @@ def risk(db: str, as_of, top, category, area, model, lang, json_path):
     for note in frame.attrs["notes"]:
         click.echo(f"note: {note}")
     click.echo(f"{'rank':>5} {'site':>6}  {pad('name', 22)} {pad('category', 16)} {'risk':>6}  top components")
-    i = 0 if zh else 1
+    names = labels("risk.component", lang)
     for r in shown.itertuples(index=False):
         contrib = sorted(((getattr(r, f"{c}_contrib"), c) for c in COMPONENTS), reverse=True)[:3]
-        parts = ", ".join(f"{LABELS[c][i]} {v:+.2f}" for v, c in contrib)
+        parts = ", ".join(f"{names[c]} {v:+.2f}" for v, c in contrib)
         click.echo(f"{r.rank:>5} {r.site_id:>6}  {pad(r.name, 22)} {pad(r.category_name or '', 16)} "
                    f"{r.risk:6.3f}  {parts}")
         click.echo(f"{'':>14}{r.reason}")

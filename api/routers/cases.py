@@ -2,14 +2,10 @@
 
 from __future__ import annotations
 
-import json
-import math
-from datetime import date, datetime
-
-import numpy as np
-import pandas as pd
 from civicgrid.api.auth import require_role
 from civicgrid.api.deps import RequestBody, get_store
+from civicgrid.api.models import CaseDetail, CaseList, CaseLog
+from civicgrid.api.responses import frame_records, json_body
 from civicgrid.geo.store import Store
 from civicgrid.sites import cases as cs
 from fastapi import APIRouter, Depends, Query
@@ -17,37 +13,6 @@ from fastapi.responses import Response
 from pydantic import Field
 
 router = APIRouter(prefix="/api/cases", tags=["cases"])
-
-
-def _plain(o):
-    if isinstance(o, dict):
-        return {k: _plain(v) for k, v in o.items()}
-    if isinstance(o, list | tuple):
-        return [_plain(v) for v in o]
-    if isinstance(o, datetime | pd.Timestamp):
-        return None if pd.isna(o) else o.isoformat(timespec="seconds")
-    if isinstance(o, date):
-        return o.isoformat()
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating | float):
-        return None if not math.isfinite(float(o)) else float(o)
-    if isinstance(o, np.bool_):
-        return bool(o)
-    if o is pd.NA or o is pd.NaT:
-        return None
-    return o
-
-
-def frame_records(df: pd.DataFrame) -> list[dict]:
-    """DataFrame rows as JSON-ready dicts (ISO times, NaN -> null)."""
-    return [_plain(r) for r in df.astype(object).where(df.notna(), None).to_dict("records")]
-
-
-def json_body(payload, status_code: int = 200) -> Response:
-    """Compact UTF-8 JSON of ``payload`` (dates as ISO text, NaN as null)."""
-    body = json.dumps(_plain(payload), ensure_ascii=False, separators=(",", ":"), allow_nan=False)
-    return Response(body, media_type="application/json", status_code=status_code)
 
 
 class CaseIn(RequestBody):
@@ -79,7 +44,7 @@ class TransitionIn(RequestBody):
     at: str | None = Field(None, description="when (default now), not before the previous step")
 
 
-@router.get("", summary="List cases")
+@router.get("", summary="List cases", response_model=CaseList)
 def list_cases(store: Store = Depends(get_store), _user: dict = Depends(require_role("viewer")),
                state: str | None = Query(None, description="found, registered, dispatched, rectified or closed"),
                area: str | None = Query(None, description="district, street, community or grid code"),
@@ -93,7 +58,7 @@ def list_cases(store: Store = Depends(get_store), _user: dict = Depends(require_
     return json_body({"count": len(df), "cases": frame_records(df)})
 
 
-@router.post("", summary="Create a case", status_code=201)
+@router.post("", summary="Create a case", status_code=201, response_model=CaseDetail)
 def create_case(body: CaseIn, store: Store = Depends(get_store),
                 user: dict = Depends(require_role("inspector"))) -> Response:
     """Open a case (inspector role); the deadline comes from the problem type on the working clock."""
@@ -101,21 +66,21 @@ def create_case(body: CaseIn, store: Store = Depends(get_store),
     return json_body(case, status_code=201)
 
 
-@router.get("/{case_id}", summary="One case with its audit trail")
+@router.get("/{case_id}", summary="One case with its audit trail", response_model=CaseDetail)
 def get_case(case_id: int, store: Store = Depends(get_store),
              _user: dict = Depends(require_role("viewer"))) -> Response:
     """The case, its audit trail (``log``) and its legal next states (``next``) (viewer role)."""
     return json_body(cs.get_case(store, case_id))
 
 
-@router.get("/{case_id}/log", summary="The audit trail of a case")
+@router.get("/{case_id}/log", summary="The audit trail of a case", response_model=CaseLog)
 def get_log(case_id: int, store: Store = Depends(get_store),
             _user: dict = Depends(require_role("viewer"))) -> Response:
     """Who moved the case when, from which state to which, with notes (viewer role)."""
     return json_body({"case_id": case_id, "log": frame_records(cs.case_log(store, case_id))})
 
 
-@router.post("/{case_id}/transitions", summary="Move a case")
+@router.post("/{case_id}/transitions", summary="Move a case", response_model=CaseDetail)
 def move_case(case_id: int, body: TransitionIn, store: Store = Depends(get_store),
               user: dict = Depends(require_role("inspector"))) -> Response:
     """Register, dispatch, rectify, close or send back (rework) a case (inspector role). An illegal move

@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from civicgrid.api.auth import require_role
 from civicgrid.api.deps import crs_param, event_filters, get_store, lang_param
+from civicgrid.api.models import EventsPage
+from civicgrid.api.responses import geojson_response
 from civicgrid.api.routers.heatmap import check_choice
-from civicgrid.api.routers.layers import geojson_response
 from civicgrid.geo.aggregate import EventFilter
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.events import query_events
@@ -21,7 +22,7 @@ MAX_LIMIT = 10_000
 ORDERS = ("newest", "oldest")
 
 
-@router.get("/events", summary="The filtered events (GeoJSON points, paged)")
+@router.get("/events", summary="The filtered events (GeoJSON points, paged)", response_model=EventsPage)
 def get_events(store: Store = Depends(get_store), _user: dict = Depends(require_role("viewer")),
                filters: EventFilter = Depends(event_filters),
                limit: int = Query(1000, description=f"events per page, 1..{MAX_LIMIT}"),

@@ -6,7 +6,8 @@ import json
 
 import numpy as np
 from civicgrid.api.deps import crs_param, event_filters, get_store, max_cells, res_param
-from civicgrid.api.routers.layers import geojson_response
+from civicgrid.api.models import HeatmapCells, HeatmapGeoJSON
+from civicgrid.api.responses import geojson_response
 from civicgrid.geo.aggregate import METRICS, EventFilter, cells_frame, heatmap
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.h3cells import to_hex
@@ -35,7 +36,7 @@ def cell_values(values: np.ndarray, metric: str) -> list:
     return values.astype("int64").tolist()
 
 
-@router.get("/heatmap", summary="Events per H3 cell")
+@router.get("/heatmap", summary="Events per H3 cell", response_model=HeatmapCells | HeatmapGeoJSON)
 def get_heatmap(store: Store = Depends(get_store), filters: EventFilter = Depends(event_filters),
                 res: int = Depends(res_param),
                 metric: str = Query("count", description="count, density (events per km²) or sites (distinct "

@@ -6,12 +6,14 @@ import json
 
 import numpy as np
 from civicgrid.api.deps import crs_param, event_filters, get_store, lang_param, max_cells, res_param
+from civicgrid.api.models import FeatureCollection, HotspotCells, HotspotGeoJSON
+from civicgrid.api.responses import geojson_response
 from civicgrid.api.routers.heatmap import FORMATS, check_choice
-from civicgrid.api.routers.layers import geojson_response
 from civicgrid.geo.aggregate import EventFilter, cells_frame
 from civicgrid.geo.errors import InvalidParameterError
-from civicgrid.geo.hotspots import EMERGING_CLASSES, GI_CLASSES, emerging_hotspots, hotspot_clusters, hotspots
+from civicgrid.geo.hotspots import EMERGING_CLASSES, emerging_hotspots, hotspot_clusters, hotspots
 from civicgrid.geo.store import Store
+from civicgrid.geo.texts import labels, name_column
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
@@ -35,12 +37,7 @@ def alpha_param(alpha: float = Query(0.05, description="significance level after
     return alpha
 
 
-def _labels(lang: str) -> dict:
-    i = 2 if lang == "en" else 1
-    return {name: GI_CLASSES[b][i] for b, (name, *_rest) in ((b, GI_CLASSES[b]) for b in GI_CLASSES)}
-
-
-@router.get("", summary="Getis-Ord Gi* per H3 cell")
+@router.get("", summary="Getis-Ord Gi* per H3 cell", response_model=HotspotCells | HotspotGeoJSON)
 def get_hotspots(store: Store = Depends(get_store), filters: EventFilter = Depends(event_filters),
                  res: int = Depends(res_param), k: int = Depends(k_param), alpha: float = Depends(alpha_param),
                  significant: bool = Query(False, description="only hot and cold cells"),
@@ -53,7 +50,7 @@ def get_hotspots(store: Store = Depends(get_store), filters: EventFilter = Depen
     check_choice("format", format, FORMATS)
     df = hotspots(store, res=res, filters=filters, k=k, alpha=alpha, max_cells=limit)
     summary = {"res": res, "k": k, "alpha": alpha, "n_cells": len(df), "n_hot": int(df["hot"].sum()),
-               "n_cold": int(df["cold"].sum()), "labels": _labels(lang)}
+               "n_cold": int(df["cold"].sum()), "labels": labels("gi", lang)}
     if significant:
         df = df[df["hot"] | df["cold"]]
     if format == "geojson":
@@ -68,7 +65,7 @@ def get_hotspots(store: Store = Depends(get_store), filters: EventFilter = Depen
     return Response(body, media_type="application/json")
 
 
-@router.get("/clusters", summary="Hotspot regions (GeoJSON), ranked")
+@router.get("/clusters", summary="Hotspot regions (GeoJSON), ranked", response_model=FeatureCollection)
 def get_clusters(store: Store = Depends(get_store), filters: EventFilter = Depends(event_filters),
                  res: int = Depends(res_param), k: int = Depends(k_param), alpha: float = Depends(alpha_param),
                  top: int = Query(3, ge=1, le=10, description="dominant problem types listed per cluster"),
@@ -97,14 +94,13 @@ def get_emerging(store: Store = Depends(get_store), filters: EventFilter = Depen
     df = emerging_hotspots(store, res=res, filters=filters, freq=freq, k=k, alpha=alpha, max_cells=limit)
     slices = df.attrs.get("slices", [])
     counts = df["cls"].value_counts().to_dict()
-    label_col = "label_en" if lang == "en" else "label_zh"
     summary = {"res": res, "freq": freq.upper(), "k": k, "alpha": alpha, "n_slices": len(slices),
                "first_slice": slices[0] if slices else None, "last_slice": slices[-1] if slices else None,
                "classes": {c: int(counts.get(c, 0)) for c in EMERGING_CLASSES},
-               "labels": {c: v[1 if lang == "en" else 0] for c, v in EMERGING_CLASSES.items()}}
+               "labels": labels("emerging", lang)}
     if not all:
         df = df[df["cls"] != "no_pattern"]
-    df = df.assign(label=df[label_col])
+    df = df.assign(label=df[name_column(lang, "label")])
     if format == "geojson":
         gdf = cells_frame(df.drop(columns=["h3_hex", "label_zh", "label_en"]))
         return geojson_response(gdf, crs=crs, extra=summary)

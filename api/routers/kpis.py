@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import date, timedelta
+from datetime import timedelta
 
 from civicgrid.api.deps import get_store, lang_param
-from civicgrid.api.routers.cases import frame_records, json_body
+from civicgrid.api.models import KpiTable, SiteFlags
+from civicgrid.api.responses import frame_records, json_body
 from civicgrid.geo.aggregate import area_level
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.geo.times import parse_end, parse_period
 from civicgrid.sites import cases as cs
 from civicgrid.sites.kpis import FLAG_WINDOW_DAYS, kpi_table, kpi_totals, site_flags
 from fastapi import APIRouter, Depends, Query
@@ -17,18 +19,7 @@ from fastapi.responses import Response
 router = APIRouter(prefix="/api/kpis", tags=["kpis"])
 
 
-def _end(value: str) -> str | date:
-    """A date-only ``end`` includes that day."""
-    text = value.strip()
-    if len(text) == 10:
-        try:
-            return date.fromisoformat(text) + timedelta(days=1)
-        except ValueError:
-            pass
-    return text
-
-
-@router.get("", summary="Rectification KPIs per unit")
+@router.get("", summary="Rectification KPIs per unit", response_model=KpiTable)
 def kpis(store: Store = Depends(get_store),
          period: str | None = Query(None, description="2025-03 (month), 2025-Q1, 2025, 2025-03-05 or "
                                                       "2025-03-01..2025-03-15; or give start and end",
@@ -47,22 +38,20 @@ def kpis(store: Store = Depends(get_store),
     if period is None and start is None and end is None:
         period = cs.now_local().strftime("%Y-%m")  # the current calendar month, in the store's time zone
     if period is not None:
-        from civicgrid.sites.reports import parse_period
-
         first, after, _ = parse_period(period)
         start, end_v, end = first.isoformat(), after, (after - timedelta(days=1)).isoformat()
     elif start is None or end is None:
         msg = "give both start and end (or a period such as 2025-03)"
         raise InvalidParameterError(msg)
     else:
-        end_v = _end(end)
+        end_v = parse_end(end, name="end")  # a date-only end includes that day
     df = kpi_table(store, start=start, end=end_v, level=level, as_of=as_of, lang=lang)
     totals = kpi_totals(store, start=start, end=end_v, level=level, as_of=as_of, lang=lang)
     return json_body({"level": level, "start": start, "end": end, "columns": list(df.columns),
                       "rows": frame_records(df), "totals": totals})
 
 
-@router.get("/flags", summary="Red and white flags of sites")
+@router.get("/flags", summary="Red and white flags of sites", response_model=SiteFlags)
 def flags(store: Store = Depends(get_store),
           as_of: str | None = Query(None, description="day or moment of the assessment (default now)"),
           window_days: int = Query(FLAG_WINDOW_DAYS, ge=1, le=3650, description="look-back window in days"),

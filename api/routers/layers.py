@@ -2,93 +2,22 @@
 
 from __future__ import annotations
 
-import json
-
 import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
 from civicgrid.api.deps import crs_param, get_store, lang_param
+from civicgrid.api.responses import frame_records, geojson_response, json_response
 from civicgrid.geo.aggregate import area_level
-from civicgrid.geo.coords import to_crs_frame, to_wgs84
+from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.levels import AREA_LEVELS, LEVEL_COLUMNS, check_level
 from civicgrid.geo.store import Store
+from civicgrid.geo.texts import local_name, name_column
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
 router = APIRouter(prefix="/api/layers", tags=["layers"])
-
-#: Decimal places of coordinates in GeoJSON output (1e-6° ≈ 0.1 m).
-COORD_DECIMALS = 6
-#: Area levels accepted by ``/api/layers/areas``.
-AREA_LEVELS = ("district", "street", "community")
-
-
-def json_response(payload) -> Response:
-    """Compact UTF-8 JSON (Chinese kept as characters)."""
-    body = json.dumps(payload, ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=_default)
-    return Response(body, media_type="application/json")
-
-
-def _default(o):
-    if isinstance(o, np.integer):
-        return int(o)
-    if isinstance(o, np.floating):
-        return None if not np.isfinite(o) else float(o)
-    if isinstance(o, np.ndarray):
-        return o.tolist()
-    if isinstance(o, pd.Timestamp):
-        return o.isoformat()
-    if o is pd.NA or o is pd.NaT:
-        return None
-    msg = f"cannot serialise {type(o).__name__}"
-    raise TypeError(msg)
-
-
-def geojson_text(gdf: gpd.GeoDataFrame, *, crs: str = "wgs84", drop: tuple[str, ...] = ("h3",),
-                 extra: dict | None = None) -> str:
-    """A GeoDataFrame as GeoJSON FeatureCollection text, vectorized (no per-feature geometry loop in Python).
-
-    Parameters
-    ----------
-    gdf
-        WGS84 features.
-    crs
-        ``wgs84`` or ``gcj02`` (converted with :func:`geo.coords.to_crs_frame`, for AMap tiles).
-    drop
-        Columns left out of the properties (``h3`` uint64 ids do not survive JavaScript numbers;
-        ``h3_hex`` carries them).
-    extra
-        Top-level members added to the FeatureCollection.
-    """
-    if crs != "wgs84" and len(gdf):
-        gdf = to_crs_frame(gdf, crs)
-    geoms = gdf.geometry.to_numpy()
-    geoms = shapely.transform(geoms, lambda xy: np.round(xy, COORD_DECIMALS))
-    geo_txt = shapely.to_geojson(geoms)
-    props = pd.DataFrame(gdf.drop(columns=[gdf.geometry.name, *[c for c in drop if c in gdf.columns]]))
-    for c in props.columns:
-        if pd.api.types.is_datetime64_any_dtype(props[c]):
-            props[c] = props[c].dt.strftime("%Y-%m-%dT%H:%M:%S")
-        elif pd.api.types.is_float_dtype(props[c]):
-            props[c] = props[c].round(6)
-    prop_txt = (props.to_json(orient="records", lines=True, force_ascii=False, double_precision=10).splitlines()
-                if len(props) else [])
-    if len(props.columns) == 0:
-        prop_txt = ["{}"] * len(gdf)
-    feats = ",".join(f'{{"type":"Feature","geometry":{g if g is not None else "null"},"properties":{p}}}'
-                     for g, p in zip(geo_txt, prop_txt, strict=True))
-    head = {"type": "FeatureCollection", **(extra or {})}
-    if crs != "wgs84":
-        head["crs_note"] = f"coordinates in {crs.upper()} (for tiles in that system)"
-    head_txt = json.dumps(head, ensure_ascii=False, separators=(",", ":"), default=_default)[:-1]
-    return f'{head_txt},"features":[{feats}]}}'
-
-
-def geojson_response(gdf: gpd.GeoDataFrame, *, crs: str = "wgs84", extra: dict | None = None) -> Response:
-    """:func:`geojson_text` as an ``application/geo+json`` response."""
-    return Response(geojson_text(gdf, crs=crs, extra=extra), media_type="application/geo+json")
-
 
 def bbox_param(bbox: str | None = Query(None, description="minLng,minLat,maxLng,maxLat in the output crs"),
                crs: str = Depends(crs_param)) -> tuple[float, float, float, float] | None:
@@ -124,9 +53,7 @@ def _codes(value: str | None) -> list[str]:
 
 
 def _area_column(store: Store, area: str) -> str:
-    level = area_level(store, area)
-    return {"district": "district_code", "street": "street_code", "community": "community_code",
-            "grid": "grid_code"}[level]
+    return LEVEL_COLUMNS[area_level(store, area)]
 
 
 @router.get("/areas", summary="Districts, streets and communities (GeoJSON)")
@@ -139,9 +66,7 @@ def areas(store: Store = Depends(get_store),
     ``area_km2``."""
     where, params = [], []
     if level is not None:
-        if level not in AREA_LEVELS:
-            msg = f"unknown level {level!r}; use one of {', '.join(AREA_LEVELS)}"
-            raise InvalidParameterError(msg)
+        check_level(level, levels=AREA_LEVELS)
         where.append("level = ?")
         params.append(level)
     if parent:
@@ -157,9 +82,8 @@ def areas(store: Store = Depends(get_store),
     bsql, bparams = _bbox_sql(bbox)
     where.append(bsql)
     params.extend(bparams)
-    df = store.sql(f"SELECT code, name AS name_zh, name_en, level, parent_code, area_km2, ST_AsWKB(geom) AS wkb "
-                   f"FROM areas WHERE {' AND '.join(where)} ORDER BY code", params)
-    df.insert(1, "name", df["name_en"].fillna(df["name_zh"]) if lang == "en" else df["name_zh"])
+    df = store.sql(f"SELECT code, {local_name(lang)} AS name, name AS name_zh, name_en, level, parent_code, area_km2, "
+                   f"ST_AsWKB(geom) AS wkb FROM areas WHERE {' AND '.join(where)} ORDER BY code", params)
     return geojson_response(_frame(df), crs=crs)
 
 
@@ -228,10 +152,10 @@ def sites(store: Store = Depends(get_store),
     where.append(bsql)
     params.extend(bparams)
     geom_sql = "ST_AsWKB(ST_Point(s.lng, s.lat))" if geometry == "point" else "ST_AsWKB(s.geom)"
-    suffix = "en" if lang == "en" else "zh"
     df = store.sql(
-        f"SELECT s.site_id, s.name, s.category_code, c.name_{suffix} AS category, c.group_code, "
-        f"c.group_{suffix} AS \"group\", s.address, s.responsible_unit, s.contact, s.phone, s.grid_code, s.active, "
+        f"SELECT s.site_id, s.name, s.category_code, c.{name_column(lang)} AS category, c.group_code, "
+        f"c.{name_column(lang, 'group')} AS \"group\", s.address, s.responsible_unit, s.contact, s.phone, s.grid_code, "
+        f"s.active, "
         f"{geom_sql} AS wkb FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code "
         f"WHERE {' AND '.join(where)} ORDER BY s.site_id", params)
     return geojson_response(_frame(df), crs=crs)
@@ -241,13 +165,12 @@ def sites(store: Store = Depends(get_store),
 def categories(store: Store = Depends(get_store), lang: str = Depends(lang_param)) -> Response:
     """Every site category with ``code``, ``name`` (in ``lang``), ``name_zh``, ``name_en``, ``group_code``,
     ``group``, ``geom_kind``, ``service_minutes`` and ``sites`` (active sample-frame sites)."""
-    suffix = "en" if lang == "en" else "zh"
     df = store.sql(
-        f"SELECT c.code, c.name_{suffix} AS name, c.name_zh, c.name_en, c.group_code, c.group_{suffix} AS \"group\", "
-        "c.geom_kind, c.service_minutes, count(s.site_id) AS sites "
+        f"SELECT c.code, c.{name_column(lang)} AS name, c.name_zh, c.name_en, c.group_code, "
+        f"c.{name_column(lang, 'group')} AS \"group\", c.geom_kind, c.service_minutes, count(s.site_id) AS sites "
         "FROM site_categories c LEFT JOIN sites s ON s.category_code = c.code AND s.active "
         "GROUP BY ALL ORDER BY c.code")
-    return json_response(json_records(df))
+    return json_response(frame_records(df))
 
 
 @router.get("/problem-types", summary="The problem taxonomy, 大类/小类 (JSON list)")
@@ -255,7 +178,6 @@ def problem_types(store: Store = Depends(get_store), lang: str = Depends(lang_pa
                   major: str | None = Query(None, description="only this 大类 code")) -> Response:
     """Every problem type (小类) with ``code``, ``name``, ``major_code``, ``major``, both languages' names,
     ``deadline_value`` and ``deadline_unit``."""
-    suffix = "en" if lang == "en" else "zh"
     params, where = [], "TRUE"
     if major:
         known = store.sql("SELECT DISTINCT major_code, major_zh FROM problem_types")
@@ -265,11 +187,7 @@ def problem_types(store: Store = Depends(get_store), lang: str = Depends(lang_pa
             raise NotFoundError(msg)
         where, params = "major_code = ?", [major]
     df = store.sql(
-        f"SELECT code, name_{suffix} AS name, major_code, major_{suffix} AS major, name_zh, name_en, major_zh, "
-        f"major_en, deadline_value, deadline_unit FROM problem_types WHERE {where} ORDER BY code", params)
-    return json_response(json_records(df))
-
-
-def json_records(df: pd.DataFrame) -> list[dict]:
-    """The rows of ``df`` as JSON-ready dicts (NaN as null, times as ISO text)."""
-    return json.loads(df.to_json(orient="records", force_ascii=False))
+        f"SELECT code, {name_column(lang)} AS name, major_code, {name_column(lang, 'major')} AS major, name_zh, "
+        f"name_en, major_zh, major_en, deadline_value, deadline_unit FROM problem_types WHERE {where} ORDER BY code",
+        params)
+    return json_response(frame_records(df))

@@ -8,6 +8,7 @@ from typing import Literal
 from civicgrid.api.auth import require_role
 from civicgrid.api.deps import RequestBody, get_settings, get_store, lang_param
 from civicgrid.api.errors import HtmlErrorRoute
+from civicgrid.api.models import PatrolPlan
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.maps.basemaps import BASEMAPS, TILES, tianditu_key
@@ -79,7 +80,8 @@ def _network(request: Request, settings: dict):
     return cached[1]
 
 
-@router.post("/api/patrols/plan", summary="Plan patrol routes", dependencies=[Depends(require_role("inspector"))])
+@router.post("/api/patrols/plan", summary="Plan patrol routes", dependencies=[Depends(require_role("inspector"))],
+             response_model=PatrolPlan, response_model_exclude_unset=True)
 def create_plan(body: PlanRequest, request: Request, store: Store = Depends(get_store),
                 settings: dict = Depends(get_settings)) -> dict:
     """Choose and order each inspector's sites to reach the most risk within the shifts, store the plan and
@@ -104,7 +106,8 @@ def plans(store: Store = Depends(get_store), limit: int = Query(50, ge=1, le=100
     return frame.to_dict("records")
 
 
-@router.get("/api/patrols/{plan_id}", summary="A stored patrol plan")
+@router.get("/api/patrols/{plan_id}", summary="A stored patrol plan", response_model=PatrolPlan,
+            response_model_exclude_unset=True)
 def get_plan(plan_id: str, store: Store = Depends(get_store)) -> dict:
     """The plan document as returned when it was made."""
     return load_plan(store, plan_id)

@@ -6,7 +6,8 @@ from urllib.parse import quote
 
 from civicgrid.api.deps import get_store, lang_param
 from civicgrid.geo.store import Store
-from civicgrid.sites.reports import LEVELS, check_kpi, check_level, parse_period, scorecard_page, workbook_bytes
+from civicgrid.geo.times import parse_period
+from civicgrid.sites.reports import LEVELS, check_kpi, check_level, scorecard_page, workbook_bytes
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, Response
 

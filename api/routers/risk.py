@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 
 from civicgrid.api.deps import get_store, lang_param
+from civicgrid.api.models import RiskList, SiteRiskDetail
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.sites.backtest import backtest
@@ -31,7 +32,8 @@ def _model_info(frame) -> dict:
     return dict(frame.attrs.get("model", {}))
 
 
-@router.get("/api/risk", summary="Active sites ranked by risk, with the components of each score")
+@router.get("/api/risk", summary="Active sites ranked by risk, with the components of each score",
+            response_model=RiskList, response_model_exclude_unset=True)
 def get_risk(store: Store = Depends(get_store),
              as_of: str | None = Query(None, description=_AS_OF, examples=["2025-07-01"]),
              limit: int = Query(100, ge=1, le=100_000, description="sites to return (highest risk first)"),
@@ -49,7 +51,8 @@ def get_risk(store: Store = Depends(get_store),
         "sites": risk_records(shown, lang=lang)}
 
 
-@router.get("/api/risk/{site_id}", summary="One site's risk and its components")
+@router.get("/api/risk/{site_id}", summary="One site's risk and its components", response_model=SiteRiskDetail,
+            response_model_exclude_unset=True)
 def get_site_risk(site_id: int, store: Store = Depends(get_store),
                   as_of: str | None = Query(None, description=_AS_OF, examples=["2025-07-01"]),
                   model: str = Depends(model_param), lang: str = Depends(lang_param)) -> dict:

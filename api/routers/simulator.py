@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from civicgrid.api.deps import get_store, lang_param
-from civicgrid.api.routers.layers import json_response
+from civicgrid.api.models import Assessment
+from civicgrid.api.responses import json_response
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.sites.simulator import AGGREGATES, assess, parse_k_options
@@ -38,7 +39,7 @@ def simulator_params(
             "aggregate": aggregate, "level": level, "seed": seed, "method": method}
 
 
-@router.get("", summary="Simulate the assessors' visit")
+@router.get("", summary="Simulate the assessors' visit", response_model=Assessment)
 def simulator(store: Store = Depends(get_store), params: dict = Depends(simulator_params),
               lang: str = Depends(lang_param)) -> Response:
     """Expected conformity rate (exact) per category and overall, simulated interval, probability of falling

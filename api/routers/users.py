@@ -3,21 +3,17 @@
 from __future__ import annotations
 
 import tempfile
-from collections.abc import Callable
 from pathlib import Path
 
 from civicgrid.api.auth import require_role
 from civicgrid.api.deps import RequestBody, get_store
-from civicgrid.api.routers.cases import frame_records, json_body
-from civicgrid.geo.errors import InvalidParameterError, NotFoundError
-from civicgrid.geo.importing import ImportReport
+from civicgrid.api.models import ImportResult, NewUser, UserList
+from civicgrid.api.responses import frame_records, json_body
+from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.users import ROLES, add_user, list_users, new_token, set_active
-from civicgrid.grids.areas import import_areas, import_grids
 from civicgrid.sites import cases as cs
-from civicgrid.sites.events import import_events
-from civicgrid.sites.frame import import_sites
-from civicgrid.sites.inspections import import_inspections
+from civicgrid.sites.importers import IMPORTERS, OPTIONS, get_importer
 from fastapi import APIRouter, Depends, File, Form, UploadFile
 from fastapi.responses import Response
 from pydantic import Field
@@ -56,13 +52,13 @@ class SettingIn(RequestBody):
     value: float
 
 
-@router.get("/api/users", summary="List users")
+@router.get("/api/users", summary="List users", response_model=UserList)
 def users(store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
     """Users and roles (never their tokens)."""
     return json_body({"users": frame_records(list_users(store))})
 
 
-@router.post("/api/users", summary="Create a user", status_code=201)
+@router.post("/api/users", summary="Create a user", status_code=201, response_model=NewUser)
 def create_user(body: UserIn, store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
     """Create a user; the response holds the token, which is stored only hashed and never shown again."""
     user, token = add_user(store.path, body.name, role=body.role)
@@ -108,32 +104,39 @@ def put_setting(key: str, body: SettingIn, store: Store = Depends(get_store),
     return json_body(cs.set_setting(store.path, key, body.value))
 
 
-#: Import layers and their importers (function, options they take).
-IMPORT_LAYERS: dict[str, tuple[Callable[..., ImportReport], set[str]]] = {
-    "areas": (import_areas, {"level", "crs", "encoding", "layer"}),
-    "grids": (import_grids, {"crs", "encoding", "layer"}),
-    "sites": (import_sites, {"point", "crs", "encoding", "layer", "sheet"}),
-    "events": (import_events, {"source", "point", "crs", "tz", "encoding", "layer", "sheet"}),
-    "inspections": (import_inspections, {"point", "crs", "tz", "encoding", "layer", "sheet"}),
-}
+def _form_help(name: str) -> str:
+    """The API docs of the form field of the importer option ``name``: which layers take it, what it is."""
+    opt = OPTIONS[name]
+    layers = [i.layer for i in IMPORTERS.values() if name in i.options]
+    text = opt.help + (f" ({', '.join(opt.choices)})" if opt.choices else "")
+    return text if len(layers) == len(IMPORTERS) else f"{', '.join(layers)}: {text}"
 
 
-@router.post("/api/imports/{layer}", summary="Import a file")
+def _imports_doc() -> str:
+    """The description of ``POST /api/imports/{layer}``: the layers of the importer registry."""
+    rows = [f"- `{i.layer}`: {i.summary} Fields (`map`): {', '.join(i.fields)}. Options: "
+            f"{', '.join('layer_name' if o == 'layer' else o for o in i.options)}." for i in IMPORTERS.values()]
+    return ("Load an uploaded file with the same importer as `civicgrid import LAYER` and return its report "
+            "(rows read = loaded + duplicates + rejected). Imported events get their cases at once.\n\n"
+            + "\n".join(rows))
+
+
+@router.post("/api/imports/{layer}", summary="Import a file", description=_imports_doc(), status_code=201,
+             response_model=ImportResult)
 def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX, GeoJSON, GeoPackage, zipped "
                                                                       "Shapefile, (Geo)Parquet"),
                 map: list[str] = Form(default=[], description="FIELD=COLUMN, repeatable (e.g. name=名称)"),
-                level: str | None = Form(None, description="areas: district, street or community"),
-                source: str | None = Form(None, description="events: complaint or inspection"),
-                crs: str | None = Form(None), encoding: str | None = Form(None),
-                layer_name: str | None = Form(None, description="GeoPackage layer"),
-                sheet: str | None = Form(None), point: str | None = Form(None), tz: str | None = Form(None),
+                level: str | None = Form(None, description=_form_help("level")),
+                source: str | None = Form(None, description=_form_help("source")),
+                crs: str | None = Form(None, description=_form_help("crs")),
+                encoding: str | None = Form(None, description=_form_help("encoding")),
+                layer_name: str | None = Form(None, description=_form_help("layer")),
+                sheet: str | None = Form(None, description=_form_help("sheet")),
+                point: str | None = Form(None, description=_form_help("point")),
+                tz: str | None = Form(None, description=_form_help("tz")),
                 store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
-    """Load an uploaded file with the same importer as `civicgrid import LAYER` and return its report
-    (rows read = loaded + duplicates + rejected). Imported events get their cases at once."""
-    if layer not in IMPORT_LAYERS:
-        msg = f"unknown layer {layer!r}; layers: {', '.join(IMPORT_LAYERS)}"
-        raise NotFoundError(msg)
-    importer, allowed = IMPORT_LAYERS[layer]
+    """Load an uploaded file with the importer of ``layer`` (:data:`civicgrid.sites.importers.IMPORTERS`)."""
+    importer = get_importer(layer)  # an unknown layer: 404 naming the layers
     mapping = {}
     for item in map:
         for part in [p for p in item.split(",") if p.strip()]:
@@ -142,16 +145,9 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
                 raise InvalidParameterError(msg)
             key, col = part.split("=", 1)
             mapping[key.strip()] = col.strip()
-    given = {"level": level, "source": source, "crs": crs, "encoding": encoding, "layer": layer_name,
-             "sheet": sheet, "point": point, "tz": tz}
-    wrong = [k for k, v in given.items() if v is not None and k not in allowed]
-    if wrong:
-        msg = f"{layer} imports take no {', '.join(wrong)} (options: {', '.join(sorted(allowed))})"
-        raise InvalidParameterError(msg)
-    if layer == "areas" and not level:
-        msg = "areas imports need level: district, street or community"
-        raise InvalidParameterError(msg)
-    kwargs = {k: v for k, v in given.items() if v is not None}
+    # the options the layer does not take, or a required one missing: 422 before the upload is written
+    options = importer.check_options({"level": level, "source": source, "crs": crs, "encoding": encoding,
+                                      "layer": layer_name, "sheet": sheet, "point": point, "tz": tz})
     # saved under the uploaded file's own name (without any folder part), so that messages name it
     name = Path((file.filename or "").replace("\\", "/")).name.strip()
     if name in ("", ".", "..") or name.startswith("."):
@@ -164,7 +160,7 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
             while chunk := file.file.read(1 << 20):
                 out.write(chunk)
         # a file that cannot be imported raises ImportFileError or ReadError: 422 (api/errors.py)
-        report = importer(path, db=store.path, mapping=mapping, progress=False, **kwargs)
+        report = importer.run(path, db=store.path, mapping=mapping, progress=False, **options)
     payload = report.to_dict()
     payload["file"] = file.filename
     return json_body(payload, status_code=201)

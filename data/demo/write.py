@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import duckdb
 import numpy as np
 import pyarrow as pa
 import shapely
@@ -55,14 +56,14 @@ PHRASES = {
 CHUNK = 1_000_000
 
 
-def clear_layers(con):
+def clear_layers(con: duckdb.DuckDBPyConnection):
     """Empty the data layers (the demo replaces whatever the file held)."""
     for table in ("events", "inspections", "sites", "grids", "areas", "imports"):
         con.execute(f"DELETE FROM {table}")
     con.execute("DELETE FROM meta WHERE key LIKE 'demo_%' OR key LIKE 'city_%'")
 
 
-def write_areas(con, rng, city):
+def write_areas(con: duckdb.DuckDBPyConnection, rng, city):
     """Insert districts, streets, communities (dissolved from the grids, so they nest exactly) and grids."""
     polys, g_ll = city["polys"], city["grids_ll"]
     area_km2 = shapely.area(polys) / 1e6
@@ -122,7 +123,7 @@ _UNIT_BY_CATEGORY = {
 }
 
 
-def write_sites(con, rng, rows, city, import_id):
+def write_sites(con: duckdb.DuckDBPyConnection, rng, rows, city, import_id):
     """Insert the sample frame (metres in ``rows``) into ``sites``, located in the grids."""
     n = len(rows)
     cat = np.array([r["category_code"] for r in rows])
@@ -157,7 +158,7 @@ def write_sites(con, rng, rows, city, import_id):
     con.unregister("_demo_sites")
 
 
-def _addresses_and_units(con, rng, rows, city, ll, located):
+def _addresses_and_units(con: duckdb.DuckDBPyConnection, rng, rows, city, ll, located):
     """Address (district + street + nearest road + house number) and responsible unit of each site."""
     n = len(rows)
     xm = lnglat_to_xy(ll[:, 0], ll[:, 1])
@@ -205,7 +206,7 @@ def _responsible_unit(row, dist, st, comm):
     return row["name"]
 
 
-def write_lookups(con, places, codes, inspectors):
+def write_lookups(con: duckdb.DuckDBPyConnection, places, codes, inspectors):
     """Register the lookup tables the event and inspection inserts join: places, phrases, prefixes, inspectors."""
     con.register("_demo_places", pa.table({"id": np.arange(len(places), dtype=np.int32), "name": places}))
     ph = [(i, v, code, PHRASES.get(code, [code] * 3)[v % len(PHRASES.get(code, [code]))])
@@ -218,7 +219,7 @@ def write_lookups(con, places, codes, inspectors):
     con.register("_demo_inspectors", pa.table({"id": np.arange(len(inspectors)), "name": inspectors}))
 
 
-def write_inspections(con, ins, import_id, bar):
+def write_inspections(con: duckdb.DuckDBPyConnection, ins, import_id, bar):
     """Insert the inspections (in chunks), located at their sites."""
     n = len(ins["id"])
     for lo in range(0, n, CHUNK):
@@ -242,7 +243,7 @@ def write_inspections(con, ins, import_id, bar):
     bar.update(1)
 
 
-def write_events(con, ev, import_id, bar):
+def write_events(con: duckdb.DuckDBPyConnection, ev, import_id, bar):
     """Insert the events (in chunks of :data:`CHUNK`), located in the grids, with their texts."""
     n = len(ev["t"])
     for lo in range(0, n, CHUNK):
@@ -296,7 +297,7 @@ def _ts(seconds, null=None):
     return pa.array(arr, pa.timestamp("s"), mask=null)
 
 
-def record_demo(con, *, import_id, seed, events, started, counts):
+def record_demo(con: duckdb.DuckDBPyConnection, *, import_id, seed, events, started, counts):
     """Record the demo: its import row, its meta keys (city name and centre, seed, size), and the cases.
 
     The cases and their audit trail are built from the events by :func:`civicgrid.sites.cases.backfill`.
@@ -343,5 +344,5 @@ def record_demo(con, *, import_id, seed, events, started, counts):
     return summary
 
 
-def _count(con, what: str) -> int:
+def _count(con: duckdb.DuckDBPyConnection, what: str) -> int:
     return int(con.execute(f"SELECT count(*) FROM {what}").fetchone()[0])

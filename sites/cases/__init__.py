@@ -28,9 +28,9 @@ Every write goes through :func:`civicgrid.geo.store.writing` (copy-and-publish, 
 The modules, by topic:
 
 * :mod:`~civicgrid.sites.cases.workflow`: states, opening and moving cases, reading them;
-* :mod:`~civicgrid.sites.cases.calendar`: holidays, the working clock, deadlines, the store's "now";
+* :mod:`~civicgrid.sites.cases.calendar`: holidays, the working clock, deadlines;
 * :mod:`~civicgrid.sites.cases.rebounds`: linking rebounds;
-* :mod:`~civicgrid.sites.cases.backfill`: cases for imported events, in bulk;
+* :mod:`~civicgrid.sites.cases.bulk`: cases for imported events, in bulk (:func:`backfill`);
 * :mod:`~civicgrid.sites.cases.config`: the stored case settings.
 
 Their public names are importable from here. The tunables of the bulk writes (``REBOUND_BATCH_ROWS``,
@@ -39,21 +39,20 @@ Their public names are importable from here. The tunables of the bulk writes (``
 
 from __future__ import annotations
 
+from civicgrid.geo.times import now_local  # the store's "now", as cases record it (the API's current month)
 from civicgrid.sites.cases._sql import UNASSIGNED_UNIT, UNIT_SUFFIX
-from civicgrid.sites.cases.backfill import backfill, backfill_db
+from civicgrid.sites.cases.bulk import backfill, backfill_db
 from civicgrid.sites.cases.calendar import (
     WORK_END,
     WORK_START,
     WorkCalendar,
     compute_deadlines,
     holidays,
-    now_local,
     set_holidays,
-    to_timestamp,
     type_hours,
 )
 from civicgrid.sites.cases.config import DEFAULT_SETTINGS, check_setting, get_settings, set_setting
-from civicgrid.sites.cases.rebounds import EARTH_RADIUS_M, haversine_m, link_rebounds
+from civicgrid.sites.cases.rebounds import link_rebounds
 from civicgrid.sites.cases.workflow import (
     ACTIONS,
     NEXT_STATES,
@@ -69,7 +68,6 @@ from civicgrid.sites.cases.workflow import (
 __all__ = [
     "ACTIONS",
     "DEFAULT_SETTINGS",
-    "EARTH_RADIUS_M",
     "NEXT_STATES",
     "STATES",
     "STATE_ZH",
@@ -86,14 +84,12 @@ __all__ = [
     "create_case",
     "get_case",
     "get_settings",
-    "haversine_m",
     "holidays",
     "link_rebounds",
     "list_cases",
     "now_local",
     "set_holidays",
     "set_setting",
-    "to_timestamp",
     "transition",
     "type_hours",
 ]

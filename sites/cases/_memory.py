@@ -1,4 +1,4 @@
-"""DuckDB's memory limit while the bulk case writes (:func:`~civicgrid.sites.cases.backfill`,
+"""DuckDB's memory limit while the bulk case writes (:func:`~civicgrid.sites.cases.bulk.backfill`,
 :func:`~civicgrid.sites.cases.link_rebounds`) run."""
 
 from __future__ import annotations

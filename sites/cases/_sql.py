@@ -1,6 +1,6 @@
 """What the case modules share: the columns of ``cases``, reading a query into a frame from a store or a
 connection, and the SQL of the automatic dispatch unit (属地) that :func:`~civicgrid.sites.cases.create_case`
-and :func:`~civicgrid.sites.cases.backfill` both write.
+and :func:`~civicgrid.sites.cases.bulk.backfill` both write.
 
 Dispatch goes to the site's ``responsible_unit`` for a case at a sample-frame site, else to the office of the
 area holding it: the community's residents' committee (社区居委会), else the street office (街道办事处), else

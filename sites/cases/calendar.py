@@ -1,5 +1,6 @@
-"""The working calendar of case deadlines: holidays and make-up working days, the 09:00–18:00 working clock,
-the hours each problem type allows, and the store's wall-clock "now" and moments as cases record them.
+"""The working calendar of case deadlines: holidays and make-up working days, the 09:00–18:00 working clock and
+the hours each problem type allows. (The store's "now" and the reading of moments are
+:func:`civicgrid.geo.times.now_local` and :func:`civicgrid.geo.times.parse_moment`.)
 
 Deadlines come from the problem type (``deadline_value`` working days or working hours) on a working clock that
 runs :data:`WORK_START`–:data:`WORK_END` on working days: Monday–Friday except the holidays of the ``holidays``
@@ -11,50 +12,17 @@ deadline falling exactly at a day boundary is written as 18:00 of that day.
 from __future__ import annotations
 
 import os
-from datetime import date, datetime
-from zoneinfo import ZoneInfo
 
 import numpy as np
 import pandas as pd
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import writing
-from civicgrid.geo.times import parse_times
 from civicgrid.sites.cases._sql import StoreOrConnection, query_frame
 
 #: Working clock (local wall time). A working day has WORK_END - WORK_START = 9 working hours.
 WORK_START = 9 * 3600
 WORK_END = 18 * 3600
 _DAY_WORK = WORK_END - WORK_START
-
-_TZ = ZoneInfo("Asia/Shanghai")
-
-
-def now_local() -> datetime:
-    """The current wall-clock time in Asia/Shanghai, naive (as stored), to the second."""
-    return datetime.now(_TZ).replace(tzinfo=None, microsecond=0)
-
-
-def to_timestamp(value, *, field: str = "time") -> datetime:
-    """Parse a date-time (datetime, date, ISO or Chinese text) into a naive local datetime."""
-    if isinstance(value, datetime):
-        return value.replace(tzinfo=None) if value.tzinfo is None else value.astimezone(_TZ).replace(tzinfo=None)
-    if isinstance(value, date):
-        return datetime(value.year, value.month, value.day)
-    if isinstance(value, np.datetime64 | pd.Timestamp):
-        return pd.Timestamp(value).to_pydatetime()
-    text = str(value).strip()
-    try:
-        ts = pd.Timestamp(text)
-        if ts.tzinfo is not None:
-            ts = ts.tz_convert(_TZ).tz_localize(None)
-        return ts.to_pydatetime()
-    except (ValueError, TypeError):
-        pass
-    parsed = parse_times(np.array([text], dtype=object))[0]
-    if pd.isna(parsed[0]):
-        msg = f"{field} {text!r} is not a date-time; use e.g. 2025-03-05T14:30 or 2025年3月5日 14:30"
-        raise InvalidParameterError(msg)
-    return pd.Timestamp(parsed[0]).to_pydatetime()
 
 
 def holidays(con: StoreOrConnection) -> pd.DataFrame:

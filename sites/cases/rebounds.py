@@ -10,27 +10,15 @@ import math
 import duckdb
 import numpy as np
 import pandas as pd
+from civicgrid.geo.distance import EARTH_RADIUS_M, haversine_m
 from civicgrid.sites.cases._memory import memory_cap
 from civicgrid.sites.cases.config import get_settings
 
 #: Rows (new cases plus earlier closed cases) :func:`link_rebounds` holds in memory at once; a batch holds
 #: whole problem types, so one type larger than this is still handled in one batch.
 REBOUND_BATCH_ROWS = 2_000_000
-#: Sphere of the rebound distance (metres; the IUGG mean Earth radius) and metres per degree of latitude on it.
-EARTH_RADIUS_M = 6371008.8
+#: Metres per degree of latitude on the sphere of the rebound distance (:mod:`civicgrid.geo.distance`).
 _M_PER_DEG = EARTH_RADIUS_M * math.pi / 180
-
-
-def haversine_m(lat1, lng1, lat2, lng2, cos1=None, cos2=None) -> np.ndarray:
-    """Great-circle distance in metres on the sphere of radius :data:`EARTH_RADIUS_M` (degrees in).
-
-    ``cos1``, ``cos2``: the cosines of the latitudes, when already known.
-    """
-    cos1 = np.cos(np.radians(lat1)) if cos1 is None else cos1
-    cos2 = np.cos(np.radians(lat2)) if cos2 is None else cos2
-    a = (np.sin(np.radians(np.subtract(lat2, lat1)) / 2) ** 2
-         + cos1 * cos2 * np.sin(np.radians(np.subtract(lng2, lng1)) / 2) ** 2)
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.minimum(a, 1.0)))
 
 
 class _Closures:
@@ -80,8 +68,8 @@ class _Closures:
             go = valid & (oc >= start[idx, None]) & ((oc > bc) | ((oc == bc) & (oi > bi)))
             ok = go & (oi != self_id[idx, None])
             if radius is not None:
-                ok &= haversine_m(lat[idx, None], lng[idx, None], self.lat[cand], self.lng[cand],
-                                  cos[idx, None], self.cos[cand]) <= radius
+                ok &= haversine_m(lng[idx, None], lat[idx, None], self.lng[cand], self.lat[cand],
+                                  cos_lat1=cos[idx, None], cos_lat2=self.cos[cand]) <= radius
             got = ok.any(axis=1)
             rows = np.flatnonzero(got)
             j = ok[rows].argmax(axis=1)

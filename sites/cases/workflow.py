@@ -23,6 +23,8 @@ from civicgrid.geo.aggregate import area_level
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store, writing
+from civicgrid.geo.texts import labels
+from civicgrid.geo.times import now_local, parse_moment
 from civicgrid.grids.locate import locate_points
 from civicgrid.sites.cases._sql import (
     CASE_COLUMNS,
@@ -32,13 +34,13 @@ from civicgrid.sites.cases._sql import (
     StoreOrConnection,
     query_frame,
 )
-from civicgrid.sites.cases.calendar import compute_deadlines, now_local, to_timestamp
+from civicgrid.sites.cases.calendar import compute_deadlines
 from civicgrid.sites.cases.rebounds import link_rebounds
 
 #: Case states in workflow order.
 STATES = ("found", "registered", "dispatched", "rectified", "closed")
-#: Chinese names of the states.
-STATE_ZH = {"found": "发现", "registered": "立案", "dispatched": "派遣", "rectified": "已整改", "closed": "结案"}
+#: Chinese names of the states (``[case.state]`` of the text catalogue).
+STATE_ZH = labels("case.state", "zh")
 #: Actions and the (from, to) move each makes. ``rework`` (返工) sends a rectified case back.
 ACTIONS: dict[str, tuple[str, str]] = {
     "register": ("found", "registered"),
@@ -122,7 +124,7 @@ def list_cases(store: Store, *, state: str | None = None, area: str | None = Non
         where.append("site_id = ?")
         params.append(int(site_id))
     if overdue is not None:
-        t = to_timestamp(as_of, field="as_of") if as_of is not None else now_local()
+        t = parse_moment(as_of, name="as_of") if as_of is not None else now_local()
         cond = "(state <> 'closed' AND deadline < ?)"
         where.append(cond if overdue else f"NOT {cond}")
         params.append(t)
@@ -273,7 +275,7 @@ def _new_event(con: duckdb.DuckDBPyConnection, *, problem_type, lng, lat, crs, s
     if not (-180 <= x <= 180 and -90 <= y <= 90):
         msg = f"coordinates out of range: lng={lng}, lat={lat}"
         raise InvalidParameterError(msg)
-    found_at = to_timestamp(time, field="time") if time is not None else now
+    found_at = parse_moment(time, name="time") if time is not None else now
     if found_at > now + timedelta(minutes=5):
         msg = f"time {found_at} is in the future (now {now})"
         raise InvalidParameterError(msg)
@@ -380,7 +382,7 @@ def transition(db: str | os.PathLike, case_id: int, to: str, *, actor: str, at=N
         An illegal transition (e.g. closing an unrectified case, rectifying a closed one); nothing changes.
     """
     actor = _actor(actor)
-    when = to_timestamp(at, field="at") if at is not None else now_local()
+    when = parse_moment(at, name="at") if at is not None else now_local()
     if when > now_local() + timedelta(minutes=5):
         msg = f"at {when} is in the future"
         raise InvalidParameterError(msg)

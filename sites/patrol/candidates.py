@@ -12,8 +12,10 @@ from difflib import get_close_matches
 import geopandas as gpd
 import numpy as np
 import pandas as pd
-from civicgrid.geo.aggregate import parse_time_text
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.store import Store
+from civicgrid.geo.texts import LANGS, bilingual
+from civicgrid.geo.times import parse_day
 from civicgrid.sites.patrol.model import DEFAULT_SERVICE_MIN
 from civicgrid.sites.risk import site_risk
 
@@ -82,21 +84,11 @@ GROUP BY g.code
 def patrol_day(date) -> datetime:
     """The patrol day of ``date`` (a date-time, or text with the year first such as ``2026-01-05``) at midnight;
     :class:`~civicgrid.geo.errors.InvalidParameterError` for anything else, ambiguous ``01/07/2025`` included."""
-    if isinstance(date, str):
-        # year first: 01/07/2025 is refused rather than read as 7 January
-        d = parse_time_text(date, "date") if date.strip() else pd.NaT
-    else:
-        try:
-            d = pd.Timestamp(date)
-        except (ValueError, TypeError):
-            d = pd.NaT
-    if pd.isna(d):
-        msg = f"date must be a day like 2026-01-05, got {date!r}"
-        raise InvalidParameterError(msg)
-    return d.normalize().to_pydatetime()
+    day = parse_day(date, name="date")
+    return datetime(day.year, day.month, day.day)
 
 
-def check_area(store, area: str | None) -> str | None:
+def check_area(store: Store, area: str | None) -> str | None:
     """The area code as given when it names a district, street, community or grid; else NotFoundError."""
     if area is None or not str(area).strip():
         return None
@@ -112,7 +104,7 @@ def check_area(store, area: str | None) -> str | None:
     raise NotFoundError(msg)
 
 
-def site_risk_frame(store, *, as_of: datetime, sites: Sequence | None = None) -> tuple[pd.DataFrame, str]:
+def site_risk_frame(store: Store, *, as_of: datetime, sites: Sequence | None = None) -> tuple[pd.DataFrame, str]:
     """Risk in [0, 1] per active site with its components and reason, and which model made it.
 
     Uses :func:`civicgrid.sites.risk.site_risk`, in Chinese and English for the reasons; its ``components``, or
@@ -133,7 +125,7 @@ def site_risk_frame(store, *, as_of: datetime, sites: Sequence | None = None) ->
         ``site_id, risk, components (dict), reason_zh, reason_en``; ``"civicgrid.sites.risk (<model>)"``.
     """
     kw = {"sites": list(sites)} if sites is not None else {}
-    frames = {lang: pd.DataFrame(site_risk(store, as_of=as_of, **kw, lang=lang)) for lang in ("zh", "en")}
+    frames = {lang: pd.DataFrame(site_risk(store, as_of=as_of, **kw, lang=lang)) for lang in LANGS}
     frame = frames["zh"]
     out = pd.DataFrame({"site_id": frame["site_id"].to_numpy(),
                         "risk": pd.to_numeric(frame["risk"], errors="coerce").fillna(0.0).clip(0, 1)})
@@ -164,7 +156,7 @@ def _as_dict(value) -> dict:
     return {}
 
 
-def patrol_candidates(store, *, date, area: str | None = None, coverage_days: int | None = None,
+def patrol_candidates(store: Store, *, date, area: str | None = None, coverage_days: int | None = None,
                       rechecks: bool = True, max_candidates: int = MAX_CANDIDATES,
                       windows: Mapping[str, tuple[str, str, str, str]] | None = None,
                       must_visit: Sequence = (), exclude: Sequence = ()):
@@ -227,14 +219,14 @@ def patrol_candidates(store, *, date, area: str | None = None, coverage_days: in
     return out
 
 
-def _risk_candidates(store, *, day: datetime, area: str | None) -> tuple[pd.DataFrame, str]:
+def _risk_candidates(store: Store, *, day: datetime, area: str | None) -> tuple[pd.DataFrame, str]:
     """The active sites of the area with their risk, components and a first ``risk`` reason; the risk model."""
     sites = store.sql(_CANDIDATES_SQL, {"area": area, "default_service": DEFAULT_SERVICE_MIN})
     risk, model = site_risk_frame(store, as_of=day, sites=sites["site_id"].tolist() if area else None)
     df = sites.merge(risk, on="site_id", how="left")
     df["risk"] = df["risk"].fillna(0.0).astype(float)
     df["components"] = [c if isinstance(c, dict) else {} for c in df["components"]]
-    df["reasons"] = [[{"kind": "risk", "zh": f"风险 {r:.2f}：{z}", "en": f"risk {r:.2f}: {e}"}]
+    df["reasons"] = [[{"kind": "risk", **bilingual("patrol.reason.risk", risk=r, reason={"zh": z, "en": e})}]
                      for r, z, e in zip(df["risk"], df["reason_zh"].fillna(""), df["reason_en"].fillna(""),
                                         strict=True)]
     df["must_visit"] = False
@@ -251,10 +243,10 @@ def _add_requested(df: pd.DataFrame, must_visit: Sequence, *, area: str | None) 
     req = df["site_id"].isin(list(must_visit))
     df.loc[req, "must_visit"] = True
     for i in np.flatnonzero(req.to_numpy()):
-        df.at[i, "reasons"].append({"kind": "requested", "zh": "指定必查", "en": "requested must-visit"})
+        df.at[i, "reasons"].append({"kind": "requested", **bilingual("patrol.reason.requested")})
 
 
-def _add_rechecks(df: pd.DataFrame, store, *, day: datetime) -> None:
+def _add_rechecks(df: pd.DataFrame, store: Store, *, day: datetime) -> None:
     """Mark sites with an overdue problem or a re-check (回头看) due must-visit, with the reason (in place)."""
     must = store.sql(_MUST_SQL, {"day": day, "after": RECHECK_AFTER_DAYS, "within": RECHECK_WITHIN_DAYS})
     pos = {sid: i for i, sid in enumerate(df["site_id"])}
@@ -263,21 +255,18 @@ def _add_rechecks(df: pd.DataFrame, store, *, day: datetime) -> None:
         if i is None:
             continue
         df.at[i, "must_visit"] = True
-        tz, te = row.type_zh or row.problem_type or "", row.type_en or row.problem_type or ""
+        kind = {"zh": row.type_zh or row.problem_type or "", "en": row.type_en or row.problem_type or ""}
         if row.kind == "overdue":
             d = pd.Timestamp(row.deadline).strftime("%Y-%m-%d %H:%M")
-            df.at[i, "reasons"].append({"kind": "overdue",
-                                        "zh": f"超期未整改：问题 #{row.event_id}（{tz}）期限 {d}",
-                                        "en": f"overdue: problem #{row.event_id} ({te}) due {d}"})
+            df.at[i, "reasons"].append({"kind": "overdue", **bilingual("patrol.reason.overdue", event=row.event_id,
+                                                                       type=kind, due=d)})
         else:
             d = pd.Timestamp(row.closed_at).strftime("%Y-%m-%d")
-            df.at[i, "reasons"].append({"kind": "recheck",
-                                        "zh": f"回头看：问题 #{row.event_id}（{tz}）{d} 结案后未复查",
-                                        "en": f"re-check (回头看): problem #{row.event_id} ({te}) closed {d}, "
-                                              "not inspected since"})
+            df.at[i, "reasons"].append({"kind": "recheck", **bilingual("patrol.reason.recheck", event=row.event_id,
+                                                                       type=kind, closed=d)})
 
 
-def _add_coverage(df: pd.DataFrame, store, *, day: datetime, area: str | None, coverage_days: int
+def _add_coverage(df: pd.DataFrame, store: Store, *, day: datetime, area: str | None, coverage_days: int
                   ) -> tuple[pd.DataFrame, list[str]]:
     """The coverage rule (:func:`apply_coverage`) with its reasons, and the due grids without an active site."""
     visits = store.sql(_GRID_VISITS_SQL, {"day": day})
@@ -293,13 +282,11 @@ def _add_coverage(df: pd.DataFrame, store, *, day: datetime, area: str | None, c
     uncovered = sorted(due - set(df["grid_code"].dropna()))
     for i in np.flatnonzero(df["coverage"].to_numpy()):
         d = last.get(df.at[i, "grid_code"], np.inf)
-        zh = "从未巡查" if np.isinf(d) else f"已 {d:.0f} 天未巡查"
-        en = "never inspected" if np.isinf(d) else f"last inspected {d:.0f} days ago"
-        df.at[i, "reasons"].append({"kind": "coverage",
-                                    "zh": f"网格覆盖：网格 {df.at[i, 'grid_code']} {zh}"
-                                          f"（规则：不超过 {coverage_days} 天）",
-                                    "en": f"coverage: grid {df.at[i, 'grid_code']} {en} (rule: at most "
-                                          f"{coverage_days} days)"})
+        seen = bilingual("patrol.reason.never_inspected") if np.isinf(d) else \
+            bilingual("patrol.reason.last_inspected", days=d)
+        df.at[i, "reasons"].append({"kind": "coverage", **bilingual("patrol.reason.coverage",
+                                                                    grid=df.at[i, "grid_code"], last=seen,
+                                                                    days=coverage_days)})
     return df, uncovered
 
 
@@ -310,8 +297,8 @@ def _add_windows(df: pd.DataFrame, rules: Mapping[str, tuple[str, str, str, str]
     df["tw_to"] = [w[1] if w else None for w in win]
     for i, w in enumerate(win):
         if w:
-            df.at[i, "reasons"].append({"kind": "window", "zh": f"时间窗 {w[0]}–{w[1]}（{w[2]}）",
-                                        "en": f"time window {w[0]}–{w[1]} ({w[3]})"})
+            df.at[i, "reasons"].append({"kind": "window", **bilingual("patrol.reason.window", start=w[0], end=w[1],
+                                                                      label={"zh": w[2], "en": w[3]})})
 
 
 # ---------------------------------------------------------------------------------------------- coverage

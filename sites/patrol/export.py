@@ -16,6 +16,9 @@ import numpy as np
 import pandas as pd
 from civicgrid.geo.coords import from_wgs84, to_crs_frame
 from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.geo.texts import check_lang, labels, name_column, text
+from civicgrid.geo.times import DEFAULT_TIMEZONE
 
 #: Export formats and their file suffix and media type.
 FORMATS: dict[str, tuple[str, str]] = {
@@ -29,63 +32,46 @@ FORMATS: dict[str, tuple[str, str]] = {
 ROUTE_COLORS = ("#e41a1c", "#377eb8", "#4daf4a", "#984ea3", "#ff7f00", "#a65628", "#f781bf", "#1b9e77",
                 "#d95f02", "#7570b3", "#e7298a", "#66a61e")
 
-#: Column labels of the stop lists, Chinese and English.
-LABELS = {
-    "zh": {"grids": "微网格", "grid_name": "网格名称", "seq": "序号", "arrival": "到达", "start_time": "开始",
-           "departure": "离开", "name": "点位",
-           "category": "类别", "address": "地址", "grid_code": "网格", "risk": "风险", "must_visit": "必查",
-           "travel_min": "路程(分)", "wait_min": "等候(分)", "service_min": "检查(分)", "reason": "选择原因",
-           "site_id": "点位编号", "lng": "经度", "lat": "纬度", "title": "巡查路线", "inspector": "巡查员",
-           "mode": "方式", "shift": "班次", "stops": "点位数", "travel": "路程", "service": "检查",
-           "total_risk": "风险合计", "back": "返回", "unvisited": "未能安排的必查点位", "why": "原因",
-           "source": "路程依据", "solver": "求解器", "summary": "汇总", "date": "日期", "yes": "是", "no": "",
-           "start": "出发", "end": "终点", "min": "分钟", "walk": "步行", "bike": "骑行", "car": "驾车",
-           "notes": "说明", "plan": "方案"},
-    "en": {"grids": "Micro-grids", "grid_name": "grid name", "seq": "#", "arrival": "arrival", "start_time": "start",
-           "departure": "leave", "name": "site",
-           "category": "category", "address": "address", "grid_code": "grid", "risk": "risk",
-           "must_visit": "must", "travel_min": "travel (min)", "wait_min": "wait (min)",
-           "service_min": "on site (min)", "reason": "why chosen", "site_id": "site id", "lng": "lng",
-           "lat": "lat", "title": "Patrol routes", "inspector": "inspector", "mode": "mode", "shift": "shift",
-           "stops": "stops", "travel": "travel", "service": "on site", "total_risk": "total risk",
-           "back": "back", "unvisited": "Must-visit sites that could not be planned", "why": "reason",
-           "source": "travel times", "solver": "solver", "summary": "Summary", "date": "date", "yes": "yes",
-           "no": "", "start": "start", "end": "end", "min": "min", "walk": "walk", "bike": "bike", "car": "car",
-           "notes": "notes", "plan": "plan"},
-}
-
 #: Stop-list columns, in order.
 STOP_COLUMNS = ("seq", "arrival", "start_time", "departure", "name", "category", "address", "grid_code", "risk",
                 "must_visit", "travel_min", "wait_min", "service_min", "reason", "site_id", "lng", "lat")
 
 
 def _labels(lang: str) -> dict:
-    if lang not in LABELS:
-        msg = f"lang must be zh or en, got {lang!r}"
-        raise InvalidParameterError(msg)
-    return LABELS[lang]
+    """The stop lists' column and page labels in ``lang`` (``[patrol.export]`` of the text catalogue)."""
+    return labels("patrol.export", check_lang(lang))
+
+
+def _mode(mode: str, lang: str) -> str:
+    """An inspector's mode of travel in ``lang`` (步行 / walk)."""
+    return labels("patrol.mode", lang).get(mode, mode)
 
 
 def _reason(stop: dict, lang: str) -> str:
-    sep = "；" if lang == "zh" else "; "
+    sep = text("common.reason_sep", lang)
     return sep.join(r.get(lang, "") for r in stop.get("reasons", [])) or stop.get("reason", "")
 
 
 def _category(stop: dict, lang: str) -> str:
-    return stop.get(f"category_{lang}") or stop.get("category") or ""
+    return stop.get(name_column(lang, "category")) or stop.get("category") or ""
+
+
+#: The off-network note of a ``travel_source`` (written by :mod:`civicgrid.sites.patrol.travel`).
+_OFF_NETWORK = re.compile(r" \((\d+) of (\d+) points more than ([\d.]+) m from it: ")
+#: Phrases of a ``travel_source``, replaced in this order (``[patrol.source]`` of the text catalogue).
+_SOURCE_PHRASES = ("road_network_colon", "road_network", "straight_line", "given_matrix")
 
 
 def travel_source_text(source: str | None, lang: str = "zh") -> str:
-    """A plan's ``travel_source`` in ``lang``: ``直线距离 × 1.3``, ``路网：futian.graphml`` … for ``zh``."""
-    text = str(source or "")
-    if lang != "zh":
-        return text
-    text = re.sub(r" \((\d+) of (\d+) points more than ([\d.]+) m from it: ",
-                  r"（\2 个点中 \1 个距路网超过 \3 米：", text)
-    if "（" in text and text.endswith(")"):
-        text = text[:-1] + "）"
-    return (text.replace("road network: ", "路网：").replace("road network", "路网")
-            .replace("straight line × ", "直线距离 × ").replace("given matrix", "给定的路程矩阵"))
+    """A plan's ``travel_source`` (written in English) in ``lang``: ``直线距离 × 1.3``, ``路网：futian.graphml`` …
+    for ``zh``; unchanged for ``en``."""
+    t = labels("patrol.source", check_lang(lang))
+    out, n = _OFF_NETWORK.subn(lambda m: t["off_network"].format(n=m[1], of=m[2], metres=m[3]), str(source or ""))
+    if n and out.endswith(")"):
+        out = out[:-1] + t["off_network_end"]
+    for key in _SOURCE_PHRASES:
+        out = out.replace(text(f"patrol.source.{key}", "en"), t[key])
+    return out
 
 
 def _hm(iso: str | None) -> str:
@@ -161,7 +147,7 @@ def to_gpx(doc: dict, *, lang: str = "zh", timezone: str | None = None) -> str:
     times of the store's time zone) and the reason as ``desc``. Coordinates are WGS84, as GPX requires.
     """
     t = _labels(lang)
-    tz = ZoneInfo(timezone or doc.get("timezone") or "Asia/Shanghai")
+    tz = ZoneInfo(timezone or doc.get("timezone") or DEFAULT_TIMEZONE)
     ET.register_namespace("", _GPX_NS)
     root = ET.Element(f"{{{_GPX_NS}}}gpx", {"version": "1.1", "creator": "civicgrid"})
     meta = ET.SubElement(root, f"{{{_GPX_NS}}}metadata")
@@ -193,7 +179,7 @@ def to_gpx(doc: dict, *, lang: str = "zh", timezone: str | None = None) -> str:
                   desc, utc(s["arrival"]), "Flag")
     for r in doc["routes"]:
         rte = ET.SubElement(root, f"{{{_GPX_NS}}}rte")
-        ET.SubElement(rte, f"{{{_GPX_NS}}}name").text = f"{r['inspector']} ({t.get(r['mode'], r['mode'])})"
+        ET.SubElement(rte, f"{{{_GPX_NS}}}name").text = f"{r['inspector']} ({_mode(r['mode'], lang)})"
         ET.SubElement(rte, f"{{{_GPX_NS}}}desc").text = (
             f"{len(r['stops'])} {t['stops']}, {t['travel']} {r['totals']['travel_min']:.0f} {t['min']}")
         point("rtept", rte, r["start"][0], r["start"][1], t["start"], when=utc(r["shift_start"]))
@@ -228,7 +214,7 @@ def to_html(doc: dict, *, lang: str = "zh") -> str:
     e = html.escape
     cols = ("seq", "arrival", "departure", "name", "category", "address", "grid_code", "risk", "must_visit",
             "reason")
-    out = [f'<!DOCTYPE html><html lang="{"zh-CN" if lang == "zh" else "en"}"><head><meta charset="utf-8">',
+    out = [f'<!DOCTYPE html><html lang="{text("common.html_lang", lang)}"><head><meta charset="utf-8">',
            f"<title>{e(t['title'])} {e(str(doc.get('date') or ''))}</title><style>{_CSS}</style></head><body>"]
     meta = (f"{t['date']} {e(str(doc.get('date') or ''))} · {t['plan']} {e(str(doc.get('plan_id') or ''))} · "
             f"{t['source']}: {e(travel_source_text(doc.get('travel_source'), lang))} · "
@@ -240,7 +226,7 @@ def to_html(doc: dict, *, lang: str = "zh") -> str:
         out.append(f'<h1><span class="swatch" style="background:{color}"></span>{e(t["title"])} · '
                    f"{e(r['inspector'])}</h1><p class=\"meta\">{meta}</p>")
         out.append(f"<p class=\"meta\">{t['shift']} {_hm(r['shift_start'])}–{_hm(r['end_time']) or '—'} "
-                   f"({r['shift_minutes']:.0f} {t['min']}) · {t['mode']}: {e(t.get(r['mode'], r['mode']))} · "
+                   f"({r['shift_minutes']:.0f} {t['min']}) · {t['mode']}: {e(_mode(r['mode'], lang))} · "
                    f"{t['stops']} {tot['stops']} · {t['total_risk']} {tot['risk']:.2f} · {t['travel']} "
                    f"{tot['travel_min']:.0f} {t['min']} · {t['service']} {tot['service_min']:.0f} {t['min']} · "
                    f"{t['start']} {r['start'][0]:.5f}, {r['start'][1]:.5f}</p>")
@@ -316,7 +302,7 @@ def to_xlsx(doc: dict, *, lang: str = "zh") -> bytes:
         c.font, c.fill = bold, fill
     for r in doc["routes"]:
         tot = r["totals"]
-        ws.append([r["inspector"], t.get(r["mode"], r["mode"]), _hm(r["shift_start"]), tot["stops"],
+        ws.append([r["inspector"], _mode(r["mode"], lang), _hm(r["shift_start"]), tot["stops"],
                    round(tot["risk"], 3), tot["travel_min"], tot["service_min"], _hm(r["end_time"])])
     if doc.get("unvisited_must"):
         ws.append([])
@@ -409,7 +395,7 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
         ).add_to(m)
     for k, r in enumerate(doc["routes"]):
         color = ROUTE_COLORS[k % len(ROUTE_COLORS)]
-        label = _route_label(r, t, lang)
+        label = _route_label(r, lang)
         group = folium.FeatureGroup(name=e(label)).add_to(m)
         line = [_xy(*r["start"], crs), *[_xy(s["lng"], s["lat"], crs) for s in r["stops"]], _xy(*r["end"], crs)]
         folium.PolyLine([[y, x] for x, y in line], color=color, weight=4, opacity=0.8, tooltip=e(label)).add_to(group)
@@ -423,14 +409,11 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
     return m
 
 
-def _route_label(r: dict, t: dict, lang: str) -> str:
+def _route_label(r: dict, lang: str) -> str:
     """A route's layer name and tooltip on the plan map."""
     tot = r["totals"]
-    if lang == "zh":
-        return (f"{r['inspector']}（{t.get(r['mode'], r['mode'])}）：{tot['stops']} 个点位，风险合计 "
-                f"{tot['risk']:.2f}，{_hm(r['shift_start'])}–{_hm(r['end_time'])}")
-    return (f"{r['inspector']} ({t.get(r['mode'], r['mode'])}): {tot['stops']} {t['stops']}, "
-            f"{t['total_risk']} {tot['risk']:.2f}, {_hm(r['shift_start'])}–{_hm(r['end_time'])}")
+    return text("patrol.export.route_label", lang, inspector=r["inspector"], mode=_mode(r["mode"], lang),
+                stops=tot["stops"], risk=tot["risk"], start=_hm(r["shift_start"]), end=_hm(r["end_time"]))
 
 
 def _stop_marker(s: dict, r: dict, *, color: str, t: dict, lang: str, crs: str):
@@ -461,7 +444,7 @@ def _stop_marker(s: dict, r: dict, *, color: str, t: dict, lang: str, crs: str):
                          popup=folium.Popup(f"<table style='font-size:12px'>{body}</table>", max_width=380))
 
 
-def plan_grids(store, doc: dict, *, margin_deg: float = 0.01):
+def plan_grids(store: Store, doc: dict, *, margin_deg: float = 0.01):
     """The micro-grids around a plan (its stops, starts and ends plus ``margin_deg``), for :func:`plan_map`."""
     import geopandas as gpd
     import shapely

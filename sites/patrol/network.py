@@ -9,6 +9,7 @@ from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
+from civicgrid.geo.distance import EARTH_RADIUS_M, haversine_m
 from civicgrid.geo.errors import InvalidParameterError
 from scipy import sparse
 from scipy.sparse import csgraph
@@ -25,8 +26,6 @@ SPEEDS_KMH: dict[str, float] = {"walk": 4.5, "bike": 12.0, "car": 25.0}
 #: (e.g. Ballou, Rahardja & Sakai 2002; Giacomin & Levinson 2015, "Road network circuity in metropolitan areas");
 #: 1.3 is an assumption, not calibrated for any one city.
 DETOUR_FACTOR: float = 1.3
-
-EARTH_RADIUS_M = 6_371_008.8
 
 #: Points farther than this from every node of a road network are treated as off the network: their travel
 #: times use straight line × detour (a network that does not cover a point says nothing about reaching it).
@@ -56,13 +55,6 @@ def _check_mode(mode: str) -> float:
         msg = f"unknown mode {mode!r}; expected one of {sorted(SPEEDS_KMH)}"
         raise InvalidParameterError(msg)
     return SPEEDS_KMH[mode]
-
-
-def haversine_m(lng1: np.ndarray, lat1: np.ndarray, lng2: np.ndarray, lat2: np.ndarray) -> np.ndarray:
-    """Great-circle distance in metres between points (broadcasting)."""
-    lng1, lat1, lng2, lat2 = (np.radians(np.asarray(a, dtype="float64")) for a in (lng1, lat1, lng2, lat2))
-    a = np.sin((lat2 - lat1) / 2) ** 2 + np.cos(lat1) * np.cos(lat2) * np.sin((lng2 - lng1) / 2) ** 2
-    return 2 * EARTH_RADIUS_M * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
 
 
 def straight_line_minutes(lng: np.ndarray, lat: np.ndarray, *, mode: str = "walk",

@@ -10,6 +10,9 @@ import numpy as np
 import pandas as pd
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.geo.texts import bilingual, check_lang, name_column, text
+from civicgrid.geo.times import now_local, store_timezone
 from civicgrid.sites.patrol.candidates import MAX_CANDIDATES, patrol_candidates, patrol_day
 from civicgrid.sites.patrol.model import Inspector, PatrolPlan, as_inspectors
 from civicgrid.sites.patrol.network import RoadNetwork
@@ -108,7 +111,7 @@ def _clean(v):
     return v
 
 
-def plan_day(store, inspectors: Sequence[Mapping | Inspector], *, date, area: str | None = None,
+def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, area: str | None = None,
              coverage_days: int | None = None, rechecks: bool = True, max_candidates: int = MAX_CANDIDATES,
              network: RoadNetwork | None = None, solver: str | None = None, time_limit_s: float = 10.0,
              seed: int = 0, must_visit: Sequence = (), exclude: Sequence = (), crs: str | None = None,
@@ -149,9 +152,7 @@ def plan_day(store, inspectors: Sequence[Mapping | Inspector], *, date, area: st
         route totals), ``unvisited_must`` (site, reason) and ``notes``.
     """
     solver = solver or DEFAULT_SOLVER
-    if lang not in ("zh", "en"):
-        msg = f"lang must be zh or en, got {lang!r}"
-        raise InvalidParameterError(msg)
+    check_lang(lang)
     day = patrol_day(date)
     insp = parse_inspectors(inspectors, date=day, crs=crs)
     cand = patrol_candidates(store, date=day, area=area, coverage_days=coverage_days, rechecks=rechecks,
@@ -170,19 +171,16 @@ def plan_day(store, inspectors: Sequence[Mapping | Inspector], *, date, area: st
                                             "shift_minutes": i.shift_minutes, "mode": i.mode} for i in insp]}
     doc = plan_document(plan, frame, insp, params=params, lang=lang)
     doc["risk_model"] = cand.attrs.get("risk_model")
-    doc["timezone"] = store.meta("timezone") or "Asia/Shanghai"
+    doc["timezone"] = store_timezone(store)
     doc["candidates"] = {"sites": len(frame), "must_visit": int(frame["must_visit"].sum()),
                          "coverage": int(frame["coverage"].sum()) if "coverage" in frame else 0}
     uncovered = cand.attrs.get("coverage_without_sites") or []
     if uncovered:
-        shown = "、".join(uncovered[:5]) if lang == "zh" else ", ".join(uncovered[:5])
-        more = "" if len(uncovered) <= 5 else (f" 等 {len(uncovered)} 个" if lang == "zh" else
-                                               f" and {len(uncovered) - 5} more")
-        doc["notes"].append(
-            f"{len(uncovered)} 个网格超过 {coverage_days} 天未巡查，但没有在用的样本框点位，无法安排：{shown}{more}"
-            if lang == "zh" else
-            f"{len(uncovered)} grids are due for a visit (no inspection in {coverage_days} days) but have no active "
-            f"site to visit: {shown}{more}")
+        shown = text("common.list_sep", lang).join(uncovered[:5])
+        more = "" if len(uncovered) <= 5 else text("patrol.note.uncovered_more", lang, n=len(uncovered),
+                                                   extra=len(uncovered) - 5)
+        doc["notes"].append(text("patrol.note.uncovered", lang, n=len(uncovered), days=coverage_days, shown=shown,
+                                 more=more))
     return doc
 
 
@@ -204,12 +202,12 @@ def plan_document(plan: PatrolPlan, candidates: pd.DataFrame, inspectors: Sequen
             i = pos[s.site_id]
             reasons = list(col(i, "reasons", None) or [])
             if not reasons:
-                reasons = [{"kind": "risk", "zh": f"风险 {s.prize:.2f}", "en": f"risk {s.prize:.2f}"}]
+                reasons = [{"kind": "risk", **bilingual("patrol.reason.risk_only", risk=s.prize)}]
             begin = None if ins.shift_start is None else ins.shift_start + timedelta(minutes=s.start_min)
             stops.append({
                 "seq": seq, "site_id": _clean(s.site_id), "name": col(i, "name"), "address": col(i, "address"),
                 "category_code": col(i, "category_code"),
-                "category": col(i, "category_zh" if lang == "zh" else "category_en"),
+                "category": col(i, name_column(lang, "category")),
                 "category_zh": col(i, "category_zh"), "category_en": col(i, "category_en"),
                 "grid_code": col(i, "grid_code"), "lng": float(cand.at[i, "lng"]), "lat": float(cand.at[i, "lat"]),
                 "arrival": _iso(s.arrival), "start_time": _iso(begin),
@@ -218,7 +216,7 @@ def plan_document(plan: PatrolPlan, candidates: pd.DataFrame, inspectors: Sequen
                 "wait_min": round(s.wait_min, 2), "service_min": round(s.service_min, 2),
                 "risk": round(float(col(i, "risk", s.prize)), 4), "must_visit": bool(s.must_visit),
                 "tw_from": col(i, "tw_from"), "tw_to": col(i, "tw_to"),
-                "reason": "；".join(x[lang] for x in reasons) if lang == "zh" else "; ".join(x[lang] for x in reasons),
+                "reason": text("common.reason_sep", lang).join(x[lang] for x in reasons),
                 "reasons": reasons, "components": col(i, "components", None) or {},
             })
         routes.append({
@@ -233,12 +231,12 @@ def plan_document(plan: PatrolPlan, candidates: pd.DataFrame, inspectors: Sequen
     unvisited = []
     for u in plan.unvisited_must:
         i = pos[u.site_id]
-        unvisited.append({"site_id": _clean(u.site_id), "name": col(i, "name"),
-                          "reason": u.reason_zh if lang == "zh" and u.reason_zh else u.reason,
-                          "reason_en": u.reason, "reason_zh": u.reason_zh or u.reason,
+        why = {"en": u.reason, "zh": u.reason_zh or u.reason}
+        unvisited.append({"site_id": _clean(u.site_id), "name": col(i, "name"), "reason": why[lang],
+                          "reason_en": why["en"], "reason_zh": why["zh"],
                           "must_reasons": [x for x in (col(i, "reasons", None) or []) if x["kind"] != "risk"]})
     return {
-        "plan_id": None, "created_at": datetime.now().replace(microsecond=0).isoformat(),
+        "plan_id": None, "created_at": now_local().isoformat(),
         "date": (params or {}).get("date"),
         "solver": plan.solver, "travel_source": plan.travel_source, "solve_seconds": round(plan.solve_seconds, 3),
         "objective": plan.objective, "params": dict(params or {}),

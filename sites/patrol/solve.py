@@ -12,6 +12,7 @@ from itertools import pairwise
 import numpy as np
 import pandas as pd
 from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.texts import LANGS, bilingual, labels, text
 from civicgrid.sites.patrol._solvers import (
     Model,
     build_model,
@@ -85,25 +86,26 @@ def _schedule(order: list[int], k: int, cand: pd.DataFrame, insp: list[Inspector
                  shift_start=ins.shift_start)
 
 
-_MODE_ZH = {"walk": "步行", "bike": "骑行", "car": "驾车"}
-
-
-def _when(minute: float, insp: list[Inspector]) -> tuple[str, str]:
-    """A minute from the earliest shift start as (en, zh) text: ``16:00`` when shift starts are known."""
+def _when(minute: float, insp: list[Inspector], lang: str) -> str:
+    """A minute from the earliest shift start as text: ``16:00`` when shift starts are known."""
     starts = [i.shift_start for i in insp]
     if any(s is None for s in starts):
-        return f"minute {minute:g}", f"第 {minute:g} 分钟"
-    clock = (min(starts) + timedelta(minutes=float(minute))).strftime("%H:%M")
-    return clock, clock
+        return text("patrol.unfit.at_minute", lang, minute=minute)
+    return (min(starts) + timedelta(minutes=float(minute))).strftime("%H:%M")
 
 
-def _shift_text(ins: Inspector) -> tuple[str, str]:
-    """An inspector's shift as (en, zh) text: ``08:30–11:30 (180 min)`` when its start is known."""
+def _shift_text(ins: Inspector, lang: str) -> str:
+    """An inspector's shift as text: ``08:30–11:30 (180 min)`` when its start is known."""
     if ins.shift_start is None:
-        return f"{ins.shift_minutes:.0f} min", f"{ins.shift_minutes:.0f} 分钟"
+        return text("patrol.unfit.shift", lang, minutes=ins.shift_minutes)
     a, b = ins.shift_start, ins.shift_start + timedelta(minutes=ins.shift_minutes)
-    span = f"{a:%H:%M}–{b:%H:%M}"
-    return f"{span} ({ins.shift_minutes:.0f} min)", f"{span}（{ins.shift_minutes:.0f} 分钟）"
+    return text("patrol.unfit.shift_span", lang, span=f"{a:%H:%M}–{b:%H:%M}", minutes=ins.shift_minutes)
+
+
+def _unfit_text(key: str, ins: Inspector, lang: str, **fields) -> str:
+    """A ``[patrol.unfit]`` reason naming the inspector and their mode of travel."""
+    return text(f"patrol.unfit.{key}", lang, name=ins.name, mode=labels("patrol.mode", lang).get(ins.mode, ins.mode),
+                **fields)
 
 
 def _solo_fit(j: int, cand: pd.DataFrame, insp: list[Inspector], mats: dict[str, np.ndarray],
@@ -129,26 +131,15 @@ def _solo_fit(j: int, cand: pd.DataFrame, insp: list[Inspector], mats: dict[str,
             return True, ("", "")
         key = (go, k)
         if best is None or key < best[0]:
-            shift_en, shift_zh = _shift_text(ins)
             if begin > twe + TOLERANCE_MIN:
-                close_en, close_zh = _when(twe, insp)
-                arr_en, arr_zh = _when(round(arrival), insp)
-                why = (f"cannot fit: its time window closes at {close_en} but the nearest inspector "
-                       f"{ins.name} ({ins.mode}) needs {go:.0f} min travel and arrives at {arr_en} at the earliest")
-                zh = (f"无法安排：时间窗 {close_zh} 关闭，最近的巡查员 {ins.name}（{_MODE_ZH.get(ins.mode, ins.mode)}）"
-                      f"路程 {go:.0f} 分钟，最早 {arr_zh} 到达")
+                why = {lang: _unfit_text("window_closed", ins, lang, close=_when(twe, insp, lang), travel=go,
+                                         arrival=_when(round(arrival), insp, lang)) for lang in LANGS}
             else:
                 waits = begin > arrival + TOLERANCE_MIN
-                open_en, open_zh = _when(tws, insp)
-                why = (f"cannot fit: nearest inspector {ins.name} ({ins.mode}) needs {go:.0f} min travel + "
-                       f"{serv:.0f} min service + {back:.0f} min back"
-                       + (f" (after waiting until its window opens at {open_en})" if waits else "")
-                       + f", shift is {shift_en}")
-                zh = (f"无法安排：最近的巡查员 {ins.name}（{_MODE_ZH.get(ins.mode, ins.mode)}）需路程 {go:.0f} 分钟 + "
-                      f"检查 {serv:.0f} 分钟 + 返回 {back:.0f} 分钟"
-                      + (f"（需等到 {open_zh} 时间窗开始）" if waits else "")
-                      + f"，班次为 {shift_zh}")
-            best = (key, (why, zh))
+                why = {lang: _unfit_text("too_far", ins, lang, travel=go, service=serv, back=back,
+                                         wait=text("patrol.unfit.wait", lang, open=_when(tws, insp, lang))
+                                         if waits else "", shift=_shift_text(ins, lang)) for lang in LANGS}
+            best = (key, (why["en"], why["zh"]))
     return False, best[1]
 
 
@@ -182,11 +173,8 @@ def _dropped_reason(j: int, routes: list[Route], cand: pd.DataFrame, insp: list[
         extra = min(mat[a, m2 + j] + serv + mat[m2 + j, b] - mat[a, b] for a, b in pairwise(seq))
         left = ins.shift_minutes - (r.end_min if r.stops else 0.0)
         if best is None or extra - left < best[0]:
-            best = (extra - left, f"does not fit together with the other must-visit sites: the cheapest insertion "
-                                  f"(into {ins.name}'s route) needs {extra:.0f} min more travel + service, the "
-                                  f"route has {left:.0f} min of shift left",
-                                  f"与其他必查点位无法同时安排：插入 {ins.name} 的路线最少需多用 {extra:.0f} 分钟"
-                                  f"（路程 + 检查），该路线班次只剩 {left:.0f} 分钟")
+            why = bilingual("patrol.unfit.crowded", name=ins.name, extra=extra, left=left)
+            best = (extra - left, why["en"], why["zh"])
     return best[1], best[2]
 
 

@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+import os
 import uuid
-from datetime import datetime
 
 import pandas as pd
 from civicgrid.geo.errors import NotFoundError
 from civicgrid.geo.schema import MIGRATIONS
-from civicgrid.geo.store import writing
+from civicgrid.geo.store import Store, writing
+from civicgrid.geo.times import now_local
 
 #: Schema version that added the ``patrol_plans`` table.
 _PLANS_VERSION = 4
@@ -20,7 +21,7 @@ WHERE table_name = 'patrol_plans' AND table_catalog = current_database()
 """
 
 
-def save_plan(db, doc: dict) -> str:
+def save_plan(db: str | os.PathLike | Store, doc: dict) -> str:
     """Store a plan document in the database (one atomic write) and return its new ``plan_id``.
 
     Parameters
@@ -33,7 +34,7 @@ def save_plan(db, doc: dict) -> str:
     path = getattr(db, "path", db)
     plan_id = uuid.uuid4().hex[:12]
     doc["plan_id"] = plan_id
-    created = pd.Timestamp(doc.get("created_at") or datetime.now()).to_pydatetime()
+    created = pd.Timestamp(doc.get("created_at") or now_local()).to_pydatetime()
     with writing(path) as con:
         for statement in MIGRATIONS[_PLANS_VERSION]:   # a file already at version 4 from before the table existed
             con.execute(statement)
@@ -44,7 +45,7 @@ def save_plan(db, doc: dict) -> str:
     return plan_id
 
 
-def load_plan(store, plan_id: str) -> dict:
+def load_plan(store: Store, plan_id: str) -> dict:
     """A stored plan document by id; :class:`~geo.errors.NotFoundError` naming the latest ids otherwise."""
     has = _has_plans(store)
     row = store.sql("SELECT plan_json FROM patrol_plans WHERE plan_id = ?", [str(plan_id)]) if has else None
@@ -55,7 +56,7 @@ def load_plan(store, plan_id: str) -> dict:
     return json.loads(row["plan_json"].iloc[0])
 
 
-def list_plans(store, *, limit: int = 50) -> pd.DataFrame:
+def list_plans(store: Store, *, limit: int = 50) -> pd.DataFrame:
     """Stored plans, newest first: ``plan_id, created_at, plan_date, solver, travel_source, inspectors, stops,
     total_risk``."""
     has = _has_plans(store)
@@ -65,6 +66,6 @@ def list_plans(store, *, limit: int = 50) -> pd.DataFrame:
     return store.sql(f"SELECT {cols} FROM patrol_plans ORDER BY created_at DESC, plan_id LIMIT ?", [int(limit)])
 
 
-def _has_plans(store) -> bool:
+def _has_plans(store: Store) -> bool:
     """Whether the store has the ``patrol_plans`` table (a file from before version 4 may not)."""
     return bool(store.sql(_HAS_PLANS_SQL)["n"].iloc[0])

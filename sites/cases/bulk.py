@@ -10,9 +10,10 @@ import duckdb
 import numpy as np
 import pandas as pd
 from civicgrid.geo.store import writing
+from civicgrid.geo.times import now_local
 from civicgrid.sites.cases._memory import memory_cap
 from civicgrid.sites.cases._sql import CASE_COLUMNS, UNIT_JOINS, UNIT_SQL, query_frame
-from civicgrid.sites.cases.calendar import WorkCalendar, now_local, type_hours
+from civicgrid.sites.cases.calendar import WorkCalendar, type_hours
 
 #: Events :func:`backfill` turns into cases per statement (bounds DuckDB's memory at any number of events).
 BACKFILL_CHUNK = 1_000_000

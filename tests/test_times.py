@@ -1,0 +1,196 @@
+"""geo.times: the store's time zone, "now", the one parser of moments, days, the date-only end and periods."""
+
+from __future__ import annotations
+
+from datetime import UTC, date, datetime, timedelta
+from zoneinfo import ZoneInfo
+
+import numpy as np
+import pandas as pd
+import pytest
+from civicgrid.geo import times
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store, connect, migrate
+from civicgrid.geo.times import (
+    DEFAULT_TIMEZONE,
+    as_datetime,
+    end_of_day,
+    is_date_only,
+    now_local,
+    parse_day,
+    parse_end,
+    parse_moment,
+    parse_period,
+    parse_times,
+    store_timezone,
+)
+
+# --- the store's zone and now ----------------------------------------------------------------------------------
+
+
+def test_a_new_store_records_the_default_time_zone(tmp_path):
+    path = tmp_path / "new.duckdb"
+    con = connect(path)
+    migrate(con)
+    assert store_timezone(con) == DEFAULT_TIMEZONE == "Asia/Shanghai"
+    con.execute("UPDATE meta SET value = 'Europe/Paris' WHERE key = 'timezone'")
+    assert store_timezone(con) == "Europe/Paris"
+    con.execute("DELETE FROM meta WHERE key = 'timezone'")
+    assert store_timezone(con) == DEFAULT_TIMEZONE     # unset: the default
+    con.close()
+    assert store_timezone(Store(path)) == DEFAULT_TIMEZONE
+
+
+def test_now_is_the_wall_clock_of_the_zone_not_of_the_machine():
+    for tz in (DEFAULT_TIMEZONE, "America/New_York", "UTC"):
+        want = datetime.now(ZoneInfo(tz)).replace(tzinfo=None)
+        got = now_local(tz=tz, precision="microsecond")
+        assert got.tzinfo is None and abs(got - want) < timedelta(seconds=5)
+    assert now_local().microsecond == 0
+    minute = now_local(precision="minute")
+    assert minute.second == minute.microsecond == 0
+    with pytest.raises(InvalidParameterError, match="precision"):
+        now_local(precision="hour")  # type: ignore[arg-type]
+
+
+# --- one moment ----------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "expected"), [
+    ("2025-07-01", datetime(2025, 7, 1)), ("2025/7/1", datetime(2025, 7, 1)), ("2025.7.1", datetime(2025, 7, 1)),
+    ("20250701", datetime(2025, 7, 1)), (" 2025-07-01T08:30 ", datetime(2025, 7, 1, 8, 30)),
+    ("2025-07-01 08:30:15", datetime(2025, 7, 1, 8, 30, 15)),
+    ("2025年7月1日", datetime(2025, 7, 1)), ("2025年7月1日 下午2:30", datetime(2025, 7, 1, 14, 30)),
+    # an offset is converted to the store's wall-clock time (UTC+8)
+    ("2025-07-01T08:30+00:00", datetime(2025, 7, 1, 16, 30)), ("2025-07-01T08:30Z", datetime(2025, 7, 1, 16, 30)),
+    ("2025-07-01T08:30+08:00", datetime(2025, 7, 1, 8, 30)),
+    (datetime(2025, 7, 1, 0, 30, tzinfo=UTC), datetime(2025, 7, 1, 8, 30)),
+    (pd.Timestamp("2025-07-01 08:30", tz="UTC"), datetime(2025, 7, 1, 16, 30)),
+    (datetime(2025, 7, 1, 8, 30), datetime(2025, 7, 1, 8, 30)), (pd.Timestamp("2025-07-01 08:30"),
+                                                                 datetime(2025, 7, 1, 8, 30)),
+    (date(2025, 7, 1), datetime(2025, 7, 1)), (np.datetime64("2025-07-01T08:30"), datetime(2025, 7, 1, 8, 30)),
+])
+def test_year_first_moments_are_read(value, expected):
+    got = parse_moment(value)
+    assert got == expected and type(got) is datetime and got.tzinfo is None
+
+
+def test_offsets_go_to_the_zone_asked_for():
+    assert parse_moment("2025-07-01T12:00Z", tz="America/New_York") == datetime(2025, 7, 1, 8, 0)
+
+
+@pytest.mark.parametrize("text", ["01/03/2025", "1/3/2025", "03-01-2025", "1.3.2025", "01/03/25"])
+def test_day_or_month_first_is_refused_as_ambiguous(text):
+    with pytest.raises(InvalidParameterError, match=r"start='.*' is ambiguous \(day or month first\?\); "
+                                                    r"start must be a date .*the year first"):
+        parse_moment(text, name="start")
+
+
+@pytest.mark.parametrize("text", ["March 1, 2025", "1 Mar 2025", "yesterday", "45356", "now"])
+def test_other_texts_are_refused(text):
+    with pytest.raises(InvalidParameterError, match="not a date with the year first"):
+        parse_moment(text, name="as_of")
+
+
+@pytest.mark.parametrize("text", ["2025-13-01", "2025-02-30", "2025年13月1日", "2025-07-01T25:00"])
+def test_impossible_dates_are_refused(text):
+    with pytest.raises(InvalidParameterError, match="not a date or time"):
+        parse_moment(text)
+
+
+@pytest.mark.parametrize("value", [None, "", "  ", pd.NaT, np.datetime64("NaT")])
+def test_a_moment_is_required(value):
+    with pytest.raises(InvalidParameterError, match="as_of is required"):
+        parse_moment(value, name="as_of")
+    if value is None or isinstance(value, str):
+        assert as_datetime(value, name="as_of") is None   # optional: nothing stays nothing
+
+
+def test_every_entry_point_reads_moments_the_same_way():
+    """The filters, risk, KPIs, cases and patrols all read moments with parse_moment."""
+    from civicgrid.geo.aggregate import EventFilter
+    from civicgrid.sites.patrol import patrol_day
+    from civicgrid.sites.risk import parse_as_of
+
+    for text in ("2025-07-01T08:30+00:00", "2025/7/1 16:30", "2025年7月1日 下午4:30"):
+        want = datetime(2025, 7, 1, 16, 30)
+        assert EventFilter(start=text).start == parse_as_of(text) == parse_moment(text) == want
+        assert patrol_day(text) == datetime(2025, 7, 1)
+    for bad in ("07/01/2025", "01/07/2025"):
+        for read in (lambda v: EventFilter(start=v), parse_as_of, patrol_day, parse_moment):
+            with pytest.raises(InvalidParameterError, match="year first"):
+                read(bad)
+
+
+# --- days, the date-only end, periods ----------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(("value", "date_only"), [
+    ("2025-07-01", True), ("2025/7/1", True), ("2025.07.01", True), ("2025年7月1日", True), ("20250701", True),
+    (date(2025, 7, 1), True), ("2025-07-01T00:00", False), ("2025-07-01 08:00", False), ("2025-07", False),
+    (datetime(2025, 7, 1), False), (pd.Timestamp("2025-07-01"), False), (None, False),
+])
+def test_date_only(value, date_only):
+    assert is_date_only(value) is date_only
+
+
+def test_a_date_only_end_includes_that_day():
+    nxt = datetime(2025, 7, 2)
+    assert end_of_day(date(2025, 7, 1)) == nxt
+    for end in ("2025-07-01", "2025/7/1", "2025年7月1日", "20250701", date(2025, 7, 1)):
+        assert parse_end(end) == nxt
+    assert parse_end("2025-07-01T00:00") == datetime(2025, 7, 1)          # a date-time is the exclusive end
+    assert parse_end(datetime(2025, 7, 1, 12)) == datetime(2025, 7, 1, 12)
+    assert parse_end("2025-12-31") == datetime(2026, 1, 1)
+    assert parse_end(None) is None and parse_end(" ") is None
+    with pytest.raises(InvalidParameterError, match="year first"):
+        parse_end("31/12/2025")
+
+
+def test_days():
+    assert parse_day("2025/7/1") == parse_day(datetime(2025, 7, 1, 23, 59)) == date(2025, 7, 1)
+    assert parse_day("2025-07-01T02:00+08:00", tz="UTC") == date(2025, 6, 30)
+    with pytest.raises(InvalidParameterError, match="date is required: a day like"):
+        parse_day("", name="date")
+
+
+@pytest.mark.parametrize(("period", "first", "stop", "label"), [
+    ("2024-03", date(2024, 3, 1), date(2024, 4, 1), "2024-03"),
+    ("2024-2", date(2024, 2, 1), date(2024, 3, 1), "2024-02"),
+    ("2024-Q4", date(2024, 10, 1), date(2025, 1, 1), "2024-Q4"),
+    ("2024q1", date(2024, 1, 1), date(2024, 4, 1), "2024-Q1"),
+    ("2024", date(2024, 1, 1), date(2025, 1, 1), "2024"),
+    ("2024-03-05", date(2024, 3, 5), date(2024, 3, 6), "2024-03-05"),
+    ("2024/3/5", date(2024, 3, 5), date(2024, 3, 6), "2024-03-05"),
+    ("2024-03-01..2024/3/31", date(2024, 3, 1), date(2024, 4, 1), "2024-03"),
+    ("2024年1月1日..2024年12月31日", date(2024, 1, 1), date(2025, 1, 1), "2024"),
+])
+def test_periods(period, first, stop, label):
+    assert parse_period(period) == (first, stop, label)
+
+
+def test_period_errors():
+    for bad in ("2024-13", "March", "2024-03-10..2024-03-01", "03/2024", "01/03/2024", "2024-03-05T10:00"):
+        with pytest.raises(InvalidParameterError):
+            parse_period(bad)
+    with pytest.raises(InvalidParameterError, match="the year first"):
+        parse_period("01/03/2024")
+    assert parse_period(None, start=date(2024, 3, 1), end="2024/3/31")[:2] == (date(2024, 3, 1), date(2024, 4, 1))
+    with pytest.raises(InvalidParameterError, match="give a period"):
+        parse_period(None, start="2024-03-01")
+
+
+# --- time columns of files ---------------------------------------------------------------------------------------
+
+
+def test_file_columns_also_take_the_forms_of_other_systems():
+    """parse_times reads whole columns of city files, which also come as US month-first and Excel serials."""
+    got, bad = parse_times(["2024-03-05 14:30:00", "03/05/2024 02:30:00 PM", "45356.5", "2024年3月5日 下午2:30",
+                            "2024-03-05T06:30:00Z", "", "not a time"])
+    want = np.array(["2024-03-05T14:30", "2024-03-05T14:30", "2024-03-05T12:00", "2024-03-05T14:30",
+                     "2024-03-05T14:30", "NaT", "NaT"], dtype="datetime64[us]")
+    np.testing.assert_array_equal(got, want)
+    assert bad.tolist() == [False] * 6 + [True]
+    with pytest.raises(InvalidParameterError, match="unknown time zone"):
+        parse_times(["2024-03-05"], tz="Mars/Olympus")
+    assert times.DEFAULT_TIMEZONE in parse_times.__kwdefaults__.values()
