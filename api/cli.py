@@ -12,7 +12,7 @@ from typing import Any, TypeVar, cast
 
 import click
 from civicgrid.geo.errors import CivicgridError
-from civicgrid.geo.importing import ImportReport
+from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.logs import configure_logging
 from civicgrid.geo.settings import LOG_LEVELS, get_settings
 from civicgrid.geo.store import DEFAULT_DB, default_db_path

@@ -266,6 +266,11 @@ GROUP BY 1, 2
 """
 
 
+#: Columns of :func:`hotspot_clusters`, before ``geometry``.
+_CLUSTER_COLUMNS = ["rank", "n_cells", "events", "z_max", "z_mean", "area_km2", "top_types", "top_type_names",
+                    "top_type_counts", "grid_codes", "grid_names", "site_ids", "n_sites", "cells"]
+
+
 def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None = None, k: int = 1,
                      alpha: float = 0.05, top_types: int = 3, lang: str = "zh",
                      max_cells: int | None = None) -> gpd.GeoDataFrame:
@@ -299,10 +304,8 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
     def compute() -> gpd.GeoDataFrame:
         hs = hotspots(store, res=res, filters=f, k=k, alpha=alpha, max_cells=max_cells)
         hot = hs[hs["hot"]].reset_index(drop=True)
-        cols = ["rank", "n_cells", "events", "z_max", "z_mean", "area_km2", "top_types", "top_type_names",
-                "top_type_counts", "grid_codes", "grid_names", "site_ids", "n_sites", "cells"]
         if hot.empty:
-            return gpd.GeoDataFrame({c: [] for c in cols}, geometry=[], crs="EPSG:4326")
+            return gpd.GeoDataFrame({c: [] for c in _CLUSTER_COLUMNS}, geometry=[], crs="EPSG:4326")
         cells = hot["h3"].to_numpy()
         adj = neighbours(cells, k=1, self_weight=False)
         _, label = connected_components(adj, directed=False)
@@ -337,31 +340,36 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
         for c in ("top_types", "top_type_counts", "site_ids"):
             agg[c] = agg[c].map(lambda v: v if isinstance(v, list) else [])
         agg["n_sites"] = agg["site_ids"].map(len)
-        grid_geoms = shapely.from_wkb(grids["g"].map(bytes).to_numpy()) if len(grids) else np.array([])
-        grid_area = shapely.area(grid_geoms) if len(grids) else np.array([])
-        grid_codes: list[list[str]] = []
-        grid_names: list[list[str]] = []
-        for geom in agg["geometry"]:
-            if not len(grids):
-                grid_codes.append([])
-                grid_names.append([])
-                continue
-            share = shapely.area(shapely.intersection(grid_geoms, geom)) / np.where(grid_area > 0, grid_area, 1)
-            centre_in = shapely.contains(geom, shapely.point_on_surface(grid_geoms))
-            pick = np.flatnonzero((share >= 0.10) | centre_in)
-            grid_codes.append(grids["code"].to_numpy()[pick].tolist())
-            grid_names.append(grids["name"].to_numpy()[pick].tolist())
-        agg["grid_codes"] = grid_codes
-        agg["grid_names"] = grid_names
+        agg["grid_codes"], agg["grid_names"] = _grids_of_regions(agg["geometry"], grids)
         gdf = gpd.GeoDataFrame(agg.reset_index(drop=True), geometry="geometry", crs="EPSG:4326")
         gdf["area_km2"] = gdf.to_crs(gdf.estimate_utm_crs()).area / 1e6
         gdf["events"] = gdf["events"].astype("int64")
         gdf = gdf.sort_values(["events", "n_cells"], ascending=False, ignore_index=True)
         gdf["rank"] = np.arange(1, len(gdf) + 1)
-        return gdf[[*cols, "geometry"]]
+        return gdf[[*_CLUSTER_COLUMNS, "geometry"]]
 
     return cached(store, ("clusters", res, f, int(k), float(alpha), int(top_types), lang, max_cells),
                    compute).copy()
+
+
+def _grids_of_regions(regions: pd.Series, grids: pd.DataFrame) -> tuple[list[list[str]], list[list[str]]]:
+    """Codes and names of the micro-grids (``code, name, g`` WKB) overlapping each region by at least 10 % of
+    the grid's area, or holding its centre."""
+    grid_geoms = shapely.from_wkb(grids["g"].map(bytes).to_numpy()) if len(grids) else np.array([])
+    grid_area = shapely.area(grid_geoms) if len(grids) else np.array([])
+    grid_codes: list[list[str]] = []
+    grid_names: list[list[str]] = []
+    for geom in regions:
+        if not len(grids):
+            grid_codes.append([])
+            grid_names.append([])
+            continue
+        share = shapely.area(shapely.intersection(grid_geoms, geom)) / np.where(grid_area > 0, grid_area, 1)
+        centre_in = shapely.contains(geom, shapely.point_on_surface(grid_geoms))
+        pick = np.flatnonzero((share >= 0.10) | centre_in)
+        grid_codes.append(grids["code"].to_numpy()[pick].tolist())
+        grid_names.append(grids["name"].to_numpy()[pick].tolist())
+    return grid_codes, grid_names
 
 
 # ---------------------------------------------------------------------------------------------------------

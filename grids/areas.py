@@ -12,8 +12,12 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 from civicgrid.geo import importing as imp
+from civicgrid.geo.columns import match_names, numbers, strings
+from civicgrid.geo.dedup import existing_keys
 from civicgrid.geo.errors import ImportFileError
+from civicgrid.geo.import_report import ImportReport, Rejects, finish_report
 from civicgrid.geo.levels import AREA_LEVELS, PARENT_LEVEL, check_level
+from civicgrid.geo.locations import crs_label, geometries, resolve_crs, to_wgs84_geometries
 from civicgrid.geo.store import fetch_value, writing
 from civicgrid.grids.locate import LOCATION_COLUMNS, locate_points, location_arrays
 
@@ -21,9 +25,9 @@ AREA_FIELDS = ["code", "name", "parent"]
 GRID_FIELDS = ["code", "name", "parent", "leader", "leader_phone", "households"]
 
 
-def _polygons(src, rej: imp.Rejects, report: imp.ImportReport, crs: str | None) -> np.ndarray:
+def _polygons(src, rej: Rejects, report: ImportReport, crs: str | None) -> np.ndarray:
     """Return valid WGS84 (multi)polygons per row; rejects rows without a polygon."""
-    geoms = imp.geometries(src)
+    geoms = geometries(src)
     if geoms is None:
         msg = f"{src.format} file has no geometry: areas and grids need polygons (GeoJSON, Shapefile, GeoPackage…)"
         raise ImportFileError(msg)
@@ -36,13 +40,13 @@ def _polygons(src, rej: imp.Rejects, report: imp.ImportReport, crs: str | None) 
         names[not_poly] = [f"geometry is a {g.geom_type}, expected a polygon"
                            for g in geoms[not_poly]]
         rej.add(not_poly, "geometry", names)
-    the_crs = imp.resolve_crs(src, crs, report.warnings)
-    report.crs = imp.crs_label(the_crs)
+    the_crs = resolve_crs(src, crs, report.warnings)
+    report.crs = crs_label(the_crs)
     out = np.full(len(geoms), None, dtype=object)
     ok = rej.ok
     if ok.any():
         fixed = shapely.make_valid(geoms[ok])
-        out[ok] = imp.to_wgs84_geometries(fixed, the_crs)
+        out[ok] = to_wgs84_geometries(fixed, the_crs)
     return out
 
 
@@ -131,7 +135,7 @@ def _part_conflicts(keys: np.ndarray, merged: np.ndarray, new: np.ndarray, attrs
 
 
 def _dedupe_codes(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray, geoms: np.ndarray, ok: np.ndarray,
-                  report: imp.ImportReport, *, what: str,
+                  report: ImportReport, *, what: str,
                   attrs: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Split valid rows of an areas or grids file into new, duplicate and merged rows by their code.
 
@@ -147,7 +151,7 @@ def _dedupe_codes(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray, 
     """
     idx = np.flatnonzero(ok)
     stored = np.zeros(len(keys), dtype=bool)
-    stored[idx] = imp.existing_keys(con, f"(SELECT code AS dedup_key FROM {table})", keys[idx])
+    stored[idx] = existing_keys(con, f"(SELECT code AS dedup_key FROM {table})", keys[idx])
     repeat = np.zeros(len(keys), dtype=bool)
     repeat[idx] = pd.Series(keys[idx], dtype=object).duplicated().to_numpy()
     new = ok & ~stored & ~repeat
@@ -163,15 +167,15 @@ def _dedupe_codes(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray, 
     return new, ok & (stored | repeat) & ~merged, merged
 
 
-def _check_parents(con: duckdb.DuckDBPyConnection, given: np.ndarray, level: str, rej: imp.Rejects) -> None:
+def _check_parents(con: duckdb.DuckDBPyConnection, given: np.ndarray, level: str, rej: Rejects) -> None:
     known = con.execute("SELECT code, name FROM areas WHERE level = ?", [level]).df()
-    _, unknown, reasons = imp.match_names(given, known, key="code", names=["code"], what=f"parent {level} code")
+    _, unknown, reasons = match_names(given, known, key="code", names=["code"], what=f"parent {level} code")
     rej.add(unknown, "parent", reasons)
 
 
 def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
                  mapping: dict[str, str] | None = None, crs: str | None = None, encoding: str | None = None,
-                 layer: str | None = None, progress: bool = True) -> imp.ImportReport:
+                 layer: str | None = None, progress: bool = True) -> ImportReport:
     """Import district, street or community polygons.
 
     A street's or community's parent comes from ``--parent`` (a code of the
@@ -195,8 +199,8 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
     src, cols, report, rej = imp.start_import("areas", path, fields=AREA_FIELDS, required=["code", "name"],
                                               mapping=mapping, encoding=encoding, layer=layer)
     table = src.table
-    code = imp.strings(table, cols["code"])
-    name = imp.strings(table, cols["name"])
+    code = strings(table, cols["code"])
+    name = strings(table, cols["name"])
     rej.add(pd.isna(code), "code", "missing code")
     rej.add(pd.isna(name), "name", "missing name")
     geoms = _polygons(src, rej, report, crs)
@@ -205,7 +209,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
         parent = np.full(len(code), None, dtype=object)
         if parent_level is not None:
             if "parent" in cols:
-                parent = imp.strings(table, cols["parent"])
+                parent = strings(table, cols["parent"])
                 _check_parents(con, parent, parent_level, rej)
             missing = rej.ok & pd.isna(parent)
             if missing.any():
@@ -227,7 +231,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
             "wkb": pa.array(shapely.to_wkb(geoms[new]) if len(new) else [], pa.binary()),
         })
         imp.insert_arrow(con, "areas", data, geometry="wkb")
-        imp.finish_report(report, rej, loaded=len(new) + int(merged.sum()), duplicates=int(dup.sum()))
+        finish_report(report, rej, loaded=len(new) + int(merged.sum()), duplicates=int(dup.sum()))
         imp.record_import(con, report, started)
         if len(new):
             relocate(con, progress=progress)
@@ -236,7 +240,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
 
 def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dict[str, str] | None = None,
                  crs: str | None = None, encoding: str | None = None, layer: str | None = None,
-                 progress: bool = True) -> imp.ImportReport:
+                 progress: bool = True) -> ImportReport:
     """Import micro-grid polygons with their leaders and households.
 
     The parent community comes from ``--parent`` or from the community that
@@ -250,23 +254,23 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
     table = src.table
     geoms = _polygons(src, rej, report, crs)
     if "code" in cols:
-        code = imp.strings(table, cols["code"])
+        code = strings(table, cols["code"])
         rej.add(pd.isna(code), "code", "missing code")
     else:
         wkt = shapely.to_wkt(geoms, rounding_precision=7, trim=True)  # None for rejected rows
         hashed = pd.util.hash_pandas_object(pd.Series(wkt, dtype=object).fillna(""), index=False).to_numpy()
         code = np.char.add("G", np.char.mod("%016x", hashed)).astype(object)
         report.warnings.append("no grid code column (--code): codes were made from each grid's geometry")
-    name = imp.strings(table, cols.get("name"))
-    households = imp.numbers(imp.strings(table, cols.get("households")))
+    name = strings(table, cols.get("name"))
+    households = numbers(strings(table, cols.get("households")))
     bad_hh = ~np.isnan(households) & ((households < 0) | (households != np.round(households)))
     rej.add(bad_hh, "households", "households must be a whole number ≥ 0")
-    raw_hh = imp.strings(table, cols.get("households"))
+    raw_hh = strings(table, cols.get("households"))
     rej.add(np.isnan(households) & ~pd.isna(raw_hh), "households", "households is not a number")
     with writing(db) as con:
         community = np.full(len(code), None, dtype=object)
         if "parent" in cols:
-            community = imp.strings(table, cols["parent"])
+            community = strings(table, cols["parent"])
             _check_parents(con, community, "community", rej)
         missing = rej.ok & pd.isna(community)
         if missing.any():
@@ -294,14 +298,14 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
             "community_code": pa.array(community[new], pa.string()),
             "street_code": pa.array(street, pa.string()),
             "district_code": pa.array(district, pa.string()),
-            "leader_name": pa.array(imp.strings(table, cols.get("leader"))[new], pa.string()),
-            "leader_phone": pa.array(imp.strings(table, cols.get("leader_phone"))[new], pa.string()),
+            "leader_name": pa.array(strings(table, cols.get("leader"))[new], pa.string()),
+            "leader_phone": pa.array(strings(table, cols.get("leader_phone"))[new], pa.string()),
             "households": pa.array(households[new], pa.float64()).cast(pa.int32(), safe=False),
             "area_km2": pa.array(_area_km2(geoms[new])),
             "wkb": pa.array(shapely.to_wkb(geoms[new]) if len(new) else [], pa.binary()),
         })
         imp.insert_arrow(con, "grids", data, geometry="wkb")
-        imp.finish_report(report, rej, loaded=len(new) + int(merged.sum()), duplicates=int(dup.sum()))
+        finish_report(report, rej, loaded=len(new) + int(merged.sum()), duplicates=int(dup.sum()))
         imp.record_import(con, report, started)
         if len(new):
             relocate(con, progress=progress)

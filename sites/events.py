@@ -18,9 +18,13 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from civicgrid.geo import importing as imp
-from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.columns import match_names, resolve_columns, strings, trim_columns, trimmed
+from civicgrid.geo.dedup import KeyIndex, dedup_key_array
+from civicgrid.geo.errors import ImportFileError, InvalidParameterError
 from civicgrid.geo.events import SOURCES
-from civicgrid.geo.readers import BatchReader
+from civicgrid.geo.import_report import ImportReport, Rejects, finish_report
+from civicgrid.geo.locations import city_extent, read_locations
+from civicgrid.geo.readers import BatchReader, ReadResult
 from civicgrid.geo.store import writing
 from civicgrid.geo.times import DEFAULT_TIMEZONE, parse_times, store_timezone
 from civicgrid.grids.locate import Locator, location_arrays
@@ -60,7 +64,7 @@ def problem_type_choices(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str = "complaint",
                   mapping: dict[str, str] | None = None, point: str | None = None, crs: str | None = None,
                   tz: str = DEFAULT_TIMEZONE, encoding: str | None = None, layer: str | None = None,
-                  sheet: str | int | None = None, progress: bool = True, cases: bool = True) -> imp.ImportReport:
+                  sheet: str | int | None = None, progress: bool = True, cases: bool = True) -> ImportReport:
     """Import complaints or inspection hits from a file into the store.
 
     Each imported event becomes a problem case (:func:`civicgrid.sites.cases.backfill`: state, deadline,
@@ -101,12 +105,12 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
     started = datetime.now()
     reader = imp.read_input_batches(path, encoding=encoding, layer=layer, sheet=sheet, rows=IMPORT_BATCH_ROWS)
     header = pa.table({c: pa.array([], pa.string()) for c in reader.columns})
-    cols = imp.resolve_columns(header, mapping or {}, fields=EVENT_FIELDS, required=["time"])
+    cols = resolve_columns(header, mapping or {}, fields=EVENT_FIELDS, required=["time"])
     if point is not None and point not in reader.columns:
         msg = f"column {point!r} (given for --point) is not in the file. Columns are: " + ", ".join(
             c for c in reader.columns if c != "__row__")
-        raise imp.ImportFileError(msg)
-    report = imp.ImportReport(layer="events", file=str(path), format=reader.format, encoding=reader.encoding,
+        raise ImportFileError(msg)
+    report = ImportReport(layer="events", file=str(path), format=reader.format, encoding=reader.encoding,
                               warnings=list(reader.warnings))
     report.columns = {k: v for k, v in cols.items() if k not in ("lat", "lng") or point is None}
     bar = imp.progress_bar(reader.rows_hint or 0, desc=f"import {source} events", enabled=progress)
@@ -151,7 +155,7 @@ def _load_batches(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, *, fi
     finally:
         ctx.keys.close()
     report.warnings = list(dict.fromkeys(report.warnings))
-    imp.finish_report(report, rejects, loaded=loaded, duplicates=duplicates)
+    finish_report(report, rejects, loaded=loaded, duplicates=duplicates)
     return loaded
 
 
@@ -164,24 +168,24 @@ class _EventBatchContext:
     point: str | None
     crs: str | None
     tz: str
-    report: imp.ImportReport
+    report: ImportReport
     reader: BatchReader
     store_tz: str
     extent: tuple | None
     locator: Locator
-    keys: imp.KeyIndex
+    keys: KeyIndex
     problem_types: pd.DataFrame | None
     sites: pd.DataFrame | None
     inspections: pd.DataFrame | None
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection, *, cols: dict[str, str], source: str, point: str | None,
-             crs: str | None, tz: str, report: imp.ImportReport, reader: BatchReader) -> Self:
+             crs: str | None, tz: str, report: ImportReport, reader: BatchReader) -> Self:
         """The context of an import into the store of ``con``: its time zone, extent, grids, keys and codes."""
         return cls(
             cols=cols, source=source, point=point, crs=crs, tz=tz, report=report, reader=reader,
             store_tz=store_timezone(con),
-            extent=imp.city_extent(con), locator=Locator(con), keys=imp.KeyIndex(con, "events"),
+            extent=city_extent(con), locator=Locator(con), keys=KeyIndex(con, "events"),
             problem_types=problem_type_choices(con) if "type" in cols else None,
             sites=con.execute("SELECT CAST(site_id AS VARCHAR) AS code, external_id, name FROM sites").df()
             if "site" in cols else None,
@@ -235,7 +239,7 @@ def _column(table: pa.Table, column: str | None, idx: np.ndarray) -> pa.Array:
     """The trimmed strings of ``column`` at rows ``idx`` (nulls when there is no such column)."""
     if column is None:
         return pa.nulls(len(idx), pa.string())
-    return imp.trimmed(table, column).take(pa.array(idx))
+    return trimmed(table, column).take(pa.array(idx))
 
 
 def _ids(values: np.ndarray, idx: np.ndarray) -> pa.Array:
@@ -255,17 +259,17 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         rows outside every grid.
     """
     cols, report = ctx.cols, ctx.report
-    raw, batch = batch, imp.trim_columns(batch, [c for k, c in cols.items() if k not in ("site", "inspection")])
-    rej = imp.Rejects(batch.column("__row__").to_numpy())
-    src = imp.ReadResult(table=batch, format=ctx.reader.format, crs=ctx.reader.crs, encoding=ctx.reader.encoding)
-    lng, lat, _ = imp.read_locations(src, cols, rej, report, con=None, point=ctx.point, crs=ctx.crs,
+    raw, batch = batch, trim_columns(batch, [c for k, c in cols.items() if k not in ("site", "inspection")])
+    rej = Rejects(batch.column("__row__").to_numpy())
+    src = ReadResult(table=batch, format=ctx.reader.format, crs=ctx.reader.crs, encoding=ctx.reader.encoding)
+    lng, lat, _ = read_locations(src, cols, rej, report, con=None, point=ctx.point, crs=ctx.crs,
                                      extent=ctx.extent)
     times, ends = _event_times(batch, ctx, rej)
     ptype, site_id, inspection_id = _event_codes(batch, ctx, rej)
     status = _event_status(batch, cols, rej, closed_at=ends.get("closed"))
 
-    keys = imp.dedup_key_array(raw, cols, prefix=ctx.source,
-                               ids=imp.trimmed(batch, cols["id"]) if "id" in cols else None)
+    keys = dedup_key_array(raw, cols, prefix=ctx.source,
+                               ids=trimmed(batch, cols["id"]) if "id" in cols else None)
     dup = ctx.keys.duplicates(con, keys, rej.ok, before_query=before_query)
     idx = np.flatnonzero(rej.ok & ~dup)
     rejects = rej.to_list()
@@ -294,11 +298,11 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
 
 
 def _event_times(batch: pa.Table, ctx: _EventBatchContext,
-                 rej: imp.Rejects) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+                 rej: Rejects) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The events' times, and when the problem was fixed and the case closed (``rectified``, ``closed``: the
     fields the file has), rejecting missing, unparseable and out-of-order times."""
     cols, n = ctx.cols, batch.num_rows
-    raw_time = imp.trimmed(batch, cols["time"])
+    raw_time = trimmed(batch, cols["time"])
     times, bad_time = parse_times(raw_time, tz=ctx.tz, store_tz=ctx.store_tz)
     rej.add(raw_time.is_null().to_numpy(zero_copy_only=False), "time", "missing time")
     if bad_time.any():
@@ -312,7 +316,7 @@ def _event_times(batch: pa.Table, ctx: _EventBatchContext,
     for field in ("rectified", "closed"):
         if field not in cols:
             continue
-        raw_end = imp.trimmed(batch, cols[field])
+        raw_end = trimmed(batch, cols[field])
         end, bad_end = parse_times(raw_end, tz=ctx.tz, store_tz=ctx.store_tz)
         early = ~np.isnat(end) & ~np.isnat(times) & (end < times)
         reasons = np.full(n, None, dtype=object)
@@ -332,39 +336,39 @@ def _event_times(batch: pa.Table, ctx: _EventBatchContext,
 
 
 def _event_codes(batch: pa.Table, ctx: _EventBatchContext,
-                 rej: imp.Rejects) -> tuple[pa.Array, np.ndarray, np.ndarray]:
+                 rej: Rejects) -> tuple[pa.Array, np.ndarray, np.ndarray]:
     """The problem type, site and inspection of each event, matched by code or name (unknown ones rejected)."""
     cols, n = ctx.cols, batch.num_rows
     ptype = pa.nulls(n, pa.string())
     if "type" in cols:
-        ptype, unknown, reasons = imp.match_names(
-            imp.trimmed(batch, cols["type"]), ctx.problem_types, key="code", names=["name_zh", "name_en"],
+        ptype, unknown, reasons = match_names(
+            trimmed(batch, cols["type"]), ctx.problem_types, key="code", names=["name_zh", "name_en"],
             what="problem type", arrow=True)
         rej.add(unknown, "type", reasons)
 
     site_id = np.full(n, None, dtype=object)
     if "site" in cols:
-        site_id, unknown, reasons = imp.match_names(
-            imp.strings(batch, cols["site"]), ctx.sites, key="code", names=["external_id", "name"], what="site")
+        site_id, unknown, reasons = match_names(
+            strings(batch, cols["site"]), ctx.sites, key="code", names=["external_id", "name"], what="site")
         rej.add(unknown, "site", reasons)
 
     inspection_id = np.full(n, None, dtype=object)
     if "inspection" in cols:
-        inspection_id, unknown, reasons = imp.match_names(
-            imp.strings(batch, cols["inspection"]), ctx.inspections, key="code", names=["external_id"],
+        inspection_id, unknown, reasons = match_names(
+            strings(batch, cols["inspection"]), ctx.inspections, key="code", names=["external_id"],
             what="inspection")
         rej.add(unknown, "inspection", reasons)
     return ptype, site_id, inspection_id
 
 
-def _event_status(batch: pa.Table, cols: dict[str, str], rej: imp.Rejects, *,
+def _event_status(batch: pa.Table, cols: dict[str, str], rej: Rejects, *,
                   closed_at: np.ndarray | None) -> np.ndarray:
     """Each event's stored status (an index into ``_STATUSES``) from its status word (unknown words rejected);
     without a status column, an event with a closed time (``closed_at``, when the file has them) is closed."""
     n = batch.num_rows
     status = np.zeros(n, dtype=np.int8)  # index into _STATUSES; empty → open
     if "status" in cols:
-        enc = imp.trimmed(batch, cols["status"]).dictionary_encode()
+        enc = trimmed(batch, cols["status"]).dictionary_encode()
         words = pd.Series(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
         slot = words.str.lower().map(STATUS_WORDS).map({v: i for i, v in enumerate(_STATUSES)})
         slot = slot.fillna(-1).to_numpy(dtype=np.int8)

@@ -11,6 +11,10 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 from civicgrid.geo import importing as imp
+from civicgrid.geo.columns import match_names, strings
+from civicgrid.geo.dedup import dedup_keys, find_duplicates
+from civicgrid.geo.import_report import ImportReport, Rejects, finish_report
+from civicgrid.geo.locations import read_locations
 from civicgrid.geo.store import writing
 from civicgrid.grids.locate import locate_points, location_arrays
 
@@ -23,7 +27,7 @@ INACTIVE_WORDS = {"0", "false", "no", "n", "否", "无效", "停用", "inactive"
 def import_sites(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dict[str, str] | None = None,
                  point: str | None = None, crs: str | None = None, encoding: str | None = None,
                  layer: str | None = None, sheet: str | int | None = None,
-                 progress: bool = True) -> imp.ImportReport:
+                 progress: bool = True) -> ImportReport:
     """Import sample-frame sites (点位信息表) with any geometry.
 
     Sites take their geometry from a spatial file (points, lines or polygons)
@@ -41,16 +45,16 @@ def import_sites(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
                                               mapping=mapping, encoding=encoding, layer=layer, sheet=sheet)
     table = src.table
     n = table.num_rows
-    name = imp.strings(table, cols["name"])
+    name = strings(table, cols["name"])
     rej.add(pd.isna(name), "name", "missing name")
     with writing(db) as con:
         cats = con.execute("SELECT code, name_zh, name_en, geom_kind FROM site_categories").df()
-        raw_cat = imp.strings(table, cols["category"])
-        category, unknown, reasons = imp.match_names(raw_cat, cats, key="code", names=["name_zh", "name_en"],
+        raw_cat = strings(table, cols["category"])
+        category, unknown, reasons = match_names(raw_cat, cats, key="code", names=["name_zh", "name_en"],
                                                      what="category")
         rej.add(pd.isna(raw_cat), "category", "missing category")
         rej.add(unknown, "category", reasons)
-        lng, lat, geoms = imp.read_locations(src, cols, rej, report, con=con, point=point, crs=crs)
+        lng, lat, geoms = read_locations(src, cols, rej, report, con=con, point=point, crs=crs)
         if geoms is None:
             geoms = np.full(n, None, dtype=object)
             ok = rej.ok
@@ -58,17 +62,17 @@ def import_sites(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
         _warn_kinds(geoms, category, cats, rej.ok, report)
         active = np.ones(n, dtype=bool)
         if "active" in cols:
-            raw = pd.Series(imp.strings(table, cols["active"]), dtype=object)
+            raw = pd.Series(strings(table, cols["active"]), dtype=object)
             active = ~raw.str.lower().isin(INACTIVE_WORDS).to_numpy()
         rows = PointRows(con, "sites", "site_id", table, cols, rej, lng, lat, report, prefix="site")
         idx = rows.idx
         rows.store(con, report, rej, started, geometry="wkb", columns={
             "name": pa.array(name[idx], pa.string()),
-            "address": pa.array(imp.strings(table, cols.get("address"))[idx], pa.string()),
+            "address": pa.array(strings(table, cols.get("address"))[idx], pa.string()),
             "category_code": pa.array(category[idx], pa.string()),
-            "responsible_unit": pa.array(imp.strings(table, cols.get("unit"))[idx], pa.string()),
-            "contact": pa.array(imp.strings(table, cols.get("contact"))[idx], pa.string()),
-            "phone": pa.array(imp.strings(table, cols.get("phone"))[idx], pa.string()),
+            "responsible_unit": pa.array(strings(table, cols.get("unit"))[idx], pa.string()),
+            "contact": pa.array(strings(table, cols.get("contact"))[idx], pa.string()),
+            "phone": pa.array(strings(table, cols.get("phone"))[idx], pa.string()),
             "active": pa.array(active[idx]),
             "wkb": pa.array(shapely.to_wkb(geoms[idx]) if len(idx) else [], pa.binary()),
         })
@@ -85,11 +89,11 @@ class PointRows:
     """
 
     def __init__(self, con: duckdb.DuckDBPyConnection, table_name: str, id_column: str, table: pa.Table,
-                 cols: dict[str, str], rej: imp.Rejects, lng: np.ndarray, lat: np.ndarray,
-                 report: imp.ImportReport, *, prefix: str) -> None:
+                 cols: dict[str, str], rej: Rejects, lng: np.ndarray, lat: np.ndarray,
+                 report: ImportReport, *, prefix: str) -> None:
         self.table_name = table_name
-        keys = imp.dedup_keys(table, cols, prefix=prefix)
-        self.dup = imp.find_duplicates(con, table_name, keys, rej.ok)
+        keys = dedup_keys(table, cols, prefix=prefix)
+        self.dup = find_duplicates(con, table_name, keys, rej.ok)
         self.idx = idx = np.flatnonzero(rej.ok & ~self.dup)
         located = locate_points(con, lng[idx], lat[idx])
         first = imp.next_id(con, table_name, id_column)
@@ -97,7 +101,7 @@ class PointRows:
         report.outside_grids = int(located["grid_code"].isna().sum())
         self.columns = {
             id_column: pa.array(np.arange(first, first + len(idx)), pa.int64()),
-            "external_id": pa.array(imp.strings(table, cols.get("id"))[idx], pa.string()),
+            "external_id": pa.array(strings(table, cols.get("id"))[idx], pa.string()),
             "lng": pa.array(lng[idx]),
             "lat": pa.array(lat[idx]),
             **location_arrays(located),
@@ -105,16 +109,16 @@ class PointRows:
             "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
         }
 
-    def store(self, con: duckdb.DuckDBPyConnection, report: imp.ImportReport, rej: imp.Rejects, started: datetime, *,
+    def store(self, con: duckdb.DuckDBPyConnection, report: ImportReport, rej: Rejects, started: datetime, *,
               columns: dict[str, pa.Array], geometry: str | None = None) -> None:
         """Insert the new rows with their layer's own ``columns``; fill and record the report."""
         imp.insert_arrow(con, self.table_name, pa.table({**self.columns, **columns}), geometry=geometry)
-        imp.finish_report(report, rej, loaded=len(self.idx), duplicates=int(self.dup.sum()))
+        finish_report(report, rej, loaded=len(self.idx), duplicates=int(self.dup.sum()))
         imp.record_import(con, report, started)
 
 
 def _warn_kinds(geoms: np.ndarray, category: np.ndarray, cats: pd.DataFrame, ok: np.ndarray,
-                report: imp.ImportReport) -> None:
+                report: ImportReport) -> None:
     """Warn (not reject) when a site's geometry kind differs from its category's usual kind."""
     if not ok.any():
         return

@@ -19,7 +19,7 @@ from typing import Any
 
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.events import SOURCES
-from civicgrid.geo.importing import ImportReport
+from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.levels import AREA_LEVELS
 from civicgrid.geo.times import DEFAULT_TIMEZONE
 from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS, import_areas, import_grids
@@ -96,7 +96,7 @@ class Importer:
         The layer name (``civicgrid import LAYER``, ``/api/imports/LAYER``).
     function
         The importer: ``function(path, db=..., mapping=..., progress=..., **options)`` returns an
-        :class:`~civicgrid.geo.importing.ImportReport`.
+        :class:`~civicgrid.geo.import_report.ImportReport`.
     fields
         The fields it maps to columns (``mapping`` keys), as the importer names them.
     flags

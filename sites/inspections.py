@@ -9,6 +9,9 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from civicgrid.geo import importing as imp
+from civicgrid.geo.columns import match_names, strings
+from civicgrid.geo.import_report import ImportReport
+from civicgrid.geo.locations import read_locations
 from civicgrid.geo.store import writing
 from civicgrid.geo.times import DEFAULT_TIMEZONE, parse_times, store_timezone
 from civicgrid.sites.frame import PointRows
@@ -40,7 +43,7 @@ def parse_results(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarra
 def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dict[str, str] | None = None,
                        point: str | None = None, crs: str | None = None, tz: str = DEFAULT_TIMEZONE,
                        encoding: str | None = None, layer: str | None = None, sheet: str | int | None = None,
-                       progress: bool = True) -> imp.ImportReport:
+                       progress: bool = True) -> ImportReport:
     """Import inspection visits: site, time, inspector and result.
 
     The site is matched by its external id or exact name; a visit without
@@ -57,12 +60,12 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
         store_tz = store_timezone(con)
         sites = con.execute(
             "SELECT CAST(site_id AS VARCHAR) AS code, external_id, name, lng, lat FROM sites").df()
-        raw_site = imp.strings(table, cols["site"])
-        site_code, unknown, reasons = imp.match_names(raw_site, sites, key="code", names=["external_id", "name"],
+        raw_site = strings(table, cols["site"])
+        site_code, unknown, reasons = match_names(raw_site, sites, key="code", names=["external_id", "name"],
                                                       what="site")
         rej.add(pd.isna(raw_site), "site", "missing site")
         rej.add(unknown, "site", reasons)
-        raw_time = imp.strings(table, cols["time"])
+        raw_time = strings(table, cols["time"])
         times, bad_time = parse_times(raw_time, tz=tz, store_tz=store_tz)
         rej.add(pd.isna(raw_time), "time", "missing time")
         if bad_time.any():
@@ -72,7 +75,7 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
         conforming = np.full(n, None, dtype=object)
         problems = np.full(n, np.nan)
         if "result" in cols:
-            raw = imp.strings(table, cols["result"])
+            raw = strings(table, cols["result"])
             conforming, problems, unknown = parse_results(raw)
             if unknown.any():
                 why = np.full(n, None, dtype=object)
@@ -81,7 +84,7 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
                 rej.add(unknown, "result", why)
         has_coords = point is not None or ("lat" in cols and "lng" in cols) or "geometry" in table.column_names
         if has_coords:
-            lng, lat, _ = imp.read_locations(src, cols, rej, report, con=con, point=point, crs=crs)
+            lng, lat, _ = read_locations(src, cols, rej, report, con=con, point=point, crs=crs)
         else:
             by_code = sites.set_index("code")
             s = pd.Series(site_code, dtype=object)
@@ -93,7 +96,7 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
         rows.store(con, report, rej, started, columns={
             "site_id": pa.array(pd.to_numeric(pd.Series(site_code[idx], dtype=object)), pa.int64(), from_pandas=True),
             "time": pa.array(times[idx]),
-            "inspector": pa.array(imp.strings(table, cols.get("inspector"))[idx], pa.string()),
+            "inspector": pa.array(strings(table, cols.get("inspector"))[idx], pa.string()),
             "conforming": pa.array(conforming[idx], pa.bool_(), from_pandas=True),
             "problems_found": pa.array(problems[idx], pa.float64(), from_pandas=True).cast(pa.int32(), safe=False),
         })

@@ -248,64 +248,14 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
     frozen, rates formatted as percentages; the sheet of ``level`` is the active one; a notes sheet last.
     """
     from openpyxl import Workbook
-    from openpyxl.formatting.rule import ColorScaleRule
-    from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
-    from openpyxl.utils import get_column_letter
+    from openpyxl.styles import Font
 
     t = labels("report", check_lang(lang))
     kpi = check_kpi(kpi)
     wb = Workbook()
     wb.remove(wb.active)
-    lag_fill = PatternFill("solid", start_color=LAG_FILL, end_color=LAG_FILL)
-    head_fill = PatternFill("solid", start_color=HEADER_FILL, end_color=HEADER_FILL)
-    total_fill = PatternFill("solid", start_color=TOTAL_FILL, end_color=TOTAL_FILL)
-    thin = Side(style="thin", color="999999")
     for lvl, df in tables.items():
-        ws = wb.create_sheet(text(f"level.{lvl}", lang))
-        lag = lagging_mask(df, kpi)
-        cols = list(df.columns)
-        heads = [*_headers(df, lang), t["status"]]
-        ws.append(heads)
-        for cell in ws[1]:
-            cell.font = Font(bold=True)
-            cell.fill = head_fill
-            cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
-            cell.border = Border(bottom=thin)
-        for i, rec in enumerate(df.itertuples(index=False)):
-            ws.append([_cell(v) for v in rec] + [t["lagging"] if lag[i] else None])
-        tot = totals(df)
-        ws.append([t["total"]] + [None] * (len(cols) - 1) + [None])
-        last = ws.max_row
-        for j, col in enumerate(cols, start=1):
-            if col in tot:
-                ws.cell(last, j, _cell(tot[col]))
-        for j, col in enumerate(cols, start=1):
-            kind = KPI_COLUMNS.get(col, ("", "", "text"))[2]
-            fmt = {"rate": "0.0%", "hours": "0.0", "count": "#,##0"}.get(kind)
-            letter = get_column_letter(j)
-            if fmt:
-                for r in range(2, last + 1):
-                    ws.cell(r, j).number_format = fmt
-            width = max(_text_width(str(heads[j - 1])), 8 if kind != "text" else 12) + 2
-            ws.column_dimensions[letter].width = min(width, 40)
-        ws.column_dimensions[get_column_letter(len(cols) + 1)].width = 8
-        for i in np.flatnonzero(lag):
-            for cell in ws[int(i) + 2]:
-                cell.fill = lag_fill
-                cell.font = Font(color=LAG_FONT)
-        for cell in ws[last]:
-            cell.font = Font(bold=True)
-            cell.fill = total_fill
-            cell.border = Border(top=thin)
-        kcol = get_column_letter(cols.index(kpi) + 1)
-        if last > 2:  # a colour scale on the KPI column (Excel / WPS evaluate it)
-            low, high = ("F8696B", "63BE7B") if kpi not in LOWER_IS_BETTER else ("63BE7B", "F8696B")
-            ws.conditional_formatting.add(f"{kcol}2:{kcol}{last - 1}", ColorScaleRule(
-                start_type="min", start_color=low, mid_type="percentile", mid_value=50, mid_color="FFEB84",
-                end_type="max", end_color=high))
-        ws.freeze_panes = "C2"
-        ws.auto_filter.ref = f"A1:{get_column_letter(len(cols) + 1)}{max(last - 1, 1)}"
-        ws.row_dimensions[1].height = 32
+        _fill_level_sheet(wb.create_sheet(text(f"level.{lvl}", lang)), df, kpi=kpi, lang=lang, t=t)
     info = wb.create_sheet(t["notes"])
     rows = [
         (title, ""),
@@ -323,6 +273,63 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
     wb.active = list(tables).index(level) if level in tables else 0
     wb.save(target)
     return target
+
+
+def _fill_level_sheet(ws, df: pd.DataFrame, *, kpi: str, lang: str, t: dict[str, str]) -> None:
+    """One level's sheet of :func:`write_workbook`: headers, rows, totals, formats, lagging rows and the KPI's
+    colour scale."""
+    from openpyxl.formatting.rule import ColorScaleRule
+    from openpyxl.styles import Alignment, Border, Font, PatternFill, Side
+    from openpyxl.utils import get_column_letter
+
+    lag_fill = PatternFill("solid", start_color=LAG_FILL, end_color=LAG_FILL)
+    head_fill = PatternFill("solid", start_color=HEADER_FILL, end_color=HEADER_FILL)
+    total_fill = PatternFill("solid", start_color=TOTAL_FILL, end_color=TOTAL_FILL)
+    thin = Side(style="thin", color="999999")
+    lag = lagging_mask(df, kpi)
+    cols = list(df.columns)
+    heads = [*_headers(df, lang), t["status"]]
+    ws.append(heads)
+    for cell in ws[1]:
+        cell.font = Font(bold=True)
+        cell.fill = head_fill
+        cell.alignment = Alignment(horizontal="center", vertical="center", wrap_text=True)
+        cell.border = Border(bottom=thin)
+    for i, rec in enumerate(df.itertuples(index=False)):
+        ws.append([_cell(v) for v in rec] + [t["lagging"] if lag[i] else None])
+    tot = totals(df)
+    ws.append([t["total"]] + [None] * (len(cols) - 1) + [None])
+    last = ws.max_row
+    for j, col in enumerate(cols, start=1):
+        if col in tot:
+            ws.cell(last, j, _cell(tot[col]))
+    for j, col in enumerate(cols, start=1):
+        kind = KPI_COLUMNS.get(col, ("", "", "text"))[2]
+        fmt = {"rate": "0.0%", "hours": "0.0", "count": "#,##0"}.get(kind)
+        letter = get_column_letter(j)
+        if fmt:
+            for r in range(2, last + 1):
+                ws.cell(r, j).number_format = fmt
+        width = max(_text_width(str(heads[j - 1])), 8 if kind != "text" else 12) + 2
+        ws.column_dimensions[letter].width = min(width, 40)
+    ws.column_dimensions[get_column_letter(len(cols) + 1)].width = 8
+    for i in np.flatnonzero(lag):
+        for cell in ws[int(i) + 2]:
+            cell.fill = lag_fill
+            cell.font = Font(color=LAG_FONT)
+    for cell in ws[last]:
+        cell.font = Font(bold=True)
+        cell.fill = total_fill
+        cell.border = Border(top=thin)
+    kcol = get_column_letter(cols.index(kpi) + 1)
+    if last > 2:  # a colour scale on the KPI column (Excel / WPS evaluate it)
+        low, high = ("F8696B", "63BE7B") if kpi not in LOWER_IS_BETTER else ("63BE7B", "F8696B")
+        ws.conditional_formatting.add(f"{kcol}2:{kcol}{last - 1}", ColorScaleRule(
+            start_type="min", start_color=low, mid_type="percentile", mid_value=50, mid_color="FFEB84",
+            end_type="max", end_color=high))
+    ws.freeze_panes = "C2"
+    ws.auto_filter.ref = f"A1:{get_column_letter(len(cols) + 1)}{max(last - 1, 1)}"
+    ws.row_dimensions[1].height = 32
 
 
 def _text_width(value: str) -> int:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import geopandas as gpd
 import numpy as np
 import shapely
-from civicgrid.geo import importing as imp
+from civicgrid.geo.dedup import existing_keys
 from civicgrid.geo.store import Store
 from civicgrid.grids.areas import import_areas, import_grids
 
@@ -60,13 +60,13 @@ def test_grid_rows_repeating_a_code_are_merged_like_areas(small_city, tmp_path):
 
 def test_areas_and_grids_read_the_stored_codes_in_one_query(small_city, tmp_path, monkeypatch):
     calls = []
-    real = imp.existing_keys
+    real = existing_keys
 
     def spy(con, table, keys):
         calls.append(table)
         return real(con, table, keys)
 
-    monkeypatch.setattr(imp, "existing_keys", spy)
+    monkeypatch.setattr("civicgrid.grids.areas.existing_keys", spy)  # the name areas.py calls
     f = tmp_path / "communities.geojson"
     areas = PARTS.assign(code="C" + PARTS["code"], parent="430102001")
     areas.to_file(f)

@@ -455,14 +455,14 @@ def _batch_file(tmp_path, n=3000, seed=5):
 def test_batched_import_equals_one_batch(small_city, tmp_path, monkeypatch):
     import shutil
 
-    from civicgrid.geo import readers as geo_readers
+    from civicgrid.geo import _csv as geo_csv
     from civicgrid.sites import events as site_events
 
     f, frame = _batch_file(tmp_path)
     one = tmp_path / "one.duckdb"
     shutil.copy(small_city, one)
     whole = import_events(f, db=one, progress=False)
-    monkeypatch.setattr(geo_readers, "_BLOCK", 4096)  # the CSV streams in blocks of ~60 rows
+    monkeypatch.setattr(geo_csv, "BLOCK_BYTES", 4096)  # the CSV streams in blocks of ~60 rows
     monkeypatch.setattr(site_events, "IMPORT_BATCH_ROWS", 250)
     parts = import_events(f, db=small_city, progress=False)
     _balanced(parts)
@@ -485,14 +485,14 @@ def test_batched_import_equals_one_batch(small_city, tmp_path, monkeypatch):
 
 def test_duplicates_exact_under_hash_collisions(small_city, tmp_path, monkeypatch):
     """Keys are deduplicated by hash, then compared exactly: colliding hashes never drop a distinct row."""
-    from civicgrid.geo import readers as geo_readers
-    from civicgrid.geo.importing import KeyIndex
+    from civicgrid.geo import _csv as geo_csv
+    from civicgrid.geo.dedup import KeyIndex
     from civicgrid.sites import events as site_events
 
     f, frame = _batch_file(tmp_path)
     real = KeyIndex.hashes
     monkeypatch.setattr(KeyIndex, "hashes", lambda self, keys: real(self, keys) % np.uint64(7))
-    monkeypatch.setattr(geo_readers, "_BLOCK", 4096)
+    monkeypatch.setattr(geo_csv, "BLOCK_BYTES", 4096)
     monkeypatch.setattr(site_events, "IMPORT_BATCH_ROWS", 250)
     rep = import_events(f, db=small_city, progress=False)
     _balanced(rep)
@@ -505,14 +505,14 @@ def test_duplicates_exact_under_hash_collisions(small_city, tmp_path, monkeypatc
 
 
 def test_bad_row_in_a_later_batch_changes_nothing(small_city, tmp_path, monkeypatch):
-    from civicgrid.geo import readers as geo_readers
+    from civicgrid.geo import _csv as geo_csv
     from civicgrid.sites import events as site_events
 
     f = tmp_path / "late_error.csv"
     rows = [f"{i},2024-03-05 10:00,28.205,112.905" for i in range(2000)]
     rows[1800] = '1800,2024-03-05 10:00,28.205,112.905,"extra"'
     f.write_text("id,time,lat,lng\n" + "\n".join(rows) + "\n", encoding="utf-8")
-    monkeypatch.setattr(geo_readers, "_BLOCK", 4096)
+    monkeypatch.setattr(geo_csv, "BLOCK_BYTES", 4096)
     monkeypatch.setattr(site_events, "IMPORT_BATCH_ROWS", 250)
     before = _digest(small_city)
     with pytest.raises(ImportFileError, match="not a well-formed CSV"):
@@ -523,7 +523,7 @@ def test_bad_row_in_a_later_batch_changes_nothing(small_city, tmp_path, monkeypa
 def test_content_keys_keep_their_stored_form():
     """Keys of rows without ids stay ``prefix#`` + 16 hex digits of pandas' row hash (idempotent across versions)."""
     import pyarrow as pa
-    from civicgrid.geo.importing import content_keys
+    from civicgrid.geo.dedup import content_keys
 
     rng = np.random.default_rng(11)
     values = [None if v < 0.1 else f" {v:.6f}" for v in rng.random(5000)]

@@ -20,6 +20,7 @@ from civicgrid.api.cli import main
 from civicgrid.geo import coords
 from civicgrid.geo import importing as imp
 from civicgrid.geo.errors import ImportFileError
+from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.store import Store
 from civicgrid.grids.areas import import_areas, import_grids
 from civicgrid.sites.events import import_events
@@ -232,7 +233,7 @@ def test_summary_counts_many_distinct_values_by_kind(small_city, tmp_path):
     text = rep.summary()
     by_reason = text.split("rejected rows by reason:\n", 1)[1].split("  first", 1)[0]
     assert by_reason.strip() == "25  unknown site"
-    few = imp.ImportReport(layer="events", file="x.csv", rows_read=3, rejected=3, rejects=[
+    few = ImportReport(layer="events", file="x.csv", rows_read=3, rejected=3, rejects=[
         {"row": 2, "field": "type", "reason": "unknown problem type '占道' (closest: 占道经营)"},
         {"row": 3, "field": "type", "reason": "unknown problem type '占道' (closest: 占道经营)"},
         {"row": 4, "field": "time", "reason": "unparseable time '昨天'"}])

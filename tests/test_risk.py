@@ -14,6 +14,8 @@ from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.h3cells import cells
 from civicgrid.geo.store import Store, writing
 from civicgrid.sites import risk as R
+from civicgrid.sites.risk import features as risk_features
+from civicgrid.sites.risk import reasons as risk_reasons
 from click.testing import CliRunner
 
 AS_OF = datetime(2025, 3, 1)
@@ -97,11 +99,11 @@ def test_prefix_sums_match_brute_force():
     v = rng.random(300)
     qg = rng.integers(0, 6, 200)
     qt = rng.integers(0, 55, 200)
-    got = R._prefix_sum(g, t, qg, qt, v)
+    got = risk_features.prefix_sum(g, t, qg, qt, v)
     want = np.array([v[(g == a) & (t < b)].sum() for a, b in zip(qg, qt, strict=True)])
     np.testing.assert_allclose(got, want)
-    last = R._last_before(g, t, qg, qt)
-    want_last = np.array([t[(g == a) & (t < b)].max() if ((g == a) & (t < b)).any() else R._NAT
+    last = risk_features.last_before(g, t, qg, qt)
+    want_last = np.array([t[(g == a) & (t < b)].max() if ((g == a) & (t < b)).any() else risk_features.NAT
                           for a, b in zip(qg, qt, strict=True)])
     np.testing.assert_array_equal(last, want_last)
 
@@ -127,7 +129,7 @@ def test_components_by_hand(tiny):
     city = 4 / 8
     cat1 = (2 + 20 * city) / (2 + 20)
     assert s1["category_rate"] == pytest.approx(cat1)
-    det = R._inspector_table(R._Data(tiny, AS_OF, AS_OF)).set_index("inspector")["detection"]
+    det = risk_features.inspector_table(risk_features.Data(tiny, AS_OF, AS_OF)).set_index("inspector")["detection"]
     assert s1["site_rate"] == pytest.approx((2 + 5 * cat1) / (2 * det["甲"] + 5))
     cat3 = (0 + 20 * city) / (2 + 20)
     assert s3["site_rate"] == pytest.approx((0 + 5 * cat3) / (det["甲"] + det["乙"] + 5))
@@ -301,10 +303,10 @@ def test_as_of_must_put_the_year_first(text):
 
 def test_reasons_state_decayed_counts_as_whole_events():
     raw = pd.DataFrame({"complaints_near": [81.94], "hits_near": [0.2], "rebounds": [22.7]})
-    assert R._fmt("complaints_near", raw, 0, "zh") == "周边近期投诉约82件（时间加权）"
-    assert R._fmt("hits_near", raw, 0, "en").endswith(" <1 (time-weighted)")
-    assert R._fmt("hits_near", raw, 0, "zh").endswith("不足1件（时间加权）")
-    assert R._fmt("rebounds", raw, 0, "en") == "rebound history ≈23 (time-weighted)"
+    assert risk_reasons._fmt("complaints_near", raw, 0, "zh") == "周边近期投诉约82件（时间加权）"
+    assert risk_reasons._fmt("hits_near", raw, 0, "en").endswith(" <1 (time-weighted)")
+    assert risk_reasons._fmt("hits_near", raw, 0, "zh").endswith("不足1件（时间加权）")
+    assert risk_reasons._fmt("rebounds", raw, 0, "en") == "rebound history ≈23 (time-weighted)"
 
 
 def test_as_of_outside_the_data_is_noted(demo_db):

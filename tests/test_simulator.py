@@ -12,6 +12,7 @@ import pytest
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store
 from civicgrid.sites import simulator as sim
+from civicgrid.sites.simulator import visits as sim_visits
 
 # --- brute force on tiny frames ------------------------------------------------------------------------------
 
@@ -130,7 +131,7 @@ def test_simulated_draws_are_uniform_subsets_without_replacement(n):
 def test_floyd_subsets_are_uniform():
     rng = np.random.default_rng(5)
     n, k, runs = 12, 3, 60_000
-    sub = sim._floyd_sample(rng, n, k, runs)
+    sub = sim_visits._floyd_sample(rng, n, k, runs)
     assert ((sub >= 0) & (sub < n)).all()
     assert (np.sort(sub, axis=1)[:, 1:] != np.sort(sub, axis=1)[:, :-1]).all()  # distinct within a run
     counts = np.bincount(sub.ravel(), minlength=n) / runs

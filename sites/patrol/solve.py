@@ -181,6 +181,7 @@ def _dropped_reason(j: int, routes: list[Route], cand: pd.DataFrame, insp: list[
 # ---------------------------------------------------------------------------------------------- plans
 
 
+# Long for its docstring (the whole contract of the solvers, about 60 lines); the body is about 40 lines of steps.
 def plan_patrols(candidates: pd.DataFrame, inspectors: Sequence[Inspector | Mapping], *,
                  travel_minutes: TravelInput | None = None, network: RoadNetwork | None = None,
                  time_limit_s: float = 5.0, solver: str = "pyvrp", seed: int = 0, cpu_time: bool = False,

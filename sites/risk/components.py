@@ -1,0 +1,74 @@
+"""The components of the site risk score: their names, labels, transforms and default weights, and the tunables
+of the score (neighbourhood, time constants, priors, training window)."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+
+import pandas as pd
+from civicgrid.geo.texts import pairs
+from civicgrid.geo.times import parse_moment
+
+#: What ``as_of`` may be: a datetime, a date (its midnight) or an ISO string.
+AsOf = datetime | date | str
+
+#: H3 resolution and rings of the neighbourhood of a site (res 10, 1 ring: 7 cells, about 200 m across).
+NEAR_RES = 10
+NEAR_K = 1
+#: Time constant (days) of the decay of complaints and hits near a site.
+TAU_DAYS = 30.0
+#: Time constant (days) of the decay of rebounds at a site.
+REBOUND_TAU_DAYS = 180.0
+#: History (days) of events loaded before the earliest moment scored (decayed weights below e^-6 are dropped).
+LOOKBACK_DAYS = 180
+#: Days of inspections before ``as_of`` used to learn the weights, and the cap on training rows (newest kept).
+TRAIN_DAYS = 365
+MAX_TRAIN = 60_000
+#: Fewest labelled inspections, and fewest of each outcome, for learnt weights.
+MIN_TRAIN = 300
+MIN_CLASS = 50
+#: Pseudo-visits of the shrinkage of category rates (toward the city) and site rates (toward the category).
+CATEGORY_PRIOR = 20.0
+SITE_PRIOR = 5.0
+#: Pseudo-visits of the shrinkage of inspector detection ratios toward 1.
+INSPECTOR_PRIOR = 30.0
+#: Days of complaints of the Gi* hotspot component, and its H3 resolution.
+HOTSPOT_DAYS = 90
+HOTSPOT_RES = 9
+#: Cap of ``days_since_inspection``.
+MAX_DAYS = 365.0
+
+#: Components in display order.
+COMPONENTS = ("category_rate", "site_record", "complaints_near", "hits_near", "open_problems",
+              "overdue_problems", "days_since_inspection", "rebounds", "hotspot")
+
+#: Labels (zh, en) of the components (``[risk.component]`` of the text catalogue, :mod:`civicgrid.geo.texts`).
+LABELS: dict[str, tuple[str, ...]] = pairs("risk.component")
+
+#: How each component's value becomes the model input ``x``.
+TRANSFORMS = {
+    "category_rate": "logit(rate)",
+    "site_record": "logit(site rate) - logit(category rate)",
+    "complaints_near": "log(1 + decayed count)",
+    "hits_near": "log(1 + decayed count)",
+    "open_problems": "log(1 + count)",
+    "overdue_problems": "log(1 + count)",
+    "days_since_inspection": "min(days, 365) / 365",
+    "rebounds": "log(1 + decayed count)",
+    "hotspot": "Gi* level / 3 (0, 1/3, 2/3, 1)",
+}
+
+#: The transparent default weights (logit units per unit of ``x``), used with too few labelled inspections:
+#: the category rate and the site's record enter at face value (weight 1: the shrunk site rate itself),
+#: signals of current trouble add moderate amounts.
+DEFAULT_WEIGHTS = {
+    "category_rate": 1.0, "site_record": 1.0, "complaints_near": 0.25, "hits_near": 0.25,
+    "open_problems": 0.3, "overdue_problems": 0.4, "days_since_inspection": 0.3, "rebounds": 0.4, "hotspot": 0.5,
+}
+
+
+def parse_as_of(as_of: AsOf | pd.Timestamp) -> datetime:
+    """Read ``as_of`` (:func:`~civicgrid.geo.times.parse_moment`): a datetime, a date or ``YYYY-MM-DD``
+    (midnight: data of that day is not used) or a date-time text, the year first; everything strictly before
+    it is used."""
+    return parse_moment(as_of, name="as_of")
