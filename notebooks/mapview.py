@@ -9,7 +9,7 @@ no running ``civicgrid serve``.
 Maps are drawn without a tile background by default (tiles need the internet); the
 district and street boundaries of :func:`base_map` give the orientation instead. On a
 machine that is online, add ``folium.TileLayer("OpenStreetMap").add_to(m)``; for AMap
-(Gaode) tiles shift the overlays to GCJ-02 first (``geo.coords.to_crs_frame(gdf, "gcj02")``).
+(Gaode) tiles shift the overlays to GCJ-02 first (``civicgrid.geo.coords.to_crs_frame(gdf, "gcj02")``).
 """
 
 from __future__ import annotations
