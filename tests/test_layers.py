@@ -77,7 +77,8 @@ def test_imports_point_down_the_layers():
 def test_library_layers_import_civicgrid_at_module_level():
     late = []
     for layer, f in _modules():
-        if layer == "api":  # CLI commands import their capability when run, to keep `civicgrid --help` fast
+        # CLI commands import their capability when run, to keep `civicgrid --help` fast; routers and the app don't
+        if layer == "api" and (f.parent.name == "commands" or f.name == "cli.py"):
             continue
         tree = ast.parse(f.read_text(encoding="utf-8"))
         late += [f"{_rel(f)}:{node.lineno} imports {module} inside a function"

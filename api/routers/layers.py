@@ -8,7 +8,7 @@ import pandas as pd
 import shapely
 from civicgrid.api.deps import crs_param, get_store, lang_param
 from civicgrid.api.responses import frame_records, geojson_response, json_response
-from civicgrid.geo.aggregate import area_level
+from civicgrid.geo.aggregate import EventFilter, area_level
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.levels import AREA_LEVELS, LEVEL_COLUMNS, check_level
@@ -116,8 +116,6 @@ def grids(store: Store = Depends(get_store),
 
 
 def _category_codes(store: Store, value: str | None) -> list[str]:
-    from civicgrid.geo.aggregate import EventFilter
-
     cats = _codes(value)
     if not cats:
         return []

@@ -15,6 +15,7 @@ from civicgrid.maps.basemaps import BASEMAPS, TILES, tianditu_key
 from civicgrid.maps.offline import render_offline
 from civicgrid.sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list_plans, load_plan, plan_day, save_plan
 from civicgrid.sites.patrol.export import FORMATS, export_bytes, plan_grids, plan_map
+from civicgrid.sites.patrol.network import load_network
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
@@ -73,8 +74,6 @@ def _network(request: Request, settings: dict):
     with _NETWORK_LOCK:
         cached = getattr(request.app.state, "patrol_network", None)
         if cached is None or cached[0] != path:
-            from civicgrid.sites.patrol.network import load_network
-
             cached = (path, load_network(path))
             request.app.state.patrol_network = cached
     return cached[1]
