@@ -165,23 +165,59 @@ for _importer in IMPORTERS.values():
 @click.option("--events", "n_events", type=click.IntRange(min=0), default=200_000, show_default=True,
               help="number of complaints and inspection hits to generate (up to 10,000,000 for benchmarks)")
 @click.option("--seed", type=int, default=0, show_default=True, help="random seed (same seed, same city)")
-@click.option("--force", is_flag=True, help="replace an existing database file")
+@click.option("--force", is_flag=True, help="replace an existing store (its catalog and data folder)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @user_errors
 def demo(db: str, n_events, seed, force, quiet):
     """Build the built-in demo city (示范市): areas, micro-grids, sample frame, two years of events."""
     from civicgrid.data.demo import build_demo
+    from civicgrid.geo.store_files import remove_store
 
     path = Path(db)
     if path.exists():
         if not force:
             msg = f"{path} exists; use --force to replace it with the demo city"
             raise click.UsageError(msg)
-        path.unlink()
+        remove_store(path)
     summary = build_demo(path, events=n_events, seed=seed, progress=not quiet)
     click.echo(f"demo city written to {path}")
     for key, value in summary.items():
         click.echo(f"  {key:<16} {value:>12,}" if isinstance(value, int) else f"  {key:<16} {value}")
+
+
+@main.command()
+@db_option
+@user_errors
+def migrate(db: str):
+    """Move an old single-file store (civicgrid before the DuckLake store) into the current format, once.
+
+    The old file is kept beside it as <db>.v5.duckdb; running it again does nothing.
+    """
+    from civicgrid.geo.store_files import migrate_file
+
+    backup = migrate_file(db)
+    if backup is None:
+        click.echo(f"{db} is already a store of the current format: nothing to migrate")
+    else:
+        click.echo(f"{db} migrated; the old file is kept as {backup}")
+
+
+@main.command()
+@db_option
+@click.option("--keep-days", type=click.FloatRange(min=0), default=30, show_default=True,
+              help="days of snapshots kept for views of the past (open_store(db, at=...))")
+@click.option("--flush/--no-flush", default=None,
+              help="move small writes kept in the catalog into Parquet files (default: only with a PostgreSQL "
+                   "catalog)")
+@user_errors
+def maintain(db: str, keep_days: float, flush: bool | None):
+    """Compact the store: merge small files, expire old snapshots, delete unused files. Safe while the service,
+    imports and notebooks run (writers pause for a moment); run it daily, e.g. from cron."""
+    from civicgrid.geo.store_files import maintain as run
+
+    done = run(db, keep_days=keep_days, flush=flush)
+    click.echo(f"{db}: {done['files_before']} data files -> {done['files_after']}, "
+               f"{done['snapshots_expired']} snapshots expired ({done['seconds']} s)")
 
 
 @main.command()

@@ -69,9 +69,9 @@ def export_csv(demo: Path, csv_path: Path, *, copies: int = 1) -> int:
 
     With ``copies`` > 1 the events are written that many times, each copy with its own ids.
     """
-    from civicgrid.geo.store import connect
+    from civicgrid.geo.store import Store
 
-    con = connect(demo, read_only=True)
+    con = Store(demo).cursor()
     try:
         n = con.execute("SELECT count(*) FROM events").fetchone()[0] * copies
         quoted = str(csv_path).replace("'", "''")
@@ -93,16 +93,20 @@ def export_csv(demo: Path, csv_path: Path, *, copies: int = 1) -> int:
 
 def city_only(demo: Path, target: Path) -> None:
     """Create ``target`` holding only the demo city's areas and micro-grids (no sites, no events)."""
-    from civicgrid.geo.store import writing
+    from civicgrid.geo.store import Store, writing
+    from civicgrid.geo.store_files import remove_store
 
-    for p in (target, target.with_name(target.name + ".lock")):
-        p.unlink(missing_ok=True)
+    remove_store(target)
+    source = Store(demo)
+    areas, grids = source.sql("SELECT * FROM areas"), source.sql("SELECT * FROM grids")
+    for frame in (areas, grids):
+        frame["geom"] = frame["geom"].map(bytes)
     with writing(target) as con:
-        quoted = str(demo).replace("'", "''")
-        con.execute(f"ATTACH '{quoted}' AS demo (READ_ONLY)")
-        con.execute("INSERT INTO areas SELECT * FROM demo.areas")
-        con.execute("INSERT INTO grids SELECT * FROM demo.grids")
-    # (the attachment ends with the connection)
+        for table, frame in (("areas", areas), ("grids", grids)):
+            con.register("_rows", frame)
+            cols = ", ".join(c if c != "geom" else "ST_GeomFromWKB(geom)" for c in frame.columns)
+            con.execute(f"INSERT INTO {table} SELECT {cols} FROM _rows")
+            con.unregister("_rows")
 
 
 def import_csv(csv_path: Path, db: Path, *, cases: bool = False) -> dict:

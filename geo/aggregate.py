@@ -30,7 +30,7 @@ from civicgrid.geo.errors import InvalidParameterError, NotFoundError, TooManyCe
 from civicgrid.geo.h3cells import MEAN_AREA_KM2, to_hex
 from civicgrid.geo.levels import LEVEL_COLUMNS, check_level
 from civicgrid.geo.schema import H3_RES
-from civicgrid.geo.store import Store, file_key
+from civicgrid.geo.store import Store
 from civicgrid.geo.times import as_datetime, now_local
 
 #: Resolutions a heatmap may be asked for (resolution 12 is the stored one).
@@ -268,7 +268,7 @@ CACHE_SIZE = 256
 def cached(store: Store, key: tuple, compute: Callable[[], T]) -> T:
     """Return ``compute()`` cached under ``key`` for the store's current file version (at most
     :data:`CACHE_SIZE` results are kept; a newly published version of the file is a new key)."""
-    full = (str(store.path), file_key(store.path), *key)
+    full = (str(store.path), store.at, store.snapshot_id(), *key)
     with _CACHE_LOCK:
         if full in _CACHE:
             _CACHE.move_to_end(full)

@@ -1,10 +1,23 @@
-"""Versioned schema of the civicgrid store and its migrations."""
+"""Versioned schema of the civicgrid store: the DuckLake tables, and the migrations of the old single-file stores.
+
+The store is a DuckLake (:mod:`civicgrid.geo.store`). DuckLake keeps no keys, unique or check constraints,
+indexes or sequences: ids are assigned by the writer (one writer at a time, see :func:`~civicgrid.geo.store.
+writing`), uniqueness and allowed values are checked by the code that writes (``users.name``, case states, ...).
+:data:`LAKE_SCHEMA` creates a new store. :data:`MIGRATIONS` are the statements that brought an old single
+DuckDB file (schema versions 1 to 5) up to version 5; :func:`~civicgrid.geo.store.migrate_file` runs them on a
+copy before moving the data into a DuckLake.
+"""
 
 from __future__ import annotations
 
-#: Schema version written by this civicgrid. Older files are migrated on open,
-#: newer ones are refused.
-SCHEMA_VERSION = 5
+import re
+
+#: Schema version written by this civicgrid: 6 is the first DuckLake store. Older stores (single DuckDB files,
+#: versions 1 to 5) are migrated by ``civicgrid migrate``; newer ones are refused.
+SCHEMA_VERSION = 6
+
+#: The last version of the single-file store (what :data:`MIGRATIONS` bring a file up to).
+FILE_SCHEMA_VERSION = 5
 
 #: Fine H3 resolution stored for every event, site and inspection; coarser
 #: resolutions are derived in SQL with :func:`h3_parent` (bit arithmetic).
@@ -280,5 +293,28 @@ _V4: list[str] = [
 # (every statement above is idempotent), and ``h3_parent`` is re-created to return UBIGINT in every case.
 _V5: list[str] = [*_V3, *_V4, *[s for s in _V1 if "MACRO" in s]]
 
-#: Statements that bring a file from version ``v - 1`` to version ``v``.
+#: Statements that bring a single-file store from version ``v - 1`` to version ``v`` (up to 5).
 MIGRATIONS: dict[int, list[str]] = {1: _V1, 2: _V2, 3: _V3, 4: _V4, 5: _V5}
+
+_CONSTRAINTS = [
+    (re.compile(r"\s+PRIMARY KEY"), ""),
+    (re.compile(r"\s+UNIQUE"), ""),
+    (re.compile(r"\s+CHECK \((?:[^()]|\([^()]*\))*\)"), ""),
+    (re.compile(r"INSERT OR IGNORE INTO"), "INSERT INTO"),
+]
+
+
+def _lake_statement(statement: str) -> str:
+    """A statement of the file schema without what a DuckLake does not keep (keys, unique and check constraints)."""
+    for pattern, repl in _CONSTRAINTS:
+        statement = pattern.sub(repl, statement)
+    return statement
+
+
+#: Statements creating a new store (schema version :data:`SCHEMA_VERSION`): the tables of versions 1 to 5 as
+#: DuckLake tables (no constraints but NOT NULL), the macros, and the holiday calendar.
+LAKE_SCHEMA: list[str] = [_lake_statement(s) for s in [*_V1, *_V2, *_V3, *_V4]]
+
+#: Statements that bring a store from version ``v - 1`` to version ``v`` (``v`` > 6), run in one transaction when
+#: a store is opened. A new store is created from :data:`LAKE_SCHEMA` plus these.
+LAKE_MIGRATIONS: dict[int, list[str]] = {}

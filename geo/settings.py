@@ -41,9 +41,10 @@ class Settings(BaseSettings):
     network
         A road network file for patrol plans' travel times (``.osm.pbf``, ``.graphml`` or a line layer);
         empty: straight-line times (``civicgrid serve --network``).
-    catalog
-        The catalog of a DuckLake store (for the coming DuckLake store; a connection string, kept as given);
-        empty: the single DuckDB file ``db``.
+    data_path
+        The data folder of a store whose catalog is in PostgreSQL (``db`` = ``postgresql://...``): a folder every
+        machine sharing the store mounts at the same path. A store with a SQLite catalog keeps its data beside
+        the catalog file (``<db>.files/``) and ignores this.
     log_level
         Level of the log records civicgrid writes to standard error (``civicgrid --log-level``): CRITICAL,
         ERROR, WARNING, INFO (store writes, imports, requests) or DEBUG.
@@ -51,12 +52,13 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_assignment=True)
 
-    db: str = Field(default="civicgrid.duckdb", description="database file used when none is given")
+    db: str = Field(default="civicgrid.duckdb",
+                    description="store used when none is given: a path, or postgresql://user@host/dbname")
     max_cells: int = Field(default=50_000, ge=1, description="most H3 cells one service request may return")
     tianditu_key: str = Field(default="", repr=False,
                               description="Tianditu (天地图) tile key, for the tianditu basemap")
     network: str = Field(default="", description="road network file for patrol travel times; empty: straight lines")
-    catalog: str = Field(default="", description="DuckLake catalog (coming); empty: the DuckDB file db")
+    data_path: str = Field(default="", description="data folder of a store with a PostgreSQL catalog")
     log_level: str = Field(default="WARNING", description=f"log level: {', '.join(LOG_LEVELS)}")
 
     @field_validator("log_level")

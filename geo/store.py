@@ -1,101 +1,149 @@
-"""The civicgrid store: one DuckDB file holding every layer, shared by readers and writers.
+"""The civicgrid store: a DuckLake shared by every reader and writer of a city, in one process or many.
 
-How processes share one file
-----------------------------
-DuckDB lets one process open a file read-write, or any number open it read-only,
-never both. civicgrid therefore never writes the live file in place:
+What ``--db`` names
+-------------------
+A store is a `DuckLake <https://ducklake.select>`_: a *catalog* database holds the tables' metadata and every
+committed version (snapshot), and the rows live in Parquet files in a *data folder*.
 
-* **Writers** (imports, the demo generator, later case updates) take an exclusive
-  advisory lock on ``<db>.lock`` (so writers queue instead of failing), copy the
-  live file to ``<db>.tmp-<pid>``, apply their whole change there in one
-  transaction, checkpoint, close, and atomically ``os.replace`` the copy onto the
-  live path. A failed write deletes its copy: the live file is untouched.
-* **Readers** (the service, notebooks, the CLI's queries) open the live file
-  read-only. A reader keeps the version it opened (its file handle pins that
-  inode), so it never sees half an import, and before each query
-  :class:`Store` checks whether a newer version has been published and, if so,
-  reopens. Readers never block writers and writers never block readers.
+* ``--db city.duckdb`` (the default kind, nothing to run): the catalog is the SQLite file ``city.duckdb``
+  (in WAL mode, with ``city.duckdb-wal`` and ``city.duckdb-shm`` beside it while open), the data folder is
+  ``city.duckdb.files/`` beside it (one folder per table, ``main/<table>/*.parquet``), and
+  ``city.duckdb.lock`` is the writers' lock file. All of it belongs to the store: copy it with
+  :func:`copy_store`, delete it with :func:`remove_store`. One machine only (SQLite's WAL needs shared memory).
+* ``--db postgresql://user@host/dbname`` (an office server): the catalog is a PostgreSQL database and the data
+  folder is the ``data_path`` setting (``CIVICGRID_DATA_PATH``, ``civicgrid --data``), e.g. a folder every
+  machine mounts at the same path. Several services, imports and notebooks on several machines share it.
 
-The price is one file copy per write (about 1 s per GB on local disk).
+How readers and writers share it
+--------------------------------
+Each process opens a store once (:class:`Store`, :func:`writing`): one DuckDB instance with the spatial,
+DuckLake and catalog extensions loaded from their files (never fetched), the lake attached as ``lake``.
+
+* **Readers** run short autocommit queries: each sees every write committed before it started, and never half
+  of one. No reopen, no lock.
+* **Writers** (:func:`writing`) run one transaction. Writers of one store take turns: a lock per process and
+  an advisory lock on ``<db>.lock`` across processes of one machine, held only for the transaction, so a case
+  move waits for at most another short write, never for a whole import (imports prepare their Parquet files
+  first and take the lock only to register them; see :func:`add_files`). A write that fails leaves the store
+  as it was; a write that loses a race with another machine is retried (:func:`retry_writes`).
+* The cost of a write does not grow with the store: nothing is copied, a small write is a few rows in the
+  catalog (data inlining) and a large one adds Parquet files.
+
+Every committed write is a snapshot: :meth:`Store.snapshot_id` keys result caches, and
+``open_store(path, at=...)`` opens a read-only view of the store as it was at a snapshot id or a time.
 """
 
 from __future__ import annotations
 
 import contextlib
 import fcntl
-import itertools
+import functools
 import logging
 import os
-import shutil
+import random
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, ParamSpec, TypeVar
 
 import duckdb
+import duckdb_extension_ducklake
+import duckdb_extension_postgres_scanner
+import duckdb_extension_spatial
+import duckdb_extension_sqlite_scanner
 import pandas as pd
 from civicgrid.geo.errors import StoreError, StoreVersionError
-from civicgrid.geo.schema import MIGRATIONS, SCHEMA_VERSION
+from civicgrid.geo.schema import LAKE_MIGRATIONS, LAKE_SCHEMA, SCHEMA_VERSION
 from civicgrid.geo.settings import Settings, get_settings
 from civicgrid.geo.times import DEFAULT_TIMEZONE
 
 logger = logging.getLogger(__name__)
 
-#: Default database path, used when ``--db`` is not given; overridable with
-#: the ``CIVICGRID_DB`` environment variable (the ``db`` setting).
+#: Default store path, used when ``--db`` is not given; overridable with the ``CIVICGRID_DB`` environment
+#: variable (the ``db`` setting).
 DEFAULT_DB: str = Settings.model_fields["db"].default
 
-_WRITE_SERIAL = itertools.count()
+#: The name the lake is attached under in every connection (queries name tables without it: ``USE lake``).
+ALIAS = "lake"
+
+#: Rows a write may keep in the catalog instead of a Parquet file (a case move, a user, a setting): set on
+#: every new store. Tables with a GEOMETRY column are never inlined.
+INLINE_ROWS = 1000
+
+_CONFIG: dict[str, str | bool | int | float | list[str]] = {
+    "autoinstall_known_extensions": False, "autoload_known_extensions": False}
 _DATA_DIR = Path(__file__).resolve().parent.parent / "data"
+_SQLITE_MAGIC = b"SQLite format 3\x00"
+_PG_PREFIXES = ("postgresql://", "postgres://", "postgres:")
+
+_EXTENSIONS = {"spatial": duckdb_extension_spatial, "ducklake": duckdb_extension_ducklake,
+               "sqlite_scanner": duckdb_extension_sqlite_scanner,
+               "postgres_scanner": duckdb_extension_postgres_scanner}
+
+P = ParamSpec("P")
+R = TypeVar("R")
 
 
 def default_db_path() -> str:
-    """Return the database path of the ``db`` setting: ``$CIVICGRID_DB``, else :data:`DEFAULT_DB`."""
+    """Return the store of the ``db`` setting: ``$CIVICGRID_DB``, else :data:`DEFAULT_DB`."""
     return get_settings().db
 
 
-def spatial_extension_path() -> Path:
-    """Return the path of the DuckDB spatial extension installed by ``duckdb-extension-spatial``."""
-    import duckdb_extension_spatial
+# --- extensions and plain connections ---------------------------------------------------------------------
 
-    root = Path(duckdb_extension_spatial.__file__).resolve().parent / "extensions"
-    wanted = root / f"v{duckdb.__version__}" / "spatial.duckdb_extension"
+def extension_path(name: str) -> Path:
+    """Return the file of the DuckDB extension ``name`` (``spatial``, ``ducklake``, ``sqlite_scanner``,
+    ``postgres_scanner``) installed from PyPI by ``duckdb-extension-<name>``."""
+    module = _EXTENSIONS.get(name)
+    if module is None:
+        msg = f"unknown extension {name!r}; civicgrid loads {', '.join(_EXTENSIONS)}"
+        raise StoreError(msg)
+    root = Path(str(module.__file__)).resolve().parent / "extensions"
+    wanted = root / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"
     if wanted.exists():
         return wanted
-    found = sorted(root.glob("*/spatial.duckdb_extension"))
+    found = sorted(root.glob(f"*/{name}.duckdb_extension"))
     if not found:
-        msg = f"spatial extension file not found under {root}; reinstall duckdb-extension-spatial"
+        msg = f"{name} extension file not found under {root}; reinstall duckdb-extension-{name.replace('_', '-')}"
         raise StoreError(msg)
     return found[-1]
 
 
-def connect(path: str | os.PathLike | None = None, *, read_only: bool = False) -> duckdb.DuckDBPyConnection:
-    """Open a DuckDB connection with the spatial extension loaded from its file.
+def spatial_extension_path() -> Path:
+    """Return the path of the DuckDB spatial extension installed by ``duckdb-extension-spatial``."""
+    return extension_path("spatial")
 
-    Extension autoinstall and autoload are off: nothing is fetched from the network.
-    A read-only connection is a fresh in-memory instance with the file attached
-    read-only as catalog ``city`` (and selected with ``USE``), so each one sees
-    the file as it is now rather than an instance DuckDB cached for the path.
+
+def connect(path: str | os.PathLike | None = None, *, read_only: bool = False,
+            extensions: tuple[str, ...] = ("spatial",)) -> duckdb.DuckDBPyConnection:
+    """Open a plain DuckDB connection (not a store) with extensions loaded from their files.
+
+    Extension autoinstall and autoload are off: nothing is fetched from the network. Used for scratch
+    databases and for reading an old single-file store (:func:`migrate_file`); a store is opened with
+    :func:`open_store` or :func:`writing`.
 
     Parameters
     ----------
     path
-        Database file, or ``None`` for an in-memory database.
+        A DuckDB database file, or ``None`` for an in-memory database.
     read_only
-        Open the file read-only (any number of processes may do so at once).
+        Attach the file read-only (as catalog ``city``, selected with ``USE``).
+    extensions
+        Extensions to load.
     """
-    config: dict[str, str | bool | int | float | list[str]] = {
-        "autoinstall_known_extensions": False, "autoload_known_extensions": False}
     if read_only and path is not None:
-        con = duckdb.connect(":memory:", config=config)
-        con.load_extension(str(spatial_extension_path()))
-        quoted = str(path).replace("'", "''")
-        con.execute(f"ATTACH '{quoted}' AS city (READ_ONLY)")
+        con = duckdb.connect(":memory:", config=_CONFIG)
+        for name in extensions:
+            con.load_extension(str(extension_path(name)))
+        con.execute(f"ATTACH {quote(str(path))} AS city (READ_ONLY)")
         con.execute("USE city")
         return con
-    con = duckdb.connect(str(path) if path is not None else ":memory:", config=config)
-    con.load_extension(str(spatial_extension_path()))
+    con = duckdb.connect(str(path) if path is not None else ":memory:", config=_CONFIG)
+    for name in extensions:
+        con.load_extension(str(extension_path(name)))
     return con
 
 
@@ -105,8 +153,209 @@ def fetch_value(con: duckdb.DuckDBPyConnection, query: str, params: list | dict 
     return row[0] if row is not None else None
 
 
+def quote(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+# --- where a store lives ------------------------------------------------------------------------------------
+
+@dataclass(frozen=True)
+class Location:
+    """Where a store lives: its catalog, data folder and writers' lock file.
+
+    Attributes
+    ----------
+    name
+        What the user gave (``city.duckdb``, ``postgresql://...``), for messages.
+    kind
+        ``"sqlite"`` (a catalog file) or ``"postgres"`` (a catalog database).
+    catalog
+        The catalog file (absolute) or the PostgreSQL connection string.
+    data_path
+        The data folder (absolute).
+    lock_path
+        The writers' lock file.
+    """
+
+    name: str
+    kind: str
+    catalog: str
+    data_path: Path
+    lock_path: Path
+
+    def attach_sql(self, alias: str = ALIAS, *, read_only: bool = False,
+                   snapshot: int | str | None = None) -> str:
+        """The ``ATTACH`` statement of this store (read-only at a snapshot id or time when ``snapshot``)."""
+        if self.kind == "sqlite":
+            uri = f"ducklake:sqlite:{self.catalog}"
+            options = ["META_JOURNAL_MODE 'WAL'", "META_BUSY_TIMEOUT 10000"]
+        else:
+            uri = f"ducklake:postgres:{self.catalog}"
+            options = []
+        options += [f"DATA_PATH {quote(str(self.data_path) + os.sep)}", "OVERRIDE_DATA_PATH true"]
+        if read_only or snapshot is not None:
+            options.append("READ_ONLY")
+        if isinstance(snapshot, int):
+            options.append(f"SNAPSHOT_VERSION {int(snapshot)}")
+        elif snapshot is not None:
+            options.append(f"SNAPSHOT_TIME {quote(str(snapshot))}")
+        return f"ATTACH {quote(uri)} AS {alias} ({', '.join(options)})"
+
+    def exists(self) -> bool:
+        """Whether the catalog exists (always assumed for a PostgreSQL catalog)."""
+        return self.kind == "postgres" or Path(self.catalog).exists()
+
+
+def locate(db: str | os.PathLike | None = None, *, data_path: str | os.PathLike | None = None) -> Location:
+    """Return where the store ``db`` lives (see the module docstring for the layout).
+
+    Parameters
+    ----------
+    db
+        A path (SQLite catalog; default: the ``db`` setting) or a ``postgresql://`` URL (PostgreSQL catalog).
+    data_path
+        The data folder of a PostgreSQL-catalog store (default: the ``data_path`` setting).
+    """
+    text = str(db if db is not None else default_db_path())
+    if text.startswith(_PG_PREFIXES):
+        folder = data_path or get_settings().data_path
+        if not folder:
+            msg = (f"a store with a PostgreSQL catalog ({text}) needs a data folder: give --data or set "
+                   "CIVICGRID_DATA_PATH (a folder every machine of the office mounts at the same path)")
+            raise StoreError(msg)
+        folder = Path(folder).absolute()
+        conninfo = text.removeprefix("postgres:") if text.startswith("postgres:") and "://" not in text else text
+        return Location(name=text, kind="postgres", catalog=conninfo, data_path=folder,
+                        lock_path=folder / ".civicgrid.lock")
+    path = Path(text).absolute()
+    return Location(name=text, kind="sqlite", catalog=str(path), data_path=path.with_name(path.name + ".files"),
+                    lock_path=path.with_name(path.name + ".lock"))
+
+
+def file_kind(path: str | os.PathLike) -> str:
+    """What is at ``path``: ``"store"`` (a DuckLake SQLite catalog), ``"file-store"`` (an old single-file
+    DuckDB store, see :func:`migrate_file`), ``"missing"`` or ``"other"``."""
+    try:
+        with open(path, "rb") as f:
+            head = f.read(16)
+    except FileNotFoundError:
+        return "missing"
+    except IsADirectoryError:
+        return "other"
+    if head == _SQLITE_MAGIC:
+        return "store"
+    if len(head) == 16 and head[8:12] == b"DUCK":
+        return "file-store"
+    if not head:
+        return "missing"  # an empty file (e.g. made by mkstemp) becomes a store
+    return "other"
+
+
+# --- the process's connection to each store ---------------------------------------------------------------
+
+class _Lake:
+    """One process's connection to one store: a DuckDB instance with the lake attached, and the writers' lock."""
+
+    def __init__(self, location: Location, *, create: bool) -> None:
+        self.location = location
+        self.write_lock = threading.RLock()
+        self.con = duckdb.connect(":memory:", config=_CONFIG)
+        catalog_ext = "sqlite_scanner" if location.kind == "sqlite" else "postgres_scanner"
+        for name in ("spatial", "ducklake", catalog_ext):
+            self.con.load_extension(str(extension_path(name)))
+        if location.kind == "sqlite":
+            kind = file_kind(location.catalog)
+            if kind == "file-store":
+                msg = (f"{location.name} is a civicgrid store of the old single-file kind; move it into the "
+                       f"current store format once with `civicgrid migrate --db {location.name}`")
+                raise StoreVersionError(msg)
+            if kind == "other":
+                msg = f"{location.name} is not a civicgrid store (neither a DuckLake catalog nor a DuckDB file)"
+                raise StoreError(msg)
+            if kind == "missing" and not create:
+                msg = (f"no civicgrid database at {location.name}; build one with "
+                       f"`civicgrid demo --db {location.name}` or load data with `civicgrid import`")
+                raise StoreError(msg)
+            Path(location.catalog).parent.mkdir(parents=True, exist_ok=True)
+        location.data_path.mkdir(parents=True, exist_ok=True)
+        with self._cross_process_lock():  # two processes creating one store at once would collide
+            self.con.execute(location.attach_sql())
+            self.con.execute(f"USE {ALIAS}")
+            self._ensure_schema(create=create)
+
+    @contextlib.contextmanager
+    def _cross_process_lock(self) -> Iterator[None]:
+        with open(self.location.lock_path, "a+") as lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def cursor(self) -> duckdb.DuckDBPyConnection:
+        cur = self.con.cursor()
+        cur.execute(f"USE {ALIAS}")
+        return cur
+
+    def _ensure_schema(self, *, create: bool) -> None:
+        version = schema_version(self.con)
+        check_version(version, self.location.name)
+        if version == SCHEMA_VERSION:
+            return
+        if not create and self.location.kind == "postgres":
+            msg = (f"no civicgrid database in {self.location.name}; build one with "
+                   f"`civicgrid demo --db {self.location.name}` or load data with `civicgrid import`")
+            raise StoreError(msg)
+        cur = self.cursor()
+        try:
+            cur.execute("BEGIN TRANSACTION")
+            if version == 0:
+                create_schema(cur)
+            else:
+                for v in range(version + 1, SCHEMA_VERSION + 1):
+                    for statement in LAKE_MIGRATIONS.get(v, []):
+                        cur.execute(statement)
+                set_meta(cur, "schema_version", str(SCHEMA_VERSION))
+            cur.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                cur.execute("ROLLBACK")
+            raise
+        finally:
+            cur.close()
+        if version == 0:
+            self.con.execute(f"CALL {ALIAS}.set_option('data_inlining_row_limit', {INLINE_ROWS})")
+        logger.info("%s: store at schema version %d (was %d)", self.location.name, SCHEMA_VERSION, version)
+
+
+_LAKES: dict[Location, _Lake] = {}
+_LAKES_LOCK = threading.Lock()
+
+
+def _lake(location: Location, *, create: bool) -> _Lake:
+    found = _LAKES.get(location)
+    if found is not None:
+        return found
+    with _LAKES_LOCK:
+        found = _LAKES.get(location)
+        if found is None:
+            found = _LAKES[location] = _Lake(location, create=create)
+        return found
+
+
+def forget(location: Location) -> None:
+    """Close this process's connection to a store (before it is removed or replaced)."""
+    with _LAKES_LOCK:
+        lake = _LAKES.pop(location, None)
+    if lake is not None:
+        with contextlib.suppress(Exception):
+            lake.con.close()
+
+
+# --- schema -------------------------------------------------------------------------------------------------
+
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
-    """Return the schema version of an open database (0 for an empty one)."""
+    """Return the schema version of an open store (0 for an empty one)."""
     has_meta = fetch_value(
         con,
         "SELECT count(*) FROM information_schema.tables "
@@ -118,30 +367,28 @@ def schema_version(con: duckdb.DuckDBPyConnection) -> int:
     return int(row[0]) if row else 0
 
 
-def _check_not_newer(version: int, path: str | os.PathLike) -> None:
+def check_version(version: int, name: str | os.PathLike) -> None:
+    """Refuse a store written by a newer civicgrid (:class:`StoreVersionError`)."""
     if version > SCHEMA_VERSION:
-        msg = (
-            f"{path} has schema version {version}, newer than this civicgrid supports "
-            f"({SCHEMA_VERSION}); upgrade civicgrid to open it"
-        )
+        msg = (f"{name} has schema version {version}, newer than this civicgrid supports "
+               f"({SCHEMA_VERSION}); upgrade civicgrid to open it")
         raise StoreVersionError(msg)
 
 
-def migrate(con: duckdb.DuckDBPyConnection, *, path: str | os.PathLike = "database") -> int:
-    """Bring an open read-write database to :data:`SCHEMA_VERSION`; return the version found."""
-    found = schema_version(con)
-    _check_not_newer(found, path)
-    for version in range(found + 1, SCHEMA_VERSION + 1):
-        for statement in MIGRATIONS[version]:
-            con.execute(statement)
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(version)])
-    if found == 0:
-        seed_taxonomies(con)
-        con.execute("INSERT OR REPLACE INTO meta VALUES ('timezone', ?)", [DEFAULT_TIMEZONE])
-        logger.info("%s: new database, schema version %d", path, SCHEMA_VERSION)
-    elif found < SCHEMA_VERSION:
-        logger.info("%s: migrated from schema version %d to %d", path, found, SCHEMA_VERSION)
-    return found
+def create_schema(con: duckdb.DuckDBPyConnection) -> None:
+    """Create the tables of a new store and seed its taxonomies, meta and holiday calendar (in ``con``'s
+    transaction)."""
+    for statement in LAKE_SCHEMA:
+        con.execute(statement)
+    seed_taxonomies(con)
+    set_meta(con, "schema_version", str(SCHEMA_VERSION))
+    set_meta(con, "timezone", DEFAULT_TIMEZONE)
+
+
+def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
+    """Set a value of the ``meta`` table (in ``con``'s transaction)."""
+    con.execute("DELETE FROM meta WHERE key = ?", [key])
+    con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
 
 
 def seed_taxonomies(con: duckdb.DuckDBPyConnection, *, data_dir: Path = _DATA_DIR) -> None:
@@ -156,165 +403,218 @@ def seed_taxonomies(con: duckdb.DuckDBPyConnection, *, data_dir: Path = _DATA_DI
         con.unregister("_seed")
 
 
-def file_key(path: str | os.PathLike) -> tuple[int, int, int] | None:
-    """Return what identifies the published version of a database file (inode, modification time, size), or
-    None when there is no file: it changes whenever a writer publishes."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return (st.st_ino, st.st_mtime_ns, st.st_size)
+# --- writes ---------------------------------------------------------------------------------------------------
+
+def retryable(exc: BaseException) -> bool:
+    """A commit that lost a race with another writer (DuckLake transaction conflict, a busy SQLite catalog)."""
+    text = str(exc)
+    return isinstance(exc, duckdb.TransactionException) or "database is locked" in text or "onflict" in text
+
+
+class WriteConflictError(StoreError):
+    """A write lost a race with a writer of another machine; :func:`retry_writes` runs it again."""
 
 
 @contextlib.contextmanager
-def writing(path: str | os.PathLike, *, memory_limit: str | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
-    """Open the database for one atomic write and publish it on success.
+def writing(db: str | os.PathLike | None, *, memory_limit: str | None = None
+            ) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Write the store in one transaction: all of it is committed, or (on an exception) none of it.
 
-    Yields a read-write connection on a private copy of the file, inside a
-    transaction. On normal exit the transaction commits and the copy replaces
-    the live file atomically; on an exception nothing is published.
+    Writers of a store take turns (a lock in the process and an advisory lock on ``<db>.lock`` across the
+    processes of a machine), each for its transaction only. Readers are never blocked and see the write once
+    it commits.
 
     Parameters
     ----------
-    path
-        The live database file (created if missing).
+    db
+        The store (created if missing).
     memory_limit
         Optional DuckDB memory limit for this write, e.g. ``"4GB"``.
+
+    Yields
+    ------
+    duckdb.DuckDBPyConnection
+        A connection (``USE lake``) inside the transaction.
+
+    Raises
+    ------
+    WriteConflictError
+        The commit lost a race with a writer on another machine (PostgreSQL catalog): nothing was written.
     """
-    live = Path(path)
-    live.parent.mkdir(parents=True, exist_ok=True)
-    lock_path = live.with_name(live.name + ".lock")
-    tmp = live.with_name(f"{live.name}.tmp-{os.getpid()}-{threading.get_ident()}-{next(_WRITE_SERIAL)}")
-    with open(lock_path, "a+") as lock:
-        waited = time.perf_counter()
-        fcntl.flock(lock, fcntl.LOCK_EX)
+    lake = _lake(locate(db), create=True)
+    with lake.write_lock, lake._cross_process_lock():
         started = time.perf_counter()
-        logger.debug("%s: write lock taken after %.2f s", live, started - waited)
+        cur = lake.cursor()
+        previous = None
         try:
-            _remove(tmp)
-            if live.exists():
-                copy_file(live, tmp)
-            con = connect(tmp)
+            if memory_limit:
+                previous = fetch_value(cur, "SELECT current_setting('memory_limit')")
+                cur.execute(f"SET memory_limit = {quote(memory_limit)}")
+            cur.execute("BEGIN TRANSACTION")
             try:
-                if memory_limit:
-                    con.execute(f"SET memory_limit = '{memory_limit}'")
-                con.execute("BEGIN TRANSACTION")
-                migrate(con, path=live)
-                yield con
-                con.execute("COMMIT")
-                con.execute("CHECKPOINT")
+                yield cur
             except BaseException as exc:
                 with contextlib.suppress(Exception):
-                    con.execute("ROLLBACK")
-                logger.debug("%s: write not published (%s)", live, type(exc).__name__)
+                    cur.execute("ROLLBACK")
+                logger.debug("%s: write rolled back (%s)", lake.location.name, type(exc).__name__)
                 raise
-            finally:
-                con.close()
-            os.replace(tmp, live)
-            logger.info("%s: write published in %.2f s", live, time.perf_counter() - started)
+            try:
+                cur.execute("COMMIT")
+            except duckdb.Error as exc:
+                if retryable(exc):
+                    msg = f"{lake.location.name}: the write lost a race with another writer ({exc})"
+                    raise WriteConflictError(msg) from exc
+                raise
+            logger.info("%s: write committed in %.3f s", lake.location.name, time.perf_counter() - started)
         finally:
-            _remove(tmp)
-            fcntl.flock(lock, fcntl.LOCK_UN)
+            if previous is not None:
+                with contextlib.suppress(Exception):
+                    cur.execute(f"SET memory_limit = {quote(str(previous))}")
+            cur.close()
 
 
-#: ``FICLONE`` ioctl (linux/fs.h): make ``dst`` share ``src``'s blocks, copy-on-write.
-_FICLONE = 0x40049409
-
-
-def copy_file(src: str | os.PathLike, dst: str | os.PathLike) -> None:
-    """Copy a database file for a write: a copy-on-write clone where the file system has them (XFS, Btrfs:
-    instant whatever the size), else a plain kernel copy (ext4: about 1 s per GB)."""
-    with open(src, "rb") as fsrc, open(dst, "wb") as fdst:
+@contextlib.contextmanager
+def writers_paused(db: str | os.PathLike | None) -> Iterator[duckdb.DuckDBPyConnection]:
+    """Hold the store's writers (of this process and of the other processes of this machine) and yield an
+    autocommit connection: for maintenance (:func:`civicgrid.geo.store_files.maintain`)."""
+    lake = _lake(locate(db), create=False)
+    with lake.write_lock, lake._cross_process_lock():
+        cur = lake.cursor()
         try:
-            fcntl.ioctl(fdst.fileno(), _FICLONE, fsrc.fileno())
-            return
-        except OSError:  # no reflinks here (EOPNOTSUPP, EXDEV, EINVAL): copy the bytes
-            pass
-    shutil.copyfile(src, dst)
+            yield cur
+        finally:
+            cur.close()
 
 
-def _remove(tmp: Path) -> None:
-    for p in (tmp, tmp.with_name(tmp.name + ".wal")):
-        with contextlib.suppress(FileNotFoundError):
-            p.unlink()
+def retry_writes(fn: Callable[P, R]) -> Callable[P, R]:
+    """Run a function that writes the store again when its write loses a race (:class:`WriteConflictError`):
+    up to 8 tries, with a random pause growing from 10 ms to 1 s."""
+    @functools.wraps(fn)
+    def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+        for attempt in range(8):
+            try:
+                return fn(*args, **kwargs)
+            except WriteConflictError:
+                if attempt == 7:
+                    raise
+                time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))
+        raise AssertionError  # pragma: no cover
+    return wrapper
+
+
+def add_files(con: duckdb.DuckDBPyConnection, table: str, relation: str, *, db: str | os.PathLike | None,
+              label: str = "import") -> Path | None:
+    """Write the rows of ``relation`` (a table or query of ``con``) as a Parquet file into the data folder of
+    ``table`` and return it, for :func:`register_files` to add in a short write. Nothing is written for no
+    rows (returns None). Used by imports, which prepare their rows without holding the writers' lock."""
+    location = locate(db)
+    folder = location.data_path / "main" / table
+    folder.mkdir(parents=True, exist_ok=True)
+    if not fetch_value(con, f"SELECT count(*) FROM ({relation})"):
+        return None
+    path = folder / f"{label}-{os.getpid()}-{time.time_ns()}.parquet"
+    con.execute(f"COPY ({relation}) TO {quote(str(path))} (FORMAT parquet, COMPRESSION zstd)")
+    return path
+
+
+def register_files(con: duckdb.DuckDBPyConnection, table: str, files: list[Path]) -> None:
+    """Add Parquet files written by :func:`add_files` to ``table`` (in ``con``'s write transaction)."""
+    for path in files:
+        con.execute(f"CALL ducklake_add_data_files({quote(ALIAS)}, {quote(table)}, {quote(str(path))})")
+
+
+def table_versions(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...]) -> tuple:
+    """A key that changes when one of ``tables`` of the store of ``con`` is written by a committed write: the
+    store's data folder and, per table, the last snapshot that changed it. For caches of whole tables (e.g. the
+    grid polygons a case creation locates its point in); writes not yet committed in ``con`` do not count."""
+    meta = f"__ducklake_metadata_{ALIAS}"
+    names = ", ".join(quote(t) for t in tables)
+    rows = con.execute(f"""
+        WITH ids AS (SELECT table_name, CAST(table_id AS VARCHAR) AS id FROM {meta}.ducklake_table
+                     WHERE end_snapshot IS NULL AND table_name IN ({names})),
+             snaps AS (SELECT snapshot_id, flatten(map_values(changes)) AS touched FROM {ALIAS}.snapshots())
+        SELECT i.table_name, max(s.snapshot_id) FROM ids i LEFT JOIN snaps s
+            ON list_contains(s.touched, i.id) OR list_contains(s.touched, 'main.' || i.table_name)
+        GROUP BY 1 ORDER BY 1""").fetchall()
+    path = fetch_value(con, f"SELECT value FROM {meta}.ducklake_metadata WHERE key = 'data_path'")
+    return (path, *rows)
 
 
 def ensure_current(path: str | os.PathLike) -> None:
-    """Create or migrate the database file at ``path`` so readers can open it."""
-    live = Path(path)
-    if live.exists():
-        con = connect(live, read_only=True)
-        try:
-            version = schema_version(con)
-        finally:
-            con.close()
-        _check_not_newer(version, live)
-        if version == SCHEMA_VERSION:
-            return
-    with writing(live):
-        pass
+    """Create the store at ``path`` if there is none (a new store has the current schema)."""
+    _lake(locate(path), create=True)
 
+
+# --- reading ------------------------------------------------------------------------------------------------
 
 class Store:
-    """A civicgrid database opened for reading, following versions published by writers.
+    """A civicgrid store opened for reading (and the handle writes are made through).
 
-    Every query runs on the newest published version: before each query the
-    store checks (one ``stat`` call) whether a writer has replaced the file and
-    reopens if so. Many processes may hold a :class:`Store` on the same file
-    while one ``civicgrid import`` writes it.
+    Every query sees every write committed before it started. Many processes may hold a :class:`Store` on the
+    same store while ``civicgrid serve``, imports and case work write it.
 
     Parameters
     ----------
     path
-        Database file. An older schema version is migrated on open; a newer one
-        raises :class:`StoreVersionError`.
+        The store: a path (SQLite catalog) or a ``postgresql://`` URL. An old single-file store raises
+        :class:`StoreVersionError` naming ``civicgrid migrate``; a newer one raises it too.
     create
-        Create an empty, seeded database when the file does not exist.
+        Create an empty, seeded store when there is none.
+    at
+        Open a read-only view of the store as it was: a snapshot id (int) or a time (``datetime`` or text,
+        ``2026-12-01 18:00:00+08``). Analysts use it to reproduce a published figure.
+    data_path
+        The data folder of a PostgreSQL-catalog store (default: the ``data_path`` setting).
     """
 
-    def __init__(self, path: str | os.PathLike | None = None, *, create: bool = False) -> None:
-        self.path = Path(path if path is not None else default_db_path())
-        if not self.path.exists() and not create:
-            msg = (
-                f"no civicgrid database at {self.path}; build one with "
-                f"`civicgrid demo --db {self.path}` or load data with `civicgrid import`"
-            )
+    def __init__(self, path: str | os.PathLike | None = None, *, create: bool = False,
+                 at: int | str | datetime | None = None, data_path: str | os.PathLike | None = None) -> None:
+        self.location = locate(path, data_path=data_path)
+        self.path: Path | str = (Path(self.location.name) if self.location.kind == "sqlite"
+                                 else self.location.name)
+        self._lake = _lake(self.location, create=create)
+        self.at = at
+        self._past: duckdb.DuckDBPyConnection | None = None
+        if at is not None:
+            self._past = self._open_past(at)
+
+    def _open_past(self, at: int | str | datetime) -> duckdb.DuckDBPyConnection:
+        snapshot: int | str
+        if isinstance(at, bool):
+            msg = f"at must be a snapshot id or a time, got {at!r}"
             raise StoreError(msg)
-        ensure_current(self.path)
-        self._lock = threading.Lock()
-        self._con: duckdb.DuckDBPyConnection | None = None
-        self._key: tuple[int, int, int] | None = None
+        if isinstance(at, int):
+            snapshot = at
+        elif isinstance(at, datetime):
+            snapshot = (at if at.tzinfo else at.astimezone()).isoformat()
+        else:
+            snapshot = str(at)
+        con = duckdb.connect(":memory:", config=_CONFIG)
+        catalog_ext = "sqlite_scanner" if self.location.kind == "sqlite" else "postgres_scanner"
+        for name in ("spatial", "ducklake", catalog_ext):
+            con.load_extension(str(extension_path(name)))
+        try:
+            con.execute(self.location.attach_sql(snapshot=snapshot))
+        except duckdb.Error as exc:
+            con.close()
+            msg = f"{self.location.name} has no snapshot at {at!r} ({exc}); see Store.snapshots()"
+            raise StoreError(msg) from exc
+        con.execute(f"USE {ALIAS}")
+        return con
 
     def __repr__(self) -> str:
-        return f"Store({str(self.path)!r})"
+        at = f", at={self.at!r}" if self.at is not None else ""
+        return f"Store({str(self.path)!r}{at})"
 
     @property
     def con(self) -> duckdb.DuckDBPyConnection:
-        """The read-only connection on the newest published version."""
-        key = file_key(self.path)
-        if self._con is not None and key == self._key:
-            return self._con
-        with self._lock:
-            key = file_key(self.path)
-            if self._con is None or key != self._key:
-                con = connect(self.path, read_only=True)
-                version = schema_version(con)
-                if version != SCHEMA_VERSION:
-                    con.close()
-                    ensure_current(self.path)
-                    con = connect(self.path, read_only=True)
-                    key = file_key(self.path)
-                # The old connection is not closed here: queries of other
-                # threads may still run on it; it closes when last released.
-                if self._con is not None:
-                    logger.debug("%s: following a newly published version", self.path)
-                self._con, self._key = con, key
-        return self._con
+        """The connection queries run on (``USE lake``)."""
+        return self._past if self._past is not None else self._lake.con
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
-        """A new cursor on the newest version, for use from one thread."""
+        """A new cursor, for use from one thread."""
         cur = self.con.cursor()
-        cur.execute("USE city")
+        cur.execute(f"USE {ALIAS}")
         return cur
 
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
@@ -327,53 +627,69 @@ class Store:
 
     def write(self, *, memory_limit: str | None = None
               ) -> contextlib.AbstractContextManager[duckdb.DuckDBPyConnection]:
-        """Open an atomic write on this store (see :func:`writing`)."""
-        return writing(self.path, memory_limit=memory_limit)
+        """Open a write transaction on this store (see :func:`writing`)."""
+        if self._past is not None:
+            msg = f"{self!r} is a view of the past: it cannot be written"
+            raise StoreError(msg)
+        return writing(self.location.name, memory_limit=memory_limit)
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         """Return a value of the ``meta`` table."""
-        row = self.con.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        row = self.cursor().execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else default
 
+    def snapshot_id(self) -> int:
+        """The id of the store's newest snapshot (of the snapshot viewed, for a view of the past): it changes
+        with every committed write, so it keys result caches."""
+        # Not read with Python's sqlite3: two SQLite libraries on one file in one process break each other's
+        # POSIX locks (closing one's file handle drops the other's locks), which corrupts reads.
+        return int(fetch_value(self.cursor(), f"SELECT id FROM {ALIAS}.current_snapshot()"))
+
+    def snapshots(self) -> pd.DataFrame:
+        """The store's snapshots (id, time, what changed): what ``open_store(path, at=...)`` can open."""
+        return self.sql(f"SELECT snapshot_id, snapshot_time, changes FROM {ALIAS}.snapshots() ORDER BY 1")
+
     def close(self) -> None:
-        """Close the connection (a later query reopens it)."""
-        with self._lock:
-            if self._con is not None:
-                self._con.close()
-            self._con, self._key = None, None
+        """Close a view of the past (the process's connection to the store stays open for others)."""
+        if self._past is not None:
+            self._past.close()
+            self._past = None
 
 
-def open_store(path: str | os.PathLike | None = None, *, create: bool = False) -> Store:
-    """Open a civicgrid database for reading: the entry point of notebooks and scripts.
+def open_store(path: str | os.PathLike | None = None, *, create: bool = False,
+               at: int | str | datetime | None = None) -> Store:
+    """Open a civicgrid store: the entry point of notebooks and scripts.
 
-    The store is read-only and follows the versions writers publish (see the module docstring), so it
-    can be opened while ``civicgrid serve`` runs on the same file and while imports or case updates
-    write it: no lock error, never half a write. Every analysis function of ``geo``, ``grids`` and
+    The store can be opened while ``civicgrid serve``, imports and case work write it: every query sees every
+    write committed before it started, never half of one. Every analysis function of ``geo``, ``grids`` and
     ``sites`` takes this store as its first argument.
 
     Parameters
     ----------
     path
-        Database file (default: ``$CIVICGRID_DB``, else ``civicgrid.duckdb`` in the working directory).
+        The store (default: ``$CIVICGRID_DB``, else ``civicgrid.duckdb`` in the working directory): a path, or a
+        ``postgresql://`` URL with ``$CIVICGRID_DATA_PATH`` naming its data folder.
     create
-        Create an empty, seeded database when the file does not exist (otherwise that is an error).
+        Create an empty, seeded store when there is none (otherwise that is an error).
+    at
+        A snapshot id or a time: a read-only view of the store as it was then (to reproduce a published figure).
 
     Returns
     -------
     Store
-        ``store.sql(query, params)`` runs read-only SQL and returns a pandas DataFrame;
-        ``store.cursor()`` gives a DuckDB cursor (e.g. to ``register`` a DataFrame as a table).
+        ``store.sql(query, params)`` runs SQL and returns a pandas DataFrame; ``store.cursor()`` gives a DuckDB
+        cursor (e.g. to ``register`` a DataFrame as a table); ``store.snapshots()`` lists the versions.
 
     Raises
     ------
     StoreError
-        No database at ``path`` (and ``create`` is false).
+        No store at ``path`` (and ``create`` is false), or no snapshot at ``at``.
     StoreVersionError
-        The file was written by a newer civicgrid.
+        The store was written by a newer civicgrid, or is an old single-file store (run ``civicgrid migrate``).
 
     Examples
     --------
     >>> store = open_store("demo.duckdb")  # doctest: +SKIP
     >>> store.sql("SELECT source, count(*) AS n FROM events GROUP BY ALL")  # doctest: +SKIP
     """
-    return Store(path, create=create)
+    return Store(path, create=create, at=at)

@@ -16,7 +16,7 @@ from civicgrid.geo.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from civicgrid.geo.store import Store, fetch_value, writing
+from civicgrid.geo.store import Store, fetch_value, retry_writes, writing
 from civicgrid.geo.times import now_local
 
 #: Roles, weakest first: each role may do what the weaker ones may.
@@ -44,6 +44,7 @@ def check_role(role: str) -> str:
     return key
 
 
+@retry_writes
 def add_user(db: str | os.PathLike, name: str, *, role: str) -> tuple[dict, str]:
     """Create a user with a new token (atomic write).
 
@@ -88,6 +89,7 @@ def _find(con: duckdb.DuckDBPyConnection, name: str) -> int:
     return int(row[0])
 
 
+@retry_writes
 def new_token(db: str | os.PathLike, name: str) -> str:
     """Replace a user's token with a new one (the old one stops working) and re-enable the user if disabled;
     return the new token."""
@@ -98,6 +100,7 @@ def new_token(db: str | os.PathLike, name: str) -> str:
     return token
 
 
+@retry_writes
 def set_active(db: str | os.PathLike, name: str, *, active: bool) -> dict:
     """Disable (or re-enable) a user; a disabled user's token is refused."""
     with writing(db) as con:

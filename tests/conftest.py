@@ -29,12 +29,29 @@ DEMO_SEED = 7
 @pytest.fixture(scope="session")
 def demo_db(tmp_path_factory) -> Path:
     """A small demo city database (30,000 events, seed 7) built once per test session. Do not write to it;
-    copy it (``shutil.copy``) when a test needs to change data."""
+    copy it (``copy_store``) when a test needs to change data."""
     from civicgrid.data.demo import build_demo
 
     path = tmp_path_factory.mktemp("demo_city") / "demo.duckdb"
     build_demo(path, events=DEMO_EVENTS, seed=DEMO_SEED, progress=False)
     return path
+
+
+def plain_duckdb(db: str | os.PathLike):
+    """A plain DuckDB connection on the store ``db`` (SQLite catalog), read-only, made without civicgrid's code:
+    for independent recomputations. The extensions are loaded from the files their PyPI wheels install."""
+    import importlib
+
+    import duckdb
+
+    con = duckdb.connect(config={"autoinstall_known_extensions": False, "autoload_known_extensions": False})
+    for name in ("spatial", "ducklake", "sqlite_scanner"):
+        root = Path(importlib.import_module(f"duckdb_extension_{name}").__file__).parent / "extensions"
+        con.load_extension(str(root / f"v{duckdb.__version__}" / f"{name}.duckdb_extension"))
+    db = Path(db).absolute()
+    con.execute(f"ATTACH 'ducklake:sqlite:{db}' AS plain (READ_ONLY, DATA_PATH '{db}.files/', OVERRIDE_DATA_PATH true)")
+    con.execute("USE plain")
+    return con
 
 
 @pytest.fixture(scope="session")
@@ -121,3 +138,59 @@ def small_city(tmp_path) -> Path:
     rep = import_grids(f, db=db, mapping={"leader": "网格长"}, progress=False)
     assert rep.loaded == 4
     return db
+
+
+@pytest.fixture(scope="session")
+def pg_server():
+    """A throwaway PostgreSQL server for the stores with a PostgreSQL catalog, started from Debian's binaries
+    (``apt-get install postgresql``; ``.ci/run`` installs them) on a Unix socket in a temporary folder, stopped
+    at the end. Gives ``new_db(name) -> "postgresql://..."``, which creates an empty database."""
+    import glob
+    import shutil
+    import socket
+    import subprocess
+    import tempfile
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if not found:
+        pytest.fail("PostgreSQL server binaries not found (/usr/lib/postgresql/*/bin): apt-get install postgresql "
+                    "(.ci/run installs it)")
+    bindir = Path(found[-1]).parent
+    base = Path(tempfile.mkdtemp(prefix="civicgrid-pg-"))
+    base.chmod(0o755)
+    as_user: list[str] = []
+    if os.getuid() == 0:  # the server refuses to run as root: run it as Debian's postgres user
+        shutil.chown(base, user="postgres")
+        as_user = ["runuser", "-u", "postgres", "--"]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = base / "data"
+    subprocess.run([*as_user, str(bindir / "initdb"), "-D", str(data), "-U", "civicgrid", "--auth=trust", "-E", "UTF8"],
+                   check=True, capture_output=True)
+    subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(base / "log"), "-w", "-o",
+                    f"-k {base} -p {port} -c listen_addresses='' -c max_connections=200", "start"],
+                   check=True, capture_output=True)
+
+    def new_db(name: str) -> str:
+        subprocess.run([str(bindir / "createdb"), "-h", str(base), "-p", str(port), "-U", "civicgrid", name],
+                       check=True, capture_output=True)
+        return f"postgresql://civicgrid@/{name}?host={base}&port={port}"
+
+    try:
+        yield new_db
+    finally:
+        subprocess.run([*as_user, str(bindir / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_store(request, tmp_path, monkeypatch):
+    """The ``--db`` of a new store of each catalog kind: a SQLite catalog file, or a database of the throwaway
+    PostgreSQL server with its data folder in ``tmp_path`` (``CIVICGRID_DATA_PATH``, also for subprocesses)."""
+    if request.param == "sqlite":
+        return str(tmp_path / "city.duckdb")
+    new_db = request.getfixturevalue("pg_server")
+    monkeypatch.setenv("CIVICGRID_DATA_PATH", str(tmp_path / "city-data"))
+    return new_db(f"city_{abs(hash(str(tmp_path))) % 10**9}")

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
 from datetime import datetime
 
 import h3
@@ -21,6 +20,7 @@ from civicgrid.geo.aggregate import (
 )
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError, TooManyCellsError
 from civicgrid.geo.store import Store, writing
+from civicgrid.geo.store_files import copy_store
 
 
 @pytest.fixture(scope="module")
@@ -192,7 +192,7 @@ def test_city_cells_cover_the_city(store):
 
 def test_cache_follows_new_versions(demo_db, tmp_path):
     path = tmp_path / "copy.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     store = Store(path)
     before = heatmap(store, res=7)["count"].sum()
     with writing(path) as con:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import importlib
 import json
 import re
-import shutil
 import subprocess
 import sys
 import threading
@@ -13,7 +12,6 @@ import time
 import urllib.request
 from pathlib import Path
 
-import duckdb
 import numpy as np
 import pandas as pd
 import pytest
@@ -23,8 +21,10 @@ from civicgrid.geo.errors import InvalidParameterError, NotFoundError, StoreErro
 from civicgrid.geo.events import QUERY_COLUMNS, query_events
 from civicgrid.geo.hotspots import emerging_hotspots, hotspots
 from civicgrid.geo.store import Store, open_store
+from civicgrid.geo.store_files import copy_store
 
 import civicgrid
+from conftest import plain_duckdb
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -37,7 +37,7 @@ def store(demo_db) -> Store:
 @pytest.fixture(scope="module")
 def raw(demo_db) -> pd.DataFrame:
     """Every event with its problem type's 大类 and its site's category, read with plain DuckDB (no civicgrid)."""
-    con = duckdb.connect(str(demo_db), read_only=True)
+    con = plain_duckdb(str(demo_db))
     try:
         return con.execute("SELECT e.event_id, e.source, e.time, e.status, e.problem_type, p.major_code, "
                            "e.street_code, e.grid_code, e.h3, s.category_code, e.lng, e.lat FROM events e "
@@ -176,7 +176,7 @@ def test_events_endpoint_calls_query_events(demo_db, tmp_path):
     from fastapi.testclient import TestClient
 
     db = tmp_path / "city.duckdb"
-    shutil.copy(demo_db, db)
+    copy_store(demo_db, db)
     _, token = add_user(db, "analyst", role="viewer")
     client = TestClient(create_app(db))
     params = {"start": "2025-06-01", "end": "2025-08-31", "type": "02", "limit": 40, "offset": 10,
@@ -223,7 +223,7 @@ def test_notebook_reads_while_serve_runs_and_an_import_publishes(demo_db, tmp_pa
     notebook's cached aggregations follow the new version just like the service's.
     """
     db = tmp_path / "city.duckdb"
-    shutil.copy(demo_db, db)
+    copy_store(demo_db, db)
     with civicgrid_serve(db) as (base, server):
         # the notebook: open the store the service is serving and use the public functions
         store = open_store(db)
@@ -232,10 +232,12 @@ def test_notebook_reads_while_serve_runs_and_an_import_publishes(demo_db, tmp_pa
         assert n0 == query_events(store, filters=f, columns=["event_id"]).attrs["total"]
         assert n0 == _get(f"{base}/api/heatmap?start=2025-01-01&end=2025-12-31")["total_events"]
         a0 = int(area_stats(store, level="district", filters=f)["count"].sum())
-        # opening the live file read-write is what the design avoids: the service's read-only handle blocks it
-        rw = subprocess.run([sys.executable, "-c", "import duckdb, sys; duckdb.connect(sys.argv[1])", str(db)],
-                            capture_output=True, text=True, timeout=60)
-        assert rw.returncode != 0 and "Could not set lock" in rw.stderr
+        # another process (here: a second civicgrid reader) opens the store the service holds: no lock error
+        other = subprocess.run([sys.executable, "-c", "import civicgrid, sys; s = civicgrid.open_store(sys.argv[1]); "
+                                "print(s.sql('SELECT count(*) AS n FROM events')['n'][0])", str(db)],
+                               capture_output=True, text=True, timeout=120)
+        assert other.returncode == 0, other.stderr
+        assert int(other.stdout.split()[-1]) == store.sql("SELECT count(*) AS n FROM events")["n"][0]
 
         # another process imports 600 events of 2025 while the notebook keeps reading
         m = 600

@@ -3,12 +3,11 @@ fit them, every member documented."""
 
 from __future__ import annotations
 
-import shutil
-
 import pytest
 from civicgrid.api import models as m
 from civicgrid.api.errors import status_for
 from civicgrid.geo.errors import CivicgridError, OfflineAssetError
+from civicgrid.geo.store_files import copy_store
 from civicgrid.geo.users import add_user
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
@@ -36,7 +35,7 @@ DOCUMENTED = {
 @pytest.fixture(scope="module")
 def env(demo_db, tmp_path_factory):
     path = tmp_path_factory.mktemp("models") / "demo.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     _user, token = add_user(path, "models_admin", role="admin")
     from civicgrid.api.app import create_app
 

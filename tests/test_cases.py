@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -11,6 +10,7 @@ import pandas as pd
 import pytest
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store, writing
+from civicgrid.geo.store_files import copy_store
 from civicgrid.sites import cases as cs
 
 # --- the working calendar ------------------------------------------------------------------------------------
@@ -91,7 +91,7 @@ def test_calendar_is_the_official_one(calendar):
 @pytest.fixture(scope="module")
 def db(demo_db, tmp_path_factory):
     path = tmp_path_factory.mktemp("cases") / "demo.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     return path
 
 
@@ -222,7 +222,7 @@ def test_rebounds_same_site_nearby_and_window(db, site):
 
 def test_link_rebounds_vectorized_equals_brute_force(demo_db, tmp_path):
     path = tmp_path / "demo.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     types = ["0201", "0203", "0301"]
     with writing(path) as con:
         con.execute("UPDATE cases SET rebound_of = NULL")

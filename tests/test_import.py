@@ -14,6 +14,7 @@ import shapely
 from civicgrid.api.cli import main
 from civicgrid.geo.errors import ImportFileError
 from civicgrid.geo.store import Store
+from civicgrid.geo.store_files import copy_store
 from civicgrid.grids.areas import import_areas, import_grids
 from civicgrid.sites.events import import_events
 from civicgrid.sites.frame import import_sites
@@ -453,14 +454,13 @@ def _batch_file(tmp_path, n=3000, seed=5):
 
 
 def test_batched_import_equals_one_batch(small_city, tmp_path, monkeypatch):
-    import shutil
 
     from civicgrid.geo import _csv as geo_csv
     from civicgrid.sites import events as site_events
 
     f, frame = _batch_file(tmp_path)
     one = tmp_path / "one.duckdb"
-    shutil.copy(small_city, one)
+    copy_store(small_city, one)
     whole = import_events(f, db=one, progress=False)
     monkeypatch.setattr(geo_csv, "BLOCK_BYTES", 4096)  # the CSV streams in blocks of ~60 rows
     monkeypatch.setattr(site_events, "IMPORT_BATCH_ROWS", 250)

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import re
-import shutil
 from datetime import date, datetime
 
 import pandas as pd
 import pytest
 from civicgrid.geo.errors import AuthenticationError, InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store
+from civicgrid.geo.store_files import copy_store
 from fastapi.testclient import TestClient
 
 
@@ -44,7 +44,7 @@ def test_cases_and_flags_api_answer_404_for_an_unknown_area(demo_db, client):
     from civicgrid.geo.users import add_user
 
     path = demo_db.parent / "walk_users.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     from civicgrid.api.app import create_app
 
     c = TestClient(create_app(path))
@@ -167,7 +167,7 @@ def test_disabled_user_is_named_and_a_new_token_re_enables(tmp_path, demo_db):
     from civicgrid.geo.users import add_user, authenticate, new_token, set_active
 
     path = tmp_path / "u.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     token = add_user(path, "王伟", role="inspector")[1]
     set_active(path, "王伟", active=False)
     with pytest.raises(AuthenticationError, match="user '王伟' is disabled"):

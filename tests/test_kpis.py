@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
-
 import numpy as np
 import pandas as pd
 import pytest
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store, writing
+from civicgrid.geo.store_files import copy_store
 from civicgrid.sites import cases as cs
 from civicgrid.sites.kpis import COLUMNS, kpi_table, kpi_totals, site_flags
 
@@ -28,7 +27,7 @@ def small(demo_db, tmp_path_factory):
     | F    | 0101 (1 day)        | Sun 03-10 10:00  | Mon 03-11 18:00  | rebound of A; closed 03-11 17:00    |
     """
     path = tmp_path_factory.mktemp("kpi") / "small.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     with writing(path) as con:
         con.execute("DELETE FROM case_log")
         con.execute("DELETE FROM cases")

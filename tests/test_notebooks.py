@@ -13,6 +13,8 @@ import pytest
 from civicgrid.maps.offline import render_offline, vendor_path
 from nbclient import NotebookClient
 
+from conftest import plain_duckdb
+
 NB_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 NOTEBOOKS = ["01_hotspot_exploration.ipynb", "02_emerging_hotspots_and_rebounds.ipynb",
              "03_risk_and_backtest.ipynb", "04_assessment_readiness_and_patrol.ipynb"]
@@ -127,13 +129,12 @@ def test_runs_top_to_bottom(executed, name):
 
 def test_notebook_numbers_match_the_store(executed, notebook_db):
     """Figures printed in the notebooks equal an independent recomputation on the same database."""
-    import duckdb
 
     def printed(name: str) -> str:
         return "".join(o.get("text", "") for c in executed[name].cells if c.cell_type == "code"
                        for o in c.outputs if o.output_type == "stream")
 
-    con = duckdb.connect(str(notebook_db), read_only=True)
+    con = plain_duckdb(str(notebook_db))
     try:
         closed, found = zip(*con.execute("SELECT o.closed_at, e.time FROM events e "
                                          "JOIN events o ON o.event_id = e.rebound_of").fetchall(), strict=True)

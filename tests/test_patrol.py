@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from civicgrid.geo.store_files import copy_store
 from civicgrid.sites.patrol import (
     Inspector,
     apply_coverage,
@@ -622,7 +623,6 @@ def test_plan_day_is_feasible_when_checked_from_the_document(demo_db: Path) -> N
 
 def test_cli_writes_every_export(demo_db: Path, tmp_path: Path) -> None:
     import json
-    import shutil
     from xml.etree import ElementTree as ET
 
     from civicgrid.api.cli import main
@@ -632,7 +632,7 @@ def test_cli_writes_every_export(demo_db: Path, tmp_path: Path) -> None:
     from openpyxl import load_workbook
 
     db = tmp_path / "city.duckdb"
-    shutil.copy(demo_db, db)
+    copy_store(demo_db, db)
     team = tmp_path / "team.csv"
     team.write_text("name,start_lng,start_lat,shift_start,shift_hours,mode\n"
                     "王伟,112.93,28.22,09:00,3,bike\n李娜,112.935,28.215,09:30,2.5,walk\n", encoding="gb18030")

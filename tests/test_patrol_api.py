@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import shutil
 from pathlib import Path
 from xml.etree import ElementTree as ET
 
 import numpy as np
 import pytest
+from civicgrid.geo.store_files import copy_store
 from fastapi.testclient import TestClient
 
 DAY = "2025-12-20"
@@ -17,7 +17,7 @@ STREET = "430105001"
 @pytest.fixture(scope="module")
 def city(demo_db: Path, tmp_path_factory) -> Path:
     db = tmp_path_factory.mktemp("patrol_api") / "city.duckdb"
-    shutil.copy(demo_db, db)
+    copy_store(demo_db, db)
     return db
 
 

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.geo.store_files import copy_store
 from civicgrid.maps.offline import external_urls, vendor_path
 from civicgrid.sites import reports as rp
 from openpyxl import load_workbook
@@ -408,14 +409,13 @@ def test_cli_report(demo_db, tmp_path, fake_kpis):
 
 
 def test_cli_report_warns_of_events_without_a_case(demo_db, tmp_path, fake_kpis):
-    import shutil
 
     from civicgrid.api.cli import main
     from civicgrid.geo.store import writing
     from click.testing import CliRunner
 
     db = tmp_path / "copy.duckdb"
-    shutil.copyfile(demo_db, db)
+    copy_store(demo_db, db)
     with writing(db) as con:
         con.execute("DELETE FROM cases WHERE case_id IN (SELECT case_id FROM cases ORDER BY case_id LIMIT 3)")
     result = CliRunner().invoke(main, ["report", "--db", str(db), "--period", "2024-03", "--out", str(tmp_path)])

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import math
-import shutil
 from datetime import datetime, timedelta
 
 import numpy as np
@@ -13,6 +12,7 @@ import pytest
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.h3cells import cells
 from civicgrid.geo.store import Store, writing
+from civicgrid.geo.store_files import copy_store
 from civicgrid.sites import risk as R
 from civicgrid.sites.risk import features as risk_features
 from civicgrid.sites.risk import reasons as risk_reasons
@@ -183,7 +183,7 @@ def test_learnt_needs_enough_inspections(tiny):
 def test_no_leakage_after_as_of(demo_db, tmp_path):
     """Adding inspections and events after as_of, and closing open problems after it, changes nothing."""
     path = tmp_path / "leak.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     as_of = datetime(2025, 6, 1)
     before = R.site_risk(Store(path), as_of=as_of)
     with writing(path) as con:

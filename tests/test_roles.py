@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import shutil
 
 import pytest
 from civicgrid.geo.errors import AuthenticationError, ConflictError, InvalidParameterError, PermissionDeniedError
 from civicgrid.geo.store import Store
+from civicgrid.geo.store_files import copy_store
 from civicgrid.geo.users import ROLES, add_user, authenticate, authorize, list_users, set_active
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
@@ -16,7 +16,7 @@ from fastapi.testclient import TestClient
 @pytest.fixture(scope="module")
 def env(demo_db, tmp_path_factory):
     path = tmp_path_factory.mktemp("roles") / "demo.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     tokens = {role: add_user(path, f"u_{role}", role=role)[1] for role in ROLES}
     from civicgrid.api.app import create_app
 
@@ -247,7 +247,7 @@ def test_cli_users_and_cases(tmp_path, demo_db):
     from civicgrid.api.cli import main
 
     path = tmp_path / "c.duckdb"
-    shutil.copy(demo_db, path)
+    copy_store(demo_db, path)
     runner = CliRunner()
     r = runner.invoke(main, ["users", "add", "王伟", "--role", "admin", "--db", str(path)])
     assert r.exit_code == 0, r.output

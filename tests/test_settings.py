@@ -23,7 +23,7 @@ from fastapi.testclient import TestClient
 @pytest.fixture()
 def clean_env(monkeypatch):
     """No ``CIVICGRID_*`` setting from the environment running the tests."""
-    for name in ("DB", "MAX_CELLS", "TIANDITU_KEY", "NETWORK", "CATALOG", "LOG_LEVEL"):
+    for name in ("DB", "MAX_CELLS", "TIANDITU_KEY", "NETWORK", "DATA_PATH", "LOG_LEVEL"):
         monkeypatch.delenv(f"CIVICGRID_{name}", raising=False)
     return monkeypatch
 
@@ -50,7 +50,7 @@ def _restore_logging():
 
 def test_defaults(clean_env):
     s = get_settings()
-    assert (s.db, s.max_cells, s.tianditu_key, s.network, s.catalog, s.log_level) == (
+    assert (s.db, s.max_cells, s.tianditu_key, s.network, s.data_path, s.log_level) == (
         DEFAULT_DB, 50_000, "", "", "", "WARNING")
     assert default_db_path() == "civicgrid.duckdb"
 
@@ -66,10 +66,10 @@ def test_environment_is_read_at_each_call(clean_env, tmp_path):
     clean_env.setenv("CIVICGRID_DB", str(tmp_path / "city.duckdb"))
     clean_env.setenv("CIVICGRID_MAX_CELLS", "1234")
     clean_env.setenv("CIVICGRID_LOG_LEVEL", "info")
-    clean_env.setenv("CIVICGRID_CATALOG", "postgres:dbname=lake")
+    clean_env.setenv("CIVICGRID_DATA_PATH", "/srv/city-data")
     s = get_settings()
-    assert (s.db, s.max_cells, s.log_level, s.catalog) == (str(tmp_path / "city.duckdb"), 1234, "INFO",
-                                                           "postgres:dbname=lake")
+    assert (s.db, s.max_cells, s.log_level, s.data_path) == (str(tmp_path / "city.duckdb"), 1234, "INFO",
+                                                           "/srv/city-data")
     assert default_db_path() == str(tmp_path / "city.duckdb")
     clean_env.setenv("CIVICGRID_MAX_CELLS", "99")
     assert get_settings().max_cells == 99

@@ -1,8 +1,9 @@
-"""The store: schema versions, atomic writes, and readers beside a writer in other processes."""
+"""The store (a DuckLake): schema, migration of old files, atomic writes, readers and writers in other processes,
+copies and views of the past."""
 
 from __future__ import annotations
 
-import hashlib
+import json
 import subprocess
 import sys
 import textwrap
@@ -11,11 +12,13 @@ import time
 import pytest
 from civicgrid.geo.errors import StoreError, StoreVersionError
 from civicgrid.geo.schema import MIGRATIONS, SCHEMA_VERSION
-from civicgrid.geo.store import Store, connect, writing
+from civicgrid.geo.store import Store, connect, locate, open_store, writing
+from civicgrid.geo.store_files import copy_store, migrate_file, remove_store
 
 
-def _digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+def _files(db) -> set[str]:
+    """The Parquet files of a store's data folder (``db``: a path or a ``postgresql://`` URL)."""
+    return {str(p.relative_to(locate(db).data_path)) for p in locate(db).data_path.rglob("*.parquet")}
 
 
 def test_new_store_is_seeded(tmp_path):
@@ -35,10 +38,13 @@ def test_new_store_is_seeded(tmp_path):
 
 
 def test_extension_autoload_is_off(tmp_path):
-    con = connect(tmp_path / "x.duckdb")
-    settings = dict(con.execute(
-        "SELECT name, value FROM duckdb_settings() WHERE name LIKE 'auto%extensions'").fetchall())
-    assert settings == {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
+    """Nothing is fetched from the network: extensions are loaded from their files, by the store too."""
+    plain = connect(tmp_path / "x.duckdb")
+    con = Store(tmp_path / "city.duckdb", create=True).con
+    for c in (plain, con):
+        settings = dict(c.execute(
+            "SELECT name, value FROM duckdb_settings() WHERE name LIKE 'auto%extensions'").fetchall())
+        assert settings == {"autoinstall_known_extensions": "false", "autoload_known_extensions": "false"}
 
 
 def test_missing_database_is_a_clear_error(tmp_path):
@@ -46,36 +52,57 @@ def test_missing_database_is_a_clear_error(tmp_path):
         Store(tmp_path / "nope.duckdb")
 
 
-def test_old_file_is_migrated_on_open(tmp_path):
-    db = tmp_path / "v1.duckdb"
-    con = connect(db)
-    for statement in MIGRATIONS[1]:
-        con.execute(statement)
-    con.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+def test_layout_is_a_catalog_a_data_folder_and_a_lock(tmp_path):
+    """``--db city.duckdb`` names a SQLite catalog in WAL mode with its data folder and lock file beside it."""
+    db = tmp_path / "city.duckdb"
+    Store(db, create=True)
+    assert db.read_bytes()[:16] == b"SQLite format 3\x00"
+    assert db.read_bytes()[18:20] == b"\x02\x02", "the catalog is in WAL mode"
+    assert (tmp_path / "city.duckdb.files").is_dir() and (tmp_path / "city.duckdb.lock").exists()
+    assert locate(db).data_path == tmp_path / "city.duckdb.files"
+
+
+def _old_file(path, version: int) -> None:
+    """A single-file store of schema ``version`` as civicgrid wrote them up to version 5."""
+    con = connect(path)
+    for v in range(1, version + 1):
+        for statement in MIGRATIONS[v]:
+            con.execute(statement)
+    con.execute("INSERT INTO meta VALUES ('schema_version', ?)", [str(version)])
     con.execute("INSERT INTO events (event_id, source, time) VALUES (7, 'complaint', TIMESTAMP '2024-03-05 14:30')")
+    con.execute("INSERT INTO meta VALUES ('city_name', '旧市')")
     con.close()
-    store = Store(db)
-    assert store.meta("schema_version") == str(SCHEMA_VERSION)
-    cols = set(store.sql("SELECT column_name FROM information_schema.columns WHERE table_name = 'events'")
-               ["column_name"])
-    assert "rebound_of" in cols
-    assert store.sql("SELECT count(*) AS n FROM imports")["n"][0] == 0
-    assert store.sql("SELECT event_id FROM events")["event_id"].tolist() == [7]
 
 
-def test_file_with_empty_early_v3_v4_gets_case_and_patrol_tables(tmp_path):
-    """Files written while versions 3 and 4 were still empty are repaired by version 5."""
-    db = tmp_path / "v4.duckdb"
-    con = connect(db)
-    for statement in MIGRATIONS[1] + MIGRATIONS[2]:
-        con.execute(statement)
-    con.execute("INSERT INTO meta VALUES ('schema_version', '4')")
-    con.close()
+@pytest.mark.parametrize("version", [1, 4, 5])
+def test_old_single_file_is_refused_then_migrated_once(tmp_path, version):
+    db = tmp_path / "old.duckdb"
+    _old_file(db, version)
+    with pytest.raises(StoreVersionError, match=r"civicgrid migrate --db"):
+        Store(db)
+    backup = migrate_file(db)
+    assert backup == tmp_path / "old.duckdb.v5.duckdb" and backup.exists()
+    assert migrate_file(db) is None, "migrating again does nothing"
     store = Store(db)
     assert store.meta("schema_version") == str(SCHEMA_VERSION)
+    assert store.meta("city_name") == "旧市" and store.meta("timezone") == "Asia/Shanghai"
+    events = store.sql("SELECT event_id, rebound_of FROM events")
+    assert events["event_id"].tolist() == [7] and events["rebound_of"].isna().all()
     tables = set(store.sql("SELECT table_name FROM information_schema.tables")["table_name"])
     assert {"cases", "case_log", "users", "holidays", "settings", "patrol_plans"} <= tables
     assert store.sql("SELECT count(*) AS n FROM holidays WHERE kind = 'holiday'")["n"][0] > 20
+    assert store.sql("SELECT count(*) AS n FROM site_categories")["n"][0] == 38
+
+
+def test_the_cli_migrates(tmp_path, civicgrid_cli):
+    db = tmp_path / "old.duckdb"
+    _old_file(db, 5)
+    done = subprocess.run([*civicgrid_cli, "migrate", "--db", str(db)], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "old.duckdb.v5.duckdb" in done.stdout
+    again = subprocess.run([*civicgrid_cli, "migrate", "--db", str(db)], capture_output=True, text=True, timeout=120)
+    assert again.returncode == 0 and "already" in again.stdout
+    assert Store(db).sql("SELECT count(*) AS n FROM events")["n"][0] == 1
 
 
 def test_h3_parent_macro_matches_h3(tmp_path):
@@ -92,40 +119,68 @@ def test_h3_parent_macro_matches_h3(tmp_path):
         assert [h3.int_to_str(int(v)) for v in got["p"]] == [h3.cell_to_parent(c, res) for c in cells]
 
 
-def test_newer_file_is_refused(tmp_path):
+def test_newer_store_is_refused(tmp_path):
     db = tmp_path / "future.duckdb"
     with writing(db) as con:
         con.execute("UPDATE meta SET value = '99' WHERE key = 'schema_version'")
-    before = _digest(db)
-    with pytest.raises(StoreVersionError, match="schema version 99, newer than this civicgrid"):
-        Store(db)
-    with pytest.raises(StoreVersionError), writing(db):
-        pass
-    assert _digest(db) == before
+    remove_from_process = subprocess.run(  # a fresh process: this one keeps its open connection
+        [sys.executable, "-c", "import sys\nfrom civicgrid.geo.store import Store\nStore(sys.argv[1])", str(db)],
+        capture_output=True, text=True, timeout=120)
+    assert remove_from_process.returncode != 0
+    assert "schema version 99, newer than this civicgrid" in remove_from_process.stderr
 
 
-def test_failed_write_changes_nothing(tmp_path):
-    db = tmp_path / "city.duckdb"
+def test_failed_write_changes_nothing(any_store, tmp_path):
+    db = any_store
     with writing(db) as con:
         con.execute("INSERT INTO events (event_id, source, time) VALUES (1, 'complaint', now()::TIMESTAMP)")
-    before = _digest(db)
-    with pytest.raises(RuntimeError, match="boom"), writing(db) as con:
-        con.execute("INSERT INTO events (event_id, source, time) VALUES (2, 'complaint', now()::TIMESTAMP)")
-        raise RuntimeError("boom")
-    assert _digest(db) == before
-    assert Store(db).sql("SELECT count(*) AS n FROM events")["n"][0] == 1
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["city.duckdb", "city.duckdb.lock"]
-
-
-def test_reader_follows_published_versions(tmp_path):
-    db = tmp_path / "city.duckdb"
-    with writing(db):
-        pass
     store = Store(db)
+    snapshot, files = store.snapshot_id(), _files(db)
+    with pytest.raises(RuntimeError, match="boom"), writing(db) as con:
+        con.execute("INSERT INTO events (event_id, source, time) SELECT i, 'complaint', now()::TIMESTAMP "
+                    "FROM range(2, 5002) t(i)")  # more rows than are inlined: a Parquet file is written
+        raise RuntimeError("boom")
+    assert store.snapshot_id() == snapshot
+    assert _files(db) == files, "the rolled-back write left no file"
+    assert store.sql("SELECT count(*) AS n, sum(event_id) AS s FROM events").values.tolist() == [[1, 1]]
+
+
+def test_reader_sees_each_commit_and_the_past_stays_readable(any_store, tmp_path):
+    db = any_store
+    store = Store(db, create=True)
     assert store.sql("SELECT count(*) AS n FROM events")["n"][0] == 0
+    first = store.snapshot_id()
     with writing(db) as con:  # the reader's open connection does not block the writer
         con.execute("INSERT INTO events (event_id, source, time) VALUES (1, 'complaint', now()::TIMESTAMP)")
     assert store.sql("SELECT count(*) AS n FROM events")["n"][0] == 1
+    assert store.snapshot_id() > first
+    past = open_store(db, at=first)
+    assert past.sql("SELECT count(*) AS n FROM events")["n"][0] == 0
+    assert past.snapshot_id() == first
+    with pytest.raises(StoreError, match="view of the past"):
+        past.write()
+    with pytest.raises(StoreError, match="no snapshot"):
+        open_store(db, at=10_000)
+    snaps = store.snapshots()
+    assert snaps["snapshot_id"].max() == store.snapshot_id()
+
+
+def test_copy_is_independent_and_remove_removes_everything(tmp_path):
+    db, copy = tmp_path / "a.duckdb", tmp_path / "b.duckdb"
+    with writing(db) as con:
+        con.execute("INSERT INTO events (event_id, source, time) SELECT i, 'complaint', now()::TIMESTAMP "
+                    "FROM range(5000) t(i)")
+    copy_store(db, copy)
+    with writing(copy) as con:
+        con.execute("DELETE FROM events WHERE event_id < 100")
+    with writing(db) as con:
+        con.execute("INSERT INTO events (event_id, source, time) VALUES (9999, 'complaint', now()::TIMESTAMP)")
+    assert Store(db).sql("SELECT count(*) AS n FROM events")["n"][0] == 5001
+    assert Store(copy).sql("SELECT count(event_id) AS n FROM events")["n"][0] == 4900
+    remove_store(copy)
+    left = {p.name for p in tmp_path.iterdir()}
+    assert {"a.duckdb", "a.duckdb.files", "a.duckdb.lock"} <= left
+    assert not [name for name in left if name.startswith("b.")], left
 
 
 READER = textwrap.dedent(
@@ -165,11 +220,9 @@ WRITER = textwrap.dedent(
 )
 
 
-def test_two_processes_read_while_another_writes(tmp_path):
+def test_two_processes_read_while_another_writes(any_store, tmp_path):
     """A reader process queries all the time while a writer process commits 8 batches."""
-    import json
-
-    db = tmp_path / "city.duckdb"
+    db = any_store
     with writing(db):
         pass
     stop = tmp_path / "stop"
@@ -189,42 +242,109 @@ def test_two_processes_read_while_another_writes(tmp_path):
     assert len(set(seen)) >= 2
 
 
-@pytest.mark.parametrize("reflink", [True, False])
-def test_write_copy_clones_or_copies_and_leaves_the_live_file_alone(tmp_path, monkeypatch, reflink):
-    """A write works on a copy: a copy-on-write clone where the file system has them, else the bytes. Either way
-    the copy holds the same bytes and writing to it does not touch the live file."""
-    import fcntl
 
+
+def test_writers_in_several_processes_lose_nothing(any_store, tmp_path):
+    """Four processes write 25 transactions each at once (appends and an update of one shared row): every
+    acknowledged write is there, no transaction half."""
+    db = any_store
+    with writing(db) as con:
+        con.execute("INSERT INTO settings VALUES ('counter', '0')")
+    procs = [subprocess.Popen([sys.executable, "-c", COUNTER, str(db), str(i * 1000), "25"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True) for i in range(4)]
+    outs = [p.communicate(timeout=300) for p in procs]
+    assert all(p.returncode == 0 for p in procs), [o[1][-2000:] for o in outs]
+    acked = sum(int(o[0].split()[-1]) for o in outs)
+    assert acked == 100
+    store = Store(db)
+    assert store.sql("SELECT count(*) AS n FROM events")["n"][0] == 100 * 3
+    assert store.sql("SELECT value FROM settings WHERE key = 'counter'")["value"][0] == "100"
+    per_txn = store.sql("SELECT event_id // 3 AS t, count(*) AS n FROM events GROUP BY 1")
+    assert (per_txn["n"] == 3).all()
+
+
+COUNTER = textwrap.dedent(
+    """
+    import sys
+    from civicgrid.geo.store import writing
+    db, start, n = sys.argv[1], int(sys.argv[2]), int(sys.argv[3])
+    done = 0
+    for t in range(n):
+        with writing(db) as con:
+            first = (start + t) * 3
+            con.execute("INSERT INTO events (event_id, source, time) SELECT i, 'complaint', TIMESTAMP '2024-01-01' "
+                        "FROM range(?, ?) t(i)", [first, first + 3])
+            v = int(con.execute("SELECT value FROM settings WHERE key = 'counter'").fetchone()[0])
+            con.execute("UPDATE settings SET value = ? WHERE key = 'counter'", [str(v + 1)])
+        done += 1
+    print(done)
+    """
+)
+
+
+def test_maintain_while_a_writer_and_a_reader_run(any_store, tmp_path, civicgrid_cli):
+    """Compaction, snapshot expiry and file cleanup while another process writes and this one reads: every
+    acknowledged write stays, every row stays readable, the files are fewer."""
+    db = any_store
+    with writing(db) as con:
+        con.execute("INSERT INTO settings VALUES ('counter', '0')")
+        con.execute("INSERT INTO events (event_id, source, time) SELECT i, 'complaint', TIMESTAMP '2024-01-01' "
+                    "FROM range(10000000, 10005000) t(i)")  # beyond inlining: Parquet files to merge
+    for k in range(6):
+        with writing(db) as con:
+            con.execute("INSERT INTO events (event_id, source, time) SELECT i, 'complaint', TIMESTAMP '2024-01-01' "
+                        "FROM range(?, ?) t(i)", [20000000 + k * 2000, 20000000 + (k + 1) * 2000])
+    files = len(_files(db))
+    writer = subprocess.Popen([sys.executable, "-c", COUNTER, str(db), "0", "40"], stdout=subprocess.PIPE,
+                              stderr=subprocess.PIPE, text=True)
+    store = Store(db)
+    done = []
+    for _ in range(2):
+        out = subprocess.run([*civicgrid_cli, "maintain", "--db", str(db), "--keep-days", "0"], capture_output=True,
+                             text=True, timeout=300)
+        assert out.returncode == 0, out.stderr
+        done.append(out.stdout)
+        assert store.sql("SELECT count(event_id) AS n FROM events WHERE event_id >= 10000000")["n"][0] == 17000
+    out, err = writer.communicate(timeout=300)
+    assert writer.returncode == 0, err
+    assert int(out.split()[-1]) == 40
+    assert store.sql("SELECT count(event_id) AS n FROM events WHERE event_id < 10000000")["n"][0] == 120
+    assert store.sql("SELECT value FROM settings WHERE key = 'counter'")["value"][0] == "40"
+    assert "snapshots expired" in done[0]
+    assert len(_files(db)) < files
+
+
+def test_table_versions_change_only_with_their_tables(tmp_path):
+    from civicgrid.geo.store import table_versions
+
+    db = tmp_path / "city.duckdb"
+    store = Store(db, create=True)
+    first = table_versions(store.cursor(), ("areas", "grids"))
+    with writing(db) as con:
+        con.execute("INSERT INTO events (event_id, source, time) VALUES (1, 'complaint', now()::TIMESTAMP)")
+    assert table_versions(store.cursor(), ("areas", "grids")) == first
+    with writing(db) as con:
+        con.execute("INSERT INTO grids (code, name) VALUES ('G1', 'one')")
+        assert table_versions(con, ("areas", "grids")) == first, "a write not yet committed does not count"
+    second = table_versions(store.cursor(), ("areas", "grids"))
+    assert second != first and second[1] == first[1]  # areas unchanged, grids changed
+    with writing(db) as con:
+        con.execute("DELETE FROM grids")
+    assert table_versions(store.cursor(), ("areas", "grids"))[2] != second[2]
+    assert table_versions(Store(tmp_path / "other.duckdb", create=True).cursor(), ("areas", "grids"))[0] != first[0]
+
+
+def test_a_store_of_an_older_version_is_migrated_on_open(tmp_path, monkeypatch):
     from civicgrid.geo import store as st
 
-    src = tmp_path / "live.bin"
-    src.write_bytes(bytes(range(256)) * 40_000)
-    calls = []
-
-    def ioctl(fd, request, arg):
-        calls.append(request)
-        if reflink:  # stand-in for a clone: the kernel would share the blocks; here copy them through the fds
-            import os
-
-            os.lseek(arg, 0, 0)
-            os.write(fd, os.read(arg, 1 << 24))
-            return 0
-        raise OSError(95, "Operation not supported")
-
-    monkeypatch.setattr(fcntl, "ioctl", ioctl)
-    dst = tmp_path / "copy.bin"
-    st.copy_file(src, dst)
-    assert calls == [st._FICLONE] and dst.read_bytes() == src.read_bytes()
-    with open(dst, "r+b") as f:
-        f.write(b"changed")
-    assert src.read_bytes()[:7] == bytes(range(7))
-
-
-def test_write_copy_on_this_file_system(tmp_path):
-    """The real call: a clone (XFS, Btrfs) or the fallback copy (ext4, tmpfs), byte for byte."""
-    from civicgrid.geo.store import copy_file
-
-    src = tmp_path / "live.bin"
-    src.write_bytes(b"civicgrid" * 100_000)
-    copy_file(src, tmp_path / "copy.bin")
-    assert (tmp_path / "copy.bin").read_bytes() == src.read_bytes()
+    db = tmp_path / "city.duckdb"
+    with writing(db) as con:
+        con.execute("INSERT INTO events (event_id, source, time) VALUES (1, 'complaint', now()::TIMESTAMP)")
+    st.forget(locate(db))  # as a new process would open it
+    monkeypatch.setattr(st, "SCHEMA_VERSION", SCHEMA_VERSION + 1)
+    monkeypatch.setitem(st.LAKE_MIGRATIONS, SCHEMA_VERSION + 1,
+                        ["ALTER TABLE events ADD COLUMN IF NOT EXISTS priority INTEGER DEFAULT 3"])
+    store = Store(db)
+    assert store.meta("schema_version") == str(SCHEMA_VERSION + 1)
+    assert store.sql("SELECT event_id, priority FROM events").values.tolist() == [[1, 3]]
+    st.forget(locate(db))

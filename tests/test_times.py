@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from civicgrid.geo import times
 from civicgrid.geo.errors import InvalidParameterError
-from civicgrid.geo.store import Store, connect, migrate
+from civicgrid.geo.store import Store, writing
 from civicgrid.geo.times import (
     DEFAULT_TIMEZONE,
     as_datetime,
@@ -30,15 +30,15 @@ from civicgrid.geo.times import (
 
 def test_a_new_store_records_the_default_time_zone(tmp_path):
     path = tmp_path / "new.duckdb"
-    con = connect(path)
-    migrate(con)
-    assert store_timezone(con) == DEFAULT_TIMEZONE == "Asia/Shanghai"
-    con.execute("UPDATE meta SET value = 'Europe/Paris' WHERE key = 'timezone'")
-    assert store_timezone(con) == "Europe/Paris"
-    con.execute("DELETE FROM meta WHERE key = 'timezone'")
-    assert store_timezone(con) == DEFAULT_TIMEZONE     # unset: the default
-    con.close()
-    assert store_timezone(Store(path)) == DEFAULT_TIMEZONE
+    assert store_timezone(Store(path, create=True)) == DEFAULT_TIMEZONE == "Asia/Shanghai"
+    with writing(path) as con:
+        assert store_timezone(con) == DEFAULT_TIMEZONE
+        con.execute("UPDATE meta SET value = 'Europe/Paris' WHERE key = 'timezone'")
+        assert store_timezone(con) == "Europe/Paris"
+    assert store_timezone(Store(path)) == "Europe/Paris"
+    with writing(path) as con:
+        con.execute("DELETE FROM meta WHERE key = 'timezone'")
+    assert store_timezone(Store(path)) == DEFAULT_TIMEZONE     # unset: the default
 
 
 def test_now_is_the_wall_clock_of_the_zone_not_of_the_machine():

@@ -21,6 +21,7 @@ from civicgrid.data.demo.city import (
 )
 from civicgrid.data.demo.names import mobile_numbers, person_names, phone_numbers
 from civicgrid.data.demo.simulate import COMPLAINT_PREFIXES
+from civicgrid.geo.store import set_meta
 from civicgrid.grids.locate import locate_points, location_arrays
 from civicgrid.sites.cases import backfill
 
@@ -339,7 +340,7 @@ def record_demo(con: duckdb.DuckDBPyConnection, *, import_id, seed, events, star
     for key, value in (("city_name", CITY_NAME), ("city_name_en", CITY_NAME_EN),
                        ("city_center", f"{CENTER_LNG},{CENTER_LAT}"), ("demo_seed", str(int(seed))),
                        ("demo_events", str(events))):
-        con.execute("INSERT OR REPLACE INTO meta VALUES (?, ?)", [key, value])
+        set_meta(con, key, value)
     backfill(con, actor="demo")  # cases + audit trail from the events
     return summary
 

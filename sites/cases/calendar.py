@@ -16,7 +16,7 @@ import os
 import numpy as np
 import pandas as pd
 from civicgrid.geo.errors import InvalidParameterError
-from civicgrid.geo.store import writing
+from civicgrid.geo.store import retry_writes, writing
 from civicgrid.sites.cases._sql import StoreOrConnection, query_frame
 
 #: Working clock (local wall time). A working day has WORK_END - WORK_START = 9 working hours.
@@ -32,6 +32,7 @@ def holidays(con: StoreOrConnection) -> pd.DataFrame:
     return df
 
 
+@retry_writes
 def set_holidays(db: str | os.PathLike, rows: pd.DataFrame | list[dict], *, replace_years: bool = True) -> int:
     """Add or replace calendar exceptions (atomic write).
 
@@ -81,7 +82,8 @@ def set_holidays(db: str | os.PathLike, rows: pd.DataFrame | list[dict], *, repl
             for year in sorted({d.year for d in clean["date"]}):
                 con.execute("DELETE FROM holidays WHERE year(date) = ?", [year])
         con.register("_holidays_in", clean)
-        con.execute("INSERT OR REPLACE INTO holidays SELECT date, kind, name, source FROM _holidays_in")
+        con.execute("DELETE FROM holidays WHERE date IN (SELECT date FROM _holidays_in)")
+        con.execute("INSERT INTO holidays SELECT date, kind, name, source FROM _holidays_in")
         con.unregister("_holidays_in")
     return len(clean)
 

@@ -7,7 +7,7 @@ import math
 import os
 
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
-from civicgrid.geo.store import writing
+from civicgrid.geo.store import retry_writes, writing
 from civicgrid.sites.cases._sql import StoreOrConnection, query_frame
 
 #: Settings (``settings`` table) and their defaults.
@@ -40,9 +40,11 @@ def check_setting(key: str, value) -> float:
     return number
 
 
+@retry_writes
 def set_setting(db: str | os.PathLike, key: str, value) -> dict[str, float]:
     """Store a case setting (atomic write); return all settings."""
     number = check_setting(key, value)
     with writing(db) as con:
-        con.execute("INSERT OR REPLACE INTO settings VALUES (?, ?)", [key, repr(number)])
+        con.execute("DELETE FROM settings WHERE key = ?", [key])
+        con.execute("INSERT INTO settings VALUES (?, ?)", [key, repr(number)])
         return get_settings(con)

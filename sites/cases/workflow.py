@@ -22,10 +22,10 @@ import pandas as pd
 from civicgrid.geo.aggregate import area_level
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
-from civicgrid.geo.store import Store, writing
+from civicgrid.geo.store import Store, retry_writes, writing
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment
-from civicgrid.grids.locate import locate_points
+from civicgrid.grids.locate import Locator
 from civicgrid.sites.cases._sql import (
     CASE_COLUMNS,
     UNIT_CODE_EXPR,
@@ -182,6 +182,7 @@ def _resolve_type(con: duckdb.DuckDBPyConnection, problem_type) -> str:
     raise NotFoundError(msg)
 
 
+@retry_writes
 def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = None, problem_type: str | None = None,
                 lng: float | None = None, lat: float | None = None, crs: str = "wgs84", site_id: int | None = None,
                 time=None, text: str | None = None, source: str = "inspection", note: str | None = None,
@@ -279,7 +280,7 @@ def _new_event(con: duckdb.DuckDBPyConnection, *, problem_type, lng, lat, crs, s
     if found_at > now + timedelta(minutes=5):
         msg = f"time {found_at} is in the future (now {now})"
         raise InvalidParameterError(msg)
-    loc = locate_points(con, np.array([x]), np.array([y])).iloc[0]
+    loc = Locator.cached(con).locate(np.array([x]), np.array([y])).iloc[0]
     eid = int(con.execute("SELECT coalesce(max(event_id), 0) + 1 FROM events").fetchone()[0])
     vals = {c: (None if pd.isna(loc[c]) else str(loc[c])) for c in
             ("grid_code", "community_code", "street_code", "district_code")}
@@ -349,6 +350,7 @@ def _transition(con: duckdb.DuckDBPyConnection, case_id: int, to: str, *, actor:
     return _case_row(con, case_id)
 
 
+@retry_writes
 def transition(db: str | os.PathLike, case_id: int, to: str, *, actor: str, at=None, note: str | None = None,
                unit: str | None = None, photo: str | None = None) -> dict:
     """Move a case to its next state and record it in the audit trail (one atomic write).

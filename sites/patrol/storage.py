@@ -9,7 +9,7 @@ import uuid
 import pandas as pd
 from civicgrid.geo.errors import NotFoundError
 from civicgrid.geo.schema import MIGRATIONS
-from civicgrid.geo.store import Store, writing
+from civicgrid.geo.store import Store, retry_writes, writing
 from civicgrid.geo.times import now_local
 
 #: Schema version that added the ``patrol_plans`` table.
@@ -21,6 +21,7 @@ WHERE table_name = 'patrol_plans' AND table_catalog = current_database()
 """
 
 
+@retry_writes
 def save_plan(db: str | os.PathLike | Store, doc: dict) -> str:
     """Store a plan document in the database (one atomic write) and return its new ``plan_id``.
 

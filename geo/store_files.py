@@ -1,0 +1,242 @@
+"""Copying, removing and migrating whole stores (the files a store with a SQLite catalog is made of)."""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import duckdb
+from civicgrid.geo.errors import StoreError
+from civicgrid.geo.schema import FILE_SCHEMA_VERSION, MIGRATIONS, SCHEMA_VERSION
+from civicgrid.geo.store import (
+    ALIAS,
+    Location,
+    Store,
+    check_version,
+    connect,
+    fetch_value,
+    file_kind,
+    forget,
+    locate,
+    quote,
+    retryable,
+    schema_version,
+    seed_taxonomies,
+    set_meta,
+    writers_paused,
+    writing,
+)
+from civicgrid.geo.times import DEFAULT_TIMEZONE
+
+logger = logging.getLogger(__name__)
+
+def copy_store(src: str | os.PathLike, dst: str | os.PathLike) -> Path:
+    """Copy the store ``src`` (SQLite catalog) to ``dst``, consistently while others write it: the catalog
+    through SQLite's backup, the data files as hard links where possible (Parquet files are never changed in
+    place). Returns ``dst``."""
+    source, target = locate(src), locate(dst)
+    if source.kind != "sqlite" or target.kind != "sqlite":
+        msg = "copy_store copies stores with a SQLite catalog; back up a PostgreSQL catalog with pg_dump"
+        raise StoreError(msg)
+    if not Path(source.catalog).exists():
+        msg = f"no civicgrid store at {src}"
+        raise StoreError(msg)
+    remove_store(dst)
+    # The catalog is copied by another process: this one may have it open through DuckDB's own SQLite, and a
+    # second SQLite library on the same file in one process breaks its locks (see Store.snapshot_id).
+    done = subprocess.run([sys.executable, "-c", _COPY_CATALOG, source.catalog, target.catalog,
+                           str(target.data_path) + os.sep], capture_output=True, text=True, check=False)
+    if done.returncode != 0:
+        msg = f"copying the catalog of {src} failed: {done.stderr.strip().splitlines()[-1:]}"
+        raise StoreError(msg)
+
+    def link(s: str, d: str) -> None:
+        try:
+            os.link(s, d)
+        except OSError:
+            shutil.copy2(s, d)
+
+    if source.data_path.exists():
+        shutil.copytree(source.data_path, target.data_path, copy_function=link)
+    return Path(target.catalog)
+
+
+_COPY_CATALOG = """
+import sqlite3, sys
+src, dst, data = sys.argv[1:4]
+if open(src, "rb").read(16) != b"SQLite format 3\\x00":
+    sys.exit(f"{src} is not a civicgrid store")
+a, b = sqlite3.connect(src), sqlite3.connect(dst)
+a.backup(b)
+b.execute("UPDATE ducklake_metadata SET value = ? WHERE key = 'data_path'", [data])
+b.commit()
+"""
+
+
+def remove_store(path: str | os.PathLike) -> None:
+    """Delete the store at ``path`` (SQLite catalog): the catalog, its WAL files, data folder and lock file."""
+    location = locate(path)
+    if location.kind != "sqlite":
+        msg = "remove_store removes stores with a SQLite catalog"
+        raise StoreError(msg)
+    forget(location)
+    catalog = Path(location.catalog)
+    for p in (catalog, catalog.with_name(catalog.name + "-wal"), catalog.with_name(catalog.name + "-shm"),
+              location.lock_path):
+        with contextlib.suppress(FileNotFoundError):
+            p.unlink()
+    shutil.rmtree(location.data_path, ignore_errors=True)
+
+
+def migrate_file(path: str | os.PathLike) -> Path | None:
+    """Move an old single-file store (DuckDB file, schema versions 1 to 5) into a store of the current kind.
+
+    The file is renamed ``<name>.v5.duckdb`` (kept as a backup) and a new store at ``path`` receives every
+    table. Idempotent: a store already in the current format is left alone (returns None). On a failure the
+    old file is put back and nothing else remains.
+
+    Returns
+    -------
+    pathlib.Path or None
+        The backup of the old file, or None when there was nothing to migrate.
+    """
+    location = locate(path)
+    kind = file_kind(location.catalog) if location.kind == "sqlite" else "store"
+    if kind in ("store", "missing"):
+        return None
+    if kind != "file-store":
+        msg = f"{path} is not a civicgrid store"
+        raise StoreError(msg)
+    live = Path(location.catalog)
+    backup = live.with_name(live.name + ".v5.duckdb")
+    n = 1
+    while backup.exists():
+        n += 1
+        backup = live.with_name(f"{live.name}.v5-{n}.duckdb")
+    work = live.with_name(live.name + ".migrating.duckdb")
+    shutil.copyfile(live, work)
+    try:
+        old = connect(work)
+        try:
+            found = schema_version(old)
+            if found > FILE_SCHEMA_VERSION:
+                check_version(found, path)
+            old.execute("BEGIN TRANSACTION")
+            for version in range(found + 1, FILE_SCHEMA_VERSION + 1):
+                for statement in MIGRATIONS[version]:
+                    old.execute(statement)
+            old.execute("COMMIT")
+        finally:
+            old.close()
+        os.replace(live, backup)
+        try:
+            _copy_tables(work, location)
+        except BaseException:
+            remove_store(path)
+            os.replace(backup, live)
+            raise
+    finally:
+        for p in (work, work.with_name(work.name + ".wal")):
+            with contextlib.suppress(FileNotFoundError):
+                p.unlink()
+    logger.info("%s: migrated from a single-file store (backup %s)", path, backup)
+    return backup
+
+
+def _copy_tables(old_file: Path, location: Location) -> None:
+    store = Store(location.name, create=True)
+    store.con.execute(f"ATTACH {quote(str(old_file))} AS old (READ_ONLY)")
+    try:
+        with writing(location.name) as con:
+            tables = [r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = 'old' "
+                "AND table_schema = 'main' AND table_type = 'BASE TABLE'").fetchall()]
+            lake_tables = {r[0] for r in con.execute(
+                "SELECT table_name FROM information_schema.tables WHERE table_catalog = ? "
+                "AND table_schema = 'main'", [ALIAS]).fetchall()}
+            for table in tables:
+                if table not in lake_tables:
+                    continue
+                new_cols = [r[0] for r in con.execute(f"DESCRIBE {ALIAS}.main.{table}").fetchall()]
+                old_cols = {r[0] for r in con.execute(f"DESCRIBE old.main.{table}").fetchall()}
+                cols = ", ".join(c for c in new_cols if c in old_cols)
+                con.execute(f"DELETE FROM {ALIAS}.main.{table}")
+                con.execute(f"INSERT INTO {ALIAS}.main.{table} ({cols}) SELECT {cols} FROM old.main.{table}")
+            seed_taxonomies(con)  # a file whose taxonomies were never seeded gets them, as a new store does
+            set_meta(con, "schema_version", str(SCHEMA_VERSION))
+            con.execute("INSERT INTO meta SELECT 'timezone', ? WHERE NOT EXISTS "
+                        "(SELECT 1 FROM meta WHERE key = 'timezone')", [DEFAULT_TIMEZONE])
+    finally:
+        store.con.execute("DETACH old")
+
+
+def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None = None) -> dict[str, object]:
+    """Compact the store and drop what no snapshot within ``keep_days`` needs; safe while others read and write.
+
+    In one short pause of this machine's writers (the writers' lock): small Parquet files are merged, snapshots
+    older than ``keep_days`` expire (views of the past reach back that far), files no snapshot uses any more
+    are deleted, and files that no commit ever registered (left by a killed import) are deleted once they are
+    a day old (never younger: an import may still be writing them).
+
+    Parameters
+    ----------
+    db
+        The store.
+    keep_days
+        How many days of snapshots to keep for ``open_store(path, at=...)``.
+    flush
+        Also move rows kept in the catalog (small writes) into Parquet files. Default: only with a PostgreSQL
+        catalog; with a SQLite catalog a read running in another process at that moment could miss those rows.
+
+    Returns
+    -------
+    dict
+        What was done: files before and after, snapshots expired, files deleted, seconds.
+    """
+    if keep_days < 0:
+        msg = f"keep_days must be >= 0, got {keep_days}"
+        raise ValueError(msg)
+    location = locate(db)
+    flush = location.kind == "postgres" if flush is None else flush
+    started = time.perf_counter()
+    with writers_paused(location.name) as con:
+        before = int(fetch_value(con, f"SELECT count(*) FROM {ALIAS}.snapshots()"))
+        files_before = _data_files(location)
+        steps = [f"CALL ducklake_merge_adjacent_files({quote(ALIAS)})",
+                 f"CALL ducklake_expire_snapshots({quote(ALIAS)}, older_than => now() - INTERVAL "
+                 f"{quote(f'{float(keep_days) * 86400:.0f} seconds')})",
+                 f"CALL ducklake_cleanup_old_files({quote(ALIAS)}, older_than => now())",
+                 f"CALL ducklake_delete_orphaned_files({quote(ALIAS)}, older_than => now() - INTERVAL '1 day')"]
+        if flush:
+            steps.insert(0, f"CALL ducklake_flush_inlined_data({quote(ALIAS)})")
+        for step in steps:
+            _with_retries(con, step)
+        after = int(fetch_value(con, f"SELECT count(*) FROM {ALIAS}.snapshots()"))
+    result: dict[str, object] = {
+        "files_before": files_before, "files_after": _data_files(location),
+        "snapshots_expired": max(0, before - after), "flushed": flush,
+        "seconds": round(time.perf_counter() - started, 2)}
+    logger.info("%s: maintained: %s", location.name, result)
+    return result
+
+
+def _data_files(location: Location) -> int:
+    return sum(1 for _ in location.data_path.rglob("*.parquet"))
+
+
+def _with_retries(con: duckdb.DuckDBPyConnection, statement: str, *, tries: int = 10) -> None:
+    for attempt in range(tries):
+        try:
+            con.execute(statement)
+            return
+        except duckdb.Error as exc:
+            if attempt == tries - 1 or not retryable(exc):
+                raise
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
