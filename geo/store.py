@@ -635,7 +635,8 @@ class Store:
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         """Return a value of the ``meta`` table."""
-        row = self.cursor().execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
+        with contextlib.closing(self.cursor()) as cur:
+            row = cur.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else default
 
     def snapshot_id(self) -> int:
@@ -643,7 +644,8 @@ class Store:
         with every committed write, so it keys result caches."""
         # Not read with Python's sqlite3: two SQLite libraries on one file in one process break each other's
         # POSIX locks (closing one's file handle drops the other's locks), which corrupts reads.
-        return int(fetch_value(self.cursor(), f"SELECT id FROM {ALIAS}.current_snapshot()"))
+        with contextlib.closing(self.cursor()) as cur:  # on every cached request: close what it opens
+            return int(fetch_value(cur, f"SELECT id FROM {ALIAS}.current_snapshot()"))
 
     def snapshots(self) -> pd.DataFrame:
         """The store's snapshots (id, time, what changed): what ``open_store(path, at=...)`` can open."""
