@@ -21,11 +21,11 @@ from typing import TypeVar
 
 import duckdb
 import pyarrow as pa
+from civicgrid.geo import staging
 from civicgrid.geo.columns import resolve_columns
 from civicgrid.geo.errors import ImportFileError, ReadError
 from civicgrid.geo.import_report import ImportReport, Rejects, start_report
 from civicgrid.geo.readers import BatchReader, ReadResult, read_batches, read_table
-from civicgrid.geo.store import fetch_value
 
 T = TypeVar("T")
 
@@ -136,8 +136,8 @@ def start_import(what: str, path: str | os.PathLike, *, fields: list[str], requi
 
 
 def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
-    """Return the next free integer id of a table."""
-    return int(fetch_value(con, f"SELECT coalesce(max({column}), 0) + 1 FROM {table}"))
+    """Return the next free integer id of a table (above the ids an import in progress has reserved)."""
+    return staging.next_id(con, table, column)
 
 
 def record_import(con: duckdb.DuckDBPyConnection, report: ImportReport, started: datetime) -> None:

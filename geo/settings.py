@@ -45,6 +45,9 @@ class Settings(BaseSettings):
         The data folder of a store whose catalog is in PostgreSQL (``db`` = ``postgresql://...``): a folder every
         machine sharing the store mounts at the same path. A store with a SQLite catalog keeps its data beside
         the catalog file (``<db>.files/``) and ignores this.
+    maintain_hours
+        Hours between the store maintenance runs of ``civicgrid serve`` (:func:`civicgrid.geo.store_files.maintain`;
+        the first 10 minutes after the start); 0 turns them off (e.g. when cron runs ``civicgrid maintain``).
     log_level
         Level of the log records civicgrid writes to standard error (``civicgrid --log-level``): CRITICAL,
         ERROR, WARNING, INFO (store writes, imports, requests) or DEBUG.
@@ -59,6 +62,8 @@ class Settings(BaseSettings):
                               description="Tianditu (天地图) tile key, for the tianditu basemap")
     network: str = Field(default="", description="road network file for patrol travel times; empty: straight lines")
     data_path: str = Field(default="", description="data folder of a store with a PostgreSQL catalog")
+    maintain_hours: float = Field(default=24, ge=0, le=24 * 365,
+                                  description="hours between the service's runs of `civicgrid maintain` (0: never)")
     log_level: str = Field(default="WARNING", description=f"log level: {', '.join(LOG_LEVELS)}")
 
     @field_validator("log_level")

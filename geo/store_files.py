@@ -9,12 +9,14 @@ import random
 import shutil
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import duckdb
 from civicgrid.geo.errors import StoreError
 from civicgrid.geo.schema import FILE_SCHEMA_VERSION, MIGRATIONS, SCHEMA_VERSION
+from civicgrid.geo.staging import remove_leftovers
 from civicgrid.geo.store import (
     ALIAS,
     Location,
@@ -182,8 +184,9 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
 
     In one short pause of this machine's writers (the writers' lock): small Parquet files are merged, snapshots
     older than ``keep_days`` expire (views of the past reach back that far), files no snapshot uses any more
-    are deleted, and files that no commit ever registered (left by a killed import) are deleted once they are
-    a day old (never younger: an import may still be writing them).
+    are deleted, and files that no commit ever registered are deleted: an interrupted import's staged files
+    (when no import is running) and any other once it is a day old (never younger: a write may still be
+    making it).
 
     Parameters
     ----------
@@ -219,9 +222,11 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
         for step in steps:
             _with_retries(con, step)
         after = int(fetch_value(con, f"SELECT count(*) FROM {ALIAS}.snapshots()"))
+    leftovers = remove_leftovers(location.name, wait=False)  # None: an import is running (its files are young)
     result: dict[str, object] = {
         "files_before": files_before, "files_after": _data_files(location),
         "snapshots_expired": max(0, before - after), "flushed": flush,
+        "import_leftovers_removed": None if leftovers is None else len(leftovers),
         "seconds": round(time.perf_counter() - started, 2)}
     logger.info("%s: maintained: %s", location.name, result)
     return result
@@ -240,3 +245,26 @@ def _with_retries(con: duckdb.DuckDBPyConnection, statement: str, *, tries: int 
             if attempt == tries - 1 or not retryable(exc):
                 raise
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
+
+
+def maintain_periodically(db: str | os.PathLike, *, every_hours: float, first_after_s: float = 600,
+                          keep_days: float = 30) -> threading.Event:
+    """Run :func:`maintain` on a background thread: first after ``first_after_s`` seconds, then every
+    ``every_hours`` hours, until the returned event is set. A failed run is logged and tried again next time.
+    ``civicgrid serve`` starts it (setting ``maintain_hours``)."""
+    if every_hours <= 0:
+        msg = f"every_hours must be > 0, got {every_hours}"
+        raise ValueError(msg)
+    stop = threading.Event()
+
+    def run() -> None:
+        wait = first_after_s
+        while not stop.wait(wait):
+            try:
+                maintain(db, keep_days=keep_days)
+            except Exception:
+                logger.exception("%s: scheduled maintenance failed; next try in %s h", db, every_hours)
+            wait = every_hours * 3600
+
+    threading.Thread(target=run, name="civicgrid-maintain", daemon=True).start()
+    return stop

@@ -7,8 +7,6 @@ The events table itself and the queries of it live in :mod:`civicgrid.geo.events
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Self
@@ -25,7 +23,8 @@ from civicgrid.geo.events import SOURCES
 from civicgrid.geo.import_report import ImportReport, Rejects, finish_report
 from civicgrid.geo.locations import city_extent, read_locations
 from civicgrid.geo.readers import BatchReader, ReadResult
-from civicgrid.geo.store import writing
+from civicgrid.geo.staging import Staging, importing
+from civicgrid.geo.store import fetch_value, set_meta
 from civicgrid.geo.times import DEFAULT_TIMEZONE, parse_times, store_timezone
 from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.sites.cases import backfill, link_rebounds
@@ -46,8 +45,6 @@ _STATUSES = ["open", "closed"]
 
 #: Rows per batch of an events import: a batch is prepared while the one before is written.
 IMPORT_BATCH_ROWS = 1 << 18
-#: DuckDB threads while batches are written (the other core prepares the next batch); None keeps the default.
-INSERT_THREADS: int | None = 1
 
 
 def problem_type_choices(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
@@ -114,49 +111,56 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
                               warnings=list(reader.warnings))
     report.columns = {k: v for k, v in cols.items() if k not in ("lat", "lng") or point is None}
     bar = imp.progress_bar(reader.rows_hint or 0, desc=f"import {source} events", enabled=progress)
-    with writing(db) as con:
-        # Everything read through the connection is read up front: batches are then prepared while the
-        # previous one is written (DuckDB releases the GIL), and the connection is used by one thread at a time.
-        ctx = _EventBatchContext.read(con, cols=cols, source=source, point=point, crs=crs, tz=tz, report=report,
-                                      reader=reader)
-        first = imp.next_id(con, "events", "event_id")
-        report.import_id = imp.next_id(con, "imports", "import_id")
-        loaded = _load_batches(con, ctx, first=first, bar=bar)
-        if cases:
-            report.cases_created = backfill(con, actor="import")
-            new_ids = np.arange(first, first + loaded, dtype=np.int64)
-            report.rebounds_linked = link_rebounds(con, case_ids=new_ids) if len(new_ids) else 0
-        imp.record_import(con, report, started)
+    # The rows are staged as Parquet files without holding up other writers, then published in one short
+    # write with their cases and rebound links (civicgrid.geo.staging): all of the import or nothing.
+    with importing(db) as staging:
+        ctx = _EventBatchContext.read(staging.con, cols=cols, source=source, point=point, crs=crs, tz=tz,
+                                      report=report, reader=reader)
+        report.import_id = staging.reserve("imports", "import_id", 1)
+        ids = _load_batches(staging, ctx, bar=bar)
+        with staging.publish() as con:
+            if cases:
+                # Only this import's events, unless an import without cases left events to catch up on.
+                pending = fetch_value(con, "SELECT count(*) FROM meta WHERE key = 'cases_pending'")
+                report.cases_created = backfill(con, actor="import", event_ids=None if pending else ids)
+                report.rebounds_linked = link_rebounds(con, case_ids=ids) if len(ids) else 0
+                con.execute("DELETE FROM meta WHERE key = 'cases_pending'")
+            elif len(ids):
+                set_meta(con, "cases_pending", "1")
+            imp.record_import(con, report, started)
         bar.total = report.rows_read
         bar.refresh()
     bar.close()
     return report
 
 
-def _load_batches(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, *, first: int, bar) -> int:
-    """Prepare and insert every batch of the file (event ids from ``first``), finish the report; return the
-    number of events loaded."""
+def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar) -> np.ndarray:
+    """Prepare and stage every batch of the file, finish the report; return the ids of the events staged."""
     report = ctx.report
     rejects: list[dict] = []
+    ids: list[np.ndarray] = []
     loaded = duplicates = 0
     try:
-        with _Writer(con, threads=INSERT_THREADS) as writer:
-            for batch in imp.prefetch(ctx.reader.batches):
-                data, rej, dup, outside = _event_batch(batch, ctx, first_id=first + loaded,
-                                                       con=con, before_query=writer.wait)
-                report.rows_read += batch.num_rows
-                rejects.extend(rej)
-                duplicates += dup
-                report.outside_grids += outside
-                if data is not None:
-                    loaded += data.num_rows
-                    writer.insert("events", data)
-                bar.update(batch.num_rows)
+        for batch in imp.prefetch(ctx.reader.batches):
+            first = staging.reserve("events", "event_id", batch.num_rows)
+            data, rej, dup, outside = _event_batch(batch, ctx, first_id=first, con=staging.con,
+                                                   before_query=staging.wait)
+            report.rows_read += batch.num_rows
+            rejects.extend(rej)
+            duplicates += dup
+            report.outside_grids += outside
+            if data is not None:
+                loaded += data.num_rows
+                ids.append(data.column("event_id").to_numpy())
+                staging.add("events", data)
+                ctx.keys.table = staging.relation("events", "dedup_key")  # later batches check these rows too
+            bar.update(batch.num_rows)
+        staging.wait()
     finally:
         ctx.keys.close()
     report.warnings = list(dict.fromkeys(report.warnings))
     finish_report(report, rejects, loaded=loaded, duplicates=duplicates)
-    return loaded
+    return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
 
 @dataclass
@@ -192,47 +196,6 @@ class _EventBatchContext:
             inspections=con.execute("SELECT CAST(inspection_id AS VARCHAR) AS code, external_id FROM inspections")
             .df() if "inspection" in cols else None,
         )
-
-
-class _Writer:
-    """Inserts Arrow tables on a background thread, one at a time and in order, so the next batch is prepared
-    meanwhile; leaving the block waits for the last insert (and re-raises its error)."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, threads: int | None = None) -> None:
-        self.con = con
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="civicgrid-insert")
-        self.pending = None
-        self.threads = None
-        if threads is not None:
-            self.threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-            con.execute(f"SET threads = {int(threads)}")
-
-    def insert(self, table: str, data: pa.Table) -> None:
-        self.wait()
-        self.pending = self.pool.submit(imp.insert_arrow, self.con, table, data)
-
-    def wait(self) -> None:
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            pending.result()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self.wait()
-            elif self.pending is not None:
-                futures_wait([self.pending])  # the connection must be idle before the transaction rolls back
-        finally:
-            self.pool.shutdown()
-            if self.threads is not None:
-                try:
-                    self.con.execute(f"SET threads = {int(self.threads)}")
-                except duckdb.Error:
-                    if exc_type is None:
-                        raise
 
 
 def _column(table: pa.Table, column: str | None, idx: np.ndarray) -> pa.Array:

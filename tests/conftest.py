@@ -54,6 +54,23 @@ def plain_duckdb(db: str | os.PathLike):
     return con
 
 
+def store_digest(db: str | os.PathLike) -> str:
+    """A digest of every row of every table of the store ``db``: what "the store is as it was" means for a lake,
+    whose catalog file changes with every snapshot (also for a write that only reserves ids)."""
+    import hashlib
+
+    from civicgrid.geo.store import Store
+
+    store = Store(db)
+    tables = store.sql("SELECT table_name FROM information_schema.tables WHERE table_catalog = 'lake' "
+                       "AND table_type = 'BASE TABLE' ORDER BY 1")["table_name"]
+    digest = hashlib.sha256()
+    for table in tables:
+        rows = store.sql(f"SELECT * FROM {table} ORDER BY ALL").to_csv(index=False)
+        digest.update(f"{table}\n{rows}".encode())
+    return digest.hexdigest()
+
+
 @pytest.fixture(scope="session")
 def civicgrid_cli() -> list[str]:
     """The command that runs this environment's ``civicgrid`` CLI (its console script, else ``python -m api.cli``)."""

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import hashlib
 import json
 
 import geopandas as gpd
@@ -21,9 +20,11 @@ from civicgrid.sites.frame import import_sites
 from civicgrid.sites.inspections import import_inspections
 from click.testing import CliRunner
 
+from conftest import store_digest
 
-def _digest(path):
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+def _digest(path) -> str:
+    return store_digest(path)
 
 
 def _balanced(report):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import pandas as pd
@@ -14,9 +13,11 @@ from civicgrid.sites.events import import_events
 from civicgrid.sites.kpis import kpi_table
 from click.testing import CliRunner
 
+from conftest import store_digest
+
 
 def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return store_digest(path)
 
 
 #: Events with the README's deadline examples: 1 working day from Friday 15:00 -> Monday 15:00; from Friday
@@ -95,7 +96,7 @@ def test_rebounds_of_imported_cases_are_linked(small_city, tmp_path):
 def test_a_failing_case_backfill_leaves_the_database_unchanged(small_city, tmp_path, monkeypatch):
     before = _digest(small_city)
 
-    def broken(con, *, actor="import"):
+    def broken(con, **kwargs):
         raise RuntimeError("backfill failed")
 
     monkeypatch.setattr("civicgrid.sites.events.backfill", broken)

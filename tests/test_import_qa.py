@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import io
 import re
 import shlex
@@ -26,11 +25,13 @@ from civicgrid.grids.areas import import_areas, import_grids
 from civicgrid.sites.events import import_events
 from click.testing import CliRunner
 
+from conftest import store_digest
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
 def _digest(path) -> str:
-    return hashlib.sha256(path.read_bytes()).hexdigest()
+    return store_digest(path)
 
 
 # --- the README's import examples ---------------------------------------------------------------------------

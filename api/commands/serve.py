@@ -21,16 +21,21 @@ from civicgrid.geo.settings import get_settings
 @click.option("--network", type=click.Path(exists=True, dir_okay=False),
               help="road network for patrol plans: a local OpenStreetMap extract (.osm.pbf) or a line layer "
                    "(GeoJSON, Shapefile, GeoPackage); default: $CIVICGRID_NETWORK, else straight-line times")
+@click.option("--maintain-hours", type=click.FloatRange(min=0), default=lambda: get_settings().maintain_hours,
+              show_default="$CIVICGRID_MAINTAIN_HOURS, else 24",
+              help="hours between store maintenance runs (merge small files, expire old snapshots, delete unused "
+                   "files; the first 10 minutes after the start); 0: never (run `civicgrid maintain` yourself)")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (server start, access log); civicgrid's own records, "
                                       "with each request's time: civicgrid --log-level info serve ...")
 @user_errors
-def serve(db: str, host, port, max_cells, network, log_level):
+def serve(db: str, host, port, max_cells, network, maintain_hours, log_level):
     """Start the web service on a database: the API under /api, the map at /map, API docs at /docs.
 
-    The database is opened read-only and followed: imports published while the
-    service runs are seen by the next request. Every page works without
-    internet (Leaflet, plugins and swagger-ui are served by the app).
+    Imports, case work and notebooks use the store while it serves: each request
+    sees every write committed before it. Every --maintain-hours the service
+    compacts the store (civicgrid maintain). Every page works without internet
+    (Leaflet, plugins and swagger-ui are served by the app).
 
     \b
     Examples:
@@ -47,6 +52,10 @@ def serve(db: str, host, port, max_cells, network, log_level):
         settings["patrol_network"] = network
     app = create_app(db, settings=settings)
     app.state.store.sql("SELECT 1")  # open the file now: a wrong --db fails here, not on the first request
+    if maintain_hours:
+        from civicgrid.geo.store_files import maintain_periodically
+
+        maintain_periodically(db, every_hours=maintain_hours)
     click.echo(f"civicgrid serving {db} on http://{host}:{port}  (map: /map, API docs: /docs)")
     # civicgrid's request log (INFO, with each request's time) replaces uvicorn's access log when it is on
     requests_logged = logging.getLogger("civicgrid.api.app").isEnabledFor(logging.INFO)

@@ -9,6 +9,7 @@ from datetime import datetime
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from civicgrid.geo.store import writing
 from civicgrid.geo.times import now_local
 from civicgrid.sites.cases._memory import memory_cap
@@ -24,7 +25,7 @@ _RECTIFIED = "coalesce(e.rectified_at, e.closed_at, CASE WHEN e.status = 'closed
 _REWORKS = "greatest(coalesce(e.reopened, 0), 0)::INTEGER"
 
 
-def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import") -> int:
+def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import", event_ids=None) -> int:
     """Turn every event without a case into a case with an audit trail, from the event's own record.
 
     For use inside :func:`geo.store.writing` (the demo and imports call it). The state follows the event:
@@ -35,18 +36,32 @@ def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import") -> int:
     closure. The event's deadline is kept (computed on the working clock when missing) and its
     ``rebound_of`` link is kept; no rebound linking runs here (see :func:`link_rebounds`).
     Bulk SQL in chunks of :data:`BACKFILL_CHUNK` events in id order (audit rows are numbered by case, then
-    step); returns the number of cases created.
+    step); returns the number of cases created. ``event_ids`` (an array) limits it to those events (an
+    import's own), so its cost does not grow with the store.
     """
     with memory_cap(con):
-        return _backfill(con, actor=actor)
+        return _backfill(con, actor=actor, event_ids=event_ids)
 
 
-def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str) -> int:
-    todo = con.execute(f"""
-        SELECT e.event_id, 3 + 2 * {_REWORKS} + ({_RECTIFIED} IS NOT NULL)::INTEGER
-                             + ({_CLOSED} IS NOT NULL)::INTEGER AS n_steps
-        FROM events e WHERE NOT EXISTS (SELECT 1 FROM cases c WHERE c.event_id = e.event_id)
-    """).fetchnumpy()
+def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids) -> int:
+    if event_ids is not None:
+        ids = np.asarray(event_ids, dtype=np.int64)
+        if not ids.size:
+            return 0
+        con.register("_bf_only", pa.table({"event_id": ids}))
+        only = (f"AND e.event_id IN (SELECT event_id FROM _bf_only) "
+                f"AND e.event_id BETWEEN {int(ids.min())} AND {int(ids.max())}")
+    else:
+        only = ""
+    try:
+        todo = con.execute(f"""
+            SELECT e.event_id, 3 + 2 * {_REWORKS} + ({_RECTIFIED} IS NOT NULL)::INTEGER
+                                 + ({_CLOSED} IS NOT NULL)::INTEGER AS n_steps
+            FROM events e WHERE NOT EXISTS (SELECT 1 FROM cases c WHERE c.event_id = e.event_id) {only}
+        """).fetchnumpy()
+    finally:
+        if only:
+            con.unregister("_bf_only")
     ids = np.asarray(todo["event_id"], dtype=np.int64)
     if not ids.size:
         return 0
@@ -172,4 +187,6 @@ def _backfill_chunk(con: duckdb.DuckDBPyConnection, ids: np.ndarray, log0: np.nd
 def backfill_db(db: str | os.PathLike, *, actor: str = "import") -> int:
     """:func:`backfill` as one atomic write on the database file ``db``."""
     with writing(db) as con:
-        return backfill(con, actor=actor)
+        made = backfill(con, actor=actor)
+        con.execute("DELETE FROM meta WHERE key = 'cases_pending'")  # see sites.events.import_events
+        return made

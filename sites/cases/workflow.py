@@ -22,6 +22,7 @@ import pandas as pd
 from civicgrid.geo.aggregate import area_level
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
+from civicgrid.geo.staging import next_id
 from civicgrid.geo.store import Store, retry_writes, writing
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment
@@ -281,7 +282,7 @@ def _new_event(con: duckdb.DuckDBPyConnection, *, problem_type, lng, lat, crs, s
         msg = f"time {found_at} is in the future (now {now})"
         raise InvalidParameterError(msg)
     loc = Locator.cached(con).locate(np.array([x]), np.array([y])).iloc[0]
-    eid = int(con.execute("SELECT coalesce(max(event_id), 0) + 1 FROM events").fetchone()[0])
+    eid = next_id(con, "events", "event_id")
     vals = {c: (None if pd.isna(loc[c]) else str(loc[c])) for c in
             ("grid_code", "community_code", "street_code", "district_code")}
     con.execute("""

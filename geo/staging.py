@@ -1,0 +1,270 @@
+"""Large writes that never hold up small ones: an import's rows are staged as Parquet files, then published.
+
+A case move waits for the writers' lock (:func:`civicgrid.geo.store.writing`) only as long as another short
+write holds it. An import of millions of rows must not hold that lock for its whole run, so it works in three
+steps (:func:`importing`):
+
+1. **Stage** (no lock): each batch of rows is written as a Parquet file ``import-<uuid>.parquet`` into the
+   table's folder of the store's data folder (:meth:`Staging.add`). Nobody sees these files yet. Ids for the
+   rows are *reserved* first in a very short write (:meth:`Staging.reserve`), so a case created meanwhile
+   never takes one of them.
+2. **Publish** (:meth:`Staging.publish`): one short write registers the files with the lake
+   (``ducklake_add_data_files``) and runs whatever else the import does with its rows (creating cases, linking
+   rebounds, logging the import). Readers see all of it at once, or none of it.
+3. **Or discard**: an import that fails deletes its files; one that is killed leaves them, and the next import
+   (or ``civicgrid maintain``) deletes every staged file the lake does not know.
+
+Imports of one store take turns (a lock of their own, ``<db>.lock.import``), so two imports never
+deduplicate against each other's unpublished rows.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import fcntl
+import logging
+import os
+import uuid
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
+from pathlib import Path
+
+import duckdb
+import pyarrow as pa
+from civicgrid.geo.store import ALIAS, Location, _lake, fetch_value, locate, quote, set_meta, writing
+
+logger = logging.getLogger(__name__)
+
+#: Name prefix of staged files (what leftover cleaning looks for).
+STAGED_PREFIX = "import-"
+
+
+def _reserved_key(table: str) -> str:
+    return f"ids.{table}"
+
+
+def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
+    """The next free id of ``table.column``: above every stored id and every id an import in progress has
+    reserved (:meth:`Staging.reserve`). Use it inside a write (:func:`~civicgrid.geo.store.writing`)."""
+    top = int(fetch_value(con, f"SELECT coalesce(max({column}), 0) FROM {table}"))
+    row = con.execute("SELECT value FROM meta WHERE key = ?", [_reserved_key(table)]).fetchone()
+    return max(top + 1, int(row[0]) if row else 0)
+
+
+def reserve_ids(db: str | os.PathLike | None, table: str, column: str, n: int) -> int:
+    """Reserve ``n`` ids of ``table.column`` for rows not yet published, in one short write; return the first."""
+    with writing(db) as con:
+        first = next_id(con, table, column)
+        set_meta(con, _reserved_key(table), str(first + int(n)))
+    return first
+
+
+class Staging:
+    """The Parquet files of one import, before they are published (see the module docstring).
+
+    Parameters
+    ----------
+    db
+        The store.
+    """
+
+    def __init__(self, db: str | os.PathLike | None) -> None:
+        self.db = db
+        self.location: Location = locate(db)
+        lake = _lake(self.location, create=True)
+        self.con = lake.cursor()  # reads: autocommit, sees every committed write
+        self._writer = lake.cursor()  # writes the files, on the background thread
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="civicgrid-stage")
+        self._pending: Future | None = None
+        self.files: dict[str, list[Path]] = {}
+        self.rows: dict[str, int] = {}
+        self._types: dict[str, dict[str, str]] = {}
+        self._reserved: set[str] = set()
+
+    # -- ids -----------------------------------------------------------------------------------------------
+
+    def reserve(self, table: str, column: str, n: int) -> int:
+        """Reserve ``n`` ids of ``table.column`` for staged rows; return the first."""
+        self._reserved.add(table)
+        return reserve_ids(self.db, table, column, n)
+
+    # -- files ---------------------------------------------------------------------------------------------
+
+    def _column_types(self, table: str) -> dict[str, str]:
+        if table not in self._types:
+            rows = self.con.execute(
+                "SELECT column_name, data_type FROM information_schema.columns "
+                "WHERE table_catalog = ? AND table_schema = 'main' AND table_name = ? ORDER BY ordinal_position",
+                [ALIAS, table]).fetchall()
+            if not rows:
+                msg = f"no table {table!r} in the store"
+                raise ValueError(msg)
+            self._types[table] = dict(rows)
+        return self._types[table]
+
+    def add(self, table: str, data: pa.Table) -> None:
+        """Write ``data`` (columns of ``table``; the others get their defaults) as a staged Parquet file.
+
+        The file is written on a background thread while the caller prepares the next batch; :meth:`wait`
+        waits for it (and raises its error)."""
+        types = self._column_types(table)
+        unknown = [c for c in data.column_names if c not in types]
+        if unknown:
+            msg = f"columns {unknown} are not columns of {table}"
+            raise ValueError(msg)
+        self.wait()
+        if not data.num_rows:
+            return
+        folder = self.location.data_path / "main" / table
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{STAGED_PREFIX}{uuid.uuid4().hex}.parquet"
+        self.files.setdefault(table, []).append(path)
+        self.rows[table] = self.rows.get(table, 0) + data.num_rows
+        select = ", ".join(f"CAST({c} AS {types[c]}) AS {c}" for c in data.column_names)
+        self._pending = self._pool.submit(self._write, data, select, path)
+
+    def _write(self, data: pa.Table, select: str, path: Path) -> None:
+        self._writer.register("_stage", pa.RecordBatchReader.from_batches(data.schema, data.to_batches()))
+        try:
+            self._writer.execute(f"COPY (SELECT {select} FROM _stage) TO {quote(str(path))} (FORMAT parquet)")
+        finally:
+            self._writer.unregister("_stage")
+
+    def relation(self, table: str, columns: str = "*") -> str:
+        """SQL for ``columns`` of ``table`` as published plus the rows staged so far (call :meth:`wait` before
+        running it)."""
+        files = self.files.get(table)
+        if not files:
+            return f"(SELECT {columns} FROM {table})"
+        paths = ", ".join(quote(str(p)) for p in files)
+        return f"(SELECT {columns} FROM {table} UNION ALL SELECT {columns} FROM read_parquet([{paths}]))"
+
+    def wait(self) -> None:
+        """Wait until the last staged file is written."""
+        if self._pending is not None:
+            pending, self._pending = self._pending, None
+            pending.result()
+
+    # -- publish or discard ----------------------------------------------------------------------------------
+
+    @contextlib.contextmanager
+    def publish(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """One short write: register every staged file, then yield the transaction for the import's own
+        follow-up (cases, rebounds, its log row). Everything becomes visible at once when the block ends."""
+        self.wait()
+        with writing(self.db) as con:
+            for table, files in self.files.items():
+                for path in files:
+                    con.execute(f"CALL ducklake_add_data_files({quote(ALIAS)}, {quote(table)}, "
+                                f"{quote(str(path))}, allow_missing => true)")
+            for table in sorted(self._reserved):  # the rows are in: their ids are above the stored ones now
+                con.execute("DELETE FROM meta WHERE key = ?", [_reserved_key(table)])
+            yield con
+        self.files = {}
+        self._reserved = set()
+
+    def discard(self) -> None:
+        """Delete the staged files (the import failed)."""
+        with contextlib.suppress(Exception):
+            self.wait()
+        for files in self.files.values():
+            for path in files:
+                with contextlib.suppress(FileNotFoundError):
+                    path.unlink()
+        self.files = {}
+        if self._reserved:  # give the reserved ids back (a failed import leaves the store as it was)
+            try:
+                with writing(self.db) as con:
+                    for table in sorted(self._reserved):
+                        con.execute("DELETE FROM meta WHERE key = ?", [_reserved_key(table)])
+            except Exception:  # the import's own error matters more; a stale reservation only skips ids
+                logger.exception("%s: could not release the ids reserved by a failed import", self.location.name)
+            self._reserved = set()
+
+    def close(self) -> None:
+        self._pool.shutdown()
+        for cur in (self.con, self._writer):
+            with contextlib.suppress(Exception):
+                cur.close()
+
+
+def _import_lock_path(location: Location) -> Path:
+    return location.lock_path.with_name(location.lock_path.name + ".import")
+
+
+@contextlib.contextmanager
+def _import_lock(location: Location, *, wait: bool = True) -> Iterator[bool]:
+    """Hold the imports' lock (yields False, without it, when ``wait`` is false and an import holds it)."""
+    with open(_import_lock_path(location), "a+") as lock:
+        try:
+            fcntl.flock(lock, fcntl.LOCK_EX if wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            yield False
+            return
+        try:
+            yield True
+        finally:
+            fcntl.flock(lock, fcntl.LOCK_UN)
+
+
+def leftover_files(con: duckdb.DuckDBPyConnection, location: Location) -> list[Path]:
+    """Staged files the lake does not know: what killed imports left behind. Only meaningful while holding the
+    imports' lock (otherwise an import in progress has such files too)."""
+    meta = f"__ducklake_metadata_{ALIAS}"
+    known = {Path(p).name for (p,) in con.execute(
+        f"SELECT path FROM {meta}.ducklake_data_file WHERE path LIKE '%{STAGED_PREFIX}%' "
+        f"UNION ALL SELECT path FROM {meta}.ducklake_files_scheduled_for_deletion "
+        f"WHERE path LIKE '%{STAGED_PREFIX}%'").fetchall()}
+    found = (location.data_path / "main").glob(f"*/{STAGED_PREFIX}*.parquet")
+    return sorted(p for p in found if p.name not in known)
+
+
+def remove_leftovers(db: str | os.PathLike | None, *, wait: bool = True) -> list[Path] | None:
+    """Delete what killed imports left behind; return the files deleted. An import in progress is waited for,
+    or (``wait=False``) nothing is done and None is returned."""
+    location = locate(db)
+    with _import_lock(location, wait=wait) as held:
+        return _remove_leftovers(location) if held else None
+
+
+def _remove_leftovers(location: Location) -> list[Path]:
+    cur = _lake(location, create=True).cursor()
+    try:
+        files = leftover_files(cur, location)
+    finally:
+        cur.close()
+    for path in files:
+        with contextlib.suppress(FileNotFoundError):
+            path.unlink()
+    if files:
+        logger.warning("%s: removed %d file(s) left by an interrupted import", location.name, len(files))
+    return files
+
+
+@contextlib.contextmanager
+def importing(db: str | os.PathLike | None) -> Iterator[Staging]:
+    """Stage an import (see the module docstring): imports of the store take turns; what a killed import
+    left is removed first; a failed import's files are deleted, and nothing of it is published.
+
+    Examples
+    --------
+    >>> with importing("city.duckdb") as staging:  # doctest: +SKIP
+    ...     first = staging.reserve("events", "event_id", batch.num_rows)
+    ...     staging.add("events", rows)
+    ...     with staging.publish() as con:
+    ...         con.execute("INSERT INTO imports ...")
+    """
+    location = locate(db)
+    with _import_lock(location):
+        _remove_leftovers(location)
+        staging = Staging(db)
+        try:
+            yield staging
+            if any(staging.files.values()):
+                msg = "staged files were neither published nor discarded"
+                raise RuntimeError(msg)
+        except BaseException:
+            staging.discard()
+            raise
+        finally:
+            staging.close()

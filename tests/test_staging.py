@@ -1,0 +1,179 @@
+"""Imports stage their rows as Parquet files and publish them in one short write (civicgrid.geo.staging)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import pandas as pd
+import pytest
+from civicgrid.geo import importing as imp
+from civicgrid.geo import staging
+from civicgrid.geo.store import Store, locate
+from civicgrid.sites import cases as cs
+from civicgrid.sites import events as sev
+from civicgrid.sites.events import import_events
+
+from conftest import store_digest
+
+
+def _events(n: int, prefix: str = "E") -> pd.DataFrame:
+    return pd.DataFrame({
+        "单号": [f"{prefix}{i}" for i in range(n)],
+        "时间": [f"2024-03-{1 + i % 28:02d} 10:00" for i in range(n)],
+        "经度": [f"{112.901 + (i % 17) * 0.001:.4f}" for i in range(n)],
+        "纬度": [f"{28.201 + (i % 13) * 0.001:.4f}" for i in range(n)],
+        "问题类型": ["暴露垃圾"] * n,
+    })
+
+
+def _file(tmp_path, frame, name="e.parquet"):
+    """A Parquet file (read in batches of IMPORT_BATCH_ROWS rows, where a CSV file comes in blocks of bytes)."""
+    path = tmp_path / name
+    frame.to_parquet(path, index=False)
+    return path
+
+
+def _staged_files(db):
+    return sorted((locate(db).data_path / "main").glob(f"*/{staging.STAGED_PREFIX}*.parquet"))
+
+
+def test_case_work_goes_on_while_an_import_stages_and_ids_never_collide(small_city, tmp_path, monkeypatch):
+    monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 10)
+    path = _file(tmp_path, _events(40))
+    in_import, release = threading.Event(), threading.Event()
+    batches = imp.prefetch
+
+    def slow(items):  # the import pauses after its second batch until the test has written cases
+        for i, batch in enumerate(batches(items)):
+            if i == 2:
+                in_import.set()
+                assert release.wait(60)
+            yield batch
+
+    monkeypatch.setattr(imp, "prefetch", slow)
+    result = {}
+    thread = threading.Thread(target=lambda: result.update(report=import_events(
+        path, db=small_city, mapping={"id": "单号", "time": "时间"}, progress=False)))
+    thread.start()
+    try:
+        assert in_import.wait(60)
+        store = Store(small_city)
+        assert store.sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 0  # nothing published yet
+        assert len(_staged_files(small_city)) == 2
+        started = time.perf_counter()
+        made = [cs.create_case(small_city, actor="巡查员", problem_type="0101", lng=112.905, lat=28.205,
+                               time="2024-03-02 09:00") for _ in range(3)]
+        assert time.perf_counter() - started < 30  # not queued behind the import (it is paused)
+        assert store.sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 3
+    finally:
+        release.set()
+        thread.join(120)
+    report = result["report"]
+    assert report.loaded == 40 and report.cases_created == 40
+    ev = Store(small_city).sql("SELECT event_id, dedup_key FROM events ORDER BY event_id")
+    assert len(ev) == 43 and ev["event_id"].is_unique
+    mine = {c["case_id"] for c in made}
+    assert mine <= set(ev["event_id"]) and ev.loc[ev.event_id.isin(mine), "dedup_key"].str.startswith("case:").all()
+    cases = Store(small_city).sql("SELECT case_id, event_id FROM cases")
+    assert len(cases) == 43 and (cases.case_id == cases.event_id).all()
+    # the reservations are gone once published: the next id follows the stored ones
+    assert Store(small_city).meta("ids.events") is None
+    assert not _staged_files(small_city)  # registered files are the lake's, not leftovers
+    assert not staging.remove_leftovers(small_city)
+
+
+def test_duplicates_across_batches_of_one_import_are_found(small_city, tmp_path, monkeypatch):
+    monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 7)
+    frame = _events(20)
+    frame = pd.concat([frame, frame.iloc[[0, 3, 19]]], ignore_index=True)  # repeats in later batches
+    report = import_events(_file(tmp_path, frame), db=small_city, mapping={"id": "单号", "time": "时间"},
+                           progress=False)
+    assert (report.rows_read, report.loaded, report.duplicates) == (23, 20, 3)
+    again = import_events(_file(tmp_path, frame, "again.parquet"), db=small_city,
+                          mapping={"id": "单号", "time": "时间"}, progress=False)
+    assert (again.loaded, again.duplicates) == (0, 23)
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 20
+
+
+def test_a_failed_import_leaves_no_rows_files_or_reservations(small_city, tmp_path, monkeypatch):
+    monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 5)
+    import_events(_file(tmp_path, _events(6, "OLD")), db=small_city, mapping={"id": "单号", "time": "时间"},
+                  progress=False)
+    before = store_digest(small_city)
+    real = sev._event_batch
+    calls = []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 3:
+            raise RuntimeError("disk full")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(sev, "_event_batch", failing)
+    with pytest.raises(RuntimeError, match="disk full"):
+        import_events(_file(tmp_path, _events(30)), db=small_city, mapping={"id": "单号", "time": "时间"},
+                      progress=False)
+    assert store_digest(small_city) == before
+    assert not _staged_files(small_city)
+
+
+def test_files_of_a_killed_import_are_removed_by_the_next_one(small_city, tmp_path, monkeypatch):
+    import_events(_file(tmp_path, _events(3, "OLD")), db=small_city, mapping={"id": "单号", "time": "时间"},
+                  progress=False)
+    # what a killed import leaves: a staged file the lake does not know (and a reservation in meta)
+    stage = staging.Staging(small_city)
+    stage.reserve("events", "event_id", 1000)
+    import pyarrow as pa
+    stage.add("events", pa.table({"event_id": [10_000], "source": ["complaint"],
+                                  "time": [pd.Timestamp("2024-03-01")]}))
+    stage.wait()
+    stage.close()
+    left = _staged_files(small_city)
+    assert len(left) == 1
+    report = import_events(_file(tmp_path, _events(4)), db=small_city, mapping={"id": "单号", "time": "时间"},
+                           progress=False)
+    assert report.loaded == 4
+    assert not left[0].exists()
+    ids = Store(small_city).sql("SELECT event_id FROM events ORDER BY 1")["event_id"].tolist()
+    assert len(ids) == 7 and 10_000 not in ids
+
+
+def test_maintain_removes_import_leftovers_unless_an_import_runs(small_city, tmp_path):
+    from civicgrid.geo.store_files import maintain
+
+    stage = staging.Staging(small_city)
+    import pyarrow as pa
+    stage.add("events", pa.table({"event_id": [1], "source": ["complaint"], "time": [pd.Timestamp("2024-03-01")]}))
+    stage.wait()
+    stage.close()
+    assert len(_staged_files(small_city)) == 1
+    with staging._import_lock(locate(small_city)):  # an import is running: its files are not touched
+        assert staging.remove_leftovers(small_city, wait=False) is None
+        assert len(_staged_files(small_city)) == 1
+    done = maintain(small_city, keep_days=30)
+    assert done["import_leftovers_removed"] == 1 and not _staged_files(small_city)
+
+
+def test_the_service_maintains_the_store_on_a_schedule(small_city, tmp_path, monkeypatch):
+    from civicgrid.geo import store_files
+
+    for k in range(4):  # small imports: one Parquet file each, to be merged
+        import_events(_file(tmp_path, _events(1200, f"B{k}-"), f"b{k}.parquet"), db=small_city,
+                      mapping={"id": "单号", "time": "时间"}, progress=False)
+    before = len(list((locate(small_city).data_path / "main" / "events").glob("*.parquet")))
+    runs = []
+    real = store_files.maintain
+    monkeypatch.setattr(store_files, "maintain", lambda db, **kw: runs.append(real(db, **kw)))
+    stop = store_files.maintain_periodically(small_city, every_hours=0.5 / 3600, first_after_s=0.1, keep_days=0)
+    try:
+        deadline = time.monotonic() + 120
+        while len(runs) < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+    finally:
+        stop.set()
+    assert len(runs) >= 2 and runs[0]["snapshots_expired"] > 0
+    assert len(list((locate(small_city).data_path / "main" / "events").glob("*.parquet"))) < before
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 4800
+    with pytest.raises(ValueError, match="every_hours"):
+        store_files.maintain_periodically(small_city, every_hours=0)
