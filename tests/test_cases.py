@@ -391,11 +391,14 @@ def _brute_rebounds(c: pd.DataFrame, subset: set, *, radius: float, days: float)
     return want, edges
 
 
-@pytest.mark.parametrize(("radius", "days", "batch_rows"), [(50.0, 30.0, None), (80.0, 7.5, 700)])
-def test_link_rebounds_equals_brute_force_on_edge_cases(tmp_path, monkeypatch, radius, days, batch_rows):
-    """A few thousand synthetic cases with ties and boundary distances and days; batches of whole types."""
+@pytest.mark.parametrize(("radius", "days", "batch_rows", "direct"),
+                         [(50.0, 30.0, None, False), (80.0, 7.5, 700, False), (50.0, 30.0, None, True)])
+def test_link_rebounds_equals_brute_force_on_edge_cases(tmp_path, monkeypatch, radius, days, batch_rows, direct):
+    """A few thousand synthetic cases with ties and boundary distances and days; batches of whole types; and the
+    direct search used for a few cases (a case a user opens), here forced for all of them."""
     if batch_rows:
         monkeypatch.setattr("civicgrid.sites.cases.rebounds.REBOUND_BATCH_ROWS", batch_rows)
+    monkeypatch.setattr("civicgrid.sites.cases.rebounds.FEW_CASES", 10**9 if direct else 0)
     rng = np.random.default_rng(int(radius))
     c = _synthetic_cases(rng, 4000, radius=radius, days=days)
     subset = set(c["case_id"].sample(frac=0.85, random_state=1))

@@ -17,6 +17,8 @@ from civicgrid.sites.cases.config import get_settings
 #: Rows (new cases plus earlier closed cases) :func:`link_rebounds` holds in memory at once; a batch holds
 #: whole problem types, so one type larger than this is still handled in one batch.
 REBOUND_BATCH_ROWS = 2_000_000
+#: Up to this many cases are linked by a direct search (a case opened by a user), above it in bulk.
+FEW_CASES = 256
 #: Metres per degree of latitude on the sphere of the rebound distance (:mod:`civicgrid.geo.distance`).
 _M_PER_DEG = EARTH_RADIUS_M * math.pi / 180
 
@@ -190,6 +192,9 @@ def _link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids, radius_m, days) 
     radius = float(radius_m if radius_m is not None else cfg["rebound_radius_m"])
     window = float(days if days is not None else cfg["rebound_days"])
     window_us = math.floor(window * 86400e6 + 0.5)
+    if case_ids is not None and len(case_ids) <= FEW_CASES:
+        return _link_few(con, np.unique(np.asarray(case_ids, dtype=np.int64)), radius=radius,
+                         window_us=window_us)
     ranges = _case_id_ranges(con)
     if case_ids is not None:
         ids = np.unique(np.asarray(case_ids, dtype=np.int64))
@@ -222,6 +227,49 @@ def _link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids, radius_m, days) 
     finally:
         for name in ("_link_ids", "_reb_new", "_reb_old", "_reb_types", "_reb", "_reb_ev"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+def _link_few(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, radius: float, window_us: int) -> int:
+    """Link a few cases (a case opened by a user): two queries for the cases and the closures that can matter
+    to them, whatever the size of the store, then the same search as in bulk."""
+    if not ids.size:
+        return 0
+    id_list = ", ".join(str(int(i)) for i in ids)
+    new = con.execute(f"""
+        SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.found_at) AS found_us, e.lat, e.lng
+        FROM cases c JOIN events e ON e.event_id = c.event_id
+        WHERE c.case_id IN ({id_list}) AND e.event_id IN ({id_list})
+          AND c.rebound_of IS NULL AND c.problem_type IS NOT NULL AND c.found_at IS NOT NULL""").df()
+    if new.empty:
+        return 0
+    types = sorted(new["problem_type"].unique())
+    lo, hi = int(new["found_us"].min()) - window_us, int(new["found_us"].max())
+    old = con.execute("""
+        SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at) AS closed_us, e.lat, e.lng
+        FROM cases c JOIN events e ON e.event_id = c.event_id
+        WHERE c.state = 'closed' AND c.problem_type IN (SELECT unnest(?::VARCHAR[]))
+          AND c.closed_at >= make_timestamp(?) AND c.closed_at < make_timestamp(?)""", [types, lo, hi]).df()
+    code = {t: i for i, t in enumerate(types)}
+
+    def points(frame: pd.DataFrame, time_col: str) -> dict[str, np.ndarray]:
+        return {"case_id": frame["case_id"].to_numpy(np.int64),
+                "t": frame["problem_type"].map(code).to_numpy(np.int32),
+                "has_site": frame["site_id"].notna().to_numpy(),
+                "site": frame["site_id"].fillna(0).to_numpy(np.int64),
+                time_col: frame[time_col].to_numpy(np.int64),
+                "lat": frame["lat"].astype(float).fillna(np.nan).to_numpy(float),
+                "lng": frame["lng"].astype(float).fillna(np.nan).to_numpy(float)}
+
+    case_id, old_id = _rebound_batch(points(new, "found_us"), points(old, "closed_us"), radius=radius,
+                                     window_us=window_us)
+    if not case_id.size:
+        return 0
+    try:
+        _write_links(con, case_id, old_id)
+    finally:
+        for name in ("_reb", "_reb_ev"):
+            con.execute(f"DROP TABLE IF EXISTS {name}")
+    return int(case_id.size)
 
 
 def _collect_cases(con: duckdb.DuckDBPyConnection, ranges: list[dict[str, int]], *, subset: str,

@@ -14,16 +14,20 @@ from __future__ import annotations
 import difflib
 import math
 import os
+from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 from civicgrid.geo.aggregate import area_level
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
+from civicgrid.geo.group_commit import submit
 from civicgrid.geo.staging import next_id
-from civicgrid.geo.store import Store, retry_writes, writing
+from civicgrid.geo.store import Store, fetch_value, retry_writes, writing
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment
 from civicgrid.grids.locate import Locator
@@ -312,49 +316,138 @@ def _target(current: str, to: str) -> str:
     raise InvalidParameterError(msg)
 
 
-def _transition(con: duckdb.DuckDBPyConnection, case_id: int, to: str, *, actor: str, at: datetime, note=None,
-                unit=None, photo=None) -> dict:
-    case = _case_row(con, case_id)
+@dataclass(frozen=True)
+class _Move:
+    """One requested move of a case (what :func:`transition` queues)."""
+
+    case_id: int
+    to: str
+    actor: str
+    at: datetime
+    note: str | None = None
+    unit: str | None = None
+    photo: str | None = None
+
+
+def _moved(case: dict, last: datetime | None, move: _Move, *, now: datetime) -> tuple[dict, dict]:
+    """The case after ``move`` and its audit row (without ``log_id``); raises when the move is illegal.
+    ``last`` is the time of the case's last step."""
     current = case["state"]
-    target = _target(current, to)
+    target = _target(current, move.to)
     if target not in NEXT_STATES[current]:
         allowed = ", ".join(NEXT_STATES[current]) or "none (a closed case is final)"
-        msg = (f"case {case_id} is {current} ({STATE_ZH[current]}) and cannot go to {target} "
+        msg = (f"case {move.case_id} is {current} ({STATE_ZH[current]}) and cannot go to {target} "
                f"({STATE_ZH[target]}); allowed: {allowed}")
         raise ConflictError(msg)
-    last = con.execute("SELECT max(changed_at) FROM case_log WHERE case_id = ?", [int(case_id)]).fetchone()[0]
-    if last is not None and at < last:
-        msg = f"time {at} is before the case's last step ({last}); transitions are recorded in order"
+    if last is not None and move.at < last:
+        msg = f"time {move.at} is before the case's last step ({last}); transitions are recorded in order"
         raise InvalidParameterError(msg)
-    sets, params = ["state = ?", "updated_at = ?"], [target, now_local()]
+    new = dict(case, state=target, updated_at=now)
     if target == "dispatched":
-        if unit is not None and str(unit).strip():
-            sets += ["unit = ?", "unit_code = NULL"]
-            params.append(str(unit).strip())
+        if move.unit is not None and str(move.unit).strip():
+            new.update(unit=str(move.unit).strip(), unit_code=None)
         if current == "rectified":  # rework (返工)
-            sets += ["reworks = reworks + 1", "rectified_at = NULL"]
+            new.update(reworks=int(case["reworks"] or 0) + 1, rectified_at=None)
         else:
-            sets.append("dispatched_at = ?")
-            params.append(at)
+            new["dispatched_at"] = move.at
     elif target == "rectified":
-        sets.append("rectified_at = ?")
-        params.append(at)
-        if photo:
-            sets.append("photo = ?")
-            params.append(photo)
+        new["rectified_at"] = move.at
+        if move.photo:
+            new["photo"] = move.photo
     elif target == "closed":
-        sets.append("closed_at = ?")
-        params.append(at)
-    con.execute(f"UPDATE cases SET {', '.join(sets)} WHERE case_id = ?", [*params, int(case_id)])
-    unit_now = con.execute("SELECT unit FROM cases WHERE case_id = ?", [int(case_id)]).fetchone()[0]
-    _log(con, case_id, at, actor, current, target, note, unit_now if target == "dispatched" else None, photo)
-    return _case_row(con, case_id)
+        new["closed_at"] = move.at
+    log = {"case_id": move.case_id, "changed_at": move.at, "actor": move.actor, "from_state": current,
+           "to_state": target, "note": move.note, "unit": new["unit"] if target == "dispatched" else None,
+           "photo": move.photo}
+    return new, log
 
 
-@retry_writes
+#: The columns a move may change, and their types (the update of a group of moves).
+_MOVED_COLUMNS = {"state": pa.string(), "unit": pa.string(), "unit_code": pa.string(),
+                  "dispatched_at": pa.timestamp("us"), "rectified_at": pa.timestamp("us"),
+                  "closed_at": pa.timestamp("us"), "reworks": pa.int32(), "photo": pa.string(),
+                  "updated_at": pa.timestamp("us")}
+_LOG_COLUMNS = {"log_id": pa.int64(), "case_id": pa.int64(), "changed_at": pa.timestamp("us"),
+                "actor": pa.string(), "from_state": pa.string(), "to_state": pa.string(), "note": pa.string(),
+                "unit": pa.string(), "photo": pa.string()}
+
+
+def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list[dict | Exception]:
+    """Apply a group of moves in the write transaction ``con`` with a few set-based statements; return each
+    move's case (as :func:`get_case` returns it) or the error that refused it (which changed nothing)."""
+    ids = sorted({m.case_id for m in moves})
+    id_list = ", ".join(str(int(i)) for i in ids)
+    rows = con.execute(f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id IN ({id_list})").df()
+    cases = {int(r["case_id"]): {k: _py(v) for k, v in r.items()} for r in rows.to_dict("records")}
+    logs: dict[int, list[dict]] = {i: [] for i in ids}
+    for r in con.execute(f"SELECT log_id, case_id, changed_at, actor, from_state, to_state, note, unit, photo "
+                         f"FROM case_log WHERE case_id IN ({id_list}) ORDER BY log_id").df().to_dict("records"):
+        logs[int(r["case_id"])].append({k: _py(v) for k, v in r.items()})
+    now = now_local()
+    results: list[tuple[dict, int] | Exception] = []
+    new_logs: list[dict] = []
+    for move in moves:
+        case = cases.get(move.case_id)
+        if case is None:
+            try:
+                _case_row(con, move.case_id)  # raises NotFoundError naming the ids there are
+            except NotFoundError as exc:
+                results.append(exc)
+            continue
+        trail = logs[move.case_id]
+        try:
+            new, log = _moved(case, max((r["changed_at"] for r in trail), default=None), move, now=now)
+        except (ConflictError, InvalidParameterError) as exc:
+            results.append(exc)
+            continue
+        cases[move.case_id] = new
+        trail.append(log)
+        new_logs.append(log)
+        results.append((dict(new), len(trail)))
+    if new_logs:
+        first = int(fetch_value(con, "SELECT coalesce(max(log_id), 0) + 1 FROM case_log"))
+        for i, log in enumerate(new_logs):
+            log["log_id"] = first + i
+        changed = sorted({log["case_id"] for log in new_logs})
+        moved = pa.table({"case_id": pa.array(changed, pa.int64()),
+                          **{c: pa.array([cases[i][c] for i in changed], t) for c, t in _MOVED_COLUMNS.items()}})
+        audit = pa.table({c: pa.array([log[c] for log in new_logs], t) for c, t in _LOG_COLUMNS.items()})
+        con.register("_moved", moved)
+        con.register("_audit", audit)
+        try:
+            con.execute(f"UPDATE cases SET {', '.join(f'{c} = m.{c}' for c in _MOVED_COLUMNS)} "
+                        "FROM _moved m WHERE cases.case_id = m.case_id")
+            con.execute(f"INSERT INTO case_log ({', '.join(_LOG_COLUMNS)}) SELECT * FROM _audit")
+            _sync_events(con, "SELECT case_id FROM _moved")
+        finally:
+            con.unregister("_moved")
+            con.unregister("_audit")
+    out: list[dict | Exception] = []
+    for result in results:
+        if isinstance(result, Exception):
+            out.append(result)
+            continue
+        case, n_log = result
+        trail = logs[int(case["case_id"])][:n_log]
+        case["log"] = [{k: v for k, v in r.items() if k != "case_id"} for r in trail]
+        case["next"] = list(NEXT_STATES[case["state"]])
+        out.append(case)
+    return out
+
+
+def _transition(con: duckdb.DuckDBPyConnection, case_id: int, to: str, *, actor: str, at: datetime, note=None,
+                unit=None, photo=None) -> dict:
+    """One move inside an open write (e.g. a case opened and dispatched in one write)."""
+    result = _apply_moves(con, [_Move(int(case_id), to, actor, at, note, unit, photo)])[0]
+    if isinstance(result, Exception):
+        raise result
+    return result
+
+
 def transition(db: str | os.PathLike, case_id: int, to: str, *, actor: str, at=None, note: str | None = None,
                unit: str | None = None, photo: str | None = None) -> dict:
-    """Move a case to its next state and record it in the audit trail (one atomic write).
+    """Move a case to its next state and record it in the audit trail (atomically; moves made at the same time
+    by other users of this process are committed together).
 
     Parameters
     ----------
@@ -389,7 +482,5 @@ def transition(db: str | os.PathLike, case_id: int, to: str, *, actor: str, at=N
     if when > now_local() + timedelta(minutes=5):
         msg = f"at {when} is in the future"
         raise InvalidParameterError(msg)
-    with writing(db) as con:
-        _transition(con, int(case_id), to, actor=actor, at=when, note=note, unit=unit, photo=photo)
-        _sync_events(con, "?", [int(case_id)])
-        return get_case(con, int(case_id))
+    # Queued with the moves other users make meanwhile and committed together (civicgrid.geo.group_commit).
+    return submit(db, "case-moves", _apply_moves, _Move(int(case_id), to, actor, when, note, unit, photo))

@@ -1,0 +1,100 @@
+"""Moves made at the same time are committed together (civicgrid.geo.group_commit), each with its own answer."""
+
+from __future__ import annotations
+
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from civicgrid.geo import group_commit
+from civicgrid.geo.errors import ConflictError
+from civicgrid.geo.store import Store, writing
+from civicgrid.sites import cases as cs
+from civicgrid.sites.cases import workflow
+
+
+def _open_cases(db, n):
+    return [cs.create_case(db, actor="巡查员", problem_type="0101", lng=112.905 + i * 1e-4, lat=28.205,
+                           time="2024-03-01 10:00")["case_id"] for i in range(n)]
+
+
+def test_concurrent_moves_are_grouped_and_each_gets_its_own_answer(small_city, monkeypatch):
+    ids = _open_cases(small_city, 12)
+    groups = []
+    real = workflow._apply_moves
+    gate = threading.Event()
+
+    def counting(con, moves):
+        gate.wait(30)  # the first group waits until every request is queued
+        groups.append(len(moves))
+        return real(con, moves)
+
+    monkeypatch.setattr(workflow, "_apply_moves", counting)
+    monkeypatch.setattr(group_commit, "_WRITERS", {})
+    # 12 registrations, one illegal move (close a found case) and a second move of case 0 in the same burst
+    jobs = [(i, "register") for i in ids] + [(ids[1], "close")]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(cs.transition, small_city, cid, to, actor="张三", at="2024-03-01 11:00")
+                   for cid, to in jobs]
+        threading.Timer(1.0, gate.set).start()
+        answers = []
+        for f in futures:
+            try:
+                answers.append(f.result(60))
+            except ConflictError as exc:
+                answers.append(exc)
+    assert sum(groups) == len(jobs) and len(groups) < len(jobs)  # grouped: fewer commits than moves
+    assert isinstance(answers[-1], ConflictError) and "cannot close" in str(answers[-1])
+    store = Store(small_city)
+    for cid, answer in zip(ids, answers[:-1], strict=True):
+        assert answer["case_id"] == cid and answer["state"] == "registered"
+        assert answer["next"] == ["dispatched"]
+        assert [r["to_state"] for r in answer["log"]] == ["found", "registered"]
+        assert answer == cs.get_case(store, cid)  # what the writer answered is what is stored
+    states = store.sql(f"SELECT state, count(*) AS n FROM cases WHERE case_id IN ({', '.join(map(str, ids))}) "
+                       "GROUP BY 1")
+    assert states.to_dict("records") == [{"state": "registered", "n": 12}]
+    log_ids = store.sql("SELECT log_id FROM case_log ORDER BY 1")["log_id"]
+    assert log_ids.is_unique and len(log_ids) == 12 * 2
+
+
+def test_two_moves_of_one_case_in_one_group_apply_in_order(small_city):
+    (cid,) = _open_cases(small_city, 1)
+    with writing(small_city) as con:
+        got = workflow._apply_moves(con, [
+            workflow._Move(cid, "register", "甲", workflow.parse_moment("2024-03-01 11:00")),
+            workflow._Move(cid, "dispatch", "乙", workflow.parse_moment("2024-03-01 12:00"), unit="环卫所"),
+            workflow._Move(cid, "register", "丙", workflow.parse_moment("2024-03-01 13:00")),  # illegal now
+        ])
+    assert got[0]["state"] == "registered" and len(got[0]["log"]) == 2
+    assert got[1]["state"] == "dispatched" and got[1]["unit"] == "环卫所" and len(got[1]["log"]) == 3
+    assert isinstance(got[2], ConflictError)
+    case = cs.get_case(Store(small_city), cid)
+    assert case["state"] == "dispatched" and [r["actor"] for r in case["log"]] == ["巡查员", "甲", "乙"]
+    ev = Store(small_city).sql("SELECT status, deadline FROM events WHERE event_id = ?", [cid]).iloc[0]
+    assert ev["status"] == "open"
+
+
+def test_a_failing_group_falls_back_to_each_move_alone(small_city, monkeypatch):
+    ids = _open_cases(small_city, 3)
+    real = workflow._apply_moves
+    gate = threading.Event()
+
+    def flaky(con, moves):
+        gate.wait(30)
+        if len(moves) > 1:
+            con.execute("SELECT * FROM no_such_table")  # the group's transaction fails as a whole
+        if moves[0].case_id == ids[1]:
+            raise RuntimeError("this one is broken")
+        return real(con, moves)
+
+    monkeypatch.setattr(workflow, "_apply_moves", flaky)
+    monkeypatch.setattr(group_commit, "_WRITERS", {})
+    with ThreadPoolExecutor(3) as pool:
+        futures = [pool.submit(cs.transition, small_city, cid, "register", actor="张三") for cid in ids]
+        threading.Timer(0.5, gate.set).start()
+        with pytest.raises(RuntimeError, match="broken"):
+            futures[1].result(60)
+        assert futures[0].result(60)["state"] == futures[2].result(60)["state"] == "registered"
+    states = Store(small_city).sql("SELECT case_id, state FROM cases ORDER BY case_id")
+    assert states["state"].tolist() == ["registered", "found", "registered"]
