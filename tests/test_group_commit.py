@@ -98,3 +98,63 @@ def test_a_failing_group_falls_back_to_each_move_alone(small_city, monkeypatch):
         assert futures[0].result(60)["state"] == futures[2].result(60)["state"] == "registered"
     states = Store(small_city).sql("SELECT case_id, state FROM cases ORDER BY case_id")
     assert states["state"].tolist() == ["registered", "found", "registered"]
+
+
+def test_concurrent_creations_are_grouped_and_each_gets_its_own_answer(small_city, monkeypatch):
+    # an earlier closed case nearby: the new ones of the same type rebound from it
+    (old,) = _open_cases(small_city, 1)
+    for to, at in (("register", "2024-03-01 10:10"), ("dispatch", "2024-03-01 10:20"),
+                   ("rectify", "2024-03-01 11:00"), ("close", "2024-03-01 12:00")):
+        cs.transition(small_city, old, to, actor="张三", at=at)
+    with writing(small_city) as con:  # an event without a case (as an import without cases leaves it)
+        con.execute("INSERT INTO events (event_id, source, problem_type, time, lng, lat, grid_code) "
+                    "VALUES (500, 'complaint', '0201', TIMESTAMP '2024-03-02 08:00', 112.915, 28.215, "
+                    "'430102001001004')")
+    groups = []
+    real = workflow._apply_creates
+    gate = threading.Event()
+
+    def counting(con, requests):
+        gate.wait(30)
+        groups.append(len(requests))
+        return real(con, requests)
+
+    monkeypatch.setattr(workflow, "_apply_creates", counting)
+    monkeypatch.setattr(group_commit, "_WRITERS", {})
+    jobs = [dict(problem_type="0101", lng=112.905 + i * 1e-5, lat=28.205, time="2024-03-05 09:00")
+            for i in range(8)]
+    jobs += [dict(problem_type="暴露垃圾", lng=112.905, lat=28.205, time="2024-03-05 09:30", dispatch=True,
+                  unit="环卫所"),
+             dict(problem_type="no such type", lng=112.905, lat=28.205),
+             dict(event_id=500), dict(event_id=500), dict(event_id=999_999)]
+    with ThreadPoolExecutor(len(jobs)) as pool:
+        futures = [pool.submit(cs.create_case, small_city, actor="巡查员", **job) for job in jobs]
+        threading.Timer(1.0, gate.set).start()
+        answers = []
+        for f in futures:
+            try:
+                answers.append(f.result(60))
+            except Exception as exc:
+                answers.append(exc)
+    assert sum(groups) == len(jobs) and len(groups) < len(jobs)
+    made, refused = answers[:9], answers[9:]
+    assert all(isinstance(a, dict) for a in made), made
+    assert type(refused[0]).__name__ == "NotFoundError" and "no such type" in str(refused[0])
+    assert [type(a).__name__ for a in refused[1:3]].count("ConflictError") == 1  # one case per event
+    case500 = next(a for a in refused[1:3] if isinstance(a, dict))
+    assert case500["case_id"] == 500 and case500["problem_type"] == "0201" and case500["deadline"] is not None
+    assert type(refused[3]).__name__ == "NotFoundError" and "no event 999999" in str(refused[3])
+    ids = [a["case_id"] for a in made]
+    assert len(set(ids)) == 9 and min(ids) > 500
+    store = Store(small_city)
+    for a in [*made, case500]:
+        assert a == cs.get_case(store, a["case_id"])
+    assert all(a["state"] == "found" and a["rebound_of"] == old for a in made[:8])
+    dispatched = made[8]
+    assert dispatched["state"] == "dispatched" and dispatched["unit"] == "环卫所" and dispatched["rebound_of"] == old
+    assert [r["to_state"] for r in dispatched["log"]] == ["found", "registered", "dispatched"]
+    ev = store.sql(f"SELECT event_id, status, rebound_of, grid_code, dedup_key FROM events "
+                   f"WHERE event_id IN ({', '.join(map(str, ids))}) ORDER BY event_id")
+    assert (ev["rebound_of"] == old).all() and (ev["grid_code"] == "430102001001001").all()
+    assert ev["dedup_key"].tolist() == [f"case:{i}" for i in sorted(ids)]
+    assert store.sql("SELECT log_id FROM case_log")["log_id"].is_unique

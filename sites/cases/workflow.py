@@ -27,7 +27,7 @@ from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.group_commit import submit
 from civicgrid.geo.staging import next_id
-from civicgrid.geo.store import Store, fetch_value, retry_writes, writing
+from civicgrid.geo.store import Store, fetch_value
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment
 from civicgrid.grids.locate import Locator
@@ -173,31 +173,52 @@ def _actor(actor) -> str:
     return name
 
 
-def _resolve_type(con: duckdb.DuckDBPyConnection, problem_type) -> str:
-    types = con.execute("SELECT code, name_zh, name_en FROM problem_types").df()
+def _resolve_type(types: pd.DataFrame, problem_type) -> str:
+    """The code of a problem type given by code, Chinese or English name (``types``: the problem_types table)."""
     key = str(problem_type).strip()
     for col in ("code", "name_zh", "name_en"):
         hit = types[types[col].astype(str).str.lower() == key.lower()]
         if len(hit):
             return str(hit["code"].iloc[0])
-    labels = [f"{r.code} {r.name_zh}" for r in types.itertuples()]
+    names = [f"{r.code} {r.name_zh}" for r in types.itertuples()]
     close = difflib.get_close_matches(key, list(types["name_zh"]) + list(types["code"]), n=3, cutoff=0.3)
-    msg = (f"unknown problem type {problem_type!r}; closest: {', '.join(close) or ', '.join(labels[:3])} "
+    msg = (f"unknown problem type {problem_type!r}; closest: {', '.join(close) or ', '.join(names[:3])} "
            "(a 小类 code such as 0201 or its name)")
     raise NotFoundError(msg)
 
 
-@retry_writes
+@dataclass(frozen=True)
+class _Create:
+    """One requested case creation (what :func:`create_case` queues)."""
+
+    actor: str
+    event_id: int | None
+    problem_type: str | None
+    lng: float | None
+    lat: float | None
+    crs: str
+    site_id: int | None
+    time: datetime | None
+    text: str | None
+    source: str
+    note: str | None
+    dispatch: bool
+    unit: str | None
+    now: datetime
+
+
 def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = None, problem_type: str | None = None,
                 lng: float | None = None, lat: float | None = None, crs: str = "wgs84", site_id: int | None = None,
                 time=None, text: str | None = None, source: str = "inspection", note: str | None = None,
                 dispatch: bool = False, unit: str | None = None) -> dict:
     """Open a case (state ``found``) for an existing event, or for a new event reported now.
 
+    Cases opened at the same time by other users of this process are committed together (one short write).
+
     Parameters
     ----------
     db
-        Database file (written atomically).
+        The store.
     actor
         Who opens the case (kept in the audit trail).
     event_id
@@ -216,87 +237,185 @@ def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = Non
         working clock; ``rebound_of`` links it to an earlier closed case it repeats.
     """
     actor = _actor(actor)
-    at_now = now_local()
-    with writing(db) as con:
-        if event_id is not None:
-            ev = con.execute("SELECT event_id, time, problem_type FROM events WHERE event_id = ?",
-                             [int(event_id)]).df()
-            if ev.empty:
-                msg = f"no event {event_id}; event ids run " + "..".join(
-                    str(x) for x in con.execute("SELECT min(event_id), max(event_id) FROM events").fetchone())
-                raise NotFoundError(msg)
-            if con.execute("SELECT count(*) FROM cases WHERE event_id = ?", [int(event_id)]).fetchone()[0]:
-                msg = f"event {event_id} already has case {event_id}; move that case instead"
-                raise ConflictError(msg)
-            eid = int(event_id)
-            found_at = pd.Timestamp(ev["time"].iloc[0]).to_pydatetime()
-            ptype = ev["problem_type"].iloc[0]
-        else:
-            eid, found_at, ptype = _new_event(con, problem_type=problem_type, lng=lng, lat=lat, crs=crs,
-                                              site_id=site_id, time=time, text=text, source=source, now=at_now)
-        deadline = None
-        if ptype is not None and not pd.isna(ptype):
-            dl = compute_deadlines(con, [np.datetime64(found_at, "s")], [ptype])[0]
-            deadline = None if np.isnat(dl) else pd.Timestamp(dl).to_pydatetime()
+    now = now_local()
+    found_at = parse_moment(time, name="time") if time is not None else None
+    if found_at is not None and found_at > now + timedelta(minutes=5):
+        msg = f"time {found_at} is in the future (now {now})"
+        raise InvalidParameterError(msg)
+    request = _Create(actor=actor, event_id=None if event_id is None else int(event_id), problem_type=problem_type,
+                      lng=lng, lat=lat, crs=crs, site_id=None if site_id is None else int(site_id), time=found_at,
+                      text=text, source=source, note=note, dispatch=bool(dispatch), unit=unit, now=now)
+    return submit(db, "case-creations", _apply_creates, request)
+
+
+def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[_Create]) -> list[dict | Exception]:
+    """Open a group of cases in the write transaction ``con`` with a few set-based statements; return each
+    request's case (as :func:`get_case` returns it) or the error that refused it (which changed nothing)."""
+    out: list[dict | Exception | None] = [None] * len(requests)
+    types = con.execute("SELECT code, name_zh, name_en FROM problem_types").df()
+    given = sorted({r.event_id for r in requests if r.event_id is not None})
+    events = cases_of = None
+    if given:
+        id_list = ", ".join(map(str, given))
+        events = {int(r.event_id): r for r in con.execute(
+            f"SELECT event_id, time, problem_type FROM events WHERE event_id IN ({id_list})").df().itertuples()}
+        cases_of = {int(v) for v in con.execute(
+            f"SELECT event_id FROM cases WHERE event_id IN ({id_list})").fetchnumpy()["event_id"]}
+    site_ids = sorted({r.site_id for r in requests if r.site_id is not None and r.event_id is None})
+    sites = {int(r.site_id): (float(r.lng), float(r.lat)) for r in con.execute(
+        f"SELECT site_id, lng, lat FROM sites WHERE site_id IN ({', '.join(map(str, site_ids))})").df().itertuples()
+    } if site_ids else {}
+    todo: list[tuple[int, int, datetime, str | None]] = []  # (request, event id, found at, type)
+    fresh: list[tuple[int, float, float, datetime, str]] = []  # (request, lng, lat, found at, type)
+    for i, r in enumerate(requests):
+        try:
+            if r.event_id is not None:
+                if r.event_id not in events:
+                    lo, hi = con.execute("SELECT min(event_id), max(event_id) FROM events").fetchone()
+                    msg = f"no event {r.event_id}; event ids run {lo}..{hi}"
+                    raise NotFoundError(msg)
+                if r.event_id in cases_of:
+                    msg = f"event {r.event_id} already has case {r.event_id}; move that case instead"
+                    raise ConflictError(msg)
+                cases_of.add(r.event_id)  # a second request for the same event in this group is refused
+                ev = events[r.event_id]
+                ptype = None if ev.problem_type is None or pd.isna(ev.problem_type) else str(ev.problem_type)
+                todo.append((i, r.event_id, pd.Timestamp(ev.time).to_pydatetime(), ptype))
+            else:
+                x, y, ptype = _new_event_point(r, types=types, sites=sites)
+                fresh.append((i, x, y, r.time or r.now, ptype))
+        except (InvalidParameterError, NotFoundError, ConflictError, ValueError) as exc:
+            out[i] = exc
+    if fresh:
+        first = next_id(con, "events", "event_id")
+        ids = np.arange(first, first + len(fresh), dtype=np.int64)
+        loc = Locator.cached(con).locate(np.array([f[1] for f in fresh]), np.array([f[2] for f in fresh]))
+        rows = pa.table({
+            "event_id": pa.array(ids, pa.int64()),
+            "source": pa.array([requests[f[0]].source for f in fresh], pa.string()),
+            "problem_type": pa.array([f[4] for f in fresh], pa.string()),
+            "time": pa.array([f[3] for f in fresh], pa.timestamp("us")),
+            "status": pa.array(["open"] * len(fresh), pa.string()),
+            "site_id": pa.array([requests[f[0]].site_id for f in fresh], pa.int64()),
+            "text": pa.array([requests[f[0]].text for f in fresh], pa.string()),
+            "lng": pa.array([f[1] for f in fresh], pa.float64()),
+            "lat": pa.array([f[2] for f in fresh], pa.float64()),
+            "h3": pa.array(loc["h3"].to_numpy(np.uint64), pa.uint64()),
+            **{c: pa.array([None if pd.isna(v) else str(v) for v in loc[c]], pa.string())
+               for c in ("grid_code", "community_code", "street_code", "district_code")},
+            "reopened": pa.array([0] * len(fresh), pa.int32()),
+            "dedup_key": pa.array([f"case:{e}" for e in ids], pa.string()),
+        })
+        con.register("_new_events", rows)
+        try:
+            con.execute(f"INSERT INTO events ({', '.join(rows.column_names)}) SELECT * FROM _new_events")
+        finally:
+            con.unregister("_new_events")
+        todo += [(f[0], int(e), f[3], f[4]) for f, e in zip(fresh, ids, strict=True)]
+    if not todo:
+        return out
+    todo.sort()
+    eids = [t[1] for t in todo]
+    found = np.array([np.datetime64(t[2], "s") for t in todo])
+    deadline = compute_deadlines(con, found, [t[3] for t in todo])
+    opened = pa.table({
+        "event_id": pa.array(eids, pa.int64()),
+        "deadline": pa.array([None if np.isnat(d) else pd.Timestamp(d).to_pydatetime() for d in deadline],
+                             pa.timestamp("us")),
+        "updated_at": pa.array([requests[t[0]].now for t in todo], pa.timestamp("us"))})
+    lo, hi = min(eids), max(eids)
+    con.register("_opened", opened)
+    try:
         con.execute(f"""
             INSERT INTO cases ({CASE_COLUMNS})
             SELECT e.event_id, e.event_id, e.source, e.problem_type, e.site_id, s.category_code, e.grid_code,
-                   e.community_code, e.street_code, e.district_code, 'found', e.time, ?::TIMESTAMP,
+                   e.community_code, e.street_code, e.district_code, 'found', e.time, n.deadline,
                    {UNIT_EXPR}, {UNIT_CODE_EXPR},
-                   NULL, NULL, NULL, 0, NULL, NULL, ?::TIMESTAMP
-            FROM events e {UNIT_JOINS} WHERE e.event_id = ?
-        """, [deadline, at_now, eid])
-        _log(con, eid, found_at, actor, None, "found", note)
-        link_rebounds(con, case_ids=[eid])
-        if dispatch:
-            _transition(con, eid, "registered", actor=actor, at=max(at_now, found_at), note=None)
-            _transition(con, eid, "dispatched", actor=actor, at=max(at_now, found_at), note=None, unit=unit)
-        _sync_events(con, "?", [eid])
-        return get_case(con, eid)
+                   NULL, NULL, NULL, 0, NULL, NULL, n.updated_at
+            FROM events e JOIN _opened n ON n.event_id = e.event_id {UNIT_JOINS}
+            WHERE e.event_id BETWEEN {lo} AND {hi}
+        """)
+    finally:
+        con.unregister("_opened")
+    first_log = int(fetch_value(con, "SELECT coalesce(max(log_id), 0) + 1 FROM case_log"))
+    audit = pa.table({
+        "log_id": pa.array(np.arange(first_log, first_log + len(todo)), pa.int64()),
+        "case_id": pa.array(eids, pa.int64()),
+        "changed_at": pa.array([t[2] for t in todo], pa.timestamp("us")),
+        "actor": pa.array([requests[t[0]].actor for t in todo], pa.string()),
+        "from_state": pa.nulls(len(todo), pa.string()),
+        "to_state": pa.array(["found"] * len(todo), pa.string()),
+        "note": pa.array([requests[t[0]].note for t in todo], pa.string())})
+    con.register("_audit", audit)
+    try:
+        con.execute(f"INSERT INTO case_log ({', '.join(audit.column_names)}) SELECT * FROM _audit")
+    finally:
+        con.unregister("_audit")
+    link_rebounds(con, case_ids=eids)
+    moves = []
+    for i, eid, at, _ in todo:
+        r = requests[i]
+        if r.dispatch:
+            when = max(r.now, at)
+            moves += [_Move(eid, "registered", r.actor, when), _Move(eid, "dispatched", r.actor, when, unit=r.unit)]
+    for result in _apply_moves(con, moves) if moves else []:
+        if isinstance(result, Exception):
+            raise result  # register and dispatch of a new case are always legal: a failure is a bug
+    con.register("_made", pa.table({"case_id": pa.array(eids, pa.int64())}))
+    try:
+        _sync_events(con, "SELECT case_id FROM _made")
+    finally:
+        con.unregister("_made")
+    made = _cases_with_logs(con, eids)
+    for i, eid, _, _ in todo:
+        out[i] = made[eid]
+    return out
 
 
-def _new_event(con: duckdb.DuckDBPyConnection, *, problem_type, lng, lat, crs, site_id, time, text, source,
-               now) -> tuple[int, datetime, str]:
-    if source not in ("complaint", "inspection"):
-        msg = f"source must be complaint or inspection, got {source!r}"
+def _cases_with_logs(con: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, dict]:
+    """The cases ``ids`` as :func:`get_case` returns them, in two queries."""
+    id_list = ", ".join(str(int(i)) for i in ids)
+    lo, hi = min(ids), max(ids)
+    got = {int(r["case_id"]): {k: _py(v) for k, v in r.items()} for r in con.execute(
+        f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id IN ({id_list}) AND case_id BETWEEN {lo} AND {hi}"
+    ).df().to_dict("records")}
+    for case in got.values():
+        case["log"] = []
+        case["next"] = list(NEXT_STATES[case["state"]])
+    for r in con.execute(f"SELECT case_id, log_id, changed_at, actor, from_state, to_state, note, unit, photo "
+                         f"FROM case_log WHERE case_id IN ({id_list}) AND case_id BETWEEN {lo} AND {hi} "
+                         "ORDER BY log_id").df().to_dict("records"):
+        got[int(r.pop("case_id"))]["log"].append({k: _py(v) for k, v in r.items()})
+    return got
+
+
+def _new_event_point(r: _Create, *, types: pd.DataFrame, sites: dict[int, tuple[float, float]]
+                     ) -> tuple[float, float, str]:
+    """The WGS84 point and problem type code of a new event (raises on a bad request)."""
+    if r.source not in ("complaint", "inspection"):
+        msg = f"source must be complaint or inspection, got {r.source!r}"
         raise InvalidParameterError(msg)
-    if problem_type is None:
+    if r.problem_type is None:
         msg = "a new case needs event_id, or problem_type and a location (lng/lat or site_id)"
         raise InvalidParameterError(msg)
-    ptype = _resolve_type(con, problem_type)
-    if site_id is not None:
-        site = con.execute("SELECT lng, lat FROM sites WHERE site_id = ?", [int(site_id)]).fetchone()
-        if site is None:
-            msg = f"no site {site_id} in the sample frame"
+    ptype = _resolve_type(types, r.problem_type)
+    if r.site_id is not None:
+        if r.site_id not in sites:
+            msg = f"no site {r.site_id} in the sample frame"
             raise NotFoundError(msg)
-        if lng is None or lat is None:
-            x, y = float(site[0]), float(site[1])
+        if r.lng is None or r.lat is None:
+            x, y = sites[r.site_id]
         else:
-            x, y = (float(v[0]) for v in to_wgs84([lng], [lat], crs))
-    elif lng is not None and lat is not None:
-        x, y = (float(v[0]) for v in to_wgs84([lng], [lat], crs))
+            x, y = (float(v[0]) for v in to_wgs84([r.lng], [r.lat], r.crs))
+    elif r.lng is not None and r.lat is not None:
+        x, y = (float(v[0]) for v in to_wgs84([r.lng], [r.lat], r.crs))
     else:
         msg = "a new case needs a location: lng and lat, or site_id"
         raise InvalidParameterError(msg)
     if not (-180 <= x <= 180 and -90 <= y <= 90):
-        msg = f"coordinates out of range: lng={lng}, lat={lat}"
+        msg = f"coordinates out of range: lng={r.lng}, lat={r.lat}"
         raise InvalidParameterError(msg)
-    found_at = parse_moment(time, name="time") if time is not None else now
-    if found_at > now + timedelta(minutes=5):
-        msg = f"time {found_at} is in the future (now {now})"
-        raise InvalidParameterError(msg)
-    loc = Locator.cached(con).locate(np.array([x]), np.array([y])).iloc[0]
-    eid = next_id(con, "events", "event_id")
-    vals = {c: (None if pd.isna(loc[c]) else str(loc[c])) for c in
-            ("grid_code", "community_code", "street_code", "district_code")}
-    con.execute("""
-        INSERT INTO events (event_id, source, external_id, problem_type, time, status, site_id, inspection_id, text,
-                            lng, lat, h3, grid_code, community_code, street_code, district_code, reopened, dedup_key)
-        VALUES (?, ?, NULL, ?, ?, 'open', ?, NULL, ?, ?, ?, ?, ?, ?, ?, ?, 0, ?)
-    """, [eid, source, ptype, found_at, None if site_id is None else int(site_id), text, x, y, int(loc["h3"]),
-          vals["grid_code"], vals["community_code"], vals["street_code"], vals["district_code"],
-          f"case:{eid}"])
-    return eid, found_at, ptype
+    return x, y, ptype
 
 
 def _target(current: str, to: str) -> str:
@@ -433,15 +552,6 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
         case["next"] = list(NEXT_STATES[case["state"]])
         out.append(case)
     return out
-
-
-def _transition(con: duckdb.DuckDBPyConnection, case_id: int, to: str, *, actor: str, at: datetime, note=None,
-                unit=None, photo=None) -> dict:
-    """One move inside an open write (e.g. a case opened and dispatched in one write)."""
-    result = _apply_moves(con, [_Move(int(case_id), to, actor, at, note, unit, photo)])[0]
-    if isinstance(result, Exception):
-        raise result
-    return result
 
 
 def transition(db: str | os.PathLike, case_id: int, to: str, *, actor: str, at=None, note: str | None = None,
