@@ -75,6 +75,9 @@ INLINE_ROWS = 1000
 
 _CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+#: Run on every connection and cursor: the lake by default, and no DuckDB progress bar (it would print into the
+#: output of the CLI and of scripts; civicgrid draws its own).
+_SESSION = f"USE {ALIAS}; SET enable_progress_bar = false"
 _DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PG_PREFIXES = ("postgresql://", "postgres://", "postgres:")
@@ -280,7 +283,7 @@ class _Lake:
         location.data_path.mkdir(parents=True, exist_ok=True)
         with self._cross_process_lock():  # two processes creating one store at once would collide
             self.con.execute(location.attach_sql())
-            self.con.execute(f"USE {ALIAS}")
+            self.con.execute(_SESSION)
             self._ensure_schema(create=create)
 
     @contextlib.contextmanager
@@ -294,7 +297,7 @@ class _Lake:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cur = self.con.cursor()
-        cur.execute(f"USE {ALIAS}")
+        cur.execute(_SESSION)
         return cur
 
     def _ensure_schema(self, *, create: bool) -> None:
@@ -599,7 +602,7 @@ class Store:
             con.close()
             msg = f"{self.location.name} has no snapshot at {at!r} ({exc}); see Store.snapshots()"
             raise StoreError(msg) from exc
-        con.execute(f"USE {ALIAS}")
+        con.execute(_SESSION)
         return con
 
     def __repr__(self) -> str:
@@ -614,7 +617,7 @@ class Store:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor, for use from one thread."""
         cur = self.con.cursor()
-        cur.execute(f"USE {ALIAS}")
+        cur.execute(_SESSION)
         return cur
 
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:

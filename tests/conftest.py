@@ -132,11 +132,15 @@ def civicgrid_serve(civicgrid_cli):
 def small_city(tmp_path) -> Path:
     """A tiny city near Changsha: one district, street and community (测试district…) and four 1 km micro-grids
     (codes ``430102001001001``–``004``, names, leaders and households). Each test gets its own database."""
+    return build_small_city(tmp_path / "city.duckdb", tmp_path)
+
+
+def build_small_city(db, tmp_path: Path):
+    """Load the areas and grids of :func:`small_city` into the store ``db`` (any catalog); return ``db``."""
     import geopandas as gpd
     import shapely
     from civicgrid.grids.areas import import_areas, import_grids
 
-    db = tmp_path / "city.duckdb"
     x0, y0, d = 112.90, 28.20, 0.01
     cells = [shapely.box(x0 + i * d, y0 + j * d, x0 + (i + 1) * d, y0 + (j + 1) * d)
              for i in range(2) for j in range(2)]
