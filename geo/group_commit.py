@@ -18,7 +18,6 @@ from __future__ import annotations
 import logging
 import os
 import queue
-import random
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -26,14 +25,12 @@ from concurrent.futures import Future
 from typing import Any
 
 import duckdb
-from civicgrid.geo.store import Location, WriteConflictError, locate, writing
+from civicgrid.geo.store import WRITE_TRIES, Location, WriteConflictError, locate, retry_pause, writing
 
 logger = logging.getLogger(__name__)
 
 #: Most writes committed in one group.
 MAX_GROUP = 64
-#: Tries of a group that loses races with another machine's writers.
-TRIES = 8
 
 Apply = Callable[[duckdb.DuckDBPyConnection, Sequence[Any]], Sequence[Any]]
 
@@ -60,15 +57,15 @@ class _Writer:
 
     def _commit(self, group: list[tuple[Any, Future]]) -> None:
         items = [item for item, _ in group]
-        for attempt in range(TRIES):
+        for attempt in range(WRITE_TRIES):
             try:
                 with writing(self.db) as con:
                     results = list(self.apply(con, items))
                 break
             except WriteConflictError as exc:
-                if attempt == TRIES - 1:
+                if attempt == WRITE_TRIES - 1:
                     return self._fail(group, exc)
-                time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))
+                time.sleep(retry_pause(attempt))
             except BaseException as exc:
                 if len(group) > 1:  # find the write that fails: each one alone
                     for one in group:

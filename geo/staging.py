@@ -45,10 +45,24 @@ def _reserved_key(table: str) -> str:
 
 def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
     """The next free id of ``table.column``: above every stored id and every id an import in progress has
-    reserved (:meth:`Staging.reserve`). Use it inside a write (:func:`~civicgrid.geo.store.writing`)."""
+    reserved (:meth:`Staging.reserve`). Use it inside a write (:func:`~civicgrid.geo.store.writing`).
+
+    Writers of one machine take turns, so two of them never see the same maximum. Writers of *several* machines
+    (a PostgreSQL catalog) do not share that lock: there every write that takes ids also updates one row of
+    ``meta``, so that of two writes that saw the same maximum the second one to commit conflicts and is run
+    again (:class:`~civicgrid.geo.store.WriteConflictError`) instead of repeating ids."""
+    if _catalog_kind(con) == "postgres":
+        con.execute("DELETE FROM meta WHERE key = 'ids.taken'")
+        con.execute("INSERT INTO meta VALUES ('ids.taken', CAST(now() AS VARCHAR))")
     top = int(fetch_value(con, f"SELECT coalesce(max({column}), 0) FROM {table}"))
     row = con.execute("SELECT value FROM meta WHERE key = ?", [_reserved_key(table)]).fetchone()
     return max(top + 1, int(row[0]) if row else 0)
+
+
+def _catalog_kind(con: duckdb.DuckDBPyConnection) -> str:
+    """``sqlite`` or ``postgres``: the catalog of the store ``con`` writes."""
+    path = str(fetch_value(con, "SELECT path FROM duckdb_databases() WHERE database_name = ?", [ALIAS]))
+    return path.split(":", 1)[0]
 
 
 def reserve_ids(db: str | os.PathLike | None, table: str, column: str, n: int) -> int:

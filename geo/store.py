@@ -23,8 +23,8 @@ DuckLake and catalog extensions loaded from their files (never fetched), the lak
   of one. No reopen, no lock.
 * **Writers** (:func:`writing`) run one transaction. Writers of one store take turns: a lock per process and
   an advisory lock on ``<db>.lock`` across processes of one machine, held only for the transaction, so a case
-  move waits for at most another short write, never for a whole import (imports prepare their Parquet files
-  first and take the lock only to register them; see :func:`add_files`). A write that fails leaves the store
+  move waits for at most another short write, never for a whole import (imports stage their Parquet files
+  first and take the lock only to publish them; see :mod:`civicgrid.geo.staging`). A write that fails leaves the store
   as it was; a write that loses a race with another machine is retried (:func:`retry_writes`).
 * The cost of a write does not grow with the store: nothing is copied, a small write is a few rows in the
   catalog (data inlining) and a large one adds Parquet files.
@@ -489,41 +489,30 @@ def writers_paused(db: str | os.PathLike | None) -> Iterator[duckdb.DuckDBPyConn
             cur.close()
 
 
+#: Tries of a write that loses races with another machine's writers.
+WRITE_TRIES = 30
+
+
+def retry_pause(attempt: int) -> float:
+    """Seconds to wait before try ``attempt + 2`` of a write that lost a race: random, growing from 10 ms to 2 s
+    (all 30 tries take about a minute at most)."""
+    return random.uniform(0, min(2.0, 0.01 * 2 ** attempt))
+
+
 def retry_writes(fn: Callable[P, R]) -> Callable[P, R]:
     """Run a function that writes the store again when its write loses a race (:class:`WriteConflictError`):
-    up to 8 tries, with a random pause growing from 10 ms to 1 s."""
+    up to :data:`WRITE_TRIES` tries with a random pause (:func:`retry_pause`)."""
     @functools.wraps(fn)
     def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-        for attempt in range(8):
+        for attempt in range(WRITE_TRIES):
             try:
                 return fn(*args, **kwargs)
             except WriteConflictError:
-                if attempt == 7:
+                if attempt == WRITE_TRIES - 1:
                     raise
-                time.sleep(random.uniform(0, min(1.0, 0.01 * 2 ** attempt)))
+                time.sleep(retry_pause(attempt))
         raise AssertionError  # pragma: no cover
     return wrapper
-
-
-def add_files(con: duckdb.DuckDBPyConnection, table: str, relation: str, *, db: str | os.PathLike | None,
-              label: str = "import") -> Path | None:
-    """Write the rows of ``relation`` (a table or query of ``con``) as a Parquet file into the data folder of
-    ``table`` and return it, for :func:`register_files` to add in a short write. Nothing is written for no
-    rows (returns None). Used by imports, which prepare their rows without holding the writers' lock."""
-    location = locate(db)
-    folder = location.data_path / "main" / table
-    folder.mkdir(parents=True, exist_ok=True)
-    if not fetch_value(con, f"SELECT count(*) FROM ({relation})"):
-        return None
-    path = folder / f"{label}-{os.getpid()}-{time.time_ns()}.parquet"
-    con.execute(f"COPY ({relation}) TO {quote(str(path))} (FORMAT parquet, COMPRESSION zstd)")
-    return path
-
-
-def register_files(con: duckdb.DuckDBPyConnection, table: str, files: list[Path]) -> None:
-    """Add Parquet files written by :func:`add_files` to ``table`` (in ``con``'s write transaction)."""
-    for path in files:
-        con.execute(f"CALL ducklake_add_data_files({quote(ALIAS)}, {quote(table)}, {quote(str(path))})")
 
 
 def table_versions(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...]) -> tuple:

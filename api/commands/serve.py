@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 
 import click
 from civicgrid.api.cli import db_option, main, user_errors
@@ -25,11 +26,14 @@ from civicgrid.geo.settings import get_settings
               show_default="$CIVICGRID_MAINTAIN_HOURS, else 24",
               help="hours between store maintenance runs (merge small files, expire old snapshots, delete unused "
                    "files; the first 10 minutes after the start); 0: never (run `civicgrid maintain` yourself)")
+@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
+              help="service processes sharing the port (each answers requests; writes from all of them are "
+                   "safe); e.g. the machine's number of cores")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (server start, access log); civicgrid's own records, "
                                       "with each request's time: civicgrid --log-level info serve ...")
 @user_errors
-def serve(db: str, host, port, max_cells, network, maintain_hours, log_level):
+def serve(db: str, host, port, max_cells, network, maintain_hours, workers, log_level):
     """Start the web service on a database: the API under /api, the map at /map, API docs at /docs.
 
     Imports, case work and notebooks use the store while it serves: each request
@@ -42,16 +46,23 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, log_level):
       civicgrid serve --db demo.duckdb
       civicgrid serve --db city.duckdb --host 0.0.0.0 --port 8080
       civicgrid serve --db city.duckdb --network city-roads.osm.pbf
+      civicgrid serve --db postgresql://civicgrid@dbhost/city --workers 2 --host 0.0.0.0
     then open http://127.0.0.1:8000/map (or /map?lang=en) and /docs.
     """
     import uvicorn
     from civicgrid.api.app import create_app
+    from civicgrid.geo.store import Store
 
+    Store(db).sql("SELECT 1")  # open the store now: a wrong --db fails here, not on the first request
     settings: dict[str, object] = {"max_cells": max_cells}
     if network:
         settings["patrol_network"] = network
-    app = create_app(db, settings=settings)
-    app.state.store.sql("SELECT 1")  # open the file now: a wrong --db fails here, not on the first request
+    if workers > 1:  # each worker process builds the app from the settings of its environment
+        os.environ.update({"CIVICGRID_DB": str(db), "CIVICGRID_MAX_CELLS": str(max_cells),
+                           **({"CIVICGRID_NETWORK": str(network)} if network else {})})
+        app: object = "civicgrid.api.app:create_app"
+    else:
+        app = create_app(db, settings=settings)
     if maintain_hours:
         from civicgrid.geo.store_files import maintain_periodically
 
@@ -59,4 +70,5 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, log_level):
     click.echo(f"civicgrid serving {db} on http://{host}:{port}  (map: /map, API docs: /docs)")
     # civicgrid's request log (INFO, with each request's time) replaces uvicorn's access log when it is on
     requests_logged = logging.getLogger("civicgrid.api.app").isEnabledFor(logging.INFO)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not requests_logged)
+    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not requests_logged,
+                **({"workers": workers, "factory": True} if workers > 1 else {}))
