@@ -202,6 +202,59 @@ class Staging:
                 cur.close()
 
 
+class LockedStaging(Staging):
+    """An import that changes stored rows (``--update``): everything in one write transaction holding the
+    writers' lock, as before staging existed. Same interface as :class:`Staging`: ``con`` is the transaction,
+    :meth:`add` inserts (on the background thread), :meth:`reserve` takes ids in the transaction and
+    :meth:`publish` yields the same transaction. Case work waits for such an import."""
+
+    def __init__(self, db: str | os.PathLike | None, con: duckdb.DuckDBPyConnection) -> None:
+        self.db = db
+        self.location = locate(db)
+        self.con = con
+        self._writer = con
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="civicgrid-insert")
+        self._pending = None
+        self.files = {}
+        self.rows = {}
+        self._types = {}
+        self._reserved = set()
+        self._next: dict[str, int] = {}
+
+    def reserve(self, table: str, column: str, n: int) -> int:
+        first = self._next.get(table) or next_id(self.con, table, column)
+        self._next[table] = first + int(n)
+        return first
+
+    def add(self, table: str, data: pa.Table) -> None:
+        self.wait()
+        if data.num_rows:
+            self.rows[table] = self.rows.get(table, 0) + data.num_rows
+            self._pending = self._pool.submit(self._insert, table, data)
+
+    def _insert(self, table: str, data: pa.Table) -> None:
+        self.con.register("_insert", pa.RecordBatchReader.from_batches(data.schema, data.to_batches()))
+        try:
+            self.con.execute(f"INSERT INTO {table} ({', '.join(data.column_names)}) SELECT * FROM _insert")
+        finally:
+            self.con.unregister("_insert")
+
+    def relation(self, table: str, columns: str = "*") -> str:
+        return f"(SELECT {columns} FROM {table})"
+
+    @contextlib.contextmanager
+    def publish(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        self.wait()
+        yield self.con
+
+    def discard(self) -> None:
+        with contextlib.suppress(Exception):
+            self.wait()
+
+    def close(self) -> None:
+        self._pool.shutdown()
+
+
 def _import_lock_path(location: Location) -> Path:
     return location.lock_path.with_name(location.lock_path.name + ".import")
 
@@ -256,9 +309,12 @@ def _remove_leftovers(location: Location) -> list[Path]:
 
 
 @contextlib.contextmanager
-def importing(db: str | os.PathLike | None) -> Iterator[Staging]:
+def importing(db: str | os.PathLike | None, *, locked: bool = False) -> Iterator[Staging]:
     """Stage an import (see the module docstring): imports of the store take turns; what a killed import
     left is removed first; a failed import's files are deleted, and nothing of it is published.
+
+    ``locked=True``: the whole import is one write transaction holding the writers' lock
+    (:class:`LockedStaging`), for an import that must change stored rows in the same transaction.
 
     Examples
     --------
@@ -269,6 +325,14 @@ def importing(db: str | os.PathLike | None) -> Iterator[Staging]:
     ...         con.execute("INSERT INTO imports ...")
     """
     location = locate(db)
+    if locked:  # one transaction holding the writers' lock (an import that replaces stored rows)
+        with _import_lock(location), writing(db) as con:
+            locked_staging = LockedStaging(db, con)
+            try:
+                yield locked_staging
+            finally:
+                locked_staging.close()
+        return
     with _import_lock(location):
         _remove_leftovers(location)
         staging = Staging(db)

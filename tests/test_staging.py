@@ -177,3 +177,18 @@ def test_the_service_maintains_the_store_on_a_schedule(small_city, tmp_path, mon
     assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 4800
     with pytest.raises(ValueError, match="every_hours"):
         store_files.maintain_periodically(small_city, every_hours=0)
+
+
+def test_a_locked_import_is_one_transaction(small_city):
+    import pyarrow as pa
+
+    with staging.importing(small_city, locked=True) as stage:
+        first = stage.reserve("events", "event_id", 2)
+        assert stage.reserve("events", "event_id", 1) == first + 2  # ids follow on in the transaction
+        stage.add("events", pa.table({"event_id": [first, first + 1], "source": ["complaint"] * 2,
+                                      "time": [pd.Timestamp("2024-03-01")] * 2}))
+        with stage.publish() as con:
+            assert con.execute("SELECT count(*) FROM events").fetchone()[0] == 2  # the transaction sees them
+            assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 0  # others do not
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 2
+    assert not _staged_files(small_city)
