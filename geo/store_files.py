@@ -83,7 +83,7 @@ b.commit()
 
 
 def remove_store(path: str | os.PathLike) -> None:
-    """Delete the store at ``path`` (SQLite catalog): the catalog, its WAL files, data folder and lock file."""
+    """Delete the store at ``path`` (SQLite catalog): the catalog, its WAL files, data folder and lock files."""
     location = locate(path)
     if location.kind != "sqlite":
         msg = "remove_store removes stores with a SQLite catalog"
@@ -91,7 +91,7 @@ def remove_store(path: str | os.PathLike) -> None:
     forget(location)
     catalog = Path(location.catalog)
     for p in (catalog, catalog.with_name(catalog.name + "-wal"), catalog.with_name(catalog.name + "-shm"),
-              location.lock_path):
+              location.lock_path, location.lock_path.with_name(location.lock_path.name + ".import")):
         with contextlib.suppress(FileNotFoundError):
             p.unlink()
     shutil.rmtree(location.data_path, ignore_errors=True)

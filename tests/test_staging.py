@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 import time
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -192,3 +193,12 @@ def test_a_locked_import_is_one_transaction(small_city):
             assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 0  # others do not
     assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 2
     assert not _staged_files(small_city)
+
+
+def test_remove_store_takes_the_imports_lock_file_too(small_city, tmp_path):
+    from civicgrid.geo.store_files import remove_store
+
+    import_events(_file(tmp_path, _events(3)), db=small_city, mapping={"id": "单号", "time": "时间"}, progress=False)
+    assert Path(f"{small_city}.lock.import").exists()
+    remove_store(small_city)
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("city.duckdb")) == []
