@@ -144,6 +144,32 @@ class Staging:
         finally:
             self._writer.unregister("_stage")
 
+    def scratch(self) -> duckdb.DuckDBPyConnection:
+        """A new cursor on the store (autocommit, ``USE lake``) whose TEMP tables are its own: work on the staged
+        rows before they are published, e.g. with temp tables that shadow the lake's tables of the same name."""
+        return _lake(self.location, create=False).cursor()
+
+    def restage(self, table: str, con: duckdb.DuckDBPyConnection, query: str) -> int:
+        """Replace the staged rows of ``table`` by the rows of ``query`` (run on ``con``, with every column of
+        ``table``); return their number."""
+        self.wait()
+        old = self.files.pop(table, [])
+        self.rows[table] = 0
+        n = int(fetch_value(con, f"SELECT count(*) FROM ({query})"))
+        if n:
+            folder = self.location.data_path / "main" / table
+            folder.mkdir(parents=True, exist_ok=True)
+            path = folder / f"{STAGED_PREFIX}{uuid.uuid4().hex}.parquet"
+            self.files[table] = [path]
+            types = self._column_types(table)
+            select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in types.items())
+            con.execute(f"COPY (SELECT {select} FROM ({query})) TO {quote(str(path))} (FORMAT parquet)")
+            self.rows[table] = n
+        for path in old:
+            with contextlib.suppress(FileNotFoundError):
+                path.unlink()
+        return n
+
     def relation(self, table: str, columns: str = "*") -> str:
         """SQL for ``columns`` of ``table`` as published plus the rows staged so far (call :meth:`wait` before
         running it)."""

@@ -28,6 +28,7 @@ from civicgrid.geo.store import fetch_value, set_meta
 from civicgrid.geo.times import DEFAULT_TIMEZONE, parse_times, store_timezone
 from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.sites.cases import backfill, link_rebounds
+from civicgrid.sites.cases.bulk import stage_cases
 
 #: Status words of city files, mapped to the stored status.
 STATUS_WORDS = {
@@ -118,14 +119,17 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
                                       report=report, reader=reader)
         report.import_id = staging.reserve("imports", "import_id", 1)
         ids = _load_batches(staging, ctx, bar=bar)
+        # The cases of the new events are made before publishing, without the writers' lock; only when an
+        # import without cases left earlier events to catch up on are they made in the publishing write.
+        pending = bool(fetch_value(staging.con, "SELECT count(*) FROM meta WHERE key = 'cases_pending'"))
+        if cases and not pending:
+            report.cases_created, report.rebounds_linked = stage_cases(staging, ids, actor="import")
         with staging.publish() as con:
-            if cases:
-                # Only this import's events, unless an import without cases left events to catch up on.
-                pending = fetch_value(con, "SELECT count(*) FROM meta WHERE key = 'cases_pending'")
-                report.cases_created = backfill(con, actor="import", event_ids=None if pending else ids)
+            if cases and pending:
+                report.cases_created = backfill(con, actor="import")
                 report.rebounds_linked = link_rebounds(con, case_ids=ids) if len(ids) else 0
                 con.execute("DELETE FROM meta WHERE key = 'cases_pending'")
-            elif len(ids):
+            elif not cases and len(ids):
                 set_meta(con, "cases_pending", "1")
             imp.record_import(con, report, started)
         bar.total = report.rows_read

@@ -99,7 +99,7 @@ def test_a_failing_case_backfill_leaves_the_database_unchanged(small_city, tmp_p
     def broken(con, **kwargs):
         raise RuntimeError("backfill failed")
 
-    monkeypatch.setattr("civicgrid.sites.events.backfill", broken)
+    monkeypatch.setattr("civicgrid.sites.cases.bulk.backfill", broken)  # (made before publishing)
     with pytest.raises(RuntimeError, match="backfill failed"):
         _import(small_city, tmp_path, EVENTS)
     assert _digest(small_city) == before

@@ -39,6 +39,11 @@ def _staged_files(db):
     return sorted((locate(db).data_path / "main").glob(f"*/{staging.STAGED_PREFIX}*.parquet"))
 
 
+def _leftovers(db):
+    """Staged files the lake does not know."""
+    return staging.leftover_files(Store(db).cursor(), locate(db))
+
+
 def test_case_work_goes_on_while_an_import_stages_and_ids_never_collide(small_city, tmp_path, monkeypatch):
     monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 10)
     path = _file(tmp_path, _events(40))
@@ -80,8 +85,10 @@ def test_case_work_goes_on_while_an_import_stages_and_ids_never_collide(small_ci
     assert len(cases) == 43 and (cases.case_id == cases.event_id).all()
     # the reservations are gone once published: the next id follows the stored ones
     assert Store(small_city).meta("ids.events") is None
-    assert not _staged_files(small_city)  # registered files are the lake's, not leftovers
+    assert _staged_files(small_city)  # the published files are the lake's now: not leftovers
+    assert not _leftovers(small_city)
     assert not staging.remove_leftovers(small_city)
+    assert len(_staged_files(small_city)) == 3  # events, cases, audit rows
 
 
 def test_duplicates_across_batches_of_one_import_are_found(small_city, tmp_path, monkeypatch):
@@ -101,7 +108,7 @@ def test_a_failed_import_leaves_no_rows_files_or_reservations(small_city, tmp_pa
     monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 5)
     import_events(_file(tmp_path, _events(6, "OLD")), db=small_city, mapping={"id": "单号", "time": "时间"},
                   progress=False)
-    before = store_digest(small_city)
+    before, files = store_digest(small_city), _staged_files(small_city)
     real = sev._event_batch
     calls = []
 
@@ -116,7 +123,7 @@ def test_a_failed_import_leaves_no_rows_files_or_reservations(small_city, tmp_pa
         import_events(_file(tmp_path, _events(30)), db=small_city, mapping={"id": "单号", "time": "时间"},
                       progress=False)
     assert store_digest(small_city) == before
-    assert not _staged_files(small_city)
+    assert _staged_files(small_city) == files  # the failed import's own files are gone
 
 
 def test_files_of_a_killed_import_are_removed_by_the_next_one(small_city, tmp_path, monkeypatch):
@@ -130,7 +137,7 @@ def test_files_of_a_killed_import_are_removed_by_the_next_one(small_city, tmp_pa
                                   "time": [pd.Timestamp("2024-03-01")]}))
     stage.wait()
     stage.close()
-    left = _staged_files(small_city)
+    left = _leftovers(small_city)
     assert len(left) == 1
     report = import_events(_file(tmp_path, _events(4)), db=small_city, mapping={"id": "单号", "time": "时间"},
                            progress=False)
@@ -148,12 +155,12 @@ def test_maintain_removes_import_leftovers_unless_an_import_runs(small_city, tmp
     stage.add("events", pa.table({"event_id": [1], "source": ["complaint"], "time": [pd.Timestamp("2024-03-01")]}))
     stage.wait()
     stage.close()
-    assert len(_staged_files(small_city)) == 1
+    assert len(_leftovers(small_city)) == 1
     with staging._import_lock(locate(small_city)):  # an import is running: its files are not touched
         assert staging.remove_leftovers(small_city, wait=False) is None
-        assert len(_staged_files(small_city)) == 1
+        assert len(_leftovers(small_city)) == 1
     done = maintain(small_city, keep_days=30)
-    assert done["import_leftovers_removed"] == 1 and not _staged_files(small_city)
+    assert done["import_leftovers_removed"] == 1 and not _leftovers(small_city)
 
 
 def test_the_service_maintains_the_store_on_a_schedule(small_city, tmp_path, monkeypatch):

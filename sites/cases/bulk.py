@@ -10,11 +10,14 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from civicgrid.geo.store import writing
+from civicgrid.geo.staging import Staging
+from civicgrid.geo.store import fetch_value, quote, writing
 from civicgrid.geo.times import now_local
 from civicgrid.sites.cases._memory import memory_cap
 from civicgrid.sites.cases._sql import CASE_COLUMNS, UNIT_JOINS, UNIT_SQL, query_frame
 from civicgrid.sites.cases.calendar import WorkCalendar, type_hours
+from civicgrid.sites.cases.config import get_settings
+from civicgrid.sites.cases.rebounds import link_rebounds
 
 #: Events :func:`backfill` turns into cases per statement (bounds DuckDB's memory at any number of events).
 BACKFILL_CHUNK = 1_000_000
@@ -190,3 +193,53 @@ def backfill_db(db: str | os.PathLike, *, actor: str = "import") -> int:
         made = backfill(con, actor=actor)
         con.execute("DELETE FROM meta WHERE key = 'cases_pending'")  # see sites.events.import_events
         return made
+
+
+def stage_cases(staging: Staging, event_ids: np.ndarray, *, actor: str = "import") -> tuple[int, int]:
+    """Make the cases, audit trails and rebound links of an import's staged events *before* it is published,
+    without holding the writers' lock; return (cases made, rebounds linked).
+
+    :func:`backfill` and :func:`~civicgrid.sites.cases.rebounds.link_rebounds` run unchanged on a cursor whose
+    TEMP tables ``events``, ``cases`` and ``case_log`` shadow the store's: the staged events, plus the closed
+    cases (and their events) that can be rebounded from. The events (with their case's state, deadline and
+    link), the new cases and their audit rows (numbered in ids reserved for them) are then staged in place of
+    the events staged so far, so that publishing the import only registers files.
+    """
+    ids = np.asarray(event_ids, dtype=np.int64)
+    if not ids.size or not staging.files.get("events"):
+        return 0, 0
+    staging.wait()
+    cur = staging.scratch()
+    files = ", ".join(quote(str(p)) for p in staging.files["events"])
+    cfg = get_settings(cur)
+    window = pd.Timedelta(days=float(cfg["rebound_days"]))
+    try:
+        cur.execute("CREATE TEMP TABLE events AS SELECT * FROM lake.events LIMIT 0")
+        cur.execute(f"INSERT INTO events BY NAME SELECT * FROM read_parquet([{files}])")
+        cur.execute("UPDATE events SET reopened = 0 WHERE reopened IS NULL")
+        span = cur.execute("SELECT min(time), max(time) FROM events").fetchone()
+        cur.execute("CREATE TEMP TABLE cases AS SELECT * FROM lake.cases LIMIT 0")
+        cur.execute("CREATE TEMP TABLE case_log AS SELECT * FROM lake.case_log LIMIT 0")
+        if span[0] is not None:  # the closed cases the new ones may repeat, with their events' points
+            cur.execute("""
+                INSERT INTO cases SELECT * FROM lake.cases
+                WHERE state = 'closed' AND closed_at >= ? AND closed_at < ?
+                  AND problem_type IN (SELECT DISTINCT problem_type FROM events)""",
+                        [pd.Timestamp(span[0]) - window, pd.Timestamp(span[1])])
+            cur.execute("INSERT INTO events BY NAME SELECT * FROM lake.events "
+                        "WHERE event_id IN (SELECT event_id FROM cases)")
+        made = backfill(cur, actor=actor, event_ids=ids)
+        linked = link_rebounds(cur, case_ids=ids) if made else 0
+        n_log = int(fetch_value(cur, "SELECT count(*) FROM case_log"))
+        first = staging.reserve("case_log", "log_id", n_log) if n_log else 1
+        lo, hi = int(ids.min()), int(ids.max())
+        cur.register("_new_ids", pa.table({"event_id": ids}))
+        new = f"event_id BETWEEN {lo} AND {hi} AND event_id IN (SELECT event_id FROM _new_ids)"
+        staging.restage("events", cur, f"SELECT * FROM events WHERE {new}")
+        staging.restage("cases", cur, f"SELECT * FROM cases WHERE {new}")
+        staging.restage("case_log", cur, f"SELECT * REPLACE (log_id + {first - 1} AS log_id) FROM case_log")
+        return made, linked
+    finally:
+        for name in ("events", "cases", "case_log"):
+            cur.execute(f"DROP TABLE IF EXISTS temp.main.{name}")
+        cur.close()
