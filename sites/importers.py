@@ -21,7 +21,7 @@ from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.events import SOURCES
 from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.levels import AREA_LEVELS
-from civicgrid.geo.times import DEFAULT_TIMEZONE
+from civicgrid.geo.times import DATE_ORDERS, DEFAULT_TIMEZONE, file_date_order
 from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS, import_areas, import_grids
 from civicgrid.sites.events import EVENT_FIELDS, import_events
 from civicgrid.sites.frame import SITE_FIELDS, import_sites
@@ -81,6 +81,9 @@ OPTIONS: dict[str, ImportOption] = {o.name: o for o in (
     ImportOption("crs", "coordinates' system: wgs84, gcj02, bd09, cgcs2000 or EPSG:NNNN (default: the file's "
                         ".prj, else WGS84 with a warning)"),
     ImportOption("tz", "time zone of times written without an offset", default=DEFAULT_TIMEZONE),
+    ImportOption("date_order", "how dates such as 01/03/2025 are read, for the whole column: dmy (day first: 1 "
+                               "March) or mdy (month first: 3 January, US exports); needed only when no value "
+                               "decides (a first field over 12 proves day first)", choices=DATE_ORDERS),
     ImportOption("encoding", "text encoding of CSV / shapefile attributes (default: detected)"),
     ImportOption("layer", "layer inside a GeoPackage, or shapefile inside a zip (needed when it holds several)"),
 )}
@@ -119,8 +122,16 @@ class Importer:
     example: str
     summary: str
     details: str = ""
+    #: The options the function takes as keyword arguments (default: all of :attr:`options`); the others
+    #: (``date_order`` of an importer that does not take it) apply through :func:`~civicgrid.geo.times.file_date_order`.
+    takes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.takes is None:
+            object.__setattr__(self, "takes", self.options)
+        self._check_names()
+
+    def _check_names(self) -> None:
         unknown = [f for f in (*self.flags, self.example.split("=", 1)[0]) if f not in self.fields]
         unknown += [o for o in self.options if o not in OPTIONS]
         if unknown:
@@ -156,8 +167,11 @@ class Importer:
     def run(self, path: str | os.PathLike, *, db: str | os.PathLike, mapping: Mapping[str, str] | None = None,
             progress: bool = True, **options: Any) -> ImportReport:
         """Import ``path`` into ``db`` with :attr:`function`, after :meth:`check_options` on ``options``."""
-        return self.function(path, db=db, mapping=dict(mapping or {}), progress=progress,
-                             **self.check_options(options))
+        options = self.check_options(options)
+        with file_date_order(options.get("date_order")):  # for importers that do not take it themselves
+            if "date_order" not in self.takes:
+                options.pop("date_order", None)
+            return self.function(path, db=db, mapping=dict(mapping or {}), progress=progress, **options)
 
 
 #: The importers, by layer, in the order a city is loaded (areas before grids before sites...).
@@ -181,7 +195,8 @@ IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
                      "polygons of a spatial file."),
     Importer("events", import_events, fields=tuple(EVENT_FIELDS),
              flags=("id", "lat", "lng", "time", "type", "site", "text"),
-             options=("source", "point", "sheet", "crs", "tz", "encoding", "layer"), example="closed=办结时间",
+             options=("source", "point", "sheet", "crs", "tz", "date_order", "encoding", "layer"),
+             example="closed=办结时间",
              summary="Import complaints or inspection hits.",
              details="Fields: --time (required), --lat/--lng or --point, --id, --type (problem type code or "
                      "name, 大类 or 小类), --site, --text, and --map status=… inspection=… rectified=… closed=… "
@@ -190,7 +205,8 @@ IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
                      "transaction."),
     Importer("inspections", import_inspections, fields=tuple(INSPECTION_FIELDS),
              flags=("id", "site", "time", "result", "lat", "lng"),
-             options=("point", "sheet", "crs", "tz", "encoding", "layer"), example="inspector=检查人",
+             options=("point", "sheet", "crs", "tz", "date_order", "encoding", "layer"), example="inspector=检查人",
+             takes=("point", "sheet", "crs", "tz", "encoding", "layer"),
              summary="Import inspection visits: --site, --time, --result (符合/不符合 or a number of problems).",
              details="The inspector: --map inspector=检查人. Visits without coordinates take their site's "
                      "location."),
