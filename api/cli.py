@@ -239,10 +239,10 @@ def info(db: str):
 
 # The commands of each capability (one module each under api/commands/) register on `main` when imported;
 # they import `main` from here, so they come last.
-from civicgrid.api.commands import cases, patrol, report, risk, serve, simulate  # noqa: E402
+from civicgrid.api.commands import cases, patrol, report, risk, serve, simulate, types  # noqa: E402
 
 #: The modules adding commands to :func:`main`.
-COMMAND_MODULES = (serve, risk, patrol, cases, report, simulate)
+COMMAND_MODULES = (serve, risk, patrol, cases, report, simulate, types)
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m civicgrid.api.cli`: the commands registered on the group of civicgrid.api.cli, not on this copy

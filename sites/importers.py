@@ -23,7 +23,7 @@ from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.levels import AREA_LEVELS
 from civicgrid.geo.times import DATE_ORDERS, DEFAULT_TIMEZONE, file_date_order
 from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS, import_areas, import_grids
-from civicgrid.sites.events import EVENT_FIELDS, import_events
+from civicgrid.sites.events import EVENT_FIELDS, TYPE_MODES, import_events
 from civicgrid.sites.frame import SITE_FIELDS, import_sites
 from civicgrid.sites.inspections import INSPECTION_FIELDS, import_inspections
 
@@ -34,12 +34,13 @@ FIELD_HELP: dict[str, str] = {
     "text": "free text", "code": "code", "name": "name", "parent": "parent area's code",
     "category": "site category (code, Chinese or English name)",
     "result": "result (符合/不符合 or a number of problems)",
-    "address": "address", "unit": "responsible unit (责任单位)", "contact": "contact person",
+    "address": "address (kept; rows without coordinates keep it)", "unit": "responsible unit (责任单位)", "contact": "contact person",
     "phone": "contact phone", "active": "whether the site is in use (否, 停用, no, 0... mark it inactive)",
     "leader": "micro-grid leader (网格长)", "leader_phone": "the leader's phone", "households": "households",
     "status": "status word (已办结, closed, 处理中, open...)", "inspection": "id of the inspection that found it",
     "rectified": "when the problem was fixed (整改时间)", "closed": "when the case was closed (办结时间)",
     "inspector": "inspector (检查人)",
+    "area": "district, street, community or micro-grid (code or name) locating rows without coordinates",
 }
 
 
@@ -84,6 +85,8 @@ OPTIONS: dict[str, ImportOption] = {o.name: o for o in (
     ImportOption("date_order", "how dates such as 01/03/2025 are read, for the whole column: dmy (day first: 1 "
                                "March) or mdy (month first: 3 January, US exports); needed only when no value "
                                "decides (a first field over 12 proves day first)", choices=DATE_ORDERS),
+    ImportOption("types", "a type label that is no known type: open keeps the row (its label kept, listed by "
+                          "`civicgrid types unmapped`), strict rejects it", choices=TYPE_MODES, default="open"),
     ImportOption("encoding", "text encoding of CSV / shapefile attributes (default: detected)"),
     ImportOption("layer", "layer inside a GeoPackage, or shapefile inside a zip (needed when it holds several)"),
 )}
@@ -195,14 +198,17 @@ IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
                      "polygons of a spatial file."),
     Importer("events", import_events, fields=tuple(EVENT_FIELDS),
              flags=("id", "lat", "lng", "time", "type", "site", "text"),
-             options=("source", "point", "sheet", "crs", "tz", "date_order", "encoding", "layer"),
+             options=("source", "point", "sheet", "crs", "tz", "date_order", "types", "encoding", "layer"),
              example="closed=办结时间",
              summary="Import complaints or inspection hits.",
-             details="Fields: --time (required), --lat/--lng or --point, --id, --type (problem type code or "
-                     "name, 大类 or 小类), --site, --text, and --map status=… inspection=… rectified=… closed=… "
-                     "(when the problem was fixed and the case closed, e.g. --map closed=办结时间; these give the "
-                     "cases their rectification and closure times). Each new event gets its case in the same "
-                     "transaction."),
+             details="Fields: --time (required), --lat/--lng or --point, --id, --type (the column of the "
+                     "city's type labels; several, most specific last: --type 一级分类,二级分类), --site, --text, "
+                     "and --map status=… inspection=… rectified=… closed=… (when the problem was fixed and the "
+                     "case closed, e.g. --map closed=办结时间) area=… address=…. Every row keeps its own type and "
+                     "status labels; labels that are no known type load without a type (--types strict rejects "
+                     "them): `civicgrid types unmapped` lists them, `civicgrid types map` maps them. Rows without "
+                     "coordinates load unlocated, placed by --map area=COLUMN (a district, street, community or "
+                     "micro-grid code or name) when given. Each new event gets its case in the same transaction."),
     Importer("inspections", import_inspections, fields=tuple(INSPECTION_FIELDS),
              flags=("id", "site", "time", "result", "lat", "lng"),
              options=("point", "sheet", "crs", "tz", "date_order", "encoding", "layer"), example="inspector=检查人",

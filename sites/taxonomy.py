@@ -299,8 +299,8 @@ def add_type(db: str | os.PathLike, code: str, name_zh: str, *, name_en: str | N
         if major is None:
             major = code[:2] if code[:2] in set(majors["major_code"]) else "99"
         row = majors[majors["major_code"] == major]
-        major_zh = row["major_zh"].iloc[0] if len(row) else None
-        major_en = row["major_en"].iloc[0] if len(row) else None
+        major_zh = row["major_zh"].iloc[0] if len(row) else ("其他" if major == "99" else None)
+        major_en = row["major_en"].iloc[0] if len(row) else ("Other" if major == "99" else None)
         con.execute("INSERT INTO problem_types VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
                     [code, major, major_zh, major_en, name_zh, name_en, value, unit])
     return {"code": code, "major_code": major, "name_zh": name_zh, "name_en": name_en, "deadline_value": value,
