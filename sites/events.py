@@ -212,6 +212,8 @@ class _EventBatchContext:
     date_orders: dict[str, str] = field(default_factory=dict)
     #: Status labels that are no known status word: label -> rows.
     unknown_statuses: dict[str, int] = field(default_factory=dict)
+    #: Rows kept without their unusable coordinates (an area or address locates them), by reason.
+    kept_without_point: Counter = field(default_factory=Counter)
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection, *, cols: dict[str, str], source: str, point: str | None,
@@ -371,6 +373,9 @@ def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects) -> tup
         has_place |= ~trimmed(batch, c).is_null().to_numpy(zero_copy_only=False)
     fields, reasons = loc_rej.reasons()
     lost = ~has_point & ~has_place
+    if where and lost.any():
+        named = " or ".join(k for k in ("area", "address") if k in cols)
+        reasons = np.array([f"{r}, and no {named} either" if r is not None else r for r in reasons], dtype=object)
     for name in dict.fromkeys(fields[lost & (fields != None)]):  # noqa: E711 - an object array
         mask = lost & (fields == name)
         rej.add(mask, name, reasons)
@@ -378,11 +383,7 @@ def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects) -> tup
         rej.add(lost & (fields == None), "/".join(["lat/lng", *where]),  # noqa: E711
                 "no coordinates, area or address")
         kept = ~has_point & has_place & (fields != None)  # noqa: E711
-        if kept.any():
-            why = Counter(str(r).split(" (")[0] for r in reasons[kept])
-            report.warnings.append(
-                f"{int(kept.sum())} rows with unusable coordinates kept without them (located by area or "
-                "unlocated): " + ", ".join(f"{n} {r}" for r, n in why.most_common(3)))
+        ctx.kept_without_point.update(str(r).split(" (")[0] for r in reasons[kept])
     lng = np.where(has_point, lng, np.nan)
     lat = np.where(has_point, lat, np.nan)
     return lng, lat, has_point
@@ -549,6 +550,11 @@ def _finish_labels(ctx: _EventBatchContext) -> None:
             f"{rows:,} rows loaded with {len(report.unmapped_types):,} type labels that are no known type (kept "
             "as their source label, without a type or deadline): see unmapped_types; map them with "
             "`civicgrid types map LABEL CODE`")
+    if ctx.kept_without_point:
+        why = ctx.kept_without_point
+        report.warnings.append(
+            f"{sum(why.values())} rows with unusable coordinates kept without them (located by area or "
+            "unlocated): " + ", ".join(f"{n} {r}" for r, n in why.most_common(3)))
     if ctx.unknown_statuses:
         top = sorted(ctx.unknown_statuses.items(), key=lambda kv: -kv[1])
         report.warnings.append("unknown statuses loaded as open (their label kept): " + ", ".join(

@@ -1,0 +1,233 @@
+"""A real city's files load whole (issue 13): dates never guessed (part 3), rows without coordinates kept and
+located by their area (part 2), and the acceptance check on the real 311 files and a GBK 12345 export."""
+
+from __future__ import annotations
+
+import csv
+from datetime import datetime
+
+import numpy as np
+import pandas as pd
+import pytest
+from civicgrid.api.cli import main
+from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.store import Store
+from civicgrid.geo.times import decide_date_order, file_date_order, parse_times
+from civicgrid.sites.event_places import normalize_place
+from civicgrid.sites.events import import_events
+from civicgrid.sites.importers import get_importer
+from civicgrid.sites.kpis import kpi_table
+from civicgrid.sites.taxonomy import map_label
+from click.testing import CliRunner
+
+# --- part 3: dates are never guessed -----------------------------------------------------------------------
+
+
+def test_a_slash_date_column_is_read_one_way_decided_by_a_value():
+    got, bad = parse_times(["01/03/2025", "13/02/2025 08:30", "1.3.2025"])
+    want = np.array(["2025-03-01", "2025-02-13T08:30", "2025-03-01"], dtype="datetime64[us]")
+    np.testing.assert_array_equal(got, want)
+    got, _ = parse_times(["01/03/2025", "02/13/2025 02:30:00 PM"])
+    np.testing.assert_array_equal(got, np.array(["2025-01-03", "2025-02-13T14:30"], dtype="datetime64[us]"))
+    # equal fields read the same either way: nothing to decide
+    assert decide_date_order(["01/01/2025", "2025-03-05"]) == "mdy" and decide_date_order(["2025-03-05"]) is None
+
+
+def test_an_undecided_column_is_refused_naming_the_option():
+    with pytest.raises(InvalidParameterError, match=r"'受理时间' has dates like '01/03/2025' that read day first "
+                                                    r"\(1 March\) or month first \(3 January\).*--date-order dmy"):
+        parse_times(["01/03/2025", "05/04/2025"], column="受理时间")
+    with pytest.raises(InvalidParameterError, match="mixes day-first dates .* and month-first dates"):
+        parse_times(["13/02/2025", "02/13/2025"])
+    got, bad = parse_times(["01/03/2025", "13/02/2025"], date_order="mdy")
+    assert got[0] == np.datetime64("2025-01-03") and bad.tolist() == [False, True]
+    with file_date_order("dmy"):
+        assert parse_times(["01/03/2025"])[0][0] == np.datetime64("2025-03-01")
+    with pytest.raises(InvalidParameterError, match="dmy .* or mdy"):
+        decide_date_order(["01/03/2025"], date_order="ymd")
+
+
+def _hits(tmp_path, times, closed=None, name="d.csv"):
+    frame = pd.DataFrame({"编号": [f"D{i}" for i in range(len(times))], "时间": times,
+                          "经度": "112.905", "纬度": "28.205"})
+    if closed is not None:
+        frame["办结时间"] = closed
+    f = tmp_path / name
+    frame.to_csv(f, index=False)
+    return f
+
+
+def test_import_refuses_an_ambiguous_column_and_loads_with_date_order(small_city, tmp_path):
+    f = _hits(tmp_path, ["01/03/2024 10:00", "05/04/2024 10:00"])
+    with pytest.raises(InvalidParameterError, match="'时间' has dates like .*--date-order dmy"):
+        import_events(f, db=small_city, progress=False)
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"][0] == 0  # nothing half loaded
+    rep = import_events(f, db=small_city, progress=False, date_order="dmy")
+    assert rep.loaded == 2 and "column '时间': dates read day first (dmy, as given)" in rep.warnings
+    got = Store(small_city).sql("SELECT time FROM events ORDER BY external_id")["time"].tolist()
+    assert got == [pd.Timestamp("2024-03-01 10:00"), pd.Timestamp("2024-04-05 10:00")]
+
+
+def test_each_column_is_decided_on_its_own(small_city, tmp_path):
+    # 时间 is proven day first by 13/03; 办结时间 month first by 03/20
+    f = _hits(tmp_path, ["13/03/2024 10:00", "01/03/2024 10:00"], closed=["03/20/2024 10:00", "03/02/2024 10:00"])
+    rep = import_events(f, db=small_city, progress=False)
+    assert rep.loaded == 2, rep.rejects
+    ev = Store(small_city).sql("SELECT time, closed_at FROM events ORDER BY external_id")
+    assert ev["time"].tolist() == [pd.Timestamp("2024-03-13 10:00"), pd.Timestamp("2024-03-01 10:00")]
+    assert ev["closed_at"].tolist() == [pd.Timestamp("2024-03-20 10:00"), pd.Timestamp("2024-03-02 10:00")]
+
+
+def test_us_exports_load_with_date_order_mdy_through_the_registry(small_city, tmp_path):
+    f = _hits(tmp_path, ["01/07/2014 12:00:00 AM", "01/08/2014 12:30:00 PM"])
+    rep = get_importer("events").run(f, db=small_city, progress=False, date_order="mdy")
+    assert rep.loaded == 2
+    got = Store(small_city).sql("SELECT time FROM events ORDER BY external_id")["time"].tolist()
+    assert got == [pd.Timestamp("2014-01-07 00:00"), pd.Timestamp("2014-01-08 12:30")]
+    res = CliRunner().invoke(main, ["import", "events", str(_hits(tmp_path, ["02/03/2024"], name="e.csv")),
+                                    "--db", str(small_city), "--quiet"])
+    assert res.exit_code == 2 and "--date-order dmy (day first) or --date-order mdy" in res.output
+
+
+@pytest.mark.parametrize("args", [
+    ["cases", "kpis", "--start", "01/03/2025", "--end", "2025-04-01"],
+    ["cases", "kpis", "--start", "2025-03-01", "--end", "2025-04-01", "--as-of", "01/04/2025"],
+    ["cases", "flags", "--as-of", "01/03/2025"],
+    ["simulate", "--as-of", "01/03/2025"],
+    ["risk", "--as-of", "01/03/2025"],
+    ["cases", "create", "--actor", "a", "--type", "0101", "--lng", "112.905", "--lat", "28.205",
+     "--time", "01/03/2025"],
+])
+def test_cli_dates_are_year_first_only(small_city, args):
+    res = CliRunner().invoke(main, [*args, "--db", str(small_city)])
+    assert res.exit_code == 2, res.output
+    assert "'01/0" in res.output and "ambiguous (day or month first?)" in res.output
+    assert "like 2025-07-01" in res.output
+    assert Store(small_city).sql("SELECT count(*) AS n FROM cases")["n"][0] == 0
+
+
+def test_cli_periods_and_days_are_year_first_only(small_city):
+    res = CliRunner().invoke(main, ["report", "--period", "01/03/2025", "--db", str(small_city)])
+    assert res.exit_code == 2 and "the year first" in res.output
+
+
+# --- part 2: rows without coordinates ------------------------------------------------------------------------
+
+
+def test_rows_without_coordinates_are_kept_and_located_by_their_area(small_city, tmp_path):
+    frame = pd.DataFrame({
+        "编号": ["P1", "P2", "P3", "P4", "P5", "P6", "P7"],
+        "时间": ["2024-03-08 15:00"] * 7,
+        "经度": ["112.905", "", "", "", "", "0", ""],
+        "纬度": ["28.205", "", "", "", "", "0", ""],
+        "所属网格": ["", "430102001001002.0", "测试street", "测试district测试street", "外星街道", "第3网格", ""],
+        "诉求地址": ["", "", "", "", "某路1号", "", ""],
+    })
+    f = tmp_path / "p.csv"
+    frame.to_csv(f, index=False)
+    rep = import_events(f, db=small_city, progress=False, mapping={"area": "所属网格", "address": "诉求地址"})
+    assert (rep.rows_read, rep.loaded, rep.rejected) == (7, 6, 1)
+    assert rep.rejects == [{"row": 8, "field": "lat/lng", "reason": "missing coordinates, and no area or address either"}]
+    assert (rep.located, rep.located_by_area, rep.located_by_address, rep.unlocated) == (1, 4, 0, 1)
+    ev = Store(small_city).sql("SELECT external_id, h3, lng, grid_code, community_code, street_code, district_code, "
+                               "located_by, address FROM events ORDER BY external_id").set_index("external_id")
+    assert ev.loc["P1", "located_by"] == "point" and ev.loc["P1", "grid_code"] == "430102001001001"
+    assert ev.loc["P2", "grid_code"] == "430102001001002" and ev.loc["P2", "district_code"] == "430102"
+    assert pd.isna(ev.loc["P3", "grid_code"]) and ev.loc["P3", "street_code"] == "430102001"
+    assert pd.isna(ev.loc["P3", "community_code"]) and ev.loc["P3", "district_code"] == "430102"
+    assert ev.loc["P4", "street_code"] == "430102001"
+    assert pd.isna(ev.loc["P5", "street_code"]) and ev.loc["P5", "address"] == "某路1号"
+    assert pd.isna(ev.loc["P5", "located_by"])
+    assert ev.loc["P6", "grid_code"] == "430102001001003" and ev.loc["P6", "located_by"] == "area"
+    assert ev.loc[["P2", "P3", "P4", "P5", "P6"], "h3"].isna().all()  # never on an H3 map
+    assert ev.loc[["P2", "P3", "P4", "P5", "P6"], "lng"].isna().all()
+    assert any(w.startswith("5 rows with unusable coordinates kept") and "1 coordinates are 0,0" in w
+               for w in rep.warnings), rep.warnings
+    # they count in the KPIs at the level they are located at
+    kpi = kpi_table(Store(small_city), start="2024-03-01", end="2024-04-01", level="street")
+    assert int(kpi.loc[kpi["code"] == "430102001", "found"].iloc[0]) == 5
+    assert normalize_place("66.0") == normalize_place("66") == "66"
+
+
+# --- acceptance: real files load whole with their own labels ------------------------------------------------
+
+
+def _check_whole(rep):
+    assert rep.rows_read == rep.loaded + rep.duplicates + rep.rejected
+    assert rep.located + rep.located_by_area + rep.located_by_address + rep.unlocated == rep.loaded
+
+
+def test_sf311_files_load_whole_with_their_labels(shared, tmp_path):
+    db = tmp_path / "sf.duckdb"
+    folder = shared / "us_sf311"
+    a = import_events(folder / "sf311_cases_sample_10000.csv", db=db, progress=False, point="Point",
+                      mapping={"id": "CaseID", "time": "Opened", "status": "Status",
+                                                         "type": "Category", "area": "Neighborhood"})
+    b = import_events(folder / "sf311_cases_sample_geo_4984.csv", db=db, progress=False,
+                      mapping={"id": "CaseID", "time": "Opened", "status": "Status", "type": "Category",
+                               "lat": "Lat", "lng": "Long"})
+    for rep in (a, b):
+        _check_whole(rep)
+        assert rep.rejected == 0
+    assert (a.loaded, a.located, a.unlocated) == (10_000, 9_976, 24)
+    assert b.duplicates == 672 and b.loaded == 4_984 - 672
+    raw = pd.read_csv(folder / "sf311_cases_sample_10000.csv", dtype=str)
+    stored = Store(db).sql("SELECT source_type, count(*) AS n FROM events WHERE import_id = ? GROUP BY 1",
+                           [a.import_id]).set_index("source_type")["n"]
+    assert stored.to_dict() == raw["Category"].value_counts().to_dict()
+    assert len(stored) == 28
+    # Opened is month first (04/30/2014 proves it) and spans 2008-07-01 .. 2016-01-27
+    t = Store(db).sql("SELECT min(time) AS lo, max(time) AS hi FROM events")
+    assert str(t["lo"][0].date()) == "2008-07-01" and str(t["hi"][0].date()) == "2016-01-27"
+    assert "column 'Opened': dates read month first (mdy, decided by its values)" in a.warnings
+
+
+def test_nyc311_files_load_whole_with_their_labels(shared, tmp_path):
+    db = tmp_path / "nyc.duckdb"
+    for name, without in (("nyc311_2023-12_sample.csv", 68), ("nyc311_2024-04_sample.csv", 23)):
+        f = shared / "us_nyc311_small" / name
+        rep = import_events(f, db=db, progress=False, tz="America/New_York", mapping={"area": "borough"})
+        _check_whole(rep)
+        assert rep.rejected == 0 and rep.columns["type"] == "complaint_type"
+        with open(f, encoding="utf-8", newline="") as fh:  # a real CSV parser: quoted newlines
+            rows = list(csv.DictReader(fh))
+        assert rep.rows_read == len(rows) and rep.unlocated == sum(not r["latitude"] for r in rows) == without
+        stored = Store(db).sql("SELECT source_type, count(*) AS n FROM events WHERE import_id = ? GROUP BY 1",
+                               [rep.import_id]).set_index("source_type")["n"].to_dict()
+        assert stored == pd.Series([r["complaint_type"] for r in rows]).value_counts().to_dict()
+
+
+def test_a_gbk_12345_export_loads_whole_and_types_map_moves_it_into_the_kpis(small_city, tmp_path):
+    frame = pd.DataFrame({
+        "工单编号": [f"2024{i:04d}" for i in range(1, 9)],
+        "受理时间": ["2024/03/08 15:00:00"] * 8,
+        "问题分类": ["暴露垃圾", "噪音扰民", "油烟污染", "噪音扰民", "道路不洁", "噪音扰民", "占道经营", "油烟污染"],
+        "诉求地址": ["测试路1号", "测试路2号", "", "测试路4号", "测试路5号", "测试路6号", "测试路7号", "测试路8号"],
+        "经度": ["112.905", "112.915", "112.905", "", "112.905", "", "112.915", "112.905"],
+        "纬度": ["28.205", "28.215", "28.215", "", "28.205", "", "28.215", "28.205"],
+        "所属街道": ["测试street"] * 8,
+    })
+    f = tmp_path / "12345.csv"
+    frame.to_csv(f, index=False, encoding="gbk")
+    res = CliRunner().invoke(main, ["import", "events", str(f), "--db", str(small_city), "--quiet",
+                                    "--report", str(tmp_path / "r.json")])
+    assert res.exit_code == 0, res.output
+    import json
+
+    rep = json.loads((tmp_path / "r.json").read_text(encoding="utf-8"))
+    assert rep["encoding"] in ("gb18030", "gbk") and rep["columns"]["type"] == "问题分类"
+    assert (rep["rows_read"], rep["loaded"], rep["rejected"]) == (8, 8, 0)
+    assert rep["unmapped_types"] == {"噪音扰民": 3, "油烟污染": 2}
+    assert (rep["located"], rep["located_by_area"], rep["unlocated"]) == (6, 2, 0)
+    res = CliRunner().invoke(main, ["types", "unmapped", "--db", str(small_city)])
+    assert [ln.split()[2] for ln in res.output.splitlines()] == ["噪音扰民", "油烟污染"]
+    kpi = kpi_table(Store(small_city), start="2024-03-01", end="2024-04-01", level="street")
+    before = kpi.set_index("code").loc["430102001"]
+    assert before["found"] == 8
+    map_label(small_city, "噪音扰民", "0101")
+    ev = Store(small_city).sql("SELECT external_id, problem_type, deadline FROM events ORDER BY 1")
+    assert ev["problem_type"].tolist()[:2] == ["0101", "0101"] and ev["problem_type"][3] == "0101"
+    assert pd.isna(ev["problem_type"][2])
+    assert ev["deadline"][1] == ev["deadline"][0] == pd.Timestamp(datetime(2024, 3, 11, 15, 0))
+    heat = Store(small_city).sql("SELECT count(*) AS n FROM events WHERE problem_type = '0101' AND h3 IS NOT NULL")
+    assert heat["n"][0] == 2  # the two with coordinates are on the map, the unlocated one is not
