@@ -7,9 +7,9 @@ The events table itself and the queries of it live in :mod:`civicgrid.geo.events
 from __future__ import annotations
 
 import os
+from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 from concurrent.futures import wait as futures_wait
-from collections import Counter
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Self
@@ -562,9 +562,9 @@ def _finish_labels(ctx: _EventBatchContext) -> None:
 
 
 #: Column names that likely hold a problem type (compared as :func:`civicgrid.geo.columns` does).
-LIKELY_TYPE_COLUMNS = ("问题分类", "问题类型", "案件类型", "问题小类", "小类", "大类", "事件类型", "诉求类型", "一级分类",
-                       "二级分类", "三级分类", "category", "type", "complaint_type", "request_type", "descriptor",
-                       "problem_type")
+LIKELY_TYPE_COLUMNS = ("问题分类", "问题类型", "案件类型", "问题小类", "小类", "大类", "事件类型", "诉求类型",
+                       "一级分类", "二级分类", "三级分类", "category", "type", "complaint_type", "request_type",
+                       "descriptor", "problem_type")
 
 
 def _type_column_warnings(report: ImportReport, columns: list[str], cols: dict[str, str], *, given: bool) -> None:

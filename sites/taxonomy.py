@@ -327,7 +327,8 @@ def import_map(db: str | os.PathLike, path: str | os.PathLike) -> list[dict]:
 
 
 def _read_map(path: str | os.PathLike) -> list[dict]:
-    raw = open(path, "rb").read()
+    with open(path, "rb") as fh:
+        raw = fh.read()
     for enc in ("utf-8-sig", "gb18030"):
         try:
             text = raw.decode(enc)

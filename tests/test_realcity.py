@@ -24,7 +24,7 @@ from click.testing import CliRunner
 
 
 def test_a_slash_date_column_is_read_one_way_decided_by_a_value():
-    got, bad = parse_times(["01/03/2025", "13/02/2025 08:30", "1.3.2025"])
+    got, _ = parse_times(["01/03/2025", "13/02/2025 08:30", "1.3.2025"])
     want = np.array(["2025-03-01", "2025-02-13T08:30", "2025-03-01"], dtype="datetime64[us]")
     np.testing.assert_array_equal(got, want)
     got, _ = parse_times(["01/03/2025", "02/13/2025 02:30:00 PM"])
@@ -37,13 +37,13 @@ def test_an_undecided_column_is_refused_naming_the_option():
     with pytest.raises(InvalidParameterError, match=r"'受理时间' has dates like '01/03/2025' that read day first "
                                                     r"\(1 March\) or month first \(3 January\).*--date-order dmy"):
         parse_times(["01/03/2025", "05/04/2025"], column="受理时间")
-    with pytest.raises(InvalidParameterError, match="mixes day-first dates .* and month-first dates"):
+    with pytest.raises(InvalidParameterError, match=r"mixes day-first dates .* and month-first dates"):
         parse_times(["13/02/2025", "02/13/2025"])
     got, bad = parse_times(["01/03/2025", "13/02/2025"], date_order="mdy")
     assert got[0] == np.datetime64("2025-01-03") and bad.tolist() == [False, True]
     with file_date_order("dmy"):
         assert parse_times(["01/03/2025"])[0][0] == np.datetime64("2025-03-01")
-    with pytest.raises(InvalidParameterError, match="dmy .* or mdy"):
+    with pytest.raises(InvalidParameterError, match=r"dmy .* or mdy"):
         decide_date_order(["01/03/2025"], date_order="ymd")
 
 
@@ -59,7 +59,7 @@ def _hits(tmp_path, times, closed=None, name="d.csv"):
 
 def test_import_refuses_an_ambiguous_column_and_loads_with_date_order(small_city, tmp_path):
     f = _hits(tmp_path, ["01/03/2024 10:00", "05/04/2024 10:00"])
-    with pytest.raises(InvalidParameterError, match="'时间' has dates like .*--date-order dmy"):
+    with pytest.raises(InvalidParameterError, match=r"'时间' has dates like .*--date-order dmy"):
         import_events(f, db=small_city, progress=False)
     assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"][0] == 0  # nothing half loaded
     rep = import_events(f, db=small_city, progress=False, date_order="dmy")
@@ -127,7 +127,8 @@ def test_rows_without_coordinates_are_kept_and_located_by_their_area(small_city,
     frame.to_csv(f, index=False)
     rep = import_events(f, db=small_city, progress=False, mapping={"area": "所属网格", "address": "诉求地址"})
     assert (rep.rows_read, rep.loaded, rep.rejected) == (7, 6, 1)
-    assert rep.rejects == [{"row": 8, "field": "lat/lng", "reason": "missing coordinates, and no area or address either"}]
+    assert rep.rejects == [{"row": 8, "field": "lat/lng",
+                            "reason": "missing coordinates, and no area or address either"}]
     assert (rep.located, rep.located_by_area, rep.located_by_address, rep.unlocated) == (1, 4, 0, 1)
     ev = Store(small_city).sql("SELECT external_id, h3, lng, grid_code, community_code, street_code, district_code, "
                                "located_by, address FROM events ORDER BY external_id").set_index("external_id")

@@ -65,7 +65,7 @@ def test_strict_types_reject_unknown_labels(small_city, tmp_path):
     assert (rep.rows_read, rep.loaded, rep.rejected) == (8, 3, 5)
     assert {r["row"] for r in rep.rejects} == {4, 5, 6, 7, 8}  # file lines (the header is line 1)
     assert all(r["field"] == "type" and "unknown problem type" in r["reason"] for r in rep.rejects)
-    with pytest.raises(InvalidParameterError, match="open .* or strict"):
+    with pytest.raises(InvalidParameterError, match=r"open .* or strict"):
         import_events(_write(tmp_path, HOTLINE), db=small_city, progress=False, types="lenient")
 
 
@@ -100,7 +100,7 @@ def test_add_type_and_import_map(small_city, tmp_path):
     assert (t["major_code"], t["deadline_value"], t["deadline_unit"]) == ("99", 8.0, "working_hours")
     with pytest.raises(InvalidParameterError, match="exists already"):
         add_type(small_city, "0905", "again")
-    with pytest.raises(InvalidParameterError, match="3d .* 8h"):
+    with pytest.raises(InvalidParameterError, match=r"3d .* 8h"):
         add_type(small_city, "0906", "x", deadline="two days")
     m = tmp_path / "map.csv"
     m.write_text("source,label,code\ncomplaint,油烟污染,0905\n,Garbage in alley,暴露垃圾\n", encoding="gbk")
@@ -141,7 +141,8 @@ def test_types_cli(small_city, tmp_path):
 def test_several_type_columns_most_specific_first(small_city, tmp_path):
     frame = pd.DataFrame({"编号": ["1", "2", "3"], "时间": ["2024-03-08 15:00"] * 3,
                           "经度": ["112.905"] * 3, "纬度": ["28.205"] * 3,
-                          "一级分类": ["环境卫生", "环境卫生", "市容环境"], "二级分类": ["道路不洁", "路面油污", "路面油污"]})
+                          "一级分类": ["环境卫生", "环境卫生", "市容环境"],
+                          "二级分类": ["道路不洁", "路面油污", "路面油污"]})
     rep = import_events(_write(tmp_path, frame), db=small_city, progress=False,
                         mapping={"type": "一级分类,二级分类"})
     assert rep.columns["type"] == "一级分类,二级分类" and rep.loaded == 3
