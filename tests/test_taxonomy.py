@@ -159,3 +159,37 @@ def test_status_words():
     assert statuses == ["closed", "closed", "closed", "closed", "open", "closed", "open", "open", "open"]
     assert dups == [False, False, True, True, False, False, False, False, False]
     assert unknown == ["待核实"]
+
+
+def test_types_api(small_city, tmp_path):
+    from civicgrid.api.app import create_app
+    from civicgrid.geo.users import add_user
+    from fastapi.testclient import TestClient
+
+    _, admin = add_user(small_city, "admin1", role="admin")
+    _, viewer = add_user(small_city, "viewer1", role="viewer")
+    client = TestClient(create_app(small_city))
+    as_admin, as_viewer = ({"Authorization": f"Bearer {t}"} for t in (admin, viewer))
+    f = _write(tmp_path, HOTLINE, encoding="gbk")
+    with open(f, "rb") as fh:
+        r = client.post("/api/imports/events", files={"file": ("12345.csv", fh)}, headers=as_admin,
+                        data={"types": "open", "date_order": "dmy"})
+    assert r.status_code == 201, r.text
+    assert r.json()["unmapped_types"] == {"噪音扰民": 3, "Garbage in alley": 1, "油烟污染": 1}
+    r = client.get("/api/types/unmapped", headers=as_viewer)
+    assert [(x["label"], x["events"]) for x in r.json()["labels"]] == [("噪音扰民", 3), ("Garbage in alley", 1),
+                                                                      ("油烟污染", 1)]
+    r = client.post("/api/types/map", json={"label": "噪音扰民", "code": "0101"}, headers=as_viewer)
+    assert r.status_code == 403
+    r = client.post("/api/types/map", json={"label": "噪音扰民", "code": "0101"}, headers=as_admin)
+    assert r.status_code == 200 and (r.json()["events"], r.json()["cases"]) == (3, 3)
+    r = client.post("/api/types", json={"code": "0905", "name_zh": "油烟污染", "deadline": "8h"}, headers=as_admin)
+    assert r.status_code == 201 and r.json()["deadline_unit"] == "working_hours"
+    r = client.post("/api/types/import-map", files={"file": ("m.csv", b"source,label,code\n,Garbage in alley,0101\n")},
+                    headers=as_admin)
+    assert r.status_code == 200 and r.json()["mapped"][0]["events"] == 1
+    r = client.post("/api/types/map", json={"label": "x", "code": "nope"}, headers=as_admin)
+    assert r.status_code == 404 and "unknown problem type" in r.text
+    types = {t["code"]: t for t in client.get("/api/types", headers=as_viewer).json()["types"]}
+    assert types["0101"]["events"] == 5 and types["0905"]["events"] == 0
+    assert client.get("/api/types/unmapped", headers=as_viewer).json()["labels"][0]["label"] == "油烟污染"
