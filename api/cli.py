@@ -117,6 +117,8 @@ def import_() -> None:
 def _option(name: str) -> Callable[[F], F]:
     """The ``--NAME`` option of the importer option ``name`` (:data:`civicgrid.sites.importers.OPTIONS`)."""
     opt = OPTIONS[name]
+    if opt.flag:
+        return click.option(f"--{name.replace('_', '-')}", f"opt_{name}", is_flag=True, default=False, help=opt.help)
     kwargs: dict[str, Any] = {"help": opt.help, "required": opt.required, "metavar": opt.metavar}
     if opt.choices:
         kwargs["type"] = click.Choice(opt.choices)
@@ -239,10 +241,10 @@ def info(db: str):
 
 # The commands of each capability (one module each under api/commands/) register on `main` when imported;
 # they import `main` from here, so they come last.
-from civicgrid.api.commands import cases, patrol, report, risk, serve, simulate, types  # noqa: E402
+from civicgrid.api.commands import cases, imports, patrol, report, risk, serve, simulate, types  # noqa: E402
 
 #: The modules adding commands to :func:`main`.
-COMMAND_MODULES = (serve, risk, patrol, cases, report, simulate, types)
+COMMAND_MODULES = (serve, risk, patrol, cases, report, simulate, types, imports)
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m civicgrid.api.cli`: the commands registered on the group of civicgrid.api.cli, not on this copy

@@ -509,6 +509,7 @@ class ImportResult(BaseModel):
     columns: dict[str, str] = Field(..., description="field -> the column it was read from")
     rows_read: int
     loaded: int
+    updated: int | None = Field(None, description="events with update: stored rows replaced by rows that differ")
     duplicates: int
     rejected: int
     outside_grids: int = Field(..., description="rows kept without a micro-grid")

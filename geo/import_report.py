@@ -25,6 +25,8 @@ class ImportReport:
     columns: dict[str, str] = field(default_factory=dict)
     rows_read: int = 0
     loaded: int = 0
+    #: Events with ``--update``: stored rows replaced by rows of the file that differ (None without it).
+    updated: int | None = None
     duplicates: int = 0
     rejected: int = 0
     outside_grids: int = 0
@@ -61,6 +63,7 @@ class ImportReport:
             + ")",
             f"  rows read      {self.rows_read:>10,}",
             f"  loaded         {self.loaded:>10,}",
+            *([f"  updated        {self.updated:>10,}"] if self.updated is not None else []),
             f"  duplicates     {self.duplicates:>10,}",
             f"  rejected       {self.rejected:>10,}",
         ]
@@ -158,7 +161,7 @@ def start_report(layer: str, path, src: ReadResult) -> ImportReport:
 
 
 def finish_report(report: ImportReport, rej: Rejects | list[dict], *, loaded: int, duplicates: int) -> ImportReport:
-    """Fill the counts; checks ``rows_read == loaded + duplicates + rejected``.
+    """Fill the counts; checks ``rows_read == loaded + updated + duplicates + rejected``.
 
     ``rej`` is the import's :class:`Rejects`, or the ``{row, field, reason}``
     list of an import read in batches.
@@ -167,7 +170,7 @@ def finish_report(report: ImportReport, rej: Rejects | list[dict], *, loaded: in
     report.rejected = len(report.rejects)
     report.loaded = int(loaded)
     report.duplicates = int(duplicates)
-    total = report.loaded + report.duplicates + report.rejected
+    total = report.loaded + (report.updated or 0) + report.duplicates + report.rejected
     if total != report.rows_read:  # pragma: no cover - an invariant, not an input error
         msg = f"internal error: {report.rows_read} rows read but {total} accounted for"
         raise RuntimeError(msg)

@@ -18,6 +18,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from civicgrid.geo import importing as imp
 from civicgrid.geo.columns import match_names, resolve_columns, strings, trim_columns, trimmed
 from civicgrid.geo.dedup import KeyIndex, dedup_key_array
@@ -61,7 +62,7 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
                   mapping: dict[str, str] | None = None, point: str | None = None, crs: str | None = None,
                   tz: str = DEFAULT_TIMEZONE, encoding: str | None = None, layer: str | None = None,
                   sheet: str | int | None = None, progress: bool = True, cases: bool = True,
-                  date_order: str | None = None, types: str = "open") -> ImportReport:
+                  date_order: str | None = None, types: str = "open", update: bool = False) -> ImportReport:
     """Import complaints or inspection hits from a file into the store.
 
     Each imported event becomes a problem case (:func:`civicgrid.sites.cases.backfill`: state, deadline,
@@ -100,6 +101,11 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         ``open`` (default): a row whose type label is no known type loads with its label (``source_type``)
         and no type, counted in ``report.unmapped_types`` with the closest types in
         ``report.type_suggestions``; ``strict``: such rows are rejected.
+    update
+        Rows whose (source, id) is stored already replace the stored events when their content differs (type,
+        time, status, coordinates, place, text...): same event id, location and cell recomputed, the case
+        recomputed from the new record; ``report.updated`` counts them (identical rows stay duplicates). Rows
+        without an id are matched by content, so they never update.
 
     Returns
     -------
@@ -145,12 +151,15 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         ctx = _EventBatchContext.read(con, cols=cols, source=source, point=point, crs=crs, tz=tz, report=report,
                                       reader=reader, type_columns=type_columns, date_order=date_order,
                                       strict_types=types == "strict")
+        ctx.update = update
+        report.updated = 0 if update else None
         first = imp.next_id(con, "events", "event_id")
         report.import_id = imp.next_id(con, "imports", "import_id")
         loaded = _load_batches(con, ctx, first=first, bar=bar)
         if cases:
             report.cases_created = backfill(con, actor="import")
-            new_ids = np.arange(first, first + loaded, dtype=np.int64)
+            new_ids = np.concatenate([np.arange(first, first + loaded, dtype=np.int64),
+                                      np.asarray(ctx.updated_ids, dtype=np.int64)])
             report.rebounds_linked = link_rebounds(con, case_ids=new_ids) if len(new_ids) else 0
         imp.record_import(con, report, started)
         bar.total = report.rows_read
@@ -175,7 +184,7 @@ def _load_batches(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, *, fi
                 duplicates += dup
                 report.outside_grids += outside
                 if data is not None:
-                    loaded += data.num_rows
+                    loaded += int(pc.sum(pc.greater_equal(data["event_id"], first + loaded)).as_py() or 0)
                     writer.insert("events", data)
                 bar.update(batch.num_rows)
     finally:
@@ -183,6 +192,9 @@ def _load_batches(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, *, fi
     _finish_labels(ctx)
     report.warnings = list(dict.fromkeys(report.warnings))
     finish_report(report, rejects, loaded=loaded, duplicates=duplicates)
+    if ctx.update:
+        report.warnings.append(f"--update: {report.updated or 0:,} stored events replaced by rows that differ "
+                               "(their cases recomputed)")
     return loaded
 
 
@@ -214,6 +226,9 @@ class _EventBatchContext:
     unknown_statuses: dict[str, int] = field(default_factory=dict)
     #: Rows kept without their unusable coordinates (an area or address locates them), by reason.
     kept_without_point: Counter = field(default_factory=Counter)
+    #: ``--update``: replace stored events whose id comes again with other content; the ids replaced.
+    update: bool = False
+    updated_ids: list[int] = field(default_factory=list)
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection, *, cols: dict[str, str], source: str, point: str | None,
@@ -308,15 +323,17 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
     ptype, labels, site_id, inspection_id = _event_codes(batch, ctx, rej)
     status, status_labels, dup_mark = _event_status(batch, ctx, rej, closed_at=ends.get("closed"))
 
-    keys = dedup_key_array(raw, cols, prefix=ctx.source,
-                               ids=trimmed(batch, cols["id"]) if "id" in cols else None)
+    ids = trimmed(batch, cols["id"]) if "id" in cols else None
+    keys = dedup_key_array(raw, cols, prefix=ctx.source, ids=ids)
     dup = ctx.keys.duplicates(con, keys, rej.ok, before_query=before_query)
-    idx = np.flatnonzero(rej.ok & ~dup)
+    # --update: a row whose id is stored already is a candidate to replace the stored row (if it differs)
+    again = dup & rej.ok & ~ids.is_null().to_numpy(zero_copy_only=False) if ctx.update and ids is not None \
+        else np.zeros(batch.num_rows, dtype=bool)
+    idx = np.flatnonzero(rej.ok & (~dup | again))
     rejects = rej.to_list()
     if not len(idx):
         return None, rejects, int(dup.sum()), 0
     take = pa.array(idx)
-    _count_labels(ctx, labels.take(take), ptype.take(take))
     point_rows = has_point[idx]
     located = ctx.locator.locate(lng[idx], lat[idx])
     places = location_arrays(located, dictionary=True)
@@ -325,11 +342,11 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         area = _column(batch, cols.get("area"), idx)
         places, by_area = place_unlocated(places, located, point_rows, area, ctx.areas)
         located_by[by_area] = "area"
-        report.located_by_area += int(by_area.sum())
-        report.unlocated += int((~point_rows & ~by_area).sum())
-    report.located += int(point_rows.sum())
+    new = ~again[idx]
+    event_id = np.full(len(idx), -1, dtype=np.int64)
+    event_id[new] = np.arange(first_id, first_id + int(new.sum()))
     data = pa.table({
-        "event_id": pa.array(np.arange(first_id, first_id + len(idx)), pa.int64()),
+        "event_id": pa.array(event_id, pa.int64()),
         "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(idx), np.int8)), pa.array([ctx.source])),
         "external_id": _column(batch, cols.get("id"), idx),
         "problem_type": ptype.take(take),
@@ -350,8 +367,80 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         "dedup_key": keys.take(take),
         "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
     })
-    outside = point_rows & located["grid_code"].isna().to_numpy()
-    return data, rejects, int(dup.sum()), int(outside.sum())
+    n_dup = int(dup.sum())
+    if not new.all():
+        data, unchanged = _apply_updates(con, ctx, data, ~new, before_query=before_query)
+        n_dup -= int((~new).sum()) - unchanged  # the rows that replace stored ones are not duplicates
+    return _counted(ctx, data), rejects, n_dup, int(data.filter(
+        pc.and_(pc.equal(data["located_by"], "point"), pc.is_null(data["grid_code"]))).num_rows)
+
+
+def _counted(ctx: _EventBatchContext, data: pa.Table) -> pa.Table | None:
+    """Count the rows of ``data`` by how they are located, and their labels without a type; None when empty."""
+    if not data.num_rows:
+        return None
+    report = ctx.report
+    by = data["located_by"].to_numpy(zero_copy_only=False)
+    report.located += int((by == "point").sum())
+    report.located_by_area += int((by == "area").sum())
+    report.unlocated += int(pd.isna(by).sum())
+    _count_labels(ctx, data["source_type"].combine_chunks(), data["problem_type"].combine_chunks())
+    return data
+
+
+#: The stored columns an ``--update`` compares: a row that differs in one of them replaces the stored one.
+UPDATE_COLUMNS = ("problem_type", "source_type", "time", "status", "source_status", "source_duplicate", "site_id",
+                  "inspection_id", "text", "address", "lng", "lat", "grid_code", "community_code", "street_code",
+                  "district_code", "located_by")
+
+
+def _apply_updates(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, data: pa.Table, again: np.ndarray, *,
+                   before_query) -> tuple[pa.Table, int]:
+    """Replace the stored events of the rows ``again`` (ids stored already) whose content differs.
+
+    The stored event keeps its id; its row, case and audit trail are removed here and the new row (its case
+    recomputed by the import's backfill) inserted in their place. Rows identical to the stored ones are dropped
+    (duplicates).
+
+    Returns
+    -------
+    data, unchanged
+        The rows to insert, and how many candidate rows were identical to the stored ones.
+    """
+    cand = data.filter(pa.array(again))
+    cols = [c for c in UPDATE_COLUMNS if c in cand.column_names]
+    extra = [c for c in ("rectified_at", "closed_at") if c in cand.column_names]
+    before_query()
+    con.register("_upd_new", cand.select(["dedup_key", *cols, *extra]))
+    try:
+        diff = " OR ".join(f"n.{c}::VARCHAR IS DISTINCT FROM o.{c}::VARCHAR" for c in [*cols, *extra])
+        found = con.execute(f"""
+            SELECT n.dedup_key, o.event_id, ({diff}) AS changed
+            FROM _upd_new n JOIN events o ON o.dedup_key = n.dedup_key AND o.source = ?
+        """, [ctx.source]).df()
+    finally:
+        con.unregister("_upd_new")
+    changed = found[found["changed"]]
+    old_id = dict(zip(changed["dedup_key"], changed["event_id"], strict=True))
+    keys = data["dedup_key"].to_numpy(zero_copy_only=False)
+    ids = data["event_id"].to_numpy().copy()
+    replace = again & np.array([k in old_id for k in keys], dtype=bool)
+    ids[replace] = [old_id[k] for k in keys[replace]]
+    keep = ~again | replace
+    if replace.any():
+        gone = pd.DataFrame({"event_id": ids[replace].astype(np.int64)})
+        con.register("_upd_gone", gone)
+        try:
+            con.execute("DELETE FROM case_log WHERE case_id IN (SELECT c.case_id FROM cases c "
+                        "JOIN _upd_gone g ON c.event_id = g.event_id)")
+            con.execute("DELETE FROM cases WHERE event_id IN (SELECT event_id FROM _upd_gone)")
+            con.execute("DELETE FROM events WHERE event_id IN (SELECT event_id FROM _upd_gone)")
+        finally:
+            con.unregister("_upd_gone")
+        ctx.updated_ids.extend(int(i) for i in ids[replace])
+        ctx.report.updated = (ctx.report.updated or 0) + int(replace.sum())
+    data = data.set_column(0, "event_id", pa.array(ids, pa.int64())).filter(pa.array(keep))
+    return data, int(again.sum() - replace.sum())
 
 
 def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects) -> tuple[np.ndarray, np.ndarray,

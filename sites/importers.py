@@ -71,6 +71,8 @@ class ImportOption:
     default: str | None = None
     required: bool = False
     metavar: str | None = None
+    #: An on/off option (``--update``) rather than one taking a value.
+    flag: bool = False
 
 
 #: Every importer option, by name.
@@ -88,6 +90,8 @@ OPTIONS: dict[str, ImportOption] = {o.name: o for o in (
                                "decides (a first field over 12 proves day first)", choices=DATE_ORDERS),
     ImportOption("types", "a type label that is no known type: open keeps the row (its label kept, listed by "
                           "`civicgrid types unmapped`), strict rejects it", choices=TYPE_MODES, default="open"),
+    ImportOption("update", "rows whose id is stored already replace the stored events when they differ (their "
+                           "location, cell and case recomputed; the report counts them as updated)", flag=True),
     ImportOption("encoding", "text encoding of CSV / shapefile attributes (default: detected)"),
     ImportOption("layer", "layer inside a GeoPackage, or shapefile inside a zip (needed when it holds several)"),
 )}
@@ -199,7 +203,8 @@ IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
                      "polygons of a spatial file."),
     Importer("events", import_events, fields=tuple(EVENT_FIELDS),
              flags=("id", "lat", "lng", "time", "type", "site", "text"),
-             options=("source", "point", "sheet", "crs", "tz", "date_order", "types", "encoding", "layer"),
+             options=("source", "point", "sheet", "crs", "tz", "date_order", "types", "update", "encoding",
+                      "layer"),
              example="closed=办结时间",
              summary="Import complaints or inspection hits.",
              details="Fields: --time (required), --lat/--lng or --point, --id, --type (the column of the "

@@ -232,3 +232,91 @@ def test_a_gbk_12345_export_loads_whole_and_types_map_moves_it_into_the_kpis(sma
     assert ev["deadline"][1] == ev["deadline"][0] == pd.Timestamp(datetime(2024, 3, 11, 15, 0))
     heat = Store(small_city).sql("SELECT count(*) AS n FROM events WHERE problem_type = '0101' AND h3 IS NOT NULL")
     assert heat["n"][0] == 2  # the two with coordinates are on the map, the unlocated one is not
+
+
+# --- part 4: corrections and undo ------------------------------------------------------------------------------
+
+_TABLES = {
+    "events": "SELECT * EXCLUDE (import_id) FROM events ORDER BY event_id",
+    "cases": "SELECT * EXCLUDE (updated_at) FROM cases ORDER BY case_id",
+    "case_log": "SELECT * EXCLUDE (log_id, changed_at) FROM case_log ORDER BY case_id, to_state, log_id",
+}
+
+
+def _state(db) -> dict[str, pd.DataFrame]:
+    store = Store(db)
+    return {k: store.sql(q).reset_index(drop=True) for k, q in _TABLES.items()}
+
+
+def _assert_same(a: dict, b: dict) -> None:
+    for k in _TABLES:
+        pd.testing.assert_frame_equal(a[k], b[k], check_dtype=False, obj=k)
+
+
+def _file(tmp_path, name, rows):
+    frame = pd.DataFrame(rows, columns=["编号", "时间", "经度", "纬度", "问题分类", "状态"])
+    f = tmp_path / name
+    frame.to_csv(f, index=False)
+    return f
+
+
+FIRST = [["A1", "2024-03-08 15:00", "112.905", "28.205", "暴露垃圾", "处理中"],
+         ["A2", "2024-03-08 16:00", "112.915", "28.215", "道路不洁", "处理中"],
+         ["A3", "2024-03-09 09:00", "112.905", "28.215", "占道经营", "已办结"]]
+#: A2 moved to another grid and retyped, A3 unchanged, A4 new.
+FIXED = [FIRST[0], ["A2", "2024-03-08 16:00", "112.905", "28.215", "暴露垃圾", "处理中"], FIRST[2],
+         ["A4", "2024-03-10 09:00", "112.915", "28.205", "道路不洁", "处理中"]]
+
+
+def test_update_replaces_rows_that_differ_as_a_fresh_import_would(small_city, tmp_path):
+    from civicgrid.geo.store_files import copy_store
+
+    fresh = tmp_path / "fresh.duckdb"
+    copy_store(small_city, fresh)
+    import_events(_file(tmp_path, "first.csv", FIRST), db=small_city, progress=False)
+    plain = import_events(_file(tmp_path, "fixed.csv", FIXED), db=small_city, progress=False)
+    assert (plain.loaded, plain.duplicates, plain.updated) == (1, 3, None)  # without --update: duplicates
+    rep = import_events(_file(tmp_path, "fixed2.csv", FIXED), db=small_city, progress=False, update=True)
+    assert (rep.rows_read, rep.loaded, rep.updated, rep.duplicates, rep.rejected) == (4, 0, 1, 3, 0)
+    ev = Store(small_city).sql("SELECT event_id, external_id, problem_type, grid_code, h3, deadline FROM events "
+                               "ORDER BY event_id").set_index("external_id")
+    assert ev.loc["A2", "event_id"] == 2 and ev.loc["A2", "problem_type"] == "0101"
+    assert ev.loc["A2", "grid_code"] == "430102001001002"  # was 430102001001004
+    # the store is the one a fresh import of the corrected file gives (ids, places, cells, cases, audit trails)
+    import_events(_file(tmp_path, "fixed.csv", FIXED), db=fresh, progress=False)
+    _assert_same(_state(small_city), _state(fresh))
+    res = CliRunner().invoke(main, ["import", "events", str(_file(tmp_path, "f4.csv", FIXED)), "--db",
+                                    str(small_city), "--update", "--quiet"])
+    assert res.exit_code == 0 and "updated                 0" in res.output, res.output
+
+
+def test_undo_leaves_the_store_as_before_the_import(small_city, tmp_path):
+    from civicgrid.geo.store_files import copy_store
+    from civicgrid.sites import cases as cs
+    from civicgrid.sites.import_log import undo_import
+
+    import_events(_file(tmp_path, "first.csv", FIRST), db=small_city, progress=False)
+    before = tmp_path / "before.duckdb"
+    copy_store(small_city, before)
+    a5 = ["A5", "2024-03-11 09:00", "112.905", "28.205", "暴露垃圾", "处理中"]
+    rep = import_events(_file(tmp_path, "more.csv", [*FIXED[3:], a5]), db=small_city, progress=False)
+    assert rep.loaded == 2 and rep.rebounds_linked == 0
+    res = CliRunner().invoke(main, ["imports", "list", "--db", str(small_city)])
+    lines = res.output.splitlines()
+    assert res.exit_code == 0 and lines[-1].split()[:2] == [str(rep.import_id), "events"]
+    assert lines[-1].split()[4:10] == ["2", "2", "0", "0", "0", str(tmp_path / "more.csv")]
+    res = CliRunner().invoke(main, ["imports", "undo", str(rep.import_id), "--db", str(small_city)])
+    assert res.exit_code == 0 and "2 events, 2 cases removed" in res.output, res.output
+    _assert_same(_state(small_city), _state(before))
+    res = CliRunner().invoke(main, ["imports", "undo", str(rep.import_id), "--db", str(small_city)])
+    assert res.exit_code == 2 and "undone already" in res.output
+    assert "(undone " in CliRunner().invoke(main, ["imports", "list", "--db", str(small_city)]).output
+    # the same file loads again after the undo; once a user moves one of its cases, undo refuses
+    again = import_events(_file(tmp_path, "more.csv", FIXED[3:]), db=small_city, progress=False)
+    assert again.loaded == 1
+    case_id = int(Store(small_city).sql("SELECT case_id FROM cases c JOIN events e USING (event_id) "
+                                        "WHERE e.external_id = 'A4'")["case_id"][0])
+    cs.transition(small_city, case_id, "rectified", actor="张三")
+    with pytest.raises(Exception, match=f"moved since \\({case_id}\\)"):
+        undo_import(small_city, again.import_id)
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"][0] == 4

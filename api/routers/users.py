@@ -136,6 +136,7 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
                 tz: str | None = Form(None, description=_form_help("tz")),
                 date_order: str | None = Form(None, description=_form_help("date_order")),
                 types: str | None = Form(None, description=_form_help("types")),
+                update: bool | None = Form(None, description=_form_help("update")),
                 store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
     """Load an uploaded file with the importer of ``layer`` (:data:`civicgrid.sites.importers.IMPORTERS`)."""
     importer = get_importer(layer)  # an unknown layer: 404 naming the layers
@@ -155,7 +156,7 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
     # the options the layer does not take, or a required one missing: 422 before the upload is written
     options = importer.check_options({"level": level, "source": source, "crs": crs, "encoding": encoding,
                                       "layer": layer_name, "sheet": sheet, "point": point, "tz": tz,
-                                      "date_order": date_order, "types": types})
+                                      "date_order": date_order, "types": types, "update": update})
     # saved under the uploaded file's own name (without any folder part), so that messages name it
     name = Path((file.filename or "").replace("\\", "/")).name.strip()
     if name in ("", ".", "..") or name.startswith("."):
