@@ -380,10 +380,10 @@ def _counted(ctx: _EventBatchContext, data: pa.Table) -> pa.Table | None:
     if not data.num_rows:
         return None
     report = ctx.report
-    by = data["located_by"].to_numpy(zero_copy_only=False)
-    report.located += int((by == "point").sum())
-    report.located_by_area += int((by == "area").sum())
-    report.unlocated += int(pd.isna(by).sum())
+    by = {r["values"]: int(r["counts"]) for r in pc.value_counts(data["located_by"].combine_chunks()).to_pylist()}
+    report.located += by.get("point", 0)
+    report.located_by_area += by.get("area", 0)
+    report.unlocated += by.get(None, 0)
     _count_labels(ctx, data["source_type"].combine_chunks(), data["problem_type"].combine_chunks())
     return data
 
@@ -585,15 +585,14 @@ def _event_codes(batch: pa.Table, ctx: _EventBatchContext,
 
 def _count_labels(ctx: _EventBatchContext, labels: pa.Array, ptype: pa.Array) -> None:
     """Count the loaded rows whose label got no type (``report.unmapped_types``)."""
-    if ctx.types is None:
+    if ctx.types is None or not len(labels):
         return
-    lab = labels.to_numpy(zero_copy_only=False) if len(labels) else np.zeros(0, object)
-    code = ptype.to_numpy(zero_copy_only=False) if len(ptype) else np.zeros(0, object)
-    miss = pd.isna(code) & ~pd.isna(lab)
-    if miss.any():
-        counts = ctx.report.unmapped_types
-        for label, k in Counter(lab[miss]).items():
-            counts[label] = counts.get(label, 0) + int(k)
+    miss = pc.and_(pc.is_null(ptype), pc.is_valid(labels))
+    if not pc.any(miss).as_py():
+        return
+    counts = ctx.report.unmapped_types
+    for item in pc.value_counts(labels.filter(miss).cast(pa.string())).to_pylist():
+        counts[item["values"]] = counts.get(item["values"], 0) + int(item["counts"])
 
 
 def _event_status(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects, *,

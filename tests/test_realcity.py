@@ -148,6 +148,15 @@ def test_rows_without_coordinates_are_kept_and_located_by_their_area(small_city,
     kpi = kpi_table(Store(small_city), start="2024-03-01", end="2024-04-01", level="street")
     assert int(kpi.loc[kpi["code"] == "430102001", "found"].iloc[0]) == 5
     assert normalize_place("66.0") == normalize_place("66") == "66"
+    # and in the area statistics, never on the heatmap
+    from civicgrid.geo.aggregate import area_stats, heatmap_frame
+
+    streets = area_stats(Store(small_city), level="street").set_index("code")["count"]
+    grids = area_stats(Store(small_city), level="grid").set_index("code")["count"]
+    assert streets["430102001"] == 5
+    assert {k: v for k, v in grids.items() if v} == {"430102001001001": 1, "430102001001002": 1,
+                                                     "430102001001003": 1}  # P1 by its point, P2 and P6 by area
+    assert heatmap_frame(Store(small_city), res=9)["count"].sum() == 1
 
 
 # --- acceptance: real files load whole with their own labels ------------------------------------------------
