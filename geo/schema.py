@@ -313,14 +313,15 @@ def _lake_statement(statement: str) -> str:
 
 # 7: a city's own taxonomy and records without coordinates (issue 13): each event keeps the source's type
 # and status labels (and a "… - Dup" flag) and its address; ``located_by`` says how it was placed (point,
-# area; NULL: unlocated). ``type_labels`` maps a source label to a problem type for every import of that
-# source (NULL source: every source).
+# address, area; NULL: unlocated), ``location_confidence`` how sure an address match is. ``type_labels`` maps
+# a source label to a problem type for every import of that source (NULL source: every source).
 _V7: list[str] = [
     "ALTER TABLE events ADD COLUMN source_type VARCHAR",
     "ALTER TABLE events ADD COLUMN source_status VARCHAR",
     "ALTER TABLE events ADD COLUMN source_duplicate BOOLEAN",
     "ALTER TABLE events ADD COLUMN address VARCHAR",
     "ALTER TABLE events ADD COLUMN located_by VARCHAR",
+    "ALTER TABLE events ADD COLUMN location_confidence DOUBLE",
     """
     CREATE TABLE IF NOT EXISTS type_labels (
         source VARCHAR,

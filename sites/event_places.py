@@ -1,4 +1,5 @@
-"""Where an imported event without coordinates is: the area or micro-grid its file names (``--map area=COLUMN``).
+"""Where an imported event without coordinates is: the area or micro-grid its file names (``--map area=COLUMN``),
+or the point its address has in what the store holds (:class:`AddressGazetteer`).
 
 A complaint without usable coordinates is a complaint all the same: it loads *unlocated* (no point, no H3
 cell, never on a map) and, when its area column names a district, street, community or micro-grid of the
@@ -10,6 +11,7 @@ spaces and punctuation ignored; ``66.0`` is ``66``; a street written with its di
 from __future__ import annotations
 
 import re
+import unicodedata
 from dataclasses import dataclass
 
 import duckdb
@@ -127,3 +129,89 @@ def place_unlocated(places: dict[str, pa.Array], located: pd.DataFrame, point_ro
     for c in PLACE_COLUMNS:
         out[c] = pa.array(codes[c], pa.string()).dictionary_encode()
     return out, by_area
+
+
+# --- offline address matching: a gazetteer of what the store holds ------------------------------------------
+
+#: English street-type abbreviations, written out (``420 BERRY ST`` = ``420 Berry Street``).
+_STREET_WORDS = {
+    "ST": "STREET", "AVE": "AVENUE", "AV": "AVENUE", "BLVD": "BOULEVARD", "RD": "ROAD", "DR": "DRIVE",
+    "PL": "PLACE", "LN": "LANE", "CT": "COURT", "TER": "TERRACE", "HWY": "HIGHWAY", "PKWY": "PARKWAY",
+    "SQ": "SQUARE", "N": "NORTH", "S": "SOUTH", "E": "EAST", "W": "WEST", "CIR": "CIRCLE", "EXPY": "EXPRESSWAY",
+}
+#: Chinese address prefixes dropped before matching (the city is the store's own).
+_CN_PREFIX = re.compile(r"^(?:[\u4e00-\u9fff]{2,7}?省)?(?:[\u4e00-\u9fff]{2,7}?市)?")
+#: Below this confidence an address match is not used: the row stays unlocated rather than placed wrongly.
+MIN_CONFIDENCE = 0.6
+#: Stored points of one address further apart than this (metres) make the address ambiguous.
+MAX_SPREAD_M = 60.0
+
+
+def normalize_address(text: object) -> str:
+    """An address as the gazetteer compares it: upper case, the part before the first comma (``420 BERRY ST, SAN
+    FRANCISCO, CA``), street abbreviations written out, punctuation and spaces dropped; Chinese: the province and
+    city prefix dropped, full-width forms folded."""
+    if text is None or (isinstance(text, float) and np.isnan(text)):
+        return ""
+    t = unicodedata.normalize("NFKC", str(text)).strip().upper()
+    if re.search(r"[\u4e00-\u9fff]", t):
+        t = _CN_PREFIX.sub("", t)
+        return "".join(ch for ch in t if ch.isalnum())
+    t = t.split(",")[0]
+    words = [_STREET_WORDS.get(w, w) for w in re.split(r"[^0-9A-Z]+", t) if w]
+    return " ".join(words)
+
+
+@dataclass
+class AddressGazetteer:
+    """Normalized addresses with a point, from the store's sites and its events that have coordinates.
+
+    Each address keeps the median of its points, how many there are and how far apart (``spread_m``); a site's
+    own address is exact (confidence 1). An event address seen once has confidence 0.7, several times within
+    :data:`MAX_SPREAD_M` 0.9, spread wider 0.3 (not used: below :data:`MIN_CONFIDENCE`).
+    """
+
+    lng: dict[str, float]
+    lat: dict[str, float]
+    confidence: dict[str, float]
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> AddressGazetteer:
+        """The gazetteer of the store of ``con``."""
+        rows = con.execute("""
+            SELECT address, median(lng) AS lng, median(lat) AS lat, count(*) AS n,
+                   (max(lng) - min(lng)) * 111320 * cos(radians(avg(lat))) AS dx, (max(lat) - min(lat)) * 110540 AS dy
+            FROM events WHERE address IS NOT NULL AND lng IS NOT NULL AND lat IS NOT NULL GROUP BY address
+        """).df()
+        sites = con.execute("SELECT address, lng, lat FROM sites WHERE address IS NOT NULL AND lng IS NOT NULL").df()
+        lng: dict[str, float] = {}
+        lat: dict[str, float] = {}
+        conf: dict[str, float] = {}
+        if len(rows):
+            rows["key"] = [normalize_address(a) for a in rows["address"]]
+            rows = rows[rows["key"] != ""]
+            rows["spread"] = np.hypot(rows["dx"].fillna(0), rows["dy"].fillna(0))
+            for key, g in rows.groupby("key", sort=False):
+                n = int(g["n"].sum())
+                mx, my = float(np.median(np.repeat(g["lng"], g["n"]))), float(np.median(np.repeat(g["lat"], g["n"])))
+                far = np.hypot((g["lng"] - mx) * 111320 * np.cos(np.radians(my)), (g["lat"] - my) * 110540).max()
+                spread = max(float(g["spread"].max()), float(far))
+                lng[key], lat[key] = mx, my
+                conf[key] = 0.3 if spread > MAX_SPREAD_M else (0.9 if n >= 2 else 0.7)
+        for r in sites.itertuples():
+            key = normalize_address(r.address)
+            if key:
+                lng[key], lat[key], conf[key] = float(r.lng), float(r.lat), 1.0
+        return cls(lng=lng, lat=lat, confidence=conf)
+
+    def find(self, addresses: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """The point and confidence of each address, and the mask of those found with at least
+        :data:`MIN_CONFIDENCE`."""
+        n = len(addresses)
+        lng, lat, conf = np.full(n, np.nan), np.full(n, np.nan), np.zeros(n)
+        for i, a in enumerate(addresses):
+            key = normalize_address(a)
+            c = self.confidence.get(key, 0.0)
+            if c:
+                lng[i], lat[i], conf[i] = self.lng[key], self.lat[key], c
+        return lng, lat, conf, conf >= MIN_CONFIDENCE

@@ -31,7 +31,7 @@ from civicgrid.geo.store import writing
 from civicgrid.geo.times import DEFAULT_TIMEZONE, decide_date_order, parse_times, store_timezone
 from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.sites.cases import backfill, link_rebounds
-from civicgrid.sites.event_places import AreaIndex, place_unlocated
+from civicgrid.sites.event_places import AddressGazetteer, AreaIndex, place_unlocated
 from civicgrid.sites.taxonomy import STATUS_WORDS, TypeMatcher, status_words, type_choices
 
 __all__ = ["EVENT_FIELDS", "STATUS_WORDS", "TYPE_MODES", "import_events", "problem_type_choices"]
@@ -226,6 +226,8 @@ class _EventBatchContext:
     unknown_statuses: dict[str, int] = field(default_factory=dict)
     #: Rows kept without their unusable coordinates (an area or address locates them), by reason.
     kept_without_point: Counter = field(default_factory=Counter)
+    #: The addresses with a point in the store (built when a row first needs it).
+    gazetteer: AddressGazetteer | None = None
     #: ``--update``: replace stored events whose id comes again with other content; the ids replaced.
     update: bool = False
     updated_ids: list[int] = field(default_factory=list)
@@ -335,12 +337,18 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         return None, rejects, int(dup.sum()), 0
     take = pa.array(idx)
     point_rows = has_point[idx]
-    located = ctx.locator.locate(lng[idx], lat[idx])
+    lng_i, lat_i = lng[idx], lat[idx]
+    confidence = np.full(len(idx), np.nan)
+    area = _column(batch, cols.get("area"), idx)
+    by_address = np.zeros(len(idx), dtype=bool)
+    if not point_rows.all() and "address" in cols:  # the point of the address in what the store holds
+        by_address, confidence = _address_points(con, ctx, batch, idx, point_rows, area, lng_i, lat_i,
+                                                 before_query=before_query)
+    located = ctx.locator.locate(lng_i, lat_i)
     places = location_arrays(located, dictionary=True)
-    located_by = np.where(point_rows, "point", None).astype(object)
-    if not point_rows.all():  # rows without coordinates: the area column's place, no H3 cell
-        area = _column(batch, cols.get("area"), idx)
-        places, by_area = place_unlocated(places, located, point_rows, area, ctx.areas)
+    located_by = np.where(point_rows, "point", np.where(by_address, "address", None)).astype(object)
+    if not (point_rows | by_address).all():  # rows without a point: the area column's place, no H3 cell
+        places, by_area = place_unlocated(places, located, point_rows | by_address, area, ctx.areas)
         located_by[by_area] = "area"
     new = ~again[idx]
     event_id = np.full(len(idx), -1, dtype=np.int64)
@@ -360,10 +368,11 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         "text": _column(batch, cols.get("text"), idx),
         "address": _column(batch, cols.get("address"), idx),
         **{f"{name}_at": pa.array(end[idx]) for name, end in ends.items()},
-        "lng": pa.array(lng[idx]),
-        "lat": pa.array(lat[idx]),
+        "lng": pa.array(lng_i),
+        "lat": pa.array(lat_i),
         **places,
         "located_by": pa.array(located_by, pa.string()),
+        "location_confidence": pa.array(confidence, pa.float64(), mask=np.isnan(confidence)),
         "dedup_key": keys.take(take),
         "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
     })
@@ -372,7 +381,7 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         data, unchanged = _apply_updates(con, ctx, data, ~new, before_query=before_query)
         n_dup -= int((~new).sum()) - unchanged  # the rows that replace stored ones are not duplicates
     return _counted(ctx, data), rejects, n_dup, int(data.filter(
-        pc.and_(pc.equal(data["located_by"], "point"), pc.is_null(data["grid_code"]))).num_rows)
+        pc.and_(pc.is_in(data["located_by"], pa.array(["point", "address"])), pc.is_null(data["grid_code"]))).num_rows)
 
 
 def _counted(ctx: _EventBatchContext, data: pa.Table) -> pa.Table | None:
@@ -383,6 +392,7 @@ def _counted(ctx: _EventBatchContext, data: pa.Table) -> pa.Table | None:
     by = {r["values"]: int(r["counts"]) for r in pc.value_counts(data["located_by"].combine_chunks()).to_pylist()}
     report.located += by.get("point", 0)
     report.located_by_area += by.get("area", 0)
+    report.located_by_address += by.get("address", 0)
     report.unlocated += by.get(None, 0)
     _count_labels(ctx, data["source_type"].combine_chunks(), data["problem_type"].combine_chunks())
     return data
@@ -441,6 +451,38 @@ def _apply_updates(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, data
         ctx.report.updated = (ctx.report.updated or 0) + int(replace.sum())
     data = data.set_column(0, "event_id", pa.array(ids, pa.int64())).filter(pa.array(keep))
     return data, int(again.sum() - replace.sum())
+
+
+def _address_points(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, batch: pa.Table, idx: np.ndarray,
+                    point_rows: np.ndarray, area: pa.Array, lng: np.ndarray, lat: np.ndarray, *,
+                    before_query) -> tuple[np.ndarray, np.ndarray]:
+    """Place the rows without a point (and without an area the store knows) at the point of their address in
+    the gazetteer (:class:`~civicgrid.sites.event_places.AddressGazetteer`, built once per import), when the
+    match is confident enough; ``lng`` and ``lat`` are filled in place.
+
+    Returns
+    -------
+    by_address, confidence
+        The mask of rows placed by their address and each row's match confidence (NaN for the others).
+    """
+    n = len(idx)
+    by_address, confidence = np.zeros(n, dtype=bool), np.full(n, np.nan)
+    need = ~point_rows
+    if ctx.areas is not None:
+        need &= ~ctx.areas.find(area.to_numpy(zero_copy_only=False))[1]
+    addresses = _column(batch, ctx.cols["address"], idx).to_numpy(zero_copy_only=False)
+    need &= ~pd.isna(addresses)
+    if not need.any():
+        return by_address, confidence
+    if ctx.gazetteer is None:
+        before_query()  # the connection is idle: the previous batch is written
+        ctx.gazetteer = AddressGazetteer.read(con)
+    at = np.flatnonzero(need)
+    plng, plat, conf, ok = ctx.gazetteer.find(addresses[at])
+    lng[at[ok]], lat[at[ok]] = plng[ok], plat[ok]
+    by_address[at[ok]] = True
+    confidence[at[ok]] = conf[ok]
+    return by_address, confidence
 
 
 def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects) -> tuple[np.ndarray, np.ndarray,

@@ -329,3 +329,33 @@ def test_undo_leaves_the_store_as_before_the_import(small_city, tmp_path):
     with pytest.raises(Exception, match=f"moved since \\({case_id}\\)"):
         undo_import(small_city, again.import_id)
     assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"][0] == 4
+
+
+def test_addresses_are_matched_to_what_the_store_holds(small_city, tmp_path):
+    from civicgrid.sites.event_places import normalize_address
+
+    assert normalize_address("420 Berry St, SAN FRANCISCO, CA, 94107") == "420 BERRY STREET"
+    assert normalize_address("湖南省长沙市 测试路１号") == normalize_address("测试路1号") == "测试路1号"
+    known = pd.DataFrame({
+        "编号": ["K1", "K2", "K3", "K4", "K5"], "时间": ["2024-03-08 15:00"] * 5,
+        "经度": ["112.905", "112.9051", "112.915", "112.905", "112.915"],
+        "纬度": ["28.205", "28.2051", "28.215", "28.205", "28.205"],
+        "地址": ["420 BERRY ST", "420 Berry Street", "1 MAIN AVE", "9 WIDE RD", "9 WIDE RD"],
+    })
+    f = tmp_path / "known.csv"
+    known.to_csv(f, index=False)
+    import_events(f, db=small_city, progress=False)
+    new = pd.DataFrame({"编号": ["U1", "U2", "U3", "U4"], "时间": ["2024-03-09 10:00"] * 4,
+                        "经度": [""] * 4, "纬度": [""] * 4,
+                        "地址": ["420 Berry St., San Francisco", "1 Main Avenue", "9 Wide Road", "77 Nowhere Ln"]})
+    g = tmp_path / "new.csv"
+    new.to_csv(g, index=False)
+    rep = import_events(g, db=small_city, progress=False)
+    assert (rep.loaded, rep.located, rep.located_by_address, rep.unlocated) == (4, 0, 2, 2)
+    ev = Store(small_city).sql("SELECT external_id, lng, lat, grid_code, h3, located_by, location_confidence "
+                               "FROM events WHERE external_id LIKE 'U%' ORDER BY 1").set_index("external_id")
+    # U1: two stored points 14 m apart, their median; U2: one stored point; U3: 1 km apart -> ambiguous, unlocated
+    assert ev.loc["U1", "lng"] == pytest.approx(112.90505) and ev.loc["U1", "location_confidence"] == 0.9
+    assert ev.loc["U2", "grid_code"] == "430102001001004" and ev.loc["U2", "location_confidence"] == 0.7
+    assert ev.loc[["U1", "U2"], "located_by"].tolist() == ["address", "address"] and ev.loc["U1", "h3"] > 0
+    assert ev.loc[["U3", "U4"], "located_by"].isna().all() and ev.loc[["U3", "U4"], "h3"].isna().all()
