@@ -8,8 +8,6 @@ from __future__ import annotations
 
 import os
 from collections import Counter
-from concurrent.futures import ThreadPoolExecutor
-from concurrent.futures import wait as futures_wait
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Self
@@ -32,7 +30,8 @@ from civicgrid.geo.times import DEFAULT_TIMEZONE, decide_date_order, parse_times
 from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.sites.cases import backfill, link_rebounds
 from civicgrid.sites.event_places import AddressGazetteer, AreaIndex, place_unlocated
-from civicgrid.sites.taxonomy import STATUS_WORDS, TypeMatcher, status_words, type_choices
+from civicgrid.sites.event_updates import apply_updates
+from civicgrid.sites.taxonomy import STATUS_WORDS, TypeMatcher, status_words, type_choices, type_column_warnings
 
 __all__ = ["EVENT_FIELDS", "STATUS_WORDS", "TYPE_MODES", "import_events", "problem_type_choices"]
 
@@ -141,7 +140,8 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
     report.columns = {k: v for k, v in cols.items() if k not in ("lat", "lng") or point is None}
     if len(type_columns) > 1:
         report.columns["type"] = ",".join(type_columns)
-    _type_column_warnings(report, reader.columns, cols, given="type" in mapping)
+    report.warnings += type_column_warnings(report.columns.get("type", ""), reader.columns, cols,
+                                            given="type" in mapping)
     report.unmapped_types, report.type_suggestions = {}, {}
     report.located = report.located_by_area = report.located_by_address = report.unlocated = 0
     bar = imp.progress_bar(reader.rows_hint or 0, desc=f"import {source} events", enabled=progress)
@@ -158,8 +158,8 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         loaded = _load_batches(con, ctx, first=first, bar=bar)
         if cases:
             report.cases_created = backfill(con, actor="import")
-            new_ids = np.concatenate([np.arange(first, first + loaded, dtype=np.int64),
-                                      np.asarray(ctx.updated_ids, dtype=np.int64)])
+            new_ids = np.unique(np.concatenate([np.arange(first, first + loaded, dtype=np.int64),
+                                                np.asarray(ctx.updated_ids, dtype=np.int64)]))
             report.rebounds_linked = link_rebounds(con, case_ids=new_ids) if len(new_ids) else 0
         imp.record_import(con, report, started)
         bar.total = report.rows_read
@@ -175,7 +175,7 @@ def _load_batches(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, *, fi
     rejects: list[dict] = []
     loaded = duplicates = 0
     try:
-        with _Writer(con, threads=INSERT_THREADS) as writer:
+        with imp.BatchWriter(con, threads=INSERT_THREADS) as writer:
             for batch in imp.prefetch(ctx.reader.batches):
                 data, rej, dup, outside = _event_batch(batch, ctx, first_id=first + loaded,
                                                        con=con, before_query=writer.wait)
@@ -249,47 +249,6 @@ class _EventBatchContext:
             inspections=con.execute("SELECT CAST(inspection_id AS VARCHAR) AS code, external_id FROM inspections")
             .df() if "inspection" in cols else None,
         )
-
-
-class _Writer:
-    """Inserts Arrow tables on a background thread, one at a time and in order, so the next batch is prepared
-    meanwhile; leaving the block waits for the last insert (and re-raises its error)."""
-
-    def __init__(self, con: duckdb.DuckDBPyConnection, *, threads: int | None = None) -> None:
-        self.con = con
-        self.pool = ThreadPoolExecutor(1, thread_name_prefix="civicgrid-insert")
-        self.pending = None
-        self.threads = None
-        if threads is not None:
-            self.threads = con.execute("SELECT current_setting('threads')").fetchone()[0]
-            con.execute(f"SET threads = {int(threads)}")
-
-    def insert(self, table: str, data: pa.Table) -> None:
-        self.wait()
-        self.pending = self.pool.submit(imp.insert_arrow, self.con, table, data)
-
-    def wait(self) -> None:
-        if self.pending is not None:
-            pending, self.pending = self.pending, None
-            pending.result()
-
-    def __enter__(self) -> Self:
-        return self
-
-    def __exit__(self, exc_type, exc, tb) -> None:
-        try:
-            if exc_type is None:
-                self.wait()
-            elif self.pending is not None:
-                futures_wait([self.pending])  # the connection must be idle before the transaction rolls back
-        finally:
-            self.pool.shutdown()
-            if self.threads is not None:
-                try:
-                    self.con.execute(f"SET threads = {int(self.threads)}")
-                except duckdb.Error:
-                    if exc_type is None:
-                        raise
 
 
 def _column(table: pa.Table, column: str | None, idx: np.ndarray) -> pa.Array:
@@ -378,7 +337,9 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
     })
     n_dup = int(dup.sum())
     if not new.all():
-        data, unchanged = _apply_updates(con, ctx, data, ~new, before_query=before_query)
+        data, unchanged, replaced = apply_updates(con, data, ~new, source=ctx.source, before_query=before_query)
+        ctx.updated_ids.extend(int(i) for i in replaced)
+        report.updated = (report.updated or 0) + len(replaced)
         n_dup -= int((~new).sum()) - unchanged  # the rows that replace stored ones are not duplicates
     return _counted(ctx, data), rejects, n_dup, int(data.filter(
         pc.and_(pc.is_in(data["located_by"], pa.array(["point", "address"])), pc.is_null(data["grid_code"]))).num_rows)
@@ -396,61 +357,6 @@ def _counted(ctx: _EventBatchContext, data: pa.Table) -> pa.Table | None:
     report.unlocated += by.get(None, 0)
     _count_labels(ctx, data["source_type"].combine_chunks(), data["problem_type"].combine_chunks())
     return data
-
-
-#: The stored columns an ``--update`` compares: a row that differs in one of them replaces the stored one.
-UPDATE_COLUMNS = ("problem_type", "source_type", "time", "status", "source_status", "source_duplicate", "site_id",
-                  "inspection_id", "text", "address", "lng", "lat", "grid_code", "community_code", "street_code",
-                  "district_code", "located_by")
-
-
-def _apply_updates(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, data: pa.Table, again: np.ndarray, *,
-                   before_query) -> tuple[pa.Table, int]:
-    """Replace the stored events of the rows ``again`` (ids stored already) whose content differs.
-
-    The stored event keeps its id; its row, case and audit trail are removed here and the new row (its case
-    recomputed by the import's backfill) inserted in their place. Rows identical to the stored ones are dropped
-    (duplicates).
-
-    Returns
-    -------
-    data, unchanged
-        The rows to insert, and how many candidate rows were identical to the stored ones.
-    """
-    cand = data.filter(pa.array(again))
-    cols = [c for c in UPDATE_COLUMNS if c in cand.column_names]
-    extra = [c for c in ("rectified_at", "closed_at") if c in cand.column_names]
-    before_query()
-    con.register("_upd_new", cand.select(["dedup_key", *cols, *extra]))
-    try:
-        diff = " OR ".join(f"n.{c}::VARCHAR IS DISTINCT FROM o.{c}::VARCHAR" for c in [*cols, *extra])
-        found = con.execute(f"""
-            SELECT n.dedup_key, o.event_id, ({diff}) AS changed
-            FROM _upd_new n JOIN events o ON o.dedup_key = n.dedup_key AND o.source = ?
-        """, [ctx.source]).df()
-    finally:
-        con.unregister("_upd_new")
-    changed = found[found["changed"]]
-    old_id = dict(zip(changed["dedup_key"], changed["event_id"], strict=True))
-    keys = data["dedup_key"].to_numpy(zero_copy_only=False)
-    ids = data["event_id"].to_numpy().copy()
-    replace = again & np.array([k in old_id for k in keys], dtype=bool)
-    ids[replace] = [old_id[k] for k in keys[replace]]
-    keep = ~again | replace
-    if replace.any():
-        gone = pd.DataFrame({"event_id": ids[replace].astype(np.int64)})
-        con.register("_upd_gone", gone)
-        try:
-            con.execute("DELETE FROM case_log WHERE case_id IN (SELECT c.case_id FROM cases c "
-                        "JOIN _upd_gone g ON c.event_id = g.event_id)")
-            con.execute("DELETE FROM cases WHERE event_id IN (SELECT event_id FROM _upd_gone)")
-            con.execute("DELETE FROM events WHERE event_id IN (SELECT event_id FROM _upd_gone)")
-        finally:
-            con.unregister("_upd_gone")
-        ctx.updated_ids.extend(int(i) for i in ids[replace])
-        ctx.report.updated = (ctx.report.updated or 0) + int(replace.sum())
-    data = data.set_column(0, "event_id", pa.array(ids, pa.int64())).filter(pa.array(keep))
-    return data, int(again.sum() - replace.sum())
 
 
 def _address_points(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, batch: pa.Table, idx: np.ndarray,
@@ -689,23 +595,3 @@ def _finish_labels(ctx: _EventBatchContext) -> None:
         top = sorted(ctx.unknown_statuses.items(), key=lambda kv: -kv[1])
         report.warnings.append("unknown statuses loaded as open (their label kept): " + ", ".join(
             f"{w!r} ({k:,} rows)" for w, k in top[:10]) + (" …" if len(top) > 10 else ""))
-
-
-#: Column names that likely hold a problem type (compared as :func:`civicgrid.geo.columns` does).
-LIKELY_TYPE_COLUMNS = ("问题分类", "问题类型", "案件类型", "问题小类", "小类", "大类", "事件类型", "诉求类型",
-                       "一级分类", "二级分类", "三级分类", "category", "type", "complaint_type", "request_type",
-                       "descriptor", "problem_type")
-
-
-def _type_column_warnings(report: ImportReport, columns: list[str], cols: dict[str, str], *, given: bool) -> None:
-    """Say which column the types were read from when it was found by its name, and warn about likely type
-    columns that were not used."""
-    used = set(report.columns.get("type", "").split(","))
-    likely = {"".join(ch for ch in c.lower() if ch not in " ._-") for c in LIKELY_TYPE_COLUMNS}
-    others = [c for c in columns if c not in used and "".join(ch for ch in c.lower() if ch not in " ._-") in likely]
-    if "type" in cols and not given:
-        report.warnings.append(f"problem types read from column {cols['type']!r} (found by its name; choose "
-                               "another with --type COLUMN, several with --type 一级分类,二级分类)")
-    if others:
-        report.warnings.append(f"column(s) {', '.join(repr(c) for c in others)} may hold problem types and "
-                               "were not used (--type COLUMN[,COLUMN...] uses them)")

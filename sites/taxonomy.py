@@ -146,6 +146,29 @@ def suggest_types(label: str, choices: pd.DataFrame, *, n: int = 3) -> list[str]
     return out[:n]
 
 
+#: Column names that likely hold a problem type (compared as :func:`civicgrid.geo.columns` does).
+LIKELY_TYPE_COLUMNS = ("问题分类", "问题类型", "案件类型", "问题小类", "小类", "大类", "事件类型", "诉求类型",
+                       "一级分类", "二级分类", "三级分类", "category", "type", "complaint_type", "request_type",
+                       "descriptor", "problem_type")
+
+
+def type_column_warnings(used: str, columns: list[str], cols: dict[str, str], *, given: bool) -> list[str]:
+    """The warnings saying which column the types were read from when it was found by its name (``cols``: the
+    import's fields and columns; ``used``: the type columns, comma-separated) and naming likely type columns of
+    the file (``columns``) that were not used."""
+    out = []
+    taken = set(used.split(","))
+    likely = {"".join(ch for ch in c.lower() if ch not in " ._-") for c in LIKELY_TYPE_COLUMNS}
+    others = [c for c in columns if c not in taken and "".join(ch for ch in c.lower() if ch not in " ._-") in likely]
+    if "type" in cols and not given:
+        out.append(f"problem types read from column {cols['type']!r} (found by its name; choose "
+                               "another with --type COLUMN, several with --type 一级分类,二级分类)")
+    if others:
+        out.append(f"column(s) {', '.join(repr(c) for c in others)} may hold problem types and "
+                               "were not used (--type COLUMN[,COLUMN...] uses them)")
+    return out
+
+
 # --- managing the taxonomy -----------------------------------------------------------------------------------
 
 
