@@ -166,7 +166,8 @@ def normalize_address(text: object) -> str:
 class AddressGazetteer:
     """Normalized addresses with a point, from the store's sites and its events that have coordinates.
 
-    Each address keeps the median of its points, how many there are and how far apart (``spread_m``); a site's
+    Each address keeps the mean of its points (the median of each raw spelling, weighted), how many there are and
+    how far apart; a site's
     own address is exact (confidence 1). An event address seen once has confidence 0.7, several times within
     :data:`MAX_SPREAD_M` 0.9, spread wider 0.3 (not used: below :data:`MIN_CONFIDENCE`).
     """
@@ -187,17 +188,20 @@ class AddressGazetteer:
         lng: dict[str, float] = {}
         lat: dict[str, float] = {}
         conf: dict[str, float] = {}
-        if len(rows):
+        if len(rows):  # vectorized per normalized address: one Python call per distinct raw address only
             rows["key"] = [normalize_address(a) for a in rows["address"]]
-            rows = rows[rows["key"] != ""]
+            rows = rows[rows["key"] != ""].copy()
             rows["spread"] = np.hypot(rows["dx"].fillna(0), rows["dy"].fillna(0))
-            for key, g in rows.groupby("key", sort=False):
-                n = int(g["n"].sum())
-                mx, my = float(np.median(np.repeat(g["lng"], g["n"]))), float(np.median(np.repeat(g["lat"], g["n"])))
-                far = np.hypot((g["lng"] - mx) * 111320 * np.cos(np.radians(my)), (g["lat"] - my) * 110540).max()
-                spread = max(float(g["spread"].max()), float(far))
-                lng[key], lat[key] = mx, my
-                conf[key] = 0.3 if spread > MAX_SPREAD_M else (0.9 if n >= 2 else 0.7)
+            rows["wx"], rows["wy"] = rows["lng"] * rows["n"], rows["lat"] * rows["n"]
+            agg = rows.groupby("key", sort=False).agg(n=("n", "sum"), wx=("wx", "sum"), wy=("wy", "sum"),
+                                                      spread=("spread", "max"))
+            agg["x"], agg["y"] = agg["wx"] / agg["n"], agg["wy"] / agg["n"]
+            at = rows.join(agg[["x", "y"]], on="key")
+            rows["far"] = np.hypot((at["lng"] - at["x"]) * 111320 * np.cos(np.radians(at["y"])),
+                                   (at["lat"] - at["y"]) * 110540)
+            spread = np.maximum(agg["spread"], rows.groupby("key", sort=False)["far"].max())
+            agg["conf"] = np.where(spread > MAX_SPREAD_M, 0.3, np.where(agg["n"] >= 2, 0.9, 0.7))
+            lng, lat, conf = agg["x"].to_dict(), agg["y"].to_dict(), agg["conf"].to_dict()
         for r in sites.itertuples():
             key = normalize_address(r.address)
             if key:
