@@ -24,6 +24,7 @@ from civicgrid.api.routers import (
     risk,
     simulator,
     stats,
+    types,
     users,
 )
 from civicgrid.geo.settings import get_settings
@@ -34,7 +35,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger(__name__)
 
 #: The router modules included by :func:`create_app`, in order.
-ROUTERS = (layers, heatmap, hotspots, stats, events, risk, patrols, cases, kpis, simulator, users, reports, pages)
+ROUTERS = (layers, heatmap, hotspots, stats, events, risk, patrols, cases, kpis, simulator, users, reports, types,
+           pages)
 
 
 class RequestLog:

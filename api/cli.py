@@ -117,12 +117,14 @@ def import_() -> None:
 def _option(name: str) -> Callable[[F], F]:
     """The ``--NAME`` option of the importer option ``name`` (:data:`civicgrid.sites.importers.OPTIONS`)."""
     opt = OPTIONS[name]
+    if opt.flag:
+        return click.option(f"--{name.replace('_', '-')}", f"opt_{name}", is_flag=True, default=False, help=opt.help)
     kwargs: dict[str, Any] = {"help": opt.help, "required": opt.required, "metavar": opt.metavar}
     if opt.choices:
         kwargs["type"] = click.Choice(opt.choices)
     if opt.default is not None:
         kwargs.update(default=opt.default, show_default=True)
-    return click.option(f"--{name}", f"opt_{name}", **kwargs)
+    return click.option(f"--{name.replace('_', '-')}", f"opt_{name}", **kwargs)
 
 
 def import_command(importer: Importer) -> click.Command:
@@ -239,10 +241,10 @@ def info(db: str):
 
 # The commands of each capability (one module each under api/commands/) register on `main` when imported;
 # they import `main` from here, so they come last.
-from civicgrid.api.commands import cases, patrol, report, risk, serve, simulate  # noqa: E402
+from civicgrid.api.commands import cases, imports, patrol, report, risk, serve, simulate, types  # noqa: E402
 
 #: The modules adding commands to :func:`main`.
-COMMAND_MODULES = (serve, risk, patrol, cases, report, simulate)
+COMMAND_MODULES = (serve, risk, patrol, cases, report, simulate, types, imports)
 
 if __name__ == "__main__":  # pragma: no cover
     # `python -m civicgrid.api.cli`: the commands registered on the group of civicgrid.api.cli, not on this copy

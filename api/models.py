@@ -509,6 +509,7 @@ class ImportResult(BaseModel):
     columns: dict[str, str] = Field(..., description="field -> the column it was read from")
     rows_read: int
     loaded: int
+    updated: int | None = Field(None, description="events with update: stored rows replaced by rows that differ")
     duplicates: int
     rejected: int
     outside_grids: int = Field(..., description="rows kept without a micro-grid")
@@ -517,6 +518,14 @@ class ImportResult(BaseModel):
     import_id: int | None
     cases_created: int | None = Field(..., description="events: the cases created with them")
     rebounds_linked: int | None
+    unmapped_types: dict[str, int] | None = Field(
+        None, description="events: type labels of loaded rows that are no known type (label -> rows)")
+    type_suggestions: dict[str, list[str]] | None = Field(
+        None, description="events: the closest known types of each unmapped label")
+    located: int | None = Field(None, description="events: rows located by their coordinates")
+    located_by_area: int | None = Field(None, description="events: rows without coordinates located by their area")
+    located_by_address: int | None = Field(None, description="events: rows located by their address")
+    unlocated: int | None = Field(None, description="events: rows kept without a location (never on a map)")
 
 
 # --- users -----------------------------------------------------------------------------------------------------
@@ -542,3 +551,58 @@ class NewUser(User):
     """``POST /api/users``: the user and its token, shown this once."""
 
     token: str
+
+
+# --- the city's taxonomy (api/routers/types.py) -------------------------------------------------------------------
+
+
+class ProblemType(Open):
+    """A problem type (小类) with its major class, deadline, events and the source labels mapped to it."""
+
+    code: str
+    major_code: str
+    major_zh: str | None
+    major_en: str | None
+    name_zh: str
+    name_en: str | None
+    deadline_value: float | None
+    deadline_unit: str | None = Field(..., description="working_days or working_hours")
+    events: int
+    labels: str | None = Field(..., description="source labels mapped to it, '; '-separated")
+
+
+class ProblemTypes(BaseModel):
+    """``GET /api/types``."""
+
+    types: list[ProblemType]
+
+
+class UnmappedLabel(Open):
+    """A source label whose events have no type."""
+
+    source: str
+    label: str
+    events: int
+    suggestions: list[str] = Field(..., description="the closest known types: 'code 名称 (name)'")
+
+
+class UnmappedLabels(BaseModel):
+    """``GET /api/types/unmapped``."""
+
+    labels: list[UnmappedLabel]
+
+
+class LabelMapped(Open):
+    """A label mapped to a type: the events and cases given it."""
+
+    label: str
+    code: str
+    source: str | None
+    events: int
+    cases: int
+
+
+class LabelsMapped(BaseModel):
+    """``POST /api/types/import-map``."""
+
+    mapped: list[LabelMapped]

@@ -190,13 +190,16 @@ class EventFilter:
                            categories=tuple(cats), area=self.area, status=self.status, as_of=as_of,
                            type_codes=tuple(dict.fromkeys(type_codes)), area_level=level)
 
-    def where(self, alias: str = "e") -> tuple[str, list]:
-        """SQL condition on ``events`` (as ``alias``) and its parameters. Call :meth:`validate` first."""
+    def where(self, alias: str = "e", *, located_only: bool = True) -> tuple[str, list]:
+        """SQL condition on ``events`` (as ``alias``) and its parameters. Call :meth:`validate` first.
+
+        ``located_only``: only events with an H3 cell (maps); False also counts the events without coordinates
+        placed by their area (area statistics, at the level they are located at)."""
         if not self.validated:
             msg = "EventFilter.where() needs a validated filter; call .validate(store) first"
             raise InvalidParameterError(msg)
         a = f"{alias}." if alias else ""
-        parts, params = [f"{a}h3 IS NOT NULL"], []
+        parts, params = [f"{a}h3 IS NOT NULL" if located_only else "TRUE"], []
         if self.start is not None:
             parts.append(f"{a}time >= ?")
             params.append(self.start)
@@ -580,7 +583,7 @@ def area_stats(store: Store, *, level: str = "district", filters: EventFilter | 
             inside = units[fcol] == f.area
             container = h.loc[f.area, lcol]
             units = units[inside | (units.index == container)]
-        where, params = f.where("e")
+        where, params = f.where("e", located_only=False)
         counts = store.sql(_AREA_COUNTS_SQL.format(col=LEVEL_COLUMNS[level], where=where), params)
         df = units[["name", "name_en", "level", "parent_code", "area_km2"]].rename_axis("code").reset_index()
         df = df.merge(counts, on="code", how="left")

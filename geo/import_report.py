@@ -25,6 +25,8 @@ class ImportReport:
     columns: dict[str, str] = field(default_factory=dict)
     rows_read: int = 0
     loaded: int = 0
+    #: Events with ``--update``: stored rows replaced by rows of the file that differ (None without it).
+    updated: int | None = None
     duplicates: int = 0
     rejected: int = 0
     outside_grids: int = 0
@@ -34,6 +36,15 @@ class ImportReport:
     #: Events only: cases created in the import's transaction (``sites.cases.backfill``), rebounds linked.
     cases_created: int | None = None
     rebounds_linked: int | None = None
+    #: Events only: type labels of loaded rows that are no known type (label -> rows), and the closest types.
+    unmapped_types: dict[str, int] | None = None
+    type_suggestions: dict[str, list[str]] | None = None
+    #: Events only: loaded rows located by their coordinates, by their area column, by their address, or
+    #: kept unlocated (they count in the totals, never on a map).
+    located: int | None = None
+    located_by_area: int | None = None
+    located_by_address: int | None = None
+    unlocated: int | None = None
 
     def to_dict(self) -> dict:
         """Return the report as a JSON-ready dict."""
@@ -52,6 +63,7 @@ class ImportReport:
             + ")",
             f"  rows read      {self.rows_read:>10,}",
             f"  loaded         {self.loaded:>10,}",
+            *([f"  updated        {self.updated:>10,}"] if self.updated is not None else []),
             f"  duplicates     {self.duplicates:>10,}",
             f"  rejected       {self.rejected:>10,}",
         ]
@@ -60,6 +72,14 @@ class ImportReport:
         if self.cases_created is not None:
             lines.append(f"  cases created  {self.cases_created:>10,}  "
                          f"(rebounds linked: {self.rebounds_linked or 0:,})")
+        if self.located is not None:
+            lines.append(f"  located        {self.located:>10,}  (by coordinates; by area: "
+                         f"{self.located_by_area or 0:,}, by address: {self.located_by_address or 0:,}, "
+                         f"unlocated: {self.unlocated or 0:,})")
+        if self.unmapped_types:
+            top = list(self.unmapped_types.items())[:5]
+            lines.append(f"  unmapped types {len(self.unmapped_types):>10,}  labels kept without a type: "
+                         + ", ".join(f"{k} ({v:,})" for k, v in top) + (" …" if len(self.unmapped_types) > 5 else ""))
         if self.columns:
             lines.append("  columns used: " + ", ".join(f"{k}={v}" for k, v in self.columns.items()))
         for w in self.warnings:
@@ -105,6 +125,15 @@ class Rejects:
         self._items.append((idx, field_name, why))
         self.bad |= new
 
+    def reasons(self) -> tuple[np.ndarray, np.ndarray]:
+        """The field and reason of each row (None where the row is not rejected)."""
+        fields = np.full(len(self.rows), None, dtype=object)
+        why = np.full(len(self.rows), None, dtype=object)
+        for idx, name, w in self._items:
+            fields[idx] = name
+            why[idx] = w
+        return fields, why
+
     @property
     def ok(self) -> np.ndarray:
         """Mask of rows not rejected."""
@@ -132,7 +161,7 @@ def start_report(layer: str, path, src: ReadResult) -> ImportReport:
 
 
 def finish_report(report: ImportReport, rej: Rejects | list[dict], *, loaded: int, duplicates: int) -> ImportReport:
-    """Fill the counts; checks ``rows_read == loaded + duplicates + rejected``.
+    """Fill the counts; checks ``rows_read == loaded + updated + duplicates + rejected``.
 
     ``rej`` is the import's :class:`Rejects`, or the ``{row, field, reason}``
     list of an import read in batches.
@@ -141,7 +170,7 @@ def finish_report(report: ImportReport, rej: Rejects | list[dict], *, loaded: in
     report.rejected = len(report.rejects)
     report.loaded = int(loaded)
     report.duplicates = int(duplicates)
-    total = report.loaded + report.duplicates + report.rejected
+    total = report.loaded + (report.updated or 0) + report.duplicates + report.rejected
     if total != report.rows_read:  # pragma: no cover - an invariant, not an input error
         msg = f"internal error: {report.rows_read} rows read but {total} accounted for"
         raise RuntimeError(msg)

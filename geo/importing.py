@@ -16,8 +16,10 @@ import queue
 import sys
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import wait as futures_wait
 from datetime import datetime
-from typing import TypeVar
+from typing import Self, TypeVar
 
 import duckdb
 import pyarrow as pa
@@ -26,6 +28,7 @@ from civicgrid.geo.columns import resolve_columns
 from civicgrid.geo.errors import ImportFileError, ReadError
 from civicgrid.geo.import_report import ImportReport, Rejects, start_report
 from civicgrid.geo.readers import BatchReader, ReadResult, read_batches, read_table
+from civicgrid.geo.store import fetch_value
 
 T = TypeVar("T")
 
@@ -179,3 +182,44 @@ def insert_arrow(con: duckdb.DuckDBPyConnection, table_name: str, data: pa.Table
         con.execute(f"INSERT INTO {table_name} ({target}) SELECT {select} FROM _insert")
     finally:
         con.unregister("_insert")
+
+
+class BatchWriter:
+    """Inserts Arrow tables on a background thread, one at a time and in order, so the next batch is prepared
+    meanwhile; leaving the block waits for the last insert (and re-raises its error)."""
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, threads: int | None = None) -> None:
+        self.con = con
+        self.pool = ThreadPoolExecutor(1, thread_name_prefix="civicgrid-insert")
+        self.pending: Future[None] | None = None
+        self.threads: object = None
+        if threads is not None:
+            self.threads = fetch_value(con, "SELECT current_setting('threads')")
+            con.execute(f"SET threads = {int(threads)}")
+
+    def insert(self, table: str, data: pa.Table) -> None:
+        self.wait()
+        self.pending = self.pool.submit(insert_arrow, self.con, table, data)
+
+    def wait(self) -> None:
+        if self.pending is not None:
+            pending, self.pending = self.pending, None
+            pending.result()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        try:
+            if exc_type is None:
+                self.wait()
+            elif self.pending is not None:
+                futures_wait([self.pending])  # the connection must be idle before the transaction rolls back
+        finally:
+            self.pool.shutdown()
+            if self.threads is not None:
+                try:
+                    self.con.execute(f"SET threads = {int(str(self.threads))}")
+                except duckdb.Error:
+                    if exc_type is None:
+                        raise

@@ -14,7 +14,7 @@ import re
 
 #: Schema version written by this civicgrid: 6 is the first DuckLake store. Older stores (single DuckDB files,
 #: versions 1 to 5) are migrated by ``civicgrid migrate``; newer ones are refused.
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 #: The last version of the single-file store (what :data:`MIGRATIONS` bring a file up to).
 FILE_SCHEMA_VERSION = 5
@@ -311,10 +311,31 @@ def _lake_statement(statement: str) -> str:
     return statement
 
 
+# 7: a city's own taxonomy and records without coordinates (issue 13): each event keeps the source's type
+# and status labels (and a "… - Dup" flag) and its address; ``located_by`` says how it was placed (point,
+# address, area; NULL: unlocated), ``location_confidence`` how sure an address match is. ``type_labels`` maps
+# a source label to a problem type for every import of that source (NULL source: every source).
+_V7: list[str] = [
+    "ALTER TABLE events ADD COLUMN source_type VARCHAR",
+    "ALTER TABLE events ADD COLUMN source_status VARCHAR",
+    "ALTER TABLE events ADD COLUMN source_duplicate BOOLEAN",
+    "ALTER TABLE events ADD COLUMN address VARCHAR",
+    "ALTER TABLE events ADD COLUMN located_by VARCHAR",
+    "ALTER TABLE events ADD COLUMN location_confidence DOUBLE",
+    """
+    CREATE TABLE IF NOT EXISTS type_labels (
+        source VARCHAR,
+        label VARCHAR NOT NULL,
+        code VARCHAR NOT NULL,
+        mapped_at TIMESTAMP
+    )
+    """,
+]
+
 #: Statements creating a new store (schema version :data:`SCHEMA_VERSION`): the tables of versions 1 to 5 as
 #: DuckLake tables (no constraints but NOT NULL), the macros, and the holiday calendar.
-LAKE_SCHEMA: list[str] = [_lake_statement(s) for s in [*_V1, *_V2, *_V3, *_V4]]
+LAKE_SCHEMA: list[str] = [*[_lake_statement(s) for s in [*_V1, *_V2, *_V3, *_V4]], *_V7]
 
 #: Statements that bring a store from version ``v - 1`` to version ``v`` (``v`` > 6), run in one transaction when
 #: a store is opened. A new store is created from :data:`LAKE_SCHEMA` plus these.
-LAKE_MIGRATIONS: dict[int, list[str]] = {}
+LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7}

@@ -11,14 +11,19 @@ for every store civicgrid creates). This module is the one place that knows it:
   date-only ``end`` includes that whole day;
 * :func:`parse_period`: ``2025-03``, ``2025-Q1``, ``2025``, ``2025-03-05`` or ``2025-03-01..2025-03-15``;
 * :func:`parse_times`: whole time columns of city files, vectorized. Files are not typed by the user at hand,
-  so it also reads the US ``MM/DD/YYYY`` of 311 portals and Excel serial days.
+  so it also reads Excel serial days and day- or month-first dates (``01/07/2014 12:00:00 AM`` of US 311
+  portals), these read one way for the whole column (:func:`decide_date_order`: proven by a value such as
+  ``13/02/2025``, else given as ``--date-order dmy|mdy``; an undecided column is refused, never guessed).
 """
 
 from __future__ import annotations
 
 import calendar
+import contextlib
 import re
 import zoneinfo
+from collections.abc import Iterator
+from contextvars import ContextVar
 from datetime import date, datetime, timedelta
 from typing import TYPE_CHECKING, Literal
 
@@ -268,6 +273,100 @@ def period_label(first: date, last: date) -> str:
 
 # --- time columns of city files --------------------------------------------------------------------------------
 
+#: How the two leading fields of a slash, dot or dash date (``01/03/2025``) are read: ``dmy`` day first (1 March),
+#: ``mdy`` month first (3 January, the US 311 portals). A file column is read one way for all its rows.
+DATE_ORDERS = ("dmy", "mdy")
+#: The start of a day- or month-first date: two 1–2 digit fields then a 4-digit year (RE2, named groups a b y).
+SLASH_DATE = r"^(?P<a>\d{1,2})\s*[-/.]\s*(?P<b>\d{1,2})\s*[-/.]\s*(?P<y>\d{4})"
+
+
+#: The date order the user gave for the files of the import running in this context (:func:`file_date_order`).
+_FILE_DATE_ORDER: ContextVar[str | None] = ContextVar("civicgrid_file_date_order", default=None)
+
+
+@contextlib.contextmanager
+def file_date_order(date_order: str | None) -> Iterator[None]:
+    """Read the file columns parsed inside the block (:func:`parse_times`, :func:`decide_date_order`) with the
+    import's ``--date-order`` (``dmy``, ``mdy``, or None: decided from each column)."""
+    if date_order is not None and date_order not in DATE_ORDERS:
+        msg = f"date order must be dmy (day first, 1/3/2025 = 1 March) or mdy (month first), got {date_order!r}"
+        raise InvalidParameterError(msg)
+    token = _FILE_DATE_ORDER.set(date_order)
+    try:
+        yield
+    finally:
+        _FILE_DATE_ORDER.reset(token)
+
+
+def decide_date_order(values, *, date_order: str | None = None, column: str = "time") -> str | None:
+    """How a file column's day- or month-first dates are read, decided for the whole column, never per row.
+
+    A value whose first field is over 12 (``13/02/2025``) proves the column is day first; one whose second
+    field is (``02/13/2025``) that it is month first. Values with equal fields (``01/01/2025``) read the same
+    either way.
+
+    Parameters
+    ----------
+    values
+        The column's strings (as for :func:`parse_times`).
+    date_order
+        ``dmy`` or ``mdy`` when the user said (the import's ``--date-order``): it is used as given (values that
+        contradict it are then unparseable rows, reported as such). None: the order given to the running
+        import (:func:`file_date_order`), else decided from the values.
+    column
+        The column's name, for messages.
+
+    Returns
+    -------
+    str or None
+        ``dmy``, ``mdy``, or None when the column has no such dates.
+
+    Raises
+    ------
+    InvalidParameterError
+        ``date_order`` not one of :data:`DATE_ORDERS`; the column mixes both orders; or it has dates such as
+        ``01/03/2025`` and no value decides: the message names ``--date-order dmy|mdy``.
+    """
+    if date_order is None:
+        date_order = _FILE_DATE_ORDER.get()
+    if date_order is not None:
+        if date_order not in DATE_ORDERS:
+            msg = f"date order must be dmy (day first, 1/3/2025 = 1 March) or mdy (month first), got {date_order!r}"
+            raise InvalidParameterError(msg)
+        return date_order
+    arr = _as_arrow(values)
+    if not len(arr):
+        return None
+    uniq = pc.unique(pc.utf8_trim_whitespace(arr)).drop_null()
+    got = pc.extract_regex(uniq, SLASH_DATE)
+    hit = got.is_valid().to_numpy(zero_copy_only=False)
+    if not hit.any():
+        return None
+    texts = np.asarray(uniq.filter(pa.array(hit)).to_pylist(), dtype=object)
+    a = pc.cast(got.field("a").filter(pa.array(hit)), pa.int64()).to_numpy(zero_copy_only=False)
+    b = pc.cast(got.field("b").filter(pa.array(hit)), pa.int64()).to_numpy(zero_copy_only=False)
+    day_first, month_first = (a > 12) & (b <= 12), (b > 12) & (a <= 12)
+    if day_first.any() and month_first.any():
+        msg = (f"column {column!r} mixes day-first dates ({texts[day_first][0]!r}) and month-first dates "
+               f"({texts[month_first][0]!r}); correct the file, or say how to read it with --date-order dmy|mdy "
+               "(the dates that contradict it are then rejected rows)")
+        raise InvalidParameterError(msg)
+    if day_first.any():
+        return "dmy"
+    if month_first.any() or not (a != b).any():
+        return "mdy"  # proven month first, or every date reads the same either way
+    example = texts[a != b][0]
+    x, y = int(a[a != b][0]), int(b[a != b][0])
+    msg = (f"column {column!r} has dates like {example!r} that read day first ({_day_name(x, y)}) or month first "
+           f"({_day_name(y, x)}) and no value decides; say which with --date-order dmy (day first) or "
+           "--date-order mdy (month first, as US exports)")
+    raise InvalidParameterError(msg)
+
+
+def _day_name(day: int, month: int) -> str:
+    return f"{day} {calendar.month_name[month]}" if 1 <= month <= 12 else f"day {day} of month {month}"
+
+
 #: Patterns tried on values the fixed-width ISO fast path does not take, in order (RE2 syntax, named groups
 #: y mo d h mi s f ap z). Sources: ISO 8601; the forms Chinese office systems export (年月日, 时分秒,
 #: slashes, dots); the US "MM/DD/YYYY hh:mm:ss AM" of 311 open-data portals; compact "YYYYMMDD[hhmmss]".
@@ -277,9 +376,9 @@ PATTERNS = (
     r"(?:(?:\s+|T|\s*)(?P<ap1>上午|下午|晚上|凌晨|中午)?\s*(?P<h>\d{1,2})\s*[:：时点]\s*(?P<mi>\d{1,2})"
     r"(?:\s*[:：分]\s*(?P<s>\d{1,2})(?:[.,](?P<f>\d{1,9}))?)?\s*[分秒]?\s*(?P<ap>[AaPp][Mm]|上午|下午)?)?"
     r"\s*(?P<z>[Zz]|(?:UTC|GMT)?[+-]\d{1,2}(?::?\d{2})?)?$",
-    # 03/05/2024 02:30:00 PM (US month/day/year)
-    r"^(?P<mo>\d{1,2})/(?P<d>\d{1,2})/(?P<y>\d{4})(?:\s+(?P<h>\d{1,2}):(?P<mi>\d{2})"
-    r"(?::(?P<s>\d{2})(?:\.(?P<f>\d{1,9}))?)?\s*(?P<ap>[AaPp][Mm])?)?$",
+    # 03/05/2024 02:30:00 PM, 5.3.2024 14:30, 05-03-2024: day or month first, decided per column (DATE_ORDERS)
+    SLASH_DATE
+    + r"(?:\s+(?P<h>\d{1,2}):(?P<mi>\d{2})(?::(?P<s>\d{2})(?:\.(?P<f>\d{1,9}))?)?\s*(?P<ap>[AaPp][Mm])?)?$",
     # 20240305, 20240305143000, 20240305T1430
     r"^(?P<y>\d{4})(?P<mo>\d{2})(?P<d>\d{2})(?:[T ]?(?P<h>\d{2})(?P<mi>\d{2})(?P<s>\d{2})?)?$",
 )
@@ -292,13 +391,15 @@ _US_PER = {"d": 86_400_000_000, "h": 3_600_000_000, "m": 60_000_000, "s": 1_000_
 _FAST_ROWS = 1 << 20
 
 
-def parse_times(values, *, tz: str = DEFAULT_TIMEZONE,
-                store_tz: str = DEFAULT_TIMEZONE) -> tuple[np.ndarray, np.ndarray]:
+def parse_times(values, *, tz: str = DEFAULT_TIMEZONE, store_tz: str = DEFAULT_TIMEZONE,
+                date_order: str | None = None, column: str = "time") -> tuple[np.ndarray, np.ndarray]:
     """Parse time strings into naive timestamps in the store's time zone.
 
     Accepted forms: ISO 8601 with or without ``T``, fraction, ``Z`` or an
     offset; ``2024年3月5日 14:30``, ``2024年3月5日``, ``2024/3/5 14:30``,
-    ``2024.3.5``, ``下午2:30``; US ``03/05/2024 02:30:00 PM``; compact
+    ``2024.3.5``, ``下午2:30``; day- or month-first ``05/03/2024 14:30``,
+    ``5.3.2024``, US ``03/05/2024 02:30:00 PM`` (read one way for the whole
+    column: :func:`decide_date_order`); compact
     ``20240305143000``; Excel serial days (``45356.604``). Each distinct
     string is parsed once; the usual fixed-width ISO forms take a byte-level
     fast path.
@@ -312,12 +413,23 @@ def parse_times(values, *, tz: str = DEFAULT_TIMEZONE,
         Time zone of values without an offset.
     store_tz
         Time zone the result is expressed in (naive wall-clock time).
+    date_order
+        ``dmy`` or ``mdy``: how day- or month-first dates are read (None: decided from the values, and an
+        undecidable column is refused, :func:`decide_date_order`).
+    column
+        The column's name, for messages.
 
     Returns
     -------
     times, bad
         ``datetime64[us]`` (NaT where empty or unparseable) and a mask of
         non-empty values that could not be parsed.
+
+    Raises
+    ------
+    InvalidParameterError
+        An unknown time zone; day- or month-first dates whose order the column does not decide (without
+        ``date_order``).
     """
     for name in (tz, store_tz):
         _check_zone(name)
@@ -336,7 +448,9 @@ def parse_times(values, *, tz: str = DEFAULT_TIMEZONE,
         done = _fast_iso(arr, present, local)
     rest = np.flatnonzero(present & ~done)
     if len(rest):
-        _parse_distinct(arr.take(pa.array(rest)), rest, local, offset)
+        sub = arr.take(pa.array(rest))
+        order = decide_date_order(sub, date_order=date_order, column=column)
+        _parse_distinct(sub, rest, local, offset, date_order=order or "mdy")
     has_off = ~np.isnan(offset)
     out = _to_store_zone(local, has_off, offset, tz, store_tz)
     bad = present & np.isnat(out)
@@ -464,7 +578,8 @@ def assemble(y, mo, d, h, mi, s, us) -> tuple[np.ndarray, np.ndarray]:
 # --- general path: distinct values through the patterns --------------------------------------------------
 
 
-def _parse_distinct(values: pa.Array, where: np.ndarray, local: np.ndarray, offset: np.ndarray) -> None:
+def _parse_distinct(values: pa.Array, where: np.ndarray, local: np.ndarray, offset: np.ndarray, *,
+                    date_order: str) -> None:
     """Parse ``values`` (placed at ``where``) once per distinct string; fill ``local`` and ``offset``."""
     enc = values.dictionary_encode()
     uniq = enc.dictionary
@@ -483,6 +598,9 @@ def _parse_distinct(values: pa.Array, where: np.ndarray, local: np.ndarray, offs
         if not matched.any():
             continue
         fields = {f.name: got.field(f.name) for f in got.type}
+        if "a" in fields:  # a day- or month-first date: the column's order says which field is the day
+            day, month = ("a", "b") if date_order == "dmy" else ("b", "a")
+            fields["d"], fields["mo"] = fields.pop(day), fields.pop(month)
         tt, oo, ok = _from_fields(fields, matched)
         hit = matched & ok
         t[idx[hit]] = tt[hit]

@@ -7,7 +7,8 @@ The events table itself and the queries of it live in :mod:`civicgrid.geo.events
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Self
 
@@ -15,6 +16,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 from civicgrid.geo import importing as imp
 from civicgrid.geo.columns import match_names, resolve_columns, strings, trim_columns, trimmed
 from civicgrid.geo.dedup import KeyIndex, dedup_key_array
@@ -25,21 +27,23 @@ from civicgrid.geo.locations import city_extent, read_locations
 from civicgrid.geo.readers import BatchReader, ReadResult
 from civicgrid.geo.staging import Staging, importing
 from civicgrid.geo.store import fetch_value, set_meta
-from civicgrid.geo.times import DEFAULT_TIMEZONE, parse_times, store_timezone
+from civicgrid.geo.times import DEFAULT_TIMEZONE, decide_date_order, parse_times, store_timezone
 from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.sites.cases import backfill, link_rebounds
 from civicgrid.sites.cases.bulk import stage_cases
+from civicgrid.sites.event_places import AddressGazetteer, AreaIndex, place_unlocated
+from civicgrid.sites.event_updates import apply_updates
+from civicgrid.sites.taxonomy import STATUS_WORDS, TypeMatcher, status_words, type_choices, type_column_warnings
 
-#: Status words of city files, mapped to the stored status.
-STATUS_WORDS = {
-    "open": "open", "opened": "open", "pending": "open", "in progress": "open", "assigned": "open",
-    "未结案": "open", "待处理": "open", "处理中": "open", "办理中": "open", "已派遣": "open", "未办结": "open",
-    "closed": "closed", "resolved": "closed", "completed": "closed",
-    "已结案": "closed", "已办结": "closed", "办结": "closed", "结案": "closed", "已处理": "closed", "已完成": "closed",
-}
+__all__ = ["EVENT_FIELDS", "STATUS_WORDS", "TYPE_MODES", "import_events", "problem_type_choices"]
 
-#: The fields an events import maps to columns.
-EVENT_FIELDS = ["id", "lat", "lng", "time", "type", "site", "text", "status", "inspection", "rectified", "closed"]
+#: The fields an events import maps to columns (``area``, ``address``: where a row without coordinates is).
+EVENT_FIELDS = ["id", "lat", "lng", "time", "type", "site", "text", "status", "inspection", "rectified", "closed",
+                "area", "address"]
+
+#: ``types``: ``open`` keeps rows whose label is no known type (without a type, counted in ``unmapped_types``),
+#: ``strict`` rejects them.
+TYPE_MODES = ("open", "strict")
 
 #: Stored statuses (the dictionary of the status column an import writes).
 _STATUSES = ["open", "closed"]
@@ -50,19 +54,14 @@ IMPORT_BATCH_ROWS = 1 << 18
 
 def problem_type_choices(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
     """Problem types and their major classes as one matching table (code, name_zh, name_en)."""
-    return con.execute(
-        """
-        SELECT code, name_zh, name_en FROM problem_types
-        UNION ALL
-        SELECT DISTINCT major_code, major_zh, major_en FROM problem_types
-        """
-    ).df()
+    return type_choices(con)
 
 
 def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str = "complaint",
                   mapping: dict[str, str] | None = None, point: str | None = None, crs: str | None = None,
                   tz: str = DEFAULT_TIMEZONE, encoding: str | None = None, layer: str | None = None,
-                  sheet: str | int | None = None, progress: bool = True, cases: bool = True) -> ImportReport:
+                  sheet: str | int | None = None, progress: bool = True, cases: bool = True,
+                  date_order: str | None = None, types: str = "open", update: bool = False) -> ImportReport:
     """Import complaints or inspection hits from a file into the store.
 
     Each imported event becomes a problem case (:func:`civicgrid.sites.cases.backfill`: state, deadline,
@@ -79,9 +78,12 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         ``"complaint"`` (e.g. 12345 hotline) or ``"inspection"`` (inspection hits).
     mapping
         ``{field: column}`` for fields ``id, lat, lng, time, type, site, text, status, inspection,
-        rectified, closed`` (``rectified`` / ``closed``: when the problem was fixed / the case closed, e.g.
-        整改时间 / 办结时间; a closed time makes the event closed unless a status column says otherwise);
-        unmapped fields are looked up by common column names.
+        rectified, closed, area, address`` (``rectified`` / ``closed``: when the problem was fixed / the case
+        closed, e.g. 整改时间 / 办结时间; a closed time makes the event closed unless a status column says
+        otherwise; ``type`` may name several columns, ``一级分类,二级分类``, matched most specific (last)
+        first; ``area``: a district, street, community or micro-grid code or name locating rows without
+        coordinates; ``address``: kept with the event); unmapped fields are looked up by common column names
+        (the report says which columns were used).
     point
         A single text column holding "(lat, lon)" or "lat,lon".
     crs
@@ -91,6 +93,18 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
     cases
         Create the cases of the new events (and of any earlier event still without one) and link their
         rebounds; ``report.cases_created`` and ``report.rebounds_linked`` count them.
+    date_order
+        ``dmy`` or ``mdy``: how dates such as ``01/03/2025`` are read (default: decided per column from its
+        values; a column no value decides is refused, naming this option).
+    types
+        ``open`` (default): a row whose type label is no known type loads with its label (``source_type``)
+        and no type, counted in ``report.unmapped_types`` with the closest types in
+        ``report.type_suggestions``; ``strict``: such rows are rejected.
+    update
+        Rows whose (source, id) is stored already replace the stored events when their content differs (type,
+        time, status, coordinates, place, text...): same event id, location and cell recomputed, the case
+        recomputed from the new record; ``report.updated`` counts them (identical rows stay duplicates). Rows
+        without an id are matched by content, so they never update.
 
     Returns
     -------
@@ -100,10 +114,23 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
     if source not in SOURCES:
         msg = f"source must be one of {', '.join(SOURCES)}, got {source!r}"
         raise InvalidParameterError(msg)
+    if types not in TYPE_MODES:
+        msg = f"types must be open (keep unknown labels) or strict (reject them), got {types!r}"
+        raise InvalidParameterError(msg)
+    decide_date_order([], date_order=date_order)  # a wrong order is named before the file is read
     started = datetime.now()
     reader = imp.read_input_batches(path, encoding=encoding, layer=layer, sheet=sheet, rows=IMPORT_BATCH_ROWS)
     header = pa.table({c: pa.array([], pa.string()) for c in reader.columns})
-    cols = resolve_columns(header, mapping or {}, fields=EVENT_FIELDS, required=["time"])
+    mapping = dict(mapping or {})
+    type_columns = [c.strip() for c in mapping.pop("type", "").split(",") if c.strip()] if mapping.get("type") \
+        else []
+    for c in type_columns[:-1]:
+        resolve_columns(header, {"type": c}, fields=EVENT_FIELDS)  # each column named must be in the file
+    if type_columns:
+        mapping["type"] = type_columns[-1]
+    cols = resolve_columns(header, mapping, fields=EVENT_FIELDS, required=["time"])
+    if "type" in cols and not type_columns:
+        type_columns = [cols["type"]]
     if point is not None and point not in reader.columns:
         msg = f"column {point!r} (given for --point) is not in the file. Columns are: " + ", ".join(
             c for c in reader.columns if c != "__row__")
@@ -111,22 +138,32 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
     report = ImportReport(layer="events", file=str(path), format=reader.format, encoding=reader.encoding,
                               warnings=list(reader.warnings))
     report.columns = {k: v for k, v in cols.items() if k not in ("lat", "lng") or point is None}
+    if len(type_columns) > 1:
+        report.columns["type"] = ",".join(type_columns)
+    report.warnings += type_column_warnings(report.columns.get("type", ""), reader.columns, cols,
+                                            given="type" in mapping)
+    report.unmapped_types, report.type_suggestions = {}, {}
+    report.located = report.located_by_area = report.located_by_address = report.unlocated = 0
     bar = imp.progress_bar(reader.rows_hint or 0, desc=f"import {source} events", enabled=progress)
-    # The rows are staged as Parquet files without holding up other writers, then published in one short
-    # write with their cases and rebound links (civicgrid.geo.staging): all of the import or nothing.
-    with importing(db) as staging:
+    # The rows are staged as Parquet files without holding up other writers, their cases made beside them, and
+    # all of it published in one short write (civicgrid.geo.staging): all of the import or nothing. An import
+    # that replaces stored rows (--update) is one transaction holding the writers' lock instead.
+    with importing(db, locked=update) as staging:
         ctx = _EventBatchContext.read(staging.con, cols=cols, source=source, point=point, crs=crs, tz=tz,
-                                      report=report, reader=reader)
+                                      report=report, reader=reader, type_columns=type_columns,
+                                      date_order=date_order, strict_types=types == "strict")
+        ctx.update = update
+        report.updated = 0 if update else None
         report.import_id = staging.reserve("imports", "import_id", 1)
         ids = _load_batches(staging, ctx, bar=bar)
-        # The cases of the new events are made before publishing, without the writers' lock; only when an
-        # import without cases left earlier events to catch up on are they made in the publishing write.
+        # Only when an import without cases left earlier events to catch up on (or rows were replaced) are
+        # the cases made in the publishing write.
         pending = bool(fetch_value(staging.con, "SELECT count(*) FROM meta WHERE key = 'cases_pending'"))
-        if cases and not pending:
+        if cases and not pending and not update:
             report.cases_created, report.rebounds_linked = stage_cases(staging, ids, actor="import")
         with staging.publish() as con:
-            if cases and pending:
-                report.cases_created = backfill(con, actor="import")
+            if cases and (pending or update):
+                report.cases_created = backfill(con, actor="import", event_ids=None if pending else ids)
                 report.rebounds_linked = link_rebounds(con, case_ids=ids) if len(ids) else 0
                 con.execute("DELETE FROM meta WHERE key = 'cases_pending'")
             elif not cases and len(ids):
@@ -153,8 +190,8 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar) -> np.ndarr
             rejects.extend(rej)
             duplicates += dup
             report.outside_grids += outside
-            if data is not None:
-                loaded += data.num_rows
+            if data is not None:  # new events (ids from ``first``) and, with --update, replaced ones
+                loaded += int(pc.sum(pc.greater_equal(data["event_id"], first)).as_py() or 0)
                 ids.append(data.column("event_id").to_numpy())
                 staging.add("events", data)
                 ctx.keys.table = staging.relation("events", "dedup_key")  # later batches check these rows too
@@ -162,8 +199,12 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar) -> np.ndarr
         staging.wait()
     finally:
         ctx.keys.close()
+    _finish_labels(ctx)
     report.warnings = list(dict.fromkeys(report.warnings))
     finish_report(report, rejects, loaded=loaded, duplicates=duplicates)
+    if ctx.update:
+        report.warnings.append(f"--update: {report.updated or 0:,} stored events replaced by rows that differ "
+                               "(their cases recomputed)")
     return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
 
@@ -182,19 +223,37 @@ class _EventBatchContext:
     extent: tuple | None
     locator: Locator
     keys: KeyIndex
-    problem_types: pd.DataFrame | None
+    types: TypeMatcher | None
     sites: pd.DataFrame | None
     inspections: pd.DataFrame | None
+    type_columns: list[str]
+    strict_types: bool
+    date_order: str | None
+    areas: AreaIndex | None
+    #: The order of each time column's day- or month-first dates, once decided (kept for the later batches).
+    date_orders: dict[str, str] = field(default_factory=dict)
+    #: Status labels that are no known status word: label -> rows.
+    unknown_statuses: dict[str, int] = field(default_factory=dict)
+    #: Rows kept without their unusable coordinates (an area or address locates them), by reason.
+    kept_without_point: Counter = field(default_factory=Counter)
+    #: The addresses with a point in the store (built when a row first needs it).
+    gazetteer: AddressGazetteer | None = None
+    #: ``--update``: replace stored events whose id comes again with other content; the ids replaced.
+    update: bool = False
+    updated_ids: list[int] = field(default_factory=list)
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection, *, cols: dict[str, str], source: str, point: str | None,
-             crs: str | None, tz: str, report: ImportReport, reader: BatchReader) -> Self:
+             crs: str | None, tz: str, report: ImportReport, reader: BatchReader, type_columns: list[str],
+             date_order: str | None, strict_types: bool) -> Self:
         """The context of an import into the store of ``con``: its time zone, extent, grids, keys and codes."""
         return cls(
             cols=cols, source=source, point=point, crs=crs, tz=tz, report=report, reader=reader,
             store_tz=store_timezone(con),
             extent=city_extent(con), locator=Locator(con), keys=KeyIndex(con, "events"),
-            problem_types=problem_type_choices(con) if "type" in cols else None,
+            types=TypeMatcher.read(con, source=source) if type_columns else None,
+            type_columns=type_columns, strict_types=strict_types, date_order=date_order,
+            areas=AreaIndex.read(con) if "area" in cols else None,
             sites=con.execute("SELECT CAST(site_id AS VARCHAR) AS code, external_id, name FROM sites").df()
             if "site" in cols else None,
             inspections=con.execute("SELECT CAST(inspection_id AS VARCHAR) AS code, external_id FROM inspections")
@@ -226,73 +285,187 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         rows outside every grid.
     """
     cols, report = ctx.cols, ctx.report
-    raw, batch = batch, trim_columns(batch, [c for k, c in cols.items() if k not in ("site", "inspection")])
-    rej = Rejects(batch.column("__row__").to_numpy())
-    src = ReadResult(table=batch, format=ctx.reader.format, crs=ctx.reader.crs, encoding=ctx.reader.encoding)
-    lng, lat, _ = read_locations(src, cols, rej, report, con=None, point=ctx.point, crs=ctx.crs,
-                                     extent=ctx.extent)
+    trim = [c for k, c in cols.items() if k not in ("site", "inspection")] + ctx.type_columns
+    raw, batch = batch, trim_columns(batch, trim)
+    rows = batch.column("__row__").to_numpy()
+    rej = Rejects(rows)
+    lng, lat, has_point = _event_points(batch, ctx, rej)
     times, ends = _event_times(batch, ctx, rej)
-    ptype, site_id, inspection_id = _event_codes(batch, ctx, rej)
-    status = _event_status(batch, cols, rej, closed_at=ends.get("closed"))
+    ptype, labels, site_id, inspection_id = _event_codes(batch, ctx, rej)
+    status, status_labels, dup_mark = _event_status(batch, ctx, rej, closed_at=ends.get("closed"))
 
-    keys = dedup_key_array(raw, cols, prefix=ctx.source,
-                               ids=trimmed(batch, cols["id"]) if "id" in cols else None)
+    ids = trimmed(batch, cols["id"]) if "id" in cols else None
+    keys = dedup_key_array(raw, cols, prefix=ctx.source, ids=ids)
     dup = ctx.keys.duplicates(con, keys, rej.ok, before_query=before_query)
-    idx = np.flatnonzero(rej.ok & ~dup)
+    # --update: a row whose id is stored already is a candidate to replace the stored row (if it differs)
+    again = dup & rej.ok & ~ids.is_null().to_numpy(zero_copy_only=False) if ctx.update and ids is not None \
+        else np.zeros(batch.num_rows, dtype=bool)
+    idx = np.flatnonzero(rej.ok & (~dup | again))
     rejects = rej.to_list()
     if not len(idx):
         return None, rejects, int(dup.sum()), 0
-    located = ctx.locator.locate(lng[idx], lat[idx])
     take = pa.array(idx)
+    point_rows = has_point[idx]
+    lng_i, lat_i = lng[idx], lat[idx]
+    confidence = np.full(len(idx), np.nan)
+    area = _column(batch, cols.get("area"), idx)
+    by_address = np.zeros(len(idx), dtype=bool)
+    if not point_rows.all() and "address" in cols:  # the point of the address in what the store holds
+        by_address, confidence = _address_points(con, ctx, batch, idx, point_rows, area, lng_i, lat_i,
+                                                 before_query=before_query)
+    located = ctx.locator.locate(lng_i, lat_i)
+    places = location_arrays(located, dictionary=True)
+    located_by = np.where(point_rows, "point", np.where(by_address, "address", None)).astype(object)
+    if not (point_rows | by_address).all():  # rows without a point: the area column's place, no H3 cell
+        places, by_area = place_unlocated(places, located, point_rows | by_address, area, ctx.areas)
+        located_by[by_area] = "area"
+    new = ~again[idx]
+    event_id = np.full(len(idx), -1, dtype=np.int64)
+    event_id[new] = np.arange(first_id, first_id + int(new.sum()))
     data = pa.table({
-        "event_id": pa.array(np.arange(first_id, first_id + len(idx)), pa.int64()),
+        "event_id": pa.array(event_id, pa.int64()),
         "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(idx), np.int8)), pa.array([ctx.source])),
         "external_id": _column(batch, cols.get("id"), idx),
         "problem_type": ptype.take(take),
+        "source_type": labels.take(take),
         "time": pa.array(times[idx]),
         "status": pa.DictionaryArray.from_arrays(pa.array(status[idx]), pa.array(_STATUSES)),
+        "source_status": status_labels.take(take),
+        "source_duplicate": pa.array(dup_mark[idx]),
         "site_id": _ids(site_id, idx) if "site" in cols else pa.nulls(len(idx), pa.int64()),
         "inspection_id": _ids(inspection_id, idx) if "inspection" in cols else pa.nulls(len(idx), pa.int64()),
         "text": _column(batch, cols.get("text"), idx),
-        **{f"{field}_at": pa.array(end[idx]) for field, end in ends.items()},
-        "lng": pa.array(lng[idx]),
-        "lat": pa.array(lat[idx]),
-        **location_arrays(located, dictionary=True),
+        "address": _column(batch, cols.get("address"), idx),
+        **{f"{name}_at": pa.array(end[idx]) for name, end in ends.items()},
+        "lng": pa.array(lng_i),
+        "lat": pa.array(lat_i),
+        **places,
+        "located_by": pa.array(located_by, pa.string()),
+        "location_confidence": pa.array(confidence, pa.float64(), mask=np.isnan(confidence)),
         "dedup_key": keys.take(take),
         "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
     })
-    return data, rejects, int(dup.sum()), int(located["grid_code"].isna().sum())
+    n_dup = int(dup.sum())
+    if not new.all():
+        data, unchanged, replaced = apply_updates(con, data, ~new, source=ctx.source, before_query=before_query)
+        ctx.updated_ids.extend(int(i) for i in replaced)
+        report.updated = (report.updated or 0) + len(replaced)
+        n_dup -= int((~new).sum()) - unchanged  # the rows that replace stored ones are not duplicates
+    return _counted(ctx, data), rejects, n_dup, int(data.filter(
+        pc.and_(pc.is_in(data["located_by"], pa.array(["point", "address"])), pc.is_null(data["grid_code"]))).num_rows)
+
+
+def _counted(ctx: _EventBatchContext, data: pa.Table) -> pa.Table | None:
+    """Count the rows of ``data`` by how they are located, and their labels without a type; None when empty."""
+    if not data.num_rows:
+        return None
+    report = ctx.report
+    by = {r["values"]: int(r["counts"]) for r in pc.value_counts(data["located_by"].combine_chunks()).to_pylist()}
+    report.located += by.get("point", 0)
+    report.located_by_area += by.get("area", 0)
+    report.located_by_address += by.get("address", 0)
+    report.unlocated += by.get(None, 0)
+    _count_labels(ctx, data["source_type"].combine_chunks(), data["problem_type"].combine_chunks())
+    return data
+
+
+def _address_points(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, batch: pa.Table, idx: np.ndarray,
+                    point_rows: np.ndarray, area: pa.Array, lng: np.ndarray, lat: np.ndarray, *,
+                    before_query) -> tuple[np.ndarray, np.ndarray]:
+    """Place the rows without a point (and without an area the store knows) at the point of their address in
+    the gazetteer (:class:`~civicgrid.sites.event_places.AddressGazetteer`, built once per import), when the
+    match is confident enough; ``lng`` and ``lat`` are filled in place.
+
+    Returns
+    -------
+    by_address, confidence
+        The mask of rows placed by their address and each row's match confidence (NaN for the others).
+    """
+    n = len(idx)
+    by_address, confidence = np.zeros(n, dtype=bool), np.full(n, np.nan)
+    need = ~point_rows
+    if ctx.areas is not None:
+        need &= ~ctx.areas.find(area.to_numpy(zero_copy_only=False))[1]
+    addresses = _column(batch, ctx.cols["address"], idx).to_numpy(zero_copy_only=False)
+    need &= ~pd.isna(addresses)
+    if not need.any():
+        return by_address, confidence
+    if ctx.gazetteer is None:
+        before_query()  # the connection is idle: the previous batch is written
+        ctx.gazetteer = AddressGazetteer.read(con)
+    at = np.flatnonzero(need)
+    plng, plat, conf, ok = ctx.gazetteer.find(addresses[at])
+    lng[at[ok]], lat[at[ok]] = plng[ok], plat[ok]
+    by_address[at[ok]] = True
+    confidence[at[ok]] = conf[ok]
+    return by_address, confidence
+
+
+def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects) -> tuple[np.ndarray, np.ndarray,
+                                                                                 np.ndarray]:
+    """Each row's WGS84 point (NaN where it has none) and the mask of rows with one.
+
+    A row without usable coordinates (missing, unparseable, outside the city...) is kept, unlocated, when it
+    has an area or an address; otherwise it is rejected with the coordinates' reason.
+    """
+    cols, report = ctx.cols, ctx.report
+    where = [c for k, c in cols.items() if k in ("area", "address")]
+    loc_rej = Rejects(batch.column("__row__").to_numpy())
+    src = ReadResult(table=batch, format=ctx.reader.format, crs=ctx.reader.crs, encoding=ctx.reader.encoding)
+    lng, lat, _ = read_locations(src, cols, loc_rej, report, con=None, point=ctx.point, crs=ctx.crs,
+                                 extent=ctx.extent, required=not where)
+    has_point = loc_rej.ok & np.isfinite(lng) & np.isfinite(lat)
+    has_place = np.zeros(batch.num_rows, dtype=bool)
+    for c in where:
+        has_place |= ~trimmed(batch, c).is_null().to_numpy(zero_copy_only=False)
+    fields, reasons = loc_rej.reasons()
+    lost = ~has_point & ~has_place
+    if where and lost.any():
+        named = " or ".join(k for k in ("area", "address") if k in cols)
+        reasons = np.array([f"{r}, and no {named} either" if r is not None else r for r in reasons], dtype=object)
+    for name in dict.fromkeys(fields[lost & (fields != None)]):  # noqa: E711 - an object array
+        mask = lost & (fields == name)
+        rej.add(mask, name, reasons)
+    if where:
+        rej.add(lost & (fields == None), "/".join(["lat/lng", *where]),  # noqa: E711
+                "no coordinates, area or address")
+        kept = ~has_point & has_place & (fields != None)  # noqa: E711
+        ctx.kept_without_point.update(str(r).split(" (")[0] for r in reasons[kept])
+    lng = np.where(has_point, lng, np.nan)
+    lat = np.where(has_point, lat, np.nan)
+    return lng, lat, has_point
 
 
 def _event_times(batch: pa.Table, ctx: _EventBatchContext,
                  rej: Rejects) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The events' times, and when the problem was fixed and the case closed (``rectified``, ``closed``: the
-    fields the file has), rejecting missing, unparseable and out-of-order times."""
+    fields the file has), rejecting missing, unparseable and out-of-order times. Day- or month-first dates
+    are read one way per column (decided by the first batch that decides, or given: ``date_order``)."""
     cols, n = ctx.cols, batch.num_rows
     raw_time = trimmed(batch, cols["time"])
-    times, bad_time = parse_times(raw_time, tz=ctx.tz, store_tz=ctx.store_tz)
+    times, bad_time = _parse_column(raw_time, cols["time"], ctx)
     rej.add(raw_time.is_null().to_numpy(zero_copy_only=False), "time", "missing time")
     if bad_time.any():
         reasons = np.full(n, None, dtype=object)
         bad_idx = np.flatnonzero(bad_time)
-        reasons[bad_idx] = [f"unparseable time {v!r}" for v in raw_time.take(pa.array(bad_idx)).to_pylist()]
+        reasons[bad_idx] = [_unparseable(v, cols["time"], ctx) for v in raw_time.take(pa.array(bad_idx)).to_pylist()]
         rej.add(bad_time, "time", reasons)
 
     # when the problem was fixed and the case closed (optional): not before the event itself
     ends = {}
-    for field in ("rectified", "closed"):
-        if field not in cols:
+    for name in ("rectified", "closed"):
+        if name not in cols:
             continue
-        raw_end = trimmed(batch, cols[field])
-        end, bad_end = parse_times(raw_end, tz=ctx.tz, store_tz=ctx.store_tz)
+        raw_end = trimmed(batch, cols[name])
+        end, bad_end = _parse_column(raw_end, cols[name], ctx)
         early = ~np.isnat(end) & ~np.isnat(times) & (end < times)
         reasons = np.full(n, None, dtype=object)
         for i in np.flatnonzero(bad_end):
-            reasons[i] = f"unparseable time {raw_end[int(i)].as_py()!r}"
+            reasons[i] = _unparseable(raw_end[int(i)].as_py(), cols[name], ctx)
         for i in np.flatnonzero(early):
-            reasons[i] = f"{field} time {end[i]} is before the event's time {times[i]}"
-        rej.add(bad_end | early, field, reasons)
-        ends[field] = end
+            reasons[i] = f"{name} time {end[i]} is before the event's time {times[i]}"
+        rej.add(bad_end | early, name, reasons)
+        ends[name] = end
     if "rectified" in ends and "closed" in ends:
         order = ~np.isnat(ends["rectified"]) & ~np.isnat(ends["closed"]) & (ends["closed"] < ends["rectified"])
         reasons = np.full(n, None, dtype=object)
@@ -302,16 +475,56 @@ def _event_times(batch: pa.Table, ctx: _EventBatchContext,
     return times, ends
 
 
+def _parse_column(values: pa.Array, column: str, ctx: _EventBatchContext) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`parse_times` of a time column, its date order decided once for the whole file."""
+    order = decide_date_order(values, date_order=ctx.date_orders.get(column) or ctx.date_order, column=column)
+    if order is not None and column not in ctx.date_orders:
+        ctx.date_orders[column] = order
+        how = "day first" if order == "dmy" else "month first"
+        given = "as given" if ctx.date_order else "decided by its values"
+        ctx.report.warnings.append(f"column {column!r}: dates read {how} ({order}, {given})")
+    return parse_times(values, tz=ctx.tz, store_tz=ctx.store_tz, date_order=order or "mdy", column=column)
+
+
+def _unparseable(value: object, column: str, ctx: _EventBatchContext) -> str:
+    order = ctx.date_orders.get(column)
+    how = f"; the column is read {'day' if order == 'dmy' else 'month'} first ({order})" if order else ""
+    return f"unparseable time {value!r}{how}"
+
+
 def _event_codes(batch: pa.Table, ctx: _EventBatchContext,
-                 rej: Rejects) -> tuple[pa.Array, np.ndarray, np.ndarray]:
-    """The problem type, site and inspection of each event, matched by code or name (unknown ones rejected)."""
+                 rej: Rejects) -> tuple[pa.Array, pa.Array, np.ndarray, np.ndarray]:
+    """The problem type and source label, site and inspection of each event, matched by code or name.
+
+    The type: the first of the type columns, most specific (last) first, whose label is a known type or a
+    mapped label; the label kept is that column's, else the most specific label present. Unknown labels are
+    kept without a type (rejected with ``--types strict``); unknown sites and inspections are rejected.
+    """
     cols, n = ctx.cols, batch.num_rows
-    ptype = pa.nulls(n, pa.string())
-    if "type" in cols:
-        ptype, unknown, reasons = match_names(
-            trimmed(batch, cols["type"]), ctx.problem_types, key="code", names=["name_zh", "name_en"],
-            what="problem type", arrow=True)
-        rej.add(unknown, "type", reasons)
+    ptype: pa.Array = pa.nulls(n, pa.string())
+    labels: pa.Array = pa.nulls(n, pa.string())
+    if ctx.types is not None:
+        code = np.full(n, None, dtype=object)
+        label = np.full(n, None, dtype=object)
+        for column in reversed(ctx.type_columns):
+            values = trimmed(batch, column)
+            got, unknown = ctx.types.match(values)
+            got_np = got.to_numpy(zero_copy_only=False)
+            vals = values.to_numpy(zero_copy_only=False)
+            take = pd.isna(code) & ~pd.isna(got_np)
+            code[take], label[take] = got_np[take], vals[take]
+            fill = pd.isna(label) & ~pd.isna(vals)
+            label[fill] = vals[fill]
+        ptype = pa.array(code, pa.string()).dictionary_encode()
+        labels = pa.array(label, pa.string()).dictionary_encode()
+        if ctx.strict_types:
+            unknown = pd.isna(code) & ~pd.isna(label)
+            reasons = np.full(n, None, dtype=object)
+            for i in np.flatnonzero(unknown):
+                close = ctx.types.suggest(label[i])
+                hint = f" (closest: {', '.join(close)})" if close else ""
+                reasons[i] = f"unknown problem type {label[i]!r}{hint}; without --types strict it loads unmapped"
+            rej.add(unknown, "type", reasons)
 
     site_id = np.full(n, None, dtype=object)
     if "site" in cols:
@@ -325,31 +538,70 @@ def _event_codes(batch: pa.Table, ctx: _EventBatchContext,
             strings(batch, cols["inspection"]), ctx.inspections, key="code", names=["external_id"],
             what="inspection")
         rej.add(unknown, "inspection", reasons)
-    return ptype, site_id, inspection_id
+    return ptype, labels, site_id, inspection_id
 
 
-def _event_status(batch: pa.Table, cols: dict[str, str], rej: Rejects, *,
-                  closed_at: np.ndarray | None) -> np.ndarray:
-    """Each event's stored status (an index into ``_STATUSES``) from its status word (unknown words rejected);
-    without a status column, an event with a closed time (``closed_at``, when the file has them) is closed."""
-    n = batch.num_rows
+def _count_labels(ctx: _EventBatchContext, labels: pa.Array, ptype: pa.Array) -> None:
+    """Count the loaded rows whose label got no type (``report.unmapped_types``)."""
+    if ctx.types is None or not len(labels):
+        return
+    miss = pc.and_(pc.is_null(ptype), pc.is_valid(labels))
+    if not pc.any(miss).as_py():
+        return
+    counts = ctx.report.unmapped_types
+    for item in pc.value_counts(labels.filter(miss).cast(pa.string())).to_pylist():
+        counts[item["values"]] = counts.get(item["values"], 0) + int(item["counts"])
+
+
+def _event_status(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects, *,
+                  closed_at: np.ndarray | None) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """Each event's stored status (an index into ``_STATUSES``), its status label and duplicate mark.
+
+    Known words (:data:`~civicgrid.sites.taxonomy.STATUS_WORDS`, a ``… - Dup`` suffix marking a duplicate)
+    give open or closed; an unknown word loads as open with its label kept (the report warns, naming it).
+    Without a status column, an event with a closed time (``closed_at``) is closed.
+    """
+    cols, n = ctx.cols, batch.num_rows
     status = np.zeros(n, dtype=np.int8)  # index into _STATUSES; empty → open
+    dup = np.zeros(n, dtype=bool)
+    labels: pa.Array = pa.nulls(n, pa.string())
     if "status" in cols:
-        enc = trimmed(batch, cols["status"]).dictionary_encode()
-        words = pd.Series(enc.dictionary.to_numpy(zero_copy_only=False), dtype=object)
-        slot = words.str.lower().map(STATUS_WORDS).map({v: i for i, v in enumerate(_STATUSES)})
-        slot = slot.fillna(-1).to_numpy(dtype=np.int8)
-        codes = enc.indices.fill_null(0).to_numpy(zero_copy_only=False).astype(np.int64)
+        labels = trimmed(batch, cols["status"])
+        enc = labels.dictionary_encode()
+        words = enc.dictionary.to_pylist()
+        stored, marks, unknown = status_words(words)
+        slot = np.array([_STATUSES.index(w) for w in stored] + [0], dtype=np.int8)
+        mark = np.array([*marks, False], dtype=bool)
         present = ~enc.indices.is_null().to_numpy(zero_copy_only=False)
-        status = np.where(present, slot[codes] if len(slot) else -1, 0).astype(np.int8)
-        unknown = status < 0
-        status[unknown] = 0
-        if unknown.any():
-            known = ", ".join(sorted(set(STATUS_WORDS)))
-            reasons = np.full(n, None, dtype=object)
-            reasons[unknown] = [f"unknown status {words[c]!r} (known: {known})" for c in codes[unknown]]
-            rej.add(unknown, "status", reasons)
-
+        codes = np.where(present, enc.indices.fill_null(0).to_numpy(zero_copy_only=False), len(words))
+        status, dup = slot[codes], mark[codes]
+        if unknown:
+            counts = Counter(np.asarray(words, dtype=object)[codes[present]])
+            for word in unknown:
+                ctx.unknown_statuses[word] = ctx.unknown_statuses.get(word, 0) + int(counts[word])
     if closed_at is not None and "status" not in cols:
         status[~np.isnat(closed_at)] = _STATUSES.index("closed")
-    return status
+    return status, labels, dup
+
+
+def _finish_labels(ctx: _EventBatchContext) -> None:
+    """The report's suggestions for unmapped labels and its warnings about labels and statuses."""
+    report = ctx.report
+    if report.unmapped_types:
+        report.unmapped_types = dict(sorted(report.unmapped_types.items(), key=lambda kv: (-kv[1], kv[0])))
+        report.type_suggestions = {label: ctx.types.suggest(label) for label in report.unmapped_types} \
+            if ctx.types is not None else {}
+        rows = sum(report.unmapped_types.values())
+        report.warnings.append(
+            f"{rows:,} rows loaded with {len(report.unmapped_types):,} type labels that are no known type (kept "
+            "as their source label, without a type or deadline): see unmapped_types; map them with "
+            "`civicgrid types map LABEL CODE`")
+    if ctx.kept_without_point:
+        why = ctx.kept_without_point
+        report.warnings.append(
+            f"{sum(why.values())} rows with unusable coordinates kept without them (located by area or "
+            "unlocated): " + ", ".join(f"{n} {r}" for r, n in why.most_common(3)))
+    if ctx.unknown_statuses:
+        top = sorted(ctx.unknown_statuses.items(), key=lambda kv: -kv[1])
+        report.warnings.append("unknown statuses loaded as open (their label kept): " + ", ".join(
+            f"{w!r} ({k:,} rows)" for w, k in top[:10]) + (" …" if len(top) > 10 else ""))

@@ -21,9 +21,9 @@ from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.events import SOURCES
 from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.levels import AREA_LEVELS
-from civicgrid.geo.times import DEFAULT_TIMEZONE
+from civicgrid.geo.times import DATE_ORDERS, DEFAULT_TIMEZONE, file_date_order
 from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS, import_areas, import_grids
-from civicgrid.sites.events import EVENT_FIELDS, import_events
+from civicgrid.sites.events import EVENT_FIELDS, TYPE_MODES, import_events
 from civicgrid.sites.frame import SITE_FIELDS, import_sites
 from civicgrid.sites.inspections import INSPECTION_FIELDS, import_inspections
 
@@ -34,12 +34,14 @@ FIELD_HELP: dict[str, str] = {
     "text": "free text", "code": "code", "name": "name", "parent": "parent area's code",
     "category": "site category (code, Chinese or English name)",
     "result": "result (符合/不符合 or a number of problems)",
-    "address": "address", "unit": "responsible unit (责任单位)", "contact": "contact person",
+    "address": "address (kept; rows without coordinates keep it)", "unit": "responsible unit (责任单位)",
+    "contact": "contact person",
     "phone": "contact phone", "active": "whether the site is in use (否, 停用, no, 0... mark it inactive)",
     "leader": "micro-grid leader (网格长)", "leader_phone": "the leader's phone", "households": "households",
     "status": "status word (已办结, closed, 处理中, open...)", "inspection": "id of the inspection that found it",
     "rectified": "when the problem was fixed (整改时间)", "closed": "when the case was closed (办结时间)",
     "inspector": "inspector (检查人)",
+    "area": "district, street, community or micro-grid (code or name) locating rows without coordinates",
 }
 
 
@@ -69,6 +71,8 @@ class ImportOption:
     default: str | None = None
     required: bool = False
     metavar: str | None = None
+    #: An on/off option (``--update``) rather than one taking a value.
+    flag: bool = False
 
 
 #: Every importer option, by name.
@@ -81,6 +85,13 @@ OPTIONS: dict[str, ImportOption] = {o.name: o for o in (
     ImportOption("crs", "coordinates' system: wgs84, gcj02, bd09, cgcs2000 or EPSG:NNNN (default: the file's "
                         ".prj, else WGS84 with a warning)"),
     ImportOption("tz", "time zone of times written without an offset", default=DEFAULT_TIMEZONE),
+    ImportOption("date_order", "how dates such as 01/03/2025 are read, for the whole column: dmy (day first: 1 "
+                               "March) or mdy (month first: 3 January, US exports); needed only when no value "
+                               "decides (a first field over 12 proves day first)", choices=DATE_ORDERS),
+    ImportOption("types", "a type label that is no known type: open keeps the row (its label kept, listed by "
+                          "`civicgrid types unmapped`), strict rejects it", choices=TYPE_MODES, default="open"),
+    ImportOption("update", "rows whose id is stored already replace the stored events when they differ (their "
+                           "location, cell and case recomputed; the report counts them as updated)", flag=True),
     ImportOption("encoding", "text encoding of CSV / shapefile attributes (default: detected)"),
     ImportOption("layer", "layer inside a GeoPackage, or shapefile inside a zip (needed when it holds several)"),
 )}
@@ -119,8 +130,16 @@ class Importer:
     example: str
     summary: str
     details: str = ""
+    #: The options the function takes as keyword arguments (default: all of :attr:`options`); the others
+    #: (``date_order`` of an importer that does not take it) apply through :func:`~civicgrid.geo.times.file_date_order`.
+    takes: tuple[str, ...] | None = None
 
     def __post_init__(self) -> None:
+        if self.takes is None:
+            object.__setattr__(self, "takes", self.options)
+        self._check_names()
+
+    def _check_names(self) -> None:
         unknown = [f for f in (*self.flags, self.example.split("=", 1)[0]) if f not in self.fields]
         unknown += [o for o in self.options if o not in OPTIONS]
         if unknown:
@@ -156,8 +175,11 @@ class Importer:
     def run(self, path: str | os.PathLike, *, db: str | os.PathLike, mapping: Mapping[str, str] | None = None,
             progress: bool = True, **options: Any) -> ImportReport:
         """Import ``path`` into ``db`` with :attr:`function`, after :meth:`check_options` on ``options``."""
-        return self.function(path, db=db, mapping=dict(mapping or {}), progress=progress,
-                             **self.check_options(options))
+        options = self.check_options(options)
+        with file_date_order(options.get("date_order")):  # for importers that do not take it themselves
+            if "date_order" not in self.takes:
+                options.pop("date_order", None)
+            return self.function(path, db=db, mapping=dict(mapping or {}), progress=progress, **options)
 
 
 #: The importers, by layer, in the order a city is loaded (areas before grids before sites...).
@@ -181,16 +203,22 @@ IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
                      "polygons of a spatial file."),
     Importer("events", import_events, fields=tuple(EVENT_FIELDS),
              flags=("id", "lat", "lng", "time", "type", "site", "text"),
-             options=("source", "point", "sheet", "crs", "tz", "encoding", "layer"), example="closed=办结时间",
+             options=("source", "point", "sheet", "crs", "tz", "date_order", "types", "update", "encoding",
+                      "layer"),
+             example="closed=办结时间",
              summary="Import complaints or inspection hits.",
-             details="Fields: --time (required), --lat/--lng or --point, --id, --type (problem type code or "
-                     "name, 大类 or 小类), --site, --text, and --map status=… inspection=… rectified=… closed=… "
-                     "(when the problem was fixed and the case closed, e.g. --map closed=办结时间; these give the "
-                     "cases their rectification and closure times). Each new event gets its case in the same "
-                     "transaction."),
+             details="Fields: --time (required), --lat/--lng or --point, --id, --type (the column of the "
+                     "city's type labels; several, most specific last: --type 一级分类,二级分类), --site, --text, "
+                     "and --map status=… inspection=… rectified=… closed=… (when the problem was fixed and the "
+                     "case closed, e.g. --map closed=办结时间) area=… address=…. Every row keeps its own type and "
+                     "status labels; labels that are no known type load without a type (--types strict rejects "
+                     "them): `civicgrid types unmapped` lists them, `civicgrid types map` maps them. Rows without "
+                     "coordinates load unlocated, placed by --map area=COLUMN (a district, street, community or "
+                     "micro-grid code or name) when given. Each new event gets its case in the same transaction."),
     Importer("inspections", import_inspections, fields=tuple(INSPECTION_FIELDS),
              flags=("id", "site", "time", "result", "lat", "lng"),
-             options=("point", "sheet", "crs", "tz", "encoding", "layer"), example="inspector=检查人",
+             options=("point", "sheet", "crs", "tz", "date_order", "encoding", "layer"), example="inspector=检查人",
+             takes=("point", "sheet", "crs", "tz", "encoding", "layer"),
              summary="Import inspection visits: --site, --time, --result (符合/不符合 or a number of problems).",
              details="The inspector: --map inspector=检查人. Visits without coordinates take their site's "
                      "location."),

@@ -153,14 +153,15 @@ def test_sf311_point_column_and_duplicate_case_ids(tmp_path, shared):
                           tz="America/Los_Angeles", progress=False)
     _balanced(first)
     assert first.rows_read == 10000
-    assert first.rejected == 24 and {r["reason"] for r in first.rejects} == {"missing coordinates"}
-    assert first.loaded == 10000 - 24
+    # the 24 rows without coordinates have an address (the Address column): kept, unlocated
+    assert first.rejected == 0 and first.unlocated == 24 and first.located == 10000 - 24
+    assert first.loaded == 10000
     second = import_events(b, db=db, mapping={"lat": "Lat", "lng": "Long", "time": "Opened", "id": "CaseID"},
                            tz="America/Los_Angeles", progress=False)
     _balanced(second)
     da, dbb = pd.read_csv(a, dtype=str), pd.read_csv(b, dtype=str)
     assert len(set(da.CaseID) & set(dbb.CaseID)) == 672
-    loaded_ids = set(da.CaseID[da.Point.notna()])
+    loaded_ids = set(da.CaseID)
     expected_dups = int(dbb.CaseID.isin(loaded_ids).sum())
     assert second.duplicates == expected_dups
     times = Store(db).sql("SELECT min(time) AS lo, max(time) AS hi FROM events")
@@ -178,11 +179,17 @@ def test_nyc311_quoted_newlines_and_missing_coordinates(tmp_path, shared, name, 
                         mapping={"lat": "latitude", "lng": "longitude", "time": "created_date", "id": "unique_key",
                                  "text": "descriptor"})
     _balanced(rep)
-    assert rep.rows_read == rows and rep.rejected == missing and rep.loaded == rows - missing
-    assert all(r["field"] == "lat/lng" and r["reason"] == "missing coordinates" for r in rep.rejects)
-    # Reported rows are spreadsheet rows: they point at the records that really lack coordinates.
     frame = pd.read_csv(path, dtype=str)
-    expected_rows = (np.flatnonzero(frame.latitude.isna() | frame.longitude.isna()) + 2).tolist()
+    no_point = frame.latitude.isna() | frame.longitude.isna()
+    assert int(no_point.sum()) == missing
+    # rows without coordinates but with an address (incident_address, found by its name) are kept, unlocated
+    lost = no_point & frame.incident_address.isna()
+    assert rep.rows_read == rows and rep.rejected == int(lost.sum()) and rep.loaded == rows - int(lost.sum())
+    assert rep.unlocated == int((no_point & ~lost).sum())
+    assert all(r["field"] == "lat/lng" and r["reason"] == "missing coordinates, and no address either"
+               for r in rep.rejects)
+    # Reported rows are spreadsheet rows: they point at the records that really lack coordinates.
+    expected_rows = (np.flatnonzero(lost) + 2).tolist()
     assert [r["row"] for r in rep.rejects] == expected_rows
 
 
@@ -299,8 +306,12 @@ def test_times_in_chinese_forms(small_city, tmp_path):
 def test_unknown_problem_type_names_the_closest(small_city, tmp_path):
     f = tmp_path / "e.csv"
     f.write_text("id,time,lat,lng,type\n1,2024-03-05 10:00,28.205,112.905,占道经营啊\n", encoding="utf-8")
-    rep = import_events(f, db=small_city, progress=False)
+    rep = import_events(f, db=small_city, progress=False, types="strict")
     assert rep.rejected == 1 and "占道经营" in rep.rejects[0]["reason"] and rep.rejects[0]["field"] == "type"
+    # by default the row loads with its own label, and the report names the closest types
+    rep = import_events(f, db=small_city, progress=False)
+    assert rep.loaded == 1 and rep.unmapped_types == {"占道经营啊": 1}
+    assert rep.type_suggestions["占道经营啊"][0] == "0201 占道经营 (Street occupation)"
 
 
 @pytest.mark.parametrize("content", [b"", b"id,time,lat,lng\n"])
@@ -448,7 +459,7 @@ def _batch_file(tmp_path, n=3000, seed=5):
     frame.loc[700, "lat"] = "北纬28度"
     frame.loc[1500, "time"] = "下周"
     frame.loc[2600, ["lng", "lat"]] = ""
-    frame.loc[2750, "status"] = "不知道"
+    frame.loc[2750, "time"] = "2024-02-30 10:00"
     f = tmp_path / "batched.csv"
     frame.to_csv(f, index=False)
     return f, frame
@@ -473,7 +484,7 @@ def test_batched_import_equals_one_batch(small_city, tmp_path, monkeypatch):
     expected_dups = int(keys[valid].dropna().duplicated().sum()) + 1  # + the repeated row without an id
     assert (parts.rows_read, parts.rejected, parts.duplicates) == (3000, 4, expected_dups)
     assert {r["row"] for r in parts.rejects} == bad_rows
-    assert [r["field"] for r in parts.rejects] == ["lat", "time", "lat/lng", "status"]
+    assert [r["field"] for r in parts.rejects] == ["lat", "time", "lat/lng", "time"]
     assert parts.to_dict() | {"import_id": None, "file": None} == whole.to_dict() | {"import_id": None, "file": None}
     cols = "external_id, problem_type, time, status, lng, lat, h3, grid_code, community_code, dedup_key"
     a = Store(one).sql(f"SELECT {cols} FROM events ORDER BY event_id")

@@ -77,6 +77,16 @@ def _requests(path) -> dict[tuple[str, str], tuple[str, callable]]:
         return c.post("/api/imports/events", files={"file": ("hits.csv", csv.encode("utf-8"), "text/csv")},
                       data={"source": "inspection", "map": ["id=编号", "time=时间", "type=问题小类"]}, headers=h)
 
+    def map_label(c, h):
+        return c.post("/api/types/map", json={"label": f"label{next(_counter)}", "code": "0101"}, headers=h)
+
+    def add_type(c, h):
+        return c.post("/api/types", json={"code": f"X{next(_counter)}", "name_zh": "新类型"}, headers=h)
+
+    def import_map(c, h):
+        return c.post("/api/types/import-map", headers=h,
+                      files={"file": ("m.csv", f"source,label,code\n,l{next(_counter)},0101\n".encode(), "text/csv")})
+
     def patrol(c, h):
         return c.post("/api/patrols/plan", headers=h, json={
             "date": "2025-12-20", "inspectors": [{"name": "甲", "start": [112.94, 28.23], "shift_minutes": 60}],
@@ -92,6 +102,9 @@ def _requests(path) -> dict[tuple[str, str], tuple[str, callable]]:
         ("PUT", "/api/settings/holidays"): ("admin", holidays),
         ("POST", "/api/imports/{layer}"): ("admin", imports),
         ("POST", "/api/patrols/plan"): ("inspector", patrol),
+        ("POST", "/api/types/map"): ("admin", map_label),
+        ("POST", "/api/types"): ("admin", add_type),
+        ("POST", "/api/types/import-map"): ("admin", import_map),
     }
 
 
@@ -106,6 +119,7 @@ def test_every_write_endpoint_is_in_the_matrix(env):
     ("POST", "/api/cases"), ("POST", "/api/cases/{case_id}/transitions"), ("POST", "/api/users"),
     ("POST", "/api/users/{name}/token"), ("DELETE", "/api/users/{name}"), ("PUT", "/api/settings/{key}"),
     ("PUT", "/api/settings/holidays"), ("POST", "/api/imports/{layer}"), ("POST", "/api/patrols/plan"),
+    ("POST", "/api/types/map"), ("POST", "/api/types"), ("POST", "/api/types/import-map"),
 ])
 def test_role_matrix(env, endpoint):
     path, client, tokens = env

@@ -184,9 +184,10 @@ def test_period_errors():
 
 
 def test_file_columns_also_take_the_forms_of_other_systems():
-    """parse_times reads whole columns of city files, which also come as US month-first and Excel serials."""
+    """parse_times reads whole columns of city files, which also come as US month-first (said with date_order
+    when no value of the column proves it) and Excel serials."""
     got, bad = parse_times(["2024-03-05 14:30:00", "03/05/2024 02:30:00 PM", "45356.5", "2024年3月5日 下午2:30",
-                            "2024-03-05T06:30:00Z", "", "not a time"])
+                            "2024-03-05T06:30:00Z", "", "not a time"], date_order="mdy")
     want = np.array(["2024-03-05T14:30", "2024-03-05T14:30", "2024-03-05T12:00", "2024-03-05T14:30",
                      "2024-03-05T14:30", "NaT", "NaT"], dtype="datetime64[us]")
     np.testing.assert_array_equal(got, want)

@@ -134,20 +134,29 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
                 sheet: str | None = Form(None, description=_form_help("sheet")),
                 point: str | None = Form(None, description=_form_help("point")),
                 tz: str | None = Form(None, description=_form_help("tz")),
+                date_order: str | None = Form(None, description=_form_help("date_order")),
+                types: str | None = Form(None, description=_form_help("types")),
+                update: bool | None = Form(None, description=_form_help("update")),
                 store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
     """Load an uploaded file with the importer of ``layer`` (:data:`civicgrid.sites.importers.IMPORTERS`)."""
     importer = get_importer(layer)  # an unknown layer: 404 naming the layers
     mapping = {}
     for item in map:
+        key = None
         for part in [p for p in item.split(",") if p.strip()]:
+            if "=" not in part and key == "type":  # type=一级分类,二级分类: several type columns
+                mapping[key] += "," + part.strip()
+                continue
             if "=" not in part:
                 msg = f"map takes FIELD=COLUMN, got {part!r}"
                 raise InvalidParameterError(msg)
             key, col = part.split("=", 1)
-            mapping[key.strip()] = col.strip()
+            key = key.strip()
+            mapping[key] = col.strip()
     # the options the layer does not take, or a required one missing: 422 before the upload is written
     options = importer.check_options({"level": level, "source": source, "crs": crs, "encoding": encoding,
-                                      "layer": layer_name, "sheet": sheet, "point": point, "tz": tz})
+                                      "layer": layer_name, "sheet": sheet, "point": point, "tz": tz,
+                                      "date_order": date_order, "types": types, "update": update})
     # saved under the uploaded file's own name (without any folder part), so that messages name it
     name = Path((file.filename or "").replace("\\", "/")).name.strip()
     if name in ("", ".", "..") or name.startswith("."):

@@ -1,0 +1,195 @@
+"""A city's own taxonomy (issue 13, part 1): labels kept, unmapped labels loaded and reported, `types` managing
+them (retroactive mapping gives the events and their cases the type and its deadline), statuses of city files."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from civicgrid.api.cli import main
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.store import Store
+from civicgrid.sites.cases.calendar import compute_deadlines
+from civicgrid.sites.events import import_events
+from civicgrid.sites.taxonomy import add_type, import_map, map_label, status_words, unmapped_labels
+from click.testing import CliRunner
+
+#: A 12345 export: two labels of the default taxonomy (by 小类 name and by code), three of the city's own.
+HOTLINE = pd.DataFrame({
+    "工单编号": [f"G{i}" for i in range(1, 9)],
+    "受理时间": ["2024-03-08 15:00"] * 8,
+    "问题分类": ["暴露垃圾", "0103", "噪音扰民", "噪音扰民", "油烟污染", "Garbage in alley", "噪音扰民", ""],
+    "经度": ["112.905"] * 8,
+    "纬度": ["28.205"] * 8,
+    "办理状态": ["已办结", "处理中", "Completed - Dup", "completed", "待核实", "待核实", "Open", ""],
+})
+
+
+def _write(tmp_path, frame, name="h.csv", encoding="utf-8"):
+    f = tmp_path / name
+    frame.to_csv(f, index=False, encoding=encoding)
+    return f
+
+
+def _events(db) -> pd.DataFrame:
+    return Store(db).sql("SELECT external_id, problem_type, source_type, status, source_status, source_duplicate, "
+                         "deadline, time FROM events ORDER BY external_id")
+
+
+def test_unknown_labels_load_with_their_label_and_are_reported(small_city, tmp_path):
+    f = _write(tmp_path, HOTLINE)
+    rep = import_events(f, db=small_city, progress=False)
+    assert (rep.rows_read, rep.loaded, rep.duplicates, rep.rejected) == (8, 8, 0, 0)
+    assert rep.columns["type"] == "问题分类" and rep.columns["status"] == "办理状态"
+    assert any("read from column '问题分类'" in w for w in rep.warnings)
+    assert rep.unmapped_types == {"噪音扰民": 3, "Garbage in alley": 1, "油烟污染": 1}
+    assert set(rep.type_suggestions) == set(rep.unmapped_types)
+    assert all(len(v) <= 3 for v in rep.type_suggestions.values())
+    ev = _events(small_city).set_index("external_id")
+    assert ev.loc["G1", "problem_type"] == "0101" and ev.loc["G2", "problem_type"] == "0103"
+    assert ev["source_type"].tolist()[:7] == HOTLINE["问题分类"].tolist()[:7]
+    assert pd.isna(ev.loc["G8", "source_type"]) and pd.isna(ev.loc["G8", "problem_type"])
+    assert ev.loc[["G3", "G4", "G5", "G6", "G7"], "problem_type"].isna().all()
+    assert ev.loc[["G3", "G4", "G5", "G6", "G7"], "deadline"].isna().all()
+    # statuses: known words, a duplicate mark, unknown words loaded open with their label and a warning
+    assert ev["status"].tolist() == ["closed", "open", "closed", "closed", "open", "open", "open", "open"]
+    assert ev["source_status"].tolist()[:7] == HOTLINE["办理状态"].tolist()[:7]
+    assert ev["source_duplicate"].tolist() == [False, False, True, False, False, False, False, False]
+    assert any("unknown statuses loaded as open" in w and "'待核实' (2 rows)" in w for w in rep.warnings)
+
+
+def test_strict_types_reject_unknown_labels(small_city, tmp_path):
+    rep = import_events(_write(tmp_path, HOTLINE), db=small_city, progress=False, types="strict")
+    assert (rep.rows_read, rep.loaded, rep.rejected) == (8, 3, 5)
+    assert {r["row"] for r in rep.rejects} == {4, 5, 6, 7, 8}  # file lines (the header is line 1)
+    assert all(r["field"] == "type" and "unknown problem type" in r["reason"] for r in rep.rejects)
+    with pytest.raises(InvalidParameterError, match=r"open .* or strict"):
+        import_events(_write(tmp_path, HOTLINE), db=small_city, progress=False, types="lenient")
+
+
+def test_map_is_retroactive_with_deadlines_and_kept_for_later_imports(small_city, tmp_path):
+    import_events(_write(tmp_path, HOTLINE), db=small_city, progress=False)
+    listed = unmapped_labels(Store(small_city))
+    assert listed[["label", "events"]].values.tolist() == [["噪音扰民", 3], ["Garbage in alley", 1], ["油烟污染", 1]]
+    done = map_label(small_city, "噪音扰民", "0101")
+    assert (done["events"], done["cases"]) == (3, 3)
+    ev = _events(small_city).set_index("external_id")
+    assert (ev.loc[["G3", "G4", "G7"], "problem_type"] == "0101").all()
+    # the deadline is the one the type implies: the same as the 暴露垃圾 event found at the same moment
+    assert (ev.loc[["G3", "G4", "G7"], "deadline"] == ev.loc["G1", "deadline"]).all()
+    want = compute_deadlines(Store(small_city), np.array(["2024-03-08T15:00"], "datetime64[s]"), ["0101"])[0]
+    assert ev.loc["G3", "deadline"] == pd.Timestamp(want)
+    cases = Store(small_city).sql("SELECT e.external_id, c.problem_type, c.deadline FROM cases c "
+                                  "JOIN events e USING (event_id) ORDER BY e.external_id").set_index("external_id")
+    assert (cases.loc[["G3", "G4", "G7"], "problem_type"] == "0101").all()
+    assert (cases.loc[["G3", "G4", "G7"], "deadline"] == ev.loc["G1", "deadline"]).all()
+    # a later import of the same source: the label is mapped at once
+    later = HOTLINE.assign(工单编号=[f"H{i}" for i in range(1, 9)])
+    rep = import_events(_write(tmp_path, later, "later.csv"), db=small_city, progress=False)
+    assert rep.unmapped_types == {"Garbage in alley": 1, "油烟污染": 1}
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events WHERE problem_type = '0101'")["n"][0] == 8
+    with pytest.raises(NotFoundError, match="unknown problem type"):
+        map_label(small_city, "油烟污染", "9999")
+
+
+def test_add_type_and_import_map(small_city, tmp_path):
+    import_events(_write(tmp_path, HOTLINE), db=small_city, progress=False)
+    t = add_type(small_city, "0905", "油烟污染", name_en="Cooking fumes", deadline="8h")
+    assert (t["major_code"], t["deadline_value"], t["deadline_unit"]) == ("99", 8.0, "working_hours")
+    with pytest.raises(InvalidParameterError, match="exists already"):
+        add_type(small_city, "0905", "again")
+    with pytest.raises(InvalidParameterError, match=r"3d .* 8h"):
+        add_type(small_city, "0906", "x", deadline="two days")
+    m = tmp_path / "map.csv"
+    m.write_text("source,label,code\ncomplaint,油烟污染,0905\n,Garbage in alley,暴露垃圾\n", encoding="gbk")
+    done = import_map(small_city, m)
+    assert [(d["label"], d["code"], d["events"]) for d in done] == [("油烟污染", "0905", 1),
+                                                                   ("Garbage in alley", "0101", 1)]
+    ev = _events(small_city).set_index("external_id")
+    assert ev.loc["G5", "problem_type"] == "0905" and ev.loc["G6", "problem_type"] == "0101"
+    # 8 working hours from Friday 15:00: Monday 14:00 (09:00-18:00 working clock)
+    assert ev.loc["G5", "deadline"] == pd.Timestamp("2024-03-11 14:00")
+    bad = tmp_path / "bad.csv"
+    bad.write_text("source,label,code\n,噪音扰民,0101\n,x,nope\n", encoding="utf-8")
+    with pytest.raises(NotFoundError, match="line 3"):
+        import_map(small_city, bad)
+    assert Store(small_city).sql("SELECT count(*) AS n FROM type_labels WHERE label = '噪音扰民'")["n"][0] == 0
+
+
+def test_types_cli(small_city, tmp_path):
+    f = _write(tmp_path, HOTLINE, encoding="gbk")
+    run = CliRunner().invoke
+    res = run(main, ["import", "events", str(f), "--db", str(small_city), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert "unmapped types" in res.output and "噪音扰民 (3)" in res.output
+    res = run(main, ["types", "unmapped", "--db", str(small_city)])
+    assert res.exit_code == 0 and res.output.splitlines()[0].split()[:3] == ["3", "complaint", "噪音扰民"]
+    res = run(main, ["types", "map", "噪音扰民", "0101", "--db", str(small_city)])
+    assert res.exit_code == 0 and "3 events and 3 cases updated" in res.output
+    res = run(main, ["types", "add", "0905", "油烟污染", "--deadline", "2d", "--db", str(small_city)])
+    assert res.exit_code == 0, res.output
+    res = run(main, ["types", "list", "--db", str(small_city), "--json"])
+    rows = {r["code"]: r for r in json.loads(res.output)}
+    assert rows["0101"]["events"] == 4 and rows["0101"]["labels"] == "噪音扰民"
+    assert rows["0905"]["deadline_value"] == 2 and rows["0905"]["events"] == 0
+    res = run(main, ["types", "map", "x", "nope", "--db", str(small_city)])
+    assert res.exit_code == 2 and "unknown problem type 'nope'" in res.output
+
+
+def test_several_type_columns_most_specific_first(small_city, tmp_path):
+    frame = pd.DataFrame({"编号": ["1", "2", "3"], "时间": ["2024-03-08 15:00"] * 3,
+                          "经度": ["112.905"] * 3, "纬度": ["28.205"] * 3,
+                          "一级分类": ["环境卫生", "环境卫生", "市容环境"],
+                          "二级分类": ["道路不洁", "路面油污", "路面油污"]})
+    rep = import_events(_write(tmp_path, frame), db=small_city, progress=False,
+                        mapping={"type": "一级分类,二级分类"})
+    assert rep.columns["type"] == "一级分类,二级分类" and rep.loaded == 3
+    ev = _events(small_city)
+    # 1: the 小类 matches; 2: only the 大类 does (its label kept); 3: neither (the most specific label kept)
+    assert ev["problem_type"].tolist()[:2] == ["0103", "01"] and pd.isna(ev["problem_type"][2])
+    assert ev["source_type"].tolist() == ["道路不洁", "环境卫生", "路面油污"]
+    assert rep.unmapped_types == {"路面油污": 1}
+
+
+def test_status_words():
+    statuses, dups, unknown = status_words(["办结", "已完成", "Completed - Dup", "Closed (Duplicate)", "处理中",
+                                            "closed", "OPEN", "待核实", None])
+    assert statuses == ["closed", "closed", "closed", "closed", "open", "closed", "open", "open", "open"]
+    assert dups == [False, False, True, True, False, False, False, False, False]
+    assert unknown == ["待核实"]
+
+
+def test_types_api(small_city, tmp_path):
+    from civicgrid.api.app import create_app
+    from civicgrid.geo.users import add_user
+    from fastapi.testclient import TestClient
+
+    _, admin = add_user(small_city, "admin1", role="admin")
+    _, viewer = add_user(small_city, "viewer1", role="viewer")
+    client = TestClient(create_app(small_city))
+    as_admin, as_viewer = ({"Authorization": f"Bearer {t}"} for t in (admin, viewer))
+    f = _write(tmp_path, HOTLINE, encoding="gbk")
+    with open(f, "rb") as fh:
+        r = client.post("/api/imports/events", files={"file": ("12345.csv", fh)}, headers=as_admin,
+                        data={"types": "open", "date_order": "dmy"})
+    assert r.status_code == 201, r.text
+    assert r.json()["unmapped_types"] == {"噪音扰民": 3, "Garbage in alley": 1, "油烟污染": 1}
+    r = client.get("/api/types/unmapped", headers=as_viewer)
+    assert [(x["label"], x["events"]) for x in r.json()["labels"]] == [("噪音扰民", 3), ("Garbage in alley", 1),
+                                                                      ("油烟污染", 1)]
+    r = client.post("/api/types/map", json={"label": "噪音扰民", "code": "0101"}, headers=as_viewer)
+    assert r.status_code == 403
+    r = client.post("/api/types/map", json={"label": "噪音扰民", "code": "0101"}, headers=as_admin)
+    assert r.status_code == 200 and (r.json()["events"], r.json()["cases"]) == (3, 3)
+    r = client.post("/api/types", json={"code": "0905", "name_zh": "油烟污染", "deadline": "8h"}, headers=as_admin)
+    assert r.status_code == 201 and r.json()["deadline_unit"] == "working_hours"
+    r = client.post("/api/types/import-map", files={"file": ("m.csv", b"source,label,code\n,Garbage in alley,0101\n")},
+                    headers=as_admin)
+    assert r.status_code == 200 and r.json()["mapped"][0]["events"] == 1
+    r = client.post("/api/types/map", json={"label": "x", "code": "nope"}, headers=as_admin)
+    assert r.status_code == 404 and "unknown problem type" in r.text
+    types = {t["code"]: t for t in client.get("/api/types", headers=as_viewer).json()["types"]}
+    assert types["0101"]["events"] == 5 and types["0905"]["events"] == 0
+    assert client.get("/api/types/unmapped", headers=as_viewer).json()["labels"][0]["label"] == "油烟污染"
