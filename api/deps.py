@@ -10,8 +10,21 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import parse_lang
 from civicgrid.geo.times import as_datetime, is_date_only, parse_end
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict
+
+#: The largest id, offset or count a request may give: ids are 64-bit integers in the store.
+MAX_INT64 = 2**63 - 1
+#: Longest free text of a request (a case's text, a note), characters.
+MAX_TEXT = 5_000
+#: Longest short text of a request (a name, a code, a unit, a photo reference), characters.
+MAX_NAME = 200
+
+
+def id_path(description: str) -> Any:
+    """A path parameter holding a store id: a 64-bit integer from 1 (an id beyond 64 bits is a 422 naming the
+    range, not an error of the store)."""
+    return Path(..., ge=1, le=MAX_INT64, description=f"{description} (1..{MAX_INT64})")
 
 
 def get_store(request: Request) -> Store:
