@@ -75,7 +75,7 @@ def _shown(value: object) -> str:
 
 def validation_message(exc: RequestValidationError) -> str:
     """One line naming each field that failed FastAPI's validation, what it must be, and what came:
-    ``body.text: String should have at most 5000 characters, got 'xxxx…' (2,000,000 characters)``."""
+    ``text='xxxx…' (2,000,000 characters): String should have at most 5000 characters``."""
     parts = []
     for e in exc.errors():
         loc = [str(p) for p in e.get("loc", ())]
@@ -86,7 +86,7 @@ def validation_message(exc: RequestValidationError) -> str:
         elif e.get("type") == "missing":
             parts.append(f"{where} is required")
         else:
-            parts.append(f"{where}: {e['msg']}, got {_shown(e.get('input'))}")
+            parts.append(f"{where}={_shown(e.get('input'))}: {e['msg']}")
     return "; ".join(parts)
 
 

@@ -530,14 +530,14 @@ def emerging_hotspots(store: Store, *, res: int = 8, filters: EventFilter | None
         counts = store.sql(
             f"SELECT {parent_sql('e.h3', res)} AS h3, date_trunc('{unit}', e.time) AS slice, count(*) AS n "
             f"FROM events e WHERE {where} GROUP BY 1, 2", params)
-        span = store.sql(f"SELECT min(e.time) AS t0, max(e.time) AS t1 FROM events e WHERE {where}", params)
-        # the slices span the filter's window, else the events' span within the plausible window (one event
-        # stored as year 1 must not make thousands of empty slices; events outside it fall outside every slice)
+        # the slices span the filter's window, else the span of the events inside the plausible window (one
+        # event stored as year 1 must not make thousands of empty slices; it falls outside every slice)
         low, high = time_window()
-        t0 = f.start or (max(span["t0"].iloc[0], low) if not pd.isna(span["t0"].iloc[0]) else None)
-        t1 = ((f.end - pd.Timedelta(microseconds=1)) if f.end
-              else (min(span["t1"].iloc[0], high) if not pd.isna(span["t1"].iloc[0]) else None))
-        if t0 is None or t1 is None or pd.isna(t0) or pd.isna(t1):
+        span = store.sql(f"SELECT min(e.time) AS t0, max(e.time) AS t1 FROM events e WHERE {where} "
+                         "AND e.time BETWEEN ? AND ?", [*params, low, high])
+        t0 = f.start or span["t0"].iloc[0]
+        t1 = (f.end - pd.Timedelta(microseconds=1)) if f.end else span["t1"].iloc[0]
+        if pd.isna(t0) or pd.isna(t1):
             msg = "no events match the filters; widen the time window or drop a filter"
             raise InvalidParameterError(msg)
         t0, t1 = pd.Timestamp(t0), pd.Timestamp(t1)
