@@ -329,7 +329,8 @@ def test_one_importer_registry_builds_the_cli_and_the_api():
     assert get_importer("events") is IMPORTERS["events"]
     with pytest.raises(NotFoundError, match="unknown layer 'roads'; layers: areas, grids, sites, events, inspections"):
         get_importer("roads")
-    with pytest.raises(InvalidParameterError, match=r"grids imports take no sheet \(options: crs, encoding, layer\)"):
+    with pytest.raises(InvalidParameterError,
+                       match=r"grids imports take no sheet \(options: crs, encoding, layer, repair\)"):
         IMPORTERS["grids"].check_options({"sheet": "Sheet1", "crs": None})
     with pytest.raises(InvalidParameterError, match="areas imports need level: district, street or community"):
         IMPORTERS["areas"].check_options({"crs": "wgs84"})

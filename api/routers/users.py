@@ -168,6 +168,7 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
                 sheet: str | None = Form(None, description=_form_help("sheet")),
                 point: str | None = Form(None, description=_form_help("point")),
                 tz: str | None = Form(None, description=_form_help("tz")),
+                repair: bool | None = Form(None, description=_form_help("repair")),
                 store: Store = Depends(get_store), settings: dict = Depends(get_settings),
                 _user: dict = Depends(_admin)) -> Response:
     """Load an uploaded file with the importer of ``layer`` (:data:`civicgrid.sites.importers.IMPORTERS`)."""
@@ -182,7 +183,8 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
             mapping[key.strip()] = col.strip()
     # the options the layer does not take, or a required one missing: 422 before the upload is written
     options = importer.check_options({"level": level, "source": source, "crs": crs, "encoding": encoding,
-                                      "layer": layer_name, "sheet": sheet, "point": point, "tz": tz})
+                                      "layer": layer_name, "sheet": sheet, "point": point, "tz": tz,
+                                      "repair": repair or None})
     # saved under the uploaded file's own name (cleaned: no folder part, no control character, at most 255
     # bytes), so that messages name it
     name = upload_name(file.filename)
