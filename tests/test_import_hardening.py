@@ -179,3 +179,12 @@ def test_overlapping_districts_warn_with_the_overlap(city, tmp_path):
     overlap = gpd.GeoSeries([shapely.box(113.23, 28.40, 113.24, 28.44)], crs=4326)
     km2 = float(overlap.to_crs(overlap.estimate_utm_crs()).area.iloc[0] / 1e6)
     assert f"warning: 1 pairs of district areas overlap, {km2:.4f} km² in all: Y1 and Y2 ({km2:.4f} km²)" in out
+
+
+def test_inspections_outside_the_plausible_window_are_rejects(city, tmp_path):
+    site = Store(city).sql("SELECT min(site_id) AS s FROM sites")["s"].iloc[0]
+    f = tmp_path / "visits.csv"
+    f.write_text(f"site,time,result\n{site},1950-01-01 09:00,符合\n{site},2025-03-02 09:00,符合\n", encoding="utf-8")
+    out = _import(city, "inspections", str(f))
+    assert "loaded                  1" in out
+    assert "row 2: time: outside the plausible window 1990-01-01.." in out and ": '1950-01-01 09:00'" in out
