@@ -54,8 +54,9 @@ def stream_csv(p: Path, encoding: str | None, rows: int) -> BatchReader:
     """Stream a CSV file as string tables of about ``rows`` rows (the first one is read before returning).
 
     Well-formed files are parsed by Arrow. A row Arrow cannot take (a wrong number of fields, a value longer
-    than a block) and an odd number of quotes in the file (a quote never closed) switch to an exact reader
-    (Python's ``csv``, strict) from the first row not yet read: each bad row is then a reject of the returned
+    than a block), and a last row whose value spans lines in a file of an odd number of quotes (a quote never
+    closed, which Arrow reads as one value holding the rest of the file), switch to an exact reader (Python's
+    ``csv``, strict) from the first row not yet read: each bad row is then a reject of the returned
     reader (``{row, field, reason}``) and the rows after it are read as rows of their own, never merged into
     it. A row holding a value of more than :data:`MAX_FIELD_CHARS` characters is rejected too.
     """
@@ -98,22 +99,21 @@ def stream_csv(p: Path, encoding: str | None, rows: int) -> BatchReader:
     if not names:
         msg = f"{p.name} is empty: it has no header row"
         raise ReadError(msg)
-    exact = _odd_quotes(p, enc)  # a quote never closed: Arrow would swallow the rest of the file into one value
-    if not exact:
-        convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True,
-                                       null_values=[""], quoted_strings_can_be_null=True)
-        try:
-            reader = pacsv.open_csv(p, read_options=pacsv.ReadOptions(encoding=arrow_enc, block_size=BLOCK_BYTES),
-                                    parse_options=parse, convert_options=convert)
-        except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
-            if encoding_problem(exc):
-                raise failure(exc) from exc
-            exact = True
+    convert = pacsv.ConvertOptions(column_types={n: pa.string() for n in names}, strings_can_be_null=True,
+                                   null_values=[""], quoted_strings_can_be_null=True)
+    try:
+        reader = pacsv.open_csv(p, read_options=pacsv.ReadOptions(encoding=arrow_enc, block_size=BLOCK_BYTES),
+                                parse_options=parse, convert_options=convert)
+    except (pa.ArrowInvalid, UnicodeDecodeError) as exc:
+        if encoding_problem(exc):
+            raise failure(exc) from exc
+        # a row of the first block Arrow cannot take: the exact reader reads the file
     empty = pa.Table.from_arrays([pa.array([], pa.string())] * len(names), names=names)
     columns = dedupe_names(empty, warnings).column_names  # (cells of only spaces are nulled by the importer)
 
     def batches() -> Iterator[pa.Table]:
         first_row, buf, count = 2, [], 0
+        full = None  # a full table held back until the next batch shows it is not the file's last
         fell_back = reader is None
         if reader is not None:
             with reader:
@@ -127,13 +127,22 @@ def stream_csv(p: Path, encoding: str | None, rows: int) -> BatchReader:
                             raise failure(exc) from exc
                         fell_back = True  # the batches before were well formed: the exact reader goes on
                         break
+                    if full is not None:
+                        yield full
+                        full = None
                     buf.append(batch)
                     count += batch.num_rows
                     if count >= rows:
-                        yield _checked(_numbered(buf, columns, first_row), columns, rejects)
+                        full = _checked(_numbered(buf, columns, first_row), columns, rejects)
                         first_row, buf, count = first_row + count, [], 0
-        if count:
-            yield _checked(_numbered(buf, columns, first_row), columns, rejects)
+        last = full if full is not None else (
+            _checked(_numbered(buf, columns, first_row), columns, rejects) if count else None)
+        if last is not None and not fell_back and _swallowed(last, columns) and _odd_quotes(p, enc):
+            # a quote never closed: Arrow read the rest of the file as the last row's value
+            yield last.slice(0, last.num_rows - 1)
+            first_row, count, fell_back = int(last.column("__row__")[-1].as_py()), 0, True
+        elif last is not None:
+            yield last
         if fell_back:
             try:
                 yield from _exact_batches(p, enc, columns, skip=first_row - 2 + count, rows=rows, rejects=rejects)
@@ -183,16 +192,25 @@ def _checked(table: pa.Table, columns: list[str], rejects: list[dict]) -> pa.Tab
     ``rejects``."""
     too_long = None
     for name in columns:
-        lengths = pc.utf8_length(table.column(name))
-        longest = pc.max(lengths).as_py()
+        longest = pc.max(pc.binary_length(table.column(name))).as_py()  # bytes ≥ characters: cheap first
         if longest is None or longest <= MAX_FIELD_CHARS:
             continue
+        lengths = pc.utf8_length(table.column(name))
         mask = pc.fill_null(pc.greater(lengths, MAX_FIELD_CHARS), False)
         for row, n in zip(pc.filter(table.column("__row__"), mask).to_pylist(),
                           pc.filter(lengths, mask).to_pylist(), strict=True):
             rejects.append(_too_long(row, name, n))
         too_long = mask if too_long is None else pc.or_(too_long, mask)
     return table if too_long is None else table.filter(pc.invert(too_long))
+
+
+def _swallowed(table: pa.Table, columns: list[str]) -> bool:
+    """Whether the last row of the file's last table holds a value spanning lines (what a quote never closed
+    leaves: the rest of the file as one value)."""
+    if table.num_rows == 0:
+        return False
+    last = table.slice(table.num_rows - 1, 1)
+    return any(pc.any(pc.match_substring(last.column(name), "\n")).as_py() for name in columns)
 
 
 def _too_long(row: int, name: str, chars: int) -> dict:

@@ -188,3 +188,22 @@ def test_inspections_outside_the_plausible_window_are_rejects(city, tmp_path):
     out = _import(city, "inspections", str(f))
     assert "loaded                  1" in out
     assert "row 2: time: outside the plausible window 1990-01-01.." in out and ": '1950-01-01 09:00'" in out
+
+
+@pytest.mark.parametrize("at", [2990, 1000])
+def test_an_unclosed_quote_far_into_a_streamed_file(tmp_path, monkeypatch, at):
+    """Near the end Arrow reads the rest of the file as one value (caught on the last row); further up the value
+    outgrows a block and Arrow fails (the exact reader goes on from the batch holding it)."""
+    monkeypatch.setattr(geo_csv, "BLOCK_BYTES", 4096)
+    monkeypatch.setattr(geo_csv, "MAX_FIELD_CHARS", 2000)
+    lines = [f"{i},v{i}" for i in range(3000)]
+    lines[at] = f'{at},"v{at}'
+    f = tmp_path / "late_quote.csv"
+    f.write_text("code,name\n" + "\n".join(lines) + "\n", encoding="utf-8")
+    reader = read_batches(f, rows=500)
+    table = __import__("pyarrow").concat_tables(list(reader.batches))
+    rows = table.column("__row__").to_pylist()
+    assert rows == [i + 2 for i in range(3000) if i != at]
+    assert table.column("name").to_pylist() == [f"v{i}" for i in range(3000) if i != at]
+    assert [(r["row"], r["field"]) for r in reader.rejects] == [(at + 2, "name")]
+    assert reader.rejects[0]["reason"].startswith(f"unclosed quote: the value of name opens a quote on line {at + 2}")
