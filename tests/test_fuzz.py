@@ -17,9 +17,8 @@ from schemathesis import GenerationMode
 #: enough that the whole document runs in minutes.
 EXAMPLES = 10
 
-#: Operations not fuzzed here: the patrol solver may be asked for up to 120 s per plan (planning is checked with
-#: small time limits in tests/test_patrol_api.py and tests/test_hardening.py).
-SKIPPED = {("POST", "/api/patrols/plan")}
+#: The patrol solver may be asked for up to 120 s per plan: fuzzed plans get a 0.5 s limit, and fewer examples.
+PLAN = ("POST", "/api/patrols/plan")
 
 
 @pytest.fixture(scope="module")
@@ -35,11 +34,15 @@ def fuzz_env(demo_db, tmp_path_factory):
 def _fuzz(operation, mode, headers, statuses: Counter) -> list[str]:
     """Run one operation's examples of ``mode``; the 5xx answers met (at most 3), ``statuses`` counted."""
     found: list[str] = []
+    plan = (operation.method.upper(), operation.path) == PLAN
 
-    @settings(max_examples=EXAMPLES, deadline=None, derandomize=True, database=None,
+    @settings(max_examples=3 if plan else EXAMPLES, deadline=None, derandomize=True, database=None,
               phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
     @given(case=operation.as_strategy(generation_mode=mode))
     def run(case) -> None:
+        options = case.body.get("options") if plan and isinstance(case.body, dict) else None
+        if isinstance(options, dict) and isinstance(options.get("time_limit_s"), int | float):
+            options["time_limit_s"] = min(options["time_limit_s"], 0.5)
         response = case.call(headers=headers)
         statuses[response.status_code // 100 * 100] += 1
         if response.status_code >= 500 and len(found) < 3:
@@ -57,12 +60,10 @@ def test_no_request_answers_a_server_error(fuzz_env):
     failures, operations, statuses = [], 0, Counter()
     for result in schema.get_all_operations():
         operation = result.ok()
-        if (operation.method.upper(), operation.path) in SKIPPED:
-            continue
         operations += 1
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             failures.extend(_fuzz(operation, mode, headers, statuses))
     assert not failures, "\n".join(failures)
-    assert operations >= 35  # every endpoint of the document (38 when written), not a schema read short
+    assert operations >= 35  # every endpoint of the document (39 when written), not a schema read short
     # the token opens the endpoints (answers of 2xx) and the invalid values are refused (4xx)
     assert statuses[200] >= 50 and statuses[400] >= 200, statuses
