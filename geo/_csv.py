@@ -5,7 +5,7 @@ from __future__ import annotations
 import codecs
 import csv
 import itertools
-from collections.abc import Iterator
+from collections.abc import Generator, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -226,13 +226,13 @@ def _odd_quotes(p: Path, enc: str) -> bool:
             while chunk := fh.read(BLOCK_BYTES):
                 n += chunk.count(b'"')
     else:
-        with open(p, encoding=enc, newline="") as fh:
-            while chunk := fh.read(BLOCK_BYTES):
-                n += chunk.count('"')
+        with open(p, encoding=enc, newline="") as text:
+            while part := text.read(BLOCK_BYTES):
+                n += part.count('"')
     return n % 2 == 1
 
 
-def _text_lines(p: Path, enc: str, first: int, pending: list[str]) -> Iterator[str]:
+def _text_lines(p: Path, enc: str, first: int, pending: list[str]) -> Generator[str, None, None]:
     """The physical lines of the file from line ``first`` (1-based), each also appended to ``pending``."""
     with open(p, encoding=enc, newline="") as fh:
         for i, line in enumerate(fh, 1):
@@ -300,7 +300,8 @@ def _exact_batches(p: Path, enc: str, columns: list[str], *, skip: int, rows: in
 
     while True:
         pending: list[str] = []
-        reader = csv.reader(_text_lines(p, enc, start, pending), strict=True)
+        lines = _text_lines(p, enc, start, pending)
+        reader = csv.reader(lines, strict=True)
         restart = None
         while True:
             lines_before = reader.line_num
@@ -339,7 +340,7 @@ def _exact_batches(p: Path, enc: str, columns: list[str], *, skip: int, rows: in
                 msg = (f"{p.name}: more than {MAX_REJECTS:,} rows are not rows of the header's "
                        f"{n} fields; is it a CSV file with commas between its fields?")
                 raise ReadError(msg)
-        reader = None  # closes the file of the generator
+        lines.close()  # the file of the generator
         if restart is None:
             break
         start = restart
