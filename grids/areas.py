@@ -57,8 +57,8 @@ def _polygons(src, rej: Rejects, report: ImportReport, crs: str | None, *, repai
         reasons = _invalid_reasons(geoms, invalid, names)
         if not repair:
             why = np.full(len(geoms), None, dtype=object)
-            why[invalid] = [f"{r}; fix it in the source file, or import with --repair (the report then says what "
-                            "changed)" for r in reasons[invalid]]
+            why[invalid] = [f"{r}; fix it in the source file, or import with --repair (API: repair=true; the report "
+                            "then says what changed)" for r in reasons[invalid]]
             rej.add(invalid, "geometry", why)
     ok = rej.ok
     if ok.any():
