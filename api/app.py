@@ -8,7 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from civicgrid.api.deps import reject_unknown_query
+from civicgrid.api.deps import check_int64, reject_unknown_query
 from civicgrid.api.errors import RequestGuard, add_exception_handlers
 from civicgrid.api.offline import mount_assets
 from civicgrid.api.routers import (
@@ -139,7 +139,7 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
     add_exception_handlers(app)
     mount_assets(app)
     for module in ROUTERS:
-        app.include_router(module.router, dependencies=[Depends(reject_unknown_query)])
+        app.include_router(module.router, dependencies=[Depends(reject_unknown_query), Depends(check_int64)])
     app.add_middleware(BodyLimit)     # an upload over max_upload_mb refused as it streams
     app.add_middleware(RequestGuard)  # a request id on every answer; any unhandled exception a logged 500
     app.add_middleware(RequestLog)
