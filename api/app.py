@@ -8,8 +8,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-from civicgrid.api.deps import reject_unknown_query
-from civicgrid.api.errors import add_exception_handlers
+from civicgrid.api.deps import check_int64, reject_unknown_query
+from civicgrid.api.errors import RequestGuard, add_exception_handlers
 from civicgrid.api.offline import mount_assets
 from civicgrid.api.routers import (
     cases,
@@ -27,9 +27,11 @@ from civicgrid.api.routers import (
     types,
     users,
 )
-from civicgrid.geo.settings import get_settings
+from civicgrid.api.routers.users import upload_too_large
+from civicgrid.geo.settings import Settings, get_settings
 from civicgrid.geo.store import Store
 from fastapi import Depends, FastAPI
+from fastapi.responses import JSONResponse
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
@@ -66,6 +68,52 @@ class RequestLog:
                         1000 * (time.perf_counter() - started))
 
 
+class BodyLimit:
+    """ASGI middleware refusing a request body over the setting ``max_upload_mb`` with 413 as it streams: a
+    ``Content-Length`` over the limit before anything is read, else as soon as the bytes received pass it (the
+    request is then cut off; nothing more is read or written to disk)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = int(scope["app"].state.settings.get("max_upload_mb", 200)) << 20
+        length = dict(scope.get("headers", [])).get(b"content-length", b"")
+        if length.isdigit() and int(length) > limit:
+            await self._refuse(limit, scope, receive, send)
+            return
+        received, refused = 0, False
+
+        async def counting_receive() -> Message:
+            nonlocal received, refused
+            message = await receive()
+            if message["type"] == "http.request" and not refused:
+                received += len(message.get("body", b""))
+                if received > limit:
+                    refused = True
+                    await self._refuse(limit, scope, receive, send)
+                    return {"type": "http.disconnect"}
+            return message
+
+        async def quiet_send(message: Message) -> None:
+            if not refused:  # the 413 went out: what the app answers to the cut-off request is dropped
+                await send(message)
+
+        try:
+            await self.app(scope, counting_receive, quiet_send)
+        except Exception:
+            if not refused:
+                raise
+
+    @staticmethod
+    async def _refuse(limit: int, scope: Scope, receive: Receive, send: Send) -> None:
+        exc = upload_too_large(limit)
+        await JSONResponse({"detail": str(exc)}, status_code=413)(scope, receive, send)
+
+
 def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, Any] | None = None) -> FastAPI:
     """Build the civicgrid service on the database ``db``.
 
@@ -75,7 +123,8 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
         Database file (default: the ``db`` setting, ``$CIVICGRID_DB``, else ``./civicgrid.duckdb``). It is
         opened read-only and followed as writers publish new versions.
     settings
-        Overrides of the service settings (``max_cells``, ``tianditu_key``, ``patrol_network``), which
+        Overrides of the service settings (``max_cells``, ``tianditu_key``, ``patrol_network``,
+        ``max_upload_mb``, ``public_layers``), which
         otherwise come from the ``CIVICGRID_*`` settings (:func:`civicgrid.geo.settings.get_settings`).
     """
     config = get_settings()
@@ -86,10 +135,15 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
     )
     app.state.store = Store(db if db is not None else config.db)
     app.state.settings = {**config.service_settings(), **(settings or {})}
+    if isinstance(app.state.settings["public_layers"], str):  # an override as the environment writes it
+        app.state.settings["public_layers"] = Settings(public_layers=app.state.settings["public_layers"]
+                                                       ).public_layer_set()
     add_exception_handlers(app)
     mount_assets(app)
     for module in ROUTERS:
-        app.include_router(module.router, dependencies=[Depends(reject_unknown_query)])
+        app.include_router(module.router, dependencies=[Depends(reject_unknown_query), Depends(check_int64)])
+    app.add_middleware(BodyLimit)     # an upload over max_upload_mb refused as it streams
+    app.add_middleware(RequestGuard)  # a request id on every answer; any unhandled exception a logged 500
     app.add_middleware(RequestLog)
     logger.info("service on %s (max_cells %s, road network %s)", app.state.store.path,
                 app.state.settings["max_cells"], app.state.settings.get("patrol_network") or "none")

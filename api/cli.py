@@ -118,7 +118,7 @@ def _option(name: str) -> Callable[[F], F]:
     """The ``--NAME`` option of the importer option ``name`` (:data:`civicgrid.sites.importers.OPTIONS`)."""
     opt = OPTIONS[name]
     if opt.flag:
-        return click.option(f"--{name.replace('_', '-')}", f"opt_{name}", is_flag=True, default=False, help=opt.help)
+        return click.option(f"--{name.replace('_', '-')}", f"opt_{name}", is_flag=True, default=None, help=opt.help)
     kwargs: dict[str, Any] = {"help": opt.help, "required": opt.required, "metavar": opt.metavar}
     if opt.choices:
         kwargs["type"] = click.Choice(opt.choices)

@@ -3,15 +3,29 @@
 from __future__ import annotations
 
 import difflib
+import typing
 from typing import Any
 
 from civicgrid.geo.aggregate import MAX_RES, MIN_RES, EventFilter
-from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.errors import InvalidParameterError, OutOfRangeError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import parse_lang
 from civicgrid.geo.times import as_datetime, is_date_only, parse_end
-from fastapi import Depends, Query, Request
+from fastapi import Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict
+
+#: The largest id, offset or count a request may give: ids are 64-bit integers in the store.
+MAX_INT64 = 2**63 - 1
+#: Longest free text of a request (a case's text, a note), characters.
+MAX_TEXT = 5_000
+#: Longest short text of a request (a name, a code, a unit, a photo reference), characters.
+MAX_NAME = 200
+
+
+def id_path(description: str) -> Any:
+    """A path parameter holding a store id: a 64-bit integer from 1 (an id beyond 64 bits is a 422 naming the
+    range, not an error of the store)."""
+    return Path(..., ge=1, le=MAX_INT64, description=f"{description} (1..{MAX_INT64})")
 
 
 def get_store(request: Request) -> Store:
@@ -70,6 +84,49 @@ def reject_unknown_query(request: Request) -> None:
     takes = ", ".join(sorted(known)) or "no query parameters"
     msg = f"unknown query parameter {', '.join(hints)} for {route.path}; it takes: {takes}"
     raise InvalidParameterError(msg)
+
+
+# --- integers within 64 bits ----------------------------------------------------------------------------------
+
+_INT_NAMES: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+
+
+def _is_int(annotation: Any) -> bool:
+    return annotation is int or (int in typing.get_args(annotation) and bool not in typing.get_args(annotation))
+
+
+def _route_int_names(route) -> tuple[frozenset[str], frozenset[str]]:
+    key = id(route)
+    if key not in _INT_NAMES:
+        path, query, todo = set(), set(), [route.dependant]
+        while todo:  # the endpoint's own parameters and those of every dependency, recursively
+            d = todo.pop()
+            path.update(p.alias for p in d.path_params if _is_int(p.field_info.annotation))
+            query.update(p.alias for p in d.query_params if _is_int(p.field_info.annotation))
+            todo.extend(d.dependencies)
+        _INT_NAMES[key] = (frozenset(path), frozenset(query))
+    return _INT_NAMES[key]
+
+
+def check_int64(request: Request) -> None:
+    """Refuse an integer path or query parameter beyond 64 bits (422 naming it and the range), on every endpoint
+    (a router dependency, ``api.app.create_app``): the store's ids and counts are 64-bit, and a larger Python
+    integer would fail inside the query instead of being named here. Endpoints bound their own parameters more
+    tightly where they can (:func:`id_path`, ``Query(le=...)``)."""
+    route = request.scope.get("route")
+    if route is None or getattr(route, "dependant", None) is None:
+        return
+    path, query = _route_int_names(route)
+    values = [(k, request.path_params.get(k)) for k in path]
+    values += [(k, v) for k in query for v in request.query_params.getlist(k)]
+    for name, value in values:
+        try:
+            number = int(str(value).strip())
+        except ValueError:
+            continue  # not a number: FastAPI's validation names it
+        if not -MAX_INT64 - 1 <= number <= MAX_INT64:
+            msg = f"{name}={value!r} is beyond a 64-bit integer ({-MAX_INT64 - 1}..{MAX_INT64})"
+            raise OutOfRangeError(msg)
 
 
 # --- query parameters shared by the heatmap, hotspot, stats and map endpoints --------------------------------

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import logging
+import uuid
 from pathlib import Path
 from urllib.parse import urlencode
 
 import jinja2
+from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.geo.errors import (
     AuthenticationError,
     CivicgridError,
@@ -19,12 +21,13 @@ from civicgrid.geo.errors import (
     ReadError,
     StoreError,
     StoreVersionError,
+    TooLargeError,
 )
 from civicgrid.geo.texts import DEFAULT_LANG, parse_lang, text
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse
-from fastapi.routing import APIRoute
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger(__name__)
 
@@ -35,6 +38,7 @@ DEFAULT_STATUS_CODES: dict[type[Exception], int] = {
     PermissionDeniedError: 403,
     NotFoundError: 404,
     ConflictError: 409,
+    TooLargeError: 413,
     InvalidParameterError: 422,
     ReadError: 422,
     ImportFileError: 422,
@@ -55,6 +59,77 @@ def add_exception_handlers(app: FastAPI, status_codes: dict[type[Exception], int
             return JSONResponse({"detail": str(exc)}, status_code=status, headers=headers)
 
         app.add_exception_handler(exc_type, handler)
+    app.add_exception_handler(RequestValidationError, validation_handler)
+
+
+#: Longest shown part of a value a request gave, in a message.
+_SHOWN = 60
+
+
+def _shown(value: object) -> str:
+    text = repr(value)
+    if isinstance(value, str) and len(value) > _SHOWN:
+        return f"{value[:_SHOWN]!r}… ({len(value):,} characters)"
+    return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}…"
+
+
+def validation_message(exc: RequestValidationError) -> str:
+    """One line naming each field that failed FastAPI's validation, what it must be, and what came:
+    ``text='xxxx…' (2,000,000 characters): String should have at most 5000 characters``."""
+    parts = []
+    for e in exc.errors():
+        loc = [str(p) for p in e.get("loc", ())]
+        source = len(loc) > 1 and loc[0] in ("body", "query", "path", "header", "cookie")
+        where = ".".join(loc[1:] if source else loc) or "body"
+        if e.get("type") == "json_invalid":
+            parts.append(f"the body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}")
+        elif e.get("type") == "missing":
+            parts.append(f"{where} is required")
+        else:
+            parts.append(f"{where}={_shown(e.get('input'))}: {e['msg']}")
+    return "; ".join(parts)
+
+
+def validation_handler(request: Request, exc: Exception) -> JSONResponse:
+    """A request that FastAPI's validation refused: 422 with the usual ``{"detail": message}`` (the message
+    names each field, its allowed values or range and what came) and the structured ``errors``."""
+    assert isinstance(exc, RequestValidationError)
+    errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
+    return JSONResponse({"detail": validation_message(exc), "errors": errors}, status_code=422)
+
+
+class RequestGuard:
+    """ASGI middleware giving each HTTP request an id (the ``X-Request-ID`` answer header) and turning any
+    exception that no handler took into a 500 ``{"detail": ..., "request_id": ...}`` answer, logged at ERROR with
+    its traceback and the id (the connection stays open; nothing of the exception is shown to the caller)."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = uuid.uuid4().hex[:16]
+        scope.setdefault("state", {})["request_id"] = request_id
+        started = False
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+                message["headers"] = [*message.get("headers", []), (b"x-request-id", request_id.encode())]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        except Exception:
+            logger.exception("%s %s -> 500 request %s", scope.get("method"), scope.get("path"), request_id)
+            if started:  # the answer had begun: nothing better can be done than end it
+                raise
+            body = {"detail": f"internal error; the service log has its details under request id {request_id}",
+                    "request_id": request_id}
+            await JSONResponse(body, status_code=500)(scope, receive, send_with_id)
 
 
 def log_server_error(request: Request, exc: Exception, status: int) -> None:
@@ -93,7 +168,7 @@ def error_page(request: Request, message: str, status: int, *, fits_res: int | N
     return HTMLResponse(body, status_code=status)
 
 
-class HtmlErrorRoute(APIRoute):
+class HtmlErrorRoute(AuthFirstRoute):
     """A route of an HTML page: a browser (``Accept: text/html``) gets its errors as a readable page with a way
     back instead of raw JSON; other clients keep the JSON ``{"detail": ...}`` answer."""
 
@@ -107,8 +182,7 @@ class HtmlErrorRoute(APIRoute):
                 if "text/html" not in request.headers.get("accept", ""):
                     raise
                 if isinstance(exc, RequestValidationError):
-                    message = "; ".join(f"{e['loc'][-1]}={e.get('input')!r}: {e['msg']}" for e in exc.errors())
-                    return error_page(request, message, 422)
+                    return error_page(request, validation_message(exc), 422)
                 status = status_for(exc)
                 log_server_error(request, exc, status)
                 return error_page(request, str(exc), status, fits_res=getattr(exc, "fits_res", None))

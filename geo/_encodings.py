@@ -56,6 +56,8 @@ def detect_encoding(p: Path) -> str:
         return "utf-16"
     with open(p, "rb") as fh:
         head = fh.read(_HEAD_BYTES)
+    if (utf16 := utf16_without_bom(head)) is not None:
+        return utf16
     if not head.isascii():
         # Non-ASCII text in the first MBs decides (the reader checks every later byte in that encoding).
         for enc in CANDIDATE_ENCODINGS:
@@ -72,6 +74,22 @@ def detect_encoding(p: Path) -> str:
         msg = f"cannot tell the text encoding of {p.name}; give it with --encoding (e.g. gbk, utf-8, big5)"
         raise ReadError(msg)
     return best.encoding
+
+
+def utf16_without_bom(head: bytes) -> str | None:
+    """``utf-16-le`` or ``utf-16-be`` when the bytes look like UTF-16 text without a byte-order mark (a zero byte
+    beside most ASCII characters, on one side only; what Excel's "Unicode text" and some office systems write),
+    else None."""
+    sample = head[:8192]
+    if len(sample) < 4 or b"\x00" not in sample:
+        return None
+    even, odd = sample[0::2], sample[1::2]
+    zeros_even, zeros_odd = even.count(0) / len(even), odd.count(0) / len(odd)
+    if zeros_odd > 0.3 and zeros_even < 0.05:
+        return "utf-16-le"
+    if zeros_even > 0.3 and zeros_odd < 0.05:
+        return "utf-16-be"
+    return None
 
 
 def check_encoding(name: str) -> str:

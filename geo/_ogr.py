@@ -99,10 +99,11 @@ def _zip_source(p: Path, layer: str | None) -> tuple[str, str | None]:
     """GDAL path of the shapefile inside a zip (the one named by ``layer`` when there are several)."""
     try:
         with zipfile.ZipFile(p) as zf:
-            shps = [n for n in zf.namelist() if n.lower().endswith(".shp") and not n.startswith("__MACOSX")]
+            names = [n for n in zf.namelist() if not n.startswith("__MACOSX")]
     except zipfile.BadZipFile as exc:
         msg = f"{p.name} is not a readable zip archive ({exc})"
         raise ReadError(msg) from exc
+    shps = [n for n in names if n.lower().endswith(".shp")]
     if not shps:
         msg = f"{p.name} holds no shapefile (.shp)"
         raise ReadError(msg)
@@ -117,6 +118,15 @@ def _zip_source(p: Path, layer: str | None) -> tuple[str, str | None]:
         inner = shps[stems.index(layer)]
     else:
         inner = shps[0]
+    # the .shx and .dbf must sit beside the .shp inside the zip too (without the .dbf GDAL reads the shapes
+    # with no attribute at all, and the import would report an empty column set)
+    base = inner[:-4]
+    have = {n[len(base):].lower() for n in names if n.startswith(base) and len(n) == len(inner)}
+    missing = [ext for ext in (".shx", ".dbf") if ext not in have]
+    if missing:
+        msg = (f"{p.name} holds an incomplete shapefile: {' and '.join(Path(base).name + e for e in missing)} "
+               f"must sit beside {Path(inner).name} in the zip (zip all its files: .shp, .shx, .dbf, .prj, .cpg)")
+        raise ReadError(msg)
     return f"/vsizip/{p.resolve()}/{inner}", None
 
 

@@ -23,6 +23,9 @@ class ReadResult:
     crs: pyproj.CRS | None = None
     encoding: str | None = None
     warnings: list[str] = field(default_factory=list)
+    #: Rows the reader could not make a row of the table (``{row, field, reason}``: a wrong number of fields,
+    #: an unclosed quote, an oversized value); not in ``table``, reported as rejected by the import.
+    rejects: list[dict] = field(default_factory=list)
 
 
 @dataclass
@@ -38,6 +41,8 @@ class BatchReader:
     #: Bytes of the file (for a progress estimate), and bytes per row seen in the first batch.
     size: int = 0
     rows_hint: int | None = None
+    #: As :attr:`ReadResult.rejects`; filled as the batches are read (complete once they are all read).
+    rejects: list[dict] = field(default_factory=list)
 
 
 #: Column names the readers add themselves: a file's own column of that name is renamed (``geometry_2``).

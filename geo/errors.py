@@ -20,6 +20,15 @@ class InvalidParameterError(CivicgridError, ValueError):
     """A parameter that cannot be used as given (HTTP 422). The message says what would work."""
 
 
+class OutOfRangeError(InvalidParameterError):
+    """A value outside what its field can take: a time outside the plausible window, an id or offset beyond
+    64 bits, a setting outside its range (HTTP 422). The message names the field and the allowed range."""
+
+
+class TooLargeError(InvalidParameterError):
+    """An upload or a field larger than allowed (HTTP 413); the message names the limit and its setting."""
+
+
 class TooManyCellsError(InvalidParameterError):
     """A request that would return more cells than allowed (HTTP 422); the message names a resolution that fits,
     ``fits_res`` holds it (None when none does)."""

@@ -41,6 +41,7 @@ from civicgrid.geo.errors import InvalidParameterError, TooManyCellsError
 from civicgrid.geo.h3cells import to_hex
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import name_column, pairs
+from civicgrid.geo.times import time_window
 from scipy import stats
 from scipy.sparse.csgraph import connected_components
 
@@ -529,7 +530,11 @@ def emerging_hotspots(store: Store, *, res: int = 8, filters: EventFilter | None
         counts = store.sql(
             f"SELECT {parent_sql('e.h3', res)} AS h3, date_trunc('{unit}', e.time) AS slice, count(*) AS n "
             f"FROM events e WHERE {where} GROUP BY 1, 2", params)
-        span = store.sql(f"SELECT min(e.time) AS t0, max(e.time) AS t1 FROM events e WHERE {where}", params)
+        # the slices span the filter's window, else the span of the events inside the plausible window (one
+        # event stored as year 1 must not make thousands of empty slices; it falls outside every slice)
+        low, high = time_window()
+        span = store.sql(f"SELECT min(e.time) AS t0, max(e.time) AS t1 FROM events e WHERE {where} "
+                         "AND e.time BETWEEN ? AND ?", [*params, low, high])
         t0 = f.start or span["t0"].iloc[0]
         t1 = (f.end - pd.Timedelta(microseconds=1)) if f.end else span["t1"].iloc[0]
         if pd.isna(t0) or pd.isna(t1):

@@ -6,6 +6,7 @@ import json
 import os
 import re
 from collections import Counter
+from contextvars import ContextVar
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
@@ -160,13 +161,30 @@ def start_report(layer: str, path, src: ReadResult) -> ImportReport:
                         rows_read=src.table.num_rows, warnings=list(src.warnings))
 
 
+#: The rows the file reader of the import under way could not make rows of its table (a wrong number of fields,
+#: an unclosed quote, an oversized value: ``ReadResult.rejects``), noted by :func:`note_reader_rejects` when the
+#: file is read (``geo.importing.read_input``, ``read_input_batches``) and added by :func:`finish_report`.
+_READER_REJECTS: ContextVar[list[dict] | None] = ContextVar("civicgrid_reader_rejects", default=None)
+
+
+def note_reader_rejects(rejects: list[dict]) -> None:
+    """Note the reader's rejects of the file being imported (a list the reader may still fill while it
+    streams); the next :func:`finish_report` in this context reports them."""
+    _READER_REJECTS.set(rejects)
+
+
 def finish_report(report: ImportReport, rej: Rejects | list[dict], *, loaded: int, duplicates: int) -> ImportReport:
     """Fill the counts; checks ``rows_read == loaded + updated + duplicates + rejected``.
 
     ``rej`` is the import's :class:`Rejects`, or the ``{row, field, reason}``
-    list of an import read in batches.
+    list of an import read in batches. The rows the file's reader rejected (:func:`note_reader_rejects`) are
+    added: counted in ``rows_read`` and ``rejected``, listed in row order with the importer's.
     """
-    report.rejects = rej if isinstance(rej, list) else rej.to_list()
+    own = rej if isinstance(rej, list) else rej.to_list()
+    read = _READER_REJECTS.get() or []
+    _READER_REJECTS.set(None)
+    report.rows_read += len(read)
+    report.rejects = sorted([*own, *read], key=lambda r: r["row"]) if read else own
     report.rejected = len(report.rejects)
     report.loaded = int(loaded)
     report.duplicates = int(duplicates)

@@ -26,7 +26,7 @@ import pyarrow as pa
 from civicgrid.geo import staging
 from civicgrid.geo.columns import resolve_columns
 from civicgrid.geo.errors import ImportFileError, ReadError
-from civicgrid.geo.import_report import ImportReport, Rejects, start_report
+from civicgrid.geo.import_report import ImportReport, Rejects, note_reader_rejects, start_report
 from civicgrid.geo.readers import BatchReader, ReadResult, read_batches, read_table
 from civicgrid.geo.store import fetch_value
 
@@ -44,6 +44,7 @@ def read_input(path: str | os.PathLike, *, encoding: str | None = None, layer: s
         src = read_table(path, encoding=encoding, layer=layer, sheet=sheet)
     except ReadError as exc:
         raise ImportFileError(str(exc)) from exc
+    note_reader_rejects(src.rejects)
     logger.info("import: %s read as %s, %d rows", path, src.format, src.table.num_rows)
     return src
 
@@ -100,6 +101,7 @@ def read_input_batches(path: str | os.PathLike, *, encoding: str | None = None, 
                               **({"rows": rows} if rows else {}))
     except ReadError as exc:
         raise ImportFileError(str(exc)) from exc
+    note_reader_rejects(reader.rejects)
 
     def batches(it):
         try:

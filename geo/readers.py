@@ -21,7 +21,7 @@ import os
 from pathlib import Path
 
 from civicgrid.geo._csv import read_csv, stream_csv
-from civicgrid.geo._encodings import CANDIDATE_ENCODINGS, detect_encoding, file_chunks
+from civicgrid.geo._encodings import CANDIDATE_ENCODINGS, detect_encoding, file_chunks, utf16_without_bom
 from civicgrid.geo._ogr import read_ogr
 from civicgrid.geo._parquet import read_parquet
 from civicgrid.geo._tables import BATCH_ROWS, BatchReader, ReadResult
@@ -159,6 +159,8 @@ def _what_it_is(head: bytes) -> str | None:
     for magic, what in _MAGIC.items():
         if head.startswith(magic):
             return what
+    if head.startswith((codecs.BOM_UTF16_LE, codecs.BOM_UTF16_BE)) or utf16_without_bom(head) is not None:
+        return "UTF-16 text"
     if b"\x00" in head[:4096]:
         return "a binary file"
     stripped = head.lstrip(codecs.BOM_UTF8).lstrip()
@@ -188,7 +190,7 @@ def _check_content(p: Path, fmt: str) -> None:
         msg = f"{p.name} is empty: it holds only blank lines or spaces"
         raise ReadError(msg)
     ok = {
-        "csv": what in ("text", "JSON text"),
+        "csv": what in ("text", "JSON text", "UTF-16 text"),
         "xlsx": head.startswith((b"PK\x03\x04", b"\xd0\xcf\x11\xe0")),
         "geojson": what == "JSON text",
         "gpkg": head.startswith(b"SQLite format 3\x00"),

@@ -14,12 +14,17 @@ Examples
 
 from __future__ import annotations
 
+from datetime import date
+
 from civicgrid.geo.errors import InvalidParameterError
 from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 #: Environment variables of the settings start with this.
 ENV_PREFIX = "CIVICGRID_"
+
+#: The reference layers ``public_layers`` may name (all public by default).
+PUBLIC_LAYERS = ("areas", "grids", "grid-leaders", "sites", "categories", "problem-types")
 
 #: Log levels accepted by ``log_level`` and ``civicgrid --log-level``, most verbose last.
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
@@ -51,6 +56,23 @@ class Settings(BaseSettings):
     log_level
         Level of the log records civicgrid writes to standard error (``civicgrid --log-level``): CRITICAL,
         ERROR, WARNING, INFO (store writes, imports, requests) or DEBUG.
+    earliest_time
+        The earliest plausible time a user may give or store (a date, default ``1990-01-01``): a case, a
+        transition, ``start``, ``end``, ``as_of`` or a report period before it is refused (HTTP 422 naming the
+        window) instead of being stored as year 1 or 1677 and turning one outlier into thousands of empty
+        monthly slices.
+    latest_days_ahead
+        How far past now a time may lie, in days (0..36500, default 366): the plausible window's other end.
+    max_upload_mb
+        The largest file ``POST /api/imports/{layer}`` accepts, in MB (1..100000, default 200); a larger upload
+        is refused (HTTP 413) while it streams, before it fills the disk.
+    public_layers
+        The reference layers served without a token, comma-separated, from ``areas``, ``grids``,
+        ``grid-leaders`` (the micro-grid leaders' names and phones, 网格员公示, on ``/api/layers/grids`` and the
+        map's grid popups), ``sites`` (the sample frame, without its contacts: a site's ``contact`` and ``phone``
+        always need a ``viewer`` token), ``categories`` and ``problem-types``. Default: all of them; a layer left
+        out needs a ``viewer`` token (HTTP 401 without one), and grid leaders left out are blanked for anonymous
+        callers.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_assignment=True)
@@ -65,6 +87,13 @@ class Settings(BaseSettings):
     maintain_hours: float = Field(default=24, ge=0, le=24 * 365,
                                   description="hours between the service's runs of `civicgrid maintain` (0: never)")
     log_level: str = Field(default="WARNING", description=f"log level: {', '.join(LOG_LEVELS)}")
+    earliest_time: date = Field(default=date(1990, 1, 1), ge=date(1900, 1, 1), le=date(2200, 1, 1),
+                                description="earliest plausible time of a case, an event, a filter or a report")
+    latest_days_ahead: int = Field(default=366, ge=0, le=36_500,
+                                   description="how many days past now a time may lie (0..36500)")
+    max_upload_mb: int = Field(default=200, ge=1, le=100_000, description="largest file upload, MB (1..100000)")
+    public_layers: str = Field(default=",".join(PUBLIC_LAYERS),
+                               description=f"layers served without a token: any of {', '.join(PUBLIC_LAYERS)}")
 
     @field_validator("log_level")
     @classmethod
@@ -75,11 +104,27 @@ class Settings(BaseSettings):
             raise ValueError(msg)
         return level
 
+    @field_validator("public_layers")
+    @classmethod
+    def _known_layers(cls, value: str) -> str:
+        names = [v.strip().lower() for v in value.split(",") if v.strip()]
+        unknown = [n for n in names if n not in PUBLIC_LAYERS]
+        if unknown:
+            msg = f"public layers must be among {', '.join(PUBLIC_LAYERS)}, got {', '.join(map(repr, unknown))}"
+            raise ValueError(msg)
+        return ",".join(dict.fromkeys(names))
+
+    def public_layer_set(self) -> frozenset[str]:
+        """The layers of ``public_layers`` as a set."""
+        return frozenset(v for v in self.public_layers.split(",") if v)
+
     def service_settings(self) -> dict[str, object]:
         """The settings the service reads per request (``app.state.settings``): ``max_cells``,
-        ``tianditu_key`` and ``patrol_network`` (None when no network is set)."""
+        ``tianditu_key``, ``patrol_network`` (None when no network is set), ``max_upload_mb`` and
+        ``public_layers`` (a set)."""
         return {"max_cells": self.max_cells, "tianditu_key": self.tianditu_key,
-                "patrol_network": self.network or None}
+                "patrol_network": self.network or None, "max_upload_mb": self.max_upload_mb,
+                "public_layers": self.public_layer_set()}
 
 
 def get_settings() -> Settings:

@@ -32,7 +32,8 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
-from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.errors import InvalidParameterError, OutOfRangeError
+from civicgrid.geo.settings import get_settings
 
 if TYPE_CHECKING:
     from civicgrid.geo.store import Store
@@ -81,6 +82,58 @@ def now_local(*, tz: str = DEFAULT_TIMEZONE,
     raise InvalidParameterError(msg)
 
 
+# --- the plausible window ----------------------------------------------------------------------------------------
+
+
+def time_window(*, tz: str = DEFAULT_TIMEZONE) -> tuple[datetime, datetime]:
+    """The plausible window of times a user may give or store: ``(earliest, latest)``, both inclusive.
+
+    ``earliest`` is the midnight of the setting ``earliest_time`` (default 1990-01-01), ``latest`` is now plus
+    the setting ``latest_days_ahead`` days (default 366) in ``tz``. :func:`parse_moment` and :func:`parse_period`
+    refuse times outside it; :func:`outside_window` marks a column's.
+    """
+    settings = get_settings()
+    first = datetime(settings.earliest_time.year, settings.earliest_time.month, settings.earliest_time.day)
+    return first, now_local(tz=tz) + timedelta(days=settings.latest_days_ahead)
+
+
+def window_text(*, tz: str = DEFAULT_TIMEZONE) -> str:
+    """The plausible window for messages: ``1990-01-01..2027-12-06 (settings earliest_time,
+    latest_days_ahead)``."""
+    first, last = time_window(tz=tz)
+    return (f"{first.date().isoformat()}..{last.date().isoformat()} (settings CIVICGRID_EARLIEST_TIME, "
+            "CIVICGRID_LATEST_DAYS_AHEAD)")
+
+
+def check_window(moment: datetime, *, name: str = "time", value: object = None,
+                 tz: str = DEFAULT_TIMEZONE) -> datetime:
+    """Return ``moment`` when it lies in the plausible window (:func:`time_window`), else raise.
+
+    Raises
+    ------
+    OutOfRangeError
+        The moment is before the earliest or after the latest plausible time; the message names ``name``, the
+        value as given (``value``, else the moment) and the window.
+    """
+    first, last = time_window(tz=tz)
+    if first <= moment <= last:
+        return moment
+    shown = moment.isoformat(sep=" ") if value is None else value
+    msg = f"{name}={shown!r} is outside the plausible window {window_text(tz=tz)}"
+    raise OutOfRangeError(msg)
+
+
+def outside_window(times: np.ndarray, *, tz: str = DEFAULT_TIMEZONE) -> np.ndarray:
+    """A mask of the times of a column (``datetime64``; NaT is not outside) outside the plausible window, for
+    importers to reject with :func:`window_text` as the reason."""
+    first, last = time_window(tz=tz)
+    t = np.asarray(times, dtype="datetime64[us]")
+    present = ~np.isnat(t)
+    out = np.zeros(len(t), dtype=bool)
+    out[present] = (t[present] < np.datetime64(first, "us")) | (t[present] > np.datetime64(last, "us"))
+    return out
+
+
 # --- one moment a user gives ----------------------------------------------------------------------------------
 
 #: A text must start with a 4-digit year (2025-07-01, 2025/7/1, 20250701, 2025年7月1日, 2025-07-01T08:00).
@@ -110,8 +163,14 @@ def parse_moment(value: object, *, name: str = "time", tz: str = DEFAULT_TIMEZON
     ------
     InvalidParameterError
         No value; a text that does not start with the year (``01/07/2025`` is refused as ambiguous: pandas
-        would read 7 January, a planner may mean 1 July); a text that is not a date.
+        would read 7 January, a planner may mean 1 July); a text that is not a date; a time outside the
+        plausible window (:func:`time_window`, :class:`~civicgrid.geo.errors.OutOfRangeError`).
     """
+    return check_window(_parse_moment(value, name=name, tz=tz), name=name,
+                        value=value if isinstance(value, str) else None, tz=tz)
+
+
+def _parse_moment(value: object, *, name: str, tz: str) -> datetime:
     if isinstance(value, datetime):  # pandas Timestamps too
         if pd.isna(value):
             ts = None
@@ -139,6 +198,11 @@ def _parse_text(value: object, *, name: str, tz: str) -> datetime:
         what = "ambiguous (day or month first?)" if _DAY_FIRST.match(text) else "not a date with the year first"
         msg = f"{name}={value!r} is {what}; {_MUST.format(name=name)}"
         raise InvalidParameterError(msg)
+    year = int(text[:4])
+    first, last = time_window(tz=tz)
+    if not first.year <= year <= last.year:  # year 1 or 9999: out of the window before any parsing
+        msg = f"{name}={value!r} is outside the plausible window {window_text(tz=tz)}"
+        raise OutOfRangeError(msg)
     try:
         ts = pd.Timestamp(text)
     except (ValueError, TypeError, OverflowError):
@@ -227,23 +291,39 @@ def parse_period(period: str | None = None, *, start: object = None, end: object
             a, b = text.split("..", 1)
             first, last = _period_day(a, "period start"), _period_day(b, "period end")
         elif m := re.fullmatch(r"(\d{4})-(\d{1,2})", text):
-            year, month = int(m.group(1)), int(m.group(2))
+            year, month = _period_year(m.group(1), text), int(m.group(2))
             if not 1 <= month <= 12:
                 msg = f"period {text!r}: month must be 01..12"
                 raise InvalidParameterError(msg)
             first, last = date(year, month, 1), date(year, month, calendar.monthrange(year, month)[1])
         elif m := re.fullmatch(r"(\d{4})-?[Qq]([1-4])", text):
-            year, q = int(m.group(1)), int(m.group(2))
+            year, q = _period_year(m.group(1), text), int(m.group(2))
             first = date(year, 3 * q - 2, 1)
             last = date(year, 3 * q, calendar.monthrange(year, 3 * q)[1])
         elif re.fullmatch(r"\d{4}", text):
-            first, last = date(int(text), 1, 1), date(int(text), 12, 31)
+            year = _period_year(text, text)
+            first, last = date(year, 1, 1), date(year, 12, 31)
         else:
             first = last = _period_day(text, "period")
     if last < first:
         msg = f"the period ends ({last}) before it starts ({first})"
         raise InvalidParameterError(msg)
+    low, high = time_window()
+    if first < low.date() or last > high.date():
+        shown = period if period is not None and str(period).strip() else f"{start}..{end}"
+        msg = f"period {str(shown).strip()!r} ({first}..{last}) is outside the plausible window {window_text()}"
+        raise OutOfRangeError(msg)
     return first, last + timedelta(days=1), period_label(first, last)
+
+
+def _period_year(digits: str, text: str) -> int:
+    """The year of a period, refused outside the plausible window (year 0 or 9999 cannot be a day at all)."""
+    low, high = time_window()
+    year = int(digits)
+    if not low.year <= year <= high.year:
+        msg = f"period {text!r} is outside the plausible window {window_text()}"
+        raise OutOfRangeError(msg)
+    return year
 
 
 def _period_day(value: object, what: str) -> date:
@@ -251,6 +331,8 @@ def _period_day(value: object, what: str) -> date:
     if isinstance(value, datetime | date) or is_date_only(value):
         try:
             return parse_day(value, name=what)
+        except OutOfRangeError:
+            raise
         except InvalidParameterError:
             pass
     msg = (f"{what} must be a period like 2024-03, 2024-Q1, 2024 or 2024-03-01..2024-03-15 (the year first), "

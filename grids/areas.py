@@ -25,8 +25,15 @@ AREA_FIELDS = ["code", "name", "parent"]
 GRID_FIELDS = ["code", "name", "parent", "leader", "leader_phone", "households"]
 
 
-def _polygons(src, rej: Rejects, report: ImportReport, crs: str | None) -> np.ndarray:
-    """Return valid WGS84 (multi)polygons per row; rejects rows without a polygon."""
+def _polygons(src, rej: Rejects, report: ImportReport, crs: str | None, *, repair: bool = False,
+              labels: np.ndarray | None = None) -> np.ndarray:
+    """Return valid WGS84 (multi)polygons per row; rejects rows without a polygon.
+
+    An invalid polygon (self-intersecting, a ring that touches itself...) is rejected naming the area, the
+    defect and where it is (:func:`_invalid_reasons`); with ``repair`` it is repaired instead
+    (``shapely.make_valid``, its polygonal part) and a warning per area says what changed. Nothing is repaired
+    silently: a repair moves the boundary, and with it the events, sites and inspections located in the area.
+    """
     geoms = geometries(src)
     if geoms is None:
         msg = f"{src.format} file has no geometry: areas and grids need polygons (GeoJSON, Shapefile, GeoPackage…)"
@@ -43,10 +50,64 @@ def _polygons(src, rej: Rejects, report: ImportReport, crs: str | None) -> np.nd
     the_crs = resolve_crs(src, crs, report.warnings)
     report.crs = crs_label(the_crs)
     out = np.full(len(geoms), None, dtype=object)
+    invalid = rej.ok & ~shapely.is_valid(geoms)
+    if invalid.any():
+        rows = src.table.column("__row__").to_numpy()
+        names = labels if labels is not None else np.array([f"row {r}" for r in rows], dtype=object)
+        reasons = _invalid_reasons(geoms, invalid, names)
+        if not repair:
+            why = np.full(len(geoms), None, dtype=object)
+            why[invalid] = [f"{r}; fix it in the source file, or import with --repair (API: repair=true; the report "
+                            "then says what changed)" for r in reasons[invalid]]
+            rej.add(invalid, "geometry", why)
     ok = rej.ok
     if ok.any():
-        fixed = shapely.make_valid(geoms[ok])
+        fixed = geoms[ok]
+        if repair and (ok & invalid).any():
+            fixed = fixed.copy()
+            which = invalid[ok]
+            fixed[which] = _polygonal(shapely.make_valid(fixed[which]))
         out[ok] = to_wgs84_geometries(fixed, the_crs)
+        if repair and invalid.any():
+            after = out[invalid]
+            for reason, geom, km2 in zip(reasons[invalid], after, _area_km2(after), strict=True):
+                parts = shapely.get_num_geometries(geom)
+                report.warnings.append(f"repaired {reason}: now {parts} polygon part{'s' if parts != 1 else ''} "
+                                       f"of {km2:.4f} km² in all")
+    return out
+
+
+def _invalid_reasons(geoms: np.ndarray, invalid: np.ndarray, names: np.ndarray) -> np.ndarray:
+    """``invalid polygon: self-intersection at 112.93172, 28.21006 in the file's coordinates, in <name> (<code>)``
+    for each invalid geometry."""
+    out = np.full(len(geoms), None, dtype=object)
+    for i in np.flatnonzero(invalid):
+        text = shapely.is_valid_reason(geoms[i])  # "Self-intersection[112.93172 28.21006]"
+        defect, _, where = text.partition("[")
+        coords = where.rstrip("]").split()
+        at = f" at {', '.join(coords[:2])} in the file's coordinates" if len(coords) >= 2 else ""
+        out[i] = f"invalid polygon: {defect.strip().lower()}{at}, in {names[i]}"
+    return out
+
+
+def _polygonal(geoms: np.ndarray) -> np.ndarray:
+    """The polygonal part of repaired geometries (``make_valid`` may add the lines of collapsed parts)."""
+    out = geoms.copy()
+    for i, g in enumerate(geoms):
+        if g.geom_type == "GeometryCollection":
+            parts = [p for p in g.geoms if p.geom_type in ("Polygon", "MultiPolygon")]
+            out[i] = shapely.union_all(parts) if parts else shapely.Polygon()
+    return out
+
+
+def _labels(code: np.ndarray | None, name: np.ndarray | None, *, rows=None) -> np.ndarray:
+    """``<name> (<code>)`` per row, for messages (``row N`` when neither is given)."""
+    n = len(code) if code is not None else len(name) if name is not None else len(rows)
+    out = np.empty(n, dtype=object)
+    for i in range(n):
+        c = code[i] if code is not None and not pd.isna(code[i]) else None
+        m = name[i] if name is not None and not pd.isna(name[i]) else None
+        out[i] = f"{m} ({c})" if m and c else (m or c or f"row {rows[i].as_py() if rows is not None else i + 2}")
     return out
 
 
@@ -134,6 +195,44 @@ def _part_conflicts(keys: np.ndarray, merged: np.ndarray, new: np.ndarray, attrs
     return [f"{k} ({'; '.join(v)})" for k, v in out.items()]
 
 
+#: Overlaps of two areas of one level smaller than this (km², 100 m²) are drawing noise, not worth a warning.
+MIN_OVERLAP_KM2 = 1e-4
+#: Overlapping pairs named in the warning.
+OVERLAPS_SHOWN = 5
+
+
+def _warn_overlaps(con: duckdb.DuckDBPyConnection, stored_sql: str, codes: np.ndarray, geoms: np.ndarray,
+                   report: ImportReport, *, what: str) -> None:
+    """Warn when new areas overlap each other or the stored areas of their level (``stored_sql`` gives
+    ``code, wkb``), naming the pairs and the overlap in km² (areas of one level should tile the city: an
+    overlap makes an event, site or inspection count in both)."""
+    if len(geoms) == 0:
+        return
+    stored = con.execute(stored_sql).fetch_df()
+    keep = ~stored["code"].isin(set(codes)).to_numpy() if len(stored) else np.zeros(0, dtype=bool)
+    old_codes = stored["code"].to_numpy()[keep] if len(stored) else np.array([], dtype=object)
+    old = shapely.from_wkb([bytes(b) for b in stored["wkb"].to_numpy()[keep]]) if keep.any() else np.array([])
+    all_codes = np.concatenate([np.asarray(codes, dtype=object), old_codes.astype(object)])
+    all_geoms = np.concatenate([np.asarray(geoms, dtype=object), np.asarray(old, dtype=object)])
+    tree = shapely.STRtree(all_geoms)
+    left, right = tree.query(np.asarray(geoms, dtype=object), predicate="overlaps")
+    pairs = left < right  # each new pair once; new against stored always (stored indices come after)
+    left, right = left[pairs], right[pairs]
+    if not len(left):
+        return
+    overlap = _area_km2(shapely.intersection(all_geoms[left], all_geoms[right]))
+    big = overlap >= MIN_OVERLAP_KM2
+    if not big.any():
+        return
+    order = np.argsort(-overlap[big])
+    shown = [f"{all_codes[a]} and {all_codes[b]} ({km2:.4f} km²)" for a, b, km2 in
+             zip(left[big][order][:OVERLAPS_SHOWN], right[big][order][:OVERLAPS_SHOWN], overlap[big][order],
+                 strict=False)]
+    more = f" and {int(big.sum()) - OVERLAPS_SHOWN} more" if big.sum() > OVERLAPS_SHOWN else ""
+    report.warnings.append(f"{int(big.sum())} pairs of {what} overlap, {overlap[big].sum():.4f} km² in all: "
+                           f"{', '.join(shown)}{more}; areas of one level should tile the city without overlaps")
+
+
 def _dedupe_codes(con: duckdb.DuckDBPyConnection, table: str, keys: np.ndarray, geoms: np.ndarray, ok: np.ndarray,
                   report: ImportReport, *, what: str,
                   attrs: dict[str, np.ndarray] | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -175,7 +274,7 @@ def _check_parents(con: duckdb.DuckDBPyConnection, given: np.ndarray, level: str
 
 def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
                  mapping: dict[str, str] | None = None, crs: str | None = None, encoding: str | None = None,
-                 layer: str | None = None, progress: bool = True) -> ImportReport:
+                 layer: str | None = None, repair: bool = False, progress: bool = True) -> ImportReport:
     """Import district, street or community polygons.
 
     A street's or community's parent comes from ``--parent`` (a code of the
@@ -193,6 +292,8 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
         ``district``, ``street`` or ``community``.
     mapping
         ``{field: column}`` for ``code``, ``name``, ``parent``.
+    repair
+        Repair invalid polygons (self-intersections...) and say what changed, instead of rejecting them.
     """
     check_level(level, levels=AREA_LEVELS)
     started = datetime.now()
@@ -203,7 +304,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
     name = strings(table, cols["name"])
     rej.add(pd.isna(code), "code", "missing code")
     rej.add(pd.isna(name), "name", "missing name")
-    geoms = _polygons(src, rej, report, crs)
+    geoms = _polygons(src, rej, report, crs, repair=repair, labels=_labels(code, name))
     with writing(db) as con:
         parent_level = PARENT_LEVEL[level]
         parent = np.full(len(code), None, dtype=object)
@@ -222,6 +323,8 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
         fresh, dup, merged = _dedupe_codes(con, "areas", keys, geoms, rej.ok, report, what="an area",
                                            attrs={"name": name, "parent": parent})
         new = np.flatnonzero(fresh)
+        _warn_overlaps(con, f"SELECT code, ST_AsWKB(geom) AS wkb FROM areas WHERE level = '{level}'",
+                       code[new], geoms[new], report, what=f"{level} areas")
         data = pa.table({
             "code": pa.array(code[new], pa.string()),
             "name": pa.array(name[new], pa.string()),
@@ -240,7 +343,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
 
 def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dict[str, str] | None = None,
                  crs: str | None = None, encoding: str | None = None, layer: str | None = None,
-                 progress: bool = True) -> ImportReport:
+                 repair: bool = False, progress: bool = True) -> ImportReport:
     """Import micro-grid polygons with their leaders and households.
 
     The parent community comes from ``--parent`` or from the community that
@@ -252,7 +355,9 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
     src, cols, report, rej = imp.start_import("grids", path, fields=GRID_FIELDS, mapping=mapping,
                                               encoding=encoding, layer=layer)
     table = src.table
-    geoms = _polygons(src, rej, report, crs)
+    labels = _labels(strings(table, cols["code"]) if "code" in cols else None,
+                     strings(table, cols["name"]) if "name" in cols else None, rows=table.column("__row__"))
+    geoms = _polygons(src, rej, report, crs, repair=repair, labels=labels)
     if "code" in cols:
         code = strings(table, cols["code"])
         rej.add(pd.isna(code), "code", "missing code")
@@ -278,6 +383,8 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
         fresh, dup, merged = _dedupe_codes(con, "grids", code, geoms, rej.ok, report, what="a grid",
                                            attrs={"name": name, "community": community, "households": households})
         new = np.flatnonzero(fresh)
+        _warn_overlaps(con, "SELECT code, ST_AsWKB(geom) AS wkb FROM grids", code[new], geoms[new], report,
+                       what="micro-grids")
         hier = con.execute(
             "SELECT c.code AS community_code, s.code AS street_code, s.parent_code AS district_code "
             "FROM areas c LEFT JOIN areas s ON s.code = c.parent_code WHERE c.level = 'community'"

@@ -61,6 +61,8 @@ class ImportOption:
         The importer's default, shown in ``--help`` (None: no default shown).
     required
         Whether an import of the layer needs it.
+    flag
+        Whether it is a switch without a value (``--repair``).
     metavar
         The placeholder of its value in ``--help`` (e.g. ``COLUMN`` for an option naming a column).
     """
@@ -71,7 +73,7 @@ class ImportOption:
     default: str | None = None
     required: bool = False
     metavar: str | None = None
-    #: An on/off option (``--update``) rather than one taking a value.
+    #: An on/off switch (``--NAME`` on the command line, ``true`` in a form) rather than a value.
     flag: bool = False
 
 
@@ -94,6 +96,8 @@ OPTIONS: dict[str, ImportOption] = {o.name: o for o in (
                            "location, cell and case recomputed; the report counts them as updated)", flag=True),
     ImportOption("encoding", "text encoding of CSV / shapefile attributes (default: detected)"),
     ImportOption("layer", "layer inside a GeoPackage, or shapefile inside a zip (needed when it holds several)"),
+    ImportOption("repair", "repair invalid polygons (self-intersections…) and report what changed, instead of "
+                           "rejecting them", flag=True),
 )}
 
 
@@ -185,13 +189,13 @@ class Importer:
 #: The importers, by layer, in the order a city is loaded (areas before grids before sites...).
 IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
     Importer("areas", import_areas, fields=tuple(AREA_FIELDS), flags=("code", "name", "parent"),
-             options=("level", "crs", "encoding", "layer"), example="name=街道名称",
+             options=("level", "crs", "encoding", "layer", "repair"), example="name=街道名称",
              summary="Import district, street (街道) or community (社区) polygons.",
              details="--parent names the column of the parent's code (an area of the level above, already "
                      "loaded); without it the area of the level above that contains it is used. Existing events, "
                      "sites and inspections are relocated afterwards."),
     Importer("grids", import_grids, fields=tuple(GRID_FIELDS), flags=("code", "name", "parent"),
-             options=("crs", "encoding", "layer"), example="leader=网格长",
+             options=("crs", "encoding", "layer", "repair"), example="leader=网格长",
              summary="Import micro-grid (微网格) polygons.",
              details="--parent names the community code column; without it the containing community is used. "
                      "Leader and households: --map leader=网格长 --map leader_phone=电话 --map households=户数."),

@@ -13,7 +13,7 @@ from civicgrid.geo.columns import match_names, strings
 from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.locations import read_locations
 from civicgrid.geo.store import writing
-from civicgrid.geo.times import DEFAULT_TIMEZONE, parse_times, store_timezone
+from civicgrid.geo.times import DEFAULT_TIMEZONE, outside_window, parse_times, store_timezone, window_text
 from civicgrid.sites.frame import PointRows
 
 INSPECTION_FIELDS = ["id", "lat", "lng", "site", "time", "inspector", "result"]
@@ -72,6 +72,12 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
             why = np.full(n, None, dtype=object)
             why[bad_time] = [f"unparseable time {v!r}" for v in raw_time[bad_time]]
             rej.add(bad_time, "time", why)
+        implausible = outside_window(times, tz=store_tz)
+        if implausible.any():
+            why = np.full(n, None, dtype=object)
+            why[implausible] = [f"outside the plausible window {window_text(tz=store_tz)}: {v!r}"
+                                for v in raw_time[implausible]]
+            rej.add(implausible, "time", why)
         conforming = np.full(n, None, dtype=object)
         problems = np.full(n, np.nan)
         if "result" in cols:

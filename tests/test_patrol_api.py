@@ -32,7 +32,7 @@ def tokens(city: Path) -> dict:
 def client(city: Path, tokens: dict) -> TestClient:
     from civicgrid.api.app import create_app
 
-    return TestClient(create_app(city))
+    return TestClient(create_app(city), headers=_auth(tokens, "viewer"))  # stored plans need a viewer token
 
 
 def _auth(tokens: dict, role: str = "inspector") -> dict:
@@ -84,10 +84,10 @@ def test_plan_response(plan: dict) -> None:
     assert all(u["reason"] for u in plan["unvisited_must"])
 
 
-def test_stored_plan_is_read_by_another_app(plan: dict, city: Path) -> None:
+def test_stored_plan_is_read_by_another_app(plan: dict, city: Path, tokens: dict) -> None:
     from civicgrid.api.app import create_app
 
-    other = TestClient(create_app(city))          # a second service process on the same file
+    other = TestClient(create_app(city), headers=_auth(tokens, "viewer"))  # a second service on the same file
     res = other.get(f"/api/patrols/{plan['plan_id']}")
     assert res.status_code == 200
     assert res.json() == plan
@@ -163,15 +163,19 @@ def test_planning_needs_an_inspector_token(client: TestClient, tokens: dict, cit
     from civicgrid.sites.patrol import list_plans
 
     before = len(list_plans(Store(city), limit=1000))
-    res = client.post("/api/patrols/plan", json=_body())
+    anonymous = TestClient(client.app)
+    res = anonymous.post("/api/patrols/plan", json=_body())
     assert res.status_code == 401 and "token" in res.json()["detail"]
     assert client.post("/api/patrols/plan", json=_body(), headers={"Authorization": "Bearer nope"}).status_code == 401
     assert client.post("/api/patrols/plan", json=_body(), headers={"Authorization": "Basic abc"}).status_code == 401
     res = client.post("/api/patrols/plan", json=_body(), headers=_auth(tokens, "viewer"))
     assert res.status_code == 403 and "inspector" in res.json()["detail"]
     assert len(list_plans(Store(city), limit=1000)) == before          # refused requests store nothing
-    # reading plans, exports and maps needs no token
-    assert client.get("/api/patrols").status_code == 200
+    # stored plans hold inspectors' names, start points and routes: reading them needs a viewer token
+    pid = list_plans(Store(city), limit=1)["plan_id"].iloc[0]
+    for path in ("/api/patrols", f"/api/patrols/{pid}", f"/api/patrols/{pid}/export", f"/map/patrol/{pid}"):
+        assert anonymous.get(path).status_code == 401, path
+        assert client.get(path).status_code == 200, path
 
 
 def test_configured_road_network(city: Path, tokens: dict, shared: Path) -> None:

@@ -14,7 +14,7 @@ from civicgrid.api.errors import DEFAULT_STATUS_CODES, status_for
 from civicgrid.geo import errors
 from civicgrid.geo.errors import CivicgridError, InvalidParameterError, StoreError
 from civicgrid.geo.logs import ROOT_LOGGER, configure_logging
-from civicgrid.geo.settings import Settings, get_settings
+from civicgrid.geo.settings import PUBLIC_LAYERS, Settings, get_settings
 from civicgrid.geo.store import DEFAULT_DB, default_db_path, open_store
 from click.testing import CliRunner
 from fastapi.testclient import TestClient
@@ -23,7 +23,8 @@ from fastapi.testclient import TestClient
 @pytest.fixture()
 def clean_env(monkeypatch):
     """No ``CIVICGRID_*`` setting from the environment running the tests."""
-    for name in ("DB", "MAX_CELLS", "TIANDITU_KEY", "NETWORK", "DATA_PATH", "LOG_LEVEL"):
+    for name in ("DB", "MAX_CELLS", "TIANDITU_KEY", "NETWORK", "DATA_PATH", "LOG_LEVEL", "EARLIEST_TIME",
+                 "LATEST_DAYS_AHEAD", "MAX_UPLOAD_MB", "PUBLIC_LAYERS"):
         monkeypatch.delenv(f"CIVICGRID_{name}", raising=False)
     return monkeypatch
 
@@ -100,7 +101,8 @@ def test_service_settings_come_from_the_environment(clean_env, empty_db, tmp_pat
     clean_env.setenv("CIVICGRID_NETWORK", str(tmp_path / "roads.osm.pbf"))
     app = create_app(empty_db)
     assert app.state.settings == {"max_cells": 777, "tianditu_key": "k1",
-                                  "patrol_network": str(tmp_path / "roads.osm.pbf")}
+                                  "patrol_network": str(tmp_path / "roads.osm.pbf"), "max_upload_mb": 200,
+                                  "public_layers": frozenset(PUBLIC_LAYERS)}
     app = create_app(empty_db, settings={"max_cells": 5})  # an explicit value wins
     assert app.state.settings["max_cells"] == 5 and app.state.settings["tianditu_key"] == "k1"
     clean_env.delenv("CIVICGRID_NETWORK")

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from civicgrid.api.auth import require_role
-from civicgrid.api.deps import crs_param, event_filters, get_store, lang_param
+from civicgrid.api.auth import AuthFirstRoute, require_role
+from civicgrid.api.deps import MAX_INT64, crs_param, event_filters, get_store, lang_param
 from civicgrid.api.models import EventsPage
 from civicgrid.api.responses import geojson_response
 from civicgrid.api.routers.heatmap import check_choice
@@ -14,7 +14,7 @@ from civicgrid.geo.store import Store
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-router = APIRouter(prefix="/api", tags=["events"])
+router = APIRouter(prefix="/api", tags=["events"], route_class=AuthFirstRoute)
 
 #: Most events one request may return (page with ``offset`` for more).
 MAX_LIMIT = 10_000
@@ -26,7 +26,7 @@ ORDERS = ("newest", "oldest")
 def get_events(store: Store = Depends(get_store), _user: dict = Depends(require_role("viewer")),
                filters: EventFilter = Depends(event_filters),
                limit: int = Query(1000, description=f"events per page, 1..{MAX_LIMIT}"),
-               offset: int = Query(0, description="events skipped before this page"),
+               offset: int = Query(0, ge=0, le=MAX_INT64, description="events skipped before this page"),
                order: str = Query("newest", description="newest (default) or oldest first"),
                lang: str = Depends(lang_param), crs: str = Depends(crs_param)) -> Response:
     """The events matching the same filters as ``/api/heatmap``, ``/api/hotspots`` and ``/api/stats/areas``

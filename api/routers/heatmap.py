@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.api.deps import crs_param, event_filters, get_store, max_cells, res_param
 from civicgrid.api.models import HeatmapCells, HeatmapGeoJSON
 from civicgrid.api.responses import geojson_response
@@ -15,7 +16,7 @@ from civicgrid.geo.store import Store
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-router = APIRouter(prefix="/api", tags=["heatmap"])
+router = APIRouter(prefix="/api", tags=["heatmap"], route_class=AuthFirstRoute)
 
 #: Response formats: compact ``[hex, value]`` pairs, or hexagon polygons.
 FORMATS = ("cells", "geojson")

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 
 import numpy as np
+from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.api.deps import crs_param, event_filters, get_store, lang_param, max_cells, res_param
 from civicgrid.api.models import FeatureCollection, HotspotCells, HotspotGeoJSON
 from civicgrid.api.responses import geojson_response
@@ -17,7 +18,7 @@ from civicgrid.geo.texts import labels, name_column
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-router = APIRouter(prefix="/api/hotspots", tags=["hotspots"])
+router = APIRouter(prefix="/api/hotspots", tags=["hotspots"], route_class=AuthFirstRoute)
 
 
 def k_param(k: int = Query(1, description="neighbourhood: cells within k rings (1..5)")) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.api.deps import get_store, lang_param
 from civicgrid.api.models import KpiTable, SiteFlags
 from civicgrid.api.responses import frame_records, json_body
@@ -16,7 +17,7 @@ from civicgrid.sites.kpis import FLAG_WINDOW_DAYS, kpi_table, kpi_totals, site_f
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-router = APIRouter(prefix="/api/kpis", tags=["kpis"])
+router = APIRouter(prefix="/api/kpis", tags=["kpis"], route_class=AuthFirstRoute)
 
 
 @router.get("", summary="Rectification KPIs per unit", response_model=KpiTable)

@@ -6,7 +6,8 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from civicgrid.api.deps import crs_param, get_store, lang_param
+from civicgrid.api.auth import AuthFirstRoute, layer_access, shows_layer
+from civicgrid.api.deps import crs_param, get_settings, get_store, lang_param
 from civicgrid.api.responses import frame_records, geojson_response, json_response
 from civicgrid.geo.aggregate import EventFilter, area_level
 from civicgrid.geo.coords import to_wgs84
@@ -17,7 +18,7 @@ from civicgrid.geo.texts import local_name, name_column
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-router = APIRouter(prefix="/api/layers", tags=["layers"])
+router = APIRouter(prefix="/api/layers", tags=["layers"], route_class=AuthFirstRoute)
 
 def bbox_param(bbox: str | None = Query(None, description="minLng,minLat,maxLng,maxLat in the output crs"),
                crs: str = Depends(crs_param)) -> tuple[float, float, float, float] | None:
@@ -57,7 +58,7 @@ def _area_column(store: Store, area: str) -> str:
 
 
 @router.get("/areas", summary="Districts, streets and communities (GeoJSON)")
-def areas(store: Store = Depends(get_store),
+def areas(store: Store = Depends(get_store), _user: dict | None = Depends(layer_access("areas")),
           level: str | None = Query(None, description="district, street or community"),
           parent: str | None = Query(None, description="only the children of this area code"),
           code: str | None = Query(None, description="comma-separated area codes"),
@@ -88,12 +89,15 @@ def areas(store: Store = Depends(get_store),
 
 
 @router.get("/grids", summary="Micro-grids with their leaders (GeoJSON)")
-def grids(store: Store = Depends(get_store),
+def grids(store: Store = Depends(get_store), user: dict | None = Depends(layer_access("grids")),
+          settings: dict = Depends(get_settings),
           area: str | None = Query(None, description="district, street or community code"),
           code: str | None = Query(None, description="comma-separated grid codes"),
           bbox=Depends(bbox_param), crs: str = Depends(crs_param)) -> Response:
     """Micro-grid polygons with ``code``, ``name``, ``community_code``, ``street_code``, ``district_code``,
-    ``leader_name``, ``leader_phone``, ``households``, ``area_km2``."""
+    ``leader_name``, ``leader_phone``, ``households``, ``area_km2``. The leaders' names and phones (网格员公示)
+    are public unless the setting ``public_layers`` leaves out ``grid-leaders``; then they are null without a
+    ``viewer`` token."""
     where, params = [], []
     if area:
         where.append(f"{_area_column(store, area)} = ?")
@@ -112,6 +116,8 @@ def grids(store: Store = Depends(get_store),
     df = store.sql("SELECT code, name, community_code, street_code, district_code, leader_name, leader_phone, "
                    f"households, area_km2, ST_AsWKB(geom) AS wkb FROM grids WHERE {' AND '.join(where)} "
                    "ORDER BY code", params)
+    if not shows_layer("grid-leaders", user, settings):
+        df["leader_name"] = df["leader_phone"] = None
     return geojson_response(_frame(df), crs=crs)
 
 
@@ -123,7 +129,7 @@ def _category_codes(store: Store, value: str | None) -> list[str]:
 
 
 @router.get("/sites", summary="Sample-frame sites (GeoJSON)")
-def sites(store: Store = Depends(get_store),
+def sites(store: Store = Depends(get_store), user: dict | None = Depends(layer_access("sites")),
           category: str | None = Query(None, description="comma-separated category codes or names"),
           area: str | None = Query(None, description="district, street, community or grid code"),
           active: bool | None = Query(True, description="only active sites (default); false: only inactive"),
@@ -131,7 +137,8 @@ def sites(store: Store = Depends(get_store),
                                                      "polygon as stored)"),
           bbox=Depends(bbox_param), lang: str = Depends(lang_param), crs: str = Depends(crs_param)) -> Response:
     """Sites with ``site_id``, ``name``, ``category_code``, ``category``, ``group_code``, ``group``, ``address``,
-    ``responsible_unit``, ``contact``, ``phone``, ``grid_code``, ``active``."""
+    ``responsible_unit``, ``contact``, ``phone``, ``grid_code``, ``active``. A site's ``contact`` and ``phone``
+    (a person's name and number) are given to a ``viewer`` token only; they are null without one."""
     if geometry not in ("point", "full"):
         msg = f"geometry must be point or full, got {geometry!r}"
         raise InvalidParameterError(msg)
@@ -156,11 +163,14 @@ def sites(store: Store = Depends(get_store),
         f"s.active, "
         f"{geom_sql} AS wkb FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code "
         f"WHERE {' AND '.join(where)} ORDER BY s.site_id", params)
+    if user is None:  # personal data: a token of any role shows it
+        df["contact"] = df["phone"] = None
     return geojson_response(_frame(df), crs=crs)
 
 
 @router.get("/categories", summary="The site categories (JSON list)")
-def categories(store: Store = Depends(get_store), lang: str = Depends(lang_param)) -> Response:
+def categories(store: Store = Depends(get_store), _user: dict | None = Depends(layer_access("categories")),
+               lang: str = Depends(lang_param)) -> Response:
     """Every site category with ``code``, ``name`` (in ``lang``), ``name_zh``, ``name_en``, ``group_code``,
     ``group``, ``geom_kind``, ``service_minutes`` and ``sites`` (active sample-frame sites)."""
     df = store.sql(
@@ -172,7 +182,8 @@ def categories(store: Store = Depends(get_store), lang: str = Depends(lang_param
 
 
 @router.get("/problem-types", summary="The problem taxonomy, 大类/小类 (JSON list)")
-def problem_types(store: Store = Depends(get_store), lang: str = Depends(lang_param),
+def problem_types(store: Store = Depends(get_store),
+                  _user: dict | None = Depends(layer_access("problem-types")), lang: str = Depends(lang_param),
                   major: str | None = Query(None, description="only this 大类 code")) -> Response:
     """Every problem type (小类) with ``code``, ``name``, ``major_code``, ``major``, both languages' names,
     ``deadline_value`` and ``deadline_unit``."""

@@ -17,6 +17,7 @@ from civicgrid.sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list
 from civicgrid.sites.patrol.export import FORMATS, export_bytes, plan_grids, plan_map
 from civicgrid.sites.patrol.network import load_network
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
 from pydantic import Field
 
@@ -97,8 +98,9 @@ def create_plan(body: PlanRequest, request: Request, store: Store = Depends(get_
 
 
 @router.get("/api/patrols", summary="Stored patrol plans")
-def plans(store: Store = Depends(get_store), limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
-    """Stored plans, newest first."""
+def plans(store: Store = Depends(get_store), _user: dict = Depends(require_role("viewer")),
+          limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
+    """Stored plans, newest first (viewer role: a plan holds the inspectors' names, starts and routes)."""
     frame = list_plans(store, limit=limit)
     frame["created_at"] = frame["created_at"].astype(str)
     frame["plan_date"] = frame["plan_date"].astype(str)
@@ -107,18 +109,20 @@ def plans(store: Store = Depends(get_store), limit: int = Query(50, ge=1, le=100
 
 @router.get("/api/patrols/{plan_id}", summary="A stored patrol plan", response_model=PatrolPlan,
             response_model_exclude_unset=True)
-def get_plan(plan_id: str, store: Store = Depends(get_store)) -> dict:
-    """The plan document as returned when it was made."""
+def get_plan(plan_id: str = PathParam(..., max_length=64), store: Store = Depends(get_store),
+             _user: dict = Depends(require_role("viewer"))) -> dict:
+    """The plan document as returned when it was made (viewer role)."""
     return load_plan(store, plan_id)
 
 
 @router.get("/api/patrols/{plan_id}/export", summary="Export a patrol plan")
-def export_plan(plan_id: str, store: Store = Depends(get_store),
+def export_plan(plan_id: str = PathParam(..., max_length=64), store: Store = Depends(get_store),
+                _user: dict = Depends(require_role("viewer")),
                 format: str = Query("geojson", description=f"one of {', '.join(FORMATS)}"),
                 lang: str = Depends(lang_param),
                 crs: str = Query("wgs84", description="GeoJSON coordinates: wgs84, gcj02 or bd09")) -> Response:
     """GeoJSON (routes and stops), GPX (waypoints and one route per inspector, for phones), a printable HTML
-    stop list, or an XLSX workbook (summary and one sheet per inspector)."""
+    stop list, or an XLSX workbook (summary and one sheet per inspector). Viewer role."""
     fmt = format.strip().lower()
     if fmt not in FORMATS:
         msg = f"format must be one of {', '.join(FORMATS)}, got {format!r}"
@@ -135,11 +139,12 @@ def export_plan(plan_id: str, store: Store = Depends(get_store),
 
 
 @router.get("/map/patrol/{plan_id}", response_class=HTMLResponse, summary="Map of a patrol plan")
-def patrol_map(plan_id: str, store: Store = Depends(get_store), settings: dict = Depends(get_settings),
+def patrol_map(plan_id: str = PathParam(..., max_length=64), store: Store = Depends(get_store),
+               _user: dict = Depends(require_role("viewer")), settings: dict = Depends(get_settings),
                lang: str = Depends(lang_param),
                basemap: str = Query("none", description="none (offline), osm, tianditu or amap (GCJ-02)")
                ) -> HTMLResponse:
-    """One colour per inspector, numbered stops labelled with arrival times, a popup per site."""
+    """One colour per inspector, numbered stops labelled with arrival times, a popup per site (viewer role)."""
     tiles, crs = None, "wgs84"
     if basemap != "none":
         if basemap not in BASEMAPS:

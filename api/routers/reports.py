@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from urllib.parse import quote
 
+from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.api.deps import get_store, lang_param
 from civicgrid.geo.store import Store
 from civicgrid.geo.times import parse_period
@@ -11,7 +12,7 @@ from civicgrid.sites.reports import LEVELS, check_kpi, check_level, scorecard_pa
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
-router = APIRouter(prefix="/api/reports", tags=["reports"])
+router = APIRouter(prefix="/api/reports", tags=["reports"], route_class=AuthFirstRoute)
 
 XLSX_TYPE = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 _PERIOD = Path(..., description="2024-03 (a month), 2024-Q1, 2024, 2024-03-05 or 2024-03-01..2024-03-15",

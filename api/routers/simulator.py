@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.api.deps import get_store, lang_param
 from civicgrid.api.models import Assessment
 from civicgrid.api.responses import json_response
@@ -11,7 +12,7 @@ from civicgrid.sites.simulator import AGGREGATES, assess, parse_k_options
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-router = APIRouter(prefix="/api/simulator", tags=["simulator"])
+router = APIRouter(prefix="/api/simulator", tags=["simulator"], route_class=AuthFirstRoute)
 
 
 def simulator_params(

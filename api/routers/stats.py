@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.api.deps import event_filters, get_store, lang_param
 from civicgrid.api.models import AreaStats
 from civicgrid.api.responses import frame_records, json_response
@@ -11,7 +12,7 @@ from civicgrid.geo.texts import local_names
 from fastapi import APIRouter, Depends, Query
 from fastapi.responses import Response
 
-router = APIRouter(prefix="/api/stats", tags=["stats"])
+router = APIRouter(prefix="/api/stats", tags=["stats"], route_class=AuthFirstRoute)
 
 
 @router.get("/areas", summary="Event counts per area", response_model=AreaStats)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from civicgrid.api.auth import require_role
+from civicgrid.api.auth import AuthFirstRoute, require_role
 from civicgrid.api.deps import RequestBody, get_store
 from civicgrid.api.models import LabelMapped, LabelsMapped, ProblemType, ProblemTypes, UnmappedLabels
 from civicgrid.api.responses import frame_records, json_body
@@ -16,7 +16,7 @@ from fastapi import APIRouter, Depends, File, UploadFile
 from fastapi.responses import Response
 from pydantic import Field
 
-router = APIRouter(prefix="/api/types", tags=["types"])
+router = APIRouter(prefix="/api/types", tags=["types"], route_class=AuthFirstRoute)
 
 _admin = require_role("admin")
 

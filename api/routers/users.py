@@ -5,20 +5,21 @@ from __future__ import annotations
 import tempfile
 from pathlib import Path
 
-from civicgrid.api.auth import require_role
-from civicgrid.api.deps import RequestBody, get_store
+from civicgrid.api.auth import AuthFirstRoute, require_role
+from civicgrid.api.deps import MAX_NAME, RequestBody, get_settings, get_store
 from civicgrid.api.models import ImportResult, NewUser, UserList
 from civicgrid.api.responses import frame_records, json_body
-from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.errors import InvalidParameterError, TooLargeError
 from civicgrid.geo.store import Store
 from civicgrid.geo.users import ROLES, add_user, list_users, new_token, set_active
 from civicgrid.sites import cases as cs
 from civicgrid.sites.importers import IMPORTERS, OPTIONS, get_importer
 from fastapi import APIRouter, Depends, File, Form, UploadFile
+from fastapi import Path as PathParam
 from fastapi.responses import Response
 from pydantic import Field
 
-router = APIRouter(tags=["admin"])
+router = APIRouter(tags=["admin"], route_class=AuthFirstRoute)
 
 _admin = require_role("admin")
 
@@ -26,30 +27,32 @@ _admin = require_role("admin")
 class UserIn(RequestBody):
     """A new user."""
 
-    name: str = Field(..., examples=["王伟"])
-    role: str = Field("viewer", description=f"one of {', '.join(ROLES)}")
+    name: str = Field(..., min_length=1, max_length=MAX_NAME, examples=["王伟"])
+    role: str = Field("viewer", max_length=20, description=f"one of {', '.join(ROLES)}")
 
 
 class HolidayIn(RequestBody):
     """A calendar exception."""
 
-    date: str = Field(..., examples=["2027-01-01"])
-    kind: str = Field(..., description="holiday (a day off) or workday (a make-up working day, 调休上班)")
-    name: str | None = Field(None, examples=["元旦"])
-    source: str | None = None
+    date: str = Field(..., max_length=64, examples=["2027-01-01"])
+    kind: str = Field(..., max_length=20, description="holiday (a day off) or workday (a make-up working day, "
+                                                      "调休上班)")
+    name: str | None = Field(None, max_length=MAX_NAME, examples=["元旦"])
+    source: str | None = Field(None, max_length=MAX_NAME)
 
 
 class HolidaysIn(RequestBody):
     """Calendar exceptions to store."""
 
-    rows: list[HolidayIn] = Field(..., min_length=1)
+    rows: list[HolidayIn] = Field(..., min_length=1, max_length=3660)
     replace_years: bool = Field(True, description="drop the stored rows of the years listed first")
 
 
 class SettingIn(RequestBody):
-    """A setting value."""
+    """A setting value (its range depends on the setting: ``rebound_days`` 1..3650, ``rebound_radius_m``
+    1..5000)."""
 
-    value: float
+    value: float = Field(..., allow_inf_nan=False, examples=[30])
 
 
 @router.get("/api/users", summary="List users", response_model=UserList)
@@ -66,13 +69,15 @@ def create_user(body: UserIn, store: Store = Depends(get_store), _user: dict = D
 
 
 @router.post("/api/users/{name}/token", summary="Issue a new token")
-def rotate_token(name: str, store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
+def rotate_token(name: str = PathParam(..., max_length=MAX_NAME), store: Store = Depends(get_store),
+                 _user: dict = Depends(_admin)) -> Response:
     """Replace the user's token (the old one stops working) and return the new one once."""
     return json_body({"name": name, "token": new_token(store.path, name)})
 
 
 @router.delete("/api/users/{name}", summary="Disable a user")
-def disable_user(name: str, store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
+def disable_user(name: str = PathParam(..., max_length=MAX_NAME), store: Store = Depends(get_store),
+                 _user: dict = Depends(_admin)) -> Response:
     """Disable a user: the token is refused from now on (the audit trail keeps the name)."""
     return json_body(set_active(store.path, name, active=False))
 
@@ -98,10 +103,39 @@ def put_holidays(body: HolidaysIn, store: Store = Depends(get_store), _user: dic
 
 
 @router.put("/api/settings/{key}", summary="Change a case setting")
-def put_setting(key: str, body: SettingIn, store: Store = Depends(get_store),
+def put_setting(body: SettingIn, key: str = PathParam(..., max_length=MAX_NAME), store: Store = Depends(get_store),
                 _user: dict = Depends(_admin)) -> Response:
-    """Set ``rebound_radius_m`` or ``rebound_days`` (positive numbers)."""
+    """Set ``rebound_radius_m`` (metres, 1..5000) or ``rebound_days`` (1..3650); a value outside its range is
+    a 422 naming it."""
     return json_body(cs.set_setting(store.path, key, body.value))
+
+
+#: Longest file name kept from an upload, in UTF-8 bytes (what file systems take).
+MAX_FILE_NAME_BYTES = 255
+
+
+def upload_name(filename: str | None) -> str:
+    """The name an upload is saved under: the client's file name without any folder part, control characters
+    (NUL…) or leading dots, cut to 255 UTF-8 bytes keeping its suffixes (``.csv``, ``.shp.zip``); ``upload.csv``
+    when nothing is left, ``.csv`` added when it has no suffix."""
+    raw = (filename or "").replace("\\", "/").split("/")[-1]
+    name = "".join(ch for ch in raw if ch.isprintable()).strip().lstrip(".")
+    suffix = "".join(Path(name).suffixes[-2:]) if name else ""
+    if len(suffix.encode()) > 32:  # not a suffix but a long name with dots
+        suffix = Path(name).suffix if len(Path(name).suffix.encode()) <= 32 else ""
+    stem = name[:len(name) - len(suffix)] if suffix else name
+    if not stem.strip():
+        stem = "upload"
+    suffix = suffix or ".csv"
+    stem = stem.encode()[:MAX_FILE_NAME_BYTES - len(suffix.encode())].decode(errors="ignore")
+    return stem + suffix
+
+
+def upload_too_large(limit: int) -> TooLargeError:
+    """The error of an upload over ``limit`` bytes (HTTP 413), naming the setting."""
+    msg = (f"the upload is larger than {limit >> 20} MB, the service's limit (setting CIVICGRID_MAX_UPLOAD_MB); "
+           "split the file or import it on the server with `civicgrid import`")
+    return TooLargeError(msg)
 
 
 def _form_help(name: str) -> str:
@@ -137,7 +171,9 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
                 date_order: str | None = Form(None, description=_form_help("date_order")),
                 types: str | None = Form(None, description=_form_help("types")),
                 update: bool | None = Form(None, description=_form_help("update")),
-                store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
+                repair: bool | None = Form(None, description=_form_help("repair")),
+                store: Store = Depends(get_store), settings: dict = Depends(get_settings),
+                _user: dict = Depends(_admin)) -> Response:
     """Load an uploaded file with the importer of ``layer`` (:data:`civicgrid.sites.importers.IMPORTERS`)."""
     importer = get_importer(layer)  # an unknown layer: 404 naming the layers
     mapping = {}
@@ -156,17 +192,20 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
     # the options the layer does not take, or a required one missing: 422 before the upload is written
     options = importer.check_options({"level": level, "source": source, "crs": crs, "encoding": encoding,
                                       "layer": layer_name, "sheet": sheet, "point": point, "tz": tz,
-                                      "date_order": date_order, "types": types, "update": update})
-    # saved under the uploaded file's own name (without any folder part), so that messages name it
-    name = Path((file.filename or "").replace("\\", "/")).name.strip()
-    if name in ("", ".", "..") or name.startswith("."):
-        name = "upload" + ("".join(Path(name).suffixes[-2:]) or ".csv")
-    elif not Path(name).suffix:
-        name += ".csv"
+                                      "date_order": date_order, "types": types, "update": update or None,
+                                      "repair": repair or None})
+    # saved under the uploaded file's own name (cleaned: no folder part, no control character, at most 255
+    # bytes), so that messages name it
+    name = upload_name(file.filename)
+    limit = int(settings.get("max_upload_mb", 200)) << 20
     with tempfile.TemporaryDirectory(prefix="civicgrid-upload-") as tmp:
         path = Path(tmp) / name
+        size = 0
         with open(path, "wb") as out:
             while chunk := file.file.read(1 << 20):
+                size += len(chunk)
+                if size > limit:  # the service's body limit (api.app.BodyLimit) refuses it sooner, as it streams
+                    raise upload_too_large(limit)
                 out.write(chunk)
         # a file that cannot be imported raises ImportFileError or ReadError: 422 (api/errors.py)
         report = importer.run(path, db=store.path, mapping=mapping, progress=False, **options)

@@ -3,15 +3,21 @@
 from __future__ import annotations
 
 import difflib
+import logging
 import math
 import os
 
-from civicgrid.geo.errors import InvalidParameterError, NotFoundError
+from civicgrid.geo.errors import InvalidParameterError, NotFoundError, OutOfRangeError
 from civicgrid.geo.store import retry_writes, writing
 from civicgrid.sites.cases._sql import StoreOrConnection, query_frame
 
 #: Settings (``settings`` table) and their defaults.
 DEFAULT_SETTINGS: dict[str, float] = {"rebound_radius_m": 50.0, "rebound_days": 30.0}
+
+#: The range (inclusive) each setting may take: a rebound within 1 m .. 5 km, over 1 day .. 10 years.
+SETTING_RANGES: dict[str, tuple[float, float]] = {"rebound_radius_m": (1.0, 5000.0), "rebound_days": (1.0, 3650.0)}
+
+logger = logging.getLogger(__name__)
 
 
 def get_settings(con: StoreOrConnection) -> dict[str, float]:
@@ -19,7 +25,10 @@ def get_settings(con: StoreOrConnection) -> dict[str, float]:
     out = dict(DEFAULT_SETTINGS)
     for row in query_frame(con, "SELECT key, value FROM settings").itertuples():
         if row.key in out:
-            out[row.key] = float(row.value)
+            try:
+                out[row.key] = check_setting(row.key, row.value)
+            except InvalidParameterError as exc:  # stored before the ranges were checked: the default holds
+                logger.warning("stored %s; using the default %s", exc, DEFAULT_SETTINGS[row.key])
     return out
 
 
@@ -34,9 +43,10 @@ def check_setting(key: str, value) -> float:
         number = float(value)
     except (TypeError, ValueError):
         number = float("nan")
-    if not math.isfinite(number) or number <= 0:
-        msg = f"setting {key} must be a positive number, got {value!r}"
-        raise InvalidParameterError(msg)
+    low, high = SETTING_RANGES[key]
+    if not math.isfinite(number) or not low <= number <= high:
+        msg = f"setting {key} must be a number {low:g}..{high:g}, got {value!r}"
+        raise OutOfRangeError(msg)
     return number
 
 
