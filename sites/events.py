@@ -27,7 +27,14 @@ from civicgrid.geo.locations import city_extent, read_locations
 from civicgrid.geo.readers import BatchReader, ReadResult
 from civicgrid.geo.staging import Staging, importing
 from civicgrid.geo.store import fetch_value, set_meta
-from civicgrid.geo.times import DEFAULT_TIMEZONE, decide_date_order, parse_times, store_timezone
+from civicgrid.geo.times import (
+    DEFAULT_TIMEZONE,
+    decide_date_order,
+    outside_window,
+    parse_times,
+    store_timezone,
+    window_text,
+)
 from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.sites.cases import backfill, link_rebounds
 from civicgrid.sites.cases.bulk import stage_cases
@@ -450,6 +457,13 @@ def _event_times(batch: pa.Table, ctx: _EventBatchContext,
         bad_idx = np.flatnonzero(bad_time)
         reasons[bad_idx] = [_unparseable(v, cols["time"], ctx) for v in raw_time.take(pa.array(bad_idx)).to_pylist()]
         rej.add(bad_time, "time", reasons)
+    implausible = outside_window(times, tz=ctx.store_tz)  # a year 1 or 2999 would explode the time slicing
+    if implausible.any():
+        reasons = np.full(n, None, dtype=object)
+        idx = np.flatnonzero(implausible)
+        reasons[idx] = [f"outside the plausible window {window_text(tz=ctx.store_tz)}: {v!r}"
+                        for v in raw_time.take(pa.array(idx)).to_pylist()]
+        rej.add(implausible, "time", reasons)
 
     # when the problem was fixed and the case closed (optional): not before the event itself
     ends = {}

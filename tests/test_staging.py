@@ -209,3 +209,14 @@ def test_remove_store_takes_the_imports_lock_file_too(small_city, tmp_path):
     assert Path(f"{small_city}.lock.import").exists()
     remove_store(small_city)
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("city.duckdb")) == []
+
+
+def test_event_times_outside_the_plausible_window_are_rejects(small_city, tmp_path):
+    frame = _events(3)
+    frame.loc[1, "时间"] = "1980-01-01 10:00"
+    frame.loc[2, "时间"] = "2200-01-01 10:00"
+    report = import_events(_file(tmp_path, frame), db=small_city, mapping={"id": "单号", "time": "时间"},
+                           progress=False)
+    assert (report.rows_read, report.loaded, report.rejected) == (3, 1, 2)
+    reasons = [r["reason"] for r in report.rejects]
+    assert all("outside the plausible window 1990-01-01.." in r for r in reasons), reasons
