@@ -66,6 +66,9 @@ def test_case_work_goes_on_while_an_import_stages_and_ids_never_collide(small_ci
         assert in_import.wait(60)
         store = Store(small_city)
         assert store.sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 0  # nothing published yet
+        deadline = time.monotonic() + 30  # the second batch's file is written on the staging thread
+        while len(_staged_files(small_city)) < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         assert len(_staged_files(small_city)) == 2
         started = time.perf_counter()
         made = [cs.create_case(small_city, actor="巡查员", problem_type="0101", lng=112.905, lat=28.205,
