@@ -122,7 +122,7 @@ def _option(name: str) -> Callable[[F], F]:
         kwargs["type"] = click.Choice(opt.choices)
     if opt.default is not None:
         kwargs.update(default=opt.default, show_default=True)
-    return click.option(f"--{name}", f"opt_{name}", **kwargs)
+    return click.option(f"--{name.replace('_', '-')}", f"opt_{name}", **kwargs)
 
 
 def import_command(importer: Importer) -> click.Command:

@@ -321,7 +321,7 @@ def test_one_importer_registry_builds_the_cli_and_the_api():
         assert {"layer_name" if o == "layer" else o for o in importer.options} <= api_form
         command = main.commands["import"].commands[layer]
         flags = {opt for param in command.params for opt in param.opts}
-        assert {f"--{f}" for f in importer.flags} | {f"--{o}" for o in importer.options} <= flags
+        assert {f"--{f}" for f in importer.flags} | {"--" + o.replace("_", "-") for o in importer.options} <= flags
         out = CliRunner().invoke(main, ["import", layer, "--help"], terminal_width=400).output
         assert f"--map {importer.example}" in out and ", ".join(importer.fields) in out.replace("\n", " ")
         assert all(OPTIONS[o].help.split()[0] in out for o in importer.options)

@@ -134,6 +134,8 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
                 sheet: str | None = Form(None, description=_form_help("sheet")),
                 point: str | None = Form(None, description=_form_help("point")),
                 tz: str | None = Form(None, description=_form_help("tz")),
+                fail_when: str | None = Form(None, description=_form_help("fail_when")),
+                other_category: str | None = Form(None, description=_form_help("other_category")),
                 store: Store = Depends(get_store), _user: dict = Depends(_admin)) -> Response:
     """Load an uploaded file with the importer of ``layer`` (:data:`civicgrid.sites.importers.IMPORTERS`)."""
     importer = get_importer(layer)  # an unknown layer: 404 naming the layers
@@ -147,7 +149,8 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
             mapping[key.strip()] = col.strip()
     # the options the layer does not take, or a required one missing: 422 before the upload is written
     options = importer.check_options({"level": level, "source": source, "crs": crs, "encoding": encoding,
-                                      "layer": layer_name, "sheet": sheet, "point": point, "tz": tz})
+                                      "layer": layer_name, "sheet": sheet, "point": point, "tz": tz,
+                                      "fail_when": fail_when, "other_category": other_category})
     # saved under the uploaded file's own name (without any folder part), so that messages name it
     name = Path((file.filename or "").replace("\\", "/")).name.strip()
     if name in ("", ".", "..") or name.startswith("."):
