@@ -73,6 +73,9 @@ from civicgrid.sites.risk.components import (
     CATEGORY_PRIOR,
     COMPONENTS,
     DEFAULT_WEIGHTS,
+    FAIL_TAU_DAYS,
+    FEATURES,
+    HOLDOUT_SHARE,
     HOTSPOT_DAYS,
     HOTSPOT_RES,
     INSPECTOR_PRIOR,
@@ -82,6 +85,7 @@ from civicgrid.sites.risk.components import (
     MAX_TRAIN,
     MIN_CLASS,
     MIN_TRAIN,
+    MONOTONE,
     NEAR_K,
     NEAR_RES,
     REBOUND_TAU_DAYS,
@@ -89,18 +93,22 @@ from civicgrid.sites.risk.components import (
     TAU_DAYS,
     TRAIN_DAYS,
     TRANSFORMS,
+    VISIT_INPUTS,
     AsOf,
     parse_as_of,
 )
-from civicgrid.sites.risk.model import fit_model, inspector_effects
+from civicgrid.sites.risk.model import MODELS, fit_model, inspector_effects
 from civicgrid.sites.risk.reasons import explain, risk_records
-from civicgrid.sites.risk.score import site_risk
+from civicgrid.sites.risk.score import site_risk, visit_probabilities
 from civicgrid.sites.risk.selection import default_as_of, resolve_categories, select_sites
 
 __all__ = [
     "CATEGORY_PRIOR",
     "COMPONENTS",
     "DEFAULT_WEIGHTS",
+    "FAIL_TAU_DAYS",
+    "FEATURES",
+    "HOLDOUT_SHARE",
     "HOTSPOT_DAYS",
     "HOTSPOT_RES",
     "INSPECTOR_PRIOR",
@@ -110,6 +118,8 @@ __all__ = [
     "MAX_TRAIN",
     "MIN_CLASS",
     "MIN_TRAIN",
+    "MODELS",
+    "MONOTONE",
     "NEAR_K",
     "NEAR_RES",
     "REBOUND_TAU_DAYS",
@@ -117,6 +127,7 @@ __all__ = [
     "TAU_DAYS",
     "TRAIN_DAYS",
     "TRANSFORMS",
+    "VISIT_INPUTS",
     "AsOf",
     "default_as_of",
     "explain",
@@ -127,4 +138,5 @@ __all__ = [
     "risk_records",
     "select_sites",
     "site_risk",
+    "visit_probabilities",
 ]
