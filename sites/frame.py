@@ -185,15 +185,19 @@ class PointRows:
         first = imp.next_id(con, table_name, id_column)
         report.import_id = imp.next_id(con, "imports", "import_id")
         report.outside_grids = int(located["grid_code"].isna().sum())
+        unplaced = ~(np.isfinite(lng[idx]) & np.isfinite(lat[idx]))
         self.columns = {
             id_column: pa.array(np.arange(first, first + len(idx)), pa.int64()),
             "external_id": pa.array(strings(table, cols.get("id"))[idx], pa.string()),
-            "lng": pa.array(lng[idx]),
-            "lat": pa.array(lat[idx]),
+            "lng": pa.array(lng[idx], from_pandas=True),  # no location (a site known by its address): NULL
+            "lat": pa.array(lat[idx], from_pandas=True),
             **location_arrays(located),
             "dedup_key": pa.array(keys[idx], pa.string()),
             "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
         }
+        if unplaced.any():
+            self.columns["h3"] = pa.array(self.columns["h3"].to_numpy(zero_copy_only=False), pa.uint64(),
+                                          mask=unplaced)
 
     def store(self, con: duckdb.DuckDBPyConnection, report: ImportReport, rej: Rejects, started: datetime, *,
               columns: dict[str, pa.Array], geometry: str | None = None) -> None:

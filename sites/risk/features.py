@@ -246,6 +246,8 @@ def inspector_table(d: Data) -> pd.DataFrame:
 def _hotspot_levels(store: Store, d: Data, q_site: np.ndarray, q_snap: np.ndarray) -> np.ndarray:
     """Gi* level (0..3, hot only) of each query site's res-9 cell at its snapshot moment (µs)."""
     out = np.zeros(len(q_site))
+    if not (d.ev_source == "complaint").any():  # no complaints before as_of (a city without a hotline feed)
+        return out
     for snap in np.unique(q_snap):
         end = pd.Timestamp(int(snap), unit="us").to_pydatetime()
         f = EventFilter(start=end - timedelta(days=HOTSPOT_DAYS), end=end, source="complaint")
