@@ -14,7 +14,7 @@ import re
 
 #: Schema version written by this civicgrid: 6 is the first DuckLake store. Older stores (single DuckDB files,
 #: versions 1 to 5) are migrated by ``civicgrid migrate``; newer ones are refused.
-SCHEMA_VERSION = 7
+SCHEMA_VERSION = 8
 
 #: The last version of the single-file store (what :data:`MIGRATIONS` bring a file up to).
 FILE_SCHEMA_VERSION = 5
@@ -332,10 +332,20 @@ _V7: list[str] = [
     """,
 ]
 
-#: Statements creating a new store (schema version :data:`SCHEMA_VERSION`): the tables of versions 1 to 5 as
-#: DuckLake tables (no constraints but NOT NULL), the macros, and the holiday calendar.
-LAKE_SCHEMA: list[str] = [*[_lake_statement(s) for s in [*_V1, *_V2, *_V3, *_V4]], *_V7]
+# 8: what real inspection records say besides pass/fail (issue 16): the score (e.g. NYC points, higher is
+# worse), whether a critical / crucial finding was recorded, and the kind of visit (routine, re-inspection...)
+_V8: list[str] = [
+    "ALTER TABLE inspections ADD COLUMN score DOUBLE",
+    "ALTER TABLE inspections ADD COLUMN critical BOOLEAN",
+    "ALTER TABLE inspections ADD COLUMN kind VARCHAR",
+]
 
 #: Statements that bring a store from version ``v - 1`` to version ``v`` (``v`` > 6), run in one transaction when
-#: a store is opened. A new store is created from :data:`LAKE_SCHEMA` plus these.
-LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7}
+#: a store is opened. A new store is created from :data:`LAKE_SCHEMA`, which ends with these.
+LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7, 8: _V8}
+
+#: Statements creating a new store (schema version :data:`SCHEMA_VERSION`): the tables of versions 1 to 5 as
+#: DuckLake tables (no constraints but NOT NULL), the macros, and the holiday calendar, then
+#: :data:`LAKE_MIGRATIONS` in order.
+LAKE_SCHEMA: list[str] = [_lake_statement(s) for s in [*_V1, *_V2, *_V3, *_V4]] + [
+    s for v in sorted(LAKE_MIGRATIONS) for s in LAKE_MIGRATIONS[v]]

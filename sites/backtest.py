@@ -16,8 +16,12 @@ Ties keep the inspections' actual order. For every ordering:
 ``mean_days_earlier``
     mean over problem-finding inspections of (actual time - assigned time) in days; positive: found earlier.
 
-Orderings: ``risk`` (the score), ``historical`` (the site's past share of problem-finding inspections;
-sites never inspected get the city's share), ``random`` (averaged over ``n_random`` seeded permutations),
+Orderings: ``risk`` (the score, of the model ``auto`` chooses), ``gbm`` and ``logistic`` (each model on its
+own, so that every window compares the gradient-boosted trees with the logistic regression), ``risk_inspector``
+(when the window's inspections name their inspector: the detection probability of the visit with its assigned
+inspector known, as the published evaluation scored it), ``historical`` (the site's past share of
+problem-finding inspections; sites never inspected get the city's share), ``random`` (averaged over
+``n_random`` seeded permutations),
 ``round_robin`` (one inspection of each category in turn, categories by code, each category's
 inspections in their actual order) and ``actual`` (the order they were made: 0 days earlier by definition,
 and the reference for the shares).
@@ -33,10 +37,12 @@ import numpy as np
 import pandas as pd
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
-from civicgrid.sites.risk import TRAIN_DAYS, AsOf, parse_as_of, site_risk
+from civicgrid.sites.risk import TRAIN_DAYS, AsOf, fit_model, parse_as_of, visit_probabilities
 
-#: Orderings compared, in report order.
-ORDERINGS = ("risk", "historical", "random", "round_robin", "actual")
+#: Orderings compared, in report order (``gbm`` and ``logistic`` are left out when the risk is the default rule;
+#: :data:`INSPECTOR_ORDERING` is added when the window's inspections name their inspectors).
+ORDERINGS = ("risk", "gbm", "logistic", "historical", "random", "round_robin", "actual")
+INSPECTOR_ORDERING = "risk_inspector"
 #: Random orderings averaged for the ``random`` baseline.
 N_RANDOM = 20
 
@@ -99,10 +105,11 @@ def _auc(found: np.ndarray, score: np.ndarray) -> float:
 
 
 _WINDOW_SQL = """
-SELECT i.site_id, i.time, s.category_code,
+SELECT i.site_id, i.time, s.category_code, coalesce(i.inspector, '') AS inspector,
        CASE WHEN i.conforming IS NOT NULL THEN NOT i.conforming ELSE i.problems_found > 0 END AS found
 FROM inspections i JOIN sites s USING (site_id)
 WHERE i.time >= $start AND i.time < $end AND (i.conforming IS NOT NULL OR i.problems_found IS NOT NULL)
+  AND ($kind IS NULL OR strpos(lower(coalesce(i.kind, '')), lower($kind)) > 0)
 ORDER BY i.time, i.inspection_id
 """
 
@@ -117,12 +124,12 @@ GROUP BY site_id
 
 
 def window_scores(store: Store, *, as_of: AsOf, horizon_days: float, seed: int = 0, model: str = "auto",
-                  train_days: int = TRAIN_DAYS) -> pd.DataFrame:
+                  train_days: int = TRAIN_DAYS, kind: str | None = None) -> pd.DataFrame:
     """The window's inspections with the score of every ordering (random: the first seed).
 
     Parameters
     ----------
-    store, as_of, horizon_days, model, train_days
+    store, as_of, horizon_days, model, train_days, kind
         As for :func:`backtest`.
     seed
         Seed of the ``random`` column.
@@ -130,24 +137,39 @@ def window_scores(store: Store, *, as_of: AsOf, horizon_days: float, seed: int =
     Returns
     -------
     pandas.DataFrame
-        ``site_id, time, category_code, found, risk, historical, round_robin, actual, random`` in time order.
+        ``site_id, time, category_code, inspector, found`` and a column per ordering, in time order;
+        ``attrs["orderings"]`` lists the orderings scored.
     """
     moment = parse_as_of(as_of)
     if not horizon_days or horizon_days <= 0:
         msg = f"horizon must be a positive number of days, got {horizon_days}"
         raise InvalidParameterError(msg)
     end = moment + timedelta(days=float(horizon_days))
-    win = store.sql(_WINDOW_SQL, {"start": moment, "end": end})
+    win = store.sql(_WINDOW_SQL, {"start": moment, "end": end, "kind": kind})
     if win.empty:
         span = store.sql("SELECT min(time) AS a, max(time) AS b FROM inspections")
         have = ("the database has no inspections" if pd.isna(span["a"].iloc[0]) else
                 f"inspections run from {span['a'].iloc[0]:%Y-%m-%d} to {span['b'].iloc[0]:%Y-%m-%d}")
-        msg = f"no labelled inspections in [{moment:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}); {have}"
+        of_kind = f" of kind {kind!r}" if kind else ""
+        msg = f"no labelled inspections{of_kind} in [{moment:%Y-%m-%d %H:%M}, {end:%Y-%m-%d %H:%M}); {have}"
         raise InvalidParameterError(msg)
     win["found"] = win["found"].astype(bool)
     ids = win["site_id"].to_numpy("int64")
-    risk = site_risk(store, as_of=moment, sites=np.unique(ids).tolist(), model=model, train_days=train_days)
-    win["risk"] = win["site_id"].map(pd.Series(risk["risk"].to_numpy(float), index=risk["site_id"])).to_numpy(float)
+    info = fit_model(store, as_of=moment, model=model, train_days=train_days)
+    models = {"risk": model}
+    if info["kind"] != "default":
+        models.update(gbm="gbm", logistic="learnt")
+    probs = visit_probabilities(store, as_of=moment, site_ids=ids, models=tuple(dict.fromkeys(models.values())),
+                                train_days=train_days)
+    for name, m in models.items():
+        win[name] = probs[m]
+    orderings = [o for o in ORDERINGS if o in models or o not in ("gbm", "logistic")]
+    named = win["inspector"].astype(str).str.len() > 0
+    if info["kind"] != "default" and named.any():
+        p = visit_probabilities(store, as_of=moment, site_ids=ids, inspectors=win["inspector"].tolist(),
+                                models=(model,), train_days=train_days)
+        win[INSPECTOR_ORDERING] = p[model]
+        orderings.insert(1, INSPECTOR_ORDERING)
     hist = store.sql(_HISTORY_SQL, {"as_of": moment})
     city = hist["found"].sum() / hist["visits"].sum() if hist["visits"].sum() else 0.0
     rate = pd.Series((hist["found"] / hist["visits"]).to_numpy(float), index=hist["site_id"].to_numpy("int64"))
@@ -158,13 +180,15 @@ def window_scores(store: Store, *, as_of: AsOf, horizon_days: float, seed: int =
     win["round_robin"] = -(position * (cat_index.max() + 1) + cat_index).astype(float)
     win["actual"] = -np.arange(len(win), dtype=float)
     win["random"] = np.random.default_rng(seed).random(len(win))
-    win.attrs["model"] = risk.attrs.get("model", {})
+    win.attrs["model"] = {k: v for k, v in info.items() if k not in ("detection", "estimator")}
     win.attrs["window"] = (moment, end)
+    win.attrs["orderings"] = orderings
     return win
 
 
 def backtest(store: Store, *, as_of: AsOf, horizon_days: float, k: int | None = None, seed: int = 0,
-             n_random: int = N_RANDOM, model: str = "auto", train_days: int = TRAIN_DAYS) -> dict:
+             n_random: int = N_RANDOM, model: str = "auto", train_days: int = TRAIN_DAYS,
+             kind: str | None = None) -> dict:
     """Replay history: rank sites with the data before ``as_of`` and evaluate on the inspections after it.
 
     Parameters
@@ -183,21 +207,26 @@ def backtest(store: Store, *, as_of: AsOf, horizon_days: float, k: int | None = 
         Random orderings averaged.
     model, train_days
         Passed to :func:`sites.risk.site_risk`.
+    kind
+        Only the window's inspections whose kind (``inspections.kind``) contains this text, case-insensitively
+        (e.g. ``"Cycle Inspection / Initial"``: NYC's routine visits); default all. The scores still use every
+        inspection before ``as_of``.
 
     Returns
     -------
     dict
         ``as_of``, ``end``, ``horizon_days``, ``k``, ``n_inspections``, ``n_found`` (problem-finding
         inspections), ``n_sites``, ``base_rate``, ``precision_at_k``, ``first_half_share``,
-        ``mean_days_earlier`` and ``auc`` (each ``{ordering: value}`` for :data:`ORDERINGS`; auc without
-        ``actual``), ``random_sd`` (standard deviation of the random measures over the seeds) and ``model``
-        (the risk model's kind, weights and training size).
+        ``mean_days_earlier`` and ``auc`` (each ``{ordering: value}`` for the ``orderings`` scored; auc
+        without ``actual``), ``orderings``, ``random_sd`` (standard deviation of the random measures over the
+        seeds) and ``model`` (the risk model's kind, ``choice`` and held-out AUCs, weights and training size).
     """
     if n_random < 1:
         msg = f"n_random must be at least 1, got {n_random}"
         raise InvalidParameterError(msg)
     win = window_scores(store, as_of=as_of, horizon_days=horizon_days, seed=seed, model=model,
-                        train_days=train_days)
+                        train_days=train_days, kind=kind)
+    orderings = win.attrs["orderings"]
     start, end = win.attrs["window"]
     n = len(win)
     if k is None:
@@ -208,7 +237,7 @@ def backtest(store: Store, *, as_of: AsOf, horizon_days: float, k: int | None = 
     keys = ("precision_at_k", "first_half_share", "mean_days_earlier")
     out = {key: {} for key in keys}
     auc = {}
-    for name in ORDERINGS:
+    for name in orderings:
         if name == "random":
             runs = []
             for s in range(seed, seed + n_random):
@@ -230,17 +259,32 @@ def backtest(store: Store, *, as_of: AsOf, horizon_days: float, k: int | None = 
         "as_of": start.isoformat(sep=" "), "end": end.isoformat(sep=" "), "horizon_days": float(horizon_days),
         "k": k, "n_inspections": n, "n_found": int(found.sum()), "n_sites": int(win["site_id"].nunique()),
         "base_rate": float(found.mean()), **out, "auc": auc, "random_sd": random_sd, "n_random": int(n_random),
-        "model": {key: info.get(key) for key in ("kind", "n_train", "n_positive", "train_auc", "weights",
-                                                 "inspector_weight", "C", "reason")},
+        "orderings": list(orderings), "kind": kind,
+        "model": {key: info.get(key) for key in ("kind", "choice", "holdout", "n_train", "n_positive", "train_auc",
+                                                 "weights", "inspector_weight", "C", "reason", "calibration")},
     }
 
 
+def monthly_windows(start: AsOf, end: AsOf) -> list[pd.Timestamp]:
+    """The first day of every month from the month of ``start`` (``start`` itself when it is not a first) up to,
+    not including, ``end``."""
+    a, b = pd.Timestamp(parse_as_of(start)), pd.Timestamp(parse_as_of(end))
+    if b <= a:
+        msg = f"the rolling period must end after it starts, got {a:%Y-%m-%d} .. {b:%Y-%m-%d}"
+        raise InvalidParameterError(msg)
+    firsts = pd.date_range(a.normalize() + pd.offsets.MonthBegin(0), b, freq="MS", inclusive="left")
+    out = [a] + [t for t in firsts if t > a]
+    return [t for t in out if t < b]
+
+
 def rolling_backtest(store: Store, *, windows: Sequence[AsOf], horizon_days: float, k: int | None = None, seed: int = 0,
-                     n_random: int = N_RANDOM, model: str = "auto", train_days: int = TRAIN_DAYS) -> pd.DataFrame:
+                     n_random: int = N_RANDOM, model: str = "auto", train_days: int = TRAIN_DAYS,
+                     kind: str | None = None) -> pd.DataFrame:
     """:func:`backtest` over several windows, as one table (one row per window and ordering).
 
-    Each window is scored only with the data before its start, and the model is re-learnt per window:
-    this is the same :func:`backtest` the service's ``GET /api/backtest`` runs, once per window.
+    Each window is scored only with the data before its start, and the models are re-learnt per window:
+    this is the same :func:`backtest` the service's ``GET /api/backtest`` runs, once per window
+    (:func:`monthly_windows` gives every month of a period).
 
     Parameters
     ----------
@@ -250,20 +294,21 @@ def rolling_backtest(store: Store, *, windows: Sequence[AsOf], horizon_days: flo
         Window starts (dates, date-times or ISO strings; a date means its midnight).
     horizon_days
         Length of every window in days.
-    k, seed, n_random, model, train_days
+    k, seed, n_random, model, train_days, kind
         As for :func:`backtest`.
 
     Returns
     -------
     pandas.DataFrame
-        ``window`` (start, as a Timestamp), ``end``, ``ordering`` (:data:`ORDERINGS`), ``precision_at_k``,
-        ``first_half_share``, ``mean_days_earlier``, ``auc`` (NaN for ``actual``), ``random_sd_precision``
-        (spread of the random baseline over its seeds, on the ``random`` rows), ``k``, ``n_inspections``,
-        ``n_found``, ``base_rate`` and ``model`` (learnt or default), in window then ordering order.
+        ``window`` (start, as a Timestamp), ``end``, ``ordering``, ``precision_at_k``, ``first_half_share``,
+        ``mean_days_earlier``, ``auc`` (NaN for ``actual``), ``random_sd_precision`` (spread of the random
+        baseline over its seeds, on the ``random`` rows), ``k``, ``n_inspections``, ``n_found``, ``base_rate``,
+        ``model`` (the kind ``auto`` chose: gbm, learnt or default) and ``choice`` (why), in window then
+        ordering order.
 
     Examples
     --------
-    >>> rolling_backtest(store, windows=["2025-03-01", "2025-06-01"], horizon_days=30)  # doctest: +SKIP
+    >>> rolling_backtest(store, windows=monthly_windows("2025-01-01", "2025-07-01"), horizon_days=60)  # doctest: +SKIP
     """
     starts = list(windows)
     if not starts:
@@ -272,16 +317,32 @@ def rolling_backtest(store: Store, *, windows: Sequence[AsOf], horizon_days: flo
     rows = []
     for w in starts:
         b = backtest(store, as_of=w, horizon_days=horizon_days, k=k, seed=seed, n_random=n_random, model=model,
-                     train_days=train_days)
-        for name in ORDERINGS:
+                     train_days=train_days, kind=kind)
+        for name in b["orderings"]:
             rows.append({
                 "window": pd.Timestamp(b["as_of"]), "end": pd.Timestamp(b["end"]), "ordering": name,
                 "precision_at_k": b["precision_at_k"][name], "first_half_share": b["first_half_share"][name],
                 "mean_days_earlier": b["mean_days_earlier"][name], "auc": b["auc"].get(name, np.nan),
                 "random_sd_precision": b["random_sd"]["precision_at_k"] if name == "random" else np.nan,
                 "k": b["k"], "n_inspections": b["n_inspections"], "n_found": b["n_found"],
-                "base_rate": b["base_rate"], "model": b["model"]["kind"],
+                "base_rate": b["base_rate"], "model": b["model"]["kind"], "choice": b["model"]["choice"],
             })
     out = pd.DataFrame(rows)
     out["auc"] = out["auc"].astype(float)
     return out
+
+
+def summarize(table: pd.DataFrame) -> dict:
+    """What a :func:`rolling_backtest` table says: per ordering the mean of each measure over the windows, the
+    windows where the risk order found failures earlier than the historical one, the ratio of their mean days
+    earlier, and how often ``auto`` chose each model."""
+    means = table.groupby("ordering", sort=False)[["mean_days_earlier", "first_half_share", "precision_at_k",
+                                                   "auc"]].mean()
+    wide = table.pivot(index="window", columns="ordering", values="mean_days_earlier")
+    beats = int((wide["risk"] > wide["historical"]).sum()) if {"risk", "historical"} <= set(wide) else 0
+    hist = means.loc["historical", "mean_days_earlier"] if "historical" in means.index else np.nan
+    ratio = float(means.loc["risk", "mean_days_earlier"] / hist) if hist and hist > 0 else np.nan
+    chosen = table.drop_duplicates("window")["model"].value_counts().to_dict()
+    return {"windows": len(wide), "risk_beats_historical": beats, "ratio_days_earlier": ratio,
+            "chosen": {str(k): int(v) for k, v in chosen.items()},
+            "means": {o: {k: float(v) for k, v in r.items()} for o, r in means.iterrows()}}

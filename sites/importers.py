@@ -33,7 +33,10 @@ FIELD_HELP: dict[str, str] = {
     "time": "time", "type": "problem type (code, or 大类 / 小类 name)", "site": "site (id or name)",
     "text": "free text", "code": "code", "name": "name", "parent": "parent area's code",
     "category": "site category (code, Chinese or English name)",
-    "result": "result (符合/不符合 or a number of problems)",
+    "result": "result (符合/不符合, pass/fail, a number of problems, or a score or severity with --fail-when)",
+    "score": "inspection score (e.g. NYC points; higher is worse)",
+    "critical": "whether a critical finding was recorded (a flag, a count of critical findings or a severity)",
+    "kind": "kind of visit (routine, re-inspection, follow-up, 复查...)",
     "address": "address (kept; rows without coordinates keep it)", "unit": "responsible unit (责任单位)",
     "contact": "contact person",
     "phone": "contact phone", "active": "whether the site is in use (否, 停用, no, 0... mark it inactive)",
@@ -98,6 +101,11 @@ OPTIONS: dict[str, ImportOption] = {o.name: o for o in (
     ImportOption("layer", "layer inside a GeoPackage, or shapefile inside a zip (needed when it holds several)"),
     ImportOption("repair", "repair invalid polygons (self-intersections…) and report what changed, instead of "
                            "rejecting them", flag=True),
+    ImportOption("fail_when", 'which visits did not conform: SUBJECT OP VALUE, e.g. "score>=14", '
+                              '"result>=significant", "status=Conditional Pass|Closed" (SUBJECT: result, score, '
+                              'critical or a column)', metavar="RULE"),
+    ImportOption("other_category", "category (code or name, e.g. 餐饮) for labels that are none of the known "
+                                   "categories (default: keep each as the city's own category)", metavar="CAT"),
 )}
 
 
@@ -200,11 +208,12 @@ IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
              details="--parent names the community code column; without it the containing community is used. "
                      "Leader and households: --map leader=网格长 --map leader_phone=电话 --map households=户数."),
     Importer("sites", import_sites, fields=tuple(SITE_FIELDS), flags=("id", "name", "category", "lat", "lng"),
-             options=("point", "sheet", "crs", "encoding", "layer"), example="address=详细地址",
+             options=("point", "sheet", "crs", "encoding", "layer", "other_category"), example="address=详细地址",
              summary="Import the sample frame (样本框 / 点位信息表).",
-             details="Fields: --name, --category (code, Chinese or English name), --id, and --map address=… "
+             details="Fields: --name, --category (code, Chinese or English name; other labels are kept as the "
+                     "city's own categories, or mapped with --other-category), --id, and --map address=… "
                      "unit=… contact=… phone=… active=…. Geometry: --lat/--lng, --point, or the points, lines or "
-                     "polygons of a spatial file."),
+                     "polygons of a spatial file; sites without coordinates but with an address are kept."),
     Importer("events", import_events, fields=tuple(EVENT_FIELDS),
              flags=("id", "lat", "lng", "time", "type", "site", "text"),
              options=("source", "point", "sheet", "crs", "tz", "date_order", "types", "update", "encoding",
@@ -221,11 +230,14 @@ IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
                      "micro-grid code or name) when given. Each new event gets its case in the same transaction."),
     Importer("inspections", import_inspections, fields=tuple(INSPECTION_FIELDS),
              flags=("id", "site", "time", "result", "lat", "lng"),
-             options=("point", "sheet", "crs", "tz", "date_order", "encoding", "layer"), example="inspector=检查人",
-             takes=("point", "sheet", "crs", "tz", "encoding", "layer"),
-             summary="Import inspection visits: --site, --time, --result (符合/不符合 or a number of problems).",
-             details="The inspector: --map inspector=检查人. Visits without coordinates take their site's "
-                     "location."),
+             options=("point", "sheet", "crs", "tz", "date_order", "encoding", "layer", "fail_when"),
+             example="inspector=检查人",
+             takes=("point", "sheet", "crs", "tz", "encoding", "layer", "fail_when"),
+             summary="Import inspection visits: --site, --time, --result (符合/不符合, pass/fail, a number of "
+                     "problems, or a score or severity with --fail-when).",
+             details="The inspector: --map inspector=检查人; a score: --result 分数 --fail-when \"score>=14\"; "
+                     "critical findings: --map critical=COLUMN; the kind of visit: --map kind=COLUMN. Visits "
+                     "without coordinates take their site's location."),
 )}
 
 

@@ -246,17 +246,22 @@ def test_gbk_csv_with_chinese_headers_and_bad_rows(small_city, tmp_path):
     _balanced(rep)
     assert rep.encoding.lower() in {"gb18030", "gbk"}
     assert rep.columns["name"] == "名称" and rep.columns["lat"] == "纬度"
-    assert rep.loaded == 3 and rep.rejected == 5
+    # an unknown category label is kept as the city's own (issue 16), with the closest known names in a warning;
+    # a site without coordinates but with an address is kept without a location
+    assert rep.loaded == 5 and rep.rejected == 3
     why = {r["row"]: r for r in rep.rejects}
     assert "swapped" in why[5]["reason"]
-    assert why[6]["field"] == "category" and "菜市场" in why[6]["reason"] and "农贸（集贸）市场" in why[6]["reason"]
+    assert any("菜市场" in w and "农贸（集贸）市场" in w for w in rep.warnings)
     assert "outside the city's extent" in why[7]["reason"]
-    assert why[8]["reason"] == "missing coordinates"
+    assert any("1 sites have no coordinates but an address" in w for w in rep.warnings)
     assert why[9] == {"row": 9, "field": "lng", "reason": "non-numeric longitude 'abc'"}
-    sites = Store(small_city).sql("SELECT name, category_code, grid_code FROM sites ORDER BY site_id")
-    assert sites.values.tolist() == [["东风农贸市场", "16", "430102001001001"],
-                                     ["芙蓉银行网点", "03", "430102001001004"],
-                                     ["书店", "20", "430102001001002"]]
+    sites = Store(small_city).sql("SELECT name, category_code, grid_code, lng FROM sites ORDER BY site_id")
+    assert sites[["name", "category_code", "grid_code"]].astype(object).where(sites.notna(), None).values.tolist() == [
+        ["东风农贸市场", "16", "430102001001001"], ["芙蓉银行网点", "03", "430102001001004"],
+        ["书店", "20", "430102001001002"], ["未知类别", "菜市场", "430102001001001"], ["缺坐标", "27", None]]
+    assert np.isnan(sites["lng"].iloc[4])
+    own = Store(small_city).sql("SELECT code, name_zh FROM site_categories WHERE code = '菜市场'")
+    assert own.values.tolist() == [["菜市场", "菜市场"]]
 
 
 def test_excel_with_merged_header_rows(small_city, tmp_path):

@@ -16,6 +16,7 @@ from civicgrid.geo.store_files import copy_store
 from civicgrid.sites import risk as R
 from civicgrid.sites.risk import features as risk_features
 from civicgrid.sites.risk import reasons as risk_reasons
+from civicgrid.sites.risk.components import NOT_REASONS
 from click.testing import CliRunner
 
 AS_OF = datetime(2025, 3, 1)
@@ -147,33 +148,103 @@ def test_inspector_detection_by_hand(tiny):
     assert tab.loc["甲", "visits"] == 3 and city == 0.5
 
 
-def test_contributions_add_up_and_labels(tiny, demo_db):
+@pytest.mark.parametrize("model", ["gbm", "learnt"])
+def test_contributions_add_up_and_labels(tiny, demo_db, model):
     store = Store(demo_db)
-    df = R.site_risk(store, as_of="2025-07-01")
-    assert df.attrs["model"]["kind"] == "learnt"
+    df = R.site_risk(store, as_of="2025-07-01", model=model)
+    info = df.attrs["model"]
+    assert info["kind"] == model and info["choice"].startswith(model)
     assert len(df) == store.sql("SELECT count(*) AS n FROM sites WHERE active")["n"].iloc[0]
     assert df.geometry.geom_type.eq("Point").all() and df.crs.to_epsg() == 4326
     assert df["risk"].between(0, 1).all() and df["risk"].is_monotonic_decreasing
-    contrib = df[[f"{c}_contrib" for c in R.COMPONENTS]].sum(axis=1)
+    contrib = df[[f"{c}_contrib" for c in info["features"]]].sum(axis=1)
     logit = np.log(df["risk"] / (1 - df["risk"]))
     np.testing.assert_allclose(df["base"] + contrib, logit, atol=1e-9)
     assert df["reason"].str.len().gt(0).all()
-    en = R.site_risk(store, as_of="2025-07-01", lang="en")
+    en = R.site_risk(store, as_of="2025-07-01", lang="en", model=model)
     assert en["reason"].str.contains("[a-z]", regex=True).all()
     assert en["category_name"].iloc[0] and not en["category_name"].iloc[0].startswith(("农", "背"))
-    # the learnt weights: the category's and the site's own record dominate, as the demo was generated
-    w = df.attrs["model"]["weights"]
-    assert w["category_rate"] > 0.4 and w["site_record"] > 0.4
-    assert df.attrs["model"]["train_auc"] > 0.65
-    # inspector effect: a positive fixed effect of log detection
-    assert df.attrs["model"]["inspector_weight"] > 0.5
+    # calibrated on the held-out latest fifth of the training year, with a > 0 (the order is the model's)
+    assert info["calibration"]["a"] > 0 and info["holdout"][model]["auc"] > 0.6
+    if model == "learnt":
+        # the learnt weights: the category's and the site's own record dominate, as the demo was generated
+        w = info["weights"]
+        assert w["category_rate"] > 0.4 and w["site_record"] > 0.4
+        assert info["train_auc"] > 0.65
+        # inspector effect: a positive fixed effect of log detection
+        assert info["inspector_weight"] > 0.5
+        # known directions: no weight against them (a negative one is dropped and the rest refitted)
+        assert all(w[c] >= 0 for c in R.COMPONENTS if R.MONOTONE.get(c, 0) > 0)
+
+
+def test_gbm_contributions_match_the_trees(demo_db):
+    """The path contributions of the trees add up to sklearn's own raw prediction, row by row."""
+    from civicgrid.sites.risk.gbm import contributions, fit_gbm
+
+    rng = np.random.default_rng(3)
+    x = rng.random((3000, 4))
+    x[::9, 2] = np.nan
+    y = (x[:, 0] + 0.5 * np.nan_to_num(x[:, 2]) + rng.normal(0, 0.3, 3000)) > 0.9
+    est = fit_gbm(x, y, [1, 0, 1, 0])
+    bias, contrib = contributions(est, x)
+    np.testing.assert_allclose(bias + contrib.sum(axis=1), est.decision_function(x), atol=1e-9)
+    # monotone increasing in inputs 0 and 2: a larger value never lowers the score
+    for j in (0, 2):
+        up = x.copy()
+        up[:, j] = up[:, j] + 0.2
+        assert (est.decision_function(up) >= est.decision_function(x) - 1e-12).all()
+
+
+def test_monotone_directions_hold_on_the_demo(demo_db):
+    """More past failures, critical findings, open or overdue problems... never lower the risk."""
+    from civicgrid.sites.risk.model import gbm_inputs
+
+    store = Store(demo_db)
+    fitted = R.fit_model(store, as_of="2025-07-01", model="gbm")
+    est, names = fitted["estimator"], fitted["features"]
+    df = R.site_risk(store, as_of="2025-07-01", model="gbm")
+    x = gbm_inputs(df, np.zeros(len(df)), np.zeros(len(df)))
+    base = est.decision_function(x)
+    for name, sign in R.MONOTONE.items():
+        j = names.index(name)
+        up = x.copy()
+        step = float(np.nanstd(x[:, j])) if np.isfinite(x[:, j]).sum() > 1 else 1.0
+        step = step or 1.0
+        up[:, j] = np.nan_to_num(up[:, j], nan=0.0) + step
+        ok = ~np.isnan(x[:, j])
+        assert (sign * (est.decision_function(up)[ok] - base[ok]) >= -1e-12).all(), name
+
+
+def test_reasons_never_cite_a_component_pushing_risk_down(demo_db):
+    """Every part of every reason is the text of an input whose contribution raises that site's risk; and no
+    reason cites a zero count ("未办结问题0件", the backwards reason of the issue)."""
+    store = Store(demo_db)
+    sep = "；"
+    for model in ("gbm", "learnt"):
+        df = R.site_risk(store, as_of="2025-07-01", model=model).reset_index(drop=True)
+        names = df.attrs["model"]["features"]
+        for i in range(len(df)):
+            allowed = {risk_reasons._fmt(c, df, i, "zh") for c in names
+                       if c not in NOT_REASONS and df.at[i, f"{c}_contrib"] > 0}
+            if df.at[i, "reason"] == "无突出风险因素":
+                continue
+            parts = df.at[i, "reason"].split(sep)
+            assert set(parts) <= allowed, (model, df.at[i, "reason"])
+        assert not df["reason"].str.contains(r"(?<![0-9.])0件", regex=True).any()
+    # by construction: negative contributions are never named, whatever their size
+    raw = pd.DataFrame({"open_problems": [0.0, 3.0], "failures": [0.0, 2.0], "site_visits": [4.0, 4.0]})
+    contrib = np.array([[0.9, 0.8], [-0.9, -0.8]])
+    out = risk_reasons.reason_texts(raw, contrib, "zh", names=["open_problems", "failures"])
+    assert out == ["无突出风险因素", "无突出风险因素"]  # zero counts (row 1) and negative contributions (row 2)
 
 
 def test_learnt_needs_enough_inspections(tiny):
     with pytest.raises(InvalidParameterError, match="too few labelled inspections"):
         R.site_risk(tiny, as_of=AS_OF, model="learnt")
-    with pytest.raises(InvalidParameterError, match="model must be"):
+    with pytest.raises(InvalidParameterError, match="too few labelled inspections"):
         R.site_risk(tiny, as_of=AS_OF, model="gbm")
+    with pytest.raises(InvalidParameterError, match="model must be"):
+        R.site_risk(tiny, as_of=AS_OF, model="xgboost")
     with pytest.raises(InvalidParameterError, match="as_of must be"):
         R.site_risk(tiny, as_of="next tuesday")
     with pytest.raises(NotFoundError, match="unknown site_id"):
@@ -188,10 +259,16 @@ def test_no_leakage_after_as_of(demo_db, tmp_path):
     before = R.site_risk(Store(path), as_of=as_of)
     with writing(path) as con:
         con.execute("""
-            INSERT INTO inspections (inspection_id, site_id, time, inspector, conforming, problems_found)
+            INSERT INTO inspections (inspection_id, site_id, time, inspector, conforming, problems_found, score,
+                                     critical, kind)
             SELECT 10000000 + inspection_id, site_id, TIMESTAMP '2025-06-01' + (TIMESTAMP '2025-06-01' - time) / 2,
-                   inspector, NOT coalesce(conforming, TRUE), 3
+                   inspector, NOT coalesce(conforming, TRUE), 3, 40, TRUE, 'Re-inspection'
             FROM inspections WHERE time < TIMESTAMP '2025-06-01'""")
+        # a visit exactly at as_of is after it too
+        con.execute("""
+            INSERT INTO inspections (inspection_id, site_id, time, inspector, conforming, problems_found, score,
+                                     critical)
+            SELECT 20000000 + site_id, site_id, TIMESTAMP '2025-06-01', '甲', FALSE, 5, 50, TRUE FROM sites""")
         con.execute("""
             INSERT INTO events (event_id, source, time, site_id, lng, lat, h3, deadline, rebound_of)
             SELECT 10000000 + event_id, source, TIMESTAMP '2025-06-01' + (time - TIMESTAMP '2024-01-01') / 10,
@@ -250,7 +327,7 @@ def test_select_and_records(demo_db):
     sub = R.select_sites(store, df, area=grid)
     assert len(sub) and (sub["grid_code"] == grid).all()
     rec = R.explain(df, int(df["site_id"].iloc[0]))
-    assert rec["rank"] == 1 and len(rec["components"]) == len(R.COMPONENTS)
+    assert rec["rank"] == 1 and len(rec["components"]) == len(df.attrs["model"]["features"])
     total = sum(c["contribution"] for c in rec["components"])
     assert rec["base"] + total == pytest.approx(math.log(rec["risk"] / (1 - rec["risk"])))
     json.dumps(rec, ensure_ascii=False)
@@ -265,7 +342,7 @@ def test_api_and_cli(demo_db, tmp_path):
     r = client.get("/api/risk", params={"as_of": "2025-07-01", "limit": 5, "category": "16"})
     assert r.status_code == 200, r.text
     body = r.json()
-    assert len(body["sites"]) == 5 and body["model"]["kind"] == "learnt"
+    assert len(body["sites"]) == 5 and body["model"]["kind"] in ("gbm", "learnt")
     assert all(s["category_code"] == "16" for s in body["sites"])
     first = body["sites"][0]
     one = client.get(f"/api/risk/{first['site_id']}", params={"as_of": "2025-07-01", "lang": "en"}).json()
@@ -275,7 +352,8 @@ def test_api_and_cli(demo_db, tmp_path):
     assert client.get("/api/risk/999999", params={"as_of": "2025-07-01"}).status_code == 404
     bt = client.get("/api/backtest", params={"as_of": "2025-07-01", "horizon": 14})
     assert bt.status_code == 200, bt.text
-    assert set(bt.json()["precision_at_k"]) >= {"risk", "historical", "random", "round_robin"}
+    assert set(bt.json()["precision_at_k"]) >= {"risk", "gbm", "logistic", "risk_inspector", "historical", "random",
+                                                "round_robin"}
     assert client.get("/api/backtest", params={"as_of": "2030-01-01"}).status_code == 422
 
     runner = CliRunner()

@@ -9,7 +9,7 @@ from civicgrid.api.models import RiskList, SiteRiskDetail
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.sites.backtest import backtest
-from civicgrid.sites.risk import default_as_of, explain, risk_records, select_sites, site_risk
+from civicgrid.sites.risk import MODELS, default_as_of, explain, risk_records, select_sites, site_risk
 from fastapi import APIRouter, Depends, Query
 
 router = APIRouter(tags=["risk"])
@@ -18,12 +18,13 @@ _AS_OF = "score as of this date (its midnight) or date-time; only data strictly 
          "(default: just after the latest event or inspection)"
 
 
-def model_param(model: str = Query("auto", description="auto, learnt (logistic regression on past inspections) "
-                                                       "or default (the documented rule)")) -> str:
+def model_param(model: str = Query("auto", description="auto (the higher held-out AUC), gbm (gradient-boosted "
+                                                       "trees), learnt or logistic (logistic regression of the "
+                                                       "components) or default (the documented rule)")) -> str:
     """The risk model."""
     key = model.strip().lower()
-    if key not in ("auto", "learnt", "default"):
-        msg = f"model must be auto, learnt or default, got {model!r}"
+    if key not in MODELS:
+        msg = f"model must be one of {', '.join(MODELS)}, got {model!r}"
         raise InvalidParameterError(msg)
     return key
 
@@ -74,10 +75,12 @@ def get_backtest(store: Store = Depends(get_store),
                  k: int | None = Query(None, ge=1, description="precision at k (default: a tenth of the window's "
                                                                "inspections)"),
                  seed: int = Query(0, description="first seed of the random orderings"),
+                 kind: str | None = Query(None, description="only inspections whose kind contains this text"),
                  model: str = Depends(model_param)) -> dict:
-    """precision_at_k, first_half_share and mean_days_earlier for the orderings risk, historical, random,
-    round_robin and actual (see ``sites.backtest``)."""
-    return _finite(backtest(store, as_of=as_of, horizon_days=horizon, k=k, seed=seed, model=model))
+    """precision_at_k, first_half_share, mean_days_earlier and auc for the orderings risk, gbm, logistic,
+    risk_inspector (when inspections name their inspector), historical, random, round_robin and actual (see
+    ``sites.backtest``), and the model chosen."""
+    return _finite(backtest(store, as_of=as_of, horizon_days=horizon, k=k, seed=seed, model=model, kind=kind))
 
 
 def _finite(value):

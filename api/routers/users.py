@@ -172,6 +172,8 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
                 types: str | None = Form(None, description=_form_help("types")),
                 update: bool | None = Form(None, description=_form_help("update")),
                 repair: bool | None = Form(None, description=_form_help("repair")),
+                fail_when: str | None = Form(None, description=_form_help("fail_when")),
+                other_category: str | None = Form(None, description=_form_help("other_category")),
                 store: Store = Depends(get_store), settings: dict = Depends(get_settings),
                 _user: dict = Depends(_admin)) -> Response:
     """Load an uploaded file with the importer of ``layer`` (:data:`civicgrid.sites.importers.IMPORTERS`)."""
@@ -193,7 +195,8 @@ def import_file(layer: str, file: UploadFile = File(..., description="CSV, XLSX,
     options = importer.check_options({"level": level, "source": source, "crs": crs, "encoding": encoding,
                                       "layer": layer_name, "sheet": sheet, "point": point, "tz": tz,
                                       "date_order": date_order, "types": types, "update": update or None,
-                                      "repair": repair or None})
+                                      "repair": repair or None, "fail_when": fail_when,
+                                      "other_category": other_category})
     # saved under the uploaded file's own name (cleaned: no folder part, no control character, at most 255
     # bytes), so that messages name it
     name = upload_name(file.filename)

@@ -31,6 +31,17 @@ Each component's *contribution* is ``w_k (x_k - m_k)`` in logit units, relative 
 (of the training rows for a learnt model, of the scored sites for the default), so
 ``logit(risk) = base + Σ contributions`` and the reason names the largest positive ones.
 
+Two models (issue 16)
+---------------------
+:func:`fit_model` fits both on the training year before ``as_of`` (all but its latest :data:`HOLDOUT_SHARE`):
+``gbm``, gradient-boosted trees (:mod:`~civicgrid.sites.risk.gbm`) on the components plus the site's own record
+(:data:`FEATURES`: failures, critical findings, scores, trend, days since the last failure, age in the frame,
+follow-ups, season) and the visit's conditions (:data:`VISIT_INPUTS`), with monotone constraints
+(:data:`MONOTONE`); and ``learnt``, the logistic regression below. ``auto`` keeps the higher AUC on the held-out
+rows (the choice is printed); the chosen model is Platt-calibrated on them, so ``risk`` is a probability. The
+trees are explained by their path contributions, the logistic model by its linear terms; a reason names only
+inputs whose contribution raises the site's risk.
+
 Learnt weights
 --------------
 With at least :data:`MIN_TRAIN` labelled inspections (and :data:`MIN_CLASS` of each outcome) in the
@@ -58,8 +69,9 @@ The modules, by topic:
 * :mod:`~civicgrid.sites.risk.components`: the components, their labels, transforms and default weights, and
   the tunables;
 * :mod:`~civicgrid.sites.risk.features`: the data before ``as_of`` and the components at any moments;
-* :mod:`~civicgrid.sites.risk.model`: inspector effects and the learnt weights (:func:`fit_model`);
-* :mod:`~civicgrid.sites.risk.score`: :func:`site_risk`;
+* :mod:`~civicgrid.sites.risk.model`: inspector effects, both models, the choice and calibration (:func:`fit_model`);
+* :mod:`~civicgrid.sites.risk.gbm`: the gradient-boosted trees and their contributions;
+* :mod:`~civicgrid.sites.risk.score`: :func:`site_risk` and the backtest's fast :func:`visit_probabilities`;
 * :mod:`~civicgrid.sites.risk.reasons`: the reasons and the per-site explanations;
 * :mod:`~civicgrid.sites.risk.selection`: the default moment, categories and areas to show.
 
@@ -73,6 +85,9 @@ from civicgrid.sites.risk.components import (
     CATEGORY_PRIOR,
     COMPONENTS,
     DEFAULT_WEIGHTS,
+    FAIL_TAU_DAYS,
+    FEATURES,
+    HOLDOUT_SHARE,
     HOTSPOT_DAYS,
     HOTSPOT_RES,
     INSPECTOR_PRIOR,
@@ -82,6 +97,7 @@ from civicgrid.sites.risk.components import (
     MAX_TRAIN,
     MIN_CLASS,
     MIN_TRAIN,
+    MONOTONE,
     NEAR_K,
     NEAR_RES,
     REBOUND_TAU_DAYS,
@@ -89,18 +105,22 @@ from civicgrid.sites.risk.components import (
     TAU_DAYS,
     TRAIN_DAYS,
     TRANSFORMS,
+    VISIT_INPUTS,
     AsOf,
     parse_as_of,
 )
-from civicgrid.sites.risk.model import fit_model, inspector_effects
+from civicgrid.sites.risk.model import MODELS, fit_model, inspector_effects
 from civicgrid.sites.risk.reasons import explain, risk_records
-from civicgrid.sites.risk.score import site_risk
+from civicgrid.sites.risk.score import site_risk, visit_probabilities
 from civicgrid.sites.risk.selection import default_as_of, resolve_categories, select_sites
 
 __all__ = [
     "CATEGORY_PRIOR",
     "COMPONENTS",
     "DEFAULT_WEIGHTS",
+    "FAIL_TAU_DAYS",
+    "FEATURES",
+    "HOLDOUT_SHARE",
     "HOTSPOT_DAYS",
     "HOTSPOT_RES",
     "INSPECTOR_PRIOR",
@@ -110,6 +130,8 @@ __all__ = [
     "MAX_TRAIN",
     "MIN_CLASS",
     "MIN_TRAIN",
+    "MODELS",
+    "MONOTONE",
     "NEAR_K",
     "NEAR_RES",
     "REBOUND_TAU_DAYS",
@@ -117,6 +139,7 @@ __all__ = [
     "TAU_DAYS",
     "TRAIN_DAYS",
     "TRANSFORMS",
+    "VISIT_INPUTS",
     "AsOf",
     "default_as_of",
     "explain",
@@ -127,4 +150,5 @@ __all__ = [
     "risk_records",
     "select_sites",
     "site_risk",
+    "visit_probabilities",
 ]

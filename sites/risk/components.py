@@ -37,6 +37,10 @@ HOTSPOT_DAYS = 90
 HOTSPOT_RES = 9
 #: Cap of ``days_since_inspection``.
 MAX_DAYS = 365.0
+#: Time constant (days) of the decay of a site's past failures and critical findings (``failures_recent``...).
+FAIL_TAU_DAYS = 365.0
+#: Share of the training rows (the latest, by time) held out to choose the model and calibrate it.
+HOLDOUT_SHARE = 0.2
 
 #: Components in display order.
 COMPONENTS = ("category_rate", "site_record", "complaints_near", "hits_near", "open_problems",
@@ -65,6 +69,28 @@ DEFAULT_WEIGHTS = {
     "category_rate": 1.0, "site_record": 1.0, "complaints_near": 0.25, "hits_near": 0.25,
     "open_problems": 0.3, "overdue_problems": 0.4, "days_since_inspection": 0.3, "rebounds": 0.4, "hotspot": 0.5,
 }
+
+
+#: Inputs of the gradient-boosted model (:mod:`~civicgrid.sites.risk.gbm`), with the components above: the site's
+#: own record (raw values; trees need no transform), time, and the neighbourhood.
+FEATURES = ("category_rate", "site_record", "failures", "failures_recent", "criticals_recent", "last_failed",
+            "last_score", "mean_score", "score_trend", "days_since_failure", "days_since_inspection", "site_visits",
+            "age_days", "last_followup", "complaints_near", "hits_near", "open_problems", "overdue_problems",
+            "rebounds", "hotspot", "season_sin", "season_cos")
+
+#: Conditions of a visit rather than properties of the site, given to the models during training: the
+#: inspector's log detection ratio and whether the visit follows up an earlier one. A site is scored for an
+#: average inspector (0) on a routine visit (0); :func:`~civicgrid.sites.risk.site_risk` takes an inspector.
+VISIT_INPUTS = ("inspector", "visit_followup")
+
+#: Known directions: the model's risk never decreases as these grow (monotone constraints of the gradient-boosted
+#: model; a learnt logistic weight against the direction is dropped and the model refitted).
+MONOTONE = {"category_rate": 1, "site_record": 1, "failures": 1, "failures_recent": 1, "criticals_recent": 1,
+            "last_failed": 1, "last_score": 1, "mean_score": 1, "complaints_near": 1, "hits_near": 1,
+            "open_problems": 1, "overdue_problems": 1, "rebounds": 1, "hotspot": 1, "inspector": 1}
+
+#: Inputs never named in a reason: they are not the site's (season, the visit's conditions).
+NOT_REASONS = ("season_sin", "season_cos", *VISIT_INPUTS)
 
 
 def parse_as_of(as_of: AsOf | pd.Timestamp) -> datetime:

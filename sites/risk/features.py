@@ -21,6 +21,7 @@ from civicgrid.geo.store import Store
 from civicgrid.sites.risk.components import (
     CATEGORY_PRIOR,
     COMPONENTS,
+    FAIL_TAU_DAYS,
     HOTSPOT_DAYS,
     HOTSPOT_RES,
     INSPECTOR_PRIOR,
@@ -82,6 +83,28 @@ def last_before(group: np.ndarray, time: np.ndarray, q_group: np.ndarray, q_time
     return np.where(hi > lo, t_sorted[np.maximum(hi - 1, 0)], NAT)
 
 
+def first_last(group: np.ndarray, time: np.ndarray, q_group: np.ndarray, q_time: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """For each query ``(g, t)``: the indices (into the items) of the first and the latest item of group ``g``
+    before t (-1 when none); ties in time keep the items' order."""
+    group = np.asarray(group, dtype="int64")
+    nq = len(q_group)
+    if len(group) == 0 or nq == 0:
+        return np.full(nq, -1), np.full(nq, -1)
+    axis = np.unique(np.concatenate([time, q_time]))
+    n = len(axis) + 1
+    key = group * n + np.searchsorted(axis, time)
+    order = np.argsort(key, kind="stable")
+    key = key[order]
+    q_group = np.asarray(q_group, dtype="int64")
+    hi = np.searchsorted(key, q_group * n + np.searchsorted(axis, q_time), side="left")
+    lo = np.searchsorted(key, q_group * n, side="left")
+    some = hi > lo
+    first = np.where(some, order[np.minimum(lo, len(order) - 1)], -1)
+    last = np.where(some, order[np.maximum(hi - 1, 0)], -1)
+    return first, last
+
+
 def _logit(p: np.ndarray) -> np.ndarray:
     p = np.clip(p, 0.01, 0.99)
     return np.log(p / (1 - p))
@@ -105,7 +128,8 @@ ORDER BY s.site_id
 
 _INSPECTIONS_SQL = """
 SELECT site_id, time, coalesce(inspector, '') AS inspector,
-       CASE WHEN conforming IS NOT NULL THEN NOT conforming ELSE problems_found > 0 END AS found
+       CASE WHEN conforming IS NOT NULL THEN NOT conforming ELSE problems_found > 0 END AS found,
+       coalesce(critical, FALSE) AS critical, score, coalesce(kind, '') AS kind
 FROM inspections
 WHERE time < $as_of AND site_id IS NOT NULL AND (conforming IS NOT NULL OR problems_found IS NOT NULL)
 ORDER BY time
@@ -140,6 +164,9 @@ class Data:
         self.ins_t = _us(ins["time"])
         self.ins_y = ins["found"].to_numpy(bool)
         self.ins_inspector = ins["inspector"].astype(str).to_numpy()
+        self.ins_critical = ins["critical"].to_numpy(bool)
+        self.ins_score = pd.to_numeric(ins["score"], errors="coerce").to_numpy(float)
+        self.ins_followup = is_followup(ins["kind"].astype(str).to_numpy())
         ev = store.sql(_EVENTS_SQL, {"as_of": as_of, "since": since})
         self.ev_source = ev["source"].astype(str).to_numpy()
         self.ev_t = _us(ev["time"])
@@ -161,6 +188,16 @@ class Data:
         self.site_cell = parent(cells, NEAR_RES)
         self.site_hot_cell = parent(cells, HOTSPOT_RES)
         self.disk = _disks(self.site_cell)
+
+
+#: Kinds of visit that follow up an earlier one (re-inspection, compliance, 复查...), matched case-insensitively.
+FOLLOWUP_PATTERN = r"re-?inspect|reopen|follow|compliance|复查|复检|回头看|整改验收"
+
+
+def is_followup(kinds: np.ndarray) -> np.ndarray:
+    """Whether each visit kind (``inspections.kind``) is a follow-up of an earlier visit."""
+    s = pd.Series(kinds, dtype=object).fillna("").astype(str)
+    return s.str.contains(FOLLOWUP_PATTERN, case=False, regex=True).to_numpy(bool)
 
 
 def _disks(cells: np.ndarray) -> np.ndarray:
@@ -209,6 +246,8 @@ def inspector_table(d: Data) -> pd.DataFrame:
 def _hotspot_levels(store: Store, d: Data, q_site: np.ndarray, q_snap: np.ndarray) -> np.ndarray:
     """Gi* level (0..3, hot only) of each query site's res-9 cell at its snapshot moment (µs)."""
     out = np.zeros(len(q_site))
+    if not (d.ev_source == "complaint").any():  # no complaints before as_of (a city without a hotline feed)
+        return out
     for snap in np.unique(q_snap):
         end = pd.Timestamp(int(snap), unit="us").to_pydatetime()
         f = EventFilter(start=end - timedelta(days=HOTSPOT_DAYS), end=end, source="complaint")
@@ -286,7 +325,55 @@ def component_values(store: Store, d: Data, q_site: np.ndarray, q_time: np.ndarr
     s = prefix_sum(d.ev_site[rb], d.ev_t[rb], q_site, q_time, w)
     out["rebounds"] = np.maximum(s, 0.0) * np.exp((d.as_of_us - q_time) / (REBOUND_TAU_DAYS * _US_PER_DAY))
     out["hotspot"] = _hotspot_levels(store, d, q_site, q_snap)
+    out.update(_history(d, q_site, q_time))
     return pd.DataFrame(out)
+
+
+def _take(values: np.ndarray, index: np.ndarray) -> np.ndarray:
+    """``values[index]`` as floats, NaN where ``index`` is -1 (none)."""
+    out = np.full(len(index), np.nan)
+    ok = index >= 0
+    out[ok] = values[index[ok]]
+    return out
+
+
+def _history(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> dict[str, np.ndarray]:
+    """The site's own record before each query time: failures and critical findings (counts and time-decayed),
+    the last result and score, the score trend, days since the last failure, age in the frame, whether the last
+    visit was a follow-up, and the season."""
+    out: dict[str, np.ndarray] = {}
+    y = d.ins_y.astype(float)
+    tau_us = FAIL_TAU_DAYS * _US_PER_DAY
+    w = np.exp((d.ins_t - d.as_of_us) / tau_us)
+    back = np.exp((d.as_of_us - q_time) / tau_us)
+    out["failures"] = prefix_sum(d.ins_site, d.ins_t, q_site, q_time, y)
+    out["failures_recent"] = np.maximum(prefix_sum(d.ins_site, d.ins_t, q_site, q_time, y * w), 0.0) * back
+    crit = d.ins_critical.astype(float)
+    out["criticals_recent"] = np.maximum(prefix_sum(d.ins_site, d.ins_t, q_site, q_time, crit * w), 0.0) * back
+    first, last = first_last(d.ins_site, d.ins_t, q_site, q_time)
+    out["last_failed"] = _take(y, last)
+    out["last_followup"] = _take(d.ins_followup.astype(float), last)
+    out["age_days"] = (q_time - _take(d.ins_t.astype(float), first)) / _US_PER_DAY
+    scored = np.isfinite(d.ins_score)
+    if scored.any():
+        sc = d.ins_score[scored]
+        n_sc = prefix_sum(d.ins_site[scored], d.ins_t[scored], q_site, q_time)
+        sum_sc = prefix_sum(d.ins_site[scored], d.ins_t[scored], q_site, q_time, sc)
+        _, last_sc = first_last(d.ins_site[scored], d.ins_t[scored], q_site, q_time)
+        out["last_score"] = _take(sc, last_sc)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            out["mean_score"] = np.where(n_sc > 0, sum_sc / np.maximum(n_sc, 1), np.nan)
+            before = np.where(n_sc > 1, (sum_sc - out["last_score"]) / np.maximum(n_sc - 1, 1), np.nan)
+        out["score_trend"] = out["last_score"] - before
+    else:
+        out["last_score"] = out["mean_score"] = out["score_trend"] = np.full(len(q_site), np.nan)
+    failed = d.ins_y
+    last_fail = last_before(d.ins_site[failed], d.ins_t[failed], q_site, q_time)
+    out["days_since_failure"] = np.where(last_fail == NAT, np.nan, (q_time - last_fail) / _US_PER_DAY)
+    month = (q_time.astype("datetime64[us]").astype("datetime64[M]").astype("int64") % 12).astype(float)
+    out["season_sin"] = np.sin(2 * np.pi * month / 12)
+    out["season_cos"] = np.cos(2 * np.pi * month / 12)
+    return out
 
 
 def design(comp: pd.DataFrame) -> pd.DataFrame:

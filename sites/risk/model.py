@@ -12,12 +12,17 @@ from civicgrid.geo.aggregate import cached
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.sites.risk.components import (
+    COMPONENTS,
     DEFAULT_WEIGHTS,
+    FEATURES,
+    HOLDOUT_SHARE,
     LOOKBACK_DAYS,
     MAX_TRAIN,
     MIN_CLASS,
     MIN_TRAIN,
+    MONOTONE,
     TRAIN_DAYS,
+    VISIT_INPUTS,
     AsOf,
     parse_as_of,
 )
@@ -28,6 +33,7 @@ from civicgrid.sites.risk.features import (
     inspector_table,
     month_start,
 )
+from civicgrid.sites.risk.gbm import fit_gbm
 
 
 def inspector_effects(store: Store, *, as_of: AsOf) -> pd.DataFrame:
@@ -55,8 +61,32 @@ def inspector_effects(store: Store, *, as_of: AsOf) -> pd.DataFrame:
     return inspector_table(d).sort_values("detection", ascending=False, ignore_index=True)
 
 
+#: Models :func:`fit_model` knows: ``gbm`` (gradient-boosted trees), ``learnt`` (the logistic regression of the
+#: components; ``logistic`` is the same), ``default`` (:data:`DEFAULT_WEIGHTS`) and ``auto``.
+MODELS = ("auto", "gbm", "logistic", "learnt", "default")
+
+
+def gbm_inputs(comp: pd.DataFrame, log_det: np.ndarray, followup: np.ndarray) -> np.ndarray:
+    """The inputs of the gradient-boosted model (:data:`FEATURES` then :data:`VISIT_INPUTS`) as one matrix."""
+    x = design(comp)
+    cols = []
+    for name in FEATURES:
+        if name in ("category_rate", "site_record"):
+            cols.append(x[name].to_numpy(float))
+        else:
+            cols.append(comp[name].to_numpy(float))
+    cols += [np.asarray(log_det, float), np.asarray(followup, float)]
+    return np.column_stack(cols)
+
+
 def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int = TRAIN_DAYS) -> dict:
-    """Learn (or choose) the weights of the risk score from the data before ``as_of``.
+    """Learn (or choose) the risk model from the data before ``as_of``.
+
+    The training rows are the labelled inspections of the ``train_days`` before ``as_of``, each with the
+    inputs computed from the data before its own time. The latest :data:`HOLDOUT_SHARE` of them (by time) are
+    held out: the models are fitted on the rest, compared on them (AUC), and the chosen one is calibrated on
+    them (Platt: ``logit(risk) = a·z + b`` for the model's raw logit ``z``), so the risk is a probability the
+    simulator can use.
 
     Parameters
     ----------
@@ -65,21 +95,26 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
     as_of
         Moment; only data strictly before it is used.
     model
-        ``"auto"``: learnt when there are enough labelled inspections, else default; ``"learnt"``:
-        learnt or :class:`InvalidParameterError`; ``"default"``: :data:`DEFAULT_WEIGHTS`.
+        ``"auto"``: whichever of ``gbm`` and ``learnt`` has the higher held-out AUC when there are enough
+        labelled inspections, else ``default``; ``"gbm"``: the gradient-boosted trees; ``"learnt"`` (or
+        ``"logistic"``): the logistic regression of the components; either raises
+        :class:`InvalidParameterError` without enough data; ``"default"``: :data:`DEFAULT_WEIGHTS`.
     train_days
         Inspections of this many days before ``as_of`` are the training rows.
 
     Returns
     -------
     dict
-        ``kind`` (learnt/default), ``intercept``, ``weights`` and ``means`` per component, ``inspector_weight``
-        (coefficient of log detection), ``detection`` (per inspector), ``n_train``, ``n_positive``,
-        ``train_auc`` (in-sample), ``C`` (the chosen inverse penalty), ``reason`` when default was used.
+        ``kind`` (gbm/learnt/default), ``choice`` (why: the held-out AUC of each candidate), ``holdout``
+        (``{model: {auc, log_loss}}``), ``calibration`` (``a``, ``b``), ``intercept``, ``weights`` and ``means``
+        per component (learnt/default), ``features`` (the inputs explained), ``inspector_weight``, ``detection``
+        (per inspector), ``n_train``, ``n_positive``, ``train_auc``, ``C``, ``reason`` when default was used, and
+        ``estimator`` (the fitted trees, gbm only). Both models are fitted once per ``as_of`` and cached.
     """
-    if model not in ("auto", "learnt", "default"):
-        msg = f"model must be auto, learnt or default, got {model!r}"
+    if model not in MODELS:
+        msg = f"model must be one of {', '.join(MODELS)}, got {model!r}"
         raise InvalidParameterError(msg)
+    model = "learnt" if model == "logistic" else model
     moment = parse_as_of(as_of)
     if train_days < 1:
         msg = f"train_days must be at least 1, got {train_days}"
@@ -95,46 +130,139 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         n_pos = int(y.sum())
         enough = len(rows) >= MIN_TRAIN and min(n_pos, len(rows) - n_pos) >= MIN_CLASS
         base = {"detection": detection, "n_train": len(rows), "n_positive": n_pos,
-                "as_of": moment.isoformat(sep=" "), "train_days": int(train_days)}
-        if model == "default" or (model == "auto" and not enough):
-            reason = ("asked for the default weights" if model == "default" else
-                      f"{len(rows)} labelled inspections ({n_pos} finding a problem) in the {train_days} days "
-                      f"before as_of; learnt weights need {MIN_TRAIN} with {MIN_CLASS} of each outcome")
-            return {**base, "kind": "default", "intercept": 0.0, "weights": dict(DEFAULT_WEIGHTS), "means": None,
-                    "inspector_weight": 0.0, "C": None, "train_auc": None, "reason": reason}
+                "as_of": moment.isoformat(sep=" "), "train_days": int(train_days), "enough": enough}
         if not enough:
-            msg = (f"too few labelled inspections to learn weights: {len(rows)} ({n_pos} finding a problem) in the "
-                   f"{train_days} days before {moment:%Y-%m-%d %H:%M}; need {MIN_TRAIN} with {MIN_CLASS} of each "
-                   f"outcome (use model='default' or a longer train_days)")
-            raise InvalidParameterError(msg)
+            return base
         q_site, q_time = d.ins_site[rows], d.ins_t[rows]
         comp = component_values(store, d, q_site, q_time, month_start(q_time), detection)
-        x = design(comp)
         log_det = np.log(pd.Series(d.ins_inspector[rows]).map(detection).fillna(1.0).to_numpy(float))
-        return {**base, **_fit(x, log_det, y)}
+        followup = d.ins_followup[rows].astype(float)
+        return {**base, **_candidates(comp, log_det, followup, y)}
 
-    return cached(store, ("site_risk_model", moment, model, int(train_days)), compute)
+    fitted = cached(store, ("site_risk_models", moment, int(train_days)), compute)
+    base = {k: fitted[k] for k in ("detection", "n_train", "n_positive", "as_of", "train_days")}
+    n_rows, n_pos = fitted["n_train"], fitted["n_positive"]
+    if model == "default" or (model == "auto" and not fitted["enough"]):
+        reason = ("asked for the default weights" if model == "default" else
+                  f"{n_rows} labelled inspections ({n_pos} finding a problem) in the {train_days} days "
+                  f"before as_of; learnt models need {MIN_TRAIN} with {MIN_CLASS} of each outcome")
+        return {**base, "kind": "default", "intercept": 0.0, "weights": dict(DEFAULT_WEIGHTS), "means": None,
+                "inspector_weight": 0.0, "C": None, "train_auc": None, "reason": reason,
+                "features": list(COMPONENTS), "calibration": {"a": 1.0, "b": 0.0}, "holdout": {},
+                "choice": f"default ({reason})"}
+    if not fitted["enough"]:
+        msg = (f"too few labelled inspections to learn a model: {n_rows} ({n_pos} finding a problem) in the "
+               f"{train_days} days before {moment:%Y-%m-%d %H:%M}; need {MIN_TRAIN} with {MIN_CLASS} of each "
+               f"outcome (use model='default' or a longer train_days)")
+        raise InvalidParameterError(msg)
+    holdout = fitted["holdout"]
+    kind = fitted["best"] if model == "auto" else model
+    shown = ", ".join(f"{k} {v['auc']:.3f}" for k, v in holdout.items() if v["auc"] is not None)
+    how = "the higher held-out AUC" if model == "auto" else "asked for"
+    choice = f"{kind} ({how}; AUC on the latest {fitted['n_holdout']} training inspections: {shown or 'n/a'})"
+    return {**base, **fitted["candidates"][kind], "holdout": holdout, "choice": choice,
+            "n_holdout": fitted["n_holdout"]}
 
 
-def _fit(x: pd.DataFrame, log_det: np.ndarray, y: np.ndarray) -> dict:
-    """L2 logistic regression on standardized inputs, returned in the units of ``x``."""
+def _split(y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Fit and held-out rows (the latest :data:`HOLDOUT_SHARE`, with both outcomes in each part if possible)."""
+    n = len(y)
+    n_hold = max(round(HOLDOUT_SHARE * n), 1)
+    fit, hold = np.arange(n - n_hold), np.arange(n - n_hold, n)
+    if len(np.unique(y[hold])) < 2 or len(np.unique(y[fit])) < 2:  # too few of one outcome late: interleave
+        hold = np.arange(n)[4::5]
+        fit = np.setdiff1d(np.arange(n), hold)
+    return fit, hold
+
+
+def _platt(z: np.ndarray, y: np.ndarray) -> dict:
+    """Platt scaling of a raw logit ``z``: ``logit(p) = a·z + b`` (a > 0, so the order is kept)."""
+    from sklearn.linear_model import LogisticRegression
+
+    if len(np.unique(y)) < 2 or np.std(z) == 0:
+        return {"a": 1.0, "b": 0.0}
+    lr = LogisticRegression(C=1e4, max_iter=500).fit(z.reshape(-1, 1), y.astype(int))
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if a <= 0:  # the model orders the held-out rows no better than chance: keep its order, fit the level
+        a = 1e-3
+        b = float(np.log((y.mean() + 1e-6) / (1 - y.mean() + 1e-6)) - a * np.mean(z))
+    return {"a": a, "b": b}
+
+
+def _metrics(z: np.ndarray, y: np.ndarray, cal: dict) -> dict:
+    from sklearn.metrics import log_loss, roc_auc_score
+
+    if len(np.unique(y)) < 2:
+        return {"auc": None, "log_loss": None}
+    p = 1.0 / (1.0 + np.exp(-(cal["a"] * z + cal["b"])))
+    return {"auc": float(roc_auc_score(y, z)), "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6)))}
+
+
+def _candidates(comp: pd.DataFrame, log_det: np.ndarray, followup: np.ndarray, y: np.ndarray) -> dict:
+    """Fit both models on the earlier rows, compare them on the held-out ones, calibrate each on them."""
+    fit, hold = _split(y)
+    x = design(comp)
+    extra = np.column_stack([log_det, followup])
+    lin = _fit(x.iloc[fit], extra[fit], y[fit])
+    z = _linear_logit(lin, x.iloc[hold], extra[hold])
+    lin["calibration"] = _platt(z, y[hold])
+    holdout = {"learnt": _metrics(z, y[hold], lin["calibration"])}
+    out = {"learnt": {**lin, "features": list(COMPONENTS)}}
+    xg = gbm_inputs(comp, log_det, followup)
+    est = fit_gbm(xg[fit], y[fit], [MONOTONE.get(f, 0) for f in (*FEATURES, *VISIT_INPUTS)])
+    z = est.decision_function(xg[hold])
+    cal = _platt(z, y[hold])
+    holdout["gbm"] = _metrics(z, y[hold], cal)
+    out["gbm"] = {"kind": "gbm", "estimator": est, "calibration": cal, "features": [*FEATURES, *VISIT_INPUTS],
+                  "intercept": None, "weights": None, "means": None, "inspector_weight": None, "C": None,
+                  "train_auc": _metrics(est.decision_function(xg[fit]), y[fit], cal)["auc"], "reason": None}
+    aucs = {k: (v["auc"] if v["auc"] is not None else -1.0) for k, v in holdout.items()}
+    best = "gbm" if aucs["gbm"] >= aucs["learnt"] else "learnt"
+    return {"candidates": out, "holdout": holdout, "best": best, "n_holdout": len(hold)}
+
+
+def _linear_logit(lin: dict, x: pd.DataFrame, extra: np.ndarray) -> np.ndarray:
+    w = np.array([lin["weights"][c] for c in x.columns])
+    return lin["intercept"] + x.to_numpy(float) @ w + extra @ np.array(lin["extra_weights"])
+
+
+def _fit(x: pd.DataFrame, extra: np.ndarray, y: np.ndarray) -> dict:
+    """L2 logistic regression on standardized inputs, returned in the units of ``x``; a component of known
+    direction (:data:`MONOTONE`) whose weight comes out negative is fixed at 0 and the rest refitted, so that
+    no reason reads backwards."""
+    names = list(x.columns)
+    keep = list(names)
+    for _ in range(len(names)):
+        res = _fit_once(x[keep], extra, y)
+        wrong = [c for c in keep if MONOTONE.get(c, 0) > 0 and res["weights"][c] < 0]
+        if not wrong:
+            break
+        keep = [c for c in keep if c not in wrong]
+    res["weights"] = {c: res["weights"].get(c, 0.0) for c in names}
+    res["means"] = {c: (res["means"][c] if c in res["means"] else float(x[c].mean())) for c in names}
+    res["dropped"] = [c for c in names if c not in keep]
+    return res
+
+
+def _fit_once(x: pd.DataFrame, extra: np.ndarray, y: np.ndarray) -> dict:
     from sklearn.linear_model import LogisticRegressionCV
     from sklearn.metrics import roc_auc_score
 
-    xa = np.column_stack([x.to_numpy(float), log_det])
+    xa = np.column_stack([x.to_numpy(float), extra])
     mean, sd = xa.mean(axis=0), xa.std(axis=0)
     sd[sd == 0] = 1.0
     z = (xa - mean) / sd
     params = inspect.signature(LogisticRegressionCV).parameters
-    extra = {k: v for k, v in (("l1_ratios", (0.0,)), ("use_legacy_attributes", False)) if k in params}
+    extra_kw = {k: v for k, v in (("l1_ratios", (0.0,)), ("use_legacy_attributes", False)) if k in params}
     clf = LogisticRegressionCV(Cs=[0.001, 0.01, 0.1, 1.0, 10.0], cv=5, scoring="neg_log_loss",
-                               solver="newton-cholesky", max_iter=200, **extra)
+                               solver="newton-cholesky", max_iter=200, **extra_kw)
     clf.fit(z, y.astype(int))
     coef = clf.coef_[0] / sd
     intercept = float(clf.intercept_[0] - np.sum(coef * mean))
     names = list(x.columns)
+    k = len(names)
     auc = float(roc_auc_score(y, clf.decision_function(z)))
     c_value = np.atleast_1d(clf.C_)[0]
-    return {"kind": "learnt", "intercept": intercept, "weights": dict(zip(names, map(float, coef[:-1]), strict=True)),
-            "means": dict(zip(names, map(float, mean[:-1]), strict=True)), "inspector_weight": float(coef[-1]),
-            "C": float(c_value), "train_auc": auc, "reason": None}
+    return {"kind": "learnt", "intercept": intercept, "weights": dict(zip(names, map(float, coef[:k]), strict=True)),
+            "means": dict(zip(names, map(float, mean[:k]), strict=True)), "inspector_weight": float(coef[k]),
+            "extra_weights": [float(c) for c in coef[k:]], "C": float(c_value), "train_auc": auc, "reason": None}

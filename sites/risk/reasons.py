@@ -3,17 +3,44 @@ components of a scored site as JSON-ready records."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 import pandas as pd
 from civicgrid.geo.errors import NotFoundError
 from civicgrid.geo.texts import labels, text
-from civicgrid.sites.risk.components import COMPONENTS, TRANSFORMS
+from civicgrid.sites.risk.components import COMPONENTS, NOT_REASONS, TRANSFORMS
+
+#: Inputs that count something bad: never named when the count is 0 (a backwards reason such as "0 open problems").
+COUNTS = ("complaints_near", "hits_near", "open_problems", "overdue_problems", "rebounds", "hotspot", "failures",
+          "failures_recent", "criticals_recent", "last_failed")
 
 
-def _fmt(name: str, raw: pd.DataFrame, i: int, lang: str) -> str:
-    """One component of a site's reason (``[risk.reason]`` of the text catalogue)."""
+def _fmt(name: str, raw: pd.DataFrame, i: int, lang: str) -> str | None:
+    """One input of a site's reason (``[risk.reason]`` of the text catalogue); None: nothing to say."""
     label = text(f"risk.component.{name}", lang)
     r = raw.iloc[i]
+    if name in COUNTS and not (r[name] > 0):
+        return None
+    if name == "failures":
+        return text("risk.reason.failures", lang, n=int(r[name]), visits=int(r["site_visits"]))
+    if name == "last_failed":
+        return text("risk.reason.last_failed", lang, days=r["days_since_inspection"])
+    if name in ("last_score", "mean_score"):
+        return None if pd.isna(r[name]) else text(f"risk.reason.{name}", lang, score=r[name])
+    if name == "score_trend":
+        return None if not (r[name] > 0) else text("risk.reason.score_trend", lang, delta=r[name])
+    if name == "days_since_failure":
+        return None if pd.isna(r[name]) else text("risk.reason.days_since_failure", lang, days=r[name])
+    if name in ("site_visits", "age_days"):
+        if not (r["site_visits"] > 0):
+            return text("risk.reason.new_site", lang)
+        return text(f"risk.reason.{name}", lang, n=int(r["site_visits"]), days=r["age_days"])
+    if name == "last_followup":
+        return text("risk.reason.last_followup", lang) if r[name] == 1 else None
+    if name in ("failures_recent", "criticals_recent"):
+        v = float(r[name])
+        return text("risk.reason.decayed" if v >= 0.5 else "risk.reason.decayed_small", lang, label=label, n=v)
     if name == "category_rate":
         return text("risk.reason.category_rate", lang, label=label, rate=r["category_rate"])
     if name == "site_record":
@@ -33,14 +60,27 @@ def _fmt(name: str, raw: pd.DataFrame, i: int, lang: str) -> str:
     return text("risk.reason.decayed" if v >= 0.5 else "risk.reason.decayed_small", lang, label=label, n=v)
 
 
-def reason_texts(raw: pd.DataFrame, contrib: np.ndarray, lang: str, top: int = 3,
-                 floor: float = 0.05) -> list[str]:
-    """One short reason per site: its ``top`` largest contributions above ``floor`` (logit units)."""
-    order = np.argsort(-contrib, axis=1, kind="stable")[:, :top]
+def reason_texts(raw: pd.DataFrame, contrib: np.ndarray, lang: str, top: int = 3, floor: float = 0.05,
+                 names: Sequence[str] = COMPONENTS) -> list[str]:
+    """One short reason per site: its ``top`` largest contributions above ``floor`` (logit units), only of
+    inputs that push this site's risk up and are the site's own (not :data:`NOT_REASONS`); one text per input
+    (the two season terms, or an input said twice, once)."""
+    names = list(names)
+    said = contrib.copy()
+    for j, c in enumerate(names):
+        if c in NOT_REASONS:
+            said[:, j] = -np.inf
+    order = np.argsort(-said, axis=1, kind="stable")
     sep, none = text("common.reason_sep", lang), text("risk.reason.none", lang)
     out = []
     for i in range(len(raw)):  # one short text per site (not per event)
-        parts = [_fmt(COMPONENTS[j], raw, i, lang) for j in order[i] if contrib[i, j] > floor]
+        parts: list[str] = []
+        for j in order[i]:
+            if said[i, j] <= floor or len(parts) == top:
+                break
+            part = _fmt(names[j], raw, i, lang)
+            if part and part not in parts:
+                parts.append(part)
         out.append(sep.join(parts) if parts else none)
     return out
 
@@ -54,16 +94,21 @@ _ROW_KEYS = ("site_id", "name", "category_code", "category_name", "grid_code", "
 
 def risk_records(frame: pd.DataFrame, *, lang: str = "zh") -> list[dict]:
     """Rows of a :func:`site_risk` frame as JSON-ready dicts, each with its ``components``: label, value,
-    transform, weight and contribution, largest contribution first."""
-    weights = frame.attrs.get("model", {}).get("weights", {})
+    transform, weight (logistic models; None for trees) and contribution, largest contribution first."""
+    info = frame.attrs.get("model", {})
+    weights = info.get("weights") or {}
+    features = info.get("features") or list(COMPONENTS)
     names = labels("risk.component", lang)
-    cols = {c: frame[_VALUE_COL.get(c, c)].to_numpy() for c in COMPONENTS}
-    contrib = {c: frame[f"{c}_contrib"].to_numpy(float) for c in COMPONENTS}
+    zeros = np.zeros(len(frame))
+    cols = {c: (frame[_VALUE_COL.get(c, c)].to_numpy() if _VALUE_COL.get(c, c) in frame else zeros)
+            for c in features}
+    contrib = {c: frame[f"{c}_contrib"].to_numpy(float) for c in features}
     rows = frame[list(_ROW_KEYS)].to_dict("records")
     out = []
     for j, row in enumerate(rows):  # one dict per site
-        comps = [{"component": c, "label": names[c], "value": _plain(cols[c][j]), "transform": TRANSFORMS[c],
-                  "weight": _plain(weights.get(c)), "contribution": _plain(contrib[c][j])} for c in COMPONENTS]
+        comps = [{"component": c, "label": names[c], "value": _plain(cols[c][j]),
+                  "transform": TRANSFORMS.get(c, "raw value (trees)"), "weight": _plain(weights.get(c)),
+                  "contribution": _plain(contrib[c][j])} for c in features]
         comps.sort(key=lambda x: -(x["contribution"] or 0.0))
         out.append({**{k: _plain(v) for k, v in row.items()}, "components": comps})
     return out

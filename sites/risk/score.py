@@ -20,7 +20,8 @@ from civicgrid.sites.risk.components import (
     parse_as_of,
 )
 from civicgrid.sites.risk.features import Data, component_values, design, sigmoid
-from civicgrid.sites.risk.model import fit_model
+from civicgrid.sites.risk.gbm import contributions
+from civicgrid.sites.risk.model import fit_model, gbm_inputs
 from civicgrid.sites.risk.reasons import reason_texts
 
 
@@ -40,8 +41,9 @@ def _site_index(d: Data, sites: Sequence[int] | None, include_inactive: bool) ->
 
 
 def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, model: str = "auto", lang: str = "zh",
-              include_inactive: bool = False, train_days: int = TRAIN_DAYS) -> gpd.GeoDataFrame:
-    """Score sites: the probability-like risk that the next inspection finds a problem, with its components.
+              include_inactive: bool = False, train_days: int = TRAIN_DAYS,
+              inspector: str | None = None) -> gpd.GeoDataFrame:
+    """Score sites: the calibrated probability that the next inspection finds a problem, with its components.
 
     Parameters
     ----------
@@ -52,24 +54,29 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
     sites
         Site ids to score (default: every active site).
     model
-        ``"auto"``, ``"learnt"`` or ``"default"`` (see :func:`fit_model`).
+        ``"auto"``, ``"gbm"``, ``"learnt"`` (``"logistic"``) or ``"default"`` (see :func:`fit_model`).
     lang
         ``zh`` (default) or ``en``: the category name and the reason.
     include_inactive
         Also score inactive sites (when ``sites`` is not given).
     train_days
-        Days of inspections used to learn the weights.
+        Days of inspections used to learn the model.
+    inspector
+        Score a routine visit by this inspector (their detection ratio, from the visits before ``as_of``):
+        the probability that *their* visit finds a problem. Default: an average inspector (what the site needs).
 
     Returns
     -------
     geopandas.GeoDataFrame
-        One row per site, highest risk first (EPSG:4326 points): ``site_id, name, category_code,
-        category_name, grid_code, lng, lat, risk, rank``, the raw components (``category_rate``, ``site_rate``,
-        ``site_visits``, ``complaints_near``, ``hits_near``, ``open_problems``, ``overdue_problems``,
-        ``days_since_inspection`` (NaN: never), ``rebounds``, ``hotspot``), each component's contribution
-        ``<component>_contrib`` (logit units, relative to the mean), ``base`` (the logit of the mean site),
-        ``reason`` and ``model`` (learnt/default). ``attrs["model"]`` holds the weights (see
-        :func:`fit_model`).
+        One row per site, highest risk first (EPSG:4326 points; sites without coordinates have empty points):
+        ``site_id, name, category_code, category_name, grid_code, lng, lat, risk, rank``, the raw inputs
+        (``category_rate``, ``site_rate``, ``site_visits``, ``complaints_near``, ``hits_near``, ``open_problems``,
+        ``overdue_problems``, ``days_since_inspection`` (NaN: never), ``rebounds``, ``hotspot``, and the site's
+        record: ``failures``, ``failures_recent``, ``criticals_recent``, ``last_failed``, ``last_score``,
+        ``mean_score``, ``score_trend``, ``days_since_failure``, ``age_days``, ``last_followup``), each explained
+        input's contribution ``<input>_contrib`` (calibrated logit units: ``logit(risk) = base + Σ``), ``base``,
+        ``reason`` (only inputs raising this site's risk) and ``model`` (gbm/learnt/default).
+        ``attrs["model"]`` describes the model (see :func:`fit_model`; ``features`` lists the explained inputs).
     """
     check_lang(lang)
     moment = parse_as_of(as_of)
@@ -79,14 +86,15 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
     n = len(idx)
     q_time = np.full(n, d.as_of_us, dtype="int64")
     raw = component_values(store, d, idx, q_time, q_time, fitted["detection"])
-    x = design(raw)
-    w = np.array([fitted["weights"][c] for c in COMPONENTS])
-    if fitted["means"] is not None:
-        m = np.array([fitted["means"][c] for c in COMPONENTS])
-    else:
-        m = x.mean(axis=0).to_numpy(float) if n else np.zeros(len(COMPONENTS))
-    contrib = (x.to_numpy(float) - m) * w
-    base = fitted["intercept"] + float(np.sum(w * m))
+    log_det = np.zeros(n)
+    if inspector is not None:
+        if inspector not in fitted["detection"]:
+            known = sorted(k for k in fitted["detection"] if k)
+            msg = (f"unknown inspector {inspector!r} (no labelled visit before as_of); inspectors: "
+                   f"{', '.join(known[:10]) or 'none'}")
+            raise NotFoundError(msg)
+        log_det[:] = np.log(fitted["detection"][inspector])
+    base, contrib = _contributions(fitted, raw, log_det)
     logit = base + contrib.sum(axis=1)
     sites_df = d.sites.iloc[idx].reset_index(drop=True)
     out = pd.DataFrame({
@@ -99,18 +107,93 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
         "lat": sites_df["lat"].to_numpy(float),
         "risk": sigmoid(logit),
     })
-    for col in ("category_rate", "site_rate", "site_visits", "complaints_near", "hits_near", "open_problems",
-                "overdue_problems", "days_since_inspection", "rebounds", "hotspot"):
+    for col in RAW_COLUMNS:
         out[col] = raw[col].to_numpy(float)
-    for k, c in enumerate(COMPONENTS):
+    features = fitted["features"]
+    for k, c in enumerate(features):
         out[f"{c}_contrib"] = contrib[:, k]
     out["base"] = base
-    out["reason"] = reason_texts(raw, contrib, lang)
+    out["reason"] = reason_texts(raw, contrib, lang, names=features)
     out["model"] = fitted["kind"]
     out = out.sort_values(["risk", "site_id"], ascending=[False, True], ignore_index=True)
     out.insert(out.columns.get_loc("risk") + 1, "rank", np.arange(1, len(out) + 1))
     gdf = gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lng"], out["lat"]), crs="EPSG:4326")
-    gdf.attrs["model"] = {k: v for k, v in fitted.items() if k != "detection"}
+    gdf.attrs["model"] = {k: v for k, v in fitted.items() if k not in ("detection", "estimator")}
+    gdf.attrs["inspector"] = inspector
     gdf.attrs["as_of"] = moment.isoformat(sep=" ")
     gdf.attrs["notes"] = as_of_notes(store, moment, lang=lang)
     return gdf
+
+
+#: The raw inputs a scored frame carries.
+RAW_COLUMNS = ("category_rate", "site_rate", "site_visits", "complaints_near", "hits_near", "open_problems",
+               "overdue_problems", "days_since_inspection", "rebounds", "hotspot", "failures", "failures_recent",
+               "criticals_recent", "last_failed", "last_score", "mean_score", "score_trend", "days_since_failure",
+               "age_days", "last_followup", "season_sin", "season_cos")
+
+
+def _contributions(fitted: dict, raw: pd.DataFrame, log_det: np.ndarray) -> tuple[float, np.ndarray]:
+    """``(base, contrib)`` in calibrated logit units for the model's explained inputs (``fitted["features"]``):
+    ``logit(risk) = base + contrib.sum(axis=1)``."""
+    cal = fitted["calibration"]
+    n = len(raw)
+    if fitted["kind"] == "gbm":
+        x = gbm_inputs(raw, log_det, np.zeros(n))
+        bias, contrib = contributions(fitted["estimator"], x)
+        return cal["a"] * bias + cal["b"], cal["a"] * contrib
+    x = design(raw)
+    w = np.array([fitted["weights"][c] for c in COMPONENTS])
+    if fitted["means"] is not None:
+        m = np.array([fitted["means"][c] for c in COMPONENTS])
+    else:
+        m = x.mean(axis=0).to_numpy(float) if n else np.zeros(len(COMPONENTS))
+    contrib = (x.to_numpy(float) - m) * w
+    base = fitted["intercept"] + float(np.sum(w * m)) + (fitted.get("inspector_weight") or 0.0) * log_det
+    return cal["a"] * base + cal["b"], cal["a"] * contrib
+
+
+def visit_probabilities(store: Store, *, as_of: AsOf, site_ids: Sequence[int], inspectors: Sequence | None = None,
+                        models: Sequence[str] = ("auto",), train_days: int = TRAIN_DAYS) -> dict[str, np.ndarray]:
+    """The calibrated probability that a routine visit finds a problem, per visit ``(site, inspector)``.
+
+    The backtest's fast path: no reasons, the site inputs computed once for every model.
+
+    Parameters
+    ----------
+    store, as_of, train_days
+        As for :func:`site_risk`.
+    site_ids
+        The visited site of each visit (repeats allowed).
+    inspectors
+        The inspector of each visit (None, empty or unknown: an average inspector). Default: all average.
+    models
+        Models to score with (see :func:`fit_model`).
+
+    Returns
+    -------
+    dict
+        ``{model: probabilities}`` in the order of ``site_ids`` (:func:`fit_model` describes each model).
+    """
+    moment = parse_as_of(as_of)
+    d = Data(store, moment, moment - timedelta(days=LOOKBACK_DAYS))
+    want = np.asarray(list(site_ids), dtype="int64")
+    uniq, inverse = np.unique(want, return_inverse=True)
+    idx = _site_index(d, uniq.tolist(), True)
+    first = fit_model(store, as_of=moment, model=models[0], train_days=train_days)
+    q_time = np.full(len(idx), d.as_of_us, dtype="int64")
+    raw = component_values(store, d, idx, q_time, q_time, first["detection"]).iloc[inverse].reset_index(drop=True)
+    log_det = np.zeros(len(want))
+    if inspectors is not None:
+        det = first["detection"]
+        log_det = np.log(pd.Series(list(inspectors), dtype=object).map(det).fillna(1.0).to_numpy(float))
+    out = {}
+    for m in models:
+        fitted = fit_model(store, as_of=moment, model=m, train_days=train_days)
+        if fitted["kind"] == "gbm":
+            x = gbm_inputs(raw, log_det, np.zeros(len(want)))
+            z = fitted["calibration"]["a"] * fitted["estimator"].decision_function(x) + fitted["calibration"]["b"]
+        else:
+            base, contrib = _contributions(fitted, raw, log_det)
+            z = base + contrib.sum(axis=1)
+        out[m] = sigmoid(z)
+    return out
