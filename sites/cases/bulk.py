@@ -10,7 +10,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from civicgrid.geo.staging import Staging
+from civicgrid.geo.staging import Staging, next_id
 from civicgrid.geo.store import fetch_value, quote, writing
 from civicgrid.geo.times import now_local
 from civicgrid.sites.cases._memory import memory_cap
@@ -72,7 +72,7 @@ def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids) -> int:
     ids = ids[order]
     steps = np.asarray(todo["n_steps"], dtype=np.int64)[order]
     del todo, order
-    first_log = int(con.execute("SELECT coalesce(max(log_id), 0) FROM case_log").fetchone()[0]) + 1
+    first_log = _first_log_id(con)
     log0 = first_log + np.cumsum(steps) - steps  # each case's first audit row id
     del steps
     hours = type_hours(query_frame(con, "SELECT code, deadline_value, deadline_unit FROM problem_types"))
@@ -89,6 +89,15 @@ def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids) -> int:
         for name in ("_bf", "_bf_ids", "_bf_hours"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
     return int(ids.size)
+
+
+def _first_log_id(con: duckdb.DuckDBPyConnection) -> int:
+    """The first free audit row id: above the ids an import in progress reserved, except on the private temp
+    tables of :func:`stage_cases` (numbered from 1, renumbered into reserved ids when staged)."""
+    if fetch_value(con, "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'temp' AND table_name = "
+                        "'case_log'"):
+        return int(fetch_value(con, "SELECT coalesce(max(log_id), 0) + 1 FROM case_log"))
+    return next_id(con, "case_log", "log_id")
 
 
 def _chunk_deadlines(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, lo: int, hi: int,

@@ -27,7 +27,7 @@ from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.group_commit import submit
 from civicgrid.geo.staging import next_id
-from civicgrid.geo.store import Store, fetch_value
+from civicgrid.geo.store import Store
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment
 from civicgrid.grids.locate import Locator
@@ -157,12 +157,6 @@ def _sync_events(con: duckdb.DuckDBPyConnection, case_ids_sql: str, params=None)
                OR events.closed_at IS DISTINCT FROM c.closed_at OR events.reopened IS DISTINCT FROM c.reworks
                OR events.rebound_of IS DISTINCT FROM c.rebound_of)
     """, params)
-
-
-def _log(con: duckdb.DuckDBPyConnection, case_id: int, at: datetime, actor: str, from_state, to_state: str, note=None,
-         unit=None, photo=None) -> None:
-    con.execute("INSERT INTO case_log SELECT coalesce(max(log_id), 0) + 1, ?, ?, ?, ?, ?, ?, ?, ? FROM case_log",
-                [int(case_id), at, actor, from_state, to_state, note, unit, photo])
 
 
 def _actor(actor) -> str:
@@ -337,7 +331,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[_Create]) 
         """)
     finally:
         con.unregister("_opened")
-    first_log = int(fetch_value(con, "SELECT coalesce(max(log_id), 0) + 1 FROM case_log"))
+    first_log = next_id(con, "case_log", "log_id")  # above the ids an import in progress reserved
     audit = pa.table({
         "log_id": pa.array(np.arange(first_log, first_log + len(todo)), pa.int64()),
         "case_id": pa.array(eids, pa.int64()),
@@ -524,7 +518,7 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
         new_logs.append(log)
         results.append((dict(new), len(trail)))
     if new_logs:
-        first = int(fetch_value(con, "SELECT coalesce(max(log_id), 0) + 1 FROM case_log"))
+        first = next_id(con, "case_log", "log_id")  # above the ids an import in progress reserved
         for i, log in enumerate(new_logs):
             log["log_id"] = first + i
         changed = sorted({log["case_id"] for log in new_logs})
