@@ -77,7 +77,14 @@ _CONFIG: dict[str, str | bool | int | float | list[str]] = {
     "autoinstall_known_extensions": False, "autoload_known_extensions": False}
 #: Run on every connection and cursor: the lake by default, and no DuckDB progress bar (it would print into the
 #: output of the CLI and of scripts; civicgrid draws its own).
-_SESSION = f"USE {ALIAS}; SET enable_progress_bar = false"
+def _session(con: duckdb.DuckDBPyConnection) -> None:
+    con.execute(f"USE {ALIAS}")
+    # (in Jupyter without ipywidgets DuckDB refuses to change it, and draws no bar there)
+    with contextlib.suppress(duckdb.Error):
+        con.execute("SET enable_progress_bar = false")
+
+
+
 _DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PG_PREFIXES = ("postgresql://", "postgres://", "postgres:")
@@ -283,7 +290,7 @@ class _Lake:
         location.data_path.mkdir(parents=True, exist_ok=True)
         with self._cross_process_lock():  # two processes creating one store at once would collide
             self.con.execute(location.attach_sql())
-            self.con.execute(_SESSION)
+            _session(self.con)
             self._ensure_schema(create=create)
 
     @contextlib.contextmanager
@@ -297,7 +304,7 @@ class _Lake:
 
     def cursor(self) -> duckdb.DuckDBPyConnection:
         cur = self.con.cursor()
-        cur.execute(_SESSION)
+        _session(cur)
         return cur
 
     def _ensure_schema(self, *, create: bool) -> None:
@@ -591,7 +598,7 @@ class Store:
             con.close()
             msg = f"{self.location.name} has no snapshot at {at!r} ({exc}); see Store.snapshots()"
             raise StoreError(msg) from exc
-        con.execute(_SESSION)
+        _session(con)
         return con
 
     def __repr__(self) -> str:
@@ -606,7 +613,7 @@ class Store:
     def cursor(self) -> duckdb.DuckDBPyConnection:
         """A new cursor, for use from one thread."""
         cur = self.con.cursor()
-        cur.execute(_SESSION)
+        _session(cur)
         return cur
 
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
