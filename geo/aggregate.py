@@ -55,6 +55,8 @@ def _codes(value) -> tuple[str, ...]:
 
 def _closest(word: str, choices: dict[str, str], n: int = 3) -> str:
     """Describe the known values closest to ``word``; ``choices`` maps each code or name to a label."""
+    # A city's own types may lack a 大类 (or an English name): those keys are missing values, not words.
+    choices = {k: v for k, v in choices.items() if isinstance(k, str) and k}
     hits = difflib.get_close_matches(word, list(choices), n=n, cutoff=0.3)
     if not hits:
         hits = [c for c in choices if word and (word in c or c.startswith(word[:2]))][:n]

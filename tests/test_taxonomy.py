@@ -9,6 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from civicgrid.api.cli import main
+from civicgrid.geo.aggregate import EventFilter, heatmap
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store
 from civicgrid.sites.cases.calendar import compute_deadlines
@@ -102,6 +103,10 @@ def test_add_type_and_import_map(small_city, tmp_path):
         add_type(small_city, "0905", "again")
     with pytest.raises(InvalidParameterError, match=r"3d .* 8h"):
         add_type(small_city, "0906", "x", deadline="two days")
+    # a city's type in a new 大类 (no names): an unknown type still gets "closest known", not a server error
+    add_type(small_city, "7701", "新类", major="77")
+    with pytest.raises(NotFoundError, match="closest known"):
+        heatmap(Store(small_city), filters=EventFilter(types="\U000af6de秏"))
     m = tmp_path / "map.csv"
     m.write_text("source,label,code\ncomplaint,油烟污染,0905\n,Garbage in alley,暴露垃圾\n", encoding="gbk")
     done = import_map(small_city, m)
