@@ -28,6 +28,7 @@ from civicgrid.api.routers import (
     users,
 )
 from civicgrid.api.routers.users import upload_too_large
+from civicgrid.geo.aggregate import VersionCache
 from civicgrid.geo.settings import Settings, get_settings
 from civicgrid.geo.store import Store
 from fastapi import Depends, FastAPI
@@ -135,6 +136,7 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
     )
     app.state.store = Store(db if db is not None else config.db)
     app.state.settings = {**config.service_settings(), **(settings or {})}
+    app.state.map_pages = VersionCache(int(app.state.settings.get("map_cache_pages", 32)))
     if isinstance(app.state.settings["public_layers"], str):  # an override as the environment writes it
         app.state.settings["public_layers"] = Settings(public_layers=app.state.settings["public_layers"]
                                                        ).public_layer_set()

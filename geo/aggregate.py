@@ -264,32 +264,57 @@ def _area_index(store: Store) -> pd.DataFrame:
 
 T = TypeVar("T")
 
-_CACHE: OrderedDict = OrderedDict()
-_CACHE_LOCK = threading.Lock()
-#: Results kept in the per-version cache (least recently used dropped first).
+class VersionCache:
+    """Results kept per store version: a key is looked up with the store's path, the past it views and its
+    snapshot id, so a committed write makes every older result unreachable (least recently used dropped first).
+
+    Parameters
+    ----------
+    size
+        The most results kept; 0 keeps none (every call computes).
+    """
+
+    def __init__(self, size: int) -> None:
+        self.size = size
+        self._items: OrderedDict = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, store: Store, key: tuple, compute: Callable[[], T]) -> T:
+        """Return ``compute()`` cached under ``key`` for the store's current version."""
+        if self.size <= 0:
+            return compute()
+        full = (str(store.path), store.at, store.snapshot_id(), *key)
+        with self._lock:
+            if full in self._items:
+                self._items.move_to_end(full)
+                return self._items[full]
+        value = compute()
+        with self._lock:
+            self._items[full] = value
+            while len(self._items) > self.size:
+                self._items.popitem(last=False)
+        return value
+
+    def clear(self) -> None:
+        """Drop every result."""
+        with self._lock:
+            self._items.clear()
+
+
+#: Results kept in the per-version cache of aggregations (least recently used dropped first).
 CACHE_SIZE = 256
+_CACHE = VersionCache(CACHE_SIZE)
 
 
 def cached(store: Store, key: tuple, compute: Callable[[], T]) -> T:
-    """Return ``compute()`` cached under ``key`` for the store's current file version (at most
-    :data:`CACHE_SIZE` results are kept; a newly published version of the file is a new key)."""
-    full = (str(store.path), store.at, store.snapshot_id(), *key)
-    with _CACHE_LOCK:
-        if full in _CACHE:
-            _CACHE.move_to_end(full)
-            return _CACHE[full]
-    value = compute()
-    with _CACHE_LOCK:
-        _CACHE[full] = value
-        while len(_CACHE) > CACHE_SIZE:
-            _CACHE.popitem(last=False)
-    return value
+    """Return ``compute()`` cached under ``key`` for the store's current version (at most :data:`CACHE_SIZE`
+    results are kept; a committed write makes a new version)."""
+    return _CACHE.get(store, key, compute)
 
 
 def clear_cache() -> None:
     """Drop every cached aggregation (they are also dropped when a new database version is published)."""
-    with _CACHE_LOCK:
-        _CACHE.clear()
+    _CACHE.clear()
 
 
 def check_res(res: int) -> int:

@@ -66,6 +66,9 @@ class Settings(BaseSettings):
     max_upload_mb
         The largest file ``POST /api/imports/{layer}`` accepts, in MB (1..100000, default 200); a larger upload
         is refused (HTTP 413) while it streams, before it fills the disk.
+    map_cache_pages
+        Rendered ``/map`` pages each service process keeps per view, caller and store version (0..1024, default
+        32; 0: render every request). A committed write is a new version: no page outlives the data it shows.
     public_layers
         The reference layers served without a token, comma-separated, from ``areas``, ``grids``,
         ``grid-leaders`` (the micro-grid leaders' names and phones, 网格员公示, on ``/api/layers/grids`` and the
@@ -92,6 +95,8 @@ class Settings(BaseSettings):
     latest_days_ahead: int = Field(default=366, ge=0, le=36_500,
                                    description="how many days past now a time may lie (0..36500)")
     max_upload_mb: int = Field(default=200, ge=1, le=100_000, description="largest file upload, MB (1..100000)")
+    map_cache_pages: int = Field(default=32, ge=0, le=1024,
+                                 description="rendered /map pages kept per view and store version (0: none)")
     public_layers: str = Field(default=",".join(PUBLIC_LAYERS),
                                description=f"layers served without a token: any of {', '.join(PUBLIC_LAYERS)}")
 
@@ -120,11 +125,11 @@ class Settings(BaseSettings):
 
     def service_settings(self) -> dict[str, object]:
         """The settings the service reads per request (``app.state.settings``): ``max_cells``,
-        ``tianditu_key``, ``patrol_network`` (None when no network is set), ``max_upload_mb`` and
-        ``public_layers`` (a set)."""
+        ``tianditu_key``, ``patrol_network`` (None when no network is set), ``max_upload_mb``,
+        ``map_cache_pages`` and ``public_layers`` (a set)."""
         return {"max_cells": self.max_cells, "tianditu_key": self.tianditu_key,
                 "patrol_network": self.network or None, "max_upload_mb": self.max_upload_mb,
-                "public_layers": self.public_layer_set()}
+                "map_cache_pages": self.map_cache_pages, "public_layers": self.public_layer_set()}
 
 
 def get_settings() -> Settings:

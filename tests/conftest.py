@@ -99,7 +99,7 @@ def civicgrid_serve(civicgrid_cli):
             s.bind(("127.0.0.1", 0))
             port = s.getsockname()[1]
         proc = subprocess.Popen([*civicgrid_cli, "serve", "--db", str(db), "--port", str(port),
-                                 "--log-level", "warning"],
+                                 "--log-level", "warning", "--workers", "1"],
                                 cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
         base = f"http://127.0.0.1:{port}"
         try:

@@ -134,7 +134,7 @@ class _Service:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen([*cli, "serve", "--db", db, "--port", str(self.port), "--log-level",
-                                      "warning", "--maintain-hours", "0"], env=env, cwd=ROOT,
+                                      "warning", "--maintain-hours", "0", "--workers", "1"], env=env, cwd=ROOT,
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.token = token
         self.acked: list[tuple[str, int, str | None]] = []

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+
 import base64
 import json
 import re
@@ -377,11 +379,50 @@ def test_serve_runs_uvicorn_on_the_app(monkeypatch, demo_db):
 
     seen = {}
     monkeypatch.setattr(uvicorn, "run", lambda app, **kw: seen.update(app=app, **kw))
-    r = CliRunner().invoke(main, ["serve", "--db", str(demo_db), "--port", "8799", "--max-cells", "1234"])
+    r = CliRunner().invoke(main, ["serve", "--db", str(demo_db), "--port", "8799", "--max-cells", "1234",
+                                  "--workers", "1", "--maintain-hours", "0"])
     assert r.exit_code == 0, r.output
     assert seen["port"] == 8799 and seen["host"] == "127.0.0.1"
     assert seen["app"].state.settings["max_cells"] == 1234
     assert Path(seen["app"].state.store.path) == Path(demo_db)
+    # by default one service process per core, each building the app from the environment
+    monkeypatch.setattr("os.cpu_count", lambda: 3)
+    monkeypatch.setenv("CIVICGRID_DB", "unset")  # serve sets these for its workers: restored after the test
+    monkeypatch.setenv("CIVICGRID_MAX_CELLS", "50000")
+    seen.clear()
+    r = CliRunner().invoke(main, ["serve", "--db", str(demo_db), "--maintain-hours", "0"])
+    assert r.exit_code == 0, r.output
+    assert seen["workers"] == 3 and seen["factory"] and seen["app"] == "civicgrid.api.app:create_app"
+    assert os.environ["CIVICGRID_DB"] == str(demo_db)
+
+
+def test_map_pages_cached_per_view_caller_and_version(demo_db, tmp_path, monkeypatch):
+    """The same view asked again is not rendered again until a write commits; another view or another
+    caller's credentials are rendered apart."""
+    from civicgrid.api.routers import pages
+    from civicgrid.geo.store_files import copy_store
+    from civicgrid.geo.users import add_user
+
+    db = tmp_path / "c.duckdb"
+    copy_store(demo_db, db)
+    token = add_user(db, "viewer1", role="viewer")[1]
+    rendered = []
+    real = pages.hotspot_map
+    monkeypatch.setattr(pages, "hotspot_map", lambda *a, **k: rendered.append(k["query"]) or real(*a, **k))
+    c = TestClient(create_app(db))
+    first = c.get("/map?res=8")
+    assert first.status_code == 200 and len(rendered) == 1
+    assert c.get("/map?res=8").text == first.text and len(rendered) == 1  # cached
+    c.get("/map?res=8&lang=en")
+    c.get("/map?res=8", headers={"Authorization": f"Bearer {token}"})
+    assert len(rendered) == 3  # another view, another caller
+    add_user(db, "viewer2", role="viewer")  # a committed write: a new version of the store
+    c.get("/map?res=8")
+    assert len(rendered) == 4
+    off = TestClient(create_app(db, settings={"map_cache_pages": 0}))
+    off.get("/map?res=8")
+    off.get("/map?res=8")
+    assert len(rendered) == 6
 
 
 def test_district_names_sit_above_the_site_clusters(client, store):

@@ -26,9 +26,9 @@ from civicgrid.geo.settings import get_settings
               show_default="$CIVICGRID_MAINTAIN_HOURS, else 24",
               help="hours between store maintenance runs (merge small files, expire old snapshots, delete unused "
                    "files; the first 10 minutes after the start); 0: never (run `civicgrid maintain` yourself)")
-@click.option("--workers", type=click.IntRange(1, 64), default=1, show_default=True,
-              help="service processes sharing the port (each answers requests; writes from all of them are "
-                   "safe); e.g. the machine's number of cores")
+@click.option("--workers", type=click.IntRange(1, 64), default=lambda: os.cpu_count() or 1,
+              show_default="the machine's number of cores",
+              help="service processes sharing the port (each answers requests; writes from all of them are safe)")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (server start, access log); civicgrid's own records, "
                                       "with each request's time: civicgrid --log-level info serve ...")

@@ -1,11 +1,17 @@
 """GET /map: the planners' hotspot map (H3 heat layer, micro-grids, sample frame, hotspot clusters), offline.
 
+Rendered pages are kept per view (the query), caller (token or cookie) and store version in the app's
+``map_pages`` cache (setting ``map_cache_pages``): the same view asked again before the next committed write is
+answered without rendering it again.
+
 The map is :func:`civicgrid.maps.hotspot.hotspot_map` (usable without a server, e.g. in a notebook),
 rendered by :func:`civicgrid.maps.offline.render_offline` (Leaflet and plugins served by the app, no
 CDN); the route only parses the query.
 """
 
 from __future__ import annotations
+
+import hashlib
 
 from civicgrid.api.deps import event_filters, get_settings, get_store, lang_param, max_cells, res_param
 from civicgrid.api.errors import HtmlErrorRoute
@@ -28,6 +34,16 @@ def map_page(request: Request, store: Store = Depends(get_store), filters: Event
              limit: int = Depends(max_cells), settings: dict = Depends(get_settings)) -> HTMLResponse:
     """The planners' map for the same filters as ``/api/heatmap``: H3 heat layer with legend, micro-grids,
     sample-frame sites, hotspot clusters with a side list, layer control and a filter form."""
-    m = hotspot_map(store, res=res, filters=filters, metric=metric, lang=lang, basemap=basemap, max_cells=limit,
-                    query=dict(request.query_params), settings=settings)
-    return HTMLResponse(render_offline(m))
+    def render() -> str:
+        m = hotspot_map(store, res=res, filters=filters, metric=metric, lang=lang, basemap=basemap,
+                        max_cells=limit, query=dict(request.query_params), settings=settings)
+        return render_offline(m)
+
+    return HTMLResponse(request.app.state.map_pages.get(store, ("map", *_view(request)), render))
+
+
+def _view(request: Request) -> tuple:
+    """What a rendered page depends on besides the store's version: the query and who asks (a digest of the
+    credentials, so that what one caller may see is never served to another)."""
+    who = "\0".join(request.headers.get(h, "") for h in ("authorization", "cookie"))
+    return tuple(sorted(request.query_params.multi_items())), hashlib.sha256(who.encode()).hexdigest()
