@@ -55,7 +55,7 @@ def _workload(months: list[str], types: list[str]) -> list[tuple[str, str, int]]
     w.append(("events", "/api/events?limit=100", 3))
     w.append(("cases", "/api/cases?limit=50", 3))
     w.append(("layers", "/api/layers/grids", 2))
-    maps = ["/map", "/map?res=8", "/map?lang=en"] + [f"/map?type={types[0]}", f"/map?start={months[0]}-01"]
+    maps = ["/map", "/map?res=8", "/map?lang=en", f"/map?type={types[0]}", f"/map?start={months[0]}-01"]
     w += [("map", m, 2) for m in maps]
     return w
 

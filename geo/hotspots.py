@@ -37,6 +37,7 @@ from civicgrid.geo.aggregate import (
     parent_sql,
     validated_filter,
 )
+from civicgrid.geo.distance import area_km2
 from civicgrid.geo.errors import InvalidParameterError, TooManyCellsError
 from civicgrid.geo.h3cells import to_hex
 from civicgrid.geo.store import Store
@@ -343,7 +344,7 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
         agg["n_sites"] = agg["site_ids"].map(len)
         agg["grid_codes"], agg["grid_names"] = _grids_of_regions(agg["geometry"], grids)
         gdf = gpd.GeoDataFrame(agg.reset_index(drop=True), geometry="geometry", crs="EPSG:4326")
-        gdf["area_km2"] = gdf.to_crs(gdf.estimate_utm_crs()).area / 1e6
+        gdf["area_km2"] = area_km2(gdf.geometry.to_numpy())
         gdf["events"] = gdf["events"].astype("int64")
         gdf = gdf.sort_values(["events", "n_cells"], ascending=False, ignore_index=True)
         gdf["rank"] = np.arange(1, len(gdf) + 1)

@@ -6,7 +6,6 @@ import os
 from datetime import datetime
 
 import duckdb
-import geopandas as gpd
 import numpy as np
 import pandas as pd
 import pyarrow as pa
@@ -14,6 +13,7 @@ import shapely
 from civicgrid.geo import importing as imp
 from civicgrid.geo.columns import match_names, numbers, strings
 from civicgrid.geo.dedup import existing_keys
+from civicgrid.geo.distance import area_km2
 from civicgrid.geo.errors import ImportFileError
 from civicgrid.geo.import_report import ImportReport, Rejects, finish_report
 from civicgrid.geo.levels import AREA_LEVELS, PARENT_LEVEL, check_level
@@ -113,10 +113,7 @@ def _labels(code: np.ndarray | None, name: np.ndarray | None, *, rows=None) -> n
 
 def _area_km2(geoms: np.ndarray) -> np.ndarray:
     """Area of WGS84 polygons in km², in a local UTM projection."""
-    if len(geoms) == 0:
-        return np.zeros(0)
-    series = gpd.GeoSeries(geoms, crs=4326)
-    return series.to_crs(series.estimate_utm_crs()).area.to_numpy() / 1e6
+    return area_km2(geoms)
 
 
 def _parents_by_containment(con: duckdb.DuckDBPyConnection, geoms: np.ndarray, level: str) -> np.ndarray:

@@ -6,7 +6,7 @@ import math
 
 import numpy as np
 import pytest
-from civicgrid.geo.distance import EARTH_RADIUS_M, haversine_m
+from civicgrid.geo.distance import EARTH_RADIUS_M, area_km2, haversine_m, utm_crs
 from pyproj import Geod
 
 #: (lng1, lat1, lng2, lat2): across a street, across a city, across China, at the equator, near a pole.
@@ -67,3 +67,20 @@ def test_patrols_and_rebounds_use_the_same_distance():
 
     assert network.haversine_m is rebounds.haversine_m is haversine_m
     assert network.EARTH_RADIUS_M == rebounds.EARTH_RADIUS_M == EARTH_RADIUS_M
+
+
+@pytest.mark.parametrize("centre", [(112.94, 28.23), (-73.95, 40.7), (151.2, -33.9), (179.9, 10), (-180, 0)])
+def test_areas_in_the_utm_zone_geopandas_picks(centre):
+    import geopandas as gpd
+    import shapely
+
+    lng, lat = centre
+    boxes = [shapely.box(lng + d, lat + d / 2, min(lng + d + 0.01, 180), lat + d / 2 + 0.02) for d in (0, 0.005, 0.01)]
+    series = gpd.GeoSeries(boxes, crs=4326)
+    expected = series.to_crs(series.estimate_utm_crs()).area.to_numpy() / 1e6
+    assert utm_crs(lng, lat) == series.estimate_utm_crs()
+    np.testing.assert_allclose(area_km2(boxes), expected, rtol=1e-9)
+    # and the geodesic area on the ellipsoid within 0.1 % (a box 1 km wide, at most a zone's width off-centre)
+    geodesic = [abs(Geod(ellps="WGS84").geometry_area_perimeter(b)[0]) / 1e6 for b in boxes]
+    np.testing.assert_allclose(area_km2(boxes), geodesic, rtol=2e-3)
+    assert area_km2([]).shape == (0,)

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import os
-
 import base64
 import json
+import os
 import re
 from pathlib import Path
 from urllib.parse import urlparse
