@@ -28,7 +28,8 @@ _RECTIFIED = "coalesce(e.rectified_at, e.closed_at, CASE WHEN e.status = 'closed
 _REWORKS = "greatest(coalesce(e.reopened, 0), 0)::INTEGER"
 
 
-def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import", event_ids=None) -> int:
+def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import", event_ids=None,
+             first_log_id: int | None = None) -> int:
     """Turn every event without a case into a case with an audit trail, from the event's own record.
 
     For use inside :func:`geo.store.writing` (the demo and imports call it). The state follows the event:
@@ -40,13 +41,14 @@ def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import", event_ids
     ``rebound_of`` link is kept; no rebound linking runs here (see :func:`link_rebounds`).
     Bulk SQL in chunks of :data:`BACKFILL_CHUNK` events in id order (audit rows are numbered by case, then
     step); returns the number of cases created. ``event_ids`` (an array) limits it to those events (an
-    import's own), so its cost does not grow with the store.
+    import's own), so its cost does not grow with the store. ``first_log_id``: the first audit row id to use
+    (default: the next free one, above the ids an import in progress reserved).
     """
     with memory_cap(con):
-        return _backfill(con, actor=actor, event_ids=event_ids)
+        return _backfill(con, actor=actor, event_ids=event_ids, first_log_id=first_log_id)
 
 
-def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids) -> int:
+def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids, first_log_id: int | None) -> int:
     if event_ids is not None:
         ids = np.asarray(event_ids, dtype=np.int64)
         if not ids.size:
@@ -72,7 +74,7 @@ def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids) -> int:
     ids = ids[order]
     steps = np.asarray(todo["n_steps"], dtype=np.int64)[order]
     del todo, order
-    first_log = _first_log_id(con)
+    first_log = next_id(con, "case_log", "log_id") if first_log_id is None else int(first_log_id)
     log0 = first_log + np.cumsum(steps) - steps  # each case's first audit row id
     del steps
     hours = type_hours(query_frame(con, "SELECT code, deadline_value, deadline_unit FROM problem_types"))
@@ -89,15 +91,6 @@ def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids) -> int:
         for name in ("_bf", "_bf_ids", "_bf_hours"):
             con.execute(f"DROP TABLE IF EXISTS {name}")
     return int(ids.size)
-
-
-def _first_log_id(con: duckdb.DuckDBPyConnection) -> int:
-    """The first free audit row id: above the ids an import in progress reserved, except on the private temp
-    tables of :func:`stage_cases` (numbered from 1, renumbered into reserved ids when staged)."""
-    if fetch_value(con, "SELECT count(*) FROM duckdb_tables() WHERE database_name = 'temp' AND table_name = "
-                        "'case_log'"):
-        return int(fetch_value(con, "SELECT coalesce(max(log_id), 0) + 1 FROM case_log"))
-    return next_id(con, "case_log", "log_id")
 
 
 def _chunk_deadlines(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, lo: int, hi: int,
@@ -237,7 +230,7 @@ def stage_cases(staging: Staging, event_ids: np.ndarray, *, actor: str = "import
                         [pd.Timestamp(span[0]) - window, pd.Timestamp(span[1])])
             cur.execute("INSERT INTO events BY NAME SELECT * FROM lake.events "
                         "WHERE event_id IN (SELECT event_id FROM cases)")
-        made = backfill(cur, actor=actor, event_ids=ids)
+        made = backfill(cur, actor=actor, event_ids=ids, first_log_id=1)  # renumbered into reserved ids below
         linked = link_rebounds(cur, case_ids=ids) if made else 0
         n_log = int(fetch_value(cur, "SELECT count(*) FROM case_log"))
         first = staging.reserve("case_log", "log_id", n_log) if n_log else 1
