@@ -15,6 +15,7 @@ each write is tried alone, so one bad write never fails the others.
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import queue
@@ -41,19 +42,29 @@ class _Writer:
     def __init__(self, db: str | os.PathLike | None, apply: Apply, name: str) -> None:
         self.db = db
         self.apply = apply
-        self.queue: queue.SimpleQueue[tuple[Any, Future]] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[Any, Future] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name=f"civicgrid-{name}", daemon=True)
         self.thread.start()
 
     def _run(self) -> None:
-        while True:
+        stop = False
+        while not stop:
             group = [self.queue.get()]
             while len(group) < MAX_GROUP:
                 try:
                     group.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            self._commit(group)
+            stop = any(entry is None for entry in group)  # stop(): finish what was queued, then end
+            group = [entry for entry in group if entry is not None]
+            if group:
+                self._commit(group)
+
+    def stop(self, timeout: float = 60) -> None:
+        """Commit what is queued, then end the thread (at the process's exit: a thread left inside DuckDB's
+        objects while the interpreter shuts down aborts the process)."""
+        self.queue.put(None)
+        self.thread.join(timeout)
 
     def _commit(self, group: list[tuple[Any, Future]]) -> None:
         items = [item for item, _ in group]
@@ -87,6 +98,15 @@ class _Writer:
 
 _WRITERS: dict[tuple[Location, str], _Writer] = {}
 _LOCK = threading.Lock()
+
+
+@atexit.register
+def _stop_writers() -> None:
+    with _LOCK:
+        writers = list(_WRITERS.values())
+        _WRITERS.clear()
+    for writer in writers:
+        writer.stop()
 
 
 def submit(db: str | os.PathLike | None, kind: str, apply: Apply, item: Any) -> Any:

@@ -158,3 +158,19 @@ def test_concurrent_creations_are_grouped_and_each_gets_its_own_answer(small_cit
     assert (ev["rebound_of"] == old).all() and (ev["grid_code"] == "430102001001001").all()
     assert ev["dedup_key"].tolist() == [f"case:{i}" for i in sorted(ids)]
     assert store.sql("SELECT log_id FROM case_log")["log_id"].is_unique
+
+
+def test_the_process_exits_cleanly_after_grouped_writes(small_city, civicgrid_cli):
+    """A command that wrote through a writer thread exits with its own status (the thread is ended before the
+    interpreter shuts down; left inside DuckDB's objects it aborted the process with status 134)."""
+    import subprocess
+
+    made = subprocess.run([*civicgrid_cli, "cases", "create", "--db", str(small_city), "--type", "0201",
+                           "--lng", "112.94", "--lat", "28.23", "--actor", "cli"], capture_output=True, text=True)
+    assert made.returncode == 0, made.stderr[-500:]
+    case_id = int(Store(small_city).sql("SELECT max(case_id) AS c FROM cases WHERE case_id IN "
+                                        "(SELECT case_id FROM case_log WHERE actor = 'cli')")["c"][0])
+    moved = subprocess.run([*civicgrid_cli, "cases", "move", str(case_id), "registered", "--db", str(small_city),
+                            "--actor", "cli"], capture_output=True, text=True)
+    assert moved.returncode == 0, moved.stderr[-500:]
+    assert Store(small_city).sql(f"SELECT state FROM cases WHERE case_id = {case_id}")["state"][0] == "registered"

@@ -245,10 +245,16 @@ def _link_few(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, radius: float,
     types = sorted(new["problem_type"].unique())
     lo, hi = int(new["found_us"].min()) - window_us, int(new["found_us"].max())
     old = con.execute("""
-        SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at) AS closed_us, e.lat, e.lng
-        FROM cases c JOIN events e ON e.event_id = c.event_id
-        WHERE c.state = 'closed' AND c.problem_type IN (SELECT unnest(?::VARCHAR[]))
-          AND c.closed_at >= make_timestamp(?) AND c.closed_at < make_timestamp(?)""", [types, lo, hi]).df()
+        SELECT case_id, event_id, problem_type, site_id, epoch_us(closed_at) AS closed_us FROM cases
+        WHERE state = 'closed' AND problem_type IN (SELECT unnest(?::VARCHAR[]))
+          AND closed_at >= make_timestamp(?) AND closed_at < make_timestamp(?)""", [types, lo, hi]).df()
+    # their points by the events' own ids (not a join, which would read every event)
+    if old.empty:
+        old["lat"], old["lng"] = pd.Series(dtype=float), pd.Series(dtype=float)
+    else:
+        points_of = con.execute(f"SELECT event_id, lat, lng FROM events WHERE event_id IN "
+                                f"({', '.join(str(int(i)) for i in old['event_id'])})").df()
+        old = old.merge(points_of, on="event_id", how="left")
     code = {t: i for i, t in enumerate(types)}
 
     def points(frame: pd.DataFrame, time_col: str) -> dict[str, np.ndarray]:
@@ -338,15 +344,18 @@ def _write_links(con: duckdb.DuckDBPyConnection, case_id: np.ndarray, old_id: np
     con.register("_reb_df", pd.DataFrame({"case_id": case_id, "old_id": old_id}))
     con.execute("CREATE OR REPLACE TEMP TABLE _reb AS SELECT * FROM _reb_df ORDER BY case_id")
     con.unregister("_reb_df")
-    con.execute("UPDATE cases SET rebound_of = r.old_id FROM _reb r WHERE cases.case_id = r.case_id")
+    # a few links name their cases (so only the row groups holding them are read); many go by ranges
+    few = f"AND cases.case_id IN ({', '.join(str(int(i)) for i in case_id)})" if len(case_id) <= FEW_CASES else ""
+    con.execute(f"UPDATE cases SET rebound_of = r.old_id FROM _reb r WHERE cases.case_id = r.case_id {few}")
     # the events carry the link (only rebound_of changed: one column, not a full case sync), in ranges
-    con.execute("CREATE OR REPLACE TEMP TABLE _reb_ev AS SELECT c.event_id, r.old_id FROM cases c "
-                "JOIN _reb r ON r.case_id = c.case_id ORDER BY c.event_id")
+    con.execute("CREATE OR REPLACE TEMP TABLE _reb_ev AS SELECT case_id AS event_id, old_id FROM _reb "
+                "ORDER BY event_id")  # a case's id is its event's id
+    few = few.replace("cases.case_id", "events.event_id")  # a case's id is its event's id
     for lo, hi in _id_ranges(con, "_reb_ev", "event_id"):
-        con.execute("""
+        con.execute(f"""
             UPDATE events SET rebound_of = r.old_id FROM _reb_ev r
             WHERE events.event_id >= $lo AND events.event_id < $hi AND r.event_id >= $lo AND r.event_id < $hi
-              AND events.event_id = r.event_id AND events.rebound_of IS DISTINCT FROM r.old_id
+              AND events.event_id = r.event_id AND events.rebound_of IS DISTINCT FROM r.old_id {few}
         """, {"lo": lo, "hi": hi})
 
 

@@ -145,18 +145,24 @@ def list_cases(store: Store, *, state: str | None = None, area: str | None = Non
 # --------------------------------------------------------------------------------------------------
 
 
-def _sync_events(con: duckdb.DuckDBPyConnection, case_ids_sql: str, params=None) -> None:
-    """Copy the case state onto the linked events (status, deadline, rectified_at, closed_at, reopened, rebound)."""
+def _sync_events(con: duckdb.DuckDBPyConnection, case_ids: Sequence[int]) -> None:
+    """Copy the state of the cases ``case_ids`` onto their events (status, deadline, rectified_at, closed_at,
+    reopened, rebound). Both sides are filtered by the ids themselves (a case's id is its event's id), so that
+    only the files and row groups holding them are read: the cost does not grow with the store."""
+    ids = ", ".join(str(int(i)) for i in case_ids)
+    if not ids:
+        return
     con.execute(f"""
         UPDATE events SET status = CASE WHEN c.state = 'closed' THEN 'closed' ELSE 'open' END,
                deadline = c.deadline, rectified_at = c.rectified_at, closed_at = c.closed_at,
                reopened = c.reworks, rebound_of = c.rebound_of
-        FROM cases c WHERE events.event_id = c.event_id AND c.case_id IN ({case_ids_sql})
+        FROM (SELECT * FROM cases WHERE case_id IN ({ids})) c
+        WHERE events.event_id IN ({ids}) AND events.event_id = c.event_id
           AND (events.status IS DISTINCT FROM CASE WHEN c.state = 'closed' THEN 'closed' ELSE 'open' END
                OR events.deadline IS DISTINCT FROM c.deadline OR events.rectified_at IS DISTINCT FROM c.rectified_at
                OR events.closed_at IS DISTINCT FROM c.closed_at OR events.reopened IS DISTINCT FROM c.reworks
                OR events.rebound_of IS DISTINCT FROM c.rebound_of)
-    """, params)
+    """)
 
 
 def _actor(actor) -> str:
@@ -355,11 +361,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[_Create]) 
     for result in _apply_moves(con, moves) if moves else []:
         if isinstance(result, Exception):
             raise result  # register and dispatch of a new case are always legal: a failure is a bug
-    con.register("_made", pa.table({"case_id": pa.array(eids, pa.int64())}))
-    try:
-        _sync_events(con, "SELECT case_id FROM _made")
-    finally:
-        con.unregister("_made")
+    _sync_events(con, eids)
     made = _cases_with_logs(con, eids)
     for i, eid, _, _ in todo:
         out[i] = made[eid]
@@ -528,10 +530,11 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
         con.register("_moved", moved)
         con.register("_audit", audit)
         try:
+            changed_list = ", ".join(map(str, changed))
             con.execute(f"UPDATE cases SET {', '.join(f'{c} = m.{c}' for c in _MOVED_COLUMNS)} "
-                        "FROM _moved m WHERE cases.case_id = m.case_id")
+                        f"FROM _moved m WHERE cases.case_id IN ({changed_list}) AND cases.case_id = m.case_id")
             con.execute(f"INSERT INTO case_log ({', '.join(_LOG_COLUMNS)}) SELECT * FROM _audit")
-            _sync_events(con, "SELECT case_id FROM _moved")
+            _sync_events(con, changed)
         finally:
             con.unregister("_moved")
             con.unregister("_audit")
