@@ -29,7 +29,7 @@ import numpy as np
 from civicgrid.geo.coords import from_wgs84
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store
-from civicgrid.geo.texts import check_lang, labels, name_column, text
+from civicgrid.geo.texts import DEFAULT_LANG, LANGS, check_lang, labels, name_column, text
 from civicgrid.geo.times import now_local, store_timezone
 from civicgrid.geo.users import check_field_key, field_key, field_secret
 from civicgrid.maps.offline import vendor_url
@@ -52,9 +52,9 @@ def plan_date(doc: dict) -> date:
         raise InvalidParameterError(msg) from None
 
 
-def field_path(plan_id: str, inspector: str, key: str, *, lang: str = "zh") -> str:
+def field_path(plan_id: str, inspector: str, key: str, *, lang: str = DEFAULT_LANG) -> str:
     """The path (and query) of an inspector's field page: ``/field/<plan>/<inspector>?key=…``."""
-    query = {"key": key, **({"lang": lang} if lang != "zh" else {})}
+    query = {"key": key, **({"lang": lang} if lang != DEFAULT_LANG else {})}
     return f"/field/{quote(str(plan_id), safe='')}/{quote(str(inspector), safe='')}?{urlencode(query)}"
 
 
@@ -116,7 +116,7 @@ def recorded_visits(store: Store, plan_id: str, inspector: str) -> dict[int, dic
 
 def _types(store: Store, lang: str) -> list[dict]:
     col = name_column(lang)
-    major = "major_zh" if lang == "zh" else "major_en"
+    major = name_column(lang, "major")
     frame = store.sql(f"SELECT code, major_code, coalesce({major}, major_zh) AS major, "
                       f"coalesce({col}, name_zh) AS name FROM problem_types ORDER BY code")
     return frame.to_dict("records")
@@ -151,7 +151,7 @@ def field_page(store: Store, doc: dict, inspector: str, *, key: str, lang: str =
         "grids": json.loads(grids[["name", "geometry"]].to_json(drop_id=True, ensure_ascii=False))
         if grids is not None and len(grids) else None,
     }
-    other = "en" if lang == "zh" else "zh"
+    other = next(x for x in LANGS if x != lang)  # the page's link to the other language
     page = _TEMPLATE.read_text(encoding="utf-8")
     fills = {
         "{{html_lang}}": text("common.html_lang", lang), "{{title}}": html.escape(f"{t['title']} · {inspector}"),
