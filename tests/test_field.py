@@ -336,8 +336,12 @@ def test_exports_list_the_links_for_inspectors(client: TestClient, plan: dict, t
     html = client.get(f"/api/patrols/{pid}/export", params={"format": "html"}, headers=_auth(tokens, "inspector"))
     assert html.status_code == 200
     for url in links.values():
-        assert url.replace("&", "&amp;") in html.text
+        assert unquote(url).replace("&", "&amp;") in html.text  # shown readable (the inspector's name unescaped)
     assert html.text.count("<svg") == len(plan["routes"])  # one QR code per inspector's page
+    import segno
+
+    for url in links.values():  # the QR code of each page is the code of its link
+        assert segno.make(url, error="m", micro=False).svg_inline(scale=3, border=2) in html.text
     assert "手机扫码" in html.text
     viewer = client.get(f"/api/patrols/{pid}/export", params={"format": "html"}, headers=_auth(tokens, "viewer"))
     assert "key=" not in viewer.text and "<svg" not in viewer.text  # a viewer cannot record visits
@@ -375,4 +379,4 @@ def test_cli_prints_and_exports_the_links(city: Path, tmp_path: Path, civicgrid_
     line = next(x for x in res.stdout.splitlines() if "王伟: http://10.0.0.7:8000/field/" in x)
     url = line.split(": ", 1)[1]
     html = next(out.glob("*.html")).read_text(encoding="utf-8")
-    assert url.replace("&", "&amp;") in html and "<svg" in html
+    assert unquote(url).replace("&", "&amp;") in html and "<svg" in html

@@ -9,6 +9,7 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote
 from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
@@ -226,7 +227,7 @@ def _field_block(url: str | None, lang: str) -> str:
     e = html.escape
     qr = qr_svg(url) if url.startswith(("http://", "https://")) else ""
     return (f'<div class="field">{qr}<div><b>{e(text("field.link", lang))}</b><br>{e(text("field.scan", lang))}'
-            f'<br><span class="url">{e(url)}</span></div></div>')
+            f'<br><span class="url">{e(unquote(url))}</span></div></div>')  # readable; the QR has the URL
 
 
 def to_html(doc: dict, *, lang: str = "zh", links: dict[str, str] | None = None) -> str:
