@@ -77,14 +77,17 @@ def phone(tmp_path_factory):
         driver.quit()
 
 
-def _wait(driver, js: str, what: str, timeout: float = 30.0):
+def _wait(driver, js: str, what: str, timeout: float = 90.0):
     deadline = time.monotonic() + timeout
     while True:
         value = driver.execute_script(js)
         if value:
             return value
         if time.monotonic() > deadline:
-            pytest.fail(f"{what}: not after {timeout} s")
+            shown = driver.execute_script("return Array.from(document.querySelectorAll('.stop .msg'), m => "
+                                          "m.textContent).slice(0, 3)")
+            logs = [e["message"] for e in driver.get_log("browser")]
+            pytest.fail(f"{what}: not after {timeout} s; the cards say {shown}; console {logs}")
         time.sleep(0.2)
 
 
@@ -116,7 +119,7 @@ def _msg(driver, i: int) -> str:
     return driver.execute_script("return document.querySelectorAll('.stop .msg')[arguments[0]].textContent", i)
 
 
-def test_field_page_records_online_and_offline_visits_once(server, phone, field_city) -> None:
+def test_field_page_records_online_and_offline_visits_once(server, phone, field_city, tmp_path) -> None:
     from civicgrid.sites.patrol.field import field_links
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support.ui import Select
@@ -153,7 +156,8 @@ def test_field_page_records_online_and_offline_visits_once(server, phone, field_
     card = _card(phone, 0)
     card.find_element(By.CSS_SELECTOR, "input[value=ok]").click()
     card.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
-    _wait(phone, "return document.querySelectorAll('.stop .msg')[0].textContent.includes('已上传')", "online visit")
+    _wait(phone, "return document.querySelectorAll('.stop')[0].classList.contains('done')", "online visit")
+    assert "已上传" in _card(phone, 0).find_element(By.CSS_SELECTOR, ".state").text
     got = _visits(db, doc["plan_id"], stops[0]["site_id"])
     assert len(got) == 1 and got.iloc[0].inspector == "王伟" and bool(got.iloc[0].conforming)
     _wait(phone, "return !!navigator.serviceWorker.controller", "service worker")
@@ -164,6 +168,11 @@ def test_field_page_records_online_and_offline_visits_once(server, phone, field_
     card.find_element(By.CSS_SELECTOR, "input[value=bad]").click()
     Select(card.find_element(By.CSS_SELECTOR, "select")).select_by_value("0201")
     card.find_element(By.CSS_SELECTOR, "textarea").send_keys("门前堆放杂物")
+    from PIL import Image
+
+    photo = tmp_path / "camera.jpg"  # a 2400×1800 camera picture: kept on the phone, shrunk to 1600 px
+    Image.new("RGB", (2400, 1800), (180, 120, 60)).save(photo, quality=90)
+    card.find_element(By.CSS_SELECTOR, "input[type=file]").send_keys(str(photo))
     card.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
     _wait(phone, "return window.cgField.queued === 1 && "
                  "document.querySelectorAll('.stop .msg')[1].textContent.includes('联网后自动发送')", "queued visit")
@@ -175,13 +184,13 @@ def test_field_page_records_online_and_offline_visits_once(server, phone, field_
     phone.refresh()
     _wait(phone, "return window.cgField && window.cgField.ready && window.cgField.queued === 1", "reload offline")
     assert "联网后自动发送" in _msg(phone, 1)
-    assert "已上传" in _msg(phone, 0)
+    assert phone.execute_script("return document.querySelectorAll('.stop')[0].classList.contains('done')")
 
     # 3. the connection returns: the visit is sent, once
     phone.set_network_conditions(offline=False, **NET)
     phone.execute_script("window.dispatchEvent(new Event('online'))")
     _wait(phone, "return window.cgField.queued === 0 && "
-                 "document.querySelectorAll('.stop .msg')[1].textContent.includes('已上传')", "sent after reconnect")
+                 "document.querySelectorAll('.stop')[1].classList.contains('done')", "sent after reconnect")
     phone.execute_script("return window.cgField.flush()")  # nothing left to send
     time.sleep(1)
     got = _visits(db, doc["plan_id"], stops[1]["site_id"])
@@ -189,6 +198,14 @@ def test_field_page_records_online_and_offline_visits_once(server, phone, field_
     assert (got.iloc[0].inspector, bool(got.iloc[0].conforming), got.iloc[0].note, list(got.iloc[0].types)) == (
         "王伟", False, "门前堆放杂物", ["0201"])
     assert "已立案 1 件" in _msg(phone, 1)
+    from civicgrid.geo.store import Store
+    from civicgrid.sites.visits import photo_folder
+    from PIL import Image
+
+    name = Store(db).sql("SELECT photo FROM inspections WHERE inspection_id = ?",
+                         [int(got.iloc[0].inspection_id)])["photo"].iloc[0]
+    with Image.open(photo_folder(db) / name) as im:  # sent from IndexedDB after the reconnect
+        assert im.format == "JPEG" and im.size == (1600, 1200)
     assert "已记录 2/" in phone.find_element(By.ID, "cg-progress").text
     errors = [e["message"] for e in phone.get_log("browser") if e["level"] == "SEVERE"
               and "ERR_INTERNET_DISCONNECTED" not in e["message"]]  # the sends tried while offline
