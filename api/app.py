@@ -14,8 +14,10 @@ from civicgrid.api.offline import mount_assets
 from civicgrid.api.routers import (
     cases,
     events,
+    field,
     heatmap,
     hotspots,
+    inspections,
     kpis,
     layers,
     pages,
@@ -38,8 +40,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger(__name__)
 
 #: The router modules included by :func:`create_app`, in order.
-ROUTERS = (layers, heatmap, hotspots, stats, events, risk, patrols, cases, kpis, simulator, users, reports, types,
-           pages)
+ROUTERS = (layers, heatmap, hotspots, stats, events, risk, patrols, cases, inspections, kpis, simulator, users,
+           reports, types, pages, field)
 
 
 class RequestLog:

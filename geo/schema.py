@@ -14,7 +14,7 @@ import re
 
 #: Schema version written by this civicgrid: 6 is the first DuckLake store. Older stores (single DuckDB files,
 #: versions 1 to 5) are migrated by ``civicgrid migrate``; newer ones are refused.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 9
 
 #: The last version of the single-file store (what :data:`MIGRATIONS` bring a file up to).
 FILE_SCHEMA_VERSION = 5
@@ -340,9 +340,19 @@ _V8: list[str] = [
     "ALTER TABLE inspections ADD COLUMN kind VARCHAR",
 ]
 
+# 9: visits recorded on the inspectors' field page (issue 15): the inspector's note, the photo (a file beside the
+# store, see civicgrid.sites.visits), the idempotency key the phone sent with the visit (a resend of the same key
+# records nothing new) and the patrol plan it belongs to.
+_V9: list[str] = [
+    "ALTER TABLE inspections ADD COLUMN note VARCHAR",
+    "ALTER TABLE inspections ADD COLUMN photo VARCHAR",
+    "ALTER TABLE inspections ADD COLUMN visit_key VARCHAR",
+    "ALTER TABLE inspections ADD COLUMN plan_id VARCHAR",
+]
+
 #: Statements that bring a store from version ``v - 1`` to version ``v`` (``v`` > 6), run in one transaction when
 #: a store is opened. A new store is created from :data:`LAKE_SCHEMA`, which ends with these.
-LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7, 8: _V8}
+LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7, 8: _V8, 9: _V9}
 
 #: Statements creating a new store (schema version :data:`SCHEMA_VERSION`): the tables of versions 1 to 5 as
 #: DuckLake tables (no constraints but NOT NULL), the macros, and the holiday calendar, then

@@ -76,6 +76,12 @@ class Settings(BaseSettings):
         always need a ``viewer`` token), ``categories`` and ``problem-types``. Default: all of them; a layer left
         out needs a ``viewer`` token (HTTP 401 without one), and grid leaders left out are blanked for anonymous
         callers.
+    public_url
+        The address phones reach the service at (e.g. ``http://10.1.2.3:8000``), written into the inspectors'
+        field links and their QR codes by the plan exports (``civicgrid patrol``, ``/api/patrols/{id}/export``);
+        empty: the service uses the address a request came to, and the CLI lists the links without QR codes.
+    max_photo_mb
+        The largest photo a visit recorded on the field page may carry, in MB (default 10).
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_assignment=True)
@@ -99,6 +105,8 @@ class Settings(BaseSettings):
                                  description="rendered /map pages kept per view and store version (0: none)")
     public_layers: str = Field(default=",".join(PUBLIC_LAYERS),
                                description=f"layers served without a token: any of {', '.join(PUBLIC_LAYERS)}")
+    public_url: str = Field(default="", description="address phones reach the service at, for the field links")
+    max_photo_mb: float = Field(default=10, gt=0, le=100, description="largest photo of a field visit, MB")
 
     @field_validator("log_level")
     @classmethod
@@ -126,10 +134,11 @@ class Settings(BaseSettings):
     def service_settings(self) -> dict[str, object]:
         """The settings the service reads per request (``app.state.settings``): ``max_cells``,
         ``tianditu_key``, ``patrol_network`` (None when no network is set), ``max_upload_mb``,
-        ``map_cache_pages`` and ``public_layers`` (a set)."""
+        ``map_cache_pages``, ``public_layers`` (a set), ``public_url`` and ``max_photo_mb``."""
         return {"max_cells": self.max_cells, "tianditu_key": self.tianditu_key,
                 "patrol_network": self.network or None, "max_upload_mb": self.max_upload_mb,
-                "map_cache_pages": self.map_cache_pages, "public_layers": self.public_layer_set()}
+                "map_cache_pages": self.map_cache_pages, "public_layers": self.public_layer_set(),
+                "public_url": self.public_url, "max_photo_mb": self.max_photo_mb}
 
 
 def get_settings() -> Settings:

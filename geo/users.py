@@ -1,11 +1,21 @@
-"""Users, roles and API tokens: tokens are random, shown once, and stored only as a SHA-256 hash."""
+"""Users, roles and API tokens: tokens are random, shown once, and stored only as a SHA-256 hash.
+
+Field links (issue 15): a phone cannot send an ``Authorization`` header, so each inspector's link to the field
+page of a patrol plan carries a **field key**, an HMAC-SHA256 of (plan id, inspector, plan day) under a secret kept
+in the store's ``meta`` table (:func:`field_secret`, created on first use). A key opens that plan's page for that
+inspector only, until the end of the plan's day (:func:`check_field_key`); nothing per link is stored, so the
+plan's exports can list the links at any time. Changing the secret (:func:`new_field_secret`) revokes every link.
+"""
 
 from __future__ import annotations
 
+import base64
 import difflib
 import hashlib
+import hmac
 import os
 import secrets
+from datetime import date, datetime, timedelta
 
 import duckdb
 import pandas as pd
@@ -16,7 +26,7 @@ from civicgrid.geo.errors import (
     NotFoundError,
     PermissionDeniedError,
 )
-from civicgrid.geo.store import Store, fetch_value, retry_writes, writing
+from civicgrid.geo.store import Store, fetch_value, retry_writes, set_meta, writing
 from civicgrid.geo.times import now_local
 
 #: Roles, weakest first: each role may do what the weaker ones may.
@@ -138,3 +148,63 @@ def authorize(user: dict, role: str) -> dict:
         msg = f"user {user['name']!r} has role {user['role']}; this needs {need} or higher"
         raise PermissionDeniedError(msg)
     return user
+
+
+# --- field links --------------------------------------------------------------------------------------------
+
+#: ``meta`` key of the secret that signs the field links.
+FIELD_SECRET_META = "field_link_secret"
+#: Bytes of the HMAC kept in a field key (120 bits: 20 URL-safe characters, a small QR code).
+FIELD_KEY_BYTES = 15
+
+
+@retry_writes
+def new_field_secret(db: str | os.PathLike) -> None:
+    """Replace the secret of the field links: every link given out so far stops working."""
+    with writing(db) as con:
+        set_meta(con, FIELD_SECRET_META, secrets.token_hex(32))
+
+
+@retry_writes
+def field_secret(db: str | os.PathLike | Store) -> bytes:
+    """The secret signing the field links of the store ``db`` (a store or its path), created on first use."""
+    if isinstance(db, Store):
+        value = db.meta(FIELD_SECRET_META)
+        if value:
+            return bytes.fromhex(value)
+        db = db.path
+    with writing(db) as con:
+        row = con.execute("SELECT value FROM meta WHERE key = ?", [FIELD_SECRET_META]).fetchone()
+        if row is None or not row[0]:
+            value = secrets.token_hex(32)
+            set_meta(con, FIELD_SECRET_META, value)
+        else:
+            value = row[0]
+    return bytes.fromhex(value)
+
+
+def field_key(secret: bytes, *, plan_id: str, inspector: str, day: date) -> str:
+    """The key of one inspector's field link to one plan, valid on the plan's ``day`` (URL-safe text)."""
+    message = f"civicgrid-field\n{plan_id}\n{inspector}\n{day.isoformat()}".encode()
+    digest = hmac.new(secret, message, hashlib.sha256).digest()[:FIELD_KEY_BYTES]
+    return base64.urlsafe_b64encode(digest).decode().rstrip("=")
+
+
+def check_field_key(secret: bytes, key: str | None, *, plan_id: str, inspector: str, day: date,
+                    now: datetime) -> None:
+    """Refuse (:class:`AuthenticationError`, HTTP 401) a field key that is not the key of ``inspector``'s link to
+    the plan ``plan_id`` of ``day``, or that is used after the end of that day (``now``: local time of the store).
+    """
+    if not key:
+        msg = "this page needs the key of your field link (?key=...): the planner's exports list each inspector's link"
+        raise AuthenticationError(msg)
+    want = field_key(secret, plan_id=plan_id, inspector=inspector, day=day)
+    if not hmac.compare_digest(want.encode(), str(key).strip().encode()):
+        msg = (f"the key does not open plan {plan_id} for inspector {inspector!r}: a field link works only for its "
+               "own plan and inspector (ask the planner for yours)")
+        raise AuthenticationError(msg)
+    end = datetime(day.year, day.month, day.day) + timedelta(days=1)
+    if now >= end:
+        msg = (f"this field link expired at the end of the plan's day ({day.isoformat()} 24:00); "
+               "today's plan has a new link")
+        raise AuthenticationError(msg)

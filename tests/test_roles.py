@@ -92,8 +92,12 @@ def _requests(path) -> dict[tuple[str, str], tuple[str, callable]]:
             "date": "2025-12-20", "inspectors": [{"name": "甲", "start": [112.94, 28.23], "shift_minutes": 60}],
             "options": {"time_limit_s": 1, "max_candidates": 15, "road_network": False}})
 
+    def visit(c, h):
+        return c.post("/api/inspections", headers=h, json={"site_id": 5, "conforming": True})
+
     return {
         ("POST", "/api/cases"): ("inspector", create_case),
+        ("POST", "/api/inspections"): ("inspector", visit),
         ("POST", "/api/cases/{case_id}/transitions"): ("inspector", move),
         ("POST", "/api/users"): ("admin", new_user),
         ("POST", "/api/users/{name}/token"): ("admin", token),
@@ -120,6 +124,7 @@ def test_every_write_endpoint_is_in_the_matrix(env):
     ("POST", "/api/users/{name}/token"), ("DELETE", "/api/users/{name}"), ("PUT", "/api/settings/{key}"),
     ("PUT", "/api/settings/holidays"), ("POST", "/api/imports/{layer}"), ("POST", "/api/patrols/plan"),
     ("POST", "/api/types/map"), ("POST", "/api/types"), ("POST", "/api/types/import-map"),
+    ("POST", "/api/inspections"),
 ])
 def test_role_matrix(env, endpoint):
     path, client, tokens = env

@@ -24,7 +24,7 @@ from fastapi.testclient import TestClient
 def clean_env(monkeypatch):
     """No ``CIVICGRID_*`` setting from the environment running the tests."""
     for name in ("DB", "MAX_CELLS", "TIANDITU_KEY", "NETWORK", "DATA_PATH", "LOG_LEVEL", "EARLIEST_TIME",
-                 "LATEST_DAYS_AHEAD", "MAX_UPLOAD_MB", "PUBLIC_LAYERS"):
+                 "LATEST_DAYS_AHEAD", "MAX_UPLOAD_MB", "PUBLIC_LAYERS", "PUBLIC_URL", "MAX_PHOTO_MB"):
         monkeypatch.delenv(f"CIVICGRID_{name}", raising=False)
     return monkeypatch
 
@@ -100,10 +100,12 @@ def test_service_settings_come_from_the_environment(clean_env, empty_db, tmp_pat
     clean_env.setenv("CIVICGRID_TIANDITU_KEY", "k1")
     clean_env.setenv("CIVICGRID_NETWORK", str(tmp_path / "roads.osm.pbf"))
     clean_env.setenv("CIVICGRID_MAP_CACHE_PAGES", "7")
+    clean_env.setenv("CIVICGRID_PUBLIC_URL", "http://10.1.2.3:8000")
     app = create_app(empty_db)
     assert app.state.settings == {"max_cells": 777, "tianditu_key": "k1",
                                   "patrol_network": str(tmp_path / "roads.osm.pbf"), "max_upload_mb": 200,
-                                  "map_cache_pages": 7, "public_layers": frozenset(PUBLIC_LAYERS)}
+                                  "map_cache_pages": 7, "public_layers": frozenset(PUBLIC_LAYERS),
+                                  "public_url": "http://10.1.2.3:8000", "max_photo_mb": 10}
     assert app.state.map_pages.size == 7
     app = create_app(empty_db, settings={"max_cells": 5})  # an explicit value wins
     assert app.state.settings["max_cells"] == 5 and app.state.settings["tianditu_key"] == "k1"

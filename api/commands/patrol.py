@@ -78,9 +78,12 @@ def read_inspectors(path: str | Path) -> list[dict]:
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="write JSON, GeoJSON, GPX, HTML and "
                                                                           "XLSX here")
 @click.option("--no-save", is_flag=True, help="do not store the plan in the database (no plan id)")
+@click.option("--public-url", help="address phones reach `civicgrid serve` at (e.g. http://10.1.2.3:8000; default "
+                                   "$CIVICGRID_PUBLIC_URL): the inspectors' field links start with it and the "
+                                   "printed stop list gets their QR codes")
 @user_errors
 def patrol(db: str, inspectors_file, day, network_file, solver, time_limit, area, coverage_days, no_rechecks,
-           max_candidates, crs, lang, out_dir, no_save):
+           max_candidates, crs, lang, out_dir, no_save, public_url):
     """Plan a day's patrol routes: which sites each inspector visits, in which order.
 
     Maximises the risk reached within every shift (a prize-collecting vehicle
@@ -88,7 +91,10 @@ def patrol(db: str, inspectors_file, day, network_file, solver, time_limit, area
     visiting windows per site category, service minutes per category and an
     optional grid coverage rule. Prints a summary per inspector; with --out,
     writes the plan as JSON, GeoJSON, GPX (phones), HTML and XLSX stop lists.
-    The plan is stored in the database (see GET /map/patrol/PLAN_ID).
+    The plan is stored in the database (see GET /map/patrol/PLAN_ID), and each
+    inspector gets a field link (/field/PLAN_ID/NAME?key=..., valid until the
+    end of the plan's day): printed here, listed by the exports, with a QR code
+    on the printed stop list when --public-url is given.
 
     \b
     Example:
@@ -96,9 +102,11 @@ def patrol(db: str, inspectors_file, day, network_file, solver, time_limit, area
           --area 430105001 --coverage-days 30 --out plans/
     """
     from civicgrid.geo.errors import CivicgridError
+    from civicgrid.geo.settings import get_settings
     from civicgrid.geo.store import Store
     from civicgrid.sites.patrol import plan_day, save_plan
     from civicgrid.sites.patrol.export import write_exports
+    from civicgrid.sites.patrol.field import field_links
     from civicgrid.sites.patrol.network import load_network
 
     try:
@@ -108,14 +116,19 @@ def patrol(db: str, inspectors_file, day, network_file, solver, time_limit, area
         doc = plan_day(store, rows, date=day, area=area, coverage_days=coverage_days, rechecks=not no_rechecks,
                        max_candidates=max_candidates, network=network, solver=solver, time_limit_s=time_limit,
                        crs=crs, lang=lang)
+        links = None
         if not no_save:
             save_plan(store.path, doc)
+            links = field_links(store.path, doc, base_url=public_url or get_settings().public_url or None, lang=lang)
     except CivicgridError as exc:
         click.echo(f"error: {exc}", err=True)
         sys.exit(2)
     click.echo(summary(doc, lang=lang))
+    if links:
+        head = labels("field", lang)["link"]
+        click.echo(f"{head}:" + "".join(f"\n  {name}: {url}" for name, url in links.items()))
     if out_dir:
-        files = write_exports(doc, out_dir, lang=lang)
+        files = write_exports(doc, out_dir, lang=lang, links=links)
         click.echo(f"written to {out_dir}: " + ", ".join(p.name for p in files))
 
 

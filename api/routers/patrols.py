@@ -9,12 +9,15 @@ from civicgrid.api.auth import require_role
 from civicgrid.api.deps import RequestBody, get_settings, get_store, lang_param
 from civicgrid.api.errors import HtmlErrorRoute
 from civicgrid.api.models import PatrolPlan
+from civicgrid.api.routers.inspections import base_url
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.geo.users import ROLE_RANK
 from civicgrid.maps.basemaps import BASEMAPS, TILES, tianditu_key
 from civicgrid.maps.offline import render_offline
 from civicgrid.sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list_plans, load_plan, plan_day, save_plan
 from civicgrid.sites.patrol.export import FORMATS, export_bytes, plan_grids, plan_map
+from civicgrid.sites.patrol.field import field_links
 from civicgrid.sites.patrol.network import load_network
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
@@ -116,13 +119,14 @@ def get_plan(plan_id: str = PathParam(..., max_length=64), store: Store = Depend
 
 
 @router.get("/api/patrols/{plan_id}/export", summary="Export a patrol plan")
-def export_plan(plan_id: str = PathParam(..., max_length=64), store: Store = Depends(get_store),
-                _user: dict = Depends(require_role("viewer")),
+def export_plan(request: Request, plan_id: str = PathParam(..., max_length=64), store: Store = Depends(get_store),
+                user: dict = Depends(require_role("viewer")), settings: dict = Depends(get_settings),
                 format: str = Query("geojson", description=f"one of {', '.join(FORMATS)}"),
                 lang: str = Depends(lang_param),
                 crs: str = Query("wgs84", description="GeoJSON coordinates: wgs84, gcj02 or bd09")) -> Response:
     """GeoJSON (routes and stops), GPX (waypoints and one route per inspector, for phones), a printable HTML
-    stop list, or an XLSX workbook (summary and one sheet per inspector). Viewer role."""
+    stop list, or an XLSX workbook (summary and one sheet per inspector). Viewer role; for the inspector role
+    and above the GeoJSON, HTML and XLSX also list each inspector's field link (the HTML with its QR code)."""
     fmt = format.strip().lower()
     if fmt not in FORMATS:
         msg = f"format must be one of {', '.join(FORMATS)}, got {format!r}"
@@ -135,7 +139,9 @@ def export_plan(plan_id: str = PathParam(..., max_length=64), store: Store = Dep
     suffix, media = FORMATS[fmt]
     headers = {} if fmt == "html" else {
         "Content-Disposition": f'attachment; filename="patrol-{doc.get("date")}-{plan_id}{suffix}"'}
-    return Response(export_bytes(doc, fmt, lang=lang, crs=key), media_type=media, headers=headers)
+    links = field_links(store, doc, base_url=base_url(request, settings), lang=lang) \
+        if fmt != "gpx" and ROLE_RANK[user["role"]] >= ROLE_RANK["inspector"] else None
+    return Response(export_bytes(doc, fmt, lang=lang, crs=key, links=links), media_type=media, headers=headers)
 
 
 @router.get("/map/patrol/{plan_id}", response_class=HTMLResponse, summary="Map of a patrol plan")

@@ -58,10 +58,12 @@ from civicgrid.sites.cases.workflow import (
     NEXT_STATES,
     STATE_ZH,
     STATES,
+    CaseRequest,
     case_log,
     create_case,
     get_case,
     list_cases,
+    open_cases,
     transition,
 )
 
@@ -75,6 +77,7 @@ __all__ = [
     "UNIT_SUFFIX",
     "WORK_END",
     "WORK_START",
+    "CaseRequest",
     "WorkCalendar",
     "backfill",
     "backfill_db",
@@ -88,6 +91,7 @@ __all__ = [
     "link_rebounds",
     "list_cases",
     "now_local",
+    "open_cases",
     "set_holidays",
     "set_setting",
     "transition",

@@ -173,7 +173,7 @@ def _actor(actor) -> str:
     return name
 
 
-def _resolve_type(types: pd.DataFrame, problem_type) -> str:
+def resolve_type(types: pd.DataFrame, problem_type) -> str:
     """The code of a problem type given by code, Chinese or English name (``types``: the problem_types table)."""
     key = str(problem_type).strip()
     for col in ("code", "name_zh", "name_en"):
@@ -188,8 +188,8 @@ def _resolve_type(types: pd.DataFrame, problem_type) -> str:
 
 
 @dataclass(frozen=True)
-class _Create:
-    """One requested case creation (what :func:`create_case` queues)."""
+class CaseRequest:
+    """One requested case creation (what :func:`create_case` queues, and :func:`open_cases` applies)."""
 
     actor: str
     event_id: int | None
@@ -205,6 +205,7 @@ class _Create:
     dispatch: bool
     unit: str | None
     now: datetime
+    inspection_id: int | None = None  # the visit that found it (a hit recorded with its inspection)
 
 
 def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = None, problem_type: str | None = None,
@@ -242,13 +243,20 @@ def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = Non
     if found_at is not None and found_at > now + timedelta(minutes=5):
         msg = f"time {found_at} is in the future (now {now})"
         raise InvalidParameterError(msg)
-    request = _Create(actor=actor, event_id=None if event_id is None else int(event_id), problem_type=problem_type,
+    request = CaseRequest(actor=actor, event_id=None if event_id is None else int(event_id), problem_type=problem_type,
                       lng=lng, lat=lat, crs=crs, site_id=None if site_id is None else int(site_id), time=found_at,
                       text=text, source=source, note=note, dispatch=bool(dispatch), unit=unit, now=now)
     return submit(db, "case-creations", _apply_creates, request)
 
 
-def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[_Create]) -> list[dict | Exception]:
+def open_cases(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseRequest]) -> list[dict | Exception]:
+    """Open the cases ``requests`` inside the caller's write transaction ``con`` (the code behind
+    :func:`create_case`, for a write that records more in the same transaction, e.g. a visit and the problems
+    found on it: :func:`civicgrid.sites.visits.record_visit`); each request's case or the error that refused it."""
+    return _apply_creates(con, requests)
+
+
+def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseRequest]) -> list[dict | Exception]:
     """Open a group of cases in the write transaction ``con`` with a few set-based statements; return each
     request's case (as :func:`get_case` returns it) or the error that refused it (which changed nothing)."""
     out: list[dict | Exception | None] = [None] * len(requests)
@@ -297,6 +305,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[_Create]) 
             "time": pa.array([f[3] for f in fresh], pa.timestamp("us")),
             "status": pa.array(["open"] * len(fresh), pa.string()),
             "site_id": pa.array([requests[f[0]].site_id for f in fresh], pa.int64()),
+            "inspection_id": pa.array([requests[f[0]].inspection_id for f in fresh], pa.int64()),
             "text": pa.array([requests[f[0]].text for f in fresh], pa.string()),
             "lng": pa.array([f[1] for f in fresh], pa.float64()),
             "lat": pa.array([f[2] for f in fresh], pa.float64()),
@@ -385,7 +394,7 @@ def _cases_with_logs(con: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int
     return got
 
 
-def _new_event_point(r: _Create, *, types: pd.DataFrame, sites: dict[int, tuple[float, float]]
+def _new_event_point(r: CaseRequest, *, types: pd.DataFrame, sites: dict[int, tuple[float, float]]
                      ) -> tuple[float, float, str]:
     """The WGS84 point and problem type code of a new event (raises on a bad request)."""
     if r.source not in ("complaint", "inspection"):
@@ -394,7 +403,7 @@ def _new_event_point(r: _Create, *, types: pd.DataFrame, sites: dict[int, tuple[
     if r.problem_type is None:
         msg = "a new case needs event_id, or problem_type and a location (lng/lat or site_id)"
         raise InvalidParameterError(msg)
-    ptype = _resolve_type(types, r.problem_type)
+    ptype = resolve_type(types, r.problem_type)
     if r.site_id is not None:
         if r.site_id not in sites:
             msg = f"no site {r.site_id} in the sample frame"

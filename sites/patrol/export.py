@@ -9,6 +9,7 @@ import os
 import re
 from datetime import datetime
 from pathlib import Path
+from urllib.parse import unquote
 from xml.etree import ElementTree as ET
 from zoneinfo import ZoneInfo
 
@@ -104,11 +105,12 @@ def stops_frame(doc: dict, *, lang: str = "zh"):
 # ---------------------------------------------------------------------------------------------- GeoJSON
 
 
-def to_geojson(doc: dict, *, lang: str = "zh", crs: str = "wgs84") -> dict:
+def to_geojson(doc: dict, *, lang: str = "zh", crs: str = "wgs84", links: dict[str, str] | None = None) -> dict:
     """A FeatureCollection: per inspector a LineString (start → stops → end, straight segments joining the
     stops, not the road path) and one Point per stop with its sequence, times, risk and reason.
 
-    ``crs="gcj02"`` or ``"bd09"`` converts coordinates for Chinese map services.
+    ``crs="gcj02"`` or ``"bd09"`` converts coordinates for Chinese map services. ``links``: each inspector's
+    field link (:func:`civicgrid.sites.patrol.field.field_links`), a ``field_url`` property of the route.
     """
     _labels(lang)
     features = []
@@ -119,7 +121,8 @@ def to_geojson(doc: dict, *, lang: str = "zh", crs: str = "wgs84") -> dict:
             "type": "Feature",
             "geometry": {"type": "LineString", "coordinates": [list(_xy(x, y, crs)) for x, y in pts]},
             "properties": {"kind": "route", "inspector": r["inspector"], "mode": r["mode"], "color": color,
-                           "shift_start": r["shift_start"], "end_time": r["end_time"], **r["totals"]},
+                           "shift_start": r["shift_start"], "end_time": r["end_time"], **r["totals"],
+                           **({"field_url": links.get(r["inspector"])} if links else {})},
         })
         for s in r["stops"]:
             props = {"kind": "stop", "inspector": r["inspector"], "color": color}
@@ -204,12 +207,32 @@ td.check { width: 2.2em; }
 section.route { page-break-after: always; break-after: page; }
 section.route:last-of-type { page-break-after: auto; break-after: auto; }
 .swatch { display: inline-block; width: .9em; height: .9em; border-radius: 50%; margin-right: .3em; }
+div.field { float: right; display: flex; gap: 6px; align-items: center; font-size: .75em; max-width: 26em; }
+div.field svg { flex: none; } div.field .url { word-break: break-all; color: #555; }
 @media print { body { margin: 0; } @page { size: A4 landscape; margin: 12mm; } }
 """
 
 
-def to_html(doc: dict, *, lang: str = "zh") -> str:
-    """A printable stop list (one A4-landscape page per inspector) with arrival times, reasons and a check box."""
+def qr_svg(url: str, *, scale: int = 3) -> str:
+    """An inline SVG QR code of ``url`` (segno, error correction M), drawn offline."""
+    import segno
+
+    return segno.make(url, error="m", micro=False).svg_inline(scale=scale, border=2)
+
+
+def _field_block(url: str | None, lang: str) -> str:
+    """The field link of a route's page of the stop list: its QR code (an absolute URL) and the link."""
+    if not url:
+        return ""
+    e = html.escape
+    qr = qr_svg(url) if url.startswith(("http://", "https://")) else ""
+    return (f'<div class="field">{qr}<div><b>{e(text("field.link", lang))}</b><br>{e(text("field.scan", lang))}'
+            f'<br><span class="url">{e(unquote(url))}</span></div></div>')  # readable; the QR has the URL
+
+
+def to_html(doc: dict, *, lang: str = "zh", links: dict[str, str] | None = None) -> str:
+    """A printable stop list (one A4-landscape page per inspector) with arrival times, reasons and a check box;
+    with ``links``, each inspector's field link and its QR code."""
     t = _labels(lang)
     e = html.escape
     cols = ("seq", "arrival", "departure", "name", "category", "address", "grid_code", "risk", "must_visit",
@@ -222,7 +245,7 @@ def to_html(doc: dict, *, lang: str = "zh") -> str:
     for k, r in enumerate(doc["routes"]):
         color = ROUTE_COLORS[k % len(ROUTE_COLORS)]
         tot = r["totals"]
-        out.append('<section class="route">')
+        out.append('<section class="route">' + _field_block((links or {}).get(r["inspector"]), lang))
         out.append(f'<h1><span class="swatch" style="background:{color}"></span>{e(t["title"])} · '
                    f"{e(r['inspector'])}</h1><p class=\"meta\">{meta}</p>")
         out.append(f"<p class=\"meta\">{t['shift']} {_hm(r['shift_start'])}–{_hm(r['end_time']) or '—'} "
@@ -278,8 +301,9 @@ def _sheet_name(name: str, used: set[str]) -> str:
     return out
 
 
-def to_xlsx(doc: dict, *, lang: str = "zh") -> bytes:
-    """An Excel workbook: a summary sheet, then one sheet per inspector with the stop list."""
+def to_xlsx(doc: dict, *, lang: str = "zh", links: dict[str, str] | None = None) -> bytes:
+    """An Excel workbook: a summary sheet (with ``links``, each inspector's field link), then one sheet per
+    inspector with the stop list."""
     from openpyxl import Workbook
     from openpyxl.styles import Alignment, Font, PatternFill
     from openpyxl.utils import get_column_letter
@@ -296,14 +320,15 @@ def to_xlsx(doc: dict, *, lang: str = "zh") -> bytes:
     ws.append([t["solver"], doc.get("solver")])
     ws.append([])
     head = [t["inspector"], t["mode"], t["shift"], t["stops"], t["total_risk"], t["travel"] + f" ({t['min']})",
-            t["service"] + f" ({t['min']})", t["end"]]
+            t["service"] + f" ({t['min']})", t["end"], *([text("field.link", lang)] if links else [])]
     ws.append(head)
     for c in ws[ws.max_row]:
         c.font, c.fill = bold, fill
     for r in doc["routes"]:
         tot = r["totals"]
         ws.append([r["inspector"], _mode(r["mode"], lang), _hm(r["shift_start"]), tot["stops"],
-                   round(tot["risk"], 3), tot["travel_min"], tot["service_min"], _hm(r["end_time"])])
+                   round(tot["risk"], 3), tot["travel_min"], tot["service_min"], _hm(r["end_time"]),
+                   *([links.get(r["inspector"])] if links else [])])
     if doc.get("unvisited_must"):
         ws.append([])
         ws.append([t["unvisited"]])
@@ -465,22 +490,24 @@ def plan_grids(store: Store, doc: dict, *, margin_deg: float = 0.01):
 # ---------------------------------------------------------------------------------------------- files
 
 
-def export_bytes(doc: dict, fmt: str, *, lang: str = "zh", crs: str = "wgs84") -> bytes:
-    """One export of a plan as bytes: ``geojson``, ``gpx``, ``html`` or ``xlsx``."""
+def export_bytes(doc: dict, fmt: str, *, lang: str = "zh", crs: str = "wgs84",
+                 links: dict[str, str] | None = None) -> bytes:
+    """One export of a plan as bytes: ``geojson``, ``gpx``, ``html`` or ``xlsx`` (``links``: the inspectors'
+    field links, listed by the GeoJSON, HTML and XLSX)."""
     if fmt not in FORMATS:
         msg = f"unknown export format {fmt!r}; expected one of {', '.join(FORMATS)}"
         raise InvalidParameterError(msg)
     if fmt == "geojson":
-        return json.dumps(to_geojson(doc, lang=lang, crs=crs), ensure_ascii=False, indent=1).encode()
+        return json.dumps(to_geojson(doc, lang=lang, crs=crs, links=links), ensure_ascii=False, indent=1).encode()
     if fmt == "gpx":
         return to_gpx(doc, lang=lang).encode()
     if fmt == "html":
-        return to_html(doc, lang=lang).encode()
-    return to_xlsx(doc, lang=lang)
+        return to_html(doc, lang=lang, links=links).encode()
+    return to_xlsx(doc, lang=lang, links=links)
 
 
-def write_exports(doc: dict, out_dir: str | os.PathLike, *, lang: str = "zh", stem: str | None = None
-                  ) -> list[Path]:
+def write_exports(doc: dict, out_dir: str | os.PathLike, *, lang: str = "zh", stem: str | None = None,
+                  links: dict[str, str] | None = None) -> list[Path]:
     """Write the plan JSON and every export format to ``out_dir``; return the files written."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
@@ -489,6 +516,6 @@ def write_exports(doc: dict, out_dir: str | os.PathLike, *, lang: str = "zh", st
     files[0].write_text(json.dumps(doc, ensure_ascii=False, indent=1), encoding="utf-8")
     for fmt, (suffix, _) in FORMATS.items():
         path = out / f"{stem}{suffix}"
-        path.write_bytes(export_bytes(doc, fmt, lang=lang))
+        path.write_bytes(export_bytes(doc, fmt, lang=lang, links=links))
         files.append(path)
     return files
