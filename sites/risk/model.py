@@ -11,11 +11,13 @@ import pandas as pd
 from civicgrid.geo.aggregate import cached
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.sites.risk import components as _tunables
 from civicgrid.sites.risk.components import (
     COMPONENTS,
     DEFAULT_WEIGHTS,
     FEATURES,
     HOLDOUT_SHARE,
+    LINEAR,
     LOOKBACK_DAYS,
     MAX_TRAIN,
     MIN_CLASS,
@@ -79,6 +81,18 @@ def gbm_inputs(comp: pd.DataFrame, log_det: np.ndarray, followup: np.ndarray) ->
     return np.column_stack(cols)
 
 
+def training_moments(times_us: np.ndarray, gap_days: float) -> np.ndarray:
+    """The moments (µs) as of which the training rows' inputs are computed: each inspection's time less an offset
+    spread uniformly over ``[0, gap_days)`` (a fixed seed, so a refit is the same), as the score made at ``as_of``
+    is used for the visits of the following weeks; 0: the inspection's own time. Every input still reads only the
+    data strictly before its moment, which is before the inspection."""
+    times_us = np.asarray(times_us, dtype="int64")
+    if gap_days <= 0 or not len(times_us):
+        return times_us
+    offset = np.random.default_rng(0).uniform(0.0, gap_days * 86_400_000_000, len(times_us)).astype("int64")
+    return times_us - offset
+
+
 def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int = TRAIN_DAYS) -> dict:
     """Learn (or choose) the risk model from the data before ``as_of``.
 
@@ -120,6 +134,8 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         msg = f"train_days must be at least 1, got {train_days}"
         raise InvalidParameterError(msg)
 
+    gap = float(_tunables.TRAIN_GAP_DAYS)
+
     def compute() -> dict:
         start = moment - timedelta(days=train_days)
         d = Data(store, moment, start - timedelta(days=LOOKBACK_DAYS))
@@ -133,13 +149,13 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
                 "as_of": moment.isoformat(sep=" "), "train_days": int(train_days), "enough": enough}
         if not enough:
             return base
-        q_site, q_time = d.ins_site[rows], d.ins_t[rows]
+        q_site, q_time = d.ins_site[rows], training_moments(d.ins_t[rows], gap)
         comp = component_values(store, d, q_site, q_time, month_start(q_time), detection)
         log_det = np.log(pd.Series(d.ins_inspector[rows]).map(detection).fillna(1.0).to_numpy(float))
         followup = d.ins_followup[rows].astype(float)
         return {**base, **_candidates(comp, log_det, followup, y)}
 
-    fitted = cached(store, ("site_risk_models", moment, int(train_days)), compute)
+    fitted = cached(store, ("site_risk_models", moment, int(train_days), gap), compute)
     base = {k: fitted[k] for k in ("detection", "n_train", "n_positive", "as_of", "train_days")}
     n_rows, n_pos = fitted["n_train"], fitted["n_positive"]
     if model == "default" or (model == "auto" and not fitted["enough"]):
@@ -201,13 +217,13 @@ def _metrics(z: np.ndarray, y: np.ndarray, cal: dict) -> dict:
 def _candidates(comp: pd.DataFrame, log_det: np.ndarray, followup: np.ndarray, y: np.ndarray) -> dict:
     """Fit both models on the earlier rows, compare them on the held-out ones, calibrate each on them."""
     fit, hold = _split(y)
-    x = design(comp)
+    x = design(comp, LINEAR)
     extra = np.column_stack([log_det, followup])
     lin = _fit(x.iloc[fit], extra[fit], y[fit])
     z = _linear_logit(lin, x.iloc[hold], extra[hold])
     lin["calibration"] = _platt(z, y[hold])
     holdout = {"learnt": _metrics(z, y[hold], lin["calibration"])}
-    out = {"learnt": {**lin, "features": list(COMPONENTS)}}
+    out = {"learnt": {**lin, "features": list(LINEAR)}}
     xg = gbm_inputs(comp, log_det, followup)
     est = fit_gbm(xg[fit], y[fit], [MONOTONE.get(f, 0) for f in (*FEATURES, *VISIT_INPUTS)])
     z = est.decision_function(xg[hold])
