@@ -40,10 +40,10 @@ inspections a year, whether the last visit found a critical problem or was a fol
 the other sites of its area, season) and the visit's conditions (:data:`VISIT_INPUTS`), with monotone constraints
 (:data:`MONOTONE`); and ``learnt``, the logistic regression below (:data:`LINEAR`: the components and six terms of
 the site's record, :data:`LOGISTIC_EXTRA`). Each training row's inputs are computed as of its inspection's time
-(:data:`TRAIN_GAP_DAYS` can move that moment up to so many days earlier; tried with 60, not kept). ``auto`` keeps the higher AUC
-on the held-out rows (the choice is printed); the chosen model is Platt-calibrated on them, so ``risk`` is a
-probability. The trees are explained by their path contributions, the logistic model by its linear terms; a reason
-names only inputs whose contribution raises the site's risk.
+(:data:`TRAIN_GAP_DAYS` can move that moment up to so many days earlier; tried with 60, not kept). ``auto`` keeps
+the higher AUC on the held-out rows (the choice is printed); the chosen model is Platt-calibrated on them, so
+``risk`` is a probability. The trees are explained by their path contributions, the logistic model by its linear
+terms; a reason names only inputs whose contribution raises the site's risk.
 
 Learnt weights
 --------------
