@@ -136,6 +136,7 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         raise InvalidParameterError(msg)
 
     gap = float(_tunables.TRAIN_GAP_DAYS)
+    hold_gap = float(_tunables.HOLDOUT_GAP_DAYS)
 
     def compute() -> dict:
         start = moment - timedelta(days=train_days)
@@ -152,11 +153,14 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
             return base
         q_site, q_time = d.ins_site[rows], training_moments(d.ins_t[rows], gap)
         comp = component_values(store, d, q_site, q_time, month_start(q_time), detection)
+        _, hold = _split(y)  # the held-out rows again, as of moments before them (as the model is used)
+        h_time = training_moments(d.ins_t[rows][hold], hold_gap)
+        comp_hold = component_values(store, d, q_site[hold], h_time, month_start(h_time), detection)
         log_det = np.log(pd.Series(d.ins_inspector[rows]).map(detection).fillna(1.0).to_numpy(float))
         followup = d.ins_followup[rows].astype(float)
-        return {**base, **_candidates(comp, log_det, followup, y)}
+        return {**base, **_candidates(comp, comp_hold, log_det, followup, y)}
 
-    fitted = cached(store, ("site_risk_models", moment, int(train_days), gap), compute)
+    fitted = cached(store, ("site_risk_models", moment, int(train_days), gap, hold_gap), compute)
     base = {k: fitted[k] for k in ("detection", "n_train", "n_positive", "as_of", "train_days")}
     n_rows, n_pos = fitted["n_train"], fitted["n_positive"]
     if model == "default" or (model == "auto" and not fitted["enough"]):
@@ -229,19 +233,21 @@ def _metrics(z: np.ndarray, y: np.ndarray, cal: dict) -> dict:
     return {"auc": float(roc_auc_score(y, z)), "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6)))}
 
 
-def _candidates(comp: pd.DataFrame, log_det: np.ndarray, followup: np.ndarray, y: np.ndarray) -> dict:
-    """Fit both models on the earlier rows, compare them on the held-out ones, calibrate each on them."""
+def _candidates(comp: pd.DataFrame, comp_hold: pd.DataFrame, log_det: np.ndarray, followup: np.ndarray,
+                y: np.ndarray) -> dict:
+    """Fit both models on the earlier rows, compare them on the held-out ones (their inputs ``comp_hold`` as of
+    moments before them, as the model is used), calibrate each on them."""
     fit, hold = _split(y)
     x = design(comp, LINEAR)
     extra = np.column_stack([log_det, followup])
     lin = _fit(x.iloc[fit], extra[fit], y[fit])
-    z = _linear_logit(lin, x.iloc[hold], extra[hold])
+    z = _linear_logit(lin, design(comp_hold, LINEAR), extra[hold])
     lin["calibration"] = _platt(z, y[hold])
     holdout = {"learnt": _metrics(z, y[hold], lin["calibration"])}
     out = {"learnt": {**lin, "features": list(LINEAR)}}
     xg = gbm_inputs(comp, log_det, followup)
     est = fit_gbm(xg[fit], y[fit], [MONOTONE.get(f, 0) for f in (*FEATURES, *VISIT_INPUTS)])
-    z = est.decision_function(xg[hold])
+    z = est.decision_function(gbm_inputs(comp_hold, log_det[hold], followup[hold]))
     cal = _platt(z, y[hold])
     holdout["gbm"] = _metrics(z, y[hold], cal)
     out["gbm"] = {"kind": "gbm", "estimator": est, "calibration": cal, "features": [*FEATURES, *VISIT_INPUTS],
