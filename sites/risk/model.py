@@ -154,8 +154,10 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         q_site, q_time = d.ins_site[rows], training_moments(d.ins_t[rows], gap)
         comp = component_values(store, d, q_site, q_time, month_start(q_time), detection)
         _, hold = _split(y)  # the held-out rows again, as of moments before them (as the model is used)
-        h_time = training_moments(d.ins_t[rows][hold], hold_gap)
-        comp_hold = component_values(store, d, q_site[hold], h_time, month_start(h_time), detection)
+        comp_hold = comp.iloc[hold].reset_index(drop=True)
+        if hold_gap > 0:
+            h_time = training_moments(d.ins_t[rows][hold], hold_gap)
+            comp_hold = component_values(store, d, q_site[hold], h_time, month_start(h_time), detection)
         log_det = np.log(pd.Series(d.ins_inspector[rows]).map(detection).fillna(1.0).to_numpy(float))
         followup = d.ins_followup[rows].astype(float)
         return {**base, **_candidates(comp, comp_hold, log_det, followup, y)}
