@@ -489,6 +489,8 @@ class PatrolPlan(Open):
     totals: dict[str, Any] | None = None
     routes: list[PatrolRoute]
     unvisited_must: list[dict[str, Any]] | None = Field(None, description="must-visits that could not fit, and why")
+    unlocated: list[dict[str, Any]] | None = Field(None, description="active sites left out of the routes: no "
+                                                   "coordinates and no area to place them in (site_id, name, reason)")
     notes: list[str] | None = None
     risk_model: str | None = None
     timezone: str | None = None

@@ -12,6 +12,7 @@ from difflib import get_close_matches
 import geopandas as gpd
 import numpy as np
 import pandas as pd
+import shapely
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import LANGS, bilingual
@@ -48,7 +49,7 @@ SELECT s.site_id, s.name, s.address, s.category_code, c.name_zh AS category_zh, 
        coalesce(c.service_minutes, $default_service) AS service_min, s.grid_code, s.community_code, s.street_code,
        s.district_code, s.lng, s.lat
 FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code
-WHERE coalesce(s.active, TRUE) AND s.lng IS NOT NULL AND s.lat IS NOT NULL
+WHERE coalesce(s.active, TRUE)
   AND ($area IS NULL OR $area IN (s.grid_code, s.community_code, s.street_code, s.district_code))
 ORDER BY s.site_id
 """
@@ -198,7 +199,8 @@ def patrol_candidates(store: Store, *, date, area: str | None = None, coverage_d
         msg = f"max_candidates must be >= 0, got {max_candidates}"
         raise InvalidParameterError(msg)
     df, model = _risk_candidates(store, day=day, area=area)
-    _add_requested(df, must_visit, area=area)
+    unlocated = df.attrs.get("unlocated", [])
+    _add_requested(df, must_visit, area=area, unlocated=unlocated)
     if rechecks:
         _add_rechecks(df, store, day=day)
     df["coverage"] = False
@@ -212,6 +214,7 @@ def patrol_candidates(store: Store, *, date, area: str | None = None, coverage_d
     df = df[keep].reset_index(drop=True)
     df["prize"] = df["risk"]
     df.attrs["coverage_without_sites"] = uncovered
+    df.attrs["unlocated"] = unlocated
     _add_windows(df, CATEGORY_WINDOWS if windows is None else windows)
     df = df.drop(columns=["reason_zh", "reason_en"])
     out = gpd.GeoDataFrame(df, geometry=gpd.points_from_xy(df["lng"], df["lat"]), crs="EPSG:4326")
@@ -219,9 +222,57 @@ def patrol_candidates(store: Store, *, date, area: str | None = None, coverage_d
     return out
 
 
+#: Area columns of a site, finest first: a site without coordinates is placed inside the first it has.
+AREA_COLUMNS = (("grid_code", "grids"), ("community_code", "areas"), ("street_code", "areas"),
+                ("district_code", "areas"))
+
+
+def place_unlocated(store: Store, sites: pd.DataFrame) -> tuple[pd.DataFrame, list[dict]]:
+    """Sites without coordinates (a NYC restaurant known by its address only) placed at a point inside their finest
+    area (micro-grid, community, street, district; ``shapely.point_on_surface``), marked ``placed_by = "area"``
+    with the area's code in ``placed_in``; those without an area with a shape are left out, each with a reason
+    (``{site_id, name, zh, en}``). Sites with coordinates are ``placed_by = "site"``."""
+    out = sites.copy()
+    out["placed_by"] = "site"
+    out["placed_in"] = None
+    missing = out["lng"].isna() | out["lat"].isna()
+    if not missing.any():
+        return out, []
+    points: dict[tuple[str, str], tuple[float, float]] = {}
+    for col, table in AREA_COLUMNS:
+        codes = sorted({str(c) for c in out.loc[missing, col].dropna() if str(c)})
+        if not codes:
+            continue
+        shapes = store.sql(f"SELECT code, ST_AsWKB(geom) AS wkb FROM {table} "
+                           "WHERE geom IS NOT NULL AND list_contains($codes, code)", {"codes": codes})
+        if shapes.empty:
+            continue
+        pts = shapely.point_on_surface(shapely.from_wkb([bytes(b) for b in shapes["wkb"]], on_invalid="ignore"))
+        for code, pt in zip(shapes["code"], pts, strict=True):
+            if pt is not None and not shapely.is_empty(pt):
+                points[(col, str(code))] = (float(shapely.get_x(pt)), float(shapely.get_y(pt)))
+    left: list[dict] = []
+    for i in np.flatnonzero(missing.to_numpy()):
+        row = out.iloc[i]
+        hit = next(((col, str(row[col])) for col, _ in AREA_COLUMNS
+                    if pd.notna(row[col]) and (col, str(row[col])) in points), None)
+        if hit is None:
+            left.append({"site_id": int(row["site_id"]), "name": row["name"],
+                         **bilingual("patrol.reason.unlocated", address=row.get("address") or "")})
+            continue
+        j = out.index[i]
+        out.loc[j, ["lng", "lat"]] = points[hit]
+        out.loc[j, "placed_by"] = "area"
+        out.loc[j, "placed_in"] = hit[1]
+    keep = ~out["site_id"].isin([x["site_id"] for x in left])
+    return out[keep].reset_index(drop=True), left
+
+
 def _risk_candidates(store: Store, *, day: datetime, area: str | None) -> tuple[pd.DataFrame, str]:
-    """The active sites of the area with their risk, components and a first ``risk`` reason; the risk model."""
-    sites = store.sql(_CANDIDATES_SQL, {"area": area, "default_service": DEFAULT_SERVICE_MIN})
+    """The active sites of the area with their risk, components and a first ``risk`` reason; the risk model.
+    Sites without coordinates are placed in their area or left out (``attrs["unlocated"]``, with reasons)."""
+    sites, left = place_unlocated(store, store.sql(_CANDIDATES_SQL, {"area": area,
+                                                                     "default_service": DEFAULT_SERVICE_MIN}))
     risk, model = site_risk_frame(store, as_of=day, sites=sites["site_id"].tolist() if area else None)
     df = sites.merge(risk, on="site_id", how="left")
     df["risk"] = df["risk"].fillna(0.0).astype(float)
@@ -229,14 +280,23 @@ def _risk_candidates(store: Store, *, day: datetime, area: str | None) -> tuple[
     df["reasons"] = [[{"kind": "risk", **bilingual("patrol.reason.risk", risk=r, reason={"zh": z, "en": e})}]
                      for r, z, e in zip(df["risk"], df["reason_zh"].fillna(""), df["reason_en"].fillna(""),
                                         strict=True)]
+    for i in np.flatnonzero((df["placed_by"] == "area").to_numpy()):
+        df.at[i, "reasons"].append({"kind": "placed_by_area",
+                                    **bilingual("patrol.reason.placed_by_area", area=df.at[i, "placed_in"])})
     df["must_visit"] = False
+    df.attrs["unlocated"] = left
     return df, model
 
 
-def _add_requested(df: pd.DataFrame, must_visit: Sequence, *, area: str | None) -> None:
+def _add_requested(df: pd.DataFrame, must_visit: Sequence, *, area: str | None, unlocated: Sequence[dict] = ()
+                   ) -> None:
     """Mark the requested sites must-visit (in place); InvalidParameterError for a site not in ``df``."""
     ids = set(df["site_id"])
+    nowhere = {x["site_id"]: x for x in unlocated}
     for sid in must_visit:
+        if sid in nowhere:
+            msg = f"must-visit site {sid!r} cannot be placed on the map: {nowhere[sid]['en']}"
+            raise InvalidParameterError(msg)
         if sid not in ids:
             msg = f"must-visit site {sid!r} is not an active site{' of area ' + area if area else ''}"
             raise InvalidParameterError(msg)

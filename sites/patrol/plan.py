@@ -181,6 +181,14 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
                                                    extra=len(uncovered) - 5)
         doc["notes"].append(text("patrol.note.uncovered", lang, n=len(uncovered), days=coverage_days, shown=shown,
                                  more=more))
+    unlocated = cand.attrs.get("unlocated") or []
+    doc["unlocated"] = [{"site_id": u["site_id"], "name": u["name"], "reason": u[lang]} for u in unlocated]
+    if unlocated:
+        names = [f"{u['name']} ({u['site_id']})" for u in unlocated]
+        shown = text("common.list_sep", lang).join(names[:5])
+        more = "" if len(names) <= 5 else text("patrol.note.uncovered_more", lang, n=len(names),
+                                                 extra=len(names) - 5)
+        doc["notes"].append(text("patrol.note.unlocated", lang, n=len(names), shown=shown, more=more))
     return doc
 
 

@@ -36,11 +36,14 @@ Two models (issue 16)
 :func:`fit_model` fits both on the training year before ``as_of`` (all but its latest :data:`HOLDOUT_SHARE`):
 ``gbm``, gradient-boosted trees (:mod:`~civicgrid.sites.risk.gbm`) on the components plus the site's own record
 (:data:`FEATURES`: failures, critical findings, scores, trend, days since the last failure, age in the frame,
-follow-ups, season) and the visit's conditions (:data:`VISIT_INPUTS`), with monotone constraints
-(:data:`MONOTONE`); and ``learnt``, the logistic regression below. ``auto`` keeps the higher AUC on the held-out
-rows (the choice is printed); the chosen model is Platt-calibrated on them, so ``risk`` is a probability. The
-trees are explained by their path contributions, the logistic model by its linear terms; a reason names only
-inputs whose contribution raises the site's risk.
+inspections a year, whether the last visit found a critical problem or was a follow-up, the recent problem share of
+the other sites of its area, season) and the visit's conditions (:data:`VISIT_INPUTS`), with monotone constraints
+(:data:`MONOTONE`); and ``learnt``, the logistic regression below (:data:`LINEAR`: the components and six terms of
+the site's record, :data:`LOGISTIC_EXTRA`). Each training row's inputs are computed as of its inspection's time
+(:data:`TRAIN_GAP_DAYS` can move that moment up to so many days earlier; tried with 60, not kept). ``auto`` keeps
+the higher AUC on the held-out rows (the choice is printed); the chosen model is Platt-calibrated on them, so
+``risk`` is a probability. The trees are explained by their path contributions, the logistic model by its linear
+terms; a reason names only inputs whose contribution raises the site's risk.
 
 Learnt weights
 --------------
@@ -82,6 +85,9 @@ Their public names are importable from here. The tunables are read from the modu
 from __future__ import annotations
 
 from civicgrid.sites.risk.components import (
+    AREA_PRIOR,
+    AREA_RES,
+    AREA_TAU_DAYS,
     CATEGORY_PRIOR,
     COMPONENTS,
     DEFAULT_WEIGHTS,
@@ -92,6 +98,8 @@ from civicgrid.sites.risk.components import (
     HOTSPOT_RES,
     INSPECTOR_PRIOR,
     LABELS,
+    LINEAR,
+    LOGISTIC_EXTRA,
     LOOKBACK_DAYS,
     MAX_DAYS,
     MAX_TRAIN,
@@ -104,6 +112,7 @@ from civicgrid.sites.risk.components import (
     SITE_PRIOR,
     TAU_DAYS,
     TRAIN_DAYS,
+    TRAIN_GAP_DAYS,
     TRANSFORMS,
     VISIT_INPUTS,
     AsOf,
@@ -115,6 +124,9 @@ from civicgrid.sites.risk.score import site_risk, visit_probabilities
 from civicgrid.sites.risk.selection import default_as_of, resolve_categories, select_sites
 
 __all__ = [
+    "AREA_PRIOR",
+    "AREA_RES",
+    "AREA_TAU_DAYS",
     "CATEGORY_PRIOR",
     "COMPONENTS",
     "DEFAULT_WEIGHTS",
@@ -125,6 +137,8 @@ __all__ = [
     "HOTSPOT_RES",
     "INSPECTOR_PRIOR",
     "LABELS",
+    "LINEAR",
+    "LOGISTIC_EXTRA",
     "LOOKBACK_DAYS",
     "MAX_DAYS",
     "MAX_TRAIN",
@@ -138,6 +152,7 @@ __all__ = [
     "SITE_PRIOR",
     "TAU_DAYS",
     "TRAIN_DAYS",
+    "TRAIN_GAP_DAYS",
     "TRANSFORMS",
     "VISIT_INPUTS",
     "AsOf",

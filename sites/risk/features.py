@@ -19,6 +19,9 @@ from civicgrid.geo.h3cells import parent
 from civicgrid.geo.hotspots import hotspots
 from civicgrid.geo.store import Store
 from civicgrid.sites.risk.components import (
+    AREA_PRIOR,
+    AREA_RES,
+    AREA_TAU_DAYS,
     CATEGORY_PRIOR,
     COMPONENTS,
     FAIL_TAU_DAYS,
@@ -188,6 +191,27 @@ class Data:
         self.site_cell = parent(cells, NEAR_RES)
         self.site_hot_cell = parent(cells, HOTSPOT_RES)
         self.disk = _disks(self.site_cell)
+        self.site_area = _area_groups(self.sites, cells)
+
+
+def _area_groups(sites: pd.DataFrame, cells: np.ndarray) -> np.ndarray:
+    """Each site's area as an index (-1: none): its micro-grid when it has one, else its H3 cell at
+    :data:`AREA_RES` when it has coordinates, else its finest area code (community, street, district), so that a
+    site known only by its area (no coordinates) is compared with the other sites of that area."""
+    def codes(col: str) -> pd.Series:
+        c = sites[col].astype(object) if col in sites else pd.Series([None] * len(sites), dtype=object)
+        c = c.where(c.notna(), "").astype(str).reset_index(drop=True)
+        return c.where(c.str.len() == 0, col + ":" + c)
+
+    h3 = pd.Series(["h3:" + str(c) if c else "" for c in parent(cells, AREA_RES)], dtype=object)
+    key = codes("grid_code")
+    for part in (h3, codes("community_code"), codes("street_code"), codes("district_code")):
+        key = key.where(key.str.len() > 0, part)
+    uniq, idx = np.unique(key.to_numpy(str), return_inverse=True)
+    idx = idx.astype("int64")
+    if len(uniq) and uniq[0] == "":
+        idx[idx == 0] = -1
+    return idx
 
 
 #: Kinds of visit that follow up an earlier one (re-inspection, compliance, 复查...), matched case-insensitively.
@@ -352,8 +376,13 @@ def _history(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> dict[str, np.nd
     out["criticals_recent"] = np.maximum(prefix_sum(d.ins_site, d.ins_t, q_site, q_time, crit * w), 0.0) * back
     first, last = first_last(d.ins_site, d.ins_t, q_site, q_time)
     out["last_failed"] = _take(y, last)
+    out["last_critical"] = _take(crit, last)
     out["last_followup"] = _take(d.ins_followup.astype(float), last)
     out["age_days"] = (q_time - _take(d.ins_t.astype(float), first)) / _US_PER_DAY
+    visits = prefix_sum(d.ins_site, d.ins_t, q_site, q_time)
+    with np.errstate(invalid="ignore", divide="ignore"):  # inspections a year since the first (its own cycle)
+        out["visits_per_year"] = np.where(visits > 0, 365.0 * visits / np.maximum(out["age_days"], 30.0), np.nan)
+    out["area_rate"] = _area_rate(d, q_site, q_time)
     scored = np.isfinite(d.ins_score)
     if scored.any():
         sc = d.ins_score[scored]
@@ -376,10 +405,52 @@ def _history(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> dict[str, np.nd
     return out
 
 
-def design(comp: pd.DataFrame) -> pd.DataFrame:
-    """The model inputs ``x`` of the components (:data:`TRANSFORMS`)."""
+def _area_rate(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> np.ndarray:
+    """The problem share of the inspections of the *other* sites of the site's area (:func:`_area_groups`) before
+    each query time, each weighted ``exp(-age / AREA_TAU_DAYS)``, shrunk toward the city's share with
+    :data:`AREA_PRIOR` pseudo-visits (NaN: a site without coordinates or area): "hits nearby" from the
+    inspection records themselves, for cities whose inspections are not also events."""
+    out = np.full(len(q_site), np.nan)
+    group = d.site_area[d.ins_site]
+    q_group = d.site_area[q_site]
+    ok, q_ok = group >= 0, q_group >= 0
+    if not ok.any() or not q_ok.any():
+        return out
+    tau_us = AREA_TAU_DAYS * _US_PER_DAY
+    w = np.exp((d.ins_t - d.as_of_us) / tau_us)
+    back = np.exp((d.as_of_us - q_time) / tau_us)
+    y = d.ins_y.astype(float)
+
+    def decayed(g, qg, vals, m, qm):
+        return np.maximum(prefix_sum(g[m], d.ins_t[m], qg[qm], q_time[qm], vals[m]), 0.0) * back[qm]
+
+    n_area = decayed(group, q_group, w, ok, q_ok) - decayed(d.ins_site, q_site, w, ok, q_ok)
+    y_area = decayed(group, q_group, w * y, ok, q_ok) - decayed(d.ins_site, q_site, w * y, ok, q_ok)
+    zeros, q_zeros = np.zeros(len(y), "int64"), np.zeros(int(q_ok.sum()), "int64")
+    city = (prefix_sum(zeros, d.ins_t, q_zeros, q_time[q_ok], y) + 1.0) / (
+        prefix_sum(zeros, d.ins_t, q_zeros, q_time[q_ok]) + 2.0)
+    out[q_ok] = (np.maximum(y_area, 0.0) + AREA_PRIOR * city) / (np.maximum(n_area, 0.0) + AREA_PRIOR)
+    return out
+
+
+def design(comp: pd.DataFrame, names=COMPONENTS) -> pd.DataFrame:
+    """The model inputs ``x`` of the components (:data:`TRANSFORMS`): ``names`` of them (the components, or the
+    logistic model's :data:`LINEAR`)."""
     cat = _logit(comp["category_rate"].to_numpy(float))
-    return pd.DataFrame({
+
+    def col(name: str) -> np.ndarray:
+        return comp[name].to_numpy(float) if name in comp else np.full(len(comp), np.nan)
+
+    area = col("area_rate")
+    extra = {
+        "failures_recent": np.log1p(np.nan_to_num(col("failures_recent"))),
+        "criticals_recent": np.log1p(np.nan_to_num(col("criticals_recent"))),
+        "last_failed": np.nan_to_num(col("last_failed")),
+        "last_critical": np.nan_to_num(col("last_critical")),
+        "visits_per_year": np.log1p(np.nan_to_num(col("visits_per_year"))),
+        "area_rate": np.where(np.isnan(area), 0.0, _logit(np.nan_to_num(area, nan=0.5)) - cat),
+    }
+    return pd.DataFrame({**{k: v for k, v in extra.items() if k in names}, **{
         "category_rate": cat,
         "site_record": _logit(comp["site_rate"].to_numpy(float)) - cat,
         "complaints_near": np.log1p(comp["complaints_near"].to_numpy(float)),
@@ -390,7 +461,7 @@ def design(comp: pd.DataFrame) -> pd.DataFrame:
                                             MAX_DAYS) / MAX_DAYS,
         "rebounds": np.log1p(comp["rebounds"].to_numpy(float)),
         "hotspot": comp["hotspot"].to_numpy(float) / 3.0,
-    })[list(COMPONENTS)]
+    }})[list(names)]
 
 
 def month_start(t_us: np.ndarray) -> np.ndarray:

@@ -13,7 +13,7 @@ from civicgrid.sites.risk.components import COMPONENTS, NOT_REASONS, TRANSFORMS
 
 #: Inputs that count something bad: never named when the count is 0 (a backwards reason such as "0 open problems").
 COUNTS = ("complaints_near", "hits_near", "open_problems", "overdue_problems", "rebounds", "hotspot", "failures",
-          "failures_recent", "criticals_recent", "last_failed")
+          "failures_recent", "criticals_recent", "last_failed", "last_critical")
 
 
 def _fmt(name: str, raw: pd.DataFrame, i: int, lang: str) -> str | None:
@@ -36,6 +36,12 @@ def _fmt(name: str, raw: pd.DataFrame, i: int, lang: str) -> str | None:
         if not (r["site_visits"] > 0):
             return text("risk.reason.new_site", lang)
         return text(f"risk.reason.{name}", lang, n=int(r["site_visits"]), days=r["age_days"])
+    if name == "last_critical":
+        return text("risk.reason.last_critical", lang)
+    if name == "visits_per_year":
+        return None if pd.isna(r[name]) else text("risk.reason.visits_per_year", lang, n=r[name])
+    if name == "area_rate":
+        return None if pd.isna(r[name]) else text("risk.reason.area_rate", lang, label=label, rate=r[name])
     if name == "last_followup":
         return text("risk.reason.last_followup", lang) if r[name] == 1 else None
     if name in ("failures_recent", "criticals_recent"):

@@ -13,7 +13,6 @@ from civicgrid.geo.events import as_of_notes
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import check_lang, name_column
 from civicgrid.sites.risk.components import (
-    COMPONENTS,
     LOOKBACK_DAYS,
     TRAIN_DAYS,
     AsOf,
@@ -73,7 +72,8 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
         (``category_rate``, ``site_rate``, ``site_visits``, ``complaints_near``, ``hits_near``, ``open_problems``,
         ``overdue_problems``, ``days_since_inspection`` (NaN: never), ``rebounds``, ``hotspot``, and the site's
         record: ``failures``, ``failures_recent``, ``criticals_recent``, ``last_failed``, ``last_score``,
-        ``mean_score``, ``score_trend``, ``days_since_failure``, ``age_days``, ``last_followup``), each explained
+        ``mean_score``, ``score_trend``, ``days_since_failure``, ``age_days``, ``visits_per_year``, ``last_critical``,
+        ``last_followup``; and ``area_rate``, the recent problem share of the other sites of its area), each explained
         input's contribution ``<input>_contrib`` (calibrated logit units: ``logit(risk) = base + Σ``), ``base``,
         ``reason`` (only inputs raising this site's risk) and ``model`` (gbm/learnt/default).
         ``attrs["model"]`` describes the model (see :func:`fit_model`; ``features`` lists the explained inputs).
@@ -129,7 +129,8 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
 RAW_COLUMNS = ("category_rate", "site_rate", "site_visits", "complaints_near", "hits_near", "open_problems",
                "overdue_problems", "days_since_inspection", "rebounds", "hotspot", "failures", "failures_recent",
                "criticals_recent", "last_failed", "last_score", "mean_score", "score_trend", "days_since_failure",
-               "age_days", "last_followup", "season_sin", "season_cos")
+               "age_days", "visits_per_year", "last_critical", "last_followup", "area_rate", "season_sin",
+               "season_cos")
 
 
 def _contributions(fitted: dict, raw: pd.DataFrame, log_det: np.ndarray) -> tuple[float, np.ndarray]:
@@ -141,12 +142,13 @@ def _contributions(fitted: dict, raw: pd.DataFrame, log_det: np.ndarray) -> tupl
         x = gbm_inputs(raw, log_det, np.zeros(n))
         bias, contrib = contributions(fitted["estimator"], x)
         return cal["a"] * bias + cal["b"], cal["a"] * contrib
-    x = design(raw)
-    w = np.array([fitted["weights"][c] for c in COMPONENTS])
+    names = fitted["features"]
+    x = design(raw, names)
+    w = np.array([fitted["weights"][c] for c in names])
     if fitted["means"] is not None:
-        m = np.array([fitted["means"][c] for c in COMPONENTS])
+        m = np.array([fitted["means"][c] for c in names])
     else:
-        m = x.mean(axis=0).to_numpy(float) if n else np.zeros(len(COMPONENTS))
+        m = x.mean(axis=0).to_numpy(float) if n else np.zeros(len(names))
     contrib = (x.to_numpy(float) - m) * w
     base = fitted["intercept"] + float(np.sum(w * m)) + (fitted.get("inspector_weight") or 0.0) * log_det
     return cal["a"] * base + cal["b"], cal["a"] * contrib
