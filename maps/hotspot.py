@@ -104,12 +104,11 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     panel = render_template(
         "map_panel.html",
         t=t, lang=lang, q=q, res=res, metric=metric, basemap=basemap, basemaps=BASEMAPS, form_res=FORM_RES,
-        options=_form_options(store, lang), legend=legend_entries(values, breaks, colors), metric_label=metric_label,
+        options=_form_options(store, lang), form=_form_state(store, filters, lang), legend=legend_entries(values, breaks, colors), metric_label=metric_label,
         groups=groups, clusters=cluster_items, notes=notes, map_name=m.get_name(),
         summary=t["summary"].format(events=f"{int(cells['count'].sum()):,}", cells=f"{len(cells):,}"),
         empty=not len(cells), heading=m.get_root().title, list_sep=text("common.list_sep", lang),
         lang_href="?" + urlencode({**q, "lang": next(x for x in LANGS if x != lang)}),
-        hidden={k: q[k] for k in ("category", "status") if k in q},
     )
     root = m.get_root()
     root.header.add_child(branca.element.Element(render_template("map_style.html")), name="cg_style")
@@ -302,7 +301,48 @@ def _form_options(store: Store, lang: str) -> dict:
     areas = store.sql(f"SELECT code, {local_name(lang)} AS name, level, parent_code FROM areas ORDER BY code")
     levels = [{"level": lv, "areas": [{"code": r.code, "name": r.name} for r in areas[areas.level == lv].itertuples()]}
               for lv in AREA_LEVELS]
-    return {"majors": majors, "levels": levels, "area_codes": set(areas["code"])}
+    sc = store.sql(f"SELECT code, {name_column(lang)} AS name, group_code, {name_column(lang, 'group')} AS grp "
+                   "FROM site_categories ORDER BY group_code, code")
+    categories = [{"name": part["grp"].iloc[0] or code, "cats": [{"code": r.code, "name": r.name}
+                                                                 for r in part.itertuples()]}
+                  for code, part in sc.groupby(sc["group_code"].fillna(""), sort=True)]
+    return {"majors": majors, "levels": levels, "area_codes": set(areas["code"]), "categories": categories}
+
+
+def _form_state(store: Store, filters: EventFilter, lang: str) -> dict:
+    """What the filter form shows for ``filters`` (validated), so that its 应用 button gives the same filters back.
+
+    Problem types keep the level they were given at: a 大类 (code or name) selects the 大类's own option, a
+    小类 (code or name) its option; names become codes. The area is a code (a name was resolved by validate).
+    Times: a midnight ``start`` is shown as a date, any other as a date-time; an ``end`` at midnight as the last
+    day included (a date-only ``end`` includes that day), any other as the exclusive date-time it is."""
+    pt = store.sql("SELECT code, name_zh, name_en, major_code, major_zh, major_en FROM problem_types")
+    types = []
+    for token in filters.types:
+        key = token.lower()
+        minor = pt[(pt.code == token) | (pt.name_zh == token) | (pt.name_en.str.lower() == key)]
+        major = pt[(pt.major_code == token) | (pt.major_zh == token) | (pt.major_en.str.lower() == key)]
+        types.extend(minor["code"] if len(minor) else major["major_code"].iloc[:1])
+    area_label = filters.area or ""
+    if filters.area is not None:
+        row = store.sql(f"SELECT {local_name(lang)} AS name FROM areas WHERE code = ? "
+                        "UNION ALL SELECT name FROM grids WHERE code = ?", [filters.area, filters.area])
+        if len(row) and row["name"].iloc[0]:
+            area_label = f"{row['name'].iloc[0]} ({filters.area})"
+    return {"start": _form_time(filters.start), "end": _form_time(filters.end, end=True),
+            "source": filters.source, "status": filters.status, "types": list(dict.fromkeys(types)),
+            "categories": list(filters.categories), "area": filters.area, "area_label": area_label}
+
+
+def _form_time(moment, *, end: bool = False) -> dict:
+    """An ``<input>`` for a filter time: ``{"kind": "date" | "datetime-local", "value": …}``."""
+    if moment is None:
+        return {"kind": "date", "value": ""}
+    if moment.hour == moment.minute == moment.second == moment.microsecond == 0:
+        day = (moment - pd.Timedelta(days=1)) if end else moment
+        return {"kind": "date", "value": f"{day:%Y-%m-%d}"}
+    fmt = "%Y-%m-%dT%H:%M:%S" if moment.second or moment.microsecond else "%Y-%m-%dT%H:%M"
+    return {"kind": "datetime-local", "value": moment.strftime(fmt)}
 
 
 __all__ = ["FORM_RES", "GROUP_COLORS", "LABEL_PANE", "hotspot_map"]
