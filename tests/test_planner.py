@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import html as htmllib
 import re
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 
 import h3
 import mapclassify
@@ -147,7 +147,7 @@ def nyc_counts(shared) -> dict[int, np.ndarray]:
 
 
 def test_class_breaks_are_mapclassify_head_tail_breaks_on_real_counts(nyc_counts):
-    for res, counts in nyc_counts.items():
+    for counts in nyc_counts.values():
         assert counts.max() > 8 * np.median(counts)  # long-tailed indeed
         theirs = mapclassify.HeadTailBreaks(counts)
         ours = class_breaks(counts)
@@ -303,7 +303,7 @@ def test_stored_times_are_the_stores_local_wall_clock(env, tmp_path):
                      crs=4326).to_file(f)
     import_areas(f, db=path, level="district", progress=False)
     row = Store(path).sql("SELECT started_at, finished_at FROM imports ORDER BY import_id DESC LIMIT 1").iloc[0]
-    local, utc = now_local(), datetime.now(timezone.utc).replace(tzinfo=None)
+    local, utc = now_local(), datetime.now(UTC).replace(tzinfo=None)
     assert abs(local - utc) > timedelta(hours=7)  # Asia/Shanghai: the two clocks differ by 8 hours
     for t in (row["started_at"], row["finished_at"]):
         assert abs(pd.Timestamp(t).to_pydatetime() - local) < timedelta(minutes=10), (t, local)
@@ -323,7 +323,7 @@ def test_stored_times_are_the_stores_local_wall_clock(env, tmp_path):
 
 
 def test_body_typo_names_the_field_meant(env):
-    path, client, tokens = env
+    _path, client, tokens = env
     r = client.post("/api/cases", json={"problem": "0201", "site_id": 1}, headers=_h(tokens, "inspector"))
     assert r.status_code == 422
     assert "unknown field 'problem' (did you mean 'problem_type'?)" in r.json()["detail"]
