@@ -88,7 +88,7 @@ def validation_message(exc: RequestValidationError, *, body_fields: Sequence[str
         if e.get("type") == "extra_forbidden" and body_fields:
             name = loc[-1] if loc else where
             close = difflib.get_close_matches(name, list(body_fields), n=1, cutoff=0.6) or \
-                [f for f in body_fields if name and (f.startswith(name) or name.startswith(f))][:1]
+                [f for f in body_fields if name and (name in f or f in name)][:1]
             hint = f" (did you mean {close[0]!r}?)" if close else ""
             parts.append(f"unknown field {where!r}{hint} in the body; it takes: {', '.join(body_fields)}")
         elif e.get("type") == "json_invalid":
