@@ -53,8 +53,11 @@ def test_every_url_filter_survives_the_form(server, browser, demo_db):  # noqa: 
     minor, major = pt.iloc[0], pt[pt.major_code == "02"].iloc[0]
     two = pt[pt.major_code == "02"]["code"].iloc[:2].tolist()
     district = store.sql("SELECT code, name FROM areas WHERE level = 'district' ORDER BY code").iloc[0]
-    grid = store.sql("SELECT code FROM grids ORDER BY code")["code"].iloc[3]
-    cat = store.sql("SELECT code, name_zh FROM site_categories ORDER BY code").iloc[1]
+    # the micro-grid and site category with the most events before mid-2025 (so the view is not empty)
+    top = store.sql("SELECT e.grid_code, c.code, c.name_zh, count(*) AS n FROM events e JOIN sites s USING (site_id) "
+                    "JOIN site_categories c ON c.code = s.category_code WHERE e.time < '2025-06-30 18:00' "
+                    "AND e.grid_code IS NOT NULL GROUP BY ALL ORDER BY n DESC, 1, 2 LIMIT 1").iloc[0]
+    grid, cat = top["grid_code"], {"code": top["code"], "name_zh": top["name_zh"]}
     views = [  # (query, the filter it means, what the form must show)
         ({"type": minor.name_zh, "start": "2025-01-01"}, EventFilter(types=minor.code, start="2025-01-01"),
          {"type": [minor.code], "start": ["date", "2025-01-01"]}),
@@ -78,6 +81,7 @@ def test_every_url_filter_survives_the_form(server, browser, demo_db):  # noqa: 
             assert before[key] == want, (query, key, before[key])
         res = int(query.get("res", 9))
         cells = heatmap(store, res=res, filters=f.validate(store), metric=query.get("metric", "count"))
+        assert cells["count"].sum() > 0, query
         assert before["summary"].startswith(f"{int(cells['count'].sum()):,} 件事件"), (query, before["summary"])
         assert before["hex"] == len(cells)
         _apply(browser)
