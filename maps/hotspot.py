@@ -334,16 +334,17 @@ def _form_options(store: Store, lang: str) -> dict:
     """Choices of the filter form: problem types by 大类 and areas by level."""
     pt = store.sql(f"SELECT code, {name_column(lang)} AS name, major_code, {name_column(lang, 'major')} AS major "
                    "FROM problem_types ORDER BY code")
-    majors = [{"code": code, "name": part["major"].iloc[0],
+    # a city's own types may lack a 大类: they are listed under their code alone, not dropped from the form
+    majors = [{"code": code, "name": part["major"].iloc[0] if pd.notna(part["major"].iloc[0]) else "",
                "types": [{"code": r.code, "name": r.name} for r in part.itertuples()]}
-              for code, part in pt.groupby("major_code", sort=True)]
+              for code, part in pt.groupby(pt["major_code"].fillna(""), sort=True)]
     areas = store.sql(f"SELECT code, {local_name(lang)} AS name, level, parent_code FROM areas ORDER BY code")
     levels = [{"level": lv, "areas": [{"code": r.code, "name": r.name} for r in areas[areas.level == lv].itertuples()]}
               for lv in AREA_LEVELS]
     sc = store.sql(f"SELECT code, {name_column(lang)} AS name, group_code, {name_column(lang, 'group')} AS grp "
                    "FROM site_categories ORDER BY group_code, code")
-    categories = [{"name": part["grp"].iloc[0] or code, "cats": [{"code": r.code, "name": r.name}
-                                                                 for r in part.itertuples()]}
+    categories = [{"name": part["grp"].iloc[0] if pd.notna(part["grp"].iloc[0]) else code,
+                   "cats": [{"code": r.code, "name": r.name} for r in part.itertuples()]}
                   for code, part in sc.groupby(sc["group_code"].fillna(""), sort=True)]
     return {"majors": majors, "levels": levels, "area_codes": set(areas["code"]), "categories": categories}
 
