@@ -142,7 +142,8 @@ def event_filters(
                                               "(02) or names (占道经营)"),
     category: str | None = Query(None, description="site categories, comma-separated codes (03) or names: "
                                                   "events at sample-frame sites of these categories"),
-    area: str | None = Query(None, description="a district, street, community or micro-grid code"),
+    area: str | None = Query(None, description="a district, street, community or micro-grid: its code or its "
+                                               "name (芙蓉区)"),
     status: str | None = Query(None, description="open, closed or overdue (open past its deadline)"),
 ) -> EventFilter:
     """Parse and validate the event filters against the store (unknown codes: 404 with the closest names)."""

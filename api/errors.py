@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import difflib
 import logging
 import uuid
+from collections.abc import Sequence
 from pathlib import Path
 from urllib.parse import urlencode
 
@@ -73,15 +75,23 @@ def _shown(value: object) -> str:
     return text if len(text) <= _SHOWN else f"{text[:_SHOWN]}…"
 
 
-def validation_message(exc: RequestValidationError) -> str:
+def validation_message(exc: RequestValidationError, *, body_fields: Sequence[str] = ()) -> str:
     """One line naming each field that failed FastAPI's validation, what it must be, and what came:
-    ``text='xxxx…' (2,000,000 characters): String should have at most 5000 characters``."""
+    ``text='xxxx…' (2,000,000 characters): String should have at most 5000 characters``. A body field the
+    endpoint does not take names the closest of ``body_fields`` (``'problem' (did you mean 'problem_type'?)``)
+    and all of them, as unknown query parameters do."""
     parts = []
     for e in exc.errors():
         loc = [str(p) for p in e.get("loc", ())]
         source = len(loc) > 1 and loc[0] in ("body", "query", "path", "header", "cookie")
         where = ".".join(loc[1:] if source else loc) or "body"
-        if e.get("type") == "json_invalid":
+        if e.get("type") == "extra_forbidden" and body_fields:
+            name = loc[-1] if loc else where
+            close = difflib.get_close_matches(name, list(body_fields), n=1, cutoff=0.6) or \
+                [f for f in body_fields if name and (name in f or f in name)][:1]
+            hint = f" (did you mean {close[0]!r}?)" if close else ""
+            parts.append(f"unknown field {where!r}{hint} in the body; it takes: {', '.join(body_fields)}")
+        elif e.get("type") == "json_invalid":
             parts.append(f"the body is not valid JSON: {e.get('ctx', {}).get('error', e['msg'])}")
         elif e.get("type") == "missing":
             parts.append(f"{where} is required")
@@ -95,7 +105,16 @@ def validation_handler(request: Request, exc: Exception) -> JSONResponse:
     names each field, its allowed values or range and what came) and the structured ``errors``."""
     assert isinstance(exc, RequestValidationError)
     errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
-    return JSONResponse({"detail": validation_message(exc), "errors": errors}, status_code=422)
+    return JSONResponse({"detail": validation_message(exc, body_fields=_body_fields(request)), "errors": errors},
+                        status_code=422)
+
+
+def _body_fields(request: Request) -> list[str]:
+    """The fields of the route's JSON body model (empty for a route without one)."""
+    field = getattr(request.scope.get("route"), "body_field", None)
+    info = getattr(field, "field_info", None)
+    fields = getattr(getattr(info, "annotation", None), "model_fields", None)
+    return [f.alias or name for name, f in fields.items()] if isinstance(fields, dict) else []
 
 
 class RequestGuard:

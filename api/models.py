@@ -263,9 +263,13 @@ class Case(Open):
 
 
 class CaseList(BaseModel):
-    """``GET /api/cases``: cases, newest first."""
+    """``GET /api/cases``: one page of cases, newest first."""
 
-    count: int
+    count: int = Field(..., description="cases on this page")
+    total: int = Field(..., description="cases matching the filters (all pages)")
+    limit: int
+    offset: int
+    next_offset: int | None = Field(None, description="offset of the next page; null on the last page")
     cases: list[Case]
 
 
@@ -364,7 +368,8 @@ class SiteFlags(BaseModel):
 
     as_of: str
     window_days: int
-    counts: dict[str, int] = Field(..., description="sites per flag, before the flag and area filters")
+    counts: dict[str, int] = Field(..., description="sites of the area (default the city) per flag: red, white "
+                                                    "and none, before the flag filter")
     sites: list[SiteFlag]
 
 

@@ -81,7 +81,8 @@ class EventFilter:
     categories
         Site categories (``03`` or 银行网点): events linked to a sample-frame site of these categories.
     area
-        Any district, street, community or micro-grid code: events located in it.
+        Any district, street, community or micro-grid, by code or name (:func:`area_code`): events located in
+        it. :meth:`validate` replaces a name by its code.
     status
         ``open``, ``closed`` or ``overdue`` (open and past its deadline at ``as_of``).
     as_of
@@ -181,15 +182,16 @@ class EventFilter:
                     raise NotFoundError(msg)
                 out.append(hit.code.iloc[0])
             cats = out
-        level = None
-        if self.area is not None:
-            level = area_level(store, self.area)
+        level, area = None, self.area
+        if area is not None:
+            area = area_code(store, area)
+            level = area_level(store, area)
         as_of = self.as_of
         if self.status == "overdue" and as_of is None:
             # pin "now" (to the minute) so the cache key changes as deadlines pass
             as_of = now_local(precision="minute")
         return EventFilter(start=self.start, end=self.end, source=self.source, types=self.types,
-                           categories=tuple(cats), area=self.area, status=self.status, as_of=as_of,
+                           categories=tuple(cats), area=area, status=self.status, as_of=as_of,
                            type_codes=tuple(dict.fromkeys(type_codes)), area_level=level)
 
     def where(self, alias: str = "e", *, located_only: bool = True) -> tuple[str, list]:
@@ -253,9 +255,35 @@ def area_level(store: Store, code: str) -> str:
     raise NotFoundError(msg)
 
 
+def area_code(store: Store, value: str) -> str:
+    """The code of an area or micro-grid given by its code or its name (Chinese, or English in any case).
+
+    Raises
+    ------
+    NotFoundError
+        Neither a code nor a name; the message names the closest codes and names.
+    InvalidParameterError
+        A name that several areas bear (e.g. a community and its street): the message lists their codes.
+    """
+    value = str(value).strip()
+    known = _area_index(store)
+    if value in known.index:
+        return value
+    hit = known[(known.name == value) | (known.name_en.str.lower() == value.lower())]
+    if len(hit) == 1:
+        return str(hit.index[0])
+    if len(hit) > 1:
+        codes = ", ".join(f"{c} ({lv})" for c, lv in zip(hit.index, hit.level, strict=True))
+        msg = f"area name {value!r} is borne by several areas: {codes}; give the code"
+        raise InvalidParameterError(msg)
+    area_level(store, value)  # raises NotFoundError naming the closest known codes and names
+    return value
+
+
 def _area_index(store: Store) -> pd.DataFrame:
     return cached(store, ("area_index",), lambda: store.sql(
-        "SELECT code, name, level FROM areas UNION ALL SELECT code, name, 'grid' FROM grids").set_index("code"))
+        "SELECT code, name, name_en, level FROM areas "
+        "UNION ALL SELECT code, name, NULL AS name_en, 'grid' FROM grids").set_index("code"))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -29,6 +29,7 @@ from civicgrid.geo.errors import ImportFileError, ReadError
 from civicgrid.geo.import_report import ImportReport, Rejects, note_reader_rejects, start_report
 from civicgrid.geo.readers import BatchReader, ReadResult, read_batches, read_table
 from civicgrid.geo.store import fetch_value
+from civicgrid.geo.times import now_local, store_timezone
 
 T = TypeVar("T")
 
@@ -152,10 +153,11 @@ def record_import(con: duckdb.DuckDBPyConnection, report: ImportReport, started:
     logger.info("import %d of %s from %s: %d rows read, %d loaded, %d duplicates, %d rejected, %d outside the "
                 "grids", report.import_id, report.layer, report.file, report.rows_read, report.loaded,
                 report.duplicates, report.rejected, report.outside_grids)
+    # finished now, on the store's wall clock like every stored time (not DuckDB's now(), in the machine's zone)
     con.execute(
-        "INSERT INTO imports VALUES (?, ?, ?, ?, now()::TIMESTAMP, ?, ?, ?, ?, ?, ?)",
-        [report.import_id, report.layer, report.file, started, report.rows_read, report.loaded,
-         report.duplicates, report.rejected, report.outside_grids,
+        "INSERT INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+        [report.import_id, report.layer, report.file, started, now_local(tz=store_timezone(con)), report.rows_read,
+         report.loaded, report.duplicates, report.rejected, report.outside_grids,
          json.dumps({k: v for k, v in report.to_dict().items() if k != "rejects"}, ensure_ascii=False)],
     )
 

@@ -9,7 +9,7 @@ HTML.
 from __future__ import annotations
 
 import html
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping
 from urllib.parse import urlencode
 
 import branca.element
@@ -24,10 +24,20 @@ from civicgrid.geo.coords import from_wgs84, to_crs_frame
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.hotspots import hotspot_clusters
 from civicgrid.geo.levels import AREA_LEVELS, LEVEL_COLUMNS
+from civicgrid.geo.settings import PUBLIC_LAYERS
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import LANGS, check_lang, city_name, labels, local_name, name_column, text
 from civicgrid.maps.basemaps import BASEMAPS, basemap_crs, check_basemap, tianditu_key, tile_layers
-from civicgrid.maps.layers import CompactMarkers, ExposeLayer, HexagonLayer, OutlineLayer, rounded_geojson
+from civicgrid.maps.layers import (
+    CompactMarkers,
+    ExposeLayer,
+    HexagonLayer,
+    OutlineLayer,
+    PanelFit,
+    TileNotice,
+    ZoomGate,
+    rounded_geojson,
+)
 from civicgrid.maps.legend import class_breaks, class_colors, legend_entries, legend_values
 from civicgrid.maps.pages import render_template
 
@@ -37,12 +47,17 @@ GROUP_COLORS = {"civic": "#1f77b4", "commerce": "#ff7f0e", "culture": "#9467bd",
 #: Resolutions offered by the page's form (the API accepts 5..12).
 FORM_RES = (6, 7, 8, 9, 10, 11)
 
+#: Zoom from which the sample-frame sites are drawn unless the reader switches them on (at city zoom their
+#: cluster bubbles would cover the heat layer).
+SITES_MIN_ZOOM = 14
+
 #: Leaflet pane of the district names: above the markers (600), below tooltips (650) and popups (700).
 LABEL_PANE = "cg-labels"
 
 def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = None, metric: str = "count",
                 lang: str = "zh", basemap: str = "none", max_cells: int | None = None,
-                query: Mapping | None = None, settings: Mapping | None = None) -> folium.Map:
+                query: Mapping | None = None, settings: Mapping | None = None,
+                layers: Collection[str] | None = None) -> folium.Map:
     """The planners' hotspot map as a folium map (render it with :func:`civicgrid.maps.offline.render_offline`).
 
     Parameters
@@ -66,11 +81,16 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
         The page's current query parameters (pre-fill the filter form).
     settings
         Service settings (``tianditu_key``).
+    layers
+        The reference layers the reader may see (names of :data:`geo.settings.PUBLIC_LAYERS`; default all):
+        without ``grids`` no micro-grids are drawn, without ``grid-leaders`` their popups leave out the leaders'
+        names and phones, without ``sites`` no sample-frame sites are drawn or listed.
 
     Returns
     -------
     folium.Map
-        Layers: heat hexagons with a legend, micro-grid outlines with popups, sample-frame sites
+        Layers: heat hexagons with a legend (a click on one shows its numbers and the micro-grid's card
+        under it), micro-grid outlines with popups, sample-frame sites
         clustered and coloured by category group, hotspot clusters outlined and listed in a side panel,
         district outlines; a layer control and the filter form.
     """
@@ -81,6 +101,7 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     lang = check_lang(lang)
     t = labels("map", lang)
     crs = basemap_crs(basemap)
+    layers = frozenset(PUBLIC_LAYERS if layers is None else layers)
     filters = (filters or EventFilter()).validate(store)
     cells = heatmap(store, res=res, filters=filters, metric=metric, max_cells=max_cells)
     clusters = hotspot_clusters(store, res=res, filters=filters, lang=lang, max_cells=max_cells)
@@ -89,14 +110,19 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     districts, grids = _area_frames(store, filters=filters, lang=lang, crs=crs)
     m = _base_map(grids if len(grids) else districts, title=t["title"].format(city=city))
     notes = _add_background(m, districts, basemap=basemap, settings=settings, t=t)
-    grid_popups = _add_grid_popups(m, store, grids, filters=filters, t=t)
-    values, breaks, colors, metric_label = _add_heat(m, cells, res=res, metric=metric, crs=crs, t=t)
-    # micro-grid outlines above the heat layer (drawn only; their popups are the layer below the hexagons)
-    OutlineLayer(grid_popups, {"color": "#2b5797", "weight": 1, "opacity": 0.7, "fill": False},
-                 name=t["grids"], key="grids").add_to(m)
+    grid_popups, grid_fields = None, []
+    if "grids" in layers:
+        grid_popups, grid_fields = _add_grid_popups(m, store, grids, filters=filters, t=t,
+                                                    leaders="grid-leaders" in layers)
+    values, breaks, colors, metric_label = _add_heat(m, cells, res=res, metric=metric, crs=crs, t=t,
+                                                     under=grid_popups, under_fields=grid_fields)
+    if grid_popups is not None:
+        # micro-grid outlines above the heat layer (drawn only; their popups are the layer below the hexagons)
+        OutlineLayer(grid_popups, {"color": "#2b5797", "weight": 1, "opacity": 0.7, "fill": False},
+                     name=t["grids"], key="grids").add_to(m)
     _add_districts(m, districts, t=t)
-    cluster_items = _add_clusters(m, store, clusters, crs=crs, t=t)
-    groups = _add_sites(m, store, filters=filters, lang=lang, crs=crs, t=t)
+    cluster_items = _add_clusters(m, store, clusters, crs=crs, t=t, sites="sites" in layers)
+    groups = _add_sites(m, store, filters=filters, lang=lang, crs=crs, t=t) if "sites" in layers else []
     folium.LayerControl(position="topright", collapsed=False).add_to(m)
 
     # side panels: filters, legend, cluster list
@@ -104,12 +130,13 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     panel = render_template(
         "map_panel.html",
         t=t, lang=lang, q=q, res=res, metric=metric, basemap=basemap, basemaps=BASEMAPS, form_res=FORM_RES,
-        options=_form_options(store, lang), legend=legend_entries(values, breaks, colors), metric_label=metric_label,
+        options=_form_options(store, lang), form=_form_state(store, filters, lang),
+        legend=legend_entries(values, breaks, colors), metric_label=metric_label,
         groups=groups, clusters=cluster_items, notes=notes, map_name=m.get_name(),
+        tiles_unreachable=t["tiles_unreachable"].format(basemap=t[f"bm_{basemap}"]) if basemap != "none" else "",
         summary=t["summary"].format(events=f"{int(cells['count'].sum()):,}", cells=f"{len(cells):,}"),
         empty=not len(cells), heading=m.get_root().title, list_sep=text("common.list_sep", lang),
         lang_href="?" + urlencode({**q, "lang": next(x for x in LANGS if x != lang)}),
-        hidden={k: q[k] for k in ("category", "status") if k in q},
     )
     root = m.get_root()
     root.header.add_child(branca.element.Element(render_template("map_style.html")), name="cg_style")
@@ -150,7 +177,8 @@ def _base_map(focus: gpd.GeoDataFrame, *, title: str) -> folium.Map:
     m = folium.Map(location=[(y0 + y1) / 2, (x0 + x1) / 2], zoom_start=12, tiles=None, prefer_canvas=True,
                    control_scale=True, zoom_control=True, maxZoom=19)
     m.get_root().title = title
-    m.fit_bounds([[y0, x0], [y1, x1]], padding_top_left=(310, 10), padding_bottom_right=(10, 10))
+    # beside the panel: on the left of a desktop, along the bottom of a phone
+    PanelFit([[y0, x0], [y1, x1]], desktop=310).add_to(m)
     return m
 
 
@@ -163,8 +191,11 @@ def _add_background(m: folium.Map, districts: gpd.GeoDataFrame, *, basemap: str,
         if basemap == "tianditu" and not key:
             notes.append(t["tk_missing"])
         for i, (url, subs, attr) in enumerate(tile_layers(basemap, key=key)):
-            folium.TileLayer(tiles=url, attr=attr, subdomains=subs, max_zoom=18,
-                             name=t[f"bm_{basemap}"], overlay=i > 0, control=False).add_to(m)
+            tiles = folium.TileLayer(tiles=url, attr=attr, subdomains=subs, max_zoom=18,
+                                     name=t[f"bm_{basemap}"], overlay=i > 0, control=False)
+            tiles.add_to(m)
+            if i == 0:
+                TileNotice(tiles, "cg-tiles").add_to(m)  # unreachable tiles (offline): a notice, not grey silence
     # districts: a light fill as the base without tiles; outlines and names drawn above the heat layer
     if basemap == "none":
         folium.GeoJson(rounded_geojson(districts[["code", "geometry"]]), name="base", control=False,
@@ -175,27 +206,32 @@ def _add_background(m: folium.Map, districts: gpd.GeoDataFrame, *, basemap: str,
 
 
 def _add_grid_popups(m: folium.Map, store: Store, grids: gpd.GeoDataFrame, *, filters: EventFilter,
-                     t: dict) -> folium.GeoJson:
+                     t: dict, leaders: bool = True) -> tuple[folium.GeoJson, list[tuple[str, str]]]:
     """The micro-grids' popups (with the filtered events per grid): an invisible fill drawn *below* the heat
-    hexagons, so a click on a hexagon opens the hexagon's popup and a click where there is none opens the
-    grid's (Leaflet picks the topmost shape)."""
+    hexagons, so a click where there is no hexagon opens the grid's popup (Leaflet picks the topmost shape) and
+    a click on a hexagon shows the grid's card inside the hexagon's popup (:class:`maps.layers.HexagonLayer`
+    ``under``). Without ``leaders`` the grid leaders' names and phones are left out of the page.
+    Returns the layer and its popup fields ``[(property, label), …]``."""
     per_grid = area_stats(store, level="grid", filters=filters).set_index("code")["count"]
     grids["events"] = grids["code"].map(per_grid).fillna(0).astype("int64")
-    grid_fields = ["name", "code", "leader_name", "leader_phone", "households", "events"]
-    grid_geojson = rounded_geojson(grids[[*grid_fields, "geometry"]])
+    fields = [("name", t["name"]), ("code", t["code"]), ("leader_name", t["leader"]), ("leader_phone", t["phone"]),
+              ("households", t["households"]), ("events", t["grid_events"])]
+    if not leaders:
+        fields = [f for f in fields if f[0] not in ("leader_name", "leader_phone")]
+    names = [f for f, _ in fields]
     grid_popups = folium.GeoJson(
-        grid_geojson, name="grid-popups", control=False,
+        rounded_geojson(grids[[*names, "geometry"]]), name="grid-popups", control=False,
         style_function=lambda _: {"stroke": False, "fill": True, "fillOpacity": 0},
-        popup=folium.GeoJsonPopup(grid_fields, aliases=[t["name"], t["code"], t["leader"], t["phone"],
-                                                        t["households"], t["grid_events"]]),
+        popup=folium.GeoJsonPopup(names, aliases=[label for _, label in fields]),
         smooth_factor=0.5,
     )
     grid_popups.add_to(m)
-    return grid_popups
+    return grid_popups, fields
 
 
-def _add_heat(m: folium.Map, cells: pd.DataFrame, *, res: int, metric: str, crs: str,
-              t: dict) -> tuple[np.ndarray, np.ndarray, list[str], str]:
+def _add_heat(m: folium.Map, cells: pd.DataFrame, *, res: int, metric: str, crs: str, t: dict,
+              under: folium.GeoJson | None = None, under_fields: list[tuple[str, str]] = (),
+              ) -> tuple[np.ndarray, np.ndarray, list[str], str]:
     """The heat hexagons coloured by class of the metric; the classed values, breaks, colours and metric label."""
     values = legend_values(cells["value"].to_numpy())
     breaks = class_breaks(values)
@@ -205,7 +241,7 @@ def _add_heat(m: folium.Map, cells: pd.DataFrame, *, res: int, metric: str, crs:
     info = {metric_label: cells["value"].to_numpy()} if metric != "count" else {}
     info.update({t["event_count"]: cells["count"].to_numpy(), t["site_count"]: cells["sites"].to_numpy()})
     HexagonLayer(cells["h3"].to_numpy(), classes, colors, info, crs=crs, name=t["heat"].format(res=res),
-                 key="hex").add_to(m)
+                 key="hex", under=under, under_fields=under_fields, under_title=t["grids"]).add_to(m)
     return values, breaks, colors, metric_label
 
 
@@ -224,7 +260,8 @@ def _add_districts(m: folium.Map, districts: gpd.GeoDataFrame, *, t: dict) -> No
     district_layer.add_to(m)
 
 
-def _add_clusters(m: folium.Map, store: Store, clusters: gpd.GeoDataFrame, *, crs: str, t: dict) -> list[dict]:
+def _add_clusters(m: folium.Map, store: Store, clusters: gpd.GeoDataFrame, *, crs: str, t: dict,
+                  sites: bool = True) -> list[dict]:
     """Hotspot clusters outlined (in ``crs``) with a tooltip; the panel's list of them."""
     cluster_items = []
     if not len(clusters):
@@ -243,12 +280,12 @@ def _add_clusters(m: folium.Map, store: Store, clusters: gpd.GeoDataFrame, *, cr
     site_names = store.sql("SELECT site_id, name FROM sites").set_index("site_id")["name"]
     for row, geom in zip(clusters.itertuples(), clusters_c.geometry, strict=True):
         bx0, by0, bx1, by1 = geom.bounds
-        sites = [site_names.get(s, str(s)) for s in row.site_ids]
+        names = [site_names.get(s, str(s)) for s in row.site_ids] if sites else []
         cluster_items.append({
             "rank": int(row.rank), "events": f"{int(row.events):,}", "n_cells": int(row.n_cells),
             "area": f"{row.area_km2:.2f}",
             "types": [f"{n} {c:,}" for n, c in zip(row.top_type_names, row.top_type_counts, strict=True)],
-            "grids": list(row.grid_names), "sites": sites,
+            "grids": list(row.grid_names), "sites": names,
             "bounds": [[by0, bx0], [by1, bx1]],
         })
     return cluster_items
@@ -257,7 +294,7 @@ def _add_clusters(m: folium.Map, store: Store, clusters: gpd.GeoDataFrame, *, cr
 #: Cluster bubbles of the site markers: neutral, as the default green/yellow/orange would read as a second
 #: heat scale.
 _BUBBLE_ICON = """function (c) {
-            var n = c.getChildCount(), s = n < 10 ? 22 : n < 100 ? 26 : 32;
+            var n = c.getChildCount(), s = n < 10 ? 18 : n < 100 ? 22 : 26;
             return L.divIcon({html: '<div class="cg-bubble" style="width:' + s + 'px;height:' + s + 'px;line-height:'
                               + s + 'px">' + n + '</div>', className: '', iconSize: L.point(s, s)});
         }"""
@@ -283,12 +320,13 @@ def _add_sites(m: folium.Map, store: Store, *, filters: EventFilter, lang: str, 
                                            sites["address"].fillna(""), sites["responsible_unit"].fillna(""),
                                            strict=True)]
     cluster = folium.plugins.MarkerCluster(
-        name=t["sites"], show=True, options={"maxClusterRadius": 60, "disableClusteringAtZoom": 16,
+        name=t["sites"], show=False, options={"maxClusterRadius": 60, "disableClusteringAtZoom": 16,
                                              "chunkedLoading": True, "showCoverageOnHover": False},
         icon_create_function=_BUBBLE_ICON)
     cluster.add_to(m)
     CompactMarkers(rows, colors=group_colors, fields=[t["name"], t["category"], t["address"], t["unit"]],
                    key="sites").add_to(cluster)
+    ZoomGate(cluster, SITES_MIN_ZOOM).add_to(m)
     return [{"name": n, "color": c} for n, c in zip(groups["grp"], group_colors, strict=True)]
 
 
@@ -296,13 +334,55 @@ def _form_options(store: Store, lang: str) -> dict:
     """Choices of the filter form: problem types by 大类 and areas by level."""
     pt = store.sql(f"SELECT code, {name_column(lang)} AS name, major_code, {name_column(lang, 'major')} AS major "
                    "FROM problem_types ORDER BY code")
-    majors = [{"code": code, "name": part["major"].iloc[0],
+    # a city's own types may lack a 大类: they are listed under their code alone, not dropped from the form
+    majors = [{"code": code, "name": part["major"].iloc[0] if pd.notna(part["major"].iloc[0]) else "",
                "types": [{"code": r.code, "name": r.name} for r in part.itertuples()]}
-              for code, part in pt.groupby("major_code", sort=True)]
+              for code, part in pt.groupby(pt["major_code"].fillna(""), sort=True)]
     areas = store.sql(f"SELECT code, {local_name(lang)} AS name, level, parent_code FROM areas ORDER BY code")
     levels = [{"level": lv, "areas": [{"code": r.code, "name": r.name} for r in areas[areas.level == lv].itertuples()]}
               for lv in AREA_LEVELS]
-    return {"majors": majors, "levels": levels, "area_codes": set(areas["code"])}
+    sc = store.sql(f"SELECT code, {name_column(lang)} AS name, group_code, {name_column(lang, 'group')} AS grp "
+                   "FROM site_categories ORDER BY group_code, code")
+    categories = [{"name": part["grp"].iloc[0] if pd.notna(part["grp"].iloc[0]) else code,
+                   "cats": [{"code": r.code, "name": r.name} for r in part.itertuples()]}
+                  for code, part in sc.groupby(sc["group_code"].fillna(""), sort=True)]
+    return {"majors": majors, "levels": levels, "area_codes": set(areas["code"]), "categories": categories}
 
 
-__all__ = ["FORM_RES", "GROUP_COLORS", "LABEL_PANE", "hotspot_map"]
+def _form_state(store: Store, filters: EventFilter, lang: str) -> dict:
+    """What the filter form shows for ``filters`` (validated), so that its 应用 button gives the same filters back.
+
+    Problem types keep the level they were given at: a 大类 (code or name) selects the 大类's own option, a
+    小类 (code or name) its option; names become codes. The area is a code (a name was resolved by validate).
+    Times: a midnight ``start`` is shown as a date, any other as a date-time; an ``end`` at midnight as the last
+    day included (a date-only ``end`` includes that day), any other as the exclusive date-time it is."""
+    pt = store.sql("SELECT code, name_zh, name_en, major_code, major_zh, major_en FROM problem_types")
+    types = []
+    for token in filters.types:
+        key = token.lower()
+        minor = pt[(pt.code == token) | (pt.name_zh == token) | (pt.name_en.str.lower() == key)]
+        major = pt[(pt.major_code == token) | (pt.major_zh == token) | (pt.major_en.str.lower() == key)]
+        types.extend(minor["code"] if len(minor) else major["major_code"].iloc[:1])
+    area_label = filters.area or ""
+    if filters.area is not None:
+        row = store.sql(f"SELECT {local_name(lang)} AS name FROM areas WHERE code = ? "
+                        "UNION ALL SELECT name FROM grids WHERE code = ?", [filters.area, filters.area])
+        if len(row) and row["name"].iloc[0]:
+            area_label = f"{row['name'].iloc[0]} ({filters.area})"
+    return {"start": _form_time(filters.start), "end": _form_time(filters.end, end=True),
+            "source": filters.source, "status": filters.status, "types": list(dict.fromkeys(types)),
+            "categories": list(filters.categories), "area": filters.area, "area_label": area_label}
+
+
+def _form_time(moment, *, end: bool = False) -> dict:
+    """An ``<input>`` for a filter time: ``{"kind": "date" | "datetime-local", "value": …}``."""
+    if moment is None:
+        return {"kind": "date", "value": ""}
+    if moment.hour == moment.minute == moment.second == moment.microsecond == 0:
+        day = (moment - pd.Timedelta(days=1)) if end else moment
+        return {"kind": "date", "value": f"{day:%Y-%m-%d}"}
+    fmt = "%Y-%m-%dT%H:%M:%S" if moment.second or moment.microsecond else "%Y-%m-%dT%H:%M"
+    return {"kind": "datetime-local", "value": moment.strftime(fmt)}
+
+
+__all__ = ["FORM_RES", "GROUP_COLORS", "LABEL_PANE", "SITES_MIN_ZOOM", "hotspot_map"]

@@ -73,6 +73,10 @@ class HexagonLayer(folium.map.Layer):
         ``wgs84`` or ``gcj02``.
     name, show
         Layer-control name and initial visibility.
+    under
+        A GeoJSON layer drawn below the hexagons (the micro-grids), whose shape under a clicked hexagon's point
+        adds its ``under_fields`` (``[(property, label), …]``) to the popup under the heading ``under_title``:
+        the hexagons cover that layer, so its own popup could not be reached.
     """
 
     _template = jinja2.Template("""
@@ -95,13 +99,52 @@ class HexagonLayer(folium.map.Layer):
                 group.addLayer(L.polygon(pts, {stroke: false, fillColor: d.colors[cls[i]], fillOpacity: 0.7,
                                                cell: i}));
             }
+            {% if this.under %}
+            // the shape of the layer below (micro-grids) holding a point: ray casting over its rings
+            function inRing(x, y, ring) {
+                var inside = false;
+                for (var a = 0, b = ring.length - 1; a < ring.length; b = a++) {
+                    var xa = ring[a][0], ya = ring[a][1], xb = ring[b][0], yb = ring[b][1];
+                    if ((ya > y) !== (yb > y) && x < (xb - xa) * (y - ya) / (yb - ya) + xa) { inside = !inside; }
+                }
+                return inside;
+            }
+            function underAt(ll) {
+                var found = null;
+                {{ this.under.get_name() }}.eachLayer(function (l) {
+                    if (found || !l.feature || !l.getBounds().contains(ll)) { return; }
+                    var g = l.feature.geometry, polys = g.type === "Polygon" ? [g.coordinates] : g.coordinates;
+                    polys.forEach(function (rings) {
+                        if (!found && inRing(ll.lng, ll.lat, rings[0]) &&
+                            !rings.slice(1).some(function (h) { return inRing(ll.lng, ll.lat, h); })) { found = l; }
+                    });
+                });
+                return found;
+            }
+            function esc(v) {
+                return String(v).replace(/[&<>"]/g, function (c) {
+                    return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;"}[c]; });
+            }
+            {% endif %}
             group.on("click", function (e) {
                 var i = e.layer.options.cell, rows = d.info.map(function (c, j) {
                     var v = info[j][i];
                     return "<tr><th>" + c[0] + "</th><td>" + (Math.round(v) === v ? v : v.toFixed(1)) + "</td></tr>";
                 });
-                L.popup().setLatLng(e.latlng).setContent("<table class='cg-pop'>" + rows.join("") + "</table>")
-                    .openOn({{ this._parent.get_name() }});
+                var html = "<table class='cg-pop'>" + rows.join("") + "</table>";
+                {% if this.under %}
+                var u = underAt(e.latlng);
+                if (u) {
+                    var p = u.feature.properties, under = {{ this.under_fields|tojson }}.map(function (f) {
+                        var v = p[f[0]];
+                        return v === null || v === undefined || v === "" ? "" :
+                            "<tr><th>" + esc(f[1]) + "</th><td>" + esc(v) + "</td></tr>";
+                    });
+                    html += "<div class='cg-pop-sub'>" + esc({{ this.under_title|tojson }}) + "</div>" +
+                            "<table class='cg-pop cg-pop-under'>" + under.join("") + "</table>";
+                }
+                {% endif %}
+                L.popup().setLatLng(e.latlng).setContent(html).openOn({{ this._parent.get_name() }});
             });
             return group;
         })();
@@ -111,9 +154,11 @@ class HexagonLayer(folium.map.Layer):
     """)
 
     def __init__(self, cells: np.ndarray, classes: np.ndarray, colors, info: dict[str, np.ndarray], *,
-                 crs: str = "wgs84", name: str | None = None, show: bool = True, key: str = "hex"):
+                 crs: str = "wgs84", name: str | None = None, show: bool = True, key: str = "hex",
+                 under=None, under_fields: list[tuple[str, str]] = (), under_title: str = ""):
         super().__init__(name=name, overlay=True, control=True, show=show)
         self._name = "HexagonLayer"
+        self.under, self.under_fields, self.under_title = under, [list(f) for f in under_fields], under_title
         packed = pack_hexagons(cells, crs=crs)
         packed["cls"] = _b64(classes, "u1")
         packed["colors"] = list(colors)
@@ -195,6 +240,91 @@ class ExposeLayer(branca.element.MacroElement):
         self.layer, self.key = layer, key
 
 
+class TileNotice(branca.element.MacroElement):
+    """Say so on the page (the element ``#target``, unhidden) when a tile layer's tiles cannot be loaded: an
+    offline intranet would otherwise show a grey map with no word why. Shown after ``after`` failed tiles with
+    none loaded; hidden again once a tile loads."""
+
+    _template = jinja2.Template("""
+        {% macro script(this, kwargs) %}
+        (function () {
+            var failed = 0, loaded = 0, layer = {{ this.layer.get_name() }};
+            function show() {
+                var el = document.getElementById({{ this.target|tojson }});
+                if (el) { el.hidden = !(failed >= {{ this.after }} && loaded === 0); }
+            }
+            layer.on("tileerror", function () { failed++; show(); });
+            layer.on("tileload", function () { loaded++; show(); });
+        })();
+        {% endmacro %}
+    """)
+
+    def __init__(self, layer, target: str, *, after: int = 2):
+        super().__init__()
+        self._name = "TileNotice"
+        self.layer, self.target, self.after = layer, target, int(after)
+
+
+class PanelFit(branca.element.MacroElement):
+    """Fit the map to ``bounds`` beside the side panel ``#panel``: on a wide screen the panel is on the left
+    (``desktop`` padding on the left); on a narrow one (a phone, ``media``) it lies along the bottom, and the
+    bounds are fitted into the part of the map above it. Refitted when the window changes size, until the
+    reader moves the map. Not animated (an animated fit ending late would undo the phone's fit)."""
+
+    _template = jinja2.Template("""
+        {% macro script(this, kwargs) %}
+        (function () {
+            var map = {{ this._parent.get_name() }}, touched = false;
+            function fit() {
+                if (touched) { return; }
+                var side = document.getElementById({{ this.panel|tojson }});
+                var phone = side && window.matchMedia({{ this.media|tojson }}).matches;
+                map.invalidateSize({animate: false});
+                map.fitBounds({{ this.bounds|tojson }}, phone
+                    ? {animate: false, paddingTopLeft: [10, 10], paddingBottomRight: [10, side.offsetHeight + 10]}
+                    : {animate: false, paddingTopLeft: [{{ this.desktop }}, 10], paddingBottomRight: [10, 10]});
+            }
+            ["mousedown", "touchstart", "wheel"].forEach(function (ev) {
+                map.getContainer().addEventListener(ev, function () { touched = true; }, {passive: true});
+            });
+            window.addEventListener("resize", fit);  // a phone's window can settle after the scripts ran
+            fit();
+        })();
+        {% endmacro %}
+    """)
+
+    def __init__(self, bounds, *, panel: str = "cg-side", desktop: int = 310, media: str = "(max-width: 600px)"):
+        super().__init__()
+        self._name = "PanelFit"
+        self.bounds, self.panel, self.desktop, self.media = bounds, panel, int(desktop), media
+
+
+class ZoomGate(branca.element.MacroElement):
+    """Show a layer only from zoom ``min_zoom`` in (e.g. site clusters, which would cover the heat layer at city
+    zoom), until the reader switches it on or off in the layer control: from then on it stays as they chose."""
+
+    _template = jinja2.Template("""
+        {% macro script(this, kwargs) %}
+        (function () {
+            var map = {{ this._parent.get_name() }}, layer = {{ this.layer.get_name() }}, chosen = false;
+            function gate() {
+                if (chosen) { return; }
+                var want = map.getZoom() >= {{ this.min_zoom }};
+                if (want !== map.hasLayer(layer)) { want ? map.addLayer(layer) : map.removeLayer(layer); }
+            }
+            map.on("overlayadd overlayremove", function (e) { if (e.layer === layer) { chosen = true; } });
+            map.on("zoomend", gate);
+            map.whenReady(gate);
+        })();
+        {% endmacro %}
+    """)
+
+    def __init__(self, layer, min_zoom: int):
+        super().__init__()
+        self._name = "ZoomGate"
+        self.layer, self.min_zoom = layer, int(min_zoom)
+
+
 def rounded_geojson(gdf: gpd.GeoDataFrame, *, digits: int = 6) -> dict:
     """GeoJSON of a frame with coordinates rounded (1e-6° ≈ 0.1 m) to keep pages small."""
     out = gdf.copy()
@@ -202,4 +332,5 @@ def rounded_geojson(gdf: gpd.GeoDataFrame, *, digits: int = 6) -> dict:
     return json.loads(out.to_json(drop_id=True, ensure_ascii=False))
 
 
-__all__ = ["CompactMarkers", "ExposeLayer", "HexagonLayer", "OutlineLayer", "pack_hexagons", "rounded_geojson"]
+__all__ = ["CompactMarkers", "ExposeLayer", "HexagonLayer", "OutlineLayer", "PanelFit", "TileNotice", "ZoomGate",
+           "pack_hexagons", "rounded_geojson"]

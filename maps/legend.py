@@ -1,7 +1,15 @@
-"""Colour classes of the heat layer and their legend: quantile breaks on printed values, the palette, the labels."""
+"""Colour classes of the heat layer and their legend: head/tail breaks on printed values, the palette, the labels.
+
+Event counts per cell are long-tailed (most cells hold one or two events, a few hold hundreds): quantile classes
+paint most of the city in the top colours or print classes like ``1, >1–2, >2–3, >3–140``. Head/tail breaks (Jiang
+2013, "Head/tail breaks: a new classification scheme for data with a heavy-tailed distribution"), computed by
+``mapclassify.HeadTailBreaks``, cut at the mean, then at the mean of the values above it, and so on: the light
+classes hold the many small cells, each darker one the head of the one before.
+"""
 
 from __future__ import annotations
 
+import mapclassify
 import numpy as np
 
 #: Heat colours, light to dark (ColorBrewer YlOrRd, 7 classes).
@@ -9,12 +17,21 @@ HEAT_COLORS = ("#ffffb2", "#fed976", "#feb24c", "#fd8d3c", "#fc4e2a", "#e31a1c",
 
 
 def class_breaks(values: np.ndarray, n: int = len(HEAT_COLORS)) -> np.ndarray:
-    """Upper bounds of up to ``n`` colour classes at quantiles of ``values`` (distinct, increasing)."""
+    """Upper bounds of up to ``n`` colour classes by head/tail breaks (``mapclassify.HeadTailBreaks``):
+    increasing, the last one the maximum; a value ``v`` is in the first class whose bound is ``>= v``.
+
+    When the tail is so long that head/tail breaks give more than ``n`` classes, the top ones are merged into
+    the ``n``-th (its bound is the maximum): the darkest colour is the extreme head."""
     values = np.asarray(values, dtype="float64")
+    values = values[np.isfinite(values)]
     if not len(values):
         return np.zeros(0)
-    qs = np.quantile(values, np.arange(1, n + 1) / n)
-    return np.unique(qs)
+    if np.unique(values).size == 1:
+        return values[:1].copy()
+    bins = np.asarray(mapclassify.HeadTailBreaks(values).bins, dtype="float64")
+    if len(bins) > n:
+        bins = np.r_[bins[:n - 1], values.max()]
+    return bins
 
 
 def legend_values(values: np.ndarray) -> np.ndarray:
@@ -42,24 +59,29 @@ def format_value(v: float) -> str:
 
 
 def legend_entries(values: np.ndarray, breaks: np.ndarray, colors: list[str]) -> list[dict]:
-    """The legend rows ``{"color", "label"}``: ``lo – b1``, ``> b1 – b2``, … (one value when the first class is one).
+    """The legend rows ``{"color", "label", "n"}``: each class as the smallest and largest value it holds
+    (``1``, ``2 – 3``, ``4 – 12``, …: head/tail breaks fall between whole counts, so the bounds themselves would
+    print as ``> 3.2``) and the number of cells in it.
 
     Parameters
     ----------
     values
-        The classed values (:func:`legend_values`); the smallest starts the first class.
+        The classed values (:func:`legend_values`).
     breaks
         Upper bounds of the classes (:func:`class_breaks`).
     colors
         One colour per class (:func:`class_colors`).
     """
+    values = np.asarray(values, dtype="float64")
+    classes = np.searchsorted(breaks, values, side="left")
     legend = []
-    lo = float(values.min()) if len(values) else 0.0
-    for i, (b, col) in enumerate(zip(breaks, colors, strict=True)):
-        a = lo if i == 0 else float(breaks[i - 1])
-        legend.append({"color": col, "label": format_value(a) if i == 0 and a == b else
-                       (f"{format_value(a)} – {format_value(b)}" if i == 0
-                        else f"> {format_value(a)} – {format_value(b)}")})
+    for i, col in enumerate(colors):
+        members = values[classes == i]
+        if not len(members):
+            continue
+        a, b = float(members.min()), float(members.max())
+        label = format_value(a) if a == b else f"{format_value(a)} – {format_value(b)}"
+        legend.append({"color": col, "label": label, "n": len(members)})
     return legend
 
 

@@ -9,7 +9,6 @@ from __future__ import annotations
 import os
 from collections import Counter
 from dataclasses import dataclass, field
-from datetime import datetime
 from typing import Self
 
 import duckdb
@@ -30,6 +29,7 @@ from civicgrid.geo.store import fetch_value, set_meta
 from civicgrid.geo.times import (
     DEFAULT_TIMEZONE,
     decide_date_order,
+    now_local,
     outside_window,
     parse_times,
     store_timezone,
@@ -125,7 +125,7 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         msg = f"types must be open (keep unknown labels) or strict (reject them), got {types!r}"
         raise InvalidParameterError(msg)
     decide_date_order([], date_order=date_order)  # a wrong order is named before the file is read
-    started = datetime.now()
+    started = now_local()  # the store's wall-clock convention (geo/times.py)
     reader = imp.read_input_batches(path, encoding=encoding, layer=layer, sheet=sheet, rows=IMPORT_BATCH_ROWS)
     header = pa.table({c: pa.array([], pa.string()) for c in reader.columns})
     mapping = dict(mapping or {})

@@ -27,7 +27,6 @@ import operator
 import os
 import re
 from dataclasses import dataclass
-from datetime import datetime
 
 import numpy as np
 import pandas as pd
@@ -38,7 +37,14 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.locations import read_locations
 from civicgrid.geo.store import writing
-from civicgrid.geo.times import DEFAULT_TIMEZONE, outside_window, parse_times, store_timezone, window_text
+from civicgrid.geo.times import (
+    DEFAULT_TIMEZONE,
+    now_local,
+    outside_window,
+    parse_times,
+    store_timezone,
+    window_text,
+)
 from civicgrid.sites.frame import PointRows
 
 INSPECTION_FIELDS = ["id", "lat", "lng", "site", "time", "inspector", "result", "score", "critical", "kind"]
@@ -202,7 +208,7 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
     fail_when
         ``"SUBJECT OP VALUE"``, e.g. ``"score>=14"``: the visits that did not conform.
     """
-    started = datetime.now()
+    started = now_local()  # the store's wall-clock convention (geo/times.py)
     rule = parse_fail_when(fail_when)
     src, cols, report, rej = imp.start_import("inspections", path, fields=INSPECTION_FIELDS,
                                               required=["site", "time"], mapping=mapping, encoding=encoding,

@@ -189,7 +189,7 @@ def test_heat_hexagons_match_h3_and_independent_counts(client, store, events):
     labels = [label for label, _ in d["info"]]
     counts = _arr(d["info"][labels.index("事件数")][1], "<f4")
     np.testing.assert_array_equal(counts.astype("int64"), brute.reindex(cells).to_numpy())
-    # colour classes: quantile breaks, darker for more events
+    # colour classes: head/tail breaks (maps/legend.py), darker for more events
     cls = _arr(d["cls"], "u1")
     breaks = class_breaks(counts)
     np.testing.assert_array_equal(cls, np.searchsorted(breaks, counts, side="left"))
@@ -320,7 +320,8 @@ def test_legend_classes_print_distinct_ranges(client, store):
     page = client.get("/map?res=10&metric=density").text
     block = page[page.index('id="cg-legend"'):]
     block = block[:block.index("</div>\n")] if "</div>\n" in block else block
-    labels = re.findall(r'<span class="cg-swatch" style="background: [^"]+"></span>([^<]+)</div>', block)
+    labels = re.findall(r'<span class="cg-swatch" style="background: [^"]+"></span>([^<]+)<span class="cg-count">',
+                        block)
     assert len(labels) >= 3 and len(set(labels)) == len(labels), labels
     bounds = [lab.split("–")[-1].strip() for lab in labels]
     assert len(set(bounds)) == len(bounds), labels

@@ -125,7 +125,9 @@ def _print_case(case: dict) -> None:
 @click.option("--text", help="description")
 @click.option("--source", type=click.Choice(["inspection", "complaint"]), default="inspection", show_default=True)
 @click.option("--note", help="note for the audit trail")
-@click.option("--dispatch", is_flag=True, help="also register and dispatch at once")
+@click.option("--dispatch", is_flag=True, help="also register and dispatch at once (logged at --time unless "
+                                                "--dispatch-time is given)")
+@click.option("--dispatch-time", "dispatch_at", help="with --dispatch: when it was registered and dispatched")
 @click.option("--unit", help="dispatch to this unit instead of the automatic one")
 @user_errors
 def cases_create(db: str, **kwargs):
@@ -170,17 +172,23 @@ def cases_show(case_id, db: str):
 @click.option("--state", help="found, registered, dispatched, rectified or closed")
 @click.option("--area", help="district, street, community or grid code")
 @click.option("--overdue", is_flag=True, help="only open cases past their deadline now")
-@click.option("--limit", type=int, default=20, show_default=True)
+@click.option("--limit", type=int, default=20, show_default=True, help="cases per page")
+@click.option("--offset", type=int, default=0, show_default=True, help="cases skipped (the next page: offset + limit)")
 @user_errors
-def cases_list(db: str, state, area, overdue, limit):
-    """List cases, newest first."""
+def cases_list(db: str, state, area, overdue, limit, offset):
+    """List cases, newest first, one page at a time (the last line says how many match and how to page on)."""
     from civicgrid.geo.store import Store
     from civicgrid.sites.cases import list_cases
 
-    df = list_cases(Store(db), state=state, area=area, overdue=True if overdue else None, limit=limit)
+    df = list_cases(Store(db), state=state, area=area, overdue=True if overdue else None, limit=limit,
+                    offset=offset)
     for r in df.itertuples():
         click.echo(f"{r.case_id:>9}  {r.state:<10} {r.problem_type or '-':<5} found {_fmt(r.found_at)}  "
                    f"due {_fmt(r.deadline)}  {_fmt(r.unit)}")
+    total = int(df.attrs["total"])
+    shown = f"{offset + 1:,}–{offset + len(df):,}" if len(df) else "none"
+    more = f"; next page: --offset {offset + limit}" if offset + limit < total else ""
+    click.echo(f"cases {shown} of {total:,}{more}", err=True)
 
 
 @cases.command(name="backfill")

@@ -43,7 +43,8 @@ def read_inspectors(path: str | Path) -> list[dict]:
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
         frame.columns = [c.strip() for c in frame.columns]
         if "name" not in frame.columns:
-            msg = f"{path.name}: needs a name column (and start_lng, start_lat); has {list(frame.columns)}"
+            msg = (f"{path.name}: the first line must be a header naming the columns, e.g. "
+                   f"name,start_lng,start_lat,shift_start,shift_minutes,mode; it reads {list(frame.columns)}")
             raise InvalidParameterError(msg)
         return frame.to_dict("records")
     msg = f"{path.name}: inspectors file must be .json or .csv"
@@ -53,8 +54,8 @@ def read_inspectors(path: str | Path) -> list[dict]:
 @main.command()
 @db_option
 @click.option("--inspectors", "inspectors_file", type=click.Path(exists=True, dir_okay=False), required=True,
-              help="JSON or CSV: name, start_lng, start_lat, [end_lng, end_lat,] shift_start (HH:MM), "
-                   "shift_minutes, mode (walk/bike/car)")
+              help="JSON, or CSV with a header line: name, start_lng, start_lat, [end_lng, end_lat,] shift_start "
+                   "(HH:MM), shift_minutes, mode (walk/bike/car)")
 @click.option("--date", "day", required=True, help="the patrol day, e.g. 2025-12-20 (data before it is used)")
 @click.option("--network", "network_file", type=click.Path(exists=True, dir_okay=False),
               help="road network for travel times: .osm.pbf, OSMnx .graphml, or a line layer (.geojson, .shp, "

@@ -15,8 +15,9 @@ _KPIS = [k for k, v in KPI_COLUMNS.items() if v[2] != "text"]
               help="2024-03 (a month), 2024-Q1, 2024, 2024-03-05 or 2024-03-01..2024-03-15 (inclusive)")
 @click.option("--level", type=click.Choice(LEVELS), default="street", show_default=True,
               help="level of the scorecard's table (the workbook has a sheet for every level)")
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=".", show_default=True,
-              help="folder for report_<period>_<level>.xlsx and scorecard_<period>_<level>.html")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
+              help="folder for report_<period>_<level>.xlsx and scorecard_<period>_<level>.html "
+                   "[default: ./reports/, created if missing]")
 @click.option("--kpi", type=click.Choice(_KPIS), default="on_time_closure_rate", show_default=True,
               help="KPI that colours the grid map and marks lagging rows")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True,
@@ -44,6 +45,9 @@ def report(db: str, period, level, out_dir, kpi, lang, as_of):
     from civicgrid.sites.reports import build_report
 
     store = Store(db)
+    if out_dir is None:
+        out_dir = "reports"
+        click.echo("--out not given: writing into ./reports/", err=True)
     paths = build_report(store, period=period, level=level, out_dir=out_dir, kpi=kpi, lang=lang, as_of=as_of)
     click.echo(f"workbook written to {paths['xlsx']}")
     click.echo(f"scorecard written to {paths['html']}")

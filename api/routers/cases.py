@@ -35,6 +35,8 @@ class CaseIn(RequestBody):
     dispatch: bool = Field(False, description="also register and dispatch at once")
     unit: str | None = Field(None, max_length=MAX_NAME,
                              description="dispatch to this unit instead of the automatic one")
+    dispatch_at: str | None = Field(None, max_length=64, description="with dispatch: when it was registered and "
+                                                                     "dispatched (default: the time found)")
 
 
 class TransitionIn(RequestBody):
@@ -54,15 +56,19 @@ class TransitionIn(RequestBody):
 @router.get("", summary="List cases", response_model=CaseList)
 def list_cases(store: Store = Depends(get_store), _user: dict = Depends(require_role("viewer")),
                state: str | None = Query(None, description="found, registered, dispatched, rectified or closed"),
-               area: str | None = Query(None, description="district, street, community or grid code"),
+               area: str | None = Query(None, description="district, street, community or grid: code or name"),
                site: int | None = Query(None, ge=1, le=MAX_INT64, description="site id"),
                overdue: bool | None = Query(None, description="true: open past the deadline at as_of"),
                as_of: str | None = Query(None, max_length=64, description="moment for overdue (default now)"),
                limit: int = Query(100, ge=1, le=10_000), offset: int = Query(0, ge=0, le=MAX_INT64)) -> Response:
-    """Cases, newest first (viewer role)."""
+    """Cases, newest first (viewer role), one page: ``count`` rows of the ``total`` matching; page through them with
+    ``offset`` (``next_offset`` is the next page's, null on the last page)."""
     df = cs.list_cases(store, state=state, area=area, site_id=site, overdue=overdue, as_of=as_of, limit=limit,
                        offset=offset)
-    return json_body({"count": len(df), "cases": frame_records(df)})
+    total = int(df.attrs["total"])
+    return json_body({"count": len(df), "total": total, "limit": limit, "offset": offset,
+                      "next_offset": offset + limit if offset + limit < total else None,
+                      "cases": frame_records(df)})
 
 
 @router.post("", summary="Create a case", status_code=201, response_model=CaseDetail)

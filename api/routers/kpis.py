@@ -8,7 +8,7 @@ from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.api.deps import get_store, lang_param
 from civicgrid.api.models import KpiTable, SiteFlags
 from civicgrid.api.responses import frame_records, json_body
-from civicgrid.geo.aggregate import area_level
+from civicgrid.geo.aggregate import area_code
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.times import parse_end, parse_period
@@ -57,19 +57,22 @@ def flags(store: Store = Depends(get_store),
           as_of: str | None = Query(None, description="day or moment of the assessment (default now)"),
           window_days: int = Query(FLAG_WINDOW_DAYS, ge=1, le=3650, description="look-back window in days"),
           flag: str | None = Query(None, description="only red, white or none"),
-          area: str | None = Query(None, description="only sites in this district, street, community or grid"),
+          area: str | None = Query(None, description="only sites in this district, street, community or grid "
+                                                       "(code or name); counts follow it"),
           lang: str = Depends(lang_param)) -> Response:
-    """The flag (红旗 good / 白旗 lagging) of every active site with its counts and reason."""
+    """The flag (红旗 good / 白旗 lagging) of every active site with its counts and reason; ``counts`` are the
+    sites of ``area`` (default the city) per flag, before ``flag`` picks the listed ones."""
     if flag is not None and flag not in ("red", "white", "none"):
         msg = f"flag must be red, white or none, got {flag!r}"
         raise InvalidParameterError(msg)
     if area:
-        area_level(store, area)  # an unknown code is a 404 naming the closest ones, not an empty list
+        area = area_code(store, area)  # a name is read as its code; an unknown one is a 404 naming the closest
     df = site_flags(store, as_of=as_of, window_days=window_days, lang=lang)
-    counts = df["flag"].value_counts().to_dict()
-    if flag:
-        df = df[df["flag"] == flag]
     if area:
         df = df[(df[["grid_code", "community_code", "street_code", "district_code"]] == area).any(axis=1)]
+    # the sites of the area per flag (every flag, zeros too), before the flag filter picks the listed ones
+    counts = {f: int((df["flag"] == f).sum()) for f in ("red", "white", "none")}
+    if flag:
+        df = df[df["flag"] == flag]
     return json_body({"as_of": df.attrs["as_of"].isoformat(timespec="seconds"), "window_days": window_days,
                       "counts": counts, "sites": frame_records(df)})

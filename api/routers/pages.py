@@ -13,9 +13,11 @@ from __future__ import annotations
 
 import hashlib
 
+from civicgrid.api.auth import optional_user, shows_layer
 from civicgrid.api.deps import event_filters, get_settings, get_store, lang_param, max_cells, res_param
 from civicgrid.api.errors import HtmlErrorRoute
 from civicgrid.geo.aggregate import EventFilter
+from civicgrid.geo.settings import PUBLIC_LAYERS
 from civicgrid.geo.store import Store
 from civicgrid.maps.hotspot import hotspot_map
 from civicgrid.maps.offline import render_offline
@@ -31,15 +33,20 @@ def map_page(request: Request, store: Store = Depends(get_store), filters: Event
              metric: str = Query("count", description="count, density (events per km²) or sites"),
              basemap: str = Query("none", description="none (district outlines, offline), osm, tianditu or amap "
                                                       "(overlays shifted to GCJ-02)"),
-             limit: int = Depends(max_cells), settings: dict = Depends(get_settings)) -> HTMLResponse:
+             limit: int = Depends(max_cells), settings: dict = Depends(get_settings),
+             user: dict | None = Depends(optional_user)) -> HTMLResponse:
     """The planners' map for the same filters as ``/api/heatmap``: H3 heat layer with legend, micro-grids,
-    sample-frame sites, hotspot clusters with a side list, layer control and a filter form."""
+    sample-frame sites, hotspot clusters with a side list, layer control and a filter form. Reference layers
+    left out of the setting ``public_layers`` (micro-grids, grid leaders, sites) are drawn for a ``viewer``
+    token only."""
+    layers = [layer for layer in PUBLIC_LAYERS if shows_layer(layer, user, settings)]
+
     def render() -> str:
         m = hotspot_map(store, res=res, filters=filters, metric=metric, lang=lang, basemap=basemap,
-                        max_cells=limit, query=dict(request.query_params), settings=settings)
+                        max_cells=limit, query=dict(request.query_params), settings=settings, layers=layers)
         return render_offline(m)
 
-    return HTMLResponse(request.app.state.map_pages.get(store, ("map", *_view(request)), render))
+    return HTMLResponse(request.app.state.map_pages.get(store, ("map", *_view(request), *layers), render))
 
 
 def _view(request: Request) -> tuple:

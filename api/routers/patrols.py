@@ -105,7 +105,8 @@ def plans(store: Store = Depends(get_store), _user: dict = Depends(require_role(
           limit: int = Query(50, ge=1, le=1000)) -> list[dict]:
     """Stored plans, newest first (viewer role: a plan holds the inspectors' names, starts and routes)."""
     frame = list_plans(store, limit=limit)
-    frame["created_at"] = frame["created_at"].astype(str)
+    # local wall-clock time of the store, written like every other time of the API (2025-07-01T08:30:00)
+    frame["created_at"] = [t.isoformat() for t in frame["created_at"].dt.to_pydatetime()]
     frame["plan_date"] = frame["plan_date"].astype(str)
     return frame.to_dict("records")
 

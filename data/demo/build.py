@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import os
 import time as _time
-from datetime import datetime
 
 import numpy as np
 from civicgrid.data.demo.city import build_city
@@ -23,6 +22,7 @@ from civicgrid.data.demo.write import (
     write_sites,
 )
 from civicgrid.geo.store import writing
+from civicgrid.geo.times import now_local
 from tqdm.auto import tqdm
 
 #: DuckDB's memory limit while the demo is written.
@@ -62,7 +62,7 @@ def build_demo(path: str | os.PathLike, *, events: int = 200_000, seed: int = 0,
         msg = f"events must be >= 0, got {events}"
         raise ValueError(msg)
     t0 = _time.perf_counter()
-    started = datetime.now()
+    started = now_local()  # the store's wall-clock convention (geo/times.py)
     rng = np.random.default_rng(seed)
     n_chunks = max(1, -(-events // CHUNK))
     bar = tqdm(total=7 + n_chunks, desc="demo city", unit="step", disable=not progress)

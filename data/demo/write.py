@@ -22,6 +22,7 @@ from civicgrid.data.demo.city import (
 from civicgrid.data.demo.names import mobile_numbers, person_names, phone_numbers
 from civicgrid.data.demo.simulate import COMPLAINT_PREFIXES
 from civicgrid.geo.store import set_meta
+from civicgrid.geo.times import now_local
 from civicgrid.grids.locate import locate_points, location_arrays
 from civicgrid.sites.cases import backfill
 
@@ -334,8 +335,8 @@ def record_demo(con: duckdb.DuckDBPyConnection, *, import_id, seed, events, star
     total = sum(summary[k] for k in ("districts", "streets", "communities", "grids", "sites",
                                      "inspections", "events"))
     report = {"layer": "demo", "seed": int(seed), "events": events, **summary}
-    con.execute("INSERT INTO imports VALUES (?, 'demo', ?, ?, now()::TIMESTAMP, ?, ?, 0, 0, ?, ?)",
-                [import_id, f"demo:seed={int(seed)},events={events}", started, total, total,
+    con.execute("INSERT INTO imports VALUES (?, 'demo', ?, ?, ?, ?, ?, 0, 0, ?, ?)",
+                [import_id, f"demo:seed={int(seed)},events={events}", started, now_local(), total, total,
                  summary["outside_grids"], json.dumps(report, ensure_ascii=False)])
     for key, value in (("city_name", CITY_NAME), ("city_name_en", CITY_NAME_EN),
                        ("city_center", f"{CENTER_LNG},{CENTER_LAT}"), ("demo_seed", str(int(seed))),

@@ -22,7 +22,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
-from civicgrid.geo.aggregate import area_level
+from civicgrid.geo.aggregate import area_code
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.group_commit import submit
@@ -107,9 +107,16 @@ def case_log(store: StoreOrConnection, case_id: int) -> pd.DataFrame:
 
 def list_cases(store: Store, *, state: str | None = None, area: str | None = None, site_id: int | None = None,
                overdue: bool | None = None, as_of=None, limit: int = 100, offset: int = 0) -> pd.DataFrame:
-    """Cases, newest first, filtered by state, area (any district/street/community/grid code), site, overdue.
+    """Cases, newest first, filtered by state, area (any district/street/community/grid, by code or name), site,
+    overdue: one page of ``limit`` rows from ``offset``.
 
     ``overdue``: not closed and past its deadline at ``as_of`` (default now).
+
+    Returns
+    -------
+    pandas.DataFrame
+        The page; ``attrs["total"]`` is the number of matching cases (all pages): page on with
+        ``offset=offset + limit`` while it is below ``total``.
     """
     where, params = ["TRUE"], []
     if state:
@@ -119,9 +126,9 @@ def list_cases(store: Store, *, state: str | None = None, area: str | None = Non
         where.append("state = ?")
         params.append(state)
     if area:
-        area_level(store, str(area))  # an unknown code raises NotFoundError naming the closest ones
+        area = area_code(store, str(area))  # a name is read as its code; an unknown one raises NotFoundError
         where.append("? IN (grid_code, community_code, street_code, district_code)")
-        params.append(str(area))
+        params.append(area)
     if site_id is not None:
         if query_frame(store, "SELECT 1 FROM sites WHERE site_id = ?", [int(site_id)]).empty:
             msg = f"no site {site_id} in the sample frame"
@@ -136,8 +143,18 @@ def list_cases(store: Store, *, state: str | None = None, area: str | None = Non
     if not 0 < int(limit) <= 10_000 or int(offset) < 0:
         msg = f"limit must be 1..10000 and offset >= 0, got limit={limit}, offset={offset}"
         raise InvalidParameterError(msg)
-    return query_frame(store, f"SELECT {CASE_COLUMNS} FROM cases WHERE {' AND '.join(where)} "
+    cond = " AND ".join(where)
+    con = store.cursor() if isinstance(store, Store) else store  # one cursor: page and total read one version
+    try:
+        df = query_frame(con, f"SELECT {CASE_COLUMNS} FROM cases WHERE {cond} "
                               f"ORDER BY found_at DESC, case_id DESC LIMIT {int(limit)} OFFSET {int(offset)}", params)
+        total = len(df) + int(offset) if 0 < len(df) < int(limit) else \
+            int(query_frame(con, f"SELECT count(*) AS n FROM cases WHERE {cond}", params)["n"].iloc[0])
+    finally:
+        if con is not store:
+            con.close()
+    df.attrs["total"] = total
+    return df
 
 
 # --------------------------------------------------------------------------------------------------
@@ -206,12 +223,13 @@ class CaseRequest:
     unit: str | None
     now: datetime
     inspection_id: int | None = None  # the visit that found it (a hit recorded with its inspection)
+    dispatch_at: datetime | None = None
 
 
 def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = None, problem_type: str | None = None,
                 lng: float | None = None, lat: float | None = None, crs: str = "wgs84", site_id: int | None = None,
                 time=None, text: str | None = None, source: str = "inspection", note: str | None = None,
-                dispatch: bool = False, unit: str | None = None) -> dict:
+                dispatch: bool = False, unit: str | None = None, dispatch_at=None) -> dict:
     """Open a case (state ``found``) for an existing event, or for a new event reported now.
 
     Cases opened at the same time by other users of this process are committed together (one short write).
@@ -229,7 +247,11 @@ def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = Non
     note
         Note for the audit trail.
     dispatch
-        Also register and dispatch the case in the same write (to ``unit`` or the automatic unit).
+        Also register and dispatch the case in the same write (to ``unit`` or the automatic unit), logged at
+        ``dispatch_at``, by default at the time the problem was found: a back-dated case (a past ``time``, an
+        existing event) is not counted as registered and dispatched late by the time it took to type it in.
+    dispatch_at
+        When it was registered and dispatched (with ``dispatch``; not before it was found, not in the future).
 
     Returns
     -------
@@ -243,9 +265,21 @@ def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = Non
     if found_at is not None and found_at > now + timedelta(minutes=5):
         msg = f"time {found_at} is in the future (now {now})"
         raise InvalidParameterError(msg)
+    sent_at = parse_moment(dispatch_at, name="dispatch_at") if dispatch_at is not None else None
+    if sent_at is not None:
+        if not dispatch:
+            msg = "dispatch_at is the time of the dispatch: give dispatch=True (--dispatch) with it"
+            raise InvalidParameterError(msg)
+        if sent_at > now + timedelta(minutes=5):
+            msg = f"dispatch_at {sent_at} is in the future (now {now})"
+            raise InvalidParameterError(msg)
+        if sent_at < (found_at or now) and event_id is None:
+            msg = f"dispatch_at {sent_at} is before the problem was found ({found_at or now})"
+            raise InvalidParameterError(msg)
     request = CaseRequest(actor=actor, event_id=None if event_id is None else int(event_id), problem_type=problem_type,
                       lng=lng, lat=lat, crs=crs, site_id=None if site_id is None else int(site_id), time=found_at,
-                      text=text, source=source, note=note, dispatch=bool(dispatch), unit=unit, now=now)
+                      text=text, source=source, note=note, dispatch=bool(dispatch), unit=unit, now=now,
+                      dispatch_at=sent_at)
     return submit(db, "case-creations", _apply_creates, request)
 
 
@@ -285,10 +319,14 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
                 if r.event_id in cases_of:
                     msg = f"event {r.event_id} already has case {r.event_id}; move that case instead"
                     raise ConflictError(msg)
-                cases_of.add(r.event_id)  # a second request for the same event in this group is refused
                 ev = events[r.event_id]
                 ptype = None if ev.problem_type is None or pd.isna(ev.problem_type) else str(ev.problem_type)
-                todo.append((i, r.event_id, pd.Timestamp(ev.time).to_pydatetime(), ptype))
+                found = pd.Timestamp(ev.time).to_pydatetime()
+                if r.dispatch_at is not None and r.dispatch_at < found:
+                    msg = f"dispatch_at {r.dispatch_at} is before event {r.event_id} was found ({found})"
+                    raise InvalidParameterError(msg)
+                cases_of.add(r.event_id)  # a second request for the same event in this group is refused
+                todo.append((i, r.event_id, found, ptype))
             else:
                 x, y, ptype = _new_event_point(r, types=types, sites=sites)
                 fresh.append((i, x, y, r.time or r.now, ptype))
@@ -365,7 +403,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
     for i, eid, at, _ in todo:
         r = requests[i]
         if r.dispatch:
-            when = max(r.now, at)
+            when = r.dispatch_at or at  # the case's own time, not the moment it was typed in
             moves += [_Move(eid, "registered", r.actor, when), _Move(eid, "dispatched", r.actor, when, unit=r.unit)]
     for result in _apply_moves(con, moves) if moves else []:
         if isinstance(result, Exception):
