@@ -151,9 +151,10 @@ def test_days_limit_leaves_the_rest_ranked_and_explained(demo_db: Path) -> None:
 
 def test_later_days_take_the_most_must_visits_that_fit_like_brute_force(demo_db: Path) -> None:
     """Seven must-visits, one walker with a 70-minute shift: each day visits as many of what is left as any
-    route could (enumerated), and the days needed are the fewest any split into feasible days needs."""
+    route could (enumerated) and, among those, the most urgent; the days needed are the fewest any split into
+    feasible days needs."""
     from civicgrid.geo.store import Store
-    from civicgrid.sites.patrol import Inspector, patrol_points, plan_backlog, plan_patrols
+    from civicgrid.sites.patrol import Inspector, patrol_points, plan_backlog, plan_patrols, urgency_prizes
     from civicgrid.sites.patrol.plan import plan_document
 
     rng = np.random.default_rng(11)
@@ -167,7 +168,7 @@ def test_later_days_take_the_most_must_visits_that_fit_like_brute_force(demo_db:
     cand["prize"] = cand["risk"]
     cand["reasons"] = [[] for _ in range(n)]
     insp = [Inspector("A", 112.94, 28.23, shift_start=datetime(2025, 12, 20, 9), shift_minutes=70, mode="walk")]
-    today = plan_patrols(cand, insp, solver="pyvrp", time_limit_s=1.0, seed=0, cpu_time=True)
+    today = plan_patrols(urgency_prizes(cand), insp, solver="pyvrp", time_limit_s=1.0, seed=0, cpu_time=True)
     doc = plan_document(today, cand, insp, params={"date": DAY})
     store = Store(demo_db)
     b = plan_backlog(store, doc, cand, insp, day=datetime(2025, 12, 20), days=None, network=None, solver="pyvrp",
@@ -179,11 +180,19 @@ def test_later_days_take_the_most_must_visits_that_fit_like_brute_force(demo_db:
     for p in b["per_day"]:
         ids = {it["site_id"] for it in b["items"] if it["planned_date"] == p["date"]}
         day_sets.append(sum(1 << (i - 1) for i in ids))
+    # urgency: most days late first (then risk), weights 1 + (n - rank) / n
+    order = cand.sort_values(["late_days", "risk"], ascending=False)["site_id"].tolist()
+    assert [it["site_id"] for it in b["items"]] == order
+    weight = {sid: 1 + (n - r) / n for r, sid in enumerate(order, start=1)}
+
+    def key(mask: int) -> tuple[int, float]:
+        ids = [i + 1 for i in range(n) if mask >> i & 1]
+        return len(ids), round(sum(weight[i] for i in ids), 9)
+
     left = (1 << n) - 1
     for mask in day_sets:
         assert mask in feasible and mask & left == mask
-        best = max(bin(m).count("1") for m in feasible if m & left == m)
-        assert bin(mask).count("1") == best
+        assert key(mask) == max(key(m) for m in feasible if m & left == m)
         left &= ~mask
     assert left == 0 and b["unplanned"] == 0
     # fewest days any split needs (dynamic programme over subsets)

@@ -12,7 +12,13 @@ Modules, by capability:
 - :mod:`~civicgrid.sites.patrol.export`: GeoJSON, GPX, HTML and XLSX exports and the plan map.
 """
 
-from civicgrid.sites.patrol.backlog import MAX_BACKLOG_DAYS, next_working_days, plan_backlog, urgency_order
+from civicgrid.sites.patrol.backlog import (
+    MAX_BACKLOG_DAYS,
+    next_working_days,
+    plan_backlog,
+    urgency_order,
+    urgency_prizes,
+)
 from civicgrid.sites.patrol.candidates import (
     CATEGORY_WINDOWS,
     MAX_CANDIDATES,
@@ -91,4 +97,5 @@ __all__ = [
     "travel_matrices",
     "unfit_sites",
     "urgency_order",
+    "urgency_prizes",
 ]

@@ -58,6 +58,18 @@ def urgency_order(frame: pd.DataFrame) -> pd.DataFrame:
     return must.drop(columns="_late")
 
 
+def urgency_prizes(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy of the candidates whose must-visits pay by urgency, ``1 + (n - rank) / n`` (between 1 and 2, the
+    most urgent most): a solver that keeps as many must-visits as fit then keeps the most urgent of them. Other
+    sites keep their prize (the risk)."""
+    out = frame.copy()
+    ranked = urgency_order(frame)
+    n = len(ranked)
+    if n:
+        out.loc[ranked.index, "prize"] = 1.0 + (n - ranked["rank"].to_numpy()) / n
+    return out
+
+
 def _shifted(insp: Sequence[Inspector], delta: timedelta) -> list[Inspector]:
     return [replace(i, shift_start=None if i.shift_start is None else i.shift_start + delta) for i in insp]
 
@@ -128,7 +140,7 @@ def plan_backlog(store: Store, doc: dict, frame: pd.DataFrame, insp: Sequence[In
         if rest.empty:
             break
         cand = rest.drop(columns="rank").copy()
-        cand["prize"] = 1.0 + (n - rest["rank"].to_numpy()) / max(n, 1)   # most urgent first among what fits
+        cand["prize"] = 1.0 + (n - rest["rank"].to_numpy()) / max(n, 1)   # as urgency_prizes: most urgent first
         team = _shifted(insp, d - day)
         plan = plan_patrols(cand, team, network=network, solver=solver, seed=seed,
                             time_limit_s=min(time_limit_s, LATER_DAY_TIME_S))

@@ -13,7 +13,7 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import bilingual, check_lang, name_column, text
 from civicgrid.geo.times import now_local, store_timezone
-from civicgrid.sites.patrol.backlog import plan_backlog
+from civicgrid.sites.patrol.backlog import plan_backlog, urgency_prizes
 from civicgrid.sites.patrol.candidates import MAX_CANDIDATES, patrol_candidates, patrol_day
 from civicgrid.sites.patrol.model import Inspector, PatrolPlan, as_inspectors
 from civicgrid.sites.patrol.network import RoadNetwork
@@ -169,7 +169,9 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
     frame = pd.DataFrame(cand.drop(columns="geometry"))
     frame["tw_start_min"] = [np.nan if not isinstance(a, str) else _hhmm(a) - base for a in frame["tw_from"]]
     frame["tw_end_min"] = [np.nan if not isinstance(b, str) else _hhmm(b) - base for b in frame["tw_to"]]
-    plan = plan_patrols(frame, insp, network=network, solver=solver, time_limit_s=time_limit_s, seed=seed)
+    # must-visits pay by urgency: the solver keeps as many as fit, then the most urgent (the rest go to later days)
+    plan = plan_patrols(urgency_prizes(frame), insp, network=network, solver=solver, time_limit_s=time_limit_s,
+                        seed=seed)
     params = {"date": day.date().isoformat(), "area": area, "coverage_days": coverage_days, "rechecks": rechecks,
               "max_candidates": max_candidates, "solver": solver, "time_limit_s": time_limit_s, "seed": seed,
               "must_visit": [_clean(s) for s in must_visit], "exclude": [_clean(s) for s in exclude],
@@ -226,7 +228,7 @@ def plan_document(plan: PatrolPlan, candidates: pd.DataFrame, inspectors: Sequen
             i = pos[s.site_id]
             reasons = list(col(i, "reasons", None) or [])
             if not reasons:
-                reasons = [{"kind": "risk", **bilingual("patrol.reason.risk_only", risk=s.prize)}]
+                reasons = [{"kind": "risk", **bilingual("patrol.reason.risk_only", risk=col(i, "risk", s.prize))}]
             begin = None if ins.shift_start is None else ins.shift_start + timedelta(minutes=s.start_min)
             stops.append({
                 "seq": seq, "site_id": _clean(s.site_id), "name": col(i, "name"), "address": col(i, "address"),
