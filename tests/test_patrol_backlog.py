@@ -11,6 +11,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from civicgrid.sites.patrol.network import straight_line_minutes
+
 from test_patrol import best_sequences
 
 DAY = "2025-12-20"          # a Saturday: the next working days are Monday 22nd, Tuesday 23rd, ...

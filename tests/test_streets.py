@@ -3,6 +3,7 @@ take from it checked against an independent shortest path (networkx on the store
 
 from __future__ import annotations
 
+from itertools import pairwise
 from pathlib import Path
 
 import networkx as nx
@@ -38,7 +39,7 @@ def _graph(frame, *, skip=()) -> nx.Graph:
         if kind in skip:
             continue
         c = np.round(shapely.get_coordinates(geom) / 1e-7).astype(np.int64)
-        for (x1, y1), (x2, y2) in zip(c[:-1], c[1:], strict=True):
+        for (x1, y1), (x2, y2) in pairwise(c):
             if (x1, y1) == (x2, y2):
                 continue
             w = float(_haversine(x1 * 1e-7, y1 * 1e-7, x2 * 1e-7, y2 * 1e-7))
