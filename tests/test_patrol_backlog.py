@@ -207,3 +207,45 @@ def test_later_days_take_the_most_must_visits_that_fit_like_brute_force(demo_db:
         fewest[mask] = best
     assert len(day_sets) == fewest[(1 << n) - 1]
     assert all(p["shift_used_min"] <= 70 + 1e-6 for p in b["per_day"])
+
+
+def _pdf_pages(html_text: str, tmp_path: Path) -> int:
+    """Pages of an HTML page printed to PDF by headless Chromium (A4, the page's own @page rule)."""
+    import re
+    import shutil
+    import subprocess
+
+    chromium = shutil.which("chromium") or shutil.which("chromium-browser")
+    if chromium is None:
+        pytest.fail("printing the stop list needs Debian's chromium (.ci/run installs it)")
+    page, pdf = tmp_path / "list.html", tmp_path / "list.pdf"
+    page.write_text(html_text, encoding="utf-8")
+    subprocess.run([chromium, "--headless", "--no-sandbox", "--disable-gpu", f"--user-data-dir={tmp_path / 'p'}",
+                    "--no-pdf-header-footer", f"--print-to-pdf={pdf}", page.as_uri()],
+                   check=True, capture_output=True, timeout=120)
+    return len(re.findall(rb"/Type\s*/Page[^s]", pdf.read_bytes()))
+
+
+def test_printed_stop_list_is_one_a4_page_per_inspector_day(backlog_doc: dict, tmp_path: Path) -> None:
+    import copy
+
+    from civicgrid.sites.patrol.export import to_html
+
+    b = backlog_doc["backlog"]
+    inspector_days = 1 + sum(1 for d in b["later"] for r in d["routes"] if r["stops"])
+    assert inspector_days == len(b["days"]) >= 3
+    routes_only = copy.deepcopy(backlog_doc)
+    routes_only["backlog"]["items"] = []          # leave out the backlog table: only the inspector-days
+    assert _pdf_pages(to_html(routes_only), tmp_path) == inspector_days
+    # a long day (a car, 8 hours: many stops) still prints on one page, a line per stop
+    long = copy.deepcopy(routes_only)
+    r = long["routes"][0]
+    r["stops"] = [dict(r["stops"][i % len(r["stops"])], seq=i + 1) for i in range(46)]
+    long["backlog"]["later"] = []
+    assert _pdf_pages(to_html(long), tmp_path) == 1
+    # the whole list: the inspector-days, then the backlog table (what is not planned today, most urgent first)
+    html = to_html(backlog_doc)
+    later = [it for it in b["items"] if it["planned_date"] != DAY]
+    assert html.count('<section class="page route') == inspector_days
+    assert html.index(f">{later[0]['rank']}</td>") < html.index(f">{later[-1]['rank']}</td>")
+    assert _pdf_pages(html, tmp_path) <= inspector_days + 2

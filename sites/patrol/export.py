@@ -220,7 +220,10 @@ td .clamp { display: -webkit-box; -webkit-line-clamp: 2; -webkit-box-orient: ver
 section.page { page-break-after: always; break-after: page; }
 section.page:last-of-type { page-break-after: auto; break-after: auto; }
 .swatch { display: inline-block; width: .9em; height: .9em; border-radius: 50%; margin-right: .3em; }
-.dense table { font-size: .68em; } .dense td .clamp { -webkit-line-clamp: 1; }
+.dense table { font-size: .66em; } .dense td .clamp { -webkit-line-clamp: 1; }
+.dense td, .dense th { padding: 1px 3px; line-height: 1.15; }
+.dense2 table { font-size: .56em; } .dense2 p.meta { font-size: .7em; } .dense2 h1 { font-size: 1.05em; }
+.dense2 td, .dense2 th { padding: 0 3px; line-height: 1.1; }
 .later { font-size: .7em; font-weight: normal; border: 1px solid #777; border-radius: 3px; padding: 0 .3em; }
 @media print { body { margin: 0; } @page { size: A4 landscape; margin: 10mm; } }
 """
@@ -231,6 +234,8 @@ _HTML_COLS = (("seq", 3), ("arrival", 5), ("departure", 5), ("name", 17), ("cate
 
 #: Most stops printed with two lines of reason each on one page; longer routes get one line each.
 _ROWS_TWO_LINES = 22
+#: ... and with one line at the normal small size; longer routes (a car's long day) are printed smaller still.
+_ROWS_ONE_LINE = 36
 
 #: Longest reason printed per stop (characters; the whole reason is in the XLSX, GeoJSON and the map popup).
 _PRINT_REASON_CHARS = 70
@@ -246,7 +251,8 @@ def _route_page(doc: dict, r: dict, k: int, *, date: str, later: bool, t: dict, 
     color = ROUTE_COLORS[k % len(ROUTE_COLORS)]
     tot = r["totals"]
     tag = f' <span class="later">{e(labels("patrol.backlog", lang)["later_day"])}</span>' if later else ""
-    dense = " dense" if len(r["stops"]) > _ROWS_TWO_LINES else ""
+    n = len(r["stops"])
+    dense = "" if n <= _ROWS_TWO_LINES else " dense" if n <= _ROWS_ONE_LINE else " dense dense2"
     out = [f'<section class="page route{dense}">',
            f'<h1><span class="swatch" style="background:{color}"></span>{e(t["title"])} · {e(r["inspector"])} · '
            f"{e(date)}{tag}</h1>",
