@@ -18,6 +18,7 @@ from civicgrid.sites.patrol.backlog import (
     plan_backlog,
     urgency_order,
     urgency_prizes,
+    urgent_pool,
 )
 from civicgrid.sites.patrol.candidates import (
     CATEGORY_WINDOWS,
@@ -98,4 +99,5 @@ __all__ = [
     "unfit_sites",
     "urgency_order",
     "urgency_prizes",
+    "urgent_pool",
 ]

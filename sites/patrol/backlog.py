@@ -27,6 +27,11 @@ from civicgrid.sites.patrol.solve import plan_patrols, unfit_sites
 #: or until a day can place none of what is left, or for this many days).
 MAX_BACKLOG_DAYS = 20
 
+#: A day's solver is offered the most urgent must-visits only, this many times what the shifts can hold ...
+POOL_FACTOR = 2.0
+#: ... counting each stop as its service minutes plus this many minutes of travel (a planning assumption).
+POOL_TRAVEL_MIN = 8.0
+
 #: Solver time limit (seconds) of each later day at most (today's plan gets the full limit).
 LATER_DAY_TIME_S = 3.0
 
@@ -56,6 +61,20 @@ def urgency_order(frame: pd.DataFrame) -> pd.DataFrame:
     must = must.sort_values(["_late", "risk", "site_id"], ascending=[False, False, True], kind="stable")
     must["rank"] = np.arange(1, len(must) + 1)
     return must.drop(columns="_late")
+
+
+def urgent_pool(frame: pd.DataFrame, insp: Sequence[Inspector]) -> pd.DataFrame:
+    """The candidates a day's solver is offered: the other sites and only the most urgent must-visits, about
+    :data:`POOL_FACTOR` times as many as the team's shifts can hold (at the median service minutes plus
+    :data:`POOL_TRAVEL_MIN` per stop). Offered every must-visit, the solver would keep the most that fit — the ones
+    near the start, however urgent — and leave the most urgent far ones for weeks."""
+    must = urgency_order(frame)
+    if must.empty:
+        return frame
+    per_stop = float(np.nanmedian(must["service_min"].to_numpy(float))) + POOL_TRAVEL_MIN
+    size = max(1, math.ceil(POOL_FACTOR * sum(i.shift_minutes for i in insp) / per_stop))
+    drop = must["site_id"].iloc[size:]
+    return frame[~frame["site_id"].isin(list(drop))]
 
 
 def urgency_prizes(frame: pd.DataFrame) -> pd.DataFrame:
@@ -139,8 +158,8 @@ def plan_backlog(store: Store, doc: dict, frame: pd.DataFrame, insp: Sequence[In
     for d in dates[1:]:
         if rest.empty:
             break
-        cand = rest.drop(columns="rank").copy()
-        cand["prize"] = 1.0 + (n - rest["rank"].to_numpy()) / max(n, 1)   # as urgency_prizes: most urgent first
+        cand = urgent_pool(rest.drop(columns="rank"), insp)
+        cand = urgency_prizes(cand.assign(prize=cand["risk"]))
         team = _shifted(insp, d - day)
         plan = plan_patrols(cand, team, network=network, solver=solver, seed=seed,
                             time_limit_s=min(time_limit_s, LATER_DAY_TIME_S))
@@ -170,6 +189,14 @@ def plan_backlog(store: Store, doc: dict, frame: pd.DataFrame, insp: Sequence[In
             item["reason"], item["reason_en"], item["reason_zh"] = reason[lang], reason["en"], reason["zh"]
         items.append(item)
     by_site = {it["site_id"]: it for it in items}
+    listed = {u["site_id"] for u in doc["unvisited_must"]}
+    for it in items:   # must-visits not offered today (less urgent than the day's pool): not today either
+        if it["planned_date"] != doc["date"] and it["site_id"] not in listed:
+            why = bilingual("patrol.backlog.not_offered", rank=it["rank"])
+            doc["unvisited_must"].append({"site_id": it["site_id"], "name": it["name"], "reason": why[lang],
+                                          "reason_en": why["en"], "reason_zh": why["zh"],
+                                          "must_reasons": it["must_reasons"]})
+    doc["unvisited_must"].sort(key=lambda u: by_site[u["site_id"]]["rank"] if u["site_id"] in by_site else 0)
     for u in doc["unvisited_must"]:
         it = by_site.get(u["site_id"])
         if it is not None:

@@ -13,7 +13,7 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import bilingual, check_lang, name_column, text
 from civicgrid.geo.times import now_local, store_timezone
-from civicgrid.sites.patrol.backlog import plan_backlog, urgency_prizes
+from civicgrid.sites.patrol.backlog import plan_backlog, urgency_prizes, urgent_pool
 from civicgrid.sites.patrol.candidates import MAX_CANDIDATES, patrol_candidates, patrol_day
 from civicgrid.sites.patrol.model import Inspector, PatrolPlan, as_inspectors
 from civicgrid.sites.patrol.network import RoadNetwork
@@ -170,8 +170,8 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
     frame["tw_start_min"] = [np.nan if not isinstance(a, str) else _hhmm(a) - base for a in frame["tw_from"]]
     frame["tw_end_min"] = [np.nan if not isinstance(b, str) else _hhmm(b) - base for b in frame["tw_to"]]
     # must-visits pay by urgency: the solver keeps as many as fit, then the most urgent (the rest go to later days)
-    plan = plan_patrols(urgency_prizes(frame), insp, network=network, solver=solver, time_limit_s=time_limit_s,
-                        seed=seed)
+    plan = plan_patrols(urgency_prizes(urgent_pool(frame, insp)), insp, network=network, solver=solver,
+                        time_limit_s=time_limit_s, seed=seed)
     params = {"date": day.date().isoformat(), "area": area, "coverage_days": coverage_days, "rechecks": rechecks,
               "max_candidates": max_candidates, "solver": solver, "time_limit_s": time_limit_s, "seed": seed,
               "must_visit": [_clean(s) for s in must_visit], "exclude": [_clean(s) for s in exclude],
@@ -179,7 +179,7 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
                                             "end": [i.end_lng, i.end_lat], "shift_start": _iso(i.shift_start),
                                             "shift_minutes": i.shift_minutes, "mode": i.mode} for i in insp]}
     params["days"] = days
-    doc = plan_document(plan, frame, insp, params=params, lang=lang)
+    doc = plan_document(plan, frame, insp, params=params, lang=lang)   # the whole frame: pool sites are in it
     plan_backlog(store, doc, frame, insp, day=day, days=days, network=network, solver=solver,
                  time_limit_s=time_limit_s, seed=seed, lang=lang, document=plan_document)
     if network is not None:
