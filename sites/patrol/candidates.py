@@ -295,8 +295,9 @@ def _add_coverage(df: pd.DataFrame, store: Store, *, day: datetime, area: str | 
         _late(df, i, d - coverage_days)   # never inspected: infinitely late, first in the backlog
         seen = bilingual("patrol.reason.never_inspected") if np.isinf(d) else \
             bilingual("patrol.reason.last_inspected", days=d)
+        grid = df.at[i, "grid_name"] if "grid_name" in df and isinstance(df.at[i, "grid_name"], str) else None
         df.at[i, "reasons"].append({"kind": "coverage", **bilingual("patrol.reason.coverage",
-                                                                    grid=df.at[i, "grid_code"], last=seen,
+                                                                    grid=grid or df.at[i, "grid_code"], last=seen,
                                                                     days=coverage_days)})
     return df, uncovered
 

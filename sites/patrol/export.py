@@ -311,7 +311,7 @@ def _backlog_page(doc: dict, t: dict, lang: str) -> list[str]:
            f"<th>{e(b['urgency'])}</th><th>{e(b['planned_date'])}</th></tr></thead><tbody>"]
     for it in items:
         when = (f"{it['planned_date']} · {it.get('inspector', '')} #{it.get('seq', '')}" if it.get("planned_date")
-                else f"{b['unplanned']}：{it.get('reason', '')}")
+                else it.get("reason") or b["unplanned"])
         out.append(f'<tr><td class="num">{it["rank"]}</td><td>{e(str(it["site_id"]))}</td>'
                    f'<td class="one">{e(str(it.get("name") or ""))}</td>'
                    f'<td class="one">{e(str(it.get("grid_name") or it.get("grid_code") or ""))}</td>'
@@ -553,8 +553,8 @@ def _end_icon(color: str, label: str, *, square: bool):
     radius = "3px" if square else "50%"
     return folium.DivIcon(
         html=(f'<div class="cg-end" style="background:#fff;color:{color};border:3px solid {color};'
-              f'border-radius:{radius};min-width:22px;height:22px;line-height:22px;text-align:center;'
-              f'font:bold 11px sans-serif;padding:0 2px;box-shadow:0 0 3px #555">{label}</div>'),
+              f'border-radius:{radius};box-sizing:border-box;min-width:28px;height:28px;line-height:22px;'
+              f'text-align:center;font:bold 11px/22px sans-serif;padding:0 2px;box-shadow:0 0 3px #555">{label}</div>'),
         icon_size=(28, 28), icon_anchor=(14, 14))
 
 
@@ -581,9 +581,12 @@ def _legend_html(t: dict, with_roads: bool) -> str:
             rows.append(f'<span style="display:inline-block;width:26px;height:{w}px;background:{c};'
                         f'vertical-align:middle"></span> {e(t["road_" + kind])}')
     body = "".join(f'<div style="margin:3px 0">{r}</div>' for r in rows)
-    return (f'<div class="cg-legend" style="position:fixed;right:10px;bottom:22px;z-index:1000;background:#fff;'
-            f'border:1px solid #999;border-radius:4px;padding:6px 9px;font:12px sans-serif;'
-            f'box-shadow:0 1px 4px #0003"><b>{e(t["legend"])}</b>{body}</div>')
+    # a <details> box: open on a desktop, closed on a narrow screen (it would cover the stops)
+    return (f'<details class="cg-legend" style="position:fixed;right:10px;bottom:22px;z-index:1000;background:#fff;'
+            f'border:1px solid #999;border-radius:4px;padding:5px 8px;font:12px sans-serif;'
+            f'box-shadow:0 1px 4px #0003"><summary style="cursor:pointer;font-weight:bold">{e(t["legend"])}'
+            f"</summary>{body}</details><script>document.querySelector('.cg-legend').open = "
+            f"window.innerWidth >= 700;</script>")
 
 
 #: Keeps stop markers and their time labels apart at every zoom: markers that would cover one another are moved
