@@ -693,7 +693,7 @@ def test_cli_writes_every_export(demo_db: Path, tmp_path: Path) -> None:
     straight = CliRunner().invoke(main, ["patrol", "--db", str(db), "--inspectors", str(team), "--date", DAY,
                                          "--area", STREET, "--time-limit", "1", "--solver", "ortools", "--no-save",
                                          "--straight-line", "--days", "1"])
-    assert straight.exit_code == 0 and "路程：straight line × 1.3" in straight.output
+    assert straight.exit_code == 0 and "路程：直线距离 × 1.3" in straight.output
     assert "1 个工作日内排不下" in straight.output
     off = CliRunner().invoke(main, ["patrol", "--db", str(db), "--inspectors", str(team), "--date", DAY,
                                     "--network", str(FUTIAN), "--no-save"])

@@ -127,11 +127,14 @@ def patrol(db: str, inspectors_file, day, network_file, straight_line, days, sol
 
 def summary(doc: dict, *, lang: str = "zh") -> str:
     """A few lines: the plan, each inspector's stops and totals, and must-visits left out (``lang`` zh or en)."""
+    from civicgrid.sites.patrol.export import travel_source_text
+
     txt = labels("patrol.summary", lang)
     tot = doc["totals"]
     lines = [txt["head"].format(id=doc.get("plan_id") or txt["unsaved"], date=doc["date"], stops=tot["stops"],
                                 risk=tot["risk"], must=tot["must_visits"], travel=tot["travel_min"],
-                                solver=doc["solver"], secs=doc["solve_seconds"], source=doc["travel_source"],
+                                solver=doc["solver"], secs=doc["solve_seconds"],
+                                source=travel_source_text(doc["travel_source"], lang),
                                 model=doc.get("risk_model"))]
     cands = doc.get("candidates")
     if cands:
