@@ -73,6 +73,13 @@ def test_every_must_visit_is_planned_on_some_day_or_explained(backlog_doc: dict,
     # the days are today then the next working days of the store's calendar, without a gap
     assert b["days"] == [DAY, *_working_days(store, date(2025, 12, 20), len(b["days"]) - 1)]
     assert b["days"][1] == "2025-12-22"
+    # reasons name only what raises a site's risk: never a zero count such as "未办结问题0件" (issue 15)
+    import re
+
+    texts = [x["zh"] for r in doc["routes"] for s in r["stops"] for x in s["reasons"] if x["kind"] == "risk"]
+    texts += [x["zh"] for d in b["later"] for r in d["routes"] for s in r["stops"] for x in s["reasons"]
+              if x["kind"] == "risk"]
+    assert texts and not [t for t in texts if re.search(r"(?<![0-9.])0件", t)]
     # today's unvisited must-visits carry their rank and day
     by_id = {it["site_id"]: it for it in items}
     for u in doc["unvisited_must"]:
