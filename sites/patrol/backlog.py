@@ -32,8 +32,10 @@ POOL_FACTOR = 2.0
 #: ... counting each stop as its service minutes plus this many minutes of travel (a planning assumption).
 POOL_TRAVEL_MIN = 8.0
 
-#: Solver time limit (seconds) of each later day at most (today's plan gets the full limit).
+#: Solver time limit (seconds) of each later day at most (today's plan gets the full limit; the later days share
+#: one more: each gets the limit divided by the days the backlog looks to need, between these two bounds).
 LATER_DAY_TIME_S = 3.0
+MIN_DAY_TIME_S = 0.05
 
 
 def next_working_days(store: Store, day: datetime, n: int) -> list[datetime]:
@@ -121,7 +123,8 @@ def plan_backlog(store: Store, doc: dict, frame: pd.DataFrame, insp: Sequence[In
         Working days to plan, today included (``None``: until the backlog is cleared, at most
         :data:`MAX_BACKLOG_DAYS`).
     network, solver, time_limit_s, seed
-        As for today's plan (each later day gets at most :data:`LATER_DAY_TIME_S` seconds).
+        As for today's plan; the later days together get about ``time_limit_s`` more (each between
+        :data:`MIN_DAY_TIME_S` and :data:`LATER_DAY_TIME_S` seconds).
     lang
         Language of the reasons.
     document
@@ -155,14 +158,19 @@ def plan_backlog(store: Store, doc: dict, frame: pd.DataFrame, insp: Sequence[In
     if len(rest):   # what no inspector can do even alone on any day (same shifts, windows and streets): explained
         why = unfit_sites(rest.drop(columns="rank"), insp, network=network)
         rest = rest[~rest["site_id"].isin(list(why))]
+    # the later days share one more time limit: per day about time_limit_s / the days the backlog looks to need
+    if len(rest):
+        per_stop = float(np.nanmedian(rest["service_min"].to_numpy(float))) + POOL_TRAVEL_MIN
+        per_day_sites = max(1.0, capacity / per_stop)
+        need = min(len(dates) - 1, math.ceil(len(rest) / per_day_sites)) or 1
+        day_limit = min(LATER_DAY_TIME_S, max(MIN_DAY_TIME_S, time_limit_s / need))
     for d in dates[1:]:
         if rest.empty:
             break
         cand = urgent_pool(rest.drop(columns="rank"), insp)
         cand = urgency_prizes(cand.assign(prize=cand["risk"]))
         team = _shifted(insp, d - day)
-        plan = plan_patrols(cand, team, network=network, solver=solver, seed=seed,
-                            time_limit_s=min(time_limit_s, LATER_DAY_TIME_S))
+        plan = plan_patrols(cand, team, network=network, solver=solver, seed=seed, time_limit_s=day_limit)
         date = d.date().isoformat()
         routes = document(plan, cand, team, lang=lang)["routes"]
         if not plan.visited:
