@@ -447,6 +447,7 @@ class PatrolStop(Open):
     category_zh: str | None = None
     category_en: str | None = None
     grid_code: str | None = None
+    grid_name: str | None = None
     lng: Number | None = None
     lat: Number | None = None
     arrival: str | None = None
@@ -478,6 +479,7 @@ class PatrolRoute(Open):
     stops: list[PatrolStop]
     return_travel_min: Number | None = None
     totals: dict[str, Any] | None = None
+    path: list[list[Number]] | None = Field(None, description="the street path [[lng, lat], ...] (with a network)")
 
 
 class PatrolPlan(Open):
@@ -493,9 +495,13 @@ class PatrolPlan(Open):
     params: dict[str, Any] | None = Field(None, description="the request, as planned")
     totals: dict[str, Any] | None = None
     routes: list[PatrolRoute]
-    unvisited_must: list[dict[str, Any]] | None = Field(None, description="must-visits that could not fit, and why")
+    unvisited_must: list[dict[str, Any]] | None = Field(None, description="must-visits not planned today: why, "
+                                                                     "their urgency rank and planned_date")
     unlocated: list[dict[str, Any]] | None = Field(None, description="active sites left out of the routes: no "
                                                    "coordinates and no area to place them in (site_id, name, reason)")
+    backlog: dict[str, Any] | None = Field(None, description="every must-visit by urgency with the working day it "
+                                                             "is planned for or the reason it is not; the load per "
+                                                             "day; the later days' routes")
     notes: list[str] | None = None
     risk_model: str | None = None
     timezone: str | None = None

@@ -14,7 +14,7 @@ import re
 
 #: Schema version written by this civicgrid: 6 is the first DuckLake store. Older stores (single DuckDB files,
 #: versions 1 to 5) are migrated by ``civicgrid migrate``; newer ones are refused.
-SCHEMA_VERSION = 9
+SCHEMA_VERSION = 10
 
 #: The last version of the single-file store (what :data:`MIGRATIONS` bring a file up to).
 FILE_SCHEMA_VERSION = 5
@@ -350,9 +350,26 @@ _V9: list[str] = [
     "ALTER TABLE inspections ADD COLUMN plan_id VARCHAR",
 ]
 
+# 10: a street network for patrol travel times (issue 15): one row per piece of street between crossings, its
+# kind (arterial, secondary, local, alley, entrance: the lane from a street to a site's point, ``site_id`` set),
+# name, one-way flag and length; pieces meet at shared vertices. The demo city ships one; a city may load its own.
+_V10: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS roads (
+        road_id BIGINT NOT NULL,
+        kind VARCHAR NOT NULL,
+        name VARCHAR,
+        oneway BOOLEAN,
+        site_id BIGINT,
+        length_m DOUBLE,
+        geom GEOMETRY
+    )
+    """,
+]
+
 #: Statements that bring a store from version ``v - 1`` to version ``v`` (``v`` > 6), run in one transaction when
 #: a store is opened. A new store is created from :data:`LAKE_SCHEMA`, which ends with these.
-LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7, 8: _V8, 9: _V9}
+LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7, 8: _V8, 9: _V9, 10: _V10}
 
 #: Statements creating a new store (schema version :data:`SCHEMA_VERSION`): the tables of versions 1 to 5 as
 #: DuckLake tables (no constraints but NOT NULL), the macros, and the holiday calendar, then

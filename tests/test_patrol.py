@@ -663,18 +663,38 @@ def test_cli_writes_every_export(demo_db: Path, tmp_path: Path) -> None:
     # arrival in Asia/Shanghai (UTC+8) → UTC
     assert wpt.find("g:time", ns).text == (datetime.fromisoformat(first["arrival"]) - pd.Timedelta(hours=8)
                                            ).strftime("%Y-%m-%dT%H:%M:00Z")
+    # the store's street network is used by default (the demo city ships one)
+    assert doc["travel_source"] == "road network: roads table"
+    assert all(r["path"][0] == r["start"] and r["path"][-1] == r["end"] for r in doc["routes"] if r["stops"])
     wb = load_workbook(next(out.glob("*.xlsx")))
-    assert wb.sheetnames == ["汇总", "王伟", "李娜"]
+    assert wb.sheetnames == ["汇总", "王伟", "李娜", "必查点位排期"]
     assert wb["王伟"].max_row == n_stops[0] + 2          # header, stops, the return row
     assert wb["王伟"]["E2"].value == first["name"]
+    assert wb["王伟"]["H2"].value == first["grid_name"] and first["grid_name"].endswith("网格")
+    # minutes all with one decimal: 6.0 beside 3.2, never 6 beside 3.16
+    for col in ("L", "M", "N"):
+        cells = [c for c in wb["王伟"][col][1:n_stops[0] + 1]]
+        assert all(c.number_format == "0.0" and round(c.value, 1) == c.value for c in cells)
+    assert [c.value for c in wb["王伟"]["L"][1:n_stops[0] + 1]] == [round(s["travel_min"], 1)
+                                                                     for s in doc["routes"][0]["stops"]]
+    backlog = wb["必查点位排期"]
+    assert backlog.max_row == doc["backlog"]["must_visits"] + 1
     gj = json.loads(next(out.glob("*.geojson")).read_text(encoding="utf-8"))
     kinds = [f["properties"]["kind"] for f in gj["features"]]
     assert kinds.count("route") == 2 and kinds.count("stop") == sum(n_stops)
     html = next(out.glob("*.html")).read_text(encoding="utf-8")
-    assert html.count('<section class="route">') == 2 and first["name"] in html
+    # one page per inspector-day: today's two routes, then the later days of the must-visit backlog
+    later = sum(1 for d in doc["backlog"]["later"] for r in d["routes"] if r["stops"])
+    assert html.count('<section class="page route') == 2 + later and first["name"] in html
+    assert "必查点位排期" in res.output or "必查点位" in res.output
     bad = CliRunner().invoke(main, ["patrol", "--db", str(db), "--inspectors", str(team), "--date", DAY,
                                     "--area", "4301059"])
     assert bad.exit_code == 2 and "unknown area '4301059'; closest:" in bad.output
+    straight = CliRunner().invoke(main, ["patrol", "--db", str(db), "--inspectors", str(team), "--date", DAY,
+                                         "--area", STREET, "--time-limit", "1", "--solver", "ortools", "--no-save",
+                                         "--straight-line", "--days", "1"])
+    assert straight.exit_code == 0 and "路程：直线距离 × 1.3" in straight.output
+    assert "1 个工作日内排不下" in straight.output
     off = CliRunner().invoke(main, ["patrol", "--db", str(db), "--inspectors", str(team), "--date", DAY,
                                     "--network", str(FUTIAN), "--no-save"])
     assert off.exit_code == 2 and "shenzhen_futian_osm_drive_G.graphml does not cover the points" in off.output

@@ -60,7 +60,8 @@ def plan(client: TestClient, tokens: dict) -> dict:
 
 def test_plan_response(plan: dict) -> None:
     assert len(plan["plan_id"]) == 12
-    assert plan["travel_source"] == "straight line × 1.3"
+    assert plan["travel_source"] == "road network: roads table"   # the store's own streets, by default
+    assert all(r["path"][0] == pytest.approx(r["start"], abs=1e-6) for r in plan["routes"])
     # GCJ-02 input converted to WGS84 (the offset near Changsha is a few hundred metres)
     for r in plan["routes"]:
         assert r["start"] == pytest.approx([112.93, 28.22], abs=1e-6)
@@ -82,6 +83,12 @@ def test_plan_response(plan: dict) -> None:
     assert plan["candidates"]["coverage"] > 0
     assert plan["unvisited_must"]                 # more must-visits than 5 hours can hold, each with a reason
     assert all(u["reason"] for u in plan["unvisited_must"])
+    # ... planned on the next working days, or explained
+    b = plan["backlog"]
+    assert b["must_visits"] == len(b["items"]) == plan["candidates"]["must_visit"]
+    assert all(it["planned_date"] or it["reason"] for it in b["items"])
+    assert {u["site_id"] for u in plan["unvisited_must"]} == {it["site_id"] for it in b["items"]
+                                                              if it["planned_date"] != DAY}
 
 
 def test_stored_plan_is_read_by_another_app(plan: dict, city: Path, tokens: dict) -> None:
@@ -120,8 +127,8 @@ def test_exports(client: TestClient, plan: dict) -> None:
     assert len(root.findall("{http://www.topografix.com/GPX/1/1}wpt")) == sum(n)
     html = client.get(f"/api/patrols/{pid}/export", params={"format": "html"})
     assert html.headers["content-type"].startswith("text/html") and first["name"] in html.text
-    assert "路程依据: 直线距离 × 1.3" in html.text
-    assert "travel times: straight line × 1.3" in client.get(f"/api/patrols/{pid}/export",
+    assert "路程依据: 路网：本库街道路网（roads 表）" in html.text
+    assert "travel times: road network: roads table" in client.get(f"/api/patrols/{pid}/export",
                                                              params={"format": "html", "lang": "en"}).text
     xlsx = client.get(f"/api/patrols/{pid}/export", params={"format": "xlsx"})
     assert xlsx.content[:2] == b"PK"
@@ -141,8 +148,14 @@ def test_map_page_is_offline(client: TestClient, plan: dict, city: Path) -> None
     assert ROUTE_COLORS[0] in page and ROUTE_COLORS[1] in page
     first = plan["routes"][0]["stops"][0]
     assert first["arrival"][11:16] in page and first["name"] in page
-    assert page.count("L.marker(") == sum(len(r["stops"]) for r in plan["routes"])
+    # a marker per stop and per start (S/E: the routes end where they start)
+    assert page.count("L.marker(") == sum(len(r["stops"]) for r in plan["routes"]) + len(plan["routes"])
     assert page.count("L.polyline(") == len(plan["routes"])
+    assert page.count('class=\\"cg-stop\\"') == sum(len(r["stops"]) for r in plan["routes"])
+    assert "图例" in page and "出发点" in page and "_DECLUTTER" not in page and "cg-time" in page
+    # the streets are drawn under the routes, and each route follows them
+    assert '"kind": "arterial"' in page and '"kind": "alley"' in page
+    assert all(len(r["path"]) > len(r["stops"]) + 2 for r in plan["routes"] if r["stops"])
     a = plan["routes"][0]
     assert f"{a['inspector']}（骑行）：{a['totals']['stops']} 个点位" in page    # the layer legend
     # the micro-grids around the plan as a light base (offline, no tiles): every stop's grid is drawn

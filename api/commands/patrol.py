@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 from civicgrid.api.cli import db_option, main, user_errors
-from civicgrid.geo.texts import labels
+from civicgrid.geo.texts import labels, text
 
 
 def read_inspectors(path: str | Path) -> list[dict]:
@@ -59,7 +59,12 @@ def read_inspectors(path: str | Path) -> list[dict]:
 @click.option("--date", "day", required=True, help="the patrol day, e.g. 2025-12-20 (data before it is used)")
 @click.option("--network", "network_file", type=click.Path(exists=True, dir_okay=False),
               help="road network for travel times: .osm.pbf, OSMnx .graphml, or a line layer (.geojson, .shp, "
-                   ".gpkg); default straight line × 1.3")
+                   ".gpkg); default the store's own street network (table roads; the demo city has one), else "
+                   "straight line × 1.3")
+@click.option("--straight-line", is_flag=True, help="ignore the store's street network: straight line × 1.3")
+@click.option("--days", type=click.IntRange(min=1, max=60),
+              help="working days to plan the must-visits over, today included: today takes what fits, the rest "
+                   "is ranked by urgency and planned on the next working days (default: until all are planned)")
 @click.option("--solver", type=click.Choice(["pyvrp", "ortools"]), default=None,
               help="routing solver (default: the one measured best, see bench/RESULTS.md)")
 @click.option("--time-limit", "time_limit", type=click.FloatRange(min=0.1), default=10.0, show_default=True,
@@ -83,8 +88,8 @@ def read_inspectors(path: str | Path) -> list[dict]:
                                    "$CIVICGRID_PUBLIC_URL): the inspectors' field links start with it and the "
                                    "printed stop list gets their QR codes")
 @user_errors
-def patrol(db: str, inspectors_file, day, network_file, solver, time_limit, area, coverage_days, no_rechecks,
-           max_candidates, crs, lang, out_dir, no_save, public_url):
+def patrol(db: str, inspectors_file, day, network_file, straight_line, days, solver, time_limit, area,
+           coverage_days, no_rechecks, max_candidates, crs, lang, out_dir, no_save, public_url):
     """Plan a day's patrol routes: which sites each inspector visits, in which order.
 
     Maximises the risk reached within every shift (a prize-collecting vehicle
@@ -108,15 +113,16 @@ def patrol(db: str, inspectors_file, day, network_file, solver, time_limit, area
     from civicgrid.sites.patrol import plan_day, save_plan
     from civicgrid.sites.patrol.export import write_exports
     from civicgrid.sites.patrol.field import field_links
-    from civicgrid.sites.patrol.network import load_network
+    from civicgrid.sites.patrol.network import load_network, store_network
 
     try:
         store = Store(db)
         rows = read_inspectors(inspectors_file)
-        network = load_network(network_file) if network_file else None
+        network = (load_network(network_file) if network_file else None if straight_line
+                   else store_network(store))
         doc = plan_day(store, rows, date=day, area=area, coverage_days=coverage_days, rechecks=not no_rechecks,
                        max_candidates=max_candidates, network=network, solver=solver, time_limit_s=time_limit,
-                       crs=crs, lang=lang)
+                       crs=crs, lang=lang, days=days)
         links = None
         if not no_save:
             save_plan(store.path, doc)
@@ -135,11 +141,14 @@ def patrol(db: str, inspectors_file, day, network_file, solver, time_limit, area
 
 def summary(doc: dict, *, lang: str = "zh") -> str:
     """A few lines: the plan, each inspector's stops and totals, and must-visits left out (``lang`` zh or en)."""
+    from civicgrid.sites.patrol.export import travel_source_text
+
     txt = labels("patrol.summary", lang)
     tot = doc["totals"]
     lines = [txt["head"].format(id=doc.get("plan_id") or txt["unsaved"], date=doc["date"], stops=tot["stops"],
                                 risk=tot["risk"], must=tot["must_visits"], travel=tot["travel_min"],
-                                solver=doc["solver"], secs=doc["solve_seconds"], source=doc["travel_source"],
+                                solver=doc["solver"], secs=doc["solve_seconds"],
+                                source=travel_source_text(doc["travel_source"], lang),
                                 model=doc.get("risk_model"))]
     cands = doc.get("candidates")
     if cands:
@@ -159,7 +168,23 @@ def summary(doc: dict, *, lang: str = "zh") -> str:
                                             must=" *" if s["must_visit"] else ""))
     if any_must:
         lines.append(txt["key"])
-    if doc["unvisited_must"]:
+    backlog = doc.get("backlog")
+    if backlog and backlog["must_visits"]:
+        today = backlog["per_day"][0]["must_visits"]
+        lines.append(text("patrol.backlog.summary", lang, n=backlog["must_visits"], today=today,
+                          later=backlog["planned"] - today, days=len(backlog["days"]) - 1,
+                          last=backlog["days"][-1], left=backlog["unplanned"]))
+        b = labels("patrol.backlog", lang)
+        for p in backlog["per_day"]:
+            lines.append(f"    {p['date']}: {p['stops']} · {p['shift_used_min']:.0f}/{p['capacity_min']:.0f} "
+                         f"{b['capacity']}")
+        later = [it for it in backlog["items"] if it["planned_date"] != doc["date"]]
+        for it in later[:20]:
+            when = it["planned_date"] or f"{b['unplanned']}: {it['reason']}"
+            lines.append(f"    #{it['rank']} {it['site_id']} {it.get('name') or ''} ({it['urgency']}) → {when}")
+        if len(later) > 20:
+            lines.append(txt["more"].format(n=len(later) - 20))
+    elif doc["unvisited_must"]:
         lines.append(txt["left"].format(n=len(doc["unvisited_must"])))
         lines += [f"    {u['site_id']} {u.get('name') or ''}: {u['reason']}" for u in doc["unvisited_must"][:20]]
         if len(doc["unvisited_must"]) > 20:

@@ -21,7 +21,8 @@ from civicgrid.geo.settings import get_settings
                    "resolution that fits)")
 @click.option("--network", type=click.Path(exists=True, dir_okay=False),
               help="road network for patrol plans: a local OpenStreetMap extract (.osm.pbf) or a line layer "
-                   "(GeoJSON, Shapefile, GeoPackage); default: $CIVICGRID_NETWORK, else straight-line times")
+                   "(GeoJSON, Shapefile, GeoPackage); default: $CIVICGRID_NETWORK, else the store's own street network "
+                   "(table roads: the demo city has one), else straight-line times")
 @click.option("--maintain-hours", type=click.FloatRange(min=0), default=lambda: get_settings().maintain_hours,
               show_default="$CIVICGRID_MAINTAIN_HOURS, else 24",
               help="hours between store maintenance runs (merge small files, expire old snapshots, delete unused "

@@ -16,9 +16,9 @@ from civicgrid.geo.users import ROLE_RANK
 from civicgrid.maps.basemaps import BASEMAPS, TILES, tianditu_key
 from civicgrid.maps.offline import render_offline
 from civicgrid.sites.patrol import DEFAULT_SOLVER, MAX_CANDIDATES, SOLVERS, list_plans, load_plan, plan_day, save_plan
-from civicgrid.sites.patrol.export import FORMATS, export_bytes, plan_grids, plan_map
+from civicgrid.sites.patrol.export import FORMATS, export_bytes, plan_grids, plan_map, plan_roads
 from civicgrid.sites.patrol.field import field_links
-from civicgrid.sites.patrol.network import load_network
+from civicgrid.sites.patrol.network import load_network, store_network, store_roads_version
 from fastapi import APIRouter, Depends, Query, Request
 from fastapi import Path as PathParam
 from fastapi.responses import HTMLResponse, Response
@@ -53,7 +53,10 @@ class PlanOptions(RequestBody):
     must_visit: list[int] = Field(default_factory=list, description="site ids to visit for certain")
     exclude: list[int] = Field(default_factory=list, description="site ids to leave out")
     road_network: bool = Field(True, description="use the service's road network (setting patrol_network or "
-                                                 "$CIVICGRID_NETWORK) when one is configured")
+                                                 "$CIVICGRID_NETWORK) when one is configured, else the store's "
+                                                 "own street network (table roads) when it has one")
+    days: int | None = Field(None, ge=1, le=60, description="working days to plan the must-visits over, today "
+                                                           "included (default: until all are planned)")
     seed: int = 0
 
 
@@ -70,11 +73,20 @@ class PlanRequest(RequestBody):
 _NETWORK_LOCK = threading.Lock()
 
 
-def _network(request: Request, settings: dict):
-    """The configured road network, loaded once per service (None when none is configured)."""
+def _network(request: Request, settings: dict, store: Store):
+    """The configured road network, else the store's own (table ``roads``), loaded once per service and store
+    version (None when there is none)."""
     path = settings.get("patrol_network")  # the setting `network` ($CIVICGRID_NETWORK) unless overridden
     if not path:
-        return None
+        key = (str(store.path), store_roads_version(store))
+        if key[1] is None:
+            return None
+        with _NETWORK_LOCK:
+            cached = getattr(request.app.state, "store_network", None)
+            if cached is None or cached[0] != key:
+                cached = (key, store_network(store))
+                request.app.state.store_network = cached
+        return cached[1]
     with _NETWORK_LOCK:
         cached = getattr(request.app.state, "patrol_network", None)
         if cached is None or cached[0] != path:
@@ -91,11 +103,11 @@ def create_plan(body: PlanRequest, request: Request, store: Store = Depends(get_
     return it: per inspector the ordered stops with arrival times, travel and service minutes, risk and the
     reason each site was chosen; the totals; the must-visits that could not fit and why; the travel-time source."""
     opt = body.options
-    network = _network(request, settings) if opt.road_network else None
+    network = _network(request, settings, store) if opt.road_network else None
     doc = plan_day(store, [i.model_dump() for i in body.inspectors], date=body.date, area=opt.area,
                    coverage_days=opt.coverage_days, rechecks=opt.rechecks, max_candidates=opt.max_candidates,
                    network=network, solver=opt.solver, time_limit_s=opt.time_limit_s, seed=opt.seed,
-                   must_visit=opt.must_visit, exclude=opt.exclude, crs=body.crs, lang=body.lang)
+                   must_visit=opt.must_visit, exclude=opt.exclude, crs=body.crs, lang=body.lang, days=opt.days)
     save_plan(store.path, doc)
     return doc
 
@@ -162,4 +174,5 @@ def patrol_map(plan_id: str = PathParam(..., max_length=64), store: Store = Depe
         crs = "gcj02" if basemap == "amap" else "wgs84"
     doc = load_plan(store, plan_id)
     grids = plan_grids(store, doc) if basemap == "none" else None  # tiles give their own context
-    return HTMLResponse(render_offline(plan_map(doc, lang=lang, crs=crs, tiles=tiles, grids=grids)))
+    roads = plan_roads(store, doc) if basemap == "none" else None
+    return HTMLResponse(render_offline(plan_map(doc, lang=lang, crs=crs, tiles=tiles, grids=grids, roads=roads)))

@@ -19,6 +19,7 @@ from civicgrid.data.demo.write import (
     write_events,
     write_inspections,
     write_lookups,
+    write_roads,
     write_sites,
 )
 from civicgrid.geo.store import writing
@@ -38,7 +39,9 @@ def build_demo(path: str | os.PathLike, *, events: int = 200_000, seed: int = 0,
     nested exactly, a sample frame over all 38 site categories, two years
     (2024–2025) of inspections, and complaints and inspection hits with
     hotspots, weekly and seasonal cycles, campaign surges, rectification
-    lifecycles and rebounds.
+    lifecycles and rebounds, and a street network (arterials, local streets,
+    alleys and an entrance lane to every site) in the ``roads`` table, which
+    patrol plans use for travel times.
 
     Parameters
     ----------
@@ -80,6 +83,7 @@ def build_demo(path: str | os.PathLike, *, events: int = 200_000, seed: int = 0,
             sm = site_model(rng, rows, city)
             bar.update(1)
             write_sites(con, rng, rows, city, import_id)
+            write_roads(con, city, rows, seed=seed)   # its own random stream: the rest of the city is unchanged
             gm = grid_model(rng, city, sm["places"])
             bar.update(1)
             ev, ins, counts = simulate(rng, events, city, sm, gm, types)

@@ -21,6 +21,7 @@ from civicgrid.data.demo.city import (
 )
 from civicgrid.data.demo.names import mobile_numbers, person_names, phone_numbers
 from civicgrid.data.demo.simulate import COMPLAINT_PREFIXES
+from civicgrid.data.demo.streets import build_streets
 from civicgrid.geo.store import set_meta
 from civicgrid.geo.times import now_local
 from civicgrid.grids.locate import locate_points, location_arrays
@@ -60,7 +61,7 @@ CHUNK = 1_000_000
 
 def clear_layers(con: duckdb.DuckDBPyConnection):
     """Empty the data layers (the demo replaces whatever the file held)."""
-    for table in ("events", "inspections", "sites", "grids", "areas", "imports"):
+    for table in ("events", "inspections", "sites", "grids", "areas", "imports", "roads"):
         con.execute(f"DELETE FROM {table}")
     con.execute("DELETE FROM meta WHERE key LIKE 'demo_%' OR key LIKE 'city_%'")
 
@@ -158,6 +159,31 @@ def write_sites(con: duckdb.DuckDBPyConnection, rng, rows, city, import_id):
                    lng, lat, h3, grid_code, community_code, street_code, district_code, 'site:' || external_id,
                    {int(import_id)}, ST_GeomFromWKB(wkb) FROM _demo_sites""")
     con.unregister("_demo_sites")
+
+
+def write_roads(con: duckdb.DuckDBPyConnection, city, rows, *, seed: int) -> int:
+    """Generate the street network (:func:`civicgrid.data.demo.streets.build_streets`) on the stored sites and
+    insert it into ``roads``; returns the number of pieces."""
+    sites = con.execute("SELECT site_id, lng, lat FROM sites ORDER BY site_id").df()
+    xy = lnglat_to_xy(sites["lng"].to_numpy(), sites["lat"].to_numpy())
+    geoms = np.array([r["geom"] for r in rows], dtype=object)
+    areas = list(geoms[shapely.get_type_id(geoms) == 3])
+    pieces = build_streets(city, xy, sites["site_id"].to_numpy(), areas, seed=seed)
+    geom_m = np.array([g for g, *_ in pieces], dtype=object)
+    geom_ll = shapely.set_precision(to_lnglat(geom_m), 1e-7)
+    table = pa.table({
+        "road_id": np.arange(1, len(pieces) + 1, dtype=np.int64),
+        "kind": [k for _, k, _, _ in pieces], "name": [n for _, _, n, _ in pieces],
+        "oneway": np.zeros(len(pieces), dtype=bool),
+        "site_id": pa.array([s for *_, s in pieces], pa.int64()),
+        "length_m": shapely.length(geom_m),
+        "wkb": pa.array(shapely.to_wkb(geom_ll), pa.binary()),
+    })
+    con.register("_demo_roads", table)
+    con.execute("INSERT INTO roads SELECT road_id, kind, name, oneway, site_id, length_m, ST_GeomFromWKB(wkb) "
+                "FROM _demo_roads")
+    con.unregister("_demo_roads")
+    return len(pieces)
 
 
 def _addresses_and_units(con: duckdb.DuckDBPyConnection, rng, rows, city, ll, located):
@@ -331,6 +357,7 @@ def record_demo(con: duckdb.DuckDBPyConnection, *, import_id, seed, events, star
         "complaints": int(counts["complaints"]), "hits": int(counts["hits"]),
         "rebounds": int(counts["rebounds"]),
         "outside_grids": _count(con, "events WHERE grid_code IS NULL"),
+        "roads": _count(con, "roads"),
     }
     total = sum(summary[k] for k in ("districts", "streets", "communities", "grids", "sites",
                                      "inspections", "events"))

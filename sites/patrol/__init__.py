@@ -7,10 +7,19 @@ Modules, by capability:
 - :mod:`~civicgrid.sites.patrol.solve`: :func:`plan_patrols` (PyVRP or OR-Tools) and :func:`check_plan`;
 - :mod:`~civicgrid.sites.patrol.candidates`: the day's candidate sites, must-visits, coverage and windows;
 - :mod:`~civicgrid.sites.patrol.plan`: :func:`plan_day`, a day's plan document from the store;
+- :mod:`~civicgrid.sites.patrol.backlog`: must-visits that do not fit today, planned over the next working days;
 - :mod:`~civicgrid.sites.patrol.storage`: stored plans;
 - :mod:`~civicgrid.sites.patrol.export`: GeoJSON, GPX, HTML and XLSX exports and the plan map.
 """
 
+from civicgrid.sites.patrol.backlog import (
+    MAX_BACKLOG_DAYS,
+    next_working_days,
+    plan_backlog,
+    urgency_order,
+    urgency_prizes,
+    urgent_pool,
+)
 from civicgrid.sites.patrol.candidates import (
     CATEGORY_WINDOWS,
     MAX_CANDIDATES,
@@ -33,7 +42,7 @@ from civicgrid.sites.patrol.model import (
     as_inspectors,
     prepare_candidates,
 )
-from civicgrid.sites.patrol.network import RoadNetwork, load_network
+from civicgrid.sites.patrol.network import RoadNetwork, load_network, store_network
 from civicgrid.sites.patrol.plan import parse_inspectors, plan_day, plan_document
 from civicgrid.sites.patrol.solve import (
     DEFAULT_SOLVER,
@@ -42,6 +51,7 @@ from civicgrid.sites.patrol.solve import (
     TOLERANCE_MIN,
     check_plan,
     plan_patrols,
+    unfit_sites,
 )
 from civicgrid.sites.patrol.storage import list_plans, load_plan, save_plan
 from civicgrid.sites.patrol.travel import TravelInput, patrol_points, travel_matrices
@@ -50,6 +60,7 @@ __all__ = [
     "CATEGORY_WINDOWS",
     "DEFAULT_SERVICE_MIN",
     "DEFAULT_SOLVER",
+    "MAX_BACKLOG_DAYS",
     "MAX_CANDIDATES",
     "MUST_PHASE_SHARE",
     "RECHECK_AFTER_DAYS",
@@ -71,15 +82,22 @@ __all__ = [
     "list_plans",
     "load_network",
     "load_plan",
+    "next_working_days",
     "parse_inspectors",
     "patrol_candidates",
     "patrol_day",
     "patrol_points",
+    "plan_backlog",
     "plan_day",
     "plan_document",
     "plan_patrols",
     "prepare_candidates",
     "save_plan",
     "site_risk_frame",
+    "store_network",
     "travel_matrices",
+    "unfit_sites",
+    "urgency_order",
+    "urgency_prizes",
+    "urgent_pool",
 ]

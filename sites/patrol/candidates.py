@@ -46,9 +46,9 @@ MAX_CANDIDATES = 300
 
 _CANDIDATES_SQL = """
 SELECT s.site_id, s.name, s.address, s.category_code, c.name_zh AS category_zh, c.name_en AS category_en,
-       coalesce(c.service_minutes, $default_service) AS service_min, s.grid_code, s.community_code, s.street_code,
-       s.district_code, s.lng, s.lat
-FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code
+       coalesce(c.service_minutes, $default_service) AS service_min, s.grid_code, g.name AS grid_name,
+       s.community_code, s.street_code, s.district_code, s.lng, s.lat
+FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code LEFT JOIN grids g ON g.code = s.grid_code
 WHERE coalesce(s.active, TRUE)
   AND ($area IS NULL OR $area IN (s.grid_code, s.community_code, s.street_code, s.district_code))
 ORDER BY s.site_id
@@ -284,8 +284,16 @@ def _risk_candidates(store: Store, *, day: datetime, area: str | None) -> tuple[
         df.at[i, "reasons"].append({"kind": "placed_by_area",
                                     **bilingual("patrol.reason.placed_by_area", area=df.at[i, "placed_in"])})
     df["must_visit"] = False
+    df["late_days"] = np.nan   # how late the most urgent must-visit reason is (see _late)
     df.attrs["unlocated"] = left
     return df, model
+
+
+def _late(df: pd.DataFrame, i: int, days: float) -> None:
+    """Keep the largest lateness of a must-visit (days past its deadline, its re-check or its coverage limit)."""
+    cur = df.at[i, "late_days"]
+    if pd.isna(cur) or days > cur:
+        df.at[i, "late_days"] = float(days)
 
 
 def _add_requested(df: pd.DataFrame, must_visit: Sequence, *, area: str | None, unlocated: Sequence[dict] = ()
@@ -317,10 +325,12 @@ def _add_rechecks(df: pd.DataFrame, store: Store, *, day: datetime) -> None:
         df.at[i, "must_visit"] = True
         kind = {"zh": row.type_zh or row.problem_type or "", "en": row.type_en or row.problem_type or ""}
         if row.kind == "overdue":
+            _late(df, i, (day - pd.Timestamp(row.deadline)).total_seconds() / 86400)
             d = pd.Timestamp(row.deadline).strftime("%Y-%m-%d %H:%M")
             df.at[i, "reasons"].append({"kind": "overdue", **bilingual("patrol.reason.overdue", event=row.event_id,
                                                                        type=kind, due=d)})
         else:
+            _late(df, i, (day - pd.Timestamp(row.closed_at)).total_seconds() / 86400 - RECHECK_AFTER_DAYS)
             d = pd.Timestamp(row.closed_at).strftime("%Y-%m-%d")
             df.at[i, "reasons"].append({"kind": "recheck", **bilingual("patrol.reason.recheck", event=row.event_id,
                                                                        type=kind, closed=d)})
@@ -342,10 +352,12 @@ def _add_coverage(df: pd.DataFrame, store: Store, *, day: datetime, area: str | 
     uncovered = sorted(due - set(df["grid_code"].dropna()))
     for i in np.flatnonzero(df["coverage"].to_numpy()):
         d = last.get(df.at[i, "grid_code"], np.inf)
+        _late(df, i, d - coverage_days)   # never inspected: infinitely late, first in the backlog
         seen = bilingual("patrol.reason.never_inspected") if np.isinf(d) else \
             bilingual("patrol.reason.last_inspected", days=d)
+        grid = df.at[i, "grid_name"] if "grid_name" in df and isinstance(df.at[i, "grid_name"], str) else None
         df.at[i, "reasons"].append({"kind": "coverage", **bilingual("patrol.reason.coverage",
-                                                                    grid=df.at[i, "grid_code"], last=seen,
+                                                                    grid=grid or df.at[i, "grid_code"], last=seen,
                                                                     days=coverage_days)})
     return df, uncovered
 

@@ -295,6 +295,32 @@ class RoadNetwork:
         return metres / (speed * 1000.0 / 60.0)
 
 
+    def path_lnglat(self, lng, lat, *, mode: str = "walk") -> list[list[float]]:
+        """The network path through points in order (start, stops, end) as ``[[lng, lat], ...]``.
+
+        Each point is joined to its snapped node by a straight piece; legs without a network path (or points
+        off the network, farther than :data:`MAX_SNAP_M`) are straight lines, as in :meth:`travel_minutes`.
+        """
+        lng = np.asarray(lng, dtype="float64")
+        lat = np.asarray(lat, dtype="float64")
+        nodes, snap = self.nearest_nodes(lng, lat, mode=mode)
+        g = self.graph_for(mode)
+        out: list[list[float]] = [[float(lng[0]), float(lat[0])]] if len(lng) else []
+        for i in range(1, len(lng)):
+            a, b = nodes[i - 1], nodes[i]
+            chain: list[int] = []
+            if a != b and snap[i - 1] <= MAX_SNAP_M and snap[i] <= MAX_SNAP_M:
+                _, pred = csgraph.dijkstra(g, directed=True, indices=int(a), return_predecessors=True)
+                k = int(b)
+                while k >= 0 and k != a:
+                    chain.append(k)
+                    k = int(pred[k])
+                chain = [int(a), *chain[::-1]] if k == a else []
+            out += [[float(self.lng[k]), float(self.lat[k])] for k in chain]
+            out.append([float(lng[i]), float(lat[i])])
+        return out
+
+
 def _from_edges(lng: np.ndarray, lat: np.ndarray, u: np.ndarray, v: np.ndarray, *, oneway: np.ndarray | None = None,
                 drivable: np.ndarray | None = None, length_m: np.ndarray | None = None,
                 source: str) -> RoadNetwork:
@@ -405,9 +431,42 @@ def _load_pbf(path: Path) -> RoadNetwork:
                        drivable=np.array(drivable), source=f"road network: {path.name}")
 
 
+def network_from_lines(lines, *, oneway=None, reverse=None, drivable=None, source: str) -> RoadNetwork:
+    """A road network from WGS84 line strings: split at every vertex, vertices within ~1e-7° merged into one node.
+
+    Parameters
+    ----------
+    lines
+        Shapely LineStrings (lon/lat).
+    oneway, reverse, drivable
+        Per line: one-way for cars, one-way against the drawing direction, open to cars (default: two-way,
+        drivable).
+    source
+        The network's ``source`` label.
+    """
+    import shapely
+
+    lines = np.asarray(lines, dtype=object)
+    n = len(lines)
+    coords, parts = shapely.get_coordinates(lines, return_index=True)
+    key = np.round(coords / 1e-7).astype(np.int64)
+    uniq, inv = np.unique(key, axis=0, return_inverse=True)
+    inv = inv.ravel()
+    same = parts[1:] == parts[:-1]
+    u, v, row = inv[:-1][same], inv[1:][same], parts[:-1][same]
+    keep = u != v
+    u, v, row = u[keep], v[keep], row[keep]
+    oneway_row = np.zeros(n, dtype=bool) if oneway is None else np.asarray(oneway, dtype=bool)
+    reverse_row = np.zeros(n, dtype=bool) if reverse is None else np.asarray(reverse, dtype=bool)
+    drive_row = np.ones(n, dtype=bool) if drivable is None else np.asarray(drivable, dtype=bool)
+    rev = reverse_row[row]
+    u, v = np.where(rev, v, u), np.where(rev, u, v)
+    lng, lat = uniq[:, 0] * 1e-7, uniq[:, 1] * 1e-7
+    return _from_edges(lng, lat, u, v, oneway=oneway_row[row], drivable=drive_row[row], source=source)
+
+
 def _load_lines(path: Path, *, layer: str | None = None) -> RoadNetwork:
     import geopandas as gpd
-    import shapely
 
     gdf = gpd.read_file(path, layer=layer, engine="pyogrio")
     if gdf.crs is not None and not gdf.crs.equals("EPSG:4326"):
@@ -418,14 +477,6 @@ def _load_lines(path: Path, *, layer: str | None = None) -> RoadNetwork:
         msg = f"{path.name}: no line geometries found"
         raise InvalidParameterError(msg)
     cols = {c.lower(): c for c in gdf.columns}
-    coords, parts = shapely.get_coordinates(gdf.geometry.values, return_index=True)
-    key = np.round(coords / 1e-7).astype(np.int64)
-    uniq, inv = np.unique(key, axis=0, return_inverse=True)
-    inv = inv.ravel()
-    same = parts[1:] == parts[:-1]
-    u, v, row = inv[:-1][same], inv[1:][same], parts[:-1][same]
-    keep = u != v
-    u, v, row = u[keep], v[keep], row[keep]
     n = len(gdf)
     oneway_row = np.zeros(n, dtype=bool)
     reverse_row = np.zeros(n, dtype=bool)
@@ -434,17 +485,55 @@ def _load_lines(path: Path, *, layer: str | None = None) -> RoadNetwork:
         oneway_row = np.isin(ow, list(ONEWAY_YES | ONEWAY_REVERSE))
         reverse_row = np.isin(ow, list(ONEWAY_REVERSE))
     drive_row = np.ones(n, dtype=bool)
+    routable = np.ones(n, dtype=bool)
     if "highway" in cols:
         hw = gdf[cols["highway"]].astype(str).to_numpy()
         drive_row = ~np.isin(hw, list(NON_DRIVABLE | NON_ROUTABLE))
         routable = ~np.isin(hw, list(NON_ROUTABLE))
-        keep = routable[row]
-        u, v, row = u[keep], v[keep], row[keep]
-    rev = reverse_row[row]
-    u, v = np.where(rev, v, u), np.where(rev, u, v)
-    lng, lat = uniq[:, 0] * 1e-7, uniq[:, 1] * 1e-7
-    return _from_edges(lng, lat, u, v, oneway=oneway_row[row], drivable=drive_row[row],
-                       source=f"road network: {path.name}")
+    return network_from_lines(gdf.geometry.to_numpy()[routable], oneway=oneway_row[routable],
+                              reverse=reverse_row[routable], drivable=drive_row[routable],
+                              source=f"road network: {path.name}")
+
+
+#: Kinds of the ``roads`` table closed to cars (back alleys, 背街小巷: walkers and cyclists only).
+STORE_NON_DRIVABLE = frozenset({"alley", "footway", "path", "pedestrian", "steps", "cycleway"})
+
+_ROADS_SQL = """
+SELECT kind, coalesce(oneway, FALSE) AS oneway, ST_AsWKB(geom) AS wkb FROM roads
+WHERE geom IS NOT NULL ORDER BY road_id
+"""
+
+
+def store_roads_version(store) -> tuple | None:
+    """What identifies the store's street network (rows and largest id), None when it has none: a service
+    reloads the network when this changes."""
+    has = store.sql("SELECT count(*) AS n FROM information_schema.tables WHERE table_name = 'roads' "
+                    "AND table_catalog = current_database()")["n"].iloc[0]
+    if not has:
+        return None
+    row = store.sql("SELECT count(*) AS n, max(road_id) AS m FROM roads")
+    n = int(row["n"].iloc[0])
+    return None if n == 0 else (n, int(row["m"].iloc[0]))
+
+
+def store_network(store) -> RoadNetwork | None:
+    """The store's own street network (table ``roads``, e.g. the demo city's), or None when it has none.
+
+    Every piece of street is routable for walkers and cyclists both ways; cars use all kinds except
+    :data:`STORE_NON_DRIVABLE` and respect ``oneway``. The network's ``source`` is
+    ``"road network: roads table"``.
+    """
+    import shapely
+
+    if store_roads_version(store) is None:
+        return None
+    frame = store.sql(_ROADS_SQL)
+    if frame.empty:
+        return None
+    lines = shapely.from_wkb([bytes(b) for b in frame["wkb"]])
+    return network_from_lines(lines, oneway=frame["oneway"].to_numpy(bool),
+                              drivable=~frame["kind"].isin(list(STORE_NON_DRIVABLE)).to_numpy(),
+                              source="road network: roads table")
 
 
 def load_network(path: str | os.PathLike, *, layer: str | None = None) -> RoadNetwork:

@@ -13,6 +13,7 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import bilingual, check_lang, name_column, text
 from civicgrid.geo.times import now_local, store_timezone
+from civicgrid.sites.patrol.backlog import plan_backlog, urgency_prizes, urgent_pool
 from civicgrid.sites.patrol.candidates import MAX_CANDIDATES, patrol_candidates, patrol_day
 from civicgrid.sites.patrol.model import Inspector, PatrolPlan, as_inspectors
 from civicgrid.sites.patrol.network import RoadNetwork
@@ -115,7 +116,7 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
              coverage_days: int | None = None, rechecks: bool = True, max_candidates: int = MAX_CANDIDATES,
              network: RoadNetwork | None = None, solver: str | None = None, time_limit_s: float = 10.0,
              seed: int = 0, must_visit: Sequence = (), exclude: Sequence = (), crs: str | None = None,
-             lang: str = "zh") -> dict:
+             lang: str = "zh", days: int | None = None) -> dict:
     """Plan a day's patrols from the store: candidates, must-visits, windows, routes, reasons.
 
     Parameters
@@ -141,6 +142,10 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
         System of the inspectors' coordinates (``wgs84`` default, ``gcj02``, ``bd09``).
     lang
         Language of each stop's ``reason`` text (``zh`` or ``en``; both are kept in ``reasons``).
+    days
+        Working days over which the must-visits are planned, today included (see
+        :func:`~civicgrid.sites.patrol.backlog.plan_backlog`): today's routes take what fits, the rest is ranked
+        by urgency and planned on the next working days; None (default): until the backlog is cleared.
 
     Returns
     -------
@@ -149,7 +154,9 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
         routes`` (per inspector: ``inspector, mode, shift_start, shift_minutes, start, end, stops`` with ``seq,
         site_id, name, category_code, category, lng, lat, grid_code, arrival, start_time, departure,
         arrival_min, travel_min, wait_min, service_min, risk, must_visit, reason, reasons, components``, and the
-        route totals), ``unvisited_must`` (site, reason) and ``notes``.
+        route totals; ``path``: the street path, with a road network), ``unvisited_must`` (site, reason, urgency
+        ``rank``, ``planned_date``), ``backlog`` (every must-visit with its day or the reason it has none, the
+        load per day, later days' routes) and ``notes``.
     """
     solver = solver or DEFAULT_SOLVER
     check_lang(lang)
@@ -162,14 +169,21 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
     frame = pd.DataFrame(cand.drop(columns="geometry"))
     frame["tw_start_min"] = [np.nan if not isinstance(a, str) else _hhmm(a) - base for a in frame["tw_from"]]
     frame["tw_end_min"] = [np.nan if not isinstance(b, str) else _hhmm(b) - base for b in frame["tw_to"]]
-    plan = plan_patrols(frame, insp, network=network, solver=solver, time_limit_s=time_limit_s, seed=seed)
+    # must-visits pay by urgency: the solver keeps as many as fit, then the most urgent (the rest go to later days)
+    plan = plan_patrols(urgency_prizes(urgent_pool(frame, insp)), insp, network=network, solver=solver,
+                        time_limit_s=time_limit_s, seed=seed)
     params = {"date": day.date().isoformat(), "area": area, "coverage_days": coverage_days, "rechecks": rechecks,
               "max_candidates": max_candidates, "solver": solver, "time_limit_s": time_limit_s, "seed": seed,
               "must_visit": [_clean(s) for s in must_visit], "exclude": [_clean(s) for s in exclude],
               "lang": lang, "inspectors": [{"name": i.name, "start": [i.start_lng, i.start_lat],
                                             "end": [i.end_lng, i.end_lat], "shift_start": _iso(i.shift_start),
                                             "shift_minutes": i.shift_minutes, "mode": i.mode} for i in insp]}
-    doc = plan_document(plan, frame, insp, params=params, lang=lang)
+    params["days"] = days
+    doc = plan_document(plan, frame, insp, params=params, lang=lang)   # the whole frame: pool sites are in it
+    plan_backlog(store, doc, frame, insp, day=day, days=days, network=network, solver=solver,
+                 time_limit_s=time_limit_s, seed=seed, lang=lang, document=plan_document)
+    if network is not None:
+        add_paths(doc, network)
     doc["risk_model"] = cand.attrs.get("risk_model")
     doc["timezone"] = store_timezone(store)
     doc["candidates"] = {"sites": len(frame), "must_visit": int(frame["must_visit"].sum()),
@@ -192,6 +206,18 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
     return doc
 
 
+def add_paths(doc: dict, network: RoadNetwork) -> None:
+    """Give each route of a plan document (and of its later days) its street path, ``[[lng, lat], ...]``."""
+    days = [doc["routes"], *[d["routes"] for d in doc.get("backlog", {}).get("later", [])]]
+    for routes in days:
+        for r in routes:
+            if not r["stops"]:
+                continue
+            pts = [r["start"], *[(s["lng"], s["lat"]) for s in r["stops"]], r["end"]]
+            path = network.path_lnglat([p[0] for p in pts], [p[1] for p in pts], mode=r["mode"])
+            r["path"] = [[round(x, 6), round(y, 6)] for x, y in path]
+
+
 def plan_document(plan: PatrolPlan, candidates: pd.DataFrame, inspectors: Sequence[Inspector], *,
                   params: Mapping | None = None, lang: str = "zh") -> dict:
     """The JSON-ready document of a plan (see :func:`plan_day`), stops joined with their candidate rows."""
@@ -210,14 +236,15 @@ def plan_document(plan: PatrolPlan, candidates: pd.DataFrame, inspectors: Sequen
             i = pos[s.site_id]
             reasons = list(col(i, "reasons", None) or [])
             if not reasons:
-                reasons = [{"kind": "risk", **bilingual("patrol.reason.risk_only", risk=s.prize)}]
+                reasons = [{"kind": "risk", **bilingual("patrol.reason.risk_only", risk=col(i, "risk", s.prize))}]
             begin = None if ins.shift_start is None else ins.shift_start + timedelta(minutes=s.start_min)
             stops.append({
                 "seq": seq, "site_id": _clean(s.site_id), "name": col(i, "name"), "address": col(i, "address"),
                 "category_code": col(i, "category_code"),
                 "category": col(i, name_column(lang, "category")),
                 "category_zh": col(i, "category_zh"), "category_en": col(i, "category_en"),
-                "grid_code": col(i, "grid_code"), "lng": float(cand.at[i, "lng"]), "lat": float(cand.at[i, "lat"]),
+                "grid_code": col(i, "grid_code"), "grid_name": col(i, "grid_name"),
+                "lng": float(cand.at[i, "lng"]), "lat": float(cand.at[i, "lat"]),
                 "arrival": _iso(s.arrival), "start_time": _iso(begin),
                 "departure": _iso(None if begin is None else begin + timedelta(minutes=s.service_min)),
                 "arrival_min": round(s.arrival_min, 2), "travel_min": round(s.travel_min, 2),

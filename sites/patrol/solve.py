@@ -178,6 +178,22 @@ def _dropped_reason(j: int, routes: list[Route], cand: pd.DataFrame, insp: list[
     return best[1], best[2]
 
 
+def unfit_sites(candidates: pd.DataFrame, inspectors: Sequence[Inspector | Mapping], *,
+                network: RoadNetwork | None = None) -> dict:
+    """The sites no inspector can visit even alone (start → site → end within the shift and the site's window),
+    each with the reason for the closest inspector: ``{site_id: {"en": ..., "zh": ...}}``."""
+    cand = prepare_candidates(candidates)
+    insp = as_inspectors(inspectors)
+    mats, _ = travel_matrices(cand, insp, network=network)
+    offsets = _offsets(insp)
+    fits = _fits_alone(cand, insp, mats, offsets)
+    out = {}
+    for j in np.flatnonzero(~fits):
+        en, zh = _solo_fit(int(j), cand, insp, mats, offsets)[1]
+        out[cand.at[j, "site_id"]] = {"en": en, "zh": zh}
+    return out
+
+
 # ---------------------------------------------------------------------------------------------- plans
 
 
