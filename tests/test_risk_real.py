@@ -162,7 +162,9 @@ def test_patrols_place_sites_by_their_area_or_leave_them_out_with_a_reason(unloc
     team = [{"name": "王伟", "start_lng": 112.93, "start_lat": 28.22, "shift_start": "09:00", "shift_hours": 3,
              "mode": "bike"}]
     doc = plan_day(store, team, date="2025-07-01", area=street, must_visit=[placed[0]], time_limit_s=1.0)
-    stops = {s["site_id"]: s for r in doc["routes"] for s in r["stops"]}
+    # today's routes or, when more urgent must-visits fill today, a later working day of the backlog
+    routes = [*doc["routes"], *(r for day in (doc.get("backlog") or {}).get("later", []) for r in day["routes"])]
+    stops = {s["site_id"]: s for r in routes for s in r["stops"]}
     assert placed[0] in stops and any(r["kind"] == "placed_by_area" for r in stops[placed[0]]["reasons"])
     whole = plan_day(store, team, date="2025-07-01", time_limit_s=1.0, max_candidates=20)
     assert whole["unlocated"] == [{"site_id": nowhere, "name": left[0]["name"], "reason": left[0]["zh"]}]
