@@ -218,7 +218,7 @@ def test_a_city_label_filters_like_a_type_mapped_or_not(small_city, tmp_path):
     assert count("garbage in alley") == 1  # a label ignoring case when no label is written so
     assert count("0101,噪音扰民") == 4  # a type and a label: either
     assert count("油烟污染,Garbage in alley") == 2
-    with pytest.raises(NotFoundError, match="unknown problem type or label '噪音'.*噪音扰民 \\(label\\)"):
+    with pytest.raises(NotFoundError, match=r"unknown problem type or label '噪音'.*噪音扰民 \(label\)"):
         count("噪音")
     map_label(small_city, "噪音扰民", "0101")
     store = Store(small_city)
