@@ -16,6 +16,7 @@ from civicgrid.api.routers import (
     events,
     heatmap,
     hotspots,
+    imports,
     kpis,
     layers,
     pages,
@@ -37,8 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 logger = logging.getLogger(__name__)
 
 #: The router modules included by :func:`create_app`, in order.
-ROUTERS = (layers, heatmap, hotspots, stats, events, risk, patrols, cases, kpis, simulator, users, reports, types,
-           pages)
+ROUTERS = (layers, heatmap, hotspots, stats, events, risk, patrols, cases, kpis, simulator, users, imports, reports,
+           types, pages)
 
 
 class RequestLog:

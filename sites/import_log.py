@@ -10,7 +10,7 @@ import duckdb
 import pandas as pd
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store, writing
-from civicgrid.geo.times import now_local
+from civicgrid.geo.times import now_local, store_timezone
 
 #: The actor of the audit rows an import writes (:func:`civicgrid.sites.cases.backfill`).
 IMPORT_ACTOR = "import"
@@ -20,7 +20,8 @@ UNDO_LAYERS = ("events", "sites", "inspections")
 
 def list_imports(store: Store) -> pd.DataFrame:
     """Every import: id, layer, file, when, counts (rows read, loaded, updated, duplicates, rejected) and when it
-    was undone (NaT when it was not)."""
+    was undone (NaT when it was not). Times are the store's wall-clock time (:func:`~civicgrid.geo.times.
+    now_local` in its zone), started, finished and undone alike."""
     df = store.sql("SELECT import_id, layer, file, started_at, finished_at, rows_read, loaded, duplicates, rejected, "
                    "report_json FROM imports ORDER BY import_id")
     reports = [json.loads(r) if isinstance(r, str) and r else {} for r in df.pop("report_json")]
@@ -50,7 +51,8 @@ def undo_import(db: str | os.PathLike, import_id: int) -> dict:
     Returns
     -------
     dict
-        ``import_id``, ``layer`` and the rows removed: ``events``, ``cases``, ``sites``, ``inspections``.
+        ``import_id``, ``layer``, the rows removed (``events``, ``cases``, ``sites``, ``inspections``) and
+        ``undone_at`` (ISO text, the store's wall-clock time like ``finished_at``).
     """
     with writing(db) as con:
         row = con.execute("SELECT layer, report_json FROM imports WHERE import_id = ?", [int(import_id)]).fetchone()
@@ -74,7 +76,7 @@ def undo_import(db: str | os.PathLike, import_id: int) -> dict:
             done.update(_undo_events(con, int(import_id)))
         else:
             done[layer] = _undo_rows(con, layer, int(import_id))
-        report["undone_at"] = str(now_local())
+        report["undone_at"] = done["undone_at"] = now_local(tz=store_timezone(con)).isoformat()  # as finished_at
         con.execute("UPDATE imports SET report_json = ? WHERE import_id = ?",
                     [json.dumps(report, ensure_ascii=False), int(import_id)])
     return done

@@ -359,3 +359,57 @@ def test_addresses_are_matched_to_what_the_store_holds(small_city, tmp_path):
     assert ev.loc["U2", "grid_code"] == "430102001001004" and ev.loc["U2", "location_confidence"] == 0.7
     assert ev.loc[["U1", "U2"], "located_by"].tolist() == ["address", "address"] and ev.loc["U1", "h3"] > 0
     assert ev.loc[["U3", "U4"], "located_by"].isna().all() and ev.loc[["U3", "U4"], "h3"].isna().all()
+
+
+def test_imports_list_and_undo_from_the_api_with_one_clock(small_city, tmp_path):
+    """Part 4: GET /api/imports and POST /api/imports/{id}/undo (admin); started, finished and undone times are
+    all the store's wall-clock time (geo/times.py), not the machine's or UTC."""
+    import zoneinfo
+
+    from civicgrid.api.app import create_app
+    from civicgrid.geo.times import store_timezone
+    from civicgrid.geo.users import add_user
+    from fastapi.testclient import TestClient
+
+    _, admin = add_user(small_city, "adm", role="admin")
+    _, viewer = add_user(small_city, "vw", role="viewer")
+    client = TestClient(create_app(small_city))
+    as_admin, as_viewer = ({"Authorization": f"Bearer {t}"} for t in (admin, viewer))
+    tz = zoneinfo.ZoneInfo(store_timezone(Store(small_city)))
+    t0 = datetime.now(tz).replace(tzinfo=None, microsecond=0)  # the API writes whole seconds
+    first = import_events(_file(tmp_path, "first.csv", FIRST), db=small_city, progress=False)
+    more = import_events(_file(tmp_path, "more.csv", FIXED), db=small_city, progress=False)
+    t1 = datetime.now(tz).replace(tzinfo=None)
+    assert client.get("/api/imports", headers=as_viewer).status_code == 403
+    r = client.get("/api/imports", headers=as_admin)
+    assert r.status_code == 200, r.text
+    rows = {x["import_id"]: x for x in r.json()["imports"]}
+    got = rows[more.import_id]
+    assert (got["layer"], got["rows_read"], got["loaded"], got["duplicates"], got["rejected"], got["updated"]) == (
+        "events", 4, 1, 3, 0, 0)
+    assert got["file"] == str(tmp_path / "more.csv") and got["undone_at"] is None
+    for x in (rows[first.import_id], got):
+        assert t0 <= datetime.fromisoformat(x["started_at"]) <= datetime.fromisoformat(x["finished_at"]) <= t1
+    r = client.post(f"/api/imports/{more.import_id}/undo", headers=as_admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {k: body[k] for k in ("import_id", "layer", "events", "cases", "sites", "inspections")} == {
+        "import_id": more.import_id, "layer": "events", "events": 1, "cases": 1, "sites": 0, "inspections": 0}
+    undone = datetime.fromisoformat(body["undone_at"])
+    assert t1 <= undone <= datetime.now(tz).replace(tzinfo=None)
+    listed = {x["import_id"]: x for x in client.get("/api/imports", headers=as_admin).json()["imports"]}
+    assert datetime.fromisoformat(listed[more.import_id]["undone_at"]) == undone
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"][0] == 3
+    # again: 422 (undone already); unknown: 404; beyond 64 bits: 422
+    assert client.post(f"/api/imports/{more.import_id}/undo", headers=as_admin).status_code == 422
+    assert client.post("/api/imports/999/undo", headers=as_admin).status_code == 404
+    assert client.post(f"/api/imports/{2**64}/undo", headers=as_admin).status_code == 422
+    # a case moved by a user: 409 naming it, nothing removed
+    case_id = int(Store(small_city).sql("SELECT case_id FROM cases c JOIN events e USING (event_id) "
+                                        "WHERE e.external_id = 'A1'")["case_id"][0])
+    from civicgrid.sites import cases as cs
+
+    cs.transition(small_city, case_id, "rectified", actor="张三")
+    r = client.post(f"/api/imports/{first.import_id}/undo", headers=as_admin)
+    assert r.status_code == 409 and f"({case_id})" in r.json()["detail"]
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"][0] == 3
