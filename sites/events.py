@@ -39,7 +39,7 @@ from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.sites.cases import backfill, link_rebounds
 from civicgrid.sites.cases.bulk import stage_cases
 from civicgrid.sites.event_places import AddressGazetteer, AreaIndex, place_unlocated
-from civicgrid.sites.event_updates import apply_updates
+from civicgrid.sites.event_updates import apply_updates, refresh_kept_cases
 from civicgrid.sites.taxonomy import STATUS_WORDS, TypeMatcher, status_words, type_choices, type_column_warnings
 
 __all__ = ["EVENT_FIELDS", "STATUS_WORDS", "TYPE_MODES", "import_events", "problem_type_choices"]
@@ -173,6 +173,8 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
                 report.cases_created = backfill(con, actor="import", event_ids=None if pending else ids)
                 report.rebounds_linked = link_rebounds(con, case_ids=ids) if len(ids) else 0
                 con.execute("DELETE FROM meta WHERE key = 'cases_pending'")
+            if ctx.kept_case_ids:  # cases users moved: kept with their steps, brought up to date with the rows
+                refresh_kept_cases(con, np.array(ctx.kept_case_ids, dtype=np.int64))
             elif not cases and len(ids):
                 set_meta(con, "cases_pending", "1")
             imp.record_import(con, report, started)
@@ -210,8 +212,11 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar) -> np.ndarr
     report.warnings = list(dict.fromkeys(report.warnings))
     finish_report(report, rejects, loaded=loaded, duplicates=duplicates)
     if ctx.update:
+        kept = len(ctx.kept_case_ids)
         report.warnings.append(f"--update: {report.updated or 0:,} stored events replaced by rows that differ "
-                               "(their cases recomputed)")
+                               "(their cases recomputed" + (f", except {kept:,} cases users have moved since: "
+                               "they keep their state and steps, and take the row's type, time and place)"
+                               if kept else ")"))
     return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
 
@@ -248,6 +253,8 @@ class _EventBatchContext:
     #: ``--update``: replace stored events whose id comes again with other content; the ids replaced.
     update: bool = False
     updated_ids: list[int] = field(default_factory=list)
+    #: ``--update``: the replaced events whose case users had moved (kept with its audit trail).
+    kept_case_ids: list[int] = field(default_factory=list)
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection, *, cols: dict[str, str], source: str, point: str | None,
@@ -354,8 +361,10 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
     })
     n_dup = int(dup.sum())
     if not new.all():
-        data, unchanged, replaced = apply_updates(con, data, ~new, source=ctx.source, before_query=before_query)
+        data, unchanged, replaced, kept = apply_updates(con, data, ~new, source=ctx.source,
+                                                        before_query=before_query)
         ctx.updated_ids.extend(int(i) for i in replaced)
+        ctx.kept_case_ids.extend(int(i) for i in kept)
         report.updated = (report.updated or 0) + len(replaced)
         n_dup -= int((~new).sum()) - unchanged  # the rows that replace stored ones are not duplicates
     return _counted(ctx, data), rejects, n_dup, int(data.filter(
