@@ -526,6 +526,11 @@ class ImportResult(BaseModel):
     located_by_area: int | None = Field(None, description="events: rows without coordinates located by their area")
     located_by_address: int | None = Field(None, description="events: rows located by their address")
     unlocated: int | None = Field(None, description="events: rows kept without a location (never on a map)")
+    address_precision: dict[str, int] | None = Field(
+        None, description="events: rows placed by their address, by precision (address, number, intersection, road)")
+    addresses_ambiguous: int | None = Field(
+        None, description="events: addresses naming roads that fit several places (not placed)")
+    road_numbers: int | None = Field(None, description="roads: house numbers loaded besides the roads")
 
 
 class ImportEntry(BaseModel):
@@ -559,6 +564,7 @@ class ImportUndone(BaseModel):
     cases: int
     sites: int
     inspections: int
+    roads: int = Field(0, description="roads: the pieces of road removed (their house numbers too)")
     undone_at: str = Field(..., description="the store's wall-clock time, as finished_at")
 
 

@@ -14,7 +14,7 @@ import re
 
 #: Schema version written by this civicgrid: 6 is the first DuckLake store. Older stores (single DuckDB files,
 #: versions 1 to 5) are migrated by ``civicgrid migrate``; newer ones are refused.
-SCHEMA_VERSION = 8
+SCHEMA_VERSION = 12
 
 #: The last version of the single-file store (what :data:`MIGRATIONS` bring a file up to).
 FILE_SCHEMA_VERSION = 5
@@ -340,9 +340,49 @@ _V8: list[str] = [
     "ALTER TABLE inspections ADD COLUMN kind VARCHAR",
 ]
 
+# 12: roads for placing records that have only an address (issue 13, ``civicgrid import roads``): one row per
+# named piece of road (an OSM way or graph edge; a piece with two names is a row per name), its house-number
+# range where the data has one, and the area codes of its middle; ``road_numbers`` the numbered addresses of
+# the extract (OSM ``addr:street`` + ``addr:housenumber``). ``events.location_precision`` says how exactly an
+# address placed its event: ``address`` (a stored address), ``number``, ``intersection`` or ``road``.
+_V12: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS roads (
+        road_id BIGINT NOT NULL,
+        name VARCHAR NOT NULL,
+        name_key VARCHAR NOT NULL,
+        kind VARCHAR,
+        osm_id VARCHAR,
+        number_from INTEGER,
+        number_to INTEGER,
+        length_m DOUBLE,
+        district_code VARCHAR,
+        street_code VARCHAR,
+        community_code VARCHAR,
+        dedup_key VARCHAR,
+        import_id INTEGER,
+        geom GEOMETRY
+    )
+    """,
+    """
+    CREATE TABLE IF NOT EXISTS road_numbers (
+        name VARCHAR NOT NULL,
+        name_key VARCHAR NOT NULL,
+        number VARCHAR NOT NULL,
+        lng DOUBLE NOT NULL,
+        lat DOUBLE NOT NULL,
+        district_code VARCHAR,
+        street_code VARCHAR,
+        dedup_key VARCHAR,
+        import_id INTEGER
+    )
+    """,
+    "ALTER TABLE events ADD COLUMN location_precision VARCHAR",
+]
+
 #: Statements that bring a store from version ``v - 1`` to version ``v`` (``v`` > 6), run in one transaction when
 #: a store is opened. A new store is created from :data:`LAKE_SCHEMA`, which ends with these.
-LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7, 8: _V8}
+LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7, 8: _V8, 12: _V12}
 
 #: Statements creating a new store (schema version :data:`SCHEMA_VERSION`): the tables of versions 1 to 5 as
 #: DuckLake tables (no constraints but NOT NULL), the macros, and the holiday calendar, then

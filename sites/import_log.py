@@ -15,7 +15,7 @@ from civicgrid.geo.times import now_local, store_timezone
 #: The actor of the audit rows an import writes (:func:`civicgrid.sites.cases.backfill`).
 IMPORT_ACTOR = "import"
 #: The layers whose imports can be undone (their rows carry ``import_id``).
-UNDO_LAYERS = ("events", "sites", "inspections")
+UNDO_LAYERS = ("events", "sites", "inspections", "roads")
 
 
 def list_imports(store: Store) -> pd.DataFrame:
@@ -71,15 +71,25 @@ def undo_import(db: str | os.PathLike, import_id: int) -> dict:
             msg = (f"import {import_id} updated {report['updated']} stored rows, which undo cannot restore; import "
                    "the earlier file again with --update")
             raise ConflictError(msg)
-        done = {"import_id": int(import_id), "layer": layer, "events": 0, "cases": 0, "sites": 0, "inspections": 0}
+        done = {"import_id": int(import_id), "layer": layer, "events": 0, "cases": 0, "sites": 0, "inspections": 0,
+                "roads": 0}
         if layer == "events":
             done.update(_undo_events(con, int(import_id)))
+        elif layer == "roads":  # nothing refers to a road: events placed by it keep their point
+            done["roads"] = int(fetch(con, "SELECT count(*) FROM roads WHERE import_id = ?", import_id))
+            con.execute("DELETE FROM roads WHERE import_id = ?", [int(import_id)])
+            con.execute("DELETE FROM road_numbers WHERE import_id = ?", [int(import_id)])
         else:
             done[layer] = _undo_rows(con, layer, int(import_id))
         report["undone_at"] = done["undone_at"] = now_local(tz=store_timezone(con)).isoformat()  # as finished_at
         con.execute("UPDATE imports SET report_json = ? WHERE import_id = ?",
                     [json.dumps(report, ensure_ascii=False), int(import_id)])
     return done
+
+
+def fetch(con: duckdb.DuckDBPyConnection, query: str, *params: object) -> object:
+    """The first value of ``query``."""
+    return con.execute(query, list(params)).fetchone()[0]
 
 
 def _undo_events(con: duckdb.DuckDBPyConnection, import_id: int) -> dict:
