@@ -263,7 +263,10 @@ class RoadGazetteer:
             if len(pts):
                 x, y, far = _spread(pts[["lng", "lat"]].to_numpy(float))
                 return Placed(lng=x, lat=y, precision="number") if far <= SPREAD_M else Placed(ambiguous=True)
-        n = int(re.match(r"\d+", number).group(0))
+        lead = re.match(r"\d+", number)
+        if lead is None:
+            return None
+        n = int(lead.group(0))
         on = []
         for r in roads:
             for lo, hi, line in r.ranges:
@@ -345,7 +348,7 @@ def _group(pieces: pd.DataFrame) -> list[Road]:
 def _area_names(areas: pd.DataFrame) -> list[tuple[str, str, str]]:
     """(written name, code, level) of districts and streets, longest names first: each name as stored, and with
     or without its suffix (``福田`` / ``福田区``, ``华富街道`` / ``华富``)."""
-    out = []
+    out: list[tuple[str, str, str]] = []
     for r in areas.itertuples():
         name = unicodedata.normalize("NFKC", str(r.name)).strip().upper()
         if not name:

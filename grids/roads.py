@@ -106,7 +106,7 @@ def read_graphml(path: str | os.PathLike) -> tuple[gpd.GeoDataFrame, str | None]
     for n in graph.findall("g:node", ns):
         d = {keys.get(x.get("key"), (None, None))[1]: x.text for x in n.findall("g:data", ns)}
         try:
-            nodes[n.get("id")] = (float(d["x"]), float(d["y"]))
+            nodes[str(n.get("id"))] = (float(str(d["x"])), float(str(d["y"])))
         except (KeyError, TypeError, ValueError):
             continue
     rows, seen = [], set()
