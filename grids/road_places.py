@@ -46,6 +46,7 @@ CONFIDENCE = {"number": 0.9, "intersection": 0.85, "road": 0.6}
 _CJK = re.compile(r"[\u4e00-\u9fff]")
 _CN_PREFIX = re.compile(r"^(?:[\u4e00-\u9fff]{2,7}?省)?(?:[\u4e00-\u9fff]{2,7}?市)?")
 _MARKER = re.compile(r"与|和|及|交叉|交汇|交界|路口|交口|&|/|、|\bAND\b|\bCORNER\b|@")
+_NUMERAL = re.compile(r"[0-9一二三四五六七八九十百千零〇两]")
 _CN_NUMBER = re.compile(r"^\s*(\d+)(?:[-－之]\d+)?\s*号")
 _M_PER_DEG = 110_540.0, 111_320.0
 
@@ -186,7 +187,9 @@ class RoadGazetteer:
         rx = self._cn if cn else self._en
         if rx is None:
             return Placed()
-        found = list(rx.finditer(text))
+        # a name inside a number is none (四号 in 十四号楼, 1 MAIN in 21 MAIN)
+        found = [m for m in rx.finditer(text) if not (m.start() and _NUMERAL.match(text[m.start() - 1]))
+                 or not _NUMERAL.match(text[m.start()])]
         if not found:
             return Placed()
         spans = [(m.start(), m.end()) for m in found]

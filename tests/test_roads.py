@@ -238,3 +238,26 @@ def test_roads_through_the_cli_and_the_api(tmp_path, shared):
     r = client.post("/api/imports/roads", files={"file": ("x.graphml", b"<not xml")},
                     headers={"Authorization": f"Bearer {admin}"})
     assert r.status_code == 422 and "x.graphml" in r.json()["detail"]
+
+
+def test_address_parsing_on_a_small_gazetteer():
+    """Names inside numbers are no roads; a number before or after an English street name; 1-5 and 1 B."""
+    from civicgrid.grids.road_places import RoadGazetteer, road_key
+
+    line = shapely.LineString([(114.0, 22.5), (114.001, 22.5)])
+    far = shapely.LineString([(114.0, 22.6), (114.001, 22.6)])
+    roads = pd.DataFrame({"name_key": [road_key(n) for n in ("四号", "深南大道", "Main St", "Main Street")],
+                          "geom": [line, line, far, far], "length_m": 103.0, "district_code": "D",
+                          "street_code": None, "community_code": None, "number_from": None, "number_to": None})
+    numbers = pd.DataFrame({"name_key": [road_key("Main Street")] * 3, "number": ["21", "1-5", "1 B"],
+                            "lng": [114.0002, 114.0004, 114.0006], "lat": 22.6, "district_code": "D",
+                            "street_code": None})
+    g = RoadGazetteer(roads, numbers, pd.DataFrame({"code": ["D"], "name": ["福田"], "level": ["district"]}))
+    assert g.place("福田区十四号楼").precision is None  # 四号 inside 十四号 is no road
+    assert g.place("四号").precision == "road"
+    assert g.place("21 Main St., Springfield").lng == pytest.approx(114.0002)
+    assert g.place("Main Street 1-5").lng == pytest.approx(114.0004)
+    assert g.place("Main St 1 B").lng == pytest.approx(114.0006)
+    p = g.place("Main Street 7")  # a number the data lacks: the road, its middle
+    assert p.precision == "road" and p.lng == pytest.approx(114.0005) and p.lat == pytest.approx(22.6)
+    assert g.place("深南大道与四号交叉口").precision == "intersection"  # the same line: they share it
