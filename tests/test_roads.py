@@ -261,3 +261,22 @@ def test_address_parsing_on_a_small_gazetteer():
     p = g.place("Main Street 7")  # a number the data lacks: the road, its middle
     assert p.precision == "road" and p.lng == pytest.approx(114.0005) and p.lat == pytest.approx(22.6)
     assert g.place("深南大道与四号交叉口").precision == "intersection"  # the same line: they share it
+
+
+def test_a_gcj02_line_layer_is_stored_in_wgs84(tmp_path):
+    """Roads drawn on AMap tiles (GCJ-02, no .prj) with --crs gcj02: stored in WGS84 (eviltransform, independent)."""
+    eviltransform = pytest.importorskip("eviltransform")
+    wgs = [(114.05, 22.54), (114.06, 22.545)]
+    gcj = [eviltransform.wgs2gcj(lat, lng)[::-1] for lng, lat in wgs]
+    layer = gpd.GeoDataFrame({"路名": ["测试大道"]}, geometry=[shapely.LineString(gcj)])
+    f = tmp_path / "gcj.shp"
+    layer.to_file(f, encoding="utf-8")
+    (tmp_path / "gcj.prj").unlink(missing_ok=True)
+    db = tmp_path / "g.duckdb"
+    rep = import_roads(f, db=db, crs="gcj02", progress=False)
+    assert (rep.loaded, rep.crs) == (1, "gcj02")
+    xy = shapely.get_coordinates(shapely.from_wkb(bytes(Store(db).sql(
+        "SELECT ST_AsWKB(geom) AS w FROM roads")["w"][0])))
+    for (x, y), p in zip(xy, wgs, strict=True):
+        assert _metres((x, y), p) < 1.0
+    assert _metres(tuple(xy[0]), gcj[0]) > 300  # the offset removed
