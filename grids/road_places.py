@@ -1,4 +1,4 @@
-"""Placing an address at its road: ``深南大道1001号`` at its number (or on its road), ``红荔路与农园路交叉口`` where
+"""Placing an address at its road: ``深南大道1001号`` at its number (or on its road), ``深南大道与香梅路交叉口`` where
 the two roads meet, ``Fabianinkatu 12`` at that house, from the roads and house numbers the store holds
 (``civicgrid import roads``).
 

@@ -2,7 +2,7 @@
 
 ``civicgrid import roads FILE`` loads the named roads (and the house numbers, where the data has them) that
 :class:`civicgrid.grids.road_places.RoadGazetteer` matches addresses against (``福田区深南大道1001号``,
-``红荔路与农园路交叉口``, ``Fabianinkatu 12``). It reads, offline:
+``深南大道与香梅路交叉口``, ``Fabianinkatu 12``). It reads, offline:
 
 - an OSMnx GraphML graph (``ox.save_graphml``): each edge a piece of road, with its ``name`` (a list when the
   edge joins two ways: one row per name) and its geometry (a straight line between its nodes when it has

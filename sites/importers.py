@@ -218,7 +218,7 @@ IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
                      "addr:housenumber of points and buildings), an OSMnx graph (.graphml) or any line layer "
                      "(--name COLUMN, detected when not given; house-number ranges with --map number_from=… "
                      "number_to=…). Events imported later without coordinates but with an address (--map "
-                     "address=…) are placed at the house number, where two roads meet (红荔路与农园路交叉口) or on "
+                     "address=…) are placed at the house number, where two roads meet (深南大道与香梅路交叉口) or on "
                      "the road, with that precision; never when two roads of the name fit (the district written "
                      "in the address or the row's area column picks one)."),
     Importer("sites", import_sites, fields=tuple(SITE_FIELDS), flags=("id", "name", "category", "lat", "lng"),
