@@ -17,6 +17,7 @@ from civicgrid.api.routers import (
     field,
     heatmap,
     hotspots,
+    imports,
     inspections,
     kpis,
     layers,
@@ -41,7 +42,7 @@ logger = logging.getLogger(__name__)
 
 #: The router modules included by :func:`create_app`, in order.
 ROUTERS = (layers, heatmap, hotspots, stats, events, risk, patrols, cases, inspections, kpis, simulator, users,
-           reports, types, pages, field)
+           imports, reports, types, pages, field)
 
 
 class RequestLog:

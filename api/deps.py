@@ -139,7 +139,8 @@ def event_filters(
     end: str | None = Query(None, description="last day (inclusive) or exclusive end time", examples=["2024-12-31"]),
     source: str | None = Query(None, description="complaint or inspection (inspection hits)"),
     type: str | None = Query(None, description="problem types, comma-separated: 小类 codes (0201), 大类 codes "
-                                              "(02) or names (占道经营)"),
+                                              "(02), names (占道经营) or the city's own labels of imported "
+                                              "events (噪音扰民, Graffiti), with a type or not"),
     category: str | None = Query(None, description="site categories, comma-separated codes (03) or names: "
                                                   "events at sample-frame sites of these categories"),
     area: str | None = Query(None, description="a district, street, community or micro-grid: its code or its "

@@ -539,6 +539,46 @@ class ImportResult(BaseModel):
     located_by_area: int | None = Field(None, description="events: rows without coordinates located by their area")
     located_by_address: int | None = Field(None, description="events: rows located by their address")
     unlocated: int | None = Field(None, description="events: rows kept without a location (never on a map)")
+    address_precision: dict[str, int] | None = Field(
+        None, description="events: rows placed by their address, by precision (address, number, intersection, road)")
+    addresses_ambiguous: int | None = Field(
+        None, description="events: addresses naming roads that fit several places (not placed)")
+    road_numbers: int | None = Field(None, description="roads: house numbers loaded besides the roads")
+
+
+class ImportEntry(BaseModel):
+    """One import of the store (``civicgrid imports list``); times are the store's wall-clock time."""
+
+    import_id: int
+    layer: str
+    file: str | None
+    started_at: str | None
+    finished_at: str | None
+    rows_read: int | None
+    loaded: int | None
+    updated: int = Field(..., description="events with update: stored rows replaced")
+    duplicates: int | None
+    rejected: int | None
+    undone_at: str | None = Field(None, description="when it was undone (null: it was not)")
+
+
+class ImportList(BaseModel):
+    """``GET /api/imports``: every import, oldest first."""
+
+    imports: list[ImportEntry]
+
+
+class ImportUndone(BaseModel):
+    """``POST /api/imports/{import_id}/undo``: what the undo removed."""
+
+    import_id: int
+    layer: str
+    events: int
+    cases: int
+    sites: int
+    inspections: int
+    roads: int = Field(0, description="roads: the pieces of road removed (their house numbers too)")
+    undone_at: str = Field(..., description="the store's wall-clock time, as finished_at")
 
 
 # --- users -----------------------------------------------------------------------------------------------------

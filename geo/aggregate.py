@@ -77,7 +77,9 @@ class EventFilter:
     source
         ``complaint`` or ``inspection`` (inspection hits).
     types
-        Problem types: 小类 codes (``0201``), 大类 codes (``02``, all its 小类) or their Chinese/English names.
+        Problem types: 小类 codes (``0201``), 大类 codes (``02``, all its 小类) or their Chinese/English names; or
+        a city's own labels (the ``source_type`` of imported events, e.g. ``Graffiti``, ``噪音扰民``), mapped to a
+        type or not.
     categories
         Site categories (``03`` or 银行网点): events linked to a sample-frame site of these categories.
     area
@@ -97,8 +99,10 @@ class EventFilter:
     area: str | None = None
     status: str | None = None
     as_of: datetime | None = None
-    #: Set by :meth:`validate`: the 小类 codes ``types`` expand to, and the area's level.
+    #: Set by :meth:`validate`: the 小类 codes ``types`` expand to, the source labels among them (events whose
+    #: ``source_type`` is one of them count, with or without a type), and the area's level.
     type_codes: tuple[str, ...] = field(default=(), repr=False)
+    type_labels: tuple[str, ...] = field(default=(), repr=False)
     area_level: str | None = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
@@ -109,6 +113,7 @@ class EventFilter:
         set_(self, "types", _codes(self.types))
         set_(self, "categories", _codes(self.categories))
         set_(self, "type_codes", _codes(self.type_codes))
+        set_(self, "type_labels", _codes(self.type_labels))
         if self.start and self.end and self.start >= self.end:
             msg = f"start ({self.start:%Y-%m-%d %H:%M}) must be before end ({self.end:%Y-%m-%d %H:%M})"
             raise InvalidParameterError(msg)
@@ -139,7 +144,8 @@ class EventFilter:
     @property
     def validated(self) -> bool:
         """Whether codes were checked against a store (:meth:`validate`)."""
-        return (not self.types or bool(self.type_codes)) and (self.area is None or self.area_level is not None)
+        return ((not self.types or bool(self.type_codes or self.type_labels))
+                and (self.area is None or self.area_level is not None))
 
     def validate(self, store: Store) -> EventFilter:
         """Check every code against ``store`` and return the filter with types expanded to 小类 codes.
@@ -151,23 +157,7 @@ class EventFilter:
         """
         if self.validated and not self.categories and (self.status != "overdue" or self.as_of is not None):
             return self
-        type_codes: list[str] = []
-        if self.types:
-            pt = cached(store, ("problem_types",), lambda: store.sql(
-                "SELECT code, major_code, name_zh, name_en, major_zh, major_en FROM problem_types"))
-            for t in self.types:
-                key = t.lower()
-                minor = pt[(pt.code == t) | (pt.name_zh == t) | (pt.name_en.str.lower() == key)]
-                major = pt[(pt.major_code == t) | (pt.major_zh == t) | (pt.major_en.str.lower() == key)]
-                hit = minor if len(minor) else major
-                if not len(hit):
-                    choices = {**{r.code: f"{r.code} {r.name_zh}" for r in pt.itertuples()},
-                               **{r.name_zh: f"{r.code} {r.name_zh}" for r in pt.itertuples()},
-                               **{r.major_code: f"{r.major_code} {r.major_zh}" for r in pt.itertuples()},
-                               **{r.major_zh: f"{r.major_code} {r.major_zh}" for r in pt.itertuples()}}
-                    msg = f"unknown problem type {t!r}; closest known: {_closest(t, choices)}"
-                    raise NotFoundError(msg)
-                type_codes.extend(hit.code)
+        type_codes, type_labels = _type_codes(store, self.types) if self.types else ([], [])
         cats = list(self.categories)
         if cats:
             sc = cached(store, ("site_categories",), lambda: store.sql(
@@ -192,7 +182,8 @@ class EventFilter:
             as_of = now_local(precision="minute")
         return EventFilter(start=self.start, end=self.end, source=self.source, types=self.types,
                            categories=tuple(cats), area=area, status=self.status, as_of=as_of,
-                           type_codes=tuple(dict.fromkeys(type_codes)), area_level=level)
+                           type_codes=tuple(dict.fromkeys(type_codes)), type_labels=tuple(type_labels),
+                           area_level=level)
 
     def where(self, alias: str = "e", *, located_only: bool = True) -> tuple[str, list]:
         """SQL condition on ``events`` (as ``alias``) and its parameters. Call :meth:`validate` first.
@@ -214,8 +205,13 @@ class EventFilter:
         # scan, several times faster than bound parameters on 10M rows. Times stay parameters.
         if self.source is not None:
             parts.append(f"{a}source = {_lit(self.source)}")
+        types = []
         if self.type_codes:
-            parts.append(f"list_contains([{', '.join(map(_lit, self.type_codes))}], {a}problem_type)")
+            types.append(f"list_contains([{', '.join(map(_lit, self.type_codes))}], {a}problem_type)")
+        if self.type_labels:
+            types.append(f"list_contains([{', '.join(map(_lit, self.type_labels))}], {a}source_type)")
+        if types:
+            parts.append(types[0] if len(types) == 1 else f"({' OR '.join(types)})")
         if self.categories:
             parts.append(f"{a}site_id IN (SELECT site_id FROM sites WHERE category_code IN "
                          f"({', '.join(map(_lit, self.categories))}))")
@@ -227,6 +223,44 @@ class EventFilter:
             parts.append(f"{a}status = 'open' AND {a}deadline < ?")
             params.append(self.as_of or now_local(precision="microsecond"))
         return " AND ".join(parts), params
+
+
+def _type_codes(store: Store, types: tuple[str, ...]) -> tuple[list[str], list[str]]:
+    """The 小类 codes and the source labels ``types`` name: a problem type's code or name (小类 first, then 大类),
+    else a label of imported events (``source_type``, exact first, then ignoring case).
+
+    Raises
+    ------
+    NotFoundError
+        Neither a type nor a label; the message names the closest types and labels.
+    """
+    pt = cached(store, ("problem_types",), lambda: store.sql(
+        "SELECT code, major_code, name_zh, name_en, major_zh, major_en FROM problem_types"))
+    labels = cached(store, ("source_types",), lambda: store.sql(
+        "SELECT DISTINCT source_type FROM events WHERE source_type IS NOT NULL")["source_type"].astype(str))
+    codes: list[str] = []
+    found: list[str] = []
+    for t in types:
+        key = t.lower()
+        minor = pt[(pt.code == t) | (pt.name_zh == t) | (pt.name_en.str.lower() == key)]
+        major = pt[(pt.major_code == t) | (pt.major_zh == t) | (pt.major_en.str.lower() == key)]
+        hit = minor if len(minor) else major
+        if len(hit):
+            codes.extend(hit.code)
+            continue
+        same = labels[labels == t]
+        same = same if len(same) else labels[labels.str.lower() == key]
+        if len(same):
+            found.extend(same)
+            continue
+        choices = {**{r.code: f"{r.code} {r.name_zh}" for r in pt.itertuples()},
+                   **{r.name_zh: f"{r.code} {r.name_zh}" for r in pt.itertuples()},
+                   **{r.major_code: f"{r.major_code} {r.major_zh}" for r in pt.itertuples()},
+                   **{r.major_zh: f"{r.major_code} {r.major_zh}" for r in pt.itertuples()},
+                   **{v: f"{v} (label)" for v in labels}}
+        msg = f"unknown problem type or label {t!r}; closest known: {_closest(t, choices)}"
+        raise NotFoundError(msg)
+    return codes, list(dict.fromkeys(found))
 
 
 def _lit(value: str) -> str:

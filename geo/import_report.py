@@ -46,6 +46,12 @@ class ImportReport:
     located_by_area: int | None = None
     located_by_address: int | None = None
     unlocated: int | None = None
+    #: Events only: rows placed by their address, by how exactly (address, number, intersection, road), and the
+    #: addresses that name roads but were not placed because the roads are ambiguous (or do not meet).
+    address_precision: dict[str, int] | None = None
+    addresses_ambiguous: int | None = None
+    #: Roads only: the numbered addresses loaded besides the roads (OSM ``addr:housenumber``).
+    road_numbers: int | None = None
 
     def to_dict(self) -> dict:
         """Return the report as a JSON-ready dict."""
@@ -77,6 +83,12 @@ class ImportReport:
             lines.append(f"  located        {self.located:>10,}  (by coordinates; by area: "
                          f"{self.located_by_area or 0:,}, by address: {self.located_by_address or 0:,}, "
                          f"unlocated: {self.unlocated or 0:,})")
+        if self.address_precision:
+            lines.append("  by address as  " + ", ".join(f"{k} {v:,}" for k, v in self.address_precision.items())
+                         + (f"; ambiguous, not placed: {self.addresses_ambiguous:,}" if self.addresses_ambiguous
+                            else ""))
+        if self.road_numbers is not None:
+            lines.append(f"  house numbers  {self.road_numbers:>10,}")
         if self.unmapped_types:
             top = list(self.unmapped_types.items())[:5]
             lines.append(f"  unmapped types {len(self.unmapped_types):>10,}  labels kept without a type: "

@@ -29,7 +29,7 @@ from civicgrid.geo.errors import ImportFileError, ReadError
 from civicgrid.geo.import_report import ImportReport, Rejects, note_reader_rejects, start_report
 from civicgrid.geo.readers import BatchReader, ReadResult, read_batches, read_table
 from civicgrid.geo.store import fetch_value
-from civicgrid.geo.times import now_local, store_timezone
+from civicgrid.geo.times import now_local, store_timezone, stored_moment
 
 T = TypeVar("T")
 
@@ -147,17 +147,22 @@ def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
 
 
 def record_import(con: duckdb.DuckDBPyConnection, report: ImportReport, started: datetime) -> None:
-    """Log the import in the ``imports`` table (assigning ``report.import_id`` if not yet set)."""
+    """Log the import in the ``imports`` table (assigning ``report.import_id`` if not yet set).
+
+    ``started_at`` and ``finished_at`` are the store's wall-clock time, like every time it keeps
+    (:func:`~civicgrid.geo.times.stored_moment`; ``started`` naive: the machine's local time)."""
     if report.import_id is None:
         report.import_id = next_id(con, "imports", "import_id")
     logger.info("import %d of %s from %s: %d rows read, %d loaded, %d duplicates, %d rejected, %d outside the "
                 "grids", report.import_id, report.layer, report.file, report.rows_read, report.loaded,
                 report.duplicates, report.rejected, report.outside_grids)
-    # finished now, on the store's wall clock like every stored time (not DuckDB's now(), in the machine's zone)
+    # on the store's wall clock like every stored time (not DuckDB's now(), in the machine's zone)
+    tz = store_timezone(con)
     con.execute(
         "INSERT INTO imports VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-        [report.import_id, report.layer, report.file, started, now_local(tz=store_timezone(con)), report.rows_read,
-         report.loaded, report.duplicates, report.rejected, report.outside_grids,
+        [report.import_id, report.layer, report.file, stored_moment(started, tz=tz),
+         now_local(tz=tz, precision="microsecond"), report.rows_read, report.loaded,
+         report.duplicates, report.rejected, report.outside_grids,
          json.dumps({k: v for k, v in report.to_dict().items() if k != "rejects"}, ensure_ascii=False)],
     )
 

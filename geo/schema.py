@@ -14,7 +14,7 @@ import re
 
 #: Schema version written by this civicgrid: 6 is the first DuckLake store. Older stores (single DuckDB files,
 #: versions 1 to 5) are migrated by ``civicgrid migrate``; newer ones are refused.
-SCHEMA_VERSION = 10
+SCHEMA_VERSION = 11
 
 #: The last version of the single-file store (what :data:`MIGRATIONS` bring a file up to).
 FILE_SCHEMA_VERSION = 5
@@ -350,26 +350,57 @@ _V9: list[str] = [
     "ALTER TABLE inspections ADD COLUMN plan_id VARCHAR",
 ]
 
-# 10: a street network for patrol travel times (issue 15): one row per piece of street between crossings, its
-# kind (arterial, secondary, local, alley, entrance: the lane from a street to a site's point, ``site_id`` set),
-# name, one-way flag and length; pieces meet at shared vertices. The demo city ships one; a city may load its own.
+# 10: roads (issue 15, issue 13): one row per piece of street, for patrol travel times and for placing records that
+# have only an address. ``kind`` (the demo's arterial, secondary, local, alley, entrance — the lane from a street
+# to a site's point, ``site_id`` set — or an imported OSM highway value), name (``name_key`` normalised for
+# matching), one-way flag, length, house-number range where the data has one and the area codes of its middle;
+# pieces meet at shared vertices. The demo city ships its streets; ``civicgrid import roads`` loads a city's own.
 _V10: list[str] = [
     """
     CREATE TABLE IF NOT EXISTS roads (
         road_id BIGINT NOT NULL,
-        kind VARCHAR NOT NULL,
+        kind VARCHAR,
         name VARCHAR,
+        name_key VARCHAR,
         oneway BOOLEAN,
         site_id BIGINT,
+        osm_id VARCHAR,
+        number_from INTEGER,
+        number_to INTEGER,
         length_m DOUBLE,
+        district_code VARCHAR,
+        street_code VARCHAR,
+        community_code VARCHAR,
+        dedup_key VARCHAR,
+        import_id INTEGER,
         geom GEOMETRY
     )
     """,
 ]
 
+# 11: ``road_numbers``, the numbered addresses of an imported extract (OSM ``addr:street`` +
+# ``addr:housenumber``), and ``events.location_precision``: how exactly an address placed its event (``address``,
+# a stored address; ``number``, ``intersection`` or ``road``).
+_V11: list[str] = [
+    """
+    CREATE TABLE IF NOT EXISTS road_numbers (
+        name VARCHAR NOT NULL,
+        name_key VARCHAR NOT NULL,
+        number VARCHAR NOT NULL,
+        lng DOUBLE NOT NULL,
+        lat DOUBLE NOT NULL,
+        district_code VARCHAR,
+        street_code VARCHAR,
+        dedup_key VARCHAR,
+        import_id INTEGER
+    )
+    """,
+    "ALTER TABLE events ADD COLUMN location_precision VARCHAR",
+]
+
 #: Statements that bring a store from version ``v - 1`` to version ``v`` (``v`` > 6), run in one transaction when
 #: a store is opened. A new store is created from :data:`LAKE_SCHEMA`, which ends with these.
-LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7, 8: _V8, 9: _V9, 10: _V10}
+LAKE_MIGRATIONS: dict[int, list[str]] = {7: _V7, 8: _V8, 9: _V9, 10: _V10, 11: _V11}
 
 #: Statements creating a new store (schema version :data:`SCHEMA_VERSION`): the tables of versions 1 to 5 as
 #: DuckLake tables (no constraints but NOT NULL), the macros, and the holiday calendar, then

@@ -82,6 +82,15 @@ def now_local(*, tz: str = DEFAULT_TIMEZONE,
     raise InvalidParameterError(msg)
 
 
+def stored_moment(moment: datetime, *, tz: str = DEFAULT_TIMEZONE) -> datetime:
+    """A moment of the machine's clock as the store keeps times: naive wall-clock time in ``tz`` (the store's).
+
+    ``moment`` with a time zone is converted; a naive one (``datetime.now()``) is read as the machine's local
+    time, which need not be the store's (a server on UTC keeping a Beijing-time store).
+    """
+    return moment.astimezone(zoneinfo.ZoneInfo(tz)).replace(tzinfo=None)
+
+
 # --- the plausible window ----------------------------------------------------------------------------------------
 
 

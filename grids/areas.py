@@ -18,7 +18,6 @@ from civicgrid.geo.import_report import ImportReport, Rejects, finish_report
 from civicgrid.geo.levels import AREA_LEVELS, PARENT_LEVEL, check_level
 from civicgrid.geo.locations import crs_label, geometries, resolve_crs, to_wgs84_geometries
 from civicgrid.geo.store import fetch_value, writing
-from civicgrid.geo.times import now_local
 from civicgrid.grids.locate import LOCATION_COLUMNS, locate_points, location_arrays
 
 AREA_FIELDS = ["code", "name", "parent"]
@@ -293,7 +292,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
         Repair invalid polygons (self-intersections...) and say what changed, instead of rejecting them.
     """
     check_level(level, levels=AREA_LEVELS)
-    started = now_local()  # the store's wall-clock convention (geo/times.py)
+    started = datetime.now().astimezone()  # a moment; record_import stores it on the store's clock
     src, cols, report, rej = imp.start_import("areas", path, fields=AREA_FIELDS, required=["code", "name"],
                                               mapping=mapping, encoding=encoding, layer=layer)
     table = src.table
@@ -348,7 +347,7 @@ def import_grids(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
     without a code column gets codes from a hash of each grid's geometry (a
     warning says so), which keeps re-imports idempotent.
     """
-    started = now_local()  # the store's wall-clock convention (geo/times.py)
+    started = datetime.now().astimezone()  # a moment; record_import stores it on the store's clock
     src, cols, report, rej = imp.start_import("grids", path, fields=GRID_FIELDS, mapping=mapping,
                                               encoding=encoding, layer=layer)
     table = src.table

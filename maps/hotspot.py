@@ -330,14 +330,24 @@ def _add_sites(m: folium.Map, store: Store, *, filters: EventFilter, lang: str, 
     return [{"name": n, "color": c} for n, c in zip(groups["grp"], group_colors, strict=True)]
 
 
+#: The city's own labels without a type listed in the map's type filter (the most frequent first).
+FORM_LABELS = 200
+
+
 def _form_options(store: Store, lang: str) -> dict:
-    """Choices of the filter form: problem types by 大类 and areas by level."""
+    """Choices of the filter form: problem types by 大类, the city's own labels without a type (the most frequent
+    :data:`FORM_LABELS`), and areas by level."""
     pt = store.sql(f"SELECT code, {name_column(lang)} AS name, major_code, {name_column(lang, 'major')} AS major "
                    "FROM problem_types ORDER BY code")
     # a city's own types may lack a 大类: they are listed under their code alone, not dropped from the form
     majors = [{"code": code, "name": part["major"].iloc[0] if pd.notna(part["major"].iloc[0]) else "",
                "types": [{"code": r.code, "name": r.name} for r in part.itertuples()]}
               for code, part in pt.groupby(pt["major_code"].fillna(""), sort=True)]
+    labels = store.sql("SELECT source_type AS label, count(*) AS n FROM events WHERE problem_type IS NULL AND "
+                       f"source_type IS NOT NULL GROUP BY 1 ORDER BY n DESC, label LIMIT {FORM_LABELS}")
+    if len(labels):
+        majors.append({"code": "", "name": text("map.own_labels", lang), "own": True,
+                       "types": [{"code": v, "name": v} for v in labels["label"]]})
     areas = store.sql(f"SELECT code, {local_name(lang)} AS name, level, parent_code FROM areas ORDER BY code")
     levels = [{"level": lv, "areas": [{"code": r.code, "name": r.name} for r in areas[areas.level == lv].itertuples()]}
               for lv in AREA_LEVELS]

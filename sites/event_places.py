@@ -18,6 +18,7 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from civicgrid.grids.road_places import STREET_WORDS
 
 #: The place columns of an event, finest first.
 PLACE_COLUMNS = ("grid_code", "community_code", "street_code", "district_code")
@@ -131,14 +132,24 @@ def place_unlocated(places: dict[str, pa.Array], located: pd.DataFrame, point_ro
     return out, by_area
 
 
+def coarsen(places: dict[str, pa.Array], rows: dict[int, tuple]) -> dict[str, pa.Array]:
+    """The location columns with the rows of ``rows`` (row -> codes grid, community, street, district) given
+    those codes and no H3 cell: rows placed on a long road, which only the areas holding the whole road say."""
+    out = dict(places)
+    at = np.fromiter(rows, dtype=np.int64, count=len(rows))
+    h3 = places["h3"]
+    valid = h3.is_valid().to_numpy(zero_copy_only=False).copy()
+    valid[at] = False
+    out["h3"] = pa.array(h3.fill_null(0).to_numpy(zero_copy_only=False), pa.uint64(), mask=~valid)
+    for j, c in enumerate(PLACE_COLUMNS):
+        codes = places[c].cast(pa.string()).to_numpy(zero_copy_only=False).astype(object)
+        codes[at] = [rows[int(i)][j] for i in at]
+        out[c] = pa.array(codes, pa.string()).dictionary_encode()
+    return out
+
+
 # --- offline address matching: a gazetteer of what the store holds ------------------------------------------
 
-#: English street-type abbreviations, written out (``420 BERRY ST`` = ``420 Berry Street``).
-_STREET_WORDS = {
-    "ST": "STREET", "AVE": "AVENUE", "AV": "AVENUE", "BLVD": "BOULEVARD", "RD": "ROAD", "DR": "DRIVE",
-    "PL": "PLACE", "LN": "LANE", "CT": "COURT", "TER": "TERRACE", "HWY": "HIGHWAY", "PKWY": "PARKWAY",
-    "SQ": "SQUARE", "N": "NORTH", "S": "SOUTH", "E": "EAST", "W": "WEST", "CIR": "CIRCLE", "EXPY": "EXPRESSWAY",
-}
 #: Chinese address prefixes dropped before matching (the city is the store's own).
 _CN_PREFIX = re.compile(r"^(?:[\u4e00-\u9fff]{2,7}?省)?(?:[\u4e00-\u9fff]{2,7}?市)?")
 #: Below this confidence an address match is not used: the row stays unlocated rather than placed wrongly.
@@ -158,13 +169,14 @@ def normalize_address(text: object) -> str:
         t = _CN_PREFIX.sub("", t)
         return "".join(ch for ch in t if ch.isalnum())
     t = t.split(",")[0]
-    words = [_STREET_WORDS.get(w, w) for w in re.split(r"[^0-9A-Z]+", t) if w]
+    words = [STREET_WORDS.get(w, w) for w in re.split(r"[^0-9A-Z]+", t) if w]
     return " ".join(words)
 
 
 @dataclass
 class AddressGazetteer:
-    """Normalized addresses with a point, from the store's sites and its events that have coordinates.
+    """Normalized addresses with a point, from the store's sites and its events that have coordinates of their own
+    (not those placed by their address: a guess would be learnt as a fact).
 
     Each address keeps the mean of its points (the median of each raw spelling, weighted), how many there are and
     how far apart; a site's
@@ -182,9 +194,12 @@ class AddressGazetteer:
         rows = con.execute("""
             SELECT address, median(lng) AS lng, median(lat) AS lat, count(*) AS n,
                    (max(lng) - min(lng)) * 111320 * cos(radians(avg(lat))) AS dx, (max(lat) - min(lat)) * 110540 AS dy
-            FROM events WHERE address IS NOT NULL AND lng IS NOT NULL AND lat IS NOT NULL GROUP BY address
+            FROM events WHERE address IS NOT NULL AND isfinite(lng) AND isfinite(lat)
+              AND coalesce(located_by, 'point') = 'point'  -- their own coordinates, not a point an address gave
+            GROUP BY address
         """).df()
-        sites = con.execute("SELECT address, lng, lat FROM sites WHERE address IS NOT NULL AND lng IS NOT NULL").df()
+        sites = con.execute("SELECT address, lng, lat FROM sites WHERE address IS NOT NULL AND isfinite(lng) AND "
+                            "isfinite(lat)").df()
         lng: dict[str, float] = {}
         lat: dict[str, float] = {}
         conf: dict[str, float] = {}

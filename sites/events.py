@@ -29,17 +29,18 @@ from civicgrid.geo.store import fetch_value, set_meta
 from civicgrid.geo.times import (
     DEFAULT_TIMEZONE,
     decide_date_order,
-    now_local,
     outside_window,
     parse_times,
     store_timezone,
     window_text,
 )
 from civicgrid.grids.locate import Locator, location_arrays
+from civicgrid.grids.road_places import CONFIDENCE as ROAD_CONFIDENCE
+from civicgrid.grids.road_places import RoadGazetteer
 from civicgrid.sites.cases import backfill, link_rebounds
 from civicgrid.sites.cases.bulk import stage_cases
-from civicgrid.sites.event_places import AddressGazetteer, AreaIndex, place_unlocated
-from civicgrid.sites.event_updates import apply_updates
+from civicgrid.sites.event_places import AddressGazetteer, AreaIndex, coarsen, place_unlocated
+from civicgrid.sites.event_updates import apply_updates, refresh_kept_cases
 from civicgrid.sites.taxonomy import STATUS_WORDS, TypeMatcher, status_words, type_choices, type_column_warnings
 
 __all__ = ["EVENT_FIELDS", "STATUS_WORDS", "TYPE_MODES", "import_events", "problem_type_choices"]
@@ -125,7 +126,7 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         msg = f"types must be open (keep unknown labels) or strict (reject them), got {types!r}"
         raise InvalidParameterError(msg)
     decide_date_order([], date_order=date_order)  # a wrong order is named before the file is read
-    started = now_local()  # the store's wall-clock convention (geo/times.py)
+    started = datetime.now().astimezone()  # a moment; record_import stores it on the store's clock
     reader = imp.read_input_batches(path, encoding=encoding, layer=layer, sheet=sheet, rows=IMPORT_BATCH_ROWS)
     header = pa.table({c: pa.array([], pa.string()) for c in reader.columns})
     mapping = dict(mapping or {})
@@ -173,6 +174,8 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
                 report.cases_created = backfill(con, actor="import", event_ids=None if pending else ids)
                 report.rebounds_linked = link_rebounds(con, case_ids=ids) if len(ids) else 0
                 con.execute("DELETE FROM meta WHERE key = 'cases_pending'")
+            if ctx.kept_case_ids:  # cases users moved: kept with their steps, brought up to date with the rows
+                refresh_kept_cases(con, np.array(ctx.kept_case_ids, dtype=np.int64))
             elif not cases and len(ids):
                 set_meta(con, "cases_pending", "1")
             imp.record_import(con, report, started)
@@ -207,11 +210,20 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar) -> np.ndarr
     finally:
         ctx.keys.close()
     _finish_labels(ctx)
+    if "address" in ctx.cols:
+        report.addresses_ambiguous = ctx.ambiguous_addresses
+        if ctx.ambiguous_addresses:
+            report.warnings.append(f"{ctx.ambiguous_addresses:,} addresses name roads that fit several places (two "
+                                   "roads of one name, or roads that do not meet): left unlocated; an area column "
+                                   "(--map area=…) or the district in the address picks one")
     report.warnings = list(dict.fromkeys(report.warnings))
     finish_report(report, rejects, loaded=loaded, duplicates=duplicates)
     if ctx.update:
+        kept = len(ctx.kept_case_ids)
         report.warnings.append(f"--update: {report.updated or 0:,} stored events replaced by rows that differ "
-                               "(their cases recomputed)")
+                               "(their cases recomputed" + (f", except {kept:,} cases users have moved since: "
+                               "they keep their state and steps, and take the row's type, time and place)"
+                               if kept else ")"))
     return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
 
@@ -243,11 +255,16 @@ class _EventBatchContext:
     unknown_statuses: dict[str, int] = field(default_factory=dict)
     #: Rows kept without their unusable coordinates (an area or address locates them), by reason.
     kept_without_point: Counter = field(default_factory=Counter)
-    #: The addresses with a point in the store (built when a row first needs it).
+    #: The addresses with a point in the store, and its roads (built when a row first needs them).
     gazetteer: AddressGazetteer | None = None
+    roads: RoadGazetteer | None = None
+    #: Addresses naming roads that fit several places (or roads that do not meet): not placed.
+    ambiguous_addresses: int = 0
     #: ``--update``: replace stored events whose id comes again with other content; the ids replaced.
     update: bool = False
     updated_ids: list[int] = field(default_factory=list)
+    #: ``--update``: the replaced events whose case users had moved (kept with its audit trail).
+    kept_case_ids: list[int] = field(default_factory=list)
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection, *, cols: dict[str, str], source: str, point: str | None,
@@ -317,15 +334,19 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
     confidence = np.full(len(idx), np.nan)
     area = _column(batch, cols.get("area"), idx)
     by_address = np.zeros(len(idx), dtype=bool)
+    precision = np.full(len(idx), None, dtype=object)
+    coarse: dict[int, tuple] = {}
     if not point_rows.all() and "address" in cols:  # the point of the address in what the store holds
         by_address, confidence = _address_points(con, ctx, batch, idx, point_rows, area, lng_i, lat_i,
-                                                 before_query=before_query)
+                                                 precision, coarse, before_query=before_query)
     located = ctx.locator.locate(lng_i, lat_i)
     places = location_arrays(located, dictionary=True)
     located_by = np.where(point_rows, "point", np.where(by_address, "address", None)).astype(object)
     if not (point_rows | by_address).all():  # rows without a point: the area column's place, no H3 cell
         places, by_area = place_unlocated(places, located, point_rows | by_address, area, ctx.areas)
         located_by[by_area] = "area"
+    if coarse:  # placed on a long road: only the areas that hold the whole road, no cell
+        places = coarsen(places, coarse)
     new = ~again[idx]
     event_id = np.full(len(idx), -1, dtype=np.int64)
     event_id[new] = np.arange(first_id, first_id + int(new.sum()))
@@ -344,22 +365,25 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         "text": _column(batch, cols.get("text"), idx),
         "address": _column(batch, cols.get("address"), idx),
         **{f"{name}_at": pa.array(end[idx]) for name, end in ends.items()},
-        "lng": pa.array(lng_i),
-        "lat": pa.array(lat_i),
+        "lng": pa.array(lng_i, mask=~np.isfinite(lng_i)),  # no point: NULL, not NaN
+        "lat": pa.array(lat_i, mask=~np.isfinite(lat_i)),
         **places,
         "located_by": pa.array(located_by, pa.string()),
         "location_confidence": pa.array(confidence, pa.float64(), mask=np.isnan(confidence)),
+        "location_precision": pa.array(precision, pa.string()),
         "dedup_key": keys.take(take),
         "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
     })
     n_dup = int(dup.sum())
     if not new.all():
-        data, unchanged, replaced = apply_updates(con, data, ~new, source=ctx.source, before_query=before_query)
+        data, unchanged, replaced, kept = apply_updates(con, data, ~new, source=ctx.source,
+                                                        before_query=before_query)
         ctx.updated_ids.extend(int(i) for i in replaced)
+        ctx.kept_case_ids.extend(int(i) for i in kept)
         report.updated = (report.updated or 0) + len(replaced)
         n_dup -= int((~new).sum()) - unchanged  # the rows that replace stored ones are not duplicates
-    return _counted(ctx, data), rejects, n_dup, int(data.filter(
-        pc.and_(pc.is_in(data["located_by"], pa.array(["point", "address"])), pc.is_null(data["grid_code"]))).num_rows)
+    return _counted(ctx, data), rejects, n_dup, int(data.filter(  # placed at a point (a cell) in no grid
+        pc.and_(pc.is_valid(data["h3"]), pc.is_null(data["grid_code"]))).num_rows)
 
 
 def _counted(ctx: _EventBatchContext, data: pa.Table) -> pa.Table | None:
@@ -371,17 +395,24 @@ def _counted(ctx: _EventBatchContext, data: pa.Table) -> pa.Table | None:
     report.located += by.get("point", 0)
     report.located_by_area += by.get("area", 0)
     report.located_by_address += by.get("address", 0)
+    if by.get("address"):
+        how = pc.value_counts(data["location_precision"].combine_chunks().drop_null()).to_pylist()
+        report.address_precision = report.address_precision or {}
+        for r in how:
+            report.address_precision[r["values"]] = report.address_precision.get(r["values"], 0) + int(r["counts"])
     report.unlocated += by.get(None, 0)
     _count_labels(ctx, data["source_type"].combine_chunks(), data["problem_type"].combine_chunks())
     return data
 
 
 def _address_points(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, batch: pa.Table, idx: np.ndarray,
-                    point_rows: np.ndarray, area: pa.Array, lng: np.ndarray, lat: np.ndarray, *,
-                    before_query) -> tuple[np.ndarray, np.ndarray]:
-    """Place the rows without a point (and without an area the store knows) at the point of their address in
-    the gazetteer (:class:`~civicgrid.sites.event_places.AddressGazetteer`, built once per import), when the
-    match is confident enough; ``lng`` and ``lat`` are filled in place.
+                    point_rows: np.ndarray, area: pa.Array, lng: np.ndarray, lat: np.ndarray, precision: np.ndarray,
+                    coarse: dict[int, tuple], *, before_query) -> tuple[np.ndarray, np.ndarray]:
+    """Place the rows without a point at the point of their address: an address the store holds
+    (:class:`~civicgrid.sites.event_places.AddressGazetteer`, rows without a known area), else the roads it
+    names (:class:`~civicgrid.grids.road_places.RoadGazetteer`, within the row's area when it has one), when the
+    match is sure enough. Both are built once per import. ``lng``, ``lat`` and ``precision`` are filled in
+    place; ``coarse`` gets the rows placed on a long road, with the codes of the areas holding the whole road.
 
     Returns
     -------
@@ -390,21 +421,35 @@ def _address_points(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, bat
     """
     n = len(idx)
     by_address, confidence = np.zeros(n, dtype=bool), np.full(n, np.nan)
-    need = ~point_rows
-    if ctx.areas is not None:
-        need &= ~ctx.areas.find(area.to_numpy(zero_copy_only=False))[1]
     addresses = _column(batch, ctx.cols["address"], idx).to_numpy(zero_copy_only=False)
-    need &= ~pd.isna(addresses)
+    need = ~point_rows & ~pd.isna(addresses)
+    area_places, in_area = None, np.zeros(n, dtype=bool)
+    if ctx.areas is not None:
+        area_places, in_area = ctx.areas.find(area.to_numpy(zero_copy_only=False))
     if not need.any():
         return by_address, confidence
     if ctx.gazetteer is None:
         before_query()  # the connection is idle: the previous batch is written
         ctx.gazetteer = AddressGazetteer.read(con)
-    at = np.flatnonzero(need)
+        ctx.roads = RoadGazetteer.read(con)
+    at = np.flatnonzero(need & ~in_area)
     plng, plat, conf, ok = ctx.gazetteer.find(addresses[at])
     lng[at[ok]], lat[at[ok]] = plng[ok], plat[ok]
     by_address[at[ok]] = True
     confidence[at[ok]] = conf[ok]
+    precision[at[ok]] = "address"
+    if ctx.roads is not None:
+        at = np.flatnonzero(need & ~by_address)
+        found = ctx.roads.find(addresses[at], area_places[at] if area_places is not None else None)
+        for i, p in zip(at, found, strict=True):
+            if p.precision is None:
+                ctx.ambiguous_addresses += int(p.ambiguous)
+                continue
+            lng[i], lat[i], precision[i] = p.lng, p.lat, p.precision
+            confidence[i] = ROAD_CONFIDENCE[p.precision]
+            by_address[i] = True
+            if p.codes is not None:
+                coarse[i] = p.codes
     return by_address, confidence
 
 

@@ -17,7 +17,6 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.import_report import ImportReport, Rejects, finish_report
 from civicgrid.geo.locations import read_locations
 from civicgrid.geo.store import writing
-from civicgrid.geo.times import now_local
 from civicgrid.grids.locate import locate_points, location_arrays
 
 SITE_FIELDS = ["id", "lat", "lng", "name", "address", "category", "unit", "contact", "phone", "active"]
@@ -49,7 +48,7 @@ def import_sites(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dic
         A category (code, Chinese or English name, e.g. ``餐饮`` or ``14``) for every label that is not one of
         the known categories; default: keep each such label as the city's own category.
     """
-    started = now_local()  # the store's wall-clock convention (geo/times.py)
+    started = datetime.now().astimezone()  # a moment; record_import stores it on the store's clock
     src, cols, report, rej = imp.start_import("sites", path, fields=SITE_FIELDS, required=["name", "category"],
                                               mapping=mapping, encoding=encoding, layer=layer, sheet=sheet)
     table = src.table

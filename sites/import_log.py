@@ -10,17 +10,18 @@ import duckdb
 import pandas as pd
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store, writing
-from civicgrid.geo.times import now_local
+from civicgrid.geo.times import now_local, store_timezone
 
 #: The actor of the audit rows an import writes (:func:`civicgrid.sites.cases.backfill`).
 IMPORT_ACTOR = "import"
 #: The layers whose imports can be undone (their rows carry ``import_id``).
-UNDO_LAYERS = ("events", "sites", "inspections")
+UNDO_LAYERS = ("events", "sites", "inspections", "roads")
 
 
 def list_imports(store: Store) -> pd.DataFrame:
     """Every import: id, layer, file, when, counts (rows read, loaded, updated, duplicates, rejected) and when it
-    was undone (NaT when it was not)."""
+    was undone (NaT when it was not). Times are the store's wall-clock time (:func:`~civicgrid.geo.times.
+    now_local` in its zone), started, finished and undone alike."""
     df = store.sql("SELECT import_id, layer, file, started_at, finished_at, rows_read, loaded, duplicates, rejected, "
                    "report_json FROM imports ORDER BY import_id")
     reports = [json.loads(r) if isinstance(r, str) and r else {} for r in df.pop("report_json")]
@@ -50,7 +51,8 @@ def undo_import(db: str | os.PathLike, import_id: int) -> dict:
     Returns
     -------
     dict
-        ``import_id``, ``layer`` and the rows removed: ``events``, ``cases``, ``sites``, ``inspections``.
+        ``import_id``, ``layer``, the rows removed (``events``, ``cases``, ``sites``, ``inspections``) and
+        ``undone_at`` (ISO text, the store's wall-clock time like ``finished_at``).
     """
     with writing(db) as con:
         row = con.execute("SELECT layer, report_json FROM imports WHERE import_id = ?", [int(import_id)]).fetchone()
@@ -69,15 +71,25 @@ def undo_import(db: str | os.PathLike, import_id: int) -> dict:
             msg = (f"import {import_id} updated {report['updated']} stored rows, which undo cannot restore; import "
                    "the earlier file again with --update")
             raise ConflictError(msg)
-        done = {"import_id": int(import_id), "layer": layer, "events": 0, "cases": 0, "sites": 0, "inspections": 0}
+        done = {"import_id": int(import_id), "layer": layer, "events": 0, "cases": 0, "sites": 0, "inspections": 0,
+                "roads": 0}
         if layer == "events":
             done.update(_undo_events(con, int(import_id)))
+        elif layer == "roads":  # nothing refers to a road: events placed by it keep their point
+            done["roads"] = int(fetch(con, "SELECT count(*) FROM roads WHERE import_id = ?", import_id))
+            con.execute("DELETE FROM roads WHERE import_id = ?", [int(import_id)])
+            con.execute("DELETE FROM road_numbers WHERE import_id = ?", [int(import_id)])
         else:
             done[layer] = _undo_rows(con, layer, int(import_id))
-        report["undone_at"] = str(now_local())
+        report["undone_at"] = done["undone_at"] = now_local(tz=store_timezone(con)).isoformat()  # as finished_at
         con.execute("UPDATE imports SET report_json = ? WHERE import_id = ?",
                     [json.dumps(report, ensure_ascii=False), int(import_id)])
     return done
+
+
+def fetch(con: duckdb.DuckDBPyConnection, query: str, *params: object) -> object:
+    """The first value of ``query``."""
+    return con.execute(query, list(params)).fetchone()[0]
 
 
 def _undo_events(con: duckdb.DuckDBPyConnection, import_id: int) -> dict:

@@ -6,8 +6,9 @@ the options given against it. A new importer is one entry here.
 
 The layers, in the order a city is loaded: ``areas`` (:func:`civicgrid.grids.areas.import_areas`), ``grids``
 (:func:`civicgrid.grids.areas.import_grids`), ``sites`` (:func:`civicgrid.sites.frame.import_sites`), ``events``
-(:func:`civicgrid.sites.events.import_events`) and ``inspections``
-(:func:`civicgrid.sites.inspections.import_inspections`).
+(:func:`civicgrid.sites.events.import_events`), ``inspections``
+(:func:`civicgrid.sites.inspections.import_inspections`) and ``roads`` (:func:`civicgrid.grids.roads.import_roads`:
+the gazetteer that places rows having only an address; load it before the events it places).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.levels import AREA_LEVELS
 from civicgrid.geo.times import DATE_ORDERS, DEFAULT_TIMEZONE, file_date_order
 from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS, import_areas, import_grids
+from civicgrid.grids.roads import ROAD_FIELDS, import_roads
 from civicgrid.sites.events import EVENT_FIELDS, TYPE_MODES, import_events
 from civicgrid.sites.frame import SITE_FIELDS, import_sites
 from civicgrid.sites.inspections import INSPECTION_FIELDS, import_inspections
@@ -36,7 +38,7 @@ FIELD_HELP: dict[str, str] = {
     "result": "result (符合/不符合, pass/fail, a number of problems, or a score or severity with --fail-when)",
     "score": "inspection score (e.g. NYC points; higher is worse)",
     "critical": "whether a critical finding was recorded (a flag, a count of critical findings or a severity)",
-    "kind": "kind of visit (routine, re-inspection, follow-up, 复查...)",
+    "kind": "kind of visit (routine, re-inspection, follow-up, 复查...); roads: kind of road (OSM highway)",
     "address": "address (kept; rows without coordinates keep it)", "unit": "responsible unit (责任单位)",
     "contact": "contact person",
     "phone": "contact phone", "active": "whether the site is in use (否, 停用, no, 0... mark it inactive)",
@@ -45,6 +47,8 @@ FIELD_HELP: dict[str, str] = {
     "rectified": "when the problem was fixed (整改时间)", "closed": "when the case was closed (办结时间)",
     "inspector": "inspector (检查人)",
     "area": "district, street, community or micro-grid (code or name) locating rows without coordinates",
+    "number_from": "first house number of the piece",
+    "number_to": "last house number of the piece",
 }
 
 
@@ -207,6 +211,16 @@ IMPORTERS: dict[str, Importer] = {i.layer: i for i in (
              summary="Import micro-grid (微网格) polygons.",
              details="--parent names the community code column; without it the containing community is used. "
                      "Leader and households: --map leader=网格长 --map leader_phone=电话 --map households=户数."),
+    Importer("roads", import_roads, fields=tuple(ROAD_FIELDS), flags=("name",),
+             options=("crs", "encoding", "layer"), example="number_from=起始门牌",
+             summary="Import road names (and house numbers) that place rows having only an address.",
+             details="FILE: an OpenStreetMap extract (.osm.pbf, .osm: named highway lines, and the addr:street + "
+                     "addr:housenumber of points and buildings), an OSMnx graph (.graphml) or any line layer "
+                     "(--name COLUMN, detected when not given; house-number ranges with --map number_from=… "
+                     "number_to=…). Events imported later without coordinates but with an address (--map "
+                     "address=…) are placed at the house number, where two roads meet (深南大道与香梅路交叉口) or on "
+                     "the road, with that precision; never when two roads of the name fit (the district written "
+                     "in the address or the row's area column picks one)."),
     Importer("sites", import_sites, fields=tuple(SITE_FIELDS), flags=("id", "name", "category", "lat", "lng"),
              options=("point", "sheet", "crs", "encoding", "layer", "other_category"), example="address=详细地址",
              summary="Import the sample frame (样本框 / 点位信息表).",

@@ -39,7 +39,6 @@ from civicgrid.geo.locations import read_locations
 from civicgrid.geo.store import writing
 from civicgrid.geo.times import (
     DEFAULT_TIMEZONE,
-    now_local,
     outside_window,
     parse_times,
     store_timezone,
@@ -208,7 +207,7 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
     fail_when
         ``"SUBJECT OP VALUE"``, e.g. ``"score>=14"``: the visits that did not conform.
     """
-    started = now_local()  # the store's wall-clock convention (geo/times.py)
+    started = datetime.now().astimezone()  # a moment; record_import stores it on the store's clock
     rule = parse_fail_when(fail_when)
     src, cols, report, rej = imp.start_import("inspections", path, fields=INSPECTION_FIELDS,
                                               required=["site", "time"], mapping=mapping, encoding=encoding,

@@ -29,6 +29,8 @@ DOCUMENTED = {
     ("post", "/api/patrols/plan", "200"): {"PatrolPlan"},
     ("get", "/api/users", "200"): {"UserList"},
     ("post", "/api/imports/{layer}", "201"): {"ImportResult"},
+    ("get", "/api/imports", "200"): {"ImportList"},
+    ("post", "/api/imports/{import_id}/undo", "200"): {"ImportUndone"},
 }
 
 

@@ -306,6 +306,7 @@ def test_one_importer_registry_builds_the_cli_and_the_api():
     from civicgrid.api.routers.users import import_file
     from civicgrid.geo.errors import InvalidParameterError, NotFoundError
     from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS
+    from civicgrid.grids.roads import ROAD_FIELDS, import_roads
     from civicgrid.sites.events import EVENT_FIELDS
     from civicgrid.sites.frame import SITE_FIELDS, import_sites
     from civicgrid.sites.importers import FIELD_HELP, IMPORTERS, OPTIONS, get_importer
@@ -313,7 +314,7 @@ def test_one_importer_registry_builds_the_cli_and_the_api():
 
     expected = {"areas": (import_areas, AREA_FIELDS), "grids": (import_grids, GRID_FIELDS),
                 "sites": (import_sites, SITE_FIELDS), "events": (import_events, EVENT_FIELDS),
-                "inspections": (import_inspections, INSPECTION_FIELDS)}
+                "inspections": (import_inspections, INSPECTION_FIELDS), "roads": (import_roads, ROAD_FIELDS)}
     assert {k: (i.function, list(i.fields)) for k, i in IMPORTERS.items()} == expected
     api_form = set(inspect.signature(import_file).parameters)
     for layer, importer in IMPORTERS.items():
@@ -330,8 +331,9 @@ def test_one_importer_registry_builds_the_cli_and_the_api():
         assert f"--map {importer.example}" in out and ", ".join(importer.fields) in out.replace("\n", " ")
         assert all(OPTIONS[o].help.split()[0] in out for o in importer.options)
     assert get_importer("events") is IMPORTERS["events"]
-    with pytest.raises(NotFoundError, match="unknown layer 'roads'; layers: areas, grids, sites, events, inspections"):
-        get_importer("roads")
+    with pytest.raises(NotFoundError,
+                       match="unknown layer 'rivers'; layers: areas, grids, roads, sites, events, inspections"):
+        get_importer("rivers")
     with pytest.raises(InvalidParameterError,
                        match=r"grids imports take no sheet \(options: crs, encoding, layer, repair\)"):
         IMPORTERS["grids"].check_options({"sheet": "Sheet1", "crs": None})

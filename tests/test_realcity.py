@@ -359,3 +359,97 @@ def test_addresses_are_matched_to_what_the_store_holds(small_city, tmp_path):
     assert ev.loc["U2", "grid_code"] == "430102001001004" and ev.loc["U2", "location_confidence"] == 0.7
     assert ev.loc[["U1", "U2"], "located_by"].tolist() == ["address", "address"] and ev.loc["U1", "h3"] > 0
     assert ev.loc[["U3", "U4"], "located_by"].isna().all() and ev.loc[["U3", "U4"], "h3"].isna().all()
+
+
+def test_imports_list_and_undo_from_the_api_with_one_clock(small_city, tmp_path):
+    """Part 4: GET /api/imports and POST /api/imports/{id}/undo (admin); started, finished and undone times are
+    all the store's wall-clock time (geo/times.py), not the machine's or UTC."""
+    import zoneinfo
+
+    from civicgrid.api.app import create_app
+    from civicgrid.geo.times import store_timezone
+    from civicgrid.geo.users import add_user
+    from fastapi.testclient import TestClient
+
+    _, admin = add_user(small_city, "adm", role="admin")
+    _, viewer = add_user(small_city, "vw", role="viewer")
+    client = TestClient(create_app(small_city))
+    as_admin, as_viewer = ({"Authorization": f"Bearer {t}"} for t in (admin, viewer))
+    tz = zoneinfo.ZoneInfo(store_timezone(Store(small_city)))
+    t0 = datetime.now(tz).replace(tzinfo=None, microsecond=0)  # the API writes whole seconds
+    first = import_events(_file(tmp_path, "first.csv", FIRST), db=small_city, progress=False)
+    more = import_events(_file(tmp_path, "more.csv", FIXED), db=small_city, progress=False)
+    t1 = datetime.now(tz).replace(tzinfo=None)
+    assert client.get("/api/imports", headers=as_viewer).status_code == 403
+    r = client.get("/api/imports", headers=as_admin)
+    assert r.status_code == 200, r.text
+    rows = {x["import_id"]: x for x in r.json()["imports"]}
+    got = rows[more.import_id]
+    assert (got["layer"], got["rows_read"], got["loaded"], got["duplicates"], got["rejected"], got["updated"]) == (
+        "events", 4, 1, 3, 0, 0)
+    assert got["file"] == str(tmp_path / "more.csv") and got["undone_at"] is None
+    for x in (rows[first.import_id], got):
+        assert t0 <= datetime.fromisoformat(x["started_at"]) <= datetime.fromisoformat(x["finished_at"]) <= t1
+    r = client.post(f"/api/imports/{more.import_id}/undo", headers=as_admin)
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert {k: body[k] for k in ("import_id", "layer", "events", "cases", "sites", "inspections")} == {
+        "import_id": more.import_id, "layer": "events", "events": 1, "cases": 1, "sites": 0, "inspections": 0}
+    undone = datetime.fromisoformat(body["undone_at"])
+    assert t1 <= undone <= datetime.now(tz).replace(tzinfo=None)
+    listed = {x["import_id"]: x for x in client.get("/api/imports", headers=as_admin).json()["imports"]}
+    assert datetime.fromisoformat(listed[more.import_id]["undone_at"]) == undone
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"][0] == 3
+    # again: 422 (undone already); unknown: 404; beyond 64 bits: 422
+    assert client.post(f"/api/imports/{more.import_id}/undo", headers=as_admin).status_code == 422
+    assert client.post("/api/imports/999/undo", headers=as_admin).status_code == 404
+    assert client.post(f"/api/imports/{2**64}/undo", headers=as_admin).status_code == 422
+    # a case moved by a user: 409 naming it, nothing removed
+    case_id = int(Store(small_city).sql("SELECT case_id FROM cases c JOIN events e USING (event_id) "
+                                        "WHERE e.external_id = 'A1'")["case_id"][0])
+    from civicgrid.sites import cases as cs
+
+    cs.transition(small_city, case_id, "rectified", actor="张三")
+    r = client.post(f"/api/imports/{first.import_id}/undo", headers=as_admin)
+    assert r.status_code == 409 and f"({case_id})" in r.json()["detail"]
+    assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"][0] == 3
+
+
+def test_update_keeps_the_steps_of_cases_users_moved(small_city, tmp_path):
+    """Part 4: a case moved by a user after the import keeps its state and every step when ``--update``
+    replaces its event; it takes the corrected type, place and deadline. Undoing the update import is refused."""
+    from civicgrid.sites import cases as cs
+    from civicgrid.sites.cases.calendar import compute_deadlines
+
+    first = import_events(_file(tmp_path, "first.csv", FIRST), db=small_city, progress=False)
+    store = Store(small_city)
+    case_id = int(store.sql("SELECT case_id FROM cases JOIN events USING (event_id) WHERE external_id = 'A2'")
+                  ["case_id"][0])
+    cs.transition(small_city, case_id, "rectified", actor="张三", at="2024-03-09 10:00", note="已清扫")
+    log_before = Store(small_city).sql(f"SELECT * FROM case_log WHERE case_id = {case_id} ORDER BY log_id")
+    assert log_before["actor"].tolist()[-1] == "张三"
+    a1_steps = Store(small_city).sql("SELECT count(*) AS n FROM case_log JOIN cases USING (case_id) "
+                                     "JOIN events USING (event_id) WHERE external_id = 'A1'")["n"][0]
+    fixed = [[*FIXED[0][:5], "已办结"], *FIXED[1:]]  # A1 closed by the file (not moved by users: rebuilt)
+    rep = import_events(_file(tmp_path, "fixed.csv", fixed), db=small_city, progress=False, update=True)
+    assert (rep.loaded, rep.updated, rep.duplicates) == (1, 2, 1)
+    assert any("except 1 cases users have moved since" in w for w in rep.warnings), rep.warnings
+    store = Store(small_city)
+    log_after = store.sql(f"SELECT * FROM case_log WHERE case_id = {case_id} ORDER BY log_id")
+    pd.testing.assert_frame_equal(log_after, log_before)  # every step kept, the user's included
+    case = store.sql(f"SELECT * FROM cases WHERE case_id = {case_id}").iloc[0]
+    ev = store.sql("SELECT * FROM events WHERE external_id = 'A2'").iloc[0]
+    assert case["state"] == "rectified" and case["problem_type"] == "0101" == ev["problem_type"]
+    assert case["grid_code"] == ev["grid_code"] == "430102001001002"  # the corrected place
+    expected = compute_deadlines(store, np.array([np.datetime64("2024-03-08T16:00")]), np.array(["0101"]))[0]
+    assert case["deadline"] == ev["deadline"] == pd.Timestamp(expected)  # the new type's deadline
+    assert ev["status"] == "open" and ev["rectified_at"] == pd.Timestamp("2024-03-09 10:00")  # the case's state
+    # A1 (not moved by users) was rebuilt from the file: closed, its audit trail the import's own
+    a1 = store.sql("SELECT c.state, count(l.log_id) AS n, min(l.actor) AS actor FROM cases c JOIN events e "
+                   "USING (event_id) JOIN case_log l USING (case_id) WHERE e.external_id = 'A1' GROUP BY 1")
+    assert a1["state"].tolist() == ["closed"] and a1["n"][0] == a1_steps + 2 and a1["actor"][0] == "import"
+    with pytest.raises(Exception, match="updated 2 stored rows"):
+        from civicgrid.sites.import_log import undo_import
+
+        undo_import(small_city, rep.import_id)
+    assert first.import_id != rep.import_id

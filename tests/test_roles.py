@@ -77,6 +77,14 @@ def _requests(path) -> dict[tuple[str, str], tuple[str, callable]]:
         return c.post("/api/imports/events", files={"file": ("hits.csv", csv.encode("utf-8"), "text/csv")},
                       data={"source": "inspection", "map": ["id=编号", "time=时间", "type=问题小类"]}, headers=h)
 
+    def undo(c, h):
+        from civicgrid.sites.events import import_events
+
+        f = path.parent / f"undo{next(_counter)}.csv"
+        f.write_text(f"编号,时间,经度,纬度\n{f.stem},2025-06-03 10:00,112.94,28.23\n", encoding="utf-8")
+        rep = import_events(f, db=path, mapping={"id": "编号", "time": "时间"}, source="inspection", progress=False)
+        return c.post(f"/api/imports/{rep.import_id}/undo", headers=h)
+
     def map_label(c, h):
         return c.post("/api/types/map", json={"label": f"label{next(_counter)}", "code": "0101"}, headers=h)
 
@@ -105,6 +113,7 @@ def _requests(path) -> dict[tuple[str, str], tuple[str, callable]]:
         ("PUT", "/api/settings/{key}"): ("admin", setting),
         ("PUT", "/api/settings/holidays"): ("admin", holidays),
         ("POST", "/api/imports/{layer}"): ("admin", imports),
+        ("POST", "/api/imports/{import_id}/undo"): ("admin", undo),
         ("POST", "/api/patrols/plan"): ("inspector", patrol),
         ("POST", "/api/types/map"): ("admin", map_label),
         ("POST", "/api/types"): ("admin", add_type),
@@ -122,7 +131,8 @@ def test_every_write_endpoint_is_in_the_matrix(env):
 @pytest.mark.parametrize("endpoint", [
     ("POST", "/api/cases"), ("POST", "/api/cases/{case_id}/transitions"), ("POST", "/api/users"),
     ("POST", "/api/users/{name}/token"), ("DELETE", "/api/users/{name}"), ("PUT", "/api/settings/{key}"),
-    ("PUT", "/api/settings/holidays"), ("POST", "/api/imports/{layer}"), ("POST", "/api/patrols/plan"),
+    ("PUT", "/api/settings/holidays"), ("POST", "/api/imports/{layer}"), ("POST", "/api/imports/{import_id}/undo"),
+    ("POST", "/api/patrols/plan"),
     ("POST", "/api/types/map"), ("POST", "/api/types"), ("POST", "/api/types/import-map"),
     ("POST", "/api/inspections"),
 ])
@@ -228,7 +238,7 @@ def test_admin_user_token_and_import(env):
     assert r.status_code == 201, r.text
     assert r.json()["loaded"] == 1 and r.json()["cases_created"] == 1
     assert Store(path).sql("SELECT count(*) AS n FROM cases")["n"].iloc[0] == n_cases + 1
-    r = client.post("/api/imports/roads", files={"file": ("z.csv", b"a\n1\n", "text/csv")}, headers=h)
+    r = client.post("/api/imports/rivers", files={"file": ("z.csv", b"a\n1\n", "text/csv")}, headers=h)
     assert r.status_code == 404
     # a bad file's message names the file as uploaded (its folder part dropped), not a temporary name
     r = client.post("/api/imports/events", files={"file": ("../../投诉 6月.csv", b"", "text/csv")}, headers=h)

@@ -198,3 +198,45 @@ def test_types_api(small_city, tmp_path):
     types = {t["code"]: t for t in client.get("/api/types", headers=as_viewer).json()["types"]}
     assert types["0101"]["events"] == 5 and types["0905"]["events"] == 0
     assert client.get("/api/types/unmapped", headers=as_viewer).json()["labels"][0]["label"] == "油烟污染"
+
+
+def test_a_city_label_filters_like_a_type_mapped_or_not(small_city, tmp_path):
+    """Issue 13, part 2: a source label that no type matches is a ``type`` of every filter (core, API, map)."""
+    from civicgrid.api.app import create_app
+    from civicgrid.geo.users import add_user
+    from fastapi.testclient import TestClient
+
+    import_events(_write(tmp_path, HOTLINE), db=small_city, progress=False)
+    store = Store(small_city)
+
+    def count(types):
+        return int(heatmap(store, res=9, filters=EventFilter(types=types))["count"].sum())
+
+    # counted independently from the file itself
+    labels = HOTLINE["问题分类"]
+    assert count("噪音扰民") == int((labels == "噪音扰民").sum()) == 3
+    assert count("garbage in alley") == 1  # a label ignoring case when no label is written so
+    assert count("0101,噪音扰民") == 4  # a type and a label: either
+    assert count("油烟污染,Garbage in alley") == 2
+    with pytest.raises(NotFoundError, match=r"unknown problem type or label '噪音'.*噪音扰民 \(label\)"):
+        count("噪音")
+    map_label(small_city, "噪音扰民", "0101")
+    store = Store(small_city)
+    assert count("噪音扰民") == 3 and count("0101") == 4  # mapped: its label still filters its own events
+
+    _, viewer = add_user(small_city, "viewer2", role="viewer")
+    client = TestClient(create_app(small_city))
+    auth = {"Authorization": f"Bearer {viewer}"}
+    r = client.get("/api/heatmap", params={"type": "油烟污染", "res": 9}, headers=auth)
+    assert r.status_code == 200 and r.json()["total_events"] == 1
+    r = client.get("/api/events", params={"type": "Garbage in alley"}, headers=auth)
+    assert r.status_code == 200 and r.json()["total"] == 1
+    assert r.json()["features"][0]["properties"]["problem_type"] is None
+    r = client.get("/api/stats/areas", params={"type": "油烟污染", "level": "district"}, headers=auth)
+    assert r.status_code == 200, r.text
+    r = client.get("/map", params={"type": "油烟污染"}, headers=auth)
+    assert r.status_code == 200, r.text[:300]
+    # the form lists the labels still without a type, the one asked for selected
+    assert '<option value="油烟污染" selected>油烟污染</option>' in r.text
+    assert '<option value="噪音扰民"' not in r.text  # mapped now: under its type
+    assert client.get("/api/heatmap", params={"type": "no such label"}, headers=auth).status_code == 404

@@ -53,5 +53,6 @@ def imports_undo(import_id: int, db: str) -> None:
     from civicgrid.sites.import_log import undo_import
 
     done = undo_import(db, import_id)
-    what = ", ".join(f"{done[k]:,} {k}" for k in ("events", "cases", "sites", "inspections") if done[k])
+    what = ", ".join(f"{done[k]:,} {k}" for k in ("events", "cases", "sites", "inspections", "roads")
+                     if done.get(k))
     click.echo(f"import {import_id} ({done['layer']}) undone: {what or 'nothing'} removed")

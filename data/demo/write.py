@@ -25,6 +25,7 @@ from civicgrid.data.demo.streets import build_streets
 from civicgrid.geo.store import set_meta
 from civicgrid.geo.times import now_local
 from civicgrid.grids.locate import locate_points, location_arrays
+from civicgrid.grids.road_places import road_key
 from civicgrid.sites.cases import backfill
 
 #: Short descriptions per problem type (the place name comes first).
@@ -174,14 +175,15 @@ def write_roads(con: duckdb.DuckDBPyConnection, city, rows, *, seed: int) -> int
     table = pa.table({
         "road_id": np.arange(1, len(pieces) + 1, dtype=np.int64),
         "kind": [k for _, k, _, _ in pieces], "name": [n for _, _, n, _ in pieces],
+        "name_key": [road_key(n) if n else None for _, _, n, _ in pieces],  # the streets also place addresses
         "oneway": np.zeros(len(pieces), dtype=bool),
         "site_id": pa.array([s for *_, s in pieces], pa.int64()),
         "length_m": shapely.length(geom_m),
         "wkb": pa.array(shapely.to_wkb(geom_ll), pa.binary()),
     })
     con.register("_demo_roads", table)
-    con.execute("INSERT INTO roads SELECT road_id, kind, name, oneway, site_id, length_m, ST_GeomFromWKB(wkb) "
-                "FROM _demo_roads")
+    con.execute("INSERT INTO roads (road_id, kind, name, name_key, oneway, site_id, length_m, geom) "
+                "SELECT road_id, kind, name, name_key, oneway, site_id, length_m, ST_GeomFromWKB(wkb) FROM _demo_roads")
     con.unregister("_demo_roads")
     return len(pieces)
 
