@@ -27,6 +27,7 @@ import operator
 import os
 import re
 from dataclasses import dataclass
+from datetime import datetime
 
 import numpy as np
 import pandas as pd
