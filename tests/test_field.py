@@ -171,6 +171,7 @@ def test_field_page_lists_todays_stops_offline(client: TestClient, plan: dict, l
     assert [s["site_id"] for s in data["stops"]] == [s["site_id"] for s in route["stops"]]
     assert [s["seq"] for s in data["stops"]] == list(range(1, len(route["stops"]) + 1))
     assert data["key"] == q["key"] and data["inspector"] == "王伟"
+    assert data["path"] == route.get("path")  # the streets of the route when the plan has them (the demo's)
     assert len(data["types"]) == 39 and data["types"][0]["code"] == "0101"
     en = client.get(path, params={**q, "lang": "en"}).text
     assert "Today&#x27;s patrol" in en or "Today's patrol" in en

@@ -146,6 +146,7 @@ def field_page(store: Store, doc: dict, inspector: str, *, key: str, lang: str =
     data = {
         "plan_id": doc["plan_id"], "inspector": inspector, "key": key, "lang": lang, "date": day.isoformat(),
         "color": ROUTE_COLORS[k % len(ROUTE_COLORS)], "start": route["start"], "end": route["end"],
+        "path": route.get("path"),  # the streets walked or ridden, when the plan was made on a network
         "stops": stops, "types": _types(store, lang), "t": t,
         "post": f"/field/{quote(str(doc['plan_id']), safe='')}/{quote(inspector, safe='')}/visits",
         "grids": json.loads(grids[["name", "geometry"]].to_json(drop_id=True, ensure_ascii=False))
