@@ -25,6 +25,7 @@ from civicgrid.api.routers import (
     patrols,
     reports,
     risk,
+    signin,
     simulator,
     stats,
     types,
@@ -42,7 +43,7 @@ logger = logging.getLogger(__name__)
 
 #: The router modules included by :func:`create_app`, in order.
 ROUTERS = (layers, heatmap, hotspots, stats, events, risk, patrols, cases, inspections, kpis, simulator, users,
-           imports, reports, types, pages, field)
+           imports, reports, types, pages, field, signin)
 
 
 class RequestLog:

@@ -41,8 +41,15 @@ def _token(header: str) -> str | None:
     raise AuthenticationError(msg)
 
 
+#: The cookie a browser keeps its token in after ``/signin`` (:mod:`civicgrid.api.routers.signin`). It counts for
+#: reads only (GET and HEAD: pages, layers, plans): a write needs the ``Authorization`` header, so that another
+#: site cannot make a signed-in browser write (no cross-site request forgery).
+TOKEN_COOKIE = "civicgrid_token"
+
+
 def request_user(request: Request, store: Store) -> dict | None:
-    """The active user whose bearer token the request carries, None without an ``Authorization`` header.
+    """The active user whose bearer token the request carries (for a read, or the token of the browser's sign-in
+    cookie :data:`TOKEN_COOKIE`), None without either.
 
     Raises
     ------
@@ -53,6 +60,8 @@ def request_user(request: Request, store: Store) -> dict | None:
     if _USER_KEY in state:
         return state[_USER_KEY]
     token = _token(request.headers.get("authorization", ""))
+    if token is None and request.method in ("GET", "HEAD"):
+        token = request.cookies.get(TOKEN_COOKIE) or None
     user = None if token is None else authenticate(store, token)
     state[_USER_KEY] = user
     return user

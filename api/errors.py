@@ -180,6 +180,9 @@ def error_page(request: Request, message: str, status: int, *, fits_res: int | N
     if fits_res is not None:
         query = {**dict(request.query_params), "res": str(fits_res)}
         links.append((f"{request.url.path}?{urlencode(query)}", text("error_page.coarser", lang, res=fits_res)))
+    if status == 401:  # a page opened in a browser: sign it in, then come back here
+        here = request.url.path + (f"?{request.url.query}" if request.url.query else "")
+        links.append((f"/signin?{urlencode({'next': here, 'lang': lang})}", text("error_page.signin", lang)))
     links.append((f"/map?lang={lang}", text("error_page.home", lang)))
     links.append(("javascript:history.back()", text("error_page.back", lang)))
     body = _TEMPLATES.get_template("error_page.html").render(lang=lang, title=text("error_page.title", lang),
