@@ -49,14 +49,14 @@ class _Writer:
     def _run(self) -> None:
         stop = False
         while not stop:
-            group = [self.queue.get()]
-            while len(group) < MAX_GROUP:
+            got = [self.queue.get()]
+            while len(got) < MAX_GROUP:
                 try:
-                    group.append(self.queue.get_nowait())
+                    got.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            stop = any(entry is None for entry in group)  # stop(): finish what was queued, then end
-            group = [entry for entry in group if entry is not None]
+            stop = any(entry is None for entry in got)  # stop(): finish what was queued, then end
+            group = [entry for entry in got if entry is not None]
             if group:
                 self._commit(group)
 

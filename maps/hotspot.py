@@ -372,7 +372,10 @@ def _form_state(store: Store, filters: EventFilter, lang: str) -> dict:
         key = token.lower()
         minor = pt[(pt.code == token) | (pt.name_zh == token) | (pt.name_en.str.lower() == key)]
         major = pt[(pt.major_code == token) | (pt.major_zh == token) | (pt.major_en.str.lower() == key)]
-        types.extend(minor["code"] if len(minor) else major["major_code"].iloc[:1])
+        if len(minor) or len(major):
+            types.extend(minor["code"] if len(minor) else major["major_code"].iloc[:1])
+        elif token in filters.type_labels:  # a city's own label (without a type): its own option
+            types.append(token)
     area_label = filters.area or ""
     if filters.area is not None:
         row = store.sql(f"SELECT {local_name(lang)} AS name FROM areas WHERE code = ? "

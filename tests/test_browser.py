@@ -70,7 +70,7 @@ def _external(urls: list[str]) -> list[str]:
     out = []
     for u in urls:
         p = urlparse(u)
-        if p.scheme in ("data", "blob", "about", "chrome", "devtools"):
+        if p.scheme in ("data", "blob", "about", "chrome", "chrome-untrusted", "devtools"):  # the browser's own
             continue
         if p.hostname not in LOCAL_HOSTS:
             out.append(u)
