@@ -128,6 +128,46 @@ def civicgrid_serve(civicgrid_cli):
     return serve
 
 
+@pytest.fixture(scope="session")
+def chromium(tmp_path_factory):
+    """``chromium(*flags, mobile=None)``: a context manager yielding headless Chromium through chromedriver
+    (Debian's ``chromium`` and ``chromium-driver``, which ``.ci/run`` installs) with browser console and
+    performance logs, its own profile, extra command-line ``flags`` and, with ``mobile`` (``{"width", "height"}``),
+    a phone's screen emulated."""
+    import contextlib
+    import shutil
+
+    binary = shutil.which("chromium") or shutil.which("chromium-browser")
+    driver_path = shutil.which("chromedriver")
+
+    @contextlib.contextmanager
+    def start(*flags: str, mobile: dict | None = None):
+        if not (binary and driver_path):
+            pytest.fail("headless browser tests need Debian's chromium and chromium-driver "
+                        "(apt-get install chromium chromium-driver; .ci/run installs them)")
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+
+        opts = webdriver.ChromeOptions()
+        opts.binary_location = binary
+        for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                     "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                     "--disable-dev-shm-usage", "--lang=zh-CN", *flags,
+                     f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
+            opts.add_argument(flag)
+        if mobile:
+            opts.add_experimental_option("mobileEmulation", {"deviceMetrics": {**mobile, "pixelRatio": 2.0}})
+        opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
+        driver = webdriver.Chrome(service=Service(driver_path), options=opts)
+        driver.set_page_load_timeout(60)
+        try:
+            yield driver
+        finally:
+            driver.quit()
+
+    return start
+
+
 @pytest.fixture()
 def small_city(tmp_path) -> Path:
     """A tiny city near Changsha: one district, street and community (测试district…) and four 1 km micro-grids

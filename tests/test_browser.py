@@ -7,7 +7,6 @@ Starts ``civicgrid serve`` on the demo city in a subprocess and drives Debian's 
 from __future__ import annotations
 
 import os
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import urlparse
@@ -16,8 +15,6 @@ import pytest
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 LOCAL_HOSTS = {"127.0.0.1", "localhost", "[::1]", "::1"}
 
 
@@ -29,28 +26,10 @@ def server(demo_db, civicgrid_serve):
 
 
 @pytest.fixture(scope="module")
-def browser(tmp_path_factory):
+def browser(chromium):
     """Headless Chromium through chromedriver, with browser console and performance logs."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.fail("headless browser tests need Debian's chromium and chromium-driver "
-                    "(apt-get install chromium chromium-driver; .ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--window-size=1400,900", "--lang=zh-CN",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-profile')}"):
-        opts.add_argument(flag)
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium("--window-size=1400,900") as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _requested_urls(driver) -> list[str]:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import time
 from pathlib import Path
 from urllib.parse import parse_qs, urlparse
@@ -20,8 +19,6 @@ from civicgrid.geo.store_files import copy_store
 
 pytestmark = pytest.mark.browser
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver")
 PHONE = {"width": 390, "height": 844}
 #: DevTools network conditions of the test: a slow mobile line, then no line at all.
 NET = {"latency": 80, "download_throughput": 200 * 1024, "upload_throughput": 100 * 1024}
@@ -52,29 +49,10 @@ def server(field_city, civicgrid_serve):
 
 
 @pytest.fixture(scope="module")
-def phone(tmp_path_factory):
+def phone(chromium):
     """Headless Chromium emulating a 390×844 phone, with console and network logs."""
-    if not (CHROMIUM and CHROMEDRIVER):
-        pytest.fail("headless browser tests need Debian's chromium and chromium-driver "
-                    "(apt-get install chromium chromium-driver; .ci/run installs them)")
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    opts.binary_location = CHROMIUM
-    for flag in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage", "--lang=zh-CN", "--hide-scrollbars",
-                 f"--user-data-dir={tmp_path_factory.mktemp('chromium-phone')}"):
-        opts.add_argument(flag)
-    opts.add_experimental_option("mobileEmulation", {"deviceMetrics": {**PHONE, "pixelRatio": 2.0}})
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL", "performance": "ALL"})
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(60)
-    try:
+    with chromium("--hide-scrollbars", mobile=PHONE) as driver:
         yield driver
-    finally:
-        driver.quit()
 
 
 def _wait(driver, js: str, what: str, timeout: float = 90.0):
