@@ -96,7 +96,8 @@ def test_one_inspector_reaches_brute_force_optimum(solver: str, seed: int) -> No
     lng, lat = patrol_points(cand, ins)
     mat = straight_line_minutes(lng, lat, mode="walk")
     optimum = brute_force(cand, ins, mat)
-    plan = plan_patrols(cand, ins, travel_minutes=mat, solver=solver, time_limit_s=1.0, cpu_time=True)
+    # 3 s of CPU: 1 s left OR-Tools' search short of the optimum on seed 41 on a busy machine
+    plan = plan_patrols(cand, ins, travel_minutes=mat, solver=solver, time_limit_s=3.0, cpu_time=True)
     assert 0 < optimum < cand["prize"].sum()          # the shift is binding: not every site fits
     assert plan.total_prize == pytest.approx(optimum)
     assert check_plan(plan, cand, ins, mat) == []

@@ -17,7 +17,7 @@ from civicgrid.api.deps import get_store, lang_param
 from civicgrid.api.errors import HtmlErrorRoute
 from civicgrid.geo.errors import AuthenticationError
 from civicgrid.geo.store import Store
-from civicgrid.geo.texts import DEFAULT_LANG, labels, parse_lang, text
+from civicgrid.geo.texts import DEFAULT_LANG, LANGS, labels, parse_lang, text
 from civicgrid.geo.users import authenticate
 from fastapi import APIRouter, Depends, Form, Query, Request
 from fastapi.responses import HTMLResponse, RedirectResponse
@@ -39,13 +39,13 @@ def _local(next_url: str | None) -> str:
 
 def _page(request: Request, *, lang: str, next_url: str, user: dict | None, message: str = "",
           status: int = 200) -> HTMLResponse:
-    other = "en" if lang == "zh" else "zh"
+    other = next(x for x in LANGS if x != lang)  # the page's link to the other language
     body = _TEMPLATES.get_template("signin.html").render(
         lang=lang, t=labels("signin", lang), next=next_url, user=user, message=message,
         intro=text("signin.intro", lang, days=COOKIE_DAYS),
         signed_in=text("signin.signed_in", lang, **user) if user else "",
         other_lang=f"/signin?{urlencode({'lang': other, 'next': next_url})}",
-        other_lang_name="English" if other == "en" else "中文")
+        other_lang_name=text("field.lang_other", lang))
     return HTMLResponse(body, status_code=status)
 
 
