@@ -50,6 +50,13 @@ EXTENSIONS: dict[str, str] = {
 }
 
 
+def read_text(path: str | os.PathLike) -> str:
+    """The whole text of a small text file (a type map, a team list) in its detected encoding (UTF-8 with or
+    without BOM, GB18030/GBK, ...): the one place such files are decoded."""
+    p = Path(path)
+    return p.read_bytes().decode(detect_encoding(p))
+
+
 def read_table(path: str | os.PathLike, *, encoding: str | None = None, layer: str | None = None,
                sheet: str | int | None = None) -> ReadResult:
     """Read a tabular or spatial file.

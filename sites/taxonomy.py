@@ -23,6 +23,7 @@ import pandas as pd
 import pyarrow as pa
 from civicgrid.geo.errors import ImportFileError, InvalidParameterError, NotFoundError
 from civicgrid.geo.events import SOURCES
+from civicgrid.geo.readers import read_text
 from civicgrid.geo.store import Store, writing
 from civicgrid.geo.times import now_local
 from civicgrid.sites.cases.calendar import compute_deadlines
@@ -350,15 +351,7 @@ def import_map(db: str | os.PathLike, path: str | os.PathLike) -> list[dict]:
 
 
 def _read_map(path: str | os.PathLike) -> list[dict]:
-    with open(path, "rb") as fh:
-        raw = fh.read()
-    for enc in ("utf-8-sig", "gb18030"):
-        try:
-            text = raw.decode(enc)
-            break
-        except UnicodeDecodeError:
-            continue
-    reader = csv.DictReader(text.splitlines())
+    reader = csv.DictReader(read_text(path).splitlines())
     cols = [c.strip().lower() for c in reader.fieldnames or []]
     if "label" not in cols or "code" not in cols:
         msg = f"{path}: a type map is a CSV with columns source,label,code (got {', '.join(cols) or 'no header'})"

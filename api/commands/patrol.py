@@ -31,13 +31,9 @@ def read_inspectors(path: str | Path) -> list[dict]:
             raise InvalidParameterError(msg)
         return rows
     if path.suffix.lower() in (".csv", ".txt"):
-        raw = path.read_bytes()
-        for enc in ("utf-8-sig", "gb18030"):
-            try:
-                text = raw.decode(enc)
-                break
-            except UnicodeDecodeError:
-                continue
+        from civicgrid.geo.readers import read_text
+
+        text = read_text(path)
         import io
 
         frame = pd.read_csv(io.StringIO(text), dtype=str, keep_default_na=False)
