@@ -261,9 +261,9 @@ def _too_many(store: Store, res: int, f: EventFilter, n: int, max_cells: int) ->
 # ---------------------------------------------------------------------------------------------------------
 
 _CLUSTER_TYPES_SQL = """
-SELECT c.cluster, e.problem_type, count(*) AS n
+SELECT c.cluster, coalesce(e.problem_type, e.source_type) AS problem_type, count(*) AS n
 FROM events e JOIN _cluster_cells c ON {parent} = c.h3
-WHERE {where}
+WHERE {where} AND coalesce(e.problem_type, e.source_type) IS NOT NULL
 GROUP BY 1, 2
 """
 
@@ -294,7 +294,8 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
     -------
     geopandas.GeoDataFrame
         One row per cluster (EPSG:4326), by rank: ``rank``, ``n_cells``, ``events``, ``z_max``,
-        ``z_mean``, ``area_km2``, ``top_types`` (codes), ``top_type_names``, ``top_type_counts``,
+        ``z_mean``, ``area_km2``, ``top_types`` (codes; events without a type count under the city's own
+        label, ``events.source_type``), ``top_type_names``, ``top_type_counts``,
         ``grid_codes`` and ``grid_names`` (micro-grids overlapping the region by at least 10 % of the
         grid's area, or holding its centre), ``site_ids`` and ``n_sites`` (active sample-frame sites
         whose location falls in the region's cells), ``cells`` (hex ids), ``geometry`` (merged polygon).

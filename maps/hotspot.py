@@ -32,10 +32,12 @@ from civicgrid.maps.layers import (
     CompactMarkers,
     ExposeLayer,
     HexagonLayer,
+    LabelZoom,
     OutlineLayer,
     PanelFit,
     TileNotice,
     ZoomGate,
+    label_min_zooms,
     rounded_geojson,
 )
 from civicgrid.maps.legend import class_breaks, class_colors, legend_entries, legend_values
@@ -111,7 +113,7 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     m = _base_map(grids if len(grids) else districts, title=t["title"].format(city=city))
     notes = _add_background(m, districts, basemap=basemap, settings=settings, t=t)
     grid_popups, grid_fields = None, []
-    if "grids" in layers:
+    if "grids" in layers and len(grids):  # a city may have areas and no micro-grids yet
         grid_popups, grid_fields = _add_grid_popups(m, store, grids, filters=filters, t=t,
                                                     leaders="grid-leaders" in layers)
     values, breaks, colors, metric_label = _add_heat(m, cells, res=res, metric=metric, crs=crs, t=t,
@@ -132,7 +134,7 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
         t=t, lang=lang, q=q, res=res, metric=metric, basemap=basemap, basemaps=BASEMAPS, form_res=FORM_RES,
         options=_form_options(store, lang), form=_form_state(store, filters, lang),
         legend=legend_entries(values, breaks, colors), metric_label=metric_label,
-        groups=groups, clusters=cluster_items, notes=notes, map_name=m.get_name(),
+        groups=groups, clusters=cluster_items, has_grids=grid_popups is not None, notes=notes, map_name=m.get_name(),
         tiles_unreachable=t["tiles_unreachable"].format(basemap=t[f"bm_{basemap}"]) if basemap != "none" else "",
         summary=t["summary"].format(events=f"{int(cells['count'].sum()):,}", cells=f"{len(cells):,}"),
         empty=not len(cells), heading=m.get_root().title, list_sep=text("common.list_sep", lang),
@@ -253,10 +255,14 @@ def _add_districts(m: folium.Map, districts: gpd.GeoDataFrame, *, t: dict) -> No
                    style_function=lambda _: {"color": "#444", "weight": 2.5, "opacity": 0.8, "fill": False},
                    ).add_to(district_layer)
     folium.map.CustomPane(LABEL_PANE, z_index=625, pointer_events=False).add_to(m)
-    for name, point in zip(districts["name"], districts.geometry.representative_point(), strict=True):
+    min_zooms = label_min_zooms(districts.geometry.to_numpy(), districts["name"].astype(str))
+    for name, point, z in zip(districts["name"], districts.geometry.representative_point(), min_zooms,
+                              strict=True):
         folium.Marker([point.y, point.x], interactive=False, pane=LABEL_PANE,
-                      icon=folium.DivIcon(html=f'<div class="cg-label">{html.escape(str(name))}</div>',
+                      icon=folium.DivIcon(html=f'<div class="cg-label" data-minzoom="{z}">'
+                                               f'{html.escape(str(name))}</div>',
                                           icon_size=(120, 20), icon_anchor=(60, 10))).add_to(district_layer)
+    LabelZoom().add_to(m)
     district_layer.add_to(m)
 
 

@@ -1,0 +1,100 @@
+"""The /map page on a real city's own files: New York's ZIP areas and 311 complaints, no micro-grids, no sites,
+labels no taxonomy knows (what a city has on its first day, before any grid or mapping exists)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import geopandas as gpd
+import numpy as np
+import pyproj
+import pytest
+import shapely
+from civicgrid.api.app import create_app
+from civicgrid.geo.hotspots import hotspot_clusters
+from civicgrid.geo.store import Store
+from civicgrid.grids.areas import import_areas
+from civicgrid.maps.layers import label_min_zooms, rounded_geojson
+from civicgrid.sites.events import import_events
+from fastapi.testclient import TestClient
+
+
+@pytest.fixture(scope="module")
+def nyc(tmp_path_factory, shared):
+    db = tmp_path_factory.mktemp("nyc") / "nyc.duckdb"
+    import_areas(shared / "us_nyc311_small" / "nyc_zipcodes.shp", db=db, level="district",
+                 mapping={"code": "ZIPCODE", "name": "PO_NAME"}, progress=False)
+    import_events(shared / "us_nyc311_small" / "nyc311_2023-12_sample.csv", db=db, source="complaint",
+                  tz="America/New_York", date_order="mdy", progress=False)
+    return db
+
+
+def test_map_of_a_city_without_micro_grids(nyc):
+    """No micro-grids yet: the page renders (it answered 500 before), without a grid layer or its legend line."""
+    client = TestClient(create_app(nyc))
+    r = client.get("/map?lang=en")
+    assert r.status_code == 200, r.text
+    page = r.text
+    assert "grid-popups" not in page
+    legend = re.search(r'<div class="cg-legend" id="cg-legend">(.*?)</div>\s*</div>', page, re.S).group(1)
+    assert "Micro-grids" not in legend
+    clusters = re.search(r'<ol class="cg-clusters" id="cg-clusters">(.*?)</ol>', page, re.S).group(1)
+    assert "Noise - " in clusters and "None" not in clusters and "Grids:" not in clusters
+    # the ZIP areas' outlines, simplified: the page is a fraction of the 140,000 surveyed vertices
+    assert len(page) < 2_500_000
+    # the district labels carry the zoom they appear from; the page gates them
+    zooms = [int(z) for z in re.findall(r'class=\\"cg-label\\" data-minzoom=\\"(\d+)\\"', page)]
+    assert len(zooms) == Store(nyc).sql("SELECT count(*) AS n FROM areas WHERE level = 'district'")["n"][0]
+    assert min(zooms) < max(zooms)
+    assert '.cg-label[data-minzoom]' in page
+
+
+def test_hotspot_clusters_name_the_citys_own_labels(nyc):
+    """Events with labels no taxonomy knows: a cluster's main problems are those labels (it said "None 53")."""
+    store = Store(nyc)
+    clusters = hotspot_clusters(store, res=9, lang="en")
+    assert len(clusters)
+    first = clusters.iloc[0]
+    assert None not in first["top_type_names"] and "None" not in first["top_type_names"]
+    # independent count: the events of the cluster's cells by their own label
+    ev = store.sql("SELECT source_type, h3_hex(h3_parent(h3, 9)) AS cell FROM events WHERE h3 IS NOT NULL")
+    ev = ev[ev["cell"].isin(first["cells"])]
+    want = ev["source_type"].value_counts()
+    assert first["top_type_names"][0] == first["top_types"][0] and first["top_types"][0] in want.index
+    assert first["top_type_counts"][0] == want.max() == want[first["top_types"][0]]
+
+
+def test_label_min_zooms_against_web_mercator(shared):
+    """The zoom from which a label fits its area, checked with pyproj's Web Mercator: at that zoom the area is at
+    least as wide on screen as the label, one zoom less it is narrower."""
+    zips = gpd.read_file(shared / "us_nyc311_small" / "nyc_zipcodes.shp").to_crs(4326)
+    names = zips["PO_NAME"].astype(str)
+    zooms = label_min_zooms(zips.geometry.to_numpy(), names)
+    to_merc = pyproj.Transformer.from_crs(4326, 3857, always_xy=True)
+    x0, _ = to_merc.transform(zips.bounds["minx"].to_numpy(), zips.bounds["miny"].to_numpy())
+    x1, _ = to_merc.transform(zips.bounds["maxx"].to_numpy(), zips.bounds["miny"].to_numpy())
+    world = 2 * np.pi * 6378137.0
+    label_px = np.array([sum(14 if ord(c) >= 0x2E80 else 8 for c in n) + 8 for n in names])
+    width_at = lambda z: (x1 - x0) / world * 256 * 2.0 ** z  # noqa: E731
+    inside = zooms < 18  # 18, the most: areas too small for their label at any zoom of the map
+    assert inside.sum() > 200
+    assert (width_at(zooms) >= label_px * (1 - 1e-9))[inside].all()
+    assert (width_at(zooms - 1) < label_px)[zooms > 0].all()
+    assert label_min_zooms(np.array([shapely.Point(1, 1)]), ["深圳"]).tolist() == [18]
+
+
+def test_rounded_geojson_simplifies_within_its_tolerance(shared):
+    """Simplified outlines stay within twice the tolerance of the surveyed ones (Hausdorff distance; GEOS's
+    topology-preserving simplifier may move a ring a little further to keep it valid: 2.5e-5° ≈ 2.8 m seen),
+    keep every shape valid and drop most vertices."""
+    zips = gpd.read_file(shared / "us_nyc311_small" / "nyc_zipcodes.shp").to_crs(4326)[["ZIPCODE", "geometry"]]
+    gj = rounded_geojson(zips, tolerance=1.5e-5)
+    out = gpd.GeoDataFrame.from_features(gj["features"], crs=4326)
+    d = shapely.hausdorff_distance(zips.geometry.to_numpy(), out.geometry.to_numpy())
+    assert d.max() <= 3e-5 and np.median(d) <= 1.5e-5
+    assert shapely.is_valid(out.geometry.to_numpy()).all()
+    before = shapely.get_num_coordinates(zips.geometry.to_numpy()).sum()
+    after = shapely.get_num_coordinates(out.geometry.to_numpy()).sum()
+    assert after < before / 3
+    assert len(json.dumps(rounded_geojson(zips, tolerance=0))) > 3 * len(json.dumps(gj))
