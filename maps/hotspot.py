@@ -12,7 +12,6 @@ import html
 from collections.abc import Collection, Mapping
 from urllib.parse import urlencode
 
-import branca.element
 import folium
 import folium.plugins
 import geopandas as gpd
@@ -35,6 +34,9 @@ from civicgrid.maps.layers import (
     LabelZoom,
     OutlineLayer,
     PanelFit,
+    RawHtml,
+    SafeGeoJsonPopup,
+    SafeGeoJsonTooltip,
     TileNotice,
     ZoomGate,
     label_min_zooms,
@@ -141,8 +143,8 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
         lang_href="?" + urlencode({**q, "lang": next(x for x in LANGS if x != lang)}),
     )
     root = m.get_root()
-    root.header.add_child(branca.element.Element(render_template("map_style.html")), name="cg_style")
-    root.html.add_child(branca.element.Element(panel), name="cg_panel")
+    root.header.add_child(RawHtml(render_template("map_style.html")), name="cg_style")
+    root.html.add_child(RawHtml(panel), name="cg_panel")
     return m
 
 
@@ -224,7 +226,7 @@ def _add_grid_popups(m: folium.Map, store: Store, grids: gpd.GeoDataFrame, *, fi
     grid_popups = folium.GeoJson(
         rounded_geojson(grids[[*names, "geometry"]]), name="grid-popups", control=False,
         style_function=lambda _: {"stroke": False, "fill": True, "fillOpacity": 0},
-        popup=folium.GeoJsonPopup(names, aliases=[label for _, label in fields]),
+        popup=SafeGeoJsonPopup(names, aliases=[label for _, label in fields]),
         smooth_factor=0.5,
     )
     grid_popups.add_to(m)
@@ -279,7 +281,7 @@ def _add_clusters(m: folium.Map, store: Store, clusters: gpd.GeoDataFrame, *, cr
     cl_layer = folium.GeoJson(
         rounded_geojson(cl), name=t["clusters"],
         style_function=lambda _: {"color": "#6a00a8", "weight": 3, "dashArray": "6 4", "fill": False},
-        tooltip=folium.GeoJsonTooltip(["label"], labels=False),
+        tooltip=SafeGeoJsonTooltip(["label"], labels=False),
     )
     cl_layer.add_to(m)
     ExposeLayer(cl_layer, "clusters").add_to(m)

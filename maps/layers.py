@@ -13,13 +13,82 @@ import json
 
 import branca.element
 import folium
+import folium.template
 import geopandas as gpd
 import jinja2
+import jinja2.utils
 import numpy as np
 import pandas as pd
 import shapely
 from civicgrid.geo.aggregate import cell_polygons
 from civicgrid.geo.coords import from_wgs84
+
+
+class RawHtml(branca.element.Element):
+    """HTML (or a script) added to a page verbatim.
+
+    ``branca.element.Element(text)`` compiles ``text`` as a Jinja template, so ``{{ … }}`` in a city's own
+    label (an area, site or problem type name shown in a panel) would run on the server. This element renders
+    its text as it is; escape what is not yours before building it.
+    """
+
+    def __init__(self, text: str):
+        super().__init__()
+        self._name = "RawHtml"
+        self.text = text
+
+    def render(self, **kwargs) -> str:
+        return self.text
+
+
+def script_json(obj) -> str:
+    """``obj`` as JSON safe to place inside a ``<script>`` (``<``, ``>``, ``&`` and ``'`` escaped)."""
+    return str(jinja2.utils.htmlsafe_json_dumps(obj, separators=(",", ":"), ensure_ascii=False))
+
+
+#: JavaScript that escapes a value for HTML; numbers are kept (tooltips localise them).
+_JS_ESCAPE = """
+    let cgEsc = v => String(v).replace(/[&<>"']/g, c => ({"&": "&amp;", "<": "&lt;", ">": "&gt;",
+                                                         '"': "&quot;", "'": "&#39;"})[c]);
+    let handleObject = feature => {
+        if (feature === null || feature === undefined) {
+            return '';
+        } else if (typeof(feature) == 'object') {
+            return cgEsc(JSON.stringify(feature));
+        } else if (typeof(feature) == 'string') {
+            return cgEsc(feature);
+        } else {
+            return feature;
+        }
+    }"""
+
+
+def _escaping_detail(template: str) -> str:
+    start = template.index("let handleObject")
+    end = template.index("let fields")
+    return template[:start] + _JS_ESCAPE + "\n    " + template[end:]
+
+
+class SafeGeoJsonTooltip(folium.GeoJsonTooltip):
+    """:class:`folium.GeoJsonTooltip` that escapes the features' values (folium inserts them as HTML)."""
+
+    _template = folium.template.Template("""
+    {% macro script(this, kwargs) %}
+    {{ this._parent.get_name() }}.bindTooltip(""" + _escaping_detail(folium.features.GeoJsonDetail.base_template)
+                                + """,{{ this.tooltip_options | tojavascript }});
+    {% endmacro %}
+    """)
+
+
+class SafeGeoJsonPopup(folium.GeoJsonPopup):
+    """:class:`folium.GeoJsonPopup` that escapes the features' values (folium inserts them as HTML)."""
+
+    _template = folium.template.Template("""
+    {% macro script(this, kwargs) %}
+    {{ this._parent.get_name() }}.bindPopup(""" + _escaping_detail(folium.features.GeoJsonDetail.base_template)
+                                + """,{{ this.popup_options | tojavascript }});
+    {% endmacro %}
+    """)
 
 
 def _b64(arr: np.ndarray, dtype: str) -> str:
@@ -164,7 +233,7 @@ class HexagonLayer(folium.map.Layer):
         packed["cls"] = _b64(classes, "u1")
         packed["colors"] = list(colors)
         packed["info"] = [[label, _b64(values, "<f4")] for label, values in info.items()]
-        self.data = json.dumps(packed, separators=(",", ":"), ensure_ascii=False)
+        self.data = script_json(packed)
         self.key = key
 
 
@@ -178,11 +247,15 @@ class CompactMarkers(branca.element.MacroElement):
         {% macro script(this, kwargs) %}
         (function () {
             var d = {{ this.data }}, layer = {{ this._parent.get_name() }}, ms = [];
+            function esc(v) {
+                return String(v).replace(/[&<>"']/g, function (c) {
+                    return {"&": "&amp;", "<": "&lt;", ">": "&gt;", '"': "&quot;", "'": "&#39;"}[c]; });
+            }
             d.rows.forEach(function (r) {
                 var m = L.circleMarker([r[0], r[1]], {radius: 6, weight: 1.5, color: "#fff", fillOpacity: 0.95,
                                                      fillColor: d.colors[r[2]]});
                 var html = d.fields.map(function (f, j) {
-                    return r[3 + j] ? "<tr><th>" + f + "</th><td>" + r[3 + j] + "</td></tr>" : "";
+                    return r[3 + j] ? "<tr><th>" + esc(f) + "</th><td>" + esc(r[3 + j]) + "</td></tr>" : "";
                 }).join("");
                 m.bindPopup("<table class='cg-pop'>" + html + "</table>");
                 ms.push(m);
@@ -197,8 +270,7 @@ class CompactMarkers(branca.element.MacroElement):
     def __init__(self, rows: list, *, colors: list[str], fields: list[str], key: str = "sites"):
         super().__init__()
         self._name = "CompactMarkers"
-        self.data = json.dumps({"rows": rows, "colors": colors, "fields": fields}, separators=(",", ":"),
-                               ensure_ascii=False).replace("</", "<\\/")
+        self.data = script_json({"rows": rows, "colors": colors, "fields": fields})
         self.key = key
 
 

@@ -23,6 +23,7 @@ import folium
 import geopandas as gpd
 import shapely
 from civicgrid.geo.store import Store
+from civicgrid.maps.layers import RawHtml, SafeGeoJsonTooltip
 from civicgrid.maps.offline import VENDOR_URL, render_offline, vendor_path
 from IPython.display import HTML
 
@@ -103,7 +104,7 @@ def base_map(store: Store, *, zoom_start: int = 12, streets: bool = True) -> fol
     if streets:
         folium.GeoJson(areas_frame(store, level="street")[["name", "geometry"]], name="街道 streets",
                        style_function=lambda _: {"color": "#999", "weight": 0.8, "fillOpacity": 0},
-                       tooltip=folium.GeoJsonTooltip(["name"], labels=False)).add_to(m)
+                       tooltip=SafeGeoJsonTooltip(["name"], labels=False)).add_to(m)
     folium.GeoJson(districts[["name", "geometry"]], name="区 districts",
                    style_function=lambda _: {"color": "#333", "weight": 2, "fillOpacity": 0},
                    interactive=False).add_to(m)
@@ -138,7 +139,7 @@ def legend(m: folium.Map, title: str, labels: list[str], palette: list[str]) -> 
                    f'margin-right:6px"></span>{html.escape(t)}</div>' for t, c in zip(labels, palette, strict=True))
     box = (f'<div style="position:fixed;bottom:18px;left:18px;z-index:9999;background:white;padding:6px 8px;'
            f'font:12px sans-serif;border:1px solid #999;border-radius:4px"><b>{html.escape(title)}</b>{rows}</div>')
-    m.get_root().html.add_child(folium.Element(box))
+    m.get_root().html.add_child(RawHtml(box))
     return m
 
 
@@ -150,6 +151,6 @@ def choropleth(m: folium.Map, gdf: gpd.GeoDataFrame, column: str, *, title: str,
     folium.GeoJson(data, name=title,
                    style_function=lambda f: {"fillColor": f["properties"]["_fill"], "color": "#000", "weight": 0,
                                              "fillOpacity": opacity},
-                   tooltip=folium.GeoJsonTooltip(tooltip)).add_to(m)
+                   tooltip=SafeGeoJsonTooltip(tooltip)).add_to(m)
     labels = [f"{a:g} – {b:g}" for a, b in pairwise(edges)]
     return legend(m, title, labels, palette)

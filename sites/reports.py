@@ -395,6 +395,7 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
     import folium
     import geopandas as gpd
     import shapely
+    from civicgrid.maps.layers import SafeGeoJsonTooltip
 
     check_kpi(kpi)
     g = store.sql("SELECT code, name, ST_AsWKB(geom) AS wkb FROM grids WHERE geom IS NOT NULL ORDER BY code")
@@ -435,7 +436,7 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
         style_function=lambda f: {"fillColor": f["properties"]["colour"], "color": "#555555", "weight": 0.6,
                                   "fillOpacity": 0.75},
         highlight_function=lambda f: {"weight": 2, "color": "#000000"},
-        tooltip=folium.GeoJsonTooltip(fields, aliases=heads),
+        tooltip=SafeGeoJsonTooltip(fields, aliases=heads),
     ).add_to(m)
     _street_outlines(store, lang).add_to(m)
     if len(gdf):

@@ -525,6 +525,7 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
         Render it with :func:`civicgrid.maps.offline.render_offline` for a page without CDN links.
     """
     import folium
+    from civicgrid.maps.layers import RawHtml, SafeGeoJsonTooltip
 
     t = _labels(lang)
     e = html.escape
@@ -543,7 +544,7 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
             json.loads(base.to_json(drop_id=True, ensure_ascii=False)), name=e(t["grids"]), control=True,
             style_function=lambda _: {"color": "#7a8aa6", "weight": 1, "dashArray": "4 3", "fillColor": "#f2f1ec",
                                        "fillOpacity": 1},
-            tooltip=folium.GeoJsonTooltip(["name", "code"], aliases=[t["grid_name"], t["grid_code"]]),
+            tooltip=SafeGeoJsonTooltip(["name", "code"], aliases=[t["grid_name"], t["grid_code"]]),
         ).add_to(m)
     if roads is not None and len(roads):
         _draw_roads(roads, crs=crs, name=t["roads"]).add_to(m)
@@ -569,8 +570,8 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
         for s in r["stops"]:
             _stop_marker(s, r, color=color, t=t, lang=lang, crs=crs).add_to(group)
     folium.LayerControl(collapsed=False).add_to(m)
-    m.get_root().html.add_child(folium.Element(_legend_html(t, roads is not None and len(roads) > 0)))
-    m.get_root().script.add_child(folium.Element(_DECLUTTER_JS.replace("MAP", m.get_name())))
+    m.get_root().html.add_child(RawHtml(_legend_html(t, roads is not None and len(roads) > 0)))
+    m.get_root().script.add_child(RawHtml(_DECLUTTER_JS.replace("MAP", m.get_name())))
     return m
 
 
