@@ -9,3 +9,7 @@ Sits above :mod:`civicgrid.grids` and below :mod:`civicgrid.sites`; nothing here
 * :mod:`civicgrid.maps.hotspot`: the planners' hotspot map (``hotspot_map``);
 * :mod:`civicgrid.maps.pages`: the HTML templates (``maps/templates/``).
 """
+
+from civicgrid.maps import _branca
+
+_branca.install()  # before any page renders: macros' output is never compiled again as a template

@@ -22,23 +22,7 @@ import pandas as pd
 import shapely
 from civicgrid.geo.aggregate import cell_polygons
 from civicgrid.geo.coords import from_wgs84
-
-
-class RawHtml(branca.element.Element):
-    """HTML (or a script) added to a page verbatim.
-
-    ``branca.element.Element(text)`` compiles ``text`` as a Jinja template, so ``{{ … }}`` in a city's own
-    label (an area, site or problem type name shown in a panel) would run on the server. This element renders
-    its text as it is; escape what is not yours before building it.
-    """
-
-    def __init__(self, text: str):
-        super().__init__()
-        self._name = "RawHtml"
-        self.text = text
-
-    def render(self, **kwargs) -> str:
-        return self.text
+from civicgrid.maps._branca import RawHtml as RawHtml  # pages add their own HTML with it
 
 
 def script_json(obj) -> str:

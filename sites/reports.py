@@ -39,6 +39,7 @@ from civicgrid.geo.times import now_local, parse_period
 from civicgrid.maps.offline import inline_assets, render_offline
 from civicgrid.maps.pages import render_template
 from civicgrid.sites import kpis
+from civicgrid.sites._workbooks import save_values_only
 from civicgrid.sites.kpis import KPI_LEVELS, check_level
 
 #: Levels of the workbook, in sheet order (the KPI levels).
@@ -271,7 +272,7 @@ def write_workbook(tables: dict[str, pd.DataFrame], target, *, kpi: str = "on_ti
     info.column_dimensions["A"].width = 16
     info.column_dimensions["B"].width = 100
     wb.active = list(tables).index(level) if level in tables else 0
-    wb.save(target)
+    save_values_only(wb, target)
     return target
 
 

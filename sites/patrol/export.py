@@ -20,6 +20,7 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import check_lang, labels, name_column, text
 from civicgrid.geo.times import DEFAULT_TIMEZONE
+from civicgrid.sites._workbooks import save_values_only
 
 #: Export formats and their file suffix and media type.
 FORMATS: dict[str, tuple[str, str]] = {
@@ -466,7 +467,7 @@ def to_xlsx(doc: dict, *, lang: str = "zh", links: dict[str, str] | None = None)
         sh.freeze_panes = "A2"
     _backlog_sheet(wb, doc, used, t, lang)
     buf = io.BytesIO()
-    wb.save(buf)
+    save_values_only(wb, buf)
     return buf.getvalue()
 
 
