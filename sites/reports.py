@@ -36,6 +36,7 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import check_lang, city_name, labels, local_name, pairs, text
 from civicgrid.geo.times import now_local, parse_period
+from civicgrid.maps.layers import SafeGeoJsonTooltip
 from civicgrid.maps.offline import inline_assets, render_offline
 from civicgrid.maps.pages import render_template
 from civicgrid.sites import kpis
@@ -396,7 +397,6 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
     import folium
     import geopandas as gpd
     import shapely
-    from civicgrid.maps.layers import SafeGeoJsonTooltip
 
     check_kpi(kpi)
     g = store.sql("SELECT code, name, ST_AsWKB(geom) AS wkb FROM grids WHERE geom IS NOT NULL ORDER BY code")

@@ -20,6 +20,7 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import check_lang, labels, name_column, text
 from civicgrid.geo.times import DEFAULT_TIMEZONE
+from civicgrid.maps.layers import RawHtml, SafeGeoJsonTooltip
 from civicgrid.sites._workbooks import save_values_only
 
 #: Export formats and their file suffix and media type.
@@ -526,7 +527,6 @@ def plan_map(doc: dict, *, lang: str = "zh", crs: str = "wgs84", tiles: list[tup
         Render it with :func:`civicgrid.maps.offline.render_offline` for a page without CDN links.
     """
     import folium
-    from civicgrid.maps.layers import RawHtml, SafeGeoJsonTooltip
 
     t = _labels(lang)
     e = html.escape
