@@ -8,9 +8,10 @@ Usage::
 On the demo city (built with ``--events`` when ``--db`` is missing), ``civicgrid serve`` is started twice in the
 same run and ``--clients`` concurrent clients (asyncio, one HTTP connection each) send requests for ``--seconds``:
 
-- **before**: one service process and no ``/map`` page cache (``--workers 1``, ``CIVICGRID_MAP_CACHE_PAGES=0``),
-  as the service ran before this part;
-- **after**: ``--workers`` processes (default: the number of cores) with the page cache on (its default).
+- **before**: one service process, no ``/map`` page cache and no API answer cache (``--workers 1``,
+  ``CIVICGRID_MAP_CACHE_PAGES=0``, ``CIVICGRID_API_CACHE_RESPONSES=0``), as the service ran before this part
+  (the store's change probe and the token lookups per store version cannot be turned off: they are on in both);
+- **after**: ``--workers`` processes (default: the number of cores) with both caches on (their defaults).
 
 The workload mixes what planners and analysts open: heatmaps at three resolutions with and without a type or
 month filter, hotspots, KPIs, events and cases lists (a viewer token), the grids layer, and ``/map`` for five
@@ -66,9 +67,10 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(db: Path, *, workers: int, cache_pages: int) -> tuple[subprocess.Popen, str]:
+def _serve(db: Path, *, workers: int, cache_pages: int, cache_answers: int) -> tuple[subprocess.Popen, str]:
     port = _port()
-    env = {**os.environ, "CIVICGRID_MAP_CACHE_PAGES": str(cache_pages)}
+    env = {**os.environ, "CIVICGRID_MAP_CACHE_PAGES": str(cache_pages),
+           "CIVICGRID_API_CACHE_RESPONSES": str(cache_answers)}
     proc = subprocess.Popen([CLI, "serve", "--db", str(db), "--port", str(port), "--workers", str(workers),
                              "--maintain-hours", "0", "--log-level", "warning"], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
@@ -162,9 +164,10 @@ def main() -> None:
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; store {args.db} "
           f"({n_events:,} events); {args.clients} clients for {args.seconds:.0f} s, {len(work)} distinct requests")
     figures = {}
-    for label, workers, cache in (("before: 1 process, no /map cache", 1, 0),
-                                  (f"after: {args.workers} processes, /map cache", args.workers, 32)):
-        proc, base = _serve(args.db, workers=workers, cache_pages=cache)
+    for label, workers, cache, answers in (("before: 1 process, no /map or API cache", 1, 0, 0),
+                                           (f"after: {args.workers} processes, /map and API caches", args.workers,
+                                            32, 256)):
+        proc, base = _serve(args.db, workers=workers, cache_pages=cache, cache_answers=answers)
         try:
             out, errors, wall = asyncio.run(_run(base, work, token, clients=args.clients, seconds=args.seconds))
         finally:
