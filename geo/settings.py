@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 from civicgrid.geo.errors import InvalidParameterError
@@ -158,10 +159,23 @@ def get_settings() -> Settings:
         A ``CIVICGRID_*`` variable holds a value its setting cannot take (e.g. ``CIVICGRID_MAX_CELLS=many``);
         the message names the variable.
     """
+    # parsing the settings costs ~10 ms: done again only when a CIVICGRID_* variable changed (a copy is returned,
+    # so that a caller's change of it stays its own)
+    key = tuple(sorted((k.upper(), v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
+    parsed = _PARSED.get(key)
+    if parsed is not None:
+        return parsed.model_copy()
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
                              for e in exc.errors())
         msg = f"bad setting in the environment: {problems}"
         raise InvalidParameterError(msg) from None
+    _PARSED.clear()  # one entry: the settings of the environment as it is now
+    _PARSED[key] = settings
+    return settings.model_copy()
+
+
+#: The settings last parsed, by the CIVICGRID_* variables they were parsed from.
+_PARSED: dict[tuple, Settings] = {}
