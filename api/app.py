@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
+from civicgrid.api.cache import response_cache
 from civicgrid.api.deps import check_int64, reject_unknown_query
 from civicgrid.api.errors import RequestGuard, add_exception_handlers
 from civicgrid.api.offline import mount_assets
@@ -32,7 +33,7 @@ from civicgrid.api.routers import (
     users,
 )
 from civicgrid.api.routers.users import upload_too_large
-from civicgrid.geo.aggregate import VersionCache
+from civicgrid.geo.caches import VersionCache
 from civicgrid.geo.settings import Settings, get_settings
 from civicgrid.geo.store import Store
 from fastapi import Depends, FastAPI
@@ -129,7 +130,7 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
         opened read-only and followed as writers publish new versions.
     settings
         Overrides of the service settings (``max_cells``, ``tianditu_key``, ``patrol_network``,
-        ``max_upload_mb``, ``public_layers``), which
+        ``max_upload_mb``, ``map_cache_pages``, ``api_cache_responses``, ``public_layers``), which
         otherwise come from the ``CIVICGRID_*`` settings (:func:`civicgrid.geo.settings.get_settings`).
     """
     config = get_settings()
@@ -141,6 +142,7 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
     app.state.store = Store(db if db is not None else config.db)
     app.state.settings = {**config.service_settings(), **(settings or {})}
     app.state.map_pages = VersionCache(int(app.state.settings.get("map_cache_pages", 32)))
+    app.state.api_responses = response_cache(int(app.state.settings.get("api_cache_responses", 256)))
     if isinstance(app.state.settings["public_layers"], str):  # an override as the environment writes it
         app.state.settings["public_layers"] = Settings(public_layers=app.state.settings["public_layers"]
                                                        ).public_layer_set()

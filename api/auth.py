@@ -67,6 +67,14 @@ def request_user(request: Request, store: Store) -> dict | None:
     return user
 
 
+def caller_role(request: Request) -> str | None:
+    """The role of the user this request was authenticated as (by a role or layer dependency, or
+    :class:`AuthFirstRoute`), None for an anonymous caller or when the endpoint did not authenticate it: what
+    keys answers that show a caller with a token more (:mod:`civicgrid.api.cache`)."""
+    user = request.scope.get("state", {}).get(_USER_KEY)
+    return None if user is None else str(user["role"])
+
+
 def require_role(role: str) -> Callable[..., dict]:
     """A dependency admitting a request whose bearer token belongs to an active user of ``role`` or stronger.
 
@@ -150,4 +158,4 @@ class AuthFirstRoute(APIRoute):
         return route_handler
 
 
-__all__ = ["ROLES", "AuthFirstRoute", "layer_access", "optional_user", "require_role", "shows_layer"]
+__all__ = ["ROLES", "AuthFirstRoute", "caller_role", "layer_access", "optional_user", "require_role", "shows_layer"]

@@ -12,8 +12,6 @@ cached result at once.
 from __future__ import annotations
 
 import difflib
-import threading
-from collections import OrderedDict
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -26,6 +24,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import shapely
+from civicgrid.geo.caches import VersionCache
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError, TooManyCellsError
 from civicgrid.geo.h3cells import MEAN_AREA_KM2, to_hex
 from civicgrid.geo.levels import LEVEL_COLUMNS, check_level
@@ -326,46 +325,10 @@ def _area_index(store: Store) -> pd.DataFrame:
 
 T = TypeVar("T")
 
-class VersionCache:
-    """Results kept per store version: a key is looked up with the store's path, the past it views and its
-    snapshot id, so a committed write makes every older result unreachable (least recently used dropped first).
-
-    Parameters
-    ----------
-    size
-        The most results kept; 0 keeps none (every call computes).
-    """
-
-    def __init__(self, size: int) -> None:
-        self.size = size
-        self._items: OrderedDict = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, store: Store, key: tuple, compute: Callable[[], T]) -> T:
-        """Return ``compute()`` cached under ``key`` for the store's current version."""
-        if self.size <= 0:
-            return compute()
-        full = (str(store.path), store.at, store.snapshot_id(), *key)
-        with self._lock:
-            if full in self._items:
-                self._items.move_to_end(full)
-                return self._items[full]
-        value = compute()
-        with self._lock:
-            self._items[full] = value
-            while len(self._items) > self.size:
-                self._items.popitem(last=False)
-        return value
-
-    def clear(self) -> None:
-        """Drop every result."""
-        with self._lock:
-            self._items.clear()
-
-
 #: Results kept in the per-version cache of aggregations (least recently used dropped first).
 CACHE_SIZE = 256
 _CACHE = VersionCache(CACHE_SIZE)
+
 
 
 def cached(store: Store, key: tuple, compute: Callable[[], T]) -> T:

@@ -14,6 +14,7 @@ Examples
 
 from __future__ import annotations
 
+import os
 from datetime import date
 
 from civicgrid.geo.errors import InvalidParameterError
@@ -69,6 +70,11 @@ class Settings(BaseSettings):
     map_cache_pages
         Rendered ``/map`` pages each service process keeps per view, caller and store version (0..1024, default
         32; 0: render every request). A committed write is a new version: no page outlives the data it shows.
+    api_cache_responses
+        Answers of the read API (heatmaps, hotspots, KPIs, layers, lists) each service process keeps per request,
+        caller's role and store version (0..100000, default 256; 0: compute every request). A committed write
+        is a new version: no answer outlives the data it shows; KPIs are kept only while "now" cannot change
+        them.
     public_layers
         The reference layers served without a token, comma-separated, from ``areas``, ``grids``,
         ``grid-leaders`` (the micro-grid leaders' names and phones, 网格员公示, on ``/api/layers/grids`` and the
@@ -103,6 +109,8 @@ class Settings(BaseSettings):
     max_upload_mb: int = Field(default=200, ge=1, le=100_000, description="largest file upload, MB (1..100000)")
     map_cache_pages: int = Field(default=32, ge=0, le=1024,
                                  description="rendered /map pages kept per view and store version (0: none)")
+    api_cache_responses: int = Field(default=256, ge=0, le=100_000,
+                                     description="read API answers kept per request and store version (0: none)")
     public_layers: str = Field(default=",".join(PUBLIC_LAYERS),
                                description=f"layers served without a token: any of {', '.join(PUBLIC_LAYERS)}")
     public_url: str = Field(default="", description="address phones reach the service at, for the field links")
@@ -134,10 +142,11 @@ class Settings(BaseSettings):
     def service_settings(self) -> dict[str, object]:
         """The settings the service reads per request (``app.state.settings``): ``max_cells``,
         ``tianditu_key``, ``patrol_network`` (None when no network is set), ``max_upload_mb``,
-        ``map_cache_pages``, ``public_layers`` (a set), ``public_url`` and ``max_photo_mb``."""
+        ``map_cache_pages``, ``api_cache_responses``, ``public_layers`` (a set), ``public_url`` and ``max_photo_mb``."""
         return {"max_cells": self.max_cells, "tianditu_key": self.tianditu_key,
                 "patrol_network": self.network or None, "max_upload_mb": self.max_upload_mb,
-                "map_cache_pages": self.map_cache_pages, "public_layers": self.public_layer_set(),
+                "map_cache_pages": self.map_cache_pages, "api_cache_responses": self.api_cache_responses,
+                "public_layers": self.public_layer_set(),
                 "public_url": self.public_url, "max_photo_mb": self.max_photo_mb}
 
 
@@ -150,10 +159,23 @@ def get_settings() -> Settings:
         A ``CIVICGRID_*`` variable holds a value its setting cannot take (e.g. ``CIVICGRID_MAX_CELLS=many``);
         the message names the variable.
     """
+    # parsing the settings costs ~10 ms: done again only when a CIVICGRID_* variable changed (a copy is returned,
+    # so that a caller's change of it stays its own)
+    key = tuple(sorted((k.upper(), v) for k, v in os.environ.items() if k.upper().startswith(ENV_PREFIX)))
+    parsed = _PARSED.get(key)
+    if parsed is not None:
+        return parsed.model_copy()
     try:
-        return Settings()
+        settings = Settings()
     except ValidationError as exc:
         problems = "; ".join(f"{ENV_PREFIX}{'.'.join(map(str, e['loc'])).upper()}={e.get('input')!r}: {e['msg']}"
                              for e in exc.errors())
         msg = f"bad setting in the environment: {problems}"
         raise InvalidParameterError(msg) from None
+    _PARSED.clear()  # one entry: the settings of the environment as it is now
+    _PARSED[key] = settings
+    return settings.model_copy()
+
+
+#: The settings last parsed, by the CIVICGRID_* variables they were parsed from.
+_PARSED: dict[tuple, Settings] = {}

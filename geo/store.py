@@ -263,12 +263,62 @@ def file_kind(path: str | os.PathLike) -> str:
 
 # --- the process's connection to each store ---------------------------------------------------------------
 
+class _ChangeProbe:
+    """Whether a store may have changed since its snapshot id was last read, without asking the catalog.
+
+    A SQLite catalog changes only by writes to its file or its WAL (``<db>-wal``): a committed write changes the
+    size or the modification time of one of them (a copied or replaced store: the inode). So the snapshot id read
+    from the lake is kept with the files' ``stat`` (device, inode, size, ``mtime_ns``) taken before the query, and
+    a later call answers it again without a query while the ``stat`` is unchanged. File times are coarse (a
+    write in the same clock tick as the previous one keeps the same ``mtime``, and a WAL restarted after a
+    checkpoint keeps its size): a ``stat`` whose newest time is less than :data:`TRUST_AFTER_NS` old is not
+    trusted, and the lake is asked again until the files have been quiet that long. A PostgreSQL catalog has
+    no file to watch: it is asked every time.
+    """
+
+    #: How old the newest file time must be before an unchanged ``stat`` counts as "no write since".
+    TRUST_AFTER_NS = 1_000_000_000
+
+    def __init__(self, location: Location) -> None:
+        self.files = ((location.catalog, location.catalog + "-wal") if location.kind == "sqlite" else ())
+        self._lock = threading.Lock()
+        self._known: tuple[tuple, int] | None = None  # (trusted stat, snapshot id)
+
+    def _stat(self) -> tuple[tuple, int]:
+        out: list[tuple[int, int, int, int] | None] = []
+        newest = 0
+        for name in self.files:
+            try:
+                st = os.stat(name)
+            except FileNotFoundError:
+                out.append(None)
+                continue
+            out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
+            newest = max(newest, st.st_mtime_ns)
+        return tuple(out), newest
+
+    def snapshot_id(self, query: Callable[[], int]) -> int:
+        """The snapshot id: the one known while the files are unchanged, else ``query()`` (the lake's)."""
+        if not self.files:
+            return query()
+        stat, newest = self._stat()
+        known = self._known
+        if known is not None and known[0] == stat:
+            return known[1]
+        snapshot = query()  # after the stat: a write in between makes the next stat differ, and asks again
+        if time.time_ns() - newest >= self.TRUST_AFTER_NS:
+            with self._lock:
+                self._known = (stat, snapshot)
+        return snapshot
+
+
 class _Lake:
     """One process's connection to one store: a DuckDB instance with the lake attached, and the writers' lock."""
 
     def __init__(self, location: Location, *, create: bool) -> None:
         self.location = location
         self.write_lock = threading.RLock()
+        self.probe = _ChangeProbe(location)
         self.con = duckdb.connect(":memory:", config=_CONFIG)
         catalog_ext = "sqlite_scanner" if location.kind == "sqlite" else "postgres_scanner"
         for name in ("spatial", "ducklake", catalog_ext):
@@ -574,6 +624,7 @@ class Store:
         self._lake = _lake(self.location, create=create)
         self.at = at
         self._past: duckdb.DuckDBPyConnection | None = None
+        self._past_snapshot: int | None = None
         if at is not None:
             self._past = self._open_past(at)
 
@@ -640,10 +691,21 @@ class Store:
 
     def snapshot_id(self) -> int:
         """The id of the store's newest snapshot (of the snapshot viewed, for a view of the past): it changes
-        with every committed write, so it keys result caches."""
+        with every committed write, so it keys result caches.
+
+        Asked on every cached request, so it is cheap: for a SQLite catalog the lake is queried only when the
+        catalog file or its WAL changed since the last answer (:class:`_ChangeProbe`); a PostgreSQL catalog is
+        queried each time. Either way a write committed before the call is seen by it."""
+        if self._past is not None:
+            if self._past_snapshot is None:
+                self._past_snapshot = self._query_snapshot()
+            return self._past_snapshot
+        return self._lake.probe.snapshot_id(self._query_snapshot)
+
+    def _query_snapshot(self) -> int:
         # Not read with Python's sqlite3: two SQLite libraries on one file in one process break each other's
         # POSIX locks (closing one's file handle drops the other's locks), which corrupts reads.
-        with contextlib.closing(self.cursor()) as cur:  # on every cached request: close what it opens
+        with contextlib.closing(self.cursor()) as cur:  # close what it opens
             return int(fetch_value(cur, f"SELECT id FROM {ALIAS}.current_snapshot()"))
 
     def snapshots(self) -> pd.DataFrame:

@@ -19,6 +19,7 @@ from datetime import date, datetime, timedelta
 
 import duckdb
 import pandas as pd
+from civicgrid.geo.caches import VersionCache
 from civicgrid.geo.errors import (
     AuthenticationError,
     ConflictError,
@@ -125,20 +126,32 @@ def list_users(store: Store) -> pd.DataFrame:
     return store.sql("SELECT user_id, name, role, created_at, active FROM users ORDER BY user_id")
 
 
+#: Token lookups kept per store version (a token's user, or None for an unknown token).
+_TOKENS = VersionCache(1024)
+
+
 def authenticate(store: Store, token: str | None) -> dict:
     """The active user holding ``token``; :class:`AuthenticationError` when there is none."""
     if not token:
         msg = "a token is required: send 'Authorization: Bearer <token>' (`civicgrid users add NAME --role ROLE`)"
         raise AuthenticationError(msg)
-    got = store.sql("SELECT user_id, name, role, active FROM users WHERE token_hash = ?", [hash_token(token)])
-    if got.empty:
+    digest = hash_token(token)
+
+    def lookup() -> dict | None:
+        got = store.sql("SELECT user_id, name, role, active FROM users WHERE token_hash = ?", [digest])
+        return None if got.empty else _plain(got.iloc[0].to_dict())
+
+    # one lake query per token and store version: a new token, a revoked one or a disabled user is a write,
+    # hence a new version, so the next request sees it
+    user = _TOKENS.get(store, ("token", digest), lookup)
+    if user is None:
         msg = "invalid or revoked token (a new token replaces the old one: `civicgrid users token NAME`)"
         raise AuthenticationError(msg)
-    if not bool(got["active"].iloc[0]):
-        name = got["name"].iloc[0]
+    if not bool(user["active"]):
+        name = user["name"]
         msg = f"user {name!r} is disabled; an admin issues a new token to re-enable it (`civicgrid users token {name}`)"
         raise AuthenticationError(msg)
-    return _plain(got.iloc[0].to_dict())
+    return dict(user)
 
 
 def authorize(user: dict, role: str) -> dict:

@@ -297,3 +297,53 @@ def _reasons(df, overdue, many_reb, late, red, lang, days) -> list[str]:
             out[i].append(text(f"flag.reason.{key}", lang, days=days, **{field: values.iat[i]}))
     sep = text("common.reason_sep", lang)
     return [sep.join(p) for p in out]
+
+
+# --- until when an answer read at "now" holds --------------------------------------------------------------
+
+_NEXT_MOMENT_SQL = """
+SELECT least((SELECT min(found_at) FROM cases WHERE found_at >= $t),
+             (SELECT min(deadline) FROM cases WHERE deadline >= $t),
+             (SELECT min(changed_at) FROM case_log WHERE changed_at >= $t)) AS at_now,
+       least((SELECT min(found_at) FROM cases WHERE found_at >= $w0),
+             (SELECT min(deadline) FROM cases WHERE deadline >= $w0)) AS at_window_start,
+       (SELECT min(time) FROM inspections WHERE time >= $t) AS visit_at_now,
+       (SELECT min(time) FROM inspections WHERE time >= $w0) AS visit_at_window_start
+"""
+
+
+def _next_moments(store: Store, t, w0) -> tuple:
+    got = store.sql(_NEXT_MOMENT_SQL, {"t": t, "w0": w0}).iloc[0]
+    return tuple(None if pd.isna(v) else pd.Timestamp(v).to_pydatetime() for v in got)
+
+
+def kpis_hold_until(store: Store, *, start, end, as_of=None):
+    """The first moment at which :func:`kpi_table` and :func:`kpi_totals` of the period, read now, could answer
+    otherwise by the passing of time alone (no write): a case found, falling due (overdue) or changing state at
+    a later moment, or the period's end; None when they are read at a fixed moment (``as_of`` given, or a
+    period already over).
+
+    A cache of their answers keeps one until then (call this before computing them: the answers read at any
+    moment between the two calls and that one are the same).
+    """
+    if as_of is not None:
+        return None
+    _, t1, t = _period(start, end, None)
+    if t >= t1:
+        return None
+    at_now = _next_moments(store, t, t)[0]
+    return t1 if at_now is None else min(at_now, t1)
+
+
+def flags_hold_until(store: Store, *, window_days: int = FLAG_WINDOW_DAYS, as_of=None):
+    """The first moment at which :func:`site_flags` read now could answer otherwise by the passing of time
+    alone: a case found, falling due or changing state, or a visit, at a later moment, or one of them leaving
+    the look-back window (``window_days`` after it); None for a fixed ``as_of``."""
+    if as_of is not None:
+        return None
+    t = now_local()
+    days = timedelta(days=int(window_days))
+    at_now, at_w0, visit_now, visit_w0 = _next_moments(store, t, t - days)
+    moments = [m for m in (at_now, visit_now) if m is not None]
+    moments += [m + days for m in (at_w0, visit_w0) if m is not None]
+    return min(moments, default=None)

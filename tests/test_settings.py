@@ -100,13 +100,15 @@ def test_service_settings_come_from_the_environment(clean_env, empty_db, tmp_pat
     clean_env.setenv("CIVICGRID_TIANDITU_KEY", "k1")
     clean_env.setenv("CIVICGRID_NETWORK", str(tmp_path / "roads.osm.pbf"))
     clean_env.setenv("CIVICGRID_MAP_CACHE_PAGES", "7")
+    clean_env.setenv("CIVICGRID_API_CACHE_RESPONSES", "9")
     clean_env.setenv("CIVICGRID_PUBLIC_URL", "http://10.1.2.3:8000")
     app = create_app(empty_db)
     assert app.state.settings == {"max_cells": 777, "tianditu_key": "k1",
                                   "patrol_network": str(tmp_path / "roads.osm.pbf"), "max_upload_mb": 200,
-                                  "map_cache_pages": 7, "public_layers": frozenset(PUBLIC_LAYERS),
+                                  "map_cache_pages": 7, "api_cache_responses": 9,
+                                  "public_layers": frozenset(PUBLIC_LAYERS),
                                   "public_url": "http://10.1.2.3:8000", "max_photo_mb": 10}
-    assert app.state.map_pages.size == 7
+    assert app.state.map_pages.size == 7 and app.state.api_responses.size == 9
     app = create_app(empty_db, settings={"max_cells": 5})  # an explicit value wins
     assert app.state.settings["max_cells"] == 5 and app.state.settings["tianditu_key"] == "k1"
     clean_env.delenv("CIVICGRID_NETWORK")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from civicgrid.api.auth import AuthFirstRoute, require_role
+from civicgrid.api.cache import cached_endpoint
 from civicgrid.api.deps import MAX_INT64, MAX_NAME, MAX_TEXT, RequestBody, get_store, id_path
 from civicgrid.api.models import CaseDetail, CaseList, CaseLog
 from civicgrid.api.responses import frame_records, json_body
@@ -54,6 +55,7 @@ class TransitionIn(RequestBody):
 
 
 @router.get("", summary="List cases", response_model=CaseList)
+@cached_endpoint
 def list_cases(store: Store = Depends(get_store), _user: dict = Depends(require_role("viewer")),
                state: str | None = Query(None, description="found, registered, dispatched, rectified or closed"),
                area: str | None = Query(None, description="district, street, community or grid: code or name"),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from civicgrid.api.auth import AuthFirstRoute, require_role
+from civicgrid.api.cache import cached_endpoint
 from civicgrid.api.deps import MAX_INT64, crs_param, event_filters, get_store, lang_param
 from civicgrid.api.models import EventsPage
 from civicgrid.api.responses import geojson_response
@@ -23,6 +24,7 @@ ORDERS = ("newest", "oldest")
 
 
 @router.get("/events", summary="The filtered events (GeoJSON points, paged)", response_model=EventsPage)
+@cached_endpoint
 def get_events(store: Store = Depends(get_store), _user: dict = Depends(require_role("viewer")),
                filters: EventFilter = Depends(event_filters),
                limit: int = Query(1000, description=f"events per page, 1..{MAX_LIMIT}"),

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 from civicgrid.api.auth import AuthFirstRoute
+from civicgrid.api.cache import cached_endpoint
 from civicgrid.api.deps import crs_param, event_filters, get_store, max_cells, res_param
 from civicgrid.api.models import HeatmapCells, HeatmapGeoJSON
 from civicgrid.api.responses import geojson_response
@@ -38,6 +39,7 @@ def cell_values(values: np.ndarray, metric: str) -> list:
 
 
 @router.get("/heatmap", summary="Events per H3 cell", response_model=HeatmapCells | HeatmapGeoJSON)
+@cached_endpoint
 def get_heatmap(store: Store = Depends(get_store), filters: EventFilter = Depends(event_filters),
                 res: int = Depends(res_param),
                 metric: str = Query("count", description="count, density (events per km²) or sites (distinct "

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 from civicgrid.api.auth import AuthFirstRoute
+from civicgrid.api.cache import cached_endpoint
 from civicgrid.api.deps import crs_param, event_filters, get_store, lang_param, max_cells, res_param
 from civicgrid.api.models import FeatureCollection, HotspotCells, HotspotGeoJSON
 from civicgrid.api.responses import geojson_response
@@ -39,6 +40,7 @@ def alpha_param(alpha: float = Query(0.05, description="significance level after
 
 
 @router.get("", summary="Getis-Ord Gi* per H3 cell", response_model=HotspotCells | HotspotGeoJSON)
+@cached_endpoint
 def get_hotspots(store: Store = Depends(get_store), filters: EventFilter = Depends(event_filters),
                  res: int = Depends(res_param), k: int = Depends(k_param), alpha: float = Depends(alpha_param),
                  significant: bool = Query(False, description="only hot and cold cells"),
@@ -67,6 +69,7 @@ def get_hotspots(store: Store = Depends(get_store), filters: EventFilter = Depen
 
 
 @router.get("/clusters", summary="Hotspot regions (GeoJSON), ranked", response_model=FeatureCollection)
+@cached_endpoint
 def get_clusters(store: Store = Depends(get_store), filters: EventFilter = Depends(event_filters),
                  res: int = Depends(res_param), k: int = Depends(k_param), alpha: float = Depends(alpha_param),
                  top: int = Query(3, ge=1, le=10, description="dominant problem types listed per cluster"),
@@ -80,6 +83,7 @@ def get_clusters(store: Store = Depends(get_store), filters: EventFilter = Depen
 
 
 @router.get("/emerging", summary="Emerging hot and cold spots over weekly or monthly slices")
+@cached_endpoint
 def get_emerging(store: Store = Depends(get_store), filters: EventFilter = Depends(event_filters),
                  res: int = Query(8, description="H3 resolution 5..12 (default 8: cells of about 0.7 km²)"),
                  freq: str = Query("M", description="W (weekly) or M (monthly) slices"),

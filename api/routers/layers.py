@@ -7,6 +7,7 @@ import numpy as np
 import pandas as pd
 import shapely
 from civicgrid.api.auth import AuthFirstRoute, layer_access, shows_layer
+from civicgrid.api.cache import cached_endpoint
 from civicgrid.api.deps import crs_param, get_settings, get_store, lang_param
 from civicgrid.api.responses import frame_records, geojson_response, json_response
 from civicgrid.geo.aggregate import EventFilter, area_level
@@ -58,6 +59,7 @@ def _area_column(store: Store, area: str) -> str:
 
 
 @router.get("/areas", summary="Districts, streets and communities (GeoJSON)")
+@cached_endpoint
 def areas(store: Store = Depends(get_store), _user: dict | None = Depends(layer_access("areas")),
           level: str | None = Query(None, description="district, street or community"),
           parent: str | None = Query(None, description="only the children of this area code"),
@@ -89,6 +91,7 @@ def areas(store: Store = Depends(get_store), _user: dict | None = Depends(layer_
 
 
 @router.get("/grids", summary="Micro-grids with their leaders (GeoJSON)")
+@cached_endpoint
 def grids(store: Store = Depends(get_store), user: dict | None = Depends(layer_access("grids")),
           settings: dict = Depends(get_settings),
           area: str | None = Query(None, description="district, street or community code"),
@@ -129,6 +132,7 @@ def _category_codes(store: Store, value: str | None) -> list[str]:
 
 
 @router.get("/sites", summary="Sample-frame sites (GeoJSON)")
+@cached_endpoint
 def sites(store: Store = Depends(get_store), user: dict | None = Depends(layer_access("sites")),
           category: str | None = Query(None, description="comma-separated category codes or names"),
           area: str | None = Query(None, description="district, street, community or grid code"),
@@ -169,6 +173,7 @@ def sites(store: Store = Depends(get_store), user: dict | None = Depends(layer_a
 
 
 @router.get("/categories", summary="The site categories (JSON list)")
+@cached_endpoint
 def categories(store: Store = Depends(get_store), _user: dict | None = Depends(layer_access("categories")),
                lang: str = Depends(lang_param)) -> Response:
     """Every site category with ``code``, ``name`` (in ``lang``), ``name_zh``, ``name_en``, ``group_code``,
@@ -182,6 +187,7 @@ def categories(store: Store = Depends(get_store), _user: dict | None = Depends(l
 
 
 @router.get("/problem-types", summary="The problem taxonomy, 大类/小类 (JSON list)")
+@cached_endpoint
 def problem_types(store: Store = Depends(get_store),
                   _user: dict | None = Depends(layer_access("problem-types")), lang: str = Depends(lang_param),
                   major: str | None = Query(None, description="only this 大类 code")) -> Response:

@@ -2,7 +2,9 @@
 
 Rendered pages are kept per view (the query), caller (token or cookie) and store version in the app's
 ``map_pages`` cache (setting ``map_cache_pages``): the same view asked again before the next committed write is
-answered without rendering it again.
+answered without rendering it again, and concurrent requests for a view not rendered yet wait for one rendering
+(single flight) instead of each rendering it. A page of an older store version is never served while the new one
+renders: readers see each committed write on their next request.
 
 The map is :func:`civicgrid.maps.hotspot.hotspot_map` (usable without a server, e.g. in a notebook),
 rendered by :func:`civicgrid.maps.offline.render_offline` (Leaflet and plugins served by the app, no

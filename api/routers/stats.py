@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from civicgrid.api.auth import AuthFirstRoute
+from civicgrid.api.cache import cached_endpoint
 from civicgrid.api.deps import event_filters, get_store, lang_param
 from civicgrid.api.models import AreaStats
 from civicgrid.api.responses import frame_records, json_response
@@ -16,6 +17,7 @@ router = APIRouter(prefix="/api/stats", tags=["stats"], route_class=AuthFirstRou
 
 
 @router.get("/areas", summary="Event counts per area", response_model=AreaStats)
+@cached_endpoint
 def stats_areas(store: Store = Depends(get_store), filters: EventFilter = Depends(event_filters),
                 level: str = Query("district", description="district, street, community or grid"),
                 lang: str = Depends(lang_param)) -> Response:
