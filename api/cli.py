@@ -173,16 +173,21 @@ for _importer in IMPORTERS.values():
 def demo(db: str, n_events, seed, force, quiet):
     """Build the built-in demo city (示范市): areas, micro-grids, sample frame, two years of events."""
     from civicgrid.data.demo import build_demo
+    from civicgrid.geo.store import Store, is_postgres_url
     from civicgrid.geo.store_files import remove_store
 
-    path = Path(db)
-    if path.exists():
-        if not force:
-            msg = f"{path} exists; use --force to replace it with the demo city"
+    # a PostgreSQL URL stays text: pathlib.Path would collapse its '//' and make a folder "postgresql:" here
+    if is_postgres_url(db):
+        if not force and Store(db, create=True).sql("SELECT count(*) AS n FROM areas")["n"].iloc[0]:
+            msg = f"{db} holds a city already; use --force to replace its data with the demo city"
             raise click.UsageError(msg)
-        remove_store(path)
-    summary = build_demo(path, events=n_events, seed=seed, progress=not quiet)
-    click.echo(f"demo city written to {path}")
+    elif Path(db).exists():
+        if not force:
+            msg = f"{db} exists; use --force to replace it with the demo city"
+            raise click.UsageError(msg)
+        remove_store(db)
+    summary = build_demo(db, events=n_events, seed=seed, progress=not quiet)
+    click.echo(f"demo city written to {db}")
     for key, value in summary.items():
         click.echo(f"  {key:<16} {value:>12,}" if isinstance(value, int) else f"  {key:<16} {value}")
 

@@ -88,6 +88,8 @@ def _session(con: duckdb.DuckDBPyConnection) -> None:
 _DATA_DIR = Path(__file__).resolve().parent.parent / "data"
 _SQLITE_MAGIC = b"SQLite format 3\x00"
 _PG_PREFIXES = ("postgresql://", "postgres://", "postgres:")
+#: What a ``postgresql://`` URL becomes when it went through ``pathlib.Path`` (``//`` collapsed to ``/``).
+_MANGLED_PG = ("postgresql:/", "postgres:/")
 
 _EXTENSIONS = {"spatial": duckdb_extension_spatial, "ducklake": duckdb_extension_ducklake,
                "sqlite_scanner": duckdb_extension_sqlite_scanner,
@@ -227,7 +229,13 @@ def locate(db: str | os.PathLike | None = None, *, data_path: str | os.PathLike 
         The data folder of a PostgreSQL-catalog store (default: the ``data_path`` setting).
     """
     text = str(db if db is not None else default_db_path())
-    if text.startswith(_PG_PREFIXES):
+    if text.startswith(_MANGLED_PG) and not text.startswith(_PG_PREFIXES[:2]):
+        # pathlib.Path("postgresql://u@h/db") is "postgresql:/u@h/db": opening it as a file would create a folder
+        # "postgresql:" in the working directory and a SQLite store in it
+        msg = (f"{text} looks like a PostgreSQL URL that went through pathlib.Path ('//' became '/'); pass the "
+               "URL itself (a str), never pathlib.Path(url)")
+        raise StoreError(msg)
+    if is_postgres_url(text):
         folder = data_path or get_settings().data_path
         if not folder:
             msg = (f"a store with a PostgreSQL catalog ({text}) needs a data folder: give --data or set "
@@ -240,6 +248,13 @@ def locate(db: str | os.PathLike | None = None, *, data_path: str | os.PathLike 
     path = Path(text).absolute()
     return Location(name=text, kind="sqlite", catalog=str(path), data_path=path.with_name(path.name + ".files"),
                     lock_path=path.with_name(path.name + ".lock"))
+
+
+def is_postgres_url(db: str | os.PathLike | None) -> bool:
+    """Whether ``db`` names a store with a PostgreSQL catalog (``postgresql://``, ``postgres://`` or
+    ``postgres:<conninfo>``) rather than a catalog file: the one place that decides, used by :func:`locate` and
+    by every command that treats a file store differently (``civicgrid demo --force``)."""
+    return db is not None and str(db).startswith(_PG_PREFIXES)
 
 
 def file_kind(path: str | os.PathLike) -> str:

@@ -8,6 +8,7 @@ import subprocess
 import sys
 import textwrap
 import time
+from pathlib import Path
 
 import pytest
 from civicgrid.geo.errors import StoreError, StoreVersionError
@@ -348,3 +349,34 @@ def test_a_store_of_an_older_version_is_migrated_on_open(tmp_path, monkeypatch):
     assert store.meta("schema_version") == str(SCHEMA_VERSION + 1)
     assert store.sql("SELECT event_id, priority FROM events").values.tolist() == [[1, 3]]
     st.forget(locate(db))
+
+
+def test_a_postgresql_url_never_becomes_a_folder(pg_server, tmp_path, monkeypatch):
+    """``--db postgresql://...`` (and ``$CIVICGRID_DB``) reach the PostgreSQL catalog from every entry point: no
+    folder ``postgresql:`` (a SQLite store at ``postgresql:/user@host/db``) appears in the working directory.
+    ``civicgrid demo`` made one (it turned the URL into a pathlib.Path, which collapses '//')."""
+    from civicgrid.api.cli import main
+    from click.testing import CliRunner
+
+    url = pg_server("pg_url_entry_points")
+    monkeypatch.setenv("CIVICGRID_DATA_PATH", str(tmp_path / "pg-data"))
+    work = tmp_path / "cwd"
+    work.mkdir()
+    monkeypatch.chdir(work)
+    res = CliRunner().invoke(main, ["demo", "--db", url, "--events", "300", "--quiet"])
+    assert res.exit_code == 0, res.output
+    res = CliRunner().invoke(main, ["demo", "--db", url, "--events", "300", "--quiet"])
+    assert res.exit_code != 0 and "holds a city already" in res.output
+    monkeypatch.setenv("CIVICGRID_DB", url)
+    for args in (["info"], ["users", "add", "ana", "--role", "admin"], ["cases", "backfill"], ["maintain"],
+                 ["migrate"], ["imports", "list"]):
+        res = CliRunner().invoke(main, args)
+        assert res.exit_code == 0, (args, res.output)
+    assert list(work.iterdir()) == []
+    store = open_store(url)
+    assert store.location.kind == "postgres"
+    assert int(store.sql("SELECT count(*) AS n FROM events")["n"].iloc[0]) == 300
+    assert store.sql("SELECT name FROM users")["name"].tolist() == ["ana"]
+    with pytest.raises(StoreError, match=r"pathlib\.Path"):  # a mangled URL is refused, not opened as a file
+        locate(Path(url))
+    assert list(work.iterdir()) == []
