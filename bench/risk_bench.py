@@ -117,7 +117,7 @@ def load(city: str, data: Path, work: Path) -> Path:
 def table(label: str, df: pd.DataFrame, seconds: float) -> str:
     s = summarize(df)
     lines = [f"### {label}", "",
-             f"{s['windows']} windows of 60 days, {df.drop_duplicates('window')['n_inspections'].sum():,} "
+             f"{s['windows']} windows of 60 days, {int(df.drop_duplicates('window')['n_inspections'].sum()):,} "
              f"inspection-windows; {seconds:.0f} s.", "",
              "| ordering | days earlier | 1st-half share | precision at k | AUC |", "|---|---:|---:|---:|---:|"]
     for o in [o for o in ORDER if o in s["means"]] + [o for o in s["means"] if o not in ORDER]:

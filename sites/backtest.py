@@ -17,7 +17,9 @@ Ties keep the inspections' actual order. For every ordering:
     mean over problem-finding inspections of (actual time - assigned time) in days; positive: found earlier.
 
 Orderings: ``risk`` (the score, of the model ``auto`` chooses), ``gbm`` and ``logistic`` (each model on its
-own, so that every window compares the gradient-boosted trees with the logistic regression), ``risk_inspector``
+own, so that every window compares the gradient-boosted trees with the logistic regression), each scoring the
+planned visit: the site with the kind of the inspection (routine, re-inspection, compliance..., known before the
+day; NYC's re-inspections find fewer problems than its routine visits), never its outcome; ``risk_inspector``
 (when the window's inspections name their inspector: the detection probability of the visit with its assigned
 inspector known, as the published evaluation scored it), ``historical`` (the site's past share of
 problem-finding inspections; sites never inspected get the city's share), ``random`` (averaged over
@@ -105,7 +107,7 @@ def _auc(found: np.ndarray, score: np.ndarray) -> float:
 
 
 _WINDOW_SQL = """
-SELECT i.site_id, i.time, s.category_code, coalesce(i.inspector, '') AS inspector,
+SELECT i.site_id, i.time, s.category_code, coalesce(i.inspector, '') AS inspector, coalesce(i.kind, '') AS kind,
        CASE WHEN i.conforming IS NOT NULL THEN NOT i.conforming ELSE i.problems_found > 0 END AS found
 FROM inspections i JOIN sites s USING (site_id)
 WHERE i.time >= $start AND i.time < $end AND (i.conforming IS NOT NULL OR i.problems_found IS NOT NULL)
@@ -159,15 +161,16 @@ def window_scores(store: Store, *, as_of: AsOf, horizon_days: float, seed: int =
     models = {"risk": model}
     if info["kind"] != "default":
         models.update(gbm="gbm", logistic="learnt")
-    probs = visit_probabilities(store, as_of=moment, site_ids=ids, models=tuple(dict.fromkeys(models.values())),
-                                train_days=train_days)
+    kinds = win["kind"].tolist()  # the planned visit's kind (routine, re-inspection...), known before the day
+    probs = visit_probabilities(store, as_of=moment, site_ids=ids, kinds=kinds,
+                                models=tuple(dict.fromkeys(models.values())), train_days=train_days)
     for name, m in models.items():
         win[name] = probs[m]
     orderings = [o for o in ORDERINGS if o in models or o not in ("gbm", "logistic")]
     named = win["inspector"].astype(str).str.len() > 0
     if info["kind"] != "default" and named.any():
         p = visit_probabilities(store, as_of=moment, site_ids=ids, inspectors=win["inspector"].tolist(),
-                                models=(model,), train_days=train_days)
+                                kinds=kinds, models=(model,), train_days=train_days)
         win[INSPECTOR_ORDERING] = p[model]
         orderings.insert(1, INSPECTOR_ORDERING)
     hist = store.sql(_HISTORY_SQL, {"as_of": moment})

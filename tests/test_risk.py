@@ -168,10 +168,11 @@ def test_contributions_add_up_and_labels(tiny, demo_db, model):
     assert info["calibration"]["a"] > 0 and info["holdout"][model]["auc"] > 0.6
     if model == "learnt":
         # the learnt weights: the category's and the site's own record dominate, as the demo was generated (the
-        # record is shared between site_record and the record terms of LOGISTIC_EXTRA since issue 16)
+        # record is shared between site_record and the record terms of LOGISTIC_EXTRA since issue 16; the demo's
+        # problems found per visit, problems_rate, is its record counted in problems)
         w = info["weights"]
-        assert w["category_rate"] > 0.4 and w["site_record"] > 0.2
-        assert w["site_record"] + w["failures_recent"] + w["last_failed"] > 0.4
+        assert w["category_rate"] > 0.4 and w["site_record"] + w["problems_rate"] > 0.2
+        assert w["site_record"] + w["failures_recent"] + w["last_failed"] + w["problems_rate"] > 0.4
         assert info["train_auc"] > 0.65
         # inspector effect: a positive fixed effect of log detection
         assert info["inspector_weight"] > 0.5
@@ -205,7 +206,7 @@ def test_monotone_directions_hold_on_the_demo(demo_db):
     fitted = R.fit_model(store, as_of="2025-07-01", model="gbm")
     est, names = fitted["estimator"], fitted["features"]
     df = R.site_risk(store, as_of="2025-07-01", model="gbm")
-    x = gbm_inputs(df, np.zeros(len(df)), np.zeros(len(df)))
+    x = gbm_inputs(df, np.zeros(len(df)), np.zeros((len(df), 2)))
     base = est.decision_function(x)
     for name, sign in R.MONOTONE.items():
         j = names.index(name)

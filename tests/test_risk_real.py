@@ -169,3 +169,95 @@ def test_patrols_place_sites_by_their_area_or_leave_them_out_with_a_reason(unloc
     whole = plan_day(store, team, date="2025-07-01", time_limit_s=1.0, max_candidates=20)
     assert whole["unlocated"] == [{"site_id": nowhere, "name": left[0]["name"], "reason": left[0]["zh"]}]
     assert any("无坐标且无所属区域" in n for n in whole["notes"])
+
+
+def _plant_kinds(path, as_of: datetime) -> None:
+    """Kinds of visit on a copy of the demo: every fourth visit a 'Re-inspection' that finds fewer problems (its
+    failures turned into passes at half of those sites), the rest 'Cycle Inspection / Initial', a few untyped."""
+    with writing(path) as con:
+        con.execute("UPDATE inspections SET kind = CASE WHEN inspection_id % 4 = 0 THEN 'Re-inspection' "
+                    "WHEN inspection_id % 97 = 0 THEN NULL ELSE 'Cycle Inspection / Initial' END")
+        con.execute("UPDATE inspections SET conforming = TRUE, problems_found = 0 "
+                    "WHERE inspection_id % 4 = 0 AND site_id % 2 = 0 AND time < $t", {"t": as_of})
+
+
+def test_problems_rate_and_visit_kind_by_hand(demo_db, tmp_path):
+    """problems_rate (problems found per visit, shrunk toward the city's mean with 5 pseudo-visits) and the visit
+    kind input (logit of the kind's shrunk problem share against the city's), recomputed with pandas."""
+    path = tmp_path / "kinds.duckdb"
+    copy_store(demo_db, path)
+    _plant_kinds(path, AS_OF)
+    store = Store(path)
+    ins = store.sql("SELECT site_id, time, coalesce(kind, '') AS kind, problems_found, CASE WHEN conforming IS NOT "
+                    "NULL THEN NOT conforming ELSE problems_found > 0 END AS found FROM inspections WHERE time < $t "
+                    "AND site_id IS NOT NULL AND (conforming IS NOT NULL OR problems_found IS NOT NULL)",
+                    {"t": AS_OF})
+    ins["found"] = ins["found"].astype(float)
+    df = R.site_risk(store, as_of=AS_OF, model="learnt").set_index("site_id")
+    counted = ins[ins["problems_found"].notna()]
+    city_mean = (counted["problems_found"].sum() + 1) / (len(counted) + 1)
+    for sid in df.index[::53][:30]:
+        own = counted[counted["site_id"] == sid]
+        want = (own["problems_found"].sum() + C.SITE_PRIOR * city_mean) / (len(own) + C.SITE_PRIOR)
+        assert df.at[sid, "problems_rate"] == pytest.approx(want, rel=1e-9), sid
+    d = F.Data(store, AS_OF, AS_OF - timedelta(days=C.LOOKBACK_DAYS))
+    assert d.routine_kind == "Cycle Inspection / Initial"
+    kinds = ["Re-inspection", "Cycle Inspection / Initial", "", "never seen before", None]
+    q = np.full(len(kinds), d.as_of_us, dtype="int64")
+    got = F.visit_inputs(d, kinds, q)
+    city = (ins["found"].sum() + 1) / (len(ins) + 2)
+
+    def logit(p):
+        return np.log(p / (1 - p))
+
+    for i, k in enumerate(kinds[:2]):
+        same = ins[ins["kind"] == k]
+        rate = (same["found"].sum() + C.KIND_PRIOR * city) / (len(same) + C.KIND_PRIOR)
+        assert got[i, 1] == pytest.approx(logit(rate) - logit(city), rel=1e-9)
+    assert got[0, 1] < 0 < got[1, 1]  # re-inspections find fewer problems here, routine visits more
+    np.testing.assert_array_equal(got[2:, 1], 0.0)  # untyped or unseen kinds: no information
+    np.testing.assert_array_equal(got[:, 0], [1, 0, 0, 0, 0])  # follow-up flags
+    routine = F.visit_inputs(d, None, q[:1])
+    np.testing.assert_array_equal(routine, got[1:2])  # a site is scored for a routine visit
+    with pytest.raises(ValueError, match="same length"):
+        F.visit_inputs(d, kinds[:2], q)
+
+
+def test_the_backtest_reads_each_visit_kind_never_its_outcome(demo_db, tmp_path):
+    """The window's inspections are scored with their kind (known before the day): flipping every window
+    inspection's outcome, or planting failing visits of any kind after the window, moves no score; changing a
+    visit's kind does (re-inspections, the kind that found fewer problems, score lower than routine visits of the
+    same sites would)."""
+    from civicgrid.sites.backtest import window_scores
+
+    path = tmp_path / "window.duckdb"
+    copy_store(demo_db, path)
+    _plant_kinds(path, AS_OF)
+    start = AS_OF - timedelta(days=60)
+    cols = ["risk", "gbm", "logistic"]
+    before = window_scores(Store(path), as_of=start, horizon_days=60)
+    with writing(path) as con:
+        con.execute("UPDATE inspections SET conforming = NOT conforming, problems_found = CASE WHEN conforming "
+                    "THEN 3 ELSE 0 END, score = 99, critical = TRUE WHERE time >= $a AND time < $b",
+                    {"a": start, "b": AS_OF})
+        con.execute("""
+            INSERT INTO inspections (inspection_id, site_id, time, inspector, conforming, problems_found, kind)
+            SELECT 40000000 + site_id * 3 + k, site_id, $t + k * INTERVAL 3 DAY, '甲', FALSE, 7,
+                   CASE k WHEN 0 THEN 'Re-inspection' WHEN 1 THEN 'Cycle Inspection / Initial' ELSE 'Compliance' END
+            FROM sites, range(3) r(k)""", {"t": AS_OF})
+    store = Store(path)
+    after = window_scores(store, as_of=start, horizon_days=60)
+    assert (after["found"] != before["found"]).all()  # the outcomes did change ...
+    pd.testing.assert_frame_equal(before[cols], after[cols])  # ... and no score moved
+    assert (before["kind"] == "Re-inspection").sum() > 50
+    # the kind is read: the same visits all scored as routine visits score differently
+    ids = before["site_id"].to_numpy("int64")
+    for model in ("gbm", "learnt"):
+        kinds = before["kind"].tolist()
+        as_given = R.visit_probabilities(store, as_of=start, site_ids=ids, kinds=kinds, models=(model,))[model]
+        routine = R.visit_probabilities(store, as_of=start, site_ids=ids, models=(model,))[model]
+        re = (before["kind"] == "Re-inspection").to_numpy()
+        assert not np.allclose(as_given[re], routine[re])
+        assert as_given[re].mean() < routine[re].mean(), model
+        np.testing.assert_allclose(as_given[~re & (before["kind"] != "").to_numpy()],
+                                   routine[~re & (before["kind"] != "").to_numpy()])

@@ -28,6 +28,7 @@ from civicgrid.sites.risk.components import (
     HOTSPOT_DAYS,
     HOTSPOT_RES,
     INSPECTOR_PRIOR,
+    KIND_PRIOR,
     MAX_DAYS,
     NEAR_K,
     NEAR_RES,
@@ -132,7 +133,7 @@ ORDER BY s.site_id
 _INSPECTIONS_SQL = """
 SELECT site_id, time, coalesce(inspector, '') AS inspector,
        CASE WHEN conforming IS NOT NULL THEN NOT conforming ELSE problems_found > 0 END AS found,
-       coalesce(critical, FALSE) AS critical, score, coalesce(kind, '') AS kind
+       coalesce(critical, FALSE) AS critical, score, coalesce(kind, '') AS kind, problems_found
 FROM inspections
 WHERE time < $as_of AND site_id IS NOT NULL AND (conforming IS NOT NULL OR problems_found IS NOT NULL)
 ORDER BY time
@@ -169,7 +170,12 @@ class Data:
         self.ins_inspector = ins["inspector"].astype(str).to_numpy()
         self.ins_critical = ins["critical"].to_numpy(bool)
         self.ins_score = pd.to_numeric(ins["score"], errors="coerce").to_numpy(float)
-        self.ins_followup = is_followup(ins["kind"].astype(str).to_numpy())
+        self.ins_kind = ins["kind"].astype(str).to_numpy()
+        self.ins_followup = is_followup(self.ins_kind)
+        self.ins_problems = pd.to_numeric(ins["problems_found"], errors="coerce").to_numpy(float)
+        kinds, counts = np.unique(self.ins_kind, return_counts=True)
+        #: The kind of a routine visit: the most frequent kind before as_of ('' when the city records none).
+        self.routine_kind = str(kinds[np.argmax(counts)]) if len(kinds) else ""
         ev = store.sql(_EVENTS_SQL, {"as_of": as_of, "since": since})
         self.ev_source = ev["source"].astype(str).to_numpy()
         self.ev_t = _us(ev["time"])
@@ -383,6 +389,7 @@ def _history(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> dict[str, np.nd
     with np.errstate(invalid="ignore", divide="ignore"):  # inspections a year since the first (its own cycle)
         out["visits_per_year"] = np.where(visits > 0, 365.0 * visits / np.maximum(out["age_days"], 30.0), np.nan)
     out["area_rate"] = _area_rate(d, q_site, q_time)
+    out["problems_rate"] = _problems_rate(d, q_site, q_time)
     scored = np.isfinite(d.ins_score)
     if scored.any():
         sc = d.ins_score[scored]
@@ -402,6 +409,51 @@ def _history(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> dict[str, np.nd
     month = (q_time.astype("datetime64[us]").astype("datetime64[M]").astype("int64") % 12).astype(float)
     out["season_sin"] = np.sin(2 * np.pi * month / 12)
     out["season_cos"] = np.cos(2 * np.pi * month / 12)
+    return out
+
+
+def _problems_rate(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> np.ndarray:
+    """Problems found per visit at the site before each query time, of any severity (the count a city records
+    besides its pass/fail rule: Toronto's infractions, minor and significant ones too), shrunk toward the city's
+    mean per visit with :data:`SITE_PRIOR` pseudo-visits (NaN: the city records no counts)."""
+    counted = np.isfinite(d.ins_problems)
+    if not counted.any():
+        return np.full(len(q_site), np.nan)
+    t, v = d.ins_t[counted], d.ins_problems[counted]
+    zeros, q_zeros = np.zeros(len(t), "int64"), np.zeros(len(q_site), "int64")
+    city = (prefix_sum(zeros, t, q_zeros, q_time, v) + 1.0) / (prefix_sum(zeros, t, q_zeros, q_time) + 1.0)
+    n = prefix_sum(d.ins_site[counted], t, q_site, q_time)
+    total = prefix_sum(d.ins_site[counted], t, q_site, q_time, v)
+    return (total + SITE_PRIOR * city) / (n + SITE_PRIOR)
+
+
+def visit_inputs(d: Data, kinds, q_time: np.ndarray) -> np.ndarray:
+    """The conditions of planned visits known before the day, as model inputs ``(followup, kind)`` per visit:
+    whether its kind is a follow-up (:func:`is_followup`), and ``logit(kind rate) - logit(city rate)``, the problem
+    share of the earlier visits of the same kind (shrunk toward the city's with :data:`KIND_PRIOR` pseudo-visits)
+    against the city's, both from the inspections before each ``q_time`` (0 for a visit of no recorded kind or of a
+    kind not seen before). ``kinds`` None: routine visits (:attr:`Data.routine_kind`), as a site is scored."""
+    q_time = np.asarray(q_time, dtype="int64")
+    nq = len(q_time)
+    kinds = np.full(nq, d.routine_kind, dtype=object) if kinds is None else np.asarray(
+        pd.Series(list(kinds), dtype=object).fillna("").astype(str).to_numpy(), dtype=object)
+    if len(kinds) != nq:
+        msg = f"kinds and times must have the same length, got {len(kinds)} and {nq}"
+        raise ValueError(msg)
+    out = np.zeros((nq, 2))
+    out[:, 0] = is_followup(kinds)
+    named = kinds != ""
+    if not named.any() or not len(d.ins_t):
+        return out
+    idx = np.unique(np.concatenate([d.ins_kind.astype(object), kinds]).astype(str), return_inverse=True)[1]
+    ins_k, q_k = idx[: len(d.ins_kind)], idx[len(d.ins_kind):]
+    y = d.ins_y.astype(float)
+    zeros, q_zeros = np.zeros(len(y), "int64"), np.zeros(nq, "int64")
+    city = (prefix_sum(zeros, d.ins_t, q_zeros, q_time, y) + 1.0) / (prefix_sum(zeros, d.ins_t, q_zeros, q_time) + 2.0)
+    n_k = prefix_sum(ins_k, d.ins_t, q_k, q_time)
+    y_k = prefix_sum(ins_k, d.ins_t, q_k, q_time, y)
+    rate = (y_k + KIND_PRIOR * city) / (n_k + KIND_PRIOR)
+    out[:, 1] = np.where(named & (n_k > 0), _logit(rate) - _logit(city), 0.0)
     return out
 
 
@@ -449,6 +501,7 @@ def design(comp: pd.DataFrame, names=COMPONENTS) -> pd.DataFrame:
         "last_critical": np.nan_to_num(col("last_critical")),
         "visits_per_year": np.log1p(np.nan_to_num(col("visits_per_year"))),
         "area_rate": np.where(np.isnan(area), 0.0, _logit(np.nan_to_num(area, nan=0.5)) - cat),
+        "problems_rate": np.log1p(np.nan_to_num(col("problems_rate"))),
     }
     return pd.DataFrame({**{k: v for k, v in extra.items() if k in names}, **{
         "category_rate": cat,

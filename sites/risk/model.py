@@ -34,6 +34,7 @@ from civicgrid.sites.risk.features import (
     design,
     inspector_table,
     month_start,
+    visit_inputs,
 )
 from civicgrid.sites.risk.gbm import fit_gbm
 
@@ -68,8 +69,9 @@ def inspector_effects(store: Store, *, as_of: AsOf) -> pd.DataFrame:
 MODELS = ("auto", "gbm", "logistic", "learnt", "default")
 
 
-def gbm_inputs(comp: pd.DataFrame, log_det: np.ndarray, followup: np.ndarray) -> np.ndarray:
-    """The inputs of the gradient-boosted model (:data:`FEATURES` then :data:`VISIT_INPUTS`) as one matrix."""
+def gbm_inputs(comp: pd.DataFrame, log_det: np.ndarray, visit: np.ndarray) -> np.ndarray:
+    """The inputs of the gradient-boosted model (:data:`FEATURES` then :data:`VISIT_INPUTS`) as one matrix;
+    ``visit`` holds the visits' ``(followup, kind)`` (:func:`~civicgrid.sites.risk.features.visit_inputs`)."""
     x = design(comp)
     cols = []
     for name in FEATURES:
@@ -77,7 +79,8 @@ def gbm_inputs(comp: pd.DataFrame, log_det: np.ndarray, followup: np.ndarray) ->
             cols.append(x[name].to_numpy(float))
         else:
             cols.append(comp[name].to_numpy(float))
-    cols += [np.asarray(log_det, float), np.asarray(followup, float)]
+    visit = np.asarray(visit, float).reshape(len(comp), 2)
+    cols += [np.asarray(log_det, float), visit[:, 0], visit[:, 1]]
     return np.column_stack(cols)
 
 
@@ -159,8 +162,8 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
             h_time = training_moments(d.ins_t[rows][hold], hold_gap)
             comp_hold = component_values(store, d, q_site[hold], h_time, month_start(h_time), detection)
         log_det = np.log(pd.Series(d.ins_inspector[rows]).map(detection).fillna(1.0).to_numpy(float))
-        followup = d.ins_followup[rows].astype(float)
-        return {**base, **_candidates(comp, comp_hold, log_det, followup, y)}
+        visit = visit_inputs(d, d.ins_kind[rows], q_time)  # each visit's own kind, known before the day
+        return {**base, **_candidates(comp, comp_hold, log_det, visit, y)}
 
     fitted = cached(store, ("site_risk_models", moment, int(train_days), gap, hold_gap), compute)
     base = {k: fitted[k] for k in ("detection", "n_train", "n_positive", "as_of", "train_days")}
@@ -235,21 +238,21 @@ def _metrics(z: np.ndarray, y: np.ndarray, cal: dict) -> dict:
     return {"auc": float(roc_auc_score(y, z)), "log_loss": float(log_loss(y, np.clip(p, 1e-6, 1 - 1e-6)))}
 
 
-def _candidates(comp: pd.DataFrame, comp_hold: pd.DataFrame, log_det: np.ndarray, followup: np.ndarray,
+def _candidates(comp: pd.DataFrame, comp_hold: pd.DataFrame, log_det: np.ndarray, visit: np.ndarray,
                 y: np.ndarray) -> dict:
     """Fit both models on the earlier rows, compare them on the held-out ones (their inputs ``comp_hold`` as of
     moments before them, as the model is used), calibrate each on them."""
     fit, hold = _split(y)
     x = design(comp, LINEAR)
-    extra = np.column_stack([log_det, followup])
+    extra = np.column_stack([log_det, visit])
     lin = _fit(x.iloc[fit], extra[fit], y[fit])
     z = _linear_logit(lin, design(comp_hold, LINEAR), extra[hold])
     lin["calibration"] = _platt(z, y[hold])
     holdout = {"learnt": _metrics(z, y[hold], lin["calibration"])}
     out = {"learnt": {**lin, "features": list(LINEAR)}}
-    xg = gbm_inputs(comp, log_det, followup)
+    xg = gbm_inputs(comp, log_det, visit)
     est = fit_gbm(xg[fit], y[fit], [MONOTONE.get(f, 0) for f in (*FEATURES, *VISIT_INPUTS)])
-    z = est.decision_function(gbm_inputs(comp_hold, log_det[hold], followup[hold]))
+    z = est.decision_function(gbm_inputs(comp_hold, log_det[hold], visit[hold]))
     cal = _platt(z, y[hold])
     holdout["gbm"] = _metrics(z, y[hold], cal)
     out["gbm"] = {"kind": "gbm", "estimator": est, "calibration": cal, "features": [*FEATURES, *VISIT_INPUTS],

@@ -18,7 +18,7 @@ from civicgrid.sites.risk.components import (
     AsOf,
     parse_as_of,
 )
-from civicgrid.sites.risk.features import Data, component_values, design, sigmoid
+from civicgrid.sites.risk.features import Data, component_values, design, sigmoid, visit_inputs
 from civicgrid.sites.risk.gbm import contributions
 from civicgrid.sites.risk.model import fit_model, gbm_inputs
 from civicgrid.sites.risk.reasons import reason_texts
@@ -73,7 +73,8 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
         ``overdue_problems``, ``days_since_inspection`` (NaN: never), ``rebounds``, ``hotspot``, and the site's
         record: ``failures``, ``failures_recent``, ``criticals_recent``, ``last_failed``, ``last_score``,
         ``mean_score``, ``score_trend``, ``days_since_failure``, ``age_days``, ``visits_per_year``, ``last_critical``,
-        ``last_followup``; and ``area_rate``, the recent problem share of the other sites of its area), each explained
+        ``last_followup``; ``area_rate``, the recent problem share of the other sites of its area; ``problems_rate``,
+        problems found per visit, NaN when the city records no counts), each explained
         input's contribution ``<input>_contrib`` (calibrated logit units: ``logit(risk) = base + Σ``), ``base``,
         ``reason`` (only inputs raising this site's risk) and ``model`` (gbm/learnt/default).
         ``attrs["model"]`` describes the model (see :func:`fit_model`; ``features`` lists the explained inputs).
@@ -94,7 +95,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
                    f"{', '.join(known[:10]) or 'none'}")
             raise NotFoundError(msg)
         log_det[:] = np.log(fitted["detection"][inspector])
-    base, contrib = _contributions(fitted, raw, log_det)
+    base, contrib = _contributions(fitted, raw, log_det, visit_inputs(d, None, q_time))
     logit = base + contrib.sum(axis=1)
     sites_df = d.sites.iloc[idx].reset_index(drop=True)
     out = pd.DataFrame({
@@ -130,16 +131,18 @@ RAW_COLUMNS = ("category_rate", "site_rate", "site_visits", "complaints_near", "
                "overdue_problems", "days_since_inspection", "rebounds", "hotspot", "failures", "failures_recent",
                "criticals_recent", "last_failed", "last_score", "mean_score", "score_trend", "days_since_failure",
                "age_days", "visits_per_year", "last_critical", "last_followup", "area_rate", "season_sin",
-               "season_cos")
+               "season_cos", "problems_rate")
 
 
-def _contributions(fitted: dict, raw: pd.DataFrame, log_det: np.ndarray) -> tuple[float, np.ndarray]:
+def _contributions(fitted: dict, raw: pd.DataFrame, log_det: np.ndarray, visit: np.ndarray
+                   ) -> tuple[float | np.ndarray, np.ndarray]:
     """``(base, contrib)`` in calibrated logit units for the model's explained inputs (``fitted["features"]``):
-    ``logit(risk) = base + contrib.sum(axis=1)``."""
+    ``logit(risk) = base + contrib.sum(axis=1)``; ``visit``: the visits' ``(followup, kind)`` inputs
+    (:func:`~civicgrid.sites.risk.features.visit_inputs`), which the logistic model adds to the base."""
     cal = fitted["calibration"]
     n = len(raw)
     if fitted["kind"] == "gbm":
-        x = gbm_inputs(raw, log_det, np.zeros(n))
+        x = gbm_inputs(raw, log_det, visit)
         bias, contrib = contributions(fitted["estimator"], x)
         return cal["a"] * bias + cal["b"], cal["a"] * contrib
     names = fitted["features"]
@@ -151,11 +154,15 @@ def _contributions(fitted: dict, raw: pd.DataFrame, log_det: np.ndarray) -> tupl
         m = x.mean(axis=0).to_numpy(float) if n else np.zeros(len(names))
     contrib = (x.to_numpy(float) - m) * w
     base = fitted["intercept"] + float(np.sum(w * m)) + (fitted.get("inspector_weight") or 0.0) * log_det
+    visit_w = (fitted.get("extra_weights") or [])[1:]
+    if len(visit_w):
+        base = base + np.asarray(visit, float).reshape(n, -1)[:, : len(visit_w)] @ np.asarray(visit_w, float)
     return cal["a"] * base + cal["b"], cal["a"] * contrib
 
 
 def visit_probabilities(store: Store, *, as_of: AsOf, site_ids: Sequence[int], inspectors: Sequence | None = None,
-                        models: Sequence[str] = ("auto",), train_days: int = TRAIN_DAYS) -> dict[str, np.ndarray]:
+                        kinds: Sequence | None = None, models: Sequence[str] = ("auto",),
+                        train_days: int = TRAIN_DAYS) -> dict[str, np.ndarray]:
     """The calibrated probability that a routine visit finds a problem, per visit ``(site, inspector)``.
 
     The backtest's fast path: no reasons, the site inputs computed once for every model.
@@ -168,6 +175,9 @@ def visit_probabilities(store: Store, *, as_of: AsOf, site_ids: Sequence[int], i
         The visited site of each visit (repeats allowed).
     inspectors
         The inspector of each visit (None, empty or unknown: an average inspector). Default: all average.
+    kinds
+        The kind of each planned visit (``inspections.kind``: routine, re-inspection, compliance...), known before
+        the day; its outcome is never read. Default: all routine (the most frequent kind before ``as_of``).
     models
         Models to score with (see :func:`fit_model`).
 
@@ -188,14 +198,15 @@ def visit_probabilities(store: Store, *, as_of: AsOf, site_ids: Sequence[int], i
     if inspectors is not None:
         det = first["detection"]
         log_det = np.log(pd.Series(list(inspectors), dtype=object).map(det).fillna(1.0).to_numpy(float))
+    visit = visit_inputs(d, kinds, np.full(len(want), d.as_of_us, dtype="int64"))
     out = {}
     for m in models:
         fitted = fit_model(store, as_of=moment, model=m, train_days=train_days)
         if fitted["kind"] == "gbm":
-            x = gbm_inputs(raw, log_det, np.zeros(len(want)))
+            x = gbm_inputs(raw, log_det, visit)
             z = fitted["calibration"]["a"] * fitted["estimator"].decision_function(x) + fitted["calibration"]["b"]
         else:
-            base, contrib = _contributions(fitted, raw, log_det)
+            base, contrib = _contributions(fitted, raw, log_det, visit)
             z = base + contrib.sum(axis=1)
         out[m] = sigmoid(z)
     return out
