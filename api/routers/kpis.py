@@ -15,6 +15,7 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.times import parse_end, parse_period
 from civicgrid.sites import cases as cs
+from civicgrid.sites import kpis as site_kpis
 from civicgrid.sites.kpis import (
     FLAG_WINDOW_DAYS,
     flags_hold_until,
@@ -100,7 +101,7 @@ def flags(request: Request, store: Store = Depends(get_store),
     got = cached_response(request, store, compute,
                           holds_until=lambda: flags_hold_until(store, window_days=window_days, as_of=as_of))
     if as_of is None and got.status_code == 200:
-        now = json.dumps(cs.now_local().isoformat(timespec="seconds"))
+        now = json.dumps(site_kpis.now_local().isoformat(timespec="seconds"))  # the clock site_flags reads
         got = Response(got.body.replace(b'{"as_of":null,', b'{"as_of":' + now.encode() + b",", 1),
                        media_type="application/json")
     return got
