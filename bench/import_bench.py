@@ -16,6 +16,8 @@ Usage::
     .venv/bin/python bench/import_bench.py [--sizes 1000000 10000000] [--work /tmp/civicgrid-bench]
     .venv/bin/python bench/import_bench.py --sizes 1000000 10000000 --from-demo 1000000
     .venv/bin/python bench/import_bench.py --demo-only --sizes 200000 10000000
+    .venv/bin/python bench/import_bench.py --sizes 1000000 --from-demo 200000 \\
+        --baseline-python ../main-checkout/.venv/bin/python
 """
 
 from __future__ import annotations
@@ -38,10 +40,12 @@ TARGET_RATIO_TO_H3 = 3.0
 TARGET_PEAK_GB = 4.0
 
 
-def _child(code: str) -> dict:
-    """Run Python code in a child process; return its JSON result plus wall time and peak RSS (GB)."""
+def _child(code: str, python: str | None = None) -> dict:
+    """Run Python code in a child process (``python``: another interpreter, e.g. another checkout's venv);
+    return its JSON result plus wall time and peak RSS (GB)."""
     t0 = time.perf_counter()
-    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=False)
+    out = subprocess.run([python or sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
+                         check=False)
     wall = time.perf_counter() - t0
     if out.returncode:
         sys.stderr.write(out.stderr)
@@ -109,11 +113,12 @@ def city_only(demo: Path, target: Path) -> None:
             con.unregister("_rows")
 
 
-def import_csv(csv_path: Path, db: Path, *, cases: bool = False) -> dict:
+def import_csv(csv_path: Path, db: Path, *, cases: bool = False, python: str | None = None) -> dict:
     """Import the CSV in a child process; return the report counts, seconds, CPU seconds and peak RSS.
 
     ``cases=False`` times the import itself; ``cases=True`` adds the case backfill and rebound linking
-    (``sites.cases``) that ``civicgrid import events`` runs in the same transaction.
+    (``sites.cases``) that ``civicgrid import events`` runs in the same transaction. ``python``: the
+    interpreter of another checkout (``--baseline-python``), to time its import in the same run.
     """
     code = (
         "import json, time, resource; from civicgrid.sites.events import import_events; t=time.perf_counter(); "
@@ -123,7 +128,7 @@ def import_csv(csv_path: Path, db: Path, *, cases: bool = False) -> dict:
         "d['seconds']=time.perf_counter()-t; u=resource.getrusage(resource.RUSAGE_SELF); "
         "d['cpu_s']=u.ru_utime+u.ru_stime; d['rss_gb']=u.ru_maxrss/1048576; print(json.dumps(d))"
     )
-    return _child(code)
+    return _child(code, python)
 
 
 def _load() -> str:
@@ -194,6 +199,9 @@ def main() -> None:
                              "(each copy with its own ids) instead of building a city per size")
     parser.add_argument("--cases-up-to", type=int, default=1_000_000,
                         help="also time the import with its case backfill (sites.cases) up to this size")
+    parser.add_argument("--baseline-python", default=None, metavar="PYTHON",
+                        help="also time the imports with this interpreter (another checkout's venv, e.g. main's) "
+                             "in the same run: before/after figures under the same load")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     from civicgrid.geo.store_files import remove_store
@@ -247,12 +255,30 @@ def main() -> None:
         print(f"  peak RSS of the import process: {imp['rss_gb']:.2f} GB [target ≤ {TARGET_PEAK_GB:.0f}: "
               f"{'ok' if ok[2] else 'MISSED'}]; loaded {imp['loaded']:,}, rejected {imp['rejected']:,}, "
               f"outside grids {imp['outside_grids']:,}")
+        if args.baseline_python:
+            city_only(demo, target)
+            base_imp = import_csv(csv_path, target, python=args.baseline_python)
+            remove_store(target)
+            print(f"  baseline ({args.baseline_python}), without the case backfill: {base_imp['seconds']:.2f} s "
+                  f"(CPU {base_imp['cpu_s']:.1f} s) = {base_imp['seconds'] / copy['seconds']:.2f}× COPY, "
+                  f"peak RSS {base_imp['rss_gb']:.2f} GB; this checkout / baseline = "
+                  f"{imp['seconds'] / base_imp['seconds']:.2f}× [{_load()}]")
         if n <= args.cases_up_to:
             city_only(demo, target)
             full = import_csv(csv_path, target, cases=True)
             remove_store(target)
+            if args.baseline_python:
+                city_only(demo, target)
+                base = import_csv(csv_path, target, cases=True, python=args.baseline_python)
+                remove_store(target)
+                print(f"  baseline ({args.baseline_python}), with the case backfill: {base['seconds']:.2f} s "
+                      f"(CPU {base['cpu_s']:.1f} s) = {base['rows_read'] / base['seconds'] / 1e6:.3f} M events/s "
+                      f"= {base['seconds'] / copy['seconds']:.2f}× COPY, peak RSS {base['rss_gb']:.2f} GB; cases "
+                      f"{base['cases_created']:,}, rebounds {base['rebounds_linked']:,} [{_load()}]")
             print(f"  with the case backfill (sites.cases backfill + link_rebounds, as `civicgrid import events` "
-                  f"runs it): {full['seconds']:.2f} s = {full['rows_read'] / full['seconds'] / 1e6:.3f} M events/s, "
+                  f"runs it): {full['seconds']:.2f} s (CPU {full['cpu_s']:.1f} s) = "
+                  f"{full['rows_read'] / full['seconds'] / 1e6:.3f} M events/s = "
+                  f"{full['seconds'] / copy['seconds']:.2f}× COPY, "
                   f"peak RSS {full['rss_gb']:.2f} GB; cases {full['cases_created']:,}, rebounds "
                   f"{full['rebounds_linked']:,} [target ≥ 0.3: "
                   f"{'ok' if full['rows_read'] / full['seconds'] >= 3e5 else 'MISSED'}] [{_load()}]")

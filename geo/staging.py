@@ -149,26 +149,35 @@ class Staging:
         rows before they are published, e.g. with temp tables that shadow the lake's tables of the same name."""
         return _lake(self.location, create=False).cursor()
 
-    def restage(self, table: str, con: duckdb.DuckDBPyConnection, query: str) -> int:
-        """Replace the staged rows of ``table`` by the rows of ``query`` (run on ``con``, with every column of
-        ``table``); return their number."""
+    def columns(self, table: str) -> dict[str, str]:
+        """The columns of ``table`` in the store and their SQL types, in order."""
+        return dict(self._column_types(table))
+
+    def stage_query(self, table: str, con: duckdb.DuckDBPyConnection, query: str, params=None) -> int:
+        """Stage the rows of ``query`` (run on ``con`` with ``params``; every column of ``table``, in any order)
+        as one more file of ``table``, the last of :attr:`files`; return their number (no file when none)."""
         self.wait()
-        old = self.files.pop(table, [])
-        self.rows[table] = 0
-        n = int(fetch_value(con, f"SELECT count(*) FROM ({query})"))
-        if n:
-            folder = self.location.data_path / "main" / table
-            folder.mkdir(parents=True, exist_ok=True)
-            path = folder / f"{STAGED_PREFIX}{uuid.uuid4().hex}.parquet"
-            self.files[table] = [path]
-            types = self._column_types(table)
-            select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in types.items())
-            con.execute(f"COPY (SELECT {select} FROM ({query})) TO {quote(str(path))} (FORMAT parquet)")
-            self.rows[table] = n
-        for path in old:
+        folder = self.location.data_path / "main" / table
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{STAGED_PREFIX}{uuid.uuid4().hex}.parquet"
+        types = self._column_types(table)
+        select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in types.items())
+        self.files.setdefault(table, []).append(path)  # listed first: a failed write's leftover is discarded
+        n = int(fetch_value(con, f"COPY (SELECT {select} FROM ({query})) TO {quote(str(path))} (FORMAT parquet)",
+                            params))
+        if not n:
+            self.unstage(table, [path])
+        self.rows[table] = self.rows.get(table, 0) + n
+        return n
+
+    def unstage(self, table: str, paths: list[Path], *, rows: int = 0) -> None:
+        """Remove the staged files ``paths`` of ``table`` holding ``rows`` rows (staged again in other files)."""
+        self.rows[table] = self.rows.get(table, 0) - rows
+        drop = set(paths)
+        self.files[table] = [p for p in self.files.get(table, []) if p not in drop]
+        for path in paths:
             with contextlib.suppress(FileNotFoundError):
                 path.unlink()
-        return n
 
     def relation(self, table: str, columns: str = "*") -> str:
         """SQL for ``columns`` of ``table`` as published plus the rows staged so far (call :meth:`wait` before

@@ -39,7 +39,7 @@ from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.grids.road_places import CONFIDENCE as ROAD_CONFIDENCE
 from civicgrid.grids.road_places import RoadGazetteer
 from civicgrid.sites.cases import backfill, link_rebounds
-from civicgrid.sites.cases.bulk import stage_cases
+from civicgrid.sites.cases.bulk import ImportCases
 from civicgrid.sites.event_places import AddressGazetteer, AreaIndex, coarsen, place_unlocated
 from civicgrid.sites.event_updates import apply_updates, refresh_kept_cases
 from civicgrid.sites.taxonomy import STATUS_WORDS, TypeMatcher, status_words, type_choices, type_column_warnings
@@ -164,12 +164,13 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         ctx.update = update
         report.updated = 0 if update else None
         report.import_id = staging.reserve("imports", "import_id", 1)
-        ids = _load_batches(staging, ctx, bar=bar)
         # Only when an import without cases left earlier events to catch up on (or rows were replaced) are
-        # the cases made in the publishing write.
+        # the cases made in the publishing write; otherwise they are staged with the events (ImportCases).
         pending = bool(fetch_value(staging.con, "SELECT count(*) FROM meta WHERE key = 'cases_pending'"))
-        if cases and not pending and not update:
-            report.cases_created, report.rebounds_linked = stage_cases(staging, ids, actor="import")
+        staged = ImportCases(staging.con, actor="import") if cases and not pending and not update else None
+        ids = _load_batches(staging, ctx, bar=bar, cases=staged)
+        if staged is not None:
+            report.cases_created, report.rebounds_linked = staged.finish(staging)
         with staging.publish() as con:
             if cases and (pending or update):
                 report.cases_created = backfill(con, actor="import", event_ids=None if pending else ids)
@@ -186,8 +187,9 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
     return report
 
 
-def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar) -> np.ndarray:
-    """Prepare and stage every batch of the file, finish the report; return the ids of the events staged."""
+def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar, cases: ImportCases | None) -> np.ndarray:
+    """Prepare and stage every batch of the file (with their deadlines when ``cases`` makes their cases),
+    finish the report; return the ids of the events staged."""
     report = ctx.report
     rejects: list[dict] = []
     ids: list[np.ndarray] = []
@@ -204,7 +206,7 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar) -> np.ndarr
             if data is not None:  # new events (ids from ``first``) and, with --update, replaced ones
                 loaded += int(pc.sum(pc.greater_equal(data["event_id"], first)).as_py() or 0)
                 ids.append(data.column("event_id").to_numpy())
-                staging.add("events", data)
+                staging.add("events", data if cases is None else cases.with_deadlines(data))
                 ctx.keys.table = staging.relation("events", "dedup_key")  # later batches check these rows too
             bar.update(batch.num_rows)
         staging.wait()

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pandas as pd
 import pytest
 from civicgrid.api.cli import main
+from civicgrid.geo.staging import Staging
 from civicgrid.geo.store import Store
 from civicgrid.sites import cases as cs
 from civicgrid.sites.events import import_events
@@ -93,17 +95,29 @@ def test_rebounds_of_imported_cases_are_linked(small_city, tmp_path):
     assert len(store.sql("SELECT * FROM cases")) == 8
 
 
-def test_a_failing_case_backfill_leaves_the_database_unchanged(small_city, tmp_path, monkeypatch):
+@pytest.mark.parametrize("where", ["rebounds", "audit rows"])
+def test_a_failing_case_backfill_leaves_the_database_unchanged(small_city, tmp_path, monkeypatch, where):
+    """A failure while the cases are made (searching rebounds, or staging the audit rows after the events and
+    cases were staged again) publishes nothing and leaves no staged file behind."""
     before = _digest(small_city)
 
-    def broken(con, **kwargs):
+    def broken(*args, **kwargs):
         raise RuntimeError("backfill failed")
 
-    monkeypatch.setattr("civicgrid.sites.cases.bulk.backfill", broken)  # (made before publishing)
+    if where == "rebounds":
+        monkeypatch.setattr("civicgrid.sites.cases.bulk.find_rebounds", broken)  # (made before publishing)
+    else:
+        stage_query = Staging.stage_query
+
+        def failing(self, table, *args, **kwargs):
+            return broken() if table == "case_log" else stage_query(self, table, *args, **kwargs)
+
+        monkeypatch.setattr(Staging, "stage_query", failing)
     with pytest.raises(RuntimeError, match="backfill failed"):
         _import(small_city, tmp_path, EVENTS)
     assert _digest(small_city) == before
     assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 0
+    assert not list(small_city.parent.glob("**/import-*.parquet"))
 
 
 def test_cases_false_and_older_events_are_backfilled_later(small_city, tmp_path):
@@ -163,3 +177,78 @@ def test_rectified_and_closed_times_give_the_cases_their_lifecycle(small_city, t
     # on time: B1 closed before its deadline (Monday 15:00); B2 rectified after it
     k = kpi_table(store, start="2024-03-01", end="2024-03-31", level="district")
     assert int(k["found"].sum()) == 3
+
+
+def _random_events(seed: int, n: int, prefix: str, days: int) -> pd.DataFrame:
+    """``n`` events close together (many rebounds: same type within the radius), some closed or rectified
+    (times given or only a status), some without a type, a few outside every grid."""
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp("2024-03-01") + pd.to_timedelta(rng.integers(0, days * 86400, n), unit="s")
+    fixed = rng.random(n)
+    rect = t0 + pd.to_timedelta(rng.integers(3600, 5 * 86400, n), unit="s")
+    closed = rect + pd.to_timedelta(rng.integers(0, 2 * 86400, n), unit="s")
+    fmt = "%Y-%m-%d %H:%M:%S"
+    return pd.DataFrame({
+        "单号": [f"{prefix}{i}" for i in range(n)],
+        "时间": t0.strftime(fmt),
+        "经度": np.round(np.where(rng.random(n) < 0.02, 112.95, 112.901 + rng.random(n) * 0.018), 6),
+        "纬度": np.round(28.201 + rng.random(n) * 0.018, 6),
+        "问题类型": rng.choice(["暴露垃圾", "占道经营", "道路不洁", ""], n, p=[0.5, 0.25, 0.2, 0.05]),
+        "状态": np.where(fixed < 0.5, "已办结", "处理中"),
+        "整改时间": np.where((fixed < 0.3) | (fixed > 0.8), rect.strftime(fmt), ""),
+        "办结时间": np.where(fixed < 0.2, closed.strftime(fmt), ""),
+    })
+
+
+def _read(db, query: str) -> pd.DataFrame:
+    """``query`` on the store ``db``, without the optimizations that trust the lake's column statistics: the
+    reference path's UPDATEs (link_rebounds) leave ``cases.rebound_of`` with a table minimum above values
+    stored (DuckLake), and a sort compressed on that minimum reads 2 as 65538."""
+    con = Store(db).cursor()
+    try:
+        con.execute("SET disabled_optimizers = 'compressed_materialization,statistics_propagation'")
+        return con.execute(query).df()
+    finally:
+        con.close()
+
+
+def test_staged_cases_equal_the_backfill_of_the_published_events(tmp_path, monkeypatch):
+    """The cases, audit rows, links and events an import stages (ImportCases, in several batches) are those that
+    importing without cases then running backfill and link_rebounds on the published events makes: two imports,
+    the second's cases repeating closures of the first and of its own."""
+    from civicgrid.geo.store import writing
+    from civicgrid.sites import events as events_module
+
+    from conftest import build_small_city
+
+    monkeypatch.setattr(events_module, "IMPORT_BATCH_ROWS", 500)
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    staged = build_small_city(tmp_path / "a" / "city.duckdb", tmp_path / "a")
+    reference = build_small_city(tmp_path / "b" / "city.duckdb", tmp_path / "b")
+    mapping = {"id": "单号", "time": "时间", "status": "状态", "rectified": "整改时间", "closed": "办结时间"}
+    linked = []
+    for k, frame in enumerate([_random_events(1, 1800, "A", 40), _random_events(2, 1300, "B", 60)]):
+        f = tmp_path / f"e{k}.csv"
+        frame.to_csv(f, index=False)
+        rep = import_events(f, db=staged, mapping=mapping, progress=False)
+        ref = import_events(f, db=reference, mapping=mapping, progress=False, cases=False)
+        assert rep.loaded == ref.loaded == len(frame) and rep.cases_created == rep.loaded
+        with writing(reference) as con:
+            ids = con.execute("SELECT event_id FROM events WHERE import_id = ?", [ref.import_id]).fetchnumpy()
+            assert cs.backfill(con, actor="import", event_ids=ids["event_id"]) == rep.cases_created
+            assert cs.link_rebounds(con, case_ids=ids["event_id"]) == rep.rebounds_linked
+            con.execute("DELETE FROM meta WHERE key = 'cases_pending'")
+        linked.append(rep.rebounds_linked)
+    assert linked[0] > 100 and linked[1] > 100
+    for query in ("SELECT * EXCLUDE (updated_at) FROM cases ORDER BY case_id",
+                  "SELECT * FROM case_log ORDER BY log_id",
+                  "SELECT * FROM events ORDER BY event_id"):
+        got, want = _read(staged, query), _read(reference, query)
+        pd.testing.assert_frame_equal(got, want, check_dtype=False)
+    # the second import's cases repeat closures of both imports
+    store = Store(staged)
+    old = store.sql("SELECT c.case_id, o.event_id AS old FROM cases c JOIN cases o ON o.case_id = c.rebound_of "
+                    "JOIN events e ON e.event_id = c.event_id JOIN events oe ON oe.event_id = o.event_id "
+                    "WHERE e.external_id LIKE 'B%' AND oe.external_id LIKE 'A%'")
+    assert len(old) > 0

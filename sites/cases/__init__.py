@@ -30,7 +30,8 @@ The modules, by topic:
 * :mod:`~civicgrid.sites.cases.workflow`: states, opening and moving cases, reading them;
 * :mod:`~civicgrid.sites.cases.calendar`: holidays, the working clock, deadlines;
 * :mod:`~civicgrid.sites.cases.rebounds`: linking rebounds;
-* :mod:`~civicgrid.sites.cases.bulk`: cases for imported events, in bulk (:func:`backfill`);
+* :mod:`~civicgrid.sites.cases.bulk`: cases for imported events, in bulk (:func:`backfill`; an import's
+  own, staged with its events: ``ImportCases``);
 * :mod:`~civicgrid.sites.cases.config`: the stored case settings.
 
 Their public names are importable from here. The tunables of the bulk writes (``REBOUND_BATCH_ROWS``,

@@ -16,8 +16,7 @@ from civicgrid.geo.times import now_local
 from civicgrid.sites.cases._memory import memory_cap
 from civicgrid.sites.cases._sql import CASE_COLUMNS, UNIT_JOINS, UNIT_SQL, query_frame
 from civicgrid.sites.cases.calendar import WorkCalendar, type_hours
-from civicgrid.sites.cases.config import get_settings
-from civicgrid.sites.cases.rebounds import link_rebounds
+from civicgrid.sites.cases.rebounds import find_rebounds
 
 #: Events :func:`backfill` turns into cases per statement (bounds DuckDB's memory at any number of events).
 BACKFILL_CHUNK = 1_000_000
@@ -137,29 +136,29 @@ _BF_CASES_SQL = f"""
 #: The audit trail of the chunk's cases. Steps of a case with r reworks: 0 found, 1 registered, 2 dispatched;
 #: 3 .. 2 + 2r the rework rounds (the k-th of r rectified at t + span*(2k-1)/(2r+1), sent back at
 #: t + span*2k/(2r+1)); 3 + 2r rectified; 4 + 2r closed. A case's rows are numbered from its log0 on.
-_BF_LOG_SQL = """
-    INSERT INTO case_log
-    SELECT log0 + step, case_id,
+_LOG_ROWS_SQL = """
+    SELECT log0 + step AS log_id, case_id,
            CASE WHEN step < 3 THEN found_at
                 WHEN step < 3 + 2 * reworks THEN found_at + to_microseconds(
                     greatest(epoch_us(coalesce(rectified_at, deadline, found_at)) - epoch_us(found_at), 0)
                     * (step - 2) // (2 * reworks + 1) // 1000000 * 1000000)
-                WHEN step = 3 + 2 * reworks THEN rectified_at ELSE closed_at END,
-           ?,
+                WHEN step = 3 + 2 * reworks THEN rectified_at ELSE closed_at END AS changed_at,
+           ?::VARCHAR AS actor,
            CASE WHEN step = 0 THEN NULL WHEN step = 1 THEN 'found' WHEN step = 2 THEN 'registered'
                 WHEN step < 3 + 2 * reworks
                     THEN CASE WHEN (step - 3) % 2 = 0 THEN 'dispatched' ELSE 'rectified' END
-                WHEN step = 3 + 2 * reworks THEN 'dispatched' ELSE 'rectified' END,
+                WHEN step = 3 + 2 * reworks THEN 'dispatched' ELSE 'rectified' END AS from_state,
            CASE WHEN step = 0 THEN 'found' WHEN step = 1 THEN 'registered' WHEN step = 2 THEN 'dispatched'
                 WHEN step < 3 + 2 * reworks
                     THEN CASE WHEN (step - 3) % 2 = 0 THEN 'rectified' ELSE 'dispatched' END
-                WHEN step = 3 + 2 * reworks THEN 'rectified' ELSE 'closed' END,
-           NULL,
-           CASE WHEN step = 2 OR (step < 3 + 2 * reworks AND (step - 3) % 2 = 1) THEN unit END,
-           NULL
+                WHEN step = 3 + 2 * reworks THEN 'rectified' ELSE 'closed' END AS to_state,
+           NULL AS note,
+           CASE WHEN step = 2 OR (step < 3 + 2 * reworks AND (step - 3) % 2 = 1) THEN unit END AS unit,
+           NULL AS photo
     FROM (SELECT case_id, found_at, deadline, rectified_at, closed_at, reworks, unit, log0,
-                 unnest(range(n_steps::BIGINT)) AS step FROM _bf)
+                 unnest(range(n_steps::BIGINT)) AS step FROM {source})
 """
+_BF_LOG_SQL = "INSERT INTO case_log " + _LOG_ROWS_SQL.replace("{source}", "_bf")
 #: The event carries its case's state (only rows that differ are written).
 _BF_SYNC_SQL = """
     UPDATE events SET status = CASE WHEN b.state = 'closed' THEN 'closed' ELSE 'open' END,
@@ -197,51 +196,116 @@ def backfill_db(db: str | os.PathLike, *, actor: str = "import") -> int:
         return made
 
 
-def stage_cases(staging: Staging, event_ids: np.ndarray, *, actor: str = "import") -> tuple[int, int]:
-    """Make the cases, audit trails and rebound links of an import's staged events *before* it is published,
-    without holding the writers' lock; return (cases made, rebounds linked).
+class ImportCases:
+    """The cases, audit trails and rebound links of an import's new events, made as the import stages them and
+    staged beside them before it is published, without holding the writers' lock. The result is that of
+    :func:`backfill` then :func:`~civicgrid.sites.cases.rebounds.link_rebounds` on the new events once
+    published (``tests/test_import_cases.py`` compares them), made set-wise from the staged files:
 
-    :func:`backfill` and :func:`~civicgrid.sites.cases.rebounds.link_rebounds` run unchanged on a cursor whose
-    TEMP tables ``events``, ``cases`` and ``case_log`` shadow the store's: the staged events, plus the closed
-    cases (and their events) that can be rebounded from. The events (with their case's state, deadline and
-    link), the new cases and their audit rows (numbered in ids reserved for them) are then staged in place of
-    the events staged so far, so that publishing the import only registers files.
+    1. each batch gets its events' deadlines on the working clock as it is staged (:meth:`with_deadlines`);
+    2. :meth:`finish`: the rebound links of the new cases, searched among the store's closed cases and the
+       new closed ones (:func:`~civicgrid.sites.cases.rebounds.find_rebounds`); then per staged file of
+       events, one query each writes the events with their case's state and link, their cases, and their
+       audit rows (numbered in ids reserved for them) as the files to publish.
+
+    Nothing is copied into tables, updated in place or written twice but the events themselves (once more
+    with their links).
     """
-    ids = np.asarray(event_ids, dtype=np.int64)
-    if not ids.size or not staging.files.get("events"):
-        return 0, 0
-    staging.wait()
-    cur = staging.scratch()
-    files = ", ".join(quote(str(p)) for p in staging.files["events"])
-    cfg = get_settings(cur)
-    window = pd.Timedelta(days=float(cfg["rebound_days"]))
-    try:
-        cur.execute("CREATE TEMP TABLE events AS SELECT * FROM lake.events LIMIT 0")
-        cur.execute(f"INSERT INTO events BY NAME SELECT * FROM read_parquet([{files}])")
-        cur.execute("UPDATE events SET reopened = 0 WHERE reopened IS NULL")
-        span = cur.execute("SELECT min(time), max(time) FROM events").fetchone()
-        cur.execute("CREATE TEMP TABLE cases AS SELECT * FROM lake.cases LIMIT 0")
-        cur.execute("CREATE TEMP TABLE case_log AS SELECT * FROM lake.case_log LIMIT 0")
-        if span[0] is not None:  # the closed cases the new ones may repeat, with their events' points
-            cur.execute("""
-                INSERT INTO cases SELECT * FROM lake.cases
-                WHERE state = 'closed' AND closed_at >= ? AND closed_at < ?
-                  AND problem_type IN (SELECT DISTINCT problem_type FROM events)""",
-                        [pd.Timestamp(span[0]) - window, pd.Timestamp(span[1])])
-            cur.execute("INSERT INTO events BY NAME SELECT * FROM lake.events "
-                        "WHERE event_id IN (SELECT event_id FROM cases)")
-        made = backfill(cur, actor=actor, event_ids=ids, first_log_id=1)  # renumbered into reserved ids below
-        linked = link_rebounds(cur, case_ids=ids) if made else 0
-        n_log = int(fetch_value(cur, "SELECT count(*) FROM case_log"))
-        first = staging.reserve("case_log", "log_id", n_log) if n_log else 1
-        lo, hi = int(ids.min()), int(ids.max())
-        cur.register("_new_ids", pa.table({"event_id": ids}))
-        new = f"event_id BETWEEN {lo} AND {hi} AND event_id IN (SELECT event_id FROM _new_ids)"
-        staging.restage("events", cur, f"SELECT * FROM events WHERE {new}")
-        staging.restage("cases", cur, f"SELECT * FROM cases WHERE {new}")
-        staging.restage("case_log", cur, f"SELECT * REPLACE (log_id + {first - 1} AS log_id) FROM case_log")
-        return made, linked
-    finally:
-        for name in ("events", "cases", "case_log"):
-            cur.execute(f"DROP TABLE IF EXISTS temp.main.{name}")
-        cur.close()
+
+    def __init__(self, con: duckdb.DuckDBPyConnection, *, actor: str = "import") -> None:
+        self.actor = actor
+        self.hours = type_hours(query_frame(con, "SELECT code, deadline_value, deadline_unit FROM problem_types"))
+        self.calendar = WorkCalendar.from_store(con)
+
+    def with_deadlines(self, data: pa.Table) -> pa.Table:
+        """``data`` (a batch of new events: ``time``, ``problem_type``) with each event's deadline, on the
+        working clock from its time and its type's hours to rectify (none without a type)."""
+        codes = data.column("problem_type").to_pandas()
+        hours = codes.astype(object).map(self.hours).to_numpy(dtype="float64")
+        found = data.column("time").to_numpy().astype("M8[s]")
+        deadline = self.calendar.deadlines(found, hours)
+        column = pa.array(deadline, pa.timestamp("s"), mask=np.isnat(deadline))
+        if "deadline" in data.column_names:
+            return data.set_column(data.column_names.index("deadline"), "deadline", column)
+        return data.append_column("deadline", column)
+
+    def finish(self, staging: Staging) -> tuple[int, int]:
+        """Stage the cases, audit rows and links of the events staged; return (cases made, rebounds linked)."""
+        files = list(staging.files.get("events") or [])
+        if not files:
+            return 0, 0
+        staging.wait()
+        self.stamp = now_local()  # the cases' updated_at: when they are made, as backfill stamps them
+        cur = staging.scratch()
+        try:
+            with memory_cap(cur):
+                return self._finish(staging, cur, files)
+        finally:
+            cur.execute("DROP TABLE IF EXISTS _import_links")
+            cur.close()
+
+    def _finish(self, staging: Staging, cur: duckdb.DuckDBPyConnection, files: list) -> tuple[int, int]:
+        types = staging.columns("events")
+        have = {r[0] for r in cur.execute(f"DESCRIBE SELECT * FROM read_parquet({quote(str(files[0]))})")
+                .fetchall()}
+
+        def state(paths: list) -> str:  # the staged events with their case's state (as backfill syncs them)
+            cols = ", ".join(c if c in have else f"NULL::{t} AS {c}" for c, t in types.items())
+            listed = ", ".join(quote(str(f)) for f in paths)
+            return f"""
+                SELECT * REPLACE (CASE WHEN {_CLOSED} IS NOT NULL THEN 'closed' ELSE 'open' END AS status,
+                                  {_RECTIFIED} AS rectified_at, {_CLOSED} AS closed_at, {_REWORKS} AS reopened)
+                FROM (SELECT {cols} FROM read_parquet([{listed}])) e"""
+
+        everything = state(files)
+        case_id, old_id = find_rebounds(
+            cur, new=f"SELECT event_id AS case_id, problem_type, site_id, epoch_us(time) AS found_us, lat, lng "
+                     f"FROM ({everything})",
+            old=f"""
+                SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at) AS closed_us, e.lat, e.lng
+                FROM cases c JOIN events e ON e.event_id = c.event_id
+                WHERE c.state = 'closed' AND c.closed_at IS NOT NULL
+                  AND c.problem_type IN (SELECT problem_type FROM _reb_types)
+                  AND epoch_us(c.closed_at) >= (SELECT min(lo) FROM _reb_types)
+                  AND epoch_us(c.closed_at) < (SELECT max(hi) FROM _reb_types)
+                UNION ALL
+                SELECT event_id, problem_type, site_id, epoch_us(closed_at), lat, lng FROM ({everything})
+                WHERE closed_at IS NOT NULL""")
+        cur.register("_import_links_df", pa.table({"case_id": case_id, "old_id": old_id}))
+        cur.execute("CREATE OR REPLACE TEMP TABLE _import_links AS SELECT * FROM _import_links_df")
+        cur.unregister("_import_links_df")
+        made, case_files, steps = 0, [], []
+        for path in files:  # in id order: the audit rows are numbered by case, as backfill numbers them
+            n = staging.stage_query("events", cur, f"""
+                SELECT e.* REPLACE (coalesce(e.rebound_of, l.old_id) AS rebound_of)
+                FROM ({state([path])}) e LEFT JOIN _import_links l ON l.case_id = e.event_id""")
+            staging.unstage("events", [path], rows=n)
+            if not n:
+                continue
+            made += n
+            staging.stage_query("cases", cur, _IMPORT_CASES_SQL.format(
+                source=quote(str(staging.files["events"][-1]))), [self.stamp])
+            case_files.append(staging.files["cases"][-1])
+            steps.append(int(fetch_value(cur, f"SELECT sum({_STEPS}) FROM read_parquet({quote(str(case_files[-1]))})")))
+        total = sum(steps)
+        first = staging.reserve("case_log", "log_id", total) if total else 1
+        offset = np.cumsum([0, *steps[:-1]]) + first
+        for path, off in zip(case_files, offset, strict=True):
+            staging.stage_query("case_log", cur, _LOG_ROWS_SQL.replace("{source}", f"""(
+                SELECT *, {int(off)} + sum(n_steps) OVER (ORDER BY case_id) - n_steps AS log0
+                FROM (SELECT *, {_STEPS} AS n_steps FROM read_parquet({quote(str(path))})))"""), [self.actor])
+        return made, int(case_id.size)
+
+
+#: The number of audit rows of a case ``reworks``, ``rectified_at``, ``closed_at``.
+_STEPS = "(3 + 2 * reworks + (rectified_at IS NOT NULL)::INTEGER + (closed_at IS NOT NULL)::INTEGER)::BIGINT"
+#: The cases of a file of staged events ``{source}`` that carry their case's state (as :data:`_BF_SQL` makes them).
+_IMPORT_CASES_SQL = f"""
+    SELECT e.event_id AS case_id, e.event_id, e.source, e.problem_type, e.site_id, s.category_code, e.grid_code,
+           e.community_code, e.street_code, e.district_code,
+           CASE WHEN e.closed_at IS NOT NULL THEN 'closed'
+                WHEN e.rectified_at IS NOT NULL THEN 'rectified' ELSE 'dispatched' END AS state,
+           e.time AS found_at, e.deadline, {UNIT_SQL}, e.time AS dispatched_at, e.rectified_at, e.closed_at,
+           e.reopened AS reworks, e.rebound_of, NULL AS photo, ?::TIMESTAMP AS updated_at
+    FROM read_parquet({{source}}) e {UNIT_JOINS}
+"""

@@ -188,10 +188,7 @@ def link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids=None, radius_m: fl
 
 
 def _link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids, radius_m, days) -> int:
-    cfg = get_settings(con)
-    radius = float(radius_m if radius_m is not None else cfg["rebound_radius_m"])
-    window = float(days if days is not None else cfg["rebound_days"])
-    window_us = math.floor(window * 86400e6 + 0.5)
+    radius, window_us = _radius_window(con, radius_m=radius_m, days=days)
     if case_ids is not None and len(case_ids) <= FEW_CASES:
         return _link_few(con, np.unique(np.asarray(case_ids, dtype=np.int64)), radius=radius,
                          window_us=window_us)
@@ -211,22 +208,90 @@ def _link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids, radius_m, days) 
         types = _collect_cases(con, ranges, subset=subset, window_us=window_us)
         if types is None:
             return 0
-        links = []
-        for tlo, thi in _type_batches(con, types):
-            new = _fetch_points(con, "_reb_new", "found_us", tlo, thi)
-            old = _fetch_points(con, "_reb_old", "closed_us", tlo, thi)
-            links.append(_rebound_batch(new, old, radius=radius, window_us=window_us))
-            del new, old
-        case_id = np.concatenate([a for a, _ in links])
-        old_id = np.concatenate([b for _, b in links])
-        del links
+        case_id, old_id = _search_batches(con, types, radius=radius, window_us=window_us)
         if not case_id.size:
             return 0
         _write_links(con, case_id, old_id)
         return int(case_id.size)
     finally:
-        for name in ("_link_ids", "_reb_new", "_reb_old", "_reb_types", "_reb", "_reb_ev"):
+        for name in ("_link_ids", *_TEMP_TABLES):
             con.execute(f"DROP TABLE IF EXISTS {name}")
+
+
+#: The temp tables of a bulk search.
+_TEMP_TABLES = ("_reb_new", "_reb_old", "_reb_types", "_reb", "_reb_ev")
+
+
+def _radius_window(con: duckdb.DuckDBPyConnection, *, radius_m: float | None,
+                   days: float | None) -> tuple[float, int]:
+    """The rebound radius (metres) and window (microseconds): the arguments, else the store's settings."""
+    cfg = get_settings(con)
+    radius = float(radius_m if radius_m is not None else cfg["rebound_radius_m"])
+    window = float(days if days is not None else cfg["rebound_days"])
+    return radius, math.floor(window * 86400e6 + 0.5)
+
+
+def _search_batches(con: duckdb.DuckDBPyConnection, types: pd.DataFrame, *, radius: float,
+                    window_us: int) -> tuple[np.ndarray, np.ndarray]:
+    """The links (case ids, the closed cases they repeat) of the cases of ``_reb_new`` among ``_reb_old``,
+    in batches of whole problem types."""
+    links = []
+    for tlo, thi in _type_batches(con, types):
+        new = _fetch_points(con, "_reb_new", "found_us", tlo, thi)
+        old = _fetch_points(con, "_reb_old", "closed_us", tlo, thi)
+        links.append(_rebound_batch(new, old, radius=radius, window_us=window_us))
+        del new, old
+    return np.concatenate([a for a, _ in links]), np.concatenate([b for _, b in links])
+
+
+def find_rebounds(con: duckdb.DuckDBPyConnection, *, new: str, old: str, radius_m: float | None = None,
+                  days: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The rebound links of cases not written to ``cases`` yet (an import's, before it is published), by the
+    rule and search of :func:`link_rebounds`; nothing is written.
+
+    Parameters
+    ----------
+    con
+        A connection on the store.
+    new
+        SQL of the cases to link: ``case_id, problem_type, site_id, found_us, lat, lng`` (``found_us``: when
+        found, microseconds since the epoch). Rows without a type are not linked.
+    old
+        SQL of the closed cases they may repeat: ``case_id, problem_type, site_id, closed_us, lat, lng``. It
+        may use the temp table ``_reb_types`` (``problem_type``; ``lo``, ``hi``: the closures that can matter
+        to the new cases of the type, ``closed_us`` in ``[lo, hi)``) to read less; only those closures are
+        kept in any case.
+    radius_m, days
+        Default: the settings ``rebound_radius_m`` and ``rebound_days``.
+
+    Returns
+    -------
+    case_id, old_id
+        The cases linked (in no particular order) and the case each repeats.
+    """
+    with memory_cap(con):
+        radius, window_us = _radius_window(con, radius_m=radius_m, days=days)
+        try:
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _reb_new AS
+                SELECT case_id::BIGINT AS case_id, problem_type::VARCHAR AS problem_type,
+                       site_id::BIGINT AS site_id, found_us::BIGINT AS found_us, lat::DOUBLE AS lat,
+                       lng::DOUBLE AS lng
+                FROM ({new}) WHERE problem_type IS NOT NULL AND found_us IS NOT NULL""")
+            types = _new_types(con, window_us=window_us)
+            if types is None:
+                return np.zeros(0, np.int64), np.zeros(0, np.int64)
+            con.execute(f"""
+                CREATE OR REPLACE TEMP TABLE _reb_old AS
+                SELECT o.case_id::BIGINT AS case_id, o.problem_type::VARCHAR AS problem_type,
+                       o.site_id::BIGINT AS site_id, o.closed_us::BIGINT AS closed_us, o.lat::DOUBLE AS lat,
+                       o.lng::DOUBLE AS lng
+                FROM ({old}) o JOIN _reb_types t ON t.problem_type = o.problem_type
+                WHERE o.closed_us >= t.lo AND o.closed_us < t.hi""")
+            return _search_batches(con, types, radius=radius, window_us=window_us)
+        finally:
+            for name in _TEMP_TABLES:
+                con.execute(f"DROP TABLE IF EXISTS {name}")
 
 
 def _link_few(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, radius: float, window_us: int) -> int:
@@ -295,18 +360,9 @@ def _collect_cases(con: duckdb.DuckDBPyConnection, ranges: list[dict[str, int]],
               AND c.rebound_of IS NULL AND c.problem_type IS NOT NULL AND c.found_at IS NOT NULL {subset}
         """, part)
     con.execute("DROP TABLE IF EXISTS _link_ids")
-    # Per type: the closures that can matter are those in [first found - window, last found).
-    types = con.execute("""
-        SELECT problem_type, count(*) AS n, min(found_us) AS lo, max(found_us) AS hi
-        FROM _reb_new GROUP BY problem_type ORDER BY problem_type
-    """).df()
-    if types.empty:
+    types = _new_types(con, window_us=window_us)
+    if types is None:
         return None
-    types["t"] = np.arange(len(types), dtype=np.int32)
-    types["lo"] = types["lo"] - window_us
-    con.register("_reb_types_df", types[["problem_type", "t", "lo", "hi"]])
-    con.execute("CREATE OR REPLACE TEMP TABLE _reb_types AS SELECT * FROM _reb_types_df")
-    con.unregister("_reb_types_df")
     con.execute("CREATE OR REPLACE TEMP TABLE _reb_old (case_id BIGINT, problem_type VARCHAR, site_id BIGINT, "
                 "closed_us BIGINT, lat DOUBLE, lng DOUBLE)")
     for part in ranges:
@@ -319,6 +375,24 @@ def _collect_cases(con: duckdb.DuckDBPyConnection, ranges: list[dict[str, int]],
               AND c.state = 'closed' AND c.closed_at IS NOT NULL
               AND epoch_us(c.closed_at) >= t.lo AND epoch_us(c.closed_at) < t.hi
         """, part)
+    return types
+
+
+def _new_types(con: duckdb.DuckDBPyConnection, *, window_us: int) -> pd.DataFrame | None:
+    """The problem types of ``_reb_new`` numbered ``t``, with their counts of new cases and the window of the
+    closures that can matter to them, ``[lo, hi)``: [first found - window, last found); also as the temp table
+    ``_reb_types``. None when ``_reb_new`` is empty."""
+    types = con.execute("""
+        SELECT problem_type, count(*) AS n, min(found_us) AS lo, max(found_us) AS hi
+        FROM _reb_new GROUP BY problem_type ORDER BY problem_type
+    """).df()
+    if types.empty:
+        return None
+    types["t"] = np.arange(len(types), dtype=np.int32)
+    types["lo"] = types["lo"] - window_us
+    con.register("_reb_types_df", types[["problem_type", "t", "lo", "hi"]])
+    con.execute("CREATE OR REPLACE TEMP TABLE _reb_types AS SELECT * FROM _reb_types_df")
+    con.unregister("_reb_types_df")
     return types
 
 
