@@ -3,7 +3,8 @@
 Usage::
 
     .venv/bin/python bench/store_bench.py [--events 200000] [--clients 16] [--cases 6] [--dir /tmp/store-bench]
-        [--before /work/main-old/.venv/bin/civicgrid] [--import-events 0]
+        [--before /work/main-old/.venv/bin/civicgrid] [--import-events 0] [--catalog sqlite|postgres] [--port 8900]
+        [--from-store big.duckdb] [--workers N]
 
 For each civicgrid given (this checkout's, and with ``--before`` another installation, e.g. the single-file
 store), the demo city is built with that civicgrid, ``civicgrid serve`` is started on it, an inspector token is
@@ -11,6 +12,10 @@ made, and ``--clients`` threads each create ``--cases`` cases (POST /api/cases a
 twice (register, dispatch): every request's latency is recorded. With ``--import-events N`` another process
 imports N complaints (a CSV exported from the demo) while the clients write. Afterwards every acknowledged case
 must be in the store (lost writes are counted).
+
+``--catalog postgres`` puts the store's catalog in a throwaway PostgreSQL server started for the run from
+Debian's binaries (``/usr/lib/postgresql/*/bin``, as the tests' ``pg_server`` fixture does), on a Unix socket in
+``--dir``, and its data folder in ``--dir`` (``CIVICGRID_DATA_PATH``); the server is stopped at the end.
 
 The reference, measured in the same run: one GET /api/cases/{id} (a read of one case through the same service
 and HTTP stack), so the ratio says what a write costs beyond a request that reads.
@@ -52,8 +57,9 @@ def _request(url: str, *, token: str | None = None, body: dict | None = None) ->
         return exc.code, {"detail": exc.read().decode(errors="replace")[:300]}
 
 
-def _serve(cli: str, db: Path, port: int) -> subprocess.Popen:
-    proc = subprocess.Popen([cli, "serve", "--db", str(db), "--port", str(port), "--log-level", "warning"],
+def _serve(cli: str, db: Path | str, port: int, workers: int | None = None) -> subprocess.Popen:
+    more = ["--workers", str(workers)] if workers else []
+    proc = subprocess.Popen([cli, "serve", "--db", str(db), "--port", str(port), "--log-level", "warning", *more],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
@@ -66,10 +72,56 @@ def _serve(cli: str, db: Path, port: int) -> subprocess.Popen:
     raise RuntimeError("civicgrid serve did not start")
 
 
+class _Postgres:
+    """A throwaway PostgreSQL server on a Unix socket in ``base`` (Debian's binaries, as tests/conftest.py)."""
+
+    def __init__(self, base: Path) -> None:
+        import glob
+        import socket
+        found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+        if not found:
+            msg = "--catalog postgres needs Debian's PostgreSQL server binaries (apt-get install postgresql)"
+            raise SystemExit(msg)
+        self.bindir = Path(found[-1]).parent
+        self.base = base
+        base.mkdir(parents=True, exist_ok=True)
+        base.chmod(0o755)
+        self.as_user: list[str] = []
+        if os.getuid() == 0:  # the server refuses to run as root
+            shutil.chown(base, user="postgres")
+            self.as_user = ["runuser", "-u", "postgres", "--"]
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.data = base / "data"
+        subprocess.run([*self.as_user, str(self.bindir / "initdb"), "-D", str(self.data), "-U", "civicgrid",
+                        "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-l", str(base / "log"),
+                        "-w", "-o", f"-k {base} -p {self.port} -c listen_addresses='' -c max_connections=200",
+                        "start"], check=True, capture_output=True)
+
+    def new_db(self, name: str) -> str:
+        subprocess.run([str(self.bindir / "createdb"), "-h", str(self.base), "-p", str(self.port), "-U", "civicgrid",
+                        name], check=True, capture_output=True)
+        return f"postgresql://civicgrid@/{name}?host={self.base}&port={self.port}"
+
+    def stop(self) -> None:
+        subprocess.run([*self.as_user, str(self.bindir / "pg_ctl"), "-D", str(self.data), "-m", "fast", "stop"],
+                       capture_output=True)
+
+
 def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -> dict:
-    db = work / f"{label}.duckdb"
-    subprocess.run([cli, "demo", "--db", str(db), "--force", "--quiet", "--events", str(args.events)], check=True,
-                   capture_output=True)
+    db: Path | str = work / f"{label}.duckdb"
+    if args.postgres is not None:
+        db = args.postgres.new_db(f"bench_{label}")
+        os.environ["CIVICGRID_DATA_PATH"] = str(work / f"{label}-data")  # for every civicgrid started below
+    if args.from_store:  # a copy of a store built before (a 10M-event demo takes long to build)
+        python = str(Path(cli).with_name("python"))
+        subprocess.run([python, "-c", "import sys; from civicgrid.geo.store_files import copy_store; "
+                        "copy_store(sys.argv[1], sys.argv[2])", args.from_store, str(db)], check=True)
+    else:
+        subprocess.run([cli, "demo", "--db", str(db), "--force", "--quiet", "--events", str(args.events)],
+                       check=True, capture_output=True)
     out = subprocess.run([cli, "users", "add", "bench-inspector", "--role", "inspector", "--db", str(db)],
                          check=True, capture_output=True, text=True).stdout
     token = next(w for w in out.split() if w.startswith("cg_"))
@@ -80,7 +132,7 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
                 f"df = s.sql('SELECT time, lng, lat, problem_type AS type FROM events LIMIT {args.import_events}'); "
                 f"df['id'] = ['BENCH-' + str(i) for i in range(len(df))]; df.to_csv({str(csv)!r}, index=False)")
         subprocess.run([str(Path(cli).with_name("python")), "-c", code], check=True)
-    proc = _serve(cli, db, port)
+    proc = _serve(cli, db, port, args.workers)
     base = f"http://127.0.0.1:{port}"
     try:
         points = [tuple(f["geometry"]["coordinates"]) for f in
@@ -140,7 +192,8 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
     ref = statistics.median(lat["read"]) if lat["read"] else float("nan")
     return {"label": label, "writes": len(writes), "wall_s": round(wall, 1),
             "writes_per_s": round(len(writes) / wall, 1),
-            "p50_ms": round(1000 * _pct(writes, 50)), "p99_ms": round(1000 * _pct(writes, 99)),
+            "p50_ms": round(1000 * _pct(writes, 50)), "p90_ms": round(1000 * _pct(writes, 90)),
+            "p99_ms": round(1000 * _pct(writes, 99)), "max_ms": round(1000 * max(writes, default=float("nan"))),
             "create_p50_ms": round(1000 * _pct(lat["create"], 50)), "move_p50_ms": round(1000 * _pct(lat["move"], 50)),
             "read_p50_ms (reference)": round(1000 * ref, 1),
             "p50 / reference": round(_pct(writes, 50) / ref, 1) if ref else None,
@@ -155,17 +208,30 @@ def main() -> None:
     parser.add_argument("--import-events", type=int, default=0, help="events imported by another process meanwhile")
     parser.add_argument("--before", help="the civicgrid CLI of another installation to compare with")
     parser.add_argument("--dir", default="/tmp/store-bench")
+    parser.add_argument("--catalog", choices=("sqlite", "postgres"), default="sqlite",
+                        help="the store's catalog: a SQLite file, or a throwaway PostgreSQL server started for the run")
+    parser.add_argument("--port", type=int, default=8900, help="port of the first service started")
+    parser.add_argument("--from-store", help="copy this store (SQLite catalog) for each run instead of building "
+                                             "the demo (--events is then only reported)")
+    parser.add_argument("--workers", type=int, default=None, help="civicgrid serve --workers (default: its own)")
     args = parser.parse_args()
     work = Path(args.dir)
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
+    args.postgres = _Postgres(work / "pg") if args.catalog == "postgres" else None
     clis = [(str(Path(sys.executable).with_name("civicgrid")), "after")]
     if args.before:
         clis.insert(0, (args.before, "before"))
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; events {args.events:,}, "
-          f"{args.clients} clients x {args.cases} cases x 3 writes, import {args.import_events:,}")
-    for i, (cli, label) in enumerate(clis):
-        print(json.dumps(run(cli, label, args, work, 8900 + i), ensure_ascii=False))
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; catalog {args.catalog}; "
+          f"events {args.events:,}, {args.clients} clients x {args.cases} cases x 3 writes, "
+          f"import {args.import_events:,}")
+    try:
+        for i, (cli, label) in enumerate(clis):
+            print(json.dumps(run(cli, label, args, work, args.port + i), ensure_ascii=False), flush=True)
+            print(f"load after {label}: {os.getloadavg()[0]:.1f}", flush=True)
+    finally:
+        if args.postgres is not None:
+            args.postgres.stop()
 
 
 if __name__ == "__main__":

@@ -2,15 +2,18 @@
 
 On a lake every statement and every commit costs a round of catalog work (10–50 ms), whatever its size. When
 sixteen inspectors move cases at once, running their writes one transaction after another makes the last one
-wait for fifteen. Instead, a process has one writer thread per kind of write (:func:`submit`): a write is
-queued, and the writer applies *every write queued meanwhile* in one transaction with a few set-based
-statements (the ``apply`` function of that kind), then commits once. A lone write costs what it did; under load
-the cost per write falls with the size of the group.
+wait for fifteen. Instead, a process has one writer thread per store (:func:`submit`): a write is queued, and
+the writer applies *every write queued meanwhile*, of every kind (case creations, case moves, visits), in one
+transaction — the writes of each kind with a few set-based statements (the ``apply`` function of that kind) —
+then commits once. A lone write costs what it did; under load the cost per write falls with the size of the
+group, and a creation never waits for a separate transaction of moves (nor the other way round).
 
 Each write in a group gets its own answer: ``apply`` returns a result or an exception per write, and a write
 refused by validation (an illegal move) changes nothing while the others of its group go through. When the
-group's transaction fails as a whole, it is retried after a race with another machine's writer, and otherwise
-each write is tried alone, so one bad write never fails the others.
+group's transaction fails as a whole, it is retried after a race with another writer (with a random pause,
+:func:`~civicgrid.geo.store.retry_pause`, at most :data:`~civicgrid.geo.store.WRITE_TRIES` tries, then the
+writes fail with the error: never silently), and otherwise each write is tried alone, so one bad write never
+fails the others.
 """
 
 from __future__ import annotations
@@ -37,12 +40,11 @@ Apply = Callable[[duckdb.DuckDBPyConnection, Sequence[Any]], Sequence[Any]]
 
 
 class _Writer:
-    """The writer thread of one kind of write to one store."""
+    """The writer thread of one store."""
 
-    def __init__(self, db: str | os.PathLike | None, apply: Apply, name: str) -> None:
+    def __init__(self, db: str | os.PathLike | None, name: str) -> None:
         self.db = db
-        self.apply = apply
-        self.queue: queue.SimpleQueue[tuple[Any, Future] | None] = queue.SimpleQueue()
+        self.queue: queue.SimpleQueue[tuple[Apply, Any, Future] | None] = queue.SimpleQueue()
         self.thread = threading.Thread(target=self._run, name=f"civicgrid-{name}", daemon=True)
         self.thread.start()
 
@@ -66,16 +68,34 @@ class _Writer:
         self.queue.put(None)
         self.thread.join(timeout)
 
-    def _commit(self, group: list[tuple[Any, Future]]) -> None:
-        items = [item for item, _ in group]
+    @staticmethod
+    def _apply(con: duckdb.DuckDBPyConnection, group: list[tuple[Apply, Any, Future]]) -> list[Any]:
+        """Apply the writes of ``group`` in ``con``'s transaction, each kind's writes together (in the order
+        they were queued), and return their results in the group's order."""
+        kinds: dict[Apply, list[int]] = {}
+        for i, (apply, _, _) in enumerate(group):
+            kinds.setdefault(apply, []).append(i)
+        results: list[Any] = [None] * len(group)
+        for apply, where in kinds.items():
+            got = list(apply(con, [group[i][1] for i in where]))
+            if len(got) != len(where):
+                msg = f"{apply.__name__} answered {len(got)} results for {len(where)} writes"
+                raise RuntimeError(msg)
+            for i, result in zip(where, got, strict=True):
+                results[i] = result
+        return results
+
+    def _commit(self, group: list[tuple[Apply, Any, Future]]) -> None:
+        started = time.perf_counter()
         for attempt in range(WRITE_TRIES):
             try:
                 with writing(self.db) as con:
-                    results = list(self.apply(con, items))
+                    results = self._apply(con, group)
                 break
             except WriteConflictError as exc:
                 if attempt == WRITE_TRIES - 1:
                     return self._fail(group, exc)
+                logger.info("a group of %d writes lost a race (try %d): %s", len(group), attempt + 1, exc)
                 time.sleep(retry_pause(attempt))
             except BaseException as exc:
                 if len(group) > 1:  # find the write that fails: each one alone
@@ -83,7 +103,8 @@ class _Writer:
                         self._commit([one])
                     return None
                 return self._fail(group, exc)
-        for (_, future), result in zip(group, results, strict=True):
+        logger.debug("a group of %d writes committed in %.3f s", len(group), time.perf_counter() - started)
+        for (_, _, future), result in zip(group, results, strict=True):
             if isinstance(result, BaseException):
                 future.set_exception(result)
             else:
@@ -91,12 +112,12 @@ class _Writer:
         return None
 
     @staticmethod
-    def _fail(group: list[tuple[Any, Future]], exc: BaseException) -> None:
-        for _, future in group:
+    def _fail(group: list[tuple[Apply, Any, Future]], exc: BaseException) -> None:
+        for _, _, future in group:
             future.set_exception(exc)
 
 
-_WRITERS: dict[tuple[Location, str], _Writer] = {}
+_WRITERS: dict[Location, _Writer] = {}
 _LOCK = threading.Lock()
 
 
@@ -110,28 +131,31 @@ def _stop_writers() -> None:
 
 
 def submit(db: str | os.PathLike | None, kind: str, apply: Apply, item: Any) -> Any:
-    """Queue ``item`` for the writer of ``kind`` on the store ``db``, wait for its group to commit and return
-    its result (or raise its exception).
+    """Queue ``item`` for the writer of the store ``db``, wait for its group to commit and return its result (or
+    raise its exception).
 
     Parameters
     ----------
     db
         The store.
     kind
-        The kind of write (one writer thread per kind and store in a process), e.g. ``"case-moves"``.
+        The kind of write, e.g. ``"case-moves"`` (for messages; the writes of one kind are those of one
+        ``apply`` function).
     apply
-        ``apply(con, items) -> results``: applies a group of items in the open write transaction ``con``, one
-        result or exception per item, in order. Items answered with an exception must have changed nothing.
+        ``apply(con, items) -> results``: applies a group of items of this kind in the open write transaction
+        ``con``, one result or exception per item, in order. Items answered with an exception must have changed
+        nothing; ``apply`` must not commit, and must leave the connection as it found it (temp tables dropped,
+        Arrow tables unregistered), since other kinds' writes follow in the same transaction.
     item
         This write.
     """
-    key = (locate(db), kind)
+    key = locate(db)
     writer = _WRITERS.get(key)
     if writer is None:
         with _LOCK:
             writer = _WRITERS.get(key)
             if writer is None:
-                writer = _WRITERS[key] = _Writer(db, apply, kind)
+                writer = _WRITERS[key] = _Writer(db, "writer")
     future: Future = Future()
-    writer.queue.put((item, future))
+    writer.queue.put((apply, item, future))
     return future.result()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import threading
 
 import duckdb
 import numpy as np
@@ -11,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 from civicgrid.geo import h3cells
-from civicgrid.geo.store import table_versions
+from civicgrid.geo.store import cached_read
 
 #: Columns :func:`locate_points` returns, in order.
 LOCATION_COLUMNS = ["h3", "grid_code", "community_code", "street_code", "district_code"]
@@ -220,10 +219,6 @@ def locate_points(con: duckdb.DuckDBPyConnection, lng: np.ndarray, lat: np.ndarr
     return Locator(con).locate(lng, lat)
 
 
-_LOCATORS: dict[tuple, Locator] = {}
-_LOCATOR_LOCK = threading.Lock()
-
-
 class Locator:
     """The grids and areas of a store, read and indexed once to locate many batches of points.
 
@@ -254,16 +249,7 @@ class Locator:
     def cached(cls, con: duckdb.DuckDBPyConnection) -> Locator:
         """The locator of the store of ``con``, reused while its grids and areas are unchanged (for small writes
         that locate a point or two; a write that changes grids or areas must build its own)."""
-        key = table_versions(con, ("areas", "grids"))
-        with _LOCATOR_LOCK:
-            found = _LOCATORS.get(key)
-        if found is None:
-            found = cls(con)
-            with _LOCATOR_LOCK:
-                _LOCATORS[key] = found
-                while len(_LOCATORS) > 4:
-                    _LOCATORS.pop(next(iter(_LOCATORS)))
-        return found
+        return cached_read(con, "locator", ("areas", "grids"), cls)
 
     def locate(self, lng: np.ndarray, lat: np.ndarray) -> pd.DataFrame:
         """Return the H3 cell, grid, community, street and district of each point (see :func:`locate_points`)."""

@@ -23,7 +23,9 @@ nothing.
 * The linked event is kept in sync (``status``, ``deadline``, ``rectified_at``, ``closed_at``, ``reopened``,
   ``rebound_of``), so the heatmap's ``status`` filters read the case state.
 
-Every write goes through :func:`civicgrid.geo.store.writing` (copy-and-publish, atomic).
+Every write is one short transaction (:func:`civicgrid.geo.store.writing`): the case creations and moves that users
+of one process make at the same time are committed together by the store's writer thread
+(:mod:`civicgrid.geo.group_commit`), each with its own answer.
 
 The modules, by topic:
 

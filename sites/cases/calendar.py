@@ -159,8 +159,11 @@ def type_hours(problem_types: pd.DataFrame) -> pd.Series:
     return pd.Series((value * per).to_numpy(), index=problem_types["code"].to_numpy())
 
 
-def compute_deadlines(con: StoreOrConnection, found, problem_type) -> np.ndarray:
-    """Deadlines of cases found at ``found`` with problem types ``problem_type`` (codes), from the store."""
-    hours = type_hours(query_frame(con, "SELECT code, deadline_value, deadline_unit FROM problem_types"))
+def compute_deadlines(con: StoreOrConnection, found, problem_type, *, hours: pd.Series | None = None,
+                      calendar: WorkCalendar | None = None) -> np.ndarray:
+    """Deadlines of cases found at ``found`` with problem types ``problem_type`` (codes), from the store (or
+    from the problem types' ``hours`` (:func:`type_hours`) and the ``calendar`` given, read once by the caller)."""
+    if hours is None:
+        hours = type_hours(query_frame(con, "SELECT code, deadline_value, deadline_unit FROM problem_types"))
     h = pd.Series(np.asarray(problem_type, dtype=object)).map(hours).to_numpy(dtype="float64")
-    return WorkCalendar.from_store(con).deadlines(found, h)
+    return (calendar or WorkCalendar.from_store(con)).deadlines(found, h)

@@ -27,7 +27,7 @@ from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.group_commit import submit
 from civicgrid.geo.staging import next_id
-from civicgrid.geo.store import Store
+from civicgrid.geo.store import Store, cached_read, quote
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment
 from civicgrid.grids.locate import Locator
@@ -39,8 +39,9 @@ from civicgrid.sites.cases._sql import (
     StoreOrConnection,
     query_frame,
 )
-from civicgrid.sites.cases.calendar import compute_deadlines
-from civicgrid.sites.cases.rebounds import link_rebounds
+from civicgrid.sites.cases.calendar import WorkCalendar, compute_deadlines, type_hours
+from civicgrid.sites.cases.config import get_settings
+from civicgrid.sites.cases.rebounds import _rebound_batch
 
 #: Case states in workflow order.
 STATES = ("found", "registered", "dispatched", "rectified", "closed")
@@ -87,6 +88,12 @@ def _py(v):
     if isinstance(v, np.floating):
         return float(v)
     return v
+
+
+def _id(v) -> int | None:
+    """An id read from a frame (a float where its column has nulls) as an int, or None."""
+    v = _py(v)
+    return None if v is None else int(v)
 
 
 def get_case(store: StoreOrConnection, case_id: int) -> dict:
@@ -162,24 +169,38 @@ def list_cases(store: Store, *, state: str | None = None, area: str | None = Non
 # --------------------------------------------------------------------------------------------------
 
 
-def _sync_events(con: duckdb.DuckDBPyConnection, case_ids: Sequence[int]) -> None:
-    """Copy the state of the cases ``case_ids`` onto their events (status, deadline, rectified_at, closed_at,
-    reopened, rebound). Both sides are filtered by the ids themselves (a case's id is its event's id), so that
-    only the files and row groups holding them are read: the cost does not grow with the store."""
-    ids = ", ".join(str(int(i)) for i in case_ids)
-    if not ids:
+#: The columns of an event that mirror its case: (event column, case column).
+_MIRROR = (("status", "state"), ("deadline", "deadline"), ("rectified_at", "rectified_at"),
+           ("closed_at", "closed_at"), ("reopened", "reworks"), ("rebound_of", "rebound_of"))
+
+
+def _mirror(case: dict) -> tuple:
+    """What the event of ``case`` mirrors of it (status, deadline, rectified_at, closed_at, reopened, rebound_of),
+    so that the heatmap's ``status`` filters read the case state."""
+    return ("closed" if case["state"] == "closed" else "open", case["deadline"], case["rectified_at"],
+            case["closed_at"], int(case["reworks"] or 0), case["rebound_of"])
+
+
+def _mirror_events(con: duckdb.DuckDBPyConnection, cases: Sequence[dict]) -> None:
+    """Write the mirrored columns of ``cases`` (as they are now in this transaction) onto their events, from the
+    values themselves: one UPDATE of those events by id, no join with ``cases``."""
+    if not cases:
         return
-    con.execute(f"""
-        UPDATE events SET status = CASE WHEN c.state = 'closed' THEN 'closed' ELSE 'open' END,
-               deadline = c.deadline, rectified_at = c.rectified_at, closed_at = c.closed_at,
-               reopened = c.reworks, rebound_of = c.rebound_of
-        FROM (SELECT * FROM cases WHERE case_id IN ({ids})) c
-        WHERE events.event_id IN ({ids}) AND events.event_id = c.event_id
-          AND (events.status IS DISTINCT FROM CASE WHEN c.state = 'closed' THEN 'closed' ELSE 'open' END
-               OR events.deadline IS DISTINCT FROM c.deadline OR events.rectified_at IS DISTINCT FROM c.rectified_at
-               OR events.closed_at IS DISTINCT FROM c.closed_at OR events.reopened IS DISTINCT FROM c.reworks
-               OR events.rebound_of IS DISTINCT FROM c.rebound_of)
-    """)
+    values = [_mirror(c) for c in cases]
+    table = pa.table({"event_id": pa.array([int(c["event_id"]) for c in cases], pa.int64()),
+                      "status": pa.array([v[0] for v in values], pa.string()),
+                      "deadline": pa.array([v[1] for v in values], pa.timestamp("us")),
+                      "rectified_at": pa.array([v[2] for v in values], pa.timestamp("us")),
+                      "closed_at": pa.array([v[3] for v in values], pa.timestamp("us")),
+                      "reopened": pa.array([v[4] for v in values], pa.int32()),
+                      "rebound_of": pa.array([v[5] for v in values], pa.int64())})
+    ids = ", ".join(str(int(c["event_id"])) for c in cases)
+    con.register("_mirrored", table)
+    try:
+        con.execute(f"UPDATE events SET {', '.join(f'{col} = m.{col}' for col, _ in _MIRROR)} FROM _mirrored m "
+                    f"WHERE events.event_id IN ({ids}) AND events.event_id = m.event_id")
+    finally:
+        con.unregister("_mirrored")
 
 
 def _actor(actor) -> str:
@@ -202,6 +223,24 @@ def resolve_type(types: pd.DataFrame, problem_type) -> str:
     msg = (f"unknown problem type {problem_type!r}; closest: {', '.join(close) or ', '.join(names[:3])} "
            "(a 小类 code such as 0201 or its name)")
     raise NotFoundError(msg)
+
+
+@dataclass(frozen=True)
+class _CaseReference:
+    """What opening a case reads of the small tables: the problem types (code and names, to resolve a request's,
+    and their working hours to rectify), the working calendar and the case settings. Read once per change of
+    those tables (:func:`~civicgrid.geo.store.cached_read`), not once per case."""
+
+    types: pd.DataFrame
+    hours: pd.Series
+    calendar: WorkCalendar
+    settings: dict[str, float]
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> _CaseReference:
+        types = con.execute("SELECT code, name_zh, name_en, deadline_value, deadline_unit FROM problem_types").df()
+        return cls(types=types[["code", "name_zh", "name_en"]], hours=type_hours(types),
+                   calendar=WorkCalendar.from_store(con), settings=get_settings(con))
 
 
 @dataclass(frozen=True)
@@ -291,16 +330,23 @@ def open_cases(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseRequest]) 
 
 
 def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseRequest]) -> list[dict | Exception]:
-    """Open a group of cases in the write transaction ``con`` with a few set-based statements; return each
-    request's case (as :func:`get_case` returns it) or the error that refused it (which changed nothing)."""
+    """Open a group of cases in the write transaction ``con``; return each request's case (as :func:`get_case`
+    returns it) or the error that refused it (which changed nothing).
+
+    Every row is written once, complete: the new events with their deadline and rebound link, the cases in
+    their state (``dispatched`` at once with ``dispatch``) and their audit rows. Nothing is updated afterwards
+    and nothing is read back: what the large tables cost is an append each and the search for the closed cases
+    a new one may repeat (:func:`_rebounds_of`)."""
     out: list[dict | Exception | None] = [None] * len(requests)
-    types = con.execute("SELECT code, name_zh, name_en FROM problem_types").df()
+    ref = cached_read(con, "case-reference", ("problem_types", "holidays", "settings"), _CaseReference.read)
     given = sorted({r.event_id for r in requests if r.event_id is not None})
-    events = cases_of = None
+    events: dict[int, dict] = {}
+    cases_of: set[int] = set()
     if given:
         id_list = ", ".join(map(str, given))
-        events = {int(r.event_id): r for r in con.execute(
-            f"SELECT event_id, time, problem_type FROM events WHERE event_id IN ({id_list})").df().itertuples()}
+        events = {int(r["event_id"]): r for r in con.execute(
+            f"SELECT event_id, source, problem_type, site_id, time, lng, lat, grid_code, community_code, "
+            f"street_code, district_code FROM events WHERE event_id IN ({id_list})").df().to_dict("records")}
         cases_of = {int(v) for v in con.execute(
             f"SELECT event_id FROM cases WHERE event_id IN ({id_list})").fetchnumpy()["event_id"]}
     site_ids = sorted({r.site_id for r in requests if r.site_id is not None and r.event_id is None})
@@ -320,116 +366,164 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
                     msg = f"event {r.event_id} already has case {r.event_id}; move that case instead"
                     raise ConflictError(msg)
                 ev = events[r.event_id]
-                ptype = None if ev.problem_type is None or pd.isna(ev.problem_type) else str(ev.problem_type)
-                found = pd.Timestamp(ev.time).to_pydatetime()
+                ptype = _py(ev["problem_type"])
+                found = pd.Timestamp(ev["time"]).to_pydatetime()
                 if r.dispatch_at is not None and r.dispatch_at < found:
                     msg = f"dispatch_at {r.dispatch_at} is before event {r.event_id} was found ({found})"
                     raise InvalidParameterError(msg)
                 cases_of.add(r.event_id)  # a second request for the same event in this group is refused
-                todo.append((i, r.event_id, found, ptype))
+                todo.append((i, r.event_id, found, None if ptype is None else str(ptype)))
             else:
-                x, y, ptype = _new_event_point(r, types=types, sites=sites)
+                x, y, ptype = _new_event_point(r, types=ref.types, sites=sites)
                 fresh.append((i, x, y, r.time or r.now, ptype))
         except (InvalidParameterError, NotFoundError, ConflictError, ValueError) as exc:
             out[i] = exc
+    if not todo and not fresh:
+        return out
+    # the new events' ids and places
     if fresh:
         first = next_id(con, "events", "event_id")
-        ids = np.arange(first, first + len(fresh), dtype=np.int64)
         loc = Locator.cached(con).locate(np.array([f[1] for f in fresh]), np.array([f[2] for f in fresh]))
-        rows = pa.table({
-            "event_id": pa.array(ids, pa.int64()),
-            "source": pa.array([requests[f[0]].source for f in fresh], pa.string()),
-            "problem_type": pa.array([f[4] for f in fresh], pa.string()),
-            "time": pa.array([f[3] for f in fresh], pa.timestamp("us")),
-            "status": pa.array(["open"] * len(fresh), pa.string()),
-            "site_id": pa.array([requests[f[0]].site_id for f in fresh], pa.int64()),
-            "inspection_id": pa.array([requests[f[0]].inspection_id for f in fresh], pa.int64()),
-            "text": pa.array([requests[f[0]].text for f in fresh], pa.string()),
-            "lng": pa.array([f[1] for f in fresh], pa.float64()),
-            "lat": pa.array([f[2] for f in fresh], pa.float64()),
-            "h3": pa.array(loc["h3"].to_numpy(np.uint64), pa.uint64()),
-            **{c: pa.array([None if pd.isna(v) else str(v) for v in loc[c]], pa.string())
-               for c in ("grid_code", "community_code", "street_code", "district_code")},
-            "reopened": pa.array([0] * len(fresh), pa.int32()),
-            "dedup_key": pa.array([f"case:{e}" for e in ids], pa.string()),
-        })
-        con.register("_new_events", rows)
-        try:
-            con.execute(f"INSERT INTO events ({', '.join(rows.column_names)}) SELECT * FROM _new_events")
-        finally:
-            con.unregister("_new_events")
-        todo += [(f[0], int(e), f[3], f[4]) for f, e in zip(fresh, ids, strict=True)]
-    if not todo:
-        return out
+        for k, f in enumerate(fresh):
+            r = requests[f[0]]
+            event_id = first + k
+            events[event_id] = {
+                "event_id": event_id, "source": r.source, "problem_type": f[4], "site_id": r.site_id, "time": f[3],
+                "lng": f[1], "lat": f[2], "h3": int(loc["h3"].iloc[k]), "inspection_id": r.inspection_id,
+                "text": r.text, **{c: _py(loc[c].iloc[k]) for c in _AREA_COLUMNS}}
+            todo.append((f[0], event_id, f[3], f[4]))
     todo.sort()
-    eids = [t[1] for t in todo]
     found = np.array([np.datetime64(t[2], "s") for t in todo])
-    deadline = compute_deadlines(con, found, [t[3] for t in todo])
-    opened = pa.table({
+    deadlines = compute_deadlines(con, found, [t[3] for t in todo], hours=ref.hours, calendar=ref.calendar)
+    eids = [t[1] for t in todo]
+    rebound_of = _rebounds_of(con, [events[e] | {"problem_type": t[3], "found": t[2]} for e, t in zip(eids, todo,
+                              strict=True)], radius=ref.settings["rebound_radius_m"], days=ref.settings["rebound_days"])
+    # the cases' category and dispatch unit (属地), from the small tables sites and areas
+    con.register("_opening", pa.table({
         "event_id": pa.array(eids, pa.int64()),
-        "deadline": pa.array([None if np.isnat(d) else pd.Timestamp(d).to_pydatetime() for d in deadline],
-                             pa.timestamp("us")),
-        "updated_at": pa.array([requests[t[0]].now for t in todo], pa.timestamp("us"))})
-    lo, hi = min(eids), max(eids)
-    con.register("_opened", opened)
+        "site_id": pa.array([_id(events[e]["site_id"]) for e in eids], pa.int64()),
+        **{c: pa.array([_py(events[e][c]) for e in eids], pa.string()) for c in _AREA_COLUMNS[1:]}}))
     try:
-        con.execute(f"""
-            INSERT INTO cases ({CASE_COLUMNS})
-            SELECT e.event_id, e.event_id, e.source, e.problem_type, e.site_id, s.category_code, e.grid_code,
-                   e.community_code, e.street_code, e.district_code, 'found', e.time, n.deadline,
-                   {UNIT_EXPR}, {UNIT_CODE_EXPR},
-                   NULL, NULL, NULL, 0, NULL, NULL, n.updated_at
-            FROM events e JOIN _opened n ON n.event_id = e.event_id {UNIT_JOINS}
-            WHERE e.event_id BETWEEN {lo} AND {hi}
-        """)
+        units = {int(r[0]): r[1:] for r in con.execute(
+            f"SELECT e.event_id, s.category_code, {UNIT_EXPR}, {UNIT_CODE_EXPR} FROM _opening e {UNIT_JOINS}"
+        ).fetchall()}
     finally:
-        con.unregister("_opened")
+        con.unregister("_opening")
+    now = now_local()
+    cases: list[dict] = []
+    logs: list[dict] = []
+    moved: list[dict] = []
+    for (i, eid, at, ptype), deadline in zip(todo, deadlines, strict=True):
+        r, ev = requests[i], events[eid]
+        category, unit, unit_code = units[eid]
+        case = {"case_id": eid, "event_id": eid, "source": ev["source"], "problem_type": ptype,
+                "site_id": _id(ev["site_id"]), "category_code": category,
+                **{c: _py(ev[c]) for c in _AREA_COLUMNS}, "state": "found", "found_at": at,
+                "deadline": None if np.isnat(deadline) else pd.Timestamp(deadline).to_pydatetime(),
+                "unit": unit, "unit_code": unit_code, "dispatched_at": None, "rectified_at": None,
+                "closed_at": None, "reworks": 0, "rebound_of": rebound_of.get(eid), "photo": None,
+                "updated_at": r.now}
+        trail = [{"case_id": eid, "changed_at": at, "actor": r.actor, "from_state": None, "to_state": "found",
+                  "note": r.note, "unit": None, "photo": None}]
+        if r.dispatch:  # registered and dispatched in the same write, at the case's own time by default
+            when = r.dispatch_at or at
+            for move in (_Move(eid, "registered", r.actor, when), _Move(eid, "dispatched", r.actor, when,
+                                                                        unit=r.unit)):
+                case, log = _moved(case, trail[-1]["changed_at"], move, now=now)
+                moved.append(log)
+                trail.append(log)
+        cases.append(case)
+        logs.append(trail[0])
+        out[i] = case | {"log": trail}
     first_log = next_id(con, "case_log", "log_id")  # above the ids an import in progress reserved
-    audit = pa.table({
-        "log_id": pa.array(np.arange(first_log, first_log + len(todo)), pa.int64()),
-        "case_id": pa.array(eids, pa.int64()),
-        "changed_at": pa.array([t[2] for t in todo], pa.timestamp("us")),
-        "actor": pa.array([requests[t[0]].actor for t in todo], pa.string()),
-        "from_state": pa.nulls(len(todo), pa.string()),
-        "to_state": pa.array(["found"] * len(todo), pa.string()),
-        "note": pa.array([requests[t[0]].note for t in todo], pa.string())})
-    con.register("_audit", audit)
-    try:
-        con.execute(f"INSERT INTO case_log ({', '.join(audit.column_names)}) SELECT * FROM _audit")
-    finally:
-        con.unregister("_audit")
-    link_rebounds(con, case_ids=eids)
-    moves = []
-    for i, eid, at, _ in todo:
-        r = requests[i]
-        if r.dispatch:
-            when = r.dispatch_at or at  # the case's own time, not the moment it was typed in
-            moves += [_Move(eid, "registered", r.actor, when), _Move(eid, "dispatched", r.actor, when, unit=r.unit)]
-    for result in _apply_moves(con, moves) if moves else []:
-        if isinstance(result, Exception):
-            raise result  # register and dispatch of a new case are always legal: a failure is a bug
-    _sync_events(con, eids)
-    made = _cases_with_logs(con, eids)
-    for i, eid, _, _ in todo:
-        out[i] = made[eid]
+    for k, log in enumerate(logs + moved):  # the found rows first, then the moves (each case's in order)
+        log["log_id"] = first_log + k
+    # the rows, each written once
+    if fresh:
+        new_ids = [first + k for k in range(len(fresh))]
+        rows = {e: (c, events[e]) for c in cases if (e := c["event_id"]) in set(new_ids)}
+        new_events = pa.table({
+            "event_id": pa.array(new_ids, pa.int64()),
+            **{c: pa.array([rows[e][1][c] for e in new_ids], t) for c, t in _NEW_EVENT_COLUMNS.items()},
+            "status": pa.array(["open"] * len(new_ids), pa.string()),
+            "deadline": pa.array([rows[e][0]["deadline"] for e in new_ids], pa.timestamp("us")),
+            "reopened": pa.array([0] * len(new_ids), pa.int32()),
+            "rebound_of": pa.array([rows[e][0]["rebound_of"] for e in new_ids], pa.int64()),
+            "dedup_key": pa.array([f"case:{e}" for e in new_ids], pa.string())})
+        _insert(con, "events", new_events)
+    _insert(con, "cases", pa.table({c: pa.array([case[c] for case in cases], t) for c, t in _CASE_TYPES.items()}))
+    _insert(con, "case_log", pa.table({c: pa.array([log[c] for log in logs + moved], t)
+                                       for c, t in _LOG_COLUMNS.items()}))
+    old_events = [c for c in cases if c["event_id"] in set(given)]
+    _mirror_events(con, old_events)  # an existing event takes its case's deadline, state and link
+    for i, case in enumerate(out):
+        if isinstance(case, dict):
+            case["log"] = [{k: v for k, v in log.items() if k != "case_id"} for log in case["log"]]
+            case["next"] = list(NEXT_STATES[case["state"]])
+            out[i] = case
     return out
 
 
-def _cases_with_logs(con: duckdb.DuckDBPyConnection, ids: list[int]) -> dict[int, dict]:
-    """The cases ``ids`` as :func:`get_case` returns them, in two queries."""
-    id_list = ", ".join(str(int(i)) for i in ids)
-    lo, hi = min(ids), max(ids)
-    got = {int(r["case_id"]): {k: _py(v) for k, v in r.items()} for r in con.execute(
-        f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id IN ({id_list}) AND case_id BETWEEN {lo} AND {hi}"
-    ).df().to_dict("records")}
-    for case in got.values():
-        case["log"] = []
-        case["next"] = list(NEXT_STATES[case["state"]])
-    for r in con.execute(f"SELECT case_id, log_id, changed_at, actor, from_state, to_state, note, unit, photo "
-                         f"FROM case_log WHERE case_id IN ({id_list}) AND case_id BETWEEN {lo} AND {hi} "
-                         "ORDER BY log_id").df().to_dict("records"):
-        got[int(r.pop("case_id"))]["log"].append({k: _py(v) for k, v in r.items()})
-    return got
+#: The area columns of an event and a case.
+_AREA_COLUMNS = ("grid_code", "community_code", "street_code", "district_code")
+#: The columns of a new event taken from the request and its place, and their types.
+_NEW_EVENT_COLUMNS = {"source": pa.string(), "problem_type": pa.string(), "time": pa.timestamp("us"),
+                      "site_id": pa.int64(), "inspection_id": pa.int64(), "text": pa.string(), "lng": pa.float64(),
+                      "lat": pa.float64(), "h3": pa.uint64(), **{c: pa.string() for c in _AREA_COLUMNS}}
+#: The columns of ``cases`` and their types (a new case's row).
+_CASE_TYPES = {"case_id": pa.int64(), "event_id": pa.int64(), "source": pa.string(), "problem_type": pa.string(),
+               "site_id": pa.int64(), "category_code": pa.string(), **{c: pa.string() for c in _AREA_COLUMNS},
+               "state": pa.string(), "found_at": pa.timestamp("us"), "deadline": pa.timestamp("us"),
+               "unit": pa.string(), "unit_code": pa.string(), "dispatched_at": pa.timestamp("us"),
+               "rectified_at": pa.timestamp("us"), "closed_at": pa.timestamp("us"), "reworks": pa.int32(),
+               "rebound_of": pa.int64(), "photo": pa.string(), "updated_at": pa.timestamp("us")}
+
+
+def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
+    """Append ``rows`` (an Arrow table with some of the columns of ``table``) to ``table``."""
+    con.register("_rows", rows)
+    try:
+        con.execute(f"INSERT INTO {table} ({', '.join(rows.column_names)}) SELECT * FROM _rows")
+    finally:
+        con.unregister("_rows")
+
+
+def _rebounds_of(con: duckdb.DuckDBPyConnection, new: list[dict], *, radius: float, days: float) -> dict[int, int]:
+    """The earlier closed case each of the new cases ``new`` repeats (回头看), by case id, as
+    :func:`~civicgrid.sites.cases.rebounds.link_rebounds` links them: one read of the closures that can matter
+    (their problem types, closed in the window before the new cases were found) and of their points."""
+    window_us = math.floor(float(days) * 86400e6 + 0.5)
+    new = [c for c in new if c["problem_type"] is not None and c["found"] is not None]
+    if not new:
+        return {}
+    found_us = np.array([np.datetime64(c["found"], "us").astype(np.int64) for c in new])
+    types = sorted({str(c["problem_type"]) for c in new})
+    old = con.execute(f"""
+        SELECT case_id, event_id, problem_type, site_id, epoch_us(closed_at) AS closed_us FROM cases
+        WHERE state = 'closed' AND problem_type IN ({', '.join(quote(t) for t in types)})
+          AND closed_at >= make_timestamp({int(found_us.min()) - window_us})
+          AND closed_at < make_timestamp({int(found_us.max())})""").df()  # literals: parameters cost a planning
+    if old.empty:
+        return {}
+    points = con.execute(f"SELECT event_id, lat, lng FROM events WHERE event_id IN "  # by the events' own ids
+                         f"({', '.join(str(int(i)) for i in old['event_id'])})").df()
+    old = old.merge(points, on="event_id", how="left")
+    code = {t: k for k, t in enumerate(types)}
+
+    def as_float(values) -> np.ndarray:
+        return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").astype(float).to_numpy()
+
+    new_points = {"case_id": np.array([c["event_id"] for c in new], np.int64),
+                  "t": np.array([code[str(c["problem_type"])] for c in new], np.int32),
+                  "has_site": np.array([_id(c["site_id"]) is not None for c in new]),
+                  "site": np.array([_id(c["site_id"]) or 0 for c in new], np.int64), "found_us": found_us,
+                  "lat": as_float([_py(c["lat"]) for c in new]), "lng": as_float([_py(c["lng"]) for c in new])}
+    old_points = {"case_id": old["case_id"].to_numpy(np.int64), "t": old["problem_type"].map(code).to_numpy(np.int32),
+                  "has_site": old["site_id"].notna().to_numpy(), "site": old["site_id"].fillna(0).to_numpy(np.int64),
+                  "closed_us": old["closed_us"].to_numpy(np.int64), "lat": old["lat"].astype(float).to_numpy(float),
+                  "lng": old["lng"].astype(float).to_numpy(float)}
+    case_id, old_id = _rebound_batch(new_points, old_points, radius=float(radius), window_us=window_us)
+    return {int(c): int(o) for c, o in zip(case_id, old_id, strict=True)}
 
 
 def _new_event_point(r: CaseRequest, *, types: pd.DataFrame, sites: dict[int, tuple[float, float]]
@@ -541,6 +635,7 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
     id_list = ", ".join(str(int(i)) for i in ids)
     rows = con.execute(f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id IN ({id_list})").df()
     cases = {int(r["case_id"]): {k: _py(v) for k, v in r.items()} for r in rows.to_dict("records")}
+    mirrored = {i: _mirror(case) for i, case in cases.items()}
     logs: dict[int, list[dict]] = {i: [] for i in ids}
     for r in con.execute(f"SELECT log_id, case_id, changed_at, actor, from_state, to_state, note, unit, photo "
                          f"FROM case_log WHERE case_id IN ({id_list}) ORDER BY log_id").df().to_dict("records"):
@@ -581,10 +676,12 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
             con.execute(f"UPDATE cases SET {', '.join(f'{c} = m.{c}' for c in _MOVED_COLUMNS)} "
                         f"FROM _moved m WHERE cases.case_id IN ({changed_list}) AND cases.case_id = m.case_id")
             con.execute(f"INSERT INTO case_log ({', '.join(_LOG_COLUMNS)}) SELECT * FROM _audit")
-            _sync_events(con, changed)
         finally:
             con.unregister("_moved")
             con.unregister("_audit")
+        # The events mirror only status, deadline and the rectify/close/rework steps: a registration or a
+        # dispatch leaves them as they are, and then the large events table is not written at all.
+        _mirror_events(con, [cases[i] for i in changed if _mirror(cases[i]) != mirrored[i]])
     out: list[dict | Exception] = []
     for result in results:
         if isinstance(result, Exception):
