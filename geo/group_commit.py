@@ -89,8 +89,12 @@ class _Writer:
         started = time.perf_counter()
         for attempt in range(WRITE_TRIES):
             try:
-                with writing(self.db) as con:
-                    results = self._apply(con, group)
+                _GROUP.state = {}  # a new state for each try: a retried transaction starts again
+                try:
+                    with writing(self.db) as con:
+                        results = self._apply(con, group)
+                finally:
+                    _GROUP.state = None
                 break
             except WriteConflictError as exc:
                 if attempt == WRITE_TRIES - 1:
@@ -115,6 +119,16 @@ class _Writer:
     def _fail(group: list[tuple[Apply, Any, Future]], exc: BaseException) -> None:
         for _, _, future in group:
             future.set_exception(exc)
+
+
+_GROUP = threading.local()
+
+
+def group_state() -> dict[str, Any] | None:
+    """A dict shared by the ``apply`` functions of the group being written in this thread's transaction (None
+    outside a group): e.g. the next free id of a table, which a second read of ``max(id)`` after the group's own
+    inserts would find only by scanning the whole table (its statistics do not cover uncommitted rows)."""
+    return getattr(_GROUP, "state", None)
 
 
 _WRITERS: dict[Location, _Writer] = {}

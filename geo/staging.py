@@ -55,7 +55,8 @@ def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
         con.execute("DELETE FROM meta WHERE key = 'ids.taken'")
         con.execute("INSERT INTO meta VALUES ('ids.taken', CAST(now() AS VARCHAR))")
     top = int(fetch_value(con, f"SELECT coalesce(max({column}), 0) FROM {table}"))
-    row = con.execute("SELECT value FROM meta WHERE key = ?", [_reserved_key(table)]).fetchone()
+    # the key as a literal: a prepared statement plans the lake query twice (≈ 4 ms against ≈ 15 ms a write)
+    row = con.execute(f"SELECT value FROM meta WHERE key = {quote(_reserved_key(table))}").fetchone()
     return max(top + 1, int(row[0]) if row else 0)
 
 

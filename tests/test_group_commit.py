@@ -5,6 +5,7 @@ from __future__ import annotations
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import pandas as pd
 import pytest
 from civicgrid.geo import group_commit
 from civicgrid.geo.errors import ConflictError
@@ -174,3 +175,31 @@ def test_the_process_exits_cleanly_after_grouped_writes(small_city, civicgrid_cl
                             "--actor", "cli"], capture_output=True, text=True)
     assert moved.returncode == 0, moved.stderr[-500:]
     assert Store(small_city).sql(f"SELECT state FROM cases WHERE case_id = {case_id}")["state"][0] == "registered"
+
+
+def test_the_unit_of_a_new_case_is_the_one_the_sql_dispatch_rule_gives(small_city):
+    """A new case's unit (属地) is computed from the cached sites and areas; every site and area combination
+    gives what the SQL of the bulk path (``UNIT_EXPR``) gives."""
+    from civicgrid.sites.cases._sql import UNIT_CODE_EXPR, UNIT_EXPR, UNIT_JOINS
+
+    with writing(small_city) as con:  # sites with and without a responsible unit (blank counts as none)
+        con.execute("INSERT INTO sites (site_id, name, category_code, responsible_unit, lng, lat) VALUES "
+                    "(1, 'a', '01', '  环卫所 ', 112.9, 28.2), (2, 'b', '02', '  ', 112.9, 28.2), "
+                    "(3, 'c', '03', NULL, 112.9, 28.2)")
+    store = Store(small_city)
+    cur = store.cursor()
+    offices = workflow._Offices.read(cur)
+    areas = cur.execute("SELECT level, code FROM areas").fetchall()
+    codes = {level: [code for lv, code in areas if lv == level] + [None, "nowhere"]
+             for level in ("community", "street", "district")}
+    rows = [(site, cm, st, di) for site in (None, 1, 2, 3, 99) for cm in codes["community"]
+            for st in codes["street"] for di in codes["district"]]
+    frame = pd.DataFrame(rows, columns=["site_id", "community_code", "street_code", "district_code"])
+    frame["site_id"] = frame["site_id"].astype("Int64")
+    frame["k"] = range(len(frame))
+    cur.register("e", frame)
+    want = cur.execute(f"SELECT e.k, s.category_code, {UNIT_EXPR}, {UNIT_CODE_EXPR} FROM e {UNIT_JOINS} "
+                       "ORDER BY e.k").fetchall()
+    assert len(want) == len(rows) > 50
+    for (site, cm, st, di), expected in zip(rows, want, strict=True):
+        assert offices.unit(site, cm, st, di) == tuple(expected[1:]), (site, cm, st, di)

@@ -25,7 +25,7 @@ import pyarrow as pa
 from civicgrid.geo.aggregate import area_code
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
-from civicgrid.geo.group_commit import submit
+from civicgrid.geo.group_commit import group_state, submit
 from civicgrid.geo.staging import next_id
 from civicgrid.geo.store import Store, cached_read, quote
 from civicgrid.geo.texts import labels
@@ -33,9 +33,8 @@ from civicgrid.geo.times import now_local, parse_moment
 from civicgrid.grids.locate import Locator
 from civicgrid.sites.cases._sql import (
     CASE_COLUMNS,
-    UNIT_CODE_EXPR,
-    UNIT_EXPR,
-    UNIT_JOINS,
+    UNASSIGNED_UNIT,
+    UNIT_SUFFIX,
     StoreOrConnection,
     query_frame,
 )
@@ -226,6 +225,38 @@ def resolve_type(types: pd.DataFrame, problem_type) -> str:
 
 
 @dataclass(frozen=True)
+class _Offices:
+    """The sites' categories and responsible units and the areas' names: what the dispatch unit of a new case
+    (属地, :data:`~civicgrid.sites.cases._sql.UNIT_EXPR`) is made of, read once per change of those tables."""
+
+    sites: dict[int, tuple[str | None, str | None]]  # site id -> (category code, responsible unit)
+    areas: dict[str, dict[str, str | None]]  # level -> code -> name
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> _Offices:
+        sites = {int(r[0]): (r[1], r[2]) for r in con.execute(
+            "SELECT site_id, category_code, responsible_unit FROM sites").fetchall()}
+        areas: dict[str, dict[str, str | None]] = {level: {} for level in UNIT_SUFFIX}
+        for level, code, name in con.execute(
+                "SELECT level, code, name FROM areas WHERE level IN ('community', 'street', 'district')").fetchall():
+            areas[level].setdefault(code, name)
+        return cls(sites, areas)
+
+    def unit(self, site_id: int | None, community: str | None, street: str | None, district: str | None
+             ) -> tuple[str | None, str, str | None]:
+        """``(category_code, unit, unit_code)`` of a case at the site and areas given, as ``UNIT_EXPR`` and
+        ``UNIT_CODE_EXPR`` compute them in SQL."""
+        category, responsible = self.sites.get(site_id, (None, None)) if site_id is not None else (None, None)
+        if responsible is not None and responsible.strip(" "):
+            return category, responsible.strip(" "), None
+        found = [(level, code) for level, code in (("community", community), ("street", street),
+                                                    ("district", district)) if code in self.areas[level]]
+        unit = next((self.areas[level][code] + UNIT_SUFFIX[level] for level, code in found
+                     if self.areas[level][code] is not None), UNASSIGNED_UNIT)
+        return category, str(unit), found[0][1] if found else None
+
+
+@dataclass(frozen=True)
 class _CaseReference:
     """What opening a case reads of the small tables: the problem types (code and names, to resolve a request's,
     and their working hours to rectify), the working calendar and the case settings. Read once per change of
@@ -382,7 +413,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
         return out
     # the new events' ids and places
     if fresh:
-        first = next_id(con, "events", "event_id")
+        first = _next_id(con, "events", "event_id", len(fresh))
         loc = Locator.cached(con).locate(np.array([f[1] for f in fresh]), np.array([f[2] for f in fresh]))
         for k, f in enumerate(fresh):
             r = requests[f[0]]
@@ -398,17 +429,10 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
     eids = [t[1] for t in todo]
     rebound_of = _rebounds_of(con, [events[e] | {"problem_type": t[3], "found": t[2]} for e, t in zip(eids, todo,
                               strict=True)], radius=ref.settings["rebound_radius_m"], days=ref.settings["rebound_days"])
-    # the cases' category and dispatch unit (属地), from the small tables sites and areas
-    con.register("_opening", pa.table({
-        "event_id": pa.array(eids, pa.int64()),
-        "site_id": pa.array([_id(events[e]["site_id"]) for e in eids], pa.int64()),
-        **{c: pa.array([_py(events[e][c]) for e in eids], pa.string()) for c in _AREA_COLUMNS[1:]}}))
-    try:
-        units = {int(r[0]): r[1:] for r in con.execute(
-            f"SELECT e.event_id, s.category_code, {UNIT_EXPR}, {UNIT_CODE_EXPR} FROM _opening e {UNIT_JOINS}"
-        ).fetchall()}
-    finally:
-        con.unregister("_opening")
+    # the cases' category and dispatch unit (属地), from the small tables sites and areas (read once per change)
+    offices = cached_read(con, "case-offices", ("sites", "areas"), _Offices.read)
+    units = {e: offices.unit(_id(events[e]["site_id"]), *(_py(events[e][c]) for c in _AREA_COLUMNS[1:]))
+             for e in eids}
     now = now_local()
     cases: list[dict] = []
     logs: list[dict] = []
@@ -435,7 +459,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
         cases.append(case)
         logs.append(trail[0])
         out[i] = case | {"log": trail}
-    first_log = next_id(con, "case_log", "log_id")  # above the ids an import in progress reserved
+    first_log = _next_id(con, "case_log", "log_id", len(logs) + len(moved))
     for k, log in enumerate(logs + moved):  # the found rows first, then the moves (each case's in order)
         log["log_id"] = first_log + k
     # the rows, each written once
@@ -477,6 +501,18 @@ _CASE_TYPES = {"case_id": pa.int64(), "event_id": pa.int64(), "source": pa.strin
                "unit": pa.string(), "unit_code": pa.string(), "dispatched_at": pa.timestamp("us"),
                "rectified_at": pa.timestamp("us"), "closed_at": pa.timestamp("us"), "reworks": pa.int32(),
                "rebound_of": pa.int64(), "photo": pa.string(), "updated_at": pa.timestamp("us")}
+
+
+def _next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, n: int) -> int:
+    """The first of ``n`` new ids of ``table.column`` (:func:`~civicgrid.geo.staging.next_id`: above the stored
+    ids and those an import in progress reserved), read once per group write: the writes of the group that
+    follow take the ids after it (a second ``max`` after the group's own inserts would scan the whole table)."""
+    state = group_state()
+    key = f"next-id:{table}"
+    first = state[key] if state is not None and key in state else next_id(con, table, column)
+    if state is not None:
+        state[key] = first + n
+    return first
 
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
@@ -662,7 +698,7 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
         new_logs.append(log)
         results.append((dict(new), len(trail)))
     if new_logs:
-        first = next_id(con, "case_log", "log_id")  # above the ids an import in progress reserved
+        first = _next_id(con, "case_log", "log_id", len(new_logs))
         for i, log in enumerate(new_logs):
             log["log_id"] = first + i
         changed = sorted({log["case_id"] for log in new_logs})
