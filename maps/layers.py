@@ -47,32 +47,25 @@ _JS_ESCAPE = """
     }"""
 
 
-def _escaping_detail(template: str) -> str:
-    start = template.index("let handleObject")
-    end = template.index("let fields")
-    return template[:start] + _JS_ESCAPE + "\n    " + template[end:]
+def _escaping_template(bind: str, options: str) -> folium.template.Template:
+    """folium's GeoJSON detail template (``bindTooltip``/``bindPopup``) with the values escaped."""
+    base = folium.features.GeoJsonDetail.base_template
+    detail = base[:base.index("let handleObject")] + _JS_ESCAPE + "\n    " + base[base.index("let fields"):]
+    return folium.template.Template(
+        "{% macro script(this, kwargs) %}{{ this._parent.get_name() }}." + bind + "(" + detail
+        + ",{{ this." + options + " | tojavascript }});{% endmacro %}")
 
 
 class SafeGeoJsonTooltip(folium.GeoJsonTooltip):
     """:class:`folium.GeoJsonTooltip` that escapes the features' values (folium inserts them as HTML)."""
 
-    _template = folium.template.Template("""
-    {% macro script(this, kwargs) %}
-    {{ this._parent.get_name() }}.bindTooltip(""" + _escaping_detail(folium.features.GeoJsonDetail.base_template)
-                                + """,{{ this.tooltip_options | tojavascript }});
-    {% endmacro %}
-    """)
+    _template = _escaping_template("bindTooltip", "tooltip_options")
 
 
 class SafeGeoJsonPopup(folium.GeoJsonPopup):
     """:class:`folium.GeoJsonPopup` that escapes the features' values (folium inserts them as HTML)."""
 
-    _template = folium.template.Template("""
-    {% macro script(this, kwargs) %}
-    {{ this._parent.get_name() }}.bindPopup(""" + _escaping_detail(folium.features.GeoJsonDetail.base_template)
-                                + """,{{ this.popup_options | tojavascript }});
-    {% endmacro %}
-    """)
+    _template = _escaping_template("bindPopup", "popup_options")
 
 
 def _b64(arr: np.ndarray, dtype: str) -> str:
