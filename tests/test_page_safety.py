@@ -135,3 +135,21 @@ def test_kpi_workbook_keeps_labels_as_text(hostile_city):
     cells = [c for ws in wb.worksheets for row in ws.iter_rows() for c in row if c.value is not None]
     assert not [c.coordinate for c in cells if c.data_type == "f"]
     assert [c.value for c in cells if c.value == FORMULA] == [FORMULA]  # the grid's name, as written
+
+
+def test_kpi_csv_keeps_labels_as_text(hostile_city, tmp_path):
+    """`cases kpis --csv`: a label starting with '=' is written with a leading apostrophe; numbers as they are."""
+    import pandas as pd
+    from civicgrid.api.cli import main
+    from click.testing import CliRunner
+
+    out = tmp_path / "kpis.csv"
+    r = CliRunner().invoke(main, ["cases", "kpis", "--db", str(hostile_city), "--start", "2024-03-01",
+                                  "--end", "2024-04-01", "--level", "grid", "--csv", str(out)])
+    assert r.exit_code == 0, r.output
+    assert out.read_bytes().startswith(b"\xef\xbb\xbf")  # UTF-8 BOM: Excel reads the Chinese labels
+    table = pd.read_csv(out, encoding="utf-8-sig", dtype=str, keep_default_na=False)
+    cells = [v for col in table.columns for v in table[col]]
+    assert "'" + FORMULA in cells and FORMULA not in cells
+    assert not [v for v in cells if v[:1] in ("=", "+", "@")]
+    assert f"网格{LABEL}" in cells  # other labels untouched

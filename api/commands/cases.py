@@ -209,12 +209,15 @@ def cases_backfill(db: str):
               default="street", show_default=True)
 @click.option("--as-of", help="read the record as it stood then (default: end of period, or now)")
 @click.option("--lang", type=click.Choice(["zh", "en"]), default="zh", show_default=True)
-@click.option("--csv", "csv_path", type=click.Path(dir_okay=False), help="also write the table as CSV")
+@click.option("--csv", "csv_path", type=click.Path(dir_okay=False),
+              help="also write the table as CSV for Excel/WPS (UTF-8 with BOM; a text cell starting with "
+                   "= + - @ gets a leading ' so it is shown, never run as a formula)")
 @user_errors
 def cases_kpis(db: str, start, end, level, as_of, lang, csv_path):
     """Rectification KPIs per unit for a period (definitions: README, Cases and KPIs)."""
     import pandas as pd
     from civicgrid.geo.store import Store
+    from civicgrid.sites._workbooks import save_spreadsheet_csv
     from civicgrid.sites.kpis import kpi_table, kpi_totals
 
     store = Store(db)
@@ -222,7 +225,7 @@ def cases_kpis(db: str, start, end, level, as_of, lang, csv_path):
     df = pd.concat([df, pd.DataFrame([kpi_totals(store, start=start, end=end, level=level, as_of=as_of,
                                                  lang=lang)])], ignore_index=True)
     if csv_path:
-        df.to_csv(csv_path, index=False, encoding="utf-8-sig")
+        save_spreadsheet_csv(df, csv_path)
     with pd.option_context("display.max_columns", None, "display.width", 250, "display.precision", 3):
         click.echo(df.to_string(index=False))
 
