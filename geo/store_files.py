@@ -102,7 +102,8 @@ def migrate_file(path: str | os.PathLike) -> Path | None:
 
     The file is renamed ``<name>.v5.duckdb`` (kept as a backup) and a new store at ``path`` receives every
     table. Idempotent: a store already in the current format is left alone (returns None). On a failure the
-    old file is put back and nothing else remains.
+    old file is put back and nothing else remains. A ``postgresql://`` store is opened, which updates its tables;
+    an empty PostgreSQL database or a missing path raises :class:`StoreError` (there is nothing to migrate).
 
     Returns
     -------
@@ -110,8 +111,14 @@ def migrate_file(path: str | os.PathLike) -> Path | None:
         The backup of the old file, or None when there was nothing to migrate.
     """
     location = locate(path)
-    kind = file_kind(location.catalog) if location.kind == "sqlite" else "store"
-    if kind in ("store", "missing"):
+    if location.kind == "postgres":
+        Store(path)  # a PostgreSQL catalog holds no old single file: opening it brings its tables up to date
+        return None
+    kind = file_kind(location.catalog)
+    if kind == "missing":
+        msg = f"no civicgrid store at {path}: nothing to migrate"
+        raise StoreError(msg)
+    if kind == "store":
         return None
     if kind != "file-store":
         msg = f"{path} is not a civicgrid store"

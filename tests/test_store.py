@@ -4,6 +4,7 @@ copies and views of the past."""
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -380,3 +381,22 @@ def test_a_postgresql_url_never_becomes_a_folder(pg_server, tmp_path, monkeypatc
     with pytest.raises(StoreError, match=r"pathlib\.Path"):  # a mangled URL is refused, not opened as a file
         locate(Path(url))
     assert list(work.iterdir()) == []
+
+
+def test_migrate_refuses_a_missing_store(tmp_path, civicgrid_cli):
+    """Nothing at the path: an error naming it, not "already a store of the current format"; nothing created."""
+    db = tmp_path / "nothing.duckdb"
+    with pytest.raises(StoreError, match=r"no civicgrid store at .*nothing to migrate"):
+        migrate_file(db)
+    done = subprocess.run([*civicgrid_cli, "migrate", "--db", str(db)], capture_output=True, text=True, timeout=120)
+    assert done.returncode != 0 and "already" not in done.stdout and "nothing to migrate" in done.stderr
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_migrate_on_an_empty_postgres_database(pg_server, civicgrid_cli, tmp_path):
+    url = pg_server("migrate_empty")
+    env = {**os.environ, "CIVICGRID_DATA_PATH": str(tmp_path / "data")}
+    done = subprocess.run([*civicgrid_cli, "migrate", "--db", url], capture_output=True, text=True, timeout=120,
+                          env=env)
+    assert done.returncode != 0 and "already" not in done.stdout
+    assert "no civicgrid database" in done.stderr
