@@ -492,7 +492,7 @@ class WriteConflictError(StoreError):
 
 
 @contextlib.contextmanager
-def writing(db: str | os.PathLike | None, *, memory_limit: str | None = None
+def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None = None
             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Write the store in one transaction: all of it is committed, or (on an exception) none of it.
 
@@ -503,7 +503,8 @@ def writing(db: str | os.PathLike | None, *, memory_limit: str | None = None
     Parameters
     ----------
     db
-        The store (created if missing).
+        The store (created if missing), or its :class:`Location` (what :meth:`Store.write` gives, with the data
+        folder the store was opened with).
     memory_limit
         Optional DuckDB memory limit for this write, e.g. ``"4GB"``.
 
@@ -517,7 +518,7 @@ def writing(db: str | os.PathLike | None, *, memory_limit: str | None = None
     WriteConflictError
         The commit lost a race with a writer on another machine (PostgreSQL catalog): nothing was written.
     """
-    lake = _lake(locate(db), create=True)
+    lake = _lake(db if isinstance(db, Location) else locate(db), create=True)
     with lake.write_lock, lake._cross_process_lock():
         started = time.perf_counter()
         cur = lake.cursor()
@@ -776,7 +777,7 @@ class Store:
         if self._past is not None:
             msg = f"{self!r} is a view of the past: it cannot be written"
             raise StoreError(msg)
-        return writing(self.location.name, memory_limit=memory_limit)
+        return writing(self.location, memory_limit=memory_limit)
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         """Return a value of the ``meta`` table."""

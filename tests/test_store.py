@@ -400,3 +400,17 @@ def test_migrate_on_an_empty_postgres_database(pg_server, civicgrid_cli, tmp_pat
                           env=env)
     assert done.returncode != 0 and "already" not in done.stdout
     assert "no civicgrid database" in done.stderr
+
+
+def test_a_postgresql_store_writes_to_the_data_folder_it_was_opened_with(pg_server, tmp_path, monkeypatch):
+    """``Store(url, data_path=X).write()`` writes into X: the data folder given to the store, not the setting
+    (which may be unset in a notebook)."""
+    monkeypatch.delenv("CIVICGRID_DATA_PATH", raising=False)
+    url = pg_server("pg_data_path_write")
+    folder = tmp_path / "lake-data"
+    store = Store(url, create=True, data_path=folder)
+    with store.write() as con:
+        con.execute("INSERT INTO events (event_id, source, time) "
+                    "SELECT i, 'complaint', TIMESTAMP '2024-03-05 14:30' FROM range(1, 2001) t(i)")
+    assert int(store.sql("SELECT count(*) AS n FROM events")["n"].iloc[0]) == 2000
+    assert list(folder.rglob("*.parquet")), "the rows are in the store's own data folder"
