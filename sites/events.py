@@ -524,15 +524,19 @@ def _event_times(batch: pa.Table, ctx: _EventBatchContext,
         reasons = np.full(n, None, dtype=object)
         for i in np.flatnonzero(bad_end):
             reasons[i] = _unparseable(raw_end[int(i)].as_py(), cols[name], ctx)
-        for i in np.flatnonzero(early):
-            reasons[i] = f"{name} time {end[i]} is before the event's time {times[i]}"
+        for i in np.flatnonzero(early):  # the values as the file has them (the parsed ones are in the store's zone)
+            reasons[i] = (f"{name} time before the event's time: {cols[name]} {raw_end[int(i)].as_py()!r} is "
+                          f"before {cols['time']} {raw_time[int(i)].as_py()!r}")
         rej.add(bad_end | early, name, reasons)
         ends[name] = end
     if "rectified" in ends and "closed" in ends:
         order = ~np.isnat(ends["rectified"]) & ~np.isnat(ends["closed"]) & (ends["closed"] < ends["rectified"])
         reasons = np.full(n, None, dtype=object)
+        raw_closed, raw_rectified = trimmed(batch, cols["closed"]), trimmed(batch, cols["rectified"])
         for i in np.flatnonzero(order):
-            reasons[i] = f"closed time {ends['closed'][i]} is before the rectified time {ends['rectified'][i]}"
+            reasons[i] = (f"closed time before the rectified time: {cols['closed']} "
+                          f"{raw_closed[int(i)].as_py()!r} is before {cols['rectified']} "
+                          f"{raw_rectified[int(i)].as_py()!r}")
         rej.add(order, "closed", reasons)
     return times, ends
 

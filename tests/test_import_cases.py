@@ -162,9 +162,12 @@ def test_rectified_and_closed_times_give_the_cases_their_lifecycle(small_city, t
     report = import_events(f, db=small_city, mapping={"id": "单号", "time": "时间"}, progress=False)
     assert report.rows_read == 6 and report.loaded == 3 and report.rejected == 3
     rejects = {r["row"]: (r["field"], r["reason"]) for r in report.rejects}
-    assert rejects[5][0] == "rectified" and "before the event's time" in rejects[5][1]
+    assert rejects[5] == ("rectified", "rectified time before the event's time: 整改时间 '2024-03-07 09:00' is "
+                                       "before 时间 '2024-03-08 15:00'")  # the values as the file has them
     assert rejects[6] == ("closed", "unparseable time 'not a time'")
     assert rejects[7][0] == "closed" and "before the rectified time" in rejects[7][1]
+    assert "closed time before the event's time" not in report.summary()
+    assert "1  rectified time before the event's time\n" in report.summary()  # counted by kind, not by value
     store = Store(small_city)
     got = store.sql("""SELECT e.external_id, e.status, c.state, c.rectified_at, c.closed_at
                        FROM events e JOIN cases c USING (event_id) ORDER BY 1""").set_index("external_id")
