@@ -74,8 +74,19 @@ ALIAS = "lake"
 #: every new store. Tables with a GEOMETRY column are never inlined.
 INLINE_ROWS = 1000
 
+#: DuckDB optimizers every store connection runs without. DuckLake 1.5.5 can record a table's min/max of a column
+#: narrower than the values stored (a column all NULL in the first write of the table's first data commit, with
+#: values in a later write of that commit: the table's bounds stay NULL, and the next commit's values become
+#: them; ``bench/DUCKLAKE.md`` section 10, ``bench/ducklake_spike/t10_inlined_stats.py``). These two optimizers
+#: trust those bounds: a sort compressed on the min reads 2 as 65538, a filter below the min finds nothing, a
+#: GROUP BY fails ("Perfect hash aggregate ... statistics ... corrupt"). Without them every read is right,
+#: whatever the catalog's statistics; the cost is measured by ``bench/stats_guard_bench.py``.
+SAFE_OPTIMIZER_SETTINGS = "compressed_materialization,statistics_propagation"
+
 _CONFIG: dict[str, str | bool | int | float | list[str]] = {
-    "autoinstall_known_extensions": False, "autoload_known_extensions": False}
+    "autoinstall_known_extensions": False, "autoload_known_extensions": False,
+    # instance-wide (DuckDB's scope for it is GLOBAL): the connection and every cursor of it
+    "disabled_optimizers": SAFE_OPTIMIZER_SETTINGS}
 #: Run on every connection and cursor: the lake by default, and no DuckDB progress bar (it would print into the
 #: output of the CLI and of scripts; civicgrid draws its own).
 def _session(con: duckdb.DuckDBPyConnection) -> None:

@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
@@ -193,7 +194,7 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     older than ``keep_days`` expire (views of the past reach back that far), files no snapshot uses any more
     are deleted, and files that no commit ever registered are deleted: an interrupted import's staged files
     (when no import is running) and any other once it is a day old (never younger: a write may still be
-    making it).
+    making it). First, column bounds DuckLake recorded wrong are rewritten (:func:`repair_column_stats`).
 
     Parameters
     ----------
@@ -208,7 +209,8 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     Returns
     -------
     dict
-        What was done: files before and after, snapshots expired, files deleted, seconds.
+        What was done: files before and after, snapshots expired, files deleted, the columns whose bounds were
+        repaired, seconds.
     """
     if keep_days < 0:
         msg = f"keep_days must be >= 0, got {keep_days}"
@@ -216,6 +218,7 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     location = locate(db)
     flush = location.kind == "postgres" if flush is None else flush
     started = time.perf_counter()
+    repaired = repair_column_stats(location.name)
     with writers_paused(location.name) as con:
         before = int(fetch_value(con, f"SELECT count(*) FROM {ALIAS}.snapshots()"))
         files_before = _data_files(location)
@@ -233,10 +236,136 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     result: dict[str, object] = {
         "files_before": files_before, "files_after": _data_files(location),
         "snapshots_expired": max(0, before - after), "flushed": flush,
+        "column_stats_repaired": [f"{w.table}.{w.column}" for w in repaired],
         "import_leftovers_removed": None if leftovers is None else len(leftovers),
         "seconds": round(time.perf_counter() - started, 2)}
     logger.info("%s: maintained: %s", location.name, result)
     return result
+
+
+#: Column types whose table-level min/max DuckDB's optimizers use (the others are not checked).
+_BOUNDED_TYPES = ("TINYINT", "SMALLINT", "INTEGER", "BIGINT", "HUGEINT", "UTINYINT", "USMALLINT", "UINTEGER",
+                  "UBIGINT", "FLOAT", "DOUBLE", "DATE", "TIME", "TIMESTAMP", "TIMESTAMP WITH TIME ZONE", "VARCHAR")
+#: The table-level bounds DuckLake recorded for the columns of the store's tables.
+_RECORDED_SQL = """
+    SELECT t.table_name, c.column_name, s.table_id, s.column_id, s.min_value, s.max_value
+    FROM {meta}.ducklake_table_column_stats s
+    JOIN {meta}.ducklake_table t ON t.table_id = s.table_id AND t.end_snapshot IS NULL
+    JOIN {meta}.ducklake_column c ON c.table_id = s.table_id AND c.column_id = s.column_id
+         AND c.end_snapshot IS NULL AND c.parent_column IS NULL
+    ORDER BY t.table_name, c.column_order
+"""
+
+
+@dataclass
+class WrongBounds:
+    """A column whose table-level min/max in the lake's catalog do not hold the values stored."""
+
+    table: str
+    column: str
+    #: DuckDB's type of the column.
+    type: str
+    table_id: int
+    column_id: int
+    #: The (min, max) DuckLake recorded (text; None: none).
+    recorded: tuple[str | None, str | None]
+    #: The (min, max) of the values stored (text).
+    stored: tuple[str, str]
+    #: The (min, max) :func:`repair_column_stats` wrote.
+    fixed: tuple[str, str] | None = None
+
+
+def wrong_column_stats(con: duckdb.DuckDBPyConnection) -> list[WrongBounds]:
+    """The columns whose table-level min/max in the lake's catalog do not hold the values stored.
+
+    DuckLake 1.5.5 can record a bound narrower than the values (``bench/DUCKLAKE.md`` section 10); civicgrid's
+    reads do not use these bounds (``geo.store.SAFE_OPTIMIZER_SETTINGS``), but other readers of the lake would.
+    A bound is wrong when it is above the smallest (below the largest) value stored, or missing while values
+    are stored (DuckLake would then take the next write's values as the bounds). Each table is read once (the
+    ``min`` and ``max`` of its columns whose type has bounds: numbers, times, text).
+
+    Parameters
+    ----------
+    con
+        A connection on the store (its reads must not trust the bounds: any civicgrid connection).
+    """
+    meta = f"__ducklake_metadata_{ALIAS}"
+    types = {(t, c): d for t, c, d in con.execute(
+        "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE database_name = ?",
+        [ALIAS]).fetchall()}
+    by_table: dict[str, list[tuple]] = {}
+    for row in con.execute(_RECORDED_SQL.format(meta=meta)).fetchall():
+        if types.get((row[0], row[1])) in _BOUNDED_TYPES:
+            by_table.setdefault(row[0], []).append(row)
+    wrong = []
+    for table, rows in by_table.items():
+        parts = []
+        for _, column, _, _, lo, hi in rows:
+            kind, col = types[(table, column)], '"' + column.replace('"', '""') + '"'
+            keep = f" FILTER (WHERE NOT isnan({col}))" if kind in ("FLOAT", "DOUBLE") else ""
+            low, high = f"min({col}){keep}", f"max({col}){keep}"
+            below = "true" if lo is None else f"{low} < TRY_CAST({quote(lo)} AS {kind})"
+            above = "true" if hi is None else f"{high} > TRY_CAST({quote(hi)} AS {kind})"
+            parts.append(f"{low}::VARCHAR, {high}::VARCHAR, coalesce({below} OR {above}, false)")
+        got = con.execute(f'SELECT {", ".join(parts)} FROM "{table}"').fetchone() or ()
+        for k, (_, column, table_id, column_id, lo, hi) in enumerate(rows):
+            s_lo, s_hi, bad = got[3 * k: 3 * k + 3]
+            if s_lo is not None and bad:
+                wrong.append(WrongBounds(table=table, column=column, type=types[(table, column)],
+                                         table_id=int(table_id), column_id=int(column_id), recorded=(lo, hi),
+                                         stored=(str(s_lo), str(s_hi))))
+    return wrong
+
+
+def repair_column_stats(db: str | os.PathLike) -> list[WrongBounds]:
+    """Rewrite the table-level bounds of :func:`wrong_column_stats` in the lake's catalog, then commit a snapshot
+    (the ``meta`` key ``column_stats_repaired``) so that every process attached to the store reads the bounds
+    again instead of its cached ones (which its next write would otherwise write back).
+
+    The values are read without holding up writers; then, in a short pause of the writers, each wrong bound
+    becomes the smaller (larger) of the value read and the bound recorded now (which covers what was written
+    meanwhile); the other bound stays.
+
+    Parameters
+    ----------
+    db
+        The store.
+
+    Returns
+    -------
+    list of WrongBounds
+        The columns repaired, with the bounds written (``fixed``).
+    """
+    with contextlib.closing(Store(db).cursor()) as cur:
+        wrong = wrong_column_stats(cur)
+    if not wrong:
+        return []
+    meta = f"__ducklake_metadata_{ALIAS}"
+    with writers_paused(db) as con:
+        for w in wrong:
+            where = f"WHERE table_id = {w.table_id} AND column_id = {w.column_id}"
+            now = con.execute(f"SELECT min_value, max_value FROM {meta}.ducklake_table_column_stats {where}"
+                              ).fetchone() or (None, None)
+            lo, hi = con.execute(f"""
+                SELECT CASE WHEN $now_lo IS NULL OR TRY_CAST($lo AS {w.type}) < TRY_CAST($now_lo AS {w.type})
+                            THEN $lo ELSE $now_lo END,
+                       CASE WHEN $now_hi IS NULL OR TRY_CAST($hi AS {w.type}) > TRY_CAST($now_hi AS {w.type})
+                            THEN $hi ELSE $now_hi END""",
+                {"lo": w.stored[0], "hi": w.stored[1], "now_lo": now[0], "now_hi": now[1]}).fetchone() or now
+            w.fixed = (str(lo), str(hi))
+            _with_retries(con, f"UPDATE {meta}.ducklake_table_column_stats SET min_value = {quote(str(lo))}, "
+                               f"max_value = {quote(str(hi))} {where}")
+            logger.warning("%s: the lake's bounds of %s.%s were %s, values stored %s: now %s", db, w.table,
+                           w.column, w.recorded, w.stored, w.fixed)
+        con.execute("BEGIN TRANSACTION")
+        try:
+            set_meta(con, "column_stats_repaired", ", ".join(f"{w.table}.{w.column}" for w in wrong))
+            con.execute("COMMIT")
+        except BaseException:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            raise
+    return wrong
 
 
 def _data_files(location: Location) -> int:

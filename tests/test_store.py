@@ -9,13 +9,15 @@ import subprocess
 import sys
 import textwrap
 import time
+from collections import Counter
 from pathlib import Path
 
+import duckdb
 import pytest
 from civicgrid.geo.errors import StoreError, StoreVersionError
 from civicgrid.geo.schema import MIGRATIONS, SCHEMA_VERSION
-from civicgrid.geo.store import Store, connect, locate, open_store, writing
-from civicgrid.geo.store_files import copy_store, migrate_file, remove_store
+from civicgrid.geo.store import Store, connect, extension_path, locate, open_store, writing
+from civicgrid.geo.store_files import copy_store, maintain, migrate_file, remove_store
 
 
 def _files(db) -> set[str]:
@@ -414,3 +416,80 @@ def test_a_postgresql_store_writes_to_the_data_folder_it_was_opened_with(pg_serv
                     "SELECT i, 'complaint', TIMESTAMP '2024-03-05 14:30' FROM range(1, 2001) t(i)")
     assert int(store.sql("SELECT count(*) AS n FROM events")["n"].iloc[0]) == 2000
     assert list(folder.rglob("*.parquet")), "the rows are in the store's own data folder"
+
+
+def _table_bounds(db, table: str, column: str) -> tuple:
+    """The catalog's table-level (min, max) of ``table.column``, as DuckLake recorded them."""
+    meta = "__ducklake_metadata_lake"
+    with writing(db) as con:
+        return con.execute(f"""
+            SELECT s.min_value, s.max_value FROM {meta}.ducklake_table_column_stats s
+            JOIN {meta}.ducklake_table t ON t.table_id = s.table_id AND t.end_snapshot IS NULL
+            JOIN {meta}.ducklake_column c ON c.table_id = s.table_id AND c.column_id = s.column_id
+                 AND c.end_snapshot IS NULL
+            WHERE t.table_name = ? AND c.column_name = ?""", [table, column]).fetchone()
+
+
+@pytest.mark.parametrize("any_store", ["sqlite", "postgres"], indirect=True)
+def test_reads_are_right_when_the_lake_records_a_wrong_minimum(any_store):
+    """DuckLake 1.5.5 records ``cases.rebound_of``'s table minimum above values stored when a table's first data
+    commit writes the column all NULL in a Parquet file, then values (an UPDATE of some of those rows, as the cases
+    backfill then link_rebounds do; bench/DUCKLAKE.md section 10). Every read still returns the values written:
+    ORDER BY on the column (read 2 as 65538 with DuckDB's defaults), GROUP BY (failed: "Perfect hash aggregate"),
+    a filter below the recorded minimum (found nothing), min()."""
+    db = any_store
+    want: dict[int, int | None] = {}
+    for k, first in enumerate((2, 14)):  # two writes; the second's links start at 14
+        lo = 10_000 * k
+        with writing(db) as con:
+            con.execute("""INSERT INTO cases (case_id, event_id, state, found_at)
+                           SELECT i, i, 'dispatched', TIMESTAMP '2024-03-01' FROM range(?, ? + 1800) r(i)""",
+                        [lo, lo])  # more rows than are inlined: a Parquet file, rebound_of all NULL
+            con.execute("UPDATE cases SET rebound_of = ? + case_id - ? WHERE case_id >= ? AND case_id % 4 = 0",
+                        [first, lo, lo])  # the new versions of these rows are inlined in the catalog
+        want.update({i: first + i - lo if i % 4 == 0 else None for i in range(lo, lo + 1800)})
+    values = sorted(v for v in want.values() if v is not None)
+    recorded = _table_bounds(db, "cases", "rebound_of")
+    assert recorded[0] is not None and int(recorded[0]) > values[0], (
+        f"DuckLake now records the minimum right ({recorded}): the bug this guards against (bench/DUCKLAKE.md "
+        "section 10) may be fixed upstream; see geo.store.SAFE_OPTIMIZER_SETTINGS")
+    store = Store(db)
+    got = store.sql("SELECT case_id, rebound_of FROM cases ORDER BY rebound_of NULLS FIRST, case_id")
+    assert dict(zip(got["case_id"], got["rebound_of"].astype(object).where(got["rebound_of"].notna(), None),
+                    strict=True)) == want
+    assert got["rebound_of"].dropna().astype(int).tolist() == values
+    groups = store.sql("SELECT rebound_of, count(*) AS n FROM cases WHERE rebound_of IS NOT NULL "
+                       "GROUP BY rebound_of ORDER BY rebound_of")
+    counts = Counter(values)
+    assert dict(zip(groups["rebound_of"], groups["n"], strict=True)) == counts
+    below = int(recorded[0])
+    assert store.sql(f"SELECT count(*) AS n FROM cases WHERE rebound_of < {below}")["n"][0] == \
+        sum(v < below for v in values)
+    assert store.sql("SELECT min(rebound_of) AS m FROM cases")["m"][0] == values[0]
+
+    # maintain rewrites the bounds: a reader with DuckDB's default optimizers (another program reading the lake)
+    # reads right, also after a later write (which must not write back the bounds a process had cached)
+    def plain_read(query: str) -> list:
+        con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                                 "autoload_known_extensions": False})
+        try:
+            kind = "sqlite_scanner" if locate(db).kind == "sqlite" else "postgres_scanner"
+            for name in ("ducklake", kind):
+                con.load_extension(str(extension_path(name)))
+            con.execute(locate(db).attach_sql(read_only=True))
+            return con.execute(query.replace(" cases", " lake.cases")).fetchall()
+        finally:
+            con.close()
+
+    ordered = "SELECT case_id, rebound_of FROM cases WHERE rebound_of IS NOT NULL ORDER BY rebound_of, case_id"
+    want_ordered = sorted(((i, v) for i, v in want.items() if v is not None), key=lambda r: (r[1], r[0]))
+    assert plain_read(ordered) != want_ordered, "DuckDB's defaults read wrong values before the repair"
+    done = maintain(db)
+    assert done["column_stats_repaired"] == ["cases.rebound_of"]
+    assert _table_bounds(db, "cases", "rebound_of") == (str(values[0]), str(values[-1]))
+    assert plain_read(ordered) == want_ordered
+    with writing(db) as con:
+        con.execute("INSERT INTO cases (case_id, event_id, state, found_at, rebound_of) "
+                    "VALUES (50000, 50000, 'dispatched', TIMESTAMP '2024-03-01', 100)")
+    assert _table_bounds(db, "cases", "rebound_of") == (str(values[0]), str(values[-1]))
+    assert maintain(db)["column_stats_repaired"] == []
