@@ -37,10 +37,11 @@ Two models (issue 16)
 ``gbm``, gradient-boosted trees (:mod:`~civicgrid.sites.risk.gbm`) on the components plus the site's own record
 (:data:`FEATURES`: failures, critical findings, scores, trend, days since the last failure, age in the frame,
 inspections a year, whether the last visit found a critical problem or was a follow-up, the recent problem share of
-the other sites of its area, problems found per visit of any severity, season) and the visit's conditions
+the other sites of its area, the recent problem share of the other sites of the same name (a chain's other
+branches, ``brand_rate``), problems found per visit of any severity, season) and the visit's conditions
 (:data:`VISIT_INPUTS`: the inspector, whether the visit is a follow-up, and its kind, as the problem share of the
 earlier visits of that kind), with monotone constraints (:data:`MONOTONE`); and ``learnt``, the logistic regression
-below (:data:`LINEAR`: the components and seven terms of the site's record, :data:`LOGISTIC_EXTRA`), plus the same
+below (:data:`LINEAR`: the components and eight terms of the site's record, :data:`LOGISTIC_EXTRA`), plus the same
 conditions of the visit. A site is scored for a routine visit (the most frequent kind) by an average inspector;
 :func:`visit_probabilities` scores planned visits with their own kind and inspector, known before the day (the
 backtest passes those of the window's inspections, never their outcome). Each training row's inputs are computed

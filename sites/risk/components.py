@@ -59,6 +59,11 @@ AREA_TAU_DAYS = 180.0
 AREA_PRIOR = 10.0
 #: Pseudo-visits at the city's rate of the shrinkage of a kind of visit's problem rate (``visit_kind``).
 KIND_PRIOR = 20.0
+#: ``brand_rate``, the recent problem share of the *other* sites of the same name (a chain): the time constant (days)
+#: of the decay of their inspections, and the prior (pseudo-visits at the city's rate). Chosen on NYC's 2013 windows
+#: (routine visits: 365 d and 10 against no decay or 30 pseudo-visits; bench/RESULTS.md).
+BRAND_TAU_DAYS = 365.0
+BRAND_PRIOR = 10.0
 
 #: Components in display order.
 COMPONENTS = ("category_rate", "site_record", "complaints_near", "hits_near", "open_problems",
@@ -85,12 +90,13 @@ TRANSFORMS = {
     "visits_per_year": "log(1 + inspections a year) (none: 0)",
     "area_rate": "logit(area rate) - logit(category rate) (no area: 0)",
     "problems_rate": "log(1 + problems found per visit, shrunk) (no counts recorded: 0)",
+    "brand_rate": "logit(same-name sites' rate) - logit(category rate) (no other site of its name: 0)",
 }
 
 #: The site's own record in the logistic model too (issue 16: the components alone left it behind the plain
 #: historical hit rate on real cities); :data:`LINEAR` is what the logistic model weighs.
 LOGISTIC_EXTRA = ("failures_recent", "criticals_recent", "last_failed", "last_critical", "visits_per_year",
-                  "area_rate", "problems_rate")
+                  "area_rate", "problems_rate", "brand_rate")
 LINEAR = (*COMPONENTS, *LOGISTIC_EXTRA)
 
 #: The transparent default weights (logit units per unit of ``x``), used with too few labelled inspections:
@@ -108,7 +114,7 @@ FEATURES = ("category_rate", "site_record", "failures", "failures_recent", "crit
             "last_score", "mean_score", "score_trend", "days_since_failure", "days_since_inspection", "site_visits",
             "age_days", "visits_per_year", "last_critical", "last_followup", "area_rate", "complaints_near",
             "hits_near", "open_problems", "overdue_problems", "rebounds", "hotspot", "season_sin", "season_cos",
-            "problems_rate")
+            "problems_rate", "brand_rate")
 
 #: Conditions of a visit rather than properties of the site, known before the day: the inspector's log detection
 #: ratio, whether the visit follows up an earlier one, and its kind (``logit`` of the problem share of earlier visits
@@ -124,7 +130,8 @@ VISIT_INPUTS = ("inspector", "visit_followup", "visit_kind")
 MONOTONE = {"category_rate": 1, "site_record": 1, "failures": 1, "failures_recent": 1, "criticals_recent": 1,
             "last_failed": 1, "last_critical": 1, "last_score": 1, "mean_score": 1, "area_rate": 1,
             "complaints_near": 1, "hits_near": 1, "open_problems": 1, "overdue_problems": 1, "rebounds": 1,
-            "hotspot": 1, "inspector": 1, "problems_rate": 1, "visit_kind": 1}
+            "hotspot": 1, "inspector": 1, "problems_rate": 1, "visit_kind": 1,
+            "brand_rate": 1}
 
 #: Inputs never named in a reason: they are not the site's (season, the visit's conditions).
 NOT_REASONS = ("season_sin", "season_cos", *VISIT_INPUTS)

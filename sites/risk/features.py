@@ -22,6 +22,8 @@ from civicgrid.sites.risk.components import (
     AREA_PRIOR,
     AREA_RES,
     AREA_TAU_DAYS,
+    BRAND_PRIOR,
+    BRAND_TAU_DAYS,
     CATEGORY_PRIOR,
     COMPONENTS,
     FAIL_TAU_DAYS,
@@ -198,6 +200,17 @@ class Data:
         self.site_hot_cell = parent(cells, HOTSPOT_RES)
         self.disk = _disks(self.site_cell)
         self.site_area = _area_groups(self.sites, cells)
+        self.site_brand = brand_groups(self.sites["name"])
+
+
+def brand_groups(names: pd.Series) -> np.ndarray:
+    """Each site's brand as an index: sites whose names are equal once case, spaces and punctuation are dropped
+    (``DUNKIN' DONUTS`` and ``Dunkin Donuts``; a chain's branches), -1 for a name no other site has (or none)."""
+    key = names.astype(object).where(names.notna(), "").astype(str).str.casefold()
+    key = key.str.replace(r"[\W_]+", "", regex=True).to_numpy(str)
+    uniq, idx, counts = np.unique(key, return_inverse=True, return_counts=True)
+    idx = idx.astype("int64").reshape(-1)
+    return np.where((counts[idx] > 1) & (uniq[idx] != ""), idx, -1)
 
 
 def _area_groups(sites: pd.DataFrame, cells: np.ndarray) -> np.ndarray:
@@ -390,6 +403,7 @@ def _history(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> dict[str, np.nd
         out["visits_per_year"] = np.where(visits > 0, 365.0 * visits / np.maximum(out["age_days"], 30.0), np.nan)
     out["area_rate"] = _area_rate(d, q_site, q_time)
     out["problems_rate"] = _problems_rate(d, q_site, q_time)
+    out["brand_rate"] = _brand_rate(d, q_site, q_time)
     scored = np.isfinite(d.ins_score)
     if scored.any():
         sc = d.ins_score[scored]
@@ -457,6 +471,33 @@ def visit_inputs(d: Data, kinds, q_time: np.ndarray) -> np.ndarray:
     return out
 
 
+def _brand_rate(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> np.ndarray:
+    """The problem share of the inspections of the *other* sites of the same name (:func:`brand_groups`: a chain's
+    other branches) before each query time, each weighted ``exp(-age / BRAND_TAU_DAYS)``, shrunk toward the city's
+    share with :data:`BRAND_PRIOR` pseudo-visits (NaN: no other site has the name). A chain's practices (training,
+    suppliers, audits) are shared by its branches, and known before the day."""
+    out = np.full(len(q_site), np.nan)
+    group, q_group = d.site_brand[d.ins_site], d.site_brand[q_site]
+    ok, q_ok = group >= 0, q_group >= 0
+    if not q_ok.any():
+        return out
+    tau_us = BRAND_TAU_DAYS * _US_PER_DAY
+    w = np.exp((d.ins_t - d.as_of_us) / tau_us)
+    back = np.exp((d.as_of_us - q_time[q_ok]) / tau_us)
+    y = d.ins_y.astype(float)
+
+    def decayed(g, qg, vals):
+        return prefix_sum(g[ok], d.ins_t[ok], qg[q_ok], q_time[q_ok], vals[ok]) * back
+
+    n = np.maximum(decayed(group, q_group, w) - decayed(d.ins_site, q_site, w), 0.0)
+    found = np.maximum(decayed(group, q_group, w * y) - decayed(d.ins_site, q_site, w * y), 0.0)
+    zeros, q_zeros = np.zeros(len(y), "int64"), np.zeros(int(q_ok.sum()), "int64")
+    city = (prefix_sum(zeros, d.ins_t, q_zeros, q_time[q_ok], y) + 1.0) / (
+        prefix_sum(zeros, d.ins_t, q_zeros, q_time[q_ok]) + 2.0)
+    out[q_ok] = (found + BRAND_PRIOR * city) / (n + BRAND_PRIOR)
+    return out
+
+
 def _area_rate(d: Data, q_site: np.ndarray, q_time: np.ndarray) -> np.ndarray:
     """The problem share of the inspections of the *other* sites of the site's area (:func:`_area_groups`) before
     each query time, each weighted ``exp(-age / AREA_TAU_DAYS)``, shrunk toward the city's share with
@@ -494,6 +535,7 @@ def design(comp: pd.DataFrame, names=COMPONENTS) -> pd.DataFrame:
         return comp[name].to_numpy(float) if name in comp else np.full(len(comp), np.nan)
 
     area = col("area_rate")
+    brand = col("brand_rate")
     extra = {
         "failures_recent": np.log1p(np.nan_to_num(col("failures_recent"))),
         "criticals_recent": np.log1p(np.nan_to_num(col("criticals_recent"))),
@@ -502,6 +544,7 @@ def design(comp: pd.DataFrame, names=COMPONENTS) -> pd.DataFrame:
         "visits_per_year": np.log1p(np.nan_to_num(col("visits_per_year"))),
         "area_rate": np.where(np.isnan(area), 0.0, _logit(np.nan_to_num(area, nan=0.5)) - cat),
         "problems_rate": np.log1p(np.nan_to_num(col("problems_rate"))),
+        "brand_rate": np.where(np.isnan(brand), 0.0, _logit(np.nan_to_num(brand, nan=0.5)) - cat),
     }
     return pd.DataFrame({**{k: v for k, v in extra.items() if k in names}, **{
         "category_rate": cat,

@@ -40,8 +40,8 @@ def _fmt(name: str, raw: pd.DataFrame, i: int, lang: str) -> str | None:
         return text("risk.reason.last_critical", lang)
     if name == "visits_per_year":
         return None if pd.isna(r[name]) else text("risk.reason.visits_per_year", lang, n=r[name])
-    if name == "area_rate":
-        return None if pd.isna(r[name]) else text("risk.reason.area_rate", lang, label=label, rate=r[name])
+    if name in ("area_rate", "brand_rate"):
+        return None if pd.isna(r[name]) else text(f"risk.reason.{name}", lang, label=label, rate=r[name])
     if name == "problems_rate":
         return None if not (r[name] > 0) else text("risk.reason.problems_rate", lang, n=r[name])
     if name == "last_followup":

@@ -74,7 +74,8 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
         record: ``failures``, ``failures_recent``, ``criticals_recent``, ``last_failed``, ``last_score``,
         ``mean_score``, ``score_trend``, ``days_since_failure``, ``age_days``, ``visits_per_year``, ``last_critical``,
         ``last_followup``; ``area_rate``, the recent problem share of the other sites of its area; ``problems_rate``,
-        problems found per visit, NaN when the city records no counts), each explained
+        problems found per visit, NaN when the city records no counts; ``brand_rate``, the recent problem share of
+        the other sites of the same name, a chain's other branches, NaN when no other site has its name), each explained
         input's contribution ``<input>_contrib`` (calibrated logit units: ``logit(risk) = base + Σ``), ``base``,
         ``reason`` (only inputs raising this site's risk) and ``model`` (gbm/learnt/default).
         ``attrs["model"]`` describes the model (see :func:`fit_model`; ``features`` lists the explained inputs).
@@ -131,7 +132,7 @@ RAW_COLUMNS = ("category_rate", "site_rate", "site_visits", "complaints_near", "
                "overdue_problems", "days_since_inspection", "rebounds", "hotspot", "failures", "failures_recent",
                "criticals_recent", "last_failed", "last_score", "mean_score", "score_trend", "days_since_failure",
                "age_days", "visits_per_year", "last_critical", "last_followup", "area_rate", "season_sin",
-               "season_cos", "problems_rate")
+               "season_cos", "problems_rate", "brand_rate")
 
 
 def _contributions(fitted: dict, raw: pd.DataFrame, log_det: np.ndarray, visit: np.ndarray
