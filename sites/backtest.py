@@ -183,7 +183,7 @@ def window_scores(store: Store, *, as_of: AsOf, horizon_days: float, seed: int =
     win["round_robin"] = -(position * (cat_index.max() + 1) + cat_index).astype(float)
     win["actual"] = -np.arange(len(win), dtype=float)
     win["random"] = np.random.default_rng(seed).random(len(win))
-    win.attrs["model"] = {k: v for k, v in info.items() if k not in ("detection", "estimator")}
+    win.attrs["model"] = {k: v for k, v in info.items() if k not in ("detection", "estimator", "parts")}
     win.attrs["window"] = (moment, end)
     win.attrs["orderings"] = orderings
     return win

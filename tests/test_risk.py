@@ -148,7 +148,7 @@ def test_inspector_detection_by_hand(tiny):
     assert tab.loc["甲", "visits"] == 3 and city == 0.5
 
 
-@pytest.mark.parametrize("model", ["gbm", "learnt"])
+@pytest.mark.parametrize("model", ["gbm", "learnt", "blend"])
 def test_contributions_add_up_and_labels(tiny, demo_db, model):
     store = Store(demo_db)
     df = R.site_risk(store, as_of="2025-07-01", model=model)
@@ -223,7 +223,7 @@ def test_reasons_never_cite_a_component_pushing_risk_down(demo_db):
     reason cites a zero count ("未办结问题0件", the backwards reason of the issue)."""
     store = Store(demo_db)
     sep = "；"
-    for model in ("gbm", "learnt"):
+    for model in ("gbm", "learnt", "blend"):
         df = R.site_risk(store, as_of="2025-07-01", model=model).reset_index(drop=True)
         names = df.attrs["model"]["features"]
         for i in range(len(df)):

@@ -24,7 +24,7 @@ def _write_json(path: str, payload) -> None:
 @click.option("--category", multiple=True, metavar="CAT",
               help="only sites of this category (code such as 16, or name such as 农贸市场); repeatable")
 @click.option("--grid", "area", metavar="CODE", help="only sites in this micro-grid (or district/street/community)")
-@click.option("--model", type=click.Choice(["auto", "gbm", "logistic", "learnt", "default"]), default="auto",
+@click.option("--model", type=click.Choice(["auto", "gbm", "logistic", "learnt", "blend", "default"]), default="auto",
               show_default=True, help="gradient-boosted trees (gbm), the logistic regression of the components "
                                       "(logistic = learnt), the default rule, or auto (the higher held-out AUC)")
 @click.option("--inspector", metavar="NAME", help="the probability that this inspector's visit finds a problem "
@@ -106,7 +106,7 @@ def _fmt(value, kind: str) -> str:
 @click.option("--k", "k", type=click.IntRange(min=1), help="precision at k (default: a tenth of the window's "
                                                            "inspections)")
 @click.option("--seed", type=int, default=0, show_default=True, help="first seed of the random orderings")
-@click.option("--model", type=click.Choice(["auto", "gbm", "logistic", "learnt", "default"]), default="auto",
+@click.option("--model", type=click.Choice(["auto", "gbm", "logistic", "learnt", "blend", "default"]), default="auto",
               show_default=True, help="risk model of the risk order (auto: the higher held-out AUC)")
 @click.option("--json", "json_path", type=click.Path(dir_okay=False), help="also write the result as JSON")
 @user_errors

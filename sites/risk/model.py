@@ -65,8 +65,9 @@ def inspector_effects(store: Store, *, as_of: AsOf) -> pd.DataFrame:
 
 
 #: Models :func:`fit_model` knows: ``gbm`` (gradient-boosted trees), ``learnt`` (the logistic regression of the
-#: components; ``logistic`` is the same), ``default`` (:data:`DEFAULT_WEIGHTS`) and ``auto``.
-MODELS = ("auto", "gbm", "logistic", "learnt", "default")
+#: components; ``logistic`` is the same), ``blend`` (the mean of the two calibrated logits, calibrated again),
+#: ``default`` (:data:`DEFAULT_WEIGHTS`) and ``auto``.
+MODELS = ("auto", "gbm", "logistic", "learnt", "blend", "default")
 
 
 def gbm_inputs(comp: pd.DataFrame, log_det: np.ndarray, visit: np.ndarray) -> np.ndarray:
@@ -112,10 +113,11 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
     as_of
         Moment; only data strictly before it is used.
     model
-        ``"auto"``: whichever of ``gbm`` and ``learnt`` has the higher held-out AUC (the trees only when higher by
-        more than the standard error of their AUC, :func:`auc_se`) when there are enough
-        labelled inspections, else ``default``; ``"gbm"``: the gradient-boosted trees; ``"learnt"`` (or
-        ``"logistic"``): the logistic regression of the components; either raises
+        ``"auto"``: whichever of ``gbm``, ``blend`` and ``learnt`` has the higher held-out AUC (the trees or the
+        blend only when higher than the logistic model's by more than the standard error of their AUC,
+        :func:`auc_se`) when there are enough labelled inspections, else ``default``; ``"gbm"``: the
+        gradient-boosted trees; ``"learnt"`` (or ``"logistic"``): the logistic regression of the components;
+        ``"blend"``: the mean of the two models' calibrated logits, calibrated again; each raises
         :class:`InvalidParameterError` without enough data; ``"default"``: :data:`DEFAULT_WEIGHTS`.
     train_days
         Inspections of this many days before ``as_of`` are the training rows.
@@ -184,8 +186,9 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
     holdout = fitted["holdout"]
     kind = fitted["best"] if model == "auto" else model
     shown = ", ".join(f"{k} {v['auc']:.3f}" for k, v in holdout.items() if v["auc"] is not None)
-    how = ("the higher held-out AUC; the trees only when higher by more than its standard error "
-           f"{fitted['holdout']['gbm'].get('se', 0.0):.3f}" if model == "auto" else "asked for")
+    se = ", ".join(f"{k} {holdout[k].get('se', 0.0):.3f}" for k in ("gbm", "blend") if k in holdout)
+    how = ("the higher held-out AUC; the trees or the blend only when higher than the logistic model's by more than "
+           f"its standard error ({se})" if model == "auto" else "asked for")
     choice = f"{kind} ({how}; AUC on the latest {fitted['n_holdout']} training inspections: {shown or 'n/a'})"
     return {**base, **fitted["candidates"][kind], "holdout": holdout, "choice": choice,
             "n_holdout": fitted["n_holdout"]}
@@ -258,11 +261,22 @@ def _candidates(comp: pd.DataFrame, comp_hold: pd.DataFrame, log_det: np.ndarray
     out["gbm"] = {"kind": "gbm", "estimator": est, "calibration": cal, "features": [*FEATURES, *VISIT_INPUTS],
                   "intercept": None, "weights": None, "means": None, "inspector_weight": None, "C": None,
                   "train_auc": _metrics(est.decision_function(xg[fit]), y[fit], cal)["auc"], "reason": None}
+    # the blend: the mean of the two calibrated logits, calibrated again (a hedge against the trees' bad windows)
+    z_lin = _linear_logit(lin, design(comp_hold, LINEAR), extra[hold])
+    zb = 0.5 * (lin["calibration"]["a"] * z_lin + lin["calibration"]["b"] + cal["a"] * z + cal["b"])
+    cal_b = _platt(zb, y[hold])
+    holdout["blend"] = _metrics(zb, y[hold], cal_b)
+    features = list(dict.fromkeys([*out["learnt"]["features"], *out["gbm"]["features"]]))
+    out["blend"] = {"kind": "blend", "parts": (out["learnt"], out["gbm"]), "calibration": cal_b, "features": features,
+                    "intercept": None, "weights": None, "means": None, "inspector_weight": None, "C": None,
+                    "train_auc": None, "reason": None}
     aucs = {k: (v["auc"] if v["auc"] is not None else -1.0) for k, v in holdout.items()}
     n_pos = int(y[hold].sum())
-    margin = auc_se(aucs["gbm"], n_pos, len(hold) - n_pos)
-    holdout["gbm"]["se"] = margin
-    best = "gbm" if aucs["gbm"] > aucs["learnt"] + margin else "learnt"
+    best = "learnt"
+    for name in ("gbm", "blend"):  # kept only when higher than the logistic model's by more than its standard error
+        holdout[name]["se"] = auc_se(aucs[name], n_pos, len(hold) - n_pos)
+        if aucs[name] > aucs["learnt"] + holdout[name]["se"] and aucs[name] >= aucs[best]:
+            best = name
     return {"candidates": out, "holdout": holdout, "best": best, "n_holdout": len(hold)}
 
 

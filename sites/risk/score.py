@@ -120,7 +120,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
     out = out.sort_values(["risk", "site_id"], ascending=[False, True], ignore_index=True)
     out.insert(out.columns.get_loc("risk") + 1, "rank", np.arange(1, len(out) + 1))
     gdf = gpd.GeoDataFrame(out, geometry=gpd.points_from_xy(out["lng"], out["lat"]), crs="EPSG:4326")
-    gdf.attrs["model"] = {k: v for k, v in fitted.items() if k not in ("detection", "estimator")}
+    gdf.attrs["model"] = {k: v for k, v in fitted.items() if k not in ("detection", "estimator", "parts")}
     gdf.attrs["inspector"] = inspector
     gdf.attrs["as_of"] = moment.isoformat(sep=" ")
     gdf.attrs["notes"] = as_of_notes(store, moment, lang=lang)
@@ -142,6 +142,15 @@ def _contributions(fitted: dict, raw: pd.DataFrame, log_det: np.ndarray, visit: 
     (:func:`~civicgrid.sites.risk.features.visit_inputs`), which the logistic model adds to the base."""
     cal = fitted["calibration"]
     n = len(raw)
+    if fitted["kind"] == "blend":  # half of each part's calibrated terms, on the union of their inputs
+        names = fitted["features"]
+        base, contrib = 0.0, np.zeros((n, len(names)))
+        for part in fitted["parts"]:
+            b, c = _contributions(part, raw, log_det, visit)
+            base = base + 0.5 * b
+            for k, name in enumerate(part["features"]):
+                contrib[:, names.index(name)] += 0.5 * c[:, k]
+        return cal["a"] * base + cal["b"], cal["a"] * contrib
     if fitted["kind"] == "gbm":
         x = gbm_inputs(raw, log_det, visit)
         bias, contrib = contributions(fitted["estimator"], x)
