@@ -306,7 +306,7 @@ def rolling_backtest(store: Store, *, windows: Sequence[AsOf], horizon_days: flo
         ``window`` (start, as a Timestamp), ``end``, ``ordering``, ``precision_at_k``, ``first_half_share``,
         ``mean_days_earlier``, ``auc`` (NaN for ``actual``), ``random_sd_precision`` (spread of the random
         baseline over its seeds, on the ``random`` rows), ``k``, ``n_inspections``, ``n_found``, ``base_rate``,
-        ``model`` (the kind ``auto`` chose: gbm, learnt or default) and ``choice`` (why), in window then
+        ``model`` (the kind ``auto`` chose: gbm, learnt, blend or default) and ``choice`` (why), in window then
         ordering order.
 
     Examples

@@ -46,10 +46,12 @@ conditions of the visit. A site is scored for a routine visit (the most frequent
 :func:`visit_probabilities` scores planned visits with their own kind and inspector, known before the day (the
 backtest passes those of the window's inspections, never their outcome). Each training row's inputs are computed
 as of its inspection's time
-(:data:`TRAIN_GAP_DAYS` can move that moment up to so many days earlier; tried with 60, not kept). ``auto`` keeps
-the higher AUC on the held-out rows (the choice is printed); the chosen model is Platt-calibrated on them, so
-``risk`` is a probability. The trees are explained by their path contributions, the logistic model by its linear
-terms; a reason names only inputs whose contribution raises the site's risk.
+(:data:`TRAIN_GAP_DAYS` can move that moment up to so many days earlier; tried with 60, not kept). A third
+candidate, ``blend``, is the mean of the two models' calibrated logits. ``auto`` keeps the higher AUC on the
+held-out rows (the trees or the blend only when higher than the logistic model's by more than its standard error;
+the choice is printed); the chosen model is Platt-calibrated on them, so ``risk`` is a probability. The trees are
+explained by their path contributions, the logistic model by its linear terms, the blend by half of each; a reason
+names only inputs whose contribution raises the site's risk.
 
 Learnt weights
 --------------

@@ -125,7 +125,7 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
     Returns
     -------
     dict
-        ``kind`` (gbm/learnt/default), ``choice`` (why: the held-out AUC of each candidate), ``holdout``
+        ``kind`` (gbm/learnt/blend/default), ``choice`` (why: the held-out AUC of each candidate), ``holdout``
         (``{model: {auc, log_loss}}``), ``calibration`` (``a``, ``b``), ``intercept``, ``weights`` and ``means``
         per component (learnt/default), ``features`` (the inputs explained), ``inspector_weight``, ``detection``
         (per inspector), ``n_train``, ``n_positive``, ``train_auc``, ``C``, ``reason`` when default was used, and

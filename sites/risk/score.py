@@ -53,7 +53,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
     sites
         Site ids to score (default: every active site).
     model
-        ``"auto"``, ``"gbm"``, ``"learnt"`` (``"logistic"``) or ``"default"`` (see :func:`fit_model`).
+        ``"auto"``, ``"gbm"``, ``"learnt"`` (``"logistic"``), ``"blend"`` or ``"default"`` (see :func:`fit_model`).
     lang
         ``zh`` (default) or ``en``: the category name and the reason.
     include_inactive
@@ -77,7 +77,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
         problems found per visit, NaN when the city records no counts; ``brand_rate``, the recent problem share of
         the other sites of the same name, a chain's other branches, NaN when no other site has its name), each explained
         input's contribution ``<input>_contrib`` (calibrated logit units: ``logit(risk) = base + Σ``), ``base``,
-        ``reason`` (only inputs raising this site's risk) and ``model`` (gbm/learnt/default).
+        ``reason`` (only inputs raising this site's risk) and ``model`` (gbm/learnt/blend/default).
         ``attrs["model"]`` describes the model (see :func:`fit_model`; ``features`` lists the explained inputs).
     """
     check_lang(lang)
