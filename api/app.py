@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
+from pathlib import Path
 from typing import Any
 
+from civicgrid.api.auth import USER_KEY
 from civicgrid.api.cache import response_cache
 from civicgrid.api.deps import check_int64, reject_unknown_query
 from civicgrid.api.errors import RequestGuard, add_exception_handlers
@@ -130,8 +133,8 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
         opened read-only and followed as writers publish new versions.
     settings
         Overrides of the service settings (``max_cells``, ``tianditu_key``, ``patrol_network``,
-        ``max_upload_mb``, ``map_cache_pages``, ``api_cache_responses``, ``public_layers``), which
-        otherwise come from the ``CIVICGRID_*`` settings (:func:`civicgrid.geo.settings.get_settings`).
+        ``max_upload_mb``, ``map_cache_pages``, ``api_cache_responses``, ``cache_dir``, ``public_layers``),
+        which otherwise come from the ``CIVICGRID_*`` settings (:func:`civicgrid.geo.settings.get_settings`).
     """
     config = get_settings()
     app = FastAPI(
@@ -141,8 +144,13 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
     )
     app.state.store = Store(db if db is not None else config.db)
     app.state.settings = {**config.service_settings(), **(settings or {})}
-    app.state.map_pages = VersionCache(int(app.state.settings.get("map_cache_pages", 32)))
-    app.state.api_responses = response_cache(int(app.state.settings.get("api_cache_responses", 256)))
+    shared = app.state.settings.get("cache_dir")
+    for folder in (("map", "api") if shared else ()):  # shared by the service's processes
+        Path(shared, folder).mkdir(parents=True, exist_ok=True)
+    app.state.map_pages = VersionCache(int(app.state.settings.get("map_cache_pages", 32)),
+                                       shared=Path(shared, "map") if shared else None)
+    app.state.api_responses = response_cache(int(app.state.settings.get("api_cache_responses", 256)),
+                                             shared=Path(shared, "api") if shared else None)
     if isinstance(app.state.settings["public_layers"], str):  # an override as the environment writes it
         app.state.settings["public_layers"] = Settings(public_layers=app.state.settings["public_layers"]
                                                        ).public_layer_set()
@@ -156,3 +164,83 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
     logger.info("service on %s (max_cells %s, road network %s)", app.state.store.path,
                 app.state.settings["max_cells"], app.state.settings.get("patrol_network") or "none")
     return app
+
+
+#: The views :func:`warm_app` computes before the service answers: the pages and answers a planner's first visit
+#: asks for (the map in both languages, the default heatmaps and hotspots at the map's resolutions, the KPIs and
+#: flags, every reference layer), as an anonymous caller and, for what a token changes, as a ``viewer``.
+WARM_VIEWS: tuple[tuple[str, str | None], ...] = (
+    *((path, None) for path in (
+        "/map", "/map?lang=en",
+        "/api/heatmap", *(f"/api/heatmap?res={r}" for r in (7, 8, 9)),
+        "/api/hotspots", *(f"/api/hotspots?res={r}" for r in (7, 8, 9)),
+        "/api/kpis", "/api/kpis/flags",
+        "/api/layers/areas", "/api/layers/grids", "/api/layers/sites", "/api/layers/categories",
+        "/api/layers/problem-types")),
+    *((path, "viewer") for path in ("/map", "/map?lang=en", "/api/layers/grids", "/api/layers/sites",
+                                    "/api/events", "/api/cases")),
+)
+
+
+def warm_app(app: FastAPI, *, views: Iterable[tuple[str, str | None]] = WARM_VIEWS, seconds: float = 120) -> int:
+    """Compute the answers of ``views`` into the app's caches before the service accepts connections, so that
+    the first callers of a fresh process (or, with the setting ``cache_dir``, of every worker of the service)
+    do not queue behind cold computations.
+
+    Each view is asked through the app itself, as a request would be (same answer, same cache key); a view of
+    a role is asked as a caller authenticated with that role (no token is made or used). A view that fails is
+    logged and skipped: warming never stops the service. The answers are kept per store version, like any
+    other: a write committed since makes them unreachable.
+
+    Parameters
+    ----------
+    app
+        The service (:func:`create_app`).
+    views
+        ``(path with query, role or None)`` pairs (default :data:`WARM_VIEWS`).
+    seconds
+        Stop warming after this long (the views left are computed by their first callers).
+
+    Returns
+    -------
+    int
+        The views answered 200.
+    """
+    deadline = time.monotonic() + seconds
+    done = 0
+    for path, role in views:
+        if time.monotonic() > deadline:
+            logger.info("warming stopped after %.0f s", seconds)
+            break
+        started = time.perf_counter()
+        try:
+            status = asyncio.run(_get(app, path, role))
+        except Exception:
+            logger.exception("warming %s failed", path)
+            continue
+        done += status == 200
+        logger.info("warmed %s (%s): %d in %.0f ms", path, role or "anonymous", status,
+                    1000 * (time.perf_counter() - started))
+    return done
+
+
+async def _get(app: FastAPI, path: str, role: str | None) -> int:
+    """The status of ``GET path`` asked of ``app`` in-process (the body is dropped)."""
+    route, _, query = path.partition("?")
+    scope: dict[str, Any] = {
+        "type": "http", "asgi": {"version": "3.0"}, "http_version": "1.1", "method": "GET", "scheme": "http",
+        "path": route, "raw_path": route.encode(), "query_string": query.encode(), "root_path": "",
+        "headers": [(b"host", b"localhost")], "client": ("127.0.0.1", 0), "server": ("localhost", 80),
+        "state": {} if role is None else {USER_KEY: {"name": f"({role} warm-up)", "role": role}}}
+    status = 0
+
+    async def receive() -> Message:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Message) -> None:
+        nonlocal status
+        if message["type"] == "http.response.start":
+            status = int(message["status"])
+
+    await app(scope, receive, send)
+    return status

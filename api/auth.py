@@ -24,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 bearer = HTTPBearer(auto_error=False, description="a token from `civicgrid users add NAME --role ROLE`")
 
 #: Where :class:`AuthFirstRoute` leaves the user it authenticated (``request.scope["state"]``).
-_USER_KEY = "civicgrid_user"
+USER_KEY = "civicgrid_user"
 
 
 def _token(header: str) -> str | None:
@@ -57,13 +57,13 @@ def request_user(request: Request, store: Store) -> dict | None:
         A malformed header, an unknown or revoked token, a disabled user (HTTP 401).
     """
     state = request.scope.setdefault("state", {})
-    if _USER_KEY in state:
-        return state[_USER_KEY]
+    if USER_KEY in state:
+        return state[USER_KEY]
     token = _token(request.headers.get("authorization", ""))
     if token is None and request.method in ("GET", "HEAD"):
         token = request.cookies.get(TOKEN_COOKIE) or None
     user = None if token is None else authenticate(store, token)
-    state[_USER_KEY] = user
+    state[USER_KEY] = user
     return user
 
 
@@ -71,7 +71,7 @@ def caller_role(request: Request) -> str | None:
     """The role of the user this request was authenticated as (by a role or layer dependency, or
     :class:`AuthFirstRoute`), None for an anonymous caller or when the endpoint did not authenticate it: what
     keys answers that show a caller with a token more (:mod:`civicgrid.api.cache`)."""
-    user = request.scope.get("state", {}).get(_USER_KEY)
+    user = request.scope.get("state", {}).get(USER_KEY)
     return None if user is None else str(user["role"])
 
 
@@ -158,4 +158,5 @@ class AuthFirstRoute(APIRoute):
         return route_handler
 
 
-__all__ = ["ROLES", "AuthFirstRoute", "caller_role", "layer_access", "optional_user", "require_role", "shows_layer"]
+__all__ = ["ROLES", "USER_KEY", "AuthFirstRoute", "caller_role", "layer_access", "optional_user", "require_role",
+           "shows_layer"]

@@ -1,19 +1,21 @@
 """Answers of the read API kept per store version: the same request asked again before the next committed write
 is answered from memory, and concurrent identical requests compute it once.
 
-Each service process keeps up to the setting ``api_cache_responses`` answers (least recently used dropped
-first; 0: none) in ``app.state.api_responses``, keyed by the route's path, its query (parameters sorted), the
-caller's role and the store version (:meth:`civicgrid.geo.store.Store.snapshot_id`). The role check of the
-endpoint runs before the cache is asked (:class:`civicgrid.api.auth.AuthFirstRoute` and the endpoint's
-dependencies), so a cached answer is never served to a caller who may not see it, and a revoked token is
-refused on its next request. An answer that depends on "now" (KPIs: deadlines pass) says until when it holds
-and is computed again from then.
+Each service process keeps up to the setting ``api_cache_responses`` answers (least recently used dropped first; 0:
+none) in ``app.state.api_responses`` (shared with the service's other processes through the folder of the setting
+``cache_dir``: an answer is computed once per service, not once per worker), keyed by the route's path, its query
+(parameters sorted), the caller's role and the store version (:meth:`civicgrid.geo.store.Store.snapshot_id`). The
+role check of the endpoint runs before the cache is asked (:class:`civicgrid.api.auth.AuthFirstRoute` and the
+endpoint's dependencies), so a cached answer is never served to a caller who may not see it, and a revoked token is
+refused on its next request. An answer that depends on "now" (KPIs: deadlines pass) says until when it holds and is
+computed again from then.
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
+import os
 from collections.abc import Callable
 from datetime import datetime
 from typing import Any
@@ -29,9 +31,10 @@ from fastapi.responses import Response
 _KEPT_HEADERS = ("content-type", "content-disposition")
 
 
-def response_cache(size: int) -> VersionCache:
-    """The cache of API answers of one service process (``app.state.api_responses``)."""
-    return VersionCache(size)
+def response_cache(size: int, *, shared: str | os.PathLike | None = None) -> VersionCache:
+    """The cache of API answers of one service process (``app.state.api_responses``), sharing its answers with
+    the service's other processes through the folder ``shared`` (the setting ``cache_dir``) when one is given."""
+    return VersionCache(size, shared=shared)
 
 
 def cached_response(request: Request, store: Store, compute: Callable[[], Response], *,

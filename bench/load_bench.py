@@ -3,7 +3,7 @@
 Usage::
 
     .venv/bin/python bench/load_bench.py [--db /tmp/load-bench/demo.duckdb] [--events 200000] [--clients 50]
-        [--seconds 60] [--workers N]
+        [--seconds 60] [--workers N] [--baseline-cli OTHER_CHECKOUT/.venv/bin/civicgrid]
 
 On the demo city (built with ``--events`` when ``--db`` is missing), ``civicgrid serve`` is started twice in the
 same run and ``--clients`` concurrent clients (asyncio, one HTTP connection each) send requests for ``--seconds``:
@@ -11,7 +11,10 @@ same run and ``--clients`` concurrent clients (asyncio, one HTTP connection each
 - **before**: one service process, no ``/map`` page cache and no API answer cache (``--workers 1``,
   ``CIVICGRID_MAP_CACHE_PAGES=0``, ``CIVICGRID_API_CACHE_RESPONSES=0``), as the service ran before this part
   (the store's change probe and the token lookups per store version cannot be turned off: they are on in both);
-- **after**: ``--workers`` processes (default: the number of cores) with both caches on (their defaults).
+- **after**: ``--workers`` processes (default: the number of cores) with both caches on (their defaults), the
+  workers sharing their answers through the folder ``civicgrid serve`` makes, warmed before they start;
+- with ``--baseline-cli``, between them, **baseline**: the "after" service as another checkout's ``civicgrid``
+  runs it (e.g. main's, before a change), for an A/B of the same configuration in the same run.
 
 The workload mixes what planners and analysts open: heatmaps at three resolutions with and without a type or
 month filter, hotspots, KPIs, events and cases lists (a viewer token), the grids layer, and ``/map`` for five
@@ -67,19 +70,22 @@ def _port() -> int:
         return s.getsockname()[1]
 
 
-def _serve(db: Path, *, workers: int, cache_pages: int, cache_answers: int) -> tuple[subprocess.Popen, str]:
+def _serve(db: Path, *, workers: int, cache_pages: int, cache_answers: int, cli: str = CLI,
+           extra: tuple[str, ...] = ()) -> tuple[subprocess.Popen, str, float]:
     port = _port()
     env = {**os.environ, "CIVICGRID_MAP_CACHE_PAGES": str(cache_pages),
            "CIVICGRID_API_CACHE_RESPONSES": str(cache_answers)}
-    proc = subprocess.Popen([CLI, "serve", "--db", str(db), "--port", str(port), "--workers", str(workers),
-                             "--maintain-hours", "0", "--log-level", "warning"], env=env,
+    env.pop("CIVICGRID_CACHE_DIR", None)
+    started = time.monotonic()
+    proc = subprocess.Popen([cli, "serve", "--db", str(db), "--port", str(port), "--workers", str(workers),
+                             "--maintain-hours", "0", "--log-level", "warning", *extra], env=env,
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     base = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 180
     while time.monotonic() < deadline:
         try:
             if httpx.get(base + "/openapi.json", timeout=2).status_code == 200:
-                return proc, base
+                return proc, base, time.monotonic() - started
         except httpx.HTTPError:
             time.sleep(0.5)
     proc.kill()
@@ -129,11 +135,13 @@ def _pct(xs: list[float], p: float) -> float:
     return 1000 * xs[min(len(xs) - 1, round(p / 100 * (len(xs) - 1)))] if xs else float("nan")
 
 
-def _report(label: str, out: dict, errors: dict, wall: float, late: dict) -> dict:
+def _report(label: str, out: dict, errors: dict, wall: float, late: dict, *, start_s: float,
+            load_before: float) -> dict:
     api = [x for k, v in out.items() if k != "map" for x in v]
     n = sum(len(v) for v in out.values())
     print(f"\n{label}: {n:,} requests in {wall:.0f} s = {n / wall:.1f} req/s; errors {sum(errors.values())} "
-          f"(load average at the end {os.getloadavg()[0]:.1f})")
+          f"(service answering {start_s:.1f} s after its start; load average {load_before:.1f} before the run, "
+          f"{os.getloadavg()[0]:.1f} at its end)")
     print(f"  {'kind':10} {'n':>6} {'err':>4} {'p50 ms':>8} {'p95 ms':>8} {'p99 ms':>8}")
     for kind in sorted(out):
         xs = out[kind]
@@ -160,6 +168,7 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=50)
     parser.add_argument("--seconds", type=float, default=60)
     parser.add_argument("--workers", type=int, default=os.cpu_count() or 1)
+    parser.add_argument("--baseline-cli", help="another checkout's civicgrid command, run as 'after' in between")
     args = parser.parse_args()
     from civicgrid.geo.store import Store
     from civicgrid.geo.users import add_user
@@ -177,23 +186,34 @@ def main() -> None:
     n_events = int(store.sql("SELECT count(*) AS n FROM events")["n"][0])
     print(f"machine: {os.cpu_count()} cores, load average {os.getloadavg()[0]:.1f}; store {args.db} "
           f"({n_events:,} events); {args.clients} clients for {args.seconds:.0f} s, {len(work)} distinct requests")
+    runs = [("before: 1 process, no /map or API cache", 1, 0, 0, CLI, ("--no-warm",))]
+    if args.baseline_cli:
+        runs.append((f"baseline: {args.workers} processes, /map and API caches, {args.baseline_cli}", args.workers,
+                     32, 256, args.baseline_cli, ()))
+    runs.append((f"after: {args.workers} processes, /map and API caches shared, warmed", args.workers, 32, 256,
+                 CLI, ()))
     figures = {}
-    for label, workers, cache, answers in (("before: 1 process, no /map or API cache", 1, 0, 0),
-                                           (f"after: {args.workers} processes, /map and API caches", args.workers,
-                                            32, 256)):
-        proc, base = _serve(args.db, workers=workers, cache_pages=cache, cache_answers=answers)
+    for label, workers, cache, answers, cli, extra in runs:
+        load_before = os.getloadavg()[0]
+        proc, base, start_s = _serve(args.db, workers=workers, cache_pages=cache, cache_answers=answers, cli=cli,
+                                     extra=extra)
         try:
             out, errors, wall, late = asyncio.run(_run(base, work, token, clients=args.clients,
                                                        seconds=args.seconds))
         finally:
             os.killpg(proc.pid, 15)
             proc.wait(timeout=60)
-        figures[label] = _report(label, out, errors, wall, late)
-    before, after = figures.values()
+        figures[label] = _report(label, out, errors, wall, late, start_s=start_s, load_before=load_before)
+    before, *_, after = figures.values()
     print(f"\nafter / before: {after['rps'] / before['rps']:.2f}× requests/s; API p99 "
           f"{after['api_p99'] / before['api_p99']:.2f}×; /map p95 {after['map_p95'] / before['map_p95']:.2f}× "
           f"(load average now {os.getloadavg()[0]:.1f})")
-
+    if args.baseline_cli:
+        baseline = list(figures.values())[1]
+        print(f"after / baseline: {after['rps'] / baseline['rps']:.2f}× requests/s; API p99 "
+              f"{after['api_p99'] / baseline['api_p99']:.2f}× (after the first {WARM_AFTER_S} s "
+              f"{after['warm_api_p99'] / baseline['warm_api_p99']:.2f}×); /map p95 "
+              f"{after['map_p95'] / baseline['map_p95']:.2f}×")
 
 if __name__ == "__main__":
     main()

@@ -4,14 +4,25 @@ A key is looked up with the store's path, the past it views and its snapshot id 
 cheap change probe), so a committed write makes every older result unreachable: readers see each committed
 write on their next query. A result that also depends on "now" (an overdue count: deadlines pass) is kept only
 until the moment it could change by time alone (``holds_until``).
+
+The processes of one service can share their results through a folder (``shared``): a result one process
+computed is read by the others instead of being computed again, and a miss is computed once across the
+processes (a lock file per key). The files are keyed like the memory (store, past viewed, snapshot id, key), so
+they are never stale either; the folder keeps at most ``size`` results (the least recently written dropped).
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
+import hashlib
+import os
+import pickle
 import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
+from pathlib import Path
 from typing import Any, TypeVar
 
 from civicgrid.geo.store import Store
@@ -40,10 +51,15 @@ class VersionCache:
     ----------
     size
         The most results kept; 0 keeps none (every call computes, nothing is shared).
+    shared
+        A folder shared with the other processes keeping the same results (e.g. the workers of one service),
+        or None: this process only. Results stored there must pickle, and their keys must have the same
+        ``repr`` in every process (strings, numbers, None, tuples of them).
     """
 
-    def __init__(self, size: int) -> None:
+    def __init__(self, size: int, *, shared: str | os.PathLike | None = None) -> None:
         self.size = int(size)
+        self.shared = Path(shared) if shared else None
         self._items: OrderedDict[Hashable, tuple[Any, float | None]] = OrderedDict()
         self._flights: dict[Hashable, _Flight] = {}
         self._lock = threading.Lock()
@@ -77,7 +93,7 @@ class VersionCache:
                 raise running.error
             return running.value
         try:
-            value, until = compute()
+            value, until = compute() if self.shared is None else self._shared_compute(full, compute)
         except BaseException as exc:
             flight.error = exc
             raise
@@ -95,7 +111,58 @@ class VersionCache:
                 self._flights.pop(full, None)
             flight.done.set()
 
+    def _shared_compute(self, full: tuple, compute: Callable[[], tuple[T, float | None]]
+                        ) -> tuple[T, float | None]:
+        """``compute()``, or the result another process computed for ``full`` (waiting while one computes)."""
+        assert self.shared is not None
+        name = repr(full)
+        digest = hashlib.sha256(name.encode()).hexdigest()
+        path = self.shared / f"{digest}.pickle"
+        try:
+            lock = open(self.shared / f"{digest}.lock", "ab")  # noqa: SIM115 (closed below)
+        except OSError:  # the folder is gone (e.g. a temporary folder cleaned): this process computes alone
+            return compute()
+        with lock:
+            fcntl.flock(lock, fcntl.LOCK_EX)  # another process computing it: wait for its result
+            try:
+                try:
+                    with open(path, "rb") as f:
+                        found_name, value, until = pickle.load(f)
+                    if found_name == name and (until is None or time.time() < until):
+                        return value, until
+                except (OSError, EOFError, pickle.UnpicklingError, ValueError):
+                    pass  # not there (or pruned, or cut short by a crash): computed
+                value, until = compute()
+                if until is None or time.time() < until:
+                    part = path.with_name(f"{digest}.{os.getpid()}.{threading.get_ident()}.part")
+                    try:
+                        with open(part, "wb") as f:
+                            pickle.dump((name, value, until), f, protocol=pickle.HIGHEST_PROTOCOL)
+                        os.replace(part, path)
+                        self._prune()
+                    except OSError:  # a full disk: the answer is not shared, still answered
+                        with contextlib.suppress(OSError):
+                            part.unlink()
+                return value, until
+            finally:
+                fcntl.flock(lock, fcntl.LOCK_UN)
+
+    def _prune(self) -> None:
+        """Keep the newest ``size`` results of the shared folder (a lock file removed while another process
+        holds it at worst lets one result be computed twice)."""
+        assert self.shared is not None
+        kept: list[tuple[float, Path]] = []
+        for entry in os.scandir(self.shared):
+            if entry.name.endswith(".pickle"):
+                with contextlib.suppress(FileNotFoundError):
+                    kept.append((entry.stat().st_mtime, Path(entry.path)))
+        kept.sort()
+        for _, path in kept[:max(0, len(kept) - self.size)]:
+            for name in (path, path.with_suffix(".lock")):
+                with contextlib.suppress(FileNotFoundError):
+                    name.unlink()
+
     def clear(self) -> None:
-        """Drop every result."""
+        """Drop every result (of this process; the shared folder's files are keyed by store version)."""
         with self._lock:
             self._items.clear()

@@ -68,13 +68,19 @@ class Settings(BaseSettings):
         The largest file ``POST /api/imports/{layer}`` accepts, in MB (1..100000, default 200); a larger upload
         is refused (HTTP 413) while it streams, before it fills the disk.
     map_cache_pages
-        Rendered ``/map`` pages each service process keeps per view, caller and store version (0..1024, default
+        Rendered ``/map`` pages each service process keeps per view, layers shown and store version (0..1024, default
         32; 0: render every request). A committed write is a new version: no page outlives the data it shows.
     api_cache_responses
         Answers of the read API (heatmaps, hotspots, KPIs, layers, lists) each service process keeps per request,
         caller's role and store version (0..100000, default 256; 0: compute every request). A committed write
         is a new version: no answer outlives the data it shows; KPIs are kept only while "now" cannot change
         them.
+    cache_dir
+        A folder the processes of one service share their cached ``/map`` pages and API answers in (per view,
+        caller's role and store version, like each process's own caches): an answer computed by one worker is
+        read by the others instead of being computed again, and concurrent misses of one answer in several
+        workers compute it once. Empty (default): each process keeps its own. ``civicgrid serve`` makes one per
+        run (in the system's temporary folder) and removes it when it stops.
     public_layers
         The reference layers served without a token, comma-separated, from ``areas``, ``grids``,
         ``grid-leaders`` (the micro-grid leaders' names and phones, 网格员公示, on ``/api/layers/grids`` and the
@@ -111,6 +117,7 @@ class Settings(BaseSettings):
                                  description="rendered /map pages kept per view and store version (0: none)")
     api_cache_responses: int = Field(default=256, ge=0, le=100_000,
                                      description="read API answers kept per request and store version (0: none)")
+    cache_dir: str = Field(default="", description="folder the service's processes share cached answers in")
     public_layers: str = Field(default=",".join(PUBLIC_LAYERS),
                                description=f"layers served without a token: any of {', '.join(PUBLIC_LAYERS)}")
     public_url: str = Field(default="", description="address phones reach the service at, for the field links")
@@ -142,10 +149,12 @@ class Settings(BaseSettings):
     def service_settings(self) -> dict[str, object]:
         """The settings the service reads per request (``app.state.settings``): ``max_cells``,
         ``tianditu_key``, ``patrol_network`` (None when no network is set), ``max_upload_mb``,
-        ``map_cache_pages``, ``api_cache_responses``, ``public_layers`` (a set), ``public_url`` and ``max_photo_mb``."""
+        ``map_cache_pages``, ``api_cache_responses``, ``cache_dir`` (None when unset), ``public_layers`` (a set),
+        ``public_url`` and ``max_photo_mb``."""
         return {"max_cells": self.max_cells, "tianditu_key": self.tianditu_key,
                 "patrol_network": self.network or None, "max_upload_mb": self.max_upload_mb,
                 "map_cache_pages": self.map_cache_pages, "api_cache_responses": self.api_cache_responses,
+                "cache_dir": self.cache_dir or None,
                 "public_layers": self.public_layer_set(),
                 "public_url": self.public_url, "max_photo_mb": self.max_photo_mb}
 

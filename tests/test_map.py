@@ -396,33 +396,57 @@ def test_serve_runs_uvicorn_on_the_app(monkeypatch, demo_db):
     assert os.environ["CIVICGRID_DB"] == str(demo_db)
 
 
-def test_map_pages_cached_per_view_caller_and_version(demo_db, tmp_path, monkeypatch):
-    """The same view asked again is not rendered again until a write commits; another view or another
-    caller's credentials are rendered apart."""
+def test_map_pages_cached_per_view_layers_and_version(demo_db, tmp_path, monkeypatch):
+    """The same view asked again is not rendered again until a write commits; another view, or a caller who
+    may see other layers, is rendered apart; callers who see the same layers share one rendering (the page
+    shows nothing else of the caller: rendered without the cache, their pages are the same)."""
     from civicgrid.api.routers import pages
     from civicgrid.geo.store_files import copy_store
     from civicgrid.geo.users import add_user
 
     db = tmp_path / "c.duckdb"
     copy_store(demo_db, db)
-    token = add_user(db, "viewer1", role="viewer")[1]
+    viewer1 = {"Authorization": f"Bearer {add_user(db, 'viewer1', role='viewer')[1]}"}
+    viewer2 = {"Authorization": f"Bearer {add_user(db, 'viewer2', role='viewer')[1]}"}
+    admin = {"Authorization": f"Bearer {add_user(db, 'admin1', role='admin')[1]}"}
     rendered = []
     real = pages.hotspot_map
     monkeypatch.setattr(pages, "hotspot_map", lambda *a, **k: rendered.append(k["query"]) or real(*a, **k))
+    off = TestClient(create_app(db, settings={"map_cache_pages": 0}))
+    uncached = {who: _same_ids(off.get("/map?res=8", headers=h).text)
+                for who, h in (("anonymous", {}), ("viewer1", viewer1), ("admin", admin))}
+    assert len(rendered) == 3 and len(set(uncached.values())) == 1  # every layer public: the same page
+    off.get("/map?res=8")
+    assert len(rendered) == 4  # no cache: rendered each time
+    rendered.clear()
+
     c = TestClient(create_app(db))
     first = c.get("/map?res=8")
     assert first.status_code == 200 and len(rendered) == 1
     assert c.get("/map?res=8").text == first.text and len(rendered) == 1  # cached
+    for h in (viewer1, viewer2, admin):  # the same layers: the same page, not rendered again
+        assert c.get("/map?res=8", headers=h).text == first.text
+    assert _same_ids(first.text) == uncached["viewer1"]
+    assert len(rendered) == 1
+    assert c.get("/map?res=8", headers={"Authorization": "Bearer not-a-token"}).status_code == 401
     c.get("/map?res=8&lang=en")
-    c.get("/map?res=8", headers={"Authorization": f"Bearer {token}"})
-    assert len(rendered) == 3  # another view, another caller
-    add_user(db, "viewer2", role="viewer")  # a committed write: a new version of the store
+    assert len(rendered) == 2  # another view
+    add_user(db, "viewer3", role="viewer")  # a committed write: a new version of the store
     c.get("/map?res=8")
-    assert len(rendered) == 4
-    off = TestClient(create_app(db, settings={"map_cache_pages": 0}))
-    off.get("/map?res=8")
-    off.get("/map?res=8")
-    assert len(rendered) == 6
+    assert len(rendered) == 3
+
+    # micro-grids not public: an anonymous caller's page leaves them out, a viewer's has them
+    rendered.clear()
+    c = TestClient(create_app(db, settings={"public_layers": "areas,sites"}))
+    anonymous = c.get("/map?res=8").text
+    signed_in = [c.get("/map?res=8", headers=h).text for h in (viewer1, viewer2)]
+    assert len(rendered) == 2 and anonymous != signed_in[0] == signed_in[1]
+    assert _same_ids(signed_in[0]) == uncached["viewer1"] != _same_ids(anonymous)
+
+
+def _same_ids(page: str) -> str:
+    """The page with folium's random element ids (``map_<32 hex digits>``) made equal."""
+    return re.sub(r"_[0-9a-f]{32}(?![0-9a-f])", "_ID", page)
 
 
 def test_district_names_sit_above_the_site_clusters(client, store):

@@ -5,7 +5,12 @@
 - concurrent identical misses compute once (single flight), and share an error;
 - KPIs read at "now" are kept only until a deadline passes: an overdue count is never served stale;
 - auth still holds with the caches: a revoked token is refused on its next request, a cached answer is never
-  given to a caller who may not see it.
+  given to a caller who may not see it;
+- the processes of one service share their answers through a folder: computed once across them (also when they
+  miss at the same moment), never stale either (a write by another process is seen by every one of them), the
+  folder bounded; ``civicgrid serve`` makes one per run and removes it (and those of killed services);
+- the warm-up computes the default views before the service answers: their first callers get the same answers
+  as a service without caches, without computing them.
 """
 
 from __future__ import annotations
@@ -15,6 +20,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
@@ -67,10 +73,30 @@ def city(small_city):
     return small_city, viewer
 
 
-def test_a_write_by_another_process_is_seen_by_the_next_request(city):
+@pytest.fixture()
+def served(city):
+    """The small city served in-process, with the viewer's ``Authorization`` header."""
     db, viewer = city
-    client = TestClient(create_app(db))
-    auth = {"Authorization": f"Bearer {viewer}"}
+    return db, TestClient(create_app(db)), {"Authorization": f"Bearer {viewer}"}
+
+
+def _at_once(n: int, ask: Callable[[], None]) -> None:
+    """Call ``ask`` in ``n`` threads started together (a barrier), and wait for them."""
+    started = threading.Barrier(n)
+
+    def run() -> None:
+        started.wait()
+        ask()
+
+    threads = [threading.Thread(target=run) for _ in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+
+
+def test_a_write_by_another_process_is_seen_by_the_next_request(served):
+    db, client, auth = served
     assert client.get("/api/cases", headers=auth).json()["total"] == 0
     assert client.get("/api/cases", headers=auth).json()["total"] == 0  # now an answer of the cache
     made = []
@@ -96,10 +122,8 @@ def test_a_write_by_another_process_is_seen_by_the_next_request(city):
     assert sum(v for _, v in client.get("/api/heatmap?res=9").json()["cells"]) == 4
 
 
-def test_a_write_of_another_connection_of_this_process_is_seen(city):
-    db, viewer = city
-    client = TestClient(create_app(db))
-    auth = {"Authorization": f"Bearer {viewer}"}
+def test_a_write_of_another_connection_of_this_process_is_seen(served):
+    db, client, auth = served
     _age_store_files(db)
     assert client.get("/api/cases", headers=auth).json()["total"] == 0
     cs.create_case(db, actor="here", problem_type="0101", lng=112.905, lat=28.205)
@@ -135,22 +159,13 @@ def test_concurrent_identical_misses_compute_once():
             return 1
 
     cache, calls, got = VersionCache(8), [], []
-    started = threading.Barrier(6)
 
     def compute() -> str:
         calls.append(1)
         time.sleep(0.3)  # long enough for every thread to ask while it runs
         return "value"
 
-    def ask() -> None:
-        started.wait()
-        got.append(cache.get(FakeStore(), ("k",), compute))
-
-    threads = [threading.Thread(target=ask) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _at_once(6, lambda: got.append(cache.get(FakeStore(), ("k",), compute)))
     assert got == ["value"] * 6 and len(calls) == 1
 
     # an error is shared by the callers who waited for it, and not kept: the next call computes again
@@ -162,18 +177,13 @@ def test_concurrent_identical_misses_compute_once():
         raise ValueError("boom")
 
     def ask_fail() -> None:
-        started.wait()
         try:
             cache.get(FakeStore(), ("bad",), fail)
         except ValueError as exc:
             errors.append(str(exc))
 
     calls.clear()
-    threads = [threading.Thread(target=ask_fail) for _ in range(6)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _at_once(6, ask_fail)
     assert errors == ["boom"] * 6 and len(calls) == 1
     assert cache.get(FakeStore(), ("bad",), lambda: "fine") == "fine"
 
@@ -191,17 +201,7 @@ def test_concurrent_map_requests_render_once(demo_db, monkeypatch):
     monkeypatch.setattr(pages, "render_offline", counting)
     client = TestClient(create_app(demo_db))
     answers = []
-    started = threading.Barrier(4)
-
-    def ask() -> None:
-        started.wait()
-        answers.append(client.get("/map?res=8&lang=en"))
-
-    threads = [threading.Thread(target=ask) for _ in range(4)]
-    for t in threads:
-        t.start()
-    for t in threads:
-        t.join()
+    _at_once(4, lambda: answers.append(client.get("/map?res=8&lang=en")))
     assert [r.status_code for r in answers] == [200] * 4
     assert len({r.text for r in answers}) == 1 and len(rendered) == 1
 
@@ -264,9 +264,8 @@ def test_kpis_read_now_expire_when_a_deadline_passes(city, monkeypatch):
     assert client.get(fixed).json()["totals"]["overdue"] == 0 and len(computed) == 3
 
 
-def test_flags_answer_the_moment_they_are_read_at(city):
-    db, _viewer = city
-    client = TestClient(create_app(db))
+def test_flags_answer_the_moment_they_are_read_at(served):
+    _db, client, _auth = served
     first = client.get("/api/kpis/flags").json()
     time.sleep(1.1)
     second = client.get("/api/kpis/flags").json()
@@ -274,10 +273,8 @@ def test_flags_answer_the_moment_they_are_read_at(city):
     assert {k: v for k, v in first.items() if k != "as_of"} == {k: v for k, v in second.items() if k != "as_of"}
 
 
-def test_a_revoked_token_is_refused_on_its_next_request(city):
-    db, viewer = city
-    client = TestClient(create_app(db))
-    auth = {"Authorization": f"Bearer {viewer}"}
+def test_a_revoked_token_is_refused_on_its_next_request(served):
+    db, client, auth = served
     _age_store_files(db)
     for _ in range(2):
         assert client.get("/api/cases", headers=auth).status_code == 200
@@ -299,3 +296,137 @@ def test_answers_are_kept_per_caller_role(city):
         anonymous = client.get("/api/layers/grids").text
         signed_in = client.get("/api/layers/grids", headers=auth).text
         assert "张三" in signed_in and "张三" not in anonymous
+
+
+class _Version:
+    """A store stand-in whose snapshot id the test sets."""
+
+    path, at = "x", None
+
+    def __init__(self) -> None:
+        self.snapshot = 1
+
+    def snapshot_id(self) -> int:
+        return self.snapshot
+
+
+def test_processes_share_answers_through_a_folder(tmp_path):
+    store, calls = _Version(), []
+
+    def compute(value: str) -> Callable[[], str]:
+        def run() -> str:
+            calls.append(value)
+            time.sleep(0.3)  # long enough for every other "process" to miss while it runs
+            return value
+        return run
+
+    # one cache per process: nothing in common but the folder (each its own memory and single flight)
+    workers = [VersionCache(4, shared=tmp_path) for _ in range(4)]
+    got: list[str] = []
+    turn = iter(workers)  # each thread takes its own
+    _at_once(4, lambda: got.append(next(turn).get(store, ("heat", 9), compute("v1"))))
+    assert got == ["v1"] * 4 and calls == ["v1"]  # missed at the same moment, computed once
+    assert VersionCache(4, shared=tmp_path).get(store, ("heat", 9), compute("other")) == "v1"
+    assert calls == ["v1"]  # a new process reads it
+    store.snapshot = 2  # a committed write: every process computes the new version's answer
+    assert [w.get(store, ("heat", 9), compute("v2")) for w in workers] == ["v2"] * 4 and calls == ["v1", "v2"]
+    # an answer that holds until a past moment (or a refused one: 0) is answered, never kept
+    expired = VersionCache(4, shared=tmp_path)
+    assert expired.get_until(store, ("kpis",), lambda: (calls.append("k") or "k", 0.0)) == "k"
+    assert workers[0].get_until(store, ("kpis",), lambda: (calls.append("k") or "k", 0.0)) == "k"
+    assert calls.count("k") == 2
+    # the folder keeps the newest `size` answers
+    for k in range(10):
+        workers[0].get(store, ("view", k), lambda k=k: k)
+    assert len(list(tmp_path.glob("*.pickle"))) == 4
+    assert VersionCache(4, shared=tmp_path).get(store, ("view", 9), lambda: "recomputed") == 9
+    assert VersionCache(4, shared=tmp_path).get(store, ("view", 0), lambda: "recomputed") == "recomputed"
+    # a file cut short (a process killed while writing it) is a miss, computed again
+    for name in tmp_path.glob("*.pickle"):
+        name.write_bytes(name.read_bytes()[:5])
+    assert VersionCache(4, shared=tmp_path).get(store, ("view", 9), lambda: "again") == "again"
+    # the folder removed under the service (a temporary folder cleaned): answered, by each process alone
+    assert VersionCache(4, shared=tmp_path / "gone").get(store, ("view", 9), lambda: "alone") == "alone"
+
+
+def test_workers_sharing_answers_see_each_write(served, tmp_path):
+    db, _client, auth = served
+    a, b = (TestClient(create_app(db, settings={"cache_dir": str(tmp_path / "shared")})) for _ in range(2))
+    assert a.get("/api/cases", headers=auth).json()["total"] == 0
+    assert b.get("/api/cases", headers=auth).json()["total"] == 0  # read from the folder
+    assert b.get("/api/cases").status_code == 401  # the role check comes before the shared answer too
+    made = _other_process_creates_case(db)
+    for client in (b, a):
+        got = client.get("/api/cases", headers=auth).json()
+        assert got["total"] == 1 and got["cases"][0]["case_id"] == made
+    assert sum(v for _, v in a.get("/api/heatmap?res=9").json()["cells"]) == 1
+    assert sum(v for _, v in b.get("/api/heatmap?res=9").json()["cells"]) == 1
+
+
+def test_warm_answers_the_default_views_as_computed_cold(demo_db, tmp_path, monkeypatch):
+    from civicgrid.api import app as app_module
+    from civicgrid.api.routers import pages
+    from civicgrid.geo.store_files import copy_store
+
+    db = tmp_path / "w.duckdb"
+    copy_store(demo_db, db)
+    viewer = {"Authorization": f"Bearer {add_user(db, 'viewer1', role='viewer')[1]}"}
+    views = [("/map?res=8", None), ("/api/heatmap?res=8", None), ("/api/kpis/flags", None),
+             ("/api/layers/grids", None), ("/api/cases", "viewer"), ("/api/nothing-here", None)]
+    assert app_module.warm_app(create_app(db, settings={"cache_dir": str(tmp_path / "c")}), views=views) == 5
+    rendered = []
+    real = pages.render_offline
+    monkeypatch.setattr(pages, "render_offline", lambda m: rendered.append(1) or real(m))
+    worker = TestClient(create_app(db, settings={"cache_dir": str(tmp_path / "c")}))  # another process's app
+    cold = TestClient(create_app(db, settings={"map_cache_pages": 0, "api_cache_responses": 0}))
+    for path, role in views[1:-1]:
+        headers = viewer if role else {}
+        warm, computed = (c.get(path, headers=headers).json() for c in (worker, cold))
+        if path == "/api/kpis/flags":  # the moment read is each request's own
+            assert warm.pop("as_of") <= computed.pop("as_of")
+        assert warm == computed
+    assert worker.get("/api/cases").status_code == 401  # warmed as a viewer: still needs a token
+    assert worker.get("/map?res=8").status_code == 200 and rendered == []  # rendered by the warm-up
+    cs.create_case(db, actor="here", problem_type="0101", lng=112.905, lat=28.205)
+    assert worker.get("/api/cases", headers=viewer).json()["total"] == (
+        cold.get("/api/cases", headers=viewer).json()["total"])
+    worker.get("/map?res=8")
+    assert rendered == [1]  # a new version of the store: rendered again
+    # a warm-up that runs out of time stops (the views left are computed by their first callers)
+    assert app_module.warm_app(create_app(db), views=views, seconds=0) == 0
+
+
+def test_serve_shares_a_folder_per_run_and_removes_it(demo_db, tmp_path, monkeypatch):
+    import uvicorn
+    from civicgrid.api.cli import main
+    from civicgrid.api.commands import serve
+    from click.testing import CliRunner
+
+    monkeypatch.setattr(serve.tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.Popen([sys.executable, "-c", "pass"])
+    dead.wait()
+    left = tmp_path / f"{serve.CACHE_PREFIX}{dead.pid}-abc"  # a service killed before removing its folder
+    alive = tmp_path / f"{serve.CACHE_PREFIX}{os.getpid()}-def"  # a service still running
+    for folder in (left, alive):
+        folder.mkdir()
+    seen = {}
+
+    def run(app, **kw) -> None:
+        folder = Path(os.environ["CIVICGRID_CACHE_DIR"])
+        seen.update(app=app, folder=folder, answers=len(list(folder.glob("*/*.pickle"))), **kw)
+
+    monkeypatch.setattr(uvicorn, "run", run)
+    monkeypatch.setenv("CIVICGRID_DB", "unset")  # serve sets these for its workers: restored after the test
+    monkeypatch.setenv("CIVICGRID_MAX_CELLS", "50000")
+    monkeypatch.delenv("CIVICGRID_CACHE_DIR", raising=False)
+    r = CliRunner().invoke(main, ["serve", "--db", str(demo_db), "--workers", "2", "--maintain-hours", "0"])
+    assert r.exit_code == 0, r.output
+    assert seen["workers"] == 2 and seen["folder"].parent == tmp_path
+    assert seen["answers"] >= 20  # warmed into the folder before the workers start
+    assert not seen["folder"].exists() and "CIVICGRID_CACHE_DIR" not in os.environ
+    assert not left.exists() and alive.exists()
+    seen.clear()
+    r = CliRunner().invoke(main, ["serve", "--db", str(demo_db), "--workers", "2", "--maintain-hours", "0",
+                                  "--no-warm"])
+    assert r.exit_code == 0, r.output
+    assert seen["answers"] == 0 and not seen["folder"].exists()

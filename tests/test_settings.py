@@ -102,13 +102,17 @@ def test_service_settings_come_from_the_environment(clean_env, empty_db, tmp_pat
     clean_env.setenv("CIVICGRID_MAP_CACHE_PAGES", "7")
     clean_env.setenv("CIVICGRID_API_CACHE_RESPONSES", "9")
     clean_env.setenv("CIVICGRID_PUBLIC_URL", "http://10.1.2.3:8000")
+    clean_env.setenv("CIVICGRID_CACHE_DIR", str(tmp_path / "shared"))
     app = create_app(empty_db)
     assert app.state.settings == {"max_cells": 777, "tianditu_key": "k1",
                                   "patrol_network": str(tmp_path / "roads.osm.pbf"), "max_upload_mb": 200,
                                   "map_cache_pages": 7, "api_cache_responses": 9,
+                                  "cache_dir": str(tmp_path / "shared"),
                                   "public_layers": frozenset(PUBLIC_LAYERS),
                                   "public_url": "http://10.1.2.3:8000", "max_photo_mb": 10}
     assert app.state.map_pages.size == 7 and app.state.api_responses.size == 9
+    assert app.state.map_pages.shared == tmp_path / "shared" / "map"
+    assert app.state.api_responses.shared == tmp_path / "shared" / "api"
     app = create_app(empty_db, settings={"max_cells": 5})  # an explicit value wins
     assert app.state.settings["max_cells"] == 5 and app.state.settings["tianditu_key"] == "k1"
     clean_env.delenv("CIVICGRID_NETWORK")

@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import logging
 import os
+import shutil
+import tempfile
+from pathlib import Path
 
 import click
 from civicgrid.api.cli import db_option, main, user_errors
@@ -30,15 +33,21 @@ from civicgrid.geo.settings import get_settings
 @click.option("--workers", type=click.IntRange(1, 64), default=lambda: os.cpu_count() or 1,
               show_default="the machine's number of cores",
               help="service processes sharing the port (each answers requests; writes from all of them are safe)")
+@click.option("--warm/--no-warm", default=True, show_default=True,
+              help="compute the default views (map, heatmaps, hotspots, KPIs, layers) before accepting connections, "
+                   "so that the first callers do not queue behind cold computations")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (server start, access log); civicgrid's own records, "
                                       "with each request's time: civicgrid --log-level info serve ...")
 @user_errors
-def serve(db: str, host, port, max_cells, network, maintain_hours, workers, log_level):
+def serve(db: str, host, port, max_cells, network, maintain_hours, workers, warm, log_level):
     """Start the web service on a database: the API under /api, the map at /map, API docs at /docs.
 
     Imports, case work and notebooks use the store while it serves: each request
-    sees every write committed before it. Every --maintain-hours the service
+    sees every write committed before it. The worker processes share their cached
+    pages and answers (per store version) in a temporary folder removed when the
+    service stops; with --warm (default) the default views are computed before the
+    service accepts connections. Every --maintain-hours the service
     compacts the store (civicgrid maintain). Every page works without internet
     (Leaflet, plugins and swagger-ui are served by the app).
 
@@ -51,25 +60,59 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, workers, log_
     then open http://127.0.0.1:8000/map (or /map?lang=en) and /docs.
     """
     import uvicorn
-    from civicgrid.api.app import create_app
+    from civicgrid.api.app import create_app, warm_app
+    from civicgrid.geo.aggregate import clear_cache
     from civicgrid.geo.store import Store
 
     Store(db).sql("SELECT 1")  # open the store now: a wrong --db fails here, not on the first request
     settings: dict[str, object] = {"max_cells": max_cells}
     if network:
         settings["patrol_network"] = network
-    if workers > 1:  # each worker process builds the app from the settings of its environment
-        os.environ.update({"CIVICGRID_DB": str(db), "CIVICGRID_MAX_CELLS": str(max_cells),
-                           **({"CIVICGRID_NETWORK": str(network)} if network else {})})
-        app: object = "civicgrid.api.app:create_app"
-    else:
-        app = create_app(db, settings=settings)
-    if maintain_hours:
-        from civicgrid.geo.store_files import maintain_periodically
+    own_cache = None
+    if workers > 1 and not get_settings().cache_dir:  # the workers share their answers in a folder of this run
+        _remove_dead_cache_folders()
+        own_cache = tempfile.mkdtemp(prefix=f"{CACHE_PREFIX}{os.getpid()}-")
+        os.environ["CIVICGRID_CACHE_DIR"] = own_cache
+    try:
+        if workers > 1:  # each worker process builds the app from the settings of its environment
+            os.environ.update({"CIVICGRID_DB": str(db), "CIVICGRID_MAX_CELLS": str(max_cells),
+                               **({"CIVICGRID_NETWORK": str(network)} if network else {})})
+            if warm:  # into the shared folder, read by every worker on its first requests
+                warm_app(create_app(db, settings=settings))
+                clear_cache()  # this process only warms: its own copies of the aggregations are not needed
+            app: object = "civicgrid.api.app:create_app"
+        else:
+            app = create_app(db, settings=settings)
+            if warm:
+                warm_app(app)
+        if maintain_hours:
+            from civicgrid.geo.store_files import maintain_periodically
 
-        maintain_periodically(db, every_hours=maintain_hours)
-    click.echo(f"civicgrid serving {db} on http://{host}:{port}  (map: /map, API docs: /docs)")
-    # civicgrid's request log (INFO, with each request's time) replaces uvicorn's access log when it is on
-    requests_logged = logging.getLogger("civicgrid.api.app").isEnabledFor(logging.INFO)
-    uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not requests_logged,
-                **({"workers": workers, "factory": True} if workers > 1 else {}))
+            maintain_periodically(db, every_hours=maintain_hours)
+        click.echo(f"civicgrid serving {db} on http://{host}:{port}  (map: /map, API docs: /docs)")
+        # civicgrid's request log (INFO, with each request's time) replaces uvicorn's access log when it is on
+        requests_logged = logging.getLogger("civicgrid.api.app").isEnabledFor(logging.INFO)
+        uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not requests_logged,
+                    **({"workers": workers, "factory": True} if workers > 1 else {}))
+    finally:
+        if own_cache is not None:
+            shutil.rmtree(own_cache, ignore_errors=True)
+            os.environ.pop("CIVICGRID_CACHE_DIR", None)
+
+
+#: The name of the folders ``civicgrid serve`` shares its workers' answers in, followed by its process id.
+CACHE_PREFIX = "civicgrid-serve-"
+
+
+def _remove_dead_cache_folders() -> None:
+    """Remove the answer folders of services that were killed before they could remove their own."""
+    for folder in Path(tempfile.gettempdir()).glob(f"{CACHE_PREFIX}*-*"):
+        pid = folder.name[len(CACHE_PREFIX):].split("-", 1)[0]
+        if not pid.isdigit() or not folder.is_dir():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # that service is gone
+            shutil.rmtree(folder, ignore_errors=True)
+        except PermissionError:  # alive, another user's
+            continue

@@ -1,9 +1,11 @@
 """GET /map: the planners' hotspot map (H3 heat layer, micro-grids, sample frame, hotspot clusters), offline.
 
-Rendered pages are kept per view (the query), caller (token or cookie) and store version in the app's
-``map_pages`` cache (setting ``map_cache_pages``): the same view asked again before the next committed write is
-answered without rendering it again, and concurrent requests for a view not rendered yet wait for one rendering
-(single flight) instead of each rendering it. A page of an older store version is never served while the new one
+Rendered pages are kept per view (the query), the reference layers the caller may see (what a token changes on
+the page: :func:`civicgrid.api.auth.shows_layer`) and store version in the app's ``map_pages`` cache (setting
+``map_cache_pages``; shared by the service's processes with the setting ``cache_dir``): the same view asked
+again before the next committed write, by any caller who sees the same layers, is answered without rendering it
+again, and concurrent requests for a view not rendered yet wait for one rendering (single flight) instead of each
+rendering it. A page of an older store version is never served while the new one
 renders: readers see each committed write on their next request.
 
 The map is :func:`civicgrid.maps.hotspot.hotspot_map` (usable without a server, e.g. in a notebook),
@@ -12,8 +14,6 @@ CDN); the route only parses the query.
 """
 
 from __future__ import annotations
-
-import hashlib
 
 from civicgrid.api.auth import optional_user, shows_layer
 from civicgrid.api.deps import event_filters, get_settings, get_store, lang_param, max_cells, res_param
@@ -48,11 +48,7 @@ def map_page(request: Request, store: Store = Depends(get_store), filters: Event
                         max_cells=limit, query=dict(request.query_params), settings=settings, layers=layers)
         return render_offline(m)
 
-    return HTMLResponse(request.app.state.map_pages.get(store, ("map", *_view(request), *layers), render))
-
-
-def _view(request: Request) -> tuple:
-    """What a rendered page depends on besides the store's version: the query and who asks (a digest of the
-    credentials, so that what one caller may see is never served to another)."""
-    who = "\0".join(request.headers.get(h, "") for h in ("authorization", "cookie"))
-    return tuple(sorted(request.query_params.multi_items())), hashlib.sha256(who.encode()).hexdigest()
+    # the page depends on the store's version, the query and the layers shown, nothing else of the caller (no
+    # name, role or token is drawn): callers who see the same layers share one rendering
+    view = tuple(sorted(request.query_params.multi_items()))
+    return HTMLResponse(request.app.state.map_pages.get(store, ("map", view, tuple(layers)), render))
