@@ -1,4 +1,9 @@
-"""Request dependencies: the store, settings and the query parameters shared by several endpoints."""
+"""Request dependencies: the store, settings and the query parameters shared by several endpoints.
+
+The dependencies that only read the request or the app's state (no store query, nothing that blocks) are
+``async``: FastAPI calls them in the event loop instead of handing each to a worker thread, which costs a thread
+switch per dependency and request (eight on a heatmap) and, on a busy machine, a wait for that thread's turn.
+"""
 
 from __future__ import annotations
 
@@ -28,12 +33,12 @@ def id_path(description: str) -> Any:
     return Path(..., ge=1, le=MAX_INT64, description=f"{description} (1..{MAX_INT64})")
 
 
-def get_store(request: Request) -> Store:
+async def get_store(request: Request) -> Store:
     """The service's store (read-only, follows published versions)."""
     return request.app.state.store
 
 
-def get_settings(request: Request) -> dict[str, Any]:
+async def get_settings(request: Request) -> dict[str, Any]:
     """The service's settings (``max_cells``, ``tianditu_key``, ``patrol_network``): the ``CIVICGRID_*``
     settings of :mod:`civicgrid.geo.settings` with the overrides given to ``create_app``."""
     return request.app.state.settings
@@ -63,7 +68,7 @@ def _route_query_names(route) -> frozenset[str]:
     return _QUERY_NAMES[key]
 
 
-def reject_unknown_query(request: Request) -> None:
+async def reject_unknown_query(request: Request) -> None:
     """Refuse query parameters the endpoint does not take (422 naming them and the ones it takes).
 
     Without this a typo (``rez=9``) or a parameter of another endpoint (``area`` on ``/api/risk``, which takes
@@ -108,7 +113,7 @@ def _route_int_names(route) -> tuple[frozenset[str], frozenset[str]]:
     return _INT_NAMES[key]
 
 
-def check_int64(request: Request) -> None:
+async def check_int64(request: Request) -> None:
     """Refuse an integer path or query parameter beyond 64 bits (422 naming it and the range), on every endpoint
     (a router dependency, ``api.app.create_app``): the store's ids and counts are 64-bit, and a larger Python
     integer would fail inside the query instead of being named here. Endpoints bound their own parameters more
@@ -159,21 +164,26 @@ def event_filters(
                        area=area or None, status=status or None).validate(store)
 
 
-def res_param(res: int = Query(9, description=f"H3 resolution {MIN_RES}..{MAX_RES} (9: cells of about 0.1 km²)")
+async def res_param(res: int = Query(9, description=f"H3 resolution {MIN_RES}..{MAX_RES} (9: cells of about 0.1 km²)")
               ) -> int:
     """The H3 resolution of a cell view."""
+    return check_res_param(res)
+
+
+def check_res_param(res: int) -> int:
+    """``res`` checked to be an H3 resolution of a cell view (422 naming the range)."""
     if not MIN_RES <= res <= MAX_RES:
         msg = f"res must be {MIN_RES}..{MAX_RES} (9: cells of about 0.1 km²), got {res}"
         raise InvalidParameterError(msg)
     return res
 
 
-def lang_param(lang: str = Query("zh", description="label language: zh (default) or en")) -> str:
+async def lang_param(lang: str = Query("zh", description="label language: zh (default) or en")) -> str:
     """The label language (:func:`civicgrid.geo.texts.parse_lang`: ``zh-CN``, ``EN`` … are read too)."""
     return parse_lang(lang)
 
 
-def crs_param(crs: str = Query("wgs84", description="output coordinates: wgs84 (default) or gcj02 (for AMap "
+async def crs_param(crs: str = Query("wgs84", description="output coordinates: wgs84 (default) or gcj02 (for AMap "
                                                    "tiles)")) -> str:
     """The output coordinate system of GeoJSON responses."""
     key = crs.strip().lower().replace("-", "").replace("_", "")
@@ -185,6 +195,6 @@ def crs_param(crs: str = Query("wgs84", description="output coordinates: wgs84 (
     raise InvalidParameterError(msg)
 
 
-def max_cells(settings: dict = Depends(get_settings)) -> int:
+async def max_cells(settings: dict = Depends(get_settings)) -> int:
     """The service's cap on cells per response (setting ``max_cells``)."""
     return int(settings["max_cells"])

@@ -7,7 +7,7 @@ import json
 import numpy as np
 from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.api.cache import cached_endpoint
-from civicgrid.api.deps import crs_param, event_filters, get_store, lang_param, max_cells, res_param
+from civicgrid.api.deps import check_res_param, crs_param, event_filters, get_store, lang_param, max_cells, res_param
 from civicgrid.api.models import FeatureCollection, HotspotCells, HotspotGeoJSON
 from civicgrid.api.responses import geojson_response
 from civicgrid.api.routers.heatmap import FORMATS, check_choice
@@ -94,7 +94,7 @@ def get_emerging(store: Store = Depends(get_store), filters: EventFilter = Depen
                  limit: int = Depends(max_cells)) -> Response:
     """ESRI emerging-hot-spot class of each cell (new, consecutive, intensifying, persistent, diminishing,
     sporadic, oscillating, historical hot or cold spot) from Gi* per slice and a Mann-Kendall trend."""
-    res = res_param(res)
+    res = check_res_param(res)
     check_choice("format", format, FORMATS)
     df = emerging_hotspots(store, res=res, filters=filters, freq=freq, k=k, alpha=alpha, max_cells=limit)
     slices = df.attrs.get("slices", [])
