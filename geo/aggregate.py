@@ -235,8 +235,6 @@ def _type_codes(store: Store, types: tuple[str, ...]) -> tuple[list[str], list[s
     """
     pt = cached(store, ("problem_types",), lambda: store.sql(
         "SELECT code, major_code, name_zh, name_en, major_zh, major_en FROM problem_types"))
-    labels = cached(store, ("source_types",), lambda: store.sql(
-        "SELECT DISTINCT source_type FROM events WHERE source_type IS NOT NULL")["source_type"].astype(str))
     codes: list[str] = []
     found: list[str] = []
     for t in types:
@@ -247,6 +245,9 @@ def _type_codes(store: Store, types: tuple[str, ...]) -> tuple[list[str], list[s
         if len(hit):
             codes.extend(hit.code)
             continue
+        # Only a word that is no type is looked up among the labels: listing them reads a column of every
+        # event (a third of a second at 10M), once per store version, i.e. after every write.
+        labels = _source_labels(store)
         same = labels[labels == t]
         same = same if len(same) else labels[labels.str.lower() == key]
         if len(same):
@@ -260,6 +261,12 @@ def _type_codes(store: Store, types: tuple[str, ...]) -> tuple[list[str], list[s
         msg = f"unknown problem type or label {t!r}; closest known: {_closest(t, choices)}"
         raise NotFoundError(msg)
     return codes, list(dict.fromkeys(found))
+
+
+def _source_labels(store: Store) -> pd.Series:
+    """The distinct labels of imported events (``source_type``), cached per store version."""
+    return cached(store, ("source_types",), lambda: store.sql(
+        "SELECT DISTINCT source_type FROM events WHERE source_type IS NOT NULL")["source_type"].astype(str))
 
 
 def _lit(value: str) -> str:
