@@ -46,7 +46,7 @@ def test_maintain_sorts_the_events_by_month_type_and_time_and_changes_no_row(dem
     con = plain_duckdb(db)
     try:
         for f in files:
-            rows = con.execute(f"SELECT date_trunc('month', time) AS month, problem_type, time "
+            rows = con.execute(f"SELECT strftime(time, '%Y-%m') AS month, problem_type, time "
                                f"FROM read_parquet('{f}', file_row_number = true) "
                                f"ORDER BY file_row_number").df()
             expected = rows.sort_values(["month", "problem_type", "time"], kind="stable", na_position="last")
