@@ -249,8 +249,9 @@ def main() -> None:
               f"{bare['seconds'] / h3['seconds']:.2f}× raw H3; "
               f"import / this floor = {imp['seconds'] / bare['seconds']:.2f}×")
         print(f"  COPY (SELECT * FROM read_csv(...)) TO parquet of the same CSV: {copy['seconds']:.2f} s = "
-              f"{copy['n'] / copy['seconds'] / 1e6:.2f} M rows/s; "
+              f"{copy['n'] / copy['seconds'] / 1e6:.2f} M rows/s (CPU {copy['cpu_s']:.1f} s); "
               f"import / COPY = {imp['seconds'] / copy['seconds']:.2f}× "
+              f"(CPU seconds: {imp['cpu_s'] / copy['cpu_s']:.2f}×, the ratio a shared machine's load moves least) "
               f"[target ≤ 2×: {'ok' if imp['seconds'] <= 2 * copy['seconds'] else 'MISSED'}]")
         print(f"  peak RSS of the import process: {imp['rss_gb']:.2f} GB [target ≤ {TARGET_PEAK_GB:.0f}: "
               f"{'ok' if ok[2] else 'MISSED'}]; loaded {imp['loaded']:,}, rejected {imp['rejected']:,}, "

@@ -95,13 +95,25 @@ class Staging:
         self.rows: dict[str, int] = {}
         self._types: dict[str, dict[str, str]] = {}
         self._reserved: set[str] = set()
+        #: Ids reserved ahead and not handed out yet, by table: (next, end).
+        self._ahead: dict[str, tuple[int, int]] = {}
 
     # -- ids -----------------------------------------------------------------------------------------------
 
-    def reserve(self, table: str, column: str, n: int) -> int:
-        """Reserve ``n`` ids of ``table.column`` for staged rows; return the first."""
+    def reserve(self, table: str, column: str, n: int, *, ahead: int = 0) -> int:
+        """Reserve ``n`` ids of ``table.column`` for staged rows; return the first.
+
+        ``ahead``: reserve that many more in the same write, handed out by the next calls for the table (an
+        import of many batches reserves its file's rows once, not one write a batch). Ids reserved and not used
+        are given back when the import is published or discarded."""
         self._reserved.add(table)
-        return reserve_ids(self.db, table, column, n)
+        nxt, end = self._ahead.get(table, (0, 0))
+        if end - nxt >= n:
+            self._ahead[table] = (nxt + int(n), end)
+            return nxt
+        first = reserve_ids(self.db, table, column, int(n) + max(int(ahead), 0))
+        self._ahead[table] = (first + int(n), first + int(n) + max(int(ahead), 0))
+        return first
 
     # -- files ---------------------------------------------------------------------------------------------
 
@@ -212,6 +224,7 @@ class Staging:
             yield con
         self.files = {}
         self._reserved = set()
+        self._ahead = {}
 
     def discard(self) -> None:
         """Delete the staged files (the import failed)."""
@@ -230,6 +243,7 @@ class Staging:
             except Exception:  # the import's own error matters more; a stale reservation only skips ids
                 logger.exception("%s: could not release the ids reserved by a failed import", self.location.name)
             self._reserved = set()
+            self._ahead = {}
 
     def close(self) -> None:
         self._pool.shutdown()
@@ -257,7 +271,7 @@ class LockedStaging(Staging):
         self._reserved = set()
         self._next: dict[str, int] = {}
 
-    def reserve(self, table: str, column: str, n: int) -> int:
+    def reserve(self, table: str, column: str, n: int, *, ahead: int = 0) -> int:
         first = self._next.get(table) or next_id(self.con, table, column)
         self._next[table] = first + int(n)
         return first

@@ -196,7 +196,9 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar, cases: Impo
     loaded = duplicates = 0
     try:
         for batch in imp.prefetch(ctx.reader.batches):
-            first = staging.reserve("events", "event_id", batch.num_rows)
+            # the ids of the whole file in one write (its row count as the reader estimates it)
+            ahead = max((ctx.reader.rows_hint or 0) - report.rows_read - batch.num_rows, 0)
+            first = staging.reserve("events", "event_id", batch.num_rows, ahead=ahead)
             data, rej, dup, outside = _event_batch(batch, ctx, first_id=first, con=staging.con,
                                                    before_query=staging.wait)
             report.rows_read += batch.num_rows
@@ -569,7 +571,12 @@ def _event_codes(batch: pa.Table, ctx: _EventBatchContext,
     cols, n = ctx.cols, batch.num_rows
     ptype: pa.Array = pa.nulls(n, pa.string())
     labels: pa.Array = pa.nulls(n, pa.string())
-    if ctx.types is not None:
+    if ctx.types is not None and len(ctx.type_columns) == 1 and not ctx.strict_types:
+        # one type column (the usual file): its labels and their codes as dictionary arrays, no Python strings
+        values = trimmed(batch, ctx.type_columns[0])
+        ptype, _ = ctx.types.match(values)
+        labels = values.dictionary_encode()
+    elif ctx.types is not None:
         code = np.full(n, None, dtype=object)
         label = np.full(n, None, dtype=object)
         for column in reversed(ctx.type_columns):

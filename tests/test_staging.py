@@ -110,6 +110,36 @@ def test_duplicates_across_batches_of_one_import_are_found(small_city, tmp_path,
     assert Store(small_city).sql("SELECT count(*) AS n FROM events")["n"].iloc[0] == 20
 
 
+def test_an_import_reserves_the_ids_of_its_file_in_one_write(small_city, tmp_path, monkeypatch):
+    monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 10)
+    writes, real = [], staging.reserve_ids
+    monkeypatch.setattr(staging, "reserve_ids",
+                        lambda db, table, column, n: writes.append((table, n)) or real(db, table, column, n))
+    report = import_events(_file(tmp_path, _events(40)), db=small_city, mapping={"id": "单号", "time": "时间"},
+                           progress=False)
+    assert report.loaded == 40
+    # four batches, one reservation of the file's 40 rows (a Parquet file knows its row count)
+    assert [w for w in writes if w[0] == "events"] == [("events", 40)]
+    ev = Store(small_city).sql("SELECT event_id, external_id FROM events ORDER BY event_id")
+    assert ev["event_id"].tolist() == list(range(ev["event_id"].iloc[0], ev["event_id"].iloc[0] + 40))
+    assert ev["external_id"].tolist() == [f"E{i}" for i in range(40)]  # in the file's order
+    assert Store(small_city).meta("ids.events") is None  # released when published
+
+
+def test_ids_reserved_ahead_are_handed_out_in_order_and_given_back(small_city):
+    with staging.importing(small_city) as stage:
+        first = stage.reserve("events", "event_id", 5, ahead=10)
+        assert Store(small_city).meta("ids.events") == str(first + 15)  # one write for all 15
+        assert stage.reserve("events", "event_id", 4) == first + 5  # from the ids reserved ahead
+        assert stage.reserve("events", "event_id", 5) == first + 9
+        assert Store(small_city).meta("ids.events") == str(first + 15)  # no write for those
+        # more than is left: a new reservation after the first one (the one id left is skipped)
+        assert stage.reserve("events", "event_id", 2) == first + 15
+        assert Store(small_city).meta("ids.events") == str(first + 17)
+        stage.discard()
+    assert Store(small_city).meta("ids.events") is None
+
+
 def test_a_failed_import_leaves_no_rows_files_or_reservations(small_city, tmp_path, monkeypatch):
     monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 5)
     import_events(_file(tmp_path, _events(6, "OLD")), db=small_city, mapping={"id": "单号", "time": "时间"},
