@@ -9,6 +9,10 @@ The processes of one service can share their results through a folder (``shared`
 computed is read by the others instead of being computed again, and a miss is computed once across the
 processes (a lock file per key). The files are keyed like the memory (store, past viewed, snapshot id, key), so
 they are never stale either; the folder keeps at most ``size`` results (the least recently written dropped).
+
+Writes need a finer key: :func:`cached_read` keeps a read of a few small tables (problem types, the locator's
+areas) until a committed write changes *those* tables, read from the catalog's record of each snapshot's changes,
+so a case write does not read them again after every other case write.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ import fcntl
 import hashlib
 import os
 import pickle
+import re
 import threading
 import time
 from collections import OrderedDict
@@ -25,7 +30,8 @@ from collections.abc import Callable, Hashable
 from pathlib import Path
 from typing import Any, TypeVar
 
-from civicgrid.geo.store import Store
+import duckdb
+from civicgrid.geo.store import ALIAS, Store, quote
 
 T = TypeVar("T")
 
@@ -166,3 +172,84 @@ class VersionCache:
         """Drop every result (of this process; the shared folder's files are keyed by store version)."""
         with self._lock:
             self._items.clear()
+
+
+# --- small tables read again only after a write changed them -------------------------------------------------
+
+#: Kinds of snapshot change that name a table by its id and change only its rows (``inlined_insert:9``).
+_ROW_CHANGES = frozenset({"inserted_into_table", "deleted_from_table", "inlined_insert", "inlined_delete",
+                          "compacted_table", "flushed_inlined", "merge_adjacent", "rewrote_table"})
+_CHANGE = re.compile(r'(\w+):("[^"]*"(?:\."[^"]*")*|\d+)')
+_CHANGES = re.compile(rf"(?:{_CHANGE.pattern})(?:,(?:{_CHANGE.pattern}))*")
+_CACHED: dict[tuple[str, str], tuple[int, Any]] = {}
+_CACHED_LOCK = threading.Lock()
+
+
+def _unchanged_since(con: duckdb.DuckDBPyConnection, since: int, now: int, tables: tuple[str, ...]) -> bool:
+    """Whether no snapshot after ``since`` up to ``now`` changed ``tables`` (or the schema), read from the
+    catalog's own record of each snapshot's changes: one small query, whatever the size of the store. False
+    when a snapshot of that range was expired (its record is gone)."""
+    meta = f"__ducklake_metadata_{ALIAS}"
+    since, now = int(since), int(now)
+    row = con.execute(f"""
+        SELECT (SELECT count(*) FROM {meta}.ducklake_snapshot WHERE snapshot_id BETWEEN {since} AND {now}),
+               (SELECT list(changes_made) FROM {meta}.ducklake_snapshot_changes
+                WHERE snapshot_id > {since} AND snapshot_id <= {now}),
+               (SELECT list(CAST(table_id AS VARCHAR)) FROM {meta}.ducklake_table
+                WHERE end_snapshot IS NULL AND table_name IN ({', '.join(quote(t) for t in tables)}))""").fetchone()
+    if row is None or int(row[0]) != now - since + 1 or len(row[2] or []) != len(tables):
+        return False
+    ids = set(row[2])
+    for changes in row[1] or []:
+        if changes and not _CHANGES.fullmatch(changes):  # a record this code cannot read: assume a change
+            return False
+        for kind, value in _CHANGE.findall(changes or ""):
+            if kind not in _ROW_CHANGES or value in ids:  # the schema changed, or one of the tables
+                return False
+    return True
+
+
+def cached_read(con: duckdb.DuckDBPyConnection, key: str, tables: tuple[str, ...],
+                load: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """``load(con)`` (a read of the small tables ``tables``, e.g. the problem types), reused by this process for
+    as long as no committed write changes those tables.
+
+    Reading a small table of the lake costs a round of catalog work (5–30 ms), which a write repeating it on
+    every request pays many times; this costs two catalog lookups (the snapshot ``con`` reads and the record of
+    the snapshots since the cached one), so a case write reads each of them once per change, not once per write.
+    Only for reads in a connection that has not itself written ``tables`` in its open transaction (its
+    uncommitted changes are not in the catalog's record).
+
+    Parameters
+    ----------
+    con
+        A connection to the store (``USE lake``), autocommit or inside a write.
+    key
+        What is cached (one value per key and store), e.g. ``"problem_types"``.
+    tables
+        The tables ``load`` reads.
+    load
+        Reads the value from ``con``; its result is shared: callers must not change it.
+    """
+    row = con.execute(f"SELECT (SELECT path FROM duckdb_databases() WHERE database_name = '{ALIAS}'), "
+                      f"(SELECT id FROM {ALIAS}.current_snapshot())").fetchone()
+    if row is None:  # pragma: no cover (a scalar query always answers one row)
+        return load(con)
+    store, now = str(row[0]), int(row[1])
+    slot = (store, key)
+    with _CACHED_LOCK:
+        hit = _CACHED.get(slot)
+    if hit is not None:
+        since, value = hit
+        if since == now:
+            return value
+        if since < now and _unchanged_since(con, since, int(now), tables):
+            with _CACHED_LOCK:
+                if _CACHED.get(slot, (0,))[0] <= now:
+                    _CACHED[slot] = (int(now), value)
+            return value
+    value = load(con)
+    if hit is None or hit[0] <= now:  # a transaction reading an older snapshot does not replace a newer value
+        with _CACHED_LOCK:
+            _CACHED[slot] = (int(now), value)
+    return value

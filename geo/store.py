@@ -41,7 +41,6 @@ import functools
 import logging
 import os
 import random
-import re
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -598,102 +597,6 @@ def retry_writes(fn: Callable[P, R]) -> Callable[P, R]:
                 time.sleep(retry_pause(attempt))
         raise AssertionError  # pragma: no cover
     return wrapper
-
-
-def table_versions(con: duckdb.DuckDBPyConnection, tables: tuple[str, ...]) -> tuple:
-    """A key that changes when one of ``tables`` of the store of ``con`` is written by a committed write: the
-    store's data folder and, per table, the last snapshot that changed it. For caches of whole tables (e.g. the
-    grid polygons a case creation locates its point in); writes not yet committed in ``con`` do not count."""
-    meta = f"__ducklake_metadata_{ALIAS}"
-    names = ", ".join(quote(t) for t in tables)
-    rows = con.execute(f"""
-        WITH ids AS (SELECT table_name, CAST(table_id AS VARCHAR) AS id FROM {meta}.ducklake_table
-                     WHERE end_snapshot IS NULL AND table_name IN ({names})),
-             snaps AS (SELECT snapshot_id, flatten(map_values(changes)) AS touched FROM {ALIAS}.snapshots())
-        SELECT i.table_name, max(s.snapshot_id) FROM ids i LEFT JOIN snaps s
-            ON list_contains(s.touched, i.id) OR list_contains(s.touched, 'main.' || i.table_name)
-        GROUP BY 1 ORDER BY 1""").fetchall()
-    path = fetch_value(con, f"SELECT value FROM {meta}.ducklake_metadata WHERE key = 'data_path'")
-    return (path, *rows)
-
-
-#: Kinds of snapshot change that name a table by its id and change only its rows (``inlined_insert:9``).
-_ROW_CHANGES = frozenset({"inserted_into_table", "deleted_from_table", "inlined_insert", "inlined_delete",
-                          "compacted_table", "flushed_inlined", "merge_adjacent", "rewrote_table"})
-_CHANGE = re.compile(r'(\w+):("[^"]*"(?:\."[^"]*")*|\d+)')
-_CHANGES = re.compile(rf"(?:{_CHANGE.pattern})(?:,(?:{_CHANGE.pattern}))*")
-_CACHED: dict[tuple[str, str], tuple[int, Any]] = {}
-_CACHED_LOCK = threading.Lock()
-
-
-def _unchanged_since(con: duckdb.DuckDBPyConnection, since: int, now: int, tables: tuple[str, ...]) -> bool:
-    """Whether no snapshot after ``since`` up to ``now`` changed ``tables`` (or the schema), read from the
-    catalog's own record of each snapshot's changes: one small query, whatever the size of the store. False
-    when a snapshot of that range was expired (its record is gone)."""
-    meta = f"__ducklake_metadata_{ALIAS}"
-    since, now = int(since), int(now)
-    row = con.execute(f"""
-        SELECT (SELECT count(*) FROM {meta}.ducklake_snapshot WHERE snapshot_id BETWEEN {since} AND {now}),
-               (SELECT list(changes_made) FROM {meta}.ducklake_snapshot_changes
-                WHERE snapshot_id > {since} AND snapshot_id <= {now}),
-               (SELECT list(CAST(table_id AS VARCHAR)) FROM {meta}.ducklake_table
-                WHERE end_snapshot IS NULL AND table_name IN ({', '.join(quote(t) for t in tables)}))""").fetchone()
-    if row is None or int(row[0]) != now - since + 1 or len(row[2] or []) != len(tables):
-        return False
-    ids = set(row[2])
-    for changes in row[1] or []:
-        if changes and not _CHANGES.fullmatch(changes):  # a record this code cannot read: assume a change
-            return False
-        for kind, value in _CHANGE.findall(changes or ""):
-            if kind not in _ROW_CHANGES or value in ids:  # the schema changed, or one of the tables
-                return False
-    return True
-
-
-def cached_read(con: duckdb.DuckDBPyConnection, key: str, tables: tuple[str, ...],
-                load: Callable[[duckdb.DuckDBPyConnection], R]) -> R:
-    """``load(con)`` (a read of the small tables ``tables``, e.g. the problem types), reused by this process for
-    as long as no committed write changes those tables.
-
-    Reading a small table of the lake costs a round of catalog work (5–30 ms), which a write repeating it on
-    every request pays many times; this costs two catalog lookups (the snapshot ``con`` reads and the record of
-    the snapshots since the cached one), so a case write reads each of them once per change, not once per write.
-    Only for reads in a connection that has not itself written ``tables`` in its open transaction (its
-    uncommitted changes are not in the catalog's record).
-
-    Parameters
-    ----------
-    con
-        A connection to the store (``USE lake``), autocommit or inside a write.
-    key
-        What is cached (one value per key and store), e.g. ``"problem_types"``.
-    tables
-        The tables ``load`` reads.
-    load
-        Reads the value from ``con``; its result is shared: callers must not change it.
-    """
-    row = con.execute(f"SELECT (SELECT path FROM duckdb_databases() WHERE database_name = '{ALIAS}'), "
-                      f"(SELECT id FROM {ALIAS}.current_snapshot())").fetchone()
-    if row is None:  # pragma: no cover (a scalar query always answers one row)
-        return load(con)
-    store, now = str(row[0]), int(row[1])
-    slot = (store, key)
-    with _CACHED_LOCK:
-        hit = _CACHED.get(slot)
-    if hit is not None:
-        since, value = hit
-        if since == now:
-            return value
-        if since < now and _unchanged_since(con, since, int(now), tables):
-            with _CACHED_LOCK:
-                if _CACHED.get(slot, (0,))[0] <= now:
-                    _CACHED[slot] = (int(now), value)
-            return value
-    value = load(con)
-    if hit is None or hit[0] <= now:  # a transaction reading an older snapshot does not replace a newer value
-        with _CACHED_LOCK:
-            _CACHED[slot] = (int(now), value)
-    return value
 
 
 def ensure_current(path: str | os.PathLike) -> None:

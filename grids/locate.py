@@ -10,7 +10,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 from civicgrid.geo import h3cells
-from civicgrid.geo.store import cached_read
+from civicgrid.geo.caches import cached_read
 
 #: Columns :func:`locate_points` returns, in order.
 LOCATION_COLUMNS = ["h3", "grid_code", "community_code", "street_code", "district_code"]

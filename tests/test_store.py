@@ -318,26 +318,6 @@ def test_maintain_while_a_writer_and_a_reader_run(any_store, tmp_path, civicgrid
     assert len(_files(db)) < files
 
 
-def test_table_versions_change_only_with_their_tables(tmp_path):
-    from civicgrid.geo.store import table_versions
-
-    db = tmp_path / "city.duckdb"
-    store = Store(db, create=True)
-    first = table_versions(store.cursor(), ("areas", "grids"))
-    with writing(db) as con:
-        con.execute("INSERT INTO events (event_id, source, time) VALUES (1, 'complaint', now()::TIMESTAMP)")
-    assert table_versions(store.cursor(), ("areas", "grids")) == first
-    with writing(db) as con:
-        con.execute("INSERT INTO grids (code, name) VALUES ('G1', 'one')")
-        assert table_versions(con, ("areas", "grids")) == first, "a write not yet committed does not count"
-    second = table_versions(store.cursor(), ("areas", "grids"))
-    assert second != first and second[1] == first[1]  # areas unchanged, grids changed
-    with writing(db) as con:
-        con.execute("DELETE FROM grids")
-    assert table_versions(store.cursor(), ("areas", "grids"))[2] != second[2]
-    assert table_versions(Store(tmp_path / "other.duckdb", create=True).cursor(), ("areas", "grids"))[0] != first[0]
-
-
 def test_a_store_of_an_older_version_is_migrated_on_open(tmp_path, monkeypatch):
     from civicgrid.geo import store as st
 

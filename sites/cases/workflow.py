@@ -23,11 +23,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 from civicgrid.geo.aggregate import area_code
+from civicgrid.geo.caches import cached_read
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.group_commit import group_state, submit
 from civicgrid.geo.staging import next_id
-from civicgrid.geo.store import Store, cached_read, quote
+from civicgrid.geo.store import Store, quote
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment
 from civicgrid.grids.locate import Locator
@@ -260,7 +261,7 @@ class _Offices:
 class _CaseReference:
     """What opening a case reads of the small tables: the problem types (code and names, to resolve a request's,
     and their working hours to rectify), the working calendar and the case settings. Read once per change of
-    those tables (:func:`~civicgrid.geo.store.cached_read`), not once per case."""
+    those tables (:func:`~civicgrid.geo.caches.cached_read`), not once per case."""
 
     types: pd.DataFrame
     hours: pd.Series
