@@ -62,12 +62,15 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, workers, warm
     import uvicorn
     from civicgrid.api.app import create_app, warm_app
     from civicgrid.geo.aggregate import clear_cache
+    from civicgrid.geo.group_commit import SHARE_ENV
     from civicgrid.geo.store import Store
 
     Store(db).sql("SELECT 1")  # open the store now: a wrong --db fails here, not on the first request
     settings: dict[str, object] = {"max_cells": max_cells}
     if network:
         settings["patrol_network"] = network
+    # the worker processes hand their writes to one of them, which commits them together (geo.group_commit)
+    os.environ.setdefault(SHARE_ENV, "1")
     own_cache = None
     if workers > 1 and not get_settings().cache_dir:  # the workers share their answers in a folder of this run
         _remove_dead_cache_folders()
