@@ -224,8 +224,9 @@ class _Exchange:
             except OSError:  # closed
                 return
             creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            if struct.unpack("3i", creds)[1] != os.getuid():  # writes (pickles) only from this user's processes
-                conn.close()
+            if struct.unpack("3i", creds)[1] != os.getuid():  # writes (pickles) only from this user's processes:
+                with contextlib.suppress(OSError), conn:  # another user's process commits its writes itself
+                    _send(conn, pickle.dumps(("local", None)))
                 continue
             handler = threading.Thread(target=self._handle, args=(conn,), name="civicgrid-writes-in", daemon=True)
             with self._handlers_lock:
@@ -338,14 +339,17 @@ def _hand_over(db: str | os.PathLike | None, key: Location, apply: Apply, item: 
                 _send(conn, pickle.dumps((apply, item)))
             except (BrokenPipeError, ConnectionResetError):
                 continue  # not all of it arrived: the committer never saw a whole write
-            reply = _receive(conn)
+            try:
+                reply = _receive(conn)
+            except OSError:  # reset: the committer ended
+                reply = None
         if reply is None:
             msg = (f"{key.name}: the process committing this store's writes ended before it answered; the write "
                    "may or may not have been committed: look before repeating it")
             raise StoreError(msg)
         status, value = pickle.loads(reply)  # the committer is a process of this user
-        if status == "local":
-            continue
+        if status == "local":  # not taken (the committer is ending, or serves another user): commit it here
+            return _LOCAL
         if status == "error":
             raise value
         return value
