@@ -239,9 +239,14 @@ class _Exchange:
                 message = _receive(conn)
                 if message is None:
                     return
-                apply, item = pickle.loads(message)  # from a process of this user (SO_PEERCRED)
-                future = self.writer.offer(apply, item)
-                if future is None:  # this process is ending: the other one commits the write itself
+                try:
+                    apply, item = pickle.loads(message)  # from a process of this user (SO_PEERCRED)
+                except Exception as exc:  # e.g. another version of civicgrid: that process commits it itself
+                    logger.warning("a write handed over by another process could not be read: %s", exc)
+                    future = None
+                else:
+                    future = self.writer.offer(apply, item)
+                if future is None:  # not taken (this process is ending): the other one commits it itself
                     _send(conn, pickle.dumps(("local", None)))
                     return
                 try:
@@ -326,6 +331,10 @@ def _hand_over(db: str | os.PathLike | None, key: Location, apply: Apply, item: 
     its result, or :data:`_LOCAL` when this process must commit the write itself."""
     if key in _EXCHANGES:
         return _LOCAL
+    try:
+        message = pickle.dumps((apply, item))
+    except (pickle.PicklingError, AttributeError, TypeError):  # e.g. a function made at run time
+        return _LOCAL
     for _ in range(3):
         conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         with conn:
@@ -336,7 +345,7 @@ def _hand_over(db: str | os.PathLike | None, key: Location, apply: Apply, item: 
                     return _LOCAL
                 continue  # another process became the committer meanwhile
             try:
-                _send(conn, pickle.dumps((apply, item)))
+                _send(conn, message)
             except (BrokenPipeError, ConnectionResetError):
                 continue  # not all of it arrived: the committer never saw a whole write
             try:
