@@ -4,14 +4,16 @@ Usage::
 
     .venv/bin/python bench/store_bench.py [--events 200000] [--clients 16] [--cases 6] [--dir /tmp/store-bench]
         [--before /work/main-old/.venv/bin/civicgrid] [--import-events 0] [--catalog sqlite|postgres] [--port 8900]
-        [--from-store big.duckdb] [--workers N]
+        [--from-store big.duckdb] [--workers N] [--unshared]
 
 For each civicgrid given (this checkout's, and with ``--before`` another installation, e.g. the single-file
 store), the demo city is built with that civicgrid, ``civicgrid serve`` is started on it, an inspector token is
 made, and ``--clients`` threads each create ``--cases`` cases (POST /api/cases at an event's point) and move each
 twice (register, dispatch): every request's latency is recorded. With ``--import-events N`` another process
 imports N complaints (a CSV exported from the demo) while the clients write. Afterwards every acknowledged case
-must be in the store (lost writes are counted).
+must be in the store (lost writes are counted). ``--unshared`` first runs this checkout with the service's worker
+processes committing their own writes (``CIVICGRID_SHARED_WRITER=0``: they take turns on the store's lock), then
+as it serves by default (the workers hand their writes to one committer, :mod:`civicgrid.geo.group_commit`).
 
 ``--catalog postgres`` puts the store's catalog in a throwaway PostgreSQL server started for the run from
 Debian's binaries (``/usr/lib/postgresql/*/bin``, as the tests' ``pg_server`` fixture does), on a Unix socket in
@@ -213,6 +215,8 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8900, help="port of the first service started")
     parser.add_argument("--from-store", help="copy this store (SQLite catalog) for each run instead of building "
                                              "the demo (--events is then only reported)")
+    parser.add_argument("--unshared", action="store_true",
+                        help="first run this checkout with each worker process committing its own writes")
     parser.add_argument("--workers", type=int, default=None, help="civicgrid serve --workers (default: its own)")
     args = parser.parse_args()
     work = Path(args.dir)
@@ -220,6 +224,8 @@ def main() -> None:
     work.mkdir(parents=True)
     args.postgres = _Postgres(work / "pg") if args.catalog == "postgres" else None
     clis = [(str(Path(sys.executable).with_name("civicgrid")), "after")]
+    if args.unshared:
+        clis.insert(0, (clis[0][0], "unshared"))
     if args.before:
         clis.insert(0, (args.before, "before"))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; catalog {args.catalog}; "
@@ -227,6 +233,7 @@ def main() -> None:
           f"import {args.import_events:,}")
     try:
         for i, (cli, label) in enumerate(clis):
+            os.environ["CIVICGRID_SHARED_WRITER"] = "0" if label == "unshared" else "1"
             print(json.dumps(run(cli, label, args, work, args.port + i), ensure_ascii=False), flush=True)
             print(f"load after {label}: {os.getloadavg()[0]:.1f}", flush=True)
     finally:

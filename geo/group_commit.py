@@ -14,14 +14,31 @@ group's transaction fails as a whole, it is retried after a race with another wr
 :func:`~civicgrid.geo.store.retry_pause`, at most :data:`~civicgrid.geo.store.WRITE_TRIES` tries, then the
 writes fail with the error: never silently), and otherwise each write is tried alone, so one bad write never
 fails the others.
+
+The processes of one service (``civicgrid serve --workers N``) would otherwise take turns on the store's lock,
+each committing its own small groups: a write waited for the other processes' commits as well as its own.
+With :data:`SHARE_ENV` set (``civicgrid serve`` sets it for its workers), the first of them to write becomes the
+store's *committer* on this machine: it listens on a Unix socket (in the abstract namespace, named after the
+store's lock file, so it goes away with the process), and the others hand it their writes
+(:func:`_hand_over`), which join its groups; each answer goes back to the process that asked. Only a process
+of the same user is served. Nothing is ever applied twice or guessed: a write the committer did not take (it is
+ending, or there is none on this machine, e.g. another machine of a PostgreSQL-catalog office) is committed by
+the process itself under the store's lock, as without sharing; and when the committer ends (killed) after it
+took a write but before it answered, the write fails with an error saying it may have been committed — like
+the answer of a killed service, it is not acknowledged.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
+import hashlib
 import logging
 import os
+import pickle
 import queue
+import socket
+import struct
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -29,6 +46,7 @@ from concurrent.futures import Future
 from typing import Any
 
 import duckdb
+from civicgrid.geo.errors import StoreError
 from civicgrid.geo.store import WRITE_TRIES, Location, WriteConflictError, locate, retry_pause, writing
 
 logger = logging.getLogger(__name__)
@@ -45,6 +63,8 @@ class _Writer:
     def __init__(self, db: str | os.PathLike | None, name: str) -> None:
         self.db = db
         self.queue: queue.SimpleQueue[tuple[Apply, Any, Future] | None] = queue.SimpleQueue()
+        self._gate = threading.Lock()
+        self.closing = False
         self.thread = threading.Thread(target=self._run, name=f"civicgrid-{name}", daemon=True)
         self.thread.start()
 
@@ -62,10 +82,21 @@ class _Writer:
             if group:
                 self._commit(group)
 
+    def offer(self, apply: Apply, item: Any) -> Future | None:
+        """Queue a write; its future, or None when the writer is ending (then nothing was queued)."""
+        with self._gate:
+            if self.closing:
+                return None
+            future: Future = Future()
+            self.queue.put((apply, item, future))
+            return future
+
     def stop(self, timeout: float = 60) -> None:
         """Commit what is queued, then end the thread (at the process's exit: a thread left inside DuckDB's
         objects while the interpreter shuts down aborts the process)."""
-        self.queue.put(None)
+        with self._gate:
+            self.closing = True
+            self.queue.put(None)
         self.thread.join(timeout)
 
     @staticmethod
@@ -132,16 +163,206 @@ def group_state() -> dict[str, Any] | None:
 
 
 _WRITERS: dict[Location, _Writer] = {}
+_EXCHANGES: dict[Location, _Exchange] = {}
 _LOCK = threading.Lock()
+
+#: Environment variable: when set (to anything but "" or "0"), the processes of this machine hand their writes
+#: of a store to one of them (the committer), which commits them with its own; ``civicgrid serve`` sets it.
+SHARE_ENV = "CIVICGRID_SHARED_WRITER"
+
+
+def _sharing() -> bool:
+    return os.environ.get(SHARE_ENV, "") not in ("", "0")
+
+
+def _address(key: Location) -> str:
+    """The committer's socket of the store ``key`` on this machine (abstract namespace: no file, gone with the
+    process that holds it, so a killed committer leaves nothing behind)."""
+    digest = hashlib.sha256(str(key.lock_path).encode()).hexdigest()[:40]
+    return f"\0civicgrid-writes-{digest}"
+
+
+def _send(conn: socket.socket, payload: bytes) -> None:
+    conn.sendall(struct.pack("!Q", len(payload)) + payload)
+
+
+def _receive(conn: socket.socket) -> bytes | None:
+    """One message, or None when the other side closed the connection before sending all of it."""
+    head = _read_exactly(conn, 8)
+    if head is None:
+        return None
+    return _read_exactly(conn, struct.unpack("!Q", head)[0])
+
+
+def _read_exactly(conn: socket.socket, n: int) -> bytes | None:
+    parts, got = [], 0
+    while got < n:
+        part = conn.recv(min(n - got, 1 << 20))
+        if not part:
+            return None
+        parts.append(part)
+        got += len(part)
+    return b"".join(parts)
+
+
+class _Exchange:
+    """The committer's side of a store's socket: the writes other processes hand over join this process's
+    writer's groups, and each answer (result or error) goes back on the connection it came from."""
+
+    def __init__(self, writer: _Writer, listener: socket.socket) -> None:
+        self.writer = writer
+        self.listener = listener
+        self.handlers: set[threading.Thread] = set()
+        self._handlers_lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept, name="civicgrid-writes-exchange", daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.listener.accept()
+            except OSError:  # closed
+                return
+            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+            if struct.unpack("3i", creds)[1] != os.getuid():  # writes (pickles) only from this user's processes:
+                with contextlib.suppress(OSError), conn:  # another user's process commits its writes itself
+                    _send(conn, pickle.dumps(("local", None)))
+                continue
+            handler = threading.Thread(target=self._handle, args=(conn,), name="civicgrid-writes-in", daemon=True)
+            with self._handlers_lock:
+                self.handlers.add(handler)
+            handler.start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        try:
+            with conn:
+                message = _receive(conn)
+                if message is None:
+                    return
+                try:
+                    apply, item = pickle.loads(message)  # from a process of this user (SO_PEERCRED)
+                except Exception as exc:  # e.g. another version of civicgrid: that process commits it itself
+                    logger.warning("a write handed over by another process could not be read: %s", exc)
+                    future = None
+                else:
+                    future = self.writer.offer(apply, item)
+                if future is None:  # not taken (this process is ending): the other one commits it itself
+                    _send(conn, pickle.dumps(("local", None)))
+                    return
+                try:
+                    answer: tuple[str, Any] = ("ok", future.result())
+                except BaseException as exc:
+                    answer = ("error", exc)
+                try:
+                    payload = pickle.dumps(answer)
+                except Exception:
+                    payload = pickle.dumps(("error", StoreError(f"{type(answer[1]).__name__}: {answer[1]}")))
+                _send(conn, payload)
+        except OSError as exc:
+            logger.warning("a write handed over by another process could not be answered: %s", exc)
+        finally:
+            with self._handlers_lock:
+                self.handlers.discard(threading.current_thread())
+
+    def close(self) -> None:
+        """Take no more writes (the next process to write becomes the committer)."""
+        with contextlib.suppress(OSError):
+            self.listener.shutdown(socket.SHUT_RDWR)  # wakes the accepting thread
+        self.listener.close()
+        self.thread.join(5)
+
+    def finish(self, timeout: float = 30) -> None:
+        """Wait until the writes taken from other processes are answered (after the writer committed them)."""
+        deadline = time.monotonic() + timeout
+        while True:
+            with self._handlers_lock:
+                left = list(self.handlers)
+            if not left or time.monotonic() > deadline:
+                return
+            left[0].join(max(0.0, deadline - time.monotonic()))
 
 
 @atexit.register
 def _stop_writers() -> None:
     with _LOCK:
         writers = list(_WRITERS.values())
+        exchanges = list(_EXCHANGES.values())
         _WRITERS.clear()
+        _EXCHANGES.clear()
+    for exchange in exchanges:
+        exchange.close()
     for writer in writers:
         writer.stop()
+    for exchange in exchanges:
+        exchange.finish()
+
+
+def _writer(db: str | os.PathLike | None, key: Location) -> _Writer:
+    writer = _WRITERS.get(key)
+    if writer is None:
+        with _LOCK:
+            writer = _WRITERS.get(key)
+            if writer is None:
+                writer = _WRITERS[key] = _Writer(db, "writer")
+    return writer
+
+
+def _become_committer(db: str | os.PathLike | None, key: Location) -> bool:
+    """Listen on the store's socket (False when another process does already)."""
+    listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    try:
+        listener.bind(_address(key))
+    except OSError:
+        listener.close()
+        return False
+    listener.listen(128)
+    writer = _writer(db, key)
+    with _LOCK:
+        _EXCHANGES[key] = _Exchange(writer, listener)
+    logger.info("%s: this process commits the writes of the service's processes", key.name)
+    return True
+
+
+_LOCAL = object()
+
+
+def _hand_over(db: str | os.PathLike | None, key: Location, apply: Apply, item: Any) -> Any:
+    """Have the store's committer on this machine commit ``item`` (becoming the committer when there is none);
+    its result, or :data:`_LOCAL` when this process must commit the write itself."""
+    if key in _EXCHANGES:
+        return _LOCAL
+    try:
+        message = pickle.dumps((apply, item))
+    except (pickle.PicklingError, AttributeError, TypeError):  # e.g. a function made at run time
+        return _LOCAL
+    for _ in range(3):
+        conn = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        with conn:
+            try:
+                conn.connect(_address(key))
+            except (ConnectionRefusedError, FileNotFoundError):
+                if _become_committer(db, key):
+                    return _LOCAL
+                continue  # another process became the committer meanwhile
+            try:
+                _send(conn, message)
+            except (BrokenPipeError, ConnectionResetError):
+                continue  # not all of it arrived: the committer never saw a whole write
+            try:
+                reply = _receive(conn)
+            except OSError:  # reset: the committer ended
+                reply = None
+        if reply is None:
+            msg = (f"{key.name}: the process committing this store's writes ended before it answered; the write "
+                   "may or may not have been committed: look before repeating it")
+            raise StoreError(msg)
+        status, value = pickle.loads(reply)  # the committer is a process of this user
+        if status == "local":  # not taken (the committer is ending, or serves another user): commit it here
+            return _LOCAL
+        if status == "error":
+            raise value
+        return value
+    return _LOCAL
 
 
 def submit(db: str | os.PathLike | None, kind: str, apply: Apply, item: Any) -> Any:
@@ -164,12 +385,12 @@ def submit(db: str | os.PathLike | None, kind: str, apply: Apply, item: Any) -> 
         This write.
     """
     key = locate(db)
-    writer = _WRITERS.get(key)
-    if writer is None:
-        with _LOCK:
-            writer = _WRITERS.get(key)
-            if writer is None:
-                writer = _WRITERS[key] = _Writer(db, "writer")
-    future: Future = Future()
-    writer.queue.put((apply, item, future))
+    if _sharing():
+        result = _hand_over(db, key, apply, item)
+        if result is not _LOCAL:
+            return result
+    future = _writer(db, key).offer(apply, item)
+    if future is None:
+        msg = f"{key.name}: this process is ending; its writer takes no more writes"
+        raise StoreError(msg)
     return future.result()

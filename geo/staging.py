@@ -43,15 +43,16 @@ def _reserved_key(table: str) -> str:
     return f"ids.{table}"
 
 
-def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
+def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, *, claim: bool = True) -> int:
     """The next free id of ``table.column``: above every stored id and every id an import in progress has
     reserved (:meth:`Staging.reserve`). Use it inside a write (:func:`~civicgrid.geo.store.writing`).
 
     Writers of one machine take turns, so two of them never see the same maximum. Writers of *several* machines
     (a PostgreSQL catalog) do not share that lock: there every write that takes ids also updates one row of
     ``meta``, so that of two writes that saw the same maximum the second one to commit conflicts and is run
-    again (:class:`~civicgrid.geo.store.WriteConflictError`) instead of repeating ids."""
-    if _catalog_kind(con) == "postgres":
+    again (:class:`~civicgrid.geo.store.WriteConflictError`) instead of repeating ids. One such update per
+    transaction is enough: ``claim=False`` skips it for a transaction that made it already."""
+    if claim and _catalog_kind(con) == "postgres":
         con.execute("DELETE FROM meta WHERE key = 'ids.taken'")
         con.execute("INSERT INTO meta VALUES ('ids.taken', CAST(now() AS VARCHAR))")
     top = int(fetch_value(con, f"SELECT coalesce(max({column}), 0) FROM {table}"))

@@ -13,6 +13,8 @@ from civicgrid.geo.store import Store, writing
 from civicgrid.sites import cases as cs
 from civicgrid.sites.cases import workflow
 
+from conftest import build_small_city
+
 
 def _open_cases(db, n):
     return [cs.create_case(db, actor="巡查员", problem_type="0101", lng=112.905 + i * 1e-4, lat=28.205,
@@ -203,3 +205,61 @@ def test_the_unit_of_a_new_case_is_the_one_the_sql_dispatch_rule_gives(small_cit
     assert len(want) == len(rows) > 50
     for (site, cm, st, di), expected in zip(rows, want, strict=True):
         assert offices.unit(site, cm, st, di) == tuple(expected[1:]), (site, cm, st, di)
+
+
+COMMITTER = """
+import sys
+from civicgrid.sites import cases as cs
+case = cs.create_case(sys.argv[1], actor="committer", problem_type="0201", lng=112.94, lat=28.23)
+print("ready", case["case_id"], flush=True)
+sys.stdin.read()  # serve the other processes' writes until the test closes stdin
+"""
+
+
+def test_processes_hand_their_writes_to_one_committer(any_store, tmp_path, monkeypatch):
+    """With sharing on (``civicgrid serve``'s workers), a process's writes are committed by the store's
+    committer process with its own, each answer (and error) going back to the process that asked; when the
+    committer is killed, the next write makes the writing process the committer, and nothing is lost."""
+    import signal
+    import subprocess
+    import sys
+
+    from civicgrid.geo.store import locate
+
+    db = str(build_small_city(any_store, tmp_path))
+    monkeypatch.setenv(group_commit.SHARE_ENV, "1")
+    monkeypatch.setattr(group_commit, "_WRITERS", {})
+    monkeypatch.setattr(group_commit, "_EXCHANGES", {})
+    key = locate(db)
+    committer = subprocess.Popen([sys.executable, "-c", COMMITTER, db], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        assert committer.stdout.readline().startswith("ready")
+        made = cs.create_case(db, actor="handed", problem_type="0201", lng=112.905, lat=28.205)
+        moved = cs.transition(db, made["case_id"], "register", actor="handed")
+        with pytest.raises(ConflictError, match="cannot close"):
+            cs.transition(db, made["case_id"], "close", actor="handed")
+        assert key not in group_commit._WRITERS and key not in group_commit._EXCHANGES  # nothing written here
+        assert moved == cs.get_case(Store(db), made["case_id"])
+        assert [r["to_state"] for r in moved["log"]] == ["found", "registered"]
+        real = workflow._apply_moves
+        monkeypatch.setattr(workflow, "_apply_moves", lambda con, moves: real(con, moves))  # cannot be pickled
+        here = cs.transition(db, made["case_id"], "dispatch", actor="handed")  # so it is committed here
+        assert key in group_commit._WRITERS and key not in group_commit._EXCHANGES and here["state"] == "dispatched"
+        monkeypatch.setattr(workflow, "_apply_moves", real)
+        committer.send_signal(signal.SIGKILL)
+        committer.wait(30)
+        again = cs.transition(db, made["case_id"], "rectify", actor="handed")  # this process is the committer now
+        assert key in group_commit._EXCHANGES and again["state"] == "rectified"
+        assert again == cs.get_case(Store(db), made["case_id"])
+    finally:
+        if committer.poll() is None:
+            committer.kill()
+        for exchange in group_commit._EXCHANGES.values():
+            exchange.close()
+        for writer in group_commit._WRITERS.values():
+            writer.stop()
+    states = Store(db).sql("SELECT actor, to_state FROM case_log WHERE actor IN ('handed', 'committer') "
+                           "ORDER BY log_id")
+    assert states.values.tolist() == [["committer", "found"], ["handed", "found"], ["handed", "registered"],
+                                      ["handed", "dispatched"], ["handed", "rectified"]]

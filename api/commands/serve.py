@@ -12,6 +12,12 @@ import click
 from civicgrid.api.cli import db_option, main, user_errors
 from civicgrid.geo.settings import get_settings
 
+#: Seconds a worker process may take to answer uvicorn's health check before it is killed and started again.
+#: uvicorn's 5 s is shorter than a worker's start (imports, the store opened) on a busy 2-core machine: at a load
+#: average of 20 every worker was killed before it served, again and again, and the service never answered;
+#: a busy worker killed in the middle of a write fails the writes of every worker (see geo.group_commit).
+WORKER_HEALTHCHECK_S = 120
+
 
 @main.command()
 @db_option
@@ -62,12 +68,15 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, workers, warm
     import uvicorn
     from civicgrid.api.app import create_app, warm_app
     from civicgrid.geo.aggregate import clear_cache
+    from civicgrid.geo.group_commit import SHARE_ENV
     from civicgrid.geo.store import Store
 
     Store(db).sql("SELECT 1")  # open the store now: a wrong --db fails here, not on the first request
     settings: dict[str, object] = {"max_cells": max_cells}
     if network:
         settings["patrol_network"] = network
+    # the worker processes hand their writes to one of them, which commits them together (geo.group_commit)
+    os.environ.setdefault(SHARE_ENV, "1")
     own_cache = None
     if workers > 1 and not get_settings().cache_dir:  # the workers share their answers in a folder of this run
         _remove_dead_cache_folders()
@@ -93,7 +102,8 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, workers, warm
         # civicgrid's request log (INFO, with each request's time) replaces uvicorn's access log when it is on
         requests_logged = logging.getLogger("civicgrid.api.app").isEnabledFor(logging.INFO)
         uvicorn.run(app, host=host, port=port, log_level=log_level, access_log=not requests_logged,
-                    **({"workers": workers, "factory": True} if workers > 1 else {}))
+                    **({"workers": workers, "factory": True, "timeout_worker_healthcheck": WORKER_HEALTHCHECK_S}
+                       if workers > 1 else {}))
     finally:
         if own_cache is not None:
             shutil.rmtree(own_cache, ignore_errors=True)

@@ -510,9 +510,13 @@ def _next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, n: int) ->
     follow take the ids after it (a second ``max`` after the group's own inserts would scan the whole table)."""
     state = group_state()
     key = f"next-id:{table}"
-    first = state[key] if state is not None and key in state else next_id(con, table, column)
+    if state is not None and key in state:
+        first = state[key]
+    else:  # one claim of ids per transaction (staging.next_id: the update of meta that makes racing writes conflict)
+        first = next_id(con, table, column, claim=state is None or "ids-claimed" not in state)
     if state is not None:
         state[key] = first + n
+        state["ids-claimed"] = True
     return first
 
 
