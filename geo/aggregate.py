@@ -344,9 +344,23 @@ def cached(store: Store, key: tuple, compute: Callable[[], T]) -> T:
     return _CACHE.get(store, key, compute)
 
 
+#: Results kept across store versions (:func:`cached_lasting`): few, each costly (a fitted risk model).
+LASTING_SIZE = 8
+_LASTING = VersionCache(LASTING_SIZE)
+
+
+def cached_lasting(store: Store, key: tuple, compute: Callable[[], T]) -> T:
+    """Return ``compute()`` cached under ``key`` for the store across its versions (at most :data:`LASTING_SIZE`
+    results are kept): ``key`` must identify every datum ``compute`` reads (a fingerprint of the rows it reads),
+    as a write does not make the result unreachable."""
+    return _LASTING.get_lasting(store, key, compute)
+
+
 def clear_cache() -> None:
-    """Drop every cached aggregation (they are also dropped when a new database version is published)."""
+    """Drop every cached aggregation (they are also dropped when a new database version is published) and every
+    result kept across versions (:func:`cached_lasting`)."""
     _CACHE.clear()
+    _LASTING.clear()
 
 
 def check_res(res: int) -> int:

@@ -84,7 +84,17 @@ class VersionCache:
         epoch, as :func:`time.time`): a value that depends on "now" is computed again once it could differ."""
         if self.size <= 0:
             return compute()[0]
-        full = (str(store.path), store.at, store.snapshot_id(), *key)
+        return self._get((str(store.path), store.at, store.snapshot_id(), *key), compute)
+
+    def get_lasting(self, store: Store, key: tuple, compute: Callable[[], T]) -> T:
+        """Return ``compute()`` cached under ``key`` for the store's path and the past it views, across its
+        versions: for results whose ``key`` itself identifies every datum they read (e.g. a fingerprint of the
+        rows read), which a write elsewhere leaves valid."""
+        if self.size <= 0:
+            return compute()
+        return self._get((str(store.path), store.at, "lasting", *key), lambda: (compute(), None))
+
+    def _get(self, full: tuple, compute: Callable[[], tuple[T, float | None]]) -> T:
         with self._lock:
             found = self._items.get(full)
             if found is not None and (found[1] is None or time.time() < found[1]):

@@ -297,6 +297,49 @@ def test_no_leakage_after_as_of(demo_db, tmp_path):
     assert not np.allclose(changed.sort_values("site_id")["risk"], before.sort_values("site_id")["risk"])
 
 
+def test_the_fit_is_kept_across_the_days_writes(demo_db, tmp_path, monkeypatch):
+    """A case written today leaves the fit (data before the day's start) as it was: the next default score reuses
+    it and equals a fresh fit's; an inspection back-dated to last month is seen and the models are refitted."""
+    from civicgrid.geo.aggregate import clear_cache
+    from civicgrid.sites import cases as cs
+    from civicgrid.sites.risk import model as risk_model
+
+    fits = []
+    fit_candidates = risk_model._candidates
+    monkeypatch.setattr(risk_model, "_candidates", lambda *a, **k: fits.append(1) or fit_candidates(*a, **k))
+    path = tmp_path / "day.duckdb"
+    copy_store(demo_db, path)
+    as_of = R.default_as_of(Store(path))
+    day_start = datetime.combine(as_of.date(), datetime.min.time())
+    first = R.site_risk(Store(path), as_of=as_of)
+    assert len(fits) == 1 and first.attrs["model"]["trained_before"] == day_start.isoformat(sep=" ")
+    # a new case (a new event, its case and log) found today, after the latest event: the default moment moves on
+    latest = as_of - timedelta(seconds=1)
+    found = latest + (day_start + timedelta(days=1) - latest) / 2
+    site = int(first["site_id"].iloc[-1])
+    cs.create_case(path, actor="a", problem_type="0101", site_id=site, time=found.replace(microsecond=0),
+                   dispatch=True)
+    later = R.default_as_of(Store(path))
+    assert as_of < later < day_start + timedelta(days=1)
+    reused = R.site_risk(Store(path), as_of=later)
+    assert len(fits) == 1  # no refit
+    clear_cache()  # as a fresh process
+    fresh = R.site_risk(Store(path), as_of=later)
+    assert len(fits) == 2
+    pd.testing.assert_frame_equal(pd.DataFrame(reused.drop(columns="geometry")),
+                                  pd.DataFrame(fresh.drop(columns="geometry")))
+    assert reused.attrs["model"] == fresh.attrs["model"]
+    assert reused.loc[reused["site_id"] == site, "open_problems"].iloc[0] > first.loc[
+        first["site_id"] == site, "open_problems"].iloc[0]  # the scores do read the new case
+    # an inspection of last month, entered today: data before the cut-off changed, the models are refitted
+    with writing(path) as con:
+        con.execute("INSERT INTO inspections (inspection_id, site_id, time, inspector, conforming, problems_found) "
+                    "VALUES (90000001, ?, ?, '甲', FALSE, 2)", [site, day_start - timedelta(days=30)])
+    backdated = R.site_risk(Store(path), as_of=later)
+    assert len(fits) == 3
+    assert backdated.attrs["model"]["n_train"] == fresh.attrs["model"]["n_train"] + 1
+
+
 def test_inspector_effects_find_the_sharp_inspectors(demo_db):
     """The demo gives 4 of 20 inspectors about 1.5x the detection; their estimated ratios stand apart."""
     store = Store(demo_db)

@@ -4,11 +4,11 @@
 from __future__ import annotations
 
 import inspect
-from datetime import timedelta
+from datetime import datetime, time, timedelta
 
 import numpy as np
 import pandas as pd
-from civicgrid.geo.aggregate import cached
+from civicgrid.geo.aggregate import cached, cached_lasting
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.sites.risk import components as _tunables
@@ -97,14 +97,52 @@ def training_moments(times_us: np.ndarray, gap_days: float) -> np.ndarray:
     return times_us - offset
 
 
-def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int = TRAIN_DAYS) -> dict:
-    """Learn (or choose) the risk model from the data before ``as_of``.
+def training_cutoff(moment: datetime) -> datetime:
+    """The moment the risk models scored at ``moment`` are fitted before: the start of its day (times are
+    wall-clock times of the store's zone), so that every score of a day uses one fit, which the day's writes
+    (cases, events, visits dated today) leave valid."""
+    return datetime.combine(moment.date(), time())
 
-    The training rows are the labelled inspections of the ``train_days`` before ``as_of``, each with the
-    inputs computed from the data before its own time. The latest :data:`HOLDOUT_SHARE` of them (by time) are
-    held out: the models are fitted on the rest, compared on them (AUC), and the chosen one is calibrated on
-    them (Platt: ``logit(risk) = a·z + b`` for the model's raw logit ``z``), so the risk is a probability the
-    simulator can use.
+
+# What the fit reads before the cut-off (features.Data, the hotspots' complaints and study area), as counts and
+# sums of row hashes: the fitted models are kept while these are equal. An event's deadline, rectification and
+# closure enter only when before the cut-off (the fit compares them with moments before it), so closing a case
+# today leaves them equal; the sites and areas enter whole (a new site can join a brand).
+_FIT_DATA_SQL = """
+SELECT
+    (SELECT count(*) FROM inspections WHERE time < $cut) AS inspections,
+    (SELECT coalesce(sum(hash(site_id, time, inspector, conforming, problems_found, critical, score,
+                              kind)::HUGEINT), 0) FROM inspections WHERE time < $cut) AS inspections_hash,
+    (SELECT count(*) FROM events WHERE time < $cut) AS events,
+    (SELECT coalesce(sum(hash(source, site_id, time, h3, CASE WHEN deadline < $cut THEN deadline END,
+                              CASE WHEN rectified_at < $cut THEN rectified_at END,
+                              CASE WHEN closed_at < $cut THEN closed_at END, rebound_of IS NOT NULL)::HUGEINT), 0)
+     FROM events WHERE time < $cut) AS events_hash,
+    (SELECT count(*) FROM sites) AS sites,
+    (SELECT coalesce(sum(hash(site_id, name, category_code, grid_code, community_code, street_code, district_code,
+                              h3, active)::HUGEINT), 0) FROM sites) AS sites_hash,
+    (SELECT coalesce(sum(hash(code, level, ST_AsWKB(geom))::HUGEINT), 0) FROM areas) AS areas_hash,
+    (SELECT coalesce(sum(hash(code, ST_AsWKB(geom))::HUGEINT), 0) FROM grids) AS grids_hash
+"""
+
+
+def training_data_key(store: Store, *, cutoff: datetime) -> tuple[int, ...]:
+    """A fingerprint of the data a fit before ``cutoff`` reads (:data:`_FIT_DATA_SQL`; kept per store version):
+    equal fingerprints, equal fits."""
+    return cached(store, ("site_risk_fit_data", cutoff), lambda: tuple(
+        int(v) for v in store.sql(_FIT_DATA_SQL, {"cut": cutoff}).iloc[0].tolist()))
+
+
+def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int = TRAIN_DAYS) -> dict:
+    """Learn (or choose) the risk model from the data before the start of ``as_of``'s day.
+
+    The models are fitted on the data before :func:`training_cutoff` (the start of ``as_of``'s day): the training
+    rows are the labelled inspections of the ``train_days`` before it, each with the inputs computed from the data
+    before its own time. A fit is kept while the data before the cut-off is unchanged
+    (:func:`training_data_key`), so a write of the day does not make the next score refit. The latest
+    :data:`HOLDOUT_SHARE` of the training rows (by time) are held out: the models are fitted on the rest,
+    compared on them (AUC), and the chosen one is calibrated on them (Platt: ``logit(risk) = a·z + b`` for the
+    model's raw logit ``z``), so the risk is a probability the simulator can use.
 
     Parameters
     ----------
@@ -120,7 +158,7 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         ``"blend"``: the mean of the two models' calibrated logits, calibrated again; each raises
         :class:`InvalidParameterError` without enough data; ``"default"``: :data:`DEFAULT_WEIGHTS`.
     train_days
-        Inspections of this many days before ``as_of`` are the training rows.
+        Inspections of this many days before the start of ``as_of``'s day are the training rows.
 
     Returns
     -------
@@ -129,7 +167,8 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         (``{model: {auc, log_loss}}``), ``calibration`` (``a``, ``b``), ``intercept``, ``weights`` and ``means``
         per component (learnt/default), ``features`` (the inputs explained), ``inspector_weight``, ``detection``
         (per inspector), ``n_train``, ``n_positive``, ``train_auc``, ``C``, ``reason`` when default was used, and
-        ``estimator`` (the fitted trees, gbm only). Both models are fitted once per ``as_of`` and cached.
+        ``estimator`` (the fitted trees, gbm only), ``trained_before`` (the cut-off) and ``as_of``. Both models are
+        fitted once per cut-off and kept while the data before it is unchanged.
     """
     if model not in MODELS:
         msg = f"model must be one of {', '.join(MODELS)}, got {model!r}"
@@ -139,13 +178,14 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
     if train_days < 1:
         msg = f"train_days must be at least 1, got {train_days}"
         raise InvalidParameterError(msg)
+    cutoff = training_cutoff(moment)
 
     gap = float(_tunables.TRAIN_GAP_DAYS)
     hold_gap = float(_tunables.HOLDOUT_GAP_DAYS)
 
     def compute() -> dict:
-        start = moment - timedelta(days=train_days)
-        d = Data(store, moment, start - timedelta(days=LOOKBACK_DAYS))
+        start = cutoff - timedelta(days=train_days)
+        d = Data(store, cutoff, start - timedelta(days=LOOKBACK_DAYS))
         insp = inspector_table(d)
         detection = dict(zip(insp["inspector"], insp["detection"].astype(float), strict=True))
         rows = np.flatnonzero(d.ins_t >= int(np.datetime64(start, "us").astype("int64")))[-MAX_TRAIN:]
@@ -153,7 +193,7 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         n_pos = int(y.sum())
         enough = len(rows) >= MIN_TRAIN and min(n_pos, len(rows) - n_pos) >= MIN_CLASS
         base = {"detection": detection, "n_train": len(rows), "n_positive": n_pos,
-                "as_of": moment.isoformat(sep=" "), "train_days": int(train_days), "enough": enough}
+                "trained_before": cutoff.isoformat(sep=" "), "train_days": int(train_days), "enough": enough}
         if not enough:
             return base
         q_site, q_time = d.ins_site[rows], training_moments(d.ins_t[rows], gap)
@@ -167,20 +207,23 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         visit = visit_inputs(d, d.ins_kind[rows], q_time)  # each visit's own kind, known before the day
         return {**base, **_candidates(comp, comp_hold, log_det, visit, y)}
 
-    fitted = cached(store, ("site_risk_models", moment, int(train_days), gap, hold_gap), compute)
-    base = {k: fitted[k] for k in ("detection", "n_train", "n_positive", "as_of", "train_days")}
+    key = ("site_risk_models", cutoff, int(train_days), gap, hold_gap)
+    fitted = cached(store, key, lambda: cached_lasting(
+        store, (*key, training_data_key(store, cutoff=cutoff)), compute))
+    base = {k: fitted[k] for k in ("detection", "n_train", "n_positive", "trained_before", "train_days")}
+    base["as_of"] = moment.isoformat(sep=" ")
     n_rows, n_pos = fitted["n_train"], fitted["n_positive"]
     if model == "default" or (model == "auto" and not fitted["enough"]):
         reason = ("asked for the default weights" if model == "default" else
                   f"{n_rows} labelled inspections ({n_pos} finding a problem) in the {train_days} days "
-                  f"before as_of; learnt models need {MIN_TRAIN} with {MIN_CLASS} of each outcome")
+                  f"before as_of's day; learnt models need {MIN_TRAIN} with {MIN_CLASS} of each outcome")
         return {**base, "kind": "default", "intercept": 0.0, "weights": dict(DEFAULT_WEIGHTS), "means": None,
                 "inspector_weight": 0.0, "C": None, "train_auc": None, "reason": reason,
                 "features": list(COMPONENTS), "calibration": {"a": 1.0, "b": 0.0}, "holdout": {},
                 "choice": f"default ({reason})"}
     if not fitted["enough"]:
         msg = (f"too few labelled inspections to learn a model: {n_rows} ({n_pos} finding a problem) in the "
-               f"{train_days} days before {moment:%Y-%m-%d %H:%M}; need {MIN_TRAIN} with {MIN_CLASS} of each "
+               f"{train_days} days before {cutoff:%Y-%m-%d %H:%M}; need {MIN_TRAIN} with {MIN_CLASS} of each "
                f"outcome (use model='default' or a longer train_days)")
         raise InvalidParameterError(msg)
     holdout = fitted["holdout"]

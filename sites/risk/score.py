@@ -61,7 +61,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
     train_days
         Days of inspections used to learn the model.
     inspector
-        Score a routine visit by this inspector (their detection ratio, from the visits before ``as_of``):
+        Score a routine visit by this inspector (their detection ratio, from the visits before ``as_of``'s day):
         the probability that *their* visit finds a problem. Default: an average inspector (what the site needs).
 
     Returns
@@ -92,7 +92,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
     if inspector is not None:
         if inspector not in fitted["detection"]:
             known = sorted(k for k in fitted["detection"] if k)
-            msg = (f"unknown inspector {inspector!r} (no labelled visit before as_of); inspectors: "
+            msg = (f"unknown inspector {inspector!r} (no labelled visit before as_of's day); inspectors: "
                    f"{', '.join(known[:10]) or 'none'}")
             raise NotFoundError(msg)
         log_det[:] = np.log(fitted["detection"][inspector])
