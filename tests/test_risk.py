@@ -331,6 +331,17 @@ def test_the_fit_is_kept_across_the_days_writes(demo_db, tmp_path, monkeypatch):
     assert reused.attrs["model"] == fresh.attrs["model"]
     assert reused.loc[reused["site_id"] == site, "open_problems"].iloc[0] > first.loc[
         first["site_id"] == site, "open_problems"].iloc[0]  # the scores do read the new case
+    # the fingerprint of the data before the cut-off: a closure today leaves it, one of last month changes it
+    key = risk_model.training_data_key(Store(path), cutoff=day_start)
+    old = int(Store(path).sql("SELECT min(event_id) AS e FROM events WHERE site_id IS NOT NULL AND closed_at IS NULL "
+                              "AND time < ?", [day_start])["e"].iloc[0])
+    for when, same in ((found, True), (day_start - timedelta(days=30), False)):
+        with writing(path) as con:
+            con.execute("UPDATE events SET closed_at = ? WHERE event_id = ?", [when, old])
+        assert (risk_model.training_data_key(Store(path), cutoff=day_start) == key) is same
+    with writing(path) as con:
+        con.execute("UPDATE events SET closed_at = NULL WHERE event_id = ?", [old])
+    assert risk_model.training_data_key(Store(path), cutoff=day_start) == key
     # an inspection of last month, entered today: data before the cut-off changed, the models are refitted
     with writing(path) as con:
         con.execute("INSERT INTO inspections (inspection_id, site_id, time, inspector, conforming, problems_found) "

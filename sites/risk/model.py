@@ -105,24 +105,26 @@ def training_cutoff(moment: datetime) -> datetime:
 
 
 # What the fit reads before the cut-off (features.Data, the hotspots' complaints and study area), as counts and
-# sums of row hashes: the fitted models are kept while these are equal. An event's deadline, rectification and
-# closure enter only when before the cut-off (the fit compares them with moments before it), so closing a case
-# today leaves them equal; the sites and areas enter whole (a new site can join a brand).
+# sums of row hashes (exact: as text, as pandas reads a HUGEINT as a float): the fitted models are kept while
+# these are equal. An event's deadline, rectification and closure enter only when before the cut-off (the fit
+# compares them with moments before it), so closing a case today leaves them equal; the sites and areas enter
+# whole (a new site can join a brand).
 _FIT_DATA_SQL = """
 SELECT
     (SELECT count(*) FROM inspections WHERE time < $cut) AS inspections,
     (SELECT coalesce(sum(hash(site_id, time, inspector, conforming, problems_found, critical, score,
-                              kind)::HUGEINT), 0) FROM inspections WHERE time < $cut) AS inspections_hash,
+                              kind)::HUGEINT), 0)::VARCHAR FROM inspections WHERE time < $cut) AS inspections_hash,
     (SELECT count(*) FROM events WHERE time < $cut) AS events,
     (SELECT coalesce(sum(hash(source, site_id, time, h3, CASE WHEN deadline < $cut THEN deadline END,
                               CASE WHEN rectified_at < $cut THEN rectified_at END,
-                              CASE WHEN closed_at < $cut THEN closed_at END, rebound_of IS NOT NULL)::HUGEINT), 0)
+                              CASE WHEN closed_at < $cut THEN closed_at END,
+                              rebound_of IS NOT NULL)::HUGEINT), 0)::VARCHAR
      FROM events WHERE time < $cut) AS events_hash,
     (SELECT count(*) FROM sites) AS sites,
     (SELECT coalesce(sum(hash(site_id, name, category_code, grid_code, community_code, street_code, district_code,
-                              h3, active)::HUGEINT), 0) FROM sites) AS sites_hash,
-    (SELECT coalesce(sum(hash(code, level, ST_AsWKB(geom))::HUGEINT), 0) FROM areas) AS areas_hash,
-    (SELECT coalesce(sum(hash(code, ST_AsWKB(geom))::HUGEINT), 0) FROM grids) AS grids_hash
+                              h3, active)::HUGEINT), 0)::VARCHAR FROM sites) AS sites_hash,
+    (SELECT coalesce(sum(hash(code, level, ST_AsWKB(geom))::HUGEINT), 0)::VARCHAR FROM areas) AS areas_hash,
+    (SELECT coalesce(sum(hash(code, ST_AsWKB(geom))::HUGEINT), 0)::VARCHAR FROM grids) AS grids_hash
 """
 
 
