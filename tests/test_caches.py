@@ -1,4 +1,5 @@
-"""geo.caches: small tables read again only after a committed write changed them (``cached_read``)."""
+"""geo.caches: small tables read again only after a committed write changed them (``cached_read``); results kept
+per store version or across versions (``VersionCache``)."""
 
 from __future__ import annotations
 
@@ -36,3 +37,26 @@ def test_cached_read_reads_again_only_after_its_tables_change(tmp_path):
     with other.cursor() as con:  # one value per store: another store's grids are its own
         assert cached_read(con, "grid-codes", ("areas", "grids"), grids) == ["G9"]
     assert read() == [] and len(loads) == 4
+
+
+def test_lasting_results_outlive_a_write_and_per_version_ones_do_not(tmp_path):
+    from civicgrid.geo.caches import VersionCache
+
+    db = tmp_path / "city.duckdb"
+    store = Store(db, create=True)
+    cache, runs = VersionCache(4), []
+
+    def compute(value):
+        runs.append(value)
+        return value
+
+    assert cache.get_lasting(store, ("k", 1), lambda: compute("a")) == "a"
+    assert cache.get(store, ("k", 1), lambda: compute("b")) == "b", "the two kinds of key are apart"
+    with writing(db) as con:
+        con.execute("INSERT INTO grids (code, name) VALUES ('G1', 'one')")
+    assert cache.get_lasting(Store(db), ("k", 1), lambda: compute("c")) == "a"
+    assert cache.get(Store(db), ("k", 1), lambda: compute("d")) == "d"
+    assert cache.get_lasting(Store(tmp_path / "other.duckdb", create=True), ("k", 1), lambda: compute("e")) == "e"
+    assert runs == ["a", "b", "d", "e"]
+    cache.clear()
+    assert cache.get_lasting(store, ("k", 1), lambda: compute("f")) == "f"
