@@ -168,8 +168,7 @@ def create_app(db: str | os.PathLike | None = None, *, settings: Mapping[str, An
 
 #: The views :func:`warm_app` computes before the service answers: the pages and answers a planner's first visit
 #: asks for (the map in both languages, the default heatmaps and hotspots at the map's resolutions, the KPIs and
-#: flags, every reference layer, the sites ranked by risk: its models' fit is kept until data before the day changes)
-#: as an anonymous caller and, for what a token changes, as a ``viewer``.
+#: flags, every reference layer), as an anonymous caller and, for what a token changes, as a ``viewer``.
 WARM_VIEWS: tuple[tuple[str, str | None], ...] = (
     *((path, None) for path in (
         "/map", "/map?lang=en",
@@ -180,8 +179,13 @@ WARM_VIEWS: tuple[tuple[str, str | None], ...] = (
         "/api/layers/problem-types")),
     *((path, "viewer") for path in ("/map", "/map?lang=en", "/api/layers/grids", "/api/layers/sites",
                                     "/api/events", "/api/cases")),
-    ("/api/risk", None),  # last: the longest (a fit of the risk models, seconds), and the others are not held up
 )
+
+#: The views warmed after the service accepts connections (:func:`warm_app` in a thread of a one-process service):
+#: the sites ranked by risk, whose first answer fits the risk models (seconds to minutes; the fit is then kept until
+#: the data before the day changes), too long to keep the port closed for. A caller asking meanwhile waits for that
+#: one fit.
+WARM_LATER_VIEWS: tuple[tuple[str, str | None], ...] = (("/api/risk", None),)
 
 
 def warm_app(app: FastAPI, *, views: Iterable[tuple[str, str | None]] = WARM_VIEWS, seconds: float = 120) -> int:

@@ -6,6 +6,7 @@ import logging
 import os
 import shutil
 import tempfile
+import threading
 from pathlib import Path
 
 import click
@@ -41,7 +42,8 @@ WORKER_HEALTHCHECK_S = 120
               help="service processes sharing the port (each answers requests; writes from all of them are safe)")
 @click.option("--warm/--no-warm", default=True, show_default=True,
               help="compute the default views (map, heatmaps, hotspots, KPIs, layers) before accepting connections, "
-                   "so that the first callers do not queue behind cold computations")
+                   "so that the first callers do not queue behind cold computations; with one worker, also the "
+                   "sites ranked by risk (its models' fit) just after")
 @click.option("--log-level", type=click.Choice(["critical", "error", "warning", "info", "debug"]), default="info",
               show_default=True, help="uvicorn's log level (server start, access log); civicgrid's own records, "
                                       "with each request's time: civicgrid --log-level info serve ...")
@@ -66,7 +68,7 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, workers, warm
     then open http://127.0.0.1:8000/map (or /map?lang=en) and /docs.
     """
     import uvicorn
-    from civicgrid.api.app import create_app, warm_app
+    from civicgrid.api.app import WARM_LATER_VIEWS, create_app, warm_app
     from civicgrid.geo.aggregate import clear_cache
     from civicgrid.geo.group_commit import SHARE_ENV
     from civicgrid.geo.store import Store
@@ -94,6 +96,8 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, workers, warm
             app = create_app(db, settings=settings)
             if warm:
                 warm_app(app)
+                threading.Thread(target=warm_app, args=(app,), kwargs={"views": WARM_LATER_VIEWS}, daemon=True,
+                                 name="civicgrid-warm-later").start()
         if maintain_hours:
             from civicgrid.geo.store_files import maintain_periodically
 
