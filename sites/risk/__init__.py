@@ -33,7 +33,9 @@ Each component's *contribution* is ``w_k (x_k - m_k)`` in logit units, relative 
 
 Two models (issue 16)
 ---------------------
-:func:`fit_model` fits both on the training year before ``as_of`` (all but its latest :data:`HOLDOUT_SHARE`):
+:func:`fit_model` fits both on the training year before the start of ``as_of``'s day (all but its latest
+:data:`HOLDOUT_SHARE`; the fit is kept while the data before that cut-off is unchanged, so the day's writes do not
+make the next score refit, and the scores still read all the data before ``as_of``):
 ``gbm``, gradient-boosted trees (:mod:`~civicgrid.sites.risk.gbm`) on the components plus the site's own record
 (:data:`FEATURES`: failures, critical findings, scores, trend, days since the last failure, age in the frame,
 inspections a year, whether the last visit found a critical problem or was a follow-up, the recent problem share of
