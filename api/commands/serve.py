@@ -96,8 +96,10 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, workers, warm
             app = create_app(db, settings=settings)
             if warm:
                 warm_app(app)
-                threading.Thread(target=warm_app, args=(app,), kwargs={"views": WARM_LATER_VIEWS}, daemon=True,
-                                 name="civicgrid-warm-later").start()
+                # once the server has started (not when the app is only built): the risk models' fit, in a thread
+                app.router.add_event_handler("startup", lambda: threading.Thread(
+                    target=warm_app, args=(app,), kwargs={"views": WARM_LATER_VIEWS}, daemon=True,
+                    name="civicgrid-warm-later").start())
         if maintain_hours:
             from civicgrid.geo.store_files import maintain_periodically
 
