@@ -27,19 +27,9 @@ import time
 from pathlib import Path
 
 import pandas as pd
+from heatmap_bench import build  # the demo city built once, reused (bench/ is the script's folder)
 
 ON = "SET disabled_optimizers = ''"
-
-
-def build(path: Path, events: int) -> None:
-    from civicgrid.data.demo import build_demo
-
-    if path.exists():
-        print(f"reusing {path}")
-        return
-    t = time.perf_counter()
-    build_demo(path, events=events, seed=0, progress=False)
-    print(f"built {path} ({events:,} events) in {time.perf_counter() - t:.0f} s")
 
 
 def main() -> None:
