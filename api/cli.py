@@ -93,9 +93,11 @@ def _default_log_level() -> str:
 def main(log_level: str) -> None:
     """civicgrid: geospatial analytics for civilized-city inspection campaigns.
 
-    One DuckDB file holds the areas, micro-grids, the 38 site categories, the
-    sample frame, complaints, inspections and hits. Start with `civicgrid demo`
-    for a ready demo city, or load your own files with `civicgrid import`.
+    One store (--db city.duckdb: a DuckLake catalog with its data folder
+    city.duckdb.files beside it, or a PostgreSQL catalog for an office server)
+    holds the areas, micro-grids, the 38 site categories, the sample frame,
+    complaints, cases, inspections and hits. Start with `civicgrid demo` for a
+    ready demo city, or load your own files with `civicgrid import`.
     """
     configure_logging(log_level)
     try:

@@ -21,7 +21,9 @@ With :data:`SHARE_ENV` set (``civicgrid serve`` sets it for its workers), the fi
 store's *committer* on this machine: it listens on a Unix socket (in the abstract namespace, named after the
 store's lock file, so it goes away with the process), and the others hand it their writes
 (:func:`_hand_over`), which join its groups; each answer goes back to the process that asked. Only a process
-of the same user is served. Nothing is ever applied twice or guessed: a write the committer did not take (it is
+of the same user is served, and a process hands its writes only to a committer of its own user (the
+kernel's record of the peer, ``SO_PEERCRED``: a socket name in the abstract namespace can be taken by anyone).
+Nothing is ever applied twice or guessed: a write the committer did not take (it is
 ending, or there is none on this machine, e.g. another machine of a PostgreSQL-catalog office) is committed by
 the process itself under the store's lock, as without sharing; and when the committer ends (killed) after it
 took a write but before it answered, the write fails with an error saying it may have been committed — like
@@ -182,6 +184,12 @@ def _address(key: Location) -> str:
     return f"\0civicgrid-writes-{digest}"
 
 
+def _peer_uid(conn: socket.socket) -> int:
+    """The user id of the process at the other end of a Unix socket (the kernel's record, not its word)."""
+    creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    return struct.unpack("3i", creds)[1]
+
+
 def _send(conn: socket.socket, payload: bytes) -> None:
     conn.sendall(struct.pack("!Q", len(payload)) + payload)
 
@@ -223,8 +231,7 @@ class _Exchange:
                 conn, _ = self.listener.accept()
             except OSError:  # closed
                 return
-            creds = conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
-            if struct.unpack("3i", creds)[1] != os.getuid():  # writes (pickles) only from this user's processes:
+            if _peer_uid(conn) != os.getuid():  # writes (pickles) only from this user's processes:
                 with contextlib.suppress(OSError), conn:  # another user's process commits its writes itself
                     _send(conn, pickle.dumps(("local", None)))
                 continue
@@ -344,6 +351,12 @@ def _hand_over(db: str | os.PathLike | None, key: Location, apply: Apply, item: 
                 if _become_committer(db, key):
                     return _LOCAL
                 continue  # another process became the committer meanwhile
+            if _peer_uid(conn) != os.getuid():
+                # an abstract socket has no file permissions: any user may hold the name. Its answers (pickles)
+                # are read only from a process of this user; otherwise this process commits the write itself
+                logger.warning("%s: the store's write socket is held by another user's process (uid %d); "
+                               "this process commits its writes itself", key.name, _peer_uid(conn))
+                return _LOCAL
             try:
                 _send(conn, message)
             except (BrokenPipeError, ConnectionResetError):

@@ -263,3 +263,37 @@ def test_processes_hand_their_writes_to_one_committer(any_store, tmp_path, monke
                            "ORDER BY log_id")
     assert states.values.tolist() == [["committer", "found"], ["handed", "found"], ["handed", "registered"],
                                       ["handed", "dispatched"], ["handed", "rectified"]]
+
+
+def test_a_write_is_never_handed_to_another_users_process(small_city, monkeypatch):
+    """The committer's socket name (abstract namespace) can be taken by any user: a process whose peer on it
+    is not of its own user (kernel's ``SO_PEERCRED``) commits its write itself and reads nothing from it."""
+    import subprocess
+    import sys
+
+    from civicgrid.geo.store import locate
+
+    db = str(small_city)
+    monkeypatch.setenv(group_commit.SHARE_ENV, "1")
+    monkeypatch.setattr(group_commit, "_WRITERS", {})
+    monkeypatch.setattr(group_commit, "_EXCHANGES", {})
+    key = locate(db)
+    committer = subprocess.Popen([sys.executable, "-c", COMMITTER, db], stdin=subprocess.PIPE,
+                                 stdout=subprocess.PIPE, text=True)
+    try:
+        assert committer.stdout.readline().startswith("ready")
+        own = group_commit.os.getuid()
+        monkeypatch.setattr(group_commit.os, "getuid", lambda: own + 1)  # the committer is "another user" now
+        made = cs.create_case(db, actor="alone", problem_type="0201", lng=112.905, lat=28.205)
+        assert key in group_commit._WRITERS  # committed by this process's own writer
+        assert key not in group_commit._EXCHANGES  # and it did not take the socket either
+        monkeypatch.setattr(group_commit.os, "getuid", lambda: own)
+        moved = cs.transition(db, made["case_id"], "register", actor="handed")  # same user: handed over
+        assert moved["state"] == "registered" and moved == cs.get_case(Store(db), made["case_id"])
+    finally:
+        committer.stdin.close()
+        committer.wait(60)
+        for writer in group_commit._WRITERS.values():
+            writer.stop()
+    log = Store(db).sql("SELECT actor, to_state FROM case_log WHERE actor IN ('alone', 'handed') ORDER BY log_id")
+    assert log.values.tolist() == [["alone", "found"], ["handed", "registered"]]
