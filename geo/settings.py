@@ -15,6 +15,7 @@ Examples
 from __future__ import annotations
 
 import os
+import zoneinfo
 from datetime import date
 
 from civicgrid.geo.errors import InvalidParameterError
@@ -36,6 +37,11 @@ class Settings(BaseSettings):
 
     Attributes
     ----------
+    timezone
+        The time zone of a store created from now on (default ``Asia/Shanghai``, all of China): a store keeps
+        its times as wall-clock times of its zone (``meta.timezone``), so that days, months and hours of the
+        heatmaps and KPIs are the city's own. Set it before the first import of a city elsewhere (e.g.
+        ``CIVICGRID_TIMEZONE=America/Los_Angeles``); an existing store keeps the zone it was created with.
     db
         The database file used when none is given (``--db``, ``open_store()`` without a path, the service).
     max_cells
@@ -98,6 +104,8 @@ class Settings(BaseSettings):
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_assignment=True)
 
+    timezone: str = Field(default="Asia/Shanghai",
+                          description="time zone of a store created from now on (its times are wall-clock times of it)")
     db: str = Field(default="civicgrid.duckdb",
                     description="store used when none is given: a path, or postgresql://user@host/dbname")
     max_cells: int = Field(default=50_000, ge=1, description="most H3 cells one service request may return")
@@ -122,6 +130,16 @@ class Settings(BaseSettings):
                                description=f"layers served without a token: any of {', '.join(PUBLIC_LAYERS)}")
     public_url: str = Field(default="", description="address phones reach the service at, for the field links")
     max_photo_mb: float = Field(default=10, gt=0, le=100, description="largest photo of a field visit, MB")
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_zone(cls, value: str) -> str:
+        try:
+            zoneinfo.ZoneInfo(value.strip())
+        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+            msg = f"unknown time zone {value!r}: give an IANA name such as Asia/Shanghai or America/Los_Angeles"
+            raise ValueError(msg) from None
+        return value.strip()
 
     @field_validator("log_level")
     @classmethod

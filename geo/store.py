@@ -58,7 +58,6 @@ import pandas as pd
 from civicgrid.geo.errors import StoreError, StoreVersionError
 from civicgrid.geo.schema import LAKE_MIGRATIONS, LAKE_SCHEMA, SCHEMA_VERSION
 from civicgrid.geo.settings import Settings, get_settings
-from civicgrid.geo.times import DEFAULT_TIMEZONE
 
 logger = logging.getLogger(__name__)
 
@@ -468,7 +467,7 @@ def create_schema(con: duckdb.DuckDBPyConnection) -> None:
         con.execute(statement)
     seed_taxonomies(con)
     set_meta(con, "schema_version", str(SCHEMA_VERSION))
-    set_meta(con, "timezone", DEFAULT_TIMEZONE)
+    set_meta(con, "timezone", get_settings().timezone)
 
 
 def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:

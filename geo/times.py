@@ -548,6 +548,15 @@ def parse_times(values, *, tz: str = DEFAULT_TIMEZONE, store_tz: str = DEFAULT_T
     return out, bad
 
 
+def zone_note(tz: str | None, store_tz: str) -> str | None:
+    """A warning for an import whose times are given in ``tz`` while the store keeps another zone's wall-clock
+    times (None when they agree): the hours and days the city sees are then the store's zone's."""
+    if not tz or tz == store_tz:
+        return None
+    return (f"times given in {tz} are stored as wall-clock times of the store's zone {store_tz} (its days and "
+            f"hours); a store for a city in {tz} is created with CIVICGRID_TIMEZONE={tz}")
+
+
 def _check_zone(name: str) -> None:
     try:
         zoneinfo.ZoneInfo(name)

@@ -28,12 +28,12 @@ from civicgrid.geo.readers import BatchReader, ReadResult
 from civicgrid.geo.staging import Staging, importing
 from civicgrid.geo.store import fetch_value, set_meta
 from civicgrid.geo.times import (
-    DEFAULT_TIMEZONE,
     decide_date_order,
     outside_window,
     parse_times,
     store_timezone,
     window_text,
+    zone_note,
 )
 from civicgrid.grids.locate import Locator, location_arrays
 from civicgrid.grids.road_places import CONFIDENCE as ROAD_CONFIDENCE
@@ -68,7 +68,7 @@ def problem_type_choices(con: duckdb.DuckDBPyConnection) -> pd.DataFrame:
 
 def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str = "complaint",
                   mapping: dict[str, str] | None = None, point: str | None = None, crs: str | None = None,
-                  tz: str = DEFAULT_TIMEZONE, encoding: str | None = None, layer: str | None = None,
+                  tz: str | None = None, encoding: str | None = None, layer: str | None = None,
                   sheet: str | int | None = None, progress: bool = True, cases: bool = True,
                   date_order: str | None = None, types: str = "open", update: bool = False) -> ImportReport:
     """Import complaints or inspection hits from a file into the store.
@@ -98,7 +98,7 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
     crs
         Coordinate system of the input: ``wgs84``, ``gcj02``, ``bd09``, ``cgcs2000`` or ``EPSG:NNNN``.
     tz
-        Time zone of times written without an offset.
+        Time zone of times written without an offset (default: the store's, ``meta.timezone``).
     cases
         Create the cases of the new events (and of any earlier event still without one) and link their
         rebounds; ``report.cases_created`` and ``report.rebounds_linked`` count them.
@@ -162,6 +162,7 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
                                       report=report, reader=reader, type_columns=type_columns,
                                       date_order=date_order, strict_types=types == "strict")
         ctx.update = update
+        report.warnings += filter(None, [zone_note(tz, ctx.store_tz)])
         report.updated = 0 if update else None
         report.import_id = staging.reserve("imports", "import_id", 1)
         # Only when an import without cases left earlier events to catch up on (or rows were replaced) are
@@ -273,12 +274,12 @@ class _EventBatchContext:
 
     @classmethod
     def read(cls, con: duckdb.DuckDBPyConnection, *, cols: dict[str, str], source: str, point: str | None,
-             crs: str | None, tz: str, report: ImportReport, reader: BatchReader, type_columns: list[str],
+             crs: str | None, tz: str | None, report: ImportReport, reader: BatchReader, type_columns: list[str],
              date_order: str | None, strict_types: bool) -> Self:
         """The context of an import into the store of ``con``: its time zone, extent, grids, keys and codes."""
         return cls(
-            cols=cols, source=source, point=point, crs=crs, tz=tz, report=report, reader=reader,
-            store_tz=store_timezone(con),
+            cols=cols, source=source, point=point, crs=crs, tz=tz or store_timezone(con), report=report,
+            reader=reader, store_tz=store_timezone(con),
             extent=city_extent(con), locator=Locator(con), keys=KeyIndex(con, "events"),
             types=TypeMatcher.read(con, source=source) if type_columns else None,
             type_columns=type_columns, strict_types=strict_types, date_order=date_order,

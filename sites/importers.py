@@ -22,7 +22,7 @@ from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.events import SOURCES
 from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.levels import AREA_LEVELS
-from civicgrid.geo.times import DATE_ORDERS, DEFAULT_TIMEZONE, file_date_order
+from civicgrid.geo.times import DATE_ORDERS, file_date_order
 from civicgrid.grids.areas import AREA_FIELDS, GRID_FIELDS, import_areas, import_grids
 from civicgrid.grids.roads import ROAD_FIELDS, import_roads
 from civicgrid.sites.events import EVENT_FIELDS, TYPE_MODES, import_events
@@ -93,7 +93,8 @@ OPTIONS: dict[str, ImportOption] = {o.name: o for o in (
     ImportOption("sheet", "sheet name of an XLSX file (default: the first)"),
     ImportOption("crs", "coordinates' system: wgs84, gcj02, bd09, cgcs2000 or EPSG:NNNN (default: the file's "
                         ".prj, else WGS84 with a warning)"),
-    ImportOption("tz", "time zone of times written without an offset", default=DEFAULT_TIMEZONE),
+    ImportOption("tz", "time zone of times written without an offset (default: the store's, Asia/Shanghai unless "
+                       "it was created with CIVICGRID_TIMEZONE set)"),
     ImportOption("date_order", "how dates such as 01/03/2025 are read, for the whole column: dmy (day first: 1 "
                                "March) or mdy (month first: 3 January, US exports); needed only when no value "
                                "decides (a first field over 12 proves day first)", choices=DATE_ORDERS),

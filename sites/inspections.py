@@ -39,11 +39,11 @@ from civicgrid.geo.import_report import ImportReport
 from civicgrid.geo.locations import read_locations
 from civicgrid.geo.store import writing
 from civicgrid.geo.times import (
-    DEFAULT_TIMEZONE,
     outside_window,
     parse_times,
     store_timezone,
     window_text,
+    zone_note,
 )
 from civicgrid.sites.frame import PointRows
 
@@ -191,7 +191,7 @@ def _why(mask: np.ndarray, raw: np.ndarray, fmt: str) -> np.ndarray:
 
 
 def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mapping: dict[str, str] | None = None,
-                       point: str | None = None, crs: str | None = None, tz: str = DEFAULT_TIMEZONE,
+                       point: str | None = None, crs: str | None = None, tz: str | None = None,
                        encoding: str | None = None, layer: str | None = None, sheet: str | int | None = None,
                        fail_when: str | None = None, progress: bool = True) -> ImportReport:
     """Import inspection visits: site, time, inspector and result.
@@ -221,6 +221,7 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
         report.columns["fail_when"] = str(rule)
     with writing(db) as con:
         store_tz = store_timezone(con)
+        report.warnings += filter(None, [zone_note(tz, store_tz)])
         sites = con.execute(
             "SELECT CAST(site_id AS VARCHAR) AS code, external_id, name, lng, lat FROM sites").df()
         raw_site = strings(table, cols["site"])
@@ -229,7 +230,7 @@ def import_inspections(path: str | os.PathLike, *, db: str | os.PathLike, mappin
         rej.add(pd.isna(raw_site), "site", "missing site")
         rej.add(unknown, "site", reasons)
         raw_time = strings(table, cols["time"])
-        times, bad_time = parse_times(raw_time, tz=tz, store_tz=store_tz)
+        times, bad_time = parse_times(raw_time, tz=tz or store_tz, store_tz=store_tz)
         rej.add(pd.isna(raw_time), "time", "missing time")
         if bad_time.any():
             rej.add(bad_time, "time", _why(bad_time, raw_time, "unparseable time {v!r}"))

@@ -169,6 +169,38 @@ def test_sf311_point_column_and_duplicate_case_ids(tmp_path, shared):
     assert times["lo"][0] >= pd.Timestamp("2008-07-01") and times["hi"][0] <= pd.Timestamp("2016-01-29")
 
 
+def test_a_store_created_in_the_citys_zone_keeps_its_wall_clock_times(tmp_path, shared, monkeypatch):
+    """A store for San Francisco (CIVICGRID_TIMEZONE at creation) keeps 311's Opened times as they read; in a
+    store of the default zone (Asia/Shanghai) the same rows are moved by 15/16 hours and the report says so."""
+    path = shared / "us_sf311" / "sf311_cases_sample_10000.csv"
+    frame = pd.read_csv(path, dtype=str)
+    opened = pd.to_datetime(frame.Opened, format="%m/%d/%Y %I:%M:%S %p")
+    expected = dict(zip(frame.CaseID.astype(int).astype(str), opened, strict=True))
+    mapping = {"time": "Opened", "id": "CaseID"}
+    monkeypatch.setenv("CIVICGRID_TIMEZONE", "America/Los_Angeles")
+    sf = import_events(path, db=tmp_path / "sf.duckdb", point="Point", mapping=mapping, progress=False)
+    assert sf.loaded == 10000 and not [w for w in sf.warnings if "wall-clock" in w]
+    store = Store(tmp_path / "sf.duckdb")
+    assert store.meta("timezone") == "America/Los_Angeles"
+    got = store.sql("SELECT external_id, time FROM events")
+    assert (got.time.to_numpy() == got.external_id.map(expected).to_numpy()).all()
+    # the city's evening stays evening: 311 opened between 1 and 5 am are few
+    assert (got.time.dt.hour.between(1, 4)).mean() < 0.05
+
+    monkeypatch.delenv("CIVICGRID_TIMEZONE")
+    sh = import_events(path, db=tmp_path / "sh.duckdb", point="Point", mapping=mapping, tz="America/Los_Angeles",
+                       progress=False)
+    assert Store(tmp_path / "sh.duckdb").meta("timezone") == "Asia/Shanghai"
+    assert any("stored as wall-clock times of the store's zone Asia/Shanghai" in w and
+               "CIVICGRID_TIMEZONE=America/Los_Angeles" in w for w in sh.warnings)
+    moved = Store(tmp_path / "sh.duckdb").sql("SELECT external_id, time FROM events")
+    shifted = {k: v.tz_localize("America/Los_Angeles", ambiguous="NaT", nonexistent="NaT")
+               .tz_convert("Asia/Shanghai").tz_localize(None) for k, v in expected.items()}
+    want = moved.external_id.map(shifted)
+    sure = want.notna().to_numpy()  # the hour a clock change repeats is not compared
+    assert sure.sum() > 9900 and (moved.time.to_numpy()[sure] == want.to_numpy()[sure]).all()
+
+
 @pytest.mark.parametrize(("name", "rows", "missing"), [("nyc311_2023-12_sample.csv", 500, 68),
                                                        ("nyc311_2024-04_sample.csv", 1000, 23)])
 def test_nyc311_quoted_newlines_and_missing_coordinates(tmp_path, shared, name, rows, missing):

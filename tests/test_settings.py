@@ -53,6 +53,7 @@ def test_defaults(clean_env):
     s = get_settings()
     assert (s.db, s.max_cells, s.tianditu_key, s.network, s.data_path, s.log_level) == (
         DEFAULT_DB, 50_000, "", "", "", "WARNING")
+    assert s.timezone == "Asia/Shanghai"
     assert default_db_path() == "civicgrid.duckdb"
 
 
@@ -82,7 +83,8 @@ def test_tianditu_key_is_not_shown(clean_env):
     assert "secret-key" not in repr(get_settings())
 
 
-@pytest.mark.parametrize(("name", "value"), [("MAX_CELLS", "many"), ("MAX_CELLS", "0"), ("LOG_LEVEL", "loud")])
+@pytest.mark.parametrize(("name", "value"), [("MAX_CELLS", "many"), ("MAX_CELLS", "0"), ("LOG_LEVEL", "loud"),
+                                             ("TIMEZONE", "Mars/Olympus")])
 def test_a_bad_value_names_its_variable(clean_env, name, value):
     clean_env.setenv(f"CIVICGRID_{name}", value)
     with pytest.raises(InvalidParameterError, match=f"CIVICGRID_{name}='{value}'"):
