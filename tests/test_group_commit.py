@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
+import signal
+import subprocess
+import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
@@ -9,7 +13,7 @@ import pandas as pd
 import pytest
 from civicgrid.geo import group_commit
 from civicgrid.geo.errors import ConflictError
-from civicgrid.geo.store import Store, writing
+from civicgrid.geo.store import Store, locate, writing
 from civicgrid.sites import cases as cs
 from civicgrid.sites.cases import workflow
 
@@ -216,25 +220,35 @@ sys.stdin.read()  # serve the other processes' writes until the test closes stdi
 """
 
 
-def test_processes_hand_their_writes_to_one_committer(any_store, tmp_path, monkeypatch):
-    """With sharing on (``civicgrid serve``'s workers), a process's writes are committed by the store's
-    committer process with its own, each answer (and error) going back to the process that asked; when the
-    committer is killed, the next write makes the writing process the committer, and nothing is lost."""
-    import signal
-    import subprocess
-    import sys
-
-    from civicgrid.geo.store import locate
-
-    db = str(build_small_city(any_store, tmp_path))
+@contextlib.contextmanager
+def _committer(db: str, monkeypatch):
+    """Another process of this user that became the store's committer (sharing on here too); ended at exit, and
+    this process's writers and exchanges stopped."""
     monkeypatch.setenv(group_commit.SHARE_ENV, "1")
     monkeypatch.setattr(group_commit, "_WRITERS", {})
     monkeypatch.setattr(group_commit, "_EXCHANGES", {})
-    key = locate(db)
     committer = subprocess.Popen([sys.executable, "-c", COMMITTER, db], stdin=subprocess.PIPE,
                                  stdout=subprocess.PIPE, text=True)
     try:
         assert committer.stdout.readline().startswith("ready")
+        yield committer
+    finally:
+        if committer.poll() is None:
+            committer.stdin.close()
+            committer.wait(60)
+        for exchange in group_commit._EXCHANGES.values():
+            exchange.close()
+        for writer in group_commit._WRITERS.values():
+            writer.stop()
+
+
+def test_processes_hand_their_writes_to_one_committer(any_store, tmp_path, monkeypatch):
+    """With sharing on (``civicgrid serve``'s workers), a process's writes are committed by the store's
+    committer process with its own, each answer (and error) going back to the process that asked; when the
+    committer is killed, the next write makes the writing process the committer, and nothing is lost."""
+    db = str(build_small_city(any_store, tmp_path))
+    key = locate(db)
+    with _committer(db, monkeypatch) as committer:
         made = cs.create_case(db, actor="handed", problem_type="0201", lng=112.905, lat=28.205)
         moved = cs.transition(db, made["case_id"], "register", actor="handed")
         with pytest.raises(ConflictError, match="cannot close"):
@@ -252,13 +266,6 @@ def test_processes_hand_their_writes_to_one_committer(any_store, tmp_path, monke
         again = cs.transition(db, made["case_id"], "rectify", actor="handed")  # this process is the committer now
         assert key in group_commit._EXCHANGES and again["state"] == "rectified"
         assert again == cs.get_case(Store(db), made["case_id"])
-    finally:
-        if committer.poll() is None:
-            committer.kill()
-        for exchange in group_commit._EXCHANGES.values():
-            exchange.close()
-        for writer in group_commit._WRITERS.values():
-            writer.stop()
     states = Store(db).sql("SELECT actor, to_state FROM case_log WHERE actor IN ('handed', 'committer') "
                            "ORDER BY log_id")
     assert states.values.tolist() == [["committer", "found"], ["handed", "found"], ["handed", "registered"],
@@ -268,20 +275,9 @@ def test_processes_hand_their_writes_to_one_committer(any_store, tmp_path, monke
 def test_a_write_is_never_handed_to_another_users_process(small_city, monkeypatch):
     """The committer's socket name (abstract namespace) can be taken by any user: a process whose peer on it
     is not of its own user (kernel's ``SO_PEERCRED``) commits its write itself and reads nothing from it."""
-    import subprocess
-    import sys
-
-    from civicgrid.geo.store import locate
-
     db = str(small_city)
-    monkeypatch.setenv(group_commit.SHARE_ENV, "1")
-    monkeypatch.setattr(group_commit, "_WRITERS", {})
-    monkeypatch.setattr(group_commit, "_EXCHANGES", {})
     key = locate(db)
-    committer = subprocess.Popen([sys.executable, "-c", COMMITTER, db], stdin=subprocess.PIPE,
-                                 stdout=subprocess.PIPE, text=True)
-    try:
-        assert committer.stdout.readline().startswith("ready")
+    with _committer(db, monkeypatch):
         own = group_commit.os.getuid()
         monkeypatch.setattr(group_commit.os, "getuid", lambda: own + 1)  # the committer is "another user" now
         made = cs.create_case(db, actor="alone", problem_type="0201", lng=112.905, lat=28.205)
@@ -290,10 +286,5 @@ def test_a_write_is_never_handed_to_another_users_process(small_city, monkeypatc
         monkeypatch.setattr(group_commit.os, "getuid", lambda: own)
         moved = cs.transition(db, made["case_id"], "register", actor="handed")  # same user: handed over
         assert moved["state"] == "registered" and moved == cs.get_case(Store(db), made["case_id"])
-    finally:
-        committer.stdin.close()
-        committer.wait(60)
-        for writer in group_commit._WRITERS.values():
-            writer.stop()
     log = Store(db).sql("SELECT actor, to_state FROM case_log WHERE actor IN ('alone', 'handed') ORDER BY log_id")
     assert log.values.tolist() == [["alone", "found"], ["handed", "registered"]]
