@@ -256,3 +256,55 @@ def test_event_times_outside_the_plausible_window_are_rejects(small_city, tmp_pa
     assert (report.rows_read, report.loaded, report.rejected) == (3, 1, 2)
     reasons = [r["reason"] for r in report.rejects]
     assert all("outside the plausible window 1990-01-01.." in r for r in reasons), reasons
+
+
+def test_staged_columns_are_written_by_arrow_only_when_no_value_needs_converting():
+    import pyarrow as pa
+
+    types = {"a": "BIGINT", "b": "VARCHAR", "t": "TIMESTAMP", "h": "UBIGINT", "g": "GEOMETRY"}
+    schema = staging.arrow_schema(pa.schema([("a", pa.int64()), ("b", pa.dictionary(pa.int8(), pa.string())),
+                                             ("t", pa.timestamp("s")), ("h", pa.null())]), types)
+    assert schema == pa.schema([("a", pa.int64()), ("b", pa.dictionary(pa.int8(), pa.string())),
+                                ("t", pa.timestamp("us")), ("h", pa.uint64())])
+    for other in [("a", pa.string()),  # text into a number: DuckDB's cast decides what it means
+                  ("a", pa.int32()), ("t", pa.timestamp("us", tz="UTC")), ("g", pa.binary()), ("x", pa.int64())]:
+        assert staging.arrow_schema(pa.schema([other]), types) is None, other
+
+
+def test_events_staged_by_arrow_are_stored_as_duckdb_would_store_them(tmp_path, monkeypatch):
+    """The same file imported into two copies of one city, its staged files written by Arrow (the fast path)
+    and by DuckDB's COPY: the stores hold the same rows, and Arrow's files have DuckDB's row groups."""
+    import pyarrow.parquet as pq
+
+    from conftest import build_small_city
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = build_small_city(tmp_path / "a" / "city.duckdb", tmp_path / "a"), \
+        build_small_city(tmp_path / "b" / "city.duckdb", tmp_path / "b")
+    monkeypatch.setattr(staging, "ROW_GROUP_ROWS", 16)
+    frame = _events(50)
+    frame.loc[3, "经度"] = "not a number"  # a reject
+    frame.loc[7, "问题类型"] = "没有这种类型"  # a label that is no type
+    frame.loc[9, "时间"] = "2024-03-05 10:00:00+08:00"
+    path = _file(tmp_path, frame)
+    written = []
+    real_write = pq.write_table
+
+    def write(table, where, **kw):
+        real_write(table, where, **kw)
+        written.append(pq.ParquetFile(where).metadata.num_row_groups)
+
+    monkeypatch.setattr(pq, "write_table", write)
+    mapping = {"id": "单号", "time": "时间"}
+    fast = import_events(path, db=a, mapping=mapping, progress=False)
+    assert written == [4]  # 49 rows in row groups of 16
+    monkeypatch.setattr(staging, "arrow_schema", lambda data, types: None)
+    written.clear()
+    slow = import_events(path, db=b, mapping=mapping, progress=False)
+    assert not written
+    assert (fast.loaded, fast.rejected) == (slow.loaded, slow.rejected) == (49, 1)
+    query = "SELECT * EXCLUDE (import_id) FROM events ORDER BY event_id"
+    pd.testing.assert_frame_equal(Store(a).sql(query), Store(b).sql(query))
+    types = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'events' ORDER BY 1"
+    pd.testing.assert_frame_equal(Store(a).sql(types), Store(b).sql(types))
