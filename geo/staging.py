@@ -31,6 +31,7 @@ from pathlib import Path
 
 import duckdb
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from civicgrid.geo.store import ALIAS, Location, _lake, fetch_value, locate, quote, set_meta, writing
 
@@ -47,6 +48,28 @@ ROW_GROUP_ROWS = 122_880
 _ARROW_TYPES = {"BIGINT": pa.int64(), "INTEGER": pa.int32(), "SMALLINT": pa.int16(), "TINYINT": pa.int8(),
                 "UBIGINT": pa.uint64(), "UINTEGER": pa.uint32(), "DOUBLE": pa.float64(), "FLOAT": pa.float32(),
                 "BOOLEAN": pa.bool_(), "VARCHAR": pa.string(), "TIMESTAMP": pa.timestamp("us"), "DATE": pa.date32()}
+
+
+#: Longest text value of a batch Arrow writes: Arrow leaves a column holding a longer one without its min/max in
+#: the file (its ``max_statistics_size``), where DuckDB truncates them; a lake column without bounds in a file is a
+#: wrong bound for DuckLake (``geo.store_files.repair_column_stats``), so such a batch is written by DuckDB.
+MAX_ARROW_TEXT_BYTES = 4096
+
+
+def arrow_writes(data: pa.Table, types: dict[str, str]) -> pa.Schema | None:
+    """The schema Arrow writes ``data`` with as a staged file of a table of column ``types``
+    (:func:`arrow_schema`), or None when DuckDB must write it (a cast, or a text value longer than
+    :data:`MAX_ARROW_TEXT_BYTES`)."""
+    schema = arrow_schema(data.schema, types)
+    if schema is None:
+        return None
+    for name in data.column_names:
+        for chunk in data.column(name).chunks:
+            values = chunk.dictionary if pa.types.is_dictionary(chunk.type) else chunk
+            if pa.types.is_string(values.type) and len(values) and \
+                    (pc.max(pc.binary_length(values)).as_py() or 0) > MAX_ARROW_TEXT_BYTES:
+                return None
+    return schema
 
 
 def arrow_schema(data: pa.Schema, types: dict[str, str]) -> pa.Schema | None:
@@ -186,7 +209,7 @@ class Staging:
         self.files.setdefault(table, []).append(path)
         self.rows[table] = self.rows.get(table, 0) + data.num_rows
         select = ", ".join(f"CAST({c} AS {types[c]}) AS {c}" for c in data.column_names)
-        self._pending = self._pool.submit(self._write, data, select, path, arrow_schema(data.schema, types))
+        self._pending = self._pool.submit(self._write, data, select, path, arrow_writes(data, types))
 
     def _write(self, data: pa.Table, select: str, path: Path, schema: pa.Schema | None = None) -> None:
         """Write ``data`` as the Parquet file ``path``: by Arrow when its columns have their stored types already

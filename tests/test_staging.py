@@ -271,9 +271,21 @@ def test_staged_columns_are_written_by_arrow_only_when_no_value_needs_converting
         assert staging.arrow_schema(pa.schema([other]), types) is None, other
 
 
-def test_events_staged_by_arrow_are_stored_as_duckdb_would_store_them(tmp_path, monkeypatch):
+_EVENT_BOUNDS = """
+    SELECT c.column_name, s.value_count, s.null_count, s.min_value, s.max_value
+    FROM __ducklake_metadata_lake.ducklake_file_column_stats s
+    JOIN __ducklake_metadata_lake.ducklake_table t USING (table_id)
+    JOIN __ducklake_metadata_lake.ducklake_column c ON c.table_id = s.table_id AND c.column_id = s.column_id
+    WHERE t.table_name = 'events' AND c.column_name <> 'import_id' AND c.end_snapshot IS NULL
+    ORDER BY ALL
+"""
+
+
+@pytest.mark.parametrize("cases", [False, True])
+def test_events_staged_by_arrow_are_stored_as_duckdb_would_store_them(tmp_path, monkeypatch, cases):
     """The same file imported into two copies of one city, its staged files written by Arrow (the fast path)
-    and by DuckDB's COPY: the stores hold the same rows, and Arrow's files have DuckDB's row groups."""
+    and by DuckDB's COPY: the stores hold the same rows, and the lake records the same bounds of every column of
+    the file; Arrow's files have DuckDB's row groups. With cases, the staged events carry their deadlines."""
     import pyarrow.parquet as pq
 
     from conftest import build_small_city
@@ -297,14 +309,30 @@ def test_events_staged_by_arrow_are_stored_as_duckdb_would_store_them(tmp_path, 
 
     monkeypatch.setattr(pq, "write_table", write)
     mapping = {"id": "单号", "time": "时间"}
-    fast = import_events(path, db=a, mapping=mapping, progress=False)
+    fast = import_events(path, db=a, mapping=mapping, progress=False, cases=cases)
     assert written == [4]  # 49 rows in row groups of 16
     monkeypatch.setattr(staging, "arrow_schema", lambda data, types: None)
     written.clear()
-    slow = import_events(path, db=b, mapping=mapping, progress=False)
+    slow = import_events(path, db=b, mapping=mapping, progress=False, cases=cases)
     assert not written
     assert (fast.loaded, fast.rejected) == (slow.loaded, slow.rejected) == (49, 1)
     query = "SELECT * EXCLUDE (import_id) FROM events ORDER BY event_id"
     pd.testing.assert_frame_equal(Store(a).sql(query), Store(b).sql(query))
     types = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'events' ORDER BY 1"
     pd.testing.assert_frame_equal(Store(a).sql(types), Store(b).sql(types))
+    if not cases:  # the files published are the staged ones (with cases, the events are written again)
+        bounds = Store(a).sql(_EVENT_BOUNDS)
+        assert set(bounds["column_name"]) >= {"event_id", "time", "text", "h3", "grid_code", "problem_type"}
+        pd.testing.assert_frame_equal(bounds, Store(b).sql(_EVENT_BOUNDS))
+
+
+def test_a_batch_with_a_text_arrow_would_leave_without_bounds_is_written_by_duckdb():
+    import pyarrow as pa
+
+    types = {"text": "VARCHAR", "code": "VARCHAR"}
+    short = pa.table({"text": ["投诉" * 100, None], "code": pa.array(["a", "b"]).dictionary_encode()})
+    assert staging.arrow_writes(short, types) is not None
+    long = pa.table({"text": ["x" * (staging.MAX_ARROW_TEXT_BYTES + 1), "y"], "code": ["a", "b"]})
+    assert staging.arrow_writes(long, types) is None
+    long_label = pa.table({"text": ["x", "y"], "code": pa.array(["a" * 5000, "b"]).dictionary_encode()})
+    assert staging.arrow_writes(long_label, types) is None
