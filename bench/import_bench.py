@@ -261,7 +261,9 @@ def main() -> None:
             base_imp = import_csv(csv_path, target, python=args.baseline_python)
             remove_store(target)
             print(f"  baseline ({args.baseline_python}), without the case backfill: {base_imp['seconds']:.2f} s "
-                  f"(CPU {base_imp['cpu_s']:.1f} s) = {base_imp['seconds'] / copy['seconds']:.2f}× COPY, "
+                  f"(CPU {base_imp['cpu_s']:.1f} s) = {base_imp['seconds'] / copy['seconds']:.2f}× COPY "
+                  f"(CPU seconds: {base_imp['cpu_s'] / copy['cpu_s']:.2f}×; this checkout / baseline in CPU "
+                  f"seconds: {imp['cpu_s'] / base_imp['cpu_s']:.2f}×), "
                   f"peak RSS {base_imp['rss_gb']:.2f} GB; this checkout / baseline = "
                   f"{imp['seconds'] / base_imp['seconds']:.2f}× [{_load()}]")
         if n <= args.cases_up_to:

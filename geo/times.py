@@ -428,11 +428,13 @@ def decide_date_order(values, *, date_order: str | None = None, column: str = "t
     arr = _as_arrow(values)
     if not len(arr):
         return None
-    uniq = pc.unique(pc.utf8_trim_whitespace(arr)).drop_null()
+    arr = pc.utf8_trim_whitespace(arr)
+    dated = pc.match_substring_regex(arr, SLASH_DATE)  # the distinct values of only these: ISO columns skip it
+    if not pc.any(dated).as_py():
+        return None
+    uniq = pc.unique(arr.filter(dated)).drop_null()
     got = pc.extract_regex(uniq, SLASH_DATE)
     hit = got.is_valid().to_numpy(zero_copy_only=False)
-    if not hit.any():
-        return None
     texts = np.asarray(uniq.filter(pa.array(hit)).to_pylist(), dtype=object)
     a = pc.cast(got.field("a").filter(pa.array(hit)), pa.int64()).to_numpy(zero_copy_only=False)
     b = pc.cast(got.field("b").filter(pa.array(hit)), pa.int64()).to_numpy(zero_copy_only=False)

@@ -57,6 +57,9 @@ TYPE_MODES = ("open", "strict")
 #: Stored statuses (the dictionary of the status column an import writes).
 _STATUSES = ["open", "closed"]
 
+#: How an event is located (the dictionary of the ``located_by`` column an import writes; NULL: unlocated).
+_LOCATED_BY = ["point", "address", "area"]
+
 #: Rows per batch of an events import: a batch is prepared while the one before is written.
 IMPORT_BATCH_ROWS = 1 << 18
 
@@ -295,7 +298,13 @@ def _column(table: pa.Table, column: str | None, idx: np.ndarray) -> pa.Array:
     """The trimmed strings of ``column`` at rows ``idx`` (nulls when there is no such column)."""
     if column is None:
         return pa.nulls(len(idx), pa.string())
-    return trimmed(table, column).take(pa.array(idx))
+    return _rows(trimmed(table, column), idx)
+
+
+def _rows(values: pa.Array, idx: np.ndarray) -> pa.Array:
+    """``values`` at rows ``idx`` (distinct, increasing): ``values`` itself when ``idx`` holds every row (a batch
+    without rejects or duplicates, the usual one: no copy of its text)."""
+    return values if len(idx) == len(values) else values.take(pa.array(idx))
 
 
 def _ids(values: np.ndarray, idx: np.ndarray) -> pa.Array:
@@ -334,7 +343,6 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
     rejects = rej.to_list()
     if not len(idx):
         return None, rejects, int(dup.sum()), 0
-    take = pa.array(idx)
     point_rows = has_point[idx]
     lng_i, lat_i = lng[idx], lat[idx]
     confidence = np.full(len(idx), np.nan)
@@ -347,10 +355,10 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
                                                  precision, coarse, before_query=before_query)
     located = ctx.locator.locate(lng_i, lat_i)
     places = location_arrays(located, dictionary=True)
-    located_by = np.where(point_rows, "point", np.where(by_address, "address", None)).astype(object)
+    located_by = np.where(point_rows, 0, np.where(by_address, 1, -1)).astype(np.int8)  # an index into _LOCATED_BY
     if not (point_rows | by_address).all():  # rows without a point: the area column's place, no H3 cell
         places, by_area = place_unlocated(places, located, point_rows | by_address, area, ctx.areas)
-        located_by[by_area] = "area"
+        located_by[by_area] = _LOCATED_BY.index("area")
     if coarse:  # placed on a long road: only the areas that hold the whole road, no cell
         places = coarsen(places, coarse)
     new = ~again[idx]
@@ -360,11 +368,11 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         "event_id": pa.array(event_id, pa.int64()),
         "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(idx), np.int8)), pa.array([ctx.source])),
         "external_id": _column(batch, cols.get("id"), idx),
-        "problem_type": ptype.take(take),
-        "source_type": labels.take(take),
+        "problem_type": _rows(ptype, idx),
+        "source_type": _rows(labels, idx),
         "time": pa.array(times[idx]),
         "status": pa.DictionaryArray.from_arrays(pa.array(status[idx]), pa.array(_STATUSES)),
-        "source_status": status_labels.take(take),
+        "source_status": _rows(status_labels, idx),
         "source_duplicate": pa.array(dup_mark[idx]),
         "site_id": _ids(site_id, idx) if "site" in cols else pa.nulls(len(idx), pa.int64()),
         "inspection_id": _ids(inspection_id, idx) if "inspection" in cols else pa.nulls(len(idx), pa.int64()),
@@ -374,10 +382,10 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         "lng": pa.array(lng_i, mask=~np.isfinite(lng_i)),  # no point: NULL, not NaN
         "lat": pa.array(lat_i, mask=~np.isfinite(lat_i)),
         **places,
-        "located_by": pa.array(located_by, pa.string()),
+        "located_by": pa.DictionaryArray.from_arrays(pa.array(located_by, mask=located_by < 0), pa.array(_LOCATED_BY)),
         "location_confidence": pa.array(confidence, pa.float64(), mask=np.isnan(confidence)),
         "location_precision": pa.array(precision, pa.string()),
-        "dedup_key": keys.take(take),
+        "dedup_key": _rows(keys, idx),
         "import_id": pa.array(np.full(len(idx), report.import_id), pa.int32()),
     })
     n_dup = int(dup.sum())
@@ -640,8 +648,8 @@ def _event_status(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects, *,
     dup = np.zeros(n, dtype=bool)
     labels: pa.Array = pa.nulls(n, pa.string())
     if "status" in cols:
-        labels = trimmed(batch, cols["status"])
-        enc = labels.dictionary_encode()
+        enc = trimmed(batch, cols["status"]).dictionary_encode()  # a few words: stored as a dictionary
+        labels = enc
         words = enc.dictionary.to_pylist()
         stored, marks, unknown = status_words(words)
         slot = np.array([_STATUSES.index(w) for w in stored] + [0], dtype=np.int8)

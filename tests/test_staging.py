@@ -256,3 +256,83 @@ def test_event_times_outside_the_plausible_window_are_rejects(small_city, tmp_pa
     assert (report.rows_read, report.loaded, report.rejected) == (3, 1, 2)
     reasons = [r["reason"] for r in report.rejects]
     assert all("outside the plausible window 1990-01-01.." in r for r in reasons), reasons
+
+
+def test_staged_columns_are_written_by_arrow_only_when_no_value_needs_converting():
+    import pyarrow as pa
+
+    types = {"a": "BIGINT", "b": "VARCHAR", "t": "TIMESTAMP", "h": "UBIGINT", "g": "GEOMETRY"}
+    schema = staging.arrow_schema(pa.schema([("a", pa.int64()), ("b", pa.dictionary(pa.int8(), pa.string())),
+                                             ("t", pa.timestamp("s")), ("h", pa.null())]), types)
+    assert schema == pa.schema([("a", pa.int64()), ("b", pa.dictionary(pa.int8(), pa.string())),
+                                ("t", pa.timestamp("us")), ("h", pa.uint64())])
+    for other in [("a", pa.string()),  # text into a number: DuckDB's cast decides what it means
+                  ("a", pa.int32()), ("t", pa.timestamp("us", tz="UTC")), ("g", pa.binary()), ("x", pa.int64())]:
+        assert staging.arrow_schema(pa.schema([other]), types) is None, other
+
+
+_EVENT_BOUNDS = """
+    SELECT c.column_name, s.value_count, s.null_count, s.min_value, s.max_value
+    FROM __ducklake_metadata_lake.ducklake_file_column_stats s
+    JOIN __ducklake_metadata_lake.ducklake_table t USING (table_id)
+    JOIN __ducklake_metadata_lake.ducklake_column c ON c.table_id = s.table_id AND c.column_id = s.column_id
+    WHERE t.table_name = 'events' AND c.column_name <> 'import_id' AND c.end_snapshot IS NULL
+    ORDER BY ALL
+"""
+
+
+@pytest.mark.parametrize("cases", [False, True])
+def test_events_staged_by_arrow_are_stored_as_duckdb_would_store_them(tmp_path, monkeypatch, cases):
+    """The same file imported into two copies of one city, its staged files written by Arrow (the fast path)
+    and by DuckDB's COPY: the stores hold the same rows, and the lake records the same bounds of every column of
+    the file; Arrow's files have DuckDB's row groups. With cases, the staged events carry their deadlines."""
+    import pyarrow.parquet as pq
+
+    from conftest import build_small_city
+
+    (tmp_path / "a").mkdir()
+    (tmp_path / "b").mkdir()
+    a, b = build_small_city(tmp_path / "a" / "city.duckdb", tmp_path / "a"), \
+        build_small_city(tmp_path / "b" / "city.duckdb", tmp_path / "b")
+    monkeypatch.setattr(staging, "ROW_GROUP_ROWS", 16)
+    frame = _events(50)
+    frame.loc[3, "经度"] = "not a number"  # a reject
+    frame.loc[7, "问题类型"] = "没有这种类型"  # a label that is no type
+    frame.loc[9, "时间"] = "2024-03-05 10:00:00+08:00"
+    path = _file(tmp_path, frame)
+    written = []
+    real_write = pq.write_table
+
+    def write(table, where, **kw):
+        real_write(table, where, **kw)
+        written.append(pq.ParquetFile(where).metadata.num_row_groups)
+
+    monkeypatch.setattr(pq, "write_table", write)
+    mapping = {"id": "单号", "time": "时间"}
+    fast = import_events(path, db=a, mapping=mapping, progress=False, cases=cases)
+    assert written == [4]  # 49 rows in row groups of 16
+    monkeypatch.setattr(staging, "arrow_schema", lambda data, types: None)
+    written.clear()
+    slow = import_events(path, db=b, mapping=mapping, progress=False, cases=cases)
+    assert not written
+    assert (fast.loaded, fast.rejected) == (slow.loaded, slow.rejected) == (49, 1)
+    query = "SELECT * EXCLUDE (import_id) FROM events ORDER BY event_id"
+    pd.testing.assert_frame_equal(Store(a).sql(query), Store(b).sql(query))
+    types = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'events' ORDER BY 1"
+    pd.testing.assert_frame_equal(Store(a).sql(types), Store(b).sql(types))
+    if not cases:  # the files published are the staged ones (with cases, the events are written again)
+        bounds = Store(a).sql(_EVENT_BOUNDS)
+        assert set(bounds["column_name"]) >= {"event_id", "time", "text", "h3", "grid_code", "problem_type"}
+        pd.testing.assert_frame_equal(bounds, Store(b).sql(_EVENT_BOUNDS))
+
+
+def test_a_batch_with_a_text_arrow_would_leave_without_bounds_is_written_by_duckdb():
+    import pyarrow as pa
+
+    types = {"text": "VARCHAR", "code": "VARCHAR"}
+    short = pa.table({"text": ["投诉" * 100, None], "code": pa.array(["a", "b"]).dictionary_encode()})
+    assert staging.arrow_writes(short, types) is not None
+    long = pa.table({"text": ["x" * (staging.MAX_ARROW_TEXT_BYTES + 1), "y"], "code": ["a", "b"]})
+    assert staging.arrow_writes(long, types) is None
+    long_label = pa.table({"text": ["x", "y"], "code": pa.array(["a" * 5000, "b"]).dictionary_encode()})
+    assert staging.arrow_writes(long_label, types) is None
