@@ -237,15 +237,17 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     needs the pause: with a SQLite catalog any write committed while a piece runs makes the piece fail (it would
     start again and again under steady case work), and with a PostgreSQL catalog DuckLake 1.5.5 lets a piece
     and a concurrent UPDATE or DELETE of the rows it merges both commit, and the change is lost (measured in
-    ``bench/ducklake_spike/t11_maint_pieces.py``). Each piece is one DuckLake transaction: a maintenance that
+    ``bench/ducklake_spike/t11_maint_pieces.py``; the pause holds this machine's writers only, not those of
+    other machines sharing a PostgreSQL catalog). Each piece is one DuckLake transaction: a maintenance that
     fails or is killed leaves every row as it was (a killed piece's new files are deleted as orphans a day later).
 
     The steps: column bounds DuckLake recorded wrong are rewritten (:func:`repair_column_stats`); the events'
-    sort order is set; with ``flush``, rows kept in the catalog are written to Parquet; small Parquet files are
-    merged; snapshots older than ``keep_days`` expire (views of the past reach back that far); files no snapshot
-    uses any more are deleted, and so are files that no commit ever registered: an interrupted import's staged
-    files (when no import is running) and any other once it is a day old (never younger: a write may still be
-    making it).
+    sort order is set; with ``flush``, rows kept in the catalog are written to Parquet; Parquet files smaller
+    than :data:`PIECE_FILE_BYTES` are merged (sorted; larger files, such as an import's full batches, stay as
+    written); snapshots older than ``keep_days`` expire (views of the past reach back that far); files no
+    snapshot uses any more are deleted, and so are files that no commit ever registered: an interrupted import's
+    staged files (when no import is running) and any other once it is a day old (never younger: a write may
+    still be making it).
 
     Parameters
     ----------
@@ -296,7 +298,10 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
             paused([f"CALL ducklake_flush_inlined_data({quote(ALIAS)}, table_name => {quote(table)})"])
     pieces = 0
     for table in tables:
-        while paused([f"CALL ducklake_merge_adjacent_files({quote(ALIAS)}, {quote(table)}, max_compacted_files => 1)"]):
+        merge = f"CALL ducklake_merge_adjacent_files({quote(ALIAS)}, {quote(table)}, max_compacted_files => 1)"
+        for _ in range(files_before):  # each piece leaves at least one file fewer
+            if not paused([merge]):
+                break
             pieces += 1
             _writers_turn(table)
     paused([f"CALL ducklake_expire_snapshots({quote(ALIAS)}, older_than => now() - INTERVAL "

@@ -5,7 +5,8 @@ DELETE of rows in files M rewrites), two orders on two connections (two DuckDB i
   m_first : W begins and writes, M runs and commits, then W commits
   w_first : M begins (BEGIN; CALL ...) and does its work, W commits, then M commits
 Prints which commit failed (and its message) and whether the table holds exactly what was acknowledged.
-Run: python t11_maint_pieces.py sqlite|pg
+Run: python t11_maint_pieces.py sqlite|pg [merge,flush,...]  (pg: a server as pgctl.sh starts, or PGSOCK=dir
+PGPORT=port; WIDTH=300 shows whole messages, DEBUG=1 the rows found). Findings: DUCKLAKE.md section 7.
 """
 import shutil
 import sqlite3
