@@ -220,8 +220,8 @@ def _sort_steps(con: duckdb.DuckDBPyConnection) -> list[str]:
 
 
 #: The size of the files compaction writes (DuckLake's ``target_file_size``, set on the store by :func:`maintain`):
-#: it bounds one compaction piece, and so how long one piece holds up writers (about 4 s for a piece of ~1M
-#: events on 2 busy cores). DuckLake's default, 512 MB, made one piece of a whole 10M-event table.
+#: it bounds one compaction piece, and so how long one piece holds up writers (4–9 s for a piece of ~1M events
+#: on 2 busy cores). DuckLake's default, 512 MB, made one piece of a whole 10M-event table.
 PIECE_FILE_BYTES = 32_000_000
 #: Seconds :func:`maintain` leaves the writers' lock free between two pieces, so that writers waiting for it
 #: commit before the next piece starts.
