@@ -221,13 +221,14 @@ def migrate(db: str):
 @user_errors
 def maintain(db: str, keep_days: float, flush: bool | None):
     """Compact the store: merge small files, expire old snapshots, delete unused files, repair column bounds
-    the lake recorded wrong. Safe while the service, imports and notebooks run (writers pause for a moment);
-    run it daily, e.g. from cron."""
+    the lake recorded wrong. Safe while the service, imports and notebooks run (writers wait one compaction piece
+    or step at a time, a few seconds at most); run it daily, e.g. from cron."""
     from civicgrid.geo.store_files import maintain as run
 
     done = run(db, keep_days=keep_days, flush=flush)
     click.echo(f"{db}: {done['files_before']} data files -> {done['files_after']}, "
-               f"{done['snapshots_expired']} snapshots expired ({done['seconds']} s)")
+               f"{done['snapshots_expired']} snapshots expired ({done['seconds']} s; {done['compaction_pieces']} "
+               f"compaction pieces, writers waited at most {done['longest_pause_s']} s at a time)")
     if done["column_stats_repaired"]:
         click.echo(f"{db}: column bounds the lake had recorded wrong repaired: "
                    f"{', '.join(done['column_stats_repaired'])}")

@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/store_bench.py [--events 200000] [--clients 16] [--cases 6] [--dir /tmp/store-bench]
         [--before /work/main-old/.venv/bin/civicgrid] [--import-events 0] [--catalog sqlite|postgres] [--port 8900]
-        [--from-store big.duckdb] [--workers N] [--unshared]
+        [--from-store big.duckdb] [--workers N] [--unshared] [--maintain 6]
 
 For each civicgrid given (this checkout's, and with ``--before`` another installation, e.g. the single-file
 store), the demo city is built with that civicgrid, ``civicgrid serve`` is started on it, an inspector token is
@@ -14,6 +14,12 @@ imports N complaints (a CSV exported from the demo) while the clients write. Aft
 must be in the store (lost writes are counted). ``--unshared`` first runs this checkout with the service's worker
 processes committing their own writes (``CIVICGRID_SHARED_WRITER=0``: they take turns on the store's lock), then
 as it serves by default (the workers hand their writes to one committer, :mod:`civicgrid.geo.group_commit`).
+
+``--maintain N`` measures case writes while ``civicgrid maintain`` runs (issue 17): before the service starts, N
+batches of events (copies of the first 200k events, shifted by a day and shuffled, one Parquet file each) are
+written so that maintenance has files to merge; then ``civicgrid maintain --keep-days 30`` runs in another process
+while the clients write, each client writing until maintenance ends (at least one case each). Maintenance's
+duration, its own figures and the writes' latencies during it are reported.
 
 ``--catalog postgres`` puts the store's catalog in a throwaway PostgreSQL server started for the run from
 Debian's binaries (``/usr/lib/postgresql/*/bin``, as the tests' ``pg_server`` fixture does), on a Unix socket in
@@ -39,6 +45,20 @@ import urllib.request
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+
+
+#: N batches of events, one Parquet file each, for maintenance to merge (run with the civicgrid measured).
+_MORE_EVENTS = """
+import sys
+from civicgrid.geo.store import writing
+for b in range(int(sys.argv[2])):
+    with writing(sys.argv[1]) as con:
+        con.execute(f'''
+            INSERT INTO events (event_id, source, problem_type, time, status, lng, lat, h3)
+            SELECT 100000000 + {b} * 1000000 + event_id, source, problem_type, time + INTERVAL ({b + 1}) DAY,
+                   status, lng, lat, h3
+            FROM events WHERE event_id <= 200000 ORDER BY hash(event_id + {b})''')
+"""
 
 
 def _pct(xs: list[float], p: float) -> float:
@@ -124,6 +144,9 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
     else:
         subprocess.run([cli, "demo", "--db", str(db), "--force", "--quiet", "--events", str(args.events)],
                        check=True, capture_output=True)
+    if args.maintain:
+        subprocess.run([str(Path(cli).with_name("python")), "-c", _MORE_EVENTS, str(db), str(args.maintain)],
+                       check=True)
     out = subprocess.run([cli, "users", "add", "bench-inspector", "--role", "inspector", "--db", str(db)],
                          check=True, capture_output=True, text=True).stdout
     token = next(w for w in out.split() if w.startswith("cg_"))
@@ -144,9 +167,18 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
         errors: list[str] = []
         lock = threading.Lock()
 
+        maintainer: subprocess.Popen | None = None
+
+        def more(n: int) -> bool:
+            if maintainer is not None:
+                return n == 0 or maintainer.poll() is None
+            return n < args.cases
+
         def client(k: int) -> None:
             rng = random.Random(k)
-            for _ in range(args.cases):
+            n = 0
+            while more(n):
+                n += 1
                 lng, la = rng.choice(points)
                 t = time.perf_counter()
                 status, case = _request(f"{base}/api/cases", token=token,
@@ -176,12 +208,19 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
             importer = subprocess.Popen([cli, "import", "events", str(csv), "--db", str(db), "--source", "complaint",
                                          "--quiet"], stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
         started = time.perf_counter()
+        if args.maintain:
+            maintainer = subprocess.Popen([cli, "maintain", "--db", str(db), "--keep-days", "30"],
+                                          stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         threads = [threading.Thread(target=client, args=(k,)) for k in range(args.clients)]
         for th in threads:
             th.start()
         for th in threads:
             th.join()
         wall = time.perf_counter() - started
+        maintained = None
+        if maintainer is not None:
+            out, err = maintainer.communicate()
+            maintained = {"exit": maintainer.returncode, "said": (out.strip() or err.strip()[-300:])}
         import_s = None
         if importer is not None:
             importer.wait()
@@ -199,7 +238,8 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
             "create_p50_ms": round(1000 * _pct(lat["create"], 50)), "move_p50_ms": round(1000 * _pct(lat["move"], 50)),
             "read_p50_ms (reference)": round(1000 * ref, 1),
             "p50 / reference": round(_pct(writes, 50) / ref, 1) if ref else None,
-            "lost": lost, "errors": len(errors), "first_errors": errors[:3], "import_s": import_s}
+            "lost": lost, "errors": len(errors), "first_errors": errors[:3], "import_s": import_s,
+            "maintain": maintained}
 
 
 def main() -> None:
@@ -218,6 +258,8 @@ def main() -> None:
     parser.add_argument("--unshared", action="store_true",
                         help="first run this checkout with each worker process committing its own writes")
     parser.add_argument("--workers", type=int, default=None, help="civicgrid serve --workers (default: its own)")
+    parser.add_argument("--maintain", type=int, default=0, metavar="N",
+                        help="write N batches of events, then measure case writes while civicgrid maintain runs")
     args = parser.parse_args()
     work = Path(args.dir)
     shutil.rmtree(work, ignore_errors=True)
@@ -230,7 +272,7 @@ def main() -> None:
         clis.insert(0, (args.before, "before"))
     print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; catalog {args.catalog}; "
           f"events {args.events:,}, {args.clients} clients x {args.cases} cases x 3 writes, "
-          f"import {args.import_events:,}")
+          f"import {args.import_events:,}, maintain {args.maintain} batches")
     try:
         for i, (cli, label) in enumerate(clis):
             os.environ["CIVICGRID_SHARED_WRITER"] = "0" if label == "unshared" else "1"

@@ -219,14 +219,35 @@ def _sort_steps(con: duckdb.DuckDBPyConnection) -> list[str]:
             for table, keys in SORT_ORDER.items() if sort_order(con, table) != keys]
 
 
+#: The size of the files compaction writes (DuckLake's ``target_file_size``, set on the store by :func:`maintain`):
+#: it bounds one compaction piece, and so how long one piece holds up writers (4–9 s for a piece of ~1M events
+#: on 2 busy cores). DuckLake's default, 512 MB, made one piece of a whole 10M-event table.
+PIECE_FILE_BYTES = 32_000_000
+#: Seconds :func:`maintain` leaves the writers' lock free between two pieces, so that writers waiting for it
+#: commit before the next piece starts.
+WRITERS_TURN_S = 0.05
+
+
 def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None = None) -> dict[str, object]:
     """Compact the store and drop what no snapshot within ``keep_days`` needs; safe while others read and write.
 
-    In one short pause of this machine's writers (the writers' lock): small Parquet files are merged, snapshots
-    older than ``keep_days`` expire (views of the past reach back that far), files no snapshot uses any more
-    are deleted, and files that no commit ever registered are deleted: an interrupted import's staged files
-    (when no import is running) and any other once it is a day old (never younger: a write may still be
-    making it). First, column bounds DuckLake recorded wrong are rewritten (:func:`repair_column_stats`).
+    Writers wait for maintenance only a short moment at a time: every step below runs in its own short pause of
+    this machine's writers (the writers' lock), and compaction runs table by table in pieces of about
+    :data:`PIECE_FILE_BYTES` each, with the lock free between pieces (writers that waited commit then). A piece
+    needs the pause: with a SQLite catalog any write committed while a piece runs makes the piece fail (it would
+    start again and again under steady case work), and with a PostgreSQL catalog DuckLake 1.5.5 lets a piece
+    and a concurrent UPDATE or DELETE of the rows it merges both commit, and the change is lost (measured in
+    ``bench/ducklake_spike/t11_maint_pieces.py``; the pause holds this machine's writers only, not those of
+    other machines sharing a PostgreSQL catalog). Each piece is one DuckLake transaction: a maintenance that
+    fails or is killed leaves every row as it was (a killed piece's new files are deleted as orphans a day later).
+
+    The steps: column bounds DuckLake recorded wrong are rewritten (:func:`repair_column_stats`); the events'
+    sort order is set; with ``flush``, rows kept in the catalog are written to Parquet; Parquet files smaller
+    than :data:`PIECE_FILE_BYTES` are merged (sorted; larger files, such as an import's full batches, stay as
+    written); snapshots older than ``keep_days`` expire (views of the past reach back that far); files no
+    snapshot uses any more are deleted, and so are files that no commit ever registered: an interrupted import's
+    staged files (when no import is running) and any other once it is a day old (never younger: a write may
+    still be making it).
 
     Parameters
     ----------
@@ -242,7 +263,7 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     -------
     dict
         What was done: files before and after, snapshots expired, files deleted, the columns whose bounds were
-        repaired, seconds.
+        repaired, the compaction pieces and the longest time writers waited for one step, seconds.
     """
     if keep_days < 0:
         msg = f"keep_days must be >= 0, got {keep_days}"
@@ -251,28 +272,67 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     flush = location.kind == "postgres" if flush is None else flush
     started = time.perf_counter()
     repaired = repair_column_stats(location.name)
+    files_before = _data_files(location)
+    longest = 0.0
+
+    def paused(statements: list[str]) -> list[tuple]:
+        """Run ``statements`` in one short pause of the writers; the rows the last one returned."""
+        nonlocal longest
+        with writers_paused(location.name) as con:
+            t = time.perf_counter()
+            rows: list[tuple] = []
+            for statement in statements:
+                rows = _with_retries(con, statement)
+            longest = max(longest, time.perf_counter() - t)
+        return rows
+
     with writers_paused(location.name) as con:
         before = int(fetch_value(con, f"SELECT count(*) FROM {ALIAS}.snapshots()"))
-        files_before = _data_files(location)
-        steps = [*_sort_steps(con), f"CALL ducklake_merge_adjacent_files({quote(ALIAS)})",
-                 f"CALL ducklake_expire_snapshots({quote(ALIAS)}, older_than => now() - INTERVAL "
-                 f"{quote(f'{float(keep_days) * 86400:.0f} seconds')})",
-                 f"CALL ducklake_cleanup_old_files({quote(ALIAS)}, older_than => now())",
-                 f"CALL ducklake_delete_orphaned_files({quote(ALIAS)}, older_than => now() - INTERVAL '1 day')"]
-        if flush:
-            steps.insert(0, f"CALL ducklake_flush_inlined_data({quote(ALIAS)})")
-        for step in steps:
-            _with_retries(con, step)
-        after = int(fetch_value(con, f"SELECT count(*) FROM {ALIAS}.snapshots()"))
+        setup = [*_sort_steps(con), *_piece_size_steps(con)]
+        tables = [r[0] for r in con.execute(
+            "SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY table_name", [ALIAS]).fetchall()]
+    if setup:
+        paused(setup)
+    if flush:
+        for table in tables:
+            paused([f"CALL ducklake_flush_inlined_data({quote(ALIAS)}, table_name => {quote(table)})"])
+    pieces = 0
+    for table in tables:
+        merge = f"CALL ducklake_merge_adjacent_files({quote(ALIAS)}, {quote(table)}, max_compacted_files => 1)"
+        for _ in range(files_before):  # each piece leaves at least one file fewer
+            if not paused([merge]):
+                break
+            pieces += 1
+            _writers_turn(table)
+    paused([f"CALL ducklake_expire_snapshots({quote(ALIAS)}, older_than => now() - INTERVAL "
+            f"{quote(f'{float(keep_days) * 86400:.0f} seconds')})"])
+    after = int(paused([f"SELECT count(*) FROM {ALIAS}.snapshots()"])[0][0])
+    paused([f"CALL ducklake_cleanup_old_files({quote(ALIAS)}, older_than => now())"])
+    paused([f"CALL ducklake_delete_orphaned_files({quote(ALIAS)}, older_than => now() - INTERVAL '1 day')"])
     leftovers = remove_leftovers(location.name, wait=False)  # None: an import is running (its files are young)
     result: dict[str, object] = {
         "files_before": files_before, "files_after": _data_files(location),
         "snapshots_expired": max(0, before - after), "flushed": flush,
         "column_stats_repaired": [f"{w.table}.{w.column}" for w in repaired],
         "import_leftovers_removed": None if leftovers is None else len(leftovers),
+        "compaction_pieces": pieces, "longest_pause_s": round(longest, 2),
         "seconds": round(time.perf_counter() - started, 2)}
     logger.info("%s: maintained: %s", location.name, result)
     return result
+
+
+def _piece_size_steps(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Setting the store's ``target_file_size`` to :data:`PIECE_FILE_BYTES` (none when it is set already)."""
+    found = con.execute(f"SELECT value FROM {ALIAS}.options() WHERE option_name = 'target_file_size' "
+                        "AND scope = 'GLOBAL'").fetchall()
+    if found and str(found[0][0]) == str(PIECE_FILE_BYTES):
+        return []
+    return [f"CALL {ALIAS}.set_option('target_file_size', '{PIECE_FILE_BYTES // 1000}KB')"]
+
+
+def _writers_turn(table: str) -> None:
+    """Between two compaction pieces (of ``table``), with the writers' lock free: let waiting writers commit."""
+    time.sleep(WRITERS_TURN_S)
 
 
 #: Column types whose table-level min/max DuckDB's optimizers use (the others are not checked).
@@ -404,15 +464,16 @@ def _data_files(location: Location) -> int:
     return sum(1 for _ in location.data_path.rglob("*.parquet"))
 
 
-def _with_retries(con: duckdb.DuckDBPyConnection, statement: str, *, tries: int = 10) -> None:
+def _with_retries(con: duckdb.DuckDBPyConnection, statement: str, *, tries: int = 10) -> list[tuple]:
+    """Run ``statement`` (autocommit) again when it loses a race with another writer; the rows it returned."""
     for attempt in range(tries):
         try:
-            con.execute(statement)
-            return
+            return con.execute(statement).fetchall()
         except duckdb.Error as exc:
             if attempt == tries - 1 or not retryable(exc):
                 raise
             time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
+    raise AssertionError  # pragma: no cover
 
 
 def maintain_periodically(db: str | os.PathLike, *, every_hours: float, first_after_s: float = 600,

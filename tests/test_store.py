@@ -318,6 +318,128 @@ def test_maintain_while_a_writer_and_a_reader_run(any_store, tmp_path, civicgrid
     assert len(_files(db)) < files
 
 
+def test_writes_commit_between_the_pieces_of_a_compaction(any_store, monkeypatch):
+    """Maintenance holds up writers only one compaction piece at a time: a write started while ``maintain`` is
+    between two pieces commits before ``maintain`` goes on, and writes running all the time on another thread (an
+    UPDATE of events in the files being merged, an append) all stay, with their values; the files are fewer."""
+    import threading
+
+    from civicgrid.geo import store_files
+
+    db = any_store
+    monkeypatch.setattr(store_files, "PIECE_FILE_BYTES", 20_000)  # small pieces: several per table here
+    batches, rows = 8, 1500  # beyond inlining: one Parquet file per batch
+    for b in range(batches):
+        with writing(db) as con:
+            con.execute("INSERT INTO events (event_id, source, time, status) SELECT i, 'complaint', "
+                        "TIMESTAMP '2024-01-01' + i * INTERVAL 1 MINUTE, 'new' FROM range(?, ?) t(i)",
+                        [b * rows, (b + 1) * rows])
+    store = Store(db)
+
+    def event_files() -> int:
+        return int(store.sql("SELECT count(*) AS n FROM ducklake_list_files('lake', 'events')")["n"][0])
+
+    files = event_files()
+    assert files >= batches
+    acked: list[int] = []  # writes committed (acknowledged to their caller)
+    failed: list[BaseException] = []
+    stop = threading.Event()
+
+    def write(k: int) -> None:
+        with writing(db) as con:  # an UPDATE of a row in a file being merged, and an append
+            con.execute("UPDATE events SET status = ? WHERE event_id = ?", [f"w{k}", k * 7 % (batches * rows)])
+            con.execute("INSERT INTO settings VALUES (?, ?)", [f"maint-{k}", str(k)])
+        acked.append(k)
+
+    def writer() -> None:
+        k = 0
+        while not stop.is_set():
+            try:
+                write(k)
+            except BaseException as exc:
+                failed.append(exc)
+                return
+            k += 1
+
+    turns: list[tuple[int, int]] = []
+
+    def turn(table: str) -> None:  # between two pieces: the writers' lock is free
+        first = len(acked)
+        deadline = time.monotonic() + 120  # a guard against hanging, not a measurement
+        while len(acked) < first + 1 and not failed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        turns.append((first, len(acked)))
+
+    monkeypatch.setattr(store_files, "_writers_turn", turn)
+    thread = threading.Thread(target=writer)
+    thread.start()
+    try:
+        done = maintain(db, keep_days=30)
+    finally:
+        stop.set()
+        thread.join()
+    assert not failed, failed
+    assert done["compaction_pieces"] >= 2 and len(turns) == done["compaction_pieces"]
+    assert all(after > before for before, after in turns), turns  # a write committed during every turn
+    assert event_files() < files and done["files_after"] <= done["files_before"]
+    # Every acknowledged write is there, with its value; the other events are as they were.
+    last = {k * 7 % (batches * rows): f"w{k}" for k in acked}
+    got = store.sql("SELECT event_id, status FROM events ORDER BY event_id")
+    assert got["event_id"].tolist() == list(range(batches * rows))
+    assert got["status"].tolist() == [last.get(i, "new") for i in range(batches * rows)]
+    kept = store.sql("SELECT key, value FROM settings WHERE key LIKE 'maint-%'")
+    assert sorted(kept["value"].astype(int)) == sorted(acked)
+
+
+KILLED_MAINTAIN = textwrap.dedent(
+    """
+    import sys
+    from civicgrid.geo import store_files
+    store_files.PIECE_FILE_BYTES = 20_000
+    store_files._writers_turn = lambda table: print("piece", table, flush=True)
+    store_files.maintain(sys.argv[1], keep_days=0)
+    print("done", flush=True)
+    """
+)
+
+
+@pytest.mark.parametrize("pieces", [1, 3])
+def test_a_killed_maintain_leaves_every_row_as_it_was(any_store, pieces):
+    """``kill -9`` of a maintenance after ``pieces`` compaction pieces (the next one under way): every row is as it
+    was, the store takes writes, and the next maintenance finishes the compaction."""
+    db = any_store
+    for b in range(8):
+        with writing(db) as con:
+            con.execute("INSERT INTO events (event_id, source, time, status) SELECT i, 'complaint', "
+                        "TIMESTAMP '2024-01-01' + i * INTERVAL 1 MINUTE, 'new' FROM range(?, ?) t(i)",
+                        [b * 1500, (b + 1) * 1500])
+    store = Store(db)
+
+    def rows() -> list[str]:  # the events and the settings (maintain may note a repair in ``meta``)
+        return [store.sql(f"SELECT * FROM {t} ORDER BY ALL").to_csv(index=False) for t in ("events", "settings")]
+
+    def event_files() -> int:
+        return int(store.sql("SELECT count(*) AS n FROM ducklake_list_files('lake', 'events')")["n"][0])
+
+    before, files = rows(), event_files()
+    assert before[0].count("\n") == 12001
+    proc = subprocess.Popen([sys.executable, "-c", KILLED_MAINTAIN, str(db)], stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True)
+    said = [proc.stdout.readline() for _ in range(pieces)]
+    proc.kill()
+    proc.wait(timeout=60)
+    assert all(line.startswith("piece events") for line in said), (said, proc.stderr.read())
+    assert rows() == before
+    assert event_files() < files  # the pieces committed before the kill stay
+    with writing(db) as con:
+        con.execute("INSERT INTO settings VALUES ('after-kill', '1')")
+    done = maintain(db, keep_days=0)
+    after = rows()
+    assert after[0] == before[0] and after[1] == "key,value\nafter-kill,1\n" and before[1] == "key,value\n"
+    assert event_files() < files and done["compaction_pieces"] >= 1
+    assert maintain(db, keep_days=0)["compaction_pieces"] == 0  # the compaction was finished
+
+
 def test_a_store_of_an_older_version_is_migrated_on_open(tmp_path, monkeypatch):
     from civicgrid.geo import store as st
 
