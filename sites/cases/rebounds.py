@@ -19,6 +19,13 @@ from civicgrid.sites.cases.config import get_settings
 REBOUND_BATCH_ROWS = 2_000_000
 #: Up to this many cases are linked by a direct search (a case opened by a user), above it in bulk.
 FEW_CASES = 256
+#: The side of the squares the search within the radius buckets closures in, in radii: each new case searches
+#: the squares whose nearest point is within the radius (with 2.02: its own and 1 to 3 across its nearer sides).
+#: Smaller squares meet fewer closures beyond the radius but cost more searches: 1.0 and 0.5 (9 and 21 squares)
+#: were slower on the demo city at 1M-10M events, 4.0 too.
+CELL_PER_RADIUS = 2.02
+#: Squares are searched up to this factor × the radius away (grid distances are lower bounds of true ones).
+_MARGIN = 1.01
 #: Metres per degree of latitude on the sphere of the rebound distance (:mod:`civicgrid.geo.distance`).
 _M_PER_DEG = EARTH_RADIUS_M * math.pi / 180
 
@@ -32,12 +39,17 @@ class _Closures:
 
     def __init__(self, key, closed, ids, rank, n_ranks: int, lat=None, lng=None) -> None:
         order = np.lexsort((ids, closed, key))
+        order = order[_kept(key[order], closed[order], None if lat is None else lat[order],
+                            None if lng is None else lng[order])]
         self.closed, self.ids = closed[order], ids[order]
         self.lat = None if lat is None else lat[order]
         self.lng = None if lng is None else lng[order]
         self.cos = None if lat is None else np.cos(np.radians(self.lat))
-        self.keys, self.start, seg = np.unique(key[order], return_index=True, return_inverse=True)
+        key = key[order]
+        first = np.flatnonzero(np.diff(key, prepend=key[:1] - 1)) if len(key) else np.zeros(0, np.int64)
+        self.keys, self.start = key[first], first
         self.end = np.append(self.start[1:], len(order))
+        seg = np.cumsum(np.diff(key, prepend=key[:1]) != 0) if len(key) else np.zeros(0, np.int64)
         self.n_ranks = int(n_ranks)
         self.pair = seg.astype(np.int64) * self.n_ranks + rank[order]  # sorted: (segment, time rank)
 
@@ -58,6 +70,10 @@ class _Closures:
         lo = self.start[seg]
         pos = np.searchsorted(self.pair, seg * self.n_ranks + rank[q]) - 1  # last closure before found
         act = np.flatnonzero(hit & (pos >= lo))
+        # the walks that stop at once: the last closure is before the window or not better than the best
+        p, idx = pos[act], q[act]
+        oc, oi, bc = self.closed[p], self.ids[p], best_c[idx]
+        act = act[(oc >= start[idx]) & ((oc > bc) | ((oc == bc) & (oi > best_i[idx])))]
         width = 1
         while act.size:
             idx = q[act]
@@ -69,9 +85,11 @@ class _Closures:
             # eligible: in the window and better than the best so far (both stay false once false on the walk)
             go = valid & (oc >= start[idx, None]) & ((oc > bc) | ((oc == bc) & (oi > bi)))
             ok = go & (oi != self_id[idx, None])
-            if radius is not None:
-                ok &= haversine_m(lng[idx, None], lat[idx, None], self.lng[cand], self.lat[cand],
-                                  cos_lat1=cos[idx, None], cos_lat2=self.cos[cand]) <= radius
+            if radius is not None:  # the distances of the eligible ones only
+                r, c = np.nonzero(ok)
+                near = haversine_m(lng[idx[r]], lat[idx[r]], self.lng[cand[r, c]], self.lat[cand[r, c]],
+                                   cos_lat1=cos[idx[r]], cos_lat2=self.cos[cand[r, c]]) <= radius
+                ok[r[~near], c[~near]] = False
             got = ok.any(axis=1)
             rows = np.flatnonzero(got)
             j = ok[rows].argmax(axis=1)
@@ -83,30 +101,103 @@ class _Closures:
             width = min(2 * width, 64)
 
 
+def _kept(key: np.ndarray, closed: np.ndarray, lat: np.ndarray | None, lng: np.ndarray | None) -> np.ndarray:
+    """The closures (sorted by key, closed_at, case_id) that can be a case's latest: a closure with two others
+    of larger ids in the same key, closed at the same time (and, with points, at the same point) never is, as
+    at most one of the two is the case itself and the other is later in (closed_at, case_id) order. Positions
+    of the kept ones, in order; an import of many events at the same time and place is searched as one."""
+    n = len(key)
+    if n < 3:
+        return np.arange(n)
+    run = (key[2:] == key[:-2]) & (closed[2:] == closed[:-2])  # rows i, i+1, i+2 share key and time
+    if not run.any():
+        return np.arange(n)
+    if lat is None:
+        return np.flatnonzero(~np.concatenate([run, [False, False]]))
+    # the rows in such runs, sorted by (run, point, case_id) within each run (a stable sort keeps id order)
+    in_run = np.zeros(n, dtype=bool)
+    in_run[:-2] |= run
+    in_run[1:-1] |= run
+    in_run[2:] |= run
+    rows = np.flatnonzero(in_run)
+    starts = np.ones(rows.size, dtype=bool)
+    starts[1:] = ((key[rows[1:]] != key[rows[:-1]]) | (closed[rows[1:]] != closed[rows[:-1]])
+                  | (rows[1:] != rows[:-1] + 1))
+    group = np.cumsum(starts)
+    point = lat[rows].view(np.int64) * np.int64(-7046029254386353131) + lng[rows].view(np.int64)  # a hash
+    perm = np.lexsort((point, group))  # stable: ids ascending within (run, point hash)
+    sub, group = rows[perm], group[perm]
+    drop = np.zeros(n, dtype=bool)
+    same = ((group[2:] == group[:-2])
+            & (lat[sub[2:]] == lat[sub[:-2]]) & (lng[sub[2:]] == lng[sub[:-2]])
+            & (lat[sub[1:-1]] == lat[sub[:-2]]) & (lng[sub[1:-1]] == lng[sub[:-2]]))
+    drop[sub[:-2][same]] = True
+    return np.flatnonzero(~drop)
+
+
 def _grid_keys(t, lat, lng, *, c0: float, radius: float, n_types: int):
-    """Square buckets of side just over ``2 * radius`` metres: (gx, gy), the position in the bucket (0..1 in x
-    and y) and a key function of (type, gx, gy).
+    """Square buckets for the search within ``radius``: (gx, gy), the position in the bucket (0..1 in x and y),
+    the side of a square (metres), the reach (how many squares away a point within the radius may lie) and a
+    key function of (type, gx, gy).
 
     North-south metres per degree are exact on the sphere; east-west ones are scaled by ``c0`` (the cosine of
-    the largest latitude), so bucket distances never exceed true ones: a point within ``radius`` of another
-    lies in its bucket or in a neighbour across the nearer side in x, in y, or both (the farther sides are
-    more than ``radius`` away). The side grows when the key would not fit in 62 bits.
+    the largest latitude), so distances on the grid never exceed true ones (:func:`_neighbours`). The side is
+    :data:`CELL_PER_RADIUS` × ``radius``, larger when the key would not fit in 62 bits.
     """
-    side = 2.02 * radius
+    side = CELL_PER_RADIUS * radius
     while True:
+        reach = math.ceil(_MARGIN * radius / side)
         y, x = lat * _M_PER_DEG / side, lng * _M_PER_DEG * c0 / side
         gy, gx = np.floor(y).astype(np.int64), np.floor(x).astype(np.int64)
         x0, y0 = (int(gx.min()), int(gy.min())) if len(gx) else (0, 0)
-        nx = (int(gx.max()) - x0 + 3) if len(gx) else 3
-        ny = (int(gy.max()) - y0 + 3) if len(gy) else 3
+        nx = (int(gx.max()) - x0 + 1 + 2 * reach) if len(gx) else 1 + 2 * reach
+        ny = (int(gy.max()) - y0 + 1 + 2 * reach) if len(gy) else 1 + 2 * reach
         if n_types * nx * ny < 2**62:
             break
         side *= 2.0
 
     def key(ti, ix, iy):
-        return (ti.astype(np.int64) * nx + (ix - x0 + 1)) * ny + (iy - y0 + 1)
+        return (ti.astype(np.int64) * nx + (ix - x0 + reach)) * ny + (iy - y0 + reach)
 
-    return gx, gy, x - gx, y - gy, key
+    return gx, gy, x - gx, y - gy, side, reach, ny, key
+
+
+def _neighbours(fx: np.ndarray, fy: np.ndarray, *, reach: int, side: float, radius: float):
+    """The squares a point within ``radius`` of a query may lie in: offsets ``(dx, dy)`` from the query's square,
+    nearest first, each with the mask of the queries (at ``fx``, ``fy`` in their squares) that must search it.
+
+    A square is searched when its nearest point on the grid is within :data:`_MARGIN` × ``radius``: grid
+    distances are at most the great-circle ones up to terms of relative size (angle)² / 24 (east-west scaled by
+    the cosine of the batch's largest latitude, at most the product of the two points' cosines), about 1e-9 at
+    1 km, and the margin covers them and rounding by far.
+    """
+    reach_m2 = (_MARGIN * radius) ** 2
+    offsets = sorted(((dx, dy) for dx in range(-reach, reach + 1) for dy in range(-reach, reach + 1)),
+                     key=lambda d: (d[0] ** 2 + d[1] ** 2, d))  # the own square first: its best ends others' walks
+    steps = range(-reach, reach + 1)
+    gap_x = {d: 0.0 if d == 0 else (d - fx if d > 0 else -d - 1 + fx) * side for d in steps}  # metres to its side
+    gap_y = {d: 0.0 if d == 0 else (d - fy if d > 0 else -d - 1 + fy) * side for d in steps}
+    for dx, dy in offsets:
+        if dx == 0 and dy == 0:
+            yield dx, dy, None
+            continue
+        mask = np.square(gap_x[dx]) + np.square(gap_y[dy]) <= reach_m2
+        if mask.any():
+            yield dx, dy, mask
+
+
+def _time_ranks(found: np.ndarray, closed: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+    """Integers ordered as the times ``found`` and ``closed`` (microseconds), and one more than the largest: the
+    seconds since the earliest when all are whole seconds and (segment, time) pairs of the closures fit in 62
+    bits, else the ranks of the distinct times (a sort of them all)."""
+    both = [a for a in (found, closed) if len(a)]
+    lo, hi = (min(int(a.min()) for a in both), max(int(a.max()) for a in both)) if both else (0, 0)
+    span = (hi - lo) // 1_000_000 + 2
+    if span * (len(closed) + 1) < 2**62 and not (found % 1_000_000).any() and not (closed % 1_000_000).any():
+        return (found - lo) // 1_000_000, (closed - lo) // 1_000_000, span
+    times, rank = np.unique(np.concatenate([found, closed]), return_inverse=True)
+    n = len(found)
+    return rank[:n].astype(np.int64), rank[n:].astype(np.int64), len(times) + 1
 
 
 def _rebound_batch(new: dict, old: dict, *, radius: float, window_us: int) -> tuple[np.ndarray, np.ndarray]:
@@ -117,10 +208,7 @@ def _rebound_batch(new: dict, old: dict, *, radius: float, window_us: int) -> tu
     found, self_id = new["found_us"], new["case_id"]
     start = found - window_us
     n_types = int(max(new["t"].max(initial=0), old["t"].max(initial=0))) + 1
-    times, rank = np.unique(np.concatenate([found, old["closed_us"]]), return_inverse=True)
-    n_ranks = len(times) + 1
-    new_rank, old_rank = rank[:n].astype(np.int64), rank[n:].astype(np.int64)
-    del times, rank
+    new_rank, old_rank, n_ranks = _time_ranks(found, old["closed_us"])
     # 1. the same site: buckets (type, site)
     qs, os_ = np.flatnonzero(new["has_site"]), np.flatnonzero(old["has_site"])
     if qs.size and os_.size:
@@ -139,21 +227,18 @@ def _rebound_batch(new: dict, old: dict, *, radius: float, window_us: int) -> tu
         lng = np.concatenate([new["lng"][qf], old["lng"][of]])
         c0 = math.cos(math.radians(min(float(np.abs(lat).max()), 89.9)))
         t = np.concatenate([new["t"][qf], old["t"][of]])
-        gx, gy, fx, fy, key = _grid_keys(t, lat, lng, c0=c0, radius=radius, n_types=n_types)
+        gx, gy, fx, fy, side, reach, ny, key = _grid_keys(t, lat, lng, c0=c0, radius=radius, n_types=n_types)
         m = qf.size
-        fx, fy = fx[:m], fy[:m]
         index = _Closures(key(t[m:], gx[m:], gy[m:]), old["closed_us"][of], old["case_id"][of], old_rank[of],
                           n_ranks, lat[m:], lng[m:])
         qkey = key(t[:m], gx[:m], gy[:m])
         order = np.lexsort((found[qf], qkey))  # queries in index order (a neighbour's key is a constant shift)
-        qf, qkey = qf[order], qkey[order]
-        qx, qy, qt = gx[:m][order], gy[:m][order], t[:m][order]
+        qf, qkey, fx, fy = qf[order], qkey[order], fx[:m][order], fy[:m][order]
         del lat, lng, t, gx, gy
         cos = np.cos(np.radians(new["lat"]))
-        # the square of each new case and the neighbour across its nearer side, in x, in y and diagonally
-        ex, ey = np.where(fx[order] < 0.5, -1, 1), np.where(fy[order] < 0.5, -1, 1)
-        for dx, dy in ((0, 0), (ex, 0), (0, ey), (ex, ey)):
-            index.improve(qf, key(qt, qx + dx, qy + dy), found, new_rank, start, self_id, best_c, best_i,
+        for dx, dy, mask in _neighbours(fx, fy, reach=reach, side=side, radius=radius):
+            q, k = (qf, qkey) if mask is None else (qf[mask], qkey[mask])
+            index.improve(q, k + (dx * ny + dy), found, new_rank, start, self_id, best_c, best_i,
                           lat=new["lat"], lng=new["lng"], cos=cos, radius=radius)
     linked = best_i != np.iinfo(np.int64).min
     return self_id[linked], best_i[linked]
