@@ -272,13 +272,19 @@ class ImportCases:
                 SELECT event_id, problem_type, site_id, epoch_us(closed_at), lat, lng FROM ({everything})
                 WHERE closed_at IS NOT NULL""")
         cur.register("_import_links_df", pa.table({"case_id": case_id, "old_id": old_id}))
-        cur.execute("CREATE OR REPLACE TEMP TABLE _import_links AS SELECT * FROM _import_links_df")
+        cur.execute("CREATE OR REPLACE TEMP TABLE _import_links AS SELECT * FROM _import_links_df "
+                    "ORDER BY case_id")
         cur.unregister("_import_links_df")
         made, case_files, steps = 0, [], []
         for path in files:  # in id order: the audit rows are numbered by case, as backfill numbers them
+            lo, hi = cur.execute(f"SELECT min(event_id), max(event_id) FROM read_parquet({quote(str(path))})"
+                                 ).fetchone()
+            # the file's links only (a join with all of them built their hash table again for every file)
             n = staging.stage_query("events", cur, f"""
                 SELECT e.* REPLACE (coalesce(e.rebound_of, l.old_id) AS rebound_of)
-                FROM ({state([path])}) e LEFT JOIN _import_links l ON l.case_id = e.event_id""")
+                FROM ({state([path])}) e
+                LEFT JOIN (SELECT * FROM _import_links WHERE case_id BETWEEN $lo AND $hi) l
+                       ON l.case_id = e.event_id""", {"lo": lo, "hi": hi})
             staging.unstage("events", [path], rows=n)
             if not n:
                 continue
