@@ -370,7 +370,7 @@ def find_rebounds(con: duckdb.DuckDBPyConnection, *, new: str, old: str, radius_
                 CREATE OR REPLACE TEMP TABLE _reb_old AS
                 SELECT o.case_id::BIGINT AS case_id, o.problem_type::VARCHAR AS problem_type,
                        o.site_id::BIGINT AS site_id, o.closed_us::BIGINT AS closed_us, o.lat::DOUBLE AS lat,
-                       o.lng::DOUBLE AS lng
+                       o.lng::DOUBLE AS lng, t.t
                 FROM ({old}) o JOIN _reb_types t ON t.problem_type = o.problem_type
                 WHERE o.closed_us >= t.lo AND o.closed_us < t.hi""")
             return _search_batches(con, types, radius=radius, window_us=window_us)
@@ -449,11 +449,11 @@ def _collect_cases(con: duckdb.DuckDBPyConnection, ranges: list[dict[str, int]],
     if types is None:
         return None
     con.execute("CREATE OR REPLACE TEMP TABLE _reb_old (case_id BIGINT, problem_type VARCHAR, site_id BIGINT, "
-                "closed_us BIGINT, lat DOUBLE, lng DOUBLE)")
+                "closed_us BIGINT, lat DOUBLE, lng DOUBLE, t INTEGER)")
     for part in ranges:
         con.execute("""
             INSERT INTO _reb_old
-            SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at), e.lat, e.lng
+            SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at), e.lat, e.lng, t.t
             FROM cases c JOIN _reb_types t ON t.problem_type = c.problem_type
             JOIN events e ON e.event_id = c.event_id
             WHERE c.case_id >= $lo AND c.case_id < $hi AND e.event_id BETWEEN $elo AND $ehi
@@ -466,7 +466,7 @@ def _collect_cases(con: duckdb.DuckDBPyConnection, ranges: list[dict[str, int]],
 def _new_types(con: duckdb.DuckDBPyConnection, *, window_us: int) -> pd.DataFrame | None:
     """The problem types of ``_reb_new`` numbered ``t``, with their counts of new cases and the window of the
     closures that can matter to them, ``[lo, hi)``: [first found - window, last found); also as the temp table
-    ``_reb_types``. None when ``_reb_new`` is empty."""
+    ``_reb_types``, and each row of ``_reb_new`` gets its type's ``t``. None when ``_reb_new`` is empty."""
     types = con.execute("""
         SELECT problem_type, count(*) AS n, min(found_us) AS lo, max(found_us) AS hi
         FROM _reb_new GROUP BY problem_type ORDER BY problem_type
@@ -478,6 +478,9 @@ def _new_types(con: duckdb.DuckDBPyConnection, *, window_us: int) -> pd.DataFram
     con.register("_reb_types_df", types[["problem_type", "t", "lo", "hi"]])
     con.execute("CREATE OR REPLACE TEMP TABLE _reb_types AS SELECT * FROM _reb_types_df")
     con.unregister("_reb_types_df")
+    # numbered once: each batch then reads its rows by ``t`` (a join by type name per batch read them all)
+    con.execute("CREATE OR REPLACE TEMP TABLE _reb_new AS SELECT x.*, t.t FROM _reb_new x "
+                "JOIN _reb_types t ON t.problem_type = x.problem_type")
     return types
 
 
@@ -545,9 +548,8 @@ def _fetch_points(con: duckdb.DuckDBPyConnection, table: str, time_col: str, tlo
                   thi: int) -> dict[str, np.ndarray]:
     """Columns of the cases of types ``tlo..thi`` of a rebound temp table as numpy arrays."""
     got = con.execute(f"""
-        SELECT x.case_id, t.t, x.site_id IS NOT NULL AS has_site, coalesce(x.site_id, 0) AS site,
-               x.{time_col}, coalesce(x.lat, 'nan'::DOUBLE) AS lat, coalesce(x.lng, 'nan'::DOUBLE) AS lng
-        FROM {table} x JOIN _reb_types t ON t.problem_type = x.problem_type
-        WHERE t.t BETWEEN ? AND ?
+        SELECT case_id, t, site_id IS NOT NULL AS has_site, coalesce(site_id, 0) AS site,
+               {time_col}, coalesce(lat, 'nan'::DOUBLE) AS lat, coalesce(lng, 'nan'::DOUBLE) AS lng
+        FROM {table} WHERE t BETWEEN ? AND ?
     """, [tlo, thi]).fetchnumpy()
     return {k: np.asarray(v) for k, v in got.items()}
