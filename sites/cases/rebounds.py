@@ -254,10 +254,11 @@ def link_rebounds(con: duckdb.DuckDBPyConnection, *, case_ids=None, radius_m: fl
     (on a tie, the larger case id). Cases already linked keep their link.
 
     Near-linear at any size: the closed cases are sorted by (type, site, closed_at) and by (type, square of
-    side ``2 × radius_m``, closed_at); each new case searches its site, its square and the 3 squares across
-    its nearer sides for the last closure before it was found, and walks back only until one qualifies, the
-    window ends or the best so far is older. No candidate pairs are materialised; memory is bounded by
-    batches of whole problem types (:data:`REBOUND_BATCH_ROWS`).
+    side ``2 × radius_m``, closed_at); each new case searches its site, its square and the 1 to 3 squares
+    across its nearer sides that the radius reaches for the last closure before it was found, and walks back
+    only until one qualifies, the window ends or the best so far is older. Closures that can never be the
+    latest (a third at one time and point) are left out. No candidate pairs are materialised; memory is bounded
+    by batches of whole problem types (:data:`REBOUND_BATCH_ROWS`).
 
     Parameters
     ----------
