@@ -111,20 +111,78 @@ def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, *, claim: b
     (a PostgreSQL catalog) do not share that lock: there every write that takes ids also updates one row of
     ``meta``, so that of two writes that saw the same maximum the second one to commit conflicts and is run
     again (:class:`~civicgrid.geo.store.WriteConflictError`) instead of repeating ids. One such update per
-    transaction is enough: ``claim=False`` skips it for a transaction that made it already."""
-    if claim and _catalog_kind(con) == "postgres":
+    transaction is enough: ``claim=False`` skips it for a transaction that made it already.
+
+    The largest stored id is read above a lower bound (:func:`_top_id`), so that only the files and row groups
+    holding the newest ids are read, not the whole table (the store's connections do not answer ``max`` from the
+    catalog's statistics: ``geo.store.SAFE_OPTIMIZER_SETTINGS``); the stored maximum and the reserved ids are
+    read in one statement."""
+    catalog = _catalog_path(con)
+    if claim and catalog.split(":", 1)[0] == "postgres":
         con.execute("DELETE FROM meta WHERE key = 'ids.taken'")
         con.execute("INSERT INTO meta VALUES ('ids.taken', CAST(now() AS VARCHAR))")
-    top = int(fetch_value(con, f"SELECT coalesce(max({column}), 0) FROM {table}"))
-    # the key as a literal: a prepared statement plans the lake query twice (≈ 4 ms against ≈ 15 ms a write)
-    row = con.execute(f"SELECT value FROM meta WHERE key = {quote(_reserved_key(table))}").fetchone()
-    return max(top + 1, int(row[0]) if row else 0)
+    top, reserved = _top_id(con, catalog, table, column)
+    return max(top + 1, reserved)
+
+
+#: The largest id of each (catalog, table, column) this process has read: where the next read of it may start
+#: (ids are only ever added; a bound that is too high is found out and the whole column read, see _top_id).
+_TOPS: dict[tuple[str, str, str], int] = {}
+
+
+def _top_id(con: duckdb.DuckDBPyConnection, catalog: str, table: str, column: str) -> tuple[int, int]:
+    """The largest stored id of ``table.column`` (0 for none) and the first id after those an import in
+    progress reserved (0 for none).
+
+    ``max(id)`` over a lake table reads the whole column (tens of millions of rows for ``case_log``: 1.4 s at
+    10M events). Read as ``max(id) WHERE id >= bound`` with a literal bound, the lake skips every file whose
+    recorded range lies below the bound (the catalog's per-file statistics, which are right where the
+    table-level ones may not be: bench/DUCKLAKE.md section 10) and the Parquet reader every row group: only the
+    newest rows are read. The bound is the largest id this process read before, or at first the catalog's
+    table-level maximum. Either may be wrong (rows removed since, a store made again at the same path, a wrong
+    table-level bound): a bound above every stored id finds nothing and the whole column is read; a bound
+    below the maximum only reads more. So the answer is always the true maximum."""
+    key = (catalog, table, column)
+    bound = _TOPS.get(key)
+    if bound is None:
+        bound = _recorded_top(con, table, column)
+    reserved_key = quote(_reserved_key(table))  # literals: a prepared lake query is planned twice (≈ 4 ms)
+    row = con.execute(
+        f"SELECT (SELECT max({column}) FROM {table} WHERE {column} >= {int(bound or 0)}), "
+        f"(SELECT value FROM meta WHERE key = {reserved_key} LIMIT 1)").fetchone()
+    top, reserved = row if row is not None else (None, None)
+    if top is None and bound:  # nothing at or above the bound: it was too high
+        top = fetch_value(con, f"SELECT max({column}) FROM {table}")
+    top = int(top or 0)
+    if top > 0:
+        _TOPS[key] = top
+    return top, int(reserved) if reserved is not None else 0
+
+
+def _recorded_top(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int | None:
+    """The catalog's table-level maximum of ``table.column`` (None when it has none or cannot be read): a
+    starting bound for :func:`_top_id`, never trusted as the answer."""
+    meta = f"__ducklake_metadata_{ALIAS}"
+    try:
+        value = fetch_value(con, f"""
+            SELECT s.max_value FROM {meta}.ducklake_table_column_stats s
+            JOIN {meta}.ducklake_table t ON t.table_id = s.table_id AND t.end_snapshot IS NULL
+            JOIN {meta}.ducklake_column c ON c.table_id = s.table_id AND c.column_id = s.column_id
+                AND c.end_snapshot IS NULL
+            WHERE t.table_name = {quote(table)} AND c.column_name = {quote(column)}""")
+        return int(value) if value is not None else None
+    except (duckdb.Error, ValueError):
+        return None
+
+
+def _catalog_path(con: duckdb.DuckDBPyConnection) -> str:
+    """The catalog of the store ``con`` writes, e.g. ``sqlite:/data/city.duckdb`` or ``postgres:dbname=...``."""
+    return str(fetch_value(con, "SELECT path FROM duckdb_databases() WHERE database_name = ?", [ALIAS]))
 
 
 def _catalog_kind(con: duckdb.DuckDBPyConnection) -> str:
     """``sqlite`` or ``postgres``: the catalog of the store ``con`` writes."""
-    path = str(fetch_value(con, "SELECT path FROM duckdb_databases() WHERE database_name = ?", [ALIAS]))
-    return path.split(":", 1)[0]
+    return _catalog_path(con).split(":", 1)[0]
 
 
 def reserve_ids(db: str | os.PathLike | None, table: str, column: str, n: int) -> int:

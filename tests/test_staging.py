@@ -336,3 +336,39 @@ def test_a_batch_with_a_text_arrow_would_leave_without_bounds_is_written_by_duck
     assert staging.arrow_writes(long, types) is None
     long_label = pa.table({"text": ["x", "y"], "code": pa.array(["a" * 5000, "b"]).dictionary_encode()})
     assert staging.arrow_writes(long_label, types) is None
+
+
+def test_next_id_reads_the_true_maximum_whatever_bound_it_starts_from(small_city, tmp_path, monkeypatch):
+    """next_id reads max(id) above a remembered bound (the newest rows only); a bound that is wrong either way
+    (too high: rows removed, a store made again at the path; too low: ids added by another process) still gives
+    the stored maximum + 1, compared with a plain max() read by a reader."""
+    import_events(_file(tmp_path, _events(30)), db=small_city, mapping={"id": "单号", "time": "时间"},
+                  progress=False)
+    from civicgrid.geo.store import writing
+
+    def truth() -> int:
+        return int(Store(small_city).sql("SELECT max(event_id) AS m FROM events")["m"].iloc[0]) + 1
+
+    expected = truth()
+    with writing(small_city) as con:
+        catalog = staging._catalog_path(con)
+        key = (catalog, "events", "event_id")
+        for bound in (None, 0, 1, expected - 5, expected - 1, expected, expected + 1000):
+            if bound is None:  # first read of this process: the catalog's recorded maximum as the bound
+                staging._TOPS.pop(key, None)
+            else:
+                staging._TOPS[key] = bound
+            assert staging.next_id(con, "events", "event_id", claim=False) == expected, bound
+            assert staging._TOPS[key] == expected - 1  # remembered: the stored maximum
+        con.execute("DELETE FROM events WHERE event_id >= ?", [expected - 3])  # the newest rows go
+        assert staging.next_id(con, "events", "event_id", claim=False) == expected - 3  # bound above all: found out
+        con.execute("ROLLBACK")  # the write is given up (writing() then has nothing to commit)
+        con.execute("BEGIN TRANSACTION")
+    assert truth() == expected
+    # ids reserved by an import in progress count, read in the same statement
+    with staging.importing(small_city) as stage:
+        first = stage.reserve("events", "event_id", 5)
+        assert first == expected
+        with writing(small_city) as con:
+            assert staging.next_id(con, "events", "event_id") == expected + 5
+        stage.discard()
