@@ -4,7 +4,7 @@ Usage::
 
     .venv/bin/python bench/store_bench.py [--events 200000] [--clients 16] [--cases 6] [--dir /tmp/store-bench]
         [--before /work/main-old/.venv/bin/civicgrid] [--import-events 0] [--catalog sqlite|postgres] [--port 8900]
-        [--from-store big.duckdb] [--workers N] [--unshared] [--maintain 6]
+        [--from-store big.duckdb] [--store URL-or-path] [--workers N] [--unshared] [--maintain 6]
 
 For each civicgrid given (this checkout's, and with ``--before`` another installation, e.g. the single-file
 store), the demo city is built with that civicgrid, ``civicgrid serve`` is started on it, an inspector token is
@@ -14,6 +14,8 @@ imports N complaints (a CSV exported from the demo) while the clients write. Aft
 must be in the store (lost writes are counted). ``--unshared`` first runs this checkout with the service's worker
 processes committing their own writes (``CIVICGRID_SHARED_WRITER=0``: they take turns on the store's lock), then
 as it serves by default (the workers hand their writes to one committer, :mod:`civicgrid.geo.group_commit`).
+``--store`` runs every version on one existing store, as it is (e.g. a 10M-event store with a PostgreSQL catalog,
+which ``--from-store`` cannot copy; set ``CIVICGRID_DATA_PATH`` for it): each version's writes add to it.
 
 ``--maintain N`` measures case writes while ``civicgrid maintain`` runs (issue 17): before the service starts, N
 batches of events (copies of the first 200k events, shifted by a day and shuffled, one Parquet file each) are
@@ -134,10 +136,14 @@ class _Postgres:
 
 def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -> dict:
     db: Path | str = work / f"{label}.duckdb"
-    if args.postgres is not None:
+    if args.store:
+        db = args.store
+    elif args.postgres is not None:
         db = args.postgres.new_db(f"bench_{label}")
         os.environ["CIVICGRID_DATA_PATH"] = str(work / f"{label}-data")  # for every civicgrid started below
-    if args.from_store:  # a copy of a store built before (a 10M-event demo takes long to build)
+    if args.store:
+        pass
+    elif args.from_store:  # a copy of a store built before (a 10M-event demo takes long to build)
         python = str(Path(cli).with_name("python"))
         subprocess.run([python, "-c", "import sys; from civicgrid.geo.store_files import copy_store; "
                         "copy_store(sys.argv[1], sys.argv[2])", args.from_store, str(db)], check=True)
@@ -147,7 +153,7 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
     if args.maintain:
         subprocess.run([str(Path(cli).with_name("python")), "-c", _MORE_EVENTS, str(db), str(args.maintain)],
                        check=True)
-    out = subprocess.run([cli, "users", "add", "bench-inspector", "--role", "inspector", "--db", str(db)],
+    out = subprocess.run([cli, "users", "add", f"bench-{label}", "--role", "inspector", "--db", str(db)],
                          check=True, capture_output=True, text=True).stdout
     token = next(w for w in out.split() if w.startswith("cg_"))
     csv = None
@@ -255,6 +261,7 @@ def main() -> None:
     parser.add_argument("--port", type=int, default=8900, help="port of the first service started")
     parser.add_argument("--from-store", help="copy this store (SQLite catalog) for each run instead of building "
                                              "the demo (--events is then only reported)")
+    parser.add_argument("--store", help="run every version on this existing store as it is (no copy, no build)")
     parser.add_argument("--unshared", action="store_true",
                         help="first run this checkout with each worker process committing its own writes")
     parser.add_argument("--workers", type=int, default=None, help="civicgrid serve --workers (default: its own)")

@@ -19,7 +19,7 @@ from datetime import date, datetime, timedelta
 
 import duckdb
 import pandas as pd
-from civicgrid.geo.caches import VersionCache
+from civicgrid.geo.caches import VersionCache, cached_read
 from civicgrid.geo.errors import (
     AuthenticationError,
     ConflictError,
@@ -130,6 +130,12 @@ def list_users(store: Store) -> pd.DataFrame:
 _TOKENS = VersionCache(1024)
 
 
+def _users_by_token(con: duckdb.DuckDBPyConnection) -> dict[str, dict]:
+    """Every user by the hash of its token (an office has tens to hundreds of users)."""
+    got = con.execute("SELECT token_hash, user_id, name, role, active FROM users WHERE token_hash IS NOT NULL").df()
+    return {str(r.pop("token_hash")): _plain(r) for r in got.to_dict("records")}
+
+
 def authenticate(store: Store, token: str | None) -> dict:
     """The active user holding ``token``; :class:`AuthenticationError` when there is none."""
     if not token:
@@ -138,11 +144,18 @@ def authenticate(store: Store, token: str | None) -> dict:
     digest = hash_token(token)
 
     def lookup() -> dict | None:
-        got = store.sql("SELECT user_id, name, role, active FROM users WHERE token_hash = ?", [digest])
-        return None if got.empty else _plain(got.iloc[0].to_dict())
+        if store.at is not None:  # a view of the past: its users as they were
+            got = store.sql("SELECT user_id, name, role, active FROM users WHERE token_hash = ?", [digest])
+            return None if got.empty else _plain(got.iloc[0].to_dict())
+        cur = store.cursor()
+        try:
+            return cached_read(cur, "users-by-token", ("users",), _users_by_token).get(digest)
+        finally:
+            cur.close()
 
-    # one lake query per token and store version: a new token, a revoked one or a disabled user is a write,
-    # hence a new version, so the next request sees it
+    # kept per token and store version (no lake query while the store is unchanged); a new version (every case
+    # write is one) reads the users again only when a write changed them since (a new token, a revoked one, a
+    # disabled user: geo.caches.cached_read), so the next request after such a write sees it
     user = _TOKENS.get(store, ("token", digest), lookup)
     if user is None:
         msg = "invalid or revoked token (a new token replaces the old one: `civicgrid users token NAME`)"

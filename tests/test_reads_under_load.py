@@ -288,6 +288,28 @@ def test_a_revoked_token_is_refused_on_its_next_request(served):
     assert client.get("/api/cases", headers={"Authorization": f"Bearer {fresh}"}).status_code == 401
 
 
+
+def test_a_case_write_does_not_make_every_token_read_the_users_again(served, monkeypatch):
+    """Every case write is a new store version; the users are read again only after a write changed them (a new
+    token, a disabled user), and such a change is seen on the next request."""
+    from civicgrid.geo import users as users_module
+    db, client, auth = served
+    reads, real = [], users_module._users_by_token
+    monkeypatch.setattr(users_module, "_users_by_token", lambda con: reads.append(1) or real(con))
+    assert client.get("/api/cases", headers=auth).status_code == 200
+    before = len(reads)
+    for _ in range(3):  # case writes (another user's): new versions, the users unchanged
+        cs.create_case(db, actor="someone", problem_type="0201", lng=112.905, lat=28.205)
+        assert client.get("/api/cases", headers=auth).status_code == 200
+    assert len(reads) == before  # no read of the users after the case writes
+    assert Store(db).sql("SELECT count(*) AS n FROM cases")["n"].iloc[0] >= 3
+    set_active(db, "查看员", active=False)  # a change of the users: seen on the next request
+    assert client.get("/api/cases", headers=auth).status_code == 401
+    assert len(reads) == before + 1
+    fresh = new_token(db, "查看员")
+    assert client.get("/api/cases", headers=auth).status_code == 401  # the old token stays revoked
+    assert client.get("/api/cases", headers={"Authorization": f"Bearer {fresh}"}).status_code == 200
+
 def test_answers_are_kept_per_caller_role(city):
     db, viewer = city
     client = TestClient(create_app(db, settings={"public_layers": "areas,grids"}))  # leaders' names not public
