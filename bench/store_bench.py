@@ -277,7 +277,8 @@ def main() -> None:
         clis.insert(0, (clis[0][0], "unshared"))
     if args.before:
         clis.insert(0, (args.before, "before"))
-    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; catalog {args.catalog}; "
+    catalog = ("postgres" if str(args.store).startswith("postgres") else "sqlite") if args.store else args.catalog
+    print(f"machine: {os.cpu_count()} cores, load {os.getloadavg()[0]:.1f}; catalog {catalog}; "
           f"events {args.events:,}, {args.clients} clients x {args.cases} cases x 3 writes, "
           f"import {args.import_events:,}, maintain {args.maintain} batches")
     try:

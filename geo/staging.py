@@ -25,7 +25,7 @@ import fcntl
 import logging
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 
@@ -113,26 +113,33 @@ def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, *, claim: b
     again (:class:`~civicgrid.geo.store.WriteConflictError`) instead of repeating ids. One such update per
     transaction is enough: ``claim=False`` skips it for a transaction that made it already.
 
-    The largest stored id is read above a lower bound (:func:`_top_id`), so that only the files and row groups
+    The largest stored id is read above a lower bound (:func:`_top_ids`), so that only the files and row groups
     holding the newest ids are read, not the whole table (the store's connections do not answer ``max`` from the
     catalog's statistics: ``geo.store.SAFE_OPTIMIZER_SETTINGS``); the stored maximum and the reserved ids are
     read in one statement."""
+    return next_ids(con, [(table, column)], claim=claim)[table]
+
+
+def next_ids(con: duckdb.DuckDBPyConnection, columns: Sequence[tuple[str, str]], *, claim: bool = True
+             ) -> dict[str, int]:
+    """:func:`next_id` of several ``(table, column)`` at once, in one statement (e.g. the new events' and audit
+    rows' ids of a group of case writes): the next free id by table."""
     catalog = _catalog_path(con)
     if claim and catalog.split(":", 1)[0] == "postgres":
         con.execute("DELETE FROM meta WHERE key = 'ids.taken'")
         con.execute("INSERT INTO meta VALUES ('ids.taken', CAST(now() AS VARCHAR))")
-    top, reserved = _top_id(con, catalog, table, column)
-    return max(top + 1, reserved)
+    return {table: max(top + 1, reserved) for table, (top, reserved) in _top_ids(con, catalog, columns).items()}
 
 
 #: The largest id of each (catalog, table, column) this process has read: where the next read of it may start
-#: (ids are only ever added; a bound that is too high is found out and the whole column read, see _top_id).
+#: (ids are only ever added; a bound that is too high is found out and the whole column read, see _top_ids).
 _TOPS: dict[tuple[str, str, str], int] = {}
 
 
-def _top_id(con: duckdb.DuckDBPyConnection, catalog: str, table: str, column: str) -> tuple[int, int]:
-    """The largest stored id of ``table.column`` (0 for none) and the first id after those an import in
-    progress reserved (0 for none).
+def _top_ids(con: duckdb.DuckDBPyConnection, catalog: str, columns: Sequence[tuple[str, str]]
+             ) -> dict[str, tuple[int, int]]:
+    """By table of ``columns``: the largest stored id (0 for none) and the first id after those an import in
+    progress reserved (0 for none), all read in one statement.
 
     ``max(id)`` over a lake table reads the whole column (tens of millions of rows for ``case_log``: 1.4 s at
     10M events). Read as ``max(id) WHERE id >= bound`` with a literal bound, the lake skips every file whose
@@ -142,21 +149,26 @@ def _top_id(con: duckdb.DuckDBPyConnection, catalog: str, table: str, column: st
     table-level maximum. Either may be wrong (rows removed since, a store made again at the same path, a wrong
     table-level bound): a bound above every stored id finds nothing and the whole column is read; a bound
     below the maximum only reads more. So the answer is always the true maximum."""
-    key = (catalog, table, column)
-    bound = _TOPS.get(key)
-    if bound is None:
-        bound = _recorded_top(con, table, column)
-    reserved_key = quote(_reserved_key(table))  # literals: a prepared lake query is planned twice (≈ 4 ms)
-    row = con.execute(
-        f"SELECT (SELECT max({column}) FROM {table} WHERE {column} >= {int(bound or 0)}), "
-        f"(SELECT value FROM meta WHERE key = {reserved_key} LIMIT 1)").fetchone()
-    top, reserved = row if row is not None else (None, None)
-    if top is None and bound:  # nothing at or above the bound: it was too high
-        top = fetch_value(con, f"SELECT max({column}) FROM {table}")
-    top = int(top or 0)
-    if top > 0:
-        _TOPS[key] = top
-    return top, int(reserved) if reserved is not None else 0
+    bounds = []
+    for table, column in columns:
+        bound = _TOPS.get((catalog, table, column))
+        bounds.append(_recorded_top(con, table, column) if bound is None else bound)
+    # literals: a prepared lake query is planned twice (≈ 4 ms)
+    parts = [f"(SELECT max({column}) FROM {table} WHERE {column} >= {int(bound or 0)}), "
+             f"(SELECT value FROM meta WHERE key = {quote(_reserved_key(table))} LIMIT 1)"
+             for (table, column), bound in zip(columns, bounds, strict=True)]
+    row = con.execute(f"SELECT {', '.join(parts)}").fetchone()
+    values = list(row) if row is not None else [None] * (2 * len(columns))
+    out = {}
+    for k, ((table, column), bound) in enumerate(zip(columns, bounds, strict=True)):
+        top, reserved = values[2 * k], values[2 * k + 1]
+        if top is None and bound:  # nothing at or above the bound: it was too high
+            top = fetch_value(con, f"SELECT max({column}) FROM {table}")
+        top = int(top or 0)
+        if top > 0:
+            _TOPS[(catalog, table, column)] = top
+        out[table] = (top, int(reserved) if reserved is not None else 0)
+    return out
 
 
 def _recorded_top(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int | None:

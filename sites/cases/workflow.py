@@ -27,7 +27,7 @@ from civicgrid.geo.caches import cached_read
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.group_commit import group_state, submit
-from civicgrid.geo.staging import next_id
+from civicgrid.geo.staging import next_ids
 from civicgrid.geo.store import Store, quote
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment
@@ -504,16 +504,29 @@ _CASE_TYPES = {"case_id": pa.int64(), "event_id": pa.int64(), "source": pa.strin
                "rebound_of": pa.int64(), "photo": pa.string(), "updated_at": pa.timestamp("us")}
 
 
+#: Ids a group's write of a table also takes: new events come with audit rows (case creations), so their ids are
+#: read in one statement; moves take audit ids only.
+_ALSO_TAKES = {"events": (("case_log", "log_id"),)}
+
+
 def _next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, n: int) -> int:
-    """The first of ``n`` new ids of ``table.column`` (:func:`~civicgrid.geo.staging.next_id`: above the stored
-    ids and those an import in progress reserved), read once per group write: the writes of the group that
-    follow take the ids after it (a second ``max`` after the group's own inserts would scan the whole table)."""
+    """The first of ``n`` new ids of ``table.column`` (:func:`~civicgrid.geo.staging.next_ids`: above the stored
+    ids and those an import in progress reserved), read once per group write, with the group's other ids in the
+    same statement: the writes of the group that follow take the ids after it (a second ``max`` after the
+    group's own inserts would scan the whole table)."""
     state = group_state()
     key = f"next-id:{table}"
     if state is not None and key in state:
         first = state[key]
     else:  # one claim of ids per transaction (staging.next_id: the update of meta that makes racing writes conflict)
-        first = next_id(con, table, column, claim=state is None or "ids-claimed" not in state)
+        wanted = [(table, column)]
+        if state is not None:  # every write of events and case_log in a group takes its ids here
+            wanted += [pair for pair in _ALSO_TAKES.get(table, ()) if f"next-id:{pair[0]}" not in state]
+        firsts = next_ids(con, wanted, claim=state is None or "ids-claimed" not in state)
+        first = firsts[table]
+        if state is not None:
+            for other, value in firsts.items():
+                state.setdefault(f"next-id:{other}", value)
     if state is not None:
         state[key] = first + n
         state["ids-claimed"] = True
