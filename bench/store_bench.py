@@ -153,7 +153,7 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
     if args.maintain:
         subprocess.run([str(Path(cli).with_name("python")), "-c", _MORE_EVENTS, str(db), str(args.maintain)],
                        check=True)
-    out = subprocess.run([cli, "users", "add", f"bench-{label}", "--role", "inspector", "--db", str(db)],
+    out = subprocess.run([cli, "users", "add", f"bench-{label}-{os.getpid()}", "--role", "inspector", "--db", str(db)],
                          check=True, capture_output=True, text=True).stdout
     token = next(w for w in out.split() if w.startswith("cg_"))
     csv = None
