@@ -231,6 +231,9 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
         if importer is not None:
             importer.wait()
             import_s = round(time.perf_counter() - started, 1)
+            if importer.returncode != 0:  # a failed import is no import: say so rather than report its time
+                said = importer.stderr.read() if importer.stderr else ""
+                import_s = f"failed ({importer.returncode}): {said[-300:]}"
         lost = sum(_request(f"{base}/api/cases/{c}", token=token)[0] != 200 for c in acked)
     finally:
         proc.terminate()
