@@ -33,7 +33,18 @@ import duckdb
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
-from civicgrid.geo.store import ALIAS, Location, _lake, fetch_value, locate, quote, set_meta, writing
+from civicgrid.geo.store import (
+    ALIAS,
+    Location,
+    _lake,
+    claim_ids,
+    fetch_value,
+    ids_claimed,
+    locate,
+    quote,
+    set_meta,
+    writing,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -111,7 +122,8 @@ def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, *, claim: b
     (a PostgreSQL catalog) do not share that lock: there every write that takes ids also updates one row of
     ``meta``, so that of two writes that saw the same maximum the second one to commit conflicts and is run
     again (:class:`~civicgrid.geo.store.WriteConflictError`) instead of repeating ids. One such update per
-    transaction is enough: ``claim=False`` skips it for a transaction that made it already.
+    transaction is enough: ``claim=False`` skips it for a transaction that made it already, and it is skipped in
+    a :func:`~civicgrid.geo.store.writing` transaction, which makes it at its start.
 
     The largest stored id is read above a lower bound (:func:`_top_ids`), so that only the files and row groups
     holding the newest ids are read, not the whole table (the store's connections do not answer ``max`` from the
@@ -125,9 +137,8 @@ def next_ids(con: duckdb.DuckDBPyConnection, columns: Sequence[tuple[str, str]],
     """:func:`next_id` of several ``(table, column)`` at once, in one statement (e.g. the new events' and audit
     rows' ids of a group of case writes): the next free id by table."""
     catalog = _catalog_path(con)
-    if claim and catalog.split(":", 1)[0] == "postgres":
-        con.execute("DELETE FROM meta WHERE key = 'ids.taken'")
-        con.execute("INSERT INTO meta VALUES ('ids.taken', CAST(now() AS VARCHAR))")
+    if claim and catalog.split(":", 1)[0] == "postgres" and not ids_claimed(con):
+        claim_ids(con)
     return {table: max(top + 1, reserved) for table, (top, reserved) in _top_ids(con, catalog, columns).items()}
 
 

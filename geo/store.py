@@ -41,11 +41,12 @@ import functools
 import logging
 import os
 import random
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, ParamSpec, TypeVar
 
@@ -491,13 +492,82 @@ def seed_taxonomies(con: duckdb.DuckDBPyConnection, *, data_dir: Path = _DATA_DI
 # --- writes ---------------------------------------------------------------------------------------------------
 
 def retryable(exc: BaseException) -> bool:
-    """A commit that lost a race with another writer (DuckLake transaction conflict, a busy SQLite catalog)."""
+    """A commit that lost a race with another writer (DuckLake transaction conflict, a busy SQLite catalog, a
+    PostgreSQL catalog's serialization failure)."""
     text = str(exc)
-    return isinstance(exc, duckdb.TransactionException) or "database is locked" in text or "onflict" in text
+    return (isinstance(exc, duckdb.TransactionException) or "database is locked" in text or "onflict" in text
+            or "could not serialize access" in text)
 
 
 class WriteConflictError(StoreError):
     """A write lost a race with a writer of another machine; :func:`retry_writes` runs it again."""
+
+
+#: The ``meta`` row a maintenance holds while it compacts a store with a PostgreSQL catalog: ``"<until> <machine>"``
+#: (an ISO time in UTC and :data:`MACHINE`). Writes of other machines wait while it holds (:func:`writing`).
+LEASE_KEY = "maintenance.until"
+#: Seconds a lease holds at most: a maintenance that is killed leaves one that ends by itself.
+LEASE_S = 600
+#: Seconds a write waits for another machine's lease to end before it gives up (:class:`WriteConflictError`);
+#: a compaction piece takes a few seconds.
+LEASE_WAIT_S = 120
+#: This machine, in a lease: the writes of this machine never wait for its leases (they wait for this machine's
+#: writers' lock, which its maintenance holds while it compacts; a lease of this machine they see is a killed one's).
+MACHINE = socket.gethostname()
+
+#: Cursors (``id``) inside a :func:`writing` transaction on a PostgreSQL catalog that has rewritten ``ids.taken``.
+_CLAIMED: set[int] = set()
+
+
+def ids_claimed(con: duckdb.DuckDBPyConnection) -> bool:
+    """Whether ``con``'s transaction has rewritten the ``ids.taken`` row already (:func:`writing`, PostgreSQL)."""
+    return id(con) in _CLAIMED
+
+
+def claim_ids(con: duckdb.DuckDBPyConnection) -> None:
+    """Rewrite the ``meta`` row ``ids.taken`` in ``con``'s transaction: of two overlapping transactions that both
+    do (on a PostgreSQL catalog), the second to commit conflicts and nothing of it is written."""
+    con.execute("DELETE FROM meta WHERE key = 'ids.taken'")
+    con.execute("INSERT INTO meta VALUES ('ids.taken', CAST(now() AS VARCHAR))")
+
+
+def lease_holder(con: duckdb.DuckDBPyConnection) -> str | None:
+    """The machine whose maintenance holds the store (a lease in ``con``'s snapshot, not ended, not of
+    :data:`MACHINE`), or None."""
+    now = datetime.now(UTC)
+    for (value,) in con.execute("SELECT value FROM meta WHERE key = ?", [LEASE_KEY]).fetchall():
+        until, _, machine = str(value).partition(" ")
+        try:
+            ends = datetime.fromisoformat(until)
+        except ValueError:  # not a lease civicgrid wrote: none
+            continue
+        if ends > now and machine != MACHINE:
+            return machine
+    return None
+
+
+def lease_value(seconds: float = LEASE_S) -> str:
+    """A lease of :data:`MACHINE` that ends ``seconds`` from now (the ``meta`` value under :data:`LEASE_KEY`)."""
+    return f"{(datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()} {MACHINE}"
+
+
+def _begin_guarded(cur: duckdb.DuckDBPyConnection, location: Location) -> None:
+    """Begin a write of a store with a PostgreSQL catalog (in the transaction ``cur`` began): wait while another
+    machine's maintenance holds a lease (each look a new transaction), then rewrite ``ids.taken``, so that this
+    write conflicts with a lease committed before it commits (and is run again) instead of being lost to a
+    compaction (bench/DUCKLAKE.md section 11)."""
+    deadline = time.monotonic() + LEASE_WAIT_S
+    while (holder := lease_holder(cur)) is not None:
+        cur.execute("ROLLBACK")
+        if time.monotonic() > deadline:
+            msg = (f"{location.name}: the maintenance of {holder} held the store longer than {LEASE_WAIT_S} s; "
+                   "the write was not made")
+            cur.execute("BEGIN TRANSACTION")  # the caller rolls it back
+            raise WriteConflictError(msg)
+        time.sleep(random.uniform(0.05, 0.25))
+        cur.execute("BEGIN TRANSACTION")
+    claim_ids(cur)
+    _CLAIMED.add(id(cur))
 
 
 @contextlib.contextmanager
@@ -508,6 +578,11 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
     Writers of a store take turns (a lock in the process and an advisory lock on ``<db>.lock`` across the
     processes of a machine), each for its transaction only. Readers are never blocked and see the write once
     it commits.
+
+    With a PostgreSQL catalog the transaction also rewrites the ``meta`` row ``ids.taken`` (two overlapping
+    writes conflict at commit), and it waits while another machine's maintenance holds its lease (``meta`` row
+    :data:`LEASE_KEY`; at most :data:`LEASE_WAIT_S` seconds): a compaction would lose an UPDATE or DELETE
+    committed while it runs (bench/DUCKLAKE.md section 11).
 
     Parameters
     ----------
@@ -538,6 +613,8 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
                 cur.execute(f"SET memory_limit = {quote(memory_limit)}")
             cur.execute("BEGIN TRANSACTION")
             try:
+                if lake.location.kind == "postgres":
+                    _begin_guarded(cur, lake.location)
                 yield cur
             except BaseException as exc:
                 with contextlib.suppress(Exception):
@@ -553,6 +630,7 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
                 raise
             logger.info("%s: write committed in %.3f s", lake.location.name, time.perf_counter() - started)
         finally:
+            _CLAIMED.discard(id(cur))
             if previous is not None:
                 with contextlib.suppress(Exception):
                     cur.execute(f"SET memory_limit = {quote(str(previous))}")

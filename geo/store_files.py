@@ -11,6 +11,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,13 +21,18 @@ from civicgrid.geo.schema import FILE_SCHEMA_VERSION, MIGRATIONS, SCHEMA_VERSION
 from civicgrid.geo.staging import remove_leftovers
 from civicgrid.geo.store import (
     ALIAS,
+    LEASE_KEY,
+    LEASE_WAIT_S,
     Location,
     Store,
     check_version,
+    claim_ids,
     connect,
     fetch_value,
     file_kind,
     forget,
+    lease_holder,
+    lease_value,
     locate,
     quote,
     retryable,
@@ -237,9 +243,10 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     needs the pause: with a SQLite catalog any write committed while a piece runs makes the piece fail (it would
     start again and again under steady case work), and with a PostgreSQL catalog DuckLake 1.5.5 lets a piece
     and a concurrent UPDATE or DELETE of the rows it merges both commit, and the change is lost (measured in
-    ``bench/ducklake_spike/t11_maint_pieces.py``; the pause holds this machine's writers only, not those of
-    other machines sharing a PostgreSQL catalog). Each piece is one DuckLake transaction: a maintenance that
-    fails or is killed leaves every row as it was (a killed piece's new files are deleted as orphans a day later).
+    ``bench/ducklake_spike/t11_maint_pieces.py``; the pause holds this machine's writers, and with a PostgreSQL
+    catalog a lease in ``meta`` holds those of the other machines sharing it: :func:`_leased`). Each piece is
+    one DuckLake transaction: a maintenance that fails or is killed leaves every row as it was (a killed piece's
+    new files are deleted as orphans a day later).
 
     The steps: column bounds DuckLake recorded wrong are rewritten (:func:`repair_column_stats`); the events'
     sort order is set; with ``flush``, rows kept in the catalog are written to Parquet; Parquet files smaller
@@ -293,14 +300,26 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
             "SELECT table_name FROM duckdb_tables() WHERE database_name = ? ORDER BY table_name", [ALIAS]).fetchall()]
     if setup:
         paused(setup)
-    if flush:
+
+    def piece(statement: str) -> list[tuple]:
+        """One compaction piece in a pause of this machine's writers and, with a PostgreSQL catalog, under a
+        lease that holds the writers of the other machines (:func:`_leased`)."""
+        nonlocal longest
+        with writers_paused(location.name) as con:
+            t = time.perf_counter()
+            with _leased(con, location):
+                rows = _with_retries(con, statement)
+            longest = max(longest, time.perf_counter() - t)
+        return rows
+
+    if flush:  # under the lease too: another machine's write to the table would make it fail again and again
         for table in tables:
-            paused([f"CALL ducklake_flush_inlined_data({quote(ALIAS)}, table_name => {quote(table)})"])
+            piece(f"CALL ducklake_flush_inlined_data({quote(ALIAS)}, table_name => {quote(table)})")
     pieces = 0
     for table in tables:
         merge = f"CALL ducklake_merge_adjacent_files({quote(ALIAS)}, {quote(table)}, max_compacted_files => 1)"
         for _ in range(files_before):  # each piece leaves at least one file fewer
-            if not paused([merge]):
+            if not piece(merge):
                 break
             pieces += 1
             _writers_turn(table)
@@ -319,6 +338,48 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
         "seconds": round(time.perf_counter() - started, 2)}
     logger.info("%s: maintained: %s", location.name, result)
     return result
+
+
+@contextlib.contextmanager
+def _leased(con: duckdb.DuckDBPyConnection, location: Location) -> Iterator[None]:
+    """Hold the writers of the other machines sharing a PostgreSQL catalog while the ``with`` block compacts.
+
+    DuckLake 1.5.5 lets a compaction and a concurrent UPDATE or DELETE of the rows it merges both commit, and the
+    change is lost (bench/DUCKLAKE.md section 11); a compaction cannot write anything else in its transaction.
+    So a short transaction first sets a lease (``meta`` row :data:`~civicgrid.geo.store.LEASE_KEY`, ending
+    :data:`~civicgrid.geo.store.LEASE_S` from now) and rewrites ``ids.taken``, which every write of a
+    PostgreSQL catalog rewrites too: a write in flight conflicts with it (one of the two is run again), and every
+    write that begins after it sees the lease and waits (:func:`~civicgrid.geo.store.writing`). The lease is
+    cleared after the block, also when it fails; a maintenance that is killed leaves a lease that ends by itself,
+    and the next one overwrites it. A lease of another machine's maintenance is waited for first. With a SQLite
+    catalog any two overlapping writes conflict: nothing to do."""
+    if location.kind != "postgres":
+        yield
+        return
+    deadline = time.monotonic() + LEASE_WAIT_S  # then a lease left by a killed maintenance is overwritten
+    attempt = 0
+    while True:
+        try:
+            con.execute("BEGIN TRANSACTION")
+            if lease_holder(con) is not None and time.monotonic() < deadline:
+                con.execute("ROLLBACK")
+                time.sleep(random.uniform(0.1, 0.5))
+                continue
+            set_meta(con, LEASE_KEY, lease_value())
+            claim_ids(con)
+            con.execute("COMMIT")
+            break
+        except duckdb.Error as exc:
+            with contextlib.suppress(Exception):
+                con.execute("ROLLBACK")
+            if attempt >= 20 or not retryable(exc):
+                raise
+            time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
+            attempt += 1
+    try:
+        yield
+    finally:
+        _with_retries(con, f"DELETE FROM meta WHERE key = {quote(LEASE_KEY)}")
 
 
 def _piece_size_steps(con: duckdb.DuckDBPyConnection) -> list[str]:
@@ -449,14 +510,18 @@ def repair_column_stats(db: str | os.PathLike) -> list[WrongBounds]:
                                f"max_value = {quote(str(hi))} {where}")
             logger.warning("%s: the lake's bounds of %s.%s were %s, values stored %s: now %s", db, w.table,
                            w.column, w.recorded, w.stored, w.fixed)
-        con.execute("BEGIN TRANSACTION")
-        try:
-            set_meta(con, "column_stats_repaired", ", ".join(f"{w.table}.{w.column}" for w in wrong))
-            con.execute("COMMIT")
-        except BaseException:
-            with contextlib.suppress(Exception):
-                con.execute("ROLLBACK")
-            raise
+        for attempt in range(10):  # another machine's write to ``meta`` (PostgreSQL catalog) may win the race
+            con.execute("BEGIN TRANSACTION")
+            try:
+                set_meta(con, "column_stats_repaired", ", ".join(f"{w.table}.{w.column}" for w in wrong))
+                con.execute("COMMIT")
+                break
+            except BaseException as exc:
+                with contextlib.suppress(Exception):
+                    con.execute("ROLLBACK")
+                if attempt == 9 or not isinstance(exc, duckdb.Error) or not retryable(exc):
+                    raise
+                time.sleep(random.uniform(0, min(2.0, 0.05 * 2 ** attempt)))
     return wrong
 
 

@@ -440,6 +440,123 @@ def test_a_killed_maintain_leaves_every_row_as_it_was(any_store, pieces):
     assert maintain(db, keep_days=0)["compaction_pieces"] == 0  # the compaction was finished
 
 
+OTHER_MACHINE_MOVES = textwrap.dedent(
+    """
+    import contextlib, sys
+    from pathlib import Path
+    from civicgrid.geo import store
+    from civicgrid.sites import cases as cs
+    # another machine: this machine's writers' lock does not reach it, and its name is not this machine's
+    store._Lake._cross_process_lock = lambda self: contextlib.nullcontext()
+    store.MACHINE = "another-machine"
+    stop = Path(sys.argv[2])
+    for case_id in map(int, sys.argv[3].split(",")):
+        if stop.exists():
+            break
+        cs.transition(sys.argv[1], case_id, "rectified", actor="m2")
+        print(case_id, flush=True)  # acknowledged
+    """
+)
+
+
+def test_maintain_loses_no_move_of_another_machine(pg_server, tmp_path, monkeypatch):
+    """A writer on another machine sharing the PostgreSQL catalog (not held by this machine's writers' lock)
+    moves cases while ``maintain`` compacts the files holding them: every acknowledged move is there with its
+    state, no row is there twice, and the files were compacted. (Without the maintenance lease DuckLake 1.5.5
+    lets a compaction piece and such an UPDATE both commit, and the case is there twice: old and new state.)"""
+    from civicgrid.geo import store_files
+    from civicgrid.sites.cases import backfill
+
+    monkeypatch.setenv("CIVICGRID_DATA_PATH", str(tmp_path / "city-data"))
+    db = pg_server(f"city_moves_{abs(hash(str(tmp_path))) % 10**9}")
+    monkeypatch.setattr(store_files, "PIECE_FILE_BYTES", 200_000)  # several pieces per table
+    batches, rows = 10, 1500  # beyond inlining: Parquet files of events, cases and audit rows per batch
+    for b in range(batches):
+        with writing(db) as con:
+            con.execute("INSERT INTO events (event_id, source, time, problem_type, lng, lat) SELECT i, 'complaint', "
+                        "TIMESTAMP '2024-01-01' + i * INTERVAL 1 MINUTE, '0101', 112.9 + i * 1e-6, 28.2 "
+                        "FROM range(?, ?) t(i)", [1 + b * rows, 1 + (b + 1) * rows])
+            backfill(con, event_ids=list(range(1 + b * rows, 1 + (b + 1) * rows)))
+    store = Store(db)
+
+    def files(table: str) -> int:
+        return int(store.sql(f"SELECT count(*) AS n FROM ducklake_list_files('lake', '{table}')")["n"][0])
+
+    before = {t: files(t) for t in ("cases", "events", "case_log")}
+    assert store.sql("SELECT count(*) AS n FROM cases WHERE state = 'dispatched'")["n"][0] == batches * rows
+    order = [1 + (k * 997) % (batches * rows) for k in range(batches * rows)]  # spread over every file
+    stop = tmp_path / "stop"
+    other = subprocess.Popen([sys.executable, "-c", OTHER_MACHINE_MOVES, db, str(stop), ",".join(map(str, order))],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        first = other.stdout.readline()  # the other machine is moving cases
+        assert first.strip(), other.stderr.read()
+        done = maintain(db, keep_days=30)
+        time.sleep(0.5)  # and goes on a moment after
+    finally:
+        stop.touch()
+        out, err = other.communicate(timeout=300)
+    assert other.returncode == 0, err[-3000:]
+    acked = [int(first), *map(int, out.split())]
+    assert len(acked) >= 3
+    assert done["compaction_pieces"] >= 2
+    assert sum(files(t) for t in before) < sum(before.values())
+    for table, key in (("cases", "case_id"), ("events", "event_id")):
+        n, distinct = store.sql(f"SELECT count(*) AS n, count(DISTINCT {key}) AS d FROM {table}").iloc[0]
+        assert n == distinct == batches * rows, (table, n, distinct)
+    got = store.sql("SELECT case_id, state FROM cases").set_index("case_id")["state"]
+    assert (got[acked] == "rectified").all(), got[acked][got[acked] != "rectified"]
+    assert (got.drop(acked) == "dispatched").all()
+    steps = store.sql("SELECT count(*) AS n FROM case_log WHERE actor = 'm2'")["n"][0]
+    assert steps == len(acked)  # one audit row per acknowledged move
+    assert store.meta("maintenance.until") is None  # the lease was cleared
+
+
+def test_a_maintenance_lease_holds_only_other_machines_writes(pg_server, tmp_path, monkeypatch):
+    """A lease of another machine's maintenance that has not ended holds a write (which gives up after
+    ``LEASE_WAIT_S`` and writes nothing); an ended one, or one of this machine (a killed maintenance's), does
+    not; the next maintenance clears it."""
+    from datetime import UTC, datetime, timedelta
+
+    from civicgrid.geo import store as st
+    from civicgrid.geo.staging import next_id
+
+    monkeypatch.setenv("CIVICGRID_DATA_PATH", str(tmp_path / "city-data"))
+    db = pg_server(f"city_lease_{abs(hash(str(tmp_path))) % 10**9}")
+    monkeypatch.setattr(st, "LEASE_WAIT_S", 0.5)
+    store = Store(db, create=True)
+
+    def lease(machine: str, seconds: float) -> None:  # as a maintenance sets it (not held by a lease itself)
+        with st.writers_paused(db) as con:
+            con.execute("BEGIN TRANSACTION")
+            st.set_meta(con, st.LEASE_KEY, f"{(datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()} {machine}")
+            con.execute("COMMIT")
+
+    def put(key: str) -> float:
+        t = time.monotonic()
+        with writing(db) as con:
+            con.execute("INSERT INTO settings VALUES (?, '1')", [key])
+            next_id(con, "events", "event_id")  # the claim is made once per transaction
+            assert con.execute("SELECT count(*) FROM meta WHERE key = 'ids.taken'").fetchone()[0] == 1
+        return time.monotonic() - t
+
+    lease("another-machine", 60)
+    t = time.monotonic()
+    with pytest.raises(st.WriteConflictError, match="another-machine"):
+        put("held")
+    assert time.monotonic() - t >= 0.5
+    assert store.sql("SELECT count(*) AS n FROM settings")["n"][0] == 0  # nothing written
+    lease("another-machine", -1)  # ended
+    put("after-end")
+    lease(st.MACHINE, 60)  # this machine's: a killed maintenance's
+    put("own-lease")
+    assert sorted(store.sql("SELECT key FROM settings")["key"]) == ["after-end", "own-lease"]
+    maintain(db, keep_days=30)
+    assert store.meta(st.LEASE_KEY) is None
+    put("after-maintain")
+    assert store.sql("SELECT count(*) AS n FROM meta WHERE key = 'ids.taken'")["n"][0] == 1
+
+
 def test_a_store_of_an_older_version_is_migrated_on_open(tmp_path, monkeypatch):
     from civicgrid.geo import store as st
 
