@@ -248,13 +248,14 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     one DuckLake transaction: a maintenance that fails or is killed leaves every row as it was (a killed piece's
     new files are deleted as orphans a day later).
 
-    The steps: column bounds DuckLake recorded wrong are rewritten (:func:`repair_column_stats`); the events'
-    sort order is set; with ``flush``, rows kept in the catalog are written to Parquet; Parquet files smaller
-    than :data:`PIECE_FILE_BYTES` are merged (sorted; larger files, such as an import's full batches, stay as
-    written); snapshots older than ``keep_days`` expire (views of the past reach back that far); files no
+    The steps: column bounds DuckLake recorded wrong are rewritten (:func:`repair_column_stats`); the events' sort
+    order is set; with ``flush``, rows kept in the catalog are written to Parquet; with a PostgreSQL catalog the
+    files of ``meta`` are rewritten without their deleted rows (every write rewrites a row there); Parquet files
+    smaller than :data:`PIECE_FILE_BYTES` are merged (sorted; larger files, such as an import's full batches, stay
+    as written); snapshots older than ``keep_days`` expire (views of the past reach back that far); files no
     snapshot uses any more are deleted, and so are files that no commit ever registered: an interrupted import's
-    staged files (when no import is running) and any other once it is a day old (never younger: a write may
-    still be making it).
+    staged files (when no import is running) and any other once it is a day old (never younger: a write may still be
+    making it).
 
     Parameters
     ----------
@@ -312,9 +313,13 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
             longest = max(longest, time.perf_counter() - t)
         return rows
 
-    if flush:  # under the lease too: another machine's write to the table would make it fail again and again
+    if flush:  # conflicts with another machine's write to the table (no lease: that would add files to meta)
         for table in tables:
-            piece(f"CALL ducklake_flush_inlined_data({quote(ALIAS)}, table_name => {quote(table)})")
+            paused([f"CALL ducklake_flush_inlined_data({quote(ALIAS)}, table_name => {quote(table)})"])
+    if location.kind == "postgres" and "meta" in tables:
+        # every write of a PostgreSQL catalog rewrites a row of meta: its files would gain a delete file at each
+        # maintenance, which merging skips; rewriting them drops the deleted rows (meta is a few rows)
+        piece(f"CALL ducklake_rewrite_data_files({quote(ALIAS)}, 'meta', delete_threshold => 0.0)")
     pieces = 0
     for table in tables:
         merge = f"CALL ducklake_merge_adjacent_files({quote(ALIAS)}, {quote(table)}, max_compacted_files => 1)"

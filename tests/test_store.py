@@ -339,7 +339,11 @@ def test_writes_commit_between_the_pieces_of_a_compaction(any_store, monkeypatch
     def event_files() -> int:
         return int(store.sql("SELECT count(*) AS n FROM ducklake_list_files('lake', 'events')")["n"][0])
 
-    files = event_files()
+    def files_on_disk() -> int:  # but meta's: every write of a PostgreSQL catalog rewrites a row there, so the
+        # maintenance's flush and rewrite of meta leave a new file beside the one the kept snapshots still read
+        return sum(1 for f in _files(db) if not f.startswith("main/meta/"))
+
+    files, on_disk = event_files(), files_on_disk()
     assert files >= batches
     acked: list[int] = []  # writes committed (acknowledged to their caller)
     failed: list[BaseException] = []
@@ -381,7 +385,7 @@ def test_writes_commit_between_the_pieces_of_a_compaction(any_store, monkeypatch
     assert not failed, failed
     assert done["compaction_pieces"] >= 2 and len(turns) == done["compaction_pieces"]
     assert all(after > before for before, after in turns), turns  # a write committed during every turn
-    assert event_files() < files and done["files_after"] <= done["files_before"]
+    assert event_files() < files and files_on_disk() <= on_disk
     # Every acknowledged write is there, with its value; the other events are as they were.
     last = {k * 7 % (batches * rows): f"w{k}" for k in acked}
     got = store.sql("SELECT event_id, status FROM events ORDER BY event_id")
