@@ -37,9 +37,7 @@ from civicgrid.geo.store import (
     ALIAS,
     Location,
     _lake,
-    claim_ids,
     fetch_value,
-    ids_claimed,
     locate,
     quote,
     set_meta,
@@ -114,31 +112,27 @@ def _reserved_key(table: str) -> str:
     return f"ids.{table}"
 
 
-def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, *, claim: bool = True) -> int:
+def next_id(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int:
     """The next free id of ``table.column``: above every stored id and every id an import in progress has
     reserved (:meth:`Staging.reserve`). Use it inside a write (:func:`~civicgrid.geo.store.writing`).
 
     Writers of one machine take turns, so two of them never see the same maximum. Writers of *several* machines
-    (a PostgreSQL catalog) do not share that lock: there every write that takes ids also updates one row of
-    ``meta``, so that of two writes that saw the same maximum the second one to commit conflicts and is run
-    again (:class:`~civicgrid.geo.store.WriteConflictError`) instead of repeating ids. One such update per
-    transaction is enough: ``claim=False`` skips it for a transaction that made it already, and it is skipped in
-    a :func:`~civicgrid.geo.store.writing` transaction, which makes it at its start.
+    (a PostgreSQL catalog) do not share that lock: there every :func:`~civicgrid.geo.store.writing` transaction
+    rewrites one row of ``meta`` at its start, so that of two writes that saw the same maximum the second one to
+    commit conflicts and is run again (:class:`~civicgrid.geo.store.WriteConflictError`) instead of repeating
+    ids.
 
     The largest stored id is read above a lower bound (:func:`_top_ids`), so that only the files and row groups
     holding the newest ids are read, not the whole table (the store's connections do not answer ``max`` from the
     catalog's statistics: ``geo.store.SAFE_OPTIMIZER_SETTINGS``); the stored maximum and the reserved ids are
     read in one statement."""
-    return next_ids(con, [(table, column)], claim=claim)[table]
+    return next_ids(con, [(table, column)])[table]
 
 
-def next_ids(con: duckdb.DuckDBPyConnection, columns: Sequence[tuple[str, str]], *, claim: bool = True
-             ) -> dict[str, int]:
+def next_ids(con: duckdb.DuckDBPyConnection, columns: Sequence[tuple[str, str]]) -> dict[str, int]:
     """:func:`next_id` of several ``(table, column)`` at once, in one statement (e.g. the new events' and audit
     rows' ids of a group of case writes): the next free id by table."""
     catalog = _catalog_path(con)
-    if claim and catalog.split(":", 1)[0] == "postgres" and not ids_claimed(con):
-        claim_ids(con)
     return {table: max(top + 1, reserved) for table, (top, reserved) in _top_ids(con, catalog, columns).items()}
 
 

@@ -515,15 +515,6 @@ LEASE_WAIT_S = 120
 #: writers' lock, which its maintenance holds while it compacts; a lease of this machine they see is a killed one's).
 MACHINE = socket.gethostname()
 
-#: Cursors (``id``) inside a :func:`writing` transaction on a PostgreSQL catalog that has rewritten ``ids.taken``.
-_CLAIMED: set[int] = set()
-
-
-def ids_claimed(con: duckdb.DuckDBPyConnection) -> bool:
-    """Whether ``con``'s transaction has rewritten the ``ids.taken`` row already (:func:`writing`, PostgreSQL)."""
-    return id(con) in _CLAIMED
-
-
 def claim_ids(con: duckdb.DuckDBPyConnection) -> None:
     """Rewrite the ``meta`` row ``ids.taken`` in ``con``'s transaction: of two overlapping transactions that both
     do (on a PostgreSQL catalog), the second to commit conflicts and nothing of it is written."""
@@ -567,7 +558,6 @@ def _begin_guarded(cur: duckdb.DuckDBPyConnection, location: Location) -> None:
         time.sleep(random.uniform(0.05, 0.25))
         cur.execute("BEGIN TRANSACTION")
     claim_ids(cur)
-    _CLAIMED.add(id(cur))
 
 
 @contextlib.contextmanager
@@ -630,7 +620,6 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
                 raise
             logger.info("%s: write committed in %.3f s", lake.location.name, time.perf_counter() - started)
         finally:
-            _CLAIMED.discard(id(cur))
             if previous is not None:
                 with contextlib.suppress(Exception):
                     cur.execute(f"SET memory_limit = {quote(str(previous))}")

@@ -358,15 +358,15 @@ def test_next_id_reads_the_true_maximum_whatever_bound_it_starts_from(small_city
                 staging._TOPS.pop(key, None)
             else:
                 staging._TOPS[key] = bound
-            assert staging.next_id(con, "events", "event_id", claim=False) == expected, bound
+            assert staging.next_id(con, "events", "event_id") == expected, bound
             assert staging._TOPS[key] == expected - 1  # remembered: the stored maximum
         staging._TOPS.clear()  # several tables in one statement: as read one by one, and as a reader reads them
-        both = staging.next_ids(con, [("events", "event_id"), ("case_log", "log_id")], claim=False)
+        both = staging.next_ids(con, [("events", "event_id"), ("case_log", "log_id")])
         log_top = Store(small_city).sql("SELECT coalesce(max(log_id), 0) AS m FROM case_log")["m"].iloc[0]
         assert both == {"events": expected, "case_log": int(log_top) + 1}
-        assert both["case_log"] == staging.next_id(con, "case_log", "log_id", claim=False)
+        assert both["case_log"] == staging.next_id(con, "case_log", "log_id")
         con.execute("DELETE FROM events WHERE event_id >= ?", [expected - 3])  # the newest rows go
-        assert staging.next_id(con, "events", "event_id", claim=False) == expected - 3  # bound above all: found out
+        assert staging.next_id(con, "events", "event_id") == expected - 3  # bound above all: found out
         con.execute("ROLLBACK")  # the write is given up (writing() then has nothing to commit)
         con.execute("BEGIN TRANSACTION")
     assert truth() == expected

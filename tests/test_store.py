@@ -540,7 +540,7 @@ def test_a_maintenance_lease_holds_only_other_machines_writes(pg_server, tmp_pat
         t = time.monotonic()
         with writing(db) as con:
             con.execute("INSERT INTO settings VALUES (?, '1')", [key])
-            next_id(con, "events", "event_id")  # the claim is made once per transaction
+            next_id(con, "events", "event_id")  # takes ids: writing() claimed them once
             assert con.execute("SELECT count(*) FROM meta WHERE key = 'ids.taken'").fetchone()[0] == 1
         return time.monotonic() - t
 

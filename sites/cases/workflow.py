@@ -518,18 +518,17 @@ def _next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, n: int) ->
     key = f"next-id:{table}"
     if state is not None and key in state:
         first = state[key]
-    else:  # one claim of ids per transaction (staging.next_id: the update of meta that makes racing writes conflict)
+    else:
         wanted = [(table, column)]
         if state is not None:  # every write of events and case_log in a group takes its ids here
             wanted += [pair for pair in _ALSO_TAKES.get(table, ()) if f"next-id:{pair[0]}" not in state]
-        firsts = next_ids(con, wanted, claim=state is None or "ids-claimed" not in state)
+        firsts = next_ids(con, wanted)
         first = firsts[table]
         if state is not None:
             for other, value in firsts.items():
                 state.setdefault(f"next-id:{other}", value)
     if state is not None:
         state[key] = first + n
-        state["ids-claimed"] = True
     return first
 
 
