@@ -32,6 +32,22 @@ PUBLIC_LAYERS = ("areas", "grids", "grid-leaders", "sites", "categories", "probl
 LOG_LEVELS = ("CRITICAL", "ERROR", "WARNING", "INFO", "DEBUG")
 
 
+def known_zone(name: str) -> str:
+    """``name`` without surrounding blanks, if it is a time zone the machine knows (an IANA name).
+
+    Raises
+    ------
+    InvalidParameterError
+        An unknown zone (a :class:`ValueError`, so that the settings refuse it too).
+    """
+    try:
+        zoneinfo.ZoneInfo(name.strip())
+    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
+        msg = f"unknown time zone {name!r}: give an IANA name such as Asia/Shanghai or America/Los_Angeles"
+        raise InvalidParameterError(msg) from exc
+    return name.strip()
+
+
 class Settings(BaseSettings):
     """civicgrid's settings (environment variables ``CIVICGRID_<NAME>``; see the module docstring).
 
@@ -134,12 +150,7 @@ class Settings(BaseSettings):
     @field_validator("timezone")
     @classmethod
     def _known_zone(cls, value: str) -> str:
-        try:
-            zoneinfo.ZoneInfo(value.strip())
-        except (zoneinfo.ZoneInfoNotFoundError, ValueError):
-            msg = f"unknown time zone {value!r}: give an IANA name such as Asia/Shanghai or America/Los_Angeles"
-            raise ValueError(msg) from None
-        return value.strip()
+        return known_zone(value)
 
     @field_validator("log_level")
     @classmethod

@@ -33,7 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from civicgrid.geo.errors import InvalidParameterError, OutOfRangeError
-from civicgrid.geo.settings import get_settings
+from civicgrid.geo.settings import get_settings, known_zone
 
 if TYPE_CHECKING:
     from civicgrid.geo.store import Store
@@ -525,7 +525,7 @@ def parse_times(values, *, tz: str = DEFAULT_TIMEZONE, store_tz: str = DEFAULT_T
         ``date_order``).
     """
     for name in (tz, store_tz):
-        _check_zone(name)
+        known_zone(name)
     arr = _as_arrow(values)
     n = len(arr)
     local = np.full(n, np.datetime64("NaT"), dtype="datetime64[us]")
@@ -557,14 +557,6 @@ def zone_note(tz: str | None, store_tz: str) -> str | None:
         return None
     return (f"times given in {tz} are stored as wall-clock times of the store's zone {store_tz} (its days and "
             f"hours); a store for a city in {tz} is created with CIVICGRID_TIMEZONE={tz}")
-
-
-def _check_zone(name: str) -> None:
-    try:
-        zoneinfo.ZoneInfo(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError) as exc:
-        msg = f"unknown time zone {name!r} (use an IANA name such as {DEFAULT_TIMEZONE} or America/New_York)"
-        raise InvalidParameterError(msg) from exc
 
 
 def _as_arrow(values) -> pa.Array:
