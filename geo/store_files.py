@@ -283,14 +283,17 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     files_before = _data_files(location)
     longest = 0.0
 
-    def paused(statements: list[str]) -> list[tuple]:
-        """Run ``statements`` in one short pause of the writers; the rows the last one returned."""
+    def paused(statements: list[str], *, leased: bool = False) -> list[tuple]:
+        """Run ``statements`` in one short pause of this machine's writers (and, ``leased``, with a PostgreSQL
+        catalog, under a lease that holds the writers of the other machines: :func:`_leased`, for a compaction
+        piece); the rows the last one returned."""
         nonlocal longest
         with writers_paused(location.name) as con:
             t = time.perf_counter()
             rows: list[tuple] = []
-            for statement in statements:
-                rows = _with_retries(con, statement)
+            with _leased(con, location) if leased else contextlib.nullcontext():
+                for statement in statements:
+                    rows = _with_retries(con, statement)
             longest = max(longest, time.perf_counter() - t)
         return rows
 
@@ -302,29 +305,18 @@ def maintain(db: str | os.PathLike, *, keep_days: float = 30, flush: bool | None
     if setup:
         paused(setup)
 
-    def piece(statement: str) -> list[tuple]:
-        """One compaction piece in a pause of this machine's writers and, with a PostgreSQL catalog, under a
-        lease that holds the writers of the other machines (:func:`_leased`)."""
-        nonlocal longest
-        with writers_paused(location.name) as con:
-            t = time.perf_counter()
-            with _leased(con, location):
-                rows = _with_retries(con, statement)
-            longest = max(longest, time.perf_counter() - t)
-        return rows
-
     if flush:  # conflicts with another machine's write to the table (no lease: that would add files to meta)
         for table in tables:
             paused([f"CALL ducklake_flush_inlined_data({quote(ALIAS)}, table_name => {quote(table)})"])
     if location.kind == "postgres" and "meta" in tables:
         # every write of a PostgreSQL catalog rewrites a row of meta: its files would gain a delete file at each
         # maintenance, which merging skips; rewriting them drops the deleted rows (meta is a few rows)
-        piece(f"CALL ducklake_rewrite_data_files({quote(ALIAS)}, 'meta', delete_threshold => 0.0)")
+        paused([f"CALL ducklake_rewrite_data_files({quote(ALIAS)}, 'meta', delete_threshold => 0.0)"], leased=True)
     pieces = 0
     for table in tables:
         merge = f"CALL ducklake_merge_adjacent_files({quote(ALIAS)}, {quote(table)}, max_compacted_files => 1)"
         for _ in range(files_before):  # each piece leaves at least one file fewer
-            if not piece(merge):
+            if not paused([merge], leased=True):
                 break
             pieces += 1
             _writers_turn(table)
