@@ -13,7 +13,7 @@ import geopandas as gpd
 import pandas as pd
 from civicgrid.geo.aggregate import EventFilter
 from civicgrid.geo.errors import InvalidParameterError
-from civicgrid.geo.store import Store
+from civicgrid.geo.store import Store, extent
 from civicgrid.geo.texts import check_lang, text
 
 #: Event sources.
@@ -122,11 +122,14 @@ STALE_AFTER_DAYS = 30
 
 def data_span(store: Store) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Time of the first and of the latest event or inspection in the store (``NaT`` when there is none)."""
-    row = store.sql(
-        "SELECT least((SELECT min(time) FROM events), (SELECT min(time) FROM inspections)) AS first, "
-        "greatest((SELECT max(time) FROM events), (SELECT max(time) FROM inspections)) AS last"
-    ).iloc[0]
-    return pd.Timestamp(row["first"]), pd.Timestamp(row["last"])
+    cur = store.cursor()
+    try:
+        spans = [extent(cur, table, "time") for table in ("events", "inspections")]
+    finally:
+        cur.close()
+    firsts = [first for first, _ in spans if first is not None]
+    lasts = [last for _, last in spans if last is not None]
+    return (pd.Timestamp(min(firsts)) if firsts else pd.NaT), (pd.Timestamp(max(lasts)) if lasts else pd.NaT)
 
 
 def as_of_notes(store: Store, as_of: datetime, *, lang: str = "zh") -> list[str]:

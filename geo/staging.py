@@ -40,6 +40,7 @@ from civicgrid.geo.store import (
     fetch_value,
     locate,
     quote,
+    recorded_bounds,
     set_meta,
     writing,
 )
@@ -178,15 +179,8 @@ def _top_ids(con: duckdb.DuckDBPyConnection, catalog: str, columns: Sequence[tup
 
 def _recorded_top(con: duckdb.DuckDBPyConnection, table: str, column: str) -> int | None:
     """The catalog's table-level maximum of ``table.column`` (None when it has none): a starting bound for
-    :func:`_top_ids`, never trusted as the answer. (A failed statement would abort the caller's transaction,
-    so this one reads only the DuckLake catalog tables every civicgrid store has.)"""
-    meta = f"__ducklake_metadata_{ALIAS}"
-    value = fetch_value(con, f"""
-        SELECT s.max_value FROM {meta}.ducklake_table_column_stats s
-        JOIN {meta}.ducklake_table t ON t.table_id = s.table_id AND t.end_snapshot IS NULL
-        JOIN {meta}.ducklake_column c ON c.table_id = s.table_id AND c.column_id = s.column_id
-            AND c.end_snapshot IS NULL
-        WHERE t.table_name = {quote(table)} AND c.column_name = {quote(column)}""")
+    :func:`_top_ids`, never trusted as the answer."""
+    value = recorded_bounds(con, table, column)[1]
     try:
         return int(value) if value is not None else None
     except ValueError:  # not a whole number: no bound (the whole column is read)

@@ -175,7 +175,8 @@ def test_bad_requests_change_nothing(db, site):
     case = cs.create_case(db, actor="a", problem_type="0101", site_id=int(site.site_id), time="2024-06-04 10:00")
     cid = case["case_id"]
     before = _digest(db)
-    with pytest.raises(NotFoundError, match="no case"):
+    ids = Store(db).sql("SELECT min(case_id) AS lo, max(case_id) AS hi FROM cases").iloc[0]
+    with pytest.raises(NotFoundError, match=rf"no case {10**12}; case ids run {ids.lo}\.\.{ids.hi} "):
         cs.transition(db, 10**12, "register", actor="a")
     with pytest.raises(InvalidParameterError, match="register"):
         cs.transition(db, cid, "registr", actor="a")

@@ -716,3 +716,46 @@ def test_reads_are_right_when_the_lake_records_a_wrong_minimum(any_store):
                     "VALUES (50000, 50000, 'dispatched', TIMESTAMP '2024-03-01', 100)")
     assert _table_bounds(db, "cases", "rebound_of") == (str(values[0]), str(values[-1]))
     assert maintain(db)["column_stats_repaired"] == []
+
+
+def test_extent_reads_the_true_min_and_max_whatever_bounds_the_catalog_recorded(tmp_path):
+    """extent() reads min/max below/above the catalog's recorded table bounds; bounds that are wrong either way
+    (too far out after deletes, or too narrow, as DuckLake has been seen to record them) still give the values a
+    plain min()/max() reads."""
+    from civicgrid.geo.store import ALIAS, extent, recorded_bounds
+
+    db = tmp_path / "x.duckdb"
+    store = Store(db, create=True)
+    with writing(db) as con:
+        con.execute("CREATE TABLE t (x BIGINT, ts TIMESTAMP)")
+    cur = store.cursor()
+    assert extent(cur, "t", "x") == (None, None)
+    for lo in (0, 100_000, 200_000):  # three commits, three data files
+        with writing(db) as con:
+            con.execute(f"INSERT INTO t SELECT i, TIMESTAMP '2024-01-01' + to_seconds(i) "
+                        f"FROM range({lo}, {lo} + 50000) r(i)")
+
+    def plain(column: str) -> tuple:
+        return cur.execute(f"SELECT min({column}), max({column}) FROM t").fetchone()
+
+    def check() -> None:
+        for column in ("x", "ts"):
+            assert extent(cur, "t", column) == plain(column), column
+
+    check()
+    with writing(db) as con:  # the ends go: the recorded bounds now lie outside every stored value
+        con.execute("DELETE FROM t WHERE x < 10 OR x > 249990")
+    low, high = recorded_bounds(cur, "t", "x")
+    assert int(low) < plain("x")[0] and int(high) > plain("x")[1]
+    check()
+    meta = f"__ducklake_metadata_{ALIAS}"
+    for low, high in (("120000", "130000"), ("-5", "999999999"), ("999999999", "-5")):  # too narrow, too wide, crossed
+        cur.execute(f"UPDATE {meta}.ducklake_table_column_stats SET min_value = ?, max_value = ? WHERE column_id = "
+                    f"(SELECT column_id FROM {meta}.ducklake_column WHERE column_name = 'x' AND end_snapshot IS NULL "
+                    f"AND table_id = (SELECT table_id FROM {meta}.ducklake_table WHERE table_name = 't' "
+                    "AND end_snapshot IS NULL))", [low, high])
+        assert recorded_bounds(cur, "t", "x") == (low, high)
+        assert extent(cur, "t", "x") == plain("x") == (10, 249990)
+    with pytest.raises(StoreError, match=r"no column t\.nope"):
+        extent(cur, "t", "nope")
+    cur.close()

@@ -28,7 +28,7 @@ from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.group_commit import group_state, submit
 from civicgrid.geo.staging import next_ids
-from civicgrid.geo.store import Store, quote
+from civicgrid.geo.store import Store, extent, quote
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment
 from civicgrid.grids.locate import Locator
@@ -69,9 +69,13 @@ NEXT_STATES: dict[str, tuple[str, ...]] = {
 def _case_row(con: StoreOrConnection, case_id: int) -> dict:
     row = query_frame(con, f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id = ?", [int(case_id)])
     if row.empty:
-        near = query_frame(con, "SELECT min(case_id) AS lo, max(case_id) AS hi, count(*) AS n FROM cases")
-        near = near.iloc[0]
-        hint = f"case ids run {int(near.lo)}..{int(near.hi)}" if near.n else "there are no cases yet"
+        cur = con.cursor() if isinstance(con, Store) else con
+        try:
+            lo, hi = extent(cur, "cases", "case_id")
+        finally:
+            if cur is not con:
+                cur.close()
+        hint = f"case ids run {lo}..{hi}" if lo is not None else "there are no cases yet"
         msg = f"no case {case_id}; {hint} (a case has the id of its event)"
         raise NotFoundError(msg)
     return {k: _py(v) for k, v in row.iloc[0].to_dict().items()}
@@ -391,7 +395,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
         try:
             if r.event_id is not None:
                 if r.event_id not in events:
-                    lo, hi = con.execute("SELECT min(event_id), max(event_id) FROM events").fetchone()
+                    lo, hi = extent(con, "events", "event_id")
                     msg = f"no event {r.event_id}; event ids run {lo}..{hi}"
                     raise NotFoundError(msg)
                 if r.event_id in cases_of:
