@@ -472,7 +472,8 @@ def repair_column_stats(db: str | os.PathLike) -> list[WrongBounds]:
     (the ``meta`` key ``column_stats_repaired``) so that every process attached to the store reads the bounds
     again instead of its cached ones (which its next write would otherwise write back).
 
-    The values are read without holding up writers; then, in a short pause of the writers, each wrong bound
+    The values are read without holding up writers; then, in a short pause of the writers (with a PostgreSQL
+    catalog, under the lease of :func:`_leased`, which holds the other machines' writers too), each wrong bound
     becomes the smaller (larger) of the value read and the bound recorded now (which covers what was written
     meanwhile); the other bound stays.
 
@@ -491,7 +492,9 @@ def repair_column_stats(db: str | os.PathLike) -> list[WrongBounds]:
     if not wrong:
         return []
     meta = f"__ducklake_metadata_{ALIAS}"
-    with writers_paused(db) as con:
+    # the lease holds other machines' writers too (PostgreSQL catalog): a commit of theirs between the read of a
+    # bound and its update would write back the bound it read before
+    with writers_paused(db) as con, _leased(con, locate(db)):
         for w in wrong:
             where = f"WHERE table_id = {w.table_id} AND column_id = {w.column_id}"
             now = con.execute(f"SELECT min_value, max_value FROM {meta}.ducklake_table_column_stats {where}"

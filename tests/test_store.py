@@ -654,7 +654,7 @@ def _table_bounds(db, table: str, column: str) -> tuple:
 
 
 @pytest.mark.parametrize("any_store", ["sqlite", "postgres"], indirect=True)
-def test_reads_are_right_when_the_lake_records_a_wrong_minimum(any_store):
+def test_reads_are_right_when_the_lake_records_a_wrong_minimum(any_store, monkeypatch):
     """DuckLake 1.5.5 records ``cases.rebound_of``'s table minimum above values stored when a table's first data
     commit writes the column all NULL in a Parquet file, then values (an UPDATE of some of those rows, as the cases
     backfill then link_rebounds do; bench/DUCKLAKE.md section 10). Every read still returns the values written:
@@ -707,7 +707,21 @@ def test_reads_are_right_when_the_lake_records_a_wrong_minimum(any_store):
     ordered = "SELECT case_id, rebound_of FROM cases WHERE rebound_of IS NOT NULL ORDER BY rebound_of, case_id"
     want_ordered = sorted(((i, v) for i, v in want.items() if v is not None), key=lambda r: (r[1], r[0]))
     assert plain_read(ordered) != want_ordered, "DuckDB's defaults read wrong values before the repair"
+    import civicgrid.geo.store_files as sf
+
+    leased_at_update = []  # with a PostgreSQL catalog the bounds are written while a lease holds other machines
+    run = sf._with_retries
+
+    def spy(con, statement, **kw):
+        if "ducklake_table_column_stats" in statement:
+            leased_at_update.append(con.execute(f"SELECT count(*) FROM meta WHERE key = '{sf.LEASE_KEY}'"
+                                                ).fetchone()[0] == 1)
+        return run(con, statement, **kw)
+
+    monkeypatch.setattr(sf, "_with_retries", spy)
     done = maintain(db)
+    assert leased_at_update == [locate(db).kind == "postgres"]
+    monkeypatch.setattr(sf, "_with_retries", run)
     assert done["column_stats_repaired"] == ["cases.rebound_of"]
     assert _table_bounds(db, "cases", "rebound_of") == (str(values[0]), str(values[-1]))
     assert plain_read(ordered) == want_ordered
