@@ -322,6 +322,33 @@ class Staging:
         self.rows[table] = self.rows.get(table, 0) + n
         return n
 
+    def new_file(self, table: str) -> Path:
+        """The path of one more staged file of ``table``, listed (a failed import deletes it) before anything is
+        written there (:meth:`write_file`)."""
+        folder = self.location.data_path / "main" / table
+        folder.mkdir(parents=True, exist_ok=True)
+        path = folder / f"{STAGED_PREFIX}{uuid.uuid4().hex}.parquet"
+        self.files.setdefault(table, []).append(path)
+        return path
+
+    def write_file(self, table: str, data: pa.Table, path: Path, *, con: duckdb.DuckDBPyConnection) -> int:
+        """Write ``data`` (columns of ``table``) as the staged file ``path`` (:meth:`new_file`) on the caller's
+        thread, as :meth:`add` writes its files (by Arrow, or by DuckDB on the caller's cursor ``con`` when a column
+        needs a cast); return its rows. Several threads may write files at once, each with its own cursor; the
+        caller counts the rows in :attr:`rows`."""
+        types = self._column_types(table)
+        select = ", ".join(f"CAST({c} AS {types[c]}) AS {c}" for c in data.column_names)
+        schema = arrow_writes(data, types)
+        if schema is not None:
+            self._write(data, select, path, schema)
+        else:
+            con.register("_stage_file", pa.RecordBatchReader.from_batches(data.schema, data.to_batches()))
+            try:
+                con.execute(f"COPY (SELECT {select} FROM _stage_file) TO {quote(str(path))} (FORMAT parquet)")
+            finally:
+                con.unregister("_stage_file")
+        return data.num_rows
+
     def unstage(self, table: str, paths: list[Path], *, rows: int = 0) -> None:
         """Remove the staged files ``paths`` of ``table`` holding ``rows`` rows (staged again in other files)."""
         self.rows[table] = self.rows.get(table, 0) - rows

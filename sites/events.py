@@ -212,7 +212,7 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar, cases: Impo
             if data is not None:  # new events (ids from ``first``) and, with --update, replaced ones
                 loaded += int(pc.sum(pc.greater_equal(data["event_id"], first)).as_py() or 0)
                 ids.append(data.column("event_id").to_numpy())
-                staging.add("events", data if cases is None else cases.with_deadlines(data))
+                staging.add("events", data if cases is None else cases.with_case_state(data))
                 ctx.keys.table = staging.relation("events", "dedup_key")  # later batches check these rows too
             bar.update(batch.num_rows)
         staging.wait()

@@ -107,12 +107,12 @@ def test_a_failing_case_backfill_leaves_the_database_unchanged(small_city, tmp_p
     if where == "rebounds":
         monkeypatch.setattr("civicgrid.sites.cases.bulk.find_rebounds", broken)  # (made before publishing)
     else:
-        stage_query = Staging.stage_query
+        write_file = Staging.write_file
 
         def failing(self, table, *args, **kwargs):
-            return broken() if table == "case_log" else stage_query(self, table, *args, **kwargs)
+            return broken() if table == "case_log" else write_file(self, table, *args, **kwargs)
 
-        monkeypatch.setattr(Staging, "stage_query", failing)
+        monkeypatch.setattr(Staging, "write_file", failing)
     with pytest.raises(RuntimeError, match="backfill failed"):
         _import(small_city, tmp_path, EVENTS)
     assert _digest(small_city) == before
@@ -182,9 +182,24 @@ def test_rectified_and_closed_times_give_the_cases_their_lifecycle(small_city, t
     assert int(k["found"].sum()) == 3
 
 
+#: Sites of the comparisons (id, external id, category, responsible unit): units to trim, blank or none (the
+#: case then goes to its area's office), one site no event names.
+SITES = [(1, "S1", "16", "园林局"), (2, "S2", "05", "   "), (3, "S3", "11", None), (4, "S4", "24", " 教育局 "),
+         (5, "S5", "14", "城管\t中队")]
+
+
+def _add_sites(db) -> None:
+    from civicgrid.geo.store import writing
+
+    with writing(db) as con:
+        for site_id, code, category, unit in SITES:
+            con.execute("INSERT INTO sites (site_id, external_id, name, category_code, responsible_unit, lng, lat) "
+                        "VALUES (?, ?, ?, ?, ?, 112.905, 28.205)", [site_id, code, f"点位{site_id}", category, unit])
+
+
 def _random_events(seed: int, n: int, prefix: str, days: int) -> pd.DataFrame:
     """``n`` events close together (many rebounds: same type within the radius), some closed or rectified
-    (times given or only a status), some without a type, a few outside every grid."""
+    (times given or only a status), some without a type, a few outside every grid, some at a site."""
     rng = np.random.default_rng(seed)
     t0 = pd.Timestamp("2024-03-01") + pd.to_timedelta(rng.integers(0, days * 86400, n), unit="s")
     fixed = rng.random(n)
@@ -200,6 +215,7 @@ def _random_events(seed: int, n: int, prefix: str, days: int) -> pd.DataFrame:
         "状态": np.where(fixed < 0.5, "已办结", "处理中"),
         "整改时间": np.where((fixed < 0.3) | (fixed > 0.8), rect.strftime(fmt), ""),
         "办结时间": np.where(fixed < 0.2, closed.strftime(fmt), ""),
+        "点位": rng.choice(["", "", "", "S1", "S2", "S3", "S4"], n),
     })
 
 
@@ -224,7 +240,10 @@ def test_staged_cases_equal_the_backfill_of_the_published_events(tmp_path, monke
     (tmp_path / "b").mkdir()
     staged = build_small_city(tmp_path / "a" / "city.duckdb", tmp_path / "a")
     reference = build_small_city(tmp_path / "b" / "city.duckdb", tmp_path / "b")
-    mapping = {"id": "单号", "time": "时间", "status": "状态", "rectified": "整改时间", "closed": "办结时间"}
+    mapping = {"id": "单号", "time": "时间", "status": "状态", "rectified": "整改时间", "closed": "办结时间",
+               "site": "点位"}
+    for db in (staged, reference):
+        _add_sites(db)
     linked = []
     for k, frame in enumerate([_random_events(1, 1800, "A", 40), _random_events(2, 1300, "B", 60)]):
         f = tmp_path / f"e{k}.csv"
@@ -250,3 +269,53 @@ def test_staged_cases_equal_the_backfill_of_the_published_events(tmp_path, monke
                     "JOIN events e ON e.event_id = c.event_id JOIN events oe ON oe.event_id = o.event_id "
                     "WHERE e.external_id LIKE 'B%' AND oe.external_id LIKE 'A%'")
     assert len(old) > 0
+    # the cases at sites take the site's category and its responsible unit (trimmed), or their area's office
+    units = store.sql("SELECT s.external_id, c.category_code, c.unit, c.unit_code FROM cases c "
+                      "JOIN sites s ON s.site_id = c.site_id").drop_duplicates().set_index("external_id")
+    assert units.loc["S1", ["category_code", "unit"]].tolist() == ["16", "园林局"]
+    assert units.loc["S4", ["category_code", "unit"]].tolist() == ["24", "教育局"]
+    assert units.loc[["S1", "S4"], "unit_code"].isna().all()
+    area = units.loc[["S2", "S3"], "unit"]  # (a few events lie outside every area)
+    assert area.isin(["测试community居委会", cs.UNASSIGNED_UNIT]).all() and area.eq("测试community居委会").any()
+
+
+@pytest.mark.parametrize("rounds", [[0], [0, 0, 1, 2, 5]])
+def test_audit_rows_of_an_import_equal_those_backfill_writes(rounds):
+    """The audit rows an import stages (numpy, ``bulk._log_rows``) are those backfill's SQL (``_LOG_ROWS_SQL``)
+    makes of the same cases: rework rounds (which no import file sets, but a stored event may carry), times
+    rectified, closed, both or neither, deadlines before the time found or missing, times with microseconds."""
+    import duckdb
+    import pyarrow as pa
+    from civicgrid.sites.cases import bulk
+
+    rng = np.random.default_rng(7)
+    n = 3000
+    us = np.timedelta64(1, "us")
+    found = np.datetime64("2024-03-01T00:00:00", "us") + rng.integers(0, 40 * 86400 * 10**6, n) * us
+    rect = found + rng.integers(0, 9 * 86400 * 10**6, n) * us
+    closed = rect + rng.integers(0, 3 * 86400 * 10**6, n) * us
+    deadline = found + rng.integers(-86400 * 10**6, 7 * 86400 * 10**6, n) * us
+    kind = rng.integers(0, 4, n)  # 0: neither, 1: rectified, 2: both, 3: closed only (no sync makes it; kept exact)
+    has_rect, has_closed, has_deadline = np.isin(kind, [1, 2]), np.isin(kind, [2, 3]), rng.random(n) < 0.8
+    reworks = rng.choice(rounds, n).astype(np.int32)
+    ids = np.sort(rng.choice(10**7, n, replace=False)).astype(np.int64)
+    units = np.array(["甲居委会", "乙办事处", cs.UNASSIGNED_UNIT])[rng.integers(0, 3, n)]
+    steps = 3 + 2 * reworks.astype(np.int64) + has_rect + has_closed
+    log0 = 1000 + np.cumsum(steps) - steps
+    ts = pa.timestamp("us")
+    events = pa.table({"event_id": ids, "time": pa.array(found, ts),
+                       "deadline": pa.array(deadline, ts, mask=~has_deadline),
+                       "rectified_at": pa.array(rect, ts, mask=~has_rect),
+                       "closed_at": pa.array(closed, ts, mask=~has_closed), "reopened": reworks})
+    got = bulk._log_rows(events, pa.array(units).dictionary_encode(), log0, actor="import").to_pandas()
+    con = duckdb.connect()
+    con.register("_cases", pa.table({"case_id": ids, "found_at": events["time"], "deadline": events["deadline"],
+                                     "rectified_at": events["rectified_at"], "closed_at": events["closed_at"],
+                                     "reworks": reworks, "unit": units, "log0": log0, "n_steps": steps}))
+    want = con.execute(bulk._LOG_ROWS_SQL.replace("{source}", "_cases") + " ORDER BY log_id", ["import"]).df()
+    got = got.sort_values("log_id", ignore_index=True)
+    for c in ("actor", "from_state", "to_state", "unit"):
+        got[c] = got[c].astype(object)
+    assert len(got) == int(steps.sum()) and (reworks > 0).any() == (max(rounds) > 0)
+    assert not want["changed_at"].notna().all()
+    pd.testing.assert_frame_equal(got, want, check_dtype=False)

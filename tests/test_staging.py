@@ -271,12 +271,12 @@ def test_staged_columns_are_written_by_arrow_only_when_no_value_needs_converting
         assert staging.arrow_schema(pa.schema([other]), types) is None, other
 
 
-_EVENT_BOUNDS = """
+_BOUNDS = """
     SELECT c.column_name, s.value_count, s.null_count, s.min_value, s.max_value
     FROM __ducklake_metadata_lake.ducklake_file_column_stats s
     JOIN __ducklake_metadata_lake.ducklake_table t USING (table_id)
     JOIN __ducklake_metadata_lake.ducklake_column c ON c.table_id = s.table_id AND c.column_id = s.column_id
-    WHERE t.table_name = 'events' AND c.column_name <> 'import_id' AND c.end_snapshot IS NULL
+    WHERE t.table_name = '{table}' AND c.column_name NOT IN ('import_id', 'updated_at') AND c.end_snapshot IS NULL
     ORDER BY ALL
 """
 
@@ -285,7 +285,8 @@ _EVENT_BOUNDS = """
 def test_events_staged_by_arrow_are_stored_as_duckdb_would_store_them(tmp_path, monkeypatch, cases):
     """The same file imported into two copies of one city, its staged files written by Arrow (the fast path)
     and by DuckDB's COPY: the stores hold the same rows, and the lake records the same bounds of every column of
-    the file; Arrow's files have DuckDB's row groups. With cases, the staged events carry their deadlines."""
+    the file; Arrow's files have DuckDB's row groups. With cases, the staged events carry their deadlines, and
+    the events are written again with their cases and audit rows (by Arrow, or DuckDB), the same bounds too."""
     import pyarrow.parquet as pq
 
     from conftest import build_small_city
@@ -310,7 +311,8 @@ def test_events_staged_by_arrow_are_stored_as_duckdb_would_store_them(tmp_path, 
     monkeypatch.setattr(pq, "write_table", write)
     mapping = {"id": "单号", "time": "时间"}
     fast = import_events(path, db=a, mapping=mapping, progress=False, cases=cases)
-    assert written == [4]  # 49 rows in row groups of 16
+    # 49 rows in row groups of 16; with cases, the events again, their cases and audit rows (any order)
+    assert written[0] == 4 and sorted(written[1:]) == ([4, 4, 10] if cases else [])
     monkeypatch.setattr(staging, "arrow_schema", lambda data, types: None)
     written.clear()
     slow = import_events(path, db=b, mapping=mapping, progress=False, cases=cases)
@@ -320,10 +322,13 @@ def test_events_staged_by_arrow_are_stored_as_duckdb_would_store_them(tmp_path, 
     pd.testing.assert_frame_equal(Store(a).sql(query), Store(b).sql(query))
     types = "SELECT column_name, data_type FROM information_schema.columns WHERE table_name = 'events' ORDER BY 1"
     pd.testing.assert_frame_equal(Store(a).sql(types), Store(b).sql(types))
-    if not cases:  # the files published are the staged ones (with cases, the events are written again)
-        bounds = Store(a).sql(_EVENT_BOUNDS)
-        assert set(bounds["column_name"]) >= {"event_id", "time", "text", "h3", "grid_code", "problem_type"}
-        pd.testing.assert_frame_equal(bounds, Store(b).sql(_EVENT_BOUNDS))
+    bounds = Store(a).sql(_BOUNDS.format(table="events"))
+    assert set(bounds["column_name"]) >= {"event_id", "time", "text", "h3", "grid_code", "problem_type"}
+    pd.testing.assert_frame_equal(bounds, Store(b).sql(_BOUNDS.format(table="events")))
+    for table in ["cases", "case_log"] if cases else []:
+        bounds = Store(a).sql(_BOUNDS.format(table=table))
+        assert len(bounds) >= 8
+        pd.testing.assert_frame_equal(bounds, Store(b).sql(_BOUNDS.format(table=table)))
 
 
 def test_a_batch_with_a_text_arrow_would_leave_without_bounds_is_written_by_duckdb():

@@ -4,17 +4,29 @@ record (state, times, rework rounds), in bulk."""
 from __future__ import annotations
 
 import os
+import queue
+from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime
+from pathlib import Path
 
 import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
 from civicgrid.geo.staging import Staging, next_id
-from civicgrid.geo.store import fetch_value, quote, writing
+from civicgrid.geo.store import quote, writing
 from civicgrid.geo.times import now_local
 from civicgrid.sites.cases._memory import memory_cap
-from civicgrid.sites.cases._sql import CASE_COLUMNS, UNIT_JOINS, UNIT_SQL, query_frame
+from civicgrid.sites.cases._sql import (
+    CASE_COLUMNS,
+    UNASSIGNED_UNIT,
+    UNIT_JOINS,
+    UNIT_SQL,
+    UNIT_SUFFIX,
+    query_frame,
+)
 from civicgrid.sites.cases.calendar import WorkCalendar, type_hours
 from civicgrid.sites.cases.rebounds import find_rebounds
 
@@ -196,17 +208,29 @@ def backfill_db(db: str | os.PathLike, *, actor: str = "import") -> int:
         return made
 
 
+#: Threads that make an import's events, cases and audit rows, one staged file of events each at a time (the
+#: audit rows while the rebound links are searched).
+FINISH_THREADS = max(1, min(4, os.cpu_count() or 1))
+
+#: The states an imported case takes (the dictionary of its ``state``), and those of its audit rows.
+_CASE_STATES = ["dispatched", "rectified", "closed"]
+_LOG_STATES = ["found", "registered", "dispatched", "rectified", "closed"]
+
+
 class ImportCases:
     """The cases, audit trails and rebound links of an import's new events, made as the import stages them and
     staged beside them before it is published, without holding the writers' lock. The result is that of
     :func:`backfill` then :func:`~civicgrid.sites.cases.rebounds.link_rebounds` on the new events once
-    published (``tests/test_import_cases.py`` compares them), made set-wise from the staged files:
+    published (``tests/test_import_cases.py`` compares them):
 
-    1. each batch gets its events' deadlines on the working clock as it is staged (:meth:`with_deadlines`);
+    1. each batch is staged with its events as their cases will have them (:meth:`with_case_state`: deadline,
+       status, rectification and closure times, rework rounds), all of which depend on the event alone;
     2. :meth:`finish`: the rebound links of the new cases, searched among the store's closed cases and the
-       new closed ones (:func:`~civicgrid.sites.cases.rebounds.find_rebounds`); then per staged file of
-       events, one query each writes the events with their case's state and link, their cases, and their
-       audit rows (numbered in ids reserved for them) as the files to publish.
+       new closed ones (:func:`~civicgrid.sites.cases.rebounds.find_rebounds`); then, on
+       :data:`FINISH_THREADS` threads, each staged file of events is read once by Arrow and written again
+       with its links, beside its cases and their audit rows (numbered in ids reserved for them), all three
+       computed from the file's columns (numpy and Arrow: :class:`_Units`, :func:`_log_rows`) and written by
+       Arrow.
 
     Nothing is copied into tables, updated in place or written twice but the events themselves (once more
     with their links).
@@ -217,17 +241,39 @@ class ImportCases:
         self.hours = type_hours(query_frame(con, "SELECT code, deadline_value, deadline_unit FROM problem_types"))
         self.calendar = WorkCalendar.from_store(con)
 
-    def with_deadlines(self, data: pa.Table) -> pa.Table:
-        """``data`` (a batch of new events: ``time``, ``problem_type``) with each event's deadline, on the
-        working clock from its time and its type's hours to rectify (none without a type)."""
+    def with_case_state(self, data: pa.Table) -> pa.Table:
+        """``data`` (a batch of new events: ``time``, ``problem_type``, and ``status``, ``rectified_at``,
+        ``closed_at``, ``reopened`` when it has them) as :func:`backfill` leaves the events of its cases: the
+        deadline on the working clock from the event's time and its type's hours to rectify (none without a
+        type); closed (status ``closed``) at its closure time, else when its status says closed at its
+        rectification, else at its time; rectified at its rectification time, else its closure time, else its
+        time when closed; ``reopened`` rework rounds, at least 0. Only the rebound link is left to
+        :meth:`finish`."""
         codes = data.column("problem_type").to_pandas()
         hours = codes.astype(object).map(self.hours).to_numpy(dtype="float64")
         found = data.column("time").to_numpy().astype("M8[s]")
         deadline = self.calendar.deadlines(found, hours)
-        column = pa.array(deadline, pa.timestamp("s"), mask=np.isnat(deadline))
-        if "deadline" in data.column_names:
-            return data.set_column(data.column_names.index("deadline"), "deadline", column)
-        return data.append_column("deadline", column)
+        data = _put(data, "deadline", pa.array(deadline, pa.timestamp("s"), mask=np.isnat(deadline)))
+        n, time = data.num_rows, data.column("time")
+        kind = time.type
+
+        def times(name: str) -> pa.ChunkedArray | pa.Array:
+            return data.column(name).cast(kind) if name in data.column_names else pa.nulls(n, kind)
+
+        rectified, closed = times("rectified_at"), times("closed_at")
+        status = data.column("status").cast(pa.string()) if "status" in data.column_names \
+            else pa.nulls(n, pa.string())
+        said_closed = pc.fill_null(pc.equal(status, "closed"), False)
+        none = pa.scalar(None, kind)
+        closed_at = pc.coalesce(closed, pc.if_else(said_closed, pc.coalesce(rectified, time), none))
+        rectified_at = pc.coalesce(rectified, closed, pc.if_else(said_closed, time, none))
+        reopened = data.column("reopened") if "reopened" in data.column_names else pa.nulls(n, pa.int32())
+        is_closed = np.asarray(pc.is_valid(closed_at))
+        data = _put(data, "status", pa.DictionaryArray.from_arrays(
+            pa.array(is_closed.astype(np.int8)), pa.array(["open", "closed"])))
+        data = _put(data, "rectified_at", rectified_at)
+        data = _put(data, "closed_at", closed_at)
+        return _put(data, "reopened", pc.max_element_wise(pc.fill_null(reopened, 0), 0).cast(pa.int32()))
 
     def finish(self, staging: Staging) -> tuple[int, int]:
         """Stage the cases, audit rows and links of the events staged; return (cases made, rebounds linked)."""
@@ -241,77 +287,338 @@ class ImportCases:
             with memory_cap(cur):
                 return self._finish(staging, cur, files)
         finally:
-            cur.execute("DROP TABLE IF EXISTS _import_links")
             cur.close()
 
     def _finish(self, staging: Staging, cur: duckdb.DuckDBPyConnection, files: list) -> tuple[int, int]:
+        units = _Units.read(cur)
+        for table in ("events", "cases", "case_log"):
+            staging.columns(table)  # read once here: the threads only use what is cached
+        cursors: queue.SimpleQueue = queue.SimpleQueue()  # a cursor each for DuckDB's writes (a rare cast)
+        for _ in range(FINISH_THREADS):
+            cursors.put(cur.cursor())
+        try:
+            with ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="civicgrid-cases") as pool:
+                heads = list(pool.map(_head_of, files))
+                steps = [h.pop("steps") for h in heads]
+                total = int(sum(int(x.sum()) for x in steps))
+                first = staging.reserve("case_log", "log_id", total) if total else 1
+                log0 = _first_log_ids([h["case_id"] for h in heads], steps, first)
+                del steps
+                # the audit rows need no link: they are written while the links are searched
+                logs = [pool.submit(self._stage_log, staging, path, log0[k], staging.new_file("case_log"),
+                                    units=units, cursors=cursors) for k, path in enumerate(files)]
+                del log0
+                new, types = _search_columns(heads)
+                n_events = len(new["case_id"])
+                del heads
+                case_id, old_id = find_rebounds(cur, new=new, types=types, old=_STORE_CLOSURES)
+                del new
+                order = np.argsort(case_id, kind="stable")
+                links = (case_id[order], old_id[order])
+                jobs = [pool.submit(self._stage_file, staging, path,
+                                    {t: staging.new_file(t) for t in ("events", "cases")}, links=links, units=units,
+                                    cursors=cursors) for path in files]
+                made = [job.result() for job in jobs] + [job.result() for job in logs]
+        finally:
+            while not cursors.empty():
+                cursors.get().close()
+        for table in ("events", "cases", "case_log"):
+            staging.rows[table] = staging.rows.get(table, 0) + sum(m.get(table, 0) for m in made)
+        staging.unstage("events", files, rows=n_events)
+        return sum(m.get("cases", 0) for m in made), int(case_id.size)
+
+    def _stage_log(self, staging: Staging, path: Path, log0: np.ndarray, out: Path, *, units: _Units,
+                   cursors: queue.SimpleQueue) -> dict[str, int]:
+        """Write the audit rows of the cases of the staged events file ``path`` (those of its i-th event numbered
+        from ``log0[i]`` on) as the staged file ``out``."""
+        data = pq.read_table(path, columns=_LOG_INPUT).unify_dictionaries().combine_chunks()
+        _, unit, _ = units.of(data)
+        log = _log_rows(data, unit, log0, actor=self.actor)
+        con = cursors.get()
+        try:
+            return {"case_log": staging.write_file("case_log", log, out, con=con)}
+        finally:
+            cursors.put(con)
+
+    def _stage_file(self, staging: Staging, path: Path, out: dict[str, Path], *,
+                    links: tuple[np.ndarray, np.ndarray], units: _Units,
+                    cursors: queue.SimpleQueue) -> dict[str, int]:
+        """Write the staged events file ``path`` again with its links, and its cases, as the staged files ``out``
+        of each table."""
+        data = pq.read_table(path).unify_dictionaries().combine_chunks()
+        n = data.num_rows
+        ids = data.column("event_id").to_numpy()
+        linked, at = _lookup(links[0], ids)
+        link = links[1][np.minimum(at, len(links[1]) - 1)] if len(links[1]) else np.zeros(n, np.int64)
+        rebound = pa.array(np.where(linked, link, 0), pa.int64(), mask=~linked)
+        if "rebound_of" in data.column_names:
+            rebound = pc.coalesce(data.column("rebound_of").cast(pa.int64()), rebound)
+        data = _put(data, "rebound_of", rebound)
         types = staging.columns("events")
-        have = {r[0] for r in cur.execute(f"DESCRIBE SELECT * FROM read_parquet({quote(str(files[0]))})")
-                .fetchall()}
+        events = pa.table({c: data.column(c) if c in data.column_names else pa.nulls(n) for c in types})
+        cases = self._cases(data, units)
+        con = cursors.get()
+        try:
+            return {"events": staging.write_file("events", events, out["events"], con=con),
+                    "cases": staging.write_file("cases", cases, out["cases"], con=con)}
+        finally:
+            cursors.put(con)
 
-        def state(paths: list) -> str:  # the staged events with their case's state (as backfill syncs them)
-            cols = ", ".join(c if c in have else f"NULL::{t} AS {c}" for c, t in types.items())
-            listed = ", ".join(quote(str(f)) for f in paths)
-            return f"""
-                SELECT * REPLACE (CASE WHEN {_CLOSED} IS NOT NULL THEN 'closed' ELSE 'open' END AS status,
-                                  {_RECTIFIED} AS rectified_at, {_CLOSED} AS closed_at, {_REWORKS} AS reopened)
-                FROM (SELECT {cols} FROM read_parquet([{listed}])) e"""
-
-        everything = state(files)
-        case_id, old_id = find_rebounds(
-            cur, new=f"SELECT event_id AS case_id, problem_type, site_id, epoch_us(time) AS found_us, lat, lng "
-                     f"FROM ({everything})",
-            old=f"""
-                SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at) AS closed_us, e.lat, e.lng
-                FROM cases c JOIN events e ON e.event_id = c.event_id
-                WHERE c.state = 'closed' AND c.closed_at IS NOT NULL
-                  AND c.problem_type IN (SELECT problem_type FROM _reb_types)
-                  AND epoch_us(c.closed_at) >= (SELECT min(lo) FROM _reb_types)
-                  AND epoch_us(c.closed_at) < (SELECT max(hi) FROM _reb_types)
-                UNION ALL
-                SELECT event_id, problem_type, site_id, epoch_us(closed_at), lat, lng FROM ({everything})
-                WHERE closed_at IS NOT NULL""")
-        cur.register("_import_links_df", pa.table({"case_id": case_id, "old_id": old_id}))
-        cur.execute("CREATE OR REPLACE TEMP TABLE _import_links AS SELECT * FROM _import_links_df "
-                    "ORDER BY case_id")
-        cur.unregister("_import_links_df")
-        made, case_files, steps = 0, [], []
-        for path in files:  # in id order: the audit rows are numbered by case, as backfill numbers them
-            lo, hi = cur.execute(f"SELECT min(event_id), max(event_id) FROM read_parquet({quote(str(path))})"
-                                 ).fetchone()
-            # the file's links only (a join with all of them built their hash table again for every file)
-            n = staging.stage_query("events", cur, f"""
-                SELECT e.* REPLACE (coalesce(e.rebound_of, l.old_id) AS rebound_of)
-                FROM ({state([path])}) e
-                LEFT JOIN (SELECT * FROM _import_links WHERE case_id BETWEEN $lo AND $hi) l
-                       ON l.case_id = e.event_id""", {"lo": lo, "hi": hi})
-            staging.unstage("events", [path], rows=n)
-            if not n:
-                continue
-            made += n
-            staging.stage_query("cases", cur, _IMPORT_CASES_SQL.format(
-                source=quote(str(staging.files["events"][-1]))), [self.stamp])
-            case_files.append(staging.files["cases"][-1])
-            steps.append(int(fetch_value(cur, f"SELECT sum({_STEPS}) FROM read_parquet({quote(str(case_files[-1]))})")))
-        total = sum(steps)
-        first = staging.reserve("case_log", "log_id", total) if total else 1
-        offset = np.cumsum([0, *steps[:-1]]) + first
-        for path, off in zip(case_files, offset, strict=True):
-            staging.stage_query("case_log", cur, _LOG_ROWS_SQL.replace("{source}", f"""(
-                SELECT *, {int(off)} + sum(n_steps) OVER (ORDER BY case_id) - n_steps AS log0
-                FROM (SELECT *, {_STEPS} AS n_steps FROM read_parquet({quote(str(path))})))"""), [self.actor])
-        return made, int(case_id.size)
+    def _cases(self, data: pa.Table, units: _Units) -> pa.Table:
+        """The cases of the events ``data`` (carrying their case's state and link), as :data:`_BF_SQL` makes them."""
+        n = data.num_rows
+        closed, rectified = data.column("closed_at"), data.column("rectified_at")
+        state = np.where(np.asarray(pc.is_valid(closed)), 2, np.where(np.asarray(pc.is_valid(rectified)), 1, 0))
+        category, unit, unit_code = units.of(data)
+        return pa.table({
+            "case_id": data.column("event_id"), "event_id": data.column("event_id"),
+            "source": data.column("source"), "problem_type": data.column("problem_type"),
+            "site_id": data.column("site_id"), "category_code": category,
+            "grid_code": data.column("grid_code"), "community_code": data.column("community_code"),
+            "street_code": data.column("street_code"), "district_code": data.column("district_code"),
+            "state": pa.DictionaryArray.from_arrays(pa.array(state.astype(np.int8)), pa.array(_CASE_STATES)),
+            "found_at": data.column("time"), "deadline": data.column("deadline"), "unit": unit,
+            "unit_code": unit_code, "dispatched_at": data.column("time"), "rectified_at": rectified,
+            "closed_at": closed, "reworks": data.column("reopened"), "rebound_of": data.column("rebound_of"),
+            "photo": pa.nulls(n, pa.string()),
+            "updated_at": pa.array(np.full(n, np.datetime64(self.stamp, "us")), pa.timestamp("us")),
+        })
 
 
-#: The number of audit rows of a case ``reworks``, ``rectified_at``, ``closed_at``.
-_STEPS = "(3 + 2 * reworks + (rectified_at IS NOT NULL)::INTEGER + (closed_at IS NOT NULL)::INTEGER)::BIGINT"
-#: The cases of a file of staged events ``{source}`` that carry their case's state (as :data:`_BF_SQL` makes them).
-_IMPORT_CASES_SQL = f"""
-    SELECT e.event_id AS case_id, e.event_id, e.source, e.problem_type, e.site_id, s.category_code, e.grid_code,
-           e.community_code, e.street_code, e.district_code,
-           CASE WHEN e.closed_at IS NOT NULL THEN 'closed'
-                WHEN e.rectified_at IS NOT NULL THEN 'rectified' ELSE 'dispatched' END AS state,
-           e.time AS found_at, e.deadline, {UNIT_SQL}, e.time AS dispatched_at, e.rectified_at, e.closed_at,
-           e.reopened AS reworks, e.rebound_of, NULL AS photo, ?::TIMESTAMP AS updated_at
-    FROM read_parquet({{source}}) e {UNIT_JOINS}
-"""
+def _put(data: pa.Table, name: str, column) -> pa.Table:
+    """``data`` with the column ``name`` set to ``column`` (replaced, or added last)."""
+    if name in data.column_names:
+        return data.set_column(data.column_names.index(name), name, column)
+    return data.append_column(name, column)
+
+
+def _lookup(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Which ``values`` are in the sorted ``keys``, and where (positions valid where found)."""
+    at = np.searchsorted(keys, values)
+    if not len(keys):
+        return np.zeros(len(values), dtype=bool), at
+    return keys[np.minimum(at, len(keys) - 1)] == values, at
+
+
+#: The store's closed cases an import's new cases may repeat (see :func:`find_rebounds`).
+_STORE_CLOSURES = """
+    SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at) AS closed_us, e.lat, e.lng
+    FROM cases c JOIN events e ON e.event_id = c.event_id
+    WHERE c.state = 'closed' AND c.closed_at IS NOT NULL
+      AND c.problem_type IN (SELECT problem_type FROM _reb_types)
+      AND epoch_us(c.closed_at) >= (SELECT min(lo) FROM _reb_types)
+      AND epoch_us(c.closed_at) < (SELECT max(hi) FROM _reb_types)"""
+
+#: The columns of a staged events file the rebound search and the numbering of the audit rows read.
+_HEAD = ["event_id", "problem_type", "site_id", "time", "lat", "lng", "rectified_at", "closed_at", "reopened"]
+#: The columns of a staged events file its audit rows are made from.
+_LOG_INPUT = ["event_id", "time", "deadline", "rectified_at", "closed_at", "reopened", "site_id",
+              "community_code", "street_code", "district_code"]
+
+
+def _micros(column) -> np.ndarray:
+    """A timestamp column as microseconds since the epoch (0 where null)."""
+    return pc.fill_null(column.cast(pa.timestamp("us")).cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
+
+
+def _head_of(path: Path) -> dict:
+    """What the rebound search and the audit rows' numbering need of a staged events file (carrying their case's
+    state): the cases' ids, types (their codes and indices), sites, times found and closed, points, and numbers
+    of audit rows (as :data:`_LOG_ROWS_SQL` makes them), in the file's order."""
+    data = pq.read_table(path, columns=_HEAD).unify_dictionaries().combine_chunks()
+    site, closed = data.column("site_id"), data.column("closed_at")
+    types, t = _codes(data.column("problem_type"))
+    reopened = data.column("reopened").to_numpy(zero_copy_only=False).astype(np.int64)
+
+    def floats(name: str) -> np.ndarray:
+        return pc.fill_null(data.column(name).cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
+
+    return {"case_id": data.column("event_id").to_numpy(), "types": types, "t": t,
+            "has_site": np.asarray(pc.is_valid(site)),
+            "site": pc.fill_null(site, 0).to_numpy(zero_copy_only=False).astype(np.int64),
+            "found_us": _micros(data.column("time")), "lat": floats("lat"), "lng": floats("lng"),
+            "closed": np.asarray(pc.is_valid(closed)), "closed_us": _micros(closed),
+            "steps": 3 + 2 * reopened + np.asarray(pc.is_valid(data.column("rectified_at")))
+            + np.asarray(pc.is_valid(closed))}
+
+
+def _search_columns(heads: list[dict]) -> tuple[dict[str, np.ndarray], list[str]]:
+    """The new cases of all files as :func:`find_rebounds` takes them, and their types' codes (each file's
+    type indices moved to one list of codes)."""
+    codes: dict[str, int] = {}
+    ts = []
+    for h in heads:
+        move = np.array([codes.setdefault(c, len(codes)) if c is not None else -1 for c in h["types"]] + [-1],
+                        dtype=np.int64)
+        ts.append(move[h["t"]])  # index -1 (no type) takes the last
+    new = {k: np.concatenate([h[k] for h in heads]) for k in heads[0] if k not in ("types", "t")}
+    new["t"] = np.concatenate(ts)
+    return new, list(codes)
+
+
+def _first_log_ids(ids: list[np.ndarray], steps: list[np.ndarray], first: int) -> list[np.ndarray]:
+    """Each case's first audit row id, file by file (``ids``: the cases', ``steps``: their numbers of audit
+    rows): the cases' rows numbered from ``first`` on in case id order, then step order, as :func:`backfill`
+    numbers them."""
+    every, count = np.concatenate(ids), np.concatenate(steps)
+    if every.size > 1 and not (np.diff(every) > 0).all():  # files and rows are in id order: no sort then
+        order = np.argsort(every, kind="stable")
+        log0 = np.empty_like(count)
+        log0[order] = first + np.cumsum(count[order]) - count[order]
+    else:
+        log0 = first + np.cumsum(count) - count
+    return np.split(log0, np.cumsum([len(i) for i in ids])[:-1])
+
+
+def _dictionary(indices: np.ndarray, values: list, *, kind=pa.int32()) -> pa.DictionaryArray:
+    """A dictionary array of ``values[indices]`` (null where an index is negative)."""
+    return pa.DictionaryArray.from_arrays(pa.array(np.maximum(indices, 0), kind, mask=indices < 0),
+                                          pa.array(values, pa.string()))
+
+
+def _codes(column) -> tuple[list, np.ndarray]:
+    """The distinct values of a text column and each row's index among them (-1: null)."""
+    if not pa.types.is_dictionary(column.type):
+        column = pc.dictionary_encode(column)
+    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
+    if not chunks:
+        return [], np.zeros(0, np.int64)
+    if len(chunks) > 1:
+        column = pa.chunked_array(chunks).unify_dictionaries().combine_chunks()
+        chunks = [column]
+    arr = chunks[0]
+    index = pc.fill_null(arr.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
+    return arr.dictionary.to_pylist(), index
+
+
+class _Units:
+    """The category of each case's site and its automatic unit (属地) and unit code, picked as
+    :data:`~civicgrid.sites.cases._sql.UNIT_SQL` picks them (the site's responsible unit, else the office of its
+    community, street or district), for arrays of events; the sites and areas are read once."""
+
+    def __init__(self, sites: pd.DataFrame, areas: pd.DataFrame) -> None:
+        self.units: dict[str, int] = {}
+        sites = sites.sort_values("site_id", kind="stable").drop_duplicates("site_id")
+        self.site_ids = sites["site_id"].to_numpy(np.int64)
+        self.categories = sorted(set(sites["category_code"].dropna()))
+        where = {c: i for i, c in enumerate(self.categories)}
+        self.site_category = np.array([where.get(c, -1) if isinstance(c, str) else -1
+                                       for c in sites["category_code"]], dtype=np.int64)
+        self.site_unit = np.array([self._unit(u) if isinstance(u, str) else -1 for u in sites["unit"]],
+                                  dtype=np.int64)
+        self.codes: list[str] = []
+        self.levels: dict[str, dict[str, tuple[int, int]]] = {}
+        for level in ("community", "street", "district"):
+            rows = areas[areas["level"] == level].drop_duplicates("code")
+            self.levels[level] = {code: (self._unit(unit) if isinstance(unit, str) else -1, self._code(code))
+                                  for code, unit in zip(rows["code"], rows["unit"], strict=True)}
+        self.unassigned = self._unit(UNASSIGNED_UNIT)
+
+    def _unit(self, name: str) -> int:
+        return self.units.setdefault(name, len(self.units))
+
+    def _code(self, code: str) -> int:
+        self.codes.append(code)
+        return len(self.codes) - 1
+
+    @classmethod
+    def read(cls, con: duckdb.DuckDBPyConnection) -> _Units:
+        """The sites' categories and responsible units and the areas' offices, from the store."""
+        sites = con.execute("""
+            SELECT site_id, category_code, CASE WHEN nullif(trim(responsible_unit), '') IS NOT NULL
+                                                THEN trim(responsible_unit) END AS unit
+            FROM sites WHERE site_id IS NOT NULL""").df()
+        suffix = " ".join(f"WHEN {quote(level)} THEN name || {quote(text)}" for level, text in UNIT_SUFFIX.items())
+        areas = con.execute(f"""
+            SELECT level, code, CASE level {suffix} END AS unit FROM areas
+            WHERE code IS NOT NULL AND level IN ('community', 'street', 'district')""").df()
+        return cls(sites, areas)
+
+    def of(self, data: pa.Table) -> tuple[pa.DictionaryArray, pa.DictionaryArray, pa.DictionaryArray]:
+        """The category code, unit and unit code of the cases of the events ``data`` (``site_id``,
+        ``community_code``, ``street_code``, ``district_code``)."""
+        n = data.num_rows
+        site = data.column("site_id")
+        sid = pc.fill_null(site, 0).to_numpy(zero_copy_only=False).astype(np.int64)
+        hit, at = _lookup(self.site_ids, sid)
+        hit &= np.asarray(pc.is_valid(site))
+        at = np.minimum(at, max(len(self.site_ids) - 1, 0))
+        category = np.where(hit, self.site_category[at], -1) if len(self.site_ids) else np.full(n, -1)
+        unit = np.where(hit, self.site_unit[at], -1) if len(self.site_ids) else np.full(n, -1)
+        by_site = unit >= 0
+        code = np.full(n, -1, dtype=np.int64)
+        for level in ("community", "street", "district"):
+            values, index = _codes(data.column(f"{level}_code"))
+            known = self.levels[level]
+            name_of = np.array([known.get(v, (-1, -1))[0] if v is not None else -1 for v in values] + [-1],
+                               dtype=np.int64)[index]  # index -1 (null) takes the last
+            code_of = np.array([known.get(v, (-1, -1))[1] if v is not None else -1 for v in values] + [-1],
+                               dtype=np.int64)[index]
+            unit = np.where(unit < 0, name_of, unit)
+            code = np.where(code < 0, code_of, code)
+        unit = np.where(unit < 0, self.unassigned, unit)
+        code = np.where(by_site, -1, code)
+        names = list(self.units)
+        return (_dictionary(category, self.categories), _dictionary(unit, names),
+                _dictionary(code, self.codes))
+
+
+#: The kinds of audit row, by step of a case's trail: found, registered, dispatched; a rework round's first half
+#: (rectified) and second half (sent back: dispatched); rectified; closed. What each sets, in ``_LOG_STATES``
+#: indices (-1: none), and whether it names the unit.
+_FROM = np.array([-1, 0, 1, 2, 3, 2, 3])
+_TO = np.array([0, 1, 2, 3, 2, 3, 4])
+_NAMES_UNIT = np.array([False, False, True, False, True, False, False])
+
+
+def _log_rows(events: pa.Table, unit: pa.DictionaryArray, log0: np.ndarray, *, actor: str) -> pa.Table:
+    """The audit rows of the cases of ``events`` (carrying their case's state; ``unit``: each case's unit),
+    those of the i-th numbered from ``log0[i]`` on, as :data:`_LOG_ROWS_SQL` makes them: found, registered and
+    dispatched at the event's time; ``reopened`` rounds rectified → dispatched spread evenly between its time
+    and its rectification (else its deadline, else its time); its rectification; its closure."""
+    reworks = events.column("reopened").to_numpy(zero_copy_only=False).astype(np.int64)
+    rect, closed = events.column("rectified_at"), events.column("closed_at")
+    has_rect, has_closed = np.asarray(pc.is_valid(rect)), np.asarray(pc.is_valid(closed))
+    n_steps = 3 + 2 * reworks + has_rect + has_closed
+    found, rect_us, closed_us = _micros(events.column("time")), _micros(rect), _micros(closed)
+    ids = events.column("event_id").to_numpy()
+    if not reworks.any():  # no rework round (every import): steps 0-4 of a case, kinds 0, 1, 2, 5, 6
+        keep = (np.arange(5) < n_steps[:, None]).ravel()
+        case = np.broadcast_to(np.arange(len(ids))[:, None], (len(ids), 5)).ravel()[keep]
+        log_id = (log0[:, None] + np.arange(5)).ravel()[keep]
+        kind = np.broadcast_to(np.array([0, 1, 2, 5, 6]), (len(ids), 5)).ravel()[keep]
+        changed = np.stack([found, found, found, rect_us, closed_us], axis=1).ravel()[keep]
+        valid = np.stack([np.ones_like(has_rect)] * 3 + [has_rect, has_closed], axis=1).ravel()[keep]
+    else:
+        total = int(n_steps.sum())
+        case = np.repeat(np.arange(len(n_steps)), n_steps)
+        step = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(n_steps) - n_steps, n_steps)
+        log_id = log0[case] + step
+        r = reworks[case]
+        rework = (step >= 3) & (step < 3 + 2 * r)
+        kind = np.where(step < 3, step, np.where(rework, 3 + (step - 3) % 2, np.where(step == 3 + 2 * r, 5, 6)))
+        changed = found[case]
+        k = np.flatnonzero(rework)
+        if k.size:
+            deadline = events.column("deadline")
+            end = np.where(has_rect, rect_us, np.where(np.asarray(pc.is_valid(deadline)), _micros(deadline), found))
+            span = np.maximum(end - found, 0)
+            ck = case[k]
+            changed[k] = found[ck] + span[ck] * (step[k] - 2) // (2 * reworks[ck] + 1) // 1_000_000 * 1_000_000
+        valid = np.ones(total, dtype=bool)
+        for at, times, has in ((kind == 5, rect_us, has_rect), (kind == 6, closed_us, has_closed)):
+            changed[at] = times[case[at]]
+            valid[at] = has[case[at]]
+    total = len(log_id)
+    unit_codes, unit_index = _codes(unit)
+    return pa.table({
+        "log_id": pa.array(log_id, pa.int64()),
+        "case_id": pa.array(ids[case], pa.int64()),
+        "changed_at": pa.array(changed, pa.int64(), mask=~valid).cast(pa.timestamp("us")),
+        "actor": _dictionary(np.zeros(total, np.int64), [actor], kind=pa.int8()),
+        "from_state": _dictionary(_FROM[kind], _LOG_STATES, kind=pa.int8()),
+        "to_state": _dictionary(_TO[kind], _LOG_STATES, kind=pa.int8()),
+        "note": pa.nulls(total, pa.string()),
+        "unit": _dictionary(np.where(_NAMES_UNIT[kind], unit_index[case], -1), unit_codes),
+        "photo": pa.nulls(total, pa.string()),
+    })

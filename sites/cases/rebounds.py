@@ -330,8 +330,8 @@ def _search_batches(con: duckdb.DuckDBPyConnection, types: pd.DataFrame, *, radi
     return np.concatenate([a for a, _ in links]), np.concatenate([b for _, b in links])
 
 
-def find_rebounds(con: duckdb.DuckDBPyConnection, *, new: str, old: str, radius_m: float | None = None,
-                  days: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+def find_rebounds(con: duckdb.DuckDBPyConnection, *, new: dict[str, np.ndarray], types: list[str], old: str,
+                  radius_m: float | None = None, days: float | None = None) -> tuple[np.ndarray, np.ndarray]:
     """The rebound links of cases not written to ``cases`` yet (an import's, before it is published), by the
     rule and search of :func:`link_rebounds`; nothing is written.
 
@@ -340,13 +340,18 @@ def find_rebounds(con: duckdb.DuckDBPyConnection, *, new: str, old: str, radius_
     con
         A connection on the store.
     new
-        SQL of the cases to link: ``case_id, problem_type, site_id, found_us, lat, lng`` (``found_us``: when
-        found, microseconds since the epoch). Rows without a type are not linked.
+        The cases to link, as arrays of one length: ``case_id``, ``t`` (their problem type, an index into
+        ``types``; negative: none, such a case is neither linked nor a closure), ``site`` and ``has_site``
+        (the site id, where one is), ``found_us`` (when found, microseconds since the epoch), ``lat``, ``lng``
+        (NaN where none), ``closed_us`` and ``closed`` (when closed, where it is): the new cases are closures
+        later new cases may repeat too.
+    types
+        The problem types' codes.
     old
-        SQL of the closed cases they may repeat: ``case_id, problem_type, site_id, closed_us, lat, lng``. It
-        may use the temp table ``_reb_types`` (``problem_type``; ``lo``, ``hi``: the closures that can matter
-        to the new cases of the type, ``closed_us`` in ``[lo, hi)``) to read less; only those closures are
-        kept in any case.
+        SQL of the store's closed cases they may repeat: ``case_id, problem_type, site_id, closed_us, lat,
+        lng``. It may use the temp table ``_reb_types`` (``problem_type``; ``lo``, ``hi``: the closures that
+        can matter to the new cases of the type, ``closed_us`` in ``[lo, hi)``) to read less; only those
+        closures are kept in any case.
     radius_m, days
         Default: the settings ``rebound_radius_m`` and ``rebound_days``.
 
@@ -357,27 +362,74 @@ def find_rebounds(con: duckdb.DuckDBPyConnection, *, new: str, old: str, radius_
     """
     with memory_cap(con):
         radius, window_us = _radius_window(con, radius_m=radius_m, days=days)
+        t = np.asarray(new["t"], dtype=np.int64)
+        typed = t >= 0
+        n_types = len(types)
+        count = np.bincount(t[typed], minlength=n_types)
+        if not count.any():
+            return np.zeros(0, np.int64), np.zeros(0, np.int64)
+        found = np.asarray(new["found_us"], dtype=np.int64)
+        lo = np.full(n_types, np.iinfo(np.int64).max, dtype=np.int64)
+        hi = np.full(n_types, np.iinfo(np.int64).min, dtype=np.int64)
+        np.minimum.at(lo, t[typed], found[typed])
+        np.maximum.at(hi, t[typed], found[typed])
+        lo -= window_us
+        present = np.flatnonzero(count)
+        frame = pd.DataFrame({"problem_type": [types[i] for i in present], "t": present.astype(np.int32),
+                              "lo": lo[present], "hi": hi[present]})
         try:
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE _reb_new AS
-                SELECT case_id::BIGINT AS case_id, problem_type::VARCHAR AS problem_type,
-                       site_id::BIGINT AS site_id, found_us::BIGINT AS found_us, lat::DOUBLE AS lat,
-                       lng::DOUBLE AS lng
-                FROM ({new}) WHERE problem_type IS NOT NULL AND found_us IS NOT NULL""")
-            types = _new_types(con, window_us=window_us)
-            if types is None:
-                return np.zeros(0, np.int64), np.zeros(0, np.int64)
-            con.execute(f"""
-                CREATE OR REPLACE TEMP TABLE _reb_old AS
-                SELECT o.case_id::BIGINT AS case_id, o.problem_type::VARCHAR AS problem_type,
-                       o.site_id::BIGINT AS site_id, o.closed_us::BIGINT AS closed_us, o.lat::DOUBLE AS lat,
-                       o.lng::DOUBLE AS lng, t.t
+            con.register("_reb_types_df", frame)
+            con.execute("CREATE OR REPLACE TEMP TABLE _reb_types AS SELECT * FROM _reb_types_df")
+            con.unregister("_reb_types_df")
+            stored = con.execute(f"""
+                SELECT o.case_id::BIGINT AS case_id, t.t, o.site_id IS NOT NULL AS has_site,
+                       coalesce(o.site_id, 0)::BIGINT AS site, o.closed_us::BIGINT AS closed_us,
+                       coalesce(o.lat, 'nan'::DOUBLE)::DOUBLE AS lat, coalesce(o.lng, 'nan'::DOUBLE)::DOUBLE AS lng
                 FROM ({old}) o JOIN _reb_types t ON t.problem_type = o.problem_type
-                WHERE o.closed_us >= t.lo AND o.closed_us < t.hi""")
-            return _search_batches(con, types, radius=radius, window_us=window_us)
+                WHERE o.closed_us >= t.lo AND o.closed_us < t.hi""").fetchnumpy()
         finally:
-            for name in _TEMP_TABLES:
-                con.execute(f"DROP TABLE IF EXISTS {name}")
+            con.execute("DROP TABLE IF EXISTS _reb_types")
+        stored = {k: np.asarray(v) for k, v in stored.items()}
+        # the new cases' own closures that can matter to the new cases of their type
+        closed_us = np.asarray(new["closed_us"], dtype=np.int64)
+        tt = np.where(typed, t, 0)
+        mine = np.flatnonzero(typed & np.asarray(new["closed"], dtype=bool) & (closed_us >= lo[tt])
+                              & (closed_us < hi[tt]))
+        old_t = np.concatenate([stored["t"].astype(np.int64), t[mine]])
+        count = count + np.bincount(old_t, minlength=n_types)
+        cols = {"case_id": np.asarray(new["case_id"], dtype=np.int64), "has_site": np.asarray(new["has_site"], bool),
+                "site": np.asarray(new["site"], dtype=np.int64), "lat": np.asarray(new["lat"], dtype=np.float64),
+                "lng": np.asarray(new["lng"], dtype=np.float64)}
+        links = []
+        for tlo, thi in _count_batches(count):
+            q = np.flatnonzero((t >= tlo) & (t <= thi))
+            o = np.flatnonzero((old_t >= tlo) & (old_t <= thi))
+            s, m = o[o < stored["t"].size], mine[o[o >= stored["t"].size] - stored["t"].size]
+            batch_new = {"t": t[q], "found_us": found[q], **{k: v[q] for k, v in cols.items()}}
+            batch_old = {"t": old_t[o], "closed_us": np.concatenate([stored["closed_us"][s], closed_us[m]]),
+                         **{k: np.concatenate([stored[k][s].astype(v.dtype), v[m]]) for k, v in cols.items()}}
+            links.append(_rebound_batch(batch_new, batch_old, radius=radius, window_us=window_us))
+            del batch_new, batch_old
+        return np.concatenate([a for a, _ in links]), np.concatenate([b for _, b in links])
+
+
+def _count_batches(counts: np.ndarray) -> list[tuple[int, int]]:
+    """Batches of consecutive whole problem types (``t`` from, to) by their numbers of rows ``counts``, up to
+    :data:`REBOUND_BATCH_ROWS` each (one type larger than that is a batch of its own); types without rows are
+    left out."""
+    out, first, last, rows = [], None, -1, 0
+    for i, c in enumerate(counts):
+        if not c:
+            continue
+        if first is not None and rows + c > REBOUND_BATCH_ROWS:
+            out.append((first, last))
+            first, rows = None, 0
+        if first is None:
+            first = i
+        last, rows = i, rows + int(c)
+    if first is not None:
+        out.append((first, last))
+    return out
 
 
 def _link_few(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, radius: float, window_us: int) -> int:
