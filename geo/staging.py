@@ -305,23 +305,6 @@ class Staging:
         """The columns of ``table`` in the store and their SQL types, in order."""
         return dict(self._column_types(table))
 
-    def stage_query(self, table: str, con: duckdb.DuckDBPyConnection, query: str, params=None) -> int:
-        """Stage the rows of ``query`` (run on ``con`` with ``params``; every column of ``table``, in any order)
-        as one more file of ``table``, the last of :attr:`files`; return their number (no file when none)."""
-        self.wait()
-        folder = self.location.data_path / "main" / table
-        folder.mkdir(parents=True, exist_ok=True)
-        path = folder / f"{STAGED_PREFIX}{uuid.uuid4().hex}.parquet"
-        types = self._column_types(table)
-        select = ", ".join(f"CAST({c} AS {t}) AS {c}" for c, t in types.items())
-        self.files.setdefault(table, []).append(path)  # listed first: a failed write's leftover is discarded
-        n = int(fetch_value(con, f"COPY (SELECT {select} FROM ({query})) TO {quote(str(path))} (FORMAT parquet)",
-                            params))
-        if not n:
-            self.unstage(table, [path])
-        self.rows[table] = self.rows.get(table, 0) + n
-        return n
-
     def new_file(self, table: str) -> Path:
         """The path of one more staged file of ``table``, listed (a failed import deletes it) before anything is
         written there (:meth:`write_file`)."""
