@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import atexit
 import contextlib
+import functools
 import hashlib
 import logging
 import os
@@ -49,7 +50,16 @@ from typing import Any
 
 import duckdb
 from civicgrid.geo.errors import StoreError
-from civicgrid.geo.store import WRITE_TRIES, Location, WriteConflictError, locate, retry_pause, writing
+from civicgrid.geo.store import (
+    ALIAS,
+    WRITE_TRIES,
+    Location,
+    WriteConflictError,
+    fetch_value,
+    locate,
+    retry_pause,
+    writing,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -67,6 +77,9 @@ class _Writer:
         self.queue: queue.SimpleQueue[tuple[Apply, Any, Future] | None] = queue.SimpleQueue()
         self._gate = threading.Lock()
         self.closing = False
+        #: (snapshot id, memory) of the last group: what its writes kept (:func:`group_memory`) and the snapshot
+        #: its commit made; valid for the next group only if that group's transaction reads this very snapshot.
+        self.kept: tuple[int, dict[str, Any]] | None = None
         self.thread = threading.Thread(target=self._run, name=f"civicgrid-{name}", daemon=True)
         self.thread.start()
 
@@ -118,16 +131,44 @@ class _Writer:
                 results[i] = result
         return results
 
+    def _begin(self, con: duckdb.DuckDBPyConnection) -> int:
+        """Start a group's transaction: the snapshot it reads, and (as :func:`group_memory`) a copy of what the
+        last group kept when that snapshot is the one the last group's own commit made, else an empty one."""
+        start = int(fetch_value(con, f"SELECT id FROM {ALIAS}.current_snapshot()"))
+        kept = self.kept if self.kept is not None and self.kept[0] == start else (start, {})
+        self.kept = None  # dropped while the group writes: a failed commit may or may not have committed
+        # entries are replaced, never changed in place: a copy one level deep is the transaction's own
+        _GROUP.memory = {k: v.copy() if isinstance(v, dict) else v for k, v in kept[1].items()}
+        return start
+
+    def _keep(self, group: list[tuple[Apply, Any, Future]], box: dict[str, Any],
+              con: duckdb.DuckDBPyConnection) -> None:
+        """After the group's commit (the writers' lock still held): keep its memory for the next group when the
+        commit made the one snapshot after ``start`` (nothing else was committed since the group began), and
+        when every write of the group was of a kind that keeps the memory up to date."""
+        memory = getattr(_GROUP, "memory", None)
+        self.kept = None
+        if memory is None or not all(apply in _KEEPERS for apply, _, _ in group):
+            return
+        start, results = box["start"], box["results"]
+        wrote = any(not isinstance(r, BaseException) for r in results)
+        now = int(fetch_value(con, f"SELECT id FROM {ALIAS}.current_snapshot()"))
+        if now == start + (1 if wrote else 0):
+            self.kept = (now, memory)
+
     def _commit(self, group: list[tuple[Apply, Any, Future]]) -> None:
         started = time.perf_counter()
         for attempt in range(WRITE_TRIES):
             try:
                 _GROUP.state = {}  # a new state for each try: a retried transaction starts again
+                box: dict[str, Any] = {}
                 try:
-                    with writing(self.db) as con:
-                        results = self._apply(con, group)
+                    with writing(self.db, committed=functools.partial(self._keep, group, box)) as con:
+                        box["start"] = self._begin(con)
+                        results = box["results"] = self._apply(con, group)
                 finally:
                     _GROUP.state = None
+                    _GROUP.memory = None
                 break
             except WriteConflictError as exc:
                 if attempt == WRITE_TRIES - 1:
@@ -162,6 +203,30 @@ def group_state() -> dict[str, Any] | None:
     outside a group): e.g. the next free id of a table, which a second read of ``max(id)`` after the group's own
     inserts would find only by scanning the whole table (its statistics do not cover uncommitted rows)."""
     return getattr(_GROUP, "state", None)
+
+
+def group_memory() -> dict[str, Any] | None:
+    """What the writes of this thread's group may take as known without reading the store again (None outside a
+    group): a dict the ``apply`` functions that keep it (:func:`keeps_memory`) fill with exactly what a read in
+    the group's transaction would give, e.g. the cases they wrote and the next free ids.
+
+    It carries over from one group to the next only while nothing else is committed to the store in between:
+    the writer keeps it after a commit that made the one snapshot after the one its transaction read, and hands
+    it to the next group only when that group's transaction reads this very snapshot (the ids of a lake's
+    snapshots go up by one with each commit); otherwise the next group starts with an empty one (and reads).
+    A group that fails, or holds a write of a kind that does not keep it, drops it. Its values are dicts (copied
+    for each group) or values never changed in place: replace an entry, do not mutate it."""
+    return getattr(_GROUP, "memory", None)
+
+
+_KEEPERS: set[Apply] = set()
+
+
+def keeps_memory(apply: Apply) -> Apply:
+    """Declare that ``apply`` keeps :func:`group_memory` up to date with everything it writes (a decorator);
+    a group with a write of any other kind drops the memory after its commit."""
+    _KEEPERS.add(apply)
+    return apply
 
 
 _WRITERS: dict[Location, _Writer] = {}

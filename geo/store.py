@@ -606,7 +606,8 @@ def _begin_guarded(cur: duckdb.DuckDBPyConnection, location: Location) -> None:
 
 
 @contextlib.contextmanager
-def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None = None
+def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None = None,
+            committed: Callable[[duckdb.DuckDBPyConnection], None] | None = None
             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Write the store in one transaction: all of it is committed, or (on an exception) none of it.
 
@@ -626,6 +627,10 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
         folder the store was opened with).
     memory_limit
         Optional DuckDB memory limit for this write, e.g. ``"4GB"``.
+    committed
+        Called with the connection (autocommit) after the commit, while the writers' lock is still held: e.g. to
+        read the snapshot the commit made before another writer of this machine can commit. An error it raises
+        is logged, not raised: the write is committed.
 
     Yields
     ------
@@ -664,6 +669,11 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
                     raise WriteConflictError(msg) from exc
                 raise
             logger.info("%s: write committed in %.3f s", lake.location.name, time.perf_counter() - started)
+            if committed is not None:
+                try:
+                    committed(cur)
+                except Exception:  # the write is committed: reporting it as failed would make it be repeated
+                    logger.exception("%s: after a committed write", lake.location.name)
         finally:
             if previous is not None:
                 with contextlib.suppress(Exception):

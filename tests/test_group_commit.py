@@ -9,10 +9,11 @@ import sys
 import threading
 from concurrent.futures import ThreadPoolExecutor
 
+import duckdb
 import pandas as pd
 import pytest
 from civicgrid.geo import group_commit
-from civicgrid.geo.errors import ConflictError
+from civicgrid.geo.errors import ConflictError, NotFoundError
 from civicgrid.geo.store import Store, locate, writing
 from civicgrid.sites import cases as cs
 from civicgrid.sites.cases import workflow
@@ -288,3 +289,104 @@ def test_a_write_is_never_handed_to_another_users_process(small_city, monkeypatc
         assert moved["state"] == "registered" and moved == cs.get_case(Store(db), made["case_id"])
     log = Store(db).sql("SELECT actor, to_state FROM case_log WHERE actor IN ('alone', 'handed') ORDER BY log_id")
     assert log.values.tolist() == [["alone", "found"], ["handed", "registered"]]
+
+
+def _plain_read(db, ids):
+    """The cases ``ids`` and their audit trails read by a new connection of its own (not this process's store)."""
+    from civicgrid.geo.store import extension_path
+
+    location = locate(db)
+    con = duckdb.connect(":memory:", config={"autoinstall_known_extensions": False,
+                                             "autoload_known_extensions": False})
+    for name in ("spatial", "ducklake", "sqlite_scanner" if location.kind == "sqlite" else "postgres_scanner"):
+        con.load_extension(str(extension_path(name)))
+    con.execute(location.attach_sql("plain", read_only=True))
+    id_list = ", ".join(map(str, ids))
+    cases = con.execute(f"SELECT {workflow.CASE_COLUMNS} FROM plain.cases WHERE case_id IN ({id_list}) "
+                        "ORDER BY case_id").fetchall()
+    trails = con.execute(f"SELECT {workflow._LOG_READ} FROM plain.case_log WHERE case_id IN ({id_list}) "
+                         "ORDER BY log_id").fetchall()
+    con.close()
+    names = [c.strip() for c in workflow.CASE_COLUMNS.split(",")]
+    log_names = [c.strip() for c in workflow._LOG_READ.split(",")]
+    out = {row[0]: (dict(zip(names, row, strict=True)), []) for row in cases}
+    for row in trails:
+        out[row[1]][1].append(dict(zip(log_names, row, strict=True)))
+    return out
+
+
+def test_what_the_writer_keeps_between_groups_is_what_a_plain_read_gives(any_store, tmp_path):
+    db = build_small_city(any_store, tmp_path)
+    ids = _open_cases(db, 4)
+    cs.transition(db, ids[0], "register", actor="张三")
+    cs.transition(db, ids[1], "register", actor="张三")
+    cs.transition(db, ids[1], "dispatch", actor="张三", unit="某单位", note="急")
+    cs.transition(db, ids[1], "rectify", actor="张三", photo="a.jpg")  # written onto its event too
+    writer = group_commit._WRITERS[locate(db)]
+    assert writer.kept is not None  # nothing else wrote since: the last group's memory is kept
+    kept = writer.kept[1]["cases"]
+    plain = _plain_read(db, ids)
+    assert set(ids) <= set(kept)
+    for cid in ids:
+        assert kept[cid] == plain[cid], cid  # the rows and audit trails as stored, value for value
+    # the next ids kept are those after the stored ones
+    top_log = Store(db).sql("SELECT max(log_id) AS m FROM case_log")["m"].iloc[0]
+    top_event = Store(db).sql("SELECT max(event_id) AS m FROM events")["m"].iloc[0]
+    assert writer.kept[1]["next-id:case_log"] == top_log + 1
+    assert writer.kept[1].get("next-id:events", top_event + 1) == top_event + 1
+
+
+def test_a_write_made_elsewhere_is_seen_by_the_next_group(any_store, tmp_path):
+    db = build_small_city(any_store, tmp_path)
+    a, b = _open_cases(db, 2)
+    assert group_commit._WRITERS[locate(db)].kept is not None
+    # another writer (any process or connection, not the group writer) moves case a and adds an event
+    with writing(db) as con:
+        log_id = con.execute("SELECT max(log_id) + 1 FROM case_log").fetchone()[0]
+        con.execute(f"UPDATE cases SET state = 'registered' WHERE case_id = {a}")
+        con.execute("INSERT INTO case_log (log_id, case_id, changed_at, actor, from_state, to_state) "
+                    f"VALUES ({log_id}, {a}, TIMESTAMP '2024-03-01 10:30:00', 'other', 'found', 'registered')")
+        event_id = con.execute("SELECT max(event_id) + 1 FROM events").fetchone()[0]
+        con.execute("INSERT INTO events (event_id, source, problem_type, time, status, lng, lat) VALUES "
+                    f"({event_id}, 'complaint', '0101', TIMESTAMP '2024-03-01 10:00:00', 'open', 112.905, 28.205)")
+    with pytest.raises(ConflictError):  # the writer's memory still says found: it must not be believed
+        cs.transition(db, a, "register", actor="张三")
+    moved = cs.transition(db, a, "dispatch", actor="张三")
+    assert [r["to_state"] for r in moved["log"]] == ["found", "registered", "dispatched"]
+    assert len({r["log_id"] for r in moved["log"]}) == 3 and moved["log"][1]["log_id"] == log_id
+    (c,) = _open_cases(db, 1)
+    assert c > event_id  # the event written elsewhere keeps its id
+    store = Store(db)
+    assert store.sql("SELECT count(*) AS n, count(DISTINCT log_id) AS d FROM case_log").iloc[0].tolist() == \
+        store.sql("SELECT count(*) AS n, count(*) AS d FROM case_log").iloc[0].tolist()
+    assert cs.get_case(store, a) == moved and cs.get_case(store, b)["state"] == "found"
+
+
+def test_a_failed_group_keeps_nothing(small_city, monkeypatch):
+    (cid,) = _open_cases(small_city, 1)
+    writer = group_commit._WRITERS[locate(small_city)]
+    assert writer.kept is not None
+    def failing(con, cases):  # after the moves' own statements, before the commit
+        raise RuntimeError("disk full")
+
+    monkeypatch.setattr(workflow, "_mirror_events", failing)
+    with pytest.raises(RuntimeError):
+        cs.transition(small_city, cid, "register", actor="张三")
+    assert writer.kept is None
+    monkeypatch.undo()
+    assert cs.get_case(Store(small_city), cid)["state"] == "found"
+    assert cs.transition(small_city, cid, "register", actor="张三")["state"] == "registered"
+    assert writer.kept[1]["cases"][cid] == _plain_read(small_city, [cid])[cid]
+
+
+def test_get_case_reads_the_case_and_its_trail_as_the_plain_reads_do(small_city):
+    a, b = _open_cases(small_city, 2)
+    cs.transition(small_city, a, "register", actor="张三", note="一")
+    cs.transition(small_city, a, "dispatch", actor="张三")
+    store = Store(small_city)
+    for cid in (a, b):
+        row = workflow._case_row(store, cid)
+        trail = [{k: workflow._py(v) for k, v in r.items()} for r in cs.case_log(store, cid).to_dict("records")]
+        assert cs.get_case(store, cid) == dict(row, log=trail, next=list(workflow.NEXT_STATES[row["state"]]))
+    with pytest.raises(NotFoundError, match="no case"):
+        cs.get_case(store, 10**9)

@@ -26,7 +26,7 @@ from civicgrid.geo.aggregate import area_code
 from civicgrid.geo.caches import cached_read
 from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
-from civicgrid.geo.group_commit import group_state, submit
+from civicgrid.geo.group_commit import group_memory, group_state, keeps_memory, submit
 from civicgrid.geo.staging import next_ids
 from civicgrid.geo.store import Store, extent, quote
 from civicgrid.geo.texts import labels
@@ -100,11 +100,28 @@ def _id(v) -> int | None:
     return None if v is None else int(v)
 
 
+#: One case and its audit trail in one read (one snapshot): the case's columns, then its audit rows' (``log_*``).
+_CASE_WITH_LOG = (f"SELECT {', '.join(f'c.{c}' for c in CASE_COLUMNS.split(', '))}, "
+                  + ", ".join(f"l.{c} AS log_{c}" for c in ("log_id", "changed_at", "actor", "from_state",
+                                                            "to_state", "note", "unit", "photo"))
+                  + " FROM cases c LEFT JOIN case_log l ON l.case_id = c.case_id AND l.case_id = {id} "
+                    "WHERE c.case_id = {id} ORDER BY l.log_id")
+
+
 def get_case(store: StoreOrConnection, case_id: int) -> dict:
-    """One case as a dict, with ``log`` (its audit trail, oldest first) and ``next`` (legal next states)."""
-    case = _case_row(store, case_id)
-    case["log"] = case_log(store, case_id).to_dict("records")
-    case["log"] = [{k: _py(v) for k, v in r.items()} for r in case["log"]]
+    """One case as a dict, with ``log`` (its audit trail, oldest first) and ``next`` (legal next states).
+
+    The case and its trail are one read: a move committed meanwhile is in both or in neither."""
+    rows = query_frame(store, _CASE_WITH_LOG.format(id=int(case_id)))  # a literal id: planned once
+    if rows.empty:
+        _case_row(store, case_id)  # raises NotFoundError naming the ids there are
+    first = rows.iloc[0].to_dict()
+    case = {c: _py(first[c]) for c in _CASE_NAMES}
+    trail = rows[[c for c in rows.columns if c.startswith("log_")]]
+    trail = trail[trail["log_log_id"].notna()]
+    case["log"] = [{k.removeprefix("log_"): _py(v) for k, v in r.items()} for r in trail.to_dict("records")]
+    for r in case["log"]:
+        r["log_id"] = int(r["log_id"])
     case["next"] = list(NEXT_STATES[case["state"]])
     return case
 
@@ -365,6 +382,7 @@ def open_cases(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseRequest]) 
     return _apply_creates(con, requests)
 
 
+@keeps_memory
 def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseRequest]) -> list[dict | Exception]:
     """Open a group of cases in the write transaction ``con``; return each request's case (as :func:`get_case`
     returns it) or the error that refused it (which changed nothing).
@@ -480,9 +498,16 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
             "rebound_of": pa.array([rows[e][0]["rebound_of"] for e in new_ids], pa.int64()),
             "dedup_key": pa.array([f"case:{e}" for e in new_ids], pa.string())})
         _insert(con, "events", new_events)
-    _insert(con, "cases", pa.table({c: pa.array([case[c] for case in cases], t) for c, t in _CASE_TYPES.items()}))
-    _insert(con, "case_log", pa.table({c: pa.array([log[c] for log in logs + moved], t)
-                                       for c, t in _LOG_COLUMNS.items()}))
+    case_rows = pa.table({c: pa.array([case[c] for case in cases], t) for c, t in _CASE_TYPES.items()})
+    log_rows = pa.table({c: pa.array([log[c] for log in logs + moved], t) for c, t in _LOG_COLUMNS.items()})
+    _insert(con, "cases", case_rows)
+    _insert(con, "case_log", log_rows)
+    kept = _kept_cases()  # the new cases as written, for the moves of the next groups
+    trails: dict[int, list[dict]] = {}
+    for log in log_rows.to_pylist():
+        trails.setdefault(log["case_id"], []).append(log)
+    for case in case_rows.to_pylist():
+        _keep_case(kept, case, trails.get(case["case_id"], []))
     old_events = [c for c in cases if c["event_id"] in set(given)]
     _mirror_events(con, old_events)  # an existing event takes its case's deadline, state and link
     for i, case in enumerate(out):
@@ -519,13 +544,17 @@ def _next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, n: int) ->
     same statement: the writes of the group that follow take the ids after it (a second ``max`` after the
     group's own inserts would scan the whole table)."""
     state = group_state()
+    memory = group_memory()  # the next ids the previous group left, when nothing else was committed since
     key = f"next-id:{table}"
     if state is not None and key in state:
         first = state[key]
+    elif memory is not None and key in memory:
+        first = memory[key]
     else:
         wanted = [(table, column)]
         if state is not None:  # every write of events and case_log in a group takes its ids here
-            wanted += [pair for pair in _ALSO_TAKES.get(table, ()) if f"next-id:{pair[0]}" not in state]
+            wanted += [pair for pair in _ALSO_TAKES.get(table, ()) if f"next-id:{pair[0]}" not in state
+                       and (memory is None or f"next-id:{pair[0]}" not in memory)]
         firsts = next_ids(con, wanted)
         first = firsts[table]
         if state is not None:
@@ -533,6 +562,8 @@ def _next_id(con: duckdb.DuckDBPyConnection, table: str, column: str, n: int) ->
                 state.setdefault(f"next-id:{other}", value)
     if state is not None:
         state[key] = first + n
+    if memory is not None:
+        memory[key] = first + n
     return first
 
 
@@ -675,6 +706,31 @@ def _moved(case: dict, last: datetime | None, move: _Move, *, now: datetime) -> 
     return new, log
 
 
+#: Cases kept in a group's memory at most (the oldest are dropped first; a case not kept is read).
+KEPT_CASES = 20_000
+#: The columns of an audit row as read (what the memory of a group keeps of a case's trail).
+_LOG_READ = "log_id, case_id, changed_at, actor, from_state, to_state, note, unit, photo"
+
+
+def _kept_cases() -> dict[int, tuple[dict, list[dict]]]:
+    """The cases this group's memory holds (:func:`~civicgrid.geo.group_commit.group_memory`): case id ->
+    (its row as :data:`CASE_COLUMNS`, its audit rows oldest first), exactly as a read in the group's
+    transaction gives them; a new dict (not kept after the group) outside a group."""
+    memory = group_memory()
+    if memory is None:
+        return {}
+    return memory.setdefault("cases", {})
+
+
+def _keep_case(kept: dict[int, tuple[dict, list[dict]]], case: dict, trail: list[dict]) -> None:
+    """Keep ``case`` (a row of ``cases``) and its audit rows in the group's memory ``kept``, newest last."""
+    case_id = int(case["case_id"])
+    kept.pop(case_id, None)
+    kept[case_id] = ({c: case[c] for c in _CASE_NAMES}, [{c: r[c] for c in _LOG_NAMES} for r in trail])
+    while len(kept) > KEPT_CASES:
+        kept.pop(next(iter(kept)))
+
+
 #: The columns a move may change, and their types (the update of a group of moves).
 _MOVED_COLUMNS = {"state": pa.string(), "unit": pa.string(), "unit_code": pa.string(),
                   "dispatched_at": pa.timestamp("us"), "rectified_at": pa.timestamp("us"),
@@ -683,20 +739,36 @@ _MOVED_COLUMNS = {"state": pa.string(), "unit": pa.string(), "unit_code": pa.str
 _LOG_COLUMNS = {"log_id": pa.int64(), "case_id": pa.int64(), "changed_at": pa.timestamp("us"),
                 "actor": pa.string(), "from_state": pa.string(), "to_state": pa.string(), "note": pa.string(),
                 "unit": pa.string(), "photo": pa.string()}
+_CASE_NAMES = tuple(c.strip() for c in CASE_COLUMNS.split(","))
+_LOG_NAMES = tuple(c.strip() for c in _LOG_READ.split(","))
 
 
+@keeps_memory
 def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list[dict | Exception]:
     """Apply a group of moves in the write transaction ``con`` with a few set-based statements; return each
     move's case (as :func:`get_case` returns it) or the error that refused it (which changed nothing)."""
     ids = sorted({m.case_id for m in moves})
-    id_list = ", ".join(str(int(i)) for i in ids)
-    rows = con.execute(f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id IN ({id_list})").df()
-    cases = {int(r["case_id"]): {k: _py(v) for k, v in r.items()} for r in rows.to_dict("records")}
+    kept = _kept_cases()
+    cases: dict[int, dict] = {}
+    logs: dict[int, list[dict]] = {}
+    for i in ids:  # the cases the previous groups wrote or read, as a read here would give them
+        if i in kept:
+            cases[i], trail = kept[i]
+            cases[i], logs[i] = dict(cases[i]), list(trail)
+    missing = [i for i in ids if i not in cases]
+    if missing:
+        id_list = ", ".join(str(int(i)) for i in missing)
+        rows = con.execute(f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id IN ({id_list})").df()
+        read = {int(r["case_id"]): {k: _py(v) for k, v in r.items()} for r in rows.to_dict("records")}
+        trails: dict[int, list[dict]] = {i: [] for i in missing}
+        for r in con.execute(f"SELECT {_LOG_READ} FROM case_log WHERE case_id IN ({id_list}) "
+                             "ORDER BY log_id").df().to_dict("records"):
+            trails[int(r["case_id"])].append({k: _py(v) for k, v in r.items()})
+        for i, case in read.items():
+            _keep_case(kept, case, trails[i])  # as read: this transaction changes them below, or not at all
+        cases.update(read)
+        logs.update({i: trails[i] for i in missing})
     mirrored = {i: _mirror(case) for i, case in cases.items()}
-    logs: dict[int, list[dict]] = {i: [] for i in ids}
-    for r in con.execute(f"SELECT log_id, case_id, changed_at, actor, from_state, to_state, note, unit, photo "
-                         f"FROM case_log WHERE case_id IN ({id_list}) ORDER BY log_id").df().to_dict("records"):
-        logs[int(r["case_id"])].append({k: _py(v) for k, v in r.items()})
     now = now_local()
     results: list[tuple[dict, int] | Exception] = []
     new_logs: list[dict] = []
@@ -739,6 +811,13 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
         # The events mirror only status, deadline and the rectify/close/rework steps: a registration or a
         # dispatch leaves them as they are, and then the large events table is not written at all.
         _mirror_events(con, [cases[i] for i in changed if _mirror(cases[i]) != mirrored[i]])
+        # what the next groups may take as known: the rows as written (read back from the Arrow tables written)
+        stored = {r["case_id"]: r for r in moved.to_pylist()}
+        audit_rows = audit.to_pylist()
+        for i in changed:
+            before, trail = kept[i]
+            _keep_case(kept, before | {c: v for c, v in stored[i].items() if c != "case_id"},
+                       trail + [r for r in audit_rows if r["case_id"] == i])
     out: list[dict | Exception] = []
     for result in results:
         if isinstance(result, Exception):
