@@ -34,7 +34,6 @@ from __future__ import annotations
 
 import atexit
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -141,31 +140,28 @@ class _Writer:
         _GROUP.memory = {k: v.copy() if isinstance(v, dict) else v for k, v in kept[1].items()}
         return start
 
-    def _keep(self, group: list[tuple[Apply, Any, Future]], box: dict[str, Any],
-              con: duckdb.DuckDBPyConnection) -> None:
-        """After the group's commit (the writers' lock still held): keep its memory for the next group when the
-        commit made the one snapshot after ``start`` (nothing else was committed since the group began), and
-        when every write of the group was of a kind that keeps the memory up to date."""
+    def _keep(self, group: list[tuple[Apply, Any, Future]], start: int, results: list[Any]) -> None:
+        """After the group's commit: keep its memory for the next group, with the snapshot its commit made if it
+        was the only commit since ``start`` (the snapshot the group read): ``start + 1``, or ``start`` when the
+        group wrote nothing. The next group takes it only if its transaction reads that very snapshot: another
+        commit before or after this one makes the ids differ (each commit adds one to the newest id). A group
+        with a write of a kind that does not keep the memory up to date keeps nothing."""
         memory = getattr(_GROUP, "memory", None)
-        self.kept = None
         if memory is None or not all(apply in _KEEPERS for apply, _, _ in group):
             return
-        start, results = box["start"], box["results"]
         wrote = any(not isinstance(r, BaseException) for r in results)
-        now = int(fetch_value(con, f"SELECT id FROM {ALIAS}.current_snapshot()"))
-        if now == start + (1 if wrote else 0):
-            self.kept = (now, memory)
+        self.kept = (start + 1 if wrote else start, memory)
 
     def _commit(self, group: list[tuple[Apply, Any, Future]]) -> None:
         started = time.perf_counter()
         for attempt in range(WRITE_TRIES):
             try:
                 _GROUP.state = {}  # a new state for each try: a retried transaction starts again
-                box: dict[str, Any] = {}
                 try:
-                    with writing(self.db, committed=functools.partial(self._keep, group, box)) as con:
-                        box["start"] = self._begin(con)
-                        results = box["results"] = self._apply(con, group)
+                    with writing(self.db) as con:
+                        start = self._begin(con)
+                        results = self._apply(con, group)
+                    self._keep(group, start, results)
                 finally:
                     _GROUP.state = None
                     _GROUP.memory = None

@@ -345,6 +345,7 @@ class _Lake:
         self.location = location
         self.write_lock = threading.RLock()
         self.probe = _ChangeProbe(location)
+        self._reader = threading.local()  # each thread's kept cursor (reading)
         self.con = duckdb.connect(":memory:", config=_CONFIG)
         catalog_ext = "sqlite_scanner" if location.kind == "sqlite" else "postgres_scanner"
         for name in ("spatial", "ducklake", catalog_ext):
@@ -382,6 +383,20 @@ class _Lake:
         cur = self.con.cursor()
         _session(cur)
         return cur
+
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """This thread's cursor for autocommit reads, kept from one read to the next (:meth:`Store.reading`)."""
+        cur = getattr(self._reader, "cur", None)
+        if cur is None:
+            cur = self._reader.cur = self.cursor()
+        try:
+            yield cur
+        except BaseException:
+            self._reader.cur = None  # whatever state an error left it in, the next read starts afresh
+            with contextlib.suppress(Exception):
+                cur.close()
+            raise
 
     def _ensure_schema(self, *, create: bool) -> None:
         version = schema_version(self.con)
@@ -606,8 +621,7 @@ def _begin_guarded(cur: duckdb.DuckDBPyConnection, location: Location) -> None:
 
 
 @contextlib.contextmanager
-def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None = None,
-            committed: Callable[[duckdb.DuckDBPyConnection], None] | None = None
+def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None = None
             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Write the store in one transaction: all of it is committed, or (on an exception) none of it.
 
@@ -627,10 +641,6 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
         folder the store was opened with).
     memory_limit
         Optional DuckDB memory limit for this write, e.g. ``"4GB"``.
-    committed
-        Called with the connection (autocommit) after the commit, while the writers' lock is still held: e.g. to
-        read the snapshot the commit made before another writer of this machine can commit. An error it raises
-        is logged, not raised: the write is committed.
 
     Yields
     ------
@@ -669,11 +679,6 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
                     raise WriteConflictError(msg) from exc
                 raise
             logger.info("%s: write committed in %.3f s", lake.location.name, time.perf_counter() - started)
-            if committed is not None:
-                try:
-                    committed(cur)
-                except Exception:  # the write is committed: reporting it as failed would make it be repeated
-                    logger.exception("%s: after a committed write", lake.location.name)
         finally:
             if previous is not None:
                 with contextlib.suppress(Exception):
@@ -798,8 +803,33 @@ class Store:
         _session(cur)
         return cur
 
+    @contextlib.contextmanager
+    def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
+        """A cursor for autocommit reads (each query sees every write committed before it), kept by this thread
+        from one read to the next: not to be closed, nor used for a transaction or a change of settings.
+
+        A new cursor costs a round of catalog work of its own (its ``USE lake`` reads the newest snapshot from
+        the catalog, as the query after it does), which on a SQLite catalog beside a writer is also one more
+        chance of a stall; :meth:`sql` and :meth:`snapshot_id` read through this one."""
+        if self._past is not None:  # a view of the past: cursors of its own connection, as before
+            cur = self.cursor()
+            try:
+                yield cur
+            finally:
+                cur.close()
+            return
+        with self._lake.reading() as cur:
+            yield cur
+
+    #: What a statement :meth:`sql` runs on the thread's kept cursor starts with (a read); anything else (a
+    #: transaction, a setting, an attachment) runs on a cursor of its own, as before.
+    _READS = ("SELECT", "WITH", "FROM", "EXPLAIN", "DESCRIBE", "SUMMARIZE", "SHOW", "VALUES", "TABLE", "(")
+
     def sql(self, query: str, params: list | dict | None = None) -> pd.DataFrame:
         """Run a read-only SQL query and return a DataFrame."""
+        if query.lstrip().upper().startswith(self._READS):
+            with self.reading() as cur:
+                return cur.execute(query, params).df()
         cur = self.cursor()
         try:
             return cur.execute(query, params).df()
@@ -816,7 +846,7 @@ class Store:
 
     def meta(self, key: str, default: str | None = None) -> str | None:
         """Return a value of the ``meta`` table."""
-        with contextlib.closing(self.cursor()) as cur:
+        with self.reading() as cur:
             row = cur.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else default
 
@@ -836,7 +866,7 @@ class Store:
     def _query_snapshot(self) -> int:
         # Not read with Python's sqlite3: two SQLite libraries on one file in one process break each other's
         # POSIX locks (closing one's file handle drops the other's locks), which corrupts reads.
-        with contextlib.closing(self.cursor()) as cur:  # close what it opens
+        with self.reading() as cur:
             return int(fetch_value(cur, f"SELECT id FROM {ALIAS}.current_snapshot()"))
 
     def snapshots(self) -> pd.DataFrame:

@@ -147,11 +147,8 @@ def authenticate(store: Store, token: str | None) -> dict:
         if store.at is not None:  # a view of the past: its users as they were
             got = store.sql("SELECT user_id, name, role, active FROM users WHERE token_hash = ?", [digest])
             return None if got.empty else _plain(got.iloc[0].to_dict())
-        cur = store.cursor()
-        try:
+        with store.reading() as cur:
             return cached_read(cur, "users-by-token", ("users",), _users_by_token).get(digest)
-        finally:
-            cur.close()
 
     # kept per token and store version (no lake query while the store is unchanged); a new version (every case
     # write is one) reads the users again only when a write changed them since (a new token, a revoked one, a

@@ -773,3 +773,40 @@ def test_extent_reads_the_true_min_and_max_whatever_bounds_the_catalog_recorded(
     with pytest.raises(StoreError, match=r"no column t\.nope"):
         extent(cur, "t", "nope")
     cur.close()
+
+
+def test_a_thread_keeps_its_read_cursor_and_sees_each_commit(any_store):
+    import threading
+
+    store = Store(any_store, create=True)
+    seen = []
+    for k in range(3):  # each read after a commit sees it, on the cursor the thread keeps
+        with writing(any_store) as con:
+            con.execute("INSERT INTO meta VALUES (?, ?)", [f"kept.{k}", str(k)])
+        seen.append(store.meta(f"kept.{k}"))
+        with store.reading() as cur:
+            seen.append(cur.execute("SELECT count(*) FROM meta WHERE key LIKE 'kept.%'").fetchone()[0])
+        seen.append(int(store.sql("SELECT count(*) AS n FROM meta WHERE key LIKE 'kept.%'")["n"].iloc[0]))
+    assert seen == ["0", 1, 1, "1", 2, 2, "2", 3, 3]
+    with store.reading() as first:
+        pass
+    with store.reading() as again:
+        assert again is first  # kept: no new cursor (and no catalog round of its own) per read
+    other = []
+    thread = threading.Thread(target=lambda: other.append(store.reading().__enter__()))
+    thread.start()
+    thread.join()
+    assert other[0] is not first  # each thread its own
+    with pytest.raises(duckdb.Error), store.reading() as cur:
+        cur.execute("SELECT * FROM no_such_table")
+    with store.reading() as cur:  # an error drops the cursor: the next read starts on a new one
+        assert cur is not first and cur.execute("SELECT 1").fetchone() == (1,)
+    # a statement that is not a read runs on a cursor of its own: the kept one stays in autocommit
+    with store.reading() as cur:
+        kept = cur
+    store.sql("BEGIN TRANSACTION")
+    with writing(any_store) as con:
+        con.execute("INSERT INTO meta VALUES ('kept.late', 'x')")
+    assert store.meta("kept.late") == "x"
+    with store.reading() as cur:
+        assert cur is kept
