@@ -390,3 +390,16 @@ def test_get_case_reads_the_case_and_its_trail_as_the_plain_reads_do(small_city)
         assert cs.get_case(store, cid) == dict(row, log=trail, next=list(workflow.NEXT_STATES[row["state"]]))
     with pytest.raises(NotFoundError, match="no case"):
         cs.get_case(store, 10**9)
+
+
+def test_a_change_of_the_small_tables_made_elsewhere_is_seen_by_the_next_creation(small_city):
+    (a,) = _open_cases(small_city, 1)
+    (b,) = _open_cases(small_city, 1)  # the writer's memory holds the problem types now
+    writer = group_commit._WRITERS[locate(small_city)]
+    assert "read:case-reference" in writer.kept[1]
+    store = Store(small_city)
+    assert cs.get_case(store, a)["deadline"] == cs.get_case(store, b)["deadline"]
+    with writing(small_city) as con:  # another writer gives 0101 a much longer time to rectify
+        con.execute("UPDATE problem_types SET deadline_value = deadline_value * 10 WHERE code = '0101'")
+    (c,) = _open_cases(small_city, 1)
+    assert cs.get_case(store, c)["deadline"] > cs.get_case(store, a)["deadline"]

@@ -14,9 +14,10 @@ from __future__ import annotations
 import difflib
 import math
 import os
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 import duckdb
 import numpy as np
@@ -392,7 +393,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
     and nothing is read back: what the large tables cost is an append each and the search for the closed cases
     a new one may repeat (:func:`_rebounds_of`)."""
     out: list[dict | Exception | None] = [None] * len(requests)
-    ref = cached_read(con, "case-reference", ("problem_types", "holidays", "settings"), _CaseReference.read)
+    ref = _known(con, "case-reference", ("problem_types", "holidays", "settings"), _CaseReference.read)
     given = sorted({r.event_id for r in requests if r.event_id is not None})
     events: dict[int, dict] = {}
     cases_of: set[int] = set()
@@ -437,7 +438,8 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
     # the new events' ids and places
     if fresh:
         first = _next_id(con, "events", "event_id", len(fresh))
-        loc = Locator.cached(con).locate(np.array([f[1] for f in fresh]), np.array([f[2] for f in fresh]))
+        locator = _known(con, "locator", ("areas", "grids"), Locator)  # as Locator.cached, once per chain of groups
+        loc = locator.locate(np.array([f[1] for f in fresh]), np.array([f[2] for f in fresh]))
         for k, f in enumerate(fresh):
             r = requests[f[0]]
             event_id = first + k
@@ -453,7 +455,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
     rebound_of = _rebounds_of(con, [events[e] | {"problem_type": t[3], "found": t[2]} for e, t in zip(eids, todo,
                               strict=True)], radius=ref.settings["rebound_radius_m"], days=ref.settings["rebound_days"])
     # the cases' category and dispatch unit (属地), from the small tables sites and areas (read once per change)
-    offices = cached_read(con, "case-offices", ("sites", "areas"), _Offices.read)
+    offices = _known(con, "case-offices", ("sites", "areas"), _Offices.read)
     units = {e: offices.unit(_id(events[e]["site_id"]), *(_py(events[e][c]) for c in _AREA_COLUMNS[1:]))
              for e in eids}
     now = now_local()
@@ -706,10 +708,29 @@ def _moved(case: dict, last: datetime | None, move: _Move, *, now: datetime) -> 
     return new, log
 
 
+T = TypeVar("T")
+
 #: Cases kept in a group's memory at most (the oldest are dropped first; a case not kept is read).
 KEPT_CASES = 20_000
 #: The columns of an audit row as read (what the memory of a group keeps of a case's trail).
 _LOG_READ = "log_id, case_id, changed_at, actor, from_state, to_state, note, unit, photo"
+
+
+def _known(con: duckdb.DuckDBPyConnection, key: str, tables: tuple[str, ...],
+           load: Callable[[duckdb.DuckDBPyConnection], T]) -> T:
+    """:func:`~civicgrid.geo.caches.cached_read` of small tables that case writes never change (the problem
+    types, the calendar, the sites and areas), once per chain of groups: while the group's memory holds it,
+    nothing but this writer's case writes was committed since it was read (the memory is dropped otherwise),
+    so those tables are unchanged and the catalog need not be asked (on a SQLite catalog that record is read
+    through a connection of its own beside the lake's: one more round, and one more chance of a stall)."""
+    memory = group_memory()
+    slot = f"read:{key}"
+    if memory is not None and slot in memory:
+        return memory[slot]
+    value = cached_read(con, key, tables, load)
+    if memory is not None:
+        memory[slot] = value
+    return value
 
 
 def _kept_cases() -> dict[int, tuple[dict, list[dict]]]:
