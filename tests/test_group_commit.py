@@ -403,3 +403,14 @@ def test_a_change_of_the_small_tables_made_elsewhere_is_seen_by_the_next_creatio
         con.execute("UPDATE problem_types SET deadline_value = deadline_value * 10 WHERE code = '0101'")
     (c,) = _open_cases(small_city, 1)
     assert cs.get_case(store, c)["deadline"] > cs.get_case(store, a)["deadline"]
+
+
+def test_the_writer_keeps_at_most_its_bound_of_cases_and_reads_the_others(small_city, monkeypatch):
+    monkeypatch.setattr(workflow, "KEPT_CASES", 2)
+    ids = _open_cases(small_city, 3)
+    writer = group_commit._WRITERS[locate(small_city)]
+    assert list(writer.kept[1]["cases"]) == ids[1:]  # the oldest dropped
+    moved = cs.transition(small_city, ids[0], "register", actor="张三")  # read again from the store
+    assert moved == cs.get_case(Store(small_city), ids[0])
+    assert list(writer.kept[1]["cases"]) == [ids[2], ids[0]]
+    assert writer.kept[1]["cases"][ids[0]] == _plain_read(small_city, [ids[0]])[ids[0]]

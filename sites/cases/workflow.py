@@ -710,8 +710,8 @@ def _moved(case: dict, last: datetime | None, move: _Move, *, now: datetime) -> 
 
 T = TypeVar("T")
 
-#: Cases kept in a group's memory at most (the oldest are dropped first; a case not kept is read).
-KEPT_CASES = 20_000
+#: Cases kept in a group's memory at most (a few KB each; the oldest are dropped first; a case not kept is read).
+KEPT_CASES = 5_000
 #: The columns of an audit row as read (what the memory of a group keeps of a case's trail).
 _LOG_READ = "log_id, case_id, changed_at, actor, from_state, to_state, note, unit, photo"
 
