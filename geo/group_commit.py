@@ -158,7 +158,7 @@ class _Writer:
             try:
                 _GROUP.state = {}  # a new state for each try: a retried transaction starts again
                 try:
-                    with writing(self.db) as con:
+                    with writing(self.db, keep_cursor=True) as con:  # this thread writes often: one cursor
                         start = self._begin(con)
                         results = self._apply(con, group)
                     self._keep(group, start, results)

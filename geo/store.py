@@ -346,6 +346,7 @@ class _Lake:
         self.write_lock = threading.RLock()
         self.probe = _ChangeProbe(location)
         self._reader = threading.local()  # each thread's kept cursor (reading)
+        self._writer = threading.local()  # each thread's kept cursor for writes (writing with keep_cursor)
         self.con = duckdb.connect(":memory:", config=_CONFIG)
         catalog_ext = "sqlite_scanner" if location.kind == "sqlite" else "postgres_scanner"
         for name in ("spatial", "ducklake", catalog_ext):
@@ -383,6 +384,16 @@ class _Lake:
         cur = self.con.cursor()
         _session(cur)
         return cur
+
+    def write_cursor(self) -> duckdb.DuckDBPyConnection:
+        """This thread's kept cursor for writes (:func:`writing` with ``keep_cursor``)."""
+        cur = getattr(self._writer, "cur", None)
+        if cur is None:
+            cur = self._writer.cur = self.cursor()
+        return cur
+
+    def drop_write_cursor(self) -> None:
+        self._writer.cur = None
 
     @contextlib.contextmanager
     def reading(self) -> Iterator[duckdb.DuckDBPyConnection]:
@@ -621,7 +632,7 @@ def _begin_guarded(cur: duckdb.DuckDBPyConnection, location: Location) -> None:
 
 
 @contextlib.contextmanager
-def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None = None
+def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None = None, keep_cursor: bool = False
             ) -> Iterator[duckdb.DuckDBPyConnection]:
     """Write the store in one transaction: all of it is committed, or (on an exception) none of it.
 
@@ -641,6 +652,11 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
         folder the store was opened with).
     memory_limit
         Optional DuckDB memory limit for this write, e.g. ``"4GB"``.
+    keep_cursor
+        Write on a cursor this thread keeps from one committed write to the next (dropped after a failed one),
+        for a thread that writes often and leaves nothing on it (registered tables, temporary tables): a new
+        cursor's ``USE lake`` is a round of catalog work of its own (the group writer,
+        :mod:`civicgrid.geo.group_commit`).
 
     Yields
     ------
@@ -655,8 +671,9 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
     lake = _lake(db if isinstance(db, Location) else locate(db), create=True)
     with lake.write_lock, lake._cross_process_lock():
         started = time.perf_counter()
-        cur = lake.cursor()
+        cur = lake.write_cursor() if keep_cursor else lake.cursor()
         previous = None
+        committed = False
         try:
             if memory_limit:
                 previous = fetch_value(cur, "SELECT current_setting('memory_limit')")
@@ -679,11 +696,15 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
                     raise WriteConflictError(msg) from exc
                 raise
             logger.info("%s: write committed in %.3f s", lake.location.name, time.perf_counter() - started)
+            committed = True
         finally:
             if previous is not None:
                 with contextlib.suppress(Exception):
                     cur.execute(f"SET memory_limit = {quote(str(previous))}")
-            cur.close()
+            if not (keep_cursor and committed):
+                if keep_cursor:
+                    lake.drop_write_cursor()
+                cur.close()
 
 
 @contextlib.contextmanager

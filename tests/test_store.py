@@ -810,3 +810,22 @@ def test_a_thread_keeps_its_read_cursor_and_sees_each_commit(any_store):
     assert store.meta("kept.late") == "x"
     with store.reading() as cur:
         assert cur is kept
+
+
+def test_a_writer_thread_keeps_its_cursor_between_committed_writes(any_store):
+    Store(any_store, create=True)
+    with writing(any_store, keep_cursor=True) as first:
+        first.execute("INSERT INTO meta VALUES ('w.1', 'a')")
+    with writing(any_store, keep_cursor=True) as again:
+        assert again is first  # kept
+        again.execute("INSERT INTO meta VALUES ('w.2', 'b')")
+    with pytest.raises(RuntimeError), writing(any_store, keep_cursor=True) as con:
+        con.execute("INSERT INTO meta VALUES ('w.3', 'c')")
+        raise RuntimeError("refused")
+    with writing(any_store, keep_cursor=True) as after:
+        assert after is not first  # a failed write drops it
+        assert after.execute("SELECT count(*) FROM meta WHERE key LIKE 'w.%'").fetchone() == (2,)
+    with writing(any_store) as plain:
+        assert plain is not after
+    assert Store(any_store).sql("SELECT key FROM meta WHERE key LIKE 'w.%' ORDER BY key")["key"].tolist() == \
+        ["w.1", "w.2"]
