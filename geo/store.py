@@ -319,6 +319,12 @@ class _ChangeProbe:
             except FileNotFoundError:
                 out.append(None)
                 continue
+            if st.st_size == 0 and name.endswith("-wal"):
+                # an empty WAL holds no write, as a missing one: a SQLite connection kept open (the cursor a thread
+                # keeps, Store.reading) creates it and touches its time at each read; a write makes it grow, or
+                # (checkpointed into the catalog file) changes that file
+                out.append(None)
+                continue
             out.append((st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns))
             newest = max(newest, st.st_mtime_ns)
         return tuple(out), newest
