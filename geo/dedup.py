@@ -3,6 +3,8 @@ whose key is already stored or came earlier in the file (:class:`KeyIndex` acros
 
 from __future__ import annotations
 
+import threading
+
 import duckdb
 import numpy as np
 import pandas as pd
@@ -109,20 +111,31 @@ class KeyIndex:
 
     def __init__(self, con: duckdb.DuckDBPyConnection, table: str) -> None:
         self.table = table
-        # A private in-memory instance hashes keys while the import's connection may be busy writing.
+        # A private in-memory instance hashes keys while the import's connection may be busy writing; each
+        # thread hashing takes its own cursor of it (a connection runs one query at a time).
         self._hasher = duckdb.connect(config={"threads": 1})
+        self._cursors: list[duckdb.DuckDBPyConnection] = []
+        self._local = threading.local()
+        self._lock = threading.Lock()
         self.bits = np.zeros(1 << (self.BITMAP_BITS - 6), dtype=np.uint64)
         self.runs: list[np.ndarray] = []  # sorted hashes: the stored keys, then one run per batch
         stored = con.execute(f"SELECT hash(dedup_key) AS h FROM {table} WHERE dedup_key IS NOT NULL").fetchnumpy()
         self._add(np.sort(np.asarray(stored["h"], dtype=np.uint64)))
 
     def hashes(self, keys: pa.Array) -> np.ndarray:
-        """DuckDB's ``hash`` of each key (the function used on the stored keys)."""
-        self._hasher.register("_k", pa.table({"k": keys}))
+        """DuckDB's ``hash`` of each key (the function used on the stored keys); safe to call from several
+        threads at once."""
+        cur = getattr(self._local, "cursor", None)
+        if cur is None:
+            with self._lock:
+                cur = self._hasher.cursor()
+                self._cursors.append(cur)
+            self._local.cursor = cur
+        cur.register("_k", pa.table({"k": keys}))
         try:
-            h = self._hasher.execute("SELECT hash(k) AS h FROM _k").fetchnumpy()["h"]
+            h = cur.execute("SELECT hash(k) AS h FROM _k").fetchnumpy()["h"]
         finally:
-            self._hasher.unregister("_k")
+            cur.unregister("_k")
         return np.asarray(h, dtype=np.uint64)
 
     def _slots(self, h: np.ndarray):
@@ -157,18 +170,20 @@ class KeyIndex:
         return out
 
     def duplicates(self, con: duckdb.DuckDBPyConnection, keys: pa.Array, ok: np.ndarray, *,
-                   before_query=None) -> np.ndarray:
+                   before_query=None, hashes: np.ndarray | None = None) -> np.ndarray:
         """Mask of rows (among ``ok``) repeating an earlier row of the import or a stored row.
 
         The other valid rows count as loaded from now on. ``before_query`` is
-        called before ``con`` is queried (to wait for a pending write).
+        called before ``con`` is queried (to wait for a pending write). ``hashes``: :meth:`hashes` of every key
+        when already taken (e.g. on another thread).
         """
         dup = np.zeros(len(keys), dtype=bool)
         idx = np.flatnonzero(ok)
         if not len(idx):
             return dup
-        k = keys.take(pa.array(idx)) if len(idx) < len(keys) else keys
-        h = self.hashes(k)
+        whole = len(idx) == len(keys)
+        k = keys if whole else keys.take(pa.array(idx))
+        h = self.hashes(k) if hashes is None else (hashes if whole else hashes[idx])
         hs = np.sort(h)
         fresh = np.ones(len(idx), dtype=bool)
         if (hs[1:] == hs[:-1]).any():  # rows sharing a hash: compared exactly, in row order
@@ -189,4 +204,6 @@ class KeyIndex:
 
     def close(self) -> None:
         """Release the hashing instance."""
+        for cur in self._cursors:
+            cur.close()
         self._hasher.close()

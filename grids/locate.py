@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import threading
 
 import duckdb
 import numpy as np
@@ -46,6 +47,7 @@ class PolygonIndex:
         shapely.prepare(self.geoms)
         self.tree = shapely.STRtree(self.geoms)
         self._lattice: tuple | None = None
+        self._building = threading.Lock()  # batches located on several threads build the lattice once
         self.max_cells = max_cells
 
     def __len__(self) -> int:
@@ -79,7 +81,8 @@ class PolygonIndex:
     def _exact(self, x: np.ndarray, y: np.ndarray) -> np.ndarray:
         """First polygon intersecting each point, by STR-tree query (exact)."""
         res = np.full(len(x), -1, dtype=np.int64)
-        pt, poly = self.tree.query(shapely.points(x, y), predicate="intersects")
+        with self._building:  # GEOS builds a prepared polygon's index on first use: one thread at a time
+            pt, poly = self.tree.query(shapely.points(x, y), predicate="intersects")
         if len(pt):
             best = np.full(len(x), np.iinfo(np.int64).max)
             np.minimum.at(best, pt, poly)
@@ -90,6 +93,12 @@ class PolygonIndex:
     def _build(self):
         if self._lattice is not None:
             return self._lattice
+        with self._building:
+            if self._lattice is None:
+                self._lattice = self._lattice_of()
+        return self._lattice
+
+    def _lattice_of(self) -> tuple:
         g = self.geoms
         bounds = shapely.bounds(g)
         x0, y0 = np.nanmin(bounds[:, 0]), np.nanmin(bounds[:, 1])
@@ -137,8 +146,7 @@ class PolygonIndex:
         labels[edge_cells] = -2
         # The polygon containing the centre of an edge cell is a candidate there too.
         key = _unique_sorted(np.concatenate([key, (edge_cells * m + centre)[centre >= 0]]))
-        self._lattice = (x0, y0, dx, dy, nx, ny, labels, key // m, key % m)
-        return self._lattice
+        return x0, y0, dx, dy, nx, ny, labels, key // m, key % m
 
     def _edge(self, x, y, cell, labels, pair_cell, pair_poly) -> np.ndarray:
         """Exact test of points in edge cells against their cells' candidate polygons."""
@@ -244,6 +252,7 @@ class Locator:
         self.areas, self.area_geoms = _polygons(con, "SELECT code, level, parent_code, ST_AsWKB(geom) AS wkb "
                                                      "FROM areas WHERE geom IS NOT NULL ORDER BY code")
         self._area_index: dict[str, PolygonIndex] = {}
+        self._indexing = threading.Lock()
 
     @classmethod
     def cached(cls, con: duckdb.DuckDBPyConnection) -> Locator:
@@ -285,8 +294,9 @@ class Locator:
             sel = (areas["level"] == level).to_numpy()
             if not sel.any():
                 continue
-            if level not in self._area_index:
-                self._area_index[level] = PolygonIndex(self.area_geoms[sel])
+            with self._indexing:
+                if level not in self._area_index:
+                    self._area_index[level] = PolygonIndex(self.area_geoms[sel])
             which = self._area_index[level].locate(lng[rest], lat[rest])
             names = areas["code"].to_numpy(dtype=object)[sel]
             got = np.full(len(rest), None, dtype=object)

@@ -6,8 +6,12 @@ The events table itself and the queries of it live in :mod:`civicgrid.geo.events
 
 from __future__ import annotations
 
+import contextlib
+import contextvars
 import os
 from collections import Counter
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Self
@@ -199,22 +203,25 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar, cases: Impo
     ids: list[np.ndarray] = []
     loaded = duplicates = 0
     try:
-        for batch in imp.prefetch(ctx.reader.batches):
-            # the ids of the whole file in one write (its row count as the reader estimates it)
-            ahead = max((ctx.reader.rows_hint or 0) - report.rows_read - batch.num_rows, 0)
-            first = staging.reserve("events", "event_id", batch.num_rows, ahead=ahead)
-            data, rej, dup, outside = _event_batch(batch, ctx, first_id=first, con=staging.con,
-                                                   before_query=staging.wait)
-            report.rows_read += batch.num_rows
-            rejects.extend(rej)
-            duplicates += dup
-            report.outside_grids += outside
-            if data is not None:  # new events (ids from ``first``) and, with --update, replaced ones
-                loaded += int(pc.sum(pc.greater_equal(data["event_id"], first)).as_py() or 0)
-                ids.append(data.column("event_id").to_numpy())
-                staging.add("events", data if cases is None else cases.with_case_state(data))
-                ctx.keys.table = staging.relation("events", "dedup_key")  # later batches check these rows too
-            bar.update(batch.num_rows)
+        # the threads preparing batches are stopped (closing) before the key index is closed
+        with contextlib.closing(_prepared(ctx)) as prepared:
+            for prep in prepared:
+                batch = prep.raw
+                # the ids of the whole file in one write (its row count as the reader estimates it)
+                ahead = max((ctx.reader.rows_hint or 0) - report.rows_read - batch.num_rows, 0)
+                first = staging.reserve("events", "event_id", batch.num_rows, ahead=ahead)
+                data, rej, dup, outside = _finish_batch(prep, ctx, first_id=first, con=staging.con,
+                                                        before_query=staging.wait)
+                report.rows_read += batch.num_rows
+                rejects.extend(rej)
+                duplicates += dup
+                report.outside_grids += outside
+                if data is not None:  # new events (ids from ``first``) and, with --update, replaced ones
+                    loaded += int(pc.sum(pc.greater_equal(data["event_id"], first)).as_py() or 0)
+                    ids.append(data.column("event_id").to_numpy())
+                    staging.add("events", data if cases is None else cases.with_case_state(data))
+                    ctx.keys.table = staging.relation("events", "dedup_key")  # later batches check these too
+                bar.update(batch.num_rows)
         staging.wait()
     finally:
         ctx.keys.close()
@@ -234,6 +241,56 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar, cases: Impo
                                "they keep their state and steps, and take the row's type, time and place)"
                                if kept else ")"))
     return np.concatenate(ids) if ids else np.zeros(0, np.int64)
+
+
+#: Batches of an events import prepared at once (:func:`_prepare_batch`, on threads: their heavy steps — Arrow,
+#: numpy, H3, GEOS, DuckDB — run without the GIL) while the batch before them is finished and the one before
+#: that written. 0: every batch prepared and finished in turn on the calling thread.
+PREPARE_THREADS = 2
+
+
+def _prepared(ctx: _EventBatchContext) -> Iterator[_Prepared]:
+    """The file's batches prepared (:func:`_prepare_batch`), in file order: read and handed to
+    :data:`PREPARE_THREADS` threads on a reading thread (:func:`~civicgrid.geo.importing.prefetch`), a few
+    batches ahead of the caller.
+
+    A batch whose preparing failed is prepared again when the caller reaches it (:func:`_ready`). A caller
+    that stops early waits for the batches under way.
+    """
+    if PREPARE_THREADS <= 0:
+        for batch in imp.prefetch(ctx.reader.batches):
+            yield _prepare_batch(batch, ctx)
+        return
+    pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="civicgrid-prepare")
+    outer = contextvars.copy_context()  # each job in a copy of the caller's (an import's --date-order is one)
+
+    def submitted() -> Iterator[tuple[pa.Table, Future]]:
+        for batch in ctx.reader.batches:
+            yield batch, pool.submit(outer.copy().run, _prepare_quietly, batch, ctx)
+
+    jobs = imp.prefetch(submitted())
+    try:
+        for batch, job in jobs:
+            yield _ready(batch, job, ctx)
+    finally:
+        jobs.close()
+        pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _prepare_quietly(batch: pa.Table, ctx: _EventBatchContext) -> _Prepared | BaseException:
+    """:func:`_prepare_batch`, its error returned rather than raised."""
+    try:
+        return _prepare_batch(batch, ctx)
+    except Exception as exc:  # raised by _ready unless the batch is prepared again
+        return exc
+
+
+def _ready(batch: pa.Table, job: Future, ctx: _EventBatchContext) -> _Prepared:
+    """A batch prepared on a thread. One that failed is prepared again here, where every batch before it is
+    finished (it may have failed on a date order an earlier batch decided since), so the error raised is the
+    one preparing batch after batch would raise."""
+    prep = job.result()
+    return _prepare_batch(batch, ctx) if isinstance(prep, BaseException) else prep
 
 
 @dataclass
@@ -312,9 +369,111 @@ def _ids(values: np.ndarray, idx: np.ndarray) -> pa.Array:
     return pa.array(pd.to_numeric(pd.Series(values[idx], dtype=object)), pa.int64(), from_pandas=True)
 
 
+@dataclass
+class _Prepared:
+    """One batch checked and located without the store: what :func:`_prepare_batch` hands to
+    :func:`_finish_batch` (which runs batch after batch, in file order)."""
+
+    raw: pa.Table
+    batch: pa.Table
+    rej: Rejects
+    lng: np.ndarray
+    lat: np.ndarray
+    has_point: np.ndarray
+    times: np.ndarray
+    ends: dict[str, np.ndarray]
+    ptype: pa.Array
+    labels: pa.Array
+    site_id: np.ndarray
+    inspection_id: np.ndarray
+    status: np.ndarray
+    status_labels: pa.Array
+    dup_mark: np.ndarray
+    ids: pa.Array | None
+    keys: pa.Array
+    #: DuckDB's hash of each key (:meth:`KeyIndex.hashes`).
+    hashes: np.ndarray
+    #: Every row located at its point, when every row not rejected has one (else None: located when finished).
+    located: pd.DataFrame | None
+    #: What the batch adds to the import's context and report, applied when it is finished.
+    notes: _BatchNotes
+
+
+@dataclass
+class _BatchNotes:
+    """What preparing one batch learnt for the import as a whole (merged into the context in file order)."""
+
+    #: The date orders of the time columns as the batch found them (those decided by earlier batches).
+    orders_before: dict[str, str]
+    #: The same after the batch (with those it decided).
+    orders: dict[str, str]
+    warnings: list[str] = field(default_factory=list)
+    #: The report's columns and CRS as the coordinates step sets them (``crs``: :data:`_UNSET` when not set).
+    columns: dict[str, str] = field(default_factory=dict)
+    crs: object = None
+    kept_without_point: Counter = field(default_factory=Counter)
+    unknown_statuses: dict[str, int] = field(default_factory=dict)
+
+
+#: A report field the batch did not set.
+_UNSET = object()
+
+
 def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con: duckdb.DuckDBPyConnection,
                  before_query) -> tuple[pa.Table | None, list[dict], int, int]:
-    """Validate, deduplicate and locate one batch of events.
+    """Validate, deduplicate and locate one batch of events (:func:`_prepare_batch`, then
+    :func:`_finish_batch`)."""
+    return _finish_batch(_prepare_batch(batch, ctx), ctx, first_id=first_id, con=con, before_query=before_query)
+
+
+def _prepare_batch(batch: pa.Table, ctx: _EventBatchContext) -> _Prepared:
+    """The part of a batch's work that needs neither the store nor the batches before it: trimmed cells,
+    coordinates, times, types and statuses checked, dedup keys and their hashes, and the points located.
+
+    Reads the context without changing it (what the batch learns goes to ``notes``), so several batches can be
+    prepared at once on threads; the date orders decided by earlier batches are those known when it starts
+    (:func:`_finish_batch` prepares the batch again if an earlier batch decided one meanwhile).
+    """
+    cols = ctx.cols
+    trim = [c for k, c in cols.items() if k not in ("site", "inspection")] + ctx.type_columns
+    raw, batch = batch, trim_columns(batch, trim)
+    rows = batch.column("__row__").to_numpy()
+    rej = Rejects(rows)
+    notes = _BatchNotes(orders_before=dict(ctx.date_orders), orders=dict(ctx.date_orders), crs=_UNSET)
+    lng, lat, has_point = _event_points(batch, ctx, rej, notes)
+    times, ends = _event_times(batch, ctx, rej, notes)
+    ptype, labels, site_id, inspection_id = _event_codes(batch, ctx, rej)
+    status, status_labels, dup_mark = _event_status(batch, ctx, rej, notes, closed_at=ends.get("closed"))
+    ids = trimmed(batch, cols["id"]) if "id" in cols else None
+    keys = dedup_key_array(raw, cols, prefix=ctx.source, ids=ids)
+    hashes = ctx.keys.hashes(keys)
+    located = None
+    if has_point[rej.ok].all():  # the usual batch: every row kept is placed at its point
+        located = ctx.locator.locate(lng, lat)
+    return _Prepared(raw=raw, batch=batch, rej=rej, lng=lng, lat=lat, has_point=has_point, times=times, ends=ends,
+                     ptype=ptype, labels=labels, site_id=site_id, inspection_id=inspection_id, status=status,
+                     status_labels=status_labels, dup_mark=dup_mark, ids=ids, keys=keys, hashes=hashes,
+                     located=located, notes=notes)
+
+
+def _merge_notes(ctx: _EventBatchContext, notes: _BatchNotes) -> None:
+    """Add what a prepared batch learnt to the import's context and report (batch after batch, in file order)."""
+    report = ctx.report
+    for column, order in notes.orders.items():
+        ctx.date_orders.setdefault(column, order)
+    report.warnings += notes.warnings
+    report.columns.update(notes.columns)
+    if notes.crs is not _UNSET:
+        report.crs = notes.crs
+    ctx.kept_without_point.update(notes.kept_without_point)
+    for word, n in notes.unknown_statuses.items():
+        ctx.unknown_statuses[word] = ctx.unknown_statuses.get(word, 0) + n
+
+
+def _finish_batch(prep: _Prepared, ctx: _EventBatchContext, *, first_id: int, con: duckdb.DuckDBPyConnection,
+                  before_query) -> tuple[pa.Table | None, list[dict], int, int]:
+    """Deduplicate a prepared batch against the store and the batches before it, place the rows without a
+    point, and build the rows to stage.
 
     Returns
     -------
@@ -323,19 +482,12 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         ``first_id``), the rejected rows, the count of duplicates and of new
         rows outside every grid.
     """
+    if prep.notes.orders_before != ctx.date_orders:  # an earlier batch decided a date order meanwhile
+        prep = _prepare_batch(prep.raw, ctx)
+    _merge_notes(ctx, prep.notes)
     cols, report = ctx.cols, ctx.report
-    trim = [c for k, c in cols.items() if k not in ("site", "inspection")] + ctx.type_columns
-    raw, batch = batch, trim_columns(batch, trim)
-    rows = batch.column("__row__").to_numpy()
-    rej = Rejects(rows)
-    lng, lat, has_point = _event_points(batch, ctx, rej)
-    times, ends = _event_times(batch, ctx, rej)
-    ptype, labels, site_id, inspection_id = _event_codes(batch, ctx, rej)
-    status, status_labels, dup_mark = _event_status(batch, ctx, rej, closed_at=ends.get("closed"))
-
-    ids = trimmed(batch, cols["id"]) if "id" in cols else None
-    keys = dedup_key_array(raw, cols, prefix=ctx.source, ids=ids)
-    dup = ctx.keys.duplicates(con, keys, rej.ok, before_query=before_query)
+    batch, rej, ids, keys, has_point = prep.batch, prep.rej, prep.ids, prep.keys, prep.has_point
+    dup = ctx.keys.duplicates(con, keys, rej.ok, before_query=before_query, hashes=prep.hashes)
     # --update: a row whose id is stored already is a candidate to replace the stored row (if it differs)
     again = dup & rej.ok & ~ids.is_null().to_numpy(zero_copy_only=False) if ctx.update and ids is not None \
         else np.zeros(batch.num_rows, dtype=bool)
@@ -344,23 +496,27 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
     if not len(idx):
         return None, rejects, int(dup.sum()), 0
     point_rows = has_point[idx]
-    lng_i, lat_i = lng[idx], lat[idx]
+    lng_i, lat_i = prep.lng[idx], prep.lat[idx]
     confidence = np.full(len(idx), np.nan)
     area = _column(batch, cols.get("area"), idx)
     by_address = np.zeros(len(idx), dtype=bool)
     precision = np.full(len(idx), None, dtype=object)
     coarse: dict[int, tuple] = {}
-    if not point_rows.all() and "address" in cols:  # the point of the address in what the store holds
-        by_address, confidence = _address_points(con, ctx, batch, idx, point_rows, area, lng_i, lat_i,
-                                                 precision, coarse, before_query=before_query)
-    located = ctx.locator.locate(lng_i, lat_i)
-    places = location_arrays(located, dictionary=True)
-    located_by = np.where(point_rows, 0, np.where(by_address, 1, -1)).astype(np.int8)  # an index into _LOCATED_BY
-    if not (point_rows | by_address).all():  # rows without a point: the area column's place, no H3 cell
-        places, by_area = place_unlocated(places, located, point_rows | by_address, area, ctx.areas)
-        located_by[by_area] = _LOCATED_BY.index("area")
-    if coarse:  # placed on a long road: only the areas that hold the whole road, no cell
-        places = coarsen(places, coarse)
+    if prep.located is not None and point_rows.all():  # located when prepared
+        places = {k: _rows(v, idx) for k, v in location_arrays(prep.located, dictionary=True).items()}
+        located_by = np.zeros(len(idx), dtype=np.int8)
+    else:
+        if not point_rows.all() and "address" in cols:  # the point of the address in what the store holds
+            by_address, confidence = _address_points(con, ctx, batch, idx, point_rows, area, lng_i, lat_i,
+                                                     precision, coarse, before_query=before_query)
+        located = ctx.locator.locate(lng_i, lat_i)
+        places = location_arrays(located, dictionary=True)
+        located_by = np.where(point_rows, 0, np.where(by_address, 1, -1)).astype(np.int8)  # into _LOCATED_BY
+        if not (point_rows | by_address).all():  # rows without a point: the area column's place, no H3 cell
+            places, by_area = place_unlocated(places, located, point_rows | by_address, area, ctx.areas)
+            located_by[by_area] = _LOCATED_BY.index("area")
+        if coarse:  # placed on a long road: only the areas that hold the whole road, no cell
+            places = coarsen(places, coarse)
     new = ~again[idx]
     event_id = np.full(len(idx), -1, dtype=np.int64)
     event_id[new] = np.arange(first_id, first_id + int(new.sum()))
@@ -368,17 +524,17 @@ def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con
         "event_id": pa.array(event_id, pa.int64()),
         "source": pa.DictionaryArray.from_arrays(pa.array(np.zeros(len(idx), np.int8)), pa.array([ctx.source])),
         "external_id": _column(batch, cols.get("id"), idx),
-        "problem_type": _rows(ptype, idx),
-        "source_type": _rows(labels, idx),
-        "time": pa.array(times[idx]),
-        "status": pa.DictionaryArray.from_arrays(pa.array(status[idx]), pa.array(_STATUSES)),
-        "source_status": _rows(status_labels, idx),
-        "source_duplicate": pa.array(dup_mark[idx]),
-        "site_id": _ids(site_id, idx) if "site" in cols else pa.nulls(len(idx), pa.int64()),
-        "inspection_id": _ids(inspection_id, idx) if "inspection" in cols else pa.nulls(len(idx), pa.int64()),
+        "problem_type": _rows(prep.ptype, idx),
+        "source_type": _rows(prep.labels, idx),
+        "time": pa.array(prep.times[idx]),
+        "status": pa.DictionaryArray.from_arrays(pa.array(prep.status[idx]), pa.array(_STATUSES)),
+        "source_status": _rows(prep.status_labels, idx),
+        "source_duplicate": pa.array(prep.dup_mark[idx]),
+        "site_id": _ids(prep.site_id, idx) if "site" in cols else pa.nulls(len(idx), pa.int64()),
+        "inspection_id": _ids(prep.inspection_id, idx) if "inspection" in cols else pa.nulls(len(idx), pa.int64()),
         "text": _column(batch, cols.get("text"), idx),
         "address": _column(batch, cols.get("address"), idx),
-        **{f"{name}_at": pa.array(end[idx]) for name, end in ends.items()},
+        **{f"{name}_at": pa.array(end[idx]) for name, end in prep.ends.items()},
         "lng": pa.array(lng_i, mask=~np.isfinite(lng_i)),  # no point: NULL, not NaN
         "lat": pa.array(lat_i, mask=~np.isfinite(lat_i)),
         **places,
@@ -467,19 +623,23 @@ def _address_points(con: duckdb.DuckDBPyConnection, ctx: _EventBatchContext, bat
     return by_address, confidence
 
 
-def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects) -> tuple[np.ndarray, np.ndarray,
-                                                                                 np.ndarray]:
+def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects,
+                  notes: _BatchNotes) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Each row's WGS84 point (NaN where it has none) and the mask of rows with one.
 
     A row without usable coordinates (missing, unparseable, outside the city...) is kept, unlocated, when it
     has an area or an address; otherwise it is rejected with the coordinates' reason.
     """
-    cols, report = ctx.cols, ctx.report
+    cols = ctx.cols
     where = [c for k, c in cols.items() if k in ("area", "address")]
     loc_rej = Rejects(batch.column("__row__").to_numpy())
     src = ReadResult(table=batch, format=ctx.reader.format, crs=ctx.reader.crs, encoding=ctx.reader.encoding)
-    lng, lat, _ = read_locations(src, cols, loc_rej, report, con=None, point=ctx.point, crs=ctx.crs,
+    seen = ImportReport(layer="events", file="", crs=_UNSET)  # what the coordinates step reports, kept in notes
+    lng, lat, _ = read_locations(src, cols, loc_rej, seen, con=None, point=ctx.point, crs=ctx.crs,
                                  extent=ctx.extent, required=not where)
+    notes.warnings += seen.warnings
+    notes.columns.update(seen.columns)
+    notes.crs = seen.crs
     has_point = loc_rej.ok & np.isfinite(lng) & np.isfinite(lat)
     has_place = np.zeros(batch.num_rows, dtype=bool)
     for c in where:
@@ -496,25 +656,25 @@ def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects) -> tup
         rej.add(lost & (fields == None), "/".join(["lat/lng", *where]),  # noqa: E711
                 "no coordinates, area or address")
         kept = ~has_point & has_place & (fields != None)  # noqa: E711
-        ctx.kept_without_point.update(str(r).split(" (")[0] for r in reasons[kept])
+        notes.kept_without_point.update(str(r).split(" (")[0] for r in reasons[kept])
     lng = np.where(has_point, lng, np.nan)
     lat = np.where(has_point, lat, np.nan)
     return lng, lat, has_point
 
 
-def _event_times(batch: pa.Table, ctx: _EventBatchContext,
-                 rej: Rejects) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+def _event_times(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects,
+                 notes: _BatchNotes) -> tuple[np.ndarray, dict[str, np.ndarray]]:
     """The events' times, and when the problem was fixed and the case closed (``rectified``, ``closed``: the
     fields the file has), rejecting missing, unparseable and out-of-order times. Day- or month-first dates
     are read one way per column (decided by the first batch that decides, or given: ``date_order``)."""
     cols, n = ctx.cols, batch.num_rows
     raw_time = trimmed(batch, cols["time"])
-    times, bad_time = _parse_column(raw_time, cols["time"], ctx)
+    times, bad_time = _parse_column(raw_time, cols["time"], ctx, notes)
     rej.add(raw_time.is_null().to_numpy(zero_copy_only=False), "time", "missing time")
     if bad_time.any():
         reasons = np.full(n, None, dtype=object)
         bad_idx = np.flatnonzero(bad_time)
-        reasons[bad_idx] = [_unparseable(v, cols["time"], ctx) for v in raw_time.take(pa.array(bad_idx)).to_pylist()]
+        reasons[bad_idx] = [_unparseable(v, cols["time"], notes) for v in raw_time.take(pa.array(bad_idx)).to_pylist()]
         rej.add(bad_time, "time", reasons)
     implausible = outside_window(times, tz=ctx.store_tz)  # a year 1 or 2999 would explode the time slicing
     if implausible.any():
@@ -530,11 +690,11 @@ def _event_times(batch: pa.Table, ctx: _EventBatchContext,
         if name not in cols:
             continue
         raw_end = trimmed(batch, cols[name])
-        end, bad_end = _parse_column(raw_end, cols[name], ctx)
+        end, bad_end = _parse_column(raw_end, cols[name], ctx, notes)
         early = ~np.isnat(end) & ~np.isnat(times) & (end < times)
         reasons = np.full(n, None, dtype=object)
         for i in np.flatnonzero(bad_end):
-            reasons[i] = _unparseable(raw_end[int(i)].as_py(), cols[name], ctx)
+            reasons[i] = _unparseable(raw_end[int(i)].as_py(), cols[name], notes)
         for i in np.flatnonzero(early):  # the values as the file has them (the parsed ones are in the store's zone)
             reasons[i] = (f"{name} time before the event's time: {cols[name]} {raw_end[int(i)].as_py()!r} is "
                           f"before {cols['time']} {raw_time[int(i)].as_py()!r}")
@@ -552,19 +712,21 @@ def _event_times(batch: pa.Table, ctx: _EventBatchContext,
     return times, ends
 
 
-def _parse_column(values: pa.Array, column: str, ctx: _EventBatchContext) -> tuple[np.ndarray, np.ndarray]:
-    """:func:`parse_times` of a time column, its date order decided once for the whole file."""
-    order = decide_date_order(values, date_order=ctx.date_orders.get(column) or ctx.date_order, column=column)
-    if order is not None and column not in ctx.date_orders:
-        ctx.date_orders[column] = order
+def _parse_column(values: pa.Array, column: str, ctx: _EventBatchContext,
+                  notes: _BatchNotes) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`parse_times` of a time column, its date order decided once for the whole file (``notes.orders``:
+    the orders decided so far; one the batch decides is added there)."""
+    order = decide_date_order(values, date_order=notes.orders.get(column) or ctx.date_order, column=column)
+    if order is not None and column not in notes.orders:
+        notes.orders[column] = order
         how = "day first" if order == "dmy" else "month first"
         given = "as given" if ctx.date_order else "decided by its values"
-        ctx.report.warnings.append(f"column {column!r}: dates read {how} ({order}, {given})")
+        notes.warnings.append(f"column {column!r}: dates read {how} ({order}, {given})")
     return parse_times(values, tz=ctx.tz, store_tz=ctx.store_tz, date_order=order or "mdy", column=column)
 
 
-def _unparseable(value: object, column: str, ctx: _EventBatchContext) -> str:
-    order = ctx.date_orders.get(column)
+def _unparseable(value: object, column: str, notes: _BatchNotes) -> str:
+    order = notes.orders.get(column)
     how = f"; the column is read {'day' if order == 'dmy' else 'month'} first ({order})" if order else ""
     return f"unparseable time {value!r}{how}"
 
@@ -635,7 +797,7 @@ def _count_labels(ctx: _EventBatchContext, labels: pa.Array, ptype: pa.Array) ->
         counts[item["values"]] = counts.get(item["values"], 0) + int(item["counts"])
 
 
-def _event_status(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects, *,
+def _event_status(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects, notes: _BatchNotes, *,
                   closed_at: np.ndarray | None) -> tuple[np.ndarray, pa.Array, np.ndarray]:
     """Each event's stored status (an index into ``_STATUSES``), its status label and duplicate mark.
 
@@ -660,7 +822,7 @@ def _event_status(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects, *,
         if unknown:
             counts = Counter(np.asarray(words, dtype=object)[codes[present]])
             for word in unknown:
-                ctx.unknown_statuses[word] = ctx.unknown_statuses.get(word, 0) + int(counts[word])
+                notes.unknown_statuses[word] = notes.unknown_statuses.get(word, 0) + int(counts[word])
     if closed_at is not None and "status" not in cols:
         status[~np.isnat(closed_at)] = _STATUSES.index("closed")
     return status, labels, dup

@@ -145,7 +145,7 @@ def test_a_failed_import_leaves_no_rows_files_or_reservations(small_city, tmp_pa
     import_events(_file(tmp_path, _events(6, "OLD")), db=small_city, mapping={"id": "单号", "time": "时间"},
                   progress=False)
     before, files = store_digest(small_city), _staged_files(small_city)
-    real = sev._event_batch
+    real = sev._finish_batch
     calls = []
 
     def failing(*args, **kwargs):
@@ -154,12 +154,40 @@ def test_a_failed_import_leaves_no_rows_files_or_reservations(small_city, tmp_pa
             raise RuntimeError("disk full")
         return real(*args, **kwargs)
 
-    monkeypatch.setattr(sev, "_event_batch", failing)
+    monkeypatch.setattr(sev, "_finish_batch", failing)
     with pytest.raises(RuntimeError, match="disk full"):
         import_events(_file(tmp_path, _events(30)), db=small_city, mapping={"id": "单号", "time": "时间"},
                       progress=False)
     assert store_digest(small_city) == before
     assert _staged_files(small_city) == files  # the failed import's own files are gone
+
+
+@pytest.mark.parametrize("threads", [0, 2])
+def test_an_import_failing_while_a_batch_is_prepared_publishes_nothing(small_city, tmp_path, monkeypatch, threads):
+    """A batch prepared on a thread (or in turn) that fails: the error reaches the caller after the batches
+    before it were staged, and nothing of the import is published."""
+    monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 5)
+    monkeypatch.setattr(sev, "PREPARE_THREADS", threads)
+    import_events(_file(tmp_path, _events(6, "OLD")), db=small_city, mapping={"id": "单号", "time": "时间"},
+                  progress=False)
+    before, files = store_digest(small_city), _staged_files(small_city)
+    real = sev._prepare_batch
+    prepared = []
+
+    def failing(batch, ctx):
+        first = batch.column("__row__")[0].as_py()
+        prepared.append(first)
+        if first > 15:  # the fourth batch and those after it, however often they are prepared
+            raise RuntimeError("bad disk sector")
+        return real(batch, ctx)
+
+    monkeypatch.setattr(sev, "_prepare_batch", failing)
+    with pytest.raises(RuntimeError, match="bad disk sector"):
+        import_events(_file(tmp_path, _events(30)), db=small_city, mapping={"id": "单号", "time": "时间"},
+                      progress=False)
+    assert {r for r in prepared if r <= 15} == {1, 6, 11}  # the batches before it were prepared
+    assert store_digest(small_city) == before
+    assert _staged_files(small_city) == files
 
 
 def test_files_of_a_killed_import_are_removed_by_the_next_one(small_city, tmp_path, monkeypatch):
