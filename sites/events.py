@@ -403,10 +403,13 @@ class _Prepared:
 class _BatchNotes:
     """What preparing one batch learnt for the import as a whole (merged into the context in file order)."""
 
-    #: The date orders of the time columns as the batch found them (those decided by earlier batches).
-    orders_before: dict[str, str]
-    #: The same after the batch (with those it decided).
+    #: The date orders of the time columns decided when the batch started (by earlier batches), and after it.
+    before: dict[str, str]
     orders: dict[str, str]
+    #: The order each time column was read with (None: it holds no day- or month-first date), and the columns
+    #: with unparseable values (their reasons name the column's order).
+    used: dict[str, str | None] = field(default_factory=dict)
+    unparseable: set[str] = field(default_factory=set)
     warnings: list[str] = field(default_factory=list)
     #: The report's columns and CRS as the coordinates step sets them (``crs``: :data:`_UNSET` when not set).
     columns: dict[str, str] = field(default_factory=dict)
@@ -439,7 +442,7 @@ def _prepare_batch(batch: pa.Table, ctx: _EventBatchContext) -> _Prepared:
     raw, batch = batch, trim_columns(batch, trim)
     rows = batch.column("__row__").to_numpy()
     rej = Rejects(rows)
-    notes = _BatchNotes(orders_before=dict(ctx.date_orders), orders=dict(ctx.date_orders), crs=_UNSET)
+    notes = _BatchNotes(before=dict(ctx.date_orders), orders=dict(ctx.date_orders), crs=_UNSET)
     lng, lat, has_point = _event_points(batch, ctx, rej, notes)
     times, ends = _event_times(batch, ctx, rej, notes)
     ptype, labels, site_id, inspection_id = _event_codes(batch, ctx, rej)
@@ -470,6 +473,18 @@ def _merge_notes(ctx: _EventBatchContext, notes: _BatchNotes) -> None:
         ctx.unknown_statuses[word] = ctx.unknown_statuses.get(word, 0) + n
 
 
+def _read_otherwise(notes: _BatchNotes, ctx: _EventBatchContext) -> bool:
+    """Whether a batch read a time column's day- or month-first dates in another order than the one known now
+    (decided by the batches before it, which may have finished after it was prepared)."""
+    for column, used in notes.used.items():
+        known = decide_date_order([], date_order=ctx.date_orders.get(column) or ctx.date_order)
+        if used is not None and known is not None and used != known:
+            return True
+        if column in notes.unparseable and notes.before.get(column) != ctx.date_orders.get(column):
+            return True
+    return False
+
+
 def _finish_batch(prep: _Prepared, ctx: _EventBatchContext, *, first_id: int, con: duckdb.DuckDBPyConnection,
                   before_query) -> tuple[pa.Table | None, list[dict], int, int]:
     """Deduplicate a prepared batch against the store and the batches before it, place the rows without a
@@ -482,7 +497,7 @@ def _finish_batch(prep: _Prepared, ctx: _EventBatchContext, *, first_id: int, co
         ``first_id``), the rejected rows, the count of duplicates and of new
         rows outside every grid.
     """
-    if prep.notes.orders_before != ctx.date_orders:  # an earlier batch decided a date order meanwhile
+    if _read_otherwise(prep.notes, ctx):  # an earlier batch decided a date order meanwhile
         prep = _prepare_batch(prep.raw, ctx)
     _merge_notes(ctx, prep.notes)
     cols, report = ctx.cols, ctx.report
@@ -717,6 +732,7 @@ def _parse_column(values: pa.Array, column: str, ctx: _EventBatchContext,
     """:func:`parse_times` of a time column, its date order decided once for the whole file (``notes.orders``:
     the orders decided so far; one the batch decides is added there)."""
     order = decide_date_order(values, date_order=notes.orders.get(column) or ctx.date_order, column=column)
+    notes.used[column] = order
     if order is not None and column not in notes.orders:
         notes.orders[column] = order
         how = "day first" if order == "dmy" else "month first"
@@ -726,6 +742,7 @@ def _parse_column(values: pa.Array, column: str, ctx: _EventBatchContext,
 
 
 def _unparseable(value: object, column: str, notes: _BatchNotes) -> str:
+    notes.unparseable.add(column)
     order = notes.orders.get(column)
     how = f"; the column is read {'day' if order == 'dmy' else 'month'} first ({order})" if order else ""
     return f"unparseable time {value!r}{how}"
