@@ -245,23 +245,44 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar, cases: Impo
 
 #: Batches of an events import prepared at once (:func:`_prepare_batch`, on threads: their heavy steps — Arrow,
 #: numpy, H3, GEOS, DuckDB — run without the GIL) while the batch before them is finished and the one before
-#: that written. 0: every batch prepared and finished in turn on the calling thread.
-PREPARE_THREADS = 2
+#: that written. 0: every batch prepared and finished in turn on the calling thread. None: as
+#: :func:`prepare_threads` decides when the import starts.
+PREPARE_THREADS: int | None = None
+
+
+def prepare_threads() -> int:
+    """The threads an events import prepares its batches on: :data:`PREPARE_THREADS` when set, else 2 when the
+    machine has a core to spare (its load average over the last minute at least one below its cores), else 0.
+
+    On a busy machine the threads cost more than they bring: the import's process gets its share of the cores
+    whatever its threads, and handing the GIL between them when the cores are taken costs CPU and time (10M
+    events from CSV at load 12–16: 36.6–38.7 s in turn, 39.6–46.7 s on two threads; at load ≈ 7: 8.9–10.2 s on
+    two threads). What is stored is the same either way.
+    """
+    if PREPARE_THREADS is not None:
+        return PREPARE_THREADS
+    cores = os.cpu_count() or 1
+    try:
+        load = os.getloadavg()[0]
+    except OSError:  # not available: as on a busy machine
+        return 0
+    return 2 if cores > 1 and load <= cores - 1 else 0
 
 
 def _prepared(ctx: _EventBatchContext) -> Iterator[_Prepared]:
     """The file's batches prepared (:func:`_prepare_batch`), in file order: read and handed to
-    :data:`PREPARE_THREADS` threads on a reading thread (:func:`~civicgrid.geo.importing.prefetch`), a few
+    :func:`prepare_threads` threads on a reading thread (:func:`~civicgrid.geo.importing.prefetch`), a few
     batches ahead of the caller.
 
     A batch whose preparing failed is prepared again when the caller reaches it (:func:`_ready`). A caller
     that stops early waits for the batches under way.
     """
-    if PREPARE_THREADS <= 0:
+    threads = prepare_threads()
+    if threads <= 0:
         for batch in imp.prefetch(ctx.reader.batches):
             yield _prepare_batch(batch, ctx)
         return
-    pool = ThreadPoolExecutor(PREPARE_THREADS, thread_name_prefix="civicgrid-prepare")
+    pool = ThreadPoolExecutor(threads, thread_name_prefix="civicgrid-prepare")
     outer = contextvars.copy_context()  # each job in a copy of the caller's (an import's --date-order is one)
 
     def submitted() -> Iterator[tuple[pa.Table, Future]]:
@@ -420,13 +441,6 @@ class _BatchNotes:
 
 #: A report field the batch did not set.
 _UNSET = object()
-
-
-def _event_batch(batch: pa.Table, ctx: _EventBatchContext, *, first_id: int, con: duckdb.DuckDBPyConnection,
-                 before_query) -> tuple[pa.Table | None, list[dict], int, int]:
-    """Validate, deduplicate and locate one batch of events (:func:`_prepare_batch`, then
-    :func:`_finish_batch`)."""
-    return _finish_batch(_prepare_batch(batch, ctx), ctx, first_id=first_id, con=con, before_query=before_query)
 
 
 def _prepare_batch(batch: pa.Table, ctx: _EventBatchContext) -> _Prepared:

@@ -1,4 +1,4 @@
-"""An events import prepares its batches on threads (civicgrid.sites.events.PREPARE_THREADS): the stores, the
+"""An events import prepares its batches on threads (civicgrid.sites.events.prepare_threads): the stores, the
 reports and the lake's recorded bounds are those of preparing and finishing each batch in turn."""
 
 from __future__ import annotations
@@ -125,3 +125,17 @@ def test_a_date_order_given_to_the_running_import_reaches_the_threads(small_city
     assert times["time"].iloc[1] == pd.Timestamp("2024-02-02 10:00")
     assert times["time"].iloc[2] == pd.Timestamp("2024-03-03 10:00")
     assert times["time"].iloc[4] == pd.Timestamp("2024-02-05 10:00")  # 05/02: day first
+
+
+def test_batches_are_prepared_on_threads_only_when_a_core_is_spare(monkeypatch):
+    monkeypatch.setattr(sev.os, "cpu_count", lambda: 2)
+    monkeypatch.setattr(sev.os, "getloadavg", lambda: (0.6, 3.0, 3.0))
+    assert sev.prepare_threads() == 2
+    monkeypatch.setattr(sev.os, "getloadavg", lambda: (1.8, 0.5, 0.5))  # the last minute's load counts
+    assert sev.prepare_threads() == 0
+    monkeypatch.setattr(sev, "PREPARE_THREADS", 3)  # set: used as it is
+    assert sev.prepare_threads() == 3
+    monkeypatch.setattr(sev, "PREPARE_THREADS", None)
+    monkeypatch.setattr(sev.os, "cpu_count", lambda: 1)
+    monkeypatch.setattr(sev.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
+    assert sev.prepare_threads() == 0
