@@ -113,15 +113,18 @@ def city_only(demo: Path, target: Path) -> None:
             con.unregister("_rows")
 
 
-def import_csv(csv_path: Path, db: Path, *, cases: bool = False, python: str | None = None) -> dict:
+def import_csv(csv_path: Path, db: Path, *, cases: bool = False, python: str | None = None,
+               threads: int | None = None) -> dict:
     """Import the CSV in a child process; return the report counts, seconds, CPU seconds and peak RSS.
 
     ``cases=False`` times the import itself; ``cases=True`` adds the case backfill and rebound linking
     (``sites.cases``) that ``civicgrid import events`` runs in the same transaction. ``python``: the
-    interpreter of another checkout (``--baseline-python``), to time its import in the same run.
+    interpreter of another checkout (``--baseline-python``), to time its import in the same run. ``threads``:
+    the threads the import prepares its batches on (``sites.events.PREPARE_THREADS``; None: as it decides).
     """
     code = (
-        "import json, time, resource; from civicgrid.sites.events import import_events; t=time.perf_counter(); "
+        "import json, time, resource; from civicgrid.sites import events; from civicgrid.sites.events import "
+        f"import_events; events.PREPARE_THREADS = {threads!r}; t=time.perf_counter(); "
         f"r=import_events({str(csv_path)!r}, db={str(db)!r}, progress=False, cases={cases!r}); "
         "d={k: getattr(r, k) for k in ('rows_read','loaded','duplicates','rejected','outside_grids',"
         "'cases_created','rebounds_linked')}; "
@@ -203,6 +206,9 @@ def main() -> None:
                         help="time COPY, the import and the baseline's import N times each, interleaved (COPY, "
                              "import, baseline, COPY, ...), and report each one's fastest run: on a shared machine "
                              "the load drifts, and the fastest runs are those least slowed by it")
+    parser.add_argument("--prepare-threads", type=int, default=None, metavar="N",
+                        help="this checkout's import prepares its batches on N threads (0: in turn; default: as "
+                             "the import decides from the machine's load)")
     parser.add_argument("--baseline-python", default=None, metavar="PYTHON",
                         help="also time the imports with this interpreter (another checkout's venv, e.g. main's) "
                              "in the same run: before/after figures under the same load")
@@ -239,7 +245,7 @@ def main() -> None:
         for _ in range(max(args.repeat, 1)):
             copies_.append(copy_floor(csv_path, args.work / "copy_floor.parquet"))
             city_only(demo, target)
-            imports.append(import_csv(csv_path, target))
+            imports.append(import_csv(csv_path, target, threads=args.prepare_threads))
             remove_store(target)
             if args.baseline_python and args.repeat > 1:
                 city_only(demo, target)
