@@ -139,3 +139,34 @@ def test_batches_are_prepared_on_threads_only_when_a_core_is_spare(monkeypatch):
     monkeypatch.setattr(sev.os, "cpu_count", lambda: 1)
     monkeypatch.setattr(sev.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert sev.prepare_threads() == 0
+
+
+@pytest.mark.parametrize(("name", "options"), [
+    ("us_sf311/sf311_cases_sample_10000.csv",  # "(lat, lon)" points, month-first times, addresses, 24 without points
+     {"point": "Point", "mapping": {"time": "Opened", "id": "CaseID", "type": "Category", "status": "Status"},
+      "tz": "America/Los_Angeles"}),
+    ("us_nyc311_small/nyc311_2023-12_sample.csv",  # quoted newlines, 68 rows without coordinates
+     {"mapping": {"lat": "latitude", "lng": "longitude", "time": "created_date", "id": "unique_key",
+                  "text": "descriptor"}, "tz": "America/New_York"}),
+])
+def test_real_311_files_in_many_batches_store_the_same_on_threads(tmp_path, shared, monkeypatch, name, options):
+    """Real city files read in many small batches (CSV blocks of 64 KB): on two threads as in turn."""
+    from civicgrid.geo import _csv
+
+    monkeypatch.setattr(_csv, "BLOCK_BYTES", 1 << 16)
+    monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 50)  # a batch per block (64 KB: 60 to 300 rows)
+    real, batches = sev._prepare_batch, []
+    monkeypatch.setattr(sev, "_prepare_batch", lambda batch, ctx: batches.append(1) or real(batch, ctx))
+    got = []
+    for threads in (0, 2):
+        monkeypatch.setattr(sev, "PREPARE_THREADS", threads)
+        db = tmp_path / f"city{threads}.duckdb"
+        report = import_events(shared / name, db=db, progress=False, cases=False, **options).to_dict()
+        report.pop("import_id")
+        got.append((report, Store(db).sql("SELECT * EXCLUDE (import_id) FROM events ORDER BY event_id"),
+                    Store(db).sql(_BOUNDS)))
+    (plain, rows, bounds), (fast, fast_rows, fast_bounds) = got
+    assert plain == fast
+    assert len(batches) >= 2 * 5 and plain["loaded"] == len(rows) > 0  # 5 batches or more per import
+    pd.testing.assert_frame_equal(rows, fast_rows)
+    pd.testing.assert_frame_equal(bounds, fast_bounds)
