@@ -127,11 +127,13 @@ def test_a_date_order_given_to_the_running_import_reaches_the_threads(small_city
     assert times["time"].iloc[4] == pd.Timestamp("2024-02-05 10:00")  # 05/02: day first
 
 
-def test_batches_are_prepared_on_threads_only_when_a_core_is_spare(monkeypatch):
+def test_batches_are_prepared_on_threads_only_when_the_machine_is_not_busy(monkeypatch):
     monkeypatch.setattr(sev.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(sev.os, "getloadavg", lambda: (0.6, 3.0, 3.0))
     assert sev.prepare_threads() == 2
-    monkeypatch.setattr(sev.os, "getloadavg", lambda: (1.8, 0.5, 0.5))  # the last minute's load counts
+    monkeypatch.setattr(sev.os, "getloadavg", lambda: (1.8, 3.0, 3.0))  # what an earlier import leaves: not busy
+    assert sev.prepare_threads() == 2
+    monkeypatch.setattr(sev.os, "getloadavg", lambda: (2.0, 0.5, 0.5))  # the last minute's load counts
     assert sev.prepare_threads() == 0
     monkeypatch.setattr(sev, "PREPARE_THREADS", 3)  # set: used as it is
     assert sev.prepare_threads() == 3
