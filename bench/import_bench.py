@@ -120,11 +120,12 @@ def import_csv(csv_path: Path, db: Path, *, cases: bool = False, python: str | N
     ``cases=False`` times the import itself; ``cases=True`` adds the case backfill and rebound linking
     (``sites.cases``) that ``civicgrid import events`` runs in the same transaction. ``python``: the
     interpreter of another checkout (``--baseline-python``), to time its import in the same run. ``threads``:
-    the threads the import prepares its batches on (``sites.events.PREPARE_THREADS``; None: as it decides).
+    the threads the import prepares its batches on (the setting ``import_threads``; None: as it decides).
     """
     code = (
-        "import json, time, resource; from civicgrid.sites import events; from civicgrid.sites.events import "
-        f"import_events; events.PREPARE_THREADS = {threads!r}; t=time.perf_counter(); "
+        "import json, os, time, resource; from civicgrid.sites.events import import_events; "
+        + (f"os.environ['CIVICGRID_IMPORT_THREADS'] = '{int(threads)}'; " if threads is not None else "")
+        + "t=time.perf_counter(); "
         f"r=import_events({str(csv_path)!r}, db={str(db)!r}, progress=False, cases={cases!r}); "
         "d={k: getattr(r, k) for k in ('rows_read','loaded','duplicates','rejected','outside_grids',"
         "'cases_created','rebounds_linked')}; "

@@ -116,6 +116,11 @@ class Settings(BaseSettings):
         empty: the service uses the address a request came to, and the CLI lists the links without QR codes.
     max_photo_mb
         The largest photo a visit recorded on the field page may carry, in MB (default 10).
+    import_threads
+        The threads an events import prepares its batches on (parsing, checks, H3, grids and areas) while the
+        batch before is staged: 0 for none (batch after batch), -1 (default) for 2 when the machine is not busy
+        (its load average over the last minute below its cores) and none otherwise. What is stored is the same
+        either way; on a busy machine the threads cost more than they bring.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_assignment=True)
@@ -146,6 +151,9 @@ class Settings(BaseSettings):
                                description=f"layers served without a token: any of {', '.join(PUBLIC_LAYERS)}")
     public_url: str = Field(default="", description="address phones reach the service at, for the field links")
     max_photo_mb: float = Field(default=10, gt=0, le=100, description="largest photo of a field visit, MB")
+    import_threads: int = Field(default=-1, ge=-1, le=32,
+                                description="threads an events import prepares its batches on (0: none; -1: 2 when "
+                                            "the machine is not busy)")
 
     @field_validator("timezone")
     @classmethod

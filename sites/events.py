@@ -29,6 +29,7 @@ from civicgrid.geo.events import SOURCES
 from civicgrid.geo.import_report import ImportReport, Rejects, finish_report
 from civicgrid.geo.locations import city_extent, read_locations
 from civicgrid.geo.readers import BatchReader, ReadResult
+from civicgrid.geo.settings import get_settings
 from civicgrid.geo.staging import Staging, importing
 from civicgrid.geo.store import fetch_value, set_meta
 from civicgrid.geo.times import (
@@ -243,16 +244,12 @@ def _load_batches(staging: Staging, ctx: _EventBatchContext, *, bar, cases: Impo
     return np.concatenate(ids) if ids else np.zeros(0, np.int64)
 
 
-#: Batches of an events import prepared at once (:func:`_prepare_batch`, on threads: their heavy steps — Arrow,
-#: numpy, H3, GEOS, DuckDB — run without the GIL) while the batch before them is finished and the one before
-#: that written. 0: every batch prepared and finished in turn on the calling thread. None: as
-#: :func:`prepare_threads` decides when the import starts.
-PREPARE_THREADS: int | None = None
-
-
 def prepare_threads() -> int:
-    """The threads an events import prepares its batches on: :data:`PREPARE_THREADS` when set, else 2 when the
-    machine is not busy (its load average over the last minute below its cores), else 0.
+    """The threads an events import prepares its batches on (:func:`_prepare_batch`; their heavy steps — Arrow,
+    numpy, H3, GEOS, DuckDB — run without the GIL) while the batch before them is finished and the one before
+    that written: the setting ``import_threads`` (``CIVICGRID_IMPORT_THREADS``) when it is 0 or more (0: every
+    batch prepared and finished in turn on the calling thread), else 2 when the machine is not busy (its load
+    average over the last minute below its cores), else 0.
 
     Not "a core to spare" (a load at least one below the cores): on 2 cores the load a previous import or a
     query left (1.5–2) turned the threads off on an otherwise idle machine, where they save 12–15 % of the
@@ -263,8 +260,9 @@ def prepare_threads() -> int:
     events from CSV at load 12–16: 36.6–38.7 s in turn, 39.6–46.7 s on two threads; at load ≈ 7: 8.9–10.2 s on
     two threads). What is stored is the same either way.
     """
-    if PREPARE_THREADS is not None:
-        return PREPARE_THREADS
+    chosen = get_settings().import_threads
+    if chosen >= 0:
+        return chosen
     cores = os.cpu_count() or 1
     try:
         load = os.getloadavg()[0]

@@ -66,7 +66,7 @@ def _messy() -> pd.DataFrame:
 
 
 def _import(db, path, threads, monkeypatch, **kw):
-    monkeypatch.setattr(sev, "PREPARE_THREADS", threads)
+    monkeypatch.setenv("CIVICGRID_IMPORT_THREADS", str(threads))
     report = import_events(path, db=db, mapping={"id": "单号", "time": "时间", "type": "问题类型", "status": "状态",
                                                  "area": "区域", "text": "内容"},
                            progress=False, cases=False, **kw)
@@ -128,6 +128,7 @@ def test_a_date_order_given_to_the_running_import_reaches_the_threads(small_city
 
 
 def test_batches_are_prepared_on_threads_only_when_the_machine_is_not_busy(monkeypatch):
+    monkeypatch.delenv("CIVICGRID_IMPORT_THREADS", raising=False)  # the setting left as it is by default: -1
     monkeypatch.setattr(sev.os, "cpu_count", lambda: 2)
     monkeypatch.setattr(sev.os, "getloadavg", lambda: (0.6, 3.0, 3.0))
     assert sev.prepare_threads() == 2
@@ -135,9 +136,9 @@ def test_batches_are_prepared_on_threads_only_when_the_machine_is_not_busy(monke
     assert sev.prepare_threads() == 2
     monkeypatch.setattr(sev.os, "getloadavg", lambda: (2.0, 0.5, 0.5))  # the last minute's load counts
     assert sev.prepare_threads() == 0
-    monkeypatch.setattr(sev, "PREPARE_THREADS", 3)  # set: used as it is
+    monkeypatch.setenv("CIVICGRID_IMPORT_THREADS", "3")  # set: used as it is
     assert sev.prepare_threads() == 3
-    monkeypatch.setattr(sev, "PREPARE_THREADS", None)
+    monkeypatch.delenv("CIVICGRID_IMPORT_THREADS", raising=False)
     monkeypatch.setattr(sev.os, "cpu_count", lambda: 1)
     monkeypatch.setattr(sev.os, "getloadavg", lambda: (0.0, 0.0, 0.0))
     assert sev.prepare_threads() == 0
@@ -161,7 +162,7 @@ def test_real_311_files_in_many_batches_store_the_same_on_threads(tmp_path, shar
     monkeypatch.setattr(sev, "_prepare_batch", lambda batch, ctx: batches.append(1) or real(batch, ctx))
     got = []
     for threads in (0, 2):
-        monkeypatch.setattr(sev, "PREPARE_THREADS", threads)
+        monkeypatch.setenv("CIVICGRID_IMPORT_THREADS", str(threads))
         db = tmp_path / f"city{threads}.duckdb"
         report = import_events(shared / name, db=db, progress=False, cases=False, **options).to_dict()
         report.pop("import_id")

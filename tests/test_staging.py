@@ -167,7 +167,7 @@ def test_an_import_failing_while_a_batch_is_prepared_publishes_nothing(small_cit
     """A batch prepared on a thread (or in turn) that fails: the error reaches the caller after the batches
     before it were staged, and nothing of the import is published."""
     monkeypatch.setattr(sev, "IMPORT_BATCH_ROWS", 5)
-    monkeypatch.setattr(sev, "PREPARE_THREADS", threads)
+    monkeypatch.setenv("CIVICGRID_IMPORT_THREADS", str(threads))
     import_events(_file(tmp_path, _events(6, "OLD")), db=small_city, mapping={"id": "单号", "time": "时间"},
                   progress=False)
     before, files = store_digest(small_city), _staged_files(small_city)
