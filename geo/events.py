@@ -122,11 +122,8 @@ STALE_AFTER_DAYS = 30
 
 def data_span(store: Store) -> tuple[pd.Timestamp, pd.Timestamp]:
     """Time of the first and of the latest event or inspection in the store (``NaT`` when there is none)."""
-    cur = store.cursor()
-    try:
+    with store.reading() as cur:
         spans = [extent(cur, table, "time") for table in ("events", "inspections")]
-    finally:
-        cur.close()
     firsts = [first for first, _ in spans if first is not None]
     lasts = [last for _, last in spans if last is not None]
     return (pd.Timestamp(min(firsts)) if firsts else pd.NaT), (pd.Timestamp(max(lasts)) if lasts else pd.NaT)

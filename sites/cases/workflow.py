@@ -70,12 +70,11 @@ NEXT_STATES: dict[str, tuple[str, ...]] = {
 def _case_row(con: StoreOrConnection, case_id: int) -> dict:
     row = query_frame(con, f"SELECT {CASE_COLUMNS} FROM cases WHERE case_id = ?", [int(case_id)])
     if row.empty:
-        cur = con.cursor() if isinstance(con, Store) else con
-        try:
-            lo, hi = extent(cur, "cases", "case_id")
-        finally:
-            if cur is not con:
-                cur.close()
+        if isinstance(con, Store):
+            with con.reading() as cur:
+                lo, hi = extent(cur, "cases", "case_id")
+        else:
+            lo, hi = extent(con, "cases", "case_id")
         hint = f"case ids run {lo}..{hi}" if lo is not None else "there are no cases yet"
         msg = f"no case {case_id}; {hint} (a case has the id of its event)"
         raise NotFoundError(msg)
@@ -101,10 +100,14 @@ def _id(v) -> int | None:
     return None if v is None else int(v)
 
 
+#: The columns of an audit row as read (what the memory of a group keeps of a case's trail).
+_LOG_READ = "log_id, case_id, changed_at, actor, from_state, to_state, note, unit, photo"
+_CASE_NAMES = tuple(c.strip() for c in CASE_COLUMNS.split(","))
+_LOG_NAMES = tuple(c.strip() for c in _LOG_READ.split(","))
+
 #: One case and its audit trail in one read (one snapshot): the case's columns, then its audit rows' (``log_*``).
-_CASE_WITH_LOG = (f"SELECT {', '.join(f'c.{c}' for c in CASE_COLUMNS.split(', '))}, "
-                  + ", ".join(f"l.{c} AS log_{c}" for c in ("log_id", "changed_at", "actor", "from_state",
-                                                            "to_state", "note", "unit", "photo"))
+_CASE_WITH_LOG = (f"SELECT {', '.join(f'c.{c}' for c in _CASE_NAMES)}, "
+                  + ", ".join(f"l.{c} AS log_{c}" for c in _LOG_NAMES if c != "case_id")
                   + " FROM cases c LEFT JOIN case_log l ON l.case_id = c.case_id AND l.case_id = {id} "
                     "WHERE c.case_id = {id} ORDER BY l.log_id")
 
@@ -712,8 +715,6 @@ T = TypeVar("T")
 
 #: Cases kept in a group's memory at most (a few KB each; the oldest are dropped first; a case not kept is read).
 KEPT_CASES = 5_000
-#: The columns of an audit row as read (what the memory of a group keeps of a case's trail).
-_LOG_READ = "log_id, case_id, changed_at, actor, from_state, to_state, note, unit, photo"
 
 
 def _known(con: duckdb.DuckDBPyConnection, key: str, tables: tuple[str, ...],
@@ -760,8 +761,6 @@ _MOVED_COLUMNS = {"state": pa.string(), "unit": pa.string(), "unit_code": pa.str
 _LOG_COLUMNS = {"log_id": pa.int64(), "case_id": pa.int64(), "changed_at": pa.timestamp("us"),
                 "actor": pa.string(), "from_state": pa.string(), "to_state": pa.string(), "note": pa.string(),
                 "unit": pa.string(), "photo": pa.string()}
-_CASE_NAMES = tuple(c.strip() for c in CASE_COLUMNS.split(","))
-_LOG_NAMES = tuple(c.strip() for c in _LOG_READ.split(","))
 
 
 @keeps_memory
