@@ -38,6 +38,7 @@ import json
 import os
 import random
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -84,15 +85,15 @@ def _request(url: str, *, token: str | None = None, body: dict | None = None) ->
 def _serve(cli: str, db: Path | str, port: int, workers: int | None = None) -> subprocess.Popen:
     more = ["--workers", str(workers)] if workers else []
     proc = subprocess.Popen([cli, "serve", "--db", str(db), "--port", str(port), "--log-level", "warning", *more],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.monotonic() + 120
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.monotonic() + 600  # a 10M store on a machine at load 30 took over two minutes
     while time.monotonic() < deadline:
         try:
             with urllib.request.urlopen(f"http://127.0.0.1:{port}/openapi.json", timeout=2):
                 return proc
         except OSError:
             time.sleep(0.3)
-    proc.kill()
+    os.killpg(proc.pid, signal.SIGKILL)  # its worker processes too
     raise RuntimeError("civicgrid serve did not start")
 
 
@@ -267,6 +268,9 @@ def main() -> None:
     parser.add_argument("--store", help="run every version on this existing store as it is (no copy, no build)")
     parser.add_argument("--unshared", action="store_true",
                         help="first run this checkout with each worker process committing its own writes")
+    parser.add_argument("--long-sleeps", type=int, default=0, metavar="N",
+                        help="also run this checkout with the SQLite catalog's whole-second sleeps "
+                             "(CIVICGRID_SQLITE_SHORT_SLEEPS=false), N times interleaved with as many runs of it as is")
     parser.add_argument("--workers", type=int, default=None, help="civicgrid serve --workers (default: its own)")
     parser.add_argument("--maintain", type=int, default=0, metavar="N",
                         help="write N batches of events, then measure case writes while civicgrid maintain runs")
@@ -278,6 +282,10 @@ def main() -> None:
     clis = [(str(Path(sys.executable).with_name("civicgrid")), "after")]
     if args.unshared:
         clis.insert(0, (clis[0][0], "unshared"))
+    if args.long_sleeps:  # after --before and --unshared: pairs of this checkout with long and short sleeps
+        cli = clis[-1][0]
+        clis = clis[:-1] + [c for i in range(1, args.long_sleeps + 1)
+                            for c in ((cli, f"long-sleeps-{i}"), (cli, f"after-{i}"))]
     if args.before:
         clis.insert(0, (args.before, "before"))
     catalog = ("postgres" if str(args.store).startswith("postgres") else "sqlite") if args.store else args.catalog
@@ -287,6 +295,7 @@ def main() -> None:
     try:
         for i, (cli, label) in enumerate(clis):
             os.environ["CIVICGRID_SHARED_WRITER"] = "0" if label == "unshared" else "1"
+            os.environ["CIVICGRID_SQLITE_SHORT_SLEEPS"] = "false" if label.startswith("long-sleeps") else "true"
             print(json.dumps(run(cli, label, args, work, args.port + i), ensure_ascii=False), flush=True)
             print(f"load after {label}: {os.getloadavg()[0]:.1f}", flush=True)
     finally:

@@ -79,6 +79,11 @@ class Settings(BaseSettings):
     log_level
         Level of the log records civicgrid writes to standard error (``civicgrid --log-level``): CRITICAL,
         ERROR, WARNING, INFO (store writes, imports, requests) or DEBUG.
+    sqlite_short_sleeps
+        Whether the SQLite inside DuckDB's ``sqlite_scanner`` sleeps what it is asked (default true). Its PyPI build
+        rounds every sleep up to a whole second, so a SQLite catalog's reads beside a writer stall for a second
+        now and then; civicgrid gives it short sleeps (``civicgrid.geo.store.short_sleeps``). False keeps the
+        extension as it is built. Read once per process, when the extension is first loaded.
     earliest_time
         The earliest plausible time a user may give or store (a date, default ``1990-01-01``): a case, a
         transition, ``start``, ``end``, ``as_of`` or a report period before it is refused (HTTP 422 naming the
@@ -137,6 +142,8 @@ class Settings(BaseSettings):
     maintain_hours: float = Field(default=24, ge=0, le=24 * 365,
                                   description="hours between the service's runs of `civicgrid maintain` (0: never)")
     log_level: str = Field(default="WARNING", description=f"log level: {', '.join(LOG_LEVELS)}")
+    sqlite_short_sleeps: bool = Field(default=True, description="give the SQLite catalog's SQLite short sleeps "
+                                                                "instead of whole seconds")
     earliest_time: date = Field(default=date(1990, 1, 1), ge=date(1900, 1, 1), le=date(2200, 1, 1),
                                 description="earliest plausible time of a case, an event, a filter or a report")
     latest_days_ahead: int = Field(default=366, ge=0, le=36_500,

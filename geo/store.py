@@ -60,6 +60,11 @@ from civicgrid.geo.errors import StoreError, StoreVersionError
 from civicgrid.geo.schema import LAKE_MIGRATIONS, LAKE_SCHEMA, SCHEMA_VERSION
 from civicgrid.geo.settings import Settings, get_settings
 
+try:  # built at install where a C compiler is found (pyproject.toml's ext-modules)
+    from civicgrid.geo import _sqlite_sleep
+except ImportError:  # pragma: no cover - an install without a compiler
+    _sqlite_sleep = None  # type: ignore[assignment]
+
 logger = logging.getLogger(__name__)
 
 #: Default store path, used when ``--db`` is not given; overridable with the ``CIVICGRID_DB`` environment
@@ -135,6 +140,84 @@ def extension_path(name: str) -> Path:
     return found[-1]
 
 
+#: How long a SQLite catalog's busy handler waits for another connection's lock before the write or read fails.
+SQLITE_BUSY_PATIENCE_S = 10
+#: The wait between two of its tries once short sleeps are installed (:func:`load_extensions`), in microseconds.
+SQLITE_BUSY_STEP_US = 2000
+
+_sleeps_lock = threading.Lock()
+_sleeps_installed: bool | None = None  # None: not tried in this process
+
+
+def short_sleeps() -> bool:
+    """Whether the SQLite inside ``sqlite_scanner`` sleeps what it is asked in this process.
+
+    The SQLite compiled into PyPI's ``duckdb-extension-sqlite-scanner`` 1.5.5 was built without ``usleep`` and
+    ``nanosleep``, so its unix VFS rounds every sleep up to whole seconds (``bench/DUCKLAKE.md`` section 12). A
+    SQLite catalog's reads beside a writer then stall for a second: a reader that races a writer's WAL commit
+    waits a few microseconds, and a busy handler's retry a second, and both took one. The C module
+    ``civicgrid.geo._sqlite_sleep`` gives that VFS an ``xSleep`` that sleeps what is asked, and a busy handler's
+    one-second retry :data:`SQLITE_BUSY_STEP_US`; :meth:`Location.attach_sql` raises the busy timeout to match, so
+    the handler still waits :data:`SQLITE_BUSY_PATIENCE_S` in all. Installed once per process, the first time
+    the extension is loaded (:func:`load_extensions`); ``False`` where the ``sqlite_short_sleeps`` setting is off,
+    or the C module was not built (a warning says so) or could not install.
+    """
+    return bool(_sleeps_installed)
+
+
+def _install_short_sleeps(path: Path) -> None:
+    global _sleeps_installed
+    with _sleeps_lock:
+        if _sleeps_installed is not None:
+            return
+        if not get_settings().sqlite_short_sleeps:
+            _sleeps_installed = False
+            return
+        if _sqlite_sleep is None:
+            logger.warning("civicgrid.geo._sqlite_sleep was not built (no C compiler at install): a SQLite "
+                           "catalog's reads beside a writer can stall for a second (reinstall with gcc)")
+            _sleeps_installed = False
+            return
+        try:
+            patched = _sqlite_sleep.install(str(path), SQLITE_BUSY_STEP_US)
+        except (RuntimeError, ValueError) as exc:
+            logger.warning("short SQLite sleeps not installed (%s): a SQLite catalog's reads beside a writer "
+                           "can stall for a second", exc)
+            patched = 0
+        _sleeps_installed = patched > 0
+
+
+def load_extensions(con: duckdb.DuckDBPyConnection, names: tuple[str, ...]) -> None:
+    """Load the DuckDB extensions ``names`` into ``con`` from their files (never fetched).
+
+    Loading ``sqlite_scanner`` the first time in a process also installs its short sleeps (:func:`short_sleeps`),
+    and every time makes that instance scan SQLite tables on one thread.
+    """
+    for name in names:
+        path = extension_path(name)
+        con.load_extension(str(path))
+        if name == "sqlite_scanner":
+            if _sleeps_installed is None:
+                _install_short_sleeps(path)
+            # A SQLite catalog's table scans on one thread: a parallel scan opens a SQLite connection of its own for
+            # each further thread, with sqlite_scanner's default busy timeout (5 s, not META_BUSY_TIMEOUT), six
+            # connections of seven per catalog read here. Besides their cost (each one opens, loads the schema and
+            # closes), with short sleeps their five busy tries last 10 ms, and reads beside a writer failed with
+            # "database is locked" (bench/DUCKLAKE.md section 12).
+            con.execute("SET GLOBAL sqlite_disable_multithreaded_scans = true")
+
+
+def sqlite_busy_timeout_ms() -> int:
+    """The ``META_BUSY_TIMEOUT`` that makes a SQLite catalog's busy handler wait :data:`SQLITE_BUSY_PATIENCE_S`.
+
+    Without ``usleep`` that handler gives up after ``timeout / 1000`` tries, whatever each try sleeps: one second
+    each by default, :data:`SQLITE_BUSY_STEP_US` with short sleeps installed.
+    """
+    if short_sleeps():
+        return SQLITE_BUSY_PATIENCE_S * 1000 * (1_000_000 // SQLITE_BUSY_STEP_US)
+    return SQLITE_BUSY_PATIENCE_S * 1000
+
+
 def spatial_extension_path() -> Path:
     """Return the path of the DuckDB spatial extension installed by ``duckdb-extension-spatial``."""
     return extension_path("spatial")
@@ -159,14 +242,12 @@ def connect(path: str | os.PathLike | None = None, *, read_only: bool = False,
     """
     if read_only and path is not None:
         con = duckdb.connect(":memory:", config=_CONFIG)
-        for name in extensions:
-            con.load_extension(str(extension_path(name)))
+        load_extensions(con, extensions)
         con.execute(f"ATTACH {quote(str(path))} AS city (READ_ONLY)")
         con.execute("USE city")
         return con
     con = duckdb.connect(str(path) if path is not None else ":memory:", config=_CONFIG)
-    for name in extensions:
-        con.load_extension(str(extension_path(name)))
+    load_extensions(con, extensions)
     return con
 
 
@@ -211,7 +292,7 @@ class Location:
         """The ``ATTACH`` statement of this store (read-only at a snapshot id or time when ``snapshot``)."""
         if self.kind == "sqlite":
             uri = f"ducklake:sqlite:{self.catalog}"
-            options = ["META_JOURNAL_MODE 'WAL'", "META_BUSY_TIMEOUT 10000"]
+            options = ["META_JOURNAL_MODE 'WAL'", f"META_BUSY_TIMEOUT {sqlite_busy_timeout_ms()}"]
         else:
             uri = f"ducklake:postgres:{self.catalog}"
             options = []
@@ -355,8 +436,7 @@ class _Lake:
         self._writer = threading.local()  # each thread's kept cursor for writes (writing with keep_cursor)
         self.con = duckdb.connect(":memory:", config=_CONFIG)
         catalog_ext = "sqlite_scanner" if location.kind == "sqlite" else "postgres_scanner"
-        for name in ("spatial", "ducklake", catalog_ext):
-            self.con.load_extension(str(extension_path(name)))
+        load_extensions(self.con, ("spatial", "ducklake", catalog_ext))
         if location.kind == "sqlite":
             kind = file_kind(location.catalog)
             if kind == "file-store":
@@ -804,8 +884,7 @@ class Store:
             snapshot = str(at)
         con = duckdb.connect(":memory:", config=_CONFIG)
         catalog_ext = "sqlite_scanner" if self.location.kind == "sqlite" else "postgres_scanner"
-        for name in ("spatial", "ducklake", catalog_ext):
-            con.load_extension(str(extension_path(name)))
+        load_extensions(con, ("spatial", "ducklake", catalog_ext))
         try:
             con.execute(self.location.attach_sql(snapshot=snapshot))
         except duckdb.Error as exc:

@@ -8,8 +8,10 @@ by a sleep of what is asked, at most 2 ms, removes the stalls.
 Run: python t13_sqlite_sleep.py plain|patch (civicgrid installed; 1 writer, 6 readers, 40 s). On 2 cores, load 4-7,
 two runs each (2026-12-07): plain p99 1026-1031 ms, 2.0-2.4 % of reads over 0.9 s; patched p99 68-93 ms, none
 over 0.9 s, no error; p50 13-16 ms plain against 30-38 ms patched (not explained).
-NOT in civicgrid: the replacement is a Python ctypes callback, which needs the GIL in whichever thread SQLite
-sleeps; a thread that holds the GIL while it waits for such a thread would deadlock. See section 12.
+This experiment's replacement is a Python ctypes callback, which needs the GIL in whichever thread SQLite sleeps; a
+thread that holds the GIL while it waits for such a thread would deadlock. civicgrid uses a C xSleep instead
+(geo/_sqlite_sleep.c; section 12's end): with civicgrid installed, "plain" here already has short sleeps unless
+CIVICGRID_SQLITE_SHORT_SLEEPS=false is set.
 """
 import ctypes, os, shutil, sys, threading, time
 from civicgrid.geo.store import Store, writing, extension_path
@@ -58,3 +60,8 @@ ths = [threading.Thread(target=writer)] + [threading.Thread(target=reader) for _
 lat.sort()
 slow = sum(1 for x in lat if x > 0.9)
 print(f"{'patched' if PATCH else 'plain'}: reads {len(lat)}, p50 {1000*lat[len(lat)//2]:.0f} ms, p99 {1000*lat[int(len(lat)*.99)]:.0f} ms, >0.9 s: {slow} ({100*slow/len(lat):.1f} %), sleep calls {len(calls)}, sizes {sorted(set(calls))[:10]}")
+try:
+    from civicgrid.geo import _sqlite_sleep
+    print("civicgrid's C xSleep: (sleeps, busy sleeps) =", _sqlite_sleep.counts())
+except ImportError:
+    pass
