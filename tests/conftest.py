@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -255,3 +256,63 @@ def any_store(request, tmp_path, monkeypatch):
     new_db = request.getfixturevalue("pg_server")
     monkeypatch.setenv("CIVICGRID_DATA_PATH", str(tmp_path / "city-data"))
     return new_db(f"city_{abs(hash(str(tmp_path))) % 10**9}")
+
+
+# --- the rule of an imported event's case, written plainly: the reference the bulk case paths are compared with ---
+
+#: Unit name suffixes of the area offices, and the unit of a case outside every area.
+REFERENCE_SUFFIX = {"community": "居委会", "street": "办事处", "district": "城市管理和综合执法局"}
+REFERENCE_UNASSIGNED = "属地待定（人工派遣）"
+
+
+def reference_unit(sites: dict, areas: dict, site_id, community, street, district) -> tuple:
+    """``(category_code, unit, unit_code)`` of a case, one at a time: ``sites`` maps a site id to its
+    ``(category_code, responsible_unit)``, ``areas`` a level to ``{code: name}``. The site's responsible unit
+    (spaces trimmed, blank as none), without a code; else the office of the first of community, street and
+    district that is a known area with a name; the code of the first known area; else the unassigned unit."""
+    category, responsible = sites.get(site_id, (None, None)) if site_id is not None else (None, None)
+    if responsible is not None and responsible.strip(" ") != "":
+        return category, responsible.strip(" "), None
+    unit = code = None
+    for level, value in (("community", community), ("street", street), ("district", district)):
+        if value is not None and value in areas[level]:
+            code = value if code is None else code
+            name = areas[level][value]
+            if unit is None and name is not None:
+                unit = name + REFERENCE_SUFFIX[level]
+    return category, unit if unit is not None else REFERENCE_UNASSIGNED, code
+
+
+def reference_state(event: dict) -> dict:
+    """What the case of a stored event without one takes from it, one event at a time: closed at its closure
+    time, else (status exactly ``closed``) at its rectification time, else at its time; rectified at its
+    rectification time, else its closure time, else its time when its status says closed; the rework rounds
+    ``reopened`` (none when missing or negative); the state that follows."""
+    said = event["status"] == "closed"
+    rect, closed, t = event["rectified_at"], event["closed_at"], event["time"]
+    closed_at = closed if closed is not None else ((rect if rect is not None else t) if said else None)
+    rectified_at = rect if rect is not None else (closed if closed is not None else (t if said else None))
+    reworks = max(event["reopened"] or 0, 0)
+    state = "closed" if closed_at is not None else "rectified" if rectified_at is not None else "dispatched"
+    return {"closed_at": closed_at, "rectified_at": rectified_at, "reworks": reworks, "state": state}
+
+
+def reference_log(case: dict, first_log_id: int, actor: str) -> list[dict]:
+    """The audit rows of one case (``case_id``, ``found_at``, ``deadline``, ``rectified_at``, ``closed_at``,
+    ``reworks``, ``unit``), numbered from ``first_log_id``: found, registered, dispatched (to the unit) at its
+    time t; for each of its r rework rounds j = 1..2r, at t + floor(span * j / (2r + 1)) cut to whole seconds
+    (span: from t to its rectification, else its deadline, else t; at least 0), rectified (odd j) or sent back
+    to the unit (even j); then rectified at its rectification time and closed at its closure time, as many of
+    the two as it has of those times (a case closed always has a rectification time: :func:`reference_state`)."""
+    t, r, unit = case["found_at"], case["reworks"], case["unit"]
+    end = next((x for x in (case["rectified_at"], case["deadline"]) if x is not None), t)
+    span_us = max((end - t) // pd.Timedelta(microseconds=1), 0)
+    rows = [(None, "found", t, None), ("found", "registered", t, None), ("registered", "dispatched", t, unit)]
+    for j in range(1, 2 * r + 1):
+        at = t + pd.Timedelta(microseconds=span_us * j // (2 * r + 1) // 10**6 * 10**6)
+        rows.append(("dispatched", "rectified", at, None) if j % 2 else ("rectified", "dispatched", at, unit))
+    ends = [("dispatched", "rectified", case["rectified_at"], None), ("rectified", "closed", case["closed_at"], None)]
+    rows += ends[:sum(x is not None for x in (case["rectified_at"], case["closed_at"]))]
+    return [{"log_id": first_log_id + k, "case_id": case["case_id"], "changed_at": at, "actor": actor,
+             "from_state": a, "to_state": b, "note": None, "unit": u, "photo": None}
+            for k, (a, b, at, u) in enumerate(rows)]

@@ -1,10 +1,9 @@
 """What the case modules share: the columns of ``cases``, reading a query into a frame from a store or a
-connection, and the SQL of the automatic dispatch unit (属地) that :func:`~civicgrid.sites.cases.create_case`
-and :func:`~civicgrid.sites.cases.bulk.backfill` both write.
+connection, and the names of the automatic dispatch units (属地).
 
 Dispatch goes to the site's ``responsible_unit`` for a case at a sample-frame site, else to the office of the
 area holding it: the community's residents' committee (社区居委会), else the street office (街道办事处), else
-the district's city-management bureau.
+the district's city-management bureau (the rule: :class:`civicgrid.sites.cases.bulk._Units`).
 """
 
 from __future__ import annotations
@@ -32,22 +31,3 @@ def query_frame(con: StoreOrConnection, query: str, params=None) -> pd.DataFrame
     if isinstance(con, Store):
         return con.sql(query, params)
     return con.execute(query, params).df()
-
-
-#: SQL of the automatic unit and unit code of each event ``e`` (joined with its site ``s`` and areas).
-UNIT_EXPR = f"""
-    CASE WHEN nullif(trim(s.responsible_unit), '') IS NOT NULL THEN trim(s.responsible_unit)
-         WHEN cm.name IS NOT NULL THEN cm.name || '{UNIT_SUFFIX["community"]}'
-         WHEN st.name IS NOT NULL THEN st.name || '{UNIT_SUFFIX["street"]}'
-         WHEN di.name IS NOT NULL THEN di.name || '{UNIT_SUFFIX["district"]}'
-         ELSE '{UNASSIGNED_UNIT}' END"""
-UNIT_CODE_EXPR = """
-    CASE WHEN nullif(trim(s.responsible_unit), '') IS NOT NULL THEN NULL
-         ELSE coalesce(cm.code, st.code, di.code) END"""
-UNIT_SQL = f"{UNIT_EXPR} AS unit, {UNIT_CODE_EXPR} AS unit_code"
-UNIT_JOINS = """
-    LEFT JOIN sites s ON s.site_id = e.site_id
-    LEFT JOIN areas cm ON cm.code = e.community_code AND cm.level = 'community'
-    LEFT JOIN areas st ON st.code = e.street_code AND st.level = 'street'
-    LEFT JOIN areas di ON di.code = e.district_code AND di.level = 'district'"""
-

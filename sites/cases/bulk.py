@@ -6,7 +6,6 @@ from __future__ import annotations
 import os
 import queue
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime
 from pathlib import Path
 
 import duckdb
@@ -22,8 +21,6 @@ from civicgrid.sites.cases._memory import memory_cap
 from civicgrid.sites.cases._sql import (
     CASE_COLUMNS,
     UNASSIGNED_UNIT,
-    UNIT_JOINS,
-    UNIT_SQL,
     UNIT_SUFFIX,
     query_frame,
 )
@@ -32,12 +29,6 @@ from civicgrid.sites.cases.rebounds import find_rebounds
 
 #: Events :func:`backfill` turns into cases per statement (bounds DuckDB's memory at any number of events).
 BACKFILL_CHUNK = 1_000_000
-
-#: SQL of an event ``e``'s closure and last rectification times, and of its rework rounds, as its case takes them.
-_CLOSED = "coalesce(e.closed_at, CASE WHEN e.status = 'closed' THEN coalesce(e.rectified_at, e.time) END)"
-_RECTIFIED = "coalesce(e.rectified_at, e.closed_at, CASE WHEN e.status = 'closed' THEN e.time END)"
-_REWORKS = "greatest(coalesce(e.reopened, 0), 0)::INTEGER"
-
 
 def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import", event_ids=None,
              first_log_id: int | None = None) -> int:
@@ -50,10 +41,13 @@ def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import", event_ids
     and its last rectification (the source records no earlier times), the last rectification and the
     closure. The event's deadline is kept (computed on the working clock when missing) and its
     ``rebound_of`` link is kept; no rebound linking runs here (see :func:`link_rebounds`).
-    Bulk SQL in chunks of :data:`BACKFILL_CHUNK` events in id order (audit rows are numbered by case, then
-    step); returns the number of cases created. ``event_ids`` (an array) limits it to those events (an
-    import's own), so its cost does not grow with the store. ``first_log_id``: the first audit row id to use
-    (default: the next free one, above the ids an import in progress reserved).
+
+    The rule is the one an import stages its cases by (:meth:`ImportCases.with_case_state`, :class:`_Units`,
+    :func:`_log_rows`), run on the events read by Arrow in chunks of :data:`BACKFILL_CHUNK` events in id
+    order (audit rows are numbered by case, then step), the rows inserted from Arrow; returns the number of
+    cases created. ``event_ids`` (an array) limits it to those events (an import's own), so its cost does not
+    grow with the store. ``first_log_id``: the first audit row id to use (default: the next free one, above
+    the ids an import in progress reserved).
     """
     with memory_cap(con):
         return _backfill(con, actor=actor, event_ids=event_ids, first_log_id=first_log_id)
@@ -71,133 +65,70 @@ def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids, first_lo
         only = ""
     try:
         todo = con.execute(f"""
-            SELECT e.event_id, 3 + 2 * {_REWORKS} + ({_RECTIFIED} IS NOT NULL)::INTEGER
-                                 + ({_CLOSED} IS NOT NULL)::INTEGER AS n_steps
-            FROM events e WHERE NOT EXISTS (SELECT 1 FROM cases c WHERE c.event_id = e.event_id) {only}
+            SELECT e.event_id FROM events e
+            WHERE NOT EXISTS (SELECT 1 FROM cases c WHERE c.event_id = e.event_id) {only}
         """).fetchnumpy()
     finally:
         if only:
             con.unregister("_bf_only")
-    ids = np.asarray(todo["event_id"], dtype=np.int64)
+    ids = np.sort(np.asarray(todo["event_id"], dtype=np.int64), kind="stable")
+    del todo
     if not ids.size:
         return 0
-    order = np.argsort(ids, kind="stable")
-    ids = ids[order]
-    steps = np.asarray(todo["n_steps"], dtype=np.int64)[order]
-    del todo, order
     first_log = next_id(con, "case_log", "log_id") if first_log_id is None else int(first_log_id)
-    log0 = first_log + np.cumsum(steps) - steps  # each case's first audit row id
-    del steps
-    hours = type_hours(query_frame(con, "SELECT code, deadline_value, deadline_unit FROM problem_types"))
-    con.register("_bf_hours_df", pd.DataFrame({"code": hours.index.astype(str), "hours": hours.to_numpy(float)}))
-    con.execute("CREATE OR REPLACE TEMP TABLE _bf_hours AS SELECT * FROM _bf_hours_df")
-    con.unregister("_bf_hours_df")
-    calendar = WorkCalendar.from_store(con)
-    stamp = now_local()
-    try:
-        for i in range(0, ids.size, BACKFILL_CHUNK):
-            _backfill_chunk(con, ids[i:i + BACKFILL_CHUNK], log0[i:i + BACKFILL_CHUNK], calendar=calendar,
-                            stamp=stamp, actor=actor)
-    finally:
-        for name in ("_bf", "_bf_ids", "_bf_hours"):
-            con.execute(f"DROP TABLE IF EXISTS {name}")
+    maker = ImportCases(con, actor=actor)
+    maker.stamp = now_local()
+    units = _Units.read(con)
+    for i in range(0, ids.size, BACKFILL_CHUNK):
+        first_log = _backfill_chunk(con, ids[i:i + BACKFILL_CHUNK], first_log, maker=maker, units=units)
     return int(ids.size)
 
 
-def _chunk_deadlines(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, lo: int, hi: int,
-                     calendar: WorkCalendar) -> np.ndarray:
-    """Deadlines of the events ``ids`` (sorted, in ``[lo, hi)``) that have none stored, on the working clock
-    (NaT for the others)."""
-    missing = con.execute("""
-        SELECT e.event_id, e.time, h.hours FROM events e JOIN _bf_hours h ON h.code = e.problem_type
-        WHERE e.event_id >= ? AND e.event_id < ? AND e.deadline IS NULL AND e.problem_type IS NOT NULL
-    """, [lo, hi]).fetchnumpy()
-    deadline = np.full(ids.size, np.datetime64("NaT"), dtype="M8[s]")
-    at = np.searchsorted(ids, np.asarray(missing["event_id"], dtype=np.int64))
-    mine = (at < ids.size) & (ids[np.minimum(at, ids.size - 1)] == missing["event_id"])
-    deadline[at[mine]] = calendar.deadlines(np.asarray(missing["time"]).astype("M8[s]")[mine],
-                                            np.asarray(missing["hours"], dtype="float64")[mine])
-    return deadline
+#: The columns of ``events`` a case is made from.
+_BF_EVENT_COLUMNS = ("event_id", "source", "problem_type", "site_id", "grid_code", "community_code", "street_code",
+                     "district_code", "time", "deadline", "status", "rectified_at", "closed_at", "reopened",
+                     "rebound_of")
+#: The columns of ``events`` that carry their case's state (written back where they differ).
+_BF_SYNCED = ("status", "deadline", "rectified_at", "closed_at", "reopened", "rebound_of")
+#: The chunk's events (``_bf_ids``: their ids, in the id range given), in id order.
+_BF_READ_SQL = f"""
+    SELECT {", ".join(f"e.{c}" for c in _BF_EVENT_COLUMNS)} FROM events e
+    WHERE e.event_id >= ? AND e.event_id < ? AND e.event_id IN (SELECT event_id FROM _bf_ids)
+    ORDER BY e.event_id"""
+#: The chunk's events carry their cases' state (``_bf_events``; only rows that differ are written).
+_BF_SYNC_SQL = f"""
+    UPDATE events SET {", ".join(f"{c} = b.{c}" for c in _BF_SYNCED)}
+    FROM _bf_events b WHERE events.event_id = b.event_id AND events.event_id >= ? AND events.event_id < ?
+      AND ({" OR ".join(f"events.{c} IS DISTINCT FROM b.{c}" for c in _BF_SYNCED)})"""
+#: The columns of ``case_log``, as :func:`_log_rows` makes them.
+_LOG_COLUMNS = "log_id, case_id, changed_at, actor, from_state, to_state, note, unit, photo"
 
 
-#: The cases of the chunk's events (temp table ``_bf``, with each case's state and number of audit rows).
-_BF_SQL = f"""
-    CREATE OR REPLACE TEMP TABLE _bf AS
-    SELECT *, CASE WHEN closed_at IS NOT NULL THEN 'closed'
-                   WHEN rectified_at IS NOT NULL THEN 'rectified' ELSE 'dispatched' END AS state,
-              3 + 2 * reworks + (rectified_at IS NOT NULL)::INTEGER
-                + (closed_at IS NOT NULL)::INTEGER AS n_steps
-    FROM (
-        SELECT e.event_id AS case_id, e.event_id, e.source, e.problem_type, e.site_id, s.category_code,
-               e.grid_code, e.community_code, e.street_code, e.district_code,
-               e.time AS found_at, coalesce(e.deadline, k.deadline) AS deadline, {UNIT_SQL},
-               {_CLOSED} AS closed_at, {_RECTIFIED} AS rectified_at, {_REWORKS} AS reworks,
-               e.rebound_of, k.log0
-        FROM _bf_ids k JOIN events e ON e.event_id = k.event_id {UNIT_JOINS}
-        WHERE e.event_id >= ? AND e.event_id < ?
-    )
-"""
-#: The chunk's cases into ``cases``.
-_BF_CASES_SQL = f"""
-    INSERT INTO cases ({CASE_COLUMNS})
-    SELECT case_id, event_id, source, problem_type, site_id, category_code, grid_code,
-           community_code, street_code, district_code, state, found_at, deadline, unit, unit_code,
-           found_at, rectified_at, closed_at, reworks, rebound_of, NULL, ?::TIMESTAMP
-    FROM _bf
-"""
-#: The audit trail of the chunk's cases. Steps of a case with r reworks: 0 found, 1 registered, 2 dispatched;
-#: 3 .. 2 + 2r the rework rounds (the k-th of r rectified at t + span*(2k-1)/(2r+1), sent back at
-#: t + span*2k/(2r+1)); 3 + 2r rectified; 4 + 2r closed. A case's rows are numbered from its log0 on.
-_LOG_ROWS_SQL = """
-    SELECT log0 + step AS log_id, case_id,
-           CASE WHEN step < 3 THEN found_at
-                WHEN step < 3 + 2 * reworks THEN found_at + to_microseconds(
-                    greatest(epoch_us(coalesce(rectified_at, deadline, found_at)) - epoch_us(found_at), 0)
-                    * (step - 2) // (2 * reworks + 1) // 1000000 * 1000000)
-                WHEN step = 3 + 2 * reworks THEN rectified_at ELSE closed_at END AS changed_at,
-           ?::VARCHAR AS actor,
-           CASE WHEN step = 0 THEN NULL WHEN step = 1 THEN 'found' WHEN step = 2 THEN 'registered'
-                WHEN step < 3 + 2 * reworks
-                    THEN CASE WHEN (step - 3) % 2 = 0 THEN 'dispatched' ELSE 'rectified' END
-                WHEN step = 3 + 2 * reworks THEN 'dispatched' ELSE 'rectified' END AS from_state,
-           CASE WHEN step = 0 THEN 'found' WHEN step = 1 THEN 'registered' WHEN step = 2 THEN 'dispatched'
-                WHEN step < 3 + 2 * reworks
-                    THEN CASE WHEN (step - 3) % 2 = 0 THEN 'rectified' ELSE 'dispatched' END
-                WHEN step = 3 + 2 * reworks THEN 'rectified' ELSE 'closed' END AS to_state,
-           NULL AS note,
-           CASE WHEN step = 2 OR (step < 3 + 2 * reworks AND (step - 3) % 2 = 1) THEN unit END AS unit,
-           NULL AS photo
-    FROM (SELECT case_id, found_at, deadline, rectified_at, closed_at, reworks, unit, log0,
-                 unnest(range(n_steps::BIGINT)) AS step FROM {source})
-"""
-_BF_LOG_SQL = "INSERT INTO case_log " + _LOG_ROWS_SQL.replace("{source}", "_bf")
-#: The event carries its case's state (only rows that differ are written).
-_BF_SYNC_SQL = """
-    UPDATE events SET status = CASE WHEN b.state = 'closed' THEN 'closed' ELSE 'open' END,
-           deadline = b.deadline, rectified_at = b.rectified_at, closed_at = b.closed_at,
-           reopened = b.reworks, rebound_of = b.rebound_of
-    FROM _bf b WHERE events.event_id = b.event_id AND events.event_id >= ? AND events.event_id < ?
-      AND (events.status IS DISTINCT FROM CASE WHEN b.state = 'closed' THEN 'closed' ELSE 'open' END
-           OR events.deadline IS DISTINCT FROM b.deadline
-           OR events.rectified_at IS DISTINCT FROM b.rectified_at
-           OR events.closed_at IS DISTINCT FROM b.closed_at
-           OR events.reopened IS DISTINCT FROM b.reworks
-           OR events.rebound_of IS DISTINCT FROM b.rebound_of)
-"""
-
-
-def _backfill_chunk(con: duckdb.DuckDBPyConnection, ids: np.ndarray, log0: np.ndarray, *, calendar: WorkCalendar,
-                    stamp: datetime, actor: str) -> None:
-    """Cases and audit trails of the events ``ids`` (sorted), their audit rows numbered from ``log0`` on."""
+def _backfill_chunk(con: duckdb.DuckDBPyConnection, ids: np.ndarray, first_log: int, *, maker: ImportCases,
+                    units: _Units) -> int:
+    """Cases and audit trails of the events ``ids`` (sorted), their audit rows numbered from ``first_log`` on;
+    return the next free audit row id."""
     lo, hi = int(ids[0]), int(ids[-1]) + 1  # the id range lets DuckDB skip the rest
-    deadline = _chunk_deadlines(con, ids, lo=lo, hi=hi, calendar=calendar)
-    con.register("_bf_ids_df", pd.DataFrame({"event_id": ids, "log0": log0, "deadline": deadline}))
-    con.execute("CREATE OR REPLACE TEMP TABLE _bf_ids AS SELECT * FROM _bf_ids_df")
-    con.unregister("_bf_ids_df")
-    con.execute(_BF_SQL, [lo, hi])
-    con.execute(_BF_CASES_SQL, [stamp])
-    con.execute(_BF_LOG_SQL, [actor])
-    con.execute(_BF_SYNC_SQL, [lo, hi])
+    con.register("_bf_ids", pa.table({"event_id": ids}))
+    try:
+        data = con.execute(_BF_READ_SQL, [lo, hi]).to_arrow_table()
+    finally:
+        con.unregister("_bf_ids")
+    data = maker.with_case_state(data)
+    steps = _n_steps(data)
+    cases = maker._cases(data, units)
+    log = _log_rows(data, cases.column("unit"), first_log + np.cumsum(steps) - steps, actor=maker.actor)
+    rows = {"_bf_cases": cases, "_bf_log": log, "_bf_events": data.select(["event_id", *_BF_SYNCED])}
+    for name, table in rows.items():
+        con.register(name, table)
+    try:
+        con.execute(f"INSERT INTO cases ({CASE_COLUMNS}) SELECT {CASE_COLUMNS} FROM _bf_cases")
+        con.execute(f"INSERT INTO case_log ({_LOG_COLUMNS}) SELECT {_LOG_COLUMNS} FROM _bf_log")
+        con.execute(_BF_SYNC_SQL, [lo, hi])
+    finally:
+        for name in rows:
+            con.unregister(name)
+    return first_log + int(steps.sum())
 
 
 def backfill_db(db: str | os.PathLike, *, actor: str = "import") -> int:
@@ -242,18 +173,23 @@ class ImportCases:
         self.calendar = WorkCalendar.from_store(con)
 
     def with_case_state(self, data: pa.Table) -> pa.Table:
-        """``data`` (a batch of new events: ``time``, ``problem_type``, and ``status``, ``rectified_at``,
-        ``closed_at``, ``reopened`` when it has them) as :func:`backfill` leaves the events of its cases: the
-        deadline on the working clock from the event's time and its type's hours to rectify (none without a
+        """``data`` (events without a case: ``time``, ``problem_type``, and ``deadline``, ``status``,
+        ``rectified_at``, ``closed_at``, ``reopened`` when it has them) as their cases leave them, the one home of
+        that rule (an import stages its batches so; :func:`backfill` writes stored events so): the event's
+        deadline, else one on the working clock from its time and its type's hours to rectify (none without a
         type); closed (status ``closed``) at its closure time, else when its status says closed at its
         rectification, else at its time; rectified at its rectification time, else its closure time, else its
-        time when closed; ``reopened`` rework rounds, at least 0. Only the rebound link is left to
-        :meth:`finish`."""
+        time when closed; ``reopened`` rework rounds, at least 0. Only the rebound link is left (to
+        :meth:`finish` in an import)."""
         codes = data.column("problem_type").to_pandas()
         hours = codes.astype(object).map(self.hours).to_numpy(dtype="float64")
         found = data.column("time").to_numpy().astype("M8[s]")
         deadline = self.calendar.deadlines(found, hours)
-        data = _put(data, "deadline", pa.array(deadline, pa.timestamp("s"), mask=np.isnat(deadline)))
+        computed = pa.array(deadline, pa.timestamp("s"), mask=np.isnat(deadline))
+        if "deadline" in data.column_names:  # a stored event's own deadline is kept (no import file sets one)
+            own = data.column("deadline")
+            computed = pc.coalesce(own, computed.cast(own.type))
+        data = _put(data, "deadline", computed)
         n, time = data.num_rows, data.column("time")
         kind = time.type
 
@@ -365,7 +301,9 @@ class ImportCases:
             cursors.put(con)
 
     def _cases(self, data: pa.Table, units: _Units) -> pa.Table:
-        """The cases of the events ``data`` (carrying their case's state and link), as :data:`_BF_SQL` makes them."""
+        """The cases of the events ``data`` (carrying their case's state and link: :meth:`with_case_state`): found and
+        dispatched at the event's time, to its automatic unit (:class:`_Units`); closed when it has a closure
+        time, else rectified when it has a rectification time, else dispatched."""
         n = data.num_rows
         closed, rectified = data.column("closed_at"), data.column("rectified_at")
         state = np.where(np.asarray(pc.is_valid(closed)), 2, np.where(np.asarray(pc.is_valid(rectified)), 1, 0))
@@ -416,6 +354,15 @@ _LOG_INPUT = ["event_id", "time", "deadline", "rectified_at", "closed_at", "reop
               "community_code", "street_code", "district_code"]
 
 
+def _n_steps(events: pa.Table) -> np.ndarray:
+    """The number of audit rows of the case of each of ``events`` (carrying their case's state): found,
+    registered, dispatched, two per rework round, then its rectification and its closure when it has them
+    (:func:`_log_rows`)."""
+    reworks = events.column("reopened").to_numpy(zero_copy_only=False).astype(np.int64)
+    return (3 + 2 * reworks + np.asarray(pc.is_valid(events.column("rectified_at")))
+            + np.asarray(pc.is_valid(events.column("closed_at"))))
+
+
 def _micros(column) -> np.ndarray:
     """A timestamp column as microseconds since the epoch (0 where null)."""
     return pc.fill_null(column.cast(pa.timestamp("us")).cast(pa.int64()), 0).to_numpy(zero_copy_only=False)
@@ -424,11 +371,10 @@ def _micros(column) -> np.ndarray:
 def _head_of(path: Path) -> dict:
     """What the rebound search and the audit rows' numbering need of a staged events file (carrying their case's
     state): the cases' ids, types (their codes and indices), sites, times found and closed, points, and numbers
-    of audit rows (as :data:`_LOG_ROWS_SQL` makes them), in the file's order."""
+    of audit rows (:func:`_n_steps`), in the file's order."""
     data = pq.read_table(path, columns=_HEAD).unify_dictionaries().combine_chunks()
     site, closed = data.column("site_id"), data.column("closed_at")
     types, t = _codes(data.column("problem_type"))
-    reopened = data.column("reopened").to_numpy(zero_copy_only=False).astype(np.int64)
 
     def floats(name: str) -> np.ndarray:
         return pc.fill_null(data.column(name).cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
@@ -438,8 +384,7 @@ def _head_of(path: Path) -> dict:
             "site": pc.fill_null(site, 0).to_numpy(zero_copy_only=False).astype(np.int64),
             "found_us": _micros(data.column("time")), "lat": floats("lat"), "lng": floats("lng"),
             "closed": np.asarray(pc.is_valid(closed)), "closed_us": _micros(closed),
-            "steps": 3 + 2 * reopened + np.asarray(pc.is_valid(data.column("rectified_at")))
-            + np.asarray(pc.is_valid(closed))}
+            "steps": _n_steps(data)}
 
 
 def _search_columns(heads: list[dict]) -> tuple[dict[str, np.ndarray], list[str]]:
@@ -492,9 +437,14 @@ def _codes(column) -> tuple[list, np.ndarray]:
 
 
 class _Units:
-    """The category of each case's site and its automatic unit (属地) and unit code, picked as
-    :data:`~civicgrid.sites.cases._sql.UNIT_SQL` picks them (the site's responsible unit, else the office of its
-    community, street or district), for arrays of events; the sites and areas are read once."""
+    """The category of each case's site and its automatic unit (属地) and unit code, for arrays of events; the
+    sites and areas are read once.
+
+    The unit is the site's ``responsible_unit`` (trimmed of spaces; blank counts as none) for a case at a
+    sample-frame site, with no unit code; else the office of the first of the case's community, street and
+    district the ``areas`` table names (its name and :data:`~civicgrid.sites.cases._sql.UNIT_SUFFIX`), else
+    :data:`~civicgrid.sites.cases._sql.UNASSIGNED_UNIT`; the unit code is that of the first of them the table
+    holds (named or not)."""
 
     def __init__(self, sites: pd.DataFrame, areas: pd.DataFrame) -> None:
         self.units: dict[str, int] = {}
@@ -573,13 +523,15 @@ _NAMES_UNIT = np.array([False, False, True, False, True, False, False])
 
 def _log_rows(events: pa.Table, unit: pa.DictionaryArray, log0: np.ndarray, *, actor: str) -> pa.Table:
     """The audit rows of the cases of ``events`` (carrying their case's state; ``unit``: each case's unit),
-    those of the i-th numbered from ``log0[i]`` on, as :data:`_LOG_ROWS_SQL` makes them: found, registered and
-    dispatched at the event's time; ``reopened`` rounds rectified → dispatched spread evenly between its time
-    and its rectification (else its deadline, else its time); its rectification; its closure."""
+    those of the i-th numbered from ``log0[i]`` on (:func:`_n_steps` of them): found, registered and dispatched
+    (to the case's unit) at the event's time; ``reopened`` rounds rectified → dispatched (to the unit again)
+    spread evenly between its time ``t`` and its rectification (else its deadline, else its time; ``span``:
+    that, at least 0), the k-th of r rectified at ``t + span * (2k - 1) / (2r + 1)`` and sent back at
+    ``t + span * 2k / (2r + 1)``, each offset cut to whole seconds; its rectification; its closure."""
     reworks = events.column("reopened").to_numpy(zero_copy_only=False).astype(np.int64)
     rect, closed = events.column("rectified_at"), events.column("closed_at")
     has_rect, has_closed = np.asarray(pc.is_valid(rect)), np.asarray(pc.is_valid(closed))
-    n_steps = 3 + 2 * reworks + has_rect + has_closed
+    n_steps = _n_steps(events)
     found, rect_us, closed_us = _micros(events.column("time")), _micros(rect), _micros(closed)
     ids = events.column("event_id").to_numpy()
     if not reworks.any():  # no rework round (every import): steps 0-4 of a case, kinds 0, 1, 2, 5, 6
