@@ -122,10 +122,12 @@ class Settings(BaseSettings):
     max_photo_mb
         The largest photo a visit recorded on the field page may carry, in MB (default 10).
     import_threads
-        The threads an events import prepares its batches on (parsing, checks, H3, grids and areas) while the
-        batch before is staged: 0 for none (batch after batch), -1 (default) for 2 when the machine is not busy
-        (its load average over the last minute below its cores) and none otherwise. What is stored is the same
-        either way; on a busy machine the threads cost more than they bring.
+        The threads of an events import: those it prepares its batches on (parsing, checks, H3, grids and areas)
+        while the batch before is staged, and those it then makes the new events' cases, audit rows and rebound
+        links on. 0 for none (batch after batch, then the cases file after file); -1 (default) for batches
+        prepared on 2 threads when the machine is not busy (its load average over the last minute below its
+        cores) and on none otherwise, and cases made on a thread per core, up to 4; N for N of each. What is
+        stored is the same either way; on a busy machine the preparing threads cost more than they bring.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_assignment=True)
@@ -159,8 +161,9 @@ class Settings(BaseSettings):
     public_url: str = Field(default="", description="address phones reach the service at, for the field links")
     max_photo_mb: float = Field(default=10, gt=0, le=100, description="largest photo of a field visit, MB")
     import_threads: int = Field(default=-1, ge=-1, le=32,
-                                description="threads an events import prepares its batches on (0: none; -1: 2 when "
-                                            "the machine is not busy)")
+                                description="threads an events import prepares its batches and makes its cases on "
+                                            "(0: none; -1: batches on 2 when the machine is not busy, cases on a "
+                                            "thread per core up to 4)")
 
     @field_validator("timezone")
     @classmethod

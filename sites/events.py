@@ -179,7 +179,7 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
         staged = ImportCases(staging.con, actor="import") if cases and not pending and not update else None
         ids = _load_batches(staging, ctx, bar=bar, cases=staged)
         if staged is not None:
-            report.cases_created, report.rebounds_linked = staged.finish(staging)
+            report.cases_created, report.rebounds_linked = staged.finish(staging, threads=finish_threads())
         with staging.publish() as con:
             if cases and (pending or update):
                 report.cases_created = backfill(con, actor="import", event_ids=None if pending else ids)
@@ -269,6 +269,23 @@ def prepare_threads() -> int:
     except OSError:  # not available: as on a busy machine
         return 0
     return 2 if cores > 1 and load < cores else 0
+
+
+def finish_threads() -> int:
+    """The threads an import with cases makes its cases, audit rows and rebound links on once its events are
+    staged (:meth:`~civicgrid.sites.cases.bulk.ImportCases.finish`, a staged file each at a time; their heavy
+    steps — numpy, Arrow's reads and writes — run without the GIL): the setting ``import_threads``
+    (``CIVICGRID_IMPORT_THREADS``) when it is 0 or more (0: every step in turn on the calling thread), else one
+    per core, up to 4.
+
+    The default is not the load rule of :func:`prepare_threads`: the import with cases met its target with these
+    threads on (2 on 2 cores, at loads 1.6–21; bench/RESULTS.md), and their cost against the step in turn is in
+    bench/RESULTS.md's "One rule written once" section.
+    """
+    chosen = get_settings().import_threads
+    if chosen >= 0:
+        return chosen
+    return max(1, min(4, os.cpu_count() or 1))
 
 
 def _prepared(ctx: _EventBatchContext) -> Iterator[_Prepared]:

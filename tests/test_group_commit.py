@@ -10,7 +10,6 @@ import threading
 from concurrent.futures import ThreadPoolExecutor
 
 import duckdb
-import pandas as pd
 import pytest
 from civicgrid.geo import group_commit
 from civicgrid.geo.errors import ConflictError, NotFoundError
@@ -184,32 +183,39 @@ def test_the_process_exits_cleanly_after_grouped_writes(small_city, civicgrid_cl
     assert Store(small_city).sql(f"SELECT state FROM cases WHERE case_id = {case_id}")["state"][0] == "registered"
 
 
-def test_the_unit_of_a_new_case_is_the_one_the_sql_dispatch_rule_gives(small_city):
-    """A new case's unit (属地) is computed from the cached sites and areas; every site and area combination
-    gives what the SQL of the bulk path (``UNIT_EXPR``) gives."""
-    from civicgrid.sites.cases._sql import UNIT_CODE_EXPR, UNIT_EXPR, UNIT_JOINS
+def test_the_unit_of_a_new_case_is_the_one_the_dispatch_rule_gives(small_city):
+    """A case's unit (属地), computed from the cached sites and areas (``bulk._Units``: new cases, backfill and an
+    import's cases), is for every site and area combination the one the rule written plainly gives
+    (``conftest.reference_unit``)."""
+    import pyarrow as pa
+    from civicgrid.sites.cases.bulk import _Units
+
+    from conftest import reference_unit
 
     with writing(small_city) as con:  # sites with and without a responsible unit (blank counts as none)
         con.execute("INSERT INTO sites (site_id, name, category_code, responsible_unit, lng, lat) VALUES "
                     "(1, 'a', '01', '  环卫所 ', 112.9, 28.2), (2, 'b', '02', '  ', 112.9, 28.2), "
                     "(3, 'c', '03', NULL, 112.9, 28.2)")
+        con.execute("INSERT INTO areas (code, name, level) VALUES ('430102002', '第二', 'street')")
     store = Store(small_city)
     cur = store.cursor()
-    offices = workflow._Offices.read(cur)
-    areas = cur.execute("SELECT level, code FROM areas").fetchall()
-    codes = {level: [code for lv, code in areas if lv == level] + [None, "nowhere"]
-             for level in ("community", "street", "district")}
+    units = _Units.read(cur)
+    sites = {s: (c, u) for s, c, u in cur.execute("SELECT site_id, category_code, responsible_unit FROM sites"
+                                                 ).fetchall()}
+    areas: dict = {"community": {}, "street": {}, "district": {}}
+    for level, code, name in cur.execute("SELECT level, code, name FROM areas").fetchall():
+        areas[level][code] = name
+    codes = {level: [*areas[level], None, "nowhere"] for level in areas}
     rows = [(site, cm, st, di) for site in (None, 1, 2, 3, 99) for cm in codes["community"]
             for st in codes["street"] for di in codes["district"]]
-    frame = pd.DataFrame(rows, columns=["site_id", "community_code", "street_code", "district_code"])
-    frame["site_id"] = frame["site_id"].astype("Int64")
-    frame["k"] = range(len(frame))
-    cur.register("e", frame)
-    want = cur.execute(f"SELECT e.k, s.category_code, {UNIT_EXPR}, {UNIT_CODE_EXPR} FROM e {UNIT_JOINS} "
-                       "ORDER BY e.k").fetchall()
-    assert len(want) == len(rows) > 50
-    for (site, cm, st, di), expected in zip(rows, want, strict=True):
-        assert offices.unit(site, cm, st, di) == tuple(expected[1:]), (site, cm, st, di)
+    places = pa.table({"site_id": pa.array([r[0] for r in rows], pa.int64()),
+                       **{f"{level}_code": pa.array([r[k] for r in rows], pa.string())
+                          for k, level in enumerate(("community", "street", "district"), start=1)}})
+    got = list(zip(*(column.to_pylist() for column in units.of(places)), strict=True))
+    assert len(got) == len(rows) > 50
+    for place, unit in zip(rows, got, strict=True):
+        assert unit == reference_unit(sites, areas, *place), place
+    assert {u[1] for u in got} >= {"环卫所", "测试community居委会", "第二办事处", "测试district城市管理和综合执法局"}
 
 
 COMMITTER = """

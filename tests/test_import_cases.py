@@ -277,3 +277,40 @@ def test_staged_cases_equal_the_backfill_of_the_published_events(tmp_path, monke
     assert units.loc[["S1", "S4"], "unit_code"].isna().all()
     area = units.loc[["S2", "S3"], "unit"]  # (a few events lie outside every area)
     assert area.isin(["测试community居委会", cs.UNASSIGNED_UNIT]).all() and area.eq("测试community居委会").any()
+
+
+def test_the_import_threads_setting_governs_the_case_step(tmp_path, monkeypatch):
+    """``CIVICGRID_IMPORT_THREADS`` also sets the threads the cases are made on (``finish_threads``): 0 makes them
+    in turn on the calling thread (no thread pool), N on N threads, -1 on a thread per core up to 4; the store
+    is the same whatever the threads."""
+    from civicgrid.sites import events as events_module
+    from civicgrid.sites.cases import bulk
+
+    from conftest import build_small_city
+
+    monkeypatch.setattr(events_module, "IMPORT_BATCH_ROWS", 300)
+    monkeypatch.setattr(events_module.os, "cpu_count", lambda: 8)
+    for value, threads in (("-1", 4), ("0", 0), ("3", 3)):
+        monkeypatch.setenv("CIVICGRID_IMPORT_THREADS", value)
+        assert events_module.finish_threads() == threads
+    mapping = {"id": "单号", "time": "时间", "status": "状态", "rectified": "整改时间", "closed": "办结时间",
+               "site": "点位"}
+    f = tmp_path / "e.csv"
+    _random_events(3, 1500, "A", 40).to_csv(f, index=False)
+    pools = []
+    real_pool = bulk.ThreadPoolExecutor
+    monkeypatch.setattr(bulk, "ThreadPoolExecutor", lambda n, **kw: pools.append(n) or real_pool(n, **kw))
+    got = []
+    for value in ("0", "3"):
+        monkeypatch.setenv("CIVICGRID_IMPORT_THREADS", value)
+        (tmp_path / value).mkdir()
+        db = build_small_city(tmp_path / value / "city.duckdb", tmp_path / value)
+        _add_sites(db)
+        rep = import_events(f, db=db, mapping=mapping, progress=False)
+        assert rep.cases_created == rep.loaded == 1500 and rep.rebounds_linked > 50
+        got.append([_read(db, q) for q in ("SELECT * EXCLUDE (updated_at) FROM cases ORDER BY case_id",
+                                           "SELECT * FROM case_log ORDER BY log_id",
+                                           "SELECT * EXCLUDE (import_id) FROM events ORDER BY event_id")])
+    assert pools == [3]  # none in turn
+    for a, b in zip(*got, strict=True):
+        pd.testing.assert_frame_equal(a, b)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import os
 import queue
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Executor, Future, ThreadPoolExecutor
 from pathlib import Path
 
 import duckdb
@@ -139,10 +139,6 @@ def backfill_db(db: str | os.PathLike, *, actor: str = "import") -> int:
         return made
 
 
-#: Threads that make an import's events, cases and audit rows, one staged file of events each at a time (the
-#: audit rows while the rebound links are searched).
-FINISH_THREADS = max(1, min(4, os.cpu_count() or 1))
-
 #: The states an imported case takes (the dictionary of its ``state``), and those of its audit rows.
 _CASE_STATES = ["dispatched", "rectified", "closed"]
 _LOG_STATES = ["found", "registered", "dispatched", "rectified", "closed"]
@@ -157,11 +153,11 @@ class ImportCases:
     1. each batch is staged with its events as their cases will have them (:meth:`with_case_state`: deadline,
        status, rectification and closure times, rework rounds), all of which depend on the event alone;
     2. :meth:`finish`: the rebound links of the new cases, searched among the store's closed cases and the
-       new closed ones (:func:`~civicgrid.sites.cases.rebounds.find_rebounds`); then, on
-       :data:`FINISH_THREADS` threads, each staged file of events is read once by Arrow and written again
-       with its links, beside its cases and their audit rows (numbered in ids reserved for them), all three
-       computed from the file's columns (numpy and Arrow: :class:`_Units`, :func:`_log_rows`) and written by
-       Arrow.
+       new closed ones (:func:`~civicgrid.sites.cases.rebounds.find_rebounds`); then, on the threads the
+       import gives it (:func:`civicgrid.sites.events.finish_threads`), each staged file of events is read once
+       by Arrow and written again with its links, beside its cases and their audit rows (numbered in ids
+       reserved for them), all three computed from the file's columns (numpy and Arrow: :class:`_Units`,
+       :func:`_log_rows`) and written by Arrow.
 
     Nothing is copied into tables, updated in place or written twice but the events themselves (once more
     with their links).
@@ -211,8 +207,10 @@ class ImportCases:
         data = _put(data, "closed_at", closed_at)
         return _put(data, "reopened", pc.max_element_wise(pc.fill_null(reopened, 0), 0).cast(pa.int32()))
 
-    def finish(self, staging: Staging) -> tuple[int, int]:
-        """Stage the cases, audit rows and links of the events staged; return (cases made, rebounds linked)."""
+    def finish(self, staging: Staging, *, threads: int = 1) -> tuple[int, int]:
+        """Stage the cases, audit rows and links of the events staged, one staged file of events each at a time on
+        ``threads`` threads (the audit rows while the links are searched; 0: every step in turn on the calling
+        thread); return (cases made, rebounds linked). What is staged is the same whatever the threads."""
         files = list(staging.files.get("events") or [])
         if not files:
             return 0, 0
@@ -221,19 +219,21 @@ class ImportCases:
         cur = staging.scratch()
         try:
             with memory_cap(cur):
-                return self._finish(staging, cur, files)
+                return self._finish(staging, cur, files, threads=threads)
         finally:
             cur.close()
 
-    def _finish(self, staging: Staging, cur: duckdb.DuckDBPyConnection, files: list) -> tuple[int, int]:
+    def _finish(self, staging: Staging, cur: duckdb.DuckDBPyConnection, files: list, *,
+                threads: int) -> tuple[int, int]:
         units = _Units.read(cur)
         for table in ("events", "cases", "case_log"):
             staging.columns(table)  # read once here: the threads only use what is cached
         cursors: queue.SimpleQueue = queue.SimpleQueue()  # a cursor each for DuckDB's writes (a rare cast)
-        for _ in range(FINISH_THREADS):
+        for _ in range(max(threads, 1)):
             cursors.put(cur.cursor())
         try:
-            with ThreadPoolExecutor(FINISH_THREADS, thread_name_prefix="civicgrid-cases") as pool:
+            with (ThreadPoolExecutor(threads, thread_name_prefix="civicgrid-cases") if threads > 0
+                  else _InTurn()) as pool:
                 heads = list(pool.map(_head_of, files))
                 steps = [h.pop("steps") for h in heads]
                 total = int(sum(int(x.sum()) for x in steps))
@@ -321,6 +321,18 @@ class ImportCases:
             "photo": pa.nulls(n, pa.string()),
             "updated_at": pa.array(np.full(n, np.datetime64(self.stamp, "us")), pa.timestamp("us")),
         })
+
+
+class _InTurn(Executor):
+    """An executor without threads: each job runs when it is submitted, on the calling thread."""
+
+    def submit(self, fn, /, *args, **kwargs) -> Future:
+        done: Future = Future()
+        try:
+            done.set_result(fn(*args, **kwargs))
+        except Exception as exc:  # handed to the caller by result(), as a thread pool's job would be
+            done.set_exception(exc)
+        return done
 
 
 def _put(data: pa.Table, name: str, column) -> pa.Table:

@@ -35,11 +35,10 @@ from civicgrid.geo.times import now_local, parse_moment
 from civicgrid.grids.locate import Locator
 from civicgrid.sites.cases._sql import (
     CASE_COLUMNS,
-    UNASSIGNED_UNIT,
-    UNIT_SUFFIX,
     StoreOrConnection,
     query_frame,
 )
+from civicgrid.sites.cases.bulk import _Units
 from civicgrid.sites.cases.calendar import WorkCalendar, compute_deadlines, type_hours
 from civicgrid.sites.cases.config import get_settings
 from civicgrid.sites.cases.rebounds import _rebound_batch
@@ -251,38 +250,6 @@ def resolve_type(types: pd.DataFrame, problem_type) -> str:
 
 
 @dataclass(frozen=True)
-class _Offices:
-    """The sites' categories and responsible units and the areas' names: what the dispatch unit of a new case
-    (属地, :data:`~civicgrid.sites.cases._sql.UNIT_EXPR`) is made of, read once per change of those tables."""
-
-    sites: dict[int, tuple[str | None, str | None]]  # site id -> (category code, responsible unit)
-    areas: dict[str, dict[str, str | None]]  # level -> code -> name
-
-    @classmethod
-    def read(cls, con: duckdb.DuckDBPyConnection) -> _Offices:
-        sites = {int(r[0]): (r[1], r[2]) for r in con.execute(
-            "SELECT site_id, category_code, responsible_unit FROM sites").fetchall()}
-        areas: dict[str, dict[str, str | None]] = {level: {} for level in UNIT_SUFFIX}
-        for level, code, name in con.execute(
-                "SELECT level, code, name FROM areas WHERE level IN ('community', 'street', 'district')").fetchall():
-            areas[level].setdefault(code, name)
-        return cls(sites, areas)
-
-    def unit(self, site_id: int | None, community: str | None, street: str | None, district: str | None
-             ) -> tuple[str | None, str, str | None]:
-        """``(category_code, unit, unit_code)`` of a case at the site and areas given, as ``UNIT_EXPR`` and
-        ``UNIT_CODE_EXPR`` compute them in SQL."""
-        category, responsible = self.sites.get(site_id, (None, None)) if site_id is not None else (None, None)
-        if responsible is not None and responsible.strip(" "):
-            return category, responsible.strip(" "), None
-        found = [(level, code) for level, code in (("community", community), ("street", street),
-                                                    ("district", district)) if code in self.areas[level]]
-        unit = next((self.areas[level][code] + UNIT_SUFFIX[level] for level, code in found
-                     if self.areas[level][code] is not None), UNASSIGNED_UNIT)
-        return category, str(unit), found[0][1] if found else None
-
-
-@dataclass(frozen=True)
 class _CaseReference:
     """What opening a case reads of the small tables: the problem types (code and names, to resolve a request's,
     and their working hours to rectify), the working calendar and the case settings. Read once per change of
@@ -458,9 +425,10 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
     rebound_of = _rebounds_of(con, [events[e] | {"problem_type": t[3], "found": t[2]} for e, t in zip(eids, todo,
                               strict=True)], radius=ref.settings["rebound_radius_m"], days=ref.settings["rebound_days"])
     # the cases' category and dispatch unit (属地), from the small tables sites and areas (read once per change)
-    offices = _known(con, "case-offices", ("sites", "areas"), _Offices.read)
-    units = {e: offices.unit(_id(events[e]["site_id"]), *(_py(events[e][c]) for c in _AREA_COLUMNS[1:]))
-             for e in eids}
+    offices = _known(con, "case-offices", ("sites", "areas"), _Units.read)
+    places = pa.table({"site_id": pa.array([_id(events[e]["site_id"]) for e in eids], pa.int64()),
+                       **{c: pa.array([_py(events[e][c]) for e in eids], pa.string()) for c in _AREA_COLUMNS[1:]}})
+    units = dict(zip(eids, zip(*(column.to_pylist() for column in offices.of(places)), strict=True), strict=True))
     now = now_local()
     cases: list[dict] = []
     logs: list[dict] = []
