@@ -279,8 +279,8 @@ def finish_threads() -> int:
     per core, up to 4.
 
     The default is not the load rule of :func:`prepare_threads`: the import with cases met its target with these
-    threads on (2 on 2 cores, at loads 1.6–21; bench/RESULTS.md), and their cost against the step in turn is in
-    bench/RESULTS.md's "One rule written once" section.
+    threads on (2 on 2 cores, load 1.6–2.3; bench/RESULTS.md); the step in turn is measured against them in
+    bench/RESULTS.md's section "One rule written once".
     """
     chosen = get_settings().import_threads
     if chosen >= 0:

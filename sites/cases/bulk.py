@@ -449,8 +449,9 @@ def _codes(column) -> tuple[list, np.ndarray]:
 
 
 class _Units:
-    """The category of each case's site and its automatic unit (属地) and unit code, for arrays of events; the
-    sites and areas are read once.
+    """The category of each case's site and its automatic unit (属地) and unit code, for arrays of events (an
+    import's cases, :func:`backfill`'s, and new cases: :func:`~civicgrid.sites.cases.create_case`); the sites
+    and areas are read once.
 
     The unit is the site's ``responsible_unit`` (trimmed of spaces; blank counts as none) for a case at a
     sample-frame site, with no unit code; else the office of the first of the case's community, street and
