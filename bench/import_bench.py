@@ -120,7 +120,8 @@ def import_csv(csv_path: Path, db: Path, *, cases: bool = False, python: str | N
     ``cases=False`` times the import itself; ``cases=True`` adds the case backfill and rebound linking
     (``sites.cases``) that ``civicgrid import events`` runs in the same transaction. ``python``: the
     interpreter of another checkout (``--baseline-python``), to time its import in the same run. ``threads``:
-    the threads the import prepares its batches on (the setting ``import_threads``; None: as it decides).
+    the setting ``import_threads`` (the threads the import prepares its batches and makes its cases on; None:
+    as it decides).
     """
     code = (
         "import json, os, time, resource; from civicgrid.sites.events import import_events; "
@@ -208,8 +209,8 @@ def main() -> None:
                              "import, baseline, COPY, ...), and report each one's fastest run: on a shared machine "
                              "the load drifts, and the fastest runs are those least slowed by it")
     parser.add_argument("--prepare-threads", type=int, default=None, metavar="N",
-                        help="this checkout's import prepares its batches on N threads (0: in turn; default: as "
-                             "the import decides from the machine's load)")
+                        help="this checkout's import runs on N threads (the setting import_threads: its batches "
+                             "prepared on N, its cases made on N; 0: in turn; default: as the import decides)")
     parser.add_argument("--baseline-python", default=None, metavar="PYTHON",
                         help="also time the imports with this interpreter (another checkout's venv, e.g. main's) "
                              "in the same run: before/after figures under the same load")
