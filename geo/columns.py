@@ -118,7 +118,8 @@ def trim_columns(table: pa.Table, columns) -> pa.Table:
 def trimmed(table: pa.Table, column: str) -> pa.Array:
     """A column as one Arrow string array, trimmed, with nulls for empty cells."""
     arr = table.column(column)
-    arr = arr.combine_chunks() if isinstance(arr, pa.ChunkedArray) else arr
+    if isinstance(arr, pa.ChunkedArray):  # one chunk (a column trim_columns set): itself, not a copy of it
+        arr = arr.chunk(0) if arr.num_chunks == 1 else arr.combine_chunks()
     if table.schema.field(column).metadata == _TRIMMED:
         return arr
     if not pa.types.is_string(arr.type):

@@ -426,10 +426,13 @@ def decide_date_order(values, *, date_order: str | None = None, column: str = "t
             raise InvalidParameterError(msg)
         return date_order
     arr = _as_arrow(values)
+    # a value beginning with three digits is no such date (at most two come before its first separator): an
+    # ISO column (2024-03-05 …) is ruled out without trimming its values or matching them to the pattern
+    arr = arr.filter(pc.invert(pc.utf8_is_digit(pc.utf8_slice_codeunits(arr, 0, 3))))
     if not len(arr):
         return None
     arr = pc.utf8_trim_whitespace(arr)
-    dated = pc.match_substring_regex(arr, SLASH_DATE)  # the distinct values of only these: ISO columns skip it
+    dated = pc.match_substring_regex(arr, SLASH_DATE)  # the distinct values of only these
     if not pc.any(dated).as_py():
         return None
     uniq = pc.unique(arr.filter(dated)).drop_null()

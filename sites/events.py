@@ -600,8 +600,8 @@ def _finish_batch(prep: _Prepared, ctx: _EventBatchContext, *, first_id: int, co
         ctx.kept_case_ids.extend(int(i) for i in kept)
         report.updated = (report.updated or 0) + len(replaced)
         n_dup -= int((~new).sum()) - unchanged  # the rows that replace stored ones are not duplicates
-    return _counted(ctx, data), rejects, n_dup, int(data.filter(  # placed at a point (a cell) in no grid
-        pc.and_(pc.is_valid(data["h3"]), pc.is_null(data["grid_code"]))).num_rows)
+    outside = pc.sum(pc.and_(pc.is_valid(data["h3"]), pc.is_null(data["grid_code"]))).as_py() or 0
+    return _counted(ctx, data), rejects, n_dup, int(outside)  # placed at a point (a cell) in no grid
 
 
 def _counted(ctx: _EventBatchContext, data: pa.Table) -> pa.Table | None:
