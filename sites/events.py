@@ -794,9 +794,8 @@ def _event_codes(batch: pa.Table, ctx: _EventBatchContext,
     labels: pa.Array = pa.nulls(n, pa.string())
     if ctx.types is not None and len(ctx.type_columns) == 1 and not ctx.strict_types:
         # one type column (the usual file): its labels and their codes as dictionary arrays, no Python strings
-        values = trimmed(batch, ctx.type_columns[0])
-        ptype, _ = ctx.types.match(values)
-        labels = values.dictionary_encode()
+        labels = trimmed(batch, ctx.type_columns[0]).dictionary_encode()
+        ptype, _ = ctx.types.match(labels)
     elif ctx.types is not None:
         code = np.full(n, None, dtype=object)
         label = np.full(n, None, dtype=object)

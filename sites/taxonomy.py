@@ -111,8 +111,9 @@ class TypeMatcher:
         return cls(lookup=lookup, choices=choices)
 
     def match(self, labels: pa.Array) -> tuple[pa.Array, np.ndarray]:
-        """The code of each label (a dictionary array, null when none) and the mask of labels without one."""
-        enc = labels.dictionary_encode()
+        """The code of each label (a dictionary array, null when none) and the mask of labels without one.
+        ``labels``: strings, or those strings dictionary-encoded already."""
+        enc = labels if pa.types.is_dictionary(labels.type) else labels.dictionary_encode()
         uniq = enc.dictionary.to_pylist()
         codes = np.array([self.lookup.get(_norm(v)) for v in uniq] + [None], dtype=object)
         present = ~enc.indices.is_null().to_numpy(zero_copy_only=False)
