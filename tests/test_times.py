@@ -195,3 +195,17 @@ def test_file_columns_also_take_the_forms_of_other_systems():
     with pytest.raises(InvalidParameterError, match="unknown time zone"):
         parse_times(["2024-03-05"], tz="Mars/Olympus")
     assert times.DEFAULT_TIMEZONE in parse_times.__kwdefaults__.values()
+
+
+def test_decide_date_order_finds_day_or_month_first_dates_among_iso_values():
+    """decide_date_order passes over values beginning with three digits (no day- or month-first date does: at most
+    two digits come before its first separator) without trimming or matching them; a slash date among them still
+    decides the column's order, leading spaces, one-digit fields and other separators included."""
+    iso = ["2024-03-05 14:30:00", "2024-03-06", "20240307", "  2024-03-08"] * 3
+    assert times.decide_date_order(iso) is None
+    assert times.decide_date_order(iso + ["  13/02/2025 08:00"]) == "dmy"
+    assert times.decide_date_order([*iso, None, "", "02/13/2025"]) == "mdy"
+    assert times.decide_date_order([*iso, "3.1.2025", "13-1-2025"]) == "dmy"
+    assert times.decide_date_order(["123/01/2025", "999/13/2025", *iso]) is None  # three digits: no such date
+    with pytest.raises(InvalidParameterError, match="--date-order"):  # only dates that read both ways
+        times.decide_date_order([*iso, "1/3/2025"])
