@@ -14,8 +14,10 @@ imports N complaints (a CSV exported from the demo) while the clients write. Aft
 must be in the store (lost writes are counted). ``--unshared`` first runs this checkout with the service's worker
 processes committing their own writes (``CIVICGRID_SHARED_WRITER=0``: they take turns on the store's lock), then
 as it serves by default (the workers hand their writes to one committer, :mod:`civicgrid.geo.group_commit`).
-``--store`` runs every version on one existing store, as it is (e.g. a 10M-event store with a PostgreSQL catalog,
-which ``--from-store`` cannot copy; set ``CIVICGRID_DATA_PATH`` for it): each version's writes add to it.
+``--store`` runs every version on one existing store, as it is (set ``CIVICGRID_DATA_PATH`` for a PostgreSQL
+catalog): each version's writes add to it. ``--from-store`` gives each version a copy of a store built before
+(SQLite catalog, e.g. ``/tmp/heat10m/demo_10m.duckdb``); with ``--catalog postgres`` its catalog is copied into a
+database of the throwaway server (:data:`_TO_POSTGRES`), so a 10M-event PostgreSQL run needs no 10M build.
 
 ``--maintain N`` measures case writes while ``civicgrid maintain`` runs (issue 17): before the service starts, N
 batches of events (copies of the first 200k events, shifted by a day and shuffled, one Parquet file each) are
@@ -61,6 +63,60 @@ for b in range(int(sys.argv[2])):
             SELECT 100000000 + {b} * 1000000 + event_id, source, problem_type, time + INTERVAL ({b + 1}) DAY,
                    status, lng, lat, h3
             FROM events WHERE event_id <= 200000 ORDER BY hash(event_id + {b})''')
+"""
+
+
+#: Copy a store with a SQLite catalog (argv 1) into an empty PostgreSQL database (argv 2, a ``postgresql://`` URL),
+#: through a copy of it (argv 3, :func:`copy_store`: the data files hard-linked) whose inlined rows are first
+#: flushed into Parquet files, so that the catalog's fixed tables are all there is to copy: DuckLake makes them in
+#: the PostgreSQL database (``ATTACH``), then their rows are copied over (types cast by DuckDB) and ``data_path``
+#: set to the copy's data folder, which becomes the PostgreSQL store's (printed). The inlined tables of the copy
+#: hold no live row after the flush and are left out (the PostgreSQL catalog makes its own at the first write).
+#: Run by this checkout's Python for every version measured, so each starts from the same catalog.
+_TO_POSTGRES = """
+import sys, duckdb
+from civicgrid.geo.store import extension_path, quote, locate
+from civicgrid.geo.store_files import copy_store
+src, url, scratch = sys.argv[1:4]
+from pathlib import Path
+Path(scratch).parent.mkdir(parents=True, exist_ok=True)
+copy_store(src, scratch)
+where = locate(scratch)
+config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
+con = duckdb.connect(config=config)
+for name in ("spatial", "ducklake", "sqlite_scanner", "postgres_scanner"):
+    con.load_extension(str(extension_path(name)))
+con.execute(where.attach_sql())  # the copy, with its inlined rows flushed into Parquet files
+con.execute("CALL ducklake_flush_inlined_data('lake')")
+con.execute("DETACH lake")
+data = str(where.data_path) + "/"
+pg = url if not url.startswith("postgres:") or "://" in url else url.removeprefix("postgres:")
+# DuckLake makes its tables
+con.execute(f"ATTACH {quote('ducklake:postgres:' + pg)} AS fresh (DATA_PATH {quote(data)})")
+con.execute("DETACH fresh")
+con.execute(f"ATTACH {quote(where.catalog)} AS src (TYPE sqlite, READ_ONLY)")
+con.execute(f"ATTACH {quote(pg)} AS dst (TYPE postgres)")
+tables = [r[0] for r in con.execute(
+    "SELECT table_name FROM duckdb_tables() WHERE database_name = 'src' "
+    "AND table_name LIKE 'ducklake_%' AND table_name NOT LIKE 'ducklake_inlined_%'").fetchall()]
+have = {r[0] for r in con.execute("SELECT table_name FROM duckdb_tables() WHERE database_name = 'dst'").fetchall()}
+missing = [t for t in tables if t not in have]
+if missing:
+    sys.exit(f"the PostgreSQL catalog has no {missing}")
+con.execute("BEGIN")
+for t in tables:
+    cols = [r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = 'dst' "
+                                      "AND table_name = ? ORDER BY column_index", [t]).fetchall()]
+    srccols = {r[0] for r in con.execute("SELECT column_name FROM duckdb_columns() WHERE database_name = 'src' "
+                                         "AND table_name = ?", [t]).fetchall()}
+    if set(cols) != srccols:
+        sys.exit(f"{t}: columns differ: {sorted(set(cols) ^ srccols)}")
+    names = ", ".join(f'"{c}"' for c in cols)
+    con.execute(f"DELETE FROM dst.{t}")
+    con.execute(f"INSERT INTO dst.{t} ({names}) SELECT {names} FROM src.{t}")
+con.execute("UPDATE dst.ducklake_metadata SET value = ? WHERE key = 'data_path'", [data])
+con.execute("COMMIT")
+print(data)
 """
 
 
@@ -144,6 +200,10 @@ def run(cli: str, label: str, args: argparse.Namespace, work: Path, port: int) -
         os.environ["CIVICGRID_DATA_PATH"] = str(work / f"{label}-data")  # for every civicgrid started below
     if args.store:
         pass
+    elif args.from_store and args.postgres is not None:  # its catalog copied into the throwaway server
+        data = subprocess.run([sys.executable, "-c", _TO_POSTGRES, args.from_store, str(db),
+                               str(work / f"{label}-copy.duckdb")], check=True, capture_output=True, text=True)
+        os.environ["CIVICGRID_DATA_PATH"] = data.stdout.strip().splitlines()[-1]
     elif args.from_store:  # a copy of a store built before (a 10M-event demo takes long to build)
         python = str(Path(cli).with_name("python"))
         subprocess.run([python, "-c", "import sys; from civicgrid.geo.store_files import copy_store; "
@@ -264,7 +324,8 @@ def main() -> None:
                         help="the store's catalog: a SQLite file, or a throwaway PostgreSQL server started for the run")
     parser.add_argument("--port", type=int, default=8900, help="port of the first service started")
     parser.add_argument("--from-store", help="copy this store (SQLite catalog) for each run instead of building "
-                                             "the demo (--events is then only reported)")
+                                             "the demo (--events is then only reported); with --catalog postgres "
+                                             "its catalog is copied into the throwaway server")
     parser.add_argument("--store", help="run every version on this existing store as it is (no copy, no build)")
     parser.add_argument("--unshared", action="store_true",
                         help="first run this checkout with each worker process committing its own writes")

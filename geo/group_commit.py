@@ -157,8 +157,12 @@ class _Writer:
         for attempt in range(WRITE_TRIES):
             try:
                 _GROUP.state = {}  # a new state for each try: a retried transaction starts again
+                # the snapshot the last group's commit made, in which no other machine's lease held (that group
+                # read the lease in the snapshot before it): if this group's transaction reads it, the leases are
+                # unchanged and not read again (writing, lease_free_at)
+                lease_free_at = self.kept[0] if self.kept is not None else None
                 try:
-                    with writing(self.db, keep_cursor=True) as con:  # this thread writes often: one cursor
+                    with writing(self.db, keep_cursor=True, lease_free_at=lease_free_at) as con:  # one cursor
                         start = self._begin(con)
                         results = self._apply(con, group)
                     self._keep(group, start, results)

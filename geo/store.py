@@ -456,6 +456,8 @@ class _Lake:
             self.con.execute(location.attach_sql())
             _session(self.con)
             self._ensure_schema(create=create)
+        if location.kind == "postgres":
+            ensure_deletion_tables(self.con)
 
     @contextlib.contextmanager
     def _cross_process_lock(self) -> Iterator[None]:
@@ -548,6 +550,50 @@ def forget(location: Location) -> None:
     if lake is not None:
         with contextlib.suppress(Exception):
             lake.con.close()
+
+
+#: What DuckLake 1.5.5 creates, in a PostgreSQL catalog, the first time a commit deletes rows of a table's Parquet
+#: files and keeps the deletions in the catalog (data inlining): ``ducklake_inlined_delete_<table id>``.
+_DELETION_TABLE = "ducklake_inlined_delete_{id}"
+_DELETION_COLUMNS = "file_id BIGINT, row_id BIGINT, begin_snapshot BIGINT"
+#: The tables of DuckLake's catalog in a PostgreSQL database (run there by ``postgres_query``).
+_CATALOG_TABLES = ("SELECT table_schema::text, table_name::text FROM information_schema.tables "
+                   "WHERE table_schema = current_schema() AND table_name LIKE 'ducklake\\_%'")
+
+
+def ensure_deletion_tables(con: duckdb.DuckDBPyConnection) -> list[str]:
+    """Create, in a PostgreSQL catalog, the empty table of inlined deletions of every table of the store that has
+    none yet (``ducklake_inlined_delete_<table id>``, exactly as DuckLake creates it at the first such deletion);
+    the names created.
+
+    Every read of a table's Parquet files looks for that table. While it is missing, the PostgreSQL extension
+    looks it up in PostgreSQL's own catalog again after each commit of this process (two ``pg_class`` queries
+    per table a transaction reads: a move's group transaction makes four, a read of one case four), since a
+    missing table's answer is not kept across commits and a found one's is (bench/DUCKLAKE.md section 13).
+    An empty table holds no deletion, as a missing one: DuckLake reads it the same, adds to it when it
+    deletes rows of the table's files (``CREATE TABLE IF NOT EXISTS``) and empties it when it flushes them.
+    Creating it is an optimisation only: when another process creates it at the same moment (PostgreSQL may
+    then refuse the second ``CREATE TABLE IF NOT EXISTS``), nothing is lost and the next opening tries again."""
+    meta = f"__ducklake_metadata_{ALIAS}"
+    # the catalog's own tables, in the schema DuckLake uses (the connection's, civicgrid never names another)
+    found = con.execute(f"SELECT * FROM postgres_query({quote(meta)}, {quote(_CATALOG_TABLES)})").fetchall()
+    schema = next((s for s, t in found if t == "ducklake_snapshot"), None)
+    if schema is None:
+        return []
+    have = {t for _, t in found}
+    ids = [int(r[0]) for r in con.execute(
+        f"SELECT table_id FROM {meta}.ducklake_table WHERE end_snapshot IS NULL ORDER BY table_id").fetchall()]
+    missing = [name for name in (_DELETION_TABLE.format(id=i) for i in ids) if name not in have]
+    if not missing:
+        return []
+    target = '"' + schema.replace('"', '""') + '"'
+    ddl = "; ".join(f"CREATE TABLE IF NOT EXISTS {target}.{name} ({_DELETION_COLUMNS})" for name in missing)
+    try:
+        con.execute(f"CALL postgres_execute({quote(meta)}, {quote(ddl)})")
+    except duckdb.Error as exc:  # e.g. another process created one of them at the same moment
+        logger.info("the tables of inlined deletions were not all created (%s); the next opening tries again", exc)
+        return []
+    return missing
 
 
 # --- schema -------------------------------------------------------------------------------------------------
@@ -699,11 +745,17 @@ def lease_value(seconds: float = LEASE_S) -> str:
     return f"{(datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()} {MACHINE}"
 
 
-def _begin_guarded(cur: duckdb.DuckDBPyConnection, location: Location) -> None:
+def _begin_guarded(cur: duckdb.DuckDBPyConnection, location: Location, lease_free_at: int | None = None) -> None:
     """Begin a write of a store with a PostgreSQL catalog (in the transaction ``cur`` began): wait while another
     machine's maintenance holds a lease (each look a new transaction), then rewrite ``ids.taken``, so that this
     write conflicts with a lease committed before it commits (and is run again) instead of being lost to a
-    compaction (bench/DUCKLAKE.md section 11)."""
+    compaction (bench/DUCKLAKE.md section 11).
+
+    When the transaction reads the snapshot ``lease_free_at`` (:func:`writing`), the lease is not read: no lease
+    of another machine held there."""
+    if lease_free_at is not None and fetch_value(cur, f"SELECT id FROM {ALIAS}.current_snapshot()") == lease_free_at:
+        claim_ids(cur)
+        return
     deadline = time.monotonic() + LEASE_WAIT_S
     while (holder := lease_holder(cur)) is not None:
         cur.execute("ROLLBACK")
@@ -718,8 +770,8 @@ def _begin_guarded(cur: duckdb.DuckDBPyConnection, location: Location) -> None:
 
 
 @contextlib.contextmanager
-def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None = None, keep_cursor: bool = False
-            ) -> Iterator[duckdb.DuckDBPyConnection]:
+def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None = None, keep_cursor: bool = False,
+            lease_free_at: int | None = None) -> Iterator[duckdb.DuckDBPyConnection]:
     """Write the store in one transaction: all of it is committed, or (on an exception) none of it.
 
     Writers of a store take turns (a lock in the process and an advisory lock on ``<db>.lock`` across the
@@ -743,6 +795,13 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
         for a thread that writes often and leaves nothing on it (registered tables, temporary tables): a new
         cursor's ``USE lake`` is a round of catalog work of its own (the group writer,
         :mod:`civicgrid.geo.group_commit`).
+    lease_free_at
+        A snapshot id at which the caller knows that no maintenance of another machine held a lease: the
+        snapshot its own previous write's commit made, when that write read the lease in the snapshot just
+        before it (the group writer's chain, :func:`~civicgrid.geo.group_commit.group_memory`). When this
+        transaction reads that very snapshot, nothing else was committed since, so the leases are as that write
+        saw them and are not read again (one read of ``meta`` less); ``ids.taken`` is rewritten all the same,
+        so a lease committed while this write runs still makes it conflict. PostgreSQL catalog only.
 
     Yields
     ------
@@ -767,7 +826,7 @@ def writing(db: str | os.PathLike | Location | None, *, memory_limit: str | None
             cur.execute("BEGIN TRANSACTION")
             try:
                 if lake.location.kind == "postgres":
-                    _begin_guarded(cur, lake.location)
+                    _begin_guarded(cur, lake.location, lease_free_at)
                 yield cur
             except BaseException as exc:
                 with contextlib.suppress(Exception):

@@ -368,6 +368,45 @@ def test_a_write_made_elsewhere_is_seen_by_the_next_group(any_store, tmp_path):
     assert cs.get_case(store, a) == moved and cs.get_case(store, b)["state"] == "found"
 
 
+def test_a_lease_taken_between_two_groups_holds_the_next_group(pg_server, tmp_path, monkeypatch):
+    """PostgreSQL catalog: a group whose transaction reads the snapshot the writer's last group committed does not
+    read the maintenance lease again (nothing was committed since); after a lease of another machine is
+    committed it does, and waits (then gives up, writing nothing) until the lease ends."""
+    from datetime import UTC, datetime, timedelta
+
+    from civicgrid.geo import store as st
+
+    monkeypatch.setenv("CIVICGRID_DATA_PATH", str(tmp_path / "city-data"))
+    db = build_small_city(pg_server(f"city_lease_chain_{abs(hash(str(tmp_path))) % 10**9}"), tmp_path)
+    looks = []
+    holder = st.lease_holder
+    monkeypatch.setattr(st, "lease_holder", lambda con: looks.append(1) or holder(con))
+    monkeypatch.setattr(st, "LEASE_WAIT_S", 0.3)
+    monkeypatch.setattr(group_commit, "WRITE_TRIES", 1)
+    (cid,) = _open_cases(db, 1)
+    writer = group_commit._WRITERS[locate(db)]
+    assert writer.kept is not None
+    before = len(looks)
+    cs.transition(db, cid, "register", actor="张三")  # nothing committed since the creation: no look
+    assert len(looks) == before
+
+    def lease(seconds: float) -> None:  # another machine's maintenance, as it sets its lease
+        with st.writers_paused(db) as con:
+            con.execute("BEGIN TRANSACTION")
+            until = (datetime.now(UTC) + timedelta(seconds=seconds)).isoformat()
+            st.set_meta(con, st.LEASE_KEY, f"{until} another-machine")
+            con.execute("COMMIT")
+
+    lease(600)
+    with pytest.raises(st.WriteConflictError, match="another-machine"):
+        cs.transition(db, cid, "dispatch", actor="张三")
+    assert len(looks) > before
+    assert cs.get_case(Store(db), cid)["state"] == "registered"  # nothing written
+    lease(-1)  # ended
+    assert cs.transition(db, cid, "dispatch", actor="张三")["state"] == "dispatched"
+    assert [r["to_state"] for r in cs.get_case(Store(db), cid)["log"]] == ["found", "registered", "dispatched"]
+
+
 def test_a_failed_group_keeps_nothing(small_city, monkeypatch):
     (cid,) = _open_cases(small_city, 1)
     writer = group_commit._WRITERS[locate(small_city)]

@@ -561,6 +561,57 @@ def test_a_maintenance_lease_holds_only_other_machines_writes(pg_server, tmp_pat
     assert store.sql("SELECT count(*) AS n FROM meta WHERE key = 'ids.taken'")["n"][0] == 1
 
 
+def test_a_postgresql_catalog_has_a_table_of_inlined_deletions_for_each_table(pg_server, tmp_path, monkeypatch):
+    """Opening a store with a PostgreSQL catalog creates the (empty) table of inlined deletions of every table
+    that has none, as DuckLake creates it at a table's first such deletion; DuckLake then keeps a deletion of
+    rows of a table's Parquet files there, every connection reads the rows left, and maintenance flushes them."""
+    from civicgrid.geo import store as st
+
+    monkeypatch.setenv("CIVICGRID_DATA_PATH", str(tmp_path / "city-data"))
+    db = pg_server(f"city_deletions_{abs(hash(str(tmp_path))) % 10**9}")
+    store = Store(db, create=True)
+    con = store._lake.con
+    meta = "__ducklake_metadata_lake"
+
+    def catalog_tables() -> set[str]:
+        found = con.execute(f"SELECT * FROM postgres_query('{meta}', $${st._CATALOG_TABLES}$$)").fetchall()
+        return {t for _, t in found}
+
+    ids = [r[0] for r in con.execute(f"SELECT table_id FROM {meta}.ducklake_table "
+                                     "WHERE end_snapshot IS NULL").fetchall()]
+    assert len(ids) >= 10
+    assert {f"ducklake_inlined_delete_{i}" for i in ids} <= catalog_tables()
+    assert st.ensure_deletion_tables(con) == []  # once is enough
+    # rows in a Parquet file (more than the inlining limit), then a deletion of some of them
+    rows = {f"k{i}": str(i) for i in range(st.INLINE_ROWS + 500)}
+    with writing(db) as w:
+        w.execute("INSERT INTO settings SELECT 'k' || i, CAST(i AS VARCHAR) FROM range(?) r(i)", [len(rows)])
+    assert len(_files(db)) >= 1
+    with writing(db) as w:
+        w.execute("DELETE FROM settings WHERE key IN ('k3', 'k700', 'k1200')")
+    for k in ("k3", "k700", "k1200"):
+        del rows[k]
+    table = con.execute(f"SELECT table_id FROM {meta}.ducklake_table WHERE table_name = 'settings' "
+                        "AND end_snapshot IS NULL").fetchone()[0]
+    kept = con.execute(f"SELECT count(*) FROM {meta}.ducklake_inlined_delete_{table}").fetchone()[0]
+    assert kept == 3  # DuckLake kept the deletions in the table made for it
+    # another process, with DuckDB's own ATTACH (no civicgrid), reads the rows left
+    code = textwrap.dedent(f"""
+        import duckdb, json, sys
+        from civicgrid.geo.store import extension_path, locate
+        con = duckdb.connect(config={{"autoinstall_known_extensions": False, "autoload_known_extensions": False}})
+        for name in ("ducklake", "postgres_scanner"):
+            con.load_extension(str(extension_path(name)))
+        con.execute(locate({db!r}).attach_sql(read_only=True))
+        print(json.dumps(dict(con.execute("SELECT key, value FROM lake.settings").fetchall())))
+    """)
+    seen = json.loads(subprocess.run([sys.executable, "-c", code], check=True, capture_output=True, text=True).stdout)
+    assert seen == rows
+    maintain(db, keep_days=30)
+    assert con.execute(f"SELECT count(*) FROM {meta}.ducklake_inlined_delete_{table}").fetchone()[0] == 0
+    assert dict(store.sql("SELECT key, value FROM settings").itertuples(index=False)) == rows
+
+
 def test_a_store_of_an_older_version_is_migrated_on_open(tmp_path, monkeypatch):
     from civicgrid.geo import store as st
 
