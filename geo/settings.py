@@ -128,6 +128,10 @@ class Settings(BaseSettings):
         prepared on 2 threads when the machine is not busy (its load average over the last minute below its
         cores) and on none otherwise, and cases made on a thread per core, up to 4; N for N of each. What is
         stored is the same either way; on a busy machine the preparing threads cost more than they bring.
+    import_nice
+        The CPU priority (Unix nice value, 0–19) ``civicgrid import`` lowers itself to (default 10), so that an
+        import running beside the service leaves the cores to the inspectors' requests first; on an idle
+        machine it runs as fast as at 0. 0 leaves the priority as it was started with.
     """
 
     model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", validate_assignment=True)
@@ -164,6 +168,9 @@ class Settings(BaseSettings):
                                 description="threads an events import prepares its batches and makes its cases on "
                                             "(0: none; -1: batches on 2 when the machine is not busy, cases on a "
                                             "thread per core up to 4)")
+    import_nice: int = Field(default=10, ge=0, le=19,
+                             description="CPU priority (nice, 0..19) `civicgrid import` lowers itself to "
+                                         "(0: as started)")
 
     @field_validator("timezone")
     @classmethod

@@ -11,6 +11,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 #: The real fixtures: ../shared/data beside the project, or $CIVICGRID_SHARED_DATA.
 SHARED = Path(os.environ.get("CIVICGRID_SHARED_DATA") or ROOT.parent / "shared" / "data")
+#: In-process ``civicgrid import`` commands would lower the test process's CPU priority (and that of every service
+#: it starts afterwards); tests/test_import.py checks the setting in processes of its own.
+os.environ.setdefault("CIVICGRID_IMPORT_NICE", "0")
 
 
 @pytest.fixture(scope="session")

@@ -586,3 +586,36 @@ def test_content_keys_keep_their_stored_form():
     expected = [f"events#{h:016x}" for h in hashed]
     assert content_keys(table, ["a", "b"], "events#").tolist() == expected
     assert any(k[7] == "0" for k in expected)  # leading zeros kept
+
+
+#: Run in a process of its own: the import group's CPU priority, and that of a thread started afterwards (as DuckDB's
+#: and the import's are).
+_PRIORITY = """
+import os, sys, threading
+from click.testing import CliRunner
+from civicgrid.api.cli import main
+result = CliRunner().invoke(main, ["import", "events", "--help"])
+assert result.exit_code == 0, result.output
+seen = []
+t = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
+t.start(); t.join()
+print(os.getpriority(os.PRIO_PROCESS, 0), seen[0])
+"""
+
+
+@pytest.mark.parametrize(("started", "setting", "runs"), [(0, None, 10), (0, "7", 7), (0, "0", 0), (12, "7", 12)])
+def test_import_runs_at_the_settings_cpu_priority(started, setting, runs):
+    """``civicgrid import`` lowers its CPU priority to ``CIVICGRID_IMPORT_NICE`` (default 10) before it opens the
+    store, so every thread it makes afterwards runs at it too; it never raises a priority it was started with."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "CIVICGRID_IMPORT_NICE"}
+    if setting is not None:
+        env["CIVICGRID_IMPORT_NICE"] = setting
+    cmd = [sys.executable, "-c", _PRIORITY]
+    if started:
+        cmd = ["nice", "-n", str(started), *cmd]
+    out = subprocess.run(cmd, env=env, capture_output=True, text=True, check=True, timeout=120).stdout.split()
+    assert out == [str(runs), str(runs)]

@@ -203,7 +203,7 @@ def test_decide_date_order_finds_day_or_month_first_dates_among_iso_values():
     decides the column's order, leading spaces, one-digit fields and other separators included."""
     iso = ["2024-03-05 14:30:00", "2024-03-06", "20240307", "  2024-03-08"] * 3
     assert times.decide_date_order(iso) is None
-    assert times.decide_date_order(iso + ["  13/02/2025 08:00"]) == "dmy"
+    assert times.decide_date_order([*iso, "  13/02/2025 08:00"]) == "dmy"
     assert times.decide_date_order([*iso, None, "", "02/13/2025"]) == "mdy"
     assert times.decide_date_order([*iso, "3.1.2025", "13-1-2025"]) == "dmy"
     assert times.decide_date_order(["123/01/2025", "999/13/2025", *iso]) is None  # three digits: no such date
