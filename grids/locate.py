@@ -140,13 +140,12 @@ class PolygonIndex:
                 keep = (cx >= 0) & (cx < nx) & (cy >= 0) & (cy < ny)
                 cells.append(cy[keep] * nx + cx[keep])
                 polys.append(part[keep])
-        # (cell, polygon) pairs: each neighbour's pairs are the sorted pairs shifted by one cell offset, so sorted
-        key = _unique_sorted(np.concatenate(cells) * m + np.concatenate(polys), runs=True)
-        edge_cells = _unique_sorted(key // m, runs=True)
+        key = _unique_sorted(np.concatenate(cells) * m + np.concatenate(polys))  # (cell, polygon) pairs
+        edge_cells = _unique_sorted(key // m)
         centre = labels[edge_cells].astype(np.int64)
         labels[edge_cells] = -2
         # The polygon containing the centre of an edge cell is a candidate there too.
-        key = _unique_sorted(np.concatenate([key, (edge_cells * m + centre)[centre >= 0]]), runs=True)
+        key = _unique_sorted(np.concatenate([key, (edge_cells * m + centre)[centre >= 0]]))
         return x0, y0, dx, dy, nx, ny, labels, key // m, key % m
 
     def _edge(self, x, y, cell, labels, pair_cell, pair_poly) -> np.ndarray:
@@ -171,12 +170,9 @@ class PolygonIndex:
         return out
 
 
-def _unique_sorted(a: np.ndarray, *, runs: bool = False) -> np.ndarray:
-    """Sorted distinct values of an integer array (by sorting: faster than hashing for these sizes).
-
-    ``runs``: ``a`` is a few sorted runs one after another, which a merge sort (numpy's stable sort) takes as they
-    are: 6–8× faster than its default sort on the lattice's pairs."""
-    a = np.sort(a, kind="stable" if runs else None)
+def _unique_sorted(a: np.ndarray) -> np.ndarray:
+    """Sorted distinct values of an integer array (by sorting: faster than hashing for these sizes)."""
+    a = np.sort(a)
     return a[np.concatenate([[True], a[1:] != a[:-1]])] if len(a) else a
 
 
