@@ -14,6 +14,9 @@ $(VENV)/.installed: pyproject.toml geo/_sqlite_sleep.c
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet -e ".[dev]"
+	@$(PY) -c "import civicgrid.geo._sqlite_sleep" 2>/dev/null || echo "warning: civicgrid.geo._sqlite_sleep \
+	was not built (no C compiler or Python headers): a SQLite-catalog store then waits whole seconds when busy; \
+	install gcc (and python3-dev for Debian's Python) and run 'rm $(VENV)/.installed; make setup'"
 	touch $@
 
 HOST   ?= 127.0.0.1
