@@ -260,11 +260,18 @@ def maintain(db: str, keep_days: float, flush: bool | None):
 @db_option
 @user_errors
 def info(db: str):
-    """Show what a database holds: schema version, layers and row counts."""
-    from civicgrid.geo.store import Store
+    """Show what a database holds: schema version, catalog, layers and row counts."""
+    from civicgrid.geo.store import SQLITE_BUSY_STEP_US, Store, short_sleeps
 
     store = Store(db)
     click.echo(f"{store.path}  (schema version {store.meta('schema_version')}, time zone {store.meta('timezone')})")
+    if store.location.kind == "sqlite":
+        waits = (f"busy waits of {SQLITE_BUSY_STEP_US // 1000} ms" if short_sleeps() else
+                 "busy waits of whole seconds (CIVICGRID_SQLITE_SHORT_SLEEPS off, or civicgrid.geo._sqlite_sleep "
+                 "not built: see the README)")
+        click.echo(f"  catalog: SQLite file in WAL mode, {waits}")
+    else:
+        click.echo(f"  catalog: PostgreSQL, data in {store.location.data_path}")
     for table in ("areas", "grids", "site_categories", "problem_types", "sites", "inspections", "events", "imports"):
         n = store.sql(f"SELECT count(*) AS n FROM {table}")["n"].iloc[0]
         click.echo(f"  {table:<16} {n:>12,}")

@@ -72,3 +72,17 @@ def test_the_setting_leaves_the_build_as_it_is(tmp_path):
     env = {**os.environ, "CIVICGRID_SQLITE_SHORT_SLEEPS": "false"}
     out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "10000", "1000"]
+
+
+@pytest.mark.parametrize("on", [True, False])
+def test_info_says_how_the_catalog_waits(tmp_path, on):
+    """``civicgrid info`` names the catalog and, for a SQLite file, whether its busy waits are short (in a process
+    of its own: the sleeps are installed once per process)."""
+    db = tmp_path / "city.duckdb"
+    Store(db, create=True)
+    env = {**os.environ, "CIVICGRID_SQLITE_SHORT_SLEEPS": "true" if on else "false"}
+    out = subprocess.run([sys.executable, "-m", "civicgrid.api.cli", "info", "--db", str(db)], env=env,
+                         capture_output=True, text=True, check=True).stdout
+    said = next(line.strip() for line in out.splitlines() if "catalog:" in line)
+    expected = ("busy waits of 2 ms" if on else "busy waits of whole seconds (CIVICGRID_SQLITE_SHORT_SLEEPS off")
+    assert said.startswith(f"catalog: SQLite file in WAL mode, {expected}")
