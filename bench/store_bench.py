@@ -74,18 +74,15 @@ for b in range(int(sys.argv[2])):
 #: hold no live row after the flush and are left out (the PostgreSQL catalog makes its own at the first write).
 #: Run by this checkout's Python for every version measured, so each starts from the same catalog.
 _TO_POSTGRES = """
-import sys, duckdb
-from civicgrid.geo.store import extension_path, quote, locate
+import sys
+from civicgrid.geo.store import connect, quote, locate
 from civicgrid.geo.store_files import copy_store
 src, url, scratch = sys.argv[1:4]
 from pathlib import Path
 Path(scratch).parent.mkdir(parents=True, exist_ok=True)
 copy_store(src, scratch)
 where = locate(scratch)
-config = {"autoinstall_known_extensions": False, "autoload_known_extensions": False}
-con = duckdb.connect(config=config)
-for name in ("spatial", "ducklake", "sqlite_scanner", "postgres_scanner"):
-    con.load_extension(str(extension_path(name)))
+con = connect(extensions=("spatial", "ducklake", "sqlite_scanner", "postgres_scanner"))
 con.execute(where.attach_sql())  # the copy, with its inlined rows flushed into Parquet files
 con.execute("CALL ducklake_flush_inlined_data('lake')")
 con.execute("DETACH lake")
