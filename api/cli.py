@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import os
@@ -124,18 +125,26 @@ def lower_priority(nice: int) -> int:
     """Lower this process's CPU priority to the Unix nice value ``nice`` (never raise it: a process started
     nicer stays so); return the nice value it runs at.
 
-    On Linux the nice value belongs to each thread and a new thread takes its creator's: called before the
-    command opens the store, it holds for every thread the command makes (DuckDB's, the import's)."""
-    if nice <= 0 or not hasattr(os, "getpriority"):
-        return os.getpriority(os.PRIO_PROCESS, 0) if hasattr(os, "getpriority") else 0
+    On Linux the nice value belongs to each thread and a new thread takes its creator's: every thread the
+    process has (the libraries' own, started when they were imported: OpenBLAS's, Arrow's allocator's) is
+    lowered, and called before the command opens the store, it holds for every thread the command makes
+    (DuckDB's, the import's)."""
+    if not hasattr(os, "getpriority"):  # not a Unix
+        return 0
     now = os.getpriority(os.PRIO_PROCESS, 0)
-    if now < nice:
-        try:
-            os.setpriority(os.PRIO_PROCESS, 0, nice)
-        except OSError as exc:  # e.g. a container's seccomp profile refusing it: run as started
-            logger.warning("the import's CPU priority could not be lowered to nice %d: %s", nice, exc)
-            return now
-    return max(now, nice)
+    if nice <= now:
+        return now
+    try:
+        os.setpriority(os.PRIO_PROCESS, 0, nice)
+    except OSError as exc:  # e.g. a container's seccomp profile refusing it: run as started
+        logger.warning("the import's CPU priority could not be lowered to nice %d: %s", nice, exc)
+        return now
+    tasks = Path("/proc/self/task")
+    for tid in (int(t.name) for t in tasks.iterdir()) if tasks.is_dir() else ():
+        with contextlib.suppress(OSError):  # a thread that has ended meanwhile, or one already nicer
+            if os.getpriority(os.PRIO_PROCESS, tid) < nice:
+                os.setpriority(os.PRIO_PROCESS, tid, nice)
+    return nice
 
 
 def _option(name: str) -> Callable[[F], F]:

@@ -599,6 +599,8 @@ assert result.exit_code == 0, result.output
 seen = []
 t = threading.Thread(target=lambda: seen.append(os.getpriority(os.PRIO_PROCESS, 0)))
 t.start(); t.join()
+tasks = {os.getpriority(os.PRIO_PROCESS, int(t)) for t in os.listdir("/proc/self/task")}  # the libraries' threads too
+assert tasks == {os.getpriority(os.PRIO_PROCESS, 0)}, tasks
 print(os.getpriority(os.PRIO_PROCESS, 0), seen[0])
 """
 
