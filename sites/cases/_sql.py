@@ -3,7 +3,7 @@ connection, and the names of the automatic dispatch units (属地).
 
 Dispatch goes to the site's ``responsible_unit`` for a case at a sample-frame site, else to the office of the
 area holding it: the community's residents' committee (社区居委会), else the street office (街道办事处), else
-the district's city-management bureau (the rule: :class:`civicgrid.sites.cases.bulk._Units`).
+the district's city-management bureau (the rule: :class:`civicgrid.sites.cases.units.DispatchUnits`).
 """
 
 from __future__ import annotations

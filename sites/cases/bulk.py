@@ -10,22 +10,21 @@ from pathlib import Path
 
 import duckdb
 import numpy as np
-import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from civicgrid.geo.staging import Staging, next_id
-from civicgrid.geo.store import quote, writing
+from civicgrid.geo.store import writing
 from civicgrid.geo.times import now_local
+from civicgrid.sites.cases._arrays import codes, dictionary, lookup
 from civicgrid.sites.cases._memory import memory_cap
 from civicgrid.sites.cases._sql import (
     CASE_COLUMNS,
-    UNASSIGNED_UNIT,
-    UNIT_SUFFIX,
     query_frame,
 )
 from civicgrid.sites.cases.calendar import WorkCalendar, type_hours
 from civicgrid.sites.cases.rebounds import find_rebounds
+from civicgrid.sites.cases.units import DispatchUnits
 
 #: Events :func:`backfill` turns into cases per statement (bounds DuckDB's memory at any number of events).
 BACKFILL_CHUNK = 1_000_000
@@ -42,7 +41,7 @@ def backfill(con: duckdb.DuckDBPyConnection, *, actor: str = "import", event_ids
     closure. The event's deadline is kept (computed on the working clock when missing) and its
     ``rebound_of`` link is kept; no rebound linking runs here (see :func:`link_rebounds`).
 
-    The rule is the one an import stages its cases by (:meth:`ImportCases.with_case_state`, :class:`_Units`,
+    The rule is the one an import stages its cases by (:meth:`ImportCases.with_case_state`, :class:`DispatchUnits`,
     :func:`_log_rows`), run on the events read by Arrow in chunks of :data:`BACKFILL_CHUNK` events in id
     order (audit rows are numbered by case, then step), the rows inserted from Arrow; returns the number of
     cases created. ``event_ids`` (an array) limits it to those events (an import's own), so its cost does not
@@ -78,7 +77,7 @@ def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids, first_lo
     first_log = next_id(con, "case_log", "log_id") if first_log_id is None else int(first_log_id)
     maker = ImportCases(con, actor=actor)
     maker.stamp = now_local()
-    units = _Units.read(con)
+    units = DispatchUnits.read(con)
     for i in range(0, ids.size, BACKFILL_CHUNK):
         first_log = _backfill_chunk(con, ids[i:i + BACKFILL_CHUNK], first_log, maker=maker, units=units)
     return int(ids.size)
@@ -105,7 +104,7 @@ _LOG_COLUMNS = "log_id, case_id, changed_at, actor, from_state, to_state, note, 
 
 
 def _backfill_chunk(con: duckdb.DuckDBPyConnection, ids: np.ndarray, first_log: int, *, maker: ImportCases,
-                    units: _Units) -> int:
+                    units: DispatchUnits) -> int:
     """Cases and audit trails of the events ``ids`` (sorted), their audit rows numbered from ``first_log`` on;
     return the next free audit row id."""
     lo, hi = int(ids[0]), int(ids[-1]) + 1  # the id range lets DuckDB skip the rest
@@ -156,7 +155,7 @@ class ImportCases:
        new closed ones (:func:`~civicgrid.sites.cases.rebounds.find_rebounds`); then, on the threads the
        import gives it (:func:`civicgrid.sites.events.finish_threads`), each staged file of events is read once
        by Arrow and written again with its links, beside its cases and their audit rows (numbered in ids
-       reserved for them), all three computed from the file's columns (numpy and Arrow: :class:`_Units`,
+       reserved for them), all three computed from the file's columns (numpy and Arrow: :class:`DispatchUnits`,
        :func:`_log_rows`) and written by Arrow.
 
     Nothing is copied into tables, updated in place or written twice but the events themselves (once more
@@ -225,7 +224,7 @@ class ImportCases:
 
     def _finish(self, staging: Staging, cur: duckdb.DuckDBPyConnection, files: list, *,
                 threads: int) -> tuple[int, int]:
-        units = _Units.read(cur)
+        units = DispatchUnits.read(cur)
         for table in ("events", "cases", "case_log"):
             staging.columns(table)  # read once here: the threads only use what is cached
         cursors: queue.SimpleQueue = queue.SimpleQueue()  # a cursor each for DuckDB's writes (a rare cast)
@@ -263,7 +262,7 @@ class ImportCases:
         staging.unstage("events", files, rows=n_events)
         return sum(m.get("cases", 0) for m in made), int(case_id.size)
 
-    def _stage_log(self, staging: Staging, path: Path, log0: np.ndarray, out: Path, *, units: _Units,
+    def _stage_log(self, staging: Staging, path: Path, log0: np.ndarray, out: Path, *, units: DispatchUnits,
                    cursors: queue.SimpleQueue) -> dict[str, int]:
         """Write the audit rows of the cases of the staged events file ``path`` (those of its i-th event numbered
         from ``log0[i]`` on) as the staged file ``out``."""
@@ -277,14 +276,14 @@ class ImportCases:
             cursors.put(con)
 
     def _stage_file(self, staging: Staging, path: Path, out: dict[str, Path], *,
-                    links: tuple[np.ndarray, np.ndarray], units: _Units,
+                    links: tuple[np.ndarray, np.ndarray], units: DispatchUnits,
                     cursors: queue.SimpleQueue) -> dict[str, int]:
         """Write the staged events file ``path`` again with its links, and its cases, as the staged files ``out``
         of each table."""
         data = pq.read_table(path).unify_dictionaries().combine_chunks()
         n = data.num_rows
         ids = data.column("event_id").to_numpy()
-        linked, at = _lookup(links[0], ids)
+        linked, at = lookup(links[0], ids)
         link = links[1][np.minimum(at, len(links[1]) - 1)] if len(links[1]) else np.zeros(n, np.int64)
         rebound = pa.array(np.where(linked, link, 0), pa.int64(), mask=~linked)
         if "rebound_of" in data.column_names:
@@ -300,9 +299,9 @@ class ImportCases:
         finally:
             cursors.put(con)
 
-    def _cases(self, data: pa.Table, units: _Units) -> pa.Table:
+    def _cases(self, data: pa.Table, units: DispatchUnits) -> pa.Table:
         """The cases of the events ``data`` (carrying their case's state and link: :meth:`with_case_state`): found and
-        dispatched at the event's time, to its automatic unit (:class:`_Units`); closed when it has a closure
+        dispatched at the event's time, to its automatic unit (:class:`DispatchUnits`); closed when it has a closure
         time, else rectified when it has a rectification time, else dispatched."""
         n = data.num_rows
         closed, rectified = data.column("closed_at"), data.column("rectified_at")
@@ -342,14 +341,6 @@ def _put(data: pa.Table, name: str, column) -> pa.Table:
     return data.append_column(name, column)
 
 
-def _lookup(keys: np.ndarray, values: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Which ``values`` are in the sorted ``keys``, and where (positions valid where found)."""
-    at = np.searchsorted(keys, values)
-    if not len(keys):
-        return np.zeros(len(values), dtype=bool), at
-    return keys[np.minimum(at, len(keys) - 1)] == values, at
-
-
 #: The store's closed cases an import's new cases may repeat (see :func:`find_rebounds`).
 _STORE_CLOSURES = """
     SELECT c.case_id, c.problem_type, c.site_id, epoch_us(c.closed_at) AS closed_us, e.lat, e.lng
@@ -386,7 +377,7 @@ def _head_of(path: Path) -> dict:
     of audit rows (:func:`_n_steps`), in the file's order."""
     data = pq.read_table(path, columns=_HEAD).unify_dictionaries().combine_chunks()
     site, closed = data.column("site_id"), data.column("closed_at")
-    types, t = _codes(data.column("problem_type"))
+    types, t = codes(data.column("problem_type"))
 
     def floats(name: str) -> np.ndarray:
         return pc.fill_null(data.column(name).cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)
@@ -425,105 +416,6 @@ def _first_log_ids(ids: list[np.ndarray], steps: list[np.ndarray], first: int) -
     else:
         log0 = first + np.cumsum(count) - count
     return np.split(log0, np.cumsum([len(i) for i in ids])[:-1])
-
-
-def _dictionary(indices: np.ndarray, values: list, *, kind=pa.int32()) -> pa.DictionaryArray:
-    """A dictionary array of ``values[indices]`` (null where an index is negative)."""
-    return pa.DictionaryArray.from_arrays(pa.array(np.maximum(indices, 0), kind, mask=indices < 0),
-                                          pa.array(values, pa.string()))
-
-
-def _codes(column) -> tuple[list, np.ndarray]:
-    """The distinct values of a text column and each row's index among them (-1: null)."""
-    if not pa.types.is_dictionary(column.type):
-        column = pc.dictionary_encode(column)
-    chunks = column.chunks if isinstance(column, pa.ChunkedArray) else [column]
-    if not chunks:
-        return [], np.zeros(0, np.int64)
-    if len(chunks) > 1:
-        column = pa.chunked_array(chunks).unify_dictionaries().combine_chunks()
-        chunks = [column]
-    arr = chunks[0]
-    index = pc.fill_null(arr.indices, -1).to_numpy(zero_copy_only=False).astype(np.int64)
-    return arr.dictionary.to_pylist(), index
-
-
-class _Units:
-    """The category of each case's site and its automatic unit (属地) and unit code, for arrays of events (an
-    import's cases, :func:`backfill`'s, and new cases: :func:`~civicgrid.sites.cases.create_case`); the sites
-    and areas are read once.
-
-    The unit is the site's ``responsible_unit`` (trimmed of spaces; blank counts as none) for a case at a
-    sample-frame site, with no unit code; else the office of the first of the case's community, street and
-    district the ``areas`` table names (its name and :data:`~civicgrid.sites.cases._sql.UNIT_SUFFIX`), else
-    :data:`~civicgrid.sites.cases._sql.UNASSIGNED_UNIT`; the unit code is that of the first of them the table
-    holds (named or not)."""
-
-    def __init__(self, sites: pd.DataFrame, areas: pd.DataFrame) -> None:
-        self.units: dict[str, int] = {}
-        sites = sites.sort_values("site_id", kind="stable").drop_duplicates("site_id")
-        self.site_ids = sites["site_id"].to_numpy(np.int64)
-        self.categories = sorted(set(sites["category_code"].dropna()))
-        where = {c: i for i, c in enumerate(self.categories)}
-        self.site_category = np.array([where.get(c, -1) if isinstance(c, str) else -1
-                                       for c in sites["category_code"]], dtype=np.int64)
-        self.site_unit = np.array([self._unit(u) if isinstance(u, str) else -1 for u in sites["unit"]],
-                                  dtype=np.int64)
-        self.codes: list[str] = []
-        self.levels: dict[str, dict[str, tuple[int, int]]] = {}
-        for level in ("community", "street", "district"):
-            rows = areas[areas["level"] == level].drop_duplicates("code")
-            self.levels[level] = {code: (self._unit(unit) if isinstance(unit, str) else -1, self._code(code))
-                                  for code, unit in zip(rows["code"], rows["unit"], strict=True)}
-        self.unassigned = self._unit(UNASSIGNED_UNIT)
-
-    def _unit(self, name: str) -> int:
-        return self.units.setdefault(name, len(self.units))
-
-    def _code(self, code: str) -> int:
-        self.codes.append(code)
-        return len(self.codes) - 1
-
-    @classmethod
-    def read(cls, con: duckdb.DuckDBPyConnection) -> _Units:
-        """The sites' categories and responsible units and the areas' offices, from the store."""
-        sites = con.execute("""
-            SELECT site_id, category_code, CASE WHEN nullif(trim(responsible_unit), '') IS NOT NULL
-                                                THEN trim(responsible_unit) END AS unit
-            FROM sites WHERE site_id IS NOT NULL""").df()
-        suffix = " ".join(f"WHEN {quote(level)} THEN name || {quote(text)}" for level, text in UNIT_SUFFIX.items())
-        areas = con.execute(f"""
-            SELECT level, code, CASE level {suffix} END AS unit FROM areas
-            WHERE code IS NOT NULL AND level IN ('community', 'street', 'district')""").df()
-        return cls(sites, areas)
-
-    def of(self, data: pa.Table) -> tuple[pa.DictionaryArray, pa.DictionaryArray, pa.DictionaryArray]:
-        """The category code, unit and unit code of the cases of the events ``data`` (``site_id``,
-        ``community_code``, ``street_code``, ``district_code``)."""
-        n = data.num_rows
-        site = data.column("site_id")
-        sid = pc.fill_null(site, 0).to_numpy(zero_copy_only=False).astype(np.int64)
-        hit, at = _lookup(self.site_ids, sid)
-        hit &= np.asarray(pc.is_valid(site))
-        at = np.minimum(at, max(len(self.site_ids) - 1, 0))
-        category = np.where(hit, self.site_category[at], -1) if len(self.site_ids) else np.full(n, -1)
-        unit = np.where(hit, self.site_unit[at], -1) if len(self.site_ids) else np.full(n, -1)
-        by_site = unit >= 0
-        code = np.full(n, -1, dtype=np.int64)
-        for level in ("community", "street", "district"):
-            values, index = _codes(data.column(f"{level}_code"))
-            known = self.levels[level]
-            name_of = np.array([known.get(v, (-1, -1))[0] if v is not None else -1 for v in values] + [-1],
-                               dtype=np.int64)[index]  # index -1 (null) takes the last
-            code_of = np.array([known.get(v, (-1, -1))[1] if v is not None else -1 for v in values] + [-1],
-                               dtype=np.int64)[index]
-            unit = np.where(unit < 0, name_of, unit)
-            code = np.where(code < 0, code_of, code)
-        unit = np.where(unit < 0, self.unassigned, unit)
-        code = np.where(by_site, -1, code)
-        names = list(self.units)
-        return (_dictionary(category, self.categories), _dictionary(unit, names),
-                _dictionary(code, self.codes))
 
 
 #: The kinds of audit row, by step of a case's trail: found, registered, dispatched; a rework round's first half
@@ -575,15 +467,15 @@ def _log_rows(events: pa.Table, unit: pa.DictionaryArray, log0: np.ndarray, *, a
             changed[at] = times[case[at]]
             valid[at] = has[case[at]]
     total = len(log_id)
-    unit_codes, unit_index = _codes(unit)
+    unit_codes, unit_index = codes(unit)
     return pa.table({
         "log_id": pa.array(log_id, pa.int64()),
         "case_id": pa.array(ids[case], pa.int64()),
         "changed_at": pa.array(changed, pa.int64(), mask=~valid).cast(pa.timestamp("us")),
-        "actor": _dictionary(np.zeros(total, np.int64), [actor], kind=pa.int8()),
-        "from_state": _dictionary(_FROM[kind], _LOG_STATES, kind=pa.int8()),
-        "to_state": _dictionary(_TO[kind], _LOG_STATES, kind=pa.int8()),
+        "actor": dictionary(np.zeros(total, np.int64), [actor], kind=pa.int8()),
+        "from_state": dictionary(_FROM[kind], _LOG_STATES, kind=pa.int8()),
+        "to_state": dictionary(_TO[kind], _LOG_STATES, kind=pa.int8()),
         "note": pa.nulls(total, pa.string()),
-        "unit": _dictionary(np.where(_NAMES_UNIT[kind], unit_index[case], -1), unit_codes),
+        "unit": dictionary(np.where(_NAMES_UNIT[kind], unit_index[case], -1), unit_codes),
         "photo": pa.nulls(total, pa.string()),
     })

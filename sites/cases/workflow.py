@@ -38,10 +38,10 @@ from civicgrid.sites.cases._sql import (
     StoreOrConnection,
     query_frame,
 )
-from civicgrid.sites.cases.bulk import _Units
 from civicgrid.sites.cases.calendar import WorkCalendar, compute_deadlines, type_hours
 from civicgrid.sites.cases.config import get_settings
 from civicgrid.sites.cases.rebounds import _rebound_batch
+from civicgrid.sites.cases.units import DispatchUnits
 
 #: Case states in workflow order.
 STATES = ("found", "registered", "dispatched", "rectified", "closed")
@@ -425,7 +425,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
     rebound_of = _rebounds_of(con, [events[e] | {"problem_type": t[3], "found": t[2]} for e, t in zip(eids, todo,
                               strict=True)], radius=ref.settings["rebound_radius_m"], days=ref.settings["rebound_days"])
     # the cases' category and dispatch unit (属地), from the small tables sites and areas (read once per change)
-    offices = _known(con, "case-offices", ("sites", "areas"), _Units.read)
+    offices = _known(con, "case-offices", ("sites", "areas"), DispatchUnits.read)
     places = pa.table({"site_id": pa.array([_id(events[e]["site_id"]) for e in eids], pa.int64()),
                        **{c: pa.array([_py(events[e][c]) for e in eids], pa.string()) for c in _AREA_COLUMNS[1:]}})
     units = dict(zip(eids, zip(*(column.to_pylist() for column in offices.of(places)), strict=True), strict=True))
