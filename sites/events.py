@@ -359,6 +359,8 @@ class _EventBatchContext:
     date_orders: dict[str, str] = field(default_factory=dict)
     #: Status labels that are no known status word: label -> rows.
     unknown_statuses: dict[str, int] = field(default_factory=dict)
+    #: Rows whose status says closed without a closure time (their cases closed at the time found).
+    closed_without_time: int = 0
     #: Rows kept without their unusable coordinates (an area or address locates them), by reason.
     kept_without_point: Counter = field(default_factory=Counter)
     #: The addresses with a point in the store, and its roads (built when a row first needs them).
@@ -456,6 +458,7 @@ class _BatchNotes:
     crs: object = None
     kept_without_point: Counter = field(default_factory=Counter)
     unknown_statuses: dict[str, int] = field(default_factory=dict)
+    closed_without_time: int = 0
 
 
 #: A report field the batch did not set.
@@ -504,6 +507,7 @@ def _merge_notes(ctx: _EventBatchContext, notes: _BatchNotes) -> None:
     ctx.kept_without_point.update(notes.kept_without_point)
     for word, n in notes.unknown_statuses.items():
         ctx.unknown_statuses[word] = ctx.unknown_statuses.get(word, 0) + n
+    ctx.closed_without_time += notes.closed_without_time
 
 
 def _read_otherwise(notes: _BatchNotes, ctx: _EventBatchContext) -> bool:
@@ -872,9 +876,41 @@ def _event_status(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects, notes:
             counts = Counter(np.asarray(words, dtype=object)[codes[present]])
             for word in unknown:
                 notes.unknown_statuses[word] = notes.unknown_statuses.get(word, 0) + int(counts[word])
+        said = (status == _STATUSES.index("closed")) & rej.ok
+        notes.closed_without_time += int((said & np.isnat(closed_at)).sum() if closed_at is not None else said.sum())
     if closed_at is not None and "status" not in cols:
         status[~np.isnat(closed_at)] = _STATUSES.index("closed")
     return status, labels, dup
+
+
+#: Words in the name of a column that may hold a case's closure time: the name is one of them, or holds one of
+#: them and a word for a date or time (compared as :mod:`civicgrid.geo.columns` compares names: lower case,
+#: without spaces, dots, dashes and underscores).
+_CLOSURE_WORDS = ("closed", "close", "resolved", "resolution", "结案", "办结", "办毕", "完成")
+
+
+def _closed_without_time(ctx: _EventBatchContext) -> str:
+    """The warning about rows whose status says closed without a closure time, naming the file's columns that
+    may hold it (by their names)."""
+    rows, status = f"{ctx.closed_without_time:,}", repr(ctx.cols["status"])
+    if "closed" in ctx.cols:
+        return (f"{rows} rows say closed (column {status}) with an empty closure time (column "
+                f"{ctx.cols['closed']!r}): their cases are closed at their rectification time, else at the time "
+                "found")
+    used = set(ctx.cols.values()) | set(ctx.type_columns)
+    names = {c: "".join(ch for ch in c.lower() if ch not in " ._-") for c in ctx.reader.columns if c not in used}
+    likely = [c for c, n in names.items() if any(w in n for w in _CLOSURE_WORDS)
+              and (n in _CLOSURE_WORDS or any(w in n for w in ("date", "time", "时间", "日期")))]
+    hint = f" ({', '.join(repr(c) for c in likely)} may hold them)" if likely else ""
+    if "rectified" in ctx.cols:
+        stand_in = "closed at their rectification time (else at the time found)"
+        name = "--map closed=COLUMN"
+    else:
+        stand_in = "rectified and closed at the time found (their hours to rectify count as 0 in the KPIs)"
+        name = "--map closed=COLUMN (and that of the rectification times with --map rectified=COLUMN)"
+    return (f"{rows} rows say closed (column {status}) but give no closure time: "
+            f"their cases are {stand_in}; name the column of the closure times{hint} with {name}, then import "
+            "the file again with --update to correct the rows loaded")
 
 
 def _finish_labels(ctx: _EventBatchContext) -> None:
@@ -894,6 +930,8 @@ def _finish_labels(ctx: _EventBatchContext) -> None:
         report.warnings.append(
             f"{sum(why.values())} rows with unusable coordinates kept without them (located by area or "
             "unlocated): " + ", ".join(f"{n} {r}" for r, n in why.most_common(3)))
+    if ctx.closed_without_time:
+        report.warnings.append(_closed_without_time(ctx))
     if ctx.unknown_statuses:
         top = sorted(ctx.unknown_statuses.items(), key=lambda kv: -kv[1])
         report.warnings.append("unknown statuses loaded as open (their label kept): " + ", ".join(

@@ -192,6 +192,37 @@ def test_sf311_files_load_whole_with_their_labels(shared, tmp_path):
     assert "column 'Opened': dates read month first (mdy, decided by its values)" in a.warnings
 
 
+def test_sf311_closed_rows_without_closure_times_are_named_and_update_gives_the_real_times(shared, tmp_path):
+    """SF 311 says Status "Closed" and keeps the closure time in a column named "Closed", which no common name
+    finds: the first import closes those cases at the time found (a stand-in: 0 hours to rectify) and says so,
+    naming the column; imported again with ``--map closed=Closed --update``, the cases take the real times (the
+    129 rows closed before they were opened are refused and keep what was loaded)."""
+    db = tmp_path / "sf.duckdb"
+    f = shared / "us_sf311" / "sf311_cases_sample_10000.csv"
+    mapping = {"id": "CaseID", "time": "Opened", "type": "Category"}
+    first = import_events(f, db=db, progress=False, point="Point", mapping=mapping)
+    said = [w for w in first.warnings if "say closed" in w]
+    assert len(said) == 1 and said[0].startswith("9,530 rows say closed (column 'Status') but give no closure time")
+    assert "('Closed' may hold them)" in said[0] and "--update" in said[0]
+    again = import_events(f, db=db, progress=False, point="Point", mapping=mapping | {"closed": "Closed"},
+                          update=True)
+    raw = pd.read_csv(f, dtype=str)
+    opened = pd.to_datetime(raw["Opened"], format="%m/%d/%Y %I:%M:%S %p")
+    closed = pd.to_datetime(raw["Closed"], format="%m/%d/%Y %I:%M:%S %p")
+    fine = raw["Status"].eq("Closed") & (closed >= opened)
+    assert (again.updated, again.rejected) == (int(fine.sum()), int((closed < opened).sum())) == (9_401, 129)
+    assert not [w for w in again.warnings if "say closed" in w]
+    stored = Store(db).sql("SELECT e.external_id, c.found_at, c.rectified_at, c.closed_at FROM cases c "
+                           "JOIN events e ON e.event_id = c.event_id WHERE c.state = 'closed'")
+    stored = stored.set_index("external_id")
+    want = pd.Series(closed[fine].to_numpy(), index=raw.loc[fine, "CaseID"])
+    got = stored.loc[want.index]
+    assert (got["closed_at"] == want).all() and (got["rectified_at"] == want).all()
+    hours = (got["closed_at"] - got["found_at"]).dt.total_seconds() / 3600
+    assert hours.mean() == pytest.approx(((closed - opened)[fine].dt.total_seconds() / 3600).mean())
+    assert hours.mean() > 24
+
+
 def test_nyc311_files_load_whole_with_their_labels(shared, tmp_path):
     db = tmp_path / "nyc.duckdb"
     for name, without in (("nyc311_2023-12_sample.csv", 68), ("nyc311_2024-04_sample.csv", 23)):
