@@ -18,7 +18,7 @@ import geopandas as gpd
 import numpy as np
 import pandas as pd
 import shapely
-from civicgrid.geo.aggregate import METRICS, EventFilter, area_stats, heatmap
+from civicgrid.geo.aggregate import METRICS, EventFilter, area_stats, cell_polygons, heatmap
 from civicgrid.geo.coords import from_wgs84, to_crs_frame
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.hotspots import hotspot_clusters
@@ -111,8 +111,8 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     clusters = hotspot_clusters(store, res=res, filters=filters, lang=lang, max_cells=max_cells)
 
     city = city_name(store, lang)
-    districts, grids = _area_frames(store, filters=filters, lang=lang, crs=crs)
-    m = _base_map(grids if len(grids) else districts, title=t["title"].format(city=city))
+    districts, outline_level, grids = _area_frames(store, filters=filters, lang=lang, crs=crs)
+    m = _base_map(grids if len(grids) else districts, cells=cells, crs=crs, title=t["title"].format(city=city))
     notes = _add_background(m, districts, basemap=basemap, settings=settings, t=t)
     grid_popups, grid_fields = None, []
     if "grids" in layers and len(grids):  # a city may have areas and no micro-grids yet
@@ -124,7 +124,7 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
         # micro-grid outlines above the heat layer (drawn only; their popups are the layer below the hexagons)
         OutlineLayer(grid_popups, {"color": "#2b5797", "weight": 1, "opacity": 0.7, "fill": False},
                      name=t["grids"], key="grids").add_to(m)
-    _add_districts(m, districts, t=t)
+    _add_districts(m, districts, name=t[_OUTLINE_NAMES[outline_level]], t=t)
     cluster_items = _add_clusters(m, store, clusters, crs=crs, t=t, sites="sites" in layers)
     groups = _add_sites(m, store, filters=filters, lang=lang, crs=crs, t=t) if "sites" in layers else []
     folium.LayerControl(position="topright", collapsed=False).add_to(m)
@@ -158,26 +158,42 @@ def _frame(store: Store, sql: str, params=None) -> gpd.GeoDataFrame:
     return gpd.GeoDataFrame(df.drop(columns=["wkb"]), geometry=geoms, crs="EPSG:4326")
 
 
+#: The map's outline layer's name (a key of the ``map`` texts), by the level of its areas.
+_OUTLINE_NAMES = {"district": "districts", "street": "streets", "community": "communities"}
+
+
 def _area_frames(store: Store, *, filters: EventFilter, lang: str,
-                 crs: str) -> tuple[gpd.GeoDataFrame, gpd.GeoDataFrame]:
-    """District outlines (names in ``lang``) and the micro-grids of the filtered area, in ``crs``."""
+                 crs: str) -> tuple[gpd.GeoDataFrame, str, gpd.GeoDataFrame]:
+    """The outlines of the coarsest level of areas the store has (the districts, else the streets, else the
+    communities: a city may load only some levels), names in ``lang``, and that level; the micro-grids of the
+    filtered area; in ``crs``."""
+    have = set(store.sql("SELECT DISTINCT level FROM areas")["level"])
+    level = next((lv for lv in AREA_LEVELS if lv in have), "district")
     districts = _frame(store, f"SELECT code, {local_name(lang)} AS name, ST_AsWKB(geom) AS wkb "
-                              "FROM areas WHERE level = 'district' ORDER BY code")
+                              "FROM areas WHERE level = ? ORDER BY code", [level])
     grids = _frame(store, "SELECT code, name, leader_name, leader_phone, households, ST_AsWKB(geom) AS wkb "
                           "FROM grids ORDER BY code")
     if filters.area is not None:
         col = "code" if filters.area_level == "grid" else LEVEL_COLUMNS[filters.area_level]
         keep = store.sql(f"SELECT code FROM grids WHERE {col} = ?", [filters.area])["code"]
         grids = grids[grids["code"].isin(set(keep))]
-    return to_crs_frame(districts, crs), to_crs_frame(grids, crs)
+    return to_crs_frame(districts, crs), level, to_crs_frame(grids, crs)
 
 
-def _base_map(focus: gpd.GeoDataFrame, *, title: str) -> folium.Map:
-    """An empty map (no tiles) fitted to ``focus``, leaving room for the side panel on the left."""
+#: Where the map opens when the store has neither areas nor events (the demo city's centre).
+_NOWHERE = (112.9, 28.2, 113.0, 28.3)
+
+
+def _base_map(focus: gpd.GeoDataFrame, *, cells: pd.DataFrame, crs: str, title: str) -> folium.Map:
+    """An empty map (no tiles) fitted to ``focus`` (in ``crs``), else to the heat layer's ``cells`` (a store
+    with events and no areas yet), leaving room for the side panel on the left."""
     if len(focus):
         x0, y0, x1, y1 = focus.total_bounds
+    elif len(cells):
+        hexagons = gpd.GeoDataFrame(geometry=cell_polygons(cells["h3"].to_numpy()), crs="EPSG:4326")
+        x0, y0, x1, y1 = to_crs_frame(hexagons, crs).total_bounds
     else:
-        x0, y0, x1, y1 = 112.9, 28.2, 113.0, 28.3
+        x0, y0, x1, y1 = _NOWHERE
     m = folium.Map(location=[(y0 + y1) / 2, (x0 + x1) / 2], zoom_start=12, tiles=None, prefer_canvas=True,
                    control_scale=True, zoom_control=True, maxZoom=19)
     m.get_root().title = title
@@ -249,10 +265,10 @@ def _add_heat(m: folium.Map, cells: pd.DataFrame, *, res: int, metric: str, crs:
     return values, breaks, colors, metric_label
 
 
-def _add_districts(m: folium.Map, districts: gpd.GeoDataFrame, *, t: dict) -> None:
-    """District outlines, and their names in a pane of their own above the markers (site clusters would hide
-    them), letting clicks through to what lies below."""
-    district_layer = folium.FeatureGroup(name=t["districts"], show=True)
+def _add_districts(m: folium.Map, districts: gpd.GeoDataFrame, *, name: str, t: dict) -> None:
+    """Area outlines (the layer ``name``), and their names in a pane of their own above the markers (site
+    clusters would hide them), letting clicks through to what lies below."""
+    district_layer = folium.FeatureGroup(name=name, show=True)
     folium.GeoJson(rounded_geojson(districts[["code", "name", "geometry"]]), interactive=False, smooth_factor=0.5,
                    style_function=lambda _: {"color": "#444", "weight": 2.5, "opacity": 0.8, "fill": False},
                    ).add_to(district_layer)

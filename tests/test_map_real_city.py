@@ -98,3 +98,39 @@ def test_rounded_geojson_simplifies_within_its_tolerance(shared):
     after = shapely.get_num_coordinates(out.geometry.to_numpy()).sum()
     assert after < before / 3
     assert len(json.dumps(rounded_geojson(zips, tolerance=0))) > 3 * len(json.dumps(gj))
+
+
+def _fitted(page: str) -> list[list[float]]:
+    """The bounds the page fits the map to (``PanelFit``)."""
+    return json.loads(re.search(r"map\.fitBounds\((\[\[.*?\]\]), phone", page).group(1))
+
+
+def test_map_opens_on_a_city_with_only_community_areas_or_only_events(shared, tmp_path):
+    """San Francisco's census tracts loaded as communities, no districts, no micro-grids: the map opens on the
+    tracts and outlines them (it opened on the demo city's coordinates, an empty map); with events and no areas at
+    all, it opens on the events' cells."""
+    f = shared / "us_sf311" / "sf311_cases_sample_10000.csv"
+    mapping = {"id": "CaseID", "time": "Opened", "type": "Category"}
+    only_events = tmp_path / "events.duckdb"
+    import_events(f, db=only_events, progress=False, point="Point", mapping=mapping, cases=False)
+    db = tmp_path / "sf.duckdb"
+    tracts = shared / "us_sf311" / "sf_census_tracts_with_neighborhood.geojson"
+    import_areas(tracts, db=db, level="community", mapping={"code": "geoid", "name": "nhood"}, progress=False)
+    import_events(f, db=db, progress=False, point="Point", mapping=mapping, cases=False)
+
+    page = TestClient(create_app(db)).get("/map?lang=en").text
+    (y0, x0), (y1, x1) = _fitted(page)
+    want = gpd.read_file(tracts).total_bounds
+    assert [x0, y0, x1, y1] == pytest.approx(list(want), abs=1e-6)
+    assert "Community outlines" in page
+    labels = re.findall(r'class=\\"cg-label\\" data-minzoom=\\"\d+\\"\\u003e(.+?)\\u003c', page)
+    assert len(labels) == 195 and "Golden Gate Park" in labels
+
+    page = TestClient(create_app(only_events)).get("/map?lang=en").text
+    (y0, x0), (y1, x1) = _fitted(page)
+    points = Store(only_events).sql("SELECT min(lng) AS x0, min(lat) AS y0, max(lng) AS x1, max(lat) AS y1 "
+                                    "FROM events").iloc[0]
+    # the cells (H3 9, about 200 m across) hold every point and reach less than a cell beyond them
+    assert x0 <= points["x0"] < x0 + 0.005 and y0 <= points["y0"] < y0 + 0.005
+    assert x1 - 0.005 < points["x1"] <= x1 and y1 - 0.005 < points["y1"] <= y1
+    assert -123 < x0 < -122 and 37 < y0 < 38
