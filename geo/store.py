@@ -434,6 +434,8 @@ class _Lake:
         self.probe = _ChangeProbe(location)
         self._reader = threading.local()  # each thread's kept cursor (reading)
         self._writer = threading.local()  # each thread's kept cursor for writes (writing with keep_cursor)
+        #: ``meta`` values set when the store is created and never changed (:meth:`Store.fixed_meta`), once read
+        self.fixed: dict[str, str | None] = {}
         self.con = duckdb.connect(":memory:", config=_CONFIG)
         catalog_ext = "sqlite_scanner" if location.kind == "sqlite" else "postgres_scanner"
         load_extensions(self.con, ("spatial", "ducklake", catalog_ext))
@@ -1014,6 +1016,14 @@ class Store:
         with self.reading() as cur:
             row = cur.execute("SELECT value FROM meta WHERE key = ?", [key]).fetchone()
         return row[0] if row else default
+
+    def fixed_meta(self, key: str) -> str | None:
+        """A value of the ``meta`` table set when the store was created and never changed (its time zone), read
+        once by this process's connection to the store (a store removed and made again is connected anew)."""
+        fixed = self._lake.fixed
+        if key not in fixed:
+            fixed[key] = self.meta(key)
+        return fixed[key]
 
     def snapshot_id(self) -> int:
         """The id of the store's newest snapshot (of the snapshot viewed, for a view of the past): it changes

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import calendar
 import contextlib
+import os
 import re
 import zoneinfo
 from collections.abc import Iterator
@@ -43,20 +44,24 @@ if TYPE_CHECKING:
 DEFAULT_TIMEZONE = "Asia/Shanghai"
 
 
-def store_timezone(store: Store | duckdb.DuckDBPyConnection) -> str:
+def store_timezone(store: Store | duckdb.DuckDBPyConnection | str | os.PathLike) -> str:
     """The time zone of a store's times: its ``meta.timezone``, or :data:`DEFAULT_TIMEZONE` when unset.
+
+    A store's zone is set when it is created and never changes: it is read once per process
+    (:meth:`~civicgrid.geo.store.Store.fixed_meta`; from a connection, whose store is not known, each time).
 
     Parameters
     ----------
     store
-        A :class:`~civicgrid.geo.store.Store` or an open connection to the database (inside a write).
+        A :class:`~civicgrid.geo.store.Store`, the store's path or URL (what ``--db`` takes), or an open
+        connection to the database (inside a write).
     """
     if isinstance(store, duckdb.DuckDBPyConnection):
         row = store.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
-        value = row[0] if row else None
-    else:
-        value = store.meta("timezone")
-    return value or DEFAULT_TIMEZONE
+        return (row[0] if row else None) or DEFAULT_TIMEZONE
+    from civicgrid.geo.store import Store  # the store module reads times' settings: imported when needed
+
+    return (store if isinstance(store, Store) else Store(store)).fixed_meta("timezone") or DEFAULT_TIMEZONE
 
 
 def now_local(*, tz: str = DEFAULT_TIMEZONE,

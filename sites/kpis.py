@@ -34,7 +34,7 @@ from civicgrid.geo import levels
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import check_lang, labels, local_name, name_column, text
-from civicgrid.geo.times import now_local, parse_moment
+from civicgrid.geo.times import now_local, parse_moment, store_timezone
 
 #: Levels of :func:`kpi_table`: the area levels, then site categories.
 KPI_LEVELS = (*levels.LEVELS, "category")
@@ -99,13 +99,13 @@ FROM x GROUP BY unit
 """
 
 
-def _period(start, end, as_of):
-    t0 = parse_moment(start, name="start")
-    t1 = parse_moment(end, name="end")
+def _period(start, end, as_of, *, tz: str):
+    t0 = parse_moment(start, name="start", tz=tz)
+    t1 = parse_moment(end, name="end", tz=tz)
     if t1 <= t0:
         msg = f"end ({t1}) must be after start ({t0}); end is exclusive"
         raise InvalidParameterError(msg)
-    t = parse_moment(as_of, name="as_of") if as_of is not None else min(t1, now_local())
+    t = parse_moment(as_of, name="as_of", tz=tz) if as_of is not None else min(t1, now_local(tz=tz))
     if t < t0:
         # Nothing can have been found or fallen due by T: every count would be a silent zero.
         what = f"as_of ({t})" if as_of is not None else f"now ({t})"
@@ -162,7 +162,7 @@ def kpi_table(store: Store, *, start, end, level: str = "street", as_of=None, la
         One row per unit (zeros included), columns :data:`COLUMNS`; definitions in the module docstring.
     """
     level, lang = check_level(level), check_lang(lang)
-    t0, t1, t = _period(start, end, as_of)
+    t0, t1, t = _period(start, end, as_of, tz=store_timezone(store))
     col = UNIT_COLUMNS[level]
     sql = _KPI_SQL.format(unit=col, where=f"{col} IS NOT NULL")
     got = store.sql(sql, {"t0": t0, "t1": t1, "asof": t})
@@ -179,7 +179,7 @@ def kpi_totals(store: Store, *, start, end, level: str | None = None, as_of=None
     Rates are pooled (summed numerator over summed denominator); the median is over all cases.
     """
     lang = check_lang(lang)
-    t0, t1, t = _period(start, end, as_of)
+    t0, t1, t = _period(start, end, as_of, tz=store_timezone(store))
     where = f"{UNIT_COLUMNS[check_level(level)]} IS NOT NULL" if level else "TRUE"
     got = store.sql(_KPI_SQL.format(unit="'total'", where=where), {"t0": t0, "t1": t1, "asof": t})
     if got.empty:
@@ -263,7 +263,8 @@ def site_flags(store: Store, *, as_of=None, window_days: int = FLAG_WINDOW_DAYS,
         ``attrs["as_of"]`` is the moment used.
     """
     lang = check_lang(lang)
-    t = parse_moment(as_of, name="as_of") if as_of is not None else now_local()
+    tz = store_timezone(store)
+    t = parse_moment(as_of, name="as_of", tz=tz) if as_of is not None else now_local(tz=tz)
     if int(window_days) <= 0:
         msg = f"window_days must be positive, got {window_days}"
         raise InvalidParameterError(msg)
@@ -328,7 +329,7 @@ def kpis_hold_until(store: Store, *, start, end, as_of=None):
     """
     if as_of is not None:
         return None
-    _, t1, t = _period(start, end, None)
+    _, t1, t = _period(start, end, None, tz=store_timezone(store))
     if t >= t1:
         return None
     at_now = _next_moments(store, t, t)[0]
@@ -341,7 +342,7 @@ def flags_hold_until(store: Store, *, window_days: int = FLAG_WINDOW_DAYS, as_of
     the look-back window (``window_days`` after it); None for a fixed ``as_of``."""
     if as_of is not None:
         return None
-    t = now_local()
+    t = now_local(tz=store_timezone(store))
     days = timedelta(days=int(window_days))
     at_now, at_w0, visit_now, visit_w0 = _next_moments(store, t, t - days)
     moments = [m for m in (at_now, visit_now) if m is not None]

@@ -35,7 +35,7 @@ import pandas as pd
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import check_lang, city_name, labels, local_name, pairs, text
-from civicgrid.geo.times import now_local, parse_period
+from civicgrid.geo.times import now_local, parse_period, store_timezone
 from civicgrid.maps.layers import SafeGeoJsonTooltip
 from civicgrid.maps.offline import inline_assets, render_offline
 from civicgrid.maps.pages import render_template
@@ -387,8 +387,19 @@ def legend(kpi: str, values, lang: str = "zh") -> list[tuple[str, str]]:
     return out
 
 
-def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_closure_rate", lang: str = "zh"):
-    """A folium map (no tile layer) of every micro-grid filled by its ``kpi`` value, street outlines on top.
+def map_level(store: Store) -> str:
+    """The level the scorecard's map colours: the micro-grids, or for a city that has none yet the finest level
+    of areas it has (community, street, district); ``grid`` when it has no shapes at all."""
+    if store.sql("SELECT count(*) AS n FROM grids WHERE geom IS NOT NULL")["n"][0]:
+        return "grid"
+    have = set(store.sql("SELECT DISTINCT level FROM areas WHERE geom IS NOT NULL")["level"])
+    return next((level for level in ("community", "street", "district") if level in have), "grid")
+
+
+def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_closure_rate", lang: str = "zh",
+             level: str = "grid"):
+    """A folium map (no tile layer) of every micro-grid (or area of ``level``: :func:`map_level`) filled by its
+    ``kpi`` value in ``grid_table`` (the KPI table of that level), street outlines on top.
 
     The tooltip of a grid shows its name, code, the KPI, for a rate its numerator and denominator (a red grid
     with 0 / 1 due reads differently from one with 0 / 30), and the cases found. Streets are outlined and
@@ -399,7 +410,11 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
     import shapely
 
     check_kpi(kpi)
-    g = store.sql("SELECT code, name, ST_AsWKB(geom) AS wkb FROM grids WHERE geom IS NOT NULL ORDER BY code")
+    if level == "grid":
+        g = store.sql("SELECT code, name, ST_AsWKB(geom) AS wkb FROM grids WHERE geom IS NOT NULL ORDER BY code")
+    else:
+        g = store.sql(f"SELECT code, {local_name(lang)} AS name, ST_AsWKB(geom) AS wkb FROM areas "
+                      "WHERE level = ? AND geom IS NOT NULL ORDER BY code", [level])
     geoms = shapely.from_wkb([bytes(b) for b in g["wkb"]]) if len(g) else []
     gdf = gpd.GeoDataFrame(g.drop(columns="wkb"), geometry=list(geoms), crs="EPSG:4326")
     table = grid_table.set_index("code")
@@ -412,7 +427,7 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
     gdf["found"] = pd.to_numeric(found, errors="coerce").fillna(0).astype(int).to_numpy()
     names = labels("kpi", lang)
     label = names[kpi]
-    fields, heads = ["name", "code", "value"], [text("level.grid", lang), names["code"], label]
+    fields, heads = ["name", "code", "value"], [text(f"level.{level}", lang), names["code"], label]
     if rate:
         num, candidates = RATE_PARTS[kpi]
         den = _denominator(grid_table, kpi, num, candidates) or candidates[0]
@@ -431,14 +446,15 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
     else:
         centre, (minx, miny, maxx, maxy) = [0, 0], (0, 0, 0, 0)
     m = folium.Map(location=centre, zoom_start=12, tiles=None, control_scale=True, zoom_snap=0.25)
-    folium.GeoJson(
-        gdf[[*fields, "colour", "geometry"]].__geo_interface__,
-        name=label,
-        style_function=lambda f: {"fillColor": f["properties"]["colour"], "color": "#555555", "weight": 0.6,
-                                  "fillOpacity": 0.75},
-        highlight_function=lambda f: {"weight": 2, "color": "#000000"},
-        tooltip=SafeGeoJsonTooltip(fields, aliases=heads),
-    ).add_to(m)
+    if len(gdf):  # a tooltip needs a feature to name its fields (folium refuses them on an empty layer)
+        folium.GeoJson(
+            gdf[[*fields, "colour", "geometry"]].__geo_interface__,
+            name=label,
+            style_function=lambda f: {"fillColor": f["properties"]["colour"], "color": "#555555", "weight": 0.6,
+                                      "fillOpacity": 0.75},
+            highlight_function=lambda f: {"weight": 2, "color": "#000000"},
+            tooltip=SafeGeoJsonTooltip(fields, aliases=heads),
+        ).add_to(m)
     _street_outlines(store, lang).add_to(m)
     if len(gdf):
         m.fit_bounds([[miny, minx], [maxy, maxx]])
@@ -516,7 +532,10 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
         rec = df.iloc[i]
         rows.append({"rank": int(ranks[i]), "code": rec["code"], "name": rec["name"], "lagging": bool(lag[i]),
                      "cells": [_fmt(_cell(rec[c]), KPI_COLUMNS[c][2]) for c in cols]})
-    map_page = render_offline(grid_map(store, tables["grid"], kpi=kpi, lang=lang))
+    shown = map_level(store)
+    if shown not in tables:  # tables made for other levels (a caller's): the micro-grids' as before
+        shown = "grid"
+    map_page = render_offline(grid_map(store, tables[shown], kpi=kpi, lang=lang, level=shown))
     if standalone:
         map_page = inline_assets(map_page)
     city = city_name(store, lang)
@@ -528,12 +547,13 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
         SCORECARD_TEMPLATE,
         lang=lang, html_lang=text("common.html_lang", lang), t=t, city=city, period=period_label,
         level_name=text(f"level.{level}", lang),
-        kpi=kpi, kpi_label=label, generated=_now_text(),
+        kpi=kpi, kpi_label=label, generated=_now_text(store_timezone(store)),
         as_of=str(as_of) if as_of is not None else "",
         summary=summary, headers=[names[c] for c in cols],
         kpi_index=cols.index(kpi), rows=rows, total_cells=[_fmt(tot.get(c), KPI_COLUMNS[c][2]) for c in cols],
-        map_srcdoc=map_page, map_caption=t["map"].format(kpi=label),
-        legend=legend(kpi, tables["grid"][kpi], lang), lag_rule=t["rule_text"].format(share=LAG_SHARE),
+        map_srcdoc=map_page, map_caption=t["map"].format(kpi=label) if shown == "grid" else
+        t["map_areas"].format(kpi=label, level=text(f"level.{shown}", lang)),
+        legend=legend(kpi, tables[shown][kpi], lang), lag_rule=t["rule_text"].format(share=LAG_SHARE),
         n_lagging=int(lag.sum()), empty=not (tot.get("found") or tot.get("due")),
     )
 
@@ -581,10 +601,11 @@ def build_report(store: Store, *, period: str | None = "2024-03", start=None, en
     out.mkdir(parents=True, exist_ok=True)
     stem = f"{label.replace('..', '_')}_{level}"
     paths = {"xlsx": out / f"report_{stem}.xlsx", "html": out / f"scorecard_{stem}.html"}
+    tz = store_timezone(store)
     write_workbook(tables, paths["xlsx"], kpi=kpi, lang=lang, level=level,
-                   title=report_title(store, label, lang), notes=_notes(first, stop, as_of, lang))
+                   title=report_title(store, label, lang), notes=_notes(first, stop, as_of, lang, tz))
     page = scorecard_html(store, tables, level=level, kpi=kpi, lang=lang, period_label=label,
-                          as_of=_shown_as_of(stop, as_of), standalone=True)
+                          as_of=_shown_as_of(stop, as_of, store_timezone(store)), standalone=True)
     paths["html"].write_text(page, encoding="utf-8")
     return paths
 
@@ -600,7 +621,7 @@ def workbook_bytes(store: Store, *, period: str | None = None, start=None, end=N
     tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table)
     buf = io.BytesIO()
     write_workbook(tables, buf, kpi=kpi, lang=lang, level=level, title=report_title(store, label, lang),
-                   notes=_notes(first, stop, as_of, lang))
+                   notes=_notes(first, stop, as_of, lang, store_timezone(store)))
     return buf.getvalue()
 
 
@@ -613,9 +634,9 @@ def scorecard_page(store: Store, *, period: str | None = None, start=None, end=N
     check_kpi(kpi)
     check_lang(lang)
     tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table,
-                           levels=tuple(dict.fromkeys((level, "grid"))))
+                           levels=tuple(dict.fromkeys((level, map_level(store)))))
     return scorecard_html(store, tables, level=level, kpi=kpi, lang=lang, period_label=label,
-                          as_of=_shown_as_of(stop, as_of),
+                          as_of=_shown_as_of(stop, as_of, store_timezone(store)),
                           standalone=standalone)
 
 
@@ -624,24 +645,24 @@ def report_title(store: Store, label: str, lang: str) -> str:
     return f"{city_name(store, lang)} {text('report.title', lang)} {label}".strip()
 
 
-def _now_text() -> str:
-    """The current wall-clock time of the store's time zone, to the minute."""
-    return f"{now_local():%Y-%m-%d %H:%M}"
+def _now_text(tz: str) -> str:
+    """The current wall-clock time of the store's time zone ``tz``, to the minute."""
+    return f"{now_local(tz=tz):%Y-%m-%d %H:%M}"
 
 
-def _shown_as_of(stop: date, as_of) -> str:
+def _shown_as_of(stop: date, as_of, tz: str) -> str:
     """The moment the record is read at, as shown: ``as_of``, else the KPIs' default (the period's end, or now)."""
     if as_of is not None:
         return str(as_of)
-    end = min(datetime.combine(stop, datetime.min.time()), now_local())
+    end = min(datetime.combine(stop, datetime.min.time()), now_local(tz=tz))
     return f"{end:%Y-%m-%d %H:%M}"
 
 
-def _notes(first: date, stop: date, as_of, lang: str) -> list[tuple[str, str]]:
+def _notes(first: date, stop: date, as_of, lang: str, tz: str) -> list[tuple[str, str]]:
     t = labels("report", lang)
     notes = [(t["period"], f"{first} – {stop - timedelta(days=1)}"),
-             (t["generated"], _now_text())]
-    notes.append((t["as_of"], _shown_as_of(stop, as_of)))
+             (t["generated"], _now_text(tz))]
+    notes.append((t["as_of"], _shown_as_of(stop, as_of, tz)))
     return notes
 
 
@@ -651,6 +672,7 @@ __all__ = [
     "build_report",
     "grid_map",
     "lagging_mask",
+    "map_level",
     "report_tables",
     "scorecard_html",
     "scorecard_page",

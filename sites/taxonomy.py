@@ -25,7 +25,7 @@ from civicgrid.geo.errors import ImportFileError, InvalidParameterError, NotFoun
 from civicgrid.geo.events import SOURCES
 from civicgrid.geo.readers import read_text
 from civicgrid.geo.store import Store, writing
-from civicgrid.geo.times import now_local
+from civicgrid.geo.times import now_local, store_timezone
 from civicgrid.sites.cases.calendar import compute_deadlines
 
 #: Status words of city files (compared lower-case, without spaces at the ends), mapped to the stored status.
@@ -247,7 +247,7 @@ def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source:
     before = label_map(con, source=source or "")
     old = before.get(_norm(label))
     con.execute("DELETE FROM type_labels WHERE label = ? AND source IS NOT DISTINCT FROM ?", [label, source])
-    con.execute("INSERT INTO type_labels VALUES (?, ?, ?, ?)", [source, label, code, now_local()])
+    con.execute("INSERT INTO type_labels VALUES (?, ?, ?, ?)", [source, label, code, now_local(tz=store_timezone(con))])
     where = "source_type = $label AND ($source IS NULL OR source = $source) AND (problem_type IS NULL" + (
         " OR problem_type = $old)" if old else ")")
     params = {"label": label, "source": source, **({"old": old} if old else {})}

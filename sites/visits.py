@@ -33,7 +33,7 @@ from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundE
 from civicgrid.geo.group_commit import submit
 from civicgrid.geo.staging import next_id
 from civicgrid.geo.store import locate
-from civicgrid.geo.times import now_local, parse_moment
+from civicgrid.geo.times import now_local, parse_moment, store_timezone
 from civicgrid.grids.locate import Locator
 from civicgrid.sites.cases import CaseRequest, open_cases
 from civicgrid.sites.cases.workflow import resolve_type
@@ -167,8 +167,9 @@ def record_visit(db: str | os.PathLike, *, site_id: int, inspector: str, conform
     if len(types) > MAX_PROBLEMS:
         msg = f"at most {MAX_PROBLEMS} problem types per visit, got {len(types)}"
         raise InvalidParameterError(msg)
-    now = now_local()
-    when = parse_moment(time, name="time") if time is not None else now
+    tz = store_timezone(db)
+    now = now_local(tz=tz)
+    when = parse_moment(time, name="time", tz=tz) if time is not None else now
     if when > now + timedelta(minutes=5):
         msg = f"time {when} is in the future (now {now}); is the phone's clock right?"
         raise InvalidParameterError(msg)

@@ -64,7 +64,7 @@ def test_cases_and_flags_api_answer_404_for_an_unknown_area(demo_db, client):
 def test_flags_report_the_moment_used(client, monkeypatch):
     import civicgrid.sites.kpis as kp
 
-    monkeypatch.setattr(kp, "now_local", lambda: datetime(2025, 12, 1, 9, 30))
+    monkeypatch.setattr(kp, "now_local", lambda **_: datetime(2025, 12, 1, 9, 30))
     body = client.get("/api/kpis/flags").json()
     assert body["as_of"] == "2025-12-01T09:30:00"
     assert client.get("/api/kpis/flags?as_of=2025-12-01").json()["as_of"] == "2025-12-01T00:00:00"
@@ -85,7 +85,7 @@ def test_kpis_refuse_an_as_of_before_the_period(store, client, monkeypatch):
     # a period in the future: "now" is before it
     import civicgrid.sites.kpis as kp
 
-    monkeypatch.setattr(kp, "now_local", lambda: datetime(2025, 12, 1, 9, 30))
+    monkeypatch.setattr(kp, "now_local", lambda **_: datetime(2025, 12, 1, 9, 30))
     with pytest.raises(InvalidParameterError, match=r"now \(2025-12-01 09:30:00\) is before"):
         kpi_table(store, start="2026-03-01", end="2026-04-01")
     # as_of inside the period still works: the period up to then
@@ -106,9 +106,9 @@ def test_current_month_and_generated_time_use_the_store_time_zone(store, client,
     from civicgrid.sites.reports import build_report
 
     # 2025-04-01 04:00 in Shanghai is still 2025-03-31 on a UTC machine
-    monkeypatch.setattr(cs, "now_local", lambda: datetime(2025, 4, 1, 4, 0))
-    monkeypatch.setattr(kp, "now_local", lambda: datetime(2025, 4, 1, 4, 0))
-    monkeypatch.setattr(rp, "now_local", lambda: datetime(2025, 4, 1, 4, 0))
+    monkeypatch.setattr(cs, "now_local", lambda **_: datetime(2025, 4, 1, 4, 0))
+    monkeypatch.setattr(kp, "now_local", lambda **_: datetime(2025, 4, 1, 4, 0))
+    monkeypatch.setattr(rp, "now_local", lambda **_: datetime(2025, 4, 1, 4, 0))
     body = client.get("/api/kpis?level=district").json()
     assert (body["start"], body["end"]) == ("2025-04-01", "2025-04-30")
     paths = build_report(store, period="2024-03", level="district", out_dir=tmp_path)

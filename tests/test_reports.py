@@ -457,3 +457,31 @@ def test_map_colours_span_the_observed_range():
     assert _colour(values, "on_time_closure_rate")[0] == PALETTE[0]
     labels = [label for _, label in legend("rework_rate", values, "en")]
     assert labels[0] == "20% – 16%" and labels[-2] == "4% – 0%" and labels[-1] == "no data"
+
+
+def test_scorecard_of_a_city_without_micro_grids_colours_its_finest_areas(shared, tmp_path):
+    """San Francisco's census tracts as communities and its 311 cases, no micro-grids: the scorecard (a 500
+    before: folium refused the tooltip of an empty grid layer) colours the tracts by the KPI of the real KPI
+    table, and says so."""
+    from civicgrid.grids.areas import import_areas
+    from civicgrid.sites.events import import_events
+    from civicgrid.sites.kpis import kpi_table
+
+    db = tmp_path / "sf.duckdb"
+    tracts = shared / "us_sf311" / "sf_census_tracts_with_neighborhood.geojson"
+    import_areas(tracts, db=db, level="community", mapping={"code": "geoid", "name": "nhood"}, progress=False)
+    import_events(shared / "us_sf311" / "sf311_cases_sample_10000.csv", db=db, progress=False, point="Point",
+                  mapping={"id": "CaseID", "time": "Opened", "type": "Category", "closed": "Closed"})
+    store = Store(db)
+    assert rp.map_level(store) == "community"
+    page = rp.scorecard_page(store, period="2014", level="community", kpi="rectification_rate", lang="en")
+    features = map_features(map_document(page))
+    assert len(features) == 195
+    table = kpi_table(store, start="2014-01-01", end="2015-01-01", level="community").set_index("code")
+    rates = table["rectification_rate"]
+    lo, hi = rates.min(), rates.max()
+    for f in features:
+        value = rates[f["properties"]["code"]]
+        want = rp.NO_DATA_COLOUR if np.isnan(value) else rp.PALETTE[min(int((value - lo) / (hi - lo) * 5), 4)]
+        assert f["properties"]["colour"] == want
+    assert "Community areas coloured by Rectification rate" in page and "no micro-grids yet" in page

@@ -10,7 +10,7 @@ import pandas as pd
 import pytest
 from civicgrid.geo import times
 from civicgrid.geo.errors import InvalidParameterError
-from civicgrid.geo.store import Store, writing
+from civicgrid.geo.store import Store, forget, writing
 from civicgrid.geo.times import (
     DEFAULT_TIMEZONE,
     as_datetime,
@@ -35,9 +35,14 @@ def test_a_new_store_records_the_default_time_zone(tmp_path):
         assert store_timezone(con) == DEFAULT_TIMEZONE
         con.execute("UPDATE meta SET value = 'Europe/Paris' WHERE key = 'timezone'")
         assert store_timezone(con) == "Europe/Paris"
-    assert store_timezone(Store(path)) == "Europe/Paris"
+    # a store's zone never changes in civicgrid: a process reads it once per connection to the store; a zone
+    # changed by hand is seen by the next connection (another process, or this one after forget)
+    assert store_timezone(Store(path)) == DEFAULT_TIMEZONE == store_timezone(path)
+    forget(Store(path).location)
+    assert store_timezone(Store(path)) == "Europe/Paris" == store_timezone(path)
     with writing(path) as con:
         con.execute("DELETE FROM meta WHERE key = 'timezone'")
+    forget(Store(path).location)
     assert store_timezone(Store(path)) == DEFAULT_TIMEZONE     # unset: the default
 
 
@@ -209,3 +214,41 @@ def test_decide_date_order_finds_day_or_month_first_dates_among_iso_values():
     assert times.decide_date_order(["123/01/2025", "999/13/2025", *iso]) is None  # three digits: no such date
     with pytest.raises(InvalidParameterError, match="--date-order"):  # only dates that read both ways
         times.decide_date_order([*iso, "1/3/2025"])
+
+
+def test_now_is_the_wall_clock_of_the_stores_own_zone(tmp_path, monkeypatch):
+    """A store made for San Francisco (CIVICGRID_TIMEZONE at creation), used later without the variable: a case
+    opened now, its move, a user, a visit and the scorecard's "generated" time are San Francisco's wall-clock
+    time, as the store keeps its times (they were Shanghai's, 15-16 hours ahead: a case opened "now" lay in the
+    city's future)."""
+    from civicgrid.geo.users import add_user
+    from civicgrid.sites.cases import create_case, transition
+    from civicgrid.sites.reports import scorecard_page
+    from civicgrid.sites.visits import record_visit
+
+    db = tmp_path / "sf.duckdb"
+    monkeypatch.setenv("CIVICGRID_TIMEZONE", "America/Los_Angeles")
+    Store(db, create=True)
+    monkeypatch.delenv("CIVICGRID_TIMEZONE")
+    with writing(db) as con:
+        con.execute("INSERT INTO sites (site_id, name, category_code, lng, lat) VALUES (1, 'a', '01', -122.4, 37.8)")
+
+    def sf_now() -> datetime:
+        return datetime.now(ZoneInfo("America/Los_Angeles")).replace(tzinfo=None)
+
+    def near_now(moment) -> bool:
+        return abs(pd.Timestamp(moment).to_pydatetime() - sf_now()) < timedelta(minutes=2)
+
+    before = sf_now()
+    case = create_case(db, actor="甲", problem_type="0201", lng=-122.41, lat=37.77)
+    assert near_now(case["found_at"]) and near_now(case["updated_at"])
+    moved = transition(db, case["case_id"], "register", actor="乙")
+    assert near_now(moved["log"][-1]["changed_at"]) and near_now(moved["updated_at"])
+    user, _ = add_user(db, "丙", role="inspector")
+    assert near_now(user["created_at"])
+    visit = record_visit(db, site_id=1, inspector="丁", conforming=True)
+    assert near_now(visit["time"])
+    page = scorecard_page(Store(db), period=f"{before:%Y-%m}", lang="en")
+    shown = {f"{before:%Y-%m-%d %H:%M}", f"{sf_now():%Y-%m-%d %H:%M}"}
+    assert any(f"Generated {t}" in page for t in shown)
+    assert abs(datetime.now(ZoneInfo("Asia/Shanghai")).replace(tzinfo=None) - sf_now()) > timedelta(hours=14)

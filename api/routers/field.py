@@ -12,7 +12,7 @@ from civicgrid.api.deps import MAX_INT64, MAX_NAME, MAX_TEXT, get_settings, get_
 from civicgrid.api.errors import HtmlErrorRoute
 from civicgrid.geo.errors import AuthenticationError, InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store
-from civicgrid.geo.times import parse_moment
+from civicgrid.geo.times import parse_moment, store_timezone
 from civicgrid.sites.patrol import load_plan
 from civicgrid.sites.patrol.field import SERVICE_WORKER, check_access, field_page, plan_date
 from civicgrid.sites.visits import MAX_PROBLEMS, record_visit, save_photo
@@ -106,7 +106,8 @@ def record(plan_id: str = PathParam(..., max_length=64),
         msg = f"at most {MAX_PROBLEMS} problem types of at most {MAX_NAME} characters each"
         raise InvalidParameterError(msg)
     day = plan_date(doc)
-    when = parse_moment(recorded_at, name="recorded_at") if recorded_at else None
+    # a phone sends its clock's moment with an offset (toISOString: UTC): read as the store's wall-clock time
+    when = parse_moment(recorded_at, name="recorded_at", tz=store_timezone(store)) if recorded_at else None
     if when is not None and when.date() != day:
         msg = f"recorded_at {recorded_at} is not on the plan's day {day} (is the phone's clock right?)"
         raise InvalidParameterError(msg)

@@ -13,7 +13,7 @@ from civicgrid.api.responses import frame_records, json_body
 from civicgrid.geo.aggregate import area_code
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
-from civicgrid.geo.times import parse_end, parse_period
+from civicgrid.geo.times import parse_end, parse_period, store_timezone
 from civicgrid.sites import cases as cs
 from civicgrid.sites import kpis as site_kpis
 from civicgrid.sites.kpis import (
@@ -47,7 +47,7 @@ def kpis(request: Request, store: Store = Depends(get_store),
     with the rates and a ``totals`` row over the units (definitions in the README, "Cases and KPIs").
     The period is ``period`` or ``start`` and ``end``; with neither, the current calendar month."""
     if period is None and start is None and end is None:
-        period = cs.now_local().strftime("%Y-%m")  # the current calendar month, in the store's time zone
+        period = cs.now_local(tz=store_timezone(store)).strftime("%Y-%m")  # this month, in the store's zone
     if period is not None:
         first, after, _ = parse_period(period)
         start, end_v, end = first.isoformat(), after, (after - timedelta(days=1)).isoformat()
@@ -101,7 +101,7 @@ def flags(request: Request, store: Store = Depends(get_store),
     got = cached_response(request, store, compute,
                           holds_until=lambda: flags_hold_until(store, window_days=window_days, as_of=as_of))
     if as_of is None and got.status_code == 200:
-        now = json.dumps(site_kpis.now_local().isoformat(timespec="seconds"))  # the clock site_flags reads
+        now = json.dumps(site_kpis.now_local(tz=store_timezone(store)).isoformat(timespec="seconds"))  # as site_flags
         got = Response(got.body.replace(b'{"as_of":null,', b'{"as_of":' + now.encode() + b",", 1),
                        media_type="application/json")
     return got

@@ -31,7 +31,7 @@ from civicgrid.geo.group_commit import group_memory, group_state, keeps_memory, 
 from civicgrid.geo.staging import next_ids
 from civicgrid.geo.store import Store, extent, quote
 from civicgrid.geo.texts import labels
-from civicgrid.geo.times import now_local, parse_moment
+from civicgrid.geo.times import now_local, parse_moment, store_timezone
 from civicgrid.grids.locate import Locator
 from civicgrid.sites.cases._sql import (
     CASE_COLUMNS,
@@ -167,7 +167,8 @@ def list_cases(store: Store, *, state: str | None = None, area: str | None = Non
         where.append("site_id = ?")
         params.append(int(site_id))
     if overdue is not None:
-        t = parse_moment(as_of, name="as_of") if as_of is not None else now_local()
+        tz = store_timezone(store)
+        t = parse_moment(as_of, name="as_of", tz=tz) if as_of is not None else now_local(tz=tz)
         cond = "(state <> 'closed' AND deadline < ?)"
         where.append(cond if overdue else f"NOT {cond}")
         params.append(t)
@@ -323,12 +324,13 @@ def create_case(db: str | os.PathLike, *, actor: str, event_id: int | None = Non
         working clock; ``rebound_of`` links it to an earlier closed case it repeats.
     """
     actor = _actor(actor)
-    now = now_local()
-    found_at = parse_moment(time, name="time") if time is not None else None
+    tz = store_timezone(db)  # "now" and times with an offset are the store's wall-clock times
+    now = now_local(tz=tz)
+    found_at = parse_moment(time, name="time", tz=tz) if time is not None else None
     if found_at is not None and found_at > now + timedelta(minutes=5):
         msg = f"time {found_at} is in the future (now {now})"
         raise InvalidParameterError(msg)
-    sent_at = parse_moment(dispatch_at, name="dispatch_at") if dispatch_at is not None else None
+    sent_at = parse_moment(dispatch_at, name="dispatch_at", tz=tz) if dispatch_at is not None else None
     if sent_at is not None:
         if not dispatch:
             msg = "dispatch_at is the time of the dispatch: give dispatch=True (--dispatch) with it"
@@ -429,7 +431,6 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
     places = pa.table({"site_id": pa.array([_id(events[e]["site_id"]) for e in eids], pa.int64()),
                        **{c: pa.array([_py(events[e][c]) for e in eids], pa.string()) for c in _AREA_COLUMNS[1:]}})
     units = dict(zip(eids, zip(*(column.to_pylist() for column in offices.of(places)), strict=True), strict=True))
-    now = now_local()
     cases: list[dict] = []
     logs: list[dict] = []
     moved: list[dict] = []
@@ -449,7 +450,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
             when = r.dispatch_at or at
             for move in (_Move(eid, "registered", r.actor, when), _Move(eid, "dispatched", r.actor, when,
                                                                         unit=r.unit)):
-                case, log = _moved(case, trail[-1]["changed_at"], move, now=now)
+                case, log = _moved(case, trail[-1]["changed_at"], move, now=r.now)
                 moved.append(log)
                 trail.append(log)
         cases.append(case)
@@ -644,6 +645,8 @@ class _Move:
     note: str | None = None
     unit: str | None = None
     photo: str | None = None
+    #: When the move was asked for (the store's wall-clock time): the case's ``updated_at``.
+    now: datetime | None = None
 
 
 def _moved(case: dict, last: datetime | None, move: _Move, *, now: datetime) -> tuple[dict, dict]:
@@ -757,7 +760,7 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
         cases.update(read)
         logs.update({i: trails[i] for i in missing})
     mirrored = {i: _mirror(case) for i, case in cases.items()}
-    now = now_local()
+    now = None  # the time of a move queued without one (a caller of _apply_moves other than transition)
     results: list[tuple[dict, int] | Exception] = []
     new_logs: list[dict] = []
     for move in moves:
@@ -770,7 +773,10 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
             continue
         trail = logs[move.case_id]
         try:
-            new, log = _moved(case, max((r["changed_at"] for r in trail), default=None), move, now=now)
+            if move.now is None and now is None:
+                now = now_local(tz=store_timezone(con))
+            new, log = _moved(case, max((r["changed_at"] for r in trail), default=None), move,
+                              now=move.now or now)
         except (ConflictError, InvalidParameterError) as exc:
             results.append(exc)
             continue
@@ -853,9 +859,11 @@ def transition(db: str | os.PathLike, case_id: int, to: str, *, actor: str, at=N
         An illegal transition (e.g. closing an unrectified case, rectifying a closed one); nothing changes.
     """
     actor = _actor(actor)
-    when = parse_moment(at, name="at") if at is not None else now_local()
-    if when > now_local() + timedelta(minutes=5):
+    tz = store_timezone(db)
+    now = now_local(tz=tz)
+    when = parse_moment(at, name="at", tz=tz) if at is not None else now
+    if when > now + timedelta(minutes=5):
         msg = f"at {when} is in the future"
         raise InvalidParameterError(msg)
     # Queued with the moves other users make meanwhile and committed together (civicgrid.geo.group_commit).
-    return submit(db, "case-moves", _apply_moves, _Move(int(case_id), to, actor, when, note, unit, photo))
+    return submit(db, "case-moves", _apply_moves, _Move(int(case_id), to, actor, when, note, unit, photo, now))

@@ -186,6 +186,7 @@ def plan_day(store: Store, inspectors: Sequence[Mapping | Inspector], *, date, a
         add_paths(doc, network)
     doc["risk_model"] = cand.attrs.get("risk_model")
     doc["timezone"] = store_timezone(store)
+    doc["created_at"] = now_local(tz=doc["timezone"]).isoformat()  # the store's wall-clock time
     doc["candidates"] = {"sites": len(frame), "must_visit": int(frame["must_visit"].sum()),
                          "coverage": int(frame["coverage"].sum()) if "coverage" in frame else 0}
     uncovered = cand.attrs.get("coverage_without_sites") or []

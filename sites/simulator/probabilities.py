@@ -12,7 +12,7 @@ from civicgrid.geo.aggregate import cached
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.events import data_span
 from civicgrid.geo.store import Store
-from civicgrid.geo.times import end_of_day, is_date_only, now_local, parse_moment
+from civicgrid.geo.times import end_of_day, is_date_only, now_local, parse_moment, store_timezone
 from civicgrid.sites.risk import site_risk
 
 #: Days of recent activity that count in a site's state.
@@ -34,7 +34,7 @@ RULE = {
 def default_as_of(store: Store) -> datetime:
     """The latest event or inspection time in the store (the data's "now"), or the current time if empty."""
     value = data_span(store)[1]
-    return value.to_pydatetime() if pd.notna(value) else now_local()
+    return value.to_pydatetime() if pd.notna(value) else now_local(tz=store_timezone(store))
 
 
 def resolve_as_of(store: Store, as_of) -> datetime:
@@ -42,7 +42,7 @@ def resolve_as_of(store: Store, as_of) -> datetime:
     the end of that day."""
     if as_of is None or (isinstance(as_of, str) and not as_of.strip()):
         return default_as_of(store)
-    moment = parse_moment(as_of, name="as_of")
+    moment = parse_moment(as_of, name="as_of", tz=store_timezone(store))
     if is_date_only(as_of):
         return end_of_day(moment.date()) - timedelta(microseconds=1)
     return moment
