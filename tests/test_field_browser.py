@@ -193,3 +193,36 @@ def test_field_page_records_online_and_offline_visits_once(server, phone, field_
     _wait(phone, "return window.cgField && window.cgField.ready", "English page")
     assert "Recorded 2/" in phone.find_element(By.ID, "cg-progress").text
     _screenshot(phone, "field_en.png")
+
+
+def test_field_page_records_visits_where_the_browser_refuses_indexeddb(server, chromium, field_city) -> None:
+    """A browser that refuses IndexedDB (storage turned off): the page said nothing, its start stopped at the
+    count of the outbox and a visit's submit threw, so nothing could be recorded. Now the outbox is kept in the
+    page, the page says so, and a visit is recorded once."""
+    from civicgrid.sites.patrol.field import field_links
+    from selenium.webdriver.common.by import By
+
+    db, doc = field_city
+    stops = doc["routes"][0]["stops"]
+    url = field_links(db, doc, base_url=server)["王伟"]
+    with chromium("--hide-scrollbars", mobile=PHONE) as driver:
+        driver.execute_cdp_cmd("Page.addScriptToEvaluateOnNewDocument", {"source": (
+            "IDBFactory.prototype.open = function () { "
+            "throw new DOMException('storage is turned off', 'InvalidStateError'); };")})
+        driver.get(url + "&lang=en")
+        _wait(driver, "return window.cgField && window.cgField.ready", "page ready without IndexedDB")
+        assert driver.execute_script("try { indexedDB.open('x'); return false; } catch (e) { return true; }")
+        memory = driver.find_element(By.ID, "cg-memory")
+        assert memory.is_displayed() and "keep this page open" in memory.text
+        assert "Recorded " in driver.find_element(By.ID, "cg-progress").text
+        size = driver.execute_script("return [innerWidth, document.documentElement.scrollWidth]")
+        assert size == [390, 390], size
+        card = _card(driver, len(stops) - 1)
+        card.find_element(By.CSS_SELECTOR, "input[value=ok]").click()
+        card.find_element(By.CSS_SELECTOR, "button[type=submit]").click()
+        _wait(driver, f"return document.querySelectorAll('.stop')[{len(stops) - 1}].classList.contains('done')",
+              "visit sent without IndexedDB")
+        assert driver.execute_script("return window.cgField.queued") == 0
+        _screenshot(driver, "field_no_indexeddb.png")
+    got = _visits(db, doc["plan_id"], stops[-1]["site_id"])
+    assert len(got) == 1 and bool(got.iloc[0].conforming)
