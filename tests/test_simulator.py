@@ -345,3 +345,25 @@ def test_probabilities_from_the_risk_model(store):
     assert (rule["method"] == "rule").all()
     # both rank the sites alike
     assert np.corrcoef(rule["p"], probs["p"])[0, 1] > 0.5
+
+
+def test_cli_names_a_citys_own_category_once(small_city, tmp_path):
+    """A category the city's file brought (its label is its code) is printed once ("Bakery"), a known one with
+    its code ("14 Restaurant"); it read "Bakery Bakery"."""
+    import pandas as pd
+    from civicgrid.api.cli import main
+    from civicgrid.sites.frame import import_sites
+    from click.testing import CliRunner
+
+    sites = pd.DataFrame({"id": [f"S{i}" for i in range(8)], "name": [f"shop {i}" for i in range(8)],
+                          "category": ["Bakery"] * 4 + ["餐馆、餐饮店"] * 4,
+                          "lng": [112.905 + 0.001 * i for i in range(8)], "lat": [28.205] * 8})
+    sites.to_csv(tmp_path / "sites.csv", index=False)
+    import_sites(tmp_path / "sites.csv", db=small_city, progress=False)
+    result = CliRunner().invoke(main, ["simulate", "--db", str(small_city), "--runs", "200", "--lang", "en"])
+    assert result.exit_code == 0, result.output
+    lines = result.output.splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("category"))
+    rows = lines[head + 1:next(i for i, line in enumerate(lines) if line.startswith("overall"))]
+    assert len(rows) == 2, result.output
+    assert rows[0].startswith("14 Restaurant") and rows[1].startswith("Bakery ") and "Bakery Bakery" not in rows[1]

@@ -67,7 +67,8 @@ def simulate(db: str, as_of, runs, k_items, threshold, fix_n, aggregate, level, 
     click.echo(f"{'category':<28} {'sites':>6} {'k':>3} {'expected':>9} {'interval':>15} "
                f"{'P(<' + format(threshold, '.0%') + ')':>9}")
     for row in result["categories"]:
-        label = pad(f"{row['category_code']} {row['name']}", 28)
+        code, name = str(row["category_code"]), str(row["name"])  # a city's own category: its label is its code
+        label = pad(name if code == name else f"{code} {name}", 28)
         click.echo(f"{label} {row['n_sites']:>6} {row['k']:>3} {_pct(row['expected']):>9} "
                    f"{_pct(row['low']):>7}-{_pct(row['high']):<7} {_pct(row['p_below_exact']):>9}")
     o = result["overall"]
