@@ -105,6 +105,8 @@ def _gi_z(w: sp.csr_matrix, x: np.ndarray) -> np.ndarray:
     """Gi* z-scores for binary weights with self, for one vector (n,) or many columns (n, t)."""
     x = np.asarray(x, dtype="float64")
     n = x.shape[0]
+    if n == 0:  # no cell (no event matches): no score, and no warning about the mean of nothing
+        return np.zeros(x.shape)
     wsum = np.asarray(w.sum(axis=1)).ravel()
     lag = w @ x
     mean = x.mean(axis=0)

@@ -377,9 +377,12 @@ def _form_options(store: Store, lang: str) -> dict:
               for lv in AREA_LEVELS]
     sc = store.sql(f"SELECT code, {name_column(lang)} AS name, group_code, {name_column(lang, 'group')} AS grp "
                    "FROM site_categories ORDER BY group_code, code")
-    categories = [{"name": part["grp"].iloc[0] if pd.notna(part["grp"].iloc[0]) else code,
+    # the 38 categories by group, then the city's own (no group: a file's labels kept as categories)
+    categories = [{"name": part["grp"].iloc[0] if pd.notna(part["grp"].iloc[0]) else
+                   (code or text("map.own_categories", lang)),
                    "cats": [{"code": r.code, "name": r.name} for r in part.itertuples()]}
-                  for code, part in sc.groupby(sc["group_code"].fillna(""), sort=True)]
+                  for code, part in sorted(sc.groupby(sc["group_code"].fillna(""), sort=True),
+                                           key=lambda kv: kv[0] == "")]
     return {"majors": majors, "levels": levels, "area_codes": set(areas["code"]), "categories": categories}
 
 

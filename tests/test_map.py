@@ -459,3 +459,36 @@ def test_district_names_sit_above_the_site_clusters(client, store):
     names = store.sql("SELECT name FROM areas WHERE level = 'district'")["name"].tolist()
     labels = re.findall(r'L\.marker\(\s*\[[^\]]*\],\s*\{[^}]*"pane": "cg-labels"[^}]*\}', page)
     assert len(labels) == len(names) and all(n in page for n in names)
+
+
+def test_map_lists_a_citys_own_site_categories_once_under_their_own_heading(small_city, tmp_path):
+    """Sites of a category the city's file brought (Toronto's "Bakery": its label is its code) and of a known one:
+    the map's category filter lists "Bakery" once (it read "Bakery Bakery", first, under a blank heading) under
+    the city's own categories, after the 38 by group; a city without events renders without numpy warnings."""
+    import warnings
+
+    from civicgrid.sites.frame import import_sites
+    from fastapi.testclient import TestClient
+
+    sites = pd.DataFrame({"id": ["S1", "S2"], "name": ["a", "b"], "category": ["Bakery", "餐馆、餐饮店"],
+                          "lng": [112.905, 112.915], "lat": [28.205, 28.215]})
+    sites.to_csv(tmp_path / "sites.csv", index=False)
+    import_sites(tmp_path / "sites.csv", db=small_city, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        page = TestClient(create_app(small_city)).get("/map?lang=en").text
+    part = page[page.index('id="cg-category"'):]
+    part = part[:part.index("</select>")]
+    groups = re.findall(r'<optgroup label="([^"]*)">', part)
+    assert groups[-1] == "The city&#39;s own site categories" and "" not in groups and len(groups) == 9
+    shown = dict(re.findall(r'<option value="([^"]+)"[^>]*>([^<]*)<', part))
+    assert shown["Bakery"] == "Bakery" and shown["14"] == "14 Restaurant"
+    assert list(shown)[-1] == "Bakery"
+    # a city with sites and no events yet (Toronto's inspections): the hotspot statistics of no cell are empty,
+    # not numpy's warnings (a 500 where warnings are errors)
+    only_sites = tmp_path / "sites_only.duckdb"
+    import_sites(tmp_path / "sites.csv", db=only_sites, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)
+        assert len(hotspot_clusters(Store(only_sites), res=9, lang="en")) == 0
+        assert TestClient(create_app(only_sites)).get("/map?lang=en").status_code == 200
