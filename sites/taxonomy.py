@@ -129,14 +129,32 @@ class TypeMatcher:
         return suggest_types(label, self.choices, n=n)
 
 
+#: Words that say nothing of a type (left out of the words a label and a type's English name share).
+_STOP_WORDS = frozenset(("a", "an", "and", "at", "for", "in", "of", "on", "or", "the", "to", "with", "other"))
+
+
+def _words(text: str) -> set[str]:
+    """The words of an English text, lower case, a plural's ``s`` dropped (``Vehicles`` is ``vehicle``)."""
+    words = re.findall(r"[a-z]+", text.lower())
+    return {w[:-1] if len(w) > 3 and w.endswith("s") and not w.endswith("ss") else w
+            for w in words if w not in _STOP_WORDS}
+
+
 def suggest_types(label: str, choices: pd.DataFrame, *, n: int = 3) -> list[str]:
-    """The ``n`` problem types whose names are closest to ``label`` (``code 名称 (name)``)."""
+    """The ``n`` problem types whose names are closest to ``label`` (``code 名称 (name)``): first those whose
+    English name shares the most of its words with the label (a city's English label: ``Graffiti Public
+    Property`` is ``0208 乱涂乱画 (Graffiti)``), then by the similarity of the characters (difflib: Chinese
+    labels, typos)."""
     names: dict[str, str] = {}
     for r in choices.itertuples():
         for name in (r.name_zh, r.name_en):
             if isinstance(name, str) and name:
                 names.setdefault(name.lower(), r.code)
-    close = difflib.get_close_matches(str(label).lower(), list(names), n=n * 2, cutoff=0.2)
+    said = _words(str(label))
+    shared = {name: len(said & words) / len(words) for name in names if (words := _words(name)) and said & words}
+    by_words = sorted(shared, key=lambda name: (-shared[name], -difflib.SequenceMatcher(None, str(label).lower(),
+                                                                                          name).ratio(), name))
+    close = by_words + difflib.get_close_matches(str(label).lower(), list(names), n=n * 2, cutoff=0.2)
     out: list[str] = []
     by_code = choices.drop_duplicates("code").set_index("code")
     for name in close:

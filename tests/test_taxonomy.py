@@ -240,3 +240,17 @@ def test_a_city_label_filters_like_a_type_mapped_or_not(small_city, tmp_path):
     assert '<option value="油烟污染" selected>油烟污染</option>' in r.text
     assert '<option value="噪音扰民"' not in r.text  # mapped now: under its type
     assert client.get("/api/heatmap", params={"type": "no such label"}, headers=auth).status_code == 404
+
+
+def test_suggestions_for_a_citys_english_labels_rank_shared_words_first(small_city):
+    """San Francisco 311's labels: the type whose English name shares the label's words comes first ("Graffiti
+    Public Property" is 0208 Graffiti; by characters alone 0105 "Dirty public toilet" came first); Chinese labels
+    keep the characters' similarity."""
+    from civicgrid.sites.taxonomy import suggest_types
+
+    choices = Store(small_city).sql("SELECT code, name_zh, name_en FROM problem_types")
+    for label in ("Graffiti Public Property", "Graffiti Private Property"):
+        assert suggest_types(label, choices)[0] == "0208 乱涂乱画 (Graffiti)"
+    assert suggest_types("Streetlights", choices)[0] == "0405 路灯不亮 (Street light out)"
+    assert suggest_types("占道经营啊", choices)[0] == "0201 占道经营 (Street occupation)"
+    assert suggest_types("暴露垃圾", choices)[0] == "0101 暴露垃圾 (Exposed garbage)"
