@@ -150,3 +150,35 @@ def test_writers_of_two_machines_never_repeat_ids(pg_city):
     store = Store(db)
     assert sorted(store.sql("SELECT event_id FROM events")["event_id"]) == sorted(ids)
     assert store.sql("SELECT count(*) - count(DISTINCT log_id) AS d FROM case_log")["d"][0] == 0
+
+
+def test_serve_workers_write_civicgrids_log_at_the_commands_level(small_city, civicgrid_cli, tmp_path):
+    """``civicgrid --log-level info serve --workers 2``: each worker process writes civicgrid's records (each
+    request with its status and time) to standard error. Workers are new processes without the command's logging
+    configuration: uvicorn's access log was off (civicgrid's replaces it at INFO) and civicgrid's records went
+    nowhere, so no request was logged, nor the traceback a 500 answer promises "the service log has"."""
+    port = _port()
+    log = tmp_path / "serve.log"
+    with open(log, "w") as err:
+        proc = subprocess.Popen([*civicgrid_cli, "--log-level", "info", "serve", "--db", str(small_city), "--port",
+                                 str(port), "--maintain-hours", "0", "--workers", "2", "--no-warm"], cwd=ROOT,
+                                stdout=subprocess.DEVNULL, stderr=err, env=os.environ.copy())
+        base = f"http://127.0.0.1:{port}"
+        try:
+            deadline = time.monotonic() + 120
+            while True:
+                try:
+                    with urllib.request.urlopen(base + "/openapi.json", timeout=5):
+                        break
+                except OSError:
+                    assert proc.poll() is None and time.monotonic() < deadline, log.read_text()[-2000:]
+                    time.sleep(0.3)
+            for _ in range(6):
+                with urllib.request.urlopen(base + "/api/layers/areas", timeout=60) as r:
+                    assert r.status == 200
+        finally:
+            _stop(proc)
+    said = log.read_text()
+    lines = [line for line in said.splitlines() if "civicgrid.api.app: GET /api/layers/areas 200" in line]
+    assert len(lines) == 6, said[-3000:]
+    assert " INFO civicgrid.api.app: service on " in said  # each worker's app, built at the command's level

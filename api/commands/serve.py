@@ -11,6 +11,7 @@ from pathlib import Path
 
 import click
 from civicgrid.api.cli import db_option, main, user_errors
+from civicgrid.geo.logs import ROOT_LOGGER, configure_logging
 from civicgrid.geo.settings import get_settings
 
 #: Seconds a worker process may take to answer uvicorn's health check before it is killed and started again.
@@ -86,12 +87,14 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, workers, warm
         os.environ["CIVICGRID_CACHE_DIR"] = own_cache
     try:
         if workers > 1:  # each worker process builds the app from the settings of its environment
+            level = logging.getLevelName(logging.getLogger(ROOT_LOGGER).getEffectiveLevel())
             os.environ.update({"CIVICGRID_DB": str(db), "CIVICGRID_MAX_CELLS": str(max_cells),
+                               "CIVICGRID_LOG_LEVEL": level,  # civicgrid --log-level, for worker_app
                                **({"CIVICGRID_NETWORK": str(network)} if network else {})})
             if warm:  # into the shared folder, read by every worker on its first requests
                 warm_app(create_app(db, settings=settings))
                 clear_cache()  # this process only warms: its own copies of the aggregations are not needed
-            app: object = "civicgrid.api.app:create_app"
+            app: object = "civicgrid.api.commands.serve:worker_app"
         else:
             app = create_app(db, settings=settings)
             if warm:
@@ -114,6 +117,17 @@ def serve(db: str, host, port, max_cells, network, maintain_hours, workers, warm
         if own_cache is not None:
             shutil.rmtree(own_cache, ignore_errors=True)
             os.environ.pop("CIVICGRID_CACHE_DIR", None)
+
+
+def worker_app():
+    """The app of one of ``civicgrid serve``'s worker processes (uvicorn's factory): civicgrid's log records written
+    at the level the command was given (``civicgrid --log-level``, passed in ``CIVICGRID_LOG_LEVEL``) — a worker is
+    a new process, without the command's logging: its requests and its 500s' tracebacks went nowhere — then the
+    app of the store of its environment."""
+    from civicgrid.api.app import create_app
+
+    configure_logging(get_settings().log_level)
+    return create_app()
 
 
 #: The name of the folders ``civicgrid serve`` shares its workers' answers in, followed by its process id.
