@@ -15,7 +15,7 @@ from civicgrid.geo.aggregate import MAX_RES, MIN_RES, EventFilter
 from civicgrid.geo.errors import InvalidParameterError, OutOfRangeError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import parse_lang
-from civicgrid.geo.times import as_datetime, is_date_only, parse_end
+from civicgrid.geo.times import as_datetime, is_date_only, parse_end, store_timezone
 from fastapi import Depends, Path, Query, Request
 from pydantic import BaseModel, ConfigDict
 
@@ -153,7 +153,8 @@ def event_filters(
     status: str | None = Query(None, description="open, closed or overdue (open past its deadline)"),
 ) -> EventFilter:
     """Parse and validate the event filters against the store (unknown codes: 404 with the closest names)."""
-    first, last = as_datetime(start, name="start"), parse_end(end, name="end")  # a date-only end: that whole day
+    tz = store_timezone(store)  # a time with an offset (…Z) is read as the store's wall-clock time
+    first, last = as_datetime(start, name="start", tz=tz), parse_end(end, name="end", tz=tz)  # date-only end: whole day
     if first is not None and last is not None and first >= last:
         # name the values as typed: a date-only end is stored as the next midnight, which would confuse
         inclusive = " (a date-only end includes that whole day)" if is_date_only(end) else ""

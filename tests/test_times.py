@@ -252,3 +252,28 @@ def test_now_is_the_wall_clock_of_the_stores_own_zone(tmp_path, monkeypatch):
     shown = {f"{before:%Y-%m-%d %H:%M}", f"{sf_now():%Y-%m-%d %H:%M}"}
     assert any(f"Generated {t}" in page for t in shown)
     assert abs(datetime.now(ZoneInfo("Asia/Shanghai")).replace(tzinfo=None) - sf_now()) > timedelta(hours=14)
+
+
+def test_the_api_reads_a_time_with_an_offset_in_the_stores_zone(tmp_path, monkeypatch):
+    """``start=2024-03-01T08:00:00Z`` on a San Francisco store is midnight there (it was read as Shanghai's 16:00,
+    a day's events of difference)."""
+    from civicgrid.api.app import create_app
+    from civicgrid.sites.events import import_events
+    from fastapi.testclient import TestClient
+
+    db = tmp_path / "sf.duckdb"
+    pd.DataFrame({"id": ["a", "b"], "time": ["2024-03-01 00:30:00", "2024-03-01 23:30:00"], "lng": [-122.41, -122.42],
+                  "lat": [37.77, 37.78]}).to_csv(tmp_path / "e.csv", index=False)
+    monkeypatch.setenv("CIVICGRID_TIMEZONE", "America/Los_Angeles")
+    import_events(tmp_path / "e.csv", db=db, progress=False)
+    monkeypatch.delenv("CIVICGRID_TIMEZONE")
+    client = TestClient(create_app(db))
+
+    def total(start: str) -> int:
+        r = client.get("/api/heatmap", params={"res": 7, "start": start, "end": "2024-03-02T08:00:00Z"})
+        assert r.status_code == 200, r.text
+        return r.json()["total_events"]
+
+    assert total("2024-03-01T08:00:00Z") == 2  # 00:00 in San Francisco
+    assert total("2024-03-01T16:00:00Z") == 1  # 08:00 there
+    assert total("2024-03-01 00:00") == 2  # a time without an offset is the store's wall-clock time as it is

@@ -55,7 +55,7 @@ def kpis(request: Request, store: Store = Depends(get_store),
         msg = "give both start and end (or a period such as 2025-03)"
         raise InvalidParameterError(msg)
     else:
-        end_v = parse_end(end, name="end")  # a date-only end includes that day
+        end_v = parse_end(end, name="end", tz=store_timezone(store))  # a date-only end includes that day
 
     def compute() -> Response:
         df = kpi_table(store, start=start, end=end_v, level=level, as_of=as_of, lang=lang)
