@@ -221,6 +221,9 @@ def test_sf311_closed_rows_without_closure_times_are_named_and_update_gives_the_
     hours = (got["closed_at"] - got["found_at"]).dt.total_seconds() / 3600
     assert hours.mean() == pytest.approx(((closed - opened)[fine].dt.total_seconds() / 3600).mean())
     assert hours.mean() > 24
+    # a case of a label no type knows: the CLI says "type -" (it printed Python's None)
+    shown = CliRunner().invoke(main, ["cases", "show", "2", "--db", str(db)])
+    assert shown.exit_code == 0 and " type - " in shown.output and "None" not in shown.output, shown.output
 
 
 def test_nyc311_files_load_whole_with_their_labels(shared, tmp_path):

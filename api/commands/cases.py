@@ -100,8 +100,8 @@ def cases() -> None:
 def _print_case(case: dict) -> None:
     from civicgrid.sites.cases import STATE_ZH
 
-    click.echo(f"case {case['case_id']}  {case['state']} ({STATE_ZH[case['state']]})  type {case['problem_type']}  "
-               f"source {case['source']}")
+    click.echo(f"case {case['case_id']}  {case['state']} ({STATE_ZH[case['state']]})  "
+               f"type {_fmt(case['problem_type'])}  source {case['source']}")
     click.echo(f"  found {_fmt(case['found_at'])}  deadline {_fmt(case['deadline'])}  unit {_fmt(case['unit'])}")
     click.echo(f"  grid {_fmt(case['grid_code'])}  site {_fmt(case['site_id'])}  reworks {case['reworks']}  "
                f"rebound of {_fmt(case['rebound_of'])}")
