@@ -26,7 +26,7 @@ import zoneinfo
 from collections.abc import Iterator
 from contextvars import ContextVar
 from datetime import date, datetime, timedelta
-from typing import TYPE_CHECKING, Literal
+from typing import Literal
 
 import duckdb
 import numpy as np
@@ -35,9 +35,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from civicgrid.geo.errors import InvalidParameterError, OutOfRangeError
 from civicgrid.geo.settings import get_settings, known_zone
-
-if TYPE_CHECKING:
-    from civicgrid.geo.store import Store
+from civicgrid.geo.store import Store
 
 #: The time zone of the wall-clock times of a store civicgrid creates (``meta.timezone``), and of values
 #: given without one.
@@ -59,8 +57,6 @@ def store_timezone(store: Store | duckdb.DuckDBPyConnection | str | os.PathLike)
     if isinstance(store, duckdb.DuckDBPyConnection):
         row = store.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
         return (row[0] if row else None) or DEFAULT_TIMEZONE
-    from civicgrid.geo.store import Store  # the store module reads times' settings: imported when needed
-
     return (store if isinstance(store, Store) else Store(store)).fixed_meta("timezone") or DEFAULT_TIMEZONE
 
 
