@@ -389,11 +389,25 @@ def test_serve_runs_uvicorn_on_the_app(monkeypatch, demo_db):
     monkeypatch.setattr("os.cpu_count", lambda: 3)
     monkeypatch.setenv("CIVICGRID_DB", "unset")  # serve sets these for its workers: restored after the test
     monkeypatch.setenv("CIVICGRID_MAX_CELLS", "50000")
+    monkeypatch.setenv("CIVICGRID_LOG_LEVEL", "WARNING")
     seen.clear()
-    r = CliRunner().invoke(main, ["serve", "--db", str(demo_db), "--maintain-hours", "0"])
+    r = CliRunner().invoke(main, ["--log-level", "error", "serve", "--db", str(demo_db), "--maintain-hours", "0"])
     assert r.exit_code == 0, r.output
-    assert seen["workers"] == 3 and seen["factory"] and seen["app"] == "civicgrid.api.app:create_app"
-    assert os.environ["CIVICGRID_DB"] == str(demo_db)
+    assert seen["workers"] == 3 and seen["factory"] and seen["app"] == "civicgrid.api.commands.serve:worker_app"
+    assert os.environ["CIVICGRID_DB"] == str(demo_db) and os.environ["CIVICGRID_LOG_LEVEL"] == "ERROR"
+    # what a worker process runs: civicgrid's log at the command's level, then the app of the environment's store
+    import logging
+
+    from civicgrid.api.commands.serve import worker_app
+    from civicgrid.geo.logs import configure_logging
+
+    configure_logging("WARNING")  # a new process: not the command's level, until worker_app sets it
+    try:
+        app = worker_app()
+        assert Path(app.state.store.path) == Path(demo_db)
+        assert logging.getLogger("civicgrid").level == logging.ERROR
+    finally:
+        configure_logging("WARNING")
 
 
 def test_map_pages_cached_per_view_layers_and_version(demo_db, tmp_path, monkeypatch):
