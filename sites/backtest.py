@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.geo.times import store_timezone
 from civicgrid.sites.risk import TRAIN_DAYS, AsOf, fit_model, parse_as_of, visit_probabilities
 
 #: Orderings compared, in report order (``gbm`` and ``logistic`` are left out when the risk is the default rule;
@@ -142,7 +143,7 @@ def window_scores(store: Store, *, as_of: AsOf, horizon_days: float, seed: int =
         ``site_id, time, category_code, inspector, found`` and a column per ordering, in time order;
         ``attrs["orderings"]`` lists the orderings scored.
     """
-    moment = parse_as_of(as_of)
+    moment = parse_as_of(as_of, tz=store_timezone(store))
     if not horizon_days or horizon_days <= 0:
         msg = f"horizon must be a positive number of days, got {horizon_days}"
         raise InvalidParameterError(msg)

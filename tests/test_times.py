@@ -277,3 +277,19 @@ def test_the_api_reads_a_time_with_an_offset_in_the_stores_zone(tmp_path, monkey
     assert total("2024-03-01T08:00:00Z") == 2  # 00:00 in San Francisco
     assert total("2024-03-01T16:00:00Z") == 1  # 08:00 there
     assert total("2024-03-01 00:00") == 2  # a time without an offset is the store's wall-clock time as it is
+
+
+def test_site_risk_reads_an_aware_as_of_in_the_stores_zone(tmp_path, monkeypatch):
+    """An analyst's ``as_of=pd.Timestamp(..., tz="UTC")`` on a San Francisco store is that moment on the city's
+    clock (08:00 UTC is midnight there; it was read as Shanghai's 16:00)."""
+    from civicgrid.sites.risk import site_risk
+    from civicgrid.sites.risk.components import parse_as_of
+
+    db = tmp_path / "sf.duckdb"
+    monkeypatch.setenv("CIVICGRID_TIMEZONE", "America/Los_Angeles")
+    Store(db, create=True)
+    monkeypatch.delenv("CIVICGRID_TIMEZONE")
+    ranked = site_risk(Store(db), as_of=pd.Timestamp("2015-01-01 08:00", tz="UTC"))
+    assert pd.Timestamp(ranked.attrs["as_of"]) == pd.Timestamp("2015-01-01 00:00")
+    assert parse_as_of("2015-01-01T08:00:00+00:00", tz="America/Los_Angeles") == datetime(2015, 1, 1)
+    assert parse_as_of("2015-01-01") == datetime(2015, 1, 1)  # a day: midnight, whatever the zone

@@ -7,7 +7,7 @@ from datetime import date, datetime
 
 import pandas as pd
 from civicgrid.geo.texts import pairs
-from civicgrid.geo.times import parse_moment
+from civicgrid.geo.times import DEFAULT_TIMEZONE, parse_moment
 
 #: What ``as_of`` may be: a datetime, a date (its midnight) or an ISO string.
 AsOf = datetime | date | str
@@ -137,8 +137,8 @@ MONOTONE = {"category_rate": 1, "site_record": 1, "failures": 1, "failures_recen
 NOT_REASONS = ("season_sin", "season_cos", *VISIT_INPUTS)
 
 
-def parse_as_of(as_of: AsOf | pd.Timestamp) -> datetime:
+def parse_as_of(as_of: AsOf | pd.Timestamp, *, tz: str = DEFAULT_TIMEZONE) -> datetime:
     """Read ``as_of`` (:func:`~civicgrid.geo.times.parse_moment`): a datetime, a date or ``YYYY-MM-DD``
     (midnight: data of that day is not used) or a date-time text, the year first; everything strictly before
-    it is used."""
-    return parse_moment(as_of, name="as_of")
+    it is used. A moment with a time zone is read as the wall-clock time of ``tz`` (the store's)."""
+    return parse_moment(as_of, name="as_of", tz=tz)

@@ -11,6 +11,7 @@ import pandas as pd
 from civicgrid.geo.aggregate import cached, cached_lasting
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.store import Store
+from civicgrid.geo.times import store_timezone
 from civicgrid.sites.risk import components as _tunables
 from civicgrid.sites.risk.components import (
     COMPONENTS,
@@ -59,7 +60,7 @@ def inspector_effects(store: Store, *, as_of: AsOf) -> pd.DataFrame:
     pandas.DataFrame
         ``inspector, visits, found, expected, detection``, sorted by ``detection`` descending.
     """
-    moment = parse_as_of(as_of)
+    moment = parse_as_of(as_of, tz=store_timezone(store))
     d = Data(store, moment, moment)
     return inspector_table(d).sort_values("detection", ascending=False, ignore_index=True)
 
@@ -176,7 +177,7 @@ def fit_model(store: Store, *, as_of: AsOf, model: str = "auto", train_days: int
         msg = f"model must be one of {', '.join(MODELS)}, got {model!r}"
         raise InvalidParameterError(msg)
     model = "learnt" if model == "logistic" else model
-    moment = parse_as_of(as_of)
+    moment = parse_as_of(as_of, tz=store_timezone(store))
     if train_days < 1:
         msg = f"train_days must be at least 1, got {train_days}"
         raise InvalidParameterError(msg)

@@ -12,6 +12,7 @@ from civicgrid.geo.errors import NotFoundError
 from civicgrid.geo.events import as_of_notes
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import check_lang, name_column
+from civicgrid.geo.times import store_timezone
 from civicgrid.sites.risk.components import (
     LOOKBACK_DAYS,
     TRAIN_DAYS,
@@ -81,7 +82,7 @@ def site_risk(store: Store, *, as_of: AsOf, sites: Sequence[int] | None = None, 
         ``attrs["model"]`` describes the model (see :func:`fit_model`; ``features`` lists the explained inputs).
     """
     check_lang(lang)
-    moment = parse_as_of(as_of)
+    moment = parse_as_of(as_of, tz=store_timezone(store))
     fitted = fit_model(store, as_of=moment, model=model, train_days=train_days)
     d = Data(store, moment, moment - timedelta(days=LOOKBACK_DAYS))
     idx = _site_index(d, sites, include_inactive)
@@ -196,7 +197,7 @@ def visit_probabilities(store: Store, *, as_of: AsOf, site_ids: Sequence[int], i
     dict
         ``{model: probabilities}`` in the order of ``site_ids`` (:func:`fit_model` describes each model).
     """
-    moment = parse_as_of(as_of)
+    moment = parse_as_of(as_of, tz=store_timezone(store))
     d = Data(store, moment, moment - timedelta(days=LOOKBACK_DAYS))
     want = np.asarray(list(site_ids), dtype="int64")
     uniq, inverse = np.unique(want, return_inverse=True)
