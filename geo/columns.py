@@ -52,7 +52,8 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
-def _norm(name: str) -> str:
+def column_key(name: str) -> str:
+    """A column name as names are compared: lower case, without spaces, dots, dashes and underscores."""
     return "".join(ch for ch in str(name).lower() if ch not in " ._-")
 
 
@@ -66,7 +67,7 @@ def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[st
         A flag names a column that is not in the file, or a required field has no column.
     """
     names = [c for c in table.column_names if c not in ("geometry", "__row__")]
-    by_norm = {_norm(c): c for c in names}
+    by_norm = {column_key(c): c for c in names}
     out: dict[str, str] = {}
     for key, col in mapping.items():
         if col is None:
@@ -87,7 +88,7 @@ def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[st
         if key in out:
             continue
         for alias in FIELD_ALIASES.get(key, (key,)):
-            found = by_norm.get(_norm(alias))
+            found = by_norm.get(column_key(alias))
             if found is not None and found not in taken:
                 out[key] = found
                 taken.add(found)
@@ -181,14 +182,14 @@ def match_names(values: np.ndarray, choices: pd.DataFrame, *, key: str, names: l
     for col in [key, *names]:
         for code, name in zip(choices[key], choices[col], strict=True):
             if isinstance(name, str) and name:
-                lookup.setdefault(_norm(name), code)
+                lookup.setdefault(column_key(name), code)
     arr = values if isinstance(values, pa.Array) else pa.array(np.asarray(values, dtype=object), pa.string(),
                                                                 from_pandas=True)
     enc = arr.dictionary_encode()  # each distinct value is matched once
     uniq = enc.dictionary.to_pylist()
     present = ~enc.indices.is_null().to_numpy(zero_copy_only=False)
     idx = np.where(present, enc.indices.fill_null(0).to_numpy(zero_copy_only=False), 0).astype(np.int64)
-    mapped = np.array([lookup.get(_norm(v)) for v in uniq] + [None], dtype=object)
+    mapped = np.array([lookup.get(column_key(v)) for v in uniq] + [None], dtype=object)
     if arrow:
         known, slot = pd.factorize(pd.Series(mapped[:-1], dtype=object))[::-1]
         slot = np.append(slot, -1).astype(np.int32)[np.where(present, idx, len(uniq))]

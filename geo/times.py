@@ -3,7 +3,7 @@
 Times are stored as naive wall-clock times of the store's time zone (``meta.timezone``, :data:`DEFAULT_TIMEZONE`
 for every store civicgrid creates). This module is the one place that knows it:
 
-* :func:`store_timezone` and :func:`now_local`: the zone and the current wall-clock time in it;
+* :func:`store_timezone`, :func:`now_local` and :func:`store_now`: the zone and the current wall-clock time in it;
 * :func:`parse_moment` (:func:`as_datetime` where a value is optional): one date or time a user typed (a
   parameter, a CLI option). Year first only: ``01/03/2025`` (1 March or 3 January?) is refused, never guessed;
   an offset (``2025-07-01T08:30+00:00``) is converted to the store's zone;
@@ -58,6 +58,12 @@ def store_timezone(store: Store | duckdb.DuckDBPyConnection | str | os.PathLike)
         row = store.execute("SELECT value FROM meta WHERE key = 'timezone'").fetchone()
         return (row[0] if row else None) or DEFAULT_TIMEZONE
     return (store if isinstance(store, Store) else Store(store)).fixed_meta("timezone") or DEFAULT_TIMEZONE
+
+
+def store_now(store: Store | duckdb.DuckDBPyConnection | str | os.PathLike) -> datetime:
+    """The current wall-clock time of the store's zone (:func:`store_timezone`), to the second: what a store
+    records as "now" (a case found now, a user made now)."""
+    return now_local(tz=store_timezone(store))
 
 
 def now_local(*, tz: str = DEFAULT_TIMEZONE,

@@ -28,7 +28,7 @@ from civicgrid.geo.errors import (
     PermissionDeniedError,
 )
 from civicgrid.geo.store import Store, fetch_value, retry_writes, set_meta, writing
-from civicgrid.geo.times import now_local, store_timezone
+from civicgrid.geo.times import store_now
 
 #: Roles, weakest first: each role may do what the weaker ones may.
 #: viewer: read cases and audit trails; inspector: create and move cases, plan patrols;
@@ -76,7 +76,7 @@ def add_user(db: str | os.PathLike, name: str, *, role: str) -> tuple[dict, str]
             msg = f"user {name!r} exists; choose another name or `civicgrid users token {name}` for a new token"
             raise ConflictError(msg)
         uid = int(fetch_value(con, "SELECT coalesce(max(user_id), 0) + 1 FROM users"))
-        now = now_local(tz=store_timezone(con))
+        now = store_now(con)
         con.execute("INSERT INTO users VALUES (?, ?, ?, ?, ?, TRUE)", [uid, name, role, hash_token(token), now])
         user = con.execute("SELECT user_id, name, role, created_at, active FROM users WHERE user_id = ?",
                            [uid]).df().iloc[0].to_dict()

@@ -167,10 +167,11 @@ def _area_frames(store: Store, *, filters: EventFilter, lang: str,
     """The outlines of the coarsest level of areas the store has (the districts, else the streets, else the
     communities: a city may load only some levels), names in ``lang``, and that level; the micro-grids of the
     filtered area; in ``crs``."""
-    have = set(store.sql("SELECT DISTINCT level FROM areas")["level"])
-    level = next((lv for lv in AREA_LEVELS if lv in have), "district")
-    districts = _frame(store, f"SELECT code, {local_name(lang)} AS name, ST_AsWKB(geom) AS wkb "
-                              "FROM areas WHERE level = ? ORDER BY code", [level])
+    levels = list(AREA_LEVELS)  # coarsest first
+    districts = _frame(store, f"SELECT code, {local_name(lang)} AS name, level, ST_AsWKB(geom) AS wkb FROM areas "
+                              "WHERE level = (SELECT level FROM areas WHERE list_contains($levels, level) "
+                              "ORDER BY list_position($levels, level) LIMIT 1) ORDER BY code", {"levels": levels})
+    level = str(districts["level"].iloc[0]) if len(districts) else "district"
     grids = _frame(store, "SELECT code, name, leader_name, leader_phone, households, ST_AsWKB(geom) AS wkb "
                           "FROM grids ORDER BY code")
     if filters.area is not None:

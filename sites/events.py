@@ -22,7 +22,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.compute as pc
 from civicgrid.geo import importing as imp
-from civicgrid.geo.columns import match_names, resolve_columns, strings, trim_columns, trimmed
+from civicgrid.geo.columns import column_key, match_names, resolve_columns, strings, trim_columns, trimmed
 from civicgrid.geo.dedup import KeyIndex, dedup_key_array
 from civicgrid.geo.errors import ImportFileError, InvalidParameterError
 from civicgrid.geo.events import SOURCES
@@ -884,8 +884,7 @@ def _event_status(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects, notes:
 
 
 #: Words in the name of a column that may hold a case's closure time: the name is one of them, or holds one of
-#: them and a word for a date or time (compared as :mod:`civicgrid.geo.columns` compares names: lower case,
-#: without spaces, dots, dashes and underscores).
+#: them and a word for a date or time (names compared by :func:`~civicgrid.geo.columns.column_key`).
 _CLOSURE_WORDS = ("closed", "close", "resolved", "resolution", "结案", "办结", "办毕", "完成")
 
 
@@ -898,7 +897,7 @@ def _closed_without_time(ctx: _EventBatchContext) -> str:
                 f"{ctx.cols['closed']!r}): their cases are closed at their rectification time, else at the time "
                 "found")
     used = set(ctx.cols.values()) | set(ctx.type_columns)
-    names = {c: "".join(ch for ch in c.lower() if ch not in " ._-") for c in ctx.reader.columns if c not in used}
+    names = {c: column_key(c) for c in ctx.reader.columns if c not in used}
     likely = [c for c, n in names.items() if any(w in n for w in _CLOSURE_WORDS)
               and (n in _CLOSURE_WORDS or any(w in n for w in ("date", "time", "时间", "日期")))]
     hint = f" ({', '.join(repr(c) for c in likely)} may hold them)" if likely else ""

@@ -10,7 +10,7 @@ import duckdb
 import pandas as pd
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store, writing
-from civicgrid.geo.times import now_local, store_timezone
+from civicgrid.geo.times import store_now
 
 #: The actor of the audit rows an import writes (:func:`civicgrid.sites.cases.backfill`).
 IMPORT_ACTOR = "import"
@@ -81,7 +81,7 @@ def undo_import(db: str | os.PathLike, import_id: int) -> dict:
             con.execute("DELETE FROM road_numbers WHERE import_id = ?", [int(import_id)])
         else:
             done[layer] = _undo_rows(con, layer, int(import_id))
-        report["undone_at"] = done["undone_at"] = now_local(tz=store_timezone(con)).isoformat()  # as finished_at
+        report["undone_at"] = done["undone_at"] = store_now(con).isoformat()  # as finished_at
         con.execute("UPDATE imports SET report_json = ? WHERE import_id = ?",
                     [json.dumps(report, ensure_ascii=False), int(import_id)])
     return done

@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 from civicgrid.geo.errors import InvalidParameterError
+from civicgrid.geo.levels import AREA_LEVELS
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import check_lang, city_name, labels, local_name, pairs, text
 from civicgrid.geo.times import now_local, parse_period, store_timezone
@@ -390,10 +391,11 @@ def legend(kpi: str, values, lang: str = "zh") -> list[tuple[str, str]]:
 def map_level(store: Store) -> str:
     """The level the scorecard's map colours: the micro-grids, or for a city that has none yet the finest level
     of areas it has (community, street, district); ``grid`` when it has no shapes at all."""
-    if store.sql("SELECT count(*) AS n FROM grids WHERE geom IS NOT NULL")["n"][0]:
+    have = store.sql("SELECT (SELECT count(*) FROM grids WHERE geom IS NOT NULL) AS grids, "
+                     "(SELECT coalesce(list(DISTINCT level), []) FROM areas WHERE geom IS NOT NULL) AS levels").iloc[0]
+    if have["grids"]:
         return "grid"
-    have = set(store.sql("SELECT DISTINCT level FROM areas WHERE geom IS NOT NULL")["level"])
-    return next((level for level in ("community", "street", "district") if level in have), "grid")
+    return next((level for level in reversed(AREA_LEVELS) if level in set(have["levels"])), "grid")  # the finest first
 
 
 def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_closure_rate", lang: str = "zh",

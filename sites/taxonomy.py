@@ -21,11 +21,12 @@ import duckdb
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+from civicgrid.geo.columns import column_key
 from civicgrid.geo.errors import ImportFileError, InvalidParameterError, NotFoundError
 from civicgrid.geo.events import SOURCES
 from civicgrid.geo.readers import read_text
 from civicgrid.geo.store import Store, writing
-from civicgrid.geo.times import now_local, store_timezone
+from civicgrid.geo.times import store_now
 from civicgrid.sites.cases.calendar import compute_deadlines
 
 #: Status words of city files (compared lower-case, without spaces at the ends), mapped to the stored status.
@@ -178,8 +179,8 @@ def type_column_warnings(used: str, columns: list[str], cols: dict[str, str], *,
     the file (``columns``) that were not used."""
     out = []
     taken = set(used.split(","))
-    likely = {"".join(ch for ch in c.lower() if ch not in " ._-") for c in LIKELY_TYPE_COLUMNS}
-    others = [c for c in columns if c not in taken and "".join(ch for ch in c.lower() if ch not in " ._-") in likely]
+    likely = {column_key(c) for c in LIKELY_TYPE_COLUMNS}
+    others = [c for c in columns if c not in taken and column_key(c) in likely]
     if "type" in cols and not given:
         out.append(f"problem types read from column {cols['type']!r} (found by its name; choose "
                                "another with --type COLUMN, several with --type 一级分类,二级分类)")
@@ -265,7 +266,7 @@ def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source:
     before = label_map(con, source=source or "")
     old = before.get(_norm(label))
     con.execute("DELETE FROM type_labels WHERE label = ? AND source IS NOT DISTINCT FROM ?", [label, source])
-    con.execute("INSERT INTO type_labels VALUES (?, ?, ?, ?)", [source, label, code, now_local(tz=store_timezone(con))])
+    con.execute("INSERT INTO type_labels VALUES (?, ?, ?, ?)", [source, label, code, store_now(con)])
     where = "source_type = $label AND ($source IS NULL OR source = $source) AND (problem_type IS NULL" + (
         " OR problem_type = $old)" if old else ")")
     params = {"label": label, "source": source, **({"old": old} if old else {})}

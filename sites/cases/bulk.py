@@ -15,7 +15,7 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 from civicgrid.geo.staging import Staging, next_id
 from civicgrid.geo.store import writing
-from civicgrid.geo.times import now_local, store_timezone
+from civicgrid.geo.times import store_now
 from civicgrid.sites.cases._arrays import codes, dictionary, lookup
 from civicgrid.sites.cases._memory import memory_cap
 from civicgrid.sites.cases._sql import (
@@ -76,7 +76,7 @@ def _backfill(con: duckdb.DuckDBPyConnection, *, actor: str, event_ids, first_lo
         return 0
     first_log = next_id(con, "case_log", "log_id") if first_log_id is None else int(first_log_id)
     maker = ImportCases(con, actor=actor)
-    maker.stamp = now_local(tz=store_timezone(con))
+    maker.stamp = store_now(con)
     units = DispatchUnits.read(con)
     for i in range(0, ids.size, BACKFILL_CHUNK):
         first_log = _backfill_chunk(con, ids[i:i + BACKFILL_CHUNK], first_log, maker=maker, units=units)
@@ -215,7 +215,7 @@ class ImportCases:
             return 0, 0
         staging.wait()
         # the cases' updated_at: when they are made, as backfill stamps them
-        self.stamp = now_local(tz=store_timezone(staging.con))
+        self.stamp = store_now(staging.con)
         cur = staging.scratch()
         try:
             with memory_cap(cur):

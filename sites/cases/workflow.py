@@ -31,7 +31,7 @@ from civicgrid.geo.group_commit import group_memory, group_state, keeps_memory, 
 from civicgrid.geo.staging import next_ids
 from civicgrid.geo.store import Store, extent, quote
 from civicgrid.geo.texts import labels
-from civicgrid.geo.times import now_local, parse_moment, store_timezone
+from civicgrid.geo.times import now_local, parse_moment, store_now, store_timezone
 from civicgrid.grids.locate import Locator
 from civicgrid.sites.cases._sql import (
     CASE_COLUMNS,
@@ -774,7 +774,7 @@ def _apply_moves(con: duckdb.DuckDBPyConnection, moves: Sequence[_Move]) -> list
         trail = logs[move.case_id]
         try:
             if move.now is None and now is None:
-                now = now_local(tz=store_timezone(con))
+                now = store_now(con)
             new, log = _moved(case, max((r["changed_at"] for r in trail), default=None), move,
                               now=move.now or now)
         except (ConflictError, InvalidParameterError) as exc:

@@ -30,7 +30,7 @@ from civicgrid.geo.coords import from_wgs84
 from civicgrid.geo.errors import InvalidParameterError, NotFoundError
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import DEFAULT_LANG, LANGS, check_lang, labels, name_column, text
-from civicgrid.geo.times import now_local, store_timezone
+from civicgrid.geo.times import store_now
 from civicgrid.geo.users import check_field_key, field_key, field_secret
 from civicgrid.maps.offline import vendor_url
 from civicgrid.sites.patrol.export import ROUTE_COLORS, plan_grids
@@ -79,7 +79,7 @@ def check_access(store: Store, doc: dict, inspector: str, key: str | None) -> di
     the plan's day has not ended; :class:`~civicgrid.geo.errors.AuthenticationError` (401) otherwise."""
     day = plan_date(doc)
     check_field_key(field_secret(store), key, plan_id=str(doc.get("plan_id")), inspector=inspector, day=day,
-                    now=now_local(tz=store_timezone(store)))
+                    now=store_now(store))
     for r in doc["routes"]:
         if r["inspector"] == inspector:
             return r

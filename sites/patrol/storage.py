@@ -10,7 +10,7 @@ import pandas as pd
 from civicgrid.geo.errors import NotFoundError
 from civicgrid.geo.schema import MIGRATIONS
 from civicgrid.geo.store import Store, retry_writes, writing
-from civicgrid.geo.times import now_local, store_timezone
+from civicgrid.geo.times import store_now
 
 #: Schema version that added the ``patrol_plans`` table.
 _PLANS_VERSION = 4
@@ -35,7 +35,7 @@ def save_plan(db: str | os.PathLike | Store, doc: dict) -> str:
     path = getattr(db, "path", db)
     plan_id = uuid.uuid4().hex[:12]
     doc["plan_id"] = plan_id
-    created = pd.Timestamp(doc.get("created_at") or now_local(tz=store_timezone(path))).to_pydatetime()
+    created = pd.Timestamp(doc.get("created_at") or store_now(path)).to_pydatetime()
     with writing(path) as con:
         for statement in MIGRATIONS[_PLANS_VERSION]:   # a file already at version 4 from before the table existed
             con.execute(statement)

@@ -12,7 +12,7 @@ from civicgrid.geo.aggregate import cached
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.events import data_span
 from civicgrid.geo.store import Store
-from civicgrid.geo.times import end_of_day, is_date_only, now_local, parse_moment, store_timezone
+from civicgrid.geo.times import end_of_day, is_date_only, parse_moment, store_now, store_timezone
 from civicgrid.sites.risk import site_risk
 
 #: Days of recent activity that count in a site's state.
@@ -34,7 +34,7 @@ RULE = {
 def default_as_of(store: Store) -> datetime:
     """The latest event or inspection time in the store (the data's "now"), or the current time if empty."""
     value = data_span(store)[1]
-    return value.to_pydatetime() if pd.notna(value) else now_local(tz=store_timezone(store))
+    return value.to_pydatetime() if pd.notna(value) else store_now(store)
 
 
 def resolve_as_of(store: Store, as_of) -> datetime:
