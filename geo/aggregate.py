@@ -30,7 +30,7 @@ from civicgrid.geo.h3cells import MEAN_AREA_KM2, to_hex
 from civicgrid.geo.levels import LEVEL_COLUMNS, check_level
 from civicgrid.geo.schema import H3_RES
 from civicgrid.geo.store import Store
-from civicgrid.geo.times import as_datetime, now_local
+from civicgrid.geo.times import as_datetime, as_instant, has_offset, now_local, store_timezone, stored_moment
 
 #: Resolutions a heatmap may be asked for (resolution 12 is the stored one).
 MIN_RES, MAX_RES = 5, H3_RES
@@ -72,7 +72,8 @@ class EventFilter:
     Parameters
     ----------
     start, end
-        Time window ``start <= time < end`` (local wall-clock time, as stored).
+        Time window ``start <= time < end``: the store's wall-clock time (as stored), or a moment with an offset
+        (``2025-06-01T00:00-07:00``, an aware datetime), read in the store's zone by :meth:`validate`.
     source
         ``complaint`` or ``inspection`` (inspection hits).
     types
@@ -106,14 +107,14 @@ class EventFilter:
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
-        set_(self, "start", as_datetime(self.start, name="start"))
-        set_(self, "end", as_datetime(self.end, name="end"))
-        set_(self, "as_of", as_datetime(self.as_of, name="as_of"))
+        for name in ("start", "end", "as_of"):  # a moment with an offset waits for the store's zone (validate)
+            value = getattr(self, name)
+            set_(self, name, as_instant(value, name=name) if has_offset(value) else as_datetime(value, name=name))
         set_(self, "types", _codes(self.types))
         set_(self, "categories", _codes(self.categories))
         set_(self, "type_codes", _codes(self.type_codes))
         set_(self, "type_labels", _codes(self.type_labels))
-        if self.start and self.end and self.start >= self.end:
+        if self.start and self.end and _aware(self.start) == _aware(self.end) and self.start >= self.end:
             msg = f"start ({self.start:%Y-%m-%d %H:%M}) must be before end ({self.end:%Y-%m-%d %H:%M})"
             raise InvalidParameterError(msg)
         if self.source is not None:
@@ -144,7 +145,9 @@ class EventFilter:
     def validated(self) -> bool:
         """Whether codes were checked against a store (:meth:`validate`)."""
         return ((not self.types or bool(self.type_codes or self.type_labels))
-                and (self.area is None or self.area_level is not None))
+                and (self.area is None or self.area_level is not None)
+                and not any(_aware(t) for t in (self.start, self.end, self.as_of))
+                and (self.status != "overdue" or self.as_of is not None))
 
     def validate(self, store: Store) -> EventFilter:
         """Check every code against ``store`` and return the filter with types expanded to 小类 codes.
@@ -154,7 +157,7 @@ class EventFilter:
         NotFoundError
             An unknown problem type, category or area; the message names the closest known ones.
         """
-        if self.validated and not self.categories and (self.status != "overdue" or self.as_of is not None):
+        if self.validated and not self.categories:
             return self
         type_codes, type_labels = _type_codes(store, self.types) if self.types else ([], [])
         cats = list(self.categories)
@@ -175,11 +178,13 @@ class EventFilter:
         if area is not None:
             area = area_code(store, area)
             level = area_level(store, area)
-        as_of = self.as_of
+        tz = store_timezone(store)
+        start, end, as_of = (stored_moment(t, tz=tz) if t is not None and _aware(t) else t
+                             for t in (self.start, self.end, self.as_of))
         if self.status == "overdue" and as_of is None:
             # pin "now" (to the minute) so the cache key changes as deadlines pass
-            as_of = now_local(precision="minute")
-        return EventFilter(start=self.start, end=self.end, source=self.source, types=self.types,
+            as_of = now_local(tz=tz, precision="minute")
+        return EventFilter(start=start, end=end, source=self.source, types=self.types,
                            categories=tuple(cats), area=area, status=self.status, as_of=as_of,
                            type_codes=tuple(dict.fromkeys(type_codes)), type_labels=tuple(type_labels),
                            area_level=level)
@@ -193,7 +198,8 @@ class EventFilter:
             msg = "EventFilter.where() needs a validated filter; call .validate(store) first"
             raise InvalidParameterError(msg)
         a = f"{alias}." if alias else ""
-        parts, params = [f"{a}h3 IS NOT NULL" if located_only else "TRUE"], []
+        parts: list[str] = [f"{a}h3 IS NOT NULL" if located_only else "TRUE"]
+        params: list[object] = []
         if self.start is not None:
             parts.append(f"{a}time >= ?")
             params.append(self.start)
@@ -220,8 +226,12 @@ class EventFilter:
             parts.append(f"{a}status = {_lit(self.status)}")
         elif self.status == "overdue":
             parts.append(f"{a}status = 'open' AND {a}deadline < ?")
-            params.append(self.as_of or now_local(precision="microsecond"))
+            params.append(self.as_of)  # set by validate (validated)
         return " AND ".join(parts), params
+
+
+def _aware(moment: datetime | None) -> bool:
+    return moment is not None and moment.tzinfo is not None
 
 
 def _type_codes(store: Store, types: tuple[str, ...]) -> tuple[list[str], list[str]]:

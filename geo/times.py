@@ -238,6 +238,25 @@ def _naive(ts: pd.Timestamp, tz: str) -> datetime:
     return ts.to_pydatetime()
 
 
+def has_offset(value: object) -> bool:
+    """Whether a moment carries its own offset: an aware datetime, or a text such as ``2025-07-01T08:30-07:00``
+    or ``…Z``. Its wall-clock time in a store's zone is known only once the store is (:func:`as_instant`)."""
+    if isinstance(value, datetime):
+        return value.tzinfo is not None and not pd.isna(value)
+    if isinstance(value, str) and _YEAR_FIRST.match(value.strip()):
+        try:
+            return pd.Timestamp(value.strip()).tzinfo is not None
+        except (ValueError, TypeError, OverflowError):
+            return False
+    return False
+
+
+def as_instant(value: object, *, name: str = "time") -> datetime:
+    """An aware moment (:func:`has_offset`), read and checked as :func:`parse_moment` does, in UTC: kept so
+    until a store's zone turns it into that store's wall-clock time (:func:`stored_moment`)."""
+    return parse_moment(value, name=name, tz="UTC").replace(tzinfo=zoneinfo.ZoneInfo("UTC"))
+
+
 def as_datetime(value: object, *, name: str = "time", tz: str = DEFAULT_TIMEZONE) -> datetime | None:
     """:func:`parse_moment` of an optional value: ``None`` (or an empty text) stays ``None``."""
     if value is None or (isinstance(value, str) and not value.strip()):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 
 import h3
 import numpy as np
@@ -214,7 +214,8 @@ def test_day_or_month_first_dates_are_refused(text):
 @pytest.mark.parametrize(("text", "expected"), [
     ("2025-07-01", datetime(2025, 7, 1)), ("2025/7/1", datetime(2025, 7, 1)), ("20250701", datetime(2025, 7, 1)),
     ("2025-07-01T08:30", datetime(2025, 7, 1, 8, 30)), ("2025-07-01 08:30:00", datetime(2025, 7, 1, 8, 30)),
-    ("2025-07-01T08:30+00:00", datetime(2025, 7, 1, 16, 30)),   # converted to Asia/Shanghai wall-clock time
+    # with an offset: that moment, read in the store's zone by validate (test_times: a San Francisco store)
+    ("2025-07-01T08:30+00:00", datetime(2025, 7, 1, 8, 30, tzinfo=UTC)),
 ])
 def test_year_first_dates_are_read(text, expected):
     assert EventFilter(start=text).start == expected

@@ -119,7 +119,9 @@ def test_every_entry_point_reads_moments_the_same_way():
 
     for text in ("2025-07-01T08:30+00:00", "2025/7/1 16:30", "2025年7月1日 下午4:30"):
         want = datetime(2025, 7, 1, 16, 30)
-        assert EventFilter(start=text).start == parse_as_of(text) == parse_moment(text) == want
+        start = EventFilter(start=text).start  # an offset is kept until validate(store) knows the store's zone
+        assert (times.stored_moment(start) if start.tzinfo else start) == want
+        assert parse_as_of(text) == parse_moment(text) == want
         assert patrol_day(text) == datetime(2025, 7, 1)
     for bad in ("07/01/2025", "01/07/2025"):
         for read in (lambda v: EventFilter(start=v), parse_as_of, patrol_day, parse_moment):
@@ -277,6 +279,44 @@ def test_the_api_reads_a_time_with_an_offset_in_the_stores_zone(tmp_path, monkey
     assert total("2024-03-01T08:00:00Z") == 2  # 00:00 in San Francisco
     assert total("2024-03-01T16:00:00Z") == 1  # 08:00 there
     assert total("2024-03-01 00:00") == 2  # a time without an offset is the store's wall-clock time as it is
+
+
+def test_an_event_filter_reads_a_time_with_an_offset_in_the_stores_zone(tmp_path, monkeypatch):
+    """An analyst's ``EventFilter(start="2024-03-01T08:00:00Z")`` (or an aware Timestamp) on a San Francisco store
+    is midnight there, as in the API (the filter, made before it knows its store, read it as Shanghai's 16:00);
+    ``overdue`` is judged at San Francisco's "now", not Shanghai's (15-16 hours later)."""
+    from civicgrid.geo.aggregate import EventFilter, heatmap_frame
+    from civicgrid.geo.events import query_events
+    from civicgrid.sites.events import import_events
+
+    db = tmp_path / "sf.duckdb"
+    pd.DataFrame({"id": ["a", "b"], "time": ["2024-03-01 00:30:00", "2024-03-01 23:30:00"], "lng": [-122.41, -122.42],
+                  "lat": [37.77, 37.78]}).to_csv(tmp_path / "e.csv", index=False)
+    monkeypatch.setenv("CIVICGRID_TIMEZONE", "America/Los_Angeles")
+    import_events(tmp_path / "e.csv", db=db, progress=False)
+    monkeypatch.delenv("CIVICGRID_TIMEZONE")
+    store = Store(db)
+
+    def total(**times) -> int:
+        got = query_events(store, filters=EventFilter(**times), limit=10).attrs["total"]
+        cells = heatmap_frame(store, res=7, filters=EventFilter(**times))
+        assert int(cells["count"].sum()) == got
+        return got
+
+    assert total(start="2024-03-01T08:00:00Z", end="2024-03-02T08:00:00Z") == 2  # 00:00 in San Francisco
+    assert total(start="2024-03-01T16:00:00+00:00") == 1  # 08:00 there
+    assert total(start=pd.Timestamp("2024-03-01 16:00", tz="UTC"), end=datetime(2024, 3, 2)) == 1
+    assert total(start="2024-03-01 00:00") == 2  # without an offset: the store's wall-clock time as it is
+    f = EventFilter(start="2024-03-01T16:00:00Z")
+    assert not f.validated
+    with pytest.raises(InvalidParameterError, match="validate"):
+        f.where()
+    assert f.validate(store).start == datetime(2024, 3, 1, 8)
+    with pytest.raises(InvalidParameterError, match="must be before end"):  # checked once both are wall-clock
+        EventFilter(start="2024-03-02T00:00:00Z", end=datetime(2024, 3, 1, 12)).validate(store)
+    overdue = EventFilter(status="overdue").validate(store).as_of
+    sf_now = datetime.now(ZoneInfo("America/Los_Angeles")).replace(tzinfo=None)
+    assert abs(overdue - sf_now) < timedelta(minutes=2)
 
 
 def test_site_risk_reads_an_aware_as_of_in_the_stores_zone(tmp_path, monkeypatch):
