@@ -52,6 +52,18 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Names of a column holding both coordinates as one text, "(lat, lon)" or "lat,lon" (compared as
+#: :func:`column_key` does): taken when a file has no latitude and longitude columns and no geometry.
+POINT_ALIASES: tuple[str, ...] = ("point", "coordinates", "coordinate", "latlng", "latlon", "latitudelongitude",
+                                  "坐标", "经纬度", "经纬度坐标", "位置坐标", "gps坐标")
+
+
+def point_column(names: Sequence[str]) -> str | None:
+    """The column of ``names`` holding a point as text, found by its name (:data:`POINT_ALIASES`), or None."""
+    by_key = {column_key(c): c for c in names}
+    return next((by_key[k] for k in map(column_key, POINT_ALIASES) if k in by_key), None)
+
+
 def column_key(name: str) -> str:
     """A column name as names are compared: lower case, without spaces, dots, dashes and underscores."""
     return "".join(ch for ch in str(name).lower() if ch not in " ._-")

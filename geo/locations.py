@@ -9,7 +9,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 from civicgrid.geo import coords
-from civicgrid.geo.columns import numbers, strings, trimmed
+from civicgrid.geo.columns import numbers, point_column, strings, trimmed
 from civicgrid.geo.errors import ImportFileError
 from civicgrid.geo.import_report import ImportReport, Rejects
 from civicgrid.geo.readers import ReadResult
@@ -73,7 +73,8 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
     """Return WGS84 (lng, lat) per row and the WGS84 geometries (if the file has any).
 
     Coordinates come from ``--point``, else ``--lat``/``--lng``, else the file's
-    geometry (its representative point). Rows with missing, non-numeric,
+    geometry (its representative point), else a column named as a point
+    (:func:`~civicgrid.geo.columns.point_column`). Rows with missing, non-numeric,
     swapped, out-of-range or out-of-city coordinates are rejected. ``extent``
     is the city's box (:func:`city_extent`, None for none); when not given it
     is read through ``con``.
@@ -81,6 +82,11 @@ def read_locations(src: ReadResult, cols: dict[str, str], rej: Rejects, report: 
     n = src.table.num_rows
     table = src.table
     geoms = geometries(src)
+    if point is None and not ("lat" in cols and "lng" in cols) and geoms is None:
+        point = point_column(table.column_names)  # San Francisco 311's "Point": "(37.77, -122.41)"
+        if point is not None:
+            report.warnings.append(f"coordinates read from column {point!r} as (latitude, longitude), found by its "
+                                   "name (--point COLUMN chooses another, --lat and --lng two columns)")
     if point is not None:
         lng, lat = _point_text_coordinates(table, point, rej)
         report.columns["point"] = point

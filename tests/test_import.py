@@ -169,6 +169,34 @@ def test_sf311_point_column_and_duplicate_case_ids(tmp_path, shared):
     assert times["lo"][0] >= pd.Timestamp("2008-07-01") and times["hi"][0] <= pd.Timestamp("2016-01-29")
 
 
+def test_a_point_column_is_found_by_its_name(tmp_path, shared):
+    """San Francisco 311 keeps its coordinates only in "Point" ("(lat, lon)"): without --point they are read
+    from it (found by its name, and said so), the same points as with --point; without it every row loaded
+    unlocated. A file whose only coordinates are a 坐标 column and no address loads too (it was refused)."""
+    path = shared / "us_sf311" / "sf311_cases_sample_10000.csv"
+    mapping = {"time": "Opened", "id": "CaseID"}
+    found = import_events(path, db=tmp_path / "a.duckdb", mapping=mapping, tz="America/Los_Angeles", progress=False)
+    given = import_events(path, db=tmp_path / "b.duckdb", mapping=mapping, point="Point", tz="America/Los_Angeles",
+                          progress=False)
+    assert found.located == given.located == 10000 - 24 and found.columns["point"] == "Point"
+    assert any("coordinates read from column 'Point' as (latitude, longitude), found by its name" in w
+               for w in found.warnings)
+    assert not any("found by its name" in w and "Point" in w for w in given.warnings)
+    points = "SELECT external_id, lng, lat, h3 FROM events ORDER BY external_id"
+    pd.testing.assert_frame_equal(Store(tmp_path / "a.duckdb").sql(points), Store(tmp_path / "b.duckdb").sql(points))
+    raw = pd.read_csv(path, dtype=str).dropna(subset=["Point"]).head(5)
+    want = raw.Point.str.strip("()").str.split(",", expand=True).astype(float)
+    got = Store(tmp_path / "a.duckdb").sql("SELECT external_id, lat, lng FROM events").set_index("external_id")
+    assert np.allclose(got.loc[raw.CaseID, ["lat", "lng"]].to_numpy(), want.to_numpy())
+
+    f = tmp_path / "zh.csv"
+    pd.DataFrame({"时间": ["2024-03-08 15:00", "2024-03-09 10:00", "2024-03-09 11:00"],
+                  "坐标": ["28.205,112.905", "(28.21, 112.91)", "不详"]}).to_csv(f, index=False)
+    zh = import_events(f, db=tmp_path / "zh.duckdb", progress=False)
+    assert zh.loaded == 2 and zh.rejected == 1 and zh.columns["point"] == "坐标"
+    assert "unparseable point '不详'" in zh.rejects[0]["reason"]
+
+
 def test_a_store_created_in_the_citys_zone_keeps_its_wall_clock_times(tmp_path, shared, monkeypatch):
     """A store for San Francisco (CIVICGRID_TIMEZONE at creation) keeps 311's Opened times as they read; in a
     store of the default zone (Asia/Shanghai) the same rows are moved by 15/16 hours and the report says so."""
