@@ -28,6 +28,7 @@ from civicgrid.geo.readers import read_text
 from civicgrid.geo.store import Store, writing
 from civicgrid.geo.times import store_now
 from civicgrid.sites.cases.calendar import compute_deadlines
+from civicgrid.sites.cases.rebounds import link_rebounds
 
 #: Status words of city files (compared lower-case, without spaces at the ends), mapped to the stored status.
 STATUS_WORDS = {
@@ -250,7 +251,8 @@ def map_label(db: str | os.PathLike, label: str, code: str, *, source: str | Non
     Returns
     -------
     dict
-        ``label``, ``code``, ``source``, ``events`` (events given the type) and ``cases`` (their cases updated).
+        ``label``, ``code``, ``source``, ``events`` (events given the type), ``cases`` (their cases updated) and
+        ``rebounds`` (cases linked to the earlier closed case they repeat, now that they have a type).
     """
     _check_source(source)
     label = str(label).strip()
@@ -261,7 +263,8 @@ def map_label(db: str | os.PathLike, label: str, code: str, *, source: str | Non
         return _map_label(con, label, code, source=source)
 
 
-def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source: str | None) -> dict:
+def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source: str | None,
+               relink: bool = True) -> dict:
     code = _check_code(con, code)
     before = label_map(con, source=source or "")
     old = before.get(_norm(label))
@@ -272,7 +275,7 @@ def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source:
     params = {"label": label, "source": source, **({"old": old} if old else {})}
     ev = con.execute(f"SELECT event_id, time FROM events WHERE {where}", params).df()
     if ev.empty:
-        return {"label": label, "code": code, "source": source, "events": 0, "cases": 0}
+        return {"label": label, "code": code, "source": source, "events": 0, "cases": 0, "rebounds": 0}
     deadline = compute_deadlines(con, ev["time"].to_numpy("datetime64[s]"), np.full(len(ev), code, dtype=object))
     frame = pd.DataFrame({"event_id": ev["event_id"].to_numpy(np.int64),
                           "deadline": pd.to_datetime(deadline)})
@@ -294,8 +297,30 @@ def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source:
                                ELSE cases.deadline END
         FROM _tl WHERE cases.event_id = _tl.event_id
     """, {"code": code})
+    rebounds = _relink_rebounds(con, code) if relink else 0
     con.execute("DROP TABLE IF EXISTS _tl")
-    return {"label": label, "code": code, "source": source, "events": len(ev), "cases": int(n_cases)}
+    return {"label": label, "code": code, "source": source, "events": len(ev), "cases": int(n_cases),
+            "rebounds": rebounds}
+
+
+def _relink_rebounds(con: duckdb.DuckDBPyConnection, code: str) -> int:
+    """After the cases of ``_tl`` got type ``code``: the rebound rule compares types (:func:`link_rebounds`), so
+    the links to or from them that no longer join two cases of one type are undone, and the cases of ``code``
+    without a link are linked (a label of the city's own, mapped after its import, gets its rebounds)."""
+    con.execute("""
+        CREATE OR REPLACE TEMP TABLE _tl_unlink AS
+        SELECT c.case_id FROM cases c JOIN cases o ON o.case_id = c.rebound_of
+        WHERE (c.event_id IN (SELECT event_id FROM _tl) OR o.event_id IN (SELECT event_id FROM _tl))
+          AND c.problem_type IS DISTINCT FROM o.problem_type
+    """)
+    if con.execute("SELECT count(*) FROM _tl_unlink").fetchone()[0]:
+        con.execute("UPDATE cases SET rebound_of = NULL WHERE case_id IN (SELECT case_id FROM _tl_unlink)")
+        # a case's id is its event's id
+        con.execute("UPDATE events SET rebound_of = NULL WHERE event_id IN (SELECT case_id FROM _tl_unlink)")
+    con.execute("DROP TABLE IF EXISTS _tl_unlink")
+    ids = con.execute("SELECT case_id FROM cases WHERE problem_type = ? AND rebound_of IS NULL",
+                      [code]).fetchnumpy()["case_id"]
+    return link_rebounds(con, case_ids=ids) if len(ids) else 0
 
 
 #: ``--deadline`` values: a number of working days (``3d``) or working hours (``8h``).

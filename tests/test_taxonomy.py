@@ -254,3 +254,56 @@ def test_suggestions_for_a_citys_english_labels_rank_shared_words_first(small_ci
     assert suggest_types("Streetlights", choices)[0] == "0405 路灯不亮 (Street light out)"
     assert suggest_types("占道经营啊", choices)[0] == "0201 占道经营 (Street occupation)"
     assert suggest_types("暴露垃圾", choices)[0] == "0101 暴露垃圾 (Exposed garbage)"
+
+
+def _brute_force_rebounds(store: Store, *, radius_m: float = 50.0, days: float = 30.0) -> dict[int, int]:
+    """The rebound rule by brute force over every pair of cases: same type, within ``radius_m`` (haversine, the
+    store's sphere), found after the other was closed and at most ``days`` later; the latest closure wins (ties:
+    the larger case id)."""
+    c = store.sql("SELECT c.case_id, c.problem_type, c.found_at, c.closed_at, e.lng, e.lat FROM cases c "
+                  "JOIN events e ON e.event_id = c.event_id WHERE c.problem_type IS NOT NULL AND e.lng IS NOT NULL")
+    pairs = c.merge(c, on="problem_type", suffixes=("", "_o"))
+    pairs = pairs[(pairs.case_id != pairs.case_id_o) & pairs.closed_at_o.notna()
+                  & (pairs.found_at > pairs.closed_at_o)
+                  & (pairs.found_at <= pairs.closed_at_o + pd.Timedelta(days=days))]
+    la1, la2 = np.radians(pairs.lat), np.radians(pairs.lat_o)
+    h = np.sin((la2 - la1) / 2) ** 2 + np.cos(la1) * np.cos(la2) * np.sin(np.radians(pairs.lng_o - pairs.lng) / 2) ** 2
+    pairs = pairs[2 * 6_371_008.8 * np.arcsin(np.sqrt(h)) <= radius_m]
+    best = pairs.sort_values(["case_id", "closed_at_o", "case_id_o"]).groupby("case_id").tail(1)
+    return dict(zip(best.case_id.astype(int), best.case_id_o.astype(int), strict=True))
+
+
+def test_mapping_a_label_links_the_rebounds_its_cases_now_have(tmp_path, monkeypatch, shared):
+    """San Francisco 311: nearly every row carries a label of the city's own, and rebounds (回头看) compare
+    types, so the import links none. Mapping ``Sidewalk_Cleaning`` to 0103 gives its cases a type, and the
+    rebounds among them are linked (they were not: the links stayed empty), equal to a brute-force search; moving
+    the label to another type undoes the links it no longer satisfies and links again."""
+    from civicgrid.grids.areas import import_areas
+
+    sf = shared / "us_sf311"
+    db = tmp_path / "sf.duckdb"
+    monkeypatch.setenv("CIVICGRID_TIMEZONE", "America/Los_Angeles")
+    import_areas(sf / "sf_census_tracts_with_neighborhood.geojson", db=db, level="community",
+                 mapping={"code": "geoid", "name": "nhood"}, progress=False)
+    rep = import_events(sf / "sf311_cases_sample_10000.csv", db=db, mapping={"closed": "Closed"}, date_order="mdy",
+                        progress=False)
+    assert rep.loaded == 9_871 and rep.columns["point"] == "Point"
+    store = Store(db)
+    linked = "SELECT case_id, rebound_of FROM cases WHERE rebound_of IS NOT NULL"
+    assert dict(store.sql(linked).itertuples(index=False)) == _brute_force_rebounds(store)
+    before = len(store.sql(linked))
+
+    done = map_label(db, "Sidewalk_Cleaning", "0103")
+    assert done["cases"] == 1_137
+    want = _brute_force_rebounds(store)
+    got = dict(store.sql(linked).itertuples(index=False))
+    assert got == want and done["rebounds"] == len(want) - before >= 15
+    assert dict(store.sql("SELECT event_id, rebound_of FROM events WHERE rebound_of IS NOT NULL")
+                .itertuples(index=False)) == want  # the events carry the links too
+
+    moved = map_label(db, "Sidewalk_Cleaning", "0201")  # another type: links across the two types are undone
+    got = dict(store.sql(linked).itertuples(index=False))
+    assert got == _brute_force_rebounds(store) and moved["cases"] == 1_137
+    types = store.sql("SELECT c.problem_type AS a, o.problem_type AS b FROM cases c JOIN cases o "
+                      "ON o.case_id = c.rebound_of")
+    assert (types.a == types.b).all()
