@@ -22,13 +22,15 @@ SOURCES = ("complaint", "inspection")
 
 #: Columns of :func:`query_events`, in order (``geometry`` is added last).
 QUERY_COLUMNS = ("event_id", "source", "external_id", "time", "problem_type", "type_name", "major_code",
-                 "major_name", "status", "deadline", "rectified_at", "closed_at", "reopened", "rebound_of",
-                 "site_id", "site_name", "category_code", "category_name", "inspection_id", "text", "lng", "lat",
-                 "h3_hex", "grid_code", "community_code", "street_code", "district_code")
+                 "major_name", "source_type", "source_status", "address", "status", "deadline", "rectified_at",
+                 "closed_at", "reopened", "rebound_of", "site_id", "site_name", "category_code", "category_name",
+                 "inspection_id", "text", "lng", "lat", "h3_hex", "grid_code", "community_code", "street_code",
+                 "district_code")
 
 _QUERY_SQL = """
 SELECT e.event_id, e.source, e.external_id, e.time, e.problem_type, p.name_{lang} AS type_name, p.major_code,
-       p.major_{lang} AS major_name, e.status, e.deadline, e.rectified_at, e.closed_at, e.reopened, e.rebound_of,
+       p.major_{lang} AS major_name, e.source_type, e.source_status, e.address, e.status, e.deadline,
+       e.rectified_at, e.closed_at, e.reopened, e.rebound_of,
        e.site_id, s.name AS site_name, s.category_code, c.name_{lang} AS category_name, e.inspection_id, e.text,
        e.lng, e.lat, h3_hex(e.h3) AS h3_hex, e.grid_code, e.community_code, e.street_code, e.district_code
 FROM events e

@@ -33,7 +33,8 @@ def get_events(store: Store = Depends(get_store), _user: dict = Depends(require_
                lang: str = Depends(lang_param), crs: str = Depends(crs_param)) -> Response:
     """The events matching the same filters as ``/api/heatmap``, ``/api/hotspots`` and ``/api/stats/areas``
     (computed by :func:`geo.events.query_events`): ``event_id``, ``source``, ``time``, ``problem_type``,
-    ``type_name``, ``status``, ``deadline``, the site and its category, ``text``, area codes and ``h3_hex``.
+    ``type_name``, the city's own label, status and address (``source_type``, ``source_status``, ``address``, as
+    in its file), ``status``, ``deadline``, the site and its category, ``text``, area codes and ``h3_hex``.
     ``total`` is the number of matching events; page through them with ``offset``. Viewer role: the rows carry
     the complaints' free text, unlike the aggregated views."""
     if not 1 <= limit <= MAX_LIMIT:
