@@ -7,7 +7,8 @@ page in an ``<iframe srcdoc>``: the map works on an intranet machine with no int
 no running ``civicgrid serve``.
 
 Maps are drawn without a tile background by default (tiles need the internet); the
-district and street boundaries of :func:`base_map` give the orientation instead. On a
+outlines of the city's areas (:func:`base_map`: districts and streets, or whatever levels the
+city loaded) give the orientation instead. On a
 machine that is online, add ``folium.TileLayer("OpenStreetMap").add_to(m)``; for AMap
 (Gaode) tiles shift the overlays to GCJ-02 first (``civicgrid.geo.coords.to_crs_frame(gdf, "gcj02")``).
 """
@@ -22,6 +23,7 @@ from itertools import pairwise
 import folium
 import geopandas as gpd
 import shapely
+from civicgrid.geo.levels import AREA_LEVELS
 from civicgrid.geo.store import Store
 from civicgrid.maps.layers import RawHtml, SafeGeoJsonTooltip
 from civicgrid.maps.offline import VENDOR_URL, render_offline, vendor_path
@@ -87,29 +89,63 @@ def show(m: folium.Map, *, height: int = 520) -> HTML:
                 f'sandbox="allow-scripts"></iframe></div>')
 
 
-def areas_frame(store: Store, *, level: str = "district") -> gpd.GeoDataFrame:
-    """Districts, streets or communities of the store as a GeoDataFrame (EPSG:4326)."""
+def area_levels(store: Store) -> list[str]:
+    """The area levels the store has, coarsest first (a city may load only some: San Francisco's census tracts
+    as communities, Toronto none at all)."""
+    have = set(store.sql("SELECT DISTINCT level FROM areas")["level"])
+    return [level for level in AREA_LEVELS if level in have]
+
+
+def areas_frame(store: Store, *, level: str | None = None) -> gpd.GeoDataFrame:
+    """Districts, streets or communities of the store as a GeoDataFrame (EPSG:4326); ``level=None``: the coarsest
+    level the store has (the districts, else the streets, else the communities; empty when it has no areas)."""
+    if level is None:
+        levels = area_levels(store)
+        level = levels[0] if levels else "district"
     df = store.sql("SELECT code, name, name_en, level, parent_code, area_km2, ST_AsWKB(geom) AS wkb "
                    "FROM areas WHERE level = ? ORDER BY code", [level])
-    geom = shapely.from_wkb(df.pop("wkb").map(bytes).to_numpy())
+    geom = shapely.from_wkb(df.pop("wkb").map(bytes).to_numpy()) if len(df) else []
     return gpd.GeoDataFrame(df, geometry=geom, crs="EPSG:4326")
 
 
+def city_bounds(store: Store) -> tuple[float, float, float, float]:
+    """``(min lng, min lat, max lng, max lat)`` of the city: its areas and micro-grids, else its events and sites
+    (a store with points only)."""
+    row = store.sql("""
+        SELECT min(ST_XMin(geom)), min(ST_YMin(geom)), max(ST_XMax(geom)), max(ST_YMax(geom))
+        FROM (SELECT geom FROM areas UNION ALL SELECT geom FROM grids)
+    """).iloc[0]
+    if row.isna().any():
+        row = store.sql("""
+            SELECT min(lng), min(lat), max(lng), max(lat)
+            FROM (SELECT lng, lat FROM events UNION ALL SELECT lng, lat FROM sites) WHERE lng IS NOT NULL
+        """).iloc[0]
+    if row.isna().any():
+        msg = "the store has no areas, micro-grids, events or sites to show on a map"
+        raise ValueError(msg)
+    return tuple(float(v) for v in row)
+
+
 def base_map(store: Store, *, zoom_start: int = 12, streets: bool = True) -> folium.Map:
-    """A tile-less map of the city fitted to its districts, with district (and street) outlines."""
-    districts = areas_frame(store, level="district")
-    minx, miny, maxx, maxy = districts.total_bounds
+    """A tile-less map fitted to the city, with the outlines of its coarsest area level (the districts) and, with
+    ``streets``, of the next level (the streets) when the store has them."""
+    minx, miny, maxx, maxy = city_bounds(store)
     m = folium.Map(location=[(miny + maxy) / 2, (minx + maxx) / 2], zoom_start=zoom_start, tiles=None,
                    control_scale=True)
-    if streets:
-        folium.GeoJson(areas_frame(store, level="street")[["name", "geometry"]], name="街道 streets",
+    levels = area_levels(store)
+    if streets and len(levels) > 1:
+        folium.GeoJson(areas_frame(store, level=levels[1])[["name", "geometry"]], name=_LEVEL_NAMES[levels[1]],
                        style_function=lambda _: {"color": "#999", "weight": 0.8, "fillOpacity": 0},
                        tooltip=SafeGeoJsonTooltip(["name"], labels=False)).add_to(m)
-    folium.GeoJson(districts[["name", "geometry"]], name="区 districts",
-                   style_function=lambda _: {"color": "#333", "weight": 2, "fillOpacity": 0},
-                   interactive=False).add_to(m)
+    if levels:
+        folium.GeoJson(areas_frame(store, level=levels[0])[["name", "geometry"]], name=_LEVEL_NAMES[levels[0]],
+                       style_function=lambda _: {"color": "#333", "weight": 2, "fillOpacity": 0},
+                       interactive=False).add_to(m)
     m.fit_bounds([[miny, minx], [maxy, maxx]])
     return m
+
+
+_LEVEL_NAMES = {"district": "区 districts", "street": "街道 streets", "community": "社区 communities"}
 
 
 def colors(values, *, cmap: str = "YlOrRd", bins: int = 6) -> tuple[list[str], list[float], list[str]]:
