@@ -133,6 +133,9 @@ class EventProperties(Open):
     type_name: str | None
     major_code: str | None
     major_name: str | None
+    source_type: str | None = Field(..., description="the city's own type label, as in its file")
+    source_status: str | None = Field(..., description="the city's own status label, as in its file")
+    address: str | None = Field(..., description="the address given in the city's file")
     status: str
     deadline: str | None
     rectified_at: str | None
