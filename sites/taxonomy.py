@@ -252,7 +252,8 @@ def map_label(db: str | os.PathLike, label: str, code: str, *, source: str | Non
     -------
     dict
         ``label``, ``code``, ``source``, ``events`` (events given the type), ``cases`` (their cases updated) and
-        ``rebounds`` (cases linked to the earlier closed case they repeat, now that they have a type).
+        ``rebounds`` (how many of those cases are linked to the earlier closed case they repeat, now that they
+        have a type).
     """
     _check_source(source)
     label = str(label).strip()
@@ -260,11 +261,14 @@ def map_label(db: str | os.PathLike, label: str, code: str, *, source: str | Non
         msg = "the label to map is empty"
         raise InvalidParameterError(msg)
     with writing(db) as con:
-        return _map_label(con, label, code, source=source)
+        done = [_map_label(con, label, code, source=source)]
+        _relink_rebounds(con, done)
+        return done[0]
 
 
-def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source: str | None,
-               relink: bool = True) -> dict:
+def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source: str | None) -> dict:
+    """Map one label in ``con``'s transaction; the events given the type are added to the temp table
+    ``_tl_typed`` for :func:`_relink_rebounds` (``rebounds`` is set there)."""
     code = _check_code(con, code)
     before = label_map(con, source=source or "")
     old = before.get(_norm(label))
@@ -297,30 +301,46 @@ def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source:
                                ELSE cases.deadline END
         FROM _tl WHERE cases.event_id = _tl.event_id
     """, {"code": code})
-    rebounds = _relink_rebounds(con, code) if relink else 0
+    con.execute("CREATE TEMP TABLE IF NOT EXISTS _tl_typed (event_id BIGINT, label VARCHAR, source VARCHAR)")
+    con.execute("INSERT INTO _tl_typed SELECT event_id, $label, $source FROM _tl", {"label": label, "source": source})
     con.execute("DROP TABLE IF EXISTS _tl")
     return {"label": label, "code": code, "source": source, "events": len(ev), "cases": int(n_cases),
-            "rebounds": rebounds}
+            "rebounds": 0}
 
 
-def _relink_rebounds(con: duckdb.DuckDBPyConnection, code: str) -> int:
-    """After the cases of ``_tl`` got type ``code``: the rebound rule compares types (:func:`link_rebounds`), so
-    the links to or from them that no longer join two cases of one type are undone, and the cases of ``code``
-    without a link are linked (a label of the city's own, mapped after its import, gets its rebounds)."""
-    con.execute("""
-        CREATE OR REPLACE TEMP TABLE _tl_unlink AS
-        SELECT c.case_id FROM cases c JOIN cases o ON o.case_id = c.rebound_of
-        WHERE (c.event_id IN (SELECT event_id FROM _tl) OR o.event_id IN (SELECT event_id FROM _tl))
-          AND c.problem_type IS DISTINCT FROM o.problem_type
-    """)
-    if con.execute("SELECT count(*) FROM _tl_unlink").fetchone()[0]:
-        con.execute("UPDATE cases SET rebound_of = NULL WHERE case_id IN (SELECT case_id FROM _tl_unlink)")
-        # a case's id is its event's id
-        con.execute("UPDATE events SET rebound_of = NULL WHERE event_id IN (SELECT case_id FROM _tl_unlink)")
-    con.execute("DROP TABLE IF EXISTS _tl_unlink")
-    ids = con.execute("SELECT case_id FROM cases WHERE problem_type = ? AND rebound_of IS NULL",
-                      [code]).fetchnumpy()["case_id"]
-    return link_rebounds(con, case_ids=ids) if len(ids) else 0
+def _relink_rebounds(con: duckdb.DuckDBPyConnection, done: list[dict]) -> None:
+    """After the mappings ``done`` gave the cases of ``_tl_typed`` their types: the rebound rule compares types
+    (:func:`link_rebounds`), so the links to or from those cases that no longer join two cases of one type are
+    undone, and the cases of the mapped types without a link are linked, once for all the mappings (a label of
+    the city's own, mapped after its import, gets its rebounds). Each mapping's ``rebounds`` is then the number
+    of its cases linked to the earlier closed case they repeat."""
+    con.execute("CREATE TEMP TABLE IF NOT EXISTS _tl_typed (event_id BIGINT, label VARCHAR, source VARCHAR)")
+    try:
+        con.execute("""
+            CREATE OR REPLACE TEMP TABLE _tl_unlink AS
+            SELECT c.case_id FROM cases c JOIN cases o ON o.case_id = c.rebound_of
+            WHERE (c.event_id IN (SELECT event_id FROM _tl_typed) OR o.event_id IN (SELECT event_id FROM _tl_typed))
+              AND c.problem_type IS DISTINCT FROM o.problem_type
+        """)
+        if con.execute("SELECT count(*) FROM _tl_unlink").fetchone()[0]:
+            con.execute("UPDATE cases SET rebound_of = NULL WHERE case_id IN (SELECT case_id FROM _tl_unlink)")
+            # a case's id is its event's id
+            con.execute("UPDATE events SET rebound_of = NULL WHERE event_id IN (SELECT case_id FROM _tl_unlink)")
+        codes = sorted({d["code"] for d in done if d["events"]})
+        ids = con.execute("SELECT case_id FROM cases WHERE list_contains(?, problem_type) AND rebound_of IS NULL",
+                          [codes]).fetchnumpy()["case_id"] if codes else []
+        if len(ids):
+            link_rebounds(con, case_ids=ids)
+        linked = con.execute("""
+            SELECT t.label, t.source, count(*) AS n FROM _tl_typed t JOIN cases c ON c.case_id = t.event_id
+            WHERE c.rebound_of IS NOT NULL GROUP BY ALL
+        """).fetchall()
+        by_label = {(label, source): int(n) for label, source, n in linked}
+        for d in done:
+            d["rebounds"] = by_label.get((d["label"], d["source"]), 0)
+    finally:
+        con.execute("DROP TABLE IF EXISTS _tl_unlink")
+        con.execute("DROP TABLE IF EXISTS _tl_typed")
 
 
 #: ``--deadline`` values: a number of working days (``3d``) or working hours (``8h``).
@@ -392,7 +412,9 @@ def import_map(db: str | os.PathLike, path: str | os.PathLike) -> list[dict]:
         if bad:
             msg = "the map has unknown types; nothing was mapped:\n" + "\n".join(bad[:20])
             raise NotFoundError(msg)
-        return [_map_label(con, r["label"], r["code"], source=r["source"]) for r in rows]
+        done = [_map_label(con, r["label"], r["code"], source=r["source"]) for r in rows]
+        _relink_rebounds(con, done)
+        return done
 
 
 def _read_map(path: str | os.PathLike) -> list[dict]:

@@ -92,7 +92,7 @@ def types_map(label: str, code: str, db: str, source: str | None) -> None:
 
     done = map_label(db, label, code, source=source)
     click.echo(f"{done['label']!r} → {done['code']}: {done['events']:,} events and {done['cases']:,} cases updated, "
-               f"{done['rebounds']:,} rebounds linked")
+               f"{done['rebounds']:,} of them rebounds (回头看) of an earlier closed case")
 
 
 @types.command(name="add")
@@ -122,6 +122,7 @@ def types_import_map(file: str, db: str) -> None:
 
     done = import_map(db, file)
     click.echo(f"{len(done)} labels mapped: {sum(d['events'] for d in done):,} events and "
-               f"{sum(d['cases'] for d in done):,} cases updated, {sum(d['rebounds'] for d in done):,} rebounds linked")
+               f"{sum(d['cases'] for d in done):,} cases updated, "
+               f"{sum(d['rebounds'] for d in done):,} of them rebounds (回头看) of an earlier closed case")
     for d in done:
         click.echo(json.dumps(d, ensure_ascii=False))
