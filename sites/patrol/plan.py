@@ -221,7 +221,9 @@ def add_paths(doc: dict, network: RoadNetwork) -> None:
 
 def plan_document(plan: PatrolPlan, candidates: pd.DataFrame, inspectors: Sequence[Inspector], *,
                   params: Mapping | None = None, lang: str = "zh") -> dict:
-    """The JSON-ready document of a plan (see :func:`plan_day`), stops joined with their candidate rows."""
+    """The JSON-ready document of a plan (see :func:`plan_day`), stops joined with their candidate rows;
+    ``created_at`` is left empty (:func:`plan_day` sets it in the store's zone; storing a document without one
+    stamps the store's now)."""
     cand = candidates.reset_index(drop=True)
     pos = {sid: i for i, sid in enumerate(cand["site_id"])}
     insp = {i.name: i for i in inspectors}
@@ -272,7 +274,7 @@ def plan_document(plan: PatrolPlan, candidates: pd.DataFrame, inspectors: Sequen
                           "reason_en": why["en"], "reason_zh": why["zh"],
                           "must_reasons": [x for x in (col(i, "reasons", None) or []) if x["kind"] != "risk"]})
     return {
-        "plan_id": None, "created_at": now_local().isoformat(),
+        "plan_id": None, "created_at": None,  # plan_day sets it, on the store's clock (a document knows no store)
         "date": (params or {}).get("date"),
         "solver": plan.solver, "travel_source": plan.travel_source, "solve_seconds": round(plan.solve_seconds, 3),
         "objective": plan.objective, "params": dict(params or {}),
