@@ -700,7 +700,8 @@ def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects,
     lost = ~has_point & ~has_place
     if where and lost.any():
         named = " or ".join(k for k in ("area", "address") if k in cols)
-        reasons = np.array([f"{r}, and no {named} either" if r is not None else r for r in reasons], dtype=object)
+        reasons = np.array([f"{r}, and no {named} either" if r is not None and gone else r
+                            for r, gone in zip(reasons, lost, strict=True)], dtype=object)  # the kept ones have one
     for name in dict.fromkeys(fields[lost & (fields != None)]):  # noqa: E711 - an object array
         mask = lost & (fields == name)
         rej.add(mask, name, reasons)

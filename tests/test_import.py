@@ -248,6 +248,10 @@ def test_nyc311_quoted_newlines_and_missing_coordinates(tmp_path, shared, name, 
     assert rep.unlocated == int((no_point & ~lost).sum())
     assert all(r["field"] == "lat/lng" and r["reason"] == "missing coordinates, and no address either"
                for r in rep.rejects)
+    # the rows kept have an address: their note says why they have no point, not "no address either"
+    kept, n_kept = [w for w in rep.warnings if "kept without them" in w], int((no_point & ~lost).sum())
+    assert kept == ([f"{n_kept} rows with unusable coordinates kept without them (located by area or unlocated): "
+                     f"{n_kept} missing coordinates"] if n_kept else [])
     # Reported rows are spreadsheet rows: they point at the records that really lack coordinates.
     expected_rows = (np.flatnonzero(lost) + 2).tolist()
     assert [r["row"] for r in rep.rejects] == expected_rows
