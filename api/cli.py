@@ -267,13 +267,30 @@ def maintain(db: str, keep_days: float, flush: bool | None):
 
 @main.command()
 @db_option
+@click.option("--name", "city", metavar="NAME", help="name the city (e.g. 深圳市): maps, scorecards and reports "
+              "show it in their titles")
+@click.option("--name-en", "city_en", metavar="NAME", help="the city's English name (e.g. Shenzhen; \"\" removes it)")
 @user_errors
-def info(db: str):
-    """Show what a database holds: schema version, catalog, layers and row counts."""
-    from civicgrid.geo.store import SQLITE_BUSY_STEP_US, Store, short_sleeps
+def info(db: str, city: str | None, city_en: str | None):
+    """Show what a database holds: its city, schema version, catalog, layers and row counts.
 
+    With --name (and --name-en), name the store's city first:
+
+    \b
+      civicgrid info --db city.duckdb --name 深圳市 --name-en Shenzhen
+    """
+    from civicgrid.geo.store import SQLITE_BUSY_STEP_US, Store, set_city_name, short_sleeps
+
+    if city_en is not None and city is None:
+        city = Store(db).meta("city_name")
+        if not city:
+            raise click.UsageError("--name-en needs --name: the store has no city name yet")
+    if city is not None:
+        set_city_name(db, name=city, name_en=city_en)
     store = Store(db)
     click.echo(f"{store.path}  (schema version {store.meta('schema_version')}, time zone {store.meta('timezone')})")
+    named = " / ".join(n for n in (store.meta("city_name"), store.meta("city_name_en")) if n)
+    click.echo(f"  city: {named or '(no name: civicgrid info --name NAME names it)'}")
     if store.location.kind == "sqlite":
         waits = (f"busy waits of {SQLITE_BUSY_STEP_US // 1000} ms" if short_sleeps() else
                  "busy waits of whole seconds (CIVICGRID_SQLITE_SHORT_SLEEPS off, or civicgrid.geo._sqlite_sleep "

@@ -56,7 +56,7 @@ import duckdb_extension_postgres_scanner
 import duckdb_extension_spatial
 import duckdb_extension_sqlite_scanner
 import pandas as pd
-from civicgrid.geo.errors import StoreError, StoreVersionError
+from civicgrid.geo.errors import InvalidParameterError, StoreError, StoreVersionError
 from civicgrid.geo.schema import LAKE_MIGRATIONS, LAKE_SCHEMA, SCHEMA_VERSION
 from civicgrid.geo.settings import Settings, get_settings
 
@@ -680,6 +680,31 @@ def set_meta(con: duckdb.DuckDBPyConnection, key: str, value: str) -> None:
     """Set a value of the ``meta`` table (in ``con``'s transaction)."""
     con.execute("DELETE FROM meta WHERE key = ?", [key])
     con.execute("INSERT INTO meta VALUES (?, ?)", [key, value])
+
+
+def set_city_name(db: str | os.PathLike, *, name: str, name_en: str | None = None) -> None:
+    """Name the store's city: the titles of its maps, scorecards and reports show it (``meta.city_name`` and
+    ``city_name_en``, read by :func:`civicgrid.geo.texts.city_name`).
+
+    Parameters
+    ----------
+    db
+        The store (what ``--db`` takes).
+    name
+        The name in Chinese (or the city's own language): ``深圳市``.
+    name_en
+        The English name (default: unchanged; ``""`` removes it, and English pages then show ``name``).
+    """
+    name = str(name).strip()
+    if not name:
+        msg = "the city's name is empty"
+        raise InvalidParameterError(msg)
+    with writing(db) as con:
+        set_meta(con, "city_name", name)
+        if name_en is not None:
+            con.execute("DELETE FROM meta WHERE key = 'city_name_en'")
+            if str(name_en).strip():
+                set_meta(con, "city_name_en", str(name_en).strip())
 
 
 def seed_taxonomies(con: duckdb.DuckDBPyConnection, *, data_dir: Path = _DATA_DIR) -> None:

@@ -112,7 +112,8 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
 
     city = city_name(store, lang)
     districts, outline_level, grids = _area_frames(store, filters=filters, lang=lang, crs=crs)
-    m = _base_map(grids if len(grids) else districts, cells=cells, crs=crs, title=t["title"].format(city=city))
+    title = t["title"].format(city=city).strip()  # a city without a name (civicgrid info --name): no space first
+    m = _base_map(grids if len(grids) else districts, cells=cells, crs=crs, title=title[:1].upper() + title[1:])
     notes = _add_background(m, districts, basemap=basemap, settings=settings, t=t)
     grid_popups, grid_fields = None, []
     if "grids" in layers and len(grids):  # a city may have areas and no micro-grids yet

@@ -363,6 +363,11 @@ class _EventBatchContext:
     closed_without_time: int = 0
     #: Rows kept without their unusable coordinates (an area or address locates them), by reason.
     kept_without_point: Counter = field(default_factory=Counter)
+    #: Without an area column: the codes of the store's areas and micro-grids, and the columns of the file holding
+    #: such codes for rows kept without a point (column -> rows; an example code), for the report's hint.
+    area_codes: pa.Array | None = None
+    area_code_columns: Counter = field(default_factory=Counter)
+    area_code_example: dict[str, str] = field(default_factory=dict)
     #: The addresses with a point in the store, and its roads (built when a row first needs them).
     gazetteer: AddressGazetteer | None = None
     roads: RoadGazetteer | None = None
@@ -386,6 +391,8 @@ class _EventBatchContext:
             types=TypeMatcher.read(con, source=source) if type_columns else None,
             type_columns=type_columns, strict_types=strict_types, date_order=date_order,
             areas=AreaIndex.read(con) if "area" in cols else None,
+            area_codes=None if "area" in cols else pa.array(
+                con.execute("SELECT code FROM areas UNION SELECT code FROM grids").fetchnumpy()["code"], pa.string()),
             sites=con.execute("SELECT CAST(site_id AS VARCHAR) AS code, external_id, name FROM sites").df()
             if "site" in cols else None,
             inspections=con.execute("SELECT CAST(inspection_id AS VARCHAR) AS code, external_id FROM inspections")
@@ -457,6 +464,8 @@ class _BatchNotes:
     columns: dict[str, str] = field(default_factory=dict)
     crs: object = None
     kept_without_point: Counter = field(default_factory=Counter)
+    area_code_columns: Counter = field(default_factory=Counter)
+    area_code_example: dict[str, str] = field(default_factory=dict)
     unknown_statuses: dict[str, int] = field(default_factory=dict)
     closed_without_time: int = 0
 
@@ -505,6 +514,9 @@ def _merge_notes(ctx: _EventBatchContext, notes: _BatchNotes) -> None:
     if notes.crs is not _UNSET:
         report.crs = notes.crs
     ctx.kept_without_point.update(notes.kept_without_point)
+    ctx.area_code_columns.update(notes.area_code_columns)
+    for column, code in notes.area_code_example.items():
+        ctx.area_code_example.setdefault(column, code)
     for word, n in notes.unknown_statuses.items():
         ctx.unknown_statuses[word] = ctx.unknown_statuses.get(word, 0) + n
     ctx.closed_without_time += notes.closed_without_time
@@ -710,9 +722,33 @@ def _event_points(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects,
                 "no coordinates, area or address")
         kept = ~has_point & has_place & (fields != None)  # noqa: E711
         notes.kept_without_point.update(str(r).split(" (")[0] for r in reasons[kept])
+        _area_code_columns(batch, np.flatnonzero(kept), ctx, notes)
     lng = np.where(has_point, lng, np.nan)
     lat = np.where(has_point, lat, np.nan)
     return lng, lat, has_point
+
+
+#: Rows kept without a point whose cells :func:`_area_code_columns` looks at, per batch.
+_AREA_HINT_ROWS = 2000
+
+
+def _area_code_columns(batch: pa.Table, kept: np.ndarray, ctx: _EventBatchContext, notes: _BatchNotes) -> None:
+    """Count, per column of the file not used for a field, the rows kept without a point whose cell is the code
+    of one of the store's areas or micro-grids (New York 311's ``incident_zip`` where the areas are its ZIP codes):
+    the report then names the column that would place them (``--map area=COLUMN``)."""
+    if ctx.area_codes is None or not len(ctx.area_codes) or not len(kept):
+        return
+    idx = pa.array(kept[:_AREA_HINT_ROWS])
+    used = {*ctx.cols.values(), ctx.point, "__row__", "geometry"}
+    for column in batch.column_names:
+        if column in used:
+            continue
+        cells = trimmed(batch, column).take(idx)
+        hit = pc.is_in(cells, value_set=ctx.area_codes)
+        n = pc.sum(hit).as_py() or 0
+        if n:
+            notes.area_code_columns[column] += n
+            notes.area_code_example.setdefault(column, cells.filter(hit)[0].as_py())
 
 
 def _event_times(batch: pa.Table, ctx: _EventBatchContext, rej: Rejects,
@@ -930,6 +966,12 @@ def _finish_labels(ctx: _EventBatchContext) -> None:
         report.warnings.append(
             f"{sum(why.values())} rows with unusable coordinates kept without them (located by area or "
             "unlocated): " + ", ".join(f"{n} {r}" for r, n in why.most_common(3)))
+    if ctx.area_code_columns and report.unlocated:
+        column, n = ctx.area_code_columns.most_common(1)[0]
+        report.warnings.append(
+            f"{n:,} rows kept without coordinates have the code of a loaded area in column {column!r} (e.g. "
+            f"{ctx.area_code_example[column]!r}): --map area={column} places them in their area (import the file "
+            "again with --update to place the rows loaded)")
     if ctx.closed_without_time:
         report.warnings.append(_closed_without_time(ctx))
     if ctx.unknown_statuses:

@@ -257,6 +257,36 @@ def test_nyc311_quoted_newlines_and_missing_coordinates(tmp_path, shared, name, 
     assert [r["row"] for r in rep.rejects] == expected_rows
 
 
+def test_the_report_names_a_column_of_area_codes_for_rows_without_coordinates(tmp_path, shared):
+    """New York 311 with its ZIP codes loaded as the areas: 21 rows of April 2024 have no coordinates but an address
+    and an ``incident_zip``. They load unlocated, and the report names the column whose cells are the codes of
+    loaded areas; importing again with ``--map area=incident_zip --update`` places exactly those rows in their
+    ZIP (it said nothing, and the rows stayed off every map)."""
+    db = tmp_path / "nyc.duckdb"
+    nyc = shared / "us_nyc311_small"
+    import_areas(nyc / "nyc_zipcodes.shp", db=db, level="district", mapping={"code": "ZIPCODE", "name": "PO_NAME"},
+                 progress=False)
+    path = nyc / "nyc311_2024-04_sample.csv"
+    first = import_events(path, db=db, tz="America/New_York", progress=False)
+    frame = pd.read_csv(path, dtype=str)
+    kept = frame.latitude.isna() & frame.incident_address.notna()
+    assert first.unlocated == int(kept.sum()) == 21 and frame.incident_zip[kept].notna().all()
+    hint = [w for w in first.warnings if "code of a loaded area" in w]
+    assert hint == [f"21 rows kept without coordinates have the code of a loaded area in column 'incident_zip' "
+                    f"(e.g. {frame.incident_zip[kept].iloc[0]!r}): --map area=incident_zip places them in their area "
+                    "(import the file again with --update to place the rows loaded)"]
+    again = import_events(path, db=db, tz="America/New_York", progress=False, mapping={"area": "incident_zip"},
+                          update=True)
+    assert again.updated == 21 and again.located_by_area == 21 and again.unlocated == 0
+    assert not [w for w in again.warnings if "code of a loaded area" in w]
+    placed = Store(db).sql("SELECT external_id, district_code FROM events WHERE lng IS NULL").set_index("external_id")
+    want = frame[kept].set_index("unique_key")["incident_zip"]
+    assert placed.loc[want.index, "district_code"].tolist() == want.tolist()
+    # without areas of those codes there is no hint
+    other = import_events(path, db=tmp_path / "bare.duckdb", tz="America/New_York", progress=False)
+    assert other.unlocated == 21 and not [w for w in other.warnings if "code of a loaded area" in w]
+
+
 def test_nyc_zip_polygons_in_us_feet(tmp_path, shared):
     db = tmp_path / "nyc.duckdb"
     rep = import_areas(shared / "us_nyc311_small" / "nyc_zipcodes.shp", db=db, level="district",

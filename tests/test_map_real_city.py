@@ -134,3 +134,32 @@ def test_map_opens_on_a_city_with_only_community_areas_or_only_events(shared, tm
     assert x0 <= points["x0"] < x0 + 0.005 and y0 <= points["y0"] < y0 + 0.005
     assert x1 - 0.005 < points["x1"] <= x1 and y1 - 0.005 < points["y1"] <= y1
     assert -123 < x0 < -122 and 37 < y0 < 38
+
+
+def test_the_city_named_by_its_office_titles_its_map(nyc, tmp_path):
+    """A real city's store has no name (only the demo wrote one): the map was titled " problem hotspot map", lower
+    case after a blank. It now reads "Problem hotspot map", and ``civicgrid info --name`` names the city: the map's
+    title in both languages, the scorecard's and ``info`` itself show it."""
+    import shutil
+
+    from civicgrid.api.cli import main
+    from click.testing import CliRunner
+
+    db = tmp_path / "nyc.duckdb"  # a copy: the module's store stays unnamed for the other tests
+    shutil.copytree(nyc.parent, tmp_path, dirs_exist_ok=True)
+    title = re.compile(r"<title>(.*?)</title>")
+    client = TestClient(create_app(db))
+    assert title.search(client.get("/map?lang=en").text).group(1) == "Problem hotspot map"
+    assert title.search(client.get("/map").text).group(1) == "问题热点地图"
+
+    res = CliRunner().invoke(main, ["info", "--db", str(db), "--name", "纽约市", "--name-en", "New York"])
+    assert res.exit_code == 0, res.output
+    assert "  city: 纽约市 / New York" in res.output
+    client = TestClient(create_app(db))
+    assert title.search(client.get("/map?lang=en").text).group(1) == "New York problem hotspot map"
+    assert title.search(client.get("/map").text).group(1) == "纽约市 问题热点地图"
+    card = client.get("/api/reports/2023-12/scorecard?lang=en").text
+    assert "<title>New York Campaign scorecard 2023-12</title>" in card
+    res = CliRunner().invoke(main, ["info", "--db", str(db), "--name-en", ""])  # the English name removed
+    assert res.exit_code == 0 and "  city: 纽约市\n" in res.output
+    assert title.search(TestClient(create_app(db)).get("/map?lang=en").text).group(1) == "纽约市 problem hotspot map"
