@@ -383,7 +383,10 @@ def legend(kpi: str, values, lang: str = "zh") -> list[tuple[str, str]]:
         edges = edges[::-1]
     fmt = (lambda v: f"{v:.0%}") if rate else (lambda v: f"{v:,.1f}" if KPI_COLUMNS[kpi][2] == "hours"
                                                  else f"{v:,.0f}")
-    out = [(c, f"{fmt(edges[i])} – {fmt(edges[i + 1])}") for i, c in enumerate(PALETTE)]
+    if np.isfinite(values).any() and hi <= lo:  # one value for every unit: one class (the colour _colour gives)
+        out = [(_colour(np.array([lo]), kpi)[0], fmt(lo))]
+    else:
+        out = [(c, f"{fmt(edges[i])} – {fmt(edges[i + 1])}") for i, c in enumerate(PALETTE)]
     out.append((NO_DATA_COLOUR, text("report.no_data", lang)))
     return out
 
@@ -396,6 +399,16 @@ def map_level(store: Store) -> str:
     if have["grids"]:
         return "grid"
     return next((level for level in reversed(AREA_LEVELS) if level in set(have["levels"])), "grid")  # the finest first
+
+
+def table_level(store: Store, level: str | None = None) -> str:
+    """The level of a report's table (the scorecard's table, the workbook's active sheet): ``level``, else the
+    streets, or for a city without streets the level its map colours (:func:`map_level`: its finest areas, or its
+    micro-grids). New York's ZIP codes loaded as districts: ``district`` (a street table was empty)."""
+    if level is not None:
+        return check_level(level)
+    streets = store.sql("SELECT count(*) AS n FROM areas WHERE level = 'street'")["n"].iloc[0]
+    return "street" if streets else map_level(store)
 
 
 def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_closure_rate", lang: str = "zh",
@@ -507,11 +520,14 @@ SCORECARD_COLUMNS = ("found", "rectification_rate", "closure_rate", "on_time_clo
 
 def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str = "street",
                    kpi: str = "on_time_closure_rate", lang: str = "zh", period_label: str = "",
-                   as_of=None, standalone: bool = False) -> str:
+                   as_of=None, standalone: bool = False, city_totals: dict | None = None) -> str:
     """The HTML scorecard: city figures, the grid map coloured by ``kpi`` and the table of ``level``.
 
     Parameters
     ----------
+    city_totals
+        The city's figures (:func:`sites.kpis.kpi_totals` of every case, whatever its units); default: the
+        totals of the ``level`` table.
     standalone
         Inline Leaflet into the page (a file that opens without the service); otherwise the map loads it from
         the service's ``/static/vendor``.
@@ -530,9 +546,13 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
     # Ties share a rank (并列): 1, 1, 3, ... ; units without a value are ranked last together.
     ranks = pd.Series(score).rank(method="min").astype(int).to_numpy()
     rows = []
+    # a unit is named by its name, with its code where names repeat (New York's ZIP codes: 30 are "Brooklyn")
+    named = df["name"].where(df["name"].notna() & (df["name"].astype(str).str.strip() != ""), df["code"]).astype(str)
+    shown_names = named.where(~named.duplicated(keep=False) | (named == df["code"].astype(str)),
+                              named + " (" + df["code"].astype(str) + ")").to_numpy()
     for i in order:
         rec = df.iloc[i]
-        rows.append({"rank": int(ranks[i]), "code": rec["code"], "name": rec["name"], "lagging": bool(lag[i]),
+        rows.append({"rank": int(ranks[i]), "code": rec["code"], "name": shown_names[i], "lagging": bool(lag[i]),
                      "cells": [_fmt(_cell(rec[c]), KPI_COLUMNS[c][2]) for c in cols]})
     shown = map_level(store)
     if shown not in tables:  # tables made for other levels (a caller's): the micro-grids' as before
@@ -542,7 +562,8 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
         map_page = inline_assets(map_page)
     city = city_name(store, lang)
     label = names[kpi]
-    summary = [(names[c], _fmt(tot.get(c), KPI_COLUMNS[c][2]))
+    whole = tot if city_totals is None else city_totals
+    summary = [(names[c], _fmt(whole.get(c), KPI_COLUMNS[c][2]))
                for c in ("found", "rectification_rate", "on_time_closure_rate", "rework_rate", "rebound_rate",
                          "overdue")]
     return render_template(
@@ -556,14 +577,14 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
         map_srcdoc=map_page, map_caption=t["map"].format(kpi=label) if shown == "grid" else
         t["map_areas"].format(kpi=label, level=text(f"level.{shown}", lang)),
         legend=legend(kpi, tables[shown][kpi], lang), lag_rule=t["rule_text"].format(share=LAG_SHARE),
-        n_lagging=int(lag.sum()), empty=not (tot.get("found") or tot.get("due")),
+        n_lagging=int(lag.sum()), empty=not (whole.get("found") or whole.get("due")),
     )
 
 
 # --- the whole report ---------------------------------------------------------------------------------------
 
 
-def build_report(store: Store, *, period: str | None = "2024-03", start=None, end=None, level: str = "street",
+def build_report(store: Store, *, period: str | None = "2024-03", start=None, end=None, level: str | None = None,
                  out_dir: str | Path = ".", kpi: str = "on_time_closure_rate", lang: str = "zh", as_of=None,
                  kpi_table: Callable | None = None) -> dict[str, Path]:
     """Write the period's XLSX workbook and HTML scorecard into ``out_dir``.
@@ -577,7 +598,7 @@ def build_report(store: Store, *, period: str | None = "2024-03", start=None, en
         ``start`` and ``end`` (inclusive days).
     level
         The scorecard's table level (also the workbook's active sheet): district, street, community, grid or
-        category.
+        category; default: the streets, else the level the map colours (:func:`table_level`).
     out_dir
         Folder for ``report_<period>_<level>.xlsx`` and ``scorecard_<period>_<level>.html`` (created).
     kpi
@@ -595,7 +616,7 @@ def build_report(store: Store, *, period: str | None = "2024-03", start=None, en
         ``{"xlsx": Path, "html": Path}``.
     """
     first, stop, label = parse_period(period, start=start, end=end)
-    check_level(level)
+    level = table_level(store, level)
     check_kpi(kpi)
     check_lang(lang)
     tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table)
@@ -607,17 +628,18 @@ def build_report(store: Store, *, period: str | None = "2024-03", start=None, en
     write_workbook(tables, paths["xlsx"], kpi=kpi, lang=lang, level=level,
                    title=report_title(store, label, lang), notes=_notes(first, stop, as_of, lang, tz))
     page = scorecard_html(store, tables, level=level, kpi=kpi, lang=lang, period_label=label,
-                          as_of=_shown_as_of(stop, as_of, store_timezone(store)), standalone=True)
+                          as_of=_shown_as_of(stop, as_of, store_timezone(store)), standalone=True,
+                          city_totals=_city_totals(store, first, stop, as_of, lang, kpi_table))
     paths["html"].write_text(page, encoding="utf-8")
     return paths
 
 
-def workbook_bytes(store: Store, *, period: str | None = None, start=None, end=None, level: str = "street",
+def workbook_bytes(store: Store, *, period: str | None = None, start=None, end=None, level: str | None = None,
                    kpi: str = "on_time_closure_rate", lang: str = "zh", as_of=None,
                    kpi_table: Callable | None = None) -> bytes:
     """The report workbook as XLSX bytes (what the API sends)."""
     first, stop, label = parse_period(period, start=start, end=end)
-    check_level(level)
+    level = table_level(store, level)
     check_kpi(kpi)
     check_lang(lang)
     tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table)
@@ -627,19 +649,28 @@ def workbook_bytes(store: Store, *, period: str | None = None, start=None, end=N
     return buf.getvalue()
 
 
-def scorecard_page(store: Store, *, period: str | None = None, start=None, end=None, level: str = "street",
+def scorecard_page(store: Store, *, period: str | None = None, start=None, end=None, level: str | None = None,
                    kpi: str = "on_time_closure_rate", lang: str = "zh", as_of=None, standalone: bool = False,
                    kpi_table: Callable | None = None) -> str:
-    """The scorecard HTML for a period (what the API sends; the map loads Leaflet from ``/static/vendor``)."""
+    """The scorecard HTML for a period (what the API sends; the map loads Leaflet from ``/static/vendor``);
+    ``level`` as :func:`table_level`."""
     first, stop, label = parse_period(period, start=start, end=end)
-    check_level(level)
+    level = table_level(store, level)
     check_kpi(kpi)
     check_lang(lang)
     tables = report_tables(store, start=first, end=stop, as_of=as_of, lang=lang, kpi_table=kpi_table,
                            levels=tuple(dict.fromkeys((level, map_level(store)))))
     return scorecard_html(store, tables, level=level, kpi=kpi, lang=lang, period_label=label,
                           as_of=_shown_as_of(stop, as_of, store_timezone(store)),
-                          standalone=standalone)
+                          standalone=standalone, city_totals=_city_totals(store, first, stop, as_of, lang, kpi_table))
+
+
+def _city_totals(store: Store, first: date, stop: date, as_of, lang: str, kpi_table: Callable | None) -> dict | None:
+    """The city's figures of a scorecard: every case of the period, whatever its units (a case outside every
+    street counts for the city); None with a caller's KPI function (its table's totals then)."""
+    if (kpi_table or _default_kpi_table()) is not kpis.kpi_table:
+        return None
+    return kpis.kpi_totals(store, start=first, end=stop, level=None, as_of=as_of, lang=lang)
 
 
 def report_title(store: Store, label: str, lang: str) -> str:
@@ -678,6 +709,7 @@ __all__ = [
     "report_tables",
     "scorecard_html",
     "scorecard_page",
+    "table_level",
     "totals",
     "workbook_bytes",
     "write_workbook",

@@ -485,3 +485,38 @@ def test_scorecard_of_a_city_without_micro_grids_colours_its_finest_areas(shared
         want = rp.NO_DATA_COLOUR if np.isnan(value) else rp.PALETTE[min(int((value - lo) / (hi - lo) * 5), 4)]
         assert f["properties"]["colour"] == want
     assert "Community areas coloured by Rectification rate" in page and "no micro-grids yet" in page
+
+
+def test_a_city_without_streets_gets_a_scorecard_of_its_own_areas(shared, tmp_path, store):
+    """New York's ZIP codes loaded as districts, 998 complaints of April 2024: the scorecard's default table was
+    the streets, which this city does not have, so the table was empty, the city's figures (summed from it) read
+    0 cases found and the page said no case was found. Now the default table is the finest level the city has,
+    the city's figures count every case (whatever its units: also with ``level="street"``), units whose names
+    repeat show their codes, and a KPI with one value for every unit has one legend class."""
+    from civicgrid.grids.areas import import_areas
+    from civicgrid.sites.events import import_events
+
+    db = tmp_path / "nyc.duckdb"
+    nyc = shared / "us_nyc311_small"
+    import_areas(nyc / "nyc_zipcodes.shp", db=db, level="district", mapping={"code": "ZIPCODE", "name": "PO_NAME"},
+                 progress=False)
+    import_events(nyc / "nyc311_2024-04_sample.csv", db=db, tz="America/New_York", progress=False)
+    city = Store(db)
+    assert rp.table_level(city) == "district" and rp.table_level(store) == "street"  # the demo city has streets
+    found = int(city.sql("SELECT count(*) AS n FROM cases WHERE found_at >= '2024-04-01' AND found_at < '2024-05-01'")
+                ["n"].iloc[0])
+    assert found == 998
+
+    def card(page: str) -> dict[str, str]:
+        return dict(re.findall(r'<div class="label">([^<]*)</div><div class="value">([^<]*)</div>', page))
+
+    page = rp.scorecard_page(city, period="2024-04", lang="en")
+    assert card(page)["Found"] == "998"
+    assert "District · " in page and "No case was found" not in page
+    names = re.findall(r'<td class="left">([^<]*)</td>', page)
+    assert "Brooklyn (11226)" in names and "Brooklyn" not in names and len(names) == len(set(names))
+    streets = rp.scorecard_page(city, period="2024-04", level="street", lang="en")  # an empty table, the city's cases
+    assert card(streets)["Found"] == "998" and "No case was found" not in streets
+    assert rp.legend("on_time_closure_rate", [0.0, 0.0, np.nan], "en") == [(rp.PALETTE[0], "0%"),
+                                                                            (rp.NO_DATA_COLOUR, "no data")]
+    assert len(rp.legend("on_time_closure_rate", [0.0, 0.5], "en")) == len(rp.PALETTE) + 1

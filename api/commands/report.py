@@ -13,8 +13,9 @@ _KPIS = [k for k, v in KPI_COLUMNS.items() if v[2] != "text"]
 @db_option
 @click.option("--period", required=True, metavar="PERIOD",
               help="2024-03 (a month), 2024-Q1, 2024, 2024-03-05 or 2024-03-01..2024-03-15 (inclusive)")
-@click.option("--level", type=click.Choice(LEVELS), default="street", show_default=True,
-              help="level of the scorecard's table (the workbook has a sheet for every level)")
+@click.option("--level", type=click.Choice(LEVELS), default=None,
+              help="level of the scorecard's table (the workbook has a sheet for every level)  [default: street; "
+                   "a city without streets: its finest areas, or its micro-grids]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="folder for report_<period>_<level>.xlsx and scorecard_<period>_<level>.html "
                    "[default: ./reports/, created if missing]")

@@ -8,7 +8,7 @@ from civicgrid.api.auth import AuthFirstRoute
 from civicgrid.api.deps import get_store, lang_param
 from civicgrid.geo.store import Store
 from civicgrid.geo.times import parse_period
-from civicgrid.sites.reports import LEVELS, check_kpi, check_level, scorecard_page, workbook_bytes
+from civicgrid.sites.reports import LEVELS, check_kpi, scorecard_page, table_level, workbook_bytes
 from fastapi import APIRouter, Depends, Path, Query
 from fastapi.responses import HTMLResponse, Response
 
@@ -20,14 +20,16 @@ _PERIOD = Path(..., description="2024-03 (a month), 2024-Q1, 2024, 2024-03-05 or
 
 
 def report_params(
-    level: str = Query("street", description=f"scorecard table / active sheet: {', '.join(LEVELS)}"),
+    store: Store = Depends(get_store),
+    level: str | None = Query(None, description=f"scorecard table / active sheet: {', '.join(LEVELS)} (default: "
+                                                "street; a city without streets: its finest areas, or its grids)"),
     kpi: str = Query("on_time_closure_rate", description="KPI colouring the map and marking lagging rows"),
     as_of: str | None = Query(None, description="read the record as it stood at this moment (default: the "
                                                  "period's end, or now if earlier); not before the period"),
     lang: str = Depends(lang_param),
 ) -> dict:
     """Parse and check the report options."""
-    return {"level": check_level(level), "kpi": check_kpi(kpi), "as_of": as_of or None, "lang": lang}
+    return {"level": table_level(store, level or None), "kpi": check_kpi(kpi), "as_of": as_of or None, "lang": lang}
 
 
 @router.get("/{period}.xlsx", summary="KPI workbook (XLSX)", response_class=Response,
