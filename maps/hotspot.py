@@ -55,6 +55,12 @@ FORM_RES = (6, 7, 8, 9, 10, 11)
 #: cluster bubbles would cover the heat layer).
 SITES_MIN_ZOOM = 14
 
+#: More micro-grids than this are outlined only from the zoom at which a typical one is
+#: :data:`GRID_OUTLINE_MIN_PX` pixels wide (:func:`grid_outline_min_zoom`): Shenzhen's 9,005 grids of 500 m drew a
+#: mesh over the whole city at city zoom, hiding the heat layer. Fewer (the demo's 460) are always outlined.
+GRID_OUTLINE_GATE = 1000
+GRID_OUTLINE_MIN_PX = 12
+
 #: Leaflet pane of the district names: above the markers (600), below tooltips (650) and popups (700).
 LABEL_PANE = "cg-labels"
 
@@ -123,8 +129,10 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
                                                      under=grid_popups, under_fields=grid_fields)
     if grid_popups is not None:
         # micro-grid outlines above the heat layer (drawn only; their popups are the layer below the hexagons)
-        OutlineLayer(grid_popups, {"color": "#2b5797", "weight": 1, "opacity": 0.7, "fill": False},
-                     name=t["grids"], key="grids").add_to(m)
+        outlines = OutlineLayer(grid_popups, {"color": "#2b5797", "weight": 1, "opacity": 0.7, "fill": False},
+                                name=t["grids"], key="grids").add_to(m)
+        if len(grids) > GRID_OUTLINE_GATE:
+            ZoomGate(outlines, grid_outline_min_zoom(grids)).add_to(m)
     _add_districts(m, districts, name=t[_OUTLINE_NAMES[outline_level]], t=t)
     cluster_items = _add_clusters(m, store, clusters, crs=crs, t=t, sites="sites" in layers)
     groups = _add_sites(m, store, filters=filters, lang=lang, crs=crs, t=t) if "sites" in layers else []
@@ -147,6 +155,16 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     root.header.add_child(RawHtml(render_template("map_style.html")), name="cg_style")
     root.html.add_child(RawHtml(panel), name="cg_panel")
     return m
+
+
+def grid_outline_min_zoom(grids: gpd.GeoDataFrame) -> int:
+    """The web-map zoom from which the median micro-grid of ``grids`` (lon/lat) is :data:`GRID_OUTLINE_MIN_PX`
+    pixels wide: a shape ``w`` degrees of longitude wide spans ``w * 256 * 2**zoom / 360`` pixels."""
+    bounds = shapely.bounds(grids.geometry.to_numpy())
+    width = float(np.nanmedian(bounds[:, 2] - bounds[:, 0]))
+    if not width > 0:
+        return 0
+    return int(np.clip(np.ceil(np.log2(GRID_OUTLINE_MIN_PX * 360.0 / (256.0 * width))), 0, 18))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -506,3 +506,30 @@ def test_map_lists_a_citys_own_site_categories_once_under_their_own_heading(smal
         warnings.simplefilter("error", RuntimeWarning)
         assert len(hotspot_clusters(Store(only_sites), res=9, lang="en")) == 0
         assert TestClient(create_app(only_sites)).get("/map?lang=en").status_code == 200
+
+
+def test_thousands_of_micro_grids_are_outlined_from_the_zoom_they_can_be_seen(client, tmp_path, shared):
+    """Shenzhen's real ~500 m analysis grid (9,005 cells) as micro-grids: outlined at city zoom they drew a mesh over
+    the whole city that hid the heat layer. Past GRID_OUTLINE_GATE grids the outlines are drawn from the zoom at
+    which the median grid is GRID_OUTLINE_MIN_PX pixels wide (12 px: zoom 12 for 0.0049° cells; checked by the
+    Web Mercator formula); the demo's 460 stay always drawn."""
+    import geopandas as gpd
+    from civicgrid.grids.areas import import_areas, import_grids
+    from civicgrid.maps import hotspot
+
+    db = tmp_path / "sz.duckdb"
+    sz = shared / "cn_shenzhen"
+    import_areas(sz / "shenzhen_districts_transbigdata_sz.json", db=db, level="district",
+                 mapping={"code": "qh", "name": "qh"}, progress=False)
+    import_grids(sz / "grid.shp", db=db, progress=False)
+    grids = gpd.read_file(sz / "grid.shp")
+    b = grids.bounds
+    width = float((b.maxx - b.minx).median())
+    zoom = hotspot.grid_outline_min_zoom(grids.set_crs(4326, allow_override=True))
+    assert width * 256 * 2 ** zoom / 360 >= hotspot.GRID_OUTLINE_MIN_PX > width * 256 * 2 ** (zoom - 1) / 360
+    assert zoom == 12
+    page = TestClient(create_app(db)).get("/map").text
+    gate = re.findall(r"var want = map\.getZoom\(\) >= (\d+);", page)
+    assert "12" in gate and len(grids) > hotspot.GRID_OUTLINE_GATE
+    demo = _page(client)
+    assert [z for z in re.findall(r"var want = map\.getZoom\(\) >= (\d+);", demo)] == [str(hotspot.SITES_MIN_ZOOM)]
