@@ -533,3 +533,17 @@ def test_thousands_of_micro_grids_are_outlined_from_the_zoom_they_can_be_seen(cl
     assert "12" in gate and len(grids) > hotspot.GRID_OUTLINE_GATE
     demo = _page(client)
     assert [z for z in re.findall(r"var want = map\.getZoom\(\) >= (\d+);", demo)] == [str(hotspot.SITES_MIN_ZOOM)]
+
+
+def test_answers_are_compressed_for_clients_that_accept_it(client):
+    """Pages and answers of 1 KB and more travel gzip-compressed to a client that accepts it (browsers do): the
+    demo's map page to under a third; the same page to a client that does not; small answers as they are."""
+    import gzip
+
+    zipped = client.get("/map", headers={"Accept-Encoding": "gzip"})
+    plain = client.get("/map", headers={"Accept-Encoding": "identity"})
+    assert zipped.headers["content-encoding"] == "gzip" and "content-encoding" not in plain.headers
+    assert zipped.text == plain.text and zipped.num_bytes_downloaded < len(plain.content) / 3
+    assert zipped.num_bytes_downloaded < len(gzip.compress(plain.content, compresslevel=1))
+    small = client.get("/api/no-such-answer", headers={"Accept-Encoding": "gzip"})
+    assert small.status_code == 404 and len(small.content) < 1024 and "content-encoding" not in small.headers
