@@ -245,6 +245,8 @@ class Case(Open):
     event_id: int | None
     source: str | None
     problem_type: str | None
+    source_type: str | None = Field(None, description="the city's own type label of a case without a problem "
+                                                      "type (as in its file)")
     site_id: int | None
     category_code: str | None
     grid_code: str | None

@@ -331,3 +331,37 @@ def test_a_map_file_links_the_rebounds_of_all_its_labels_at_once(tmp_path, monke
     per_label = pd.Series([labels[c] for c in want]).value_counts()
     assert {d["label"]: d["rebounds"] for d in done} == {d["label"]: int(per_label.get(d["label"], 0)) for d in done}
     assert sum(d["rebounds"] for d in done) > 20
+
+
+def test_a_case_without_a_type_is_listed_and_shown_by_the_citys_label(small_city, tmp_path):
+    """Cases whose events carry only the city's own label were listed and shown with type "-" (nearly every San
+    Francisco case): the list, one case over the API and the CLI now give that label (``source_type``); a typed
+    case keeps its type (and no label lookup). ``get_case`` stays the case as the writes answer it."""
+    from civicgrid.api.app import create_app
+    from civicgrid.sites.cases import get_case, list_cases
+    from fastapi.testclient import TestClient
+
+    import_events(_write(tmp_path, HOTLINE), db=small_city, progress=False)
+    store = Store(small_city)
+    ev = store.sql("SELECT event_id, external_id, problem_type, source_type FROM events").set_index("event_id")
+    page = list_cases(store, limit=100).set_index("event_id")
+    assert len(page) == len(ev)
+    for event_id, row in ev.iterrows():
+        want = row["source_type"] if pd.isna(row["problem_type"]) and pd.notna(row["source_type"]) else None
+        got = page.loc[event_id, "source_type"]
+        assert (pd.isna(got) and want is None) or got == want, row["external_id"]
+        assert "source_type" not in get_case(store, int(page.loc[event_id, "case_id"]))  # as the writes answer
+    from civicgrid.geo.users import add_user
+
+    noise = int(ev.index[ev["external_id"] == "G3"][0])
+    _, token = add_user(small_city, "viewer1", role="viewer")
+    client = TestClient(create_app(small_city), headers={"Authorization": f"Bearer {token}"})
+    cases = client.get("/api/cases", params={"limit": 100}).json()["cases"]
+    by_event = {c["event_id"]: c["source_type"] for c in cases}
+    assert by_event[noise] == "噪音扰民" and by_event[int(ev.index[ev["external_id"] == "G1"][0])] is None
+    assert client.get(f"/api/cases/{int(page.loc[noise, 'case_id'])}").json()["source_type"] == "噪音扰民"
+    out = CliRunner().invoke(main, ["cases", "list", "--db", str(small_city), "--limit", "100"]).output
+    line = next(x for x in out.splitlines() if x.split()[0] == str(int(page.loc[noise, "case_id"])))
+    assert " 噪音扰民 " in line
+    shown = CliRunner().invoke(main, ["cases", "show", str(int(page.loc[noise, "case_id"])), "--db", str(small_city)])
+    assert "type 噪音扰民" in shown.output

@@ -101,7 +101,7 @@ def _print_case(case: dict) -> None:
     from civicgrid.sites.cases import STATE_ZH
 
     click.echo(f"case {case['case_id']}  {case['state']} ({STATE_ZH[case['state']]})  "
-               f"type {_fmt(case['problem_type'])}  source {case['source']}")
+               f"type {_fmt(case['problem_type'] or case.get('source_type'))}  source {case['source']}")
     click.echo(f"  found {_fmt(case['found_at'])}  deadline {_fmt(case['deadline'])}  unit {_fmt(case['unit'])}")
     click.echo(f"  grid {_fmt(case['grid_code'])}  site {_fmt(case['site_id'])}  reworks {case['reworks']}  "
                f"rebound of {_fmt(case['rebound_of'])}")
@@ -162,9 +162,13 @@ def cases_move(case_id, to, db: str, actor, note, unit, photo, at):
 def cases_show(case_id, db: str):
     """Show a case and its audit trail."""
     from civicgrid.geo.store import Store
-    from civicgrid.sites.cases import get_case
+    from civicgrid.sites.cases import get_case, source_labels
 
-    _print_case(get_case(Store(db), case_id))
+    store = Store(db)
+    case = get_case(store, case_id)
+    if case["problem_type"] is None:  # a case without a type is called by the city's own label
+        case["source_type"] = source_labels(store, [case["event_id"]]).get(case["event_id"])
+    _print_case(case)
 
 
 @cases.command(name="list")
@@ -182,8 +186,12 @@ def cases_list(db: str, state, area, overdue, limit, offset):
 
     df = list_cases(Store(db), state=state, area=area, overdue=True if overdue else None, limit=limit,
                     offset=offset)
-    for r in df.itertuples():
-        click.echo(f"{r.case_id:>9}  {r.state:<10} {r.problem_type or '-':<5} found {_fmt(r.found_at)}  "
+    # a case's type, else the city's own label (cut at 24 characters), in a column as wide as the page needs
+    kinds = [r.problem_type if isinstance(r.problem_type, str) else
+             r.source_type[:24] if isinstance(r.source_type, str) else "-" for r in df.itertuples()]
+    width = max([5, *map(len, kinds)])
+    for r, kind in zip(df.itertuples(), kinds, strict=True):
+        click.echo(f"{r.case_id:>9}  {r.state:<10} {kind:<{width}} found {_fmt(r.found_at)}  "
                    f"due {_fmt(r.deadline)}  {_fmt(r.unit)}")
     total = int(df.attrs["total"])
     shown = f"{offset + 1:,}–{offset + len(df):,}" if len(df) else "none"

@@ -67,6 +67,7 @@ from civicgrid.sites.cases.workflow import (
     get_case,
     list_cases,
     open_cases,
+    source_labels,
     transition,
 )
 
@@ -97,6 +98,7 @@ __all__ = [
     "open_cases",
     "set_holidays",
     "set_setting",
+    "source_labels",
     "transition",
     "type_hours",
 ]

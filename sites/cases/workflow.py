@@ -129,6 +129,17 @@ def get_case(store: StoreOrConnection, case_id: int) -> dict:
     return case
 
 
+def source_labels(con: StoreOrConnection, event_ids) -> dict[int, str]:
+    """The city's own type label (``events.source_type``) of the events ``event_ids``: what a case without a
+    problem type is called (San Francisco 311's "Sidewalk_Cleaning" before it is mapped to a type)."""
+    ids = sorted({int(i) for i in event_ids if i is not None and not pd.isna(i)})
+    if not ids:
+        return {}
+    rows = query_frame(con, f"SELECT event_id, source_type FROM events WHERE event_id IN ({', '.join(map(str, ids))})"
+                            " AND source_type IS NOT NULL")  # literal ids: the row groups holding them are read
+    return dict(zip(rows["event_id"].astype(int), rows["source_type"], strict=True))
+
+
 def case_log(store: StoreOrConnection, case_id: int) -> pd.DataFrame:
     """The audit trail of a case: ``log_id, at, actor, from_state, to_state, note, unit, photo``, oldest first."""
     _case_row(store, case_id)
@@ -146,8 +157,9 @@ def list_cases(store: Store, *, state: str | None = None, area: str | None = Non
     Returns
     -------
     pandas.DataFrame
-        The page; ``attrs["total"]`` is the number of matching cases (all pages): page on with
-        ``offset=offset + limit`` while it is below ``total``.
+        The page: the case columns and ``source_type`` (the city's own label of a case without a problem type);
+        ``attrs["total"]`` is the number of matching cases (all pages): page on with ``offset=offset + limit``
+        while it is below ``total``.
     """
     where, params = ["TRUE"], []
     if state:
@@ -182,6 +194,9 @@ def list_cases(store: Store, *, state: str | None = None, area: str | None = Non
                               f"ORDER BY found_at DESC, case_id DESC LIMIT {int(limit)} OFFSET {int(offset)}", params)
         total = len(df) + int(offset) if 0 < len(df) < int(limit) else \
             int(query_frame(con, f"SELECT count(*) AS n FROM cases WHERE {cond}", params)["n"].iloc[0])
+        labels = source_labels(con, df.loc[df["problem_type"].isna(), "event_id"])
+        df["source_type"] = pd.Series([labels.get(int(e)) if pd.notna(e) else None for e in df["event_id"]],
+                                      index=df.index, dtype=object)
     finally:
         if con is not store:
             con.close()
