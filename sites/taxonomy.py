@@ -142,11 +142,21 @@ def _words(text: str) -> set[str]:
             for w in words if w not in _STOP_WORDS}
 
 
+#: The least character similarity (difflib's ratio) of a suggested type's name to a label: Chinese labels are
+#: short, and one shared word of two characters is about 0.5 (垃圾乱堆 and 暴露垃圾); English labels of other
+#: meaning still reach 0.5 ("HEAT/HOT WATER" and "dog waste" 0.52), near ones 0.8 ("Illegal Parking" and "illegal
+#: car parking" 0.88, "Streetlights" and "street light out" 0.79).
+SUGGEST_CUTOFF_CJK = 0.4
+SUGGEST_CUTOFF_LATIN = 0.6
+
+
 def suggest_types(label: str, choices: pd.DataFrame, *, n: int = 3) -> list[str]:
     """The ``n`` problem types whose names are closest to ``label`` (``code 名称 (name)``): first those whose
     English name shares the most of its words with the label (a city's English label: ``Graffiti Public
     Property`` is ``0208 乱涂乱画 (Graffiti)``), then by the similarity of the characters (difflib: Chinese
-    labels, typos)."""
+    labels, typos), from :data:`SUGGEST_CUTOFF_CJK` for a label in Chinese characters and
+    :data:`SUGGEST_CUTOFF_LATIN` otherwise. Fewer, or none, when nothing is that close: New York's "Noise -
+    Residential" was offered "Piled materials" (0.41) by a cutoff of 0.2."""
     names: dict[str, str] = {}
     for r in choices.itertuples():
         for name in (r.name_zh, r.name_en):
@@ -156,7 +166,8 @@ def suggest_types(label: str, choices: pd.DataFrame, *, n: int = 3) -> list[str]
     shared = {name: len(said & words) / len(words) for name in names if (words := _words(name)) and said & words}
     by_words = sorted(shared, key=lambda name: (-shared[name], -difflib.SequenceMatcher(None, str(label).lower(),
                                                                                           name).ratio(), name))
-    close = by_words + difflib.get_close_matches(str(label).lower(), list(names), n=n * 2, cutoff=0.2)
+    cutoff = SUGGEST_CUTOFF_CJK if any(ord(ch) >= 0x2E80 for ch in str(label)) else SUGGEST_CUTOFF_LATIN
+    close = by_words + difflib.get_close_matches(str(label).lower(), list(names), n=n * 2, cutoff=cutoff)
     out: list[str] = []
     by_code = choices.drop_duplicates("code").set_index("code")
     for name in close:

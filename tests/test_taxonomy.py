@@ -365,3 +365,18 @@ def test_a_case_without_a_type_is_listed_and_shown_by_the_citys_label(small_city
     assert " 噪音扰民 " in line
     shown = CliRunner().invoke(main, ["cases", "show", str(int(page.loc[noise, "case_id"])), "--db", str(small_city)])
     assert "type 噪音扰民" in shown.output
+
+
+def test_suggestions_leave_out_types_of_another_meaning(small_city):
+    """New York 311's labels with no type of their meaning in the taxonomy (noise, heating) were offered types
+    such as "Piled materials" and "Dog waste" by a character similarity of 0.41-0.52. Suggestions now need 0.6 for
+    a label in Latin letters (or a shared word) and 0.4 for one in Chinese characters, else none are offered."""
+    from civicgrid.sites.taxonomy import suggest_types
+
+    choices = Store(small_city).sql("SELECT code, name_zh, name_en FROM problem_types")
+    assert suggest_types("Noise - Residential", choices) == []
+    assert suggest_types("HEAT/HOT WATER", choices) == []
+    assert suggest_types("Illegal Parking", choices)[0] == "0301 机动车乱停放 (Illegal car parking)"
+    assert suggest_types("Streetlights", choices)[0] == "0405 路灯不亮 (Street light out)"
+    assert "0101 暴露垃圾 (Exposed garbage)" in suggest_types("垃圾乱堆", choices)
+    assert suggest_types("噪音扰民", choices) == []

@@ -74,7 +74,8 @@ def types_unmapped(db: str, limit: int, as_json: bool) -> None:
         click.echo("every source label has a type")
         return
     for r in df.head(limit).itertuples():
-        click.echo(f"{r.events:>9,}  {r.source:<10} {pad(r.label, 40)} closest: {'; '.join(r.suggestions) or '-'}")
+        near = "; ".join(r.suggestions) or "none near (civicgrid types add makes one)"
+        click.echo(f"{r.events:>9,}  {r.source:<10} {pad(r.label, 40)} closest: {near}")
     if len(df) > limit:
         click.echo(f"… and {len(df) - limit:,} more labels ({int(df['events'].iloc[limit:].sum()):,} events)")
 
