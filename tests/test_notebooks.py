@@ -73,12 +73,8 @@ def notebook_db(tmp_path_factory) -> Path:
     return db
 
 
-@pytest.fixture(scope="module")
-def executed(notebook_db) -> dict[str, nbformat.NotebookNode]:
-    """Every notebook executed against the fresh demo database given by ``CIVICGRID_DB``."""
-    db = notebook_db
-    fallback = NB_DIR / "demo.duckdb"
-    existed = fallback.exists()
+def _execute(names: list[str], db: Path) -> dict[str, nbformat.NotebookNode]:
+    """The notebooks ``names`` executed against ``db`` (as ``CIVICGRID_DB``), two kernels at once."""
     mp = pytest.MonkeyPatch()
     mp.setenv("CIVICGRID_DB", str(db))  # the kernels inherit the environment
     out: dict[str, nbformat.NotebookNode] = {}
@@ -94,12 +90,21 @@ def executed(notebook_db) -> dict[str, nbformat.NotebookNode]:
                 await client.async_execute()
             out[name] = nb
 
-        await asyncio.gather(*(run(n) for n in NOTEBOOKS))
+        await asyncio.gather(*(run(n) for n in names))
 
     try:
         asyncio.run(run_all())
     finally:
         mp.undo()
+    return out
+
+
+@pytest.fixture(scope="module")
+def executed(notebook_db) -> dict[str, nbformat.NotebookNode]:
+    """Every notebook executed against the fresh demo database given by ``CIVICGRID_DB``."""
+    fallback = NB_DIR / "demo.duckdb"
+    existed = fallback.exists()
+    out = _execute(NOTEBOOKS, notebook_db)
     assert fallback.exists() == existed, "with CIVICGRID_DB set, the notebooks must not build their own demo"
     return out
 
@@ -191,32 +196,6 @@ def test_mapview_inlines_leaflet(demo_db):
     colours, edges, palette = mapview.colors([1, 2, 3, 4, 5, 6, 7, 8, 9, 10], bins=2)
     assert edges == [1.0, 5.5, 10.0] and len(palette) == 2
     assert colours[:5] == [palette[0]] * 5 and colours[5:] == [palette[1]] * 5
-
-
-def _execute(names: list[str], db: Path) -> dict[str, nbformat.NotebookNode]:
-    """The notebooks ``names`` executed against ``db`` (as ``CIVICGRID_DB``), two kernels at once."""
-    mp = pytest.MonkeyPatch()
-    mp.setenv("CIVICGRID_DB", str(db))
-    out: dict[str, nbformat.NotebookNode] = {}
-
-    async def run_all() -> None:
-        gate = asyncio.Semaphore(PARALLEL)
-
-        async def run(name: str) -> None:
-            nb = nbformat.read(NB_DIR / name, as_version=4)
-            client = NotebookClient(nb, timeout=600, kernel_name="python3",
-                                    resources={"metadata": {"path": str(NB_DIR)}})
-            async with gate:
-                await client.async_execute()
-            out[name] = nb
-
-        await asyncio.gather(*(run(n) for n in names))
-
-    try:
-        asyncio.run(run_all())
-    finally:
-        mp.undo()
-    return out
 
 
 def _printed(nb: nbformat.NotebookNode) -> str:

@@ -256,12 +256,10 @@ def test_now_is_the_wall_clock_of_the_stores_own_zone(tmp_path, monkeypatch):
     assert abs(datetime.now(ZoneInfo("Asia/Shanghai")).replace(tzinfo=None) - sf_now()) > timedelta(hours=14)
 
 
-def test_the_api_reads_a_time_with_an_offset_in_the_stores_zone(tmp_path, monkeypatch):
-    """``start=2024-03-01T08:00:00Z`` on a San Francisco store is midnight there (it was read as Shanghai's 16:00,
-    a day's events of difference)."""
-    from civicgrid.api.app import create_app
+def _sf_store_of_two_events(tmp_path, monkeypatch):
+    """A store made for San Francisco (its zone set at creation, used without the variable after) holding two
+    events of 1 March 2024, at 00:30 and 23:30 there."""
     from civicgrid.sites.events import import_events
-    from fastapi.testclient import TestClient
 
     db = tmp_path / "sf.duckdb"
     pd.DataFrame({"id": ["a", "b"], "time": ["2024-03-01 00:30:00", "2024-03-01 23:30:00"], "lng": [-122.41, -122.42],
@@ -269,6 +267,16 @@ def test_the_api_reads_a_time_with_an_offset_in_the_stores_zone(tmp_path, monkey
     monkeypatch.setenv("CIVICGRID_TIMEZONE", "America/Los_Angeles")
     import_events(tmp_path / "e.csv", db=db, progress=False)
     monkeypatch.delenv("CIVICGRID_TIMEZONE")
+    return db
+
+
+def test_the_api_reads_a_time_with_an_offset_in_the_stores_zone(tmp_path, monkeypatch):
+    """``start=2024-03-01T08:00:00Z`` on a San Francisco store is midnight there (it was read as Shanghai's 16:00,
+    a day's events of difference)."""
+    from civicgrid.api.app import create_app
+    from fastapi.testclient import TestClient
+
+    db = _sf_store_of_two_events(tmp_path, monkeypatch)
     client = TestClient(create_app(db))
 
     def total(start: str) -> int:
@@ -287,14 +295,8 @@ def test_an_event_filter_reads_a_time_with_an_offset_in_the_stores_zone(tmp_path
     ``overdue`` is judged at San Francisco's "now", not Shanghai's (15-16 hours later)."""
     from civicgrid.geo.aggregate import EventFilter, heatmap_frame
     from civicgrid.geo.events import query_events
-    from civicgrid.sites.events import import_events
 
-    db = tmp_path / "sf.duckdb"
-    pd.DataFrame({"id": ["a", "b"], "time": ["2024-03-01 00:30:00", "2024-03-01 23:30:00"], "lng": [-122.41, -122.42],
-                  "lat": [37.77, 37.78]}).to_csv(tmp_path / "e.csv", index=False)
-    monkeypatch.setenv("CIVICGRID_TIMEZONE", "America/Los_Angeles")
-    import_events(tmp_path / "e.csv", db=db, progress=False)
-    monkeypatch.delenv("CIVICGRID_TIMEZONE")
+    db = _sf_store_of_two_events(tmp_path, monkeypatch)
     store = Store(db)
 
     def total(**times) -> int:
