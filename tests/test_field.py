@@ -381,3 +381,10 @@ def test_cli_prints_and_exports_the_links(city: Path, tmp_path: Path, civicgrid_
     url = line.split(": ", 1)[1]
     html = next(out.glob("*.html")).read_text(encoding="utf-8")
     assert unquote(url).replace("&", "&amp;") in html and "<svg" in html
+    assert "已失效" not in res.stderr  # today's links are alive
+    # a day already over in the store's zone: its links are dead on arrival, and the command says so
+    past = subprocess.run([*civicgrid_cli, "patrol", "--db", str(city), "--inspectors", str(team), "--date",
+                           "2025-06-02", "--area", STREET, "--time-limit", "0.5", "--max-candidates", "40"],
+                          capture_output=True, text=True, timeout=600)
+    assert past.returncode == 0, past.stderr
+    assert "注意：计划日 2025-06-02 已过，现场巡查链接已失效" in past.stderr

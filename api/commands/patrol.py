@@ -106,6 +106,7 @@ def patrol(db: str, inspectors_file, day, network_file, straight_line, days, sol
     from civicgrid.geo.errors import CivicgridError
     from civicgrid.geo.settings import get_settings
     from civicgrid.geo.store import Store
+    from civicgrid.geo.times import store_now
     from civicgrid.sites.patrol import plan_day, save_plan
     from civicgrid.sites.patrol.export import write_exports
     from civicgrid.sites.patrol.field import field_links
@@ -130,6 +131,8 @@ def patrol(db: str, inspectors_file, day, network_file, straight_line, days, sol
     if links:
         head = labels("field", lang)["link"]
         click.echo(f"{head}:" + "".join(f"\n  {name}: {url}" for name, url in links.items()))
+        if str(doc["date"]) < f"{store_now(store):%Y-%m-%d}":  # a day past in the store's zone: links already dead
+            click.echo(text("field.expired", lang, day=doc["date"]), err=True)
     if out_dir:
         files = write_exports(doc, out_dir, lang=lang, links=links)
         click.echo(f"written to {out_dir}: " + ", ".join(p.name for p in files))
