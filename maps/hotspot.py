@@ -41,6 +41,7 @@ from civicgrid.maps.layers import (
     ZoomGate,
     label_min_zooms,
     rounded_geojson,
+    zoom_for_width,
 )
 from civicgrid.maps.legend import class_breaks, class_colors, legend_entries, legend_values
 from civicgrid.maps.pages import render_template
@@ -159,12 +160,9 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
 
 def grid_outline_min_zoom(grids: gpd.GeoDataFrame) -> int:
     """The web-map zoom from which the median micro-grid of ``grids`` (lon/lat) is :data:`GRID_OUTLINE_MIN_PX`
-    pixels wide: a shape ``w`` degrees of longitude wide spans ``w * 256 * 2**zoom / 360`` pixels."""
+    pixels wide (:func:`~civicgrid.maps.layers.zoom_for_width`)."""
     bounds = shapely.bounds(grids.geometry.to_numpy())
-    width = float(np.nanmedian(bounds[:, 2] - bounds[:, 0]))
-    if not width > 0:
-        return 0
-    return int(np.clip(np.ceil(np.log2(GRID_OUTLINE_MIN_PX * 360.0 / (256.0 * width))), 0, 18))
+    return int(zoom_for_width(GRID_OUTLINE_MIN_PX, np.nanmedian(bounds[:, 2] - bounds[:, 0])))
 
 
 # ---------------------------------------------------------------------------------------------------------

@@ -412,9 +412,15 @@ def label_min_zooms(geoms: np.ndarray, names: pd.Series, *, max_zoom: int = 18) 
     if not len(widths):
         return np.zeros(0, dtype=int)
     bounds = shapely.bounds(geoms)
-    span = np.nan_to_num(bounds[:, 2] - bounds[:, 0], nan=0.0)
-    with np.errstate(divide="ignore"):
-        z = np.ceil(np.log2(widths * 360.0 / (256.0 * span)))
+    return zoom_for_width(widths, np.nan_to_num(bounds[:, 2] - bounds[:, 0], nan=0.0), max_zoom=max_zoom)
+
+
+def zoom_for_width(pixels, degrees, *, max_zoom: int = 18) -> np.ndarray:
+    """The web-map zoom from which a shape ``degrees`` of longitude wide spans ``pixels`` on screen: a Web Mercator
+    map is ``256 * 2**zoom`` pixels around the world, so ``degrees * 256 * 2**zoom / 360`` pixels at any latitude.
+    No extent gives ``max_zoom``."""
+    with np.errstate(divide="ignore", invalid="ignore"):
+        z = np.ceil(np.log2(np.asarray(pixels, dtype=float) * 360.0 / (256.0 * np.asarray(degrees, dtype=float))))
     return np.clip(np.nan_to_num(z, nan=max_zoom, posinf=max_zoom), 0, max_zoom).astype(int)
 
 
@@ -432,4 +438,4 @@ def rounded_geojson(gdf: gpd.GeoDataFrame, *, digits: int = 6, tolerance: float 
 
 
 __all__ = ["CompactMarkers", "ExposeLayer", "HexagonLayer", "LabelZoom", "OutlineLayer", "PanelFit", "TileNotice",
-           "ZoomGate", "label_min_zooms", "pack_hexagons", "rounded_geojson"]
+           "ZoomGate", "label_min_zooms", "pack_hexagons", "rounded_geojson", "zoom_for_width"]

@@ -394,11 +394,20 @@ def legend(kpi: str, values, lang: str = "zh") -> list[tuple[str, str]]:
 def map_level(store: Store) -> str:
     """The level the scorecard's map colours: the micro-grids, or for a city that has none yet the finest level
     of areas it has (community, street, district); ``grid`` when it has no shapes at all."""
+    return _map_level(*_shapes(store))
+
+
+def _shapes(store: Store) -> tuple[bool, set[str]]:
+    """Whether the store has micro-grid shapes, and the levels of its area shapes: one query."""
     have = store.sql("SELECT (SELECT count(*) FROM grids WHERE geom IS NOT NULL) AS grids, "
                      "(SELECT coalesce(list(DISTINCT level), []) FROM areas WHERE geom IS NOT NULL) AS levels").iloc[0]
-    if have["grids"]:
+    return bool(have["grids"]), set(have["levels"])
+
+
+def _map_level(grids: bool, levels: set[str]) -> str:
+    if grids:
         return "grid"
-    return next((level for level in reversed(AREA_LEVELS) if level in set(have["levels"])), "grid")  # the finest first
+    return next((level for level in reversed(AREA_LEVELS) if level in levels), "grid")  # the finest first
 
 
 def table_level(store: Store, level: str | None = None) -> str:
@@ -407,8 +416,8 @@ def table_level(store: Store, level: str | None = None) -> str:
     micro-grids). New York's ZIP codes loaded as districts: ``district`` (a street table was empty)."""
     if level is not None:
         return check_level(level)
-    streets = store.sql("SELECT count(*) AS n FROM areas WHERE level = 'street'")["n"].iloc[0]
-    return "street" if streets else map_level(store)
+    grids, levels = _shapes(store)
+    return "street" if "street" in levels else _map_level(grids, levels)
 
 
 def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_closure_rate", lang: str = "zh",

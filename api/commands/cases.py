@@ -162,13 +162,10 @@ def cases_move(case_id, to, db: str, actor, note, unit, photo, at):
 def cases_show(case_id, db: str):
     """Show a case and its audit trail."""
     from civicgrid.geo.store import Store
-    from civicgrid.sites.cases import get_case, source_labels
+    from civicgrid.sites.cases import get_case, with_source_label
 
     store = Store(db)
-    case = get_case(store, case_id)
-    if case["problem_type"] is None:  # a case without a type is called by the city's own label
-        case["source_type"] = source_labels(store, [case["event_id"]]).get(case["event_id"])
-    _print_case(case)
+    _print_case(with_source_label(store, get_case(store, case_id)))
 
 
 @cases.command(name="list")

@@ -85,10 +85,7 @@ def create_case(body: CaseIn, store: Store = Depends(get_store),
 def get_case(case_id: int = id_path("case id"), store: Store = Depends(get_store),
              _user: dict = Depends(require_role("viewer"))) -> Response:
     """The case, its audit trail (``log``) and its legal next states (``next``) (viewer role)."""
-    case = cs.get_case(store, case_id)
-    if case["problem_type"] is None:  # a case without a type is called by the city's own label
-        case["source_type"] = cs.source_labels(store, [case["event_id"]]).get(case["event_id"])
-    return json_body(case)
+    return json_body(cs.with_source_label(store, cs.get_case(store, case_id)))
 
 
 @router.get("/{case_id}/log", summary="The audit trail of a case", response_model=CaseLog)

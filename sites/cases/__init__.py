@@ -69,6 +69,7 @@ from civicgrid.sites.cases.workflow import (
     open_cases,
     source_labels,
     transition,
+    with_source_label,
 )
 
 __all__ = [
@@ -101,4 +102,5 @@ __all__ = [
     "source_labels",
     "transition",
     "type_hours",
+    "with_source_label",
 ]

@@ -129,6 +129,14 @@ def get_case(store: StoreOrConnection, case_id: int) -> dict:
     return case
 
 
+def with_source_label(store: StoreOrConnection, case: dict) -> dict:
+    """``case`` (a :func:`get_case` dict) with ``source_type``: the city's own label of its event when the case
+    has no problem type (what it is called then), else None."""
+    event = case["event_id"]
+    case["source_type"] = source_labels(store, [event]).get(event) if case["problem_type"] is None else None
+    return case
+
+
 def source_labels(con: StoreOrConnection, event_ids) -> dict[int, str]:
     """The city's own type label (``events.source_type``) of the events ``event_ids``: what a case without a
     problem type is called (San Francisco 311's "Sidewalk_Cleaning" before it is mapped to a type)."""
