@@ -52,6 +52,16 @@ FIELD_ALIASES: dict[str, tuple[str, ...]] = {
 }
 
 
+#: Column names recognised for areas (district, street, community): also the administrative division code and name
+#: of Chinese boundary files (Amap's ``adcode``, 行政区划代码). Not for micro-grids or sites, where such a column is
+#: the code of the area they lie in.
+AREA_ALIASES: dict[str, tuple[str, ...]] = {
+    **FIELD_ALIASES,
+    "code": (*FIELD_ALIASES["code"], "区划代码", "行政区划代码", "adcode"),
+    "name": (*FIELD_ALIASES["name"], "区划名称", "行政区划名称"),
+}
+
+
 #: Names of a column holding both coordinates as one text, "(lat, lon)" or "lat,lon" (compared as
 #: :func:`column_key` does): taken when a file has no latitude and longitude columns and no geometry.
 POINT_ALIASES: tuple[str, ...] = ("point", "coordinates", "coordinate", "latlng", "latlon", "latitudelongitude",
@@ -70,8 +80,10 @@ def column_key(name: str) -> str:
 
 
 def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[str],
-                    required: Sequence[str] = ()) -> dict[str, str]:
-    """Return ``{field: column}`` from explicit flags and recognised column names.
+                    required: Sequence[str] = (),
+                    aliases: dict[str, tuple[str, ...]] = FIELD_ALIASES) -> dict[str, str]:
+    """Return ``{field: column}`` from explicit flags and recognised column names (``aliases``: per field, the
+    names recognised without a flag).
 
     Raises
     ------
@@ -99,7 +111,7 @@ def resolve_columns(table: pa.Table, mapping: dict[str, str], *, fields: list[st
     for key in fields:
         if key in out:
             continue
-        for alias in FIELD_ALIASES.get(key, (key,)):
+        for alias in aliases.get(key, (key,)):
             found = by_norm.get(column_key(alias))
             if found is not None and found not in taken:
                 out[key] = found

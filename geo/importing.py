@@ -24,7 +24,7 @@ from typing import Self, TypeVar
 import duckdb
 import pyarrow as pa
 from civicgrid.geo import staging
-from civicgrid.geo.columns import resolve_columns
+from civicgrid.geo.columns import FIELD_ALIASES, resolve_columns
 from civicgrid.geo.errors import ImportFileError, ReadError
 from civicgrid.geo.import_report import ImportReport, Rejects, note_reader_rejects, start_report
 from civicgrid.geo.readers import BatchReader, ReadResult, read_batches, read_table
@@ -116,15 +116,16 @@ def read_input_batches(path: str | os.PathLike, *, encoding: str | None = None, 
 
 def start_import(what: str, path: str | os.PathLike, *, fields: list[str], required: Sequence[str] = (),
                  mapping: dict[str, str] | None = None, encoding: str | None = None, layer: str | None = None,
-                 sheet: str | int | None = None) -> tuple[ReadResult, dict[str, str], ImportReport, Rejects]:
+                 sheet: str | int | None = None, aliases: dict[str, tuple[str, ...]] | None = None,
+                 ) -> tuple[ReadResult, dict[str, str], ImportReport, Rejects]:
     """Read a file whole and map its columns: the start of an areas, grids, sites or inspections import.
 
     Parameters
     ----------
     what
         The store layer imported into (the report's ``layer``).
-    fields, required, mapping
-        As for :func:`resolve_columns`.
+    fields, required, mapping, aliases
+        As for :func:`resolve_columns` (``aliases`` default: :data:`~civicgrid.geo.columns.FIELD_ALIASES`).
     encoding, layer, sheet
         As for :func:`read_input` (``layer``: of a GeoPackage or zip).
 
@@ -135,7 +136,8 @@ def start_import(what: str, path: str | os.PathLike, *, fields: list[str], requi
         :class:`Rejects` over the file's rows.
     """
     src = read_input(path, encoding=encoding, layer=layer, sheet=sheet)
-    cols = resolve_columns(src.table, mapping or {}, fields=fields, required=required)
+    cols = resolve_columns(src.table, mapping or {}, fields=fields, required=required,
+                           aliases=FIELD_ALIASES if aliases is None else aliases)
     report = start_report(what, path, src)
     report.columns = dict(cols)
     return src, cols, report, Rejects(src.table.column("__row__").to_numpy())

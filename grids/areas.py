@@ -11,7 +11,7 @@ import pandas as pd
 import pyarrow as pa
 import shapely
 from civicgrid.geo import importing as imp
-from civicgrid.geo.columns import match_names, numbers, strings
+from civicgrid.geo.columns import AREA_ALIASES, match_names, numbers, strings
 from civicgrid.geo.dedup import existing_keys
 from civicgrid.geo.distance import area_km2
 from civicgrid.geo.errors import ImportFileError
@@ -295,7 +295,7 @@ def import_areas(path: str | os.PathLike, *, db: str | os.PathLike, level: str,
     check_level(level, levels=AREA_LEVELS)
     started = datetime.now().astimezone()  # a moment; record_import stores it on the store's clock
     src, cols, report, rej = imp.start_import("areas", path, fields=AREA_FIELDS, required=["code", "name"],
-                                              mapping=mapping, encoding=encoding, layer=layer)
+                                              mapping=mapping, encoding=encoding, layer=layer, aliases=AREA_ALIASES)
     table = src.table
     code = strings(table, cols["code"])
     name = strings(table, cols["name"])

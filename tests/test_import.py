@@ -120,10 +120,19 @@ def test_gcj02_districts_align_after_conversion(tmp_path, shared):
     gcj = shared / "cn_gcj02" / "深圳市.shp"
     # The Amap file has no .prj and no .cpg; its names are UTF-8 (detected), and it has 9 districts
     # (大鹏新区 is a functional area inside 龙岗区 there, a tenth polygon in the transbigdata file).
+    # Amap's administrative division code ``adcode`` is found by its name, as users run it (no --code).
     name_col = "name"
-    rep = import_areas(gcj, db=db, level="district", mapping={"code": "adcode", "name": name_col}, crs="gcj02",
-                       progress=False)
+    rep = import_areas(gcj, db=db, level="district", crs="gcj02", progress=False)
+    assert rep.columns == {"code": "adcode", "name": name_col}
     assert rep.loaded == 9 and rep.crs == "gcj02" and rep.encoding == "utf-8"
+    assert Store(db).sql("SELECT code FROM areas WHERE name = '福田区'")["code"].tolist() == ["440304"]
+    # In a micro-grid file such a column is the code of the area the grid lies in, not the grid's own code.
+    cells = gpd.read_file(gcj).iloc[:2][["adcode", "geometry"]]
+    cells["geometry"] = [g.centroid.buffer(0.002, cap_style="square") for g in cells.geometry]
+    cells.set_crs(4326).to_file(tmp_path / "cells.geojson")  # near enough: the codes are what is checked
+    grid_rep = import_grids(tmp_path / "cells.geojson", db=db, progress=False)
+    assert "code" not in grid_rep.columns and grid_rep.loaded == 2
+    assert not Store(db).sql("SELECT code FROM grids")["code"].isin(cells["adcode"]).any()
     assert set(Store(db).sql("SELECT name FROM areas")["name"]) >= {"南山区", "福田区", "罗湖区", "龙岗区"}
     import_areas(gcj, db=raw_db, level="district", mapping={"code": "adcode", "name": name_col}, progress=False)
 
