@@ -329,6 +329,8 @@ class KpiRow(Open):
     median_hours_to_rectify: float | None
     open: int
     overdue: int
+    no_deadline: int = Field(..., description="found cases without a deadline (no problem type: a city's label "
+                             "not mapped yet); they never fall due, so no closure rate or overdue count has them")
 
 
 class KpiTable(BaseModel):

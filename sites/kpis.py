@@ -17,6 +17,8 @@ For the period ``start <= t < end`` and ``T = as_of`` (default: ``end``, or now 
 * **mean_hours_to_rectify**, **median_hours_to_rectify**: wall-clock hours from found to the last
   rectification up to ``T``, over the rectified cases.
 * **open** (未结案数): found cases not closed at ``T``; **overdue** (超期数): of those, past their deadline at ``T``.
+* **no_deadline** (无期限数): found cases without a deadline: a case without a problem type (a city's label not
+  mapped yet, ``civicgrid types map``) has none, so it never falls due and is in no closure rate or overdue count.
 
 A rate with a zero denominator is missing (NaN). Units are the rows of ``areas`` (district, street,
 community), ``grids`` or ``site_categories``, zeros included; a case counts in the unit its location (or its
@@ -44,12 +46,13 @@ UNIT_COLUMNS = {**levels.LEVEL_COLUMNS, "category": "category_code"}
 #: Count columns and rates of the KPI table, in order.
 COLUMNS = ["code", "name", "found", "rectified", "rectification_rate", "due", "closed", "closed_on_time",
            "closure_rate", "on_time_closure_rate", "reworked", "rework_rate", "rebounds", "rebound_rate",
-           "mean_hours_to_rectify", "median_hours_to_rectify", "open", "overdue"]
+           "mean_hours_to_rectify", "median_hours_to_rectify", "open", "overdue", "no_deadline"]
 #: rate -> (numerator, denominator).
 RATES = {"rectification_rate": ("rectified", "found"), "closure_rate": ("closed", "due"),
          "on_time_closure_rate": ("closed_on_time", "due"), "rework_rate": ("reworked", "rectified"),
          "rebound_rate": ("rebounds", "found")}
-_COUNTS = ["found", "rectified", "due", "closed", "closed_on_time", "reworked", "rebounds", "open", "overdue"]
+_COUNTS = ["found", "rectified", "due", "closed", "closed_on_time", "reworked", "rebounds", "open", "overdue",
+           "no_deadline"]
 
 #: Flag rule (site_flags): look-back window, and thresholds.
 FLAG_WINDOW_DAYS = 90
@@ -94,7 +97,8 @@ SELECT unit AS code,
        avg(hours) FILTER (WHERE in_found AND is_rect) AS mean_hours_to_rectify,
        median(hours) FILTER (WHERE in_found AND is_rect) AS median_hours_to_rectify,
        count(*) FILTER (WHERE in_found AND state IS DISTINCT FROM 'closed') AS open,
-       count(*) FILTER (WHERE in_found AND state IS DISTINCT FROM 'closed' AND deadline < $asof) AS overdue
+       count(*) FILTER (WHERE in_found AND state IS DISTINCT FROM 'closed' AND deadline < $asof) AS overdue,
+       count(*) FILTER (WHERE in_found AND deadline IS NULL) AS no_deadline
 FROM x GROUP BY unit
 """
 

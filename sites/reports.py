@@ -37,6 +37,7 @@ from civicgrid.geo.levels import AREA_LEVELS
 from civicgrid.geo.store import Store
 from civicgrid.geo.texts import check_lang, city_name, labels, local_name, pairs, text
 from civicgrid.geo.times import now_local, parse_period, store_timezone
+from civicgrid.maps.hotspot import GRID_OUTLINE_GATE
 from civicgrid.maps.layers import SafeGeoJsonTooltip
 from civicgrid.maps.offline import inline_assets, render_offline
 from civicgrid.maps.pages import render_template
@@ -56,7 +57,7 @@ _KPI_KINDS = {
     "due": "count", "closed": "count", "closed_on_time": "count", "closure_rate": "rate",
     "on_time_closure_rate": "rate", "reworked": "count", "rework_rate": "rate", "rebounds": "count",
     "rebound_rate": "rate", "mean_hours_to_rectify": "hours", "median_hours_to_rectify": "hours", "open": "count",
-    "overdue": "count",
+    "overdue": "count", "no_deadline": "count",
 }
 #: The KPI table's columns: name -> (Chinese header, English header, kind); headers from ``[kpi]`` of the text
 #: catalogue.
@@ -64,7 +65,7 @@ KPI_COLUMNS: dict[str, tuple[str, ...]] = {col: (*pairs("kpi")[col], kind) for c
 
 #: KPIs where a lower value is better (everything else: higher is better).
 LOWER_IS_BETTER = frozenset({"rework_rate", "rebound_rate", "mean_hours_to_rectify", "median_hours_to_rectify",
-                             "open", "overdue", "reworked", "rebounds"})
+                             "open", "overdue", "reworked", "rebounds", "no_deadline"})
 
 #: Rate -> (numerator, candidate denominators in order of preference), for the totals row: the definition of
 #: ``sites.kpis.RATES`` first (rebound_rate = rebounds / found), then other plausible bases for a custom
@@ -383,7 +384,9 @@ def legend(kpi: str, values, lang: str = "zh") -> list[tuple[str, str]]:
         edges = edges[::-1]
     fmt = (lambda v: f"{v:.0%}") if rate else (lambda v: f"{v:,.1f}" if KPI_COLUMNS[kpi][2] == "hours"
                                                  else f"{v:,.0f}")
-    if np.isfinite(values).any() and hi <= lo:  # one value for every unit: one class (the colour _colour gives)
+    if not np.isfinite(values).any():  # no unit has a value: every unit is grey
+        out = []
+    elif hi <= lo:  # one value for every unit: one class (the colour _colour gives)
         out = [(_colour(np.array([lo]), kpi)[0], fmt(lo))]
     else:
         out = [(c, f"{fmt(edges[i])} – {fmt(edges[i + 1])}") for i, c in enumerate(PALETTE)]
@@ -412,12 +415,13 @@ def _map_level(grids: bool, levels: set[str]) -> str:
 
 def table_level(store: Store, level: str | None = None) -> str:
     """The level of a report's table (the scorecard's table, the workbook's active sheet): ``level``, else the
-    streets, or for a city without streets the level its map colours (:func:`map_level`: its finest areas, or its
-    micro-grids). New York's ZIP codes loaded as districts: ``district`` (a street table was empty)."""
+    streets, or for a city without streets its finest areas, or for a city without areas its micro-grids. New
+    York's ZIP codes loaded as districts: ``district`` (a street table was empty); Shenzhen's 9 districts and
+    9,005 micro-grids: ``district`` (a table of 9,005 rows is no scorecard)."""
     if level is not None:
         return check_level(level)
-    grids, levels = _shapes(store)
-    return "street" if "street" in levels else _map_level(grids, levels)
+    _, levels = _shapes(store)
+    return "street" if "street" in levels else _map_level(False, levels)
 
 
 def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_closure_rate", lang: str = "zh",
@@ -470,31 +474,37 @@ def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_clos
     else:
         centre, (minx, miny, maxx, maxy) = [0, 0], (0, 0, 0, 0)
     m = folium.Map(location=centre, zoom_start=12, tiles=None, control_scale=True, zoom_snap=0.25)
+    # many grids (Shenzhen's 9,005) are edged in their own colour: grey edges drew one mesh over the city
+    mesh = len(gdf) > GRID_OUTLINE_GATE
     if len(gdf):  # a tooltip needs a feature to name its fields (folium refuses them on an empty layer)
         folium.GeoJson(
             gdf[[*fields, "colour", "geometry"]].__geo_interface__,
             name=label,
-            style_function=lambda f: {"fillColor": f["properties"]["colour"], "color": "#555555", "weight": 0.6,
-                                      "fillOpacity": 0.75},
+            style_function=lambda f: {"fillColor": f["properties"]["colour"], "weight": 0.6, "fillOpacity": 0.75,
+                                      "color": f["properties"]["colour"] if mesh else "#555555"},
             highlight_function=lambda f: {"weight": 2, "color": "#000000"},
             tooltip=SafeGeoJsonTooltip(fields, aliases=heads),
         ).add_to(m)
-    _street_outlines(store, lang).add_to(m)
+    _area_outlines(store, lang, coloured=level).add_to(m)
     if len(gdf):
         m.fit_bounds([[miny, minx], [maxy, maxx]])
     return m
 
 
-def _street_outlines(store: Store, lang: str):
-    """Street (街道) boundaries as thick lines, each labelled with its name at a point inside it."""
+def _area_outlines(store: Store, lang: str, *, coloured: str):
+    """Street (街道) boundaries as thick lines, each labelled with its name at a point inside it; for a city without
+    streets its districts (Shenzhen's 9,005 micro-grids read as one grey mesh without them). None when that level
+    is the one the map colours."""
     import folium
     import geopandas as gpd
     import shapely
 
-    group = folium.FeatureGroup(name=text("report.streets", lang))
-    a = store.sql(f"SELECT code, {local_name(lang)} AS name, ST_AsWKB(geom) AS wkb FROM areas "
-                  "WHERE level = 'street' AND geom IS NOT NULL ORDER BY code")
-    if not len(a):
+    a = store.sql(f"SELECT code, {local_name(lang)} AS name, level, ST_AsWKB(geom) AS wkb FROM areas "
+                  "WHERE geom IS NOT NULL AND level = (SELECT CASE WHEN bool_or(level = 'street') THEN 'street' "
+                  "ELSE 'district' END FROM areas WHERE geom IS NOT NULL) ORDER BY code")
+    outlined = a["level"].iloc[0] if len(a) else "street"
+    group = folium.FeatureGroup(name=text(f"level.{outlined}", lang))
+    if not len(a) or outlined == coloured:
         return group
     gdf = gpd.GeoDataFrame({"code": a["code"], "name": a["name"]},
                            geometry=list(shapely.from_wkb([bytes(b) for b in a["wkb"]])), crs="EPSG:4326")
@@ -550,10 +560,12 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
     # the chosen KPI first, beside the unit's name (the table scrolls sideways on narrow screens)
     cols = [kpi, *(c for c in SCORECARD_COLUMNS if c != kpi)]
     sign = -1 if kpi in LOWER_IS_BETTER else 1
-    score = -sign * pd.to_numeric(df[kpi], errors="coerce").fillna(-np.inf * sign).to_numpy(float)
+    values = pd.to_numeric(df[kpi], errors="coerce")
+    score = -sign * values.fillna(-np.inf * sign).to_numpy(float)
     order = np.argsort(score, kind="stable")
-    # Ties share a rank (并列): 1, 1, 3, ... ; units without a value are ranked last together.
+    # Ties share a rank (并列): 1, 1, 3, ... ; units without a value come last, unranked (shown "—").
     ranks = pd.Series(score).rank(method="min").astype(int).to_numpy()
+    unranked = values.isna().to_numpy()
     rows = []
     # a unit is named by its name, with its code where names repeat (New York's ZIP codes: 30 are "Brooklyn")
     named = df["name"].where(df["name"].notna() & (df["name"].astype(str).str.strip() != ""), df["code"]).astype(str)
@@ -561,7 +573,8 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
                               named + " (" + df["code"].astype(str) + ")").to_numpy()
     for i in order:
         rec = df.iloc[i]
-        rows.append({"rank": int(ranks[i]), "code": rec["code"], "name": shown_names[i], "lagging": bool(lag[i]),
+        rows.append({"rank": None if unranked[i] else int(ranks[i]), "code": rec["code"], "name": shown_names[i],
+                     "lagging": bool(lag[i]),
                      "cells": [_fmt(_cell(rec[c]), KPI_COLUMNS[c][2]) for c in cols]})
     shown = map_level(store)
     if shown not in tables:  # tables made for other levels (a caller's): the micro-grids' as before
@@ -587,7 +600,17 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
         t["map_areas"].format(kpi=label, level=text(f"level.{shown}", lang)),
         legend=legend(kpi, tables[shown][kpi], lang), lag_rule=t["rule_text"].format(share=LAG_SHARE),
         n_lagging=int(lag.sum()), empty=not (whole.get("found") or whole.get("due")),
+        no_deadline=_no_deadline_note(whole, lang),
     )
+
+
+def _no_deadline_note(whole: dict, lang: str) -> str:
+    """The scorecard's note on the period's cases without a deadline (no problem type), or "" when there are none:
+    San Francisco's labels, unmapped, left 88 % of its cases out of every closure rate without a word."""
+    n, found = whole.get("no_deadline"), whole.get("found")
+    if not n or not found or pd.isna(n):
+        return ""
+    return text("report.no_deadline", lang, n=_fmt(n, "count"), found=_fmt(found, "count"))
 
 
 # --- the whole report ---------------------------------------------------------------------------------------
@@ -607,7 +630,7 @@ def build_report(store: Store, *, period: str | None = "2024-03", start=None, en
         ``start`` and ``end`` (inclusive days).
     level
         The scorecard's table level (also the workbook's active sheet): district, street, community, grid or
-        category; default: the streets, else the level the map colours (:func:`table_level`).
+        category; default: the streets, else the finest areas, else the micro-grids (:func:`table_level`).
     out_dir
         Folder for ``report_<period>_<level>.xlsx`` and ``scorecard_<period>_<level>.html`` (created).
     kpi

@@ -77,7 +77,7 @@ def test_small_case_kpis_hand_computed(small, level):
     want = {"found": 5, "rectified": 3, "rectification_rate": 0.6, "due": 5, "closed": 4, "closed_on_time": 3,
             "closure_rate": 0.8, "on_time_closure_rate": 0.6, "reworked": 1, "rework_rate": 1 / 3, "rebounds": 1,
             "rebound_rate": 0.2, "mean_hours_to_rectify": (67 + 48.5 + 24) / 3, "median_hours_to_rectify": 48.5,
-            "open": 2, "overdue": 1}
+            "open": 2, "overdue": 1, "no_deadline": 0}
     for key, value in want.items():
         assert row[key] == pytest.approx(value), key
     others = df[df["code"] != code]
@@ -146,6 +146,7 @@ def _pandas_kpis(store: Store, t0, t1, asof, col: str) -> pd.DataFrame:
             "median_hours_to_rectify": hours[i][fr].median() if fr.any() else np.nan,
             "open": int((f[i] & ~closed[i]).sum()),
             "overdue": int((f[i] & ~closed[i] & (grp["deadline"] < asof)).sum()),
+            "no_deadline": int((f[i] & grp["deadline"].isna()).sum()),
         })
     return pd.DataFrame(rows).set_index("code")
 
@@ -162,7 +163,8 @@ def test_demo_kpis_equal_pandas(demo_db, level, col, start, end, as_of):
     asof = pd.Timestamp(as_of) if as_of else t1
     want = _pandas_kpis(store, t0, t1, asof, col)
     assert got["found"].sum() > 100
-    counts = ["found", "rectified", "due", "closed", "closed_on_time", "reworked", "rebounds", "open", "overdue"]
+    counts = ["found", "rectified", "due", "closed", "closed_on_time", "reworked", "rebounds", "open", "overdue",
+              "no_deadline"]
     both = got.loc[got.index.intersection(want.index)]
     assert (got.drop(want.index, errors="ignore")[counts] == 0).all().all()
     pd.testing.assert_frame_equal(both[counts].astype("int64"), want.loc[both.index, counts].astype("int64"))

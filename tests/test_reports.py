@@ -52,7 +52,7 @@ def fake_kpi_table(store, *, start, end, level, as_of=None, lang="zh"):
         "rebounds": rebounds, "rebound_rate": ratio(rebounds, closed),
         "mean_hours_to_rectify": np.where(rect > 0, rng.uniform(2, 100, n), np.nan),
         "median_hours_to_rectify": np.where(rect > 0, rng.uniform(2, 80, n), np.nan),
-        "open": rng.integers(0, 10, n), "overdue": rng.integers(0, 5, n),
+        "open": rng.integers(0, 10, n), "overdue": rng.integers(0, 5, n), "no_deadline": rng.integers(0, 3, n),
     })
 
 
@@ -103,6 +103,7 @@ def small_table() -> pd.DataFrame:
         "reworked": [1, 2, 0, 0, 1], "rebounds": [0, 1, 0, 2, 0],
         "mean_hours_to_rectify": [10.0, 40.0, np.nan, 4.0, 7.0],
         "median_hours_to_rectify": [9.0, 30.0, np.nan, 4.0, 6.0], "open": [1, 5, 0, 0, 3], "overdue": [0, 3, 0, 0, 1],
+        "no_deadline": [0, 2, 0, 1, 0],
     })
     with np.errstate(invalid="ignore", divide="ignore"):
         df["rectification_rate"] = df["rectified"] / df["found"].where(df["found"] > 0)
@@ -115,7 +116,7 @@ def small_table() -> pd.DataFrame:
 
 def test_totals_recompute_rates_from_parts():
     tot = rp.totals(small_table())
-    assert tot["found"] == 43 and tot["due"] == 29 and tot["overdue"] == 4
+    assert tot["found"] == 43 and tot["due"] == 29 and tot["overdue"] == 4 and tot["no_deadline"] == 3
     assert tot["rectification_rate"] == pytest.approx(25 / 43)
     assert tot["closure_rate"] == pytest.approx(20 / 29)
     assert tot["on_time_closure_rate"] == pytest.approx(17 / 29)
@@ -520,3 +521,40 @@ def test_a_city_without_streets_gets_a_scorecard_of_its_own_areas(shared, tmp_pa
     assert rp.legend("on_time_closure_rate", [0.0, 0.0, np.nan], "en") == [(rp.PALETTE[0], "0%"),
                                                                             (rp.NO_DATA_COLOUR, "no data")]
     assert len(rp.legend("on_time_closure_rate", [0.0, 0.5], "en")) == len(rp.PALETTE) + 1
+
+
+def test_shenzhen_scorecard_tables_its_districts_and_says_why_rates_are_empty(shared, tmp_path):
+    """Shenzhen as a city office loads it: Amap's 9 districts (GCJ-02), the 9,005-cell grid as micro-grids and a
+    day of taxi pick-ups as events without a type. The scorecard's table was the 9,005 micro-grids, every one
+    ranked 1 although none had a value, and its on-time closure rate read "—" with no word why. Now the table is
+    the districts (the map still colours the micro-grids), units without a value are unranked, and a note says
+    that the cases have no problem type, hence no deadline."""
+    from civicgrid.grids.areas import import_areas, import_grids
+    from civicgrid.sites.events import import_events
+
+    db = tmp_path / "sz.duckdb"
+    import_areas(shared / "cn_gcj02" / "深圳市.shp", db=db, level="district", crs="gcj02", progress=False)
+    import_grids(shared / "cn_shenzhen" / "grid.shp", db=db, progress=False)
+    rep = import_events(shared / "cn_shenzhen" / "shenzhen_taxi_trips_2020-01.csv", db=db,
+                        mapping={"time": "Stime", "id": "orderid"}, progress=False)
+    city = Store(db)
+    assert rp.table_level(city) == "district" and rp.map_level(city) == "grid"
+    tot = city.sql("SELECT count(*) AS n, count(deadline) AS d FROM cases")
+    assert (int(tot["n"].iloc[0]), int(tot["d"].iloc[0])) == (rep.loaded, 0)
+    page = rp.scorecard_page(city, period="2020-01", lang="en")
+    rows = re.findall(r'<tr class="[a-z]*" data-code="([^"]*)">\s*<td>([^<]*)</td>', page)
+    assert sorted(code for code, _ in rows) == sorted(city.sql("SELECT code FROM areas")["code"])
+    assert {rank for _, rank in rows} == {"—"}  # no district has an on-time closure rate: no case fell due
+    assert f"{rep.loaded:,} of the {rep.loaded:,} cases found in this period have no problem type" in page
+    # the map colours the micro-grids and outlines the districts, named; its legend has no colour classes
+    doc = map_document(page)
+    labelled = [json.dumps(name)[1:-1] for name in ("福田区", "南山区", "光明区")]  # as folium writes them
+    assert len(map_features(doc)) == 9005 and doc.count("translate(-50%") == 9 and all(n in doc for n in labelled)
+    assert "0% – 20%" not in page and rp.legend("on_time_closure_rate", [np.nan] * 3, "en") == [
+        (rp.NO_DATA_COLOUR, "no data")]
+    # ranked by a KPI every district has: 1, 2, ... by cases found, ties sharing a rank
+    found = rp.scorecard_page(city, period="2020-01", lang="en", kpi="found")
+    ranks = [int(r) for _, r in re.findall(r'<tr class="[a-z]*" data-code="([^"]*)">\s*<td>([^<]*)</td>', found)]
+    assert ranks[0] == 1 and ranks == sorted(ranks) and len(ranks) == 9
+    table = rp.report_tables(city, start=date(2020, 1, 1), end=date(2020, 2, 1), levels=("district",))["district"]
+    assert int(table["no_deadline"].sum()) == int(table["found"].sum()) > 10000
