@@ -712,3 +712,28 @@ def test_plan_date_must_put_the_year_first():
         patrol_day("12/01/2025")   # 1 December or 12 January? refused, not guessed
     with pytest.raises(InvalidParameterError, match="day like"):
         patrol_day("")
+
+
+def test_a_city_without_a_sample_frame_gets_no_empty_plan(tmp_path: Path) -> None:
+    """Shenzhen as loaded from its files (districts, micro-grids, no sample frame): `civicgrid patrol` printed a
+    plan of 0 sites, risk 0, as if there were nothing to do. It now says that there is no site and how to load
+    them, and stores nothing."""
+    from civicgrid.api.cli import main
+    from civicgrid.geo.store import Store
+    from civicgrid.grids.areas import import_areas, import_grids
+    from civicgrid.sites.patrol import list_plans
+    from click.testing import CliRunner
+
+    db = tmp_path / "sz.duckdb"
+    import_areas(DATA / "cn_gcj02" / "深圳市.shp", db=db, level="district", crs="gcj02", progress=False)
+    import_grids(DATA / "cn_shenzhen" / "grid.shp", db=db, progress=False)
+    team = tmp_path / "team.csv"
+    team.write_text("name,start_lng,start_lat,shift_start,shift_minutes,mode\n张三,114.02,22.535,09:00,240,bike\n",
+                    encoding="utf-8")
+    args = ["patrol", "--db", str(db), "--inspectors", str(team), "--date", "2020-01-21", "--network", str(FUTIAN)]
+    res = CliRunner().invoke(main, args)
+    assert res.exit_code == 2 and "no site of the sample frame (样本框) to patrol" in res.output
+    assert "civicgrid import sites" in res.output
+    nanshan = CliRunner().invoke(main, [*args, "--area", "南山区", "--no-save"])
+    assert nanshan.exit_code == 2 and "in area 440305" in nanshan.output
+    assert len(list_plans(Store(db))) == 0

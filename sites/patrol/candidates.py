@@ -200,6 +200,8 @@ def patrol_candidates(store: Store, *, date, area: str | None = None, coverage_d
         raise InvalidParameterError(msg)
     df, model = _risk_candidates(store, day=day, area=area)
     unlocated = df.attrs.get("unlocated", [])
+    if not len(df) and not len(must_visit):
+        _no_sites(area, unlocated)
     _add_requested(df, must_visit, area=area, unlocated=unlocated)
     if rechecks:
         _add_rechecks(df, store, day=day)
@@ -287,6 +289,18 @@ def _risk_candidates(store: Store, *, day: datetime, area: str | None) -> tuple[
     df["late_days"] = np.nan   # how late the most urgent must-visit reason is (see _late)
     df.attrs["unlocated"] = left
     return df, model
+
+
+def _no_sites(area: str | None, unlocated: list[dict]) -> None:
+    """Refuse a plan with no site to visit: an empty plan printed as a plan (Shenzhen's store, with complaints and
+    no sample frame, planned "0 sites" without a word)."""
+    where = f" in area {area}" if area else ""
+    hint = ("choose another area, or load its sites" if area else "load the sample frame") + \
+        " with `civicgrid import sites FILE`"
+    if unlocated:
+        hint += f"; {len(unlocated)} sites{where} have no coordinates and no area to place them in"
+    msg = f"no site of the sample frame (样本框){where} to patrol: {hint}"
+    raise NotFoundError(msg)
 
 
 def _late(df: pd.DataFrame, i: int, days: float) -> None:
