@@ -299,7 +299,8 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
         ``z_mean``, ``area_km2``, ``top_types`` (codes; events without a type count under the city's own
         label, ``events.source_type``), ``top_type_names``, ``top_type_counts``,
         ``grid_codes`` and ``grid_names`` (micro-grids overlapping the region by at least 10 % of the
-        grid's area, or holding its centre), ``site_ids`` and ``n_sites`` (active sample-frame sites
+        grid's area, or holding its centre; a grid without a name is named by its code),
+        ``site_ids`` and ``n_sites`` (active sample-frame sites
         whose location falls in the region's cells), ``cells`` (hex ids), ``geometry`` (merged polygon).
     """
     res = check_res(res)
@@ -332,7 +333,9 @@ def hotspot_clusters(store: Store, *, res: int = 9, filters: EventFilter | None 
             names = cur.execute("SELECT code, name_zh, name_en FROM problem_types").df().set_index("code")
             sites = cur.execute(f"SELECT s.site_id, c.cluster FROM sites s JOIN _cluster_cells c "
                                 f"ON {parent_sql('s.h3', res)} = c.h3 WHERE s.active ORDER BY s.site_id").df()
-            grids = cur.execute("SELECT code, name, ST_AsWKB(geom) AS g FROM grids").df()
+            # Shenzhen's grid file has no names: "None、None、None" was shown for its hotspots
+            grids = cur.execute("SELECT code, coalesce(nullif(trim(name), ''), code) AS name, ST_AsWKB(geom) AS g "
+                                "FROM grids").df()
         finally:
             cur.close()
         types = types.sort_values(["cluster", "n", "problem_type"], ascending=[True, False, True])

@@ -163,3 +163,22 @@ def test_the_city_named_by_its_office_titles_its_map(nyc, tmp_path):
     res = CliRunner().invoke(main, ["info", "--db", str(db), "--name-en", ""])  # the English name removed
     assert res.exit_code == 0 and "  city: 纽约市\n" in res.output
     assert title.search(TestClient(create_app(db)).get("/map?lang=en").text).group(1) == "纽约市 problem hotspot map"
+
+
+def test_hotspots_of_grids_without_names_are_listed_by_code(shared, tmp_path):
+    """Shenzhen's grid file has geometry and no names: the map's hotspot list read "Grids: None、None、None and 274
+    more". A grid without a name is named by its code."""
+    from civicgrid.grids.areas import import_grids
+
+    db = tmp_path / "sz.duckdb"
+    import_grids(shared / "cn_shenzhen" / "grid.shp", db=db, progress=False)
+    import_events(shared / "cn_shenzhen" / "shenzhen_taxi_trips_2020-01.csv", db=db,
+                  mapping={"time": "Stime", "id": "orderid"}, progress=False)
+    store = Store(db)
+    assert store.sql("SELECT count(name) AS n FROM grids")["n"][0] == 0
+    clusters = hotspot_clusters(store, res=9)
+    assert len(clusters) and all(len(names) for names in clusters["grid_names"])
+    assert (clusters["grid_names"] == clusters["grid_codes"]).all()
+    page = TestClient(create_app(db)).get("/map").text
+    listed = re.search(r'<ol class="cg-clusters" id="cg-clusters">(.*?)</ol>', page, re.S).group(1)
+    assert "None" not in listed and clusters["grid_codes"].iloc[0][0] in listed
