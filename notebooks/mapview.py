@@ -190,3 +190,30 @@ def choropleth(m: folium.Map, gdf: gpd.GeoDataFrame, column: str, *, title: str,
                    tooltip=SafeGeoJsonTooltip(tooltip)).add_to(m)
     labels = [f"{a:g} – {b:g}" for a, b in pairwise(edges)]
     return legend(m, title, labels, palette)
+
+
+#: Fonts with Chinese glyphs, in order of preference: Linux (Noto / Source Han, WenQuanYi), Windows (Microsoft
+#: YaHei, SimHei), macOS (PingFang, Hiragino).
+CJK_FONTS = ("Noto Sans CJK SC", "Source Han Sans SC", "Source Han Sans CN", "Microsoft YaHei", "SimHei",
+             "PingFang SC", "Hiragino Sans GB", "WenQuanYi Micro Hei", "WenQuanYi Zen Hei", "Droid Sans Fallback",
+             "Arial Unicode MS")
+
+
+def chinese_fonts() -> str | None:
+    """Let matplotlib draw Chinese names (a district's 福田区 drew as empty boxes with its default font): the first
+    font of :data:`CJK_FONTS` the machine has becomes the fallback after DejaVu Sans (Latin text unchanged).
+
+    Returns the font used, or None (with a hint printed) when the machine has none.
+    """
+    import matplotlib as mpl
+    from matplotlib import font_manager
+
+    have = {f.name for f in font_manager.fontManager.ttflist}
+    font = next((name for name in CJK_FONTS if name in have), None)
+    if font is None:
+        print("no Chinese font found for the charts: Chinese names will draw as boxes. Install one (Debian: "
+              f"apt install fonts-noto-cjk), then delete matplotlib's font cache ({mpl.get_cachedir()})")
+        return None
+    # a list of families: matplotlib takes each glyph from the first that has it
+    mpl.rcParams["font.family"] = ["DejaVu Sans", font]
+    return font

@@ -73,8 +73,9 @@ def notebook_db(tmp_path_factory) -> Path:
     return db
 
 
-def _execute(names: list[str], db: Path) -> dict[str, nbformat.NotebookNode]:
-    """The notebooks ``names`` executed against ``db`` (as ``CIVICGRID_DB``), two kernels at once."""
+def _execute(names: list[str], db: Path, *, allow_errors: bool = False) -> dict[str, nbformat.NotebookNode]:
+    """The notebooks ``names`` executed against ``db`` (as ``CIVICGRID_DB``), two kernels at once (``allow_errors``:
+    on to the end after a cell's error, which stays in its outputs)."""
     mp = pytest.MonkeyPatch()
     mp.setenv("CIVICGRID_DB", str(db))  # the kernels inherit the environment
     out: dict[str, nbformat.NotebookNode] = {}
@@ -84,7 +85,7 @@ def _execute(names: list[str], db: Path) -> dict[str, nbformat.NotebookNode]:
 
         async def run(name: str) -> None:
             nb = nbformat.read(NB_DIR / name, as_version=4)
-            client = NotebookClient(nb, timeout=600, kernel_name="python3",
+            client = NotebookClient(nb, timeout=600, kernel_name="python3", allow_errors=allow_errors,
                                     resources={"metadata": {"path": str(NB_DIR)}})
             async with gate:
                 await client.async_execute()
@@ -250,3 +251,34 @@ def test_the_notebooks_run_on_real_cities(tmp_path, shared, monkeypatch):
     # the backtest's window lies three months before the month of Toronto's last inspection (2021-12-31)
     assert "window 2021-09-01 … 2021-10-01" in _printed(done[NOTEBOOKS[2]])
     assert "the whole city; inspectors start at" in _printed(done[NOTEBOOKS[3]])  # no areas: the whole city
+
+
+def test_the_notebooks_on_a_city_without_types_or_sites(tmp_path, shared):
+    """Shenzhen as loaded from its files: Amap's districts, the 500 m grid and a day of taxi pick-ups with no type
+    and no label, no sample frame. The hotspot notebooks stopped with errors (no group to map, one month where
+    monthly space-time slices need ten), and their charts drew the districts' Chinese names as empty boxes. Now
+    they run top to bottom, saying what the city lacks, with a Chinese font; the risk and patrol notebooks stop
+    at once, saying what to load."""
+    from civicgrid.grids.areas import import_areas, import_grids
+    from civicgrid.sites.events import import_events
+
+    db = tmp_path / "sz.duckdb"
+    import_areas(shared / "cn_gcj02" / "深圳市.shp", db=db, level="district", crs="gcj02", progress=False)
+    import_grids(shared / "cn_shenzhen" / "grid.shp", db=db, progress=False)
+    import_events(shared / "cn_shenzhen" / "shenzhen_taxi_trips_2020-01.csv", db=db,
+                  mapping={"time": "Stime", "id": "orderid"}, progress=False)
+    done = _execute(NOTEBOOKS[:2], db)
+    for name, nb in done.items():
+        stderr = "".join(o.get("text", "") for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                         if o.output_type == "stream" and o.get("name") == "stderr")
+        assert "missing from font" not in stderr, name  # 福田区 drawn, not boxes
+        assert len(_outputs(nb, "image/png")) >= (2 if name == NOTEBOOKS[0] else 1), name
+    hot, emerging = _printed(done[NOTEBOOKS[0]]), _printed(done[NOTEBOOKS[1]])
+    assert "no problem type and no label of their own: no maps by group" in hot
+    assert "10,618 complaints of every kind" in hot
+    assert "no space-time classes for this store: emerging hotspots need at least 10 time slices" in emerging
+    stopped = _execute(NOTEBOOKS[2:], db, allow_errors=True)
+    for name, nb in stopped.items():
+        errors = [(i, o.ename, o.evalue) for i, c in enumerate(nb.cells) if c.cell_type == "code"
+                  for o in c.outputs if o.output_type == "error"]
+        assert errors[0][:2] == (1, "SystemExit") and "civicgrid import sites" in errors[0][2], name
