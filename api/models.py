@@ -533,6 +533,7 @@ class ImportResult(BaseModel):
     duplicates: int
     rejected: int
     outside_grids: int = Field(..., description="rows kept without a micro-grid")
+    no_grids: bool = Field(False, description="the store had no micro-grid yet: every row is outside grids")
     rejects: list[dict[str, Any]] = Field(..., description="every rejected row: row, field, reason")
     warnings: list[str]
     import_id: int | None

@@ -31,6 +31,8 @@ class ImportReport:
     duplicates: int = 0
     rejected: int = 0
     outside_grids: int = 0
+    #: The store had no micro-grid when the rows were located: every row is outside grids, and not for its place.
+    no_grids: bool = False
     rejects: list[dict] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     import_id: int | None = None
@@ -75,7 +77,9 @@ class ImportReport:
             f"  rejected       {self.rejected:>10,}",
         ]
         if self.layer in {"events", "sites", "inspections"}:
-            lines.append(f"  outside grids  {self.outside_grids:>10,}  (kept, marked with no grid)")
+            why = ("the city has no micro-grids yet: civicgrid import grids" if self.no_grids
+                   else "kept, marked with no grid")
+            lines.append(f"  outside grids  {self.outside_grids:>10,}  ({why})")
         if self.cases_created is not None:
             lines.append(f"  cases created  {self.cases_created:>10,}  "
                          f"(rebounds linked: {self.rebounds_linked or 0:,})")

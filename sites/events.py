@@ -170,6 +170,7 @@ def import_events(path: str | os.PathLike, *, db: str | os.PathLike, source: str
                                       report=report, reader=reader, type_columns=type_columns,
                                       date_order=date_order, strict_types=types == "strict")
         ctx.update = update
+        report.no_grids = ctx.locator.index is None
         report.warnings += filter(None, [zone_note(tz, ctx.store_tz)])
         report.updated = 0 if update else None
         report.import_id = staging.reserve("imports", "import_id", 1)

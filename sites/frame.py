@@ -16,7 +16,7 @@ from civicgrid.geo.dedup import dedup_keys, find_duplicates
 from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.geo.import_report import ImportReport, Rejects, finish_report
 from civicgrid.geo.locations import read_locations
-from civicgrid.geo.store import writing
+from civicgrid.geo.store import fetch_value, writing
 from civicgrid.grids.locate import locate_points, location_arrays
 
 SITE_FIELDS = ["id", "lat", "lng", "name", "address", "category", "unit", "contact", "phone", "active"]
@@ -185,6 +185,7 @@ class PointRows:
         first = imp.next_id(con, table_name, id_column)
         report.import_id = imp.next_id(con, "imports", "import_id")
         report.outside_grids = int(located["grid_code"].isna().sum())
+        report.no_grids = not fetch_value(con, "SELECT count(*) FROM grids WHERE geom IS NOT NULL")
         unplaced = ~(np.isfinite(lng[idx]) & np.isfinite(lat[idx]))
         self.columns = {
             id_column: pa.array(np.arange(first, first + len(idx)), pa.int64()),

@@ -89,6 +89,7 @@ def test_taxi_trips_as_events(shenzhen, shared):
     _balanced(rep)
     assert rep.rows_read == len(raw) == 10619
     assert rep.loaded > 10000
+    assert not rep.no_grids and "(kept, marked with no grid)" in rep.summary()
     store = Store(db)
     ev = store.sql("SELECT * FROM events")
     assert len(ev) == rep.loaded
@@ -130,6 +131,11 @@ def test_gcj02_districts_align_after_conversion(tmp_path, shared):
     cells = gpd.read_file(gcj).iloc[:2][["adcode", "geometry"]]
     cells["geometry"] = [g.centroid.buffer(0.002, cap_style="square") for g in cells.geometry]
     cells.set_crs(4326).to_file(tmp_path / "cells.geojson")  # near enough: the codes are what is checked
+    # events before any micro-grid: every one is outside grids, and the report says why
+    taxi = import_events(shared / "cn_shenzhen" / "shenzhen_taxi_trips_2020-01.csv", db=db,
+                         mapping={"time": "Stime", "id": "orderid"}, progress=False)
+    assert taxi.no_grids and taxi.outside_grids == taxi.loaded > 10000
+    assert "(the city has no micro-grids yet: civicgrid import grids)" in taxi.summary()
     grid_rep = import_grids(tmp_path / "cells.geojson", db=db, progress=False)
     assert "code" not in grid_rep.columns and grid_rep.loaded == 2
     assert not Store(db).sql("SELECT code FROM grids")["code"].isin(cells["adcode"]).any()
