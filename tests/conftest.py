@@ -265,6 +265,9 @@ def any_store(request, tmp_path, monkeypatch):
 
 #: Unit name suffixes of the area offices, and the unit of a case outside every area.
 REFERENCE_SUFFIX = {"community": "居委会", "street": "办事处", "district": "城市管理和综合执法局"}
+#: The same for a name without a Chinese character.
+REFERENCE_SUFFIX_EN = {"community": " community office", "street": " street office",
+                       "district": " city management office"}
 REFERENCE_UNASSIGNED = "属地待定（人工派遣）"
 
 
@@ -282,7 +285,8 @@ def reference_unit(sites: dict, areas: dict, site_id, community, street, distric
             code = value if code is None else code
             name = areas[level][value]
             if unit is None and name is not None:
-                unit = name + REFERENCE_SUFFIX[level]
+                chinese = any("\u2e80" <= ch <= "\u9fff" or "\uf900" <= ch <= "\ufaff" for ch in name)
+                unit = name + (REFERENCE_SUFFIX if chinese else REFERENCE_SUFFIX_EN)[level]
     return category, unit if unit is not None else REFERENCE_UNASSIGNED, code
 
 

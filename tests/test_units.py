@@ -17,7 +17,8 @@ def test_the_unit_of_a_new_case_is_the_one_the_dispatch_rule_gives(small_city):
         con.execute("INSERT INTO sites (site_id, name, category_code, responsible_unit, lng, lat) VALUES "
                     "(1, 'a', '01', '  环卫所 ', 112.9, 28.2), (2, 'b', '02', '  ', 112.9, 28.2), "
                     "(3, 'c', '03', NULL, 112.9, 28.2)")
-        con.execute("INSERT INTO areas (code, name, level) VALUES ('430102002', '第二', 'street')")
+        con.execute("INSERT INTO areas (code, name, level) VALUES ('430102002', '第二', 'street'), "
+                    "('430102003', 'Mission', 'street')")
     store = Store(small_city)
     cur = store.cursor()
     units = DispatchUnits.read(cur)
@@ -36,4 +37,21 @@ def test_the_unit_of_a_new_case_is_the_one_the_dispatch_rule_gives(small_city):
     assert len(got) == len(rows) > 50
     for place, unit in zip(rows, got, strict=True):
         assert unit == reference_unit(sites, areas, *place), place
-    assert {u[1] for u in got} >= {"环卫所", "测试community居委会", "第二办事处", "测试district城市管理和综合执法局"}
+    assert {u[1] for u in got} >= {"环卫所", "测试community居委会", "第二办事处", "测试district城市管理和综合执法局",
+                                   "Mission street office"}
+
+
+def test_an_area_named_without_chinese_has_an_office_named_in_english(tmp_path, shared):
+    """San Francisco's census tracts loaded as communities: its cases went to "Mission居委会"; an area whose
+    name has no Chinese character now has its office named in English."""
+    from civicgrid.grids.areas import import_areas
+    from civicgrid.sites.events import import_events
+
+    db = tmp_path / "sf.duckdb"
+    import_areas(shared / "us_sf311" / "sf_census_tracts_with_neighborhood.geojson", db=db, level="community",
+                 mapping={"code": "geoid", "name": "nhood"}, progress=False)
+    import_events(shared / "us_sf311" / "sf311_cases_sample_geo_4984.csv", db=db, tz="America/Los_Angeles",
+                  mapping={"lat": "Lat", "lng": "Long", "time": "Opened", "id": "CaseID"}, progress=False)
+    got = Store(db).sql("SELECT c.unit, a.name FROM cases c JOIN areas a ON a.code = c.community_code")
+    assert len(got) > 4000 and "Mission community office" in set(got["unit"])
+    assert (got["unit"] == got["name"] + " community office").all()

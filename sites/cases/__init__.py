@@ -43,7 +43,7 @@ Their public names are importable from here. The tunables of the bulk writes (``
 from __future__ import annotations
 
 from civicgrid.geo.times import now_local  # the store's "now", as cases record it (the API's current month)
-from civicgrid.sites.cases._sql import UNASSIGNED_UNIT, UNIT_SUFFIX
+from civicgrid.sites.cases._sql import UNASSIGNED_UNIT, UNIT_SUFFIX, UNIT_SUFFIX_EN
 from civicgrid.sites.cases.bulk import backfill, backfill_db
 from civicgrid.sites.cases.calendar import (
     WORK_END,
@@ -80,6 +80,7 @@ __all__ = [
     "STATE_ZH",
     "UNASSIGNED_UNIT",
     "UNIT_SUFFIX",
+    "UNIT_SUFFIX_EN",
     "WORK_END",
     "WORK_START",
     "CaseRequest",

@@ -15,8 +15,10 @@ from civicgrid.geo.store import Store
 #: What the case readers take: a store, or an open connection (inside :func:`~civicgrid.geo.store.writing`).
 StoreOrConnection = Store | duckdb.DuckDBPyConnection
 
-#: Unit name suffixes for dispatch to the area office (属地).
+#: Unit name suffixes for dispatch to the area office (属地), for an area with a Chinese name.
 UNIT_SUFFIX = {"community": "居委会", "street": "办事处", "district": "城市管理和综合执法局"}
+#: The same for an area whose name has no Chinese character (San Francisco's "Mission" was "Mission居委会").
+UNIT_SUFFIX_EN = {"community": " community office", "street": " street office", "district": " city management office"}
 #: Unit when a case lies outside every area.
 UNASSIGNED_UNIT = "属地待定（人工派遣）"
 

@@ -13,7 +13,10 @@ import pyarrow as pa
 import pyarrow.compute as pc
 from civicgrid.geo.store import quote
 from civicgrid.sites.cases._arrays import codes, dictionary, lookup
-from civicgrid.sites.cases._sql import UNASSIGNED_UNIT, UNIT_SUFFIX
+from civicgrid.sites.cases._sql import UNASSIGNED_UNIT, UNIT_SUFFIX, UNIT_SUFFIX_EN
+
+#: A character of the CJK blocks (CJK radicals to the unified ideographs, and the compatibility ideographs).
+_CJK = "[\u2e80-\u9fff\uf900-\ufaff]"
 
 
 class DispatchUnits:
@@ -23,7 +26,8 @@ class DispatchUnits:
 
     The unit is the site's ``responsible_unit`` (trimmed of spaces; blank counts as none) for a case at a
     sample-frame site, with no unit code; else the office of the first of the case's community, street and
-    district the ``areas`` table names (its name and :data:`~civicgrid.sites.cases._sql.UNIT_SUFFIX`), else
+    district the ``areas`` table names (its name and :data:`~civicgrid.sites.cases._sql.UNIT_SUFFIX`, or
+    :data:`~civicgrid.sites.cases._sql.UNIT_SUFFIX_EN` for a name without a Chinese character), else
     :data:`~civicgrid.sites.cases._sql.UNASSIGNED_UNIT`; the unit code is that of the first of them the table
     holds (named or not)."""
 
@@ -59,10 +63,12 @@ class DispatchUnits:
             SELECT site_id, category_code, CASE WHEN nullif(trim(responsible_unit), '') IS NOT NULL
                                                 THEN trim(responsible_unit) END AS unit
             FROM sites WHERE site_id IS NOT NULL""").df()
-        suffix = " ".join(f"WHEN {quote(level)} THEN name || {quote(text)}" for level, text in UNIT_SUFFIX.items())
+        zh, en = (" ".join(f"WHEN {quote(level)} THEN {quote(text)}" for level, text in suffixes.items())
+                  for suffixes in (UNIT_SUFFIX, UNIT_SUFFIX_EN))
         areas = con.execute(f"""
-            SELECT level, code, CASE level {suffix} END AS unit FROM areas
-            WHERE code IS NOT NULL AND level IN ('community', 'street', 'district')""").df()
+            SELECT level, code, name || CASE WHEN regexp_matches(name, '{_CJK}') THEN (CASE level {zh} END)
+                                             ELSE (CASE level {en} END) END AS unit
+            FROM areas WHERE code IS NOT NULL AND level IN ('community', 'street', 'district')""").df()
         return cls(sites, areas)
 
     def of(self, data: pa.Table) -> tuple[pa.DictionaryArray, pa.DictionaryArray, pa.DictionaryArray]:
