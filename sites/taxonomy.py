@@ -28,7 +28,7 @@ from civicgrid.geo.readers import read_text
 from civicgrid.geo.store import Store, writing
 from civicgrid.geo.times import store_now
 from civicgrid.sites.cases.calendar import compute_deadlines
-from civicgrid.sites.cases.rebounds import link_rebounds
+from civicgrid.sites.cases.rebounds import kind_sql, link_rebounds
 
 #: Status words of city files (compared lower-case, without spaces at the ends), mapped to the stored status.
 STATUS_WORDS = {
@@ -320,26 +320,29 @@ def _map_label(con: duckdb.DuckDBPyConnection, label: str, code: str, *, source:
 
 
 def _relink_rebounds(con: duckdb.DuckDBPyConnection, done: list[dict]) -> None:
-    """After the mappings ``done`` gave the cases of ``_tl_typed`` their types: the rebound rule compares types
-    (:func:`link_rebounds`), so the links to or from those cases that no longer join two cases of one type are
-    undone, and the cases of the mapped types without a link are linked, once for all the mappings (a label of
-    the city's own, mapped after its import, gets its rebounds). Each mapping's ``rebounds`` is then the number
-    of its cases linked to the earlier closed case they repeat."""
+    """After the mappings ``done`` gave the cases of ``_tl_typed`` their types: the rebound rule compares kinds
+    (:func:`link_rebounds`: types, else the city's labels), so every case of the mapped types is linked again,
+    among the type's closures now including the mapped cases (a label linked by itself before now links with
+    the type's other cases, and a case of the type may now repeat a later closure of the label), and so is every
+    case whose link to or from a mapped case no longer joins two cases of one kind; once for all the mappings.
+    Each mapping's ``rebounds`` is then the number of its cases linked to the earlier closed case they repeat."""
     con.execute("CREATE TEMP TABLE IF NOT EXISTS _tl_typed (event_id BIGINT, label VARCHAR, source VARCHAR)")
+    codes = sorted({d["code"] for d in done if d["events"]})
     try:
-        con.execute("""
+        con.execute(f"""
             CREATE OR REPLACE TEMP TABLE _tl_unlink AS
             SELECT c.case_id FROM cases c JOIN cases o ON o.case_id = c.rebound_of
+            JOIN events e ON e.event_id = c.event_id JOIN events oe ON oe.event_id = o.event_id
             WHERE (c.event_id IN (SELECT event_id FROM _tl_typed) OR o.event_id IN (SELECT event_id FROM _tl_typed))
-              AND c.problem_type IS DISTINCT FROM o.problem_type
-        """)
+              AND {kind_sql("c", "e")} IS DISTINCT FROM {kind_sql("o", "oe")}
+            UNION SELECT case_id FROM cases WHERE list_contains($codes, problem_type) AND rebound_of IS NOT NULL
+        """, {"codes": codes})
         if con.execute("SELECT count(*) FROM _tl_unlink").fetchone()[0]:
             con.execute("UPDATE cases SET rebound_of = NULL WHERE case_id IN (SELECT case_id FROM _tl_unlink)")
             # a case's id is its event's id
             con.execute("UPDATE events SET rebound_of = NULL WHERE event_id IN (SELECT case_id FROM _tl_unlink)")
-        codes = sorted({d["code"] for d in done if d["events"]})
-        ids = con.execute("SELECT case_id FROM cases WHERE list_contains(?, problem_type) AND rebound_of IS NULL",
-                          [codes]).fetchnumpy()["case_id"] if codes else []
+        ids = con.execute("SELECT case_id FROM cases WHERE list_contains($codes, problem_type) AND rebound_of IS NULL "
+                          "UNION SELECT case_id FROM _tl_unlink", {"codes": codes}).fetchnumpy()["case_id"]
         if len(ids):
             link_rebounds(con, case_ids=ids)
         linked = con.execute("""

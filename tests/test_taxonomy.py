@@ -257,12 +257,15 @@ def test_suggestions_for_a_citys_english_labels_rank_shared_words_first(small_ci
 
 
 def _brute_force_rebounds(store: Store, *, radius_m: float = 50.0, days: float = 30.0) -> dict[int, int]:
-    """The rebound rule by brute force over every pair of cases: same type, within ``radius_m`` (haversine, the
-    store's sphere), found after the other was closed and at most ``days`` later; the latest closure wins (ties:
-    the larger case id)."""
-    c = store.sql("SELECT c.case_id, c.problem_type, c.found_at, c.closed_at, e.lng, e.lat FROM cases c "
-                  "JOIN events e ON e.event_id = c.event_id WHERE c.problem_type IS NOT NULL AND e.lng IS NOT NULL")
-    pairs = c.merge(c, on="problem_type", suffixes=("", "_o"))
+    """The rebound rule by brute force over every pair of cases: same kind (the problem type, else the event's own
+    label, written here as a pair), within ``radius_m`` (haversine, the store's sphere), found after the other
+    was closed and at most ``days`` later; the latest closure wins (ties: the larger case id)."""
+    c = store.sql("SELECT c.case_id, c.problem_type, e.source_type, c.found_at, c.closed_at, e.lng, e.lat "
+                  "FROM cases c JOIN events e ON e.event_id = c.event_id "
+                  "WHERE (c.problem_type IS NOT NULL OR e.source_type IS NOT NULL) AND e.lng IS NOT NULL")
+    c["kind"] = [("type", t) if isinstance(t, str) else ("label", s) for t, s in zip(c.problem_type, c.source_type,
+                                                                                   strict=True)]
+    pairs = c.merge(c, on="kind", suffixes=("", "_o"))
     pairs = pairs[(pairs.case_id != pairs.case_id_o) & pairs.closed_at_o.notna()
                   & (pairs.found_at > pairs.closed_at_o)
                   & (pairs.found_at <= pairs.closed_at_o + pd.Timedelta(days=days))]
@@ -274,10 +277,11 @@ def _brute_force_rebounds(store: Store, *, radius_m: float = 50.0, days: float =
 
 
 def test_mapping_a_label_links_the_rebounds_its_cases_now_have(tmp_path, monkeypatch, shared):
-    """San Francisco 311: nearly every row carries a label of the city's own, and rebounds (回头看) compare
-    types, so the import links none. Mapping ``Sidewalk_Cleaning`` to 0103 gives its cases a type, and the
-    rebounds among them are linked (they were not: the links stayed empty), equal to a brute-force search; moving
-    the label to another type undoes the links it no longer satisfies and links again."""
+    """San Francisco 311: nearly every row carries a label of the city's own. Rebounds (回头看) compared types
+    only, so the import linked none of those cases; they now compare the labels of cases without a type, and the
+    import's links equal a brute-force search by kind. Mapping ``Sidewalk_Cleaning`` to 0103 gives its cases a
+    type and keeps the links equal to the brute force; moving the label to another type undoes the links it no
+    longer satisfies and links again."""
     from civicgrid.grids.areas import import_areas
 
     sf = shared / "us_sf311"
@@ -290,15 +294,16 @@ def test_mapping_a_label_links_the_rebounds_its_cases_now_have(tmp_path, monkeyp
     assert rep.loaded == 9_871 and rep.columns["point"] == "Point"
     store = Store(db)
     linked = "SELECT case_id, rebound_of FROM cases WHERE rebound_of IS NOT NULL"
-    assert dict(store.sql(linked).itertuples(index=False)) == _brute_force_rebounds(store)
-    before = len(store.sql(linked))
+    imported = dict(store.sql(linked).itertuples(index=False))
+    assert imported == _brute_force_rebounds(store) and rep.rebounds_linked == len(imported) >= 50
+    label_cases = set(store.sql("SELECT event_id FROM events WHERE source_type = 'Sidewalk_Cleaning'").event_id)
+    assert sum(case in label_cases for case in imported) >= 15  # linked at import, by their label
 
     done = map_label(db, "Sidewalk_Cleaning", "0103")
     assert done["cases"] == 1_137
     want = _brute_force_rebounds(store)
     got = dict(store.sql(linked).itertuples(index=False))
-    assert got == want and len(want) - before >= 15
-    label_cases = set(store.sql("SELECT event_id FROM events WHERE source_type = 'Sidewalk_Cleaning'").event_id)
+    assert got == want
     assert done["rebounds"] == sum(case in label_cases for case in want) > 0
     assert dict(store.sql("SELECT event_id, rebound_of FROM events WHERE rebound_of IS NOT NULL")
                 .itertuples(index=False)) == want  # the events carry the links too
@@ -306,9 +311,50 @@ def test_mapping_a_label_links_the_rebounds_its_cases_now_have(tmp_path, monkeyp
     moved = map_label(db, "Sidewalk_Cleaning", "0201")  # another type: links across the two types are undone
     got = dict(store.sql(linked).itertuples(index=False))
     assert got == _brute_force_rebounds(store) and moved["cases"] == 1_137
-    types = store.sql("SELECT c.problem_type AS a, o.problem_type AS b FROM cases c JOIN cases o "
-                      "ON o.case_id = c.rebound_of")
-    assert (types.a == types.b).all()
+    kinds = store.sql("SELECT coalesce(c.problem_type, e.source_type) AS a, coalesce(o.problem_type, f.source_type) AS b "
+                      "FROM cases c JOIN cases o ON o.case_id = c.rebound_of JOIN events e ON e.event_id = c.event_id "
+                      "JOIN events f ON f.event_id = o.event_id")
+    assert len(kinds) and (kinds.a == kinds.b).all()
+
+
+def test_cases_without_a_type_rebound_by_their_label_on_every_path(tmp_path, monkeypatch, shared):
+    """The label rule holds on each path that links rebounds, checked against the brute force by kind on San
+    Francisco 311: a few cases linked again (the direct search of a case or two), all of them (the bulk search),
+    and a case opened for an event of a label (a user's, through the group commit)."""
+    from civicgrid.geo.store import writing
+    from civicgrid.sites.cases import create_case, get_case, link_rebounds
+
+    db = tmp_path / "sf.duckdb"
+    monkeypatch.setenv("CIVICGRID_TIMEZONE", "America/Los_Angeles")
+    import_events(shared / "us_sf311" / "sf311_cases_sample_10000.csv", db=db, mapping={"closed": "Closed"},
+                  date_order="mdy", progress=False)
+    store = Store(db)
+    want = _brute_force_rebounds(store)
+    untyped = set(store.sql("SELECT case_id FROM cases WHERE problem_type IS NULL")["case_id"])
+    by_label = sorted(c for c in want if c in untyped)
+    assert len(by_label) >= 50
+    linked = "SELECT case_id, rebound_of FROM cases WHERE rebound_of IS NOT NULL"
+
+    def unlink(ids) -> None:
+        with writing(db) as con:
+            con.execute("UPDATE cases SET rebound_of = NULL WHERE list_contains(?, case_id)", [list(ids)])
+            con.execute("UPDATE events SET rebound_of = NULL WHERE list_contains(?, event_id)", [list(ids)])
+
+    few = by_label[:40]
+    unlink(few)
+    with writing(db) as con:
+        assert link_rebounds(con, case_ids=few) == len(few)  # the direct search (up to FEW_CASES)
+    assert dict(store.sql(linked).itertuples(index=False)) == want
+    unlink(list(want))
+    with writing(db) as con:
+        assert link_rebounds(con) == len(want)  # the bulk search
+    assert dict(store.sql(linked).itertuples(index=False)) == want
+    case = by_label[-1]
+    with writing(db) as con:  # the event keeps no case: one is opened for it as a user would
+        con.execute("DELETE FROM case_log WHERE case_id = ?", [case])
+        con.execute("DELETE FROM cases WHERE case_id = ?", [case])
+    opened = create_case(db, actor="tester", event_id=case)
+    assert opened["rebound_of"] == get_case(store, case)["rebound_of"] == want[case]
 
 
 def test_a_map_file_links_the_rebounds_of_all_its_labels_at_once(tmp_path, monkeypatch, shared):

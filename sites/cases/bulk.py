@@ -23,7 +23,7 @@ from civicgrid.sites.cases._sql import (
     query_frame,
 )
 from civicgrid.sites.cases.calendar import WorkCalendar, type_hours
-from civicgrid.sites.cases.rebounds import find_rebounds
+from civicgrid.sites.cases.rebounds import LABEL_KIND, find_rebounds, kind_codes
 from civicgrid.sites.cases.units import DispatchUnits
 
 #: Events :func:`backfill` turns into cases per statement (bounds DuckDB's memory at any number of events).
@@ -247,7 +247,8 @@ class ImportCases:
                 new, types = _search_columns(heads)
                 n_events = len(new["case_id"])
                 del heads
-                case_id, old_id = find_rebounds(cur, new=new, types=types, old=_STORE_CLOSURES)
+                case_id, old_id = find_rebounds(cur, new=new, types=types, old=_STORE_CLOSURES,
+                                                old_labels=_STORE_LABEL_CLOSURES)
                 del new
                 order = np.argsort(case_id, kind="stable")
                 links = (case_id[order], old_id[order])
@@ -350,6 +351,15 @@ _STORE_CLOSURES = """
       AND c.problem_type IN (SELECT problem_type FROM _reb_types)
       AND epoch_us(c.closed_at) >= (SELECT min(lo) FROM _reb_types)
       AND epoch_us(c.closed_at) < (SELECT max(hi) FROM _reb_types)"""
+#: The same of the store's closed cases without a type, by their events' own labels (their rebound kind).
+_STORE_LABEL_CLOSURES = f"""
+    SELECT c.case_id, '{LABEL_KIND}' || e.source_type AS problem_type, c.site_id,
+           epoch_us(c.closed_at) AS closed_us, e.lat, e.lng
+    FROM cases c JOIN events e ON e.event_id = c.event_id
+    WHERE c.state = 'closed' AND c.closed_at IS NOT NULL AND c.problem_type IS NULL
+      AND '{LABEL_KIND}' || e.source_type IN (SELECT problem_type FROM _reb_types)
+      AND epoch_us(c.closed_at) >= (SELECT min(lo) FROM _reb_types)
+      AND epoch_us(c.closed_at) < (SELECT max(hi) FROM _reb_types)"""
 
 #: The columns of a staged events file the rebound search and the numbering of the audit rows read.
 _HEAD = ["event_id", "problem_type", "site_id", "time", "lat", "lng", "rectified_at", "closed_at", "reopened"]
@@ -374,11 +384,14 @@ def _micros(column) -> np.ndarray:
 
 def _head_of(path: Path) -> dict:
     """What the rebound search and the audit rows' numbering need of a staged events file (carrying their case's
-    state): the cases' ids, types (their codes and indices), sites, times found and closed, points, and numbers
-    of audit rows (:func:`_n_steps`), in the file's order."""
+    state): the cases' ids, rebound kinds (their codes and indices: problem types, else the city's labels), sites,
+    times found and closed, points, and numbers of audit rows (:func:`_n_steps`), in the file's order."""
     data = pq.read_table(path, columns=_HEAD).unify_dictionaries().combine_chunks()
     site, closed = data.column("site_id"), data.column("closed_at")
-    types, t = codes(data.column("problem_type"))
+    ptype = data.column("problem_type")
+    # the labels are read only where a case has no type (their rebound kind): not at all on a typed import
+    labels = pq.read_table(path, columns=["source_type"]).column("source_type") if ptype.null_count else ptype
+    types, t = kind_codes(ptype, labels)
 
     def floats(name: str) -> np.ndarray:
         return pc.fill_null(data.column(name).cast(pa.float64()), float("nan")).to_numpy(zero_copy_only=False)

@@ -40,7 +40,7 @@ from civicgrid.sites.cases._sql import (
 )
 from civicgrid.sites.cases.calendar import WorkCalendar, compute_deadlines, type_hours
 from civicgrid.sites.cases.config import get_settings
-from civicgrid.sites.cases.rebounds import _rebound_batch
+from civicgrid.sites.cases.rebounds import LABEL_KIND, _rebound_batch, has_labels, label_closures
 from civicgrid.sites.cases.units import DispatchUnits
 
 #: Case states in workflow order.
@@ -395,7 +395,7 @@ def _apply_creates(con: duckdb.DuckDBPyConnection, requests: Sequence[CaseReques
     if given:
         id_list = ", ".join(map(str, given))
         events = {int(r["event_id"]): r for r in con.execute(
-            f"SELECT event_id, source, problem_type, site_id, time, lng, lat, grid_code, community_code, "
+            f"SELECT event_id, source, problem_type, source_type, site_id, time, lng, lat, grid_code, community_code, "
             f"street_code, district_code FROM events WHERE event_id IN ({id_list})").df().to_dict("records")}
         cases_of = {int(v) for v in con.execute(
             f"SELECT event_id FROM cases WHERE event_id IN ({id_list})").fetchnumpy()["event_id"]}
@@ -576,18 +576,23 @@ def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: pa.Table) -> None:
 def _rebounds_of(con: duckdb.DuckDBPyConnection, new: list[dict], *, radius: float, days: float) -> dict[int, int]:
     """The earlier closed case each of the new cases ``new`` repeats (回头看), by case id, as
     :func:`~civicgrid.sites.cases.rebounds.link_rebounds` links them: one read of the closures that can matter
-    (their problem types, closed in the window before the new cases were found) and of their points."""
+    (their kinds: problem types, else the city's labels; closed in the window before the new cases were found)
+    and of their points."""
     window_us = math.floor(float(days) * 86400e6 + 0.5)
-    new = [c for c in new if c["problem_type"] is not None and c["found"] is not None]
+    new = [c | {"kind": _kind(c)} for c in new]
+    new = [c for c in new if c["kind"] is not None and c["found"] is not None]
     if not new:
         return {}
     found_us = np.array([np.datetime64(c["found"], "us").astype(np.int64) for c in new])
-    types = sorted({str(c["problem_type"]) for c in new})
+    types = sorted({c["kind"] for c in new})
+    lo, hi = int(found_us.min()) - window_us, int(found_us.max())
     old = con.execute(f"""
         SELECT case_id, event_id, problem_type, site_id, epoch_us(closed_at) AS closed_us FROM cases
         WHERE state = 'closed' AND problem_type IN ({', '.join(quote(t) for t in types)})
-          AND closed_at >= make_timestamp({int(found_us.min()) - window_us})
-          AND closed_at < make_timestamp({int(found_us.max())})""").df()  # literals: parameters cost a planning
+          AND closed_at >= make_timestamp({lo})
+          AND closed_at < make_timestamp({hi})""").df()  # literals: parameters cost a planning
+    if has_labels(types):  # a case of an untyped event: the closed cases of its label
+        old = pd.concat([old, label_closures(con, types, lo, hi)], ignore_index=True)
     if old.empty:
         return {}
     points = con.execute(f"SELECT event_id, lat, lng FROM events WHERE event_id IN "  # by the events' own ids
@@ -599,7 +604,7 @@ def _rebounds_of(con: duckdb.DuckDBPyConnection, new: list[dict], *, radius: flo
         return pd.to_numeric(pd.Series(values, dtype=object), errors="coerce").astype(float).to_numpy()
 
     new_points = {"case_id": np.array([c["event_id"] for c in new], np.int64),
-                  "t": np.array([code[str(c["problem_type"])] for c in new], np.int32),
+                  "t": np.array([code[c["kind"]] for c in new], np.int32),
                   "has_site": np.array([_id(c["site_id"]) is not None for c in new]),
                   "site": np.array([_id(c["site_id"]) or 0 for c in new], np.int64), "found_us": found_us,
                   "lat": as_float([_py(c["lat"]) for c in new]), "lng": as_float([_py(c["lng"]) for c in new])}
@@ -609,6 +614,15 @@ def _rebounds_of(con: duckdb.DuckDBPyConnection, new: list[dict], *, radius: flo
                   "lng": old["lng"].astype(float).to_numpy(float)}
     case_id, old_id = _rebound_batch(new_points, old_points, radius=float(radius), window_us=window_us)
     return {int(c): int(o) for c, o in zip(case_id, old_id, strict=True)}
+
+
+def _kind(case: dict) -> str | None:
+    """The rebound kind of a new case (``problem_type``, ``source_type``: its event's), as
+    :func:`~civicgrid.sites.cases.rebounds.kind_sql`."""
+    if case.get("problem_type") is not None:
+        return str(case["problem_type"])
+    label = _py(case.get("source_type"))
+    return None if label is None else LABEL_KIND + str(label)
 
 
 def _new_event_point(r: CaseRequest, *, types: pd.DataFrame, sites: dict[int, tuple[float, float]]
