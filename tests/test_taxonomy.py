@@ -311,9 +311,10 @@ def test_mapping_a_label_links_the_rebounds_its_cases_now_have(tmp_path, monkeyp
     moved = map_label(db, "Sidewalk_Cleaning", "0201")  # another type: links across the two types are undone
     got = dict(store.sql(linked).itertuples(index=False))
     assert got == _brute_force_rebounds(store) and moved["cases"] == 1_137
-    kinds = store.sql("SELECT coalesce(c.problem_type, e.source_type) AS a, coalesce(o.problem_type, f.source_type) AS b "
-                      "FROM cases c JOIN cases o ON o.case_id = c.rebound_of JOIN events e ON e.event_id = c.event_id "
-                      "JOIN events f ON f.event_id = o.event_id")
+    kinds = store.sql("SELECT coalesce(c.problem_type, e.source_type) AS a, "
+                      "coalesce(o.problem_type, f.source_type) AS b "
+                      "FROM cases c JOIN cases o ON o.case_id = c.rebound_of "
+                      "JOIN events e ON e.event_id = c.event_id JOIN events f ON f.event_id = o.event_id")
     assert len(kinds) and (kinds.a == kinds.b).all()
 
 
