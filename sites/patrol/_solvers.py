@@ -13,6 +13,22 @@ from civicgrid.geo.errors import InvalidParameterError
 from civicgrid.sites.patrol.model import UNIT_PER_MIN, Inspector
 from civicgrid.sites.patrol.travel import patrol_points
 
+#: Clients in each client's granular neighbourhood in PyVRP's local search (its default), besides those at the same
+#: point (:func:`neighbourhood_size`).
+NEIGHBOURS = 50
+
+
+def neighbourhood_size(lng: np.ndarray, lat: np.ndarray) -> int:
+    """The granular neighbourhood PyVRP's moves search for the sites at ``lng, lat``: :data:`NEIGHBOURS` more than
+    the most sites sharing one point. Its default (the 50 nearest) held only the co-located sites where many share
+    a point (New York's restaurants at their ZIP's centroid, shops of one mall): an inspector's route then never
+    met the sites of another point, and in one test a car inspector went home an hour early with 270 sites
+    unvisited next door (risk 15.1 where OR-Tools found 17.9)."""
+    if not len(lng):
+        return NEIGHBOURS
+    _, shared = np.unique(np.column_stack([lng, lat]), axis=0, return_counts=True)
+    return NEIGHBOURS + int(shared.max()) - 1
+
 #: Extra OR-Tools search parameters (``use_*`` names go to the local search operators), for experiments.
 ORTOOLS_EXTRA: dict = {}
 
@@ -107,6 +123,7 @@ def solve_pyvrp(mod: Model, *, time_limit_s: float, seed: int, soft_must: bool, 
     from pyvrp import Client, Depot, Location, ProblemData, VehicleType
     from pyvrp.exceptions import PenaltyBoundWarning
     from pyvrp.PenaltyManager import PenaltyParams
+    from pyvrp.search import NeighbourhoodParams
 
     insp = mod.insp
     m2 = 2 * len(insp)
@@ -127,7 +144,9 @@ def solve_pyvrp(mod: Model, *, time_limit_s: float, seed: int, soft_must: bool, 
               for k, ins in enumerate(insp)]
     data = ProblemData(locations, clients, depots, vtypes, [mod.dur[m] for m in modes], [mod.dur[m] for m in modes])
     top = max(int(mod.prize_int.max(initial=1)), mod.big_prize if soft_must else 1)
-    params = pyvrp.SolveParams(penalty=PenaltyParams(max_penalty=float(max(100_000, top))))
+    size = neighbourhood_size(np.asarray(lng[m2:], float), np.asarray(lat[m2:], float))
+    params = pyvrp.SolveParams(penalty=PenaltyParams(max_penalty=float(max(100_000, top))),
+                               neighbourhood=NeighbourhoodParams(num_neighbours=size))
     with warnings.catch_warnings():
         # PyVRP warns when required clients cannot all fit; the caller then retries with them optional
         warnings.simplefilter("ignore", PenaltyBoundWarning)
