@@ -120,7 +120,10 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
     city = city_name(store, lang)
     districts, outline_level, grids = _area_frames(store, filters=filters, lang=lang, crs=crs)
     title = t["title"].format(city=city).strip()  # a city without a name (civicgrid info --name): no space first
-    m = _base_map(grids if len(grids) else districts, cells=cells, crs=crs, title=title[:1].upper() + title[1:])
+    # a city with its sample frame and no events yet (Toronto's restaurants and inspections): its sites are the map
+    sites_only = "sites" in layers and not len(cells) and store.sql("SELECT 1 FROM events LIMIT 1").empty
+    m = _base_map(grids if len(grids) else districts, cells=cells, crs=crs, title=title[:1].upper() + title[1:],
+                  sites=_sites_box(store, crs) if not len(grids) and not len(districts) else None)
     notes = _add_background(m, districts, basemap=basemap, settings=settings, t=t)
     grid_popups, grid_fields = None, []
     if "grids" in layers and len(grids):  # a city may have areas and no micro-grids yet
@@ -136,7 +139,8 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
             ZoomGate(outlines, grid_outline_min_zoom(grids)).add_to(m)
     _add_districts(m, districts, name=t[_OUTLINE_NAMES[outline_level]], t=t)
     cluster_items = _add_clusters(m, store, clusters, crs=crs, t=t, sites="sites" in layers)
-    groups = _add_sites(m, store, filters=filters, lang=lang, crs=crs, t=t) if "sites" in layers else []
+    groups = _add_sites(m, store, filters=filters, lang=lang, crs=crs, t=t, shown=sites_only) \
+        if "sites" in layers else []
     folium.LayerControl(position="topright", collapsed=False).add_to(m)
 
     # side panels: filters, legend, cluster list
@@ -149,7 +153,7 @@ def hotspot_map(store: Store, *, res: int = 9, filters: EventFilter | None = Non
         groups=groups, clusters=cluster_items, has_grids=grid_popups is not None, notes=notes, map_name=m.get_name(),
         tiles_unreachable=t["tiles_unreachable"].format(basemap=t[f"bm_{basemap}"]) if basemap != "none" else "",
         summary=t["summary"].format(events=f"{int(cells['count'].sum()):,}", cells=f"{len(cells):,}"),
-        empty=not len(cells), heading=m.get_root().title, list_sep=text("common.list_sep", lang),
+        empty=not len(cells), sites_only=sites_only, heading=m.get_root().title, list_sep=text("common.list_sep", lang),
         lang_href="?" + urlencode({**q, "lang": next(x for x in LANGS if x != lang)}),
     )
     root = m.get_root()
@@ -202,14 +206,18 @@ def _area_frames(store: Store, *, filters: EventFilter, lang: str,
 _NOWHERE = (112.9, 28.2, 113.0, 28.3)
 
 
-def _base_map(focus: gpd.GeoDataFrame, *, cells: pd.DataFrame, crs: str, title: str) -> folium.Map:
+def _base_map(focus: gpd.GeoDataFrame, *, cells: pd.DataFrame, crs: str, title: str,
+              sites: tuple[float, float, float, float] | None = None) -> folium.Map:
     """An empty map (no tiles) fitted to ``focus`` (in ``crs``), else to the heat layer's ``cells`` (a store
-    with events and no areas yet), leaving room for the side panel on the left."""
+    with events and no areas yet), else to the box of the ``sites`` (one with its sample frame alone), leaving
+    room for the side panel on the left."""
     if len(focus):
         x0, y0, x1, y1 = focus.total_bounds
     elif len(cells):
         hexagons = gpd.GeoDataFrame(geometry=cell_polygons(cells["h3"].to_numpy()), crs="EPSG:4326")
         x0, y0, x1, y1 = to_crs_frame(hexagons, crs).total_bounds
+    elif sites is not None:
+        x0, y0, x1, y1 = sites
     else:
         x0, y0, x1, y1 = _NOWHERE
     m = folium.Map(location=[(y0 + y1) / 2, (x0 + x1) / 2], zoom_start=12, tiles=None, prefer_canvas=True,
@@ -285,7 +293,9 @@ def _add_heat(m: folium.Map, cells: pd.DataFrame, *, res: int, metric: str, crs:
 
 def _add_districts(m: folium.Map, districts: gpd.GeoDataFrame, *, name: str, t: dict) -> None:
     """Area outlines (the layer ``name``), and their names in a pane of their own above the markers (site
-    clusters would hide them), letting clicks through to what lies below."""
+    clusters would hide them), letting clicks through to what lies below; no layer for a city without areas."""
+    if not len(districts):
+        return
     district_layer = folium.FeatureGroup(name=name, show=True)
     folium.GeoJson(rounded_geojson(districts[["code", "name", "geometry"]]), interactive=False, smooth_factor=0.5,
                    style_function=lambda _: {"color": "#444", "weight": 2.5, "opacity": 0.8, "fill": False},
@@ -342,8 +352,21 @@ _BUBBLE_ICON = """function (c) {
         }"""
 
 
-def _add_sites(m: folium.Map, store: Store, *, filters: EventFilter, lang: str, crs: str, t: dict) -> list[dict]:
-    """Sample-frame sites of the filtered area, clustered, coloured by category group; the panel's groups."""
+def _sites_box(store: Store, crs: str) -> tuple[float, float, float, float] | None:
+    """The box (in ``crs``) of the active sites with a location, or None when there is none."""
+    box = store.sql("SELECT min(lng) AS x0, min(lat) AS y0, max(lng) AS x1, max(lat) AS y1 FROM sites "
+                    "WHERE active AND lng IS NOT NULL AND lat IS NOT NULL").iloc[0]
+    if pd.isna(box["x0"]):
+        return None
+    xs, ys = from_wgs84(np.array([box["x0"], box["x1"]]), np.array([box["y0"], box["y1"]]), crs)
+    return float(xs[0]), float(ys[0]), float(xs[1]), float(ys[1])
+
+
+def _add_sites(m: folium.Map, store: Store, *, filters: EventFilter, lang: str, crs: str, t: dict,
+               shown: bool = False) -> list[dict]:
+    """Sample-frame sites of the filtered area, clustered, coloured by category group; the panel's groups. The
+    layer is drawn from :data:`SITES_MIN_ZOOM` on, or at once when ``shown`` (a map with no events: nothing else
+    to see). The city's own categories (no group) are one group of their own."""
     where, params = "s.active AND s.lng IS NOT NULL", []
     if filters.area is not None:
         where += f" AND s.{LEVEL_COLUMNS[filters.area_level]} = ?"
@@ -353,6 +376,8 @@ def _add_sites(m: folium.Map, store: Store, *, filters: EventFilter, lang: str, 
         f"c.group_code, c.{name_column(lang, 'group')} AS grp "
         f"FROM sites s LEFT JOIN site_categories c ON c.code = s.category_code "
         f"WHERE {where} ORDER BY c.group_code, s.site_id", params)
+    sites["group_code"] = sites["group_code"].fillna("")
+    sites["grp"] = sites["grp"].fillna(text("map.own_categories", lang))  # Toronto's labels read "nan"
     groups = sites[["group_code", "grp"]].drop_duplicates("group_code").reset_index(drop=True)
     group_index = {g: i for i, g in enumerate(groups["group_code"])}
     group_colors = [GROUP_COLORS.get(g, "#999999") for g in groups["group_code"]]
@@ -362,13 +387,14 @@ def _add_sites(m: folium.Map, store: Store, *, filters: EventFilter, lang: str, 
                                            sites["address"].fillna(""), sites["responsible_unit"].fillna(""),
                                            strict=True)]
     cluster = folium.plugins.MarkerCluster(
-        name=t["sites"], show=False, options={"maxClusterRadius": 60, "disableClusteringAtZoom": 16,
+        name=t["sites"], show=shown, options={"maxClusterRadius": 60, "disableClusteringAtZoom": 16,
                                              "chunkedLoading": True, "showCoverageOnHover": False},
         icon_create_function=_BUBBLE_ICON)
     cluster.add_to(m)
     CompactMarkers(rows, colors=group_colors, fields=[t["name"], t["category"], t["address"], t["unit"]],
                    key="sites").add_to(cluster)
-    ZoomGate(cluster, SITES_MIN_ZOOM).add_to(m)
+    if not shown:
+        ZoomGate(cluster, SITES_MIN_ZOOM).add_to(m)
     return [{"name": n, "color": c} for n, c in zip(groups["grp"], group_colors, strict=True)]
 
 

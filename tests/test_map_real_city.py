@@ -182,3 +182,33 @@ def test_hotspots_of_grids_without_names_are_listed_by_code(shared, tmp_path):
     page = TestClient(create_app(db)).get("/map").text
     listed = re.search(r'<ol class="cg-clusters" id="cg-clusters">(.*?)</ol>', page, re.S).group(1)
     assert "None" not in listed and clusters["grid_codes"].iloc[0][0] in listed
+
+
+def test_map_of_a_city_with_its_sample_frame_alone(shared, tmp_path):
+    """Toronto's restaurants and their inspections, no areas, no complaints: the map opened on the demo city's
+    coordinates (an empty grey page), with the sites layer off until zoom 14 and the city's own categories listed
+    as "nan". It now opens on the sites, shows them at once, says why there is no heat, lists their categories
+    under the city's own heading and offers no area outlines it does not have."""
+    from civicgrid.sites.frame import import_sites
+    from civicgrid.sites.inspections import import_inspections
+
+    toronto = shared / "dev_inspections" / "toronto" / "inspections.csv"
+    db = tmp_path / "tor.duckdb"
+    import_sites(toronto, db=db, progress=False,
+                 mapping={"id": "establishment_id", "name": "establishment_name", "category": "establishment_type",
+                          "lat": "latitude", "lng": "longitude"})
+    import_inspections(toronto, db=db, tz="America/Toronto", fail_when="n_crucial>0", progress=False,
+                       mapping={"id": "inspection_id", "site": "establishment_id", "time": "inspection_date",
+                                "result": "n_infractions"})
+    page = TestClient(create_app(db)).get("/map?lang=en").text
+    (y0, x0), (y1, x1) = _fitted(page)
+    box = Store(db).sql("SELECT min(lng) AS x0, min(lat) AS y0, max(lng) AS x1, max(lat) AS y1 FROM sites "
+                        "WHERE active AND lng IS NOT NULL").iloc[0]
+    assert [x0, y0, x1, y1] == pytest.approx([box.x0, box.y0, box.x1, box.y1], abs=1e-9)
+    assert -80 < x0 < x1 < -79 and 43 < y0 < y1 < 44
+    assert "the map shows the sample frame&#39;s sites" in page and "No events match these filters" not in page
+    cluster = re.search(r"var (marker_cluster_\w+) = L\.markerClusterGroup", page).group(1)
+    assert f"{cluster}.addTo(" in page  # shown at once, no zoom gate
+    legend = re.search(r'<div class="cg-legend" id="cg-legend">(.*?)</div>\s*</div>', page, re.S).group(1)
+    assert "nan" not in legend and "The city&#39;s own site categories" in legend
+    assert "outlines" not in re.search(r"L\.control\.layers\((.*?)\)\.addTo", page, re.S).group(1)
