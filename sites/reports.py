@@ -415,13 +415,16 @@ def _map_level(grids: bool, levels: set[str]) -> str:
 
 def table_level(store: Store, level: str | None = None) -> str:
     """The level of a report's table (the scorecard's table, the workbook's active sheet): ``level``, else the
-    streets, or for a city without streets its finest areas, or for a city without areas its micro-grids. New
-    York's ZIP codes loaded as districts: ``district`` (a street table was empty); Shenzhen's 9 districts and
-    9,005 micro-grids: ``district`` (a table of 9,005 rows is no scorecard)."""
+    streets, or for a city without streets its finest areas, or for a city without areas its micro-grids, or for
+    one without either its site categories. New York's ZIP codes loaded as districts: ``district`` (a street table
+    was empty); Shenzhen's 9 districts and 9,005 micro-grids: ``district`` (a table of 9,005 rows is no
+    scorecard); Toronto's restaurants alone: ``category`` (an empty micro-grid table)."""
     if level is not None:
         return check_level(level)
-    _, levels = _shapes(store)
-    return "street" if "street" in levels else _map_level(False, levels)
+    grids, levels = _shapes(store)
+    if "street" in levels:
+        return "street"
+    return _map_level(False, levels) if levels else "grid" if grids else "category"
 
 
 def grid_map(store: Store, grid_table: pd.DataFrame, *, kpi: str = "on_time_closure_rate", lang: str = "zh",
@@ -576,12 +579,15 @@ def scorecard_html(store: Store, tables: dict[str, pd.DataFrame], *, level: str 
         rows.append({"rank": None if unranked[i] else int(ranks[i]), "code": rec["code"], "name": shown_names[i],
                      "lagging": bool(lag[i]),
                      "cells": [_fmt(_cell(rec[c]), KPI_COLUMNS[c][2]) for c in cols]})
-    shown = map_level(store)
+    grids, levels = _shapes(store)
+    shown = _map_level(grids, levels)
     if shown not in tables:  # tables made for other levels (a caller's): the micro-grids' as before
         shown = "grid"
-    map_page = render_offline(grid_map(store, tables[shown], kpi=kpi, lang=lang, level=shown))
-    if standalone:
-        map_page = inline_assets(map_page)
+    map_page = ""  # a city without shapes (its sample frame alone) has no map to colour
+    if grids or levels:
+        map_page = render_offline(grid_map(store, tables[shown], kpi=kpi, lang=lang, level=shown))
+        if standalone:
+            map_page = inline_assets(map_page)
     city = city_name(store, lang)
     label = names[kpi]
     whole = tot if city_totals is None else city_totals

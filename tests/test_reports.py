@@ -558,3 +558,26 @@ def test_shenzhen_scorecard_tables_its_districts_and_says_why_rates_are_empty(sh
     assert ranks[0] == 1 and ranks == sorted(ranks) and len(ranks) == 9
     table = rp.report_tables(city, start=date(2020, 1, 1), end=date(2020, 2, 1), levels=("district",))["district"]
     assert int(table["no_deadline"].sum()) == int(table["found"].sum()) > 10000
+
+
+def test_a_city_with_its_sample_frame_alone_has_a_scorecard_by_category(shared, tmp_path):
+    """Toronto's restaurants and inspections, no areas, no micro-grids: the scorecard's table was an empty
+    micro-grid table beside an empty grey map. Its table is now the site categories (the city's own included),
+    and there is no map."""
+    from civicgrid.sites.frame import import_sites
+    from civicgrid.sites.inspections import import_inspections
+
+    toronto = shared / "dev_inspections" / "toronto" / "inspections.csv"
+    db = tmp_path / "tor.duckdb"
+    import_sites(toronto, db=db, progress=False,
+                 mapping={"id": "establishment_id", "name": "establishment_name", "category": "establishment_type",
+                          "lat": "latitude", "lng": "longitude"})
+    import_inspections(toronto, db=db, tz="America/Toronto", fail_when="n_crucial>0", progress=False,
+                       mapping={"id": "inspection_id", "site": "establishment_id", "time": "inspection_date",
+                                "result": "n_infractions"})
+    city = Store(db)
+    assert rp.table_level(city) == "category"
+    page = rp.scorecard_page(city, period="2021", lang="en")
+    assert "<iframe" not in page and 'class="layout single"' in page
+    rows = [html.unescape(code) for code in re.findall(r'<tr class="[a-z]*" data-code="([^"]*)">', page)]
+    assert sorted(rows) == sorted(city.sql("SELECT code FROM site_categories")["code"]) and "Food Take Out" in rows
