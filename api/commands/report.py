@@ -15,7 +15,7 @@ _KPIS = [k for k, v in KPI_COLUMNS.items() if v[2] != "text"]
               help="2024-03 (a month), 2024-Q1, 2024, 2024-03-05 or 2024-03-01..2024-03-15 (inclusive)")
 @click.option("--level", type=click.Choice(LEVELS), default=None,
               help="level of the scorecard's table (the workbook has a sheet for every level)  [default: street; "
-                   "a city without streets: its finest areas, or its micro-grids]")
+                   "a city without streets: its finest areas, else its micro-grids, else its site categories]")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default=None,
               help="folder for report_<period>_<level>.xlsx and scorecard_<period>_<level>.html "
                    "[default: ./reports/, created if missing]")

@@ -22,7 +22,8 @@ _PERIOD = Path(..., description="2024-03 (a month), 2024-Q1, 2024, 2024-03-05 or
 def report_params(
     store: Store = Depends(get_store),
     level: str | None = Query(None, description=f"scorecard table / active sheet: {', '.join(LEVELS)} (default: "
-                                                "street; a city without streets: its finest areas, or its grids)"),
+                                                "street; a city without streets: its finest areas, else its "
+                                                "grids, else its site categories)"),
     kpi: str = Query("on_time_closure_rate", description="KPI colouring the map and marking lagging rows"),
     as_of: str | None = Query(None, description="read the record as it stood at this moment (default: the "
                                                  "period's end, or now if earlier); not before the period"),
