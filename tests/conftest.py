@@ -205,6 +205,23 @@ def build_small_city(db, tmp_path: Path):
     return db
 
 
+def build_toronto(db) -> Path:
+    """Toronto as its office would load it: the restaurants of the DineSafe inspections as its sample frame (their
+    own establishment types as categories) and the inspections (a crucial infraction fails); no areas, no micro-grids,
+    no complaints. Returns ``db``."""
+    from civicgrid.sites.frame import import_sites
+    from civicgrid.sites.inspections import import_inspections
+
+    toronto = SHARED / "dev_inspections" / "toronto" / "inspections.csv"
+    import_sites(toronto, db=db, progress=False,
+                 mapping={"id": "establishment_id", "name": "establishment_name", "category": "establishment_type",
+                          "lat": "latitude", "lng": "longitude"})
+    import_inspections(toronto, db=db, tz="America/Toronto", fail_when="n_crucial>0", progress=False,
+                       mapping={"id": "inspection_id", "site": "establishment_id", "time": "inspection_date",
+                                "result": "n_infractions"})
+    return Path(db)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     """A throwaway PostgreSQL server for the stores with a PostgreSQL catalog, started from Debian's binaries

@@ -19,6 +19,8 @@ from civicgrid.maps.layers import label_min_zooms, rounded_geojson
 from civicgrid.sites.events import import_events
 from fastapi.testclient import TestClient
 
+from conftest import build_toronto
+
 
 @pytest.fixture(scope="module")
 def nyc(tmp_path_factory, shared):
@@ -184,22 +186,12 @@ def test_hotspots_of_grids_without_names_are_listed_by_code(shared, tmp_path):
     assert "None" not in listed and clusters["grid_codes"].iloc[0][0] in listed
 
 
-def test_map_of_a_city_with_its_sample_frame_alone(shared, tmp_path):
+def test_map_of_a_city_with_its_sample_frame_alone(tmp_path):
     """Toronto's restaurants and their inspections, no areas, no complaints: the map opened on the demo city's
     coordinates (an empty grey page), with the sites layer off until zoom 14 and the city's own categories listed
     as "nan". It now opens on the sites, shows them at once, says why there is no heat, lists their categories
     under the city's own heading and offers no area outlines it does not have."""
-    from civicgrid.sites.frame import import_sites
-    from civicgrid.sites.inspections import import_inspections
-
-    toronto = shared / "dev_inspections" / "toronto" / "inspections.csv"
-    db = tmp_path / "tor.duckdb"
-    import_sites(toronto, db=db, progress=False,
-                 mapping={"id": "establishment_id", "name": "establishment_name", "category": "establishment_type",
-                          "lat": "latitude", "lng": "longitude"})
-    import_inspections(toronto, db=db, tz="America/Toronto", fail_when="n_crucial>0", progress=False,
-                       mapping={"id": "inspection_id", "site": "establishment_id", "time": "inspection_date",
-                                "result": "n_infractions"})
+    db = build_toronto(tmp_path / "tor.duckdb")
     page = TestClient(create_app(db)).get("/map?lang=en").text
     (y0, x0), (y1, x1) = _fitted(page)
     box = Store(db).sql("SELECT min(lng) AS x0, min(lat) AS y0, max(lng) AS x1, max(lat) AS y1 FROM sites "

@@ -19,6 +19,8 @@ from civicgrid.maps.offline import external_urls, vendor_path
 from civicgrid.sites import reports as rp
 from openpyxl import load_workbook
 
+from conftest import build_toronto
+
 
 def fake_kpi_table(store, *, start, end, level, as_of=None, lang="zh"):
     """A KPI table of the documented shape with consistent counts and rates (random, seeded per level)."""
@@ -560,21 +562,11 @@ def test_shenzhen_scorecard_tables_its_districts_and_says_why_rates_are_empty(sh
     assert int(table["no_deadline"].sum()) == int(table["found"].sum()) > 10000
 
 
-def test_a_city_with_its_sample_frame_alone_has_a_scorecard_by_category(shared, tmp_path):
+def test_a_city_with_its_sample_frame_alone_has_a_scorecard_by_category(tmp_path):
     """Toronto's restaurants and inspections, no areas, no micro-grids: the scorecard's table was an empty
     micro-grid table beside an empty grey map. Its table is now the site categories (the city's own included),
     and there is no map."""
-    from civicgrid.sites.frame import import_sites
-    from civicgrid.sites.inspections import import_inspections
-
-    toronto = shared / "dev_inspections" / "toronto" / "inspections.csv"
-    db = tmp_path / "tor.duckdb"
-    import_sites(toronto, db=db, progress=False,
-                 mapping={"id": "establishment_id", "name": "establishment_name", "category": "establishment_type",
-                          "lat": "latitude", "lng": "longitude"})
-    import_inspections(toronto, db=db, tz="America/Toronto", fail_when="n_crucial>0", progress=False,
-                       mapping={"id": "inspection_id", "site": "establishment_id", "time": "inspection_date",
-                                "result": "n_infractions"})
+    db = build_toronto(tmp_path / "tor.duckdb")
     city = Store(db)
     assert rp.table_level(city) == "category"
     page = rp.scorecard_page(city, period="2021", lang="en")
