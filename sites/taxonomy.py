@@ -132,7 +132,10 @@ class TypeMatcher:
 
 
 #: Words that say nothing of a type (left out of the words a label and a type's English name share).
-_STOP_WORDS = frozenset(("a", "an", "and", "at", "for", "in", "of", "on", "or", "the", "to", "with", "other"))
+#: Words no suggestion is made for sharing (San Francisco's "Not_Offensive Graffiti" was offered 0305 "Vehicles not
+#: yielding to pedestrians" for its "not").
+_STOP_WORDS = frozenset(("a", "an", "and", "at", "for", "in", "of", "on", "or", "the", "to", "with", "other", "not",
+                         "no", "non", "by", "from", "is"))
 
 
 def _words(text: str) -> set[str]:

@@ -252,6 +252,8 @@ def test_suggestions_for_a_citys_english_labels_rank_shared_words_first(small_ci
     for label in ("Graffiti Public Property", "Graffiti Private Property"):
         assert suggest_types(label, choices)[0] == "0208 乱涂乱画 (Graffiti)"
     assert suggest_types("Streetlights", choices)[0] == "0405 路灯不亮 (Street light out)"
+    # a shared "not" is no likeness (0305 "Vehicles not yielding to pedestrians" was second)
+    assert suggest_types("Not_Offensive Graffiti on Private Property", choices) == ["0208 乱涂乱画 (Graffiti)"]
     assert suggest_types("占道经营啊", choices)[0] == "0201 占道经营 (Street occupation)"
     assert suggest_types("暴露垃圾", choices)[0] == "0101 暴露垃圾 (Exposed garbage)"
 
