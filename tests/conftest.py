@@ -222,6 +222,26 @@ def build_toronto(db) -> Path:
     return Path(db)
 
 
+def build_new_york(db) -> Path:
+    """New York as its office would load it: the ZIP code areas as districts, the restaurants as its sample frame
+    (at their ZIP's centroid: hundreds share a point; cuisines as categories) and their inspections (a score of 14
+    or more fails); no micro-grids, no complaints. Returns ``db``."""
+    from civicgrid.grids.areas import import_areas
+    from civicgrid.sites.frame import import_sites
+    from civicgrid.sites.inspections import import_inspections
+
+    nyc = SHARED / "dev_inspections" / "nyc"
+    import_areas(SHARED / "us_nyc311_small" / "nyc_zipcodes.shp", db=db, level="district",
+                 mapping={"code": "ZIPCODE", "name": "PO_NAME"}, progress=False)
+    import_sites(nyc / "establishments.csv", db=db, progress=False,
+                 mapping={"id": "camis", "name": "dba", "category": "cuisine_description", "lat": "zip_lat",
+                          "lng": "zip_lng"})
+    import_inspections(nyc / "inspections.csv", db=db, tz="America/New_York", fail_when="score>=14",
+                       mapping={"id": "inspection_id", "site": "camis", "time": "inspection_date", "result": "score"},
+                       progress=False)
+    return Path(db)
+
+
 @pytest.fixture(scope="session")
 def pg_server():
     """A throwaway PostgreSQL server for the stores with a PostgreSQL catalog, started from Debian's binaries

@@ -282,3 +282,26 @@ def test_the_notebooks_on_a_city_without_types_or_sites(tmp_path, shared):
         errors = [(i, o.ename, o.evalue) for i, c in enumerate(nb.cells) if c.cell_type == "code"
                   for o in c.outputs if o.output_type == "error"]
         assert errors[0][:2] == (1, "SystemExit") and "civicgrid import sites" in errors[0][2], name
+
+
+def test_the_patrol_notebook_on_a_city_with_areas_and_no_events(tmp_path):
+    """New York's ZIP areas, its restaurants and their inspections, no complaints: the patrol notebook planned
+    "the whole city" (its busiest area is chosen by recent events, and there are none), and printed "(None)" for
+    the English name a ZIP does not have. It now plans the area with the most sites, named with its code (30 ZIP
+    areas are "Brooklyn"), and the risk notebook names no micro-grid the city does not have."""
+    from civicgrid.geo.store import Store
+
+    from conftest import build_new_york
+
+    db = build_new_york(tmp_path / "nyc.duckdb")
+    store = Store(db)
+    most = store.sql("SELECT district_code AS code, count(*) AS n FROM sites WHERE active AND district_code IS NOT "
+                     "NULL GROUP BY 1 ORDER BY n DESC, code LIMIT 1").iloc[0]
+    done = _execute(NOTEBOOKS[2:], db)
+    for name, nb in done.items():
+        errors = [f"{o.ename}: {o.evalue}" for c in nb.cells if c.cell_type == "code" for o in c.outputs
+                  if o.output_type == "error"]
+        assert not errors, f"{name}: {errors}"
+    printed = _printed(done[NOTEBOOKS[3]])
+    assert f"({most['code']}), {most['n']:,} sites (no recent events); inspectors start at the area's centre" in printed
+    assert "(None)" not in printed and ", grid None" not in _printed(done[NOTEBOOKS[2]])

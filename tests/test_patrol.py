@@ -745,21 +745,11 @@ def new_york_10001(tmp_path_factory):
     share a point, as shops of one mall can) and their inspections; the patrol candidates of ZIP 10001 on
     2016-01-05, ranked by the store's risk."""
     from civicgrid.geo.store import Store
-    from civicgrid.grids.areas import import_areas
-    from civicgrid.sites.frame import import_sites
-    from civicgrid.sites.inspections import import_inspections
     from civicgrid.sites.patrol.candidates import patrol_candidates
 
-    db = tmp_path_factory.mktemp("nyc") / "nyc.duckdb"
-    nyc = DATA / "dev_inspections" / "nyc"
-    import_areas(DATA / "us_nyc311_small" / "nyc_zipcodes.shp", db=db, level="district",
-                 mapping={"code": "ZIPCODE", "name": "PO_NAME"}, progress=False)
-    import_sites(nyc / "establishments.csv", db=db, progress=False,
-                 mapping={"id": "camis", "name": "dba", "category": "cuisine_description", "lat": "zip_lat",
-                          "lng": "zip_lng"})
-    import_inspections(nyc / "inspections.csv", db=db, tz="America/New_York", fail_when="score>=14",
-                       mapping={"id": "inspection_id", "site": "camis", "time": "inspection_date", "result": "score"},
-                       progress=False)
+    from conftest import build_new_york
+
+    db = build_new_york(tmp_path_factory.mktemp("nyc") / "nyc.duckdb")
     return patrol_candidates(Store(db), date="2016-01-05", area="10001")
 
 
