@@ -462,3 +462,14 @@ def test_as_of_outside_the_data_is_noted(demo_db):
     assert late["notes"] == [f"as_of 2027-01-01 is {days} days after the latest record ({span['b']:%Y-%m-%d}): the "
                              "result shows the state as of then, nothing since is known"]
     assert assess(store, runs=50, fix=0)["notes"] == []   # default: as of the latest data
+
+
+def test_risk_of_a_city_without_a_sample_frame_says_what_to_load(small_city):
+    """A city with its areas and grids and no sites yet: `civicgrid risk` listed "0 active sites scored" and "(no
+    site matches)", as if a filter had left nothing; it now says how to load the sample frame."""
+    from civicgrid.api.cli import main
+
+    res = CliRunner().invoke(main, ["risk", "--db", str(small_city)])
+    assert res.exit_code == 0, res.output
+    assert "0 active sites scored" in res.output and "load them with `civicgrid import sites FILE`" in res.output
+    assert "no site matches" not in res.output

@@ -76,7 +76,9 @@ def risk(db: str, as_of, top, category, area, model, inspector, lang, json_path)
         click.echo(f"{r.rank:>5} {r.site_id:>6}  {pad(r.name, 22)} {pad(r.category_name or '', 16)} "
                    f"{r.risk:6.3f}  {parts}")
         click.echo(f"{'':>14}{r.reason}")
-    if shown.empty:
+    if not total:
+        click.echo("  (the store has no active sample-frame site: load them with `civicgrid import sites FILE`)")
+    elif shown.empty:
         click.echo("  (no site matches)")
     if json_path:
         _write_json(json_path, {"as_of": frame.attrs["as_of"], "model": info, "n_scored": total,
