@@ -469,7 +469,7 @@ def test_risk_of_a_city_without_a_sample_frame_says_what_to_load(small_city):
     site matches)", as if a filter had left nothing; it now says how to load the sample frame."""
     from civicgrid.api.cli import main
 
-    res = CliRunner().invoke(main, ["risk", "--db", str(small_city)])
+    res = CliRunner().invoke(main, ["risk", "--db", str(small_city), "--as-of", "2025-07-01"])
     assert res.exit_code == 0, res.output
     assert "0 active sites scored" in res.output and "load them with `civicgrid import sites FILE`" in res.output
     assert "no site matches" not in res.output
