@@ -764,7 +764,7 @@ def test_sites_sharing_a_point_leave_no_inspector_idle(solver: str, new_york_100
     cand = new_york_10001
     shared = cand.groupby(["lng", "lat"]).size()
     assert len(cand) == 300 and shared.max() >= 100
-    assert neighbourhood_size(cand["lng"].to_numpy(), cand["lat"].to_numpy()) == 50 + shared.max() - 1
+    assert neighbourhood_size(cand["lng"].to_numpy(), cand["lat"].to_numpy()) == min(50 + shared.max() - 1, 300)
     team = [Inspector("Alice", -73.985, 40.748, shift_minutes=240, mode="walk"),
             Inspector("Bob", -73.95, 40.65, shift_minutes=240, mode="car")]
     plans = {s: plan_patrols(cand, team, solver=s, time_limit_s=3.0, seed=0) for s in SOLVERS}

@@ -27,7 +27,7 @@ def neighbourhood_size(lng: np.ndarray, lat: np.ndarray) -> int:
     if not len(lng):
         return NEIGHBOURS
     _, shared = np.unique(np.column_stack([lng, lat]), axis=0, return_counts=True)
-    return NEIGHBOURS + int(shared.max()) - 1
+    return min(NEIGHBOURS + int(shared.max()) - 1, max(len(lng), NEIGHBOURS))  # no more than there are sites
 
 #: Extra OR-Tools search parameters (``use_*`` names go to the local search operators), for experiments.
 ORTOOLS_EXTRA: dict = {}
