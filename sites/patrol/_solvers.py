@@ -20,10 +20,10 @@ NEIGHBOURS = 50
 
 def neighbourhood_size(lng: np.ndarray, lat: np.ndarray) -> int:
     """The granular neighbourhood PyVRP's moves search for the sites at ``lng, lat``: :data:`NEIGHBOURS` more than
-    the most sites sharing one point. Its default (the 50 nearest) held only the co-located sites where many share
-    a point (New York's restaurants at their ZIP's centroid, shops of one mall): an inspector's route then never
-    met the sites of another point, and in one test a car inspector went home an hour early with 270 sites
-    unvisited next door (risk 15.1 where OR-Tools found 17.9)."""
+    the most sites sharing one point, and no more than there are sites. Its default (the 50 nearest) held only the
+    co-located sites where many share a point (New York's restaurants at their ZIP's centroid, shops of one mall):
+    an inspector's route then never met the sites of another point, and in one test a car inspector went home an
+    hour early with 270 sites unvisited next door (risk 15.1 where OR-Tools found 17.9)."""
     if not len(lng):
         return NEIGHBOURS
     _, shared = np.unique(np.column_stack([lng, lat]), axis=0, return_counts=True)
