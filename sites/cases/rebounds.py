@@ -487,20 +487,7 @@ def _link_few(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, radius: float,
     if new.empty:
         return 0
     types = sorted(new["problem_type"].unique())
-    lo, hi = int(new["found_us"].min()) - window_us, int(new["found_us"].max())
-    old = con.execute("""
-        SELECT case_id, event_id, problem_type, site_id, epoch_us(closed_at) AS closed_us FROM cases
-        WHERE state = 'closed' AND problem_type IN (SELECT unnest(?::VARCHAR[]))
-          AND closed_at >= make_timestamp(?) AND closed_at < make_timestamp(?)""", [types, lo, hi]).df()
-    if has_labels(types):  # closed cases without a type, by their events' labels
-        old = pd.concat([old, label_closures(con, types, lo, hi)], ignore_index=True)
-    # their points by the events' own ids (not a join, which would read every event)
-    if old.empty:
-        old["lat"], old["lng"] = pd.Series(dtype=float), pd.Series(dtype=float)
-    else:
-        points_of = con.execute(f"SELECT event_id, lat, lng FROM events WHERE event_id IN "
-                                f"({', '.join(str(int(i)) for i in old['event_id'])})").df()
-        old = old.merge(points_of, on="event_id", how="left")
+    old = closures(con, types, int(new["found_us"].min()) - window_us, int(new["found_us"].max()))
     code = {t: i for i, t in enumerate(types)}
 
     def points(frame: pd.DataFrame, time_col: str) -> dict[str, np.ndarray]:
@@ -524,16 +511,32 @@ def _link_few(con: duckdb.DuckDBPyConnection, ids: np.ndarray, *, radius: float,
     return int(case_id.size)
 
 
-def label_closures(con: duckdb.DuckDBPyConnection, kinds, lo: int, hi: int) -> pd.DataFrame:
-    """The closed cases without a type whose events carry one of the labels among ``kinds`` (marked by
-    :data:`LABEL_KIND`), closed in ``[lo, hi)`` (microseconds): ``case_id, event_id, problem_type`` (their kind),
-    ``site_id, closed_us``."""
-    labels = [str(k)[len(LABEL_KIND):] for k in kinds if str(k).startswith(LABEL_KIND)]
-    return con.execute(f"""
-        SELECT c.case_id, c.event_id, {kind_sql()} AS problem_type, c.site_id, epoch_us(c.closed_at) AS closed_us
-        FROM cases c JOIN events e ON e.event_id = c.event_id
-        WHERE c.state = 'closed' AND c.problem_type IS NULL AND e.source_type IN (SELECT unnest(?::VARCHAR[]))
-          AND c.closed_at >= make_timestamp(?) AND c.closed_at < make_timestamp(?)""", [labels, lo, hi]).df()
+def closures(con: duckdb.DuckDBPyConnection, kinds, lo: int, hi: int) -> pd.DataFrame:
+    """The closed cases of the rebound ``kinds`` (:func:`kind_sql`) closed in ``[lo, hi)`` (microseconds), with
+    their points: ``case_id, event_id, problem_type`` (their kind), ``site_id, closed_us, lat, lng``. What a few
+    new cases may repeat (:func:`link_rebounds` of a few, a case opened by a user): two or three small reads,
+    whatever the size of the store."""
+    old = con.execute(f"""
+        SELECT case_id, event_id, problem_type, site_id, epoch_us(closed_at) AS closed_us FROM cases
+        WHERE state = 'closed' AND problem_type IN ({', '.join(quote(str(k)) for k in kinds)})
+          AND closed_at >= make_timestamp({int(lo)})
+          AND closed_at < make_timestamp({int(hi)})""").df()  # literals: parameters cost a planning
+    if has_labels(kinds):  # closed cases without a type, by their events' labels
+        labels = [str(k)[len(LABEL_KIND):] for k in kinds if str(k).startswith(LABEL_KIND)]
+        old = pd.concat([old, con.execute(f"""
+            SELECT c.case_id, c.event_id, {kind_sql()} AS problem_type, c.site_id,
+                   epoch_us(c.closed_at) AS closed_us
+            FROM cases c JOIN events e ON e.event_id = c.event_id
+            WHERE c.state = 'closed' AND c.problem_type IS NULL AND e.source_type IN (SELECT unnest(?::VARCHAR[]))
+              AND c.closed_at >= make_timestamp(?) AND c.closed_at < make_timestamp(?)""",
+            [labels, int(lo), int(hi)]).df()], ignore_index=True)
+    if old.empty:
+        old["lat"], old["lng"] = pd.Series(dtype=float), pd.Series(dtype=float)
+        return old
+    # their points by the events' own ids (not a join, which would read every event)
+    points = con.execute(f"SELECT event_id, lat, lng FROM events WHERE event_id IN "
+                         f"({', '.join(str(int(i)) for i in old['event_id'])})").df()
+    return old.merge(points, on="event_id", how="left")
 
 
 def _collect_cases(con: duckdb.DuckDBPyConnection, ranges: list[dict[str, int]], *, subset: str,

@@ -29,7 +29,7 @@ from civicgrid.geo.coords import to_wgs84
 from civicgrid.geo.errors import ConflictError, InvalidParameterError, NotFoundError
 from civicgrid.geo.group_commit import group_memory, group_state, keeps_memory, submit
 from civicgrid.geo.staging import next_ids
-from civicgrid.geo.store import Store, extent, quote
+from civicgrid.geo.store import Store, extent
 from civicgrid.geo.texts import labels
 from civicgrid.geo.times import now_local, parse_moment, store_now, store_timezone
 from civicgrid.grids.locate import Locator
@@ -40,7 +40,7 @@ from civicgrid.sites.cases._sql import (
 )
 from civicgrid.sites.cases.calendar import WorkCalendar, compute_deadlines, type_hours
 from civicgrid.sites.cases.config import get_settings
-from civicgrid.sites.cases.rebounds import LABEL_KIND, _rebound_batch, has_labels, label_closures
+from civicgrid.sites.cases.rebounds import LABEL_KIND, _rebound_batch, closures
 from civicgrid.sites.cases.units import DispatchUnits
 
 #: Case states in workflow order.
@@ -585,19 +585,9 @@ def _rebounds_of(con: duckdb.DuckDBPyConnection, new: list[dict], *, radius: flo
         return {}
     found_us = np.array([np.datetime64(c["found"], "us").astype(np.int64) for c in new])
     types = sorted({c["kind"] for c in new})
-    lo, hi = int(found_us.min()) - window_us, int(found_us.max())
-    old = con.execute(f"""
-        SELECT case_id, event_id, problem_type, site_id, epoch_us(closed_at) AS closed_us FROM cases
-        WHERE state = 'closed' AND problem_type IN ({', '.join(quote(t) for t in types)})
-          AND closed_at >= make_timestamp({lo})
-          AND closed_at < make_timestamp({hi})""").df()  # literals: parameters cost a planning
-    if has_labels(types):  # a case of an untyped event: the closed cases of its label
-        old = pd.concat([old, label_closures(con, types, lo, hi)], ignore_index=True)
+    old = closures(con, types, int(found_us.min()) - window_us, int(found_us.max()))
     if old.empty:
         return {}
-    points = con.execute(f"SELECT event_id, lat, lng FROM events WHERE event_id IN "  # by the events' own ids
-                         f"({', '.join(str(int(i)) for i in old['event_id'])})").df()
-    old = old.merge(points, on="event_id", how="left")
     code = {t: k for k, t in enumerate(types)}
 
     def as_float(values) -> np.ndarray:
